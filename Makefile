@@ -1,0 +1,37 @@
+# pdx developer entry points. Every target installs what it needs into .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PKGS   := gateway exchange sandbox ledger crypto policies audit
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint type bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/pdx run
+
+lint: install
+	$(BIN)/ruff check $(PKGS) tests bench migrations
+	$(BIN)/ruff format --check $(PKGS) tests bench migrations
+	$(BIN)/mypy
+
+type: install
+	$(BIN)/mypy
+
+test: lint
+	scripts/with-postgres $(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/pdx bench all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
