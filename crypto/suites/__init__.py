@@ -1,0 +1,1 @@
+"""Primitive layer under `crypto`: AEAD suites and the key-wrap blob format (hazmat)."""
