@@ -1,0 +1,14 @@
+"""Audit events and records (COMPLIANCE.md §5); later also decision logs and verification."""
+
+from audit.events import AuditEvent, Result, Subject, record, records_for_request
+from audit.models import AuditBase, AuditRecord
+
+__all__ = [
+    "AuditBase",
+    "AuditEvent",
+    "AuditRecord",
+    "Result",
+    "Subject",
+    "record",
+    "records_for_request",
+]
