@@ -1,0 +1,58 @@
+"""Organisations and accounts, the dataset catalogue with grading, and the content pipeline."""
+
+from exchange.accounts import (
+    Caller,
+    IssuedClient,
+    OrgKind,
+    Role,
+    authenticate_client,
+    create_client,
+    create_organisation,
+    list_organisations,
+    load_caller_client,
+)
+from exchange.catalog import (
+    CatalogContext,
+    Registration,
+    get_dataset,
+    iter_plaintext,
+    list_datasets,
+    preview,
+)
+from exchange.errors import ExchangeError
+from exchange.ingest import configure_arrow_memory
+from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organisation
+from exchange.schemas import DatasetCreate, DatasetPublic, DatasetSummary, PreviewPublic
+from exchange.seed import seed_demo
+from exchange.storage import ObjectStore
+
+__all__ = [
+    "Caller",
+    "CatalogContext",
+    "Client",
+    "Dataset",
+    "DatasetCreate",
+    "DatasetField",
+    "DatasetPublic",
+    "DatasetSummary",
+    "ExchangeBase",
+    "ExchangeError",
+    "IssuedClient",
+    "ObjectStore",
+    "OrgKind",
+    "Organisation",
+    "PreviewPublic",
+    "Registration",
+    "Role",
+    "authenticate_client",
+    "configure_arrow_memory",
+    "create_client",
+    "create_organisation",
+    "get_dataset",
+    "iter_plaintext",
+    "list_datasets",
+    "list_organisations",
+    "load_caller_client",
+    "preview",
+    "seed_demo",
+]

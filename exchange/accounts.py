@@ -1,0 +1,214 @@
+"""Organisations, their service clients and client authentication."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import audit
+import crypto
+from exchange.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotFound
+from exchange.models import Client, Organisation
+
+
+class OrgKind(StrEnum):
+    PROVIDER = "provider"
+    ENTERPRISE = "enterprise"
+    AUDITOR = "auditor"
+    SECURITY = "security"
+    OPERATOR = "operator"
+
+
+class Role(StrEnum):
+    DATA_PROVIDER = "data-provider"
+    DATA_CONSUMER = "data-consumer"
+    AUDITOR = "auditor"
+    SECURITY_ADMIN = "security-admin"
+    SYSTEM_ADMIN = "system-admin"
+
+
+# Which roles a client of each organisation kind may hold.
+ROLES_BY_KIND: dict[OrgKind, frozenset[Role]] = {
+    OrgKind.PROVIDER: frozenset({Role.DATA_PROVIDER}),
+    OrgKind.ENTERPRISE: frozenset({Role.DATA_CONSUMER}),
+    OrgKind.AUDITOR: frozenset({Role.AUDITOR}),
+    OrgKind.SECURITY: frozenset({Role.SECURITY_ADMIN}),
+    OrgKind.OPERATOR: frozenset({Role.SYSTEM_ADMIN}),
+}
+
+# 三员分立 (COMPLIANCE.md §5): system, security and audit administration are held apart.
+SEPARATED_DUTIES = frozenset({Role.SYSTEM_ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR})
+
+_NAME = re.compile(r"^[\w\-. ()\u4e00-\u9fff]{2,200}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller of an exchange operation, and the request it came in."""
+
+    client_id: str
+    org_id: str
+    org_kind: OrgKind
+    roles: frozenset[Role]
+    ip: str | None = None
+    request_id: str | None = None
+    decision_id: str | None = None
+
+    def subject(self) -> audit.Subject:
+        return audit.Subject(
+            subject_id=self.client_id,
+            subject_org=self.org_id,
+            subject_ip=self.ip,
+            request_id=self.request_id,
+            decision_id=self.decision_id,
+        )
+
+    def require(self, role: Role) -> None:
+        """Refuse unless the caller holds `role` (the policy issue moves this into Rego)."""
+        if role not in self.roles:
+            raise Forbidden(f"this operation needs the '{role}' role", required_role=role.value)
+
+
+@dataclass(frozen=True)
+class IssuedClient:
+    """A newly created client; `client_secret` is shown once and stored only hashed."""
+
+    client_id: str
+    client_secret: str
+    org_id: str
+    org_kind: OrgKind
+    name: str
+    roles: tuple[Role, ...]
+
+
+def _check_name(name: str, what: str) -> str:
+    name = name.strip()
+    if not _NAME.match(name):
+        raise InvalidInput(
+            f"{what} name must be 2-200 letters, digits, spaces or -._()", field=what
+        )
+    return name
+
+
+def create_organisation(
+    session: Session, caller: Caller | None, *, name: str, kind: str, now: datetime
+) -> Organisation:
+    """Create an organisation. `caller` None means the platform itself (first-start seeding)."""
+    if caller is not None:
+        caller.require(Role.SYSTEM_ADMIN)
+    try:
+        org_kind = OrgKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in OrgKind)
+        raise InvalidInput(
+            f"unknown organisation kind; use one of: {allowed}", field="kind"
+        ) from None
+    org = Organisation(
+        id=str(uuid.uuid4()), name=_check_name(name, "organisation"), kind=org_kind, created_at=now
+    )
+    try:
+        with session.begin_nested():
+            session.add(org)
+    except IntegrityError:
+        raise Conflict("an organisation with this name exists", field="name") from None
+    _audit(session, caller, "organisation.created", "create", org.id, now)
+    return org
+
+
+def create_client(
+    session: Session,
+    caller: Caller | None,
+    *,
+    org_id: str,
+    name: str,
+    roles: list[str],
+    now: datetime,
+) -> IssuedClient:
+    """Create a service client with a fresh secret, checking roles against the org kind."""
+    if caller is not None:
+        caller.require(Role.SYSTEM_ADMIN)
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise NotFound("no such organisation", org_id=org_id)
+    kind = OrgKind(org.kind)
+    try:
+        wanted = tuple(dict.fromkeys(Role(r) for r in roles))
+    except ValueError:
+        raise InvalidInput("unknown role", field="roles") from None
+    if not wanted:
+        raise InvalidInput("a client needs at least one role", field="roles")
+    not_allowed = [r.value for r in wanted if r not in ROLES_BY_KIND[kind]]
+    if not_allowed:
+        raise InvalidInput(
+            f"role(s) {', '.join(not_allowed)} not allowed for a {kind.value} organisation",
+            field="roles",
+        )
+    if len(SEPARATED_DUTIES.intersection(wanted)) > 1:
+        raise InvalidInput("separation of duties: one client may hold only one admin role")
+    secret = crypto.generate_secret()
+    client = Client(
+        id="pdx-" + secrets.token_hex(8),
+        org_id=org.id,
+        name=_check_name(name, "client"),
+        secret_hash=crypto.hash_secret(secret),
+        roles=[r.value for r in wanted],
+        active=True,
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(client)
+    except IntegrityError:
+        raise Conflict(
+            "this organisation already has a client with this name", field="name"
+        ) from None
+    _audit(session, caller, "client.created", "create", client.id, now)
+    return IssuedClient(client.id, secret, org.id, kind, client.name, wanted)
+
+
+def authenticate_client(session: Session, client_id: str, client_secret: str) -> Client:
+    """Check client credentials; one opaque failure whatever was wrong (RFC 6749 §5.2)."""
+    client = session.get(Client, client_id) if len(client_id) <= 64 else None
+    if client is None:
+        # Same scrypt work as a real check, so timing does not reveal which ids exist.
+        crypto.dummy_verify(client_secret)
+        raise AuthenticationFailed("invalid client credentials")
+    if not crypto.verify_secret(client_secret, client.secret_hash) or not client.active:
+        raise AuthenticationFailed("invalid client credentials")
+    return client
+
+
+def load_caller_client(session: Session, client_id: str) -> tuple[Client, Organisation]:
+    """The client a token was issued to, refusing disabled or deleted clients."""
+    client = session.get(Client, client_id)
+    if client is None or not client.active:
+        raise AuthenticationFailed("client is not active")
+    return client, client.organisation
+
+
+def list_organisations(session: Session) -> list[Organisation]:
+    return list(session.scalars(select(Organisation).order_by(Organisation.name)))
+
+
+def _audit(
+    session: Session, caller: Caller | None, event_type: str, action: str, obj: str, now: datetime
+) -> None:
+    subject = (
+        caller.subject()
+        if caller is not None
+        else audit.Subject("platform", None, None, None, None)
+    )
+    audit.record(
+        session,
+        subject,
+        audit.AuditEvent(event_type, action, audit.Result.SUCCESS, object_id=obj),
+        now=now,
+    )

@@ -1,0 +1,388 @@
+"""Dataset catalogue: registration with grading (就高从严), listing, detail and preview."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import BinaryIO
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+import audit
+import crypto
+from exchange.accounts import Caller, Role
+from exchange.errors import (
+    DuplicateDatasetName,
+    InvalidInput,
+    InvalidMetadata,
+    LevelTooLow,
+    NotFound,
+)
+from exchange.ingest import Ingest, IngestResult
+from exchange.levels import Level
+from exchange.models import Dataset, DatasetField
+from exchange.scan import FieldScan, ScanResult
+from exchange.schemas import (
+    CategoryHitPublic,
+    DatasetCreate,
+    DatasetPublic,
+    DatasetSummary,
+    FieldPublic,
+    PreviewPublic,
+)
+from exchange.storage import ObjectStore
+from exchange.synth import ShapeProfile, synthesize
+
+# Scanner categories that make a field personal information (PIPL art. 4) and the
+# subset that is sensitive personal information (PIPL art. 28; GB/T 35273 Annex B:
+# identity-card numbers and financial accounts).
+PI_CATEGORIES = frozenset({"id_number", "mobile", "bank_card", "email", "plate", "person_name"})
+SENSITIVE_PI_CATEGORIES = frozenset({"id_number", "bank_card"})
+
+MAX_METADATA_BYTES = 64 * 1024
+DEFAULT_REVIEW_PERIOD = timedelta(days=365)
+
+SessionFactory = Callable[[], Session]
+
+
+@dataclass(frozen=True)
+class CatalogContext:
+    """What the catalogue needs from the composition root."""
+
+    keystore: crypto.KeyStore
+    objects: ObjectStore
+    max_upload_bytes: int
+    review_period: timedelta = DEFAULT_REVIEW_PERIOD
+
+
+def object_aad(dataset_id: str) -> bytes:
+    """Associated data binding an encrypted object to its dataset id."""
+    return f"pdx:dataset:{dataset_id}".encode()
+
+
+def _field_counts(field: FieldScan) -> tuple[bool, bool]:
+    """(pi, sensitive_pi) for a field, counting only detections that graded it."""
+    if field.suggested_level == Level.GENERAL_1:
+        return False, False
+    cats = {name for name, hit in field.detections.items() if hit.counted}
+    return bool(cats & PI_CATEGORIES), bool(cats & SENSITIVE_PI_CATEGORIES)
+
+
+class Registration:
+    """One dataset registration, fed part by part by the transport.
+
+    Nothing is visible until `complete` commits: the encrypted object is a partial
+    file, the data key exists only in memory, and `abort` removes both.
+    """
+
+    def __init__(self, ctx: CatalogContext, caller: Caller, *, now: datetime) -> None:
+        caller.require(Role.DATA_PROVIDER)
+        self._ctx = ctx
+        self._caller = caller
+        self._now = now
+        self.dataset_id = str(uuid.uuid4())
+        self._data_key = ctx.keystore.generate_data_key(object_ref=f"dataset:{self.dataset_id}")
+        self.meta: DatasetCreate | None = None
+        self._sink: BinaryIO | None = None
+        self._ingest: Ingest | None = None
+
+    # -- parts -------------------------------------------------------------------------
+
+    def metadata(self, raw: bytes, session_factory: SessionFactory) -> DatasetCreate:
+        """Validate the metadata part; fails fast on a name this provider already used."""
+        if self.meta is not None:
+            raise InvalidMetadata("the metadata part appears more than once")
+        if len(raw) > MAX_METADATA_BYTES:
+            raise InvalidMetadata(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidMetadata("metadata is not valid UTF-8 JSON") from None
+        try:
+            meta = DatasetCreate.model_validate(doc)
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]}
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+            first = errors[0]
+            where = f" ({first['field']})" if first["field"] else ""
+            raise InvalidMetadata(
+                f"invalid metadata{where}: {first['message']}", errors=errors
+            ) from None
+        with session_factory() as session:
+            taken = session.scalar(
+                select(func.count())
+                .select_from(Dataset)
+                .where(Dataset.owner_org == self._caller.org_id, Dataset.name == meta.name)
+            )
+        if taken:
+            raise DuplicateDatasetName("this provider already has a dataset with this name")
+        self.meta = meta
+        return meta
+
+    def write(self, data: bytes) -> None:
+        """The next chunk of the CSV file part."""
+        if self._ingest is None:
+            self._sink = self._ctx.objects.create_partial(self.dataset_id)
+            self._ingest = Ingest(
+                key=self._data_key.key,
+                aad=object_aad(self.dataset_id),
+                sink=self._sink,
+                max_bytes=self._ctx.max_upload_bytes,
+            )
+        self._ingest.write(data)
+
+    # -- end ---------------------------------------------------------------------------
+
+    def complete(self, session_factory: SessionFactory) -> DatasetPublic:
+        """Finish the scan, grade, and commit dataset + key + audit record together."""
+        if self.meta is None:
+            raise InvalidMetadata("the metadata part is missing")
+        if self._ingest is None or self._sink is None:
+            raise InvalidInput("the file part is missing or empty", field="file")
+        content = self._ingest.finish()
+        self._sink.close()
+        meta = self.meta
+        self._check_grading(meta, content.scan)
+        try:
+            with session_factory() as session, session.begin():
+                self._ctx.keystore.store_data_key(
+                    session, self._data_key, owner_org=self._caller.org_id, now=self._now
+                )
+                dataset = self._dataset_row(meta, content)
+                session.add(dataset)
+                audit.record(
+                    session,
+                    self._caller.subject(),
+                    audit.AuditEvent(
+                        "dataset.registered",
+                        "register",
+                        audit.Result.SUCCESS,
+                        object_id=dataset.id,
+                        data_level=dataset.level,
+                        detail=f"rows={content.rows} sha256={content.digests['sha256']}",
+                    ),
+                    now=self._now,
+                )
+                session.flush()
+                public = to_public(dataset)
+                self._ctx.objects.publish(self.dataset_id)
+        except IntegrityError:
+            self._ctx.objects.discard(self.dataset_id)
+            raise DuplicateDatasetName(
+                "this provider already has a dataset with this name"
+            ) from None
+        except BaseException:
+            self._ctx.objects.discard(self.dataset_id)
+            raise
+        return public
+
+    def abort(self) -> None:
+        """Drop everything this registration wrote; safe to call in any state."""
+        if self._ingest is not None:
+            self._ingest.abort()
+        if self._sink is not None and not self._sink.closed:
+            self._sink.close()
+        self._ctx.objects.discard(self.dataset_id)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _check_grading(self, meta: DatasetCreate, scan: ScanResult) -> None:
+        # 就高从严 (GB/T 43697-2024 §5): never lower than the most sensitive field.
+        if meta.level.rank < scan.min_level.rank:
+            field = next(f for f in scan.fields if f.name == scan.most_sensitive_field)
+            raise LevelTooLow(
+                f"declared level {meta.level.value} is below {scan.min_level.value}, which field "
+                f"'{field.name}' requires: {field.reason}",
+                field=field.name,
+                declared_level=meta.level.value,
+                required_level=scan.min_level.value,
+                detections={k: v.hits for k, v in field.detections.items()},
+            )
+        for f in scan.fields:
+            pi, sensitive = _field_counts(f)
+            if pi and not meta.pi:
+                raise InvalidMetadata(
+                    f"field '{f.name}' holds personal information ({f.reason}); set pi=true",
+                    field=f.name,
+                )
+            if sensitive and not meta.sensitive_pi:
+                raise InvalidMetadata(
+                    f"field '{f.name}' holds sensitive personal information ({f.reason}); "
+                    "set sensitive_pi=true",
+                    field=f.name,
+                )
+
+    def _dataset_row(self, meta: DatasetCreate, content: IngestResult) -> Dataset:
+        fields = []
+        for position, f in enumerate(content.scan.fields):
+            pi, sensitive = _field_counts(f)
+            fields.append(
+                DatasetField(
+                    position=position,
+                    name=f.name,
+                    level=f.suggested_level.value,
+                    pi=pi,
+                    sensitive_pi=sensitive,
+                    non_empty=f.non_empty,
+                    detections={k: v.to_dict() for k, v in f.detections.items()},
+                    reason=f.reason,
+                )
+            )
+        return Dataset(
+            id=self.dataset_id,
+            owner_org=self._caller.org_id,
+            name=meta.name,
+            description=meta.description,
+            classification_path=meta.classification_path,
+            level=meta.level.value,
+            impact_object=meta.impact_object.value,
+            impact_degree=meta.impact_degree.value,
+            processing_degree=meta.processing_degree.value,
+            source_agency=meta.source_agency,
+            source_system=meta.source_system,
+            accountable_department=meta.accountable_department,
+            pi=meta.pi,
+            sensitive_pi=meta.sensitive_pi,
+            important_data_catalogue=meta.important_data_catalogue,
+            share_attribute=meta.share_attribute.value,
+            open_attribute=meta.open_attribute.value,
+            graded_at=self._now,
+            graded_by=self._caller.client_id,
+            next_review_at=meta.next_review_at or self._now + self._ctx.review_period,
+            custody="platform",
+            size_bytes=content.size_bytes,
+            rows=content.rows,
+            sha256=content.digests["sha256"],
+            sm3=content.digests["sm3"],
+            data_key_id=self._data_key.id,
+            scan=content.scan.to_dict(),
+            profile=content.profile.to_dict(),
+            registered_at=self._now,
+            registered_by=self._caller.client_id,
+            fields=fields,
+        )
+
+
+def to_public(ds: Dataset) -> DatasetPublic:
+    scan = ScanResult.from_dict(ds.scan)
+    return DatasetPublic(
+        id=ds.id,
+        owner_org=ds.owner_org,
+        name=ds.name,
+        description=ds.description,
+        classification_path=ds.classification_path,
+        level=Level(ds.level),
+        suggested_level=scan.min_level,
+        most_sensitive_field=scan.most_sensitive_field,
+        impact_object=ds.impact_object,
+        impact_degree=ds.impact_degree,
+        processing_degree=ds.processing_degree,
+        source_agency=ds.source_agency,
+        source_system=ds.source_system,
+        accountable_department=ds.accountable_department,
+        pi=ds.pi,
+        sensitive_pi=ds.sensitive_pi,
+        important_data_catalogue=ds.important_data_catalogue,
+        share_attribute=ds.share_attribute,
+        open_attribute=ds.open_attribute,
+        graded_at=ds.graded_at,
+        graded_by=ds.graded_by,
+        next_review_at=ds.next_review_at,
+        custody=ds.custody,
+        size_bytes=ds.size_bytes,
+        rows=ds.rows,
+        digests={"sha256": ds.sha256, "sm3": ds.sm3},
+        registered_at=ds.registered_at,
+        registered_by=ds.registered_by,
+        fields=[
+            FieldPublic(
+                position=f.position,
+                name=f.name,
+                level=Level(f.level),
+                pi=f.pi,
+                sensitive_pi=f.sensitive_pi,
+                non_empty=f.non_empty,
+                detections={k: CategoryHitPublic(**v) for k, v in f.detections.items()},
+                reason=f.reason,
+            )
+            for f in ds.fields
+        ],
+    )
+
+
+def _load(session: Session, dataset_id: str) -> Dataset:
+    ds = session.get(Dataset, dataset_id, options=[selectinload(Dataset.fields)])
+    if ds is None:
+        raise NotFound("no such dataset", dataset_id=dataset_id)
+    return ds
+
+
+def get_dataset(session: Session, dataset_id: str) -> DatasetPublic:
+    return to_public(_load(session, dataset_id))
+
+
+def list_datasets(
+    session: Session,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    owner_org: str | None = None,
+    level: Level | None = None,
+) -> list[DatasetSummary]:
+    if not 1 <= limit <= 500 or offset < 0:
+        raise InvalidInput("limit must be 1-500 and offset ≥ 0")
+    stmt = select(Dataset).order_by(Dataset.registered_at.desc(), Dataset.id)
+    if owner_org is not None:
+        stmt = stmt.where(Dataset.owner_org == owner_org)
+    if level is not None:
+        stmt = stmt.where(Dataset.level == level.value)
+    rows = session.scalars(stmt.limit(limit).offset(offset))
+    return [
+        DatasetSummary(
+            id=d.id,
+            owner_org=d.owner_org,
+            name=d.name,
+            level=Level(d.level),
+            open_attribute=d.open_attribute,
+            classification_path=d.classification_path,
+            rows=d.rows,
+            registered_at=d.registered_at,
+        )
+        for d in rows
+    ]
+
+
+def preview(session: Session, dataset_id: str, *, rows: int = 20) -> PreviewPublic:
+    """Synthetic rows generated from the stored shape profile; no real value is read."""
+    if not 1 <= rows <= 200:
+        raise InvalidInput("rows must be 1-200")
+    ds = _load(session, dataset_id)
+    profile = ShapeProfile.from_dict(ds.profile)
+    scan = ScanResult.from_dict(ds.scan)
+    seed = uuid.UUID(ds.id).int & 0xFFFFFFFF
+    return PreviewPublic(
+        dataset_id=ds.id,
+        columns=[f.name for f in ds.fields],
+        rows=synthesize(profile, scan, rows, seed),
+    )
+
+
+def iter_plaintext(ctx: CatalogContext, session: Session, dataset_id: str) -> Iterator[bytes]:
+    """Decrypt a platform-held dataset chunk by chunk (for sandboxed operators and checks).
+
+    Authenticity is checked per chunk (the STREAM construction), so a truncated or
+    altered object fails with `crypto.InvalidCiphertext` before it ends.
+    """
+    ds = _load(session, dataset_id)
+    ref = f"dataset:{ds.id}"
+    key = ctx.keystore.data_key(session, ds.data_key_id, object_ref=ref)
+    with ctx.objects.open(ds.id) as f:
+        yield from crypto.decrypt_stream(key, f, aad=object_aad(ds.id))

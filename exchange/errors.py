@@ -1,0 +1,97 @@
+"""Exchange error hierarchy: every failure a caller can cause, with a stable code."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ExchangeError(Exception):
+    """Root of every error `exchange` raises on purpose.
+
+    `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
+    safe to show a client (never contains data values); `extensions` carries
+    structured facts (field names, row numbers) for the problem document.
+    """
+
+    code: ClassVar[str] = "exchange-error"
+    title: ClassVar[str] = "Exchange error"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions: dict[str, Any] = extensions
+
+
+class InvalidInput(ExchangeError):
+    code = "invalid-input"
+    title = "Invalid input"
+
+
+class NotFound(ExchangeError):
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(ExchangeError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class Forbidden(ExchangeError):
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class AuthenticationFailed(ExchangeError):
+    code = "authentication-failed"
+    title = "Authentication failed"
+
+
+class DuplicateDatasetName(Conflict):
+    code = "dataset-name-taken"
+    title = "Dataset name already registered by this provider"
+
+
+class InvalidMetadata(InvalidInput):
+    code = "invalid-metadata"
+    title = "Invalid dataset metadata"
+
+
+class LevelTooLow(InvalidInput):
+    code = "level-below-content"
+    title = "Declared level is lower than the content requires"
+
+
+class UploadTooLarge(InvalidInput):
+    code = "upload-too-large"
+    title = "Upload exceeds the size limit"
+
+
+class CsvError(InvalidInput):
+    code = "csv-invalid"
+    title = "Invalid CSV"
+
+
+class CsvEmpty(CsvError):
+    code = "csv-empty"
+    title = "CSV has no header or no rows"
+
+
+class CsvHeaderInvalid(CsvError):
+    code = "csv-header-invalid"
+    title = "CSV header is invalid"
+
+
+class CsvMalformed(CsvError):
+    code = "csv-malformed"
+    title = "CSV is malformed"
+
+
+class CsvColumnCount(CsvError):
+    code = "csv-column-count"
+    title = "CSV row has the wrong number of fields"
+
+
+class CsvEncoding(CsvError):
+    code = "csv-not-utf8"
+    title = "CSV is not valid UTF-8"

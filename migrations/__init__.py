@@ -1,0 +1,1 @@
+"""Alembic migration history of every pdx table (one history for all packages)."""
