@@ -1,0 +1,82 @@
+"""The FastAPI application: routers behind one enforcement point, problem+json errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import errors
+from gateway.platform import Platform
+from gateway.routers import auth, datasets, health, organisations
+from gateway.security import authenticate, request_id_for
+from gateway.tokens import TokenService
+
+# Routes reachable without a token; everything else passes `authenticate`.
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/v1/auth/token",
+        "/.well-known/jwks.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+    }
+)
+
+
+class RequestContext:
+    """Pure ASGI middleware: request id in, X-Request-ID and hardening headers out."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        raw = headers.get(b"x-request-id")
+        request_id = request_id_for(raw.decode("latin-1") if raw else None)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                ]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """Build the app for an initialised platform (see `gateway.platform.initialise`)."""
+    app = FastAPI(
+        title="pdx",
+        version="0.1.0",
+        summary="Privacy-preserving public-data exchange",
+        description="Every /v1 endpoint except the token endpoint needs a bearer token. "
+        "Errors are RFC 9457 problem details.",
+    )
+    app.state.platform = platform
+    tokens = TokenService(
+        issuer=platform.settings.issuer,
+        audience=platform.settings.audience,
+        ttl=timedelta(seconds=platform.settings.token_ttl_s),
+    )
+    with platform.session() as session, session.begin():
+        tokens.load_keys(platform.keystore, session, now=platform.now())
+    app.state.tokens = tokens
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    protected = [Depends(authenticate)]
+    app.include_router(organisations.router, dependencies=protected)
+    app.include_router(datasets.router, dependencies=protected)
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,207 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import crypto
+import exchange
+from exchange import errors as xe
+from gateway.auditing import audit_failure
+
+log = logging.getLogger("pdx.gateway")
+
+PROBLEM_BASE = "https://pdx.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+# Stable problem code → HTTP status. Codes not listed fall back by class (see _status).
+STATUS: dict[str, int] = {
+    xe.InvalidInput.code: 422,
+    xe.InvalidMetadata.code: 422,
+    xe.LevelTooLow.code: 422,
+    xe.CsvError.code: 422,
+    xe.CsvEmpty.code: 422,
+    xe.CsvHeaderInvalid.code: 422,
+    xe.CsvMalformed.code: 422,
+    xe.CsvColumnCount.code: 422,
+    xe.CsvEncoding.code: 422,
+    xe.UploadTooLarge.code: 413,
+    xe.NotFound.code: 404,
+    xe.Conflict.code: 409,
+    xe.DuplicateDatasetName.code: 409,
+    xe.Forbidden.code: 403,
+    xe.AuthenticationFailed.code: 401,
+    "unauthenticated": 401,
+    "invalid-token": 401,
+    "invalid-client": 401,
+    "unsupported-grant-type": 400,
+    "invalid-request": 400,
+    "unsupported-media-type": 415,
+    "validation-error": 422,
+    "method-not-allowed": 405,
+    "internal-error": 500,
+    "unavailable": 503,
+}
+
+
+class GatewayError(Exception):
+    """Errors raised by the gateway itself (authentication, transport)."""
+
+    def __init__(
+        self,
+        code: str,
+        title: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+async def respond(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """Audit (denials, failed changes) then answer with a problem document."""
+    await run_in_threadpool(audit_failure, request, status=status, code=code, detail=detail)
+    return problem(
+        request,
+        status=status,
+        code=code,
+        title=title,
+        detail=detail,
+        headers=headers,
+        **extensions,
+    )
+
+
+def problem(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "instance": request.url.path,
+    }
+    if detail:
+        body["detail"] = detail
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _status(err: xe.ExchangeError) -> int:
+    for cls in type(err).__mro__:
+        code = getattr(cls, "code", None)
+        if code in STATUS:
+            return STATUS[code]
+    return 400
+
+
+def install(app: FastAPI) -> None:
+    """Register the translators; every error leaves as application/problem+json."""
+
+    @app.exception_handler(xe.ExchangeError)
+    async def _exchange(request: Request, exc: xe.ExchangeError) -> JSONResponse:
+        return await respond(
+            request,
+            status=_status(exc),
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            **exc.extensions,
+        )
+
+    @app.exception_handler(GatewayError)
+    async def _gateway(request: Request, exc: GatewayError) -> JSONResponse:
+        return await respond(
+            request,
+            status=STATUS.get(exc.code, 400),
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            headers=exc.headers,
+            **exc.extensions,
+        )
+
+    @app.exception_handler(crypto.CryptoError)
+    async def _crypto(request: Request, exc: crypto.CryptoError) -> JSONResponse:
+        # One opaque answer for every crypto failure (STYLE.md 5: Fernet's InvalidToken).
+        log.error("crypto failure %s on %s: %s", exc.code, request.url.path, exc.detail)
+        return await respond(
+            request,
+            status=500,
+            code="crypto-failure",
+            title="A cryptographic operation failed",
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return await respond(
+            request,
+            status=422,
+            code="validation-error",
+            title="Request validation failed",
+            detail=errors[0]["message"] if errors else None,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return await respond(
+            request,
+            status=exc.status_code,
+            code=code,
+            title=str(exc.detail),
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unknown(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return await respond(
+            request,
+            status=500,
+            code="internal-error",
+            title="Internal error",
+            detail="the request failed; quote the request_id when reporting it",
+        )
+
+
+def problem_types() -> dict[str, int]:
+    """Every problem code the API can answer with, and its status (documentation)."""
+    return dict(STATUS) | {exchange.ExchangeError.code: 400, "crypto-failure": 500}

@@ -1,0 +1,140 @@
+"""Composition root: builds the engine, stores, key store and services from settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, MetaData, create_engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+import audit
+import crypto
+import exchange
+import migrations
+from gateway.settings import Settings
+
+Clock = Callable[[], datetime]
+
+# Every package's tables; one Alembic history covers them all (migrations/).
+SCHEMA: tuple[MetaData, ...] = (
+    crypto.CryptoBase.metadata,
+    audit.AuditBase.metadata,
+    exchange.ExchangeBase.metadata,
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def database_url(raw: str) -> str:
+    """Normalise a URL: plain `postgresql://` means the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def make_engine(url: str) -> Engine:
+    url = database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    cfg = alembic_config(str(engine.url))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+@dataclass
+class Platform:
+    """The running platform's shared services (one per process)."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keystore: crypto.KeyStore
+    catalog: exchange.CatalogContext
+    clock: Clock
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def now(self) -> datetime:
+        return self.clock()
+
+
+def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
+    exchange.configure_arrow_memory()
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings.database_url)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    root = crypto.LocalRootKey.create_or_load(settings.keys_dir / "root.key")
+    keystore = crypto.KeyStore(root)
+    catalog = exchange.CatalogContext(
+        keystore=keystore,
+        objects=exchange.ObjectStore(settings.objects_dir),
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    return Platform(settings, engine, sessions, keystore, catalog, clock)
+
+
+def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
+    """Migrate, clean what a crash left in the object store, seed demo orgs on first start.
+
+    Run once per process before serving. Returns new demo credentials, if seeded.
+    """
+    upgrade_database(platform.engine)
+    with platform.session() as session:
+        known = session.scalars(select(exchange.Dataset.id)).all()
+    platform.catalog.objects.sweep(known)
+    # The token-signing key is created here, not on the first request.
+    with platform.session() as session, session.begin():
+        platform.keystore.signing_key(
+            session, purpose=crypto.KeyPurpose.TOKEN_SIGNING, now=platform.now()
+        )
+    if not platform.settings.seed_demo:
+        return None
+    with platform.session() as session, session.begin():
+        creds = exchange.seed_demo(session, now=platform.now())
+    if creds is not None:
+        write_private_json(platform.settings.credentials_file, creds)
+    return creds
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """Write JSON readable by the owner only (mode 0600 from creation, never wider)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)

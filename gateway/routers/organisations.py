@@ -1,0 +1,100 @@
+"""/v1/organisations and clients (system administrator), and /v1/me."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+import exchange
+from gateway.security import CallerDep, PlatformDep
+
+router = APIRouter(prefix="/v1", tags=["accounts"])
+
+
+class OrganisationCreate(BaseModel):
+    name: str = Field(min_length=2, max_length=200)
+    kind: str
+
+
+class OrganisationPublic(BaseModel):
+    id: str
+    name: str
+    kind: str
+    created_at: datetime
+
+
+class ClientCreate(BaseModel):
+    name: str = Field(min_length=2, max_length=200)
+    roles: list[str] = Field(min_length=1, max_length=5)
+
+
+class ClientIssued(BaseModel):
+    """Returned once at creation: the secret is not stored in retrievable form."""
+
+    client_id: str
+    client_secret: str
+    org_id: str
+    kind: str
+    name: str
+    roles: list[str]
+
+
+class Me(BaseModel):
+    client_id: str
+    org_id: str
+    org_kind: str
+    roles: list[str]
+
+
+def _public(org: exchange.Organisation) -> OrganisationPublic:
+    return OrganisationPublic(id=org.id, name=org.name, kind=org.kind, created_at=org.created_at)
+
+
+@router.post("/organisations", status_code=201, response_model=OrganisationPublic)
+def create_organisation(
+    body: OrganisationCreate, request: Request, caller: CallerDep, platform: PlatformDep
+) -> OrganisationPublic:
+    request.state.audit_event = "organisation.create_failed"
+    with platform.session() as session, session.begin():
+        org = exchange.create_organisation(
+            session, caller, name=body.name, kind=body.kind, now=platform.now()
+        )
+        return _public(org)
+
+
+@router.get("/organisations", response_model=list[OrganisationPublic])
+def list_organisations(caller: CallerDep, platform: PlatformDep) -> list[OrganisationPublic]:
+    with platform.session() as session:
+        return [_public(o) for o in exchange.list_organisations(session)]
+
+
+@router.post("/organisations/{org_id}/clients", status_code=201, response_model=ClientIssued)
+def create_client(
+    org_id: str, body: ClientCreate, request: Request, caller: CallerDep, platform: PlatformDep
+) -> ClientIssued:
+    request.state.audit_event = "client.create_failed"
+    request.state.object_id = org_id
+    with platform.session() as session, session.begin():
+        issued = exchange.create_client(
+            session, caller, org_id=org_id, name=body.name, roles=body.roles, now=platform.now()
+        )
+    return ClientIssued(
+        client_id=issued.client_id,
+        client_secret=issued.client_secret,
+        org_id=issued.org_id,
+        kind=issued.org_kind.value,
+        name=issued.name,
+        roles=[r.value for r in issued.roles],
+    )
+
+
+@router.get("/me", response_model=Me)
+def me(caller: CallerDep) -> Me:
+    return Me(
+        client_id=caller.client_id,
+        org_id=caller.org_id,
+        org_kind=caller.org_kind.value,
+        roles=sorted(r.value for r in caller.roles),
+    )

@@ -1,0 +1,88 @@
+"""Platform settings read from `PDX_*` environment variables, validated at construction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be ≥ {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the composition root needs. Build with `Settings.from_env()`."""
+
+    home: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8700
+    max_upload_bytes: int = 4 << 30
+    token_ttl_s: int = 900
+    issuer: str = "pdx"
+    audience: str = "pdx-api"
+    seed_demo: bool = True
+    environment: str = "development"
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.token_ttl_s <= 900:
+            # The brief caps access tokens at 15 minutes (zero trust: short-lived credentials).
+            raise SettingsError("PDX_TOKEN_TTL_S must be between 60 and 900 seconds")
+        if self.environment not in ("development", "production"):
+            raise SettingsError("PDX_ENV must be 'development' or 'production'")
+        if self.environment == "production" and self.seed_demo:
+            raise SettingsError("PDX_SEED_DEMO must be 0 in production (demo secrets)")
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.home / "objects"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.home / "demo-credentials.json"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("PDX_HOME") or ".pdx").resolve()
+        database_url = env.get("PDX_DATABASE_URL") or f"sqlite:///{home / 'pdx.db'}"
+        environment = env.get("PDX_ENV", "development")
+        seed_raw = env.get("PDX_SEED_DEMO", "1" if environment == "development" else "0")
+        if seed_raw not in ("0", "1"):
+            raise SettingsError("PDX_SEED_DEMO must be 0 or 1")
+        return cls(
+            home=home,
+            database_url=database_url,
+            host=env.get("PDX_HOST", "127.0.0.1"),
+            port=_int(env, "PDX_PORT", 8700),
+            max_upload_bytes=_int(env, "PDX_MAX_UPLOAD_BYTES", 4 << 30),
+            token_ttl_s=_int(env, "PDX_TOKEN_TTL_S", 900),
+            issuer=env.get("PDX_ISSUER", "pdx"),
+            audience=env.get("PDX_AUDIENCE", "pdx-api"),
+            seed_demo=seed_raw == "1",
+            environment=environment,
+        )

@@ -1,0 +1,129 @@
+"""Access tokens: EdDSA-signed JWTs (RFC 7519, RFC 8037) with a published JWKS."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy.orm import Session
+
+import crypto
+from gateway.errors import GatewayError
+
+ALGORITHM = "EdDSA"
+_LEEWAY = timedelta(seconds=10)
+
+
+def _invalid(detail: str) -> GatewayError:
+    return GatewayError(
+        "invalid-token",
+        "Invalid access token",
+        detail,
+        headers={"WWW-Authenticate": 'Bearer realm="pdx", error="invalid_token"'},
+    )
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    client_id: str
+    org_id: str
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+class TokenService:
+    """Issues and verifies access tokens with the KMS-held token-signing key."""
+
+    def __init__(self, *, issuer: str, audience: str, ttl: timedelta) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+        self._signer: crypto.SigningKey | None = None
+        self._verifiers: dict[str, Any] = {}
+        self._jwks: list[dict[str, str]] = []
+
+    def load_keys(self, keystore: crypto.KeyStore, session: Session, *, now: datetime) -> None:
+        """(Re)load the active signing key and every key still valid for verification."""
+        self._signer = keystore.signing_key(
+            session, purpose=crypto.KeyPurpose.TOKEN_SIGNING, now=now
+        )
+        self._jwks = keystore.public_jwks(session, purpose=crypto.KeyPurpose.TOKEN_SIGNING)
+        self._verifiers = {k["kid"]: jwt.PyJWK(k).key for k in self._jwks}
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": list(self._jwks)}
+
+    def issue(self, *, client_id: str, org_id: str, now: datetime) -> tuple[str, int]:
+        if self._signer is None:
+            raise RuntimeError("token keys not loaded")
+        exp = now + self.ttl
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": client_id,
+            "org": org_id,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(exp.timestamp()),
+            "jti": str(uuid.uuid4()),
+        }
+        token = jwt.encode(
+            claims,
+            self._signer.private_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self._signer.kid, "typ": "at+jwt"},
+        )
+        return token, int(self.ttl.total_seconds())
+
+    def verify(self, token: str, *, now: datetime) -> TokenClaims:
+        """Check signature, algorithm, kid, issuer, audience and times; one error shape."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid("malformed token") from None
+        # Accept exactly one algorithm: blocks alg=none and HS/RS confusion (RFC 8725 §2.1).
+        if header.get("alg") != ALGORITHM:
+            raise _invalid("unsupported token algorithm")
+        key = self._verifiers.get(str(header.get("kid")))
+        if key is None:
+            raise _invalid("unknown signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=_LEEWAY,
+                options={
+                    "require": ["exp", "iat", "nbf", "sub", "jti", "aud", "iss"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.PyJWTError:
+            raise _invalid("token signature or claims are invalid") from None
+        # Times are checked against the injected clock, not the wall clock.
+        ts = now.timestamp()
+        leeway = _LEEWAY.total_seconds()
+        if not isinstance(claims.get("exp"), int) or ts > claims["exp"] + leeway:
+            raise _invalid("token expired")
+        if not isinstance(claims.get("nbf"), int) or ts + leeway < claims["nbf"]:
+            raise _invalid("token not yet valid")
+        if claims["exp"] - claims["iat"] > self.ttl.total_seconds():
+            raise _invalid("token lifetime exceeds the platform maximum")
+        org = claims.get("org")
+        if not isinstance(org, str):
+            raise _invalid("token has no organisation")
+        return TokenClaims(
+            client_id=str(claims["sub"]),
+            org_id=org,
+            jti=str(claims["jti"]),
+            issued_at=datetime.fromtimestamp(claims["iat"], now.tzinfo),
+            expires_at=datetime.fromtimestamp(claims["exp"], now.tzinfo),
+        )

@@ -1,0 +1,99 @@
+"""Shared fixtures: a platform on each database backend, an API client, demo credentials."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from gateway.app import create_app
+from gateway.platform import Platform, build_platform, database_url, initialise
+from gateway.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CSV = REPO / "examples" / "transit_trips.csv"
+POSTGRES_URL = os.environ.get("PDX_TEST_POSTGRES_URL")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if POSTGRES_URL:
+        return
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError("CI must run the PostgreSQL tests: set PDX_TEST_POSTGRES_URL")
+    reason = pytest.mark.skip(
+        reason="PDX_TEST_POSTGRES_URL not set (scripts/with-postgres sets it)"
+    )
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(reason)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    assert POSTGRES_URL
+    admin = create_engine(database_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    name = f"pdx_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pdx.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=db_url, max_upload_bytes=64 << 20)
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    p = build_platform(settings)
+    yield p
+    p.engine.dispose()
+
+
+@pytest.fixture
+def creds(platform: Platform) -> dict[str, dict[str, Any]]:
+    seeded = initialise(platform)
+    assert seeded is not None
+    return seeded
+
+
+@pytest.fixture
+def api(platform: Platform, creds: dict[str, dict[str, Any]]) -> Iterator[TestClient]:
+    with TestClient(create_app(platform)) as client:
+        yield client
+
+
+def login(api: TestClient, creds: dict[str, dict[str, Any]], name: str) -> dict[str, str]:
+    """Authorization header for a demo client."""
+    c = creds[name]
+    r = api.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": c["client_id"],
+            "client_secret": c["client_secret"],
+        },
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}

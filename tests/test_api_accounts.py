@@ -1,0 +1,108 @@
+"""Organisations and clients: system administrators create them; roles follow the org kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+import audit
+from gateway.platform import Platform
+from tests.conftest import login
+
+
+def test_operator_creates_org_and_client_that_can_log_in(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    admin = login(api, creds, "operator-admin")
+    r = api.post(
+        "/v1/organisations", json={"name": "District Hospital 3", "kind": "provider"}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+    org = r.json()
+    r = api.post(
+        f"/v1/organisations/{org['id']}/clients",
+        json={"name": "hospital-3", "roles": ["data-provider"]},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    issued = r.json()
+    token = api.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": issued["client_id"],
+            "client_secret": issued["client_secret"],
+        },
+    )
+    assert token.status_code == 200
+    with platform.session() as s:
+        events = set(s.scalars(select(audit.AuditRecord.event_type)))
+    assert {"organisation.created", "client.created"} <= events
+
+
+def test_roles_must_fit_the_org_kind_and_duties_stay_separate(
+    api: TestClient, creds: dict[str, Any]
+) -> None:
+    admin = login(api, creds, "operator-admin")
+    org_id = creds["auditor"]["org_id"]
+    r = api.post(
+        f"/v1/organisations/{org_id}/clients",
+        json={"name": "x-auditor", "roles": ["auditor", "security-admin"]},
+        headers=admin,
+    )
+    assert r.status_code == 422
+    r = api.post(
+        f"/v1/organisations/{org_id}/clients",
+        json={"name": "x-auditor", "roles": ["data-provider"]},
+        headers=admin,
+    )
+    assert r.status_code == 422
+    r = api.post("/v1/organisations", json={"name": "Nobody", "kind": "alien"}, headers=admin)
+    assert r.status_code == 422
+    r = api.post(
+        "/v1/organisations/does-not-exist/clients",
+        json={"name": "c1", "roles": ["auditor"]},
+        headers=admin,
+    )
+    assert r.status_code == 404
+
+
+def test_only_system_admin_manages_accounts(api: TestClient, creds: dict[str, Any]) -> None:
+    for name in ("auditor", "security-admin", "provider-transport", "enterprise-fintech"):
+        headers = login(api, creds, name)
+        r = api.post(
+            "/v1/organisations", json={"name": f"Org {name}", "kind": "provider"}, headers=headers
+        )
+        assert r.status_code == 403, name
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_duplicate_org_name_conflicts(api: TestClient, creds: dict[str, Any]) -> None:
+    admin = login(api, creds, "operator-admin")
+    r = api.post(
+        "/v1/organisations", json={"name": "City Audit Office", "kind": "auditor"}, headers=admin
+    )
+    assert r.status_code == 409
+
+
+def test_seeded_credentials_file_is_private(platform: Platform, creds: dict[str, Any]) -> None:
+    path = platform.settings.credentials_file
+    assert path.stat().st_mode & 0o777 == 0o600
+    names = {
+        "provider-transport",
+        "provider-health",
+        "enterprise-fintech",
+        "auditor",
+        "security-admin",
+    }
+    assert names <= set(creds)
+    for c in creds.values():
+        assert {"client_id", "client_secret", "org", "kind", "roles"} <= set(c)
+
+
+def test_health_and_docs_are_public(api: TestClient) -> None:
+    assert api.get("/healthz").json()["status"] == "ok"
+    assert api.get("/docs").status_code == 200
+    assert "/v1/datasets" in api.get("/openapi.json").json()["paths"]

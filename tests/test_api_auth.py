@@ -1,0 +1,207 @@
+"""Token endpoint, JWKS, and the rule that every non-public route needs a valid token."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+import audit
+import exchange
+from gateway.app import PUBLIC_PATHS
+from gateway.platform import Platform
+from tests.conftest import login
+
+PROBLEM = "application/problem+json"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_client_credentials_grant_issues_a_short_eddsa_token(
+    api: TestClient, creds: dict[str, Any]
+) -> None:
+    c = creds["provider-transport"]
+    r = api.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": c["client_id"],
+            "client_secret": c["client_secret"],
+        },
+    )
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 900
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header["alg"] == "EdDSA"
+    keys = api.get("/.well-known/jwks.json").json()["keys"]
+    assert header["kid"] in {k["kid"] for k in keys}
+    key = jwt.PyJWK(next(k for k in keys if k["kid"] == header["kid"])).key
+    claims = jwt.decode(body["access_token"], key, algorithms=["EdDSA"], audience="pdx-api")
+    assert claims["sub"] == c["client_id"] and claims["org"] == c["org_id"]
+    assert claims["exp"] - claims["iat"] == 900
+
+
+def test_http_basic_client_authentication(api: TestClient, creds: dict[str, Any]) -> None:
+    c = creds["auditor"]
+    basic = base64.b64encode(f"{c['client_id']}:{c['client_secret']}".encode()).decode()
+    r = api.post(
+        "/v1/auth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert r.status_code == 200
+    me = api.get("/v1/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+    assert me.json()["roles"] == ["auditor"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "error"),
+    [
+        (
+            {"grant_type": "client_credentials", "client_id": "pdx-0", "client_secret": "x"},
+            401,
+            "invalid_client",
+        ),
+        (
+            {"grant_type": "password", "client_id": "a", "client_secret": "b"},
+            400,
+            "unsupported_grant_type",
+        ),
+        ({"grant_type": "client_credentials"}, 400, "invalid_request"),
+    ],
+)
+def test_token_errors_are_problem_documents_with_oauth_error(
+    api: TestClient, data: dict[str, str], status: int, error: str
+) -> None:
+    r = api.post("/v1/auth/token", data=data)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith(PROBLEM)
+    assert r.json()["error"] == error
+
+
+def test_wrong_secret_is_refused_and_audited(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    c = creds["provider-health"]
+    r = api.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": c["client_id"],
+            "client_secret": c["client_secret"] + "x",
+        },
+    )
+    assert r.status_code == 401
+    with platform.session() as s:
+        rec = s.scalars(
+            select(audit.AuditRecord).where(audit.AuditRecord.event_type == "auth.token_denied")
+        ).one()
+    assert rec.result == "deny" and rec.object_id == c["client_id"]
+
+
+def test_token_endpoint_wants_form_encoding(api: TestClient) -> None:
+    r = api.post("/v1/auth/token", json={"grant_type": "client_credentials"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+def test_every_non_public_route_requires_a_token(api: TestClient) -> None:
+    routes = [r for r in api.app.routes if isinstance(r, APIRoute)]
+    assert routes
+    checked = 0
+    for route in routes:
+        if route.path in PUBLIC_PATHS:
+            continue
+        path = route.path.replace("{dataset_id}", "x").replace("{org_id}", "x")
+        for method in route.methods:
+            r = api.request(method, path)
+            assert r.status_code == 401, (method, route.path, r.status_code)
+            assert r.headers["content-type"].startswith(PROBLEM)
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            checked += 1
+    assert checked >= 7
+
+
+def _forge(api: TestClient, creds: dict[str, Any], mutate: Any) -> str:
+    good = login(api, creds, "provider-transport")["Authorization"].split()[1]
+    head_b64, payload_b64, sig = good.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head_b64 + "=="))
+    payload = json.loads(base64.urlsafe_b64decode(payload_b64 + "=="))
+    header, payload, sig = mutate(header, payload, sig)
+    return ".".join(
+        [b64url(json.dumps(header).encode()), b64url(json.dumps(payload).encode()), sig]
+    )
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda h, p, s: ({**h, "alg": "none"}, p, ""), id="alg-none"),
+        pytest.param(lambda h, p, s: (h, {**p, "org": "another-org"}, s), id="tampered-payload"),
+        pytest.param(lambda h, p, s: ({**h, "kid": "unknown"}, p, s), id="unknown-kid"),
+        pytest.param(lambda h, p, s: (h, {**p, "aud": "other-api"}, s), id="wrong-audience"),
+        pytest.param(lambda h, p, s: (h, p, s[:-4] + "AAAA"), id="bad-signature"),
+    ],
+)
+def test_forged_tokens_are_refused(api: TestClient, creds: dict[str, Any], mutate: Any) -> None:
+    token = _forge(api, creds, mutate)
+    r = api.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    assert r.json()["type"].endswith("/invalid-token")
+
+
+def test_hs256_with_public_key_as_secret_is_refused(api: TestClient, creds: dict[str, Any]) -> None:
+    jwk = api.get("/.well-known/jwks.json").json()["keys"][0]
+    now = int(datetime.now(UTC).timestamp())
+    claims = {
+        "iss": "pdx",
+        "aud": "pdx-api",
+        "sub": creds["auditor"]["client_id"],
+        "org": creds["auditor"]["org_id"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+        "jti": "x",
+    }
+    token = jwt.encode(claims, jwk["x"], algorithm="HS256", headers={"kid": jwk["kid"]})
+    r = api.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+
+
+def test_expired_and_not_yet_valid_tokens_are_refused(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    headers = login(api, creds, "auditor")
+    real = platform.clock
+    platform.clock = lambda: real() + timedelta(minutes=16)
+    assert api.get("/v1/me", headers=headers).status_code == 401
+    platform.clock = lambda: real() - timedelta(minutes=5)
+    assert api.get("/v1/me", headers=headers).status_code == 401
+    platform.clock = real
+    assert api.get("/v1/me", headers=headers).status_code == 200
+
+
+def test_disabled_client_token_stops_working(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    headers = login(api, creds, "enterprise-fintech")
+    assert api.get("/v1/me", headers=headers).status_code == 200
+    with platform.session() as s, s.begin():
+        s.get(exchange.Client, creds["enterprise-fintech"]["client_id"]).active = False  # type: ignore[union-attr]
+    assert api.get("/v1/me", headers=headers).status_code == 401
+
+
+def test_malformed_authorization_headers(api: TestClient) -> None:
+    for value in ("Basic abc", "Bearer", "Bearer not.a.jwt", "Bearer a.b"):
+        r = api.get("/v1/me", headers={"Authorization": value})
+        assert r.status_code == 401, value

@@ -1,0 +1,106 @@
+"""End to end through the real server: `pdx run` in a subprocess, `pdx demo` against it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import EXAMPLE_CSV
+
+pytestmark = pytest.mark.e2e
+
+PDX = [sys.executable, "-m", "gateway.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PDX_HOME": str(tmp_path / "home"),
+        "PDX_PORT": str(port),
+        "PDX_HOST": "127.0.0.1",
+    }
+    env.pop("PDX_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [*PDX, "run", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read() if proc.stdout else ""
+                pytest.fail(f"server did not start: {out[-2000:]}")
+            time.sleep(0.2)
+        yield url, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_run_serves_health_and_docs_and_the_demo_passes(
+    server: tuple[str, dict[str, str]],
+) -> None:
+    url, env = server
+    assert httpx.get(url + "/docs").status_code == 200
+    home = Path(env["PDX_HOME"])
+    creds = home / "demo-credentials.json"
+    assert creds.stat().st_mode & 0o777 == 0o600
+
+    out = subprocess.run(
+        [*PDX, "demo", "--url", url], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "level-below-content" in out.stdout
+    assert "registered" in out.stdout and "id_number" in out.stdout
+    assert "demo finished" in out.stdout
+
+    # Must show 3: no plaintext under $PDX_HOME (a known ID number and phone).
+    with open(EXAMPLE_CSV, encoding="utf-8", newline="") as f:
+        row = next(csv.DictReader(f))
+    grep = subprocess.run(
+        ["grep", "-r", "-a", "-l", "-e", row["id_number"], str(home)], capture_output=True
+    )
+    assert grep.returncode == 1, grep.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PDX_HOME": str(tmp_path), "PDX_PORT": "not-a-port"}
+    out = subprocess.run([*PDX, "init"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert out.stderr.startswith("pdx: error: PDX_PORT")
+    env = {**os.environ, "PDX_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [*PDX, "demo", "--url", "http://127.0.0.1:9", "--credentials", str(tmp_path / "none")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
