@@ -11,6 +11,7 @@ valid in form but cannot belong to anyone (ID numbers with the impossible region
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -209,7 +210,14 @@ class ShapeProfiler:
 # --- synthesis ------------------------------------------------------------------------
 
 
-def _fill(mask: str, rng: random.Random) -> str:
+# Dates and times keep their shape *and* stay valid (a "2026-13-45" would not look like
+# the column it previews). The range says nothing about the real data.
+_DATE_TIME_MASK = re.compile(r"(?P<date>9999(?P<sep>[-/.])99(?P=sep)99)|(?P<time>99:99(?::99)?)")
+_DATE_FROM = date(2000, 1, 1)
+_DATE_SPAN_DAYS = 31 * 365
+
+
+def _fill_chars(mask: str, rng: random.Random) -> str:
     out = []
     for ch in mask:
         if ch == "9":
@@ -222,6 +230,23 @@ def _fill(mask: str, rng: random.Random) -> str:
             out.append(rng.choice(_HAN_POOL))
         else:
             out.append(ch)
+    return "".join(out)
+
+
+def _fill(mask: str, rng: random.Random) -> str:
+    out = []
+    pos = 0
+    for m in _DATE_TIME_MASK.finditer(mask):
+        out.append(_fill_chars(mask[pos : m.start()], rng))
+        if m.group("date"):
+            day = _DATE_FROM + timedelta(days=rng.randrange(_DATE_SPAN_DAYS))
+            sep = m.group("sep")
+            out.append(f"{day.year:04d}{sep}{day.month:02d}{sep}{day.day:02d}")
+        else:
+            hms = [rng.randrange(24), rng.randrange(60), rng.randrange(60)]
+            out.append(":".join(f"{v:02d}" for v in hms[: m.group("time").count(":") + 1]))
+        pos = m.end()
+    out.append(_fill_chars(mask[pos:], rng))
     return "".join(out)
 
 

@@ -14,6 +14,7 @@ from exchange import errors as xe
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
+from gateway.tokens import invalid_token
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 
@@ -62,14 +63,9 @@ def _authenticate_sync(request: Request, platform: Platform) -> exchange.Caller:
         try:
             client, org = exchange.load_caller_client(session, claims.client_id)
         except xe.AuthenticationFailed:
-            raise GatewayError(
-                "invalid-token",
-                "Invalid access token",
-                "the token's client is not active",
-                headers={"WWW-Authenticate": 'Bearer realm="pdx", error="invalid_token"'},
-            ) from None
+            raise invalid_token("the token's client is not active") from None
         if org.id != claims.org_id:
-            raise GatewayError("invalid-token", "Invalid access token", "token/org mismatch")
+            raise invalid_token("the token's organisation does not match its client")
         caller = exchange.Caller(
             client_id=client.id,
             org_id=org.id,

@@ -17,7 +17,8 @@ ALGORITHM = "EdDSA"
 _LEEWAY = timedelta(seconds=10)
 
 
-def _invalid(detail: str) -> GatewayError:
+def invalid_token(detail: str) -> GatewayError:
+    """401 with RFC 6750 §3 `WWW-Authenticate: Bearer error="invalid_token"`."""
     return GatewayError(
         "invalid-token",
         "Invalid access token",
@@ -84,13 +85,13 @@ class TokenService:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise _invalid("malformed token") from None
+            raise invalid_token("malformed token") from None
         # Accept exactly one algorithm: blocks alg=none and HS/RS confusion (RFC 8725 §2.1).
         if header.get("alg") != ALGORITHM:
-            raise _invalid("unsupported token algorithm")
+            raise invalid_token("unsupported token algorithm")
         key = self._verifiers.get(str(header.get("kid")))
         if key is None:
-            raise _invalid("unknown signing key")
+            raise invalid_token("unknown signing key")
         try:
             claims = jwt.decode(
                 token,
@@ -107,19 +108,19 @@ class TokenService:
                 },
             )
         except jwt.PyJWTError:
-            raise _invalid("token signature or claims are invalid") from None
+            raise invalid_token("token signature or claims are invalid") from None
         # Times are checked against the injected clock, not the wall clock.
         ts = now.timestamp()
         leeway = _LEEWAY.total_seconds()
         if not isinstance(claims.get("exp"), int) or ts > claims["exp"] + leeway:
-            raise _invalid("token expired")
+            raise invalid_token("token expired")
         if not isinstance(claims.get("nbf"), int) or ts + leeway < claims["nbf"]:
-            raise _invalid("token not yet valid")
+            raise invalid_token("token not yet valid")
         if claims["exp"] - claims["iat"] > self.ttl.total_seconds():
-            raise _invalid("token lifetime exceeds the platform maximum")
+            raise invalid_token("token lifetime exceeds the platform maximum")
         org = claims.get("org")
         if not isinstance(org, str):
-            raise _invalid("token has no organisation")
+            raise invalid_token("token has no organisation")
         return TokenClaims(
             client_id=str(claims["sub"]),
             org_id=org,

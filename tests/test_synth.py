@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -198,3 +199,17 @@ def test_empty_and_negative() -> None:
     assert synthesize(profile, scan, 0, seed=1) == []
     with pytest.raises(ValueError):
         synthesize(profile, scan, -1, seed=1)
+
+
+def test_dates_and_times_stay_valid() -> None:
+    from datetime import datetime
+
+    from exchange.synth import _fill
+
+    rng = random.Random(3)
+    for _ in range(500):
+        ts = _fill("9999-99-99 99:99:99", rng)
+        datetime.strptime(ts, "%Y-%m-%d %H:%M:%S")
+        d = _fill("A99 9999/99/99 99:99", rng)
+        datetime.strptime(d[4:], "%Y/%m/%d %H:%M")
+        assert d[0].isupper() and d[1:3].isdigit()
