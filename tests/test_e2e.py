@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -104,3 +105,65 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         text=True,
     )
     assert out.returncode == 2 and out.stderr.count("\n") == 1
+
+
+def test_client_vanishing_mid_upload_leaves_nothing(server: tuple[str, dict[str, str]]) -> None:
+    url, env = server
+    home = Path(env["PDX_HOME"])
+    creds = json.loads((home / "demo-credentials.json").read_text())["provider-transport"]
+    token = httpx.post(
+        url + "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": creds["client_id"],
+            "client_secret": creds["client_secret"],
+        },
+    ).json()["access_token"]
+    boundary = "pdxboundary"
+    meta = json.dumps(
+        {
+            "name": "half",
+            "classification_path": ["a", "b"],
+            "level": "general-4",
+            "impact_object": "individual-rights",
+            "impact_degree": "serious",
+            "source_agency": "x",
+            "accountable_department": "y",
+            "pi": True,
+            "sensitive_pi": True,
+            "share_attribute": "conditional",
+            "open_attribute": "conditional",
+        }
+    )
+    csv_bytes = EXAMPLE_CSV.read_bytes() * 3
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n{meta}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    total = len(head) + len(csv_bytes) + len(f"\r\n--{boundary}--\r\n")
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            (
+                f"POST /v1/datasets HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {token}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {total}\r\n\r\n"
+            ).encode()
+            + head
+            + csv_bytes[: len(csv_bytes) // 2]
+        )
+        objects = home / "objects"
+        deadline = time.monotonic() + 20
+        # The server has begun hashing, encrypting and writing the object...
+        while not any(objects.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p.name.endswith(".partial") for p in objects.iterdir()] == [True]
+    # ...and removes it once the client has gone.
+    deadline = time.monotonic() + 20
+    while any(objects.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(objects.iterdir()) == []
+    listed = httpx.get(url + "/v1/datasets", headers={"Authorization": f"Bearer {token}"}).json()
+    assert listed == []
