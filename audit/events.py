@@ -45,6 +45,16 @@ class AuditEvent:
     detail: str | None = None
 
 
+def _clean(value: str | None, limit: int) -> str | None:
+    """Text safe for every backend: NUL replaced (PostgreSQL text refuses it), length cut.
+
+    An audit record must never fail on what an attacker put in a request.
+    """
+    if value is None:
+        return None
+    return value.replace("\x00", "\ufffd")[:limit]
+
+
 def record(session: Session, subject: Subject, event: AuditEvent, *, now: datetime) -> AuditRecord:
     """Add an audit record to `session`'s transaction.
 
@@ -57,18 +67,18 @@ def record(session: Session, subject: Subject, event: AuditEvent, *, now: dateti
         id=str(uuid.uuid4()),
         # 等保 requires millisecond UTC timestamps; truncate so every backend agrees.
         ts=now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000),
-        subject_id=subject.subject_id,
-        subject_org=subject.subject_org,
-        subject_ip=subject.subject_ip,
-        object_id=event.object_id,
-        action=event.action,
+        subject_id=_clean(subject.subject_id, 128),
+        subject_org=_clean(subject.subject_org, 36),
+        subject_ip=_clean(subject.subject_ip, 64),
+        object_id=_clean(event.object_id, 128),
+        action=_clean(event.action, 64) or "",
         result=event.result.value,
         event_type=event.event_type,
-        purpose=event.purpose,
+        purpose=_clean(event.purpose, 256),
         data_level=event.data_level,
-        request_id=subject.request_id,
-        decision_id=subject.decision_id,
-        detail=event.detail[:512] if event.detail else None,
+        request_id=_clean(subject.request_id, 64),
+        decision_id=_clean(subject.decision_id, 64),
+        detail=_clean(event.detail, 512),
     )
     session.add(row)
     return row

@@ -44,9 +44,19 @@ ROLES_BY_KIND: dict[OrgKind, frozenset[Role]] = {
     OrgKind.OPERATOR: frozenset({Role.SYSTEM_ADMIN}),
 }
 
+# Who may create clients for an organisation of each kind (see create_client).
+CLIENT_ISSUER: dict[OrgKind, Role] = {
+    OrgKind.PROVIDER: Role.SYSTEM_ADMIN,
+    OrgKind.ENTERPRISE: Role.SYSTEM_ADMIN,
+    OrgKind.OPERATOR: Role.SYSTEM_ADMIN,
+    OrgKind.SECURITY: Role.SECURITY_ADMIN,
+    OrgKind.AUDITOR: Role.AUDITOR,
+}
+
 # 三员分立 (COMPLIANCE.md §5): system, security and audit administration are held apart.
 SEPARATED_DUTIES = frozenset({Role.SYSTEM_ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR})
 
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
 _NAME = re.compile(r"^[\w\-. ()\u4e00-\u9fff]{2,200}$")
 
 
@@ -132,13 +142,23 @@ def create_client(
     roles: list[str],
     now: datetime,
 ) -> IssuedClient:
-    """Create a service client with a fresh secret, checking roles against the org kind."""
-    if caller is not None:
-        caller.require(Role.SYSTEM_ADMIN)
+    """Create a service client with a fresh secret, checking roles against the org kind.
+
+    三员分立: the system administrator issues credentials for providers, enterprises
+    and operators, but never for the security or audit administrators, whose own
+    organisations issue them (so no one person ends up holding two of the duties).
+    """
     org = session.get(Organisation, org_id)
     if org is None:
+        if caller is not None:
+            caller.require(Role.SYSTEM_ADMIN)  # others learn nothing about which ids exist
         raise NotFound("no such organisation", org_id=org_id)
     kind = OrgKind(org.kind)
+    if caller is not None:
+        issuer = CLIENT_ISSUER[kind]
+        caller.require(issuer)
+        if issuer is not Role.SYSTEM_ADMIN and caller.org_id != org.id:
+            raise Forbidden(f"only the {kind.value} organisation issues its own clients")
     try:
         wanted = tuple(dict.fromkeys(Role(r) for r in roles))
     except ValueError:
@@ -176,7 +196,7 @@ def create_client(
 
 def authenticate_client(session: Session, client_id: str, client_secret: str) -> Client:
     """Check client credentials; one opaque failure whatever was wrong (RFC 6749 §5.2)."""
-    client = session.get(Client, client_id) if len(client_id) <= 64 else None
+    client = session.get(Client, client_id) if _CLIENT_ID.match(client_id) else None
     if client is None:
         # Same scrypt work as a real check, so timing does not reveal which ids exist.
         crypto.dummy_verify(client_secret)

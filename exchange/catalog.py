@@ -271,7 +271,16 @@ class Registration:
         )
 
 
-def to_public(ds: Dataset) -> DatasetPublic:
+def sees_digests(viewer: Caller, ds: Dataset) -> bool:
+    """Content digests go to the owner, auditors and security administrators only.
+
+    A digest of a small file confirms a guessed content (one ID number, say); others
+    see the catalogue entry without it.
+    """
+    return viewer.org_id == ds.owner_org or bool(viewer.roles & {Role.AUDITOR, Role.SECURITY_ADMIN})
+
+
+def to_public(ds: Dataset, *, digests: bool = True) -> DatasetPublic:
     scan = ScanResult.from_dict(ds.scan)
     return DatasetPublic(
         id=ds.id,
@@ -299,7 +308,7 @@ def to_public(ds: Dataset) -> DatasetPublic:
         custody=ds.custody,
         size_bytes=ds.size_bytes,
         rows=ds.rows,
-        digests={"sha256": ds.sha256, "sm3": ds.sm3},
+        digests={"sha256": ds.sha256, "sm3": ds.sm3} if digests else None,
         registered_at=ds.registered_at,
         registered_by=ds.registered_by,
         fields=[
@@ -325,8 +334,9 @@ def _load(session: Session, dataset_id: str) -> Dataset:
     return ds
 
 
-def get_dataset(session: Session, dataset_id: str) -> DatasetPublic:
-    return to_public(_load(session, dataset_id))
+def get_dataset(session: Session, dataset_id: str, *, viewer: Caller) -> DatasetPublic:
+    ds = _load(session, dataset_id)
+    return to_public(ds, digests=sees_digests(viewer, ds))
 
 
 def list_datasets(

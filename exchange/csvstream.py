@@ -31,6 +31,7 @@ from exchange.errors import (
     CsvHeaderInvalid,
     CsvMalformed,
 )
+from exchange.scan import value_like_cells
 
 __all__ = ["CsvStream", "iter_batches"]
 
@@ -38,6 +39,9 @@ DEFAULT_BLOCK_SIZE = 4 << 20
 _HEADER_CHUNK = 64 << 10
 _MAX_HEADER_BYTES = 1 << 20
 _BOM = "\ufeff"
+MAX_COLUMNS = 1024
+MAX_COLUMN_NAME = 200  # dataset_fields.name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LINE_END = re.compile(rb"[\r\n]")
 _PUMP_CHUNK = 1 << 20
 _PUMP_CHUNKS = 4
@@ -285,8 +289,24 @@ def _parse_header(raw: bytes) -> list[str]:
     names = [name.strip() for name in records[0]]
     if names and names[0].startswith(_BOM):  # a BOM inside quotes: `"\ufeffid",...`
         names[0] = names[0][len(_BOM) :].strip()
+    if len(names) > MAX_COLUMNS:
+        raise CsvHeaderInvalid(f"the header has more than {MAX_COLUMNS} columns")
+    # Checked before any name is quoted back: a file without a header row would have
+    # its first record taken for column names (and stored, shown, logged as such).
+    for position, category in value_like_cells(names)[:1]:
+        raise CsvHeaderInvalid(
+            f"column {position} of the first line is a data value ({category}), not a column "
+            "name; the file needs a header row",
+            position=position,
+        )
     seen: set[str] = set()
     for position, name in enumerate(names, start=1):
+        if len(name) > MAX_COLUMN_NAME or _CONTROL.search(name):
+            raise CsvHeaderInvalid(
+                f"column {position}: names are at most {MAX_COLUMN_NAME} characters without "
+                "control characters",
+                position=position,
+            )
         if not name:
             raise CsvHeaderInvalid(
                 f"column {position} of the header has an empty name", column="", position=position

@@ -201,6 +201,12 @@ _EMBEDDED_MIN_ASCII = 11
 _MIN_MATCH_BYTES = 6
 _MAX_MATCH_BYTES = 320
 _LONGEST_ANCHORED_CHARS = 19
+# Numbers written for people: "138-1234-5678", "+86 138 1234 5678", "6222 0212 3456 7890
+# 128", full-width "１３８１２３４５６７８". Such whole values are normalised (NFKC, then
+# separators dropped) before matching, so formatting cannot lower a field's grade. Dots
+# are not separators: "1390000000.0" is an amount, not a mobile number.
+_FORMATTED_NUMBER = r"^[\s\-()+0-9０-９（）－＋]{10,40}[0-9０-９XxＸ]$"
+_NUMBER_SEPARATORS = r"[\s\-()]"
 
 # GB 11643-1999 (ISO 7064 MOD 11-2): weight of position i is 2^(17-i) mod 11.
 _ID_WEIGHTS = np.array([pow(2, 17 - i, 11) for i in range(17)], dtype=np.int64)
@@ -383,6 +389,43 @@ def _bools(mask: pa.Array) -> npt.NDArray[np.bool_]:
 
 
 # --- rules and results ---------------------------------------------------------------
+
+
+# Categories whose values never make a plausible column name.
+_VALUE_ONLY = (ID_NUMBER, MOBILE, BANK_CARD, EMAIL, PLATE)
+
+
+def value_like_cells(cells: Sequence[str]) -> list[tuple[int, str]]:
+    """(1-based position, category) of cells that are sensitive values, not names.
+
+    Used on a CSV's first line: a file without a header row would otherwise have its
+    first record stored and shown as column names.
+    """
+    values = _normalise_formatted_numbers(pa.array(list(cells), type=pa.string()))
+    found: list[tuple[int, str]] = []
+    for category in _VALUE_ONLY:
+        hit = _bools(pc.match_substring_regex(values, _ANCHORED[category]))
+        for i in np.flatnonzero(hit):
+            text = str(values[int(i)].as_py()).strip()
+            if category == ID_NUMBER and not valid_id_number(text):
+                continue
+            if category == BANK_CARD and not luhn_valid(text):
+                continue
+            found.append((int(i) + 1, category))
+    return sorted(set(found))
+
+
+def _normalise_formatted_numbers(values: pa.Array) -> pa.Array:
+    """Values that are numbers with separators or full-width digits, as plain digits."""
+    formatted = pc.match_substring_regex(values, _FORMATTED_NUMBER)
+    if not pc.any(formatted).as_py():
+        return values
+    subset = values.filter(formatted)
+    plain = pc.replace_substring_regex(pc.utf8_normalize(subset, "NFKC"), _NUMBER_SEPARATORS, "")
+    changed = pc.not_equal(plain, subset)
+    if not pc.any(changed).as_py():
+        return values
+    return pc.replace_with_mask(values, formatted, plain)
 
 
 @dataclass(frozen=True)
@@ -586,6 +629,7 @@ class SensitivityScanner:
             self._scan_column(state, values)
 
     def _scan_column(self, state: _Column, values: pa.Array) -> None:
+        values = _normalise_formatted_numbers(values)
         lengths = _lengths(values)
         filled = lengths > 0
         n_filled = int(np.count_nonzero(filled))

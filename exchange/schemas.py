@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from exchange.levels import Level, OpenAttribute, ProcessingDegree, ShareAttribute
+
+# Tab and newline are fine in a description; other control characters (NUL first) are not.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class ImpactObject(StrEnum):
@@ -57,6 +61,16 @@ class DatasetCreate(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetCreate:
+        texts = [
+            self.name,
+            self.description,
+            self.source_agency,
+            self.source_system,
+            self.accountable_department,
+            *self.classification_path,
+        ]
+        if any(t is not None and _CONTROL.search(t) for t in texts):
+            raise ValueError("text fields may not contain control characters")
         if any(not part or len(part) > 100 for part in self.classification_path):
             raise ValueError("classification_path entries must be 1-100 characters")
         if self.sensitive_pi and not self.pi:
@@ -120,7 +134,9 @@ class DatasetPublic(BaseModel):
     custody: str
     size_bytes: int
     rows: int
-    digests: dict[str, str]
+    digests: dict[str, str] | None = Field(
+        description="SHA-256 and SM3 of the plaintext; owner, auditors and security only"
+    )
     registered_at: datetime
     registered_by: str
     fields: list[FieldPublic]

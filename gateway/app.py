@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import errors
 from gateway.platform import Platform
 from gateway.routers import auth, datasets, health, organisations
-from gateway.security import authenticate, request_id_for
+from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
 # Routes reachable without a token; everything else passes `authenticate`.
@@ -62,6 +62,7 @@ def create_app(platform: Platform) -> FastAPI:
         summary="Privacy-preserving public-data exchange",
         description="Every /v1 endpoint except the token endpoint needs a bearer token. "
         "Errors are RFC 9457 problem details.",
+        dependencies=[Depends(reject_control_characters)],
     )
     app.state.platform = platform
     tokens = TokenService(

@@ -25,7 +25,7 @@ def audit_failure(request: Request, *, status: int, code: str, detail: str | Non
     Successful changes are audited inside their own transaction by `exchange`; this
     covers what rolled back or never started (COMPLIANCE.md §5: denials and failures).
     """
-    denied = status in (401, 403)
+    denied = status in (401, 403) or getattr(request.state, "audit_deny", False)
     if not denied and request.method in _SAFE_METHODS:
         return
     platform: Platform | None = getattr(request.app.state, "platform", None)

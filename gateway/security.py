@@ -17,6 +17,7 @@ from gateway.platform import Platform
 from gateway.tokens import invalid_token
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def platform_of(request: Request) -> Platform:
@@ -86,3 +87,18 @@ async def authenticate(request: Request, platform: PlatformDep) -> exchange.Call
 
 
 CallerDep = Annotated[exchange.Caller, Depends(authenticate)]
+
+
+def reject_control_characters(request: Request) -> None:
+    """App-wide dependency: no control characters in the path or query (NUL breaks SQL text)."""
+    if _CONTROL.search(request.url.path) or any(
+        _CONTROL.search(k) or _CONTROL.search(v) for k, v in request.query_params.multi_items()
+    ):
+        # A probe rather than a mistake: audited as a denial (COMPLIANCE.md §5).
+        request.state.audit_event = "request.rejected"
+        request.state.audit_deny = True
+        raise GatewayError(
+            "invalid-request",
+            "Invalid request",
+            "control characters are not allowed in the path or query",
+        )

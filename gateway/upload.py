@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # a TypedDict that exists for type checkers only
     from python_multipart.multipart import MultipartCallbacks
 
 _FEED_BYTES = 1 << 20
+_MAX_HEADER_BYTES = 8 * 1024
+_MAX_HEADERS = 16
 
 
 class _Parts:
@@ -38,13 +40,18 @@ class _Parts:
     def callbacks(self) -> dict[str, Callable[..., Any]]:
         return {
             "on_part_begin": self._begin,
-            "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_field": lambda d, s, e: self._grow(self._header_field, d[s:e]),
+            "on_header_value": lambda d, s, e: self._grow(self._header_value, d[s:e]),
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": lambda d, s, e: self.events.append(("data", bytes(d[s:e]))),
             "on_part_end": lambda: self.events.append(("end", b"")),
         }
+
+    def _grow(self, buf: bytearray, data: bytes) -> None:
+        buf.extend(data)
+        if len(buf) > _MAX_HEADER_BYTES or len(self._headers) >= _MAX_HEADERS:
+            raise xe.InvalidInput("a multipart part has too many or too large headers")
 
     def _begin(self) -> None:
         self._headers = {}

@@ -46,19 +46,27 @@ def test_roles_must_fit_the_org_kind_and_duties_stay_separate(
     api: TestClient, creds: dict[str, Any]
 ) -> None:
     admin = login(api, creds, "operator-admin")
+    auditor = login(api, creds, "auditor")
     org_id = creds["auditor"]["org_id"]
+    # The audit organisation issues its own clients; one client never holds two duties.
     r = api.post(
         f"/v1/organisations/{org_id}/clients",
         json={"name": "x-auditor", "roles": ["auditor", "security-admin"]},
-        headers=admin,
+        headers=auditor,
     )
     assert r.status_code == 422
     r = api.post(
         f"/v1/organisations/{org_id}/clients",
         json={"name": "x-auditor", "roles": ["data-provider"]},
-        headers=admin,
+        headers=auditor,
     )
     assert r.status_code == 422
+    r = api.post(
+        f"/v1/organisations/{org_id}/clients",
+        json={"name": "x-auditor", "roles": ["auditor"]},
+        headers=auditor,
+    )
+    assert r.status_code == 201
     r = api.post("/v1/organisations", json={"name": "Nobody", "kind": "alien"}, headers=admin)
     assert r.status_code == 422
     r = api.post(
@@ -67,6 +75,27 @@ def test_roles_must_fit_the_org_kind_and_duties_stay_separate(
         headers=admin,
     )
     assert r.status_code == 404
+
+
+def test_system_admin_cannot_mint_security_or_audit_credentials(
+    api: TestClient, creds: dict[str, Any]
+) -> None:
+    admin = login(api, creds, "operator-admin")
+    for name, role in (("auditor", "auditor"), ("security-admin", "security-admin")):
+        org_id = creds[name]["org_id"]
+        r = api.post(
+            f"/v1/organisations/{org_id}/clients",
+            json={"name": f"rogue-{name}", "roles": [role]},
+            headers=admin,
+        )
+        assert r.status_code == 403, name
+    # Nor may the security administrator issue audit credentials, or vice versa.
+    r = api.post(
+        f"/v1/organisations/{creds['auditor']['org_id']}/clients",
+        json={"name": "rogue", "roles": ["auditor"]},
+        headers=login(api, creds, "security-admin"),
+    )
+    assert r.status_code == 403
 
 
 def test_only_system_admin_manages_accounts(api: TestClient, creds: dict[str, Any]) -> None:
@@ -106,3 +135,32 @@ def test_health_and_docs_are_public(api: TestClient) -> None:
     assert api.get("/healthz").json()["status"] == "ok"
     assert api.get("/docs").status_code == 200
     assert "/v1/datasets" in api.get("/openapi.json").json()["paths"]
+
+
+def test_account_changes_roll_back_with_their_audit_record(
+    api: TestClient, creds: dict[str, Any], platform: Platform, monkeypatch: Any
+) -> None:
+    import exchange
+
+    admin = login(api, creds, "operator-admin")
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("audit store down")
+
+    monkeypatch.setattr("exchange.accounts.audit.record", broken)
+    client = TestClient(api.app, raise_server_exceptions=False)
+    r = client.post(
+        "/v1/organisations", json={"name": "Ghost Org", "kind": "provider"}, headers=admin
+    )
+    assert r.status_code == 500
+    org_id = creds["provider-health"]["org_id"]
+    r = client.post(
+        f"/v1/organisations/{org_id}/clients",
+        json={"name": "ghost", "roles": ["data-provider"]},
+        headers=admin,
+    )
+    assert r.status_code == 500
+    with platform.session() as s:
+        names = set(s.scalars(select(exchange.Organisation.name)))
+        clients = set(s.scalars(select(exchange.Client.name)))
+    assert "Ghost Org" not in names and "ghost" not in clients

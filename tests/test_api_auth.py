@@ -205,3 +205,50 @@ def test_malformed_authorization_headers(api: TestClient) -> None:
     for value in ("Basic abc", "Bearer", "Bearer not.a.jwt", "Bearer a.b"):
         r = api.get("/v1/me", headers={"Authorization": value})
         assert r.status_code == 401, value
+
+
+def test_successful_logins_are_audited(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    login(api, creds, "auditor")
+    with platform.session() as s:
+        rec = s.scalars(
+            select(audit.AuditRecord).where(audit.AuditRecord.event_type == "auth.token_issued")
+        ).one()
+    assert rec.result == "success" and rec.subject_id == creds["auditor"]["client_id"]
+
+
+def test_token_request_size_is_capped(api: TestClient) -> None:
+    r = api.post(
+        "/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": "a", "client_secret": "x" * 9000},
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = api.post(
+        "/v1/auth/token",
+        content=b"grant_type=client_credentials&grant_type=client_credentials",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 400
+
+
+def test_nul_and_control_characters_get_clean_errors_and_are_audited(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    r = api.post(
+        "/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": "a\x00b", "client_secret": "x"},
+    )
+    assert r.status_code == 401
+    r = api.get("/v1/datasets/x%00")
+    assert r.status_code in (400, 401)
+    headers = login(api, creds, "auditor")
+    r = api.get("/v1/datasets/x%00", headers=headers)
+    assert r.status_code == 400 and r.json()["type"].endswith("/invalid-request")
+    r = api.get("/v1/datasets", params={"owner_org": "a\x00"}, headers=headers)
+    assert r.status_code == 400
+    with platform.session() as s:
+        denied = list(
+            s.scalars(select(audit.AuditRecord).where(audit.AuditRecord.result == "deny"))
+        )
+    assert len(denied) >= 2  # the bad login and the unauthenticated probe

@@ -94,7 +94,7 @@ def test_declared_level_below_content_is_refused_naming_the_field(
 
 
 def test_registration_at_suggested_level_shows_detections(
-    api: TestClient, provider: dict[str, str], platform: Platform
+    api: TestClient, provider: dict[str, str], platform: Platform, creds: dict[str, Any]
 ) -> None:
     raw = EXAMPLE_CSV.read_bytes()
     r = register(api, provider, raw, metadata(level="general-4"))
@@ -111,6 +111,11 @@ def test_registration_at_suggested_level_shows_detections(
 
     got = api.get(f"/v1/datasets/{ds['id']}", headers=provider).json()
     assert got == ds
+    enterprise = login(api, creds, "enterprise-fintech")
+    seen = api.get(f"/v1/datasets/{ds['id']}", headers=enterprise).json()
+    assert seen["digests"] is None and seen["fields"] == ds["fields"]
+    auditor = api.get(f"/v1/datasets/{ds['id']}", headers=login(api, creds, "auditor")).json()
+    assert auditor["digests"] == ds["digests"]
     listed = api.get("/v1/datasets", headers=provider).json()
     assert [d["id"] for d in listed] == [ds["id"]]
 
@@ -314,3 +319,40 @@ def test_large_file_streams_in_many_chunks(
     assert r.status_code == 201, r.text
     assert r.json()["rows"] == 8 * len(example_rows())
     assert r.json()["size_bytes"] == len(content)
+
+
+def test_metadata_text_with_control_characters_is_refused(
+    api: TestClient, provider: dict[str, str], platform: Platform
+) -> None:
+    r = register(api, provider, EXAMPLE_CSV.read_bytes(), metadata(name="bad\x00name"))
+    assert_problem(r, 422, "invalid-metadata")
+    assert counts(platform) == (0, 0, 0)
+
+
+def test_headerless_csv_is_refused_without_echoing_the_first_record(
+    api: TestClient, provider: dict[str, str], platform: Platform
+) -> None:
+    rows = EXAMPLE_CSV.read_bytes().split(b"\n", 1)[1]  # drop the header line
+    r = register(api, provider, rows, metadata())
+    body = assert_problem(r, 422, "csv-header-invalid")
+    first_id = example_rows()[0]["id_number"]
+    assert first_id not in r.text
+    assert body["position"] >= 1
+    with platform.session() as s:
+        details = [d or "" for d in s.scalars(select(audit.AuditRecord.detail))]
+    assert not any(first_id in d for d in details)
+    assert counts(platform) == (0, 0, 0)
+
+
+def test_oversized_part_headers_are_refused(api: TestClient, provider: dict[str, str]) -> None:
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n'
+        f"X-Padding: {'p' * 10000}\r\n\r\na,b\n1,2\n\r\n--{boundary}--\r\n"
+    ).encode()
+    r = api.post(
+        "/v1/datasets",
+        content=body,
+        headers={**provider, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert_problem(r, 422, "invalid-input")

@@ -258,3 +258,33 @@ def test_close_stops_early() -> None:
 def test_bad_block_size() -> None:
     with pytest.raises(ValueError):
         iter_batches(io.BytesIO(b"a\n1\n"), block_size=0)
+
+
+@pytest.mark.parametrize(
+    "first_line",
+    [
+        b"11010519491231002X,13812345678,x",
+        b"a,138-1234-5678",
+        b"id,card\n",
+    ],
+)
+def test_a_first_line_of_data_is_not_taken_for_a_header(first_line: bytes) -> None:
+    content = first_line if first_line.endswith(b"\n") else first_line + b"\n1,2,3\n"
+    if first_line == b"id,card\n":
+        content = b"id,6222021234567890128\n1,2\n"
+    with pytest.raises(CsvHeaderInvalid) as err:
+        iter_batches(io.BytesIO(content))
+    assert "11010519491231002X" not in err.value.detail
+    assert "6222021234567890128" not in err.value.detail
+    assert "13812345678" not in err.value.detail
+    assert err.value.extensions["position"] >= 1
+
+
+def test_header_name_limits() -> None:
+    with pytest.raises(CsvHeaderInvalid):
+        iter_batches(io.BytesIO(b"a," + b"x" * 201 + b"\n1,2\n"))
+    with pytest.raises(CsvHeaderInvalid):
+        iter_batches(io.BytesIO(b"a,b\x00c\n1,2\n"))
+    wide = ",".join(f"c{i}" for i in range(1025)).encode()
+    with pytest.raises(CsvHeaderInvalid):
+        iter_batches(io.BytesIO(wide + b"\n" + b",".join([b"1"] * 1025) + b"\n"))

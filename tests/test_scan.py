@@ -364,3 +364,30 @@ def test_scanner_accepts_a_csv_stream_directly() -> None:
     for batch in stream:
         scanner.feed(batch)
     assert scanner.result().min_level == Level.GENERAL_4
+
+
+@pytest.mark.parametrize(
+    ("value", "category"),
+    [
+        ("138-1234-5678", "mobile"),
+        ("+86 138 1234 5678", "mobile"),
+        ("(+86) 138 1234 5678", "mobile"),
+        ("１３８１２３４５６７８", "mobile"),
+        ("6222 0212 3456 7890 128", "bank_card"),
+        ("6222-0212-3456-7890-128", "bank_card"),
+        ("1101 0519 4912 3100 2X", "id_number"),
+        ("１１０１０５１９４９１２３１００２Ｘ", "id_number"),
+    ],
+)
+def test_formatting_does_not_hide_a_value(value: str, category: str) -> None:
+    result = scan({"c": [value, "", value]})
+    field = result.fields[0]
+    assert field.detections[category].hits == 2
+    assert field.suggested_level > Level.GENERAL_1
+
+
+def test_formatted_non_numbers_stay_unflagged() -> None:
+    result = scan(
+        {"t": ["2026-03-01 08:15:00", "2026-03-01", "12.50", "(0571) 8888-6666", "1390000000.0"]}
+    )
+    assert result.fields[0].detections == {}

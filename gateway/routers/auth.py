@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+import audit
 import exchange
 from exchange import errors as xe
+from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
 from gateway.security import PlatformDep
@@ -21,6 +22,7 @@ from gateway.security import PlatformDep
 router = APIRouter(tags=["auth"])
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_FORM_BYTES = 8 * 1024
 
 
 class TokenResponse(BaseModel):
@@ -58,7 +60,8 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
 
 
 def _issue(platform: Platform, request: Request, client_id: str, secret: str, basic: bool) -> str:
-    with platform.session() as session:
+    now = platform.now()
+    with platform.session() as session, session.begin():
         try:
             client = exchange.authenticate_client(session, client_id, secret)
         except xe.AuthenticationFailed:
@@ -68,16 +71,22 @@ def _issue(platform: Platform, request: Request, client_id: str, secret: str, ba
                 "invalid-client", "invalid_client", "invalid client credentials", basic=basic
             ) from None
         org_id = client.org_id
-    token, _ = request.app.state.tokens.issue(
-        client_id=client_id, org_id=org_id, now=platform.now()
-    )
+        # 等保 (COMPLIANCE.md §5): successful authentications are audited too.
+        audit.record(
+            session,
+            audit.Subject(client.id, org_id, client_ip(request), request.state.request_id, None),
+            audit.AuditEvent(
+                "auth.token_issued", "authenticate", audit.Result.SUCCESS, object_id=client.id
+            ),
+            now=now,
+        )
+    token, _ = request.app.state.tokens.issue(client_id=client_id, org_id=org_id, now=now)
     assert isinstance(token, str)
     return token
 
 
-@router.post("/v1/auth/token", response_model=TokenResponse)
-async def token(request: Request, platform: PlatformDep) -> JSONResponse:
-    """Exchange client credentials (form fields or HTTP Basic) for a 15-minute access token."""
+async def _form(request: Request) -> dict[str, str]:
+    """The form body, read with a size cap (an unbounded form is a memory bomb)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise _oauth_error(
@@ -85,8 +94,34 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
             "invalid_request",
             "send application/x-www-form-urlencoded (RFC 6749 §4.4.2)",
         )
-    form = await request.form()
-    fields: dict[str, Any] = dict(form)
+    too_large = _oauth_error(
+        "invalid-request", "invalid_request", f"token requests are at most {MAX_FORM_BYTES} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_FORM_BYTES:
+            raise too_large
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise _oauth_error("invalid-request", "invalid_request", "malformed form body") from None
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if key in fields:
+            # RFC 6749 §3.2: request parameters must not be included more than once.
+            raise _oauth_error("invalid-request", "invalid_request", "a parameter is repeated")
+        fields[key] = value
+    return fields
+
+
+@router.post("/v1/auth/token", response_model=TokenResponse)
+async def token(request: Request, platform: PlatformDep) -> JSONResponse:
+    """Exchange client credentials (form fields or HTTP Basic) for a 15-minute access token."""
+    fields = await _form(request)
     if fields.get("grant_type") != "client_credentials":
         raise _oauth_error(
             "unsupported-grant-type",
@@ -97,7 +132,7 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     if basic is not None:
         client_id, secret = basic
     else:
-        client_id, secret = str(fields.get("client_id", "")), str(fields.get("client_secret", ""))
+        client_id, secret = fields.get("client_id", ""), fields.get("client_secret", "")
     if not client_id or not secret:
         raise _oauth_error(
             "invalid-request", "invalid_request", "client_id and client_secret are required"

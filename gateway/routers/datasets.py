@@ -84,7 +84,7 @@ def get_dataset(
     dataset_id: str, caller: CallerDep, platform: PlatformDep
 ) -> exchange.DatasetPublic:
     with platform.session() as session:
-        return exchange.get_dataset(session, dataset_id)
+        return exchange.get_dataset(session, dataset_id, viewer=caller)
 
 
 @router.get("/{dataset_id}/preview", response_model=exchange.PreviewPublic)
