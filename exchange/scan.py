@@ -205,7 +205,13 @@ _LONGEST_ANCHORED_CHARS = 19
 # 128", full-width "１３８１２３４５６７８". Such whole values are normalised (NFKC, then
 # separators dropped) before matching, so formatting cannot lower a field's grade. Dots
 # are not separators: "1390000000.0" is an amount, not a mobile number.
-_FORMATTED_NUMBER = r"^[\s\-()+0-9０-９（）－＋]{10,40}[0-9０-９XxＸ]$"
+# At least one separator or full-width character: plain digit runs (most numeric
+# columns) fail this in one DFA pass and skip the normalisation entirely.
+_FORMATTED_NUMBER = (
+    r"^[\s\-()+0-9０-９（）－＋]*[\s\-()０-９（）－＋][\s\-()+0-9０-９（）－＋]*[0-9０-９XxＸ]$"
+)
+_FORMATTED_MIN_BYTES = 11
+_FORMATTED_MAX_BYTES = 120
 _NUMBER_SEPARATORS = r"[\s\-()]"
 
 # GB 11643-1999 (ISO 7064 MOD 11-2): weight of position i is 2^(17-i) mod 11.
@@ -417,9 +423,14 @@ def value_like_cells(cells: Sequence[str]) -> list[tuple[int, str]]:
 
 def _normalise_formatted_numbers(values: pa.Array) -> pa.Array:
     """Values that are numbers with separators or full-width digits, as plain digits."""
-    formatted = pc.match_substring_regex(values, _FORMATTED_NUMBER)
-    if not pc.any(formatted).as_py():
+    lengths = _lengths(values)
+    fits = (lengths >= _FORMATTED_MIN_BYTES) & (lengths <= _FORMATTED_MAX_BYTES)
+    if not fits.any():
         return values
+    formatted = _bools(pc.match_substring_regex(values, _FORMATTED_NUMBER)) & fits
+    if not formatted.any():
+        return values
+    formatted = pa.array(formatted)
     subset = values.filter(formatted)
     plain = pc.replace_substring_regex(pc.utf8_normalize(subset, "NFKC"), _NUMBER_SEPARATORS, "")
     changed = pc.not_equal(plain, subset)
