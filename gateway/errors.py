@@ -72,26 +72,11 @@ class GatewayError(Exception):
 
 
 async def respond(
-    request: Request,
-    *,
-    status: int,
-    code: str,
-    title: str,
-    detail: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extensions: Any,
+    request: Request, *, status: int, code: str, detail: str | None = None, **fields: Any
 ) -> JSONResponse:
-    """Audit (denials, failed changes) then answer with a problem document."""
+    """Audit (denials, failed changes), then answer with `problem(...)`."""
     await run_in_threadpool(audit_failure, request, status=status, code=code, detail=detail)
-    return problem(
-        request,
-        status=status,
-        code=code,
-        title=title,
-        detail=detail,
-        headers=headers,
-        **extensions,
-    )
+    return problem(request, status=status, code=code, detail=detail, **fields)
 
 
 def problem(
