@@ -1,6 +1,6 @@
 """Audit events and records (COMPLIANCE.md §5); later also decision logs and verification."""
 
-from audit.events import AuditEvent, Result, Subject, record, records_for_request
+from audit.events import AuditEvent, Result, Subject, record
 from audit.models import AuditBase, AuditRecord
 
 __all__ = [
@@ -10,5 +10,4 @@ __all__ = [
     "Result",
     "Subject",
     "record",
-    "records_for_request",
 ]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.models import AuditRecord
@@ -82,9 +81,3 @@ def record(session: Session, subject: Subject, event: AuditEvent, *, now: dateti
     )
     session.add(row)
     return row
-
-
-def records_for_request(session: Session, request_id: str) -> list[AuditRecord]:
-    """All audit records written under one request id, oldest first."""
-    stmt = select(AuditRecord).where(AuditRecord.request_id == request_id).order_by(AuditRecord.ts)
-    return list(session.scalars(stmt))

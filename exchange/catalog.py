@@ -355,19 +355,7 @@ def list_datasets(
     if level is not None:
         stmt = stmt.where(Dataset.level == level.value)
     rows = session.scalars(stmt.limit(limit).offset(offset))
-    return [
-        DatasetSummary(
-            id=d.id,
-            owner_org=d.owner_org,
-            name=d.name,
-            level=Level(d.level),
-            open_attribute=d.open_attribute,
-            classification_path=d.classification_path,
-            rows=d.rows,
-            registered_at=d.registered_at,
-        )
-        for d in rows
-    ]
+    return [DatasetSummary.model_validate(d) for d in rows]
 
 
 def preview(session: Session, dataset_id: str, *, rows: int = 20) -> PreviewPublic:

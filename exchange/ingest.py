@@ -106,10 +106,6 @@ class Ingest:
         self._worker = threading.Thread(target=self._run, name="pdx-ingest-scan", daemon=True)
         self._worker.start()
 
-    @property
-    def size(self) -> int:
-        return self._size
-
     def _run(self) -> None:
         reader = io.BufferedReader(_QueueReader(self._chunks, self._aborted), 1 << 20)
         try:

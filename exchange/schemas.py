@@ -143,6 +143,8 @@ class DatasetPublic(BaseModel):
 
 
 class DatasetSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     owner_org: str
     name: str

@@ -57,9 +57,6 @@ class ObjectStore:
     def open(self, object_id: str) -> BinaryIO:
         return open(self._path(object_id), "rb")
 
-    def exists(self, object_id: str) -> bool:
-        return self._path(object_id).exists()
-
     def sweep(self, known_ids: Iterable[str]) -> list[str]:
         """Delete partial files and objects not in `known_ids`; return what was removed."""
         known = set(known_ids)

@@ -12,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import crypto
-import exchange
 from exchange import errors as xe
 from gateway.auditing import audit_failure
 
@@ -185,8 +184,3 @@ def install(app: FastAPI) -> None:
             title="Internal error",
             detail="the request failed; quote the request_id when reporting it",
         )
-
-
-def problem_types() -> dict[str, int]:
-    """Every problem code the API can answer with, and its status (documentation)."""
-    return dict(STATUS) | {exchange.ExchangeError.code: 400, "crypto-failure": 500}

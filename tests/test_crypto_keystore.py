@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.orm import Session
 
 from crypto import (
@@ -34,6 +34,7 @@ from crypto import (
     SigningKey,
 )
 from crypto.models import DataKeyRecord, KeyRecord
+from gateway.platform import database_url
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 VECTORS = Path(__file__).parent / "vectors"
@@ -50,22 +51,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield created
         created.dispose()
         return
-    url = os.environ.get("PDX_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("PDX_TEST_POSTGRES_URL is not set")
-    schema = f"crypto_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    created = create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    created = create_engine(database_url(request.getfixturevalue("postgres_url")))
     CryptoBase.metadata.create_all(created)
-    try:
-        yield created
-    finally:
-        created.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield created
+    created.dispose()
 
 
 @pytest.fixture
