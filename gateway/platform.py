@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import audit
 import crypto
 import exchange
+import ledger.models
 import migrations
 from gateway.settings import Settings
 
@@ -28,6 +29,7 @@ SCHEMA: tuple[MetaData, ...] = (
     crypto.CryptoBase.metadata,
     audit.AuditBase.metadata,
     exchange.ExchangeBase.metadata,
+    ledger.models.LedgerBase.metadata,
 )
 
 
@@ -80,7 +82,7 @@ def upgrade_database(engine: Engine) -> None:
     cfg = alembic_config(str(engine.url))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
 
 
 @dataclass
