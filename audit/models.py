@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Index, MetaData, String, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, Dialect, Index, MetaData, String, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names so Alembic can alter them on every backend.
@@ -67,6 +67,8 @@ class AuditRecord(AuditBase):
     request_id: Mapped[str | None] = mapped_column(String(64))
     decision_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(512))
+    # The ledger entry written in the same transaction (authorised operations only).
+    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index("ix_audit_records_ts", "ts"),

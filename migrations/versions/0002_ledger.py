@@ -17,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("audit_records") as batch:
+        batch.add_column(sa.Column("ledger_index", sa.BigInteger(), nullable=True))
     op.create_table(
         "ledger_blocks",
         sa.Column("height", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -62,6 +64,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("audit_records") as batch:
+        batch.drop_column("ledger_index")
     op.drop_table("ledger_tiles")
     op.drop_table("ledger_sequence")
     op.drop_index("ix_ledger_entries_type", table_name="ledger_entries")
