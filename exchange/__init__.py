@@ -25,6 +25,7 @@ from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organis
 from exchange.schemas import DatasetCreate, DatasetPublic, DatasetSummary, PreviewPublic
 from exchange.seed import seed_demo
 from exchange.storage import ObjectStore
+from exchange.trail import Receipt, Trail
 
 __all__ = [
     "Caller",
@@ -42,8 +43,10 @@ __all__ = [
     "OrgKind",
     "Organisation",
     "PreviewPublic",
+    "Receipt",
     "Registration",
     "Role",
+    "Trail",
     "authenticate_client",
     "configure_arrow_memory",
     "create_client",

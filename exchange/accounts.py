@@ -17,6 +17,7 @@ import audit
 import crypto
 from exchange.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotFound
 from exchange.models import Client, Organisation
+from exchange.trail import Receipt, Trail
 
 
 class OrgKind(StrEnum):
@@ -97,6 +98,7 @@ class IssuedClient:
     org_kind: OrgKind
     name: str
     roles: tuple[Role, ...]
+    ledger_index: int | None = None
 
 
 def _check_name(name: str, what: str) -> str:
@@ -109,8 +111,14 @@ def _check_name(name: str, what: str) -> str:
 
 
 def create_organisation(
-    session: Session, caller: Caller | None, *, name: str, kind: str, now: datetime
-) -> Organisation:
+    session: Session,
+    caller: Caller | None,
+    *,
+    name: str,
+    kind: str,
+    now: datetime,
+    trail: Trail,
+) -> tuple[Organisation, Receipt]:
     """Create an organisation. `caller` None means the platform itself (first-start seeding)."""
     if caller is not None:
         caller.require(Role.SYSTEM_ADMIN)
@@ -129,8 +137,8 @@ def create_organisation(
             session.add(org)
     except IntegrityError:
         raise Conflict("an organisation with this name exists", field="name") from None
-    _audit(session, caller, "organisation.created", "create", org.id, now)
-    return org
+    receipt = _record(session, trail, caller, "organisation.created", "organisation", org.id, now)
+    return org, receipt
 
 
 def create_client(
@@ -141,6 +149,7 @@ def create_client(
     name: str,
     roles: list[str],
     now: datetime,
+    trail: Trail,
 ) -> IssuedClient:
     """Create a service client with a fresh secret, checking roles against the org kind.
 
@@ -190,8 +199,8 @@ def create_client(
         raise Conflict(
             "this organisation already has a client with this name", field="name"
         ) from None
-    _audit(session, caller, "client.created", "create", client.id, now)
-    return IssuedClient(client.id, secret, org.id, kind, client.name, wanted)
+    receipt = _record(session, trail, caller, "client.created", "client", client.id, now)
+    return IssuedClient(client.id, secret, org.id, kind, client.name, wanted, receipt.ledger_index)
 
 
 def authenticate_client(session: Session, client_id: str, client_secret: str) -> Client:
@@ -218,17 +227,24 @@ def list_organisations(session: Session) -> list[Organisation]:
     return list(session.scalars(select(Organisation).order_by(Organisation.name)))
 
 
-def _audit(
-    session: Session, caller: Caller | None, event_type: str, action: str, obj: str, now: datetime
-) -> None:
+def _record(
+    session: Session,
+    trail: Trail,
+    caller: Caller | None,
+    event_type: str,
+    object_type: str,
+    obj: str,
+    now: datetime,
+) -> Receipt:
     subject = (
         caller.subject()
         if caller is not None
         else audit.Subject("platform", None, None, None, None)
     )
-    audit.record(
+    return trail.record(
         session,
         subject,
-        audit.AuditEvent(event_type, action, audit.Result.SUCCESS, object_id=obj),
+        audit.AuditEvent(event_type, "create", audit.Result.SUCCESS, object_id=obj),
+        object_type=object_type,
         now=now,
     )

@@ -38,6 +38,7 @@ from exchange.schemas import (
 )
 from exchange.storage import ObjectStore
 from exchange.synth import ShapeProfile, synthesize
+from exchange.trail import Trail
 
 # Scanner categories that make a field personal information (PIPL art. 4) and the
 # subset that is sensitive personal information (PIPL art. 28; GB/T 35273 Annex B:
@@ -58,6 +59,7 @@ class CatalogContext:
     keystore: crypto.KeyStore
     objects: ObjectStore
     max_upload_bytes: int
+    trail: Trail
     review_period: timedelta = DEFAULT_REVIEW_PERIOD
 
 
@@ -158,7 +160,7 @@ class Registration:
                 )
                 dataset = self._dataset_row(meta, content)
                 session.add(dataset)
-                audit.record(
+                receipt = self._ctx.trail.record(
                     session,
                     self._caller.subject(),
                     audit.AuditEvent(
@@ -169,10 +171,14 @@ class Registration:
                         data_level=dataset.level,
                         detail=f"rows={content.rows} sha256={content.digests['sha256']}",
                     ),
+                    object_type="dataset",
+                    payload_digest=f"sha256:{content.digests['sha256']}",
                     now=self._now,
                 )
                 session.flush()
-                public = to_public(dataset)
+                public = to_public(dataset).model_copy(
+                    update={"ledger_index": receipt.ledger_index}
+                )
                 self._ctx.objects.publish(self.dataset_id)
         except IntegrityError:
             self._ctx.objects.discard(self.dataset_id)

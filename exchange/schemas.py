@@ -137,6 +137,9 @@ class DatasetPublic(BaseModel):
     digests: dict[str, str] | None = Field(
         description="SHA-256 and SM3 of the plaintext; owner, auditors and security only"
     )
+    ledger_index: int | None = Field(
+        default=None, description="On registration: the ledger entry that records it"
+    )
     registered_at: datetime
     registered_by: str
     fields: list[FieldPublic]

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from exchange.accounts import OrgKind, Role, create_client, create_organisation
 from exchange.models import Organisation
+from exchange.trail import Trail
 
 # client name → (organisation name, kind, roles)
 DEMO_CLIENTS: dict[str, tuple[str, OrgKind, tuple[Role, ...]]] = {
@@ -22,7 +23,7 @@ DEMO_CLIENTS: dict[str, tuple[str, OrgKind, tuple[Role, ...]]] = {
 }
 
 
-def seed_demo(session: Session, *, now: datetime) -> dict[str, dict[str, Any]] | None:
+def seed_demo(session: Session, *, now: datetime, trail: Trail) -> dict[str, dict[str, Any]] | None:
     """Create the demo organisations and clients if the platform has no organisation yet.
 
     Returns the credentials to hand to the demo users (secrets appear only here), or
@@ -35,11 +36,12 @@ def seed_demo(session: Session, *, now: datetime) -> dict[str, dict[str, Any]] |
     for client_name, (org_name, kind, roles) in DEMO_CLIENTS.items():
         org = orgs.get(org_name)
         if org is None:
-            org = orgs[org_name] = create_organisation(
-                session, None, name=org_name, kind=kind.value, now=now
+            org, _ = create_organisation(
+                session, None, name=org_name, kind=kind.value, now=now, trail=trail
             )
+            orgs[org_name] = org
         issued = create_client(
-            session, None, org_id=org.id, name=client_name, roles=list(roles), now=now
+            session, None, org_id=org.id, name=client_name, roles=list(roles), now=now, trail=trail
         )
         creds[client_name] = {
             "client_id": issued.client_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import Depends, FastAPI
@@ -9,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
 from gateway.platform import Platform
-from gateway.routers import auth, datasets, health, organisations
+from gateway.routers import auth, datasets, health, ledger, organisations
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
@@ -54,6 +56,17 @@ class RequestContext:
         await self.app(scope, receive, send_with_headers)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Seal the ledger in the background while serving; a final seal on shutdown."""
+    platform: Platform = app.state.platform
+    platform.sealer.start()
+    try:
+        yield
+    finally:
+        platform.sealer.stop()
+
+
 def create_app(platform: Platform) -> FastAPI:
     """Build the app for an initialised platform (see `gateway.platform.initialise`)."""
     app = FastAPI(
@@ -63,6 +76,7 @@ def create_app(platform: Platform) -> FastAPI:
         description="Every /v1 endpoint except the token endpoint needs a bearer token. "
         "Errors are RFC 9457 problem details.",
         dependencies=[Depends(reject_control_characters)],
+        lifespan=_lifespan,
     )
     app.state.platform = platform
     tokens = TokenService(
@@ -79,5 +93,6 @@ def create_app(platform: Platform) -> FastAPI:
     protected = [Depends(authenticate)]
     app.include_router(organisations.router, dependencies=protected)
     app.include_router(datasets.router, dependencies=protected)
+    app.include_router(ledger.router, dependencies=protected)
     app.add_middleware(RequestContext)
     return app

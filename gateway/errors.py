@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import crypto
 from exchange import errors as xe
 from gateway.auditing import audit_failure
+from ledger.errors import LedgerError
 
 log = logging.getLogger("pdx.gateway")
 
@@ -46,6 +47,10 @@ STATUS: dict[str, int] = {
     "validation-error": 422,
     "method-not-allowed": 405,
     "internal-error": 500,
+    "ledger-entry-not-found": 404,
+    "ledger-block-not-found": 404,
+    "ledger-invalid-range": 422,
+    "ledger-error": 500,
     "unavailable": 503,
 }
 
@@ -103,7 +108,7 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _status(err: xe.ExchangeError) -> int:
+def _status(err: Exception) -> int:
     for cls in type(err).__mro__:
         code = getattr(cls, "code", None)
         if code in STATUS:
@@ -123,6 +128,20 @@ def install(app: FastAPI) -> None:
             title=exc.title,
             detail=exc.detail,
             **exc.extensions,
+        )
+
+    @app.exception_handler(LedgerError)
+    async def _ledger(request: Request, exc: LedgerError) -> JSONResponse:
+        status = _status(exc)
+        if status >= 500:
+            log.error("ledger failure %s on %s: %s", exc.code, request.url.path, exc.detail)
+        return await respond(
+            request,
+            status=status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail if status < 500 else "the ledger could not complete the request",
+            **(exc.extensions if status < 500 else {}),
         )
 
     @app.exception_handler(GatewayError)

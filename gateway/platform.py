@@ -21,6 +21,9 @@ import exchange
 import ledger.models
 import migrations
 from gateway.settings import Settings
+from ledger.log import Ledger, LedgerConfig
+from ledger.sealer import Sealer
+from ledger.signing import Ed25519LedgerSigner
 
 Clock = Callable[[], datetime]
 
@@ -95,6 +98,9 @@ class Platform:
     keystore: crypto.KeyStore
     catalog: exchange.CatalogContext
     clock: Clock
+    ledger: Ledger
+    sealer: Sealer
+    trail: exchange.Trail
 
     def session(self) -> Session:
         return self.sessions()
@@ -110,12 +116,28 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     sessions = sessionmaker(engine, expire_on_commit=False)
     root = crypto.LocalRootKey.create_or_load(settings.keys_dir / "root.key")
     keystore = crypto.KeyStore(root)
+    ledger_ = Ledger(
+        LedgerConfig(
+            origin=settings.ledger_origin,
+            hash_name=settings.ledger_hash,
+            seal_interval_s=settings.ledger_seal_interval_ms / 1000,
+            seal_max_entries=settings.ledger_seal_entries,
+        )
+    )
+    trail = exchange.Trail(ledger_)
+
+    def ledger_signer(session: Session) -> Ed25519LedgerSigner:
+        key = keystore.signing_key(session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=clock())
+        return Ed25519LedgerSigner(settings.ledger_origin, key.private_key)
+
+    sealer = Sealer(ledger_, sessions, ledger_signer, clock)
     catalog = exchange.CatalogContext(
         keystore=keystore,
         objects=exchange.ObjectStore(settings.objects_dir),
         max_upload_bytes=settings.max_upload_bytes,
+        trail=trail,
     )
-    return Platform(settings, engine, sessions, keystore, catalog, clock)
+    return Platform(settings, engine, sessions, keystore, catalog, clock, ledger_, sealer, trail)
 
 
 def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
@@ -127,15 +149,17 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
     with platform.session() as session:
         known = session.scalars(select(exchange.Dataset.id)).all()
     platform.catalog.objects.sweep(known)
-    # The token-signing key is created here, not on the first request.
+    # The signing keys are created here, not on the first request.
     with platform.session() as session, session.begin():
-        platform.keystore.signing_key(
-            session, purpose=crypto.KeyPurpose.TOKEN_SIGNING, now=platform.now()
-        )
+        for purpose in (crypto.KeyPurpose.TOKEN_SIGNING, crypto.KeyPurpose.LEDGER_SIGNING):
+            platform.keystore.signing_key(session, purpose=purpose, now=platform.now())
+    # A first (possibly empty) block, so a checkpoint exists from the first request.
+    platform.sealer.seal_now()
     if not platform.settings.seed_demo:
         return None
     with platform.session() as session, session.begin():
-        creds = exchange.seed_demo(session, now=platform.now())
+        creds = exchange.seed_demo(session, now=platform.now(), trail=platform.trail)
+    platform.sealer.seal_now()
     if creds is not None:
         write_private_json(platform.settings.credentials_file, creds)
     return creds

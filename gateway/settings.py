@@ -39,8 +39,17 @@ class Settings:
     audience: str = "pdx-api"
     seed_demo: bool = True
     environment: str = "development"
+    ledger_origin: str = "pdx.local/ledger"
+    ledger_hash: str = "sha256"
+    ledger_seal_interval_ms: int = 200
+    ledger_seal_entries: int = 1000
 
     def __post_init__(self) -> None:
+        if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
+            # The origin doubles as the signed-note key name: no spaces, no '+'.
+            raise SettingsError("PDX_LEDGER_ORIGIN must be non-empty without spaces or '+'")
+        if self.ledger_hash not in ("sha256", "sm3"):
+            raise SettingsError("PDX_LEDGER_HASH must be 'sha256' or 'sm3'")
         if not 60 <= self.token_ttl_s <= 900:
             # The brief caps access tokens at 15 minutes (zero trust: short-lived credentials).
             raise SettingsError("PDX_TOKEN_TTL_S must be between 60 and 900 seconds")
@@ -85,4 +94,8 @@ class Settings:
             audience=env.get("PDX_AUDIENCE", "pdx-api"),
             seed_demo=seed_raw == "1",
             environment=environment,
+            ledger_origin=env.get("PDX_LEDGER_ORIGIN", "pdx.local/ledger"),
+            ledger_hash=env.get("PDX_LEDGER_HASH", "sha256"),
+            ledger_seal_interval_ms=_int(env, "PDX_LEDGER_SEAL_INTERVAL_MS", 200),
+            ledger_seal_entries=_int(env, "PDX_LEDGER_SEAL_ENTRIES", 1000),
         )

@@ -54,10 +54,15 @@ def example_rows() -> list[dict[str, str]]:
 
 
 def counts(platform: Platform) -> tuple[int, int, int]:
-    """(datasets, data keys, objects on disk)"""
+    """(datasets, data keys, objects on disk); also checks each dataset has its ledger entry."""
     with platform.session() as s:
         datasets = s.scalar(select(func.count()).select_from(exchange.Dataset)) or 0
         keys = s.scalar(select(func.count()).select_from(crypto.models.DataKeyRecord)) or 0
+        entries = platform.ledger.entries(s, type="dataset.registered")
+        # No operation without its entry, no entry without its operation; indexes dense.
+        assert sorted(e.index for e in entries) == [e.index for e in entries]
+        assert len(entries) == datasets
+        assert platform.ledger.size(s) == len(platform.ledger.entries(s))
     objects = len(list(platform.catalog.objects.root.iterdir()))
     return datasets, keys, objects
 
@@ -110,7 +115,9 @@ def test_registration_at_suggested_level_shows_detections(
     assert fields["board_station"]["detections"] == {}
 
     got = api.get(f"/v1/datasets/{ds['id']}", headers=provider).json()
-    assert got == ds
+    # Only the registration response names its ledger entry; detail is otherwise equal.
+    assert isinstance(ds["ledger_index"], int)
+    assert got == {**ds, "ledger_index": None}
     enterprise = login(api, creds, "enterprise-fintech")
     seen = api.get(f"/v1/datasets/{ds['id']}", headers=enterprise).json()
     assert seen["digests"] is None and seen["fields"] == ds["fields"]
@@ -238,9 +245,7 @@ def test_failure_at_commit_leaves_no_row_file_or_key(
 def test_oversized_upload_is_refused(
     api: TestClient, provider: dict[str, str], platform: Platform
 ) -> None:
-    platform.catalog = exchange.CatalogContext(
-        keystore=platform.keystore, objects=platform.catalog.objects, max_upload_bytes=100_000
-    )
+    platform.catalog = dataclasses.replace(platform.catalog, max_upload_bytes=100_000)
     platform.settings = dataclasses.replace(platform.settings, max_upload_bytes=100_000)
     body = assert_problem(
         register(api, provider, EXAMPLE_CSV.read_bytes(), metadata()), 413, "upload-too-large"

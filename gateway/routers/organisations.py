@@ -23,6 +23,7 @@ class OrganisationPublic(BaseModel):
     name: str
     kind: str
     created_at: datetime
+    ledger_index: int | None = None  # set on creation: the entry recording it
 
 
 class ClientCreate(BaseModel):
@@ -39,6 +40,7 @@ class ClientIssued(BaseModel):
     kind: str
     name: str
     roles: list[str]
+    ledger_index: int | None = None
 
 
 class Me(BaseModel):
@@ -48,8 +50,14 @@ class Me(BaseModel):
     roles: list[str]
 
 
-def _public(org: exchange.Organisation) -> OrganisationPublic:
-    return OrganisationPublic(id=org.id, name=org.name, kind=org.kind, created_at=org.created_at)
+def _public(org: exchange.Organisation, ledger_index: int | None = None) -> OrganisationPublic:
+    return OrganisationPublic(
+        id=org.id,
+        name=org.name,
+        kind=org.kind,
+        created_at=org.created_at,
+        ledger_index=ledger_index,
+    )
 
 
 @router.post("/organisations", status_code=201, response_model=OrganisationPublic)
@@ -58,10 +66,15 @@ def create_organisation(
 ) -> OrganisationPublic:
     request.state.audit_event = "organisation.create_failed"
     with platform.session() as session, session.begin():
-        org = exchange.create_organisation(
-            session, caller, name=body.name, kind=body.kind, now=platform.now()
+        org, receipt = exchange.create_organisation(
+            session,
+            caller,
+            name=body.name,
+            kind=body.kind,
+            now=platform.now(),
+            trail=platform.trail,
         )
-        return _public(org)
+        return _public(org, receipt.ledger_index)
 
 
 @router.get("/organisations", response_model=list[OrganisationPublic])
@@ -78,7 +91,13 @@ def create_client(
     request.state.object_id = org_id
     with platform.session() as session, session.begin():
         issued = exchange.create_client(
-            session, caller, org_id=org_id, name=body.name, roles=body.roles, now=platform.now()
+            session,
+            caller,
+            org_id=org_id,
+            name=body.name,
+            roles=body.roles,
+            now=platform.now(),
+            trail=platform.trail,
         )
     return ClientIssued(
         client_id=issued.client_id,
@@ -87,6 +106,7 @@ def create_client(
         kind=issued.org_kind.value,
         name=issued.name,
         roles=[r.value for r in issued.roles],
+        ledger_index=issued.ledger_index,
     )
 
 

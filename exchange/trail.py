@@ -1,0 +1,69 @@
+"""The trail: one call records an authorised operation on the audit log and the ledger.
+
+Both writes join the caller's transaction, so the operation, its audit record and
+its ledger entry commit together or not at all. Failures and denials are audited
+only: the ledger holds what was authorised and done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+import audit
+from ledger.log import Ledger
+from ledger.records import LedgerRecord
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where an operation was recorded: its audit record and (if done) its ledger index."""
+
+    audit_id: str
+    ledger_index: int | None
+
+
+class Trail:
+    """Audit + ledger writer shared by every state-changing operation."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def record(
+        self,
+        session: Session,
+        subject: audit.Subject,
+        event: audit.AuditEvent,
+        *,
+        object_type: str,
+        now: datetime,
+        payload_digest: str | None = None,
+    ) -> Receipt:
+        """Write the audit record and, for a success, the ledger entry; returns both ids.
+
+        Call it last in the transaction: the ledger's sequence row stays locked from
+        here until commit, which is what keeps indexes dense and in commit order.
+        """
+        row = audit.record(session, subject, event, now=now)
+        if event.result is not audit.Result.SUCCESS:
+            return Receipt(row.id, None)
+        index = self.ledger.append(
+            session,
+            LedgerRecord(
+                type=event.event_type,
+                action=event.action,
+                object_type=object_type,
+                object_id=event.object_id,
+                actor=subject.subject_id,
+                subject_org=subject.subject_org,
+                decision_id=subject.decision_id,
+                purpose=event.purpose,
+                request_id=subject.request_id,
+                payload_digest=payload_digest,
+                ts=now,
+            ),
+        )
+        row.ledger_index = index
+        return Receipt(row.id, index)

@@ -1,0 +1,171 @@
+"""/v1/ledger: the auditor's view of the verifiable log (checkpoints, entries, proofs).
+
+Bytes travel as standard base64; proofs use RFC 9162 hash order; the checkpoint is
+a C2SP signed note, checkable with the key from `/v1/ledger/verifier-key` alone.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
+
+import crypto
+from exchange.accounts import Role
+from gateway.security import CallerDep, PlatformDep
+from ledger.log import MAX_PAGE, SealedBlock, StoredEntry
+from ledger.records import decode_leaf
+from ledger.signing import Ed25519LedgerSigner
+
+router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+
+NOTE_TEXT = "text/plain; charset=utf-8"
+
+
+class Entry(BaseModel):
+    index: int
+    leaf: str
+    record: dict[str, Any]
+
+
+class EntryPage(BaseModel):
+    entries: list[Entry]
+    next_start: int | None
+    tree_size: int
+
+
+class InclusionProof(BaseModel):
+    index: int
+    tree_size: int
+    hashes: list[str]
+
+
+class ConsistencyProof(BaseModel):
+    first: int
+    second: int
+    hashes: list[str]
+
+
+class BlockOut(BaseModel):
+    height: int
+    prev_block_hash: str
+    first_index: int
+    tree_size: int
+    root: str
+    time: str
+    signer_key_id: str
+    signature: str
+    checkpoint: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _entry(stored: StoredEntry) -> Entry:
+    return Entry(index=stored.index, leaf=_b64(stored.leaf), record=decode_leaf(stored.leaf))
+
+
+def _block(sealed: SealedBlock) -> BlockOut:
+    return BlockOut(**sealed.block.to_json(), checkpoint=sealed.checkpoint)
+
+
+Index = Annotated[int, Query(ge=0)]
+
+
+@router.get("/verifier-key", response_class=PlainTextResponse)
+def verifier_key(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
+    """The log's public key as a signed-note verifier key (`origin+hash+base64`)."""
+    with platform.session() as session:
+        key = platform.keystore.signing_key(
+            session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=platform.now()
+        )
+    signer = Ed25519LedgerSigner(platform.settings.ledger_origin, key.private_key)
+    return PlainTextResponse(signer.verifier_key() + "\n", media_type=NOTE_TEXT)
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse)
+def checkpoint(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
+    """The newest checkpoint, as a C2SP tlog-checkpoint signed note."""
+    caller.require(Role.AUDITOR)
+    with platform.session() as session:
+        note = platform.ledger.checkpoint(session)
+    return PlainTextResponse(note, media_type=NOTE_TEXT)
+
+
+@router.get("/entries", response_model=EntryPage)
+def entries(
+    caller: CallerDep,
+    platform: PlatformDep,
+    start: Index = 0,
+    end: Annotated[int | None, Query(ge=0)] = None,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    object_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+) -> EntryPage:
+    """Entries with start <= index < end (sealed or not), optionally filtered."""
+    caller.require(Role.AUDITOR)
+    with platform.session() as session:
+        found = platform.ledger.entries(
+            session, start=start, end=end, type=type, object_id=object_id, limit=limit
+        )
+        sealed = platform.ledger.sealed_size(session)
+    more = len(found) == limit
+    return EntryPage(
+        entries=[_entry(e) for e in found],
+        next_start=found[-1].index + 1 if more else None,
+        tree_size=sealed,
+    )
+
+
+@router.get("/entries/{index}", response_model=Entry)
+def entry(index: int, caller: CallerDep, platform: PlatformDep) -> Entry:
+    caller.require(Role.AUDITOR)
+    with platform.session() as session:
+        return _entry(platform.ledger.entry(session, index))
+
+
+@router.get("/proof/inclusion", response_model=InclusionProof)
+def inclusion(
+    caller: CallerDep, platform: PlatformDep, index: Index, tree_size: Index
+) -> InclusionProof:
+    """RFC 9162 §2.1.3 inclusion proof of entry `index` in the tree of `tree_size`."""
+    caller.require(Role.AUDITOR)
+    with platform.session() as session:
+        hashes = platform.ledger.inclusion_proof(session, index, tree_size)
+    return InclusionProof(index=index, tree_size=tree_size, hashes=[_b64(h) for h in hashes])
+
+
+@router.get("/proof/consistency", response_model=ConsistencyProof)
+def consistency(
+    caller: CallerDep, platform: PlatformDep, first: Index, second: Index
+) -> ConsistencyProof:
+    """RFC 9162 §2.1.4 proof that the tree of `first` entries is a prefix of `second`."""
+    caller.require(Role.AUDITOR)
+    with platform.session() as session:
+        hashes = platform.ledger.consistency_proof(session, first, second)
+    return ConsistencyProof(first=first, second=second, hashes=[_b64(h) for h in hashes])
+
+
+@router.get("/blocks", response_model=list[BlockOut])
+def blocks(
+    caller: CallerDep,
+    platform: PlatformDep,
+    start: Index = 0,
+    end: Annotated[int | None, Query(ge=0)] = None,
+) -> list[BlockOut]:
+    """Blocks with start <= height < end, at most 1,000 per page."""
+    caller.require(Role.AUDITOR)
+    with platform.session() as session:
+        found = platform.ledger.blocks(session, start, end if end is not None else start + MAX_PAGE)
+    return [_block(b) for b in found]
+
+
+@router.get("/blocks/{height}", response_model=BlockOut)
+def block(height: int, caller: CallerDep, platform: PlatformDep) -> BlockOut:
+    caller.require(Role.AUDITOR)
+    with platform.session() as session:
+        return _block(platform.ledger.block(session, height))

@@ -1,0 +1,87 @@
+"""Export the sealed ledger to a directory that an auditor verifies with no server.
+
+Layout (all text, one JSON document or leaf per line):
+  manifest.json      origin, hash, sizes
+  entries.jsonl      leaf i on line i: the exact canonical-JSON bytes that were hashed
+  blocks.jsonl       block headers in height order
+  checkpoints.jsonl  {"height", "note"}: each block's signed-note checkpoint
+  tiles.jsonl        {"level", "index", "hashes"}: the stored interior nodes (untrusted
+                     by the verifier; it recomputes them and names any that differ)
+Only sealed entries are exported: an unsealed tail has no signature to check yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger.canonical import canonical_json
+from ledger.errors import LedgerError
+from ledger.log import MAX_PAGE, Ledger
+from ledger.models import LedgerTile
+
+FORMAT = "pdx-ledger-export/1"
+FILES = ("manifest.json", "entries.jsonl", "blocks.jsonl", "checkpoints.jsonl", "tiles.jsonl")
+
+
+class ExportTargetNotEmpty(LedgerError):
+    code = "ledger-export-target-not-empty"
+    title = "Export directory is not empty"
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    entries: int
+    blocks: int
+    tree_size: int
+
+
+def export(session: Session, ledger: Ledger, out: Path) -> ExportSummary:
+    """Write the sealed log to `out` (created; must be empty if it exists)."""
+    if out.exists() and any(out.iterdir()):
+        raise ExportTargetNotEmpty("the export directory must be empty", path=str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    latest = ledger.latest(session)
+    tree_size = latest.block.tree_size if latest is not None else 0
+    heights = latest.block.height + 1 if latest is not None else 0
+    with (
+        (out / "blocks.jsonl").open("wb") as blocks,
+        (out / "checkpoints.jsonl").open("wb") as notes,
+    ):
+        for start in range(0, heights, MAX_PAGE):
+            for sealed in ledger.blocks(session, start, min(heights, start + MAX_PAGE)):
+                blocks.write(canonical_json(sealed.block.to_json()) + b"\n")
+                line = {"height": sealed.block.height, "note": sealed.checkpoint}
+                notes.write(canonical_json(line) + b"\n")
+    with (out / "entries.jsonl").open("wb") as entries:
+        position = 0
+        while position < tree_size:
+            page = ledger.entries(session, start=position, end=tree_size, limit=MAX_PAGE)
+            if not page or page[0].index != position:
+                raise LedgerError("ledger entries have a gap", index=position)
+            for stored in page:
+                entries.write(stored.leaf + b"\n")
+            position = page[-1].index + 1
+    with (out / "tiles.jsonl").open("wb") as tiles:
+        rows = session.execute(
+            select(LedgerTile.level, LedgerTile.idx, LedgerTile.hashes).order_by(
+                LedgerTile.level, LedgerTile.idx
+            )
+        )
+        for level, idx, hashes in rows:
+            line = {"level": level, "index": idx, "hashes": base64.b64encode(hashes).decode()}
+            tiles.write(canonical_json(line) + b"\n")
+    manifest = {
+        "format": FORMAT,
+        "origin": ledger.config.origin,
+        "hash": ledger.hasher.name,
+        "tree_size": tree_size,
+        "blocks": heights,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return ExportSummary(entries=tree_size, blocks=heights, tree_size=tree_size)
