@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +57,7 @@ class LedgerRecord:
     request_id: str | None
     payload_digest: str | None
     ts: datetime
+    _ts_text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _TYPE.match(self.type):
@@ -65,13 +66,23 @@ class LedgerRecord:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or len(value) > limit):
                 raise InvalidRecord(f"{name} must be a string of at most {limit} characters")
-        rfc3339_ms(self.ts)
+        object.__setattr__(self, "_ts_text", rfc3339_ms(self.ts))
 
     def fields(self) -> dict[str, Any]:
         """The record as the leaf holds it (timestamp as RFC 3339 text)."""
-        out = asdict(self)
-        out["ts"] = rfc3339_ms(self.ts)
-        return out
+        return {
+            "type": self.type,
+            "actor": self.actor,
+            "subject_org": self.subject_org,
+            "object_type": self.object_type,
+            "object_id": self.object_id,
+            "action": self.action,
+            "decision_id": self.decision_id,
+            "payload_digest": self.payload_digest,
+            "purpose": self.purpose,
+            "ts": self._ts_text,
+            "request_id": self.request_id,
+        }
 
     def leaf(self) -> bytes:
         """The exact leaf bytes: canonical JSON of `fields()`."""

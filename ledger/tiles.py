@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ledger.errors import LedgerError
@@ -22,6 +22,10 @@ from ledger.models import LedgerTile
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 
+_READ_TILE = select(LedgerTile.hashes).where(
+    LedgerTile.level == bindparam("level"), LedgerTile.idx == bindparam("idx")
+)
+
 
 class MissingNode(LedgerError):
     code = "ledger-node-missing"
@@ -29,11 +33,16 @@ class MissingNode(LedgerError):
 
 
 class TileCache:
-    """A bounded, thread-safe LRU of full (immutable) tiles."""
+    """A bounded, thread-safe LRU of full (immutable) tiles, raw and with inner levels.
 
-    def __init__(self, max_tiles: int = 4096) -> None:
+    An expanded tile holds 511 hashes (about 40 KB with object overhead), so the
+    default 1,024 entries stay near 40 MB at worst.
+    """
+
+    def __init__(self, max_tiles: int = 1024) -> None:
         self._max = max_tiles
         self._tiles: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._expanded: OrderedDict[tuple[int, int], list[list[bytes]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[int, int]) -> bytes | None:
@@ -50,9 +59,25 @@ class TileCache:
             while len(self._tiles) > self._max:
                 self._tiles.popitem(last=False)
 
+    def expanded(self, key: tuple[int, int]) -> list[list[bytes]] | None:
+        """A full tile with all its inner levels computed, if cached."""
+        with self._lock:
+            levels = self._expanded.get(key)
+            if levels is not None:
+                self._expanded.move_to_end(key)
+            return levels
+
+    def put_expanded(self, key: tuple[int, int], levels: list[list[bytes]]) -> None:
+        with self._lock:
+            self._expanded[key] = levels
+            self._expanded.move_to_end(key)
+            while len(self._expanded) > self._max:
+                self._expanded.popitem(last=False)
+
     def clear(self) -> None:
         with self._lock:
             self._tiles.clear()
+            self._expanded.clear()
 
 
 class Tiles:
@@ -63,35 +88,62 @@ class Tiles:
         self._hasher = hasher
         self._cache = cache
         self._full = TILE_WIDTH * hasher.size
+        self._read: dict[tuple[int, int], bytes] = {}  # this transaction's reads, partial too
 
     def tile(self, level: int, idx: int) -> bytes:
         """The stored bytes of tile (level, idx); empty if the tile does not exist yet."""
-        cached = self._cache.get((level, idx))
-        if cached is not None:
-            return cached
-        stored = self._session.execute(
-            select(LedgerTile.hashes).where(LedgerTile.level == level, LedgerTile.idx == idx)
-        ).scalar_one_or_none()
-        data = bytes(stored) if stored is not None else b""
-        if len(data) == self._full:
-            self._cache.put((level, idx), data)
+        key = (level, idx)
+        data = self._read.get(key)
+        if data is not None:
+            return data
+        data = self._cache.get(key)
+        if data is None:
+            stored = self._session.execute(
+                _READ_TILE, {"level": level, "idx": idx}
+            ).scalar_one_or_none()
+            data = bytes(stored) if stored is not None else b""
+            if len(data) == self._full:
+                self._cache.put(key, data)
+        self._read[key] = data
         return data
 
     def node(self, level: int, index: int) -> bytes:
         """Hash of the perfect subtree at (level, index): a `merkle.NodeReader`."""
-        size = self._hasher.size
         tile_level, below = divmod(level, TILE_HEIGHT)
-        count = 1 << below
         first = index << below
-        tile = self.tile(tile_level, first // TILE_WIDTH)
+        idx = first // TILE_WIDTH
+        within = (first % TILE_WIDTH) >> below
+        expanded = self._cache.expanded((tile_level, idx))
+        if expanded is not None:
+            return expanded[below][within]
+        tile = self.tile(tile_level, idx)
+        if len(tile) == self._full:
+            expanded = self._expand(tile)
+            self._cache.put_expanded((tile_level, idx), expanded)
+            return expanded[below][within]
+        size = self._hasher.size
+        count = 1 << below
         offset = (first % TILE_WIDTH) * size
         if len(tile) < offset + count * size:
             raise MissingNode("node not sealed yet", level=level, index=index)
         hashes = [tile[offset + i * size : offset + (i + 1) * size] for i in range(count)]
+        return self._fold(hashes)
+
+    def _fold(self, hashes: list[bytes]) -> bytes:
         node = self._hasher.node
         while len(hashes) > 1:
             hashes = [node(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
         return hashes[0]
+
+    def _expand(self, tile: bytes) -> list[list[bytes]]:
+        """Every level inside a full tile: [256 hashes, 128, ..., 1] (511 in all)."""
+        size = self._hasher.size
+        node = self._hasher.node
+        levels = [[tile[i * size : (i + 1) * size] for i in range(TILE_WIDTH)]]
+        while len(levels[-1]) > 1:
+            below = levels[-1]
+            levels.append([node(below[i], below[i + 1]) for i in range(0, len(below), 2)])
+        return levels
 
     def extend(self, level: int, start: int, hashes: Iterable[bytes]) -> None:
         """Append consecutive hashes of tree level `level` (a multiple of 8) from `start`."""
@@ -110,6 +162,7 @@ class Tiles:
                     index=idx,
                 )
             data = existing + b"".join(take)
+            self._read[(tile_level, idx)] = data
             if offset:
                 self._session.execute(
                     update(LedgerTile)

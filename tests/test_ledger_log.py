@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -73,7 +74,7 @@ def test_leaf_is_canonical_json_with_millisecond_utc() -> None:
     with pytest.raises(InvalidRecord):
         record(1, type="Bad Type")
     with pytest.raises(InvalidRecord):
-        LedgerRecord(**{**record(1).__dict__, "ts": datetime(2026, 1, 1)})  # naive
+        dataclasses.replace(record(1), ts=datetime(2026, 1, 1))  # naive
 
 
 def test_appends_are_dense_and_proofs_verify_against_signed_checkpoints(
