@@ -84,6 +84,9 @@ class StreamEncryptor:
         # One preallocated chunk, filled in place: no reallocation per write.
         self._buffer = memoryview(bytearray(chunk_size))
         self._filled = 0
+        # A whole chunk passed as immutable bytes is held by reference, not copied,
+        # until the next write proves it is not the last (the gateway feeds 1 MiB bytes).
+        self._held: bytes | None = None
         self._counter = 0
         self._written = 0
         self._state = _OPEN
@@ -107,7 +110,15 @@ class StreamEncryptor:
         """Add plaintext; every chunk known not to be the last is sealed and written."""
         if self._state != _OPEN:
             raise ValueError(f"write to a {self._state} stream")
+        if not data:
+            return
         try:
+            if self._held is not None:
+                self._seal(self._held, last=False)
+                self._held = None
+            if type(data) is bytes and len(data) == self._chunk_size and not self._filled:
+                self._held = data
+                return
             self._write(memoryview(data).cast("B"))
         except BaseException:
             self._abort()
@@ -123,7 +134,11 @@ class StreamEncryptor:
         if self._state == _ABORTED:
             raise ValueError("the stream was aborted and cannot be completed")
         try:
-            self._seal(self._buffer[: self._filled], last=True)
+            if self._held is not None:
+                self._seal(self._held, last=True)
+                self._held = None
+            else:
+                self._seal(self._buffer[: self._filled], last=True)
         except BaseException:
             self._abort()
             raise
@@ -167,6 +182,7 @@ class StreamEncryptor:
         if self._state == _OPEN:
             self._state = _ABORTED
             self._filled = 0
+            self._held = None
 
 
 def _read_exact(source: BinaryIO, size: int) -> bytes:

@@ -437,3 +437,41 @@ def test_throughput_is_far_above_the_ingest_target() -> None:
     megabytes = len(plaintext) / 1e6
     assert _rate(encrypt, megabytes) > 200
     assert _rate(decrypt, megabytes) > 200
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        ["chunk", "close"],  # a held chunk turns out to be the last
+        ["chunk", "chunk", "close"],
+        ["chunk", "empty", "chunk", "small", "close"],
+        ["small", "chunk", "chunk", "close"],
+        ["chunk", "array", "chunk", "close"],
+    ],
+)
+def test_whole_bytes_chunks_held_by_reference_round_trip(pattern: list[str]) -> None:
+    """Whole chunks passed as bytes are not copied, and still seal with the right flags."""
+    size = MIN_CHUNK_SIZE
+    key = os.urandom(32)
+    pieces = {
+        "chunk": lambda: os.urandom(size),
+        "empty": lambda: b"",
+        "small": lambda: os.urandom(size // 3),
+        "array": lambda: bytearray(os.urandom(size)),
+    }
+    sink = io.BytesIO()
+    plain = b""
+    enc = StreamEncryptor(key, sink, aad=b"ctx", chunk_size=size)
+    for step in pattern:
+        if step == "close":
+            enc.close()
+            continue
+        data = pieces[step]()
+        plain += bytes(data)
+        enc.write(data)
+    sink.seek(0)
+    assert b"".join(decrypt_stream(key, sink, aad=b"ctx")) == plain
+    truncated = io.BytesIO(sink.getvalue()[: HEADER_SIZE + (size + 16)])
+    if len(plain) > size:
+        with pytest.raises(InvalidCiphertext):
+            b"".join(decrypt_stream(key, truncated, aad=b"ctx"))
