@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ledger.checkpoint import Checkpoint
+from ledger.errors import LedgerError
+from ledger.merkle import hasher, verify_consistency, verify_inclusion
+from ledger.note import open_note, parse_verifier_key
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1] / "examples" / "transit_trips.csv"
 
@@ -100,6 +108,9 @@ def run_demo(*, url: str, credentials: Path | str, csv_path: str | None = None) 
         print(f"    {p['detail']}")
         required = p["required_level"]
 
+        auditor = {"Authorization": f"Bearer {_login(client, creds, 'auditor')}"}
+        earlier_note = _get(client, "/v1/ledger/checkpoint", auditor).content
+
         _step(3, f"It registers again at the level the scan requires: {required} (就高从严)")
         r = _register(client, token, data, _metadata(name, required))
         if r.status_code != 201:
@@ -126,4 +137,69 @@ def run_demo(*, url: str, credentials: Path | str, csv_path: str | None = None) 
         )
         for row in r.json()["rows"]:
             print("    " + json.dumps(row, ensure_ascii=False))
+
+        _step(6, "An auditor checks the registration on the ledger with the public key alone")
+        _audit_registration(client, auditor, ds, earlier_note)
     print("\ndemo finished")
+
+
+def _get(client: httpx.Client, path: str, headers: dict[str, str], **params: int) -> httpx.Response:
+    r = client.get(path, headers=headers, params=params)
+    if r.status_code != 200:
+        raise DemoError(f"GET {path} failed: {r.status_code} {r.text[:300]}")
+    return r
+
+
+def _audit_registration(
+    client: httpx.Client, auditor: dict[str, str], ds: dict[str, Any], earlier_note: bytes
+) -> None:
+    """Checkpoint → entry → inclusion proof → consistency with an earlier checkpoint."""
+    vkey = _get(client, "/v1/ledger/verifier-key", auditor).text.strip()
+    verifier = parse_verifier_key(vkey)
+    print(f"    verifier key {vkey[:60]}…")
+    index = ds["ledger_index"]
+    deadline = time.monotonic() + 10
+    while True:  # blocks seal every 200 ms; wait for the one holding our entry
+        text, _ = open_note(_get(client, "/v1/ledger/checkpoint", auditor).content, [verifier])
+        checkpoint = Checkpoint.parse(text)
+        if checkpoint.size > index:
+            break
+        if time.monotonic() > deadline:
+            raise DemoError("the registration entry was not sealed within 10 s")
+        time.sleep(0.2)
+    earlier = Checkpoint.parse(open_note(earlier_note, [verifier])[0])
+    print(f"    checkpoint: signed note, tree size {checkpoint.size}, signature verified")
+    entry = _get(client, f"/v1/ledger/entries/{index}", auditor).json()
+    leaf = base64.b64decode(entry["leaf"])
+    record = entry["record"]
+    print(f"    entry {index}: {record['type']} {record['object_id']} by {record['actor']}")
+    print(f"      payload_digest {record['payload_digest'][:23]}… (the data itself is not here)")
+    h = hasher(os.environ.get("PDX_LEDGER_HASH", "sha256"))  # the deployment's tree hash
+    proof = _get(
+        client, "/v1/ledger/proof/inclusion", auditor, index=index, tree_size=checkpoint.size
+    ).json()
+    hashes = [base64.b64decode(x) for x in proof["hashes"]]
+    try:
+        verify_inclusion(h, index, checkpoint.size, h.leaf(leaf), hashes, checkpoint.root_hash)
+        print(f"    inclusion proof ({len(hashes)} hashes) verifies against the checkpoint root")
+        consistency = _get(
+            client,
+            "/v1/ledger/proof/consistency",
+            auditor,
+            first=earlier.size,
+            second=checkpoint.size,
+        ).json()
+        verify_consistency(
+            h,
+            earlier.size,
+            checkpoint.size,
+            earlier.root_hash,
+            checkpoint.root_hash,
+            [base64.b64decode(x) for x in consistency["hashes"]],
+        )
+    except LedgerError as exc:
+        raise DemoError(f"ledger proof failed: {exc.detail}") from None
+    print(
+        f"    consistency proof: the tree of {earlier.size} entries seen before the "
+        f"registration is a prefix of today's {checkpoint.size}"
+    )
