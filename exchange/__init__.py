@@ -24,6 +24,7 @@ from exchange.ingest import configure_arrow_memory
 from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organisation
 from exchange.schemas import DatasetCreate, DatasetPublic, DatasetSummary, PreviewPublic
 from exchange.seed import seed_demo
+from exchange.sessions import InvalidGrant, is_revoked
 from exchange.storage import ObjectStore
 from exchange.trail import Receipt, Trail
 
@@ -38,6 +39,7 @@ __all__ = [
     "DatasetSummary",
     "ExchangeBase",
     "ExchangeError",
+    "InvalidGrant",
     "IssuedClient",
     "ObjectStore",
     "OrgKind",
@@ -52,6 +54,7 @@ __all__ = [
     "create_client",
     "create_organisation",
     "get_dataset",
+    "is_revoked",
     "iter_plaintext",
     "list_datasets",
     "list_organisations",

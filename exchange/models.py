@@ -116,3 +116,40 @@ class DatasetField(ExchangeBase):
     reason: Mapped[str | None] = mapped_column(String(500))
 
     dataset: Mapped[Dataset] = relationship(back_populates="fields")
+
+
+class TokenFamily(ExchangeBase):
+    """A chain of refresh tokens from one login; revoking it kills every token in it."""
+
+    __tablename__ = "auth_token_families"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+    # RFC 8705: the certificate the family is bound to (x5t#S256), when issued over mTLS.
+    cnf_x5t: Mapped[str | None] = mapped_column(String(64))
+
+
+class RefreshToken(ExchangeBase):
+    """One refresh token, stored as its SHA-256; usable once (rotation on use)."""
+
+    __tablename__ = "auth_refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(ForeignKey("auth_token_families.id"), index=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RevokedToken(ExchangeBase):
+    """An access token revoked before expiry (RFC 7009); kept until it would have expired."""
+
+    __tablename__ = "auth_revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -20,6 +20,7 @@ PUBLIC_PATHS = frozenset(
     {
         "/healthz",
         "/v1/auth/token",
+        "/v1/auth/revoke",
         "/.well-known/jwks.json",
         "/docs",
         "/docs/oauth2-redirect",
@@ -84,8 +85,13 @@ def create_app(platform: Platform) -> FastAPI:
         audience=platform.settings.audience,
         ttl=timedelta(seconds=platform.settings.token_ttl_s),
     )
-    with platform.session() as session, session.begin():
-        tokens.load_keys(platform.keystore, session, now=platform.now())
+
+    def reload_keys() -> None:
+        with platform.session() as session, session.begin():
+            tokens.load_keys(platform.keystore, session, now=platform.now())
+
+    reload_keys()
+    tokens.reload_with(reload_keys)
     app.state.tokens = tokens
     errors.install(app)
     app.include_router(health.router)

@@ -13,7 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData, create_engine, event, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 import audit
 import crypto
@@ -48,6 +48,20 @@ def database_url(raw: str) -> str:
     return raw
 
 
+WRITE_OPTION = "pdx_write"
+
+
+class PlatformSession(Session):
+    """A session whose explicit `begin()` announces a write (see make_engine)."""
+
+    def begin(self, nested: bool = False) -> SessionTransaction:
+        transaction = super().begin(nested)
+        bind = self.get_bind()
+        if not nested and bind.dialect.name == "sqlite":
+            self.connection(execution_options={"pdx_write": True})  # WRITE_OPTION
+        return transaction
+
+
 def make_engine(url: str) -> Engine:
     url = database_url(url)
     if url.startswith("sqlite"):
@@ -67,7 +81,11 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # Write transactions (PlatformSession.begin) take the write lock up front and
+            # wait for it (timeout above); a deferred one that read first would fail
+            # with "database is locked" once another writer (the sealer) committed.
+            immediate = conn.get_execution_options().get(WRITE_OPTION)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -94,7 +112,7 @@ class Platform:
 
     settings: Settings
     engine: Engine
-    sessions: sessionmaker[Session]
+    sessions: sessionmaker[PlatformSession]
     keystore: crypto.KeyStore
     catalog: exchange.CatalogContext
     clock: Clock
@@ -113,7 +131,7 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     exchange.configure_arrow_memory()
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.database_url)
-    sessions = sessionmaker(engine, expire_on_commit=False)
+    sessions = sessionmaker(engine, class_=PlatformSession, expire_on_commit=False)
     root = crypto.LocalRootKey.create_or_load(settings.keys_dir / "root.key")
     keystore = crypto.KeyStore(root)
     ledger_ = Ledger(

@@ -67,6 +67,8 @@ def _authenticate_sync(request: Request, platform: Platform) -> exchange.Caller:
             raise invalid_token("the token's client is not active") from None
         if org.id != claims.org_id:
             raise invalid_token("the token's organisation does not match its client")
+        if exchange.is_revoked(session, jti=claims.jti, family_id=claims.family_id):
+            raise invalid_token("the token was revoked")
         caller = exchange.Caller(
             client_id=client.id,
             org_id=org.id,

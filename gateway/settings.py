@@ -35,6 +35,7 @@ class Settings:
     port: int = 8700
     max_upload_bytes: int = 4 << 30
     token_ttl_s: int = 900
+    refresh_ttl_s: int = 8 * 3600
     issuer: str = "pdx"
     audience: str = "pdx-api"
     seed_demo: bool = True
@@ -90,6 +91,7 @@ class Settings:
             port=_int(env, "PDX_PORT", 8700),
             max_upload_bytes=_int(env, "PDX_MAX_UPLOAD_BYTES", 4 << 30),
             token_ttl_s=_int(env, "PDX_TOKEN_TTL_S", 900),
+            refresh_ttl_s=_int(env, "PDX_REFRESH_TTL_S", 8 * 3600),
             issuer=env.get("PDX_ISSUER", "pdx"),
             audience=env.get("PDX_AUDIENCE", "pdx-api"),
             seed_demo=seed_raw == "1",

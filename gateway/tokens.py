@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +17,7 @@ from gateway.errors import GatewayError
 
 ALGORITHM = "EdDSA"
 _LEEWAY = timedelta(seconds=10)
+_RELOAD_INTERVAL_S = 5.0
 
 
 def invalid_token(detail: str) -> GatewayError:
@@ -34,6 +37,8 @@ class TokenClaims:
     jti: str
     issued_at: datetime
     expires_at: datetime
+    family_id: str | None = None  # the refresh family the token was issued in
+    cnf_x5t: str | None = None  # RFC 8705 certificate binding
 
 
 class TokenService:
@@ -46,6 +51,24 @@ class TokenService:
         self._signer: crypto.SigningKey | None = None
         self._verifiers: dict[str, Any] = {}
         self._jwks: list[dict[str, str]] = []
+        self._reload: Callable[[], None] | None = None
+        self._reloaded_at = 0.0
+
+    def reload_with(self, reload: Callable[[], None]) -> None:
+        """Set how to refetch keys when a token names an unseen `kid` (rotated elsewhere).
+
+        Tried at most every few seconds, so unknown kids cannot hammer the database.
+        """
+        self._reload = reload
+
+    def _verifier(self, kid: str) -> Any:
+        key = self._verifiers.get(kid)
+        if key is None and self._reload is not None:
+            if time.monotonic() - self._reloaded_at > _RELOAD_INTERVAL_S:
+                self._reloaded_at = time.monotonic()
+                self._reload()
+                key = self._verifiers.get(kid)
+        return key
 
     def load_keys(self, keystore: crypto.KeyStore, session: Session, *, now: datetime) -> None:
         """(Re)load the active signing key and every key still valid for verification."""
@@ -58,11 +81,19 @@ class TokenService:
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": list(self._jwks)}
 
-    def issue(self, *, client_id: str, org_id: str, now: datetime) -> tuple[str, int]:
+    def issue(
+        self,
+        *,
+        client_id: str,
+        org_id: str,
+        now: datetime,
+        family_id: str | None = None,
+        cnf_x5t: str | None = None,
+    ) -> tuple[str, int]:
         if self._signer is None:
             raise RuntimeError("token keys not loaded")
         exp = now + self.ttl
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": client_id,
@@ -72,6 +103,10 @@ class TokenService:
             "exp": int(exp.timestamp()),
             "jti": str(uuid.uuid4()),
         }
+        if family_id is not None:
+            claims["fam"] = family_id
+        if cnf_x5t is not None:
+            claims["cnf"] = {"x5t#S256": cnf_x5t}
         token = jwt.encode(
             claims,
             self._signer.private_key,
@@ -89,7 +124,7 @@ class TokenService:
         # Accept exactly one algorithm: blocks alg=none and HS/RS confusion (RFC 8725 §2.1).
         if header.get("alg") != ALGORITHM:
             raise invalid_token("unsupported token algorithm")
-        key = self._verifiers.get(str(header.get("kid")))
+        key = self._verifier(str(header.get("kid")))
         if key is None:
             raise invalid_token("unknown signing key")
         try:
@@ -121,10 +156,19 @@ class TokenService:
         org = claims.get("org")
         if not isinstance(org, str):
             raise invalid_token("token has no organisation")
+        family = claims.get("fam")
+        cnf = claims.get("cnf")
+        x5t = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        if (family is not None and not isinstance(family, str)) or (
+            cnf is not None and not isinstance(x5t, str)
+        ):
+            raise invalid_token("token has malformed claims")
         return TokenClaims(
             client_id=str(claims["sub"]),
             org_id=org,
             jti=str(claims["jti"]),
             issued_at=datetime.fromtimestamp(claims["iat"], now.tzinfo),
             expires_at=datetime.fromtimestamp(claims["exp"], now.tzinfo),
+            family_id=family,
+            cnf_x5t=x5t,
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from ledger.log import Ledger, LedgerSigner, SealedBlock
 
@@ -26,7 +26,7 @@ class Sealer:
     def __init__(
         self,
         ledger: Ledger,
-        sessions: sessionmaker[Session],
+        sessions: Callable[[], Session],
         signer: Callable[[Session], LedgerSigner],
         clock: Callable[[], datetime],
     ) -> None:

@@ -252,3 +252,80 @@ def test_nul_and_control_characters_get_clean_errors_and_are_audited(
             s.scalars(select(audit.AuditRecord).where(audit.AuditRecord.result == "deny"))
         )
     assert len(denied) >= 2  # the bad login and the unauthenticated probe
+
+
+def _grant(api: TestClient, c: dict[str, Any], **fields: str) -> Any:
+    return api.post(
+        "/v1/auth/token",
+        data={"client_id": c["client_id"], "client_secret": c["client_secret"], **fields},
+    )
+
+
+def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_family(
+    api: TestClient, creds: dict[str, Any]
+) -> None:
+    c = creds["provider-transport"]
+    first = _grant(api, c, grant_type="client_credentials").json()
+    assert first["refresh_token"].startswith("pdxr_") and first["refresh_expires_in"] > 0
+    second = _grant(api, c, grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert second.status_code == 200, second.text
+    second_body = second.json()
+    assert second_body["refresh_token"] != first["refresh_token"]
+    for body in (first, second_body):
+        me = api.get("/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+        assert me.status_code == 200
+    # The first refresh token again: someone copied it. The whole login dies.
+    reused = _grant(api, c, grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+    assert "revoked" in reused.json()["detail"]
+    after = _grant(api, c, grant_type="refresh_token", refresh_token=second_body["refresh_token"])
+    assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
+    for body in (first, second_body):
+        me = api.get("/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+        assert me.status_code == 401 and "revoked" in me.json()["detail"]
+    # A fresh login is unaffected.
+    fresh = _grant(api, c, grant_type="client_credentials").json()
+    ok = api.get("/v1/me", headers={"Authorization": f"Bearer {fresh['access_token']}"})
+    assert ok.status_code == 200
+
+
+def test_refresh_token_is_bound_to_its_client(api: TestClient, creds: dict[str, Any]) -> None:
+    mine = _grant(api, creds["provider-transport"], grant_type="client_credentials").json()
+    theirs = _grant(
+        api,
+        creds["enterprise-fintech"],
+        grant_type="refresh_token",
+        refresh_token=mine["refresh_token"],
+    )
+    assert theirs.status_code == 400 and theirs.json()["error"] == "invalid_grant"
+    for bad in ("", "pdxr_unknown", "not-a-token"):
+        r = _grant(api, creds["provider-transport"], grant_type="refresh_token", refresh_token=bad)
+        assert r.status_code == 400 and r.headers["content-type"].startswith(PROBLEM)
+
+
+def test_revoked_access_and_refresh_tokens_stop_working(
+    api: TestClient, creds: dict[str, Any]
+) -> None:
+    c = creds["enterprise-fintech"]
+    a = _grant(api, c, grant_type="client_credentials").json()
+    b = _grant(api, c, grant_type="client_credentials").json()
+    auth = {"client_id": c["client_id"], "client_secret": c["client_secret"]}
+    r = api.post("/v1/auth/revoke", data={**auth, "token": a["access_token"]})
+    assert r.status_code == 200
+    me = api.get("/v1/me", headers={"Authorization": f"Bearer {a['access_token']}"})
+    assert me.status_code == 401
+    # Another token of the same client is untouched; revoking its refresh token kills both.
+    assert api.get("/v1/me", headers={"Authorization": f"Bearer {b['access_token']}"}).is_success
+    api.post("/v1/auth/revoke", data={**auth, "token": b["refresh_token"]})
+    assert (
+        api.get("/v1/me", headers={"Authorization": f"Bearer {b['access_token']}"}).status_code
+        == 401
+    )
+    again = _grant(api, c, grant_type="refresh_token", refresh_token=b["refresh_token"])
+    assert again.status_code == 400
+    # Unknown tokens: 200 (RFC 7009 §2.2); wrong credentials: 401.
+    assert api.post("/v1/auth/revoke", data={**auth, "token": "whatever"}).status_code == 200
+    wrong = api.post(
+        "/v1/auth/revoke", data={"client_id": c["client_id"], "client_secret": "x", "token": "t"}
+    )
+    assert wrong.status_code == 401

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
+import exchange.sessions
 from exchange import errors as xe
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
@@ -29,6 +32,8 @@ class TokenResponse(BaseModel):
     access_token: str
     token_type: str = "Bearer"
     expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
 
 
 def _oauth_error(code: str, error: str, detail: str, *, basic: bool = False) -> GatewayError:
@@ -59,30 +64,140 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return unquote(client_id), unquote(secret)
 
 
-def _issue(platform: Platform, request: Request, client_id: str, secret: str, basic: bool) -> str:
+def _subject(request: Request, client_id: str, org_id: str | None) -> audit.Subject:
+    return audit.Subject(client_id, org_id, client_ip(request), request.state.request_id, None)
+
+
+def _issue(
+    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
+) -> TokenResponse:
+    """client_credentials: a new access token and the first refresh token of a family."""
     now = platform.now()
     with platform.session() as session, session.begin():
-        try:
-            client = exchange.authenticate_client(session, client_id, secret)
-        except xe.AuthenticationFailed:
-            request.state.audit_event = "auth.token_denied"
-            request.state.object_id = client_id[:64]
-            raise _oauth_error(
-                "invalid-client", "invalid_client", "invalid client credentials", basic=basic
-            ) from None
-        org_id = client.org_id
+        client = _authenticate(session, request, client_id, secret, basic)
+        refresh = exchange.sessions.start_family(
+            session,
+            client,
+            now=now,
+            ttl=timedelta(seconds=platform.settings.refresh_ttl_s),
+            cnf_x5t=None,
+        )
         # 等保 (COMPLIANCE.md §5): successful authentications are audited too.
         audit.record(
             session,
-            audit.Subject(client.id, org_id, client_ip(request), request.state.request_id, None),
+            _subject(request, client.id, client.org_id),
             audit.AuditEvent(
                 "auth.token_issued", "authenticate", audit.Result.SUCCESS, object_id=client.id
             ),
             now=now,
         )
-    token, _ = request.app.state.tokens.issue(client_id=client_id, org_id=org_id, now=now)
-    assert isinstance(token, str)
-    return token
+        org_id = client.org_id
+    return _tokens(platform, request, client_id, org_id, refresh, now)
+
+
+def _refresh(
+    platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
+) -> TokenResponse:
+    """refresh_token: spend the token, return its successor; reuse revokes the family."""
+    now = platform.now()
+    with platform.session() as session, session.begin():
+        client = _authenticate(session, request, client_id, secret, basic)
+        try:
+            rotation = exchange.sessions.rotate(
+                session, token, client_id=client.id, now=now, cnf_x5t=None
+            )
+        except exchange.InvalidGrant as exc:
+            request.state.audit_event = "auth.refresh_denied"
+            request.state.object_id = client.id
+            raise _oauth_error("invalid-grant", "invalid_grant", exc.detail) from None
+        result = audit.Result.DENY if rotation.reused else audit.Result.SUCCESS
+        audit.record(
+            session,
+            _subject(request, client.id, client.org_id),
+            audit.AuditEvent(
+                "auth.refresh_reused" if rotation.reused else "auth.token_refreshed",
+                "refresh",
+                result,
+                object_id=client.id,
+                detail="refresh token reused: family revoked" if rotation.reused else None,
+            ),
+            now=now,
+        )
+        org_id = client.org_id
+    if rotation.issued is None:
+        # Committed above: the family stays revoked although this request fails.
+        raise _oauth_error(
+            "invalid-grant",
+            "invalid_grant",
+            "refresh token already used; every token of this login is now revoked",
+        )
+    return _tokens(platform, request, client_id, org_id, rotation.issued, now)
+
+
+def _tokens(
+    platform: Platform,
+    request: Request,
+    client_id: str,
+    org_id: str,
+    refresh: exchange.sessions.IssuedRefresh,
+    now: datetime,
+) -> TokenResponse:
+    access, expires_in = request.app.state.tokens.issue(
+        client_id=client_id, org_id=org_id, now=now, family_id=refresh.family_id
+    )
+    return TokenResponse(
+        access_token=access,
+        expires_in=expires_in,
+        refresh_token=refresh.token,
+        refresh_expires_in=max(0, int((refresh.expires_at - now).total_seconds())),
+    )
+
+
+def _authenticate(
+    session: Session, request: Request, client_id: str, secret: str, basic: bool
+) -> exchange.Client:
+    try:
+        return exchange.authenticate_client(session, client_id, secret)
+    except xe.AuthenticationFailed:
+        request.state.audit_event = "auth.token_denied"
+        request.state.object_id = client_id[:64]
+        raise _oauth_error(
+            "invalid-client", "invalid_client", "invalid client credentials", basic=basic
+        ) from None
+
+
+def _revoke(
+    platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
+) -> None:
+    """RFC 7009: revoke a refresh token (its family) or an access token (its jti)."""
+    now = platform.now()
+    with platform.session() as session, session.begin():
+        client = _authenticate(session, request, client_id, secret, basic)
+        if token.startswith(exchange.sessions.PREFIX):
+            done = exchange.sessions.revoke_refresh(session, token, client_id=client.id, now=now)
+        else:
+            try:
+                claims = request.app.state.tokens.verify(token, now=now)
+            except GatewayError:
+                claims = None  # RFC 7009 §2.2: invalid tokens need no error
+            done = claims is not None and claims.client_id == client.id
+            if claims is not None and done:
+                exchange.sessions.revoke_access(
+                    session,
+                    jti=claims.jti,
+                    client_id=client.id,
+                    expires_at=claims.expires_at,
+                    now=now,
+                )
+        if done:
+            audit.record(
+                session,
+                _subject(request, client.id, client.org_id),
+                audit.AuditEvent(
+                    "auth.token_revoked", "revoke", audit.Result.SUCCESS, object_id=client.id
+                ),
+                now=now,
+            )
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -118,16 +233,7 @@ async def _form(request: Request) -> dict[str, str]:
     return fields
 
 
-@router.post("/v1/auth/token", response_model=TokenResponse)
-async def token(request: Request, platform: PlatformDep) -> JSONResponse:
-    """Exchange client credentials (form fields or HTTP Basic) for a 15-minute access token."""
-    fields = await _form(request)
-    if fields.get("grant_type") != "client_credentials":
-        raise _oauth_error(
-            "unsupported-grant-type",
-            "unsupported_grant_type",
-            "only grant_type=client_credentials is supported",
-        )
+def _client_credentials(request: Request, fields: dict[str, str]) -> tuple[str, str, bool]:
     basic = _basic_credentials(request.headers.get("authorization", ""))
     if basic is not None:
         client_id, secret = basic
@@ -137,11 +243,51 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
         raise _oauth_error(
             "invalid-request", "invalid_request", "client_id and client_secret are required"
         )
-    access = await run_in_threadpool(
-        _issue, platform, request, client_id, secret, basic is not None
-    )
-    body = TokenResponse(access_token=access, expires_in=platform.settings.token_ttl_s)
+    return client_id, secret, basic is not None
+
+
+@router.post("/v1/auth/token", response_model=TokenResponse)
+async def token(request: Request, platform: PlatformDep) -> JSONResponse:
+    """Client credentials → a 15-minute access token and a rotating refresh token.
+
+    `grant_type=client_credentials` starts a login; `grant_type=refresh_token` (with
+    the client's credentials and `refresh_token`) continues it. Each refresh token works
+    once; presenting a used one revokes every token of that login.
+    """
+    fields = await _form(request)
+    grant = fields.get("grant_type")
+    if grant not in ("client_credentials", "refresh_token"):
+        raise _oauth_error(
+            "unsupported-grant-type",
+            "unsupported_grant_type",
+            "grant_type must be client_credentials or refresh_token",
+        )
+    client_id, secret, basic = _client_credentials(request, fields)
+    if grant == "refresh_token":
+        refresh = fields.get("refresh_token", "")
+        if not refresh:
+            raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
+        body = await run_in_threadpool(
+            _refresh, platform, request, client_id, secret, basic, refresh
+        )
+    else:
+        body = await run_in_threadpool(_issue, platform, request, client_id, secret, basic)
     return JSONResponse(body.model_dump(), headers=_NO_STORE)
+
+
+@router.post("/v1/auth/revoke")
+async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
+    """RFC 7009 token revocation, authenticated with the client's credentials.
+
+    Answers 200 whether or not the token was known (RFC 7009 §2.2).
+    """
+    fields = await _form(request)
+    client_id, secret, basic = _client_credentials(request, fields)
+    token = fields.get("token", "")
+    if not token:
+        raise _oauth_error("invalid-request", "invalid_request", "token is required")
+    await run_in_threadpool(_revoke, platform, request, client_id, secret, basic, token)
+    return JSONResponse({}, headers=_NO_STORE)
 
 
 @router.get("/.well-known/jwks.json")
