@@ -178,3 +178,41 @@ class BackupInvalid(CryptoError):
 
     code = "key-backup-invalid"
     title = "Invalid key backup"
+
+
+# -- certificates (crypto.ca: the platform CA for mutual TLS) -------------------------------
+
+
+class CertificateError(CryptoError):
+    """Root of the certificate-authority failures (`crypto.ca`)."""
+
+    code = "certificate-error"
+    title = "Certificate error"
+
+
+class CertificateRequestInvalid(CertificateError):
+    """A request to issue that the CA refuses: bad id, name, address, lifetime or CSR."""
+
+    code = "certificate-request-invalid"
+    title = "Invalid certificate request"
+
+
+class CertificateInvalid(CertificateError):
+    """A presented certificate that is not a valid pdx certificate, deliberately opaque.
+
+    The same code whether it could not be parsed, was issued by another CA, is outside
+    its validity period, lacks the client EKU or carries no pdx identity (STYLE habit 5).
+    """
+
+    code = "certificate-invalid"
+    title = "Invalid certificate"
+
+    def __init__(self, detail: str = "certificate is not acceptable", **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+
+
+class CertificateAuthorityUnavailable(CertificateError):
+    """The CA's files are missing, unreadable, too widely readable, or do not belong together."""
+
+    code = "ca-unavailable"
+    title = "Certificate authority unavailable"

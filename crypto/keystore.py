@@ -7,9 +7,10 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
+from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,30 +19,93 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crypto.backends import RootKeyBackend
-from crypto.errors import InvalidCiphertext, KeyNotFound, KeyPurposeMismatch, KeyStoreUnavailable
-from crypto.models import STATE_ACTIVE, STATE_DESTROYED, DataKeyRecord, KeyRecord
+from crypto.errors import (
+    InvalidCiphertext,
+    KeyAlgorithmMismatch,
+    KeyDestroyed,
+    KeyExpired,
+    KeyNotActive,
+    KeyNotFound,
+    KeyPurposeMismatch,
+    KeyStoreUnavailable,
+    KeySuspended,
+    UnsupportedAlgorithm,
+)
+from crypto.events import KeyEvent, KeyEventSink, KeyOperation
+from crypto.lifecycle import (
+    PROCESS_STATES,
+    KeyPurpose,
+    KeyState,
+    check_transition,
+)
+from crypto.models import DataKeyRecord, KeyRecord
 from crypto.suites import keywrap
+from crypto.suites import signature as signatures
+from crypto.suites.aead import NONCE_SIZE, TAG_SIZE, AeadSuite, new_aead
+from crypto.suites.signature import SignatureAlgorithm, SigningKeyPair
+from crypto.suites.suite import CipherSuite, SuiteName
+from crypto.suites.suite import suite as cipher_suite
 
+__all__ = [
+    "ALGORITHMS",
+    "DataKey",
+    "KeyAlgorithm",
+    "KeyPurpose",
+    "KeyStore",
+    "PublicKey",
+    "Signer",
+    "SigningKey",
+]
 
-class KeyPurpose(StrEnum):
-    """What a key may be used for: one purpose per key (GB/T 39786-2021 Annex B)."""
-
-    DATA_ENCRYPTION = "data-encryption"
-    KEY_WRAPPING = "key-wrapping"
-    SIGNING = "signing"
-    TOKEN_SIGNING = "token-signing"
-    LEDGER_SIGNING = "ledger-signing"
-    TLS_CA = "tls-ca"
-
-
-# Purposes served by Ed25519 signing keys. TLS_CA is left out until the KMS picks the
-# CA algorithm (Ed25519 certificates are not accepted by browsers).
+# Purposes whose keys `signing_key` / `public_jwks` serve (JWS: EdDSA). TLS_CA keys are
+# signing keys too, but certificates need ECDSA or SM2: they come from `signer` only.
 SIGNING_PURPOSES = frozenset(
     {KeyPurpose.SIGNING, KeyPurpose.TOKEN_SIGNING, KeyPurpose.LEDGER_SIGNING}
 )
+SIGNER_PURPOSES = SIGNING_PURPOSES | {KeyPurpose.TLS_CA}
+# Purposes of keys kept in `crypto_keys` (data keys live in `crypto_data_keys`).
+MANAGED_PURPOSES = SIGNER_PURPOSES | {KeyPurpose.KEY_WRAPPING}
 
+# Stored algorithm names. Never rename one: each is bound into its keys' wraps.
 ALGORITHM_AES_256_GCM = "AES-256-GCM"
+ALGORITHM_SM4_GCM = "SM4-GCM"
 ALGORITHM_ED25519 = "Ed25519"
+ALGORITHM_ECDSA_P256 = "ECDSA-P256-SHA256"
+ALGORITHM_SM2 = "SM2-SM3"
+
+
+@dataclass(frozen=True)
+class KeyAlgorithm:
+    """What a stored algorithm name means: key type and length, and its primitive."""
+
+    name: str
+    kind: str  # "symmetric" or "asymmetric"
+    bits: int
+    aead: AeadSuite | None = None
+    signature: SignatureAlgorithm | None = None
+
+
+ALGORITHMS: Mapping[str, KeyAlgorithm] = MappingProxyType(
+    {
+        ALGORITHM_AES_256_GCM: KeyAlgorithm(
+            ALGORITHM_AES_256_GCM, "symmetric", 256, aead=AeadSuite.AES_256_GCM
+        ),
+        ALGORITHM_SM4_GCM: KeyAlgorithm(
+            ALGORITHM_SM4_GCM, "symmetric", 128, aead=AeadSuite.SM4_GCM
+        ),
+        ALGORITHM_ED25519: KeyAlgorithm(
+            ALGORITHM_ED25519, "asymmetric", 256, signature=SignatureAlgorithm.ED25519
+        ),
+        ALGORITHM_ECDSA_P256: KeyAlgorithm(
+            ALGORITHM_ECDSA_P256, "asymmetric", 256, signature=SignatureAlgorithm.ECDSA_P256_SHA256
+        ),
+        ALGORITHM_SM2: KeyAlgorithm(
+            ALGORITHM_SM2, "asymmetric", 256, signature=SignatureAlgorithm.SM2_SM3
+        ),
+    }
+)
+_SIGNATURE_NAMES = {a.signature: a.name for a in ALGORITHMS.values() if a.signature is not None}
+_AEAD_NAMES = {a.aead: a.name for a in ALGORITHMS.values() if a.aead is not None}
 
 DATA_KEY_SIZE = 32
 _MAX_REF_LENGTH = 255  # String(255) columns: owner_org, object_ref
@@ -51,19 +115,78 @@ _MAX_REF_LENGTH = 255  # String(255) columns: owner_org, object_ref
 _KEY_ID_NAMESPACE = uuid.UUID("8e1c3753-6d75-481f-91c4-e998f30fc892")
 _KEY_AAD_LABEL = b"pdx crypto_keys v1"
 _DATA_KEY_AAD_LABEL = b"pdx crypto_data_keys v1"
+# Blob of a data key wrapped under an SM4 KEK: version 2 ‖ nonce ‖ SM4-GCM ciphertext+tag
+# (version 1 is `suites.keywrap`'s AES-256-GCM blob).
+_SM4_WRAP_VERSION = 2
+
+
+def algorithm_info(name: str) -> KeyAlgorithm:
+    """The `KeyAlgorithm` of a stored name; `UnsupportedAlgorithm` for an unknown one."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise UnsupportedAlgorithm("unknown key algorithm", algorithm=name) from None
+
+
+def kek_algorithm(suite: CipherSuite) -> str:
+    """The KEK (and data key) algorithm of a suite: AES-256-GCM or SM4-GCM."""
+    return _AEAD_NAMES[suite.aead_suite]
+
+
+def signing_algorithm(suite: CipherSuite, purpose: KeyPurpose) -> str:
+    """The algorithm a suite generates for a signing purpose.
+
+    Token-signing keys are always Ed25519: access tokens are JWS (RFC 8037 EdDSA), and
+    JOSE has no SM2 algorithm. TLS CA keys are ECDSA P-256 under the international
+    suite (browsers do not accept Ed25519 certificates). Everything else follows the
+    suite's default: Ed25519, or SM2 under the SM suite (ledger-signing included).
+    """
+    if purpose is KeyPurpose.TOKEN_SIGNING:
+        return ALGORITHM_ED25519
+    if purpose is KeyPurpose.TLS_CA and suite.name is SuiteName.INTL:
+        return ALGORITHM_ECDSA_P256
+    return _SIGNATURE_NAMES[suite.signature_algorithm]
 
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
+def _thumbprint(required: dict[str, str]) -> str:
+    # RFC 7638 section 3.2: the required members only, lexicographic order, no spaces.
+    canonical = json.dumps(required, sort_keys=True, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
 def _ed25519_public_jwk(public_raw: bytes) -> dict[str, str]:
     """RFC 8037 section 2 public JWK with an RFC 7638 thumbprint as `kid`."""
     x = _b64url(public_raw)
-    # RFC 7638 section 3.2: the required members only, lexicographic order, no spaces.
-    required = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
-    kid = _b64url(hashlib.sha256(required.encode("utf-8")).digest())
+    kid = _thumbprint({"crv": "Ed25519", "kty": "OKP", "x": x})
     return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+
+
+def _p256_public_jwk(public_raw: bytes) -> dict[str, str]:
+    """RFC 7518 section 6.2 EC public JWK (0x04 ‖ x ‖ y input) with an RFC 7638 `kid`."""
+    x, y = _b64url(public_raw[1:33]), _b64url(public_raw[33:65])
+    kid = _thumbprint({"crv": "P-256", "kty": "EC", "x": x, "y": y})
+    return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+def _public_jwk(algorithm: str, public_raw: bytes) -> dict[str, str]:
+    if algorithm == ALGORITHM_ED25519:
+        return _ed25519_public_jwk(public_raw)
+    if algorithm == ALGORITHM_ECDSA_P256:
+        return _p256_public_jwk(public_raw)
+    raise KeyAlgorithmMismatch("JOSE has no JWK for this algorithm", algorithm=algorithm)
+
+
+def _kid(algorithm: str, public_raw: bytes) -> str:
+    if algorithm in (ALGORITHM_ED25519, ALGORITHM_ECDSA_P256):
+        return _public_jwk(algorithm, public_raw)["kid"]
+    # SM2 has no JWK form: a domain-separated SHA-256 of the raw public key instead.
+    return _b64url(
+        hashlib.sha256(b"pdx kid\x00" + algorithm.encode() + b"\x00" + public_raw).digest()
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,9 +196,21 @@ class DataKey:
     id: str
     key: bytes
     object_ref: str
+    algorithm: str = ALGORITHM_AES_256_GCM
 
     def __repr__(self) -> str:
-        return f"DataKey(id={self.id!r}, object_ref={self.object_ref!r}, key=<hidden>)"
+        return (
+            f"DataKey(id={self.id!r}, object_ref={self.object_ref!r}, "
+            f"algorithm={self.algorithm!r}, key=<hidden>)"
+        )
+
+    @property
+    def stream_suite(self) -> int:
+        """The `crypto.stream` suite number for this key (`StreamEncryptor(suite=...)`)."""
+        aead = algorithm_info(self.algorithm).aead
+        if aead is None:
+            raise KeyAlgorithmMismatch("not a data-encryption algorithm", algorithm=self.algorithm)
+        return int(aead)
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,9 +245,61 @@ class SigningKey:
         return dict(self._public_jwk)
 
 
-def _require_aware(now: datetime) -> None:
+@dataclass(frozen=True, eq=False)
+class Signer:
+    """A signing key version of any algorithm (Ed25519, ECDSA P-256, SM2) from `signer`.
+
+    `sign` gives the raw 64-byte signature of `crypto.suites.signature`; `public_key`
+    is the raw public encoding, `kid` its stable name (RFC 7638 thumbprint where a JWK
+    form exists).
+    """
+
+    key_id: str
+    version: int
+    purpose: KeyPurpose
+    algorithm: str
+    kid: str
+    public_key: bytes
+    _pair: SigningKeyPair = field(repr=False)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._pair.sign(message)
+
+    @property
+    def signature_algorithm(self) -> SignatureAlgorithm:
+        return self._pair.algorithm
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A published verification key: one non-destroyed, uncompromised signing key version."""
+
+    key_id: str
+    version: int
+    purpose: str
+    algorithm: str
+    state: str
+    kid: str
+    public_key: bytes
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """True only if `signature` (raw, 64 bytes) signs `message` under this key."""
+        info = algorithm_info(self.algorithm)
+        assert info.signature is not None
+        return signatures.load_public(info.signature, self.public_key).verify(message, signature)
+
+
+def require_aware(now: datetime) -> None:
+    """`ValueError` for a naive datetime: every time `crypto` takes is UTC-aware."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A stored time as aware UTC (SQLite hands back naive UTC, PostgreSQL aware)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def _require_ref(name: str, value: str) -> None:
@@ -120,19 +307,20 @@ def _require_ref(name: str, value: str) -> None:
         raise ValueError(f"{name} must be 1 to {_MAX_REF_LENGTH} characters")
 
 
-def _signing_purpose(purpose: str) -> KeyPurpose:
+def _purpose(purpose: str, allowed: frozenset[KeyPurpose], what: str) -> KeyPurpose:
     try:
         chosen = KeyPurpose(purpose)
     except ValueError:
         raise KeyPurposeMismatch("unknown key purpose", purpose=purpose) from None
-    if chosen not in SIGNING_PURPOSES:
-        raise KeyPurposeMismatch("not a signing purpose", purpose=purpose)
+    if chosen not in allowed:
+        raise KeyPurposeMismatch(f"not a {what} purpose", purpose=purpose)
     return chosen
 
 
-def _key_id(purpose: KeyPurpose, owner_org: str | None) -> str:
+def key_id_for(purpose: KeyPurpose | str, owner_org: str | None) -> str:
+    """The deterministic id of the key of `purpose` owned by `owner_org` (None: platform)."""
     owner = "" if owner_org is None else f"org:{owner_org}"
-    return str(uuid.uuid5(_KEY_ID_NAMESPACE, f"{purpose.value}\x00{owner}"))
+    return str(uuid.uuid5(_KEY_ID_NAMESPACE, f"{KeyPurpose(purpose).value}\x00{owner}"))
 
 
 def _key_aad(
@@ -150,14 +338,66 @@ def _key_aad(
     )
 
 
-def _row_aad(row: KeyRecord) -> bytes:
+def row_aad(row: KeyRecord) -> bytes:
+    """The associated data binding a key row's wrapped material to its identity."""
     return _key_aad(
         row.id, row.version, row.purpose, row.algorithm, row.owner_org, row.public_material
     )
 
 
-def _data_key_aad(data_key_id: str, object_ref: str) -> bytes:
+def data_key_aad(data_key_id: str, object_ref: str) -> bytes:
+    """The associated data binding a wrapped data key to its id and object."""
     return keywrap.encode_aad(_DATA_KEY_AAD_LABEL, data_key_id, object_ref)
+
+
+def kek_wrap(algorithm: str, kek: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Wrap a data key under a KEK of `algorithm` (AES-256-GCM or SM4-GCM)."""
+    if algorithm == ALGORITHM_AES_256_GCM:
+        return keywrap.wrap(kek, plaintext, aad)
+    if algorithm == ALGORITHM_SM4_GCM:
+        nonce = os.urandom(NONCE_SIZE)
+        sealed = new_aead(AeadSuite.SM4_GCM, kek).encrypt(nonce, plaintext, aad)
+        return bytes((_SM4_WRAP_VERSION,)) + nonce + sealed
+    raise KeyPurposeMismatch("not a key-wrapping algorithm", algorithm=algorithm)
+
+
+def kek_unwrap(algorithm: str, kek: bytes, blob: bytes, aad: bytes) -> bytes:
+    """Unwrap a blob from `kek_wrap`; `InvalidCiphertext` for any failure."""
+    if algorithm == ALGORITHM_AES_256_GCM:
+        return keywrap.unwrap(kek, blob, aad)
+    if algorithm == ALGORITHM_SM4_GCM:
+        header = 1 + NONCE_SIZE
+        if len(blob) < header + TAG_SIZE or blob[0] != _SM4_WRAP_VERSION:
+            raise InvalidCiphertext()
+        view = memoryview(blob)
+        return new_aead(AeadSuite.SM4_GCM, kek).decrypt(view[1:header], view[header:], aad)
+    raise KeyPurposeMismatch("not a key-wrapping algorithm", algorithm=algorithm)
+
+
+def generate_material(algorithm: str) -> tuple[bytes, bytes | None]:
+    """Fresh (secret or private material, public material or None) for `algorithm`."""
+    info = algorithm_info(algorithm)
+    if info.aead is not None:
+        return os.urandom(info.bits // 8), None
+    assert info.signature is not None
+    pair = signatures.generate(info.signature)
+    return pair.private_bytes(), pair.public_bytes()
+
+
+def in_validity(row: KeyRecord, now: datetime) -> bool:
+    """Whether `now` is inside [not_before, not_after) of a key version."""
+    not_before, not_after = aware(row.not_before), aware(row.not_after)
+    return (not_before is None or not_before <= now) and (not_after is None or now < not_after)
+
+
+def check_processable(row: KeyRecord) -> None:
+    """Refuse to unwrap/verify with a key version whose state forbids processing."""
+    if row.state == KeyState.DESTROYED:
+        raise KeyDestroyed("key was destroyed", key_id=row.id, version=row.version)
+    if row.state == KeyState.SUSPENDED:
+        raise KeySuspended("key is suspended", key_id=row.id, version=row.version)
+    if row.state not in PROCESS_STATES:
+        raise KeyNotActive(f"key is {row.state}", key_id=row.id, version=row.version)
 
 
 class KeyStore:
@@ -165,33 +405,72 @@ class KeyStore:
 
     Every method takes the caller's `Session` and only adds, deletes and flushes:
     the caller commits or rolls back, and a rolled-back transaction leaves no key.
+    (`crypto.kms.KeyManager.rotate` is the one exception, and says so.)
+
+    `events` receives a `KeyEvent` for every lifecycle operation, in the same session.
+    `suite` ("intl" or "sm") picks the algorithms of keys generated on first use;
+    `record_use` adds `use` events for every data-key unwrap and signing-key load.
     """
 
-    def __init__(self, root: RootKeyBackend) -> None:
+    def __init__(
+        self,
+        root: RootKeyBackend,
+        events: KeyEventSink | None = None,
+        *,
+        suite: str = SuiteName.INTL,
+        record_use: bool = False,
+    ) -> None:
         self._root = root
+        self._events = events
+        self._suite = cipher_suite(suite)
+        self._record_use = record_use
+
+    @property
+    def root(self) -> RootKeyBackend:
+        return self._root
+
+    @property
+    def suite(self) -> CipherSuite:
+        return self._suite
 
     # -- data keys ---------------------------------------------------------------------
 
     def new_data_key(
-        self, session: Session, *, owner_org: str, object_ref: str, now: datetime
+        self,
+        session: Session,
+        *,
+        owner_org: str,
+        object_ref: str,
+        now: datetime,
+        algorithm: str | None = None,
     ) -> DataKey:
         """A fresh random data key for `object_ref`, wrapped under `owner_org`'s KEK.
 
         The organisation's KEK is created on first use. Same as `generate_data_key`
         followed by `store_data_key`.
         """
-        data_key = self.generate_data_key(object_ref=object_ref)
+        data_key = self.generate_data_key(object_ref=object_ref, algorithm=algorithm)
         self.store_data_key(session, data_key, owner_org=owner_org, now=now)
         return data_key
 
-    def generate_data_key(self, *, object_ref: str) -> DataKey:
+    def generate_data_key(self, *, object_ref: str, algorithm: str | None = None) -> DataKey:
         """A fresh random data key, in memory only until `store_data_key` persists it.
 
         For work that starts before its transaction (an upload encrypted as it
-        arrives): if it is abandoned, no key was ever stored.
+        arrives): if it is abandoned, no key was ever stored. `algorithm` is
+        "AES-256-GCM" or "SM4-GCM", by default the keystore suite's.
         """
         _require_ref("object_ref", object_ref)
-        return DataKey(id=str(uuid.uuid4()), key=os.urandom(DATA_KEY_SIZE), object_ref=object_ref)
+        chosen = algorithm or kek_algorithm(self._suite)
+        info = algorithm_info(chosen)
+        if info.aead is None:
+            raise KeyPurposeMismatch("not a data-encryption algorithm", algorithm=chosen)
+        return DataKey(
+            id=str(uuid.uuid4()),
+            key=os.urandom(info.bits // 8),
+            object_ref=object_ref,
+            algorithm=chosen,
+        )
 
     def store_data_key(
         self, session: Session, data_key: DataKey, *, owner_org: str, now: datetime
@@ -199,111 +478,270 @@ class KeyStore:
         """Wrap `data_key` under `owner_org`'s KEK (created on first use) and add its row."""
         _require_ref("owner_org", owner_org)
         _require_ref("object_ref", data_key.object_ref)
-        _require_aware(now)
-        if len(data_key.key) != DATA_KEY_SIZE:
-            raise ValueError(f"a data key is {DATA_KEY_SIZE} bytes")
+        require_aware(now)
+        info = algorithm_info(data_key.algorithm)
+        if info.aead is None or len(data_key.key) != info.bits // 8:
+            raise ValueError(f"a {data_key.algorithm} data key is {info.bits // 8} bytes")
         kek_row = self._active_key(session, KeyPurpose.KEY_WRAPPING, owner_org, now)
         kek = self._unwrap_row(kek_row)
-        aad = _data_key_aad(data_key.id, data_key.object_ref)
+        aad = data_key_aad(data_key.id, data_key.object_ref)
         session.add(
             DataKeyRecord(
                 id=data_key.id,
                 kek_id=kek_row.id,
                 kek_version=kek_row.version,
-                wrapped=keywrap.wrap(kek, data_key.key, aad),
+                wrapped=kek_wrap(kek_row.algorithm, kek, data_key.key, aad),
                 object_ref=data_key.object_ref,
                 created_at=now,
+                algorithm=data_key.algorithm,
             )
         )
         session.flush()
+        self._emit(
+            session,
+            KeyEvent(
+                KeyOperation.STORE,
+                data_key.id,
+                1,
+                KeyPurpose.DATA_ENCRYPTION.value,
+                data_key.algorithm,
+                owner_org,
+                f"data key for {data_key.object_ref} wrapped under KEK "
+                f"{kek_row.id} v{kek_row.version}",
+                state=KeyState.ACTIVE.value,
+            ),
+        )
 
-    def data_key(self, session: Session, data_key_id: str, *, object_ref: str) -> bytes:
-        """Unwrap a data key; `InvalidCiphertext` unless `object_ref` is the one it was made for."""
+    def data_key(
+        self, session: Session, data_key_id: str, *, object_ref: str, now: datetime | None = None
+    ) -> bytes:
+        """Unwrap a data key; `InvalidCiphertext` unless `object_ref` is the one it was made for.
+
+        `KeyDestroyed` once its KEK version was destroyed (crypto-shredded),
+        `KeySuspended` while that version is suspended. `now` is only for the `use`
+        event when `record_use` is on.
+        """
         record = session.get(DataKeyRecord, data_key_id)
         if record is None:
             raise KeyNotFound("data key not found", key_id=data_key_id)
         kek_row = session.get(KeyRecord, (record.kek_id, record.kek_version))
-        if kek_row is None or kek_row.state == STATE_DESTROYED:
+        if kek_row is None:
             raise KeyNotFound("key-encryption key not found", key_id=record.kek_id)
         if kek_row.purpose != KeyPurpose.KEY_WRAPPING:
             raise KeyPurposeMismatch(
                 "data key is not wrapped by a key-wrapping key", key_id=record.kek_id
             )
+        check_processable(kek_row)
+        if not record.wrapped:
+            raise KeyDestroyed("data key was destroyed", key_id=data_key_id)
         kek = self._unwrap_row(kek_row)
         # object_ref is not compared with the stored one: it is in the associated data,
         # so a mismatch fails like any other tampering, opaquely.
-        return keywrap.unwrap(kek, record.wrapped, _data_key_aad(data_key_id, object_ref))
+        plaintext = kek_unwrap(
+            kek_row.algorithm, kek, record.wrapped, data_key_aad(data_key_id, object_ref)
+        )
+        if self._record_use:
+            self._emit(
+                session,
+                KeyEvent(
+                    KeyOperation.USE,
+                    data_key_id,
+                    1,
+                    KeyPurpose.DATA_ENCRYPTION.value,
+                    record.algorithm,
+                    kek_row.owner_org,
+                    f"data key for {object_ref} unwrapped",
+                ),
+            )
+        return plaintext
 
     def delete_data_key(self, session: Session, data_key_id: str) -> None:
         """Delete a data key (crypto-shredding its object once the transaction commits)."""
         record = session.get(DataKeyRecord, data_key_id)
         if record is None:
             raise KeyNotFound("data key not found", key_id=data_key_id)
+        kek_row = session.get(KeyRecord, (record.kek_id, record.kek_version))
+        event = KeyEvent(
+            KeyOperation.DESTROY,
+            data_key_id,
+            1,
+            KeyPurpose.DATA_ENCRYPTION.value,
+            record.algorithm,
+            None if kek_row is None else kek_row.owner_org,
+            f"data key for {record.object_ref} deleted",
+            state=KeyState.DESTROYED.value,
+        )
         session.delete(record)
         session.flush()
+        self._emit(session, event)
 
     # -- signing keys ------------------------------------------------------------------
 
     def signing_key(self, session: Session, *, purpose: str, now: datetime) -> SigningKey:
-        """The active Ed25519 key for a signing `purpose`, generated on first use."""
-        chosen = _signing_purpose(purpose)
-        _require_aware(now)
+        """The active Ed25519 key for a signing `purpose`, generated on first use.
+
+        `KeyAlgorithmMismatch` if that purpose's active key is not Ed25519 (an SM2
+        ledger key under the SM suite): use `signer` for those.
+        """
+        chosen = _purpose(purpose, SIGNING_PURPOSES, "signing")
+        require_aware(now)
         row = self._active_key(session, chosen, None, now)
+        if row.algorithm != ALGORITHM_ED25519:
+            raise KeyAlgorithmMismatch(
+                "the active key is not Ed25519; use KeyStore.signer", algorithm=row.algorithm
+            )
         private_raw = self._unwrap_row(row)
         key = SigningKey.from_private_bytes(
             private_raw, key_id=row.id, version=row.version, purpose=chosen
         )
         if key.private_key.public_key().public_bytes_raw() != row.public_material:
             raise InvalidCiphertext()
+        self._record(session, row, "signing key loaded")
         return key
 
-    def public_jwks(self, session: Session, *, purpose: str) -> list[dict[str, str]]:
-        """Public JWKs of every non-destroyed key of a signing `purpose`, newest first.
+    def signer(self, session: Session, *, purpose: str, now: datetime) -> Signer:
+        """The active key for a signing `purpose`, of whatever algorithm, made on first use."""
+        chosen = _purpose(purpose, SIGNER_PURPOSES, "signing")
+        require_aware(now)
+        row = self._active_key(session, chosen, None, now)
+        info = algorithm_info(row.algorithm)
+        if info.signature is None or row.public_material is None:
+            raise InvalidCiphertext()
+        pair = signatures.load_private(info.signature, self._unwrap_row(row))
+        if pair.public_bytes() != row.public_material:
+            raise InvalidCiphertext()
+        self._record(session, row, "signing key loaded")
+        return Signer(
+            key_id=row.id,
+            version=row.version,
+            purpose=chosen,
+            algorithm=row.algorithm,
+            kid=_kid(row.algorithm, row.public_material),
+            public_key=row.public_material,
+            _pair=pair,
+        )
 
-        Each row's wrapped private key is unwrapped (and discarded) before its public
-        key is published: the wrap binds the public key, so someone who can only write
-        to the database cannot slip in a verification key of their own.
+    def public_keys(self, session: Session, *, purpose: str) -> list[PublicKey]:
+        """Every publishable key version of a signing `purpose`, newest first.
+
+        Publishable: pre-active (announced ahead), active and deactivated (still
+        verifying what they signed). Suspended, compromised and destroyed versions are
+        left out. Each row's wrapped private key is unwrapped (and discarded) before
+        its public key is published: the wrap binds the public key, so someone who can
+        only write to the database cannot slip in a verification key of their own.
         """
-        chosen = _signing_purpose(purpose)
+        chosen = _purpose(purpose, SIGNER_PURPOSES, "signing")
         rows = session.scalars(
             select(KeyRecord)
-            .where(KeyRecord.purpose == chosen.value, KeyRecord.state != STATE_DESTROYED)
+            .where(
+                KeyRecord.purpose == chosen.value,
+                KeyRecord.state.in_([KeyState.PRE_ACTIVE, KeyState.ACTIVE, KeyState.DEACTIVATED]),
+            )
             .order_by(KeyRecord.created_at.desc(), KeyRecord.version.desc())
         ).all()
-        jwks = []
+        published = []
         for row in rows:
-            if row.algorithm != ALGORITHM_ED25519 or row.public_material is None:
+            info = ALGORITHMS.get(row.algorithm)
+            if info is None or info.signature is None or row.public_material is None:
                 raise InvalidCiphertext()
             self._unwrap_row(row)
-            jwks.append(_ed25519_public_jwk(row.public_material))
-        return jwks
+            published.append(
+                PublicKey(
+                    key_id=row.id,
+                    version=row.version,
+                    purpose=row.purpose,
+                    algorithm=row.algorithm,
+                    state=row.state,
+                    kid=_kid(row.algorithm, row.public_material),
+                    public_key=row.public_material,
+                )
+            )
+        return published
 
-    # -- internals ---------------------------------------------------------------------
+    def public_jwks(self, session: Session, *, purpose: str) -> list[dict[str, str]]:
+        """Public JWKs of every publishable key of a signing `purpose`, newest first.
+
+        The keys of `public_keys`; `KeyAlgorithmMismatch` for an algorithm JOSE lacks (SM2).
+        """
+        _purpose(purpose, SIGNING_PURPOSES, "signing")
+        return [
+            _public_jwk(k.algorithm, k.public_key)
+            for k in self.public_keys(session, purpose=purpose)
+        ]
+
+    # -- package internals (crypto.kms, crypto.backup) --------------------------------
+
+    def _emit(self, session: Session, event: KeyEvent) -> None:
+        if self._events is not None:
+            self._events(session, event)
+
+    def _record(self, session: Session, row: KeyRecord, detail: str) -> None:
+        if self._record_use:
+            self._emit(session, event_for(KeyOperation.USE, row, detail))
 
     def _unwrap_row(self, row: KeyRecord) -> bytes:
+        if row.state == KeyState.DESTROYED or not row.wrapped_material:
+            raise KeyDestroyed("key was destroyed", key_id=row.id, version=row.version)
         if row.parent_id != self._root.key_id:
             raise KeyStoreUnavailable(
                 "key is wrapped by a different root key than the configured one",
                 key_id=row.id,
                 parent_id=row.parent_id,
             )
-        return self._root.unwrap(row.wrapped_material, _row_aad(row))
+        return self._root.unwrap(row.wrapped_material, row_aad(row))
+
+    def _wrap_for_row(
+        self,
+        secret: bytes,
+        *,
+        key_id: str,
+        version: int,
+        purpose: str,
+        algorithm: str,
+        owner_org: str | None,
+        public_material: bytes | None,
+    ) -> bytes:
+        aad = _key_aad(key_id, version, purpose, algorithm, owner_org, public_material)
+        return self._root.wrap(secret, aad)
+
+    def _versions(self, session: Session, key_id: str) -> list[KeyRecord]:
+        """Every version of a key, newest first."""
+        return list(
+            session.scalars(
+                select(KeyRecord).where(KeyRecord.id == key_id).order_by(KeyRecord.version.desc())
+            ).all()
+        )
 
     def _active_key(
         self, session: Session, purpose: KeyPurpose, owner_org: str | None, now: datetime
     ) -> KeyRecord:
-        key_id = _key_id(purpose, owner_org)
-        row = session.scalars(
-            select(KeyRecord)
-            .where(KeyRecord.id == key_id, KeyRecord.state == STATE_ACTIVE)
-            .order_by(KeyRecord.version.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            row = self._create_key(session, key_id, purpose, owner_org, now)
-        if row.purpose != purpose.value:
-            raise KeyPurposeMismatch("stored key has another purpose", key_id=key_id)
-        return row
+        """The newest version that may protect now; the first version if there is none.
+
+        A key that has versions but none usable is not silently replaced (an
+        organisation whose KEK was shredded stays shredded): the error says why, and
+        an administrator generates or rotates (`crypto.kms`).
+        """
+        key_id = key_id_for(purpose, owner_org)
+        rows = self._versions(session, key_id)
+        if not rows:
+            algorithm = (
+                kek_algorithm(self._suite)
+                if purpose is KeyPurpose.KEY_WRAPPING
+                else signing_algorithm(self._suite, purpose)
+            )
+            return self._create_key(session, key_id, purpose, owner_org, now, algorithm=algorithm)
+        for row in rows:
+            if row.state == KeyState.ACTIVE and in_validity(row, now):
+                if row.purpose != purpose.value:
+                    raise KeyPurposeMismatch("stored key has another purpose", key_id=key_id)
+                return row
+        if all(row.state == KeyState.DESTROYED for row in rows):
+            raise KeyDestroyed("every version of this key was destroyed", key_id=key_id)
+        if any(row.state == KeyState.ACTIVE for row in rows):
+            raise KeyExpired("no version of this key is valid now", key_id=key_id)
+        if rows[0].state == KeyState.SUSPENDED:
+            raise KeySuspended("key is suspended", key_id=key_id, version=rows[0].version)
+        raise KeyNotActive("no version of this key is active", key_id=key_id)
 
     def _create_key(
         self,
@@ -312,31 +750,46 @@ class KeyStore:
         purpose: KeyPurpose,
         owner_org: str | None,
         now: datetime,
+        *,
+        algorithm: str,
+        state: KeyState = KeyState.ACTIVE,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        actor: str | None = None,
+        detail: str = "generated on first use",
     ) -> KeyRecord:
+        """Generate a new version of `key_id` in the crypto module and store it wrapped."""
+        info = algorithm_info(algorithm)
+        if (purpose is KeyPurpose.KEY_WRAPPING) != (info.aead is not None):
+            raise KeyPurposeMismatch(
+                f"{algorithm} cannot serve {purpose.value}", purpose=purpose.value
+            )
         latest = session.scalar(select(func.max(KeyRecord.version)).where(KeyRecord.id == key_id))
         version = (latest or 0) + 1
-        public_material: bytes | None
-        if purpose is KeyPurpose.KEY_WRAPPING:
-            algorithm = ALGORITHM_AES_256_GCM
-            secret = os.urandom(keywrap.WRAP_KEY_SIZE)
-            public_material = None
-        else:
-            algorithm = ALGORITHM_ED25519
-            private_key = Ed25519PrivateKey.generate()
-            secret = private_key.private_bytes_raw()
-            public_material = private_key.public_key().public_bytes_raw()
-        aad = _key_aad(key_id, version, purpose.value, algorithm, owner_org, public_material)
+        secret, public_material = generate_material(algorithm)
+        wrapped = self._wrap_for_row(
+            secret,
+            key_id=key_id,
+            version=version,
+            purpose=purpose.value,
+            algorithm=algorithm,
+            owner_org=owner_org,
+            public_material=public_material,
+        )
         values: dict[str, Any] = {
             "id": key_id,
             "version": version,
             "purpose": purpose.value,
             "algorithm": algorithm,
             "owner_org": owner_org,
-            "state": STATE_ACTIVE,
-            "wrapped_material": self._root.wrap(secret, aad),
+            "state": state.value,
+            "wrapped_material": wrapped,
             "public_material": public_material,
             "parent_id": self._root.key_id,
             "created_at": now,
+            "not_before": not_before or now,
+            "not_after": not_after,
+            "state_changed_at": now,
         }
         _insert_if_absent(session, values)
         # Ours, or the row of a concurrent transaction that inserted the same
@@ -344,7 +797,57 @@ class KeyStore:
         row = session.get(KeyRecord, (key_id, version), populate_existing=True)
         if row is None:
             raise KeyStoreUnavailable("key row vanished after insert", key_id=key_id)
+        if row.wrapped_material == wrapped:
+            self._emit(session, event_for(KeyOperation.GENERATE, row, detail, actor=actor))
+            self._emit(
+                session,
+                event_for(
+                    KeyOperation.STORE,
+                    row,
+                    f"stored wrapped under root key {self._root.key_id}",
+                    actor=actor,
+                ),
+            )
         return row
+
+    def _change_state(
+        self,
+        session: Session,
+        row: KeyRecord,
+        target: KeyState,
+        now: datetime,
+        operation: KeyOperation,
+        detail: str,
+        actor: str | None,
+    ) -> None:
+        """Move a key version along the transition table and emit `operation`."""
+        check_transition(row.state, target)
+        row.state = target.value
+        row.state_changed_at = now
+        if target is KeyState.DESTROYED:
+            # Zeroise: the wrapped secret is gone from the row (GB/T 39786-2021 Annex B:
+            # destruction irreversible). PostgreSQL keeps the old tuple until VACUUM and
+            # backups keep theirs: see crypto.kms for what that means.
+            row.wrapped_material = b""
+        session.flush()
+        self._emit(session, event_for(operation, row, detail, actor=actor))
+
+
+def event_for(
+    operation: KeyOperation, row: KeyRecord, detail: str, *, actor: str | None = None
+) -> KeyEvent:
+    """A `KeyEvent` describing `operation` on a stored key version."""
+    return KeyEvent(
+        operation,
+        row.id,
+        row.version,
+        row.purpose,
+        row.algorithm,
+        row.owner_org,
+        detail,
+        actor=actor,
+        state=row.state,
+    )
 
 
 def _insert_if_absent(session: Session, values: dict[str, Any]) -> None:

@@ -7,14 +7,16 @@ only: the ledger holds what was authorised and done.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
 import audit
+from crypto.events import KeyEvent
 from ledger.log import Ledger
-from ledger.records import LedgerRecord
+from ledger.records import LedgerRecord, decode_leaf
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,9 @@ class Receipt:
 class Trail:
     """Audit + ledger writer shared by every state-changing operation."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, clock: Callable[[], datetime] | None = None) -> None:
         self.ledger = ledger
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     def record(
         self,
@@ -67,3 +70,26 @@ class Trail:
         )
         row.ledger_index = index
         return Receipt(row.id, index)
+
+    def key_event(self, session: Session, event: KeyEvent) -> None:
+        """`crypto.KeyEventSink`: every key lifecycle operation, audited and on the ledger."""
+        self.record(
+            session,
+            audit.Subject(event.actor or "platform", event.owner_org, None, None, None),
+            audit.AuditEvent(
+                event.operation.event_type,
+                event.operation.value,
+                audit.Result.SUCCESS,
+                object_id=f"{event.key_id}#v{event.version}",
+                detail=f"{event.purpose} {event.algorithm} -> {event.state}: {event.detail}"[:512],
+            ),
+            object_type="key",
+            now=self._clock(),
+        )
+
+
+def decode_type(leaf: bytes) -> str:
+    """The `type` of a ledger leaf (for listings; verification decodes fully)."""
+    value = decode_leaf(leaf)["type"]
+    assert isinstance(value, str)
+    return value

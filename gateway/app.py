@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
 from gateway.platform import Platform
-from gateway.routers import auth, datasets, health, ledger, organisations
+from gateway.routers import auth, datasets, health, kms, ledger, organisations
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
@@ -100,5 +100,6 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(organisations.router, dependencies=protected)
     app.include_router(datasets.router, dependencies=protected)
     app.include_router(ledger.router, dependencies=protected)
+    app.include_router(kms.router, dependencies=protected)
     app.add_middleware(RequestContext)
     return app

@@ -55,6 +55,29 @@ STATUS: dict[str, int] = {
 }
 
 
+# Key-management errors a caller can act on; every other crypto error stays opaque.
+CRYPTO_STATUS: dict[str, int] = {
+    "key-not-found": 404,
+    "key-role-denied": 403,
+    "key-dual-control-violation": 409,
+    "key-state-transition-invalid": 409,
+    "key-destroy-request-invalid": 409,
+    "key-not-active": 409,
+    "key-expired": 409,
+    "key-suspended": 409,
+    "key-algorithm-mismatch": 409,
+    "key-destroyed": 410,
+    "key-purpose-mismatch": 400,
+    "key-backup-invalid": 400,
+    "shares-too-few": 400,
+    "shares-duplicate": 400,
+    "shares-inconsistent": 400,
+    "hsm-unavailable": 503,
+    "root-key-passphrase-invalid": 503,
+    "keystore-unavailable": 503,
+}
+
+
 class GatewayError(Exception):
     """Errors raised by the gateway itself (authentication, transport)."""
 
@@ -158,13 +181,20 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(crypto.CryptoError)
     async def _crypto(request: Request, exc: crypto.CryptoError) -> JSONResponse:
-        # One opaque answer for every crypto failure (STYLE.md 5: Fernet's InvalidToken).
-        log.error("crypto failure %s on %s: %s", exc.code, request.url.path, exc.detail)
+        status = CRYPTO_STATUS.get(exc.code)
+        if status is None:
+            # One opaque answer for decryption and unexpected failures (STYLE.md 5:
+            # Fernet's InvalidToken): nothing to learn from which step failed.
+            log.error("crypto failure %s on %s: %s", exc.code, request.url.path, exc.detail)
+            return await respond(
+                request,
+                status=500,
+                code="crypto-failure",
+                title="A cryptographic operation failed",
+            )
+        # Key-management refusals are the caller's to fix and name no key material.
         return await respond(
-            request,
-            status=500,
-            code="crypto-failure",
-            title="A cryptographic operation failed",
+            request, status=status, code=exc.code, title=exc.title, detail=exc.detail
         )
 
     @app.exception_handler(RequestValidationError)

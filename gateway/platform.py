@@ -20,6 +20,8 @@ import crypto
 import exchange
 import ledger.models
 import migrations
+from crypto.backends import RootKeyBackend
+from crypto.kms import KeyManager
 from gateway.settings import Settings
 from ledger.log import Ledger, LedgerConfig
 from ledger.sealer import Sealer
@@ -119,6 +121,7 @@ class Platform:
     ledger: Ledger
     sealer: Sealer
     trail: exchange.Trail
+    kms: KeyManager
 
     def session(self) -> Session:
         return self.sessions()
@@ -132,8 +135,6 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.database_url)
     sessions = sessionmaker(engine, class_=PlatformSession, expire_on_commit=False)
-    root = crypto.LocalRootKey.create_or_load(settings.keys_dir / "root.key")
-    keystore = crypto.KeyStore(root)
     ledger_ = Ledger(
         LedgerConfig(
             origin=settings.ledger_origin,
@@ -142,7 +143,11 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
             seal_max_entries=settings.ledger_seal_entries,
         )
     )
-    trail = exchange.Trail(ledger_)
+    trail = exchange.Trail(ledger_, clock)
+    keystore = crypto.KeyStore(
+        root_key_backend(settings), events=trail.key_event, suite=settings.cipher_suite
+    )
+    kms = KeyManager(keystore)
 
     def ledger_signer(session: Session) -> Ed25519LedgerSigner:
         key = keystore.signing_key(session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=clock())
@@ -155,7 +160,28 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         max_upload_bytes=settings.max_upload_bytes,
         trail=trail,
     )
-    return Platform(settings, engine, sessions, keystore, catalog, clock, ledger_, sealer, trail)
+    return Platform(
+        settings, engine, sessions, keystore, catalog, clock, ledger_, sealer, trail, kms
+    )
+
+
+def root_key_backend(settings: Settings) -> RootKeyBackend:
+    """The root key: a (passphrase-sealed) local file, or a non-extractable HSM key."""
+    if settings.key_backend == "pkcs11":
+        from crypto.backends.pkcs11 import Pkcs11Config, Pkcs11RootKey
+
+        assert settings.pkcs11_pin is not None  # Settings refuses pkcs11 without a PIN
+        return Pkcs11RootKey(
+            Pkcs11Config(
+                module_path=settings.pkcs11_module,
+                token_label=settings.pkcs11_token_label,
+                user_pin=settings.pkcs11_pin,
+                key_label=settings.pkcs11_key_label,
+            )
+        )
+    return crypto.LocalRootKey.create_or_load(
+        settings.keys_dir / "root.key", settings.root_key_passphrase
+    )
 
 
 def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -44,6 +44,13 @@ class Settings:
     ledger_hash: str = "sha256"
     ledger_seal_interval_ms: int = 200
     ledger_seal_entries: int = 1000
+    cipher_suite: str = "intl"
+    key_backend: str = "local"
+    root_key_passphrase: str | None = field(default=None, repr=False)
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token_label: str = "pdx"
+    pkcs11_pin: str | None = field(default=None, repr=False)
+    pkcs11_key_label: str = "pdx-root-key"
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -51,6 +58,21 @@ class Settings:
             raise SettingsError("PDX_LEDGER_ORIGIN must be non-empty without spaces or '+'")
         if self.ledger_hash not in ("sha256", "sm3"):
             raise SettingsError("PDX_LEDGER_HASH must be 'sha256' or 'sm3'")
+        if self.cipher_suite not in ("intl", "sm"):
+            raise SettingsError("PDX_CIPHER_SUITE must be 'intl' or 'sm'")
+        if self.key_backend not in ("local", "pkcs11"):
+            raise SettingsError("PDX_KEY_BACKEND must be 'local' or 'pkcs11'")
+        if self.key_backend == "pkcs11" and not self.pkcs11_pin:
+            raise SettingsError("PDX_KEY_BACKEND=pkcs11 needs PDX_PKCS11_PIN")
+        if (
+            self.environment == "production"
+            and self.key_backend == "local"
+            and not self.root_key_passphrase
+        ):
+            # GB/T 39786: the root key is never stored in the clear in production.
+            raise SettingsError(
+                "production with the local key backend needs PDX_ROOT_KEY_PASSPHRASE"
+            )
         if not 60 <= self.token_ttl_s <= 900:
             # The brief caps access tokens at 15 minutes (zero trust: short-lived credentials).
             raise SettingsError("PDX_TOKEN_TTL_S must be between 60 and 900 seconds")
@@ -100,4 +122,11 @@ class Settings:
             ledger_hash=env.get("PDX_LEDGER_HASH", "sha256"),
             ledger_seal_interval_ms=_int(env, "PDX_LEDGER_SEAL_INTERVAL_MS", 200),
             ledger_seal_entries=_int(env, "PDX_LEDGER_SEAL_ENTRIES", 1000),
+            cipher_suite=env.get("PDX_CIPHER_SUITE", "intl"),
+            key_backend=env.get("PDX_KEY_BACKEND", "local"),
+            root_key_passphrase=env.get("PDX_ROOT_KEY_PASSPHRASE") or None,
+            pkcs11_module=env.get("PDX_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
+            pkcs11_token_label=env.get("PDX_PKCS11_TOKEN_LABEL", "pdx"),
+            pkcs11_pin=env.get("PDX_PKCS11_PIN") or None,
+            pkcs11_key_label=env.get("PDX_PKCS11_KEY_LABEL", "pdx-root-key"),
         )

@@ -10,12 +10,16 @@ class RootKeyBackend(Protocol):
 
     `key_id` names the root key (stored as `parent_id` of everything it wraps) without
     revealing it. `wrap` binds `aad` to the blob; `unwrap` raises `InvalidCiphertext`
-    for any failure, including a different `aad`. A PKCS#11 backend implements the same
-    three members with the key inside the token.
+    for any failure, including a different `aad`. `kind` says where the key lives
+    ("local", "local-sealed", "pkcs11") for the key inventory. `LocalRootKey`
+    (`crypto.backends.local`) and `Pkcs11RootKey` (`crypto.backends.pkcs11`) implement it.
     """
 
     @property
     def key_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
 
     def wrap(self, plaintext: bytes, aad: bytes) -> bytes: ...
 

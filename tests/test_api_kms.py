@@ -1,0 +1,111 @@
+"""/v1/kms over HTTP: inventory, roles, rotation without downtime, two-person shredding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import crypto
+import exchange
+from crypto.kms import KeyManager
+from gateway.platform import Platform
+from tests.conftest import EXAMPLE_CSV, login
+from tests.test_api_datasets import metadata, register
+
+PROBLEM = "application/problem+json"
+
+
+def plaintext(platform: Platform, dataset_id: str) -> bytes:
+    with platform.session() as session:
+        return b"".join(exchange.iter_plaintext(platform.catalog, session, dataset_id))
+
+
+def ledger_types(platform: Platform) -> list[str]:
+    with platform.session() as session:
+        return [
+            exchange.trail.decode_type(e.leaf)
+            for start in range(0, platform.ledger.size(session), 1000)
+            for e in platform.ledger.entries(session, start=start)
+        ]
+
+
+def second_key_admin(api: TestClient, creds: dict[str, Any]) -> dict[str, str]:
+    """The security organisation issues its own second key administrator (三员分立)."""
+    sec = login(api, creds, "security-admin")
+    org = creds["security-admin"]["org_id"]
+    r = api.post(
+        f"/v1/organisations/{org}/clients",
+        json={"name": "security-admin-2", "roles": ["security-admin"]},
+        headers=sec,
+    )
+    assert r.status_code == 201, r.text
+    c = r.json()
+    token = api.post(
+        "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": c["client_id"],
+            "client_secret": c["client_secret"],
+        },
+    ).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_inventory_is_for_key_roles_only(api: TestClient, creds: dict[str, Any]) -> None:
+    keys = api.get("/v1/kms/keys", headers=login(api, creds, "security-admin"))
+    assert keys.status_code == 200, keys.text
+    purposes = {k["purpose"] for k in keys.json()}
+    assert {"token-signing", "ledger-signing"} <= purposes
+    sample = keys.json()[0]
+    for field in ("key_id", "version", "purpose", "algorithm", "state", "owner_org"):
+        assert field in sample, sample
+    assert api.get("/v1/kms/keys", headers=login(api, creds, "auditor")).status_code == 200
+    r = api.get("/v1/kms/keys", headers=login(api, creds, "provider-transport"))
+    assert r.status_code == 403 and r.headers["content-type"] == PROBLEM
+    assert r.json()["type"].endswith("/key-role-denied")
+    auditor_rotates = api.post("/v1/kms/keys/whatever/rotate", headers=login(api, creds, "auditor"))
+    assert auditor_rotates.status_code == 403
+
+
+def test_rotation_rewraps_without_losing_data_and_lands_on_the_ledger(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    provider = login(api, creds, "provider-transport")
+    ds = register(api, provider, EXAMPLE_CSV.read_bytes(), metadata()).json()
+    before = plaintext(platform, ds["id"])
+    kek = KeyManager.kek_id(creds["provider-transport"]["org_id"])
+    admin = login(api, creds, "security-admin")
+    r = api.post(f"/v1/kms/keys/{kek}/rotate", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["done"] is True and r.json()["version"] == 2
+    assert plaintext(platform, ds["id"]) == before
+    versions = api.get(f"/v1/kms/keys/{kek}", headers=admin).json()
+    assert sorted(v["version"] for v in versions) == [1, 2]
+    assert "key.rotated" in ledger_types(platform)
+    missing = api.post("/v1/kms/keys/no-such-key/rotate", headers=admin)
+    assert missing.status_code == 404 and missing.json()["type"].endswith("/key-not-found")
+
+
+def test_destroying_a_kek_needs_two_administrators_and_shreds_the_data(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    provider = login(api, creds, "provider-transport")
+    ds = register(api, provider, EXAMPLE_CSV.read_bytes(), metadata()).json()
+    kek = KeyManager.kek_id(creds["provider-transport"]["org_id"])
+    admin = login(api, creds, "security-admin")
+    req = api.post(f"/v1/kms/keys/{kek}/destroy", json={"reason": "provider left"}, headers=admin)
+    assert req.status_code == 202, req.text
+    request_id = req.json()["id"]
+    same = api.post(f"/v1/kms/destroy-requests/{request_id}/approve", headers=admin)
+    assert same.status_code == 409, same.text
+    assert same.json()["type"].endswith("/key-dual-control-violation")
+    assert plaintext(platform, ds["id"])  # still readable until approved
+    other = second_key_admin(api, creds)
+    ok = api.post(f"/v1/kms/destroy-requests/{request_id}/approve", headers=other)
+    assert ok.status_code == 200, ok.text
+    with pytest.raises(crypto.CryptoError):
+        plaintext(platform, ds["id"])
+    types = ledger_types(platform)
+    assert "key.destroy_requested" in types and "key.destroyed" in types
