@@ -17,7 +17,7 @@ from gateway.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from audit.verify import VerifyReport
 
-BENCH_AREAS = ("ingest", "ledger", "crypto")
+BENCH_AREAS = ("ingest", "ledger", "crypto", "he", "fl")
 
 
 class CliError(Exception):
@@ -85,18 +85,19 @@ def _ledger_export(args: argparse.Namespace) -> int:
 
 
 def _ledger_key(args: argparse.Namespace) -> int:
-    import crypto
-    from gateway.platform import build_platform, upgrade_database
-    from ledger.signing import Ed25519LedgerSigner
+    from gateway.platform import build_platform, ledger_signer_for, upgrade_database
 
     settings = Settings.from_env()
     platform = build_platform(settings)
     upgrade_database(platform.engine)
     with platform.session() as session, session.begin():
-        key = platform.keystore.signing_key(
-            session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=platform.now()
+        signer = ledger_signer_for(
+            platform_keystore=platform.keystore,
+            settings=settings,
+            session=session,
+            now=platform.now(),
         )
-    print(Ed25519LedgerSigner(settings.ledger_origin, key.private_key).verifier_key())
+    print(signer.verifier_key())
     return 0
 
 

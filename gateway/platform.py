@@ -25,7 +25,7 @@ from crypto.kms import KeyManager
 from gateway.settings import Settings
 from ledger.log import Ledger, LedgerConfig
 from ledger.sealer import Sealer
-from ledger.signing import Ed25519LedgerSigner
+from ledger.signing import KmsLedgerSigner
 
 Clock = Callable[[], datetime]
 
@@ -149,9 +149,10 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     )
     kms = KeyManager(keystore)
 
-    def ledger_signer(session: Session) -> Ed25519LedgerSigner:
-        key = keystore.signing_key(session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=clock())
-        return Ed25519LedgerSigner(settings.ledger_origin, key.private_key)
+    def ledger_signer(session: Session) -> KmsLedgerSigner:
+        return ledger_signer_for(
+            platform_keystore=keystore, settings=settings, session=session, now=clock()
+        )
 
     sealer = Sealer(ledger_, sessions, ledger_signer, clock)
     catalog = exchange.CatalogContext(
@@ -163,6 +164,14 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     return Platform(
         settings, engine, sessions, keystore, catalog, clock, ledger_, sealer, trail, kms
     )
+
+
+def ledger_signer_for(
+    *, platform_keystore: crypto.KeyStore, settings: Settings, session: Session, now: datetime
+) -> KmsLedgerSigner:
+    """The ledger's signer: the KMS key of purpose ledger-signing (Ed25519, or SM2 under sm)."""
+    signer = platform_keystore.signer(session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=now)
+    return KmsLedgerSigner(settings.ledger_origin, signer)
 
 
 def root_key_backend(settings: Settings) -> RootKeyBackend:
@@ -195,8 +204,12 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
     platform.catalog.objects.sweep(known)
     # The signing keys are created here, not on the first request.
     with platform.session() as session, session.begin():
-        for purpose in (crypto.KeyPurpose.TOKEN_SIGNING, crypto.KeyPurpose.LEDGER_SIGNING):
-            platform.keystore.signing_key(session, purpose=purpose, now=platform.now())
+        platform.keystore.signing_key(
+            session, purpose=crypto.KeyPurpose.TOKEN_SIGNING, now=platform.now()
+        )
+        platform.keystore.signer(
+            session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=platform.now()
+        )
     # A first (possibly empty) block, so a checkpoint exists from the first request.
     platform.sealer.seal_now()
     if not platform.settings.seed_demo:

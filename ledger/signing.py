@@ -6,9 +6,23 @@ Its public half is published as a signed-note verifier key
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
+from typing import Protocol
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.note import Ed25519NoteSigner, NoteSigner, NoteVerifier, verifier_key
+from crypto.suites.signature import SignatureAlgorithm, load_public
+from ledger.errors import LedgerError
+from ledger.note import (
+    ALG_ED25519,
+    Ed25519NoteSigner,
+    NoteSigner,
+    NoteVerifier,
+    key_hash,
+    register_verifier_algorithm,
+    verifier_key,
+)
 
 
 class Ed25519LedgerSigner:
@@ -40,3 +54,103 @@ class Ed25519LedgerSigner:
 def signer_key_id(key: NoteSigner | NoteVerifier) -> str:
     """`<name>+<8 hex key hash>`: the verifier key's prefix, unique per public key."""
     return f"{key.name}+{key.key_hash:08x}"
+
+
+# C2SP signed-note signature type 0xff ("no assigned byte"), followed by an identifier:
+# SM2 with SM3 and the default user id (GB/T 32918.2), public key 0x04 ‖ x ‖ y.
+SM2_KEY_TYPE = b"\xffsm2-sm3"
+
+
+class _KmsSigner(Protocol):
+    """What `crypto.KeyStore.signer` returns (structurally)."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    @property
+    def signature_algorithm(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+class _NoteKey:
+    """A note signer/verifier over any `crypto.suites.signature` algorithm."""
+
+    def __init__(
+        self,
+        name: str,
+        encoded: bytes,
+        sign: Callable[[bytes], bytes] | None,
+        verify: Callable[[bytes, bytes], bool],
+    ) -> None:
+        self._name = name
+        self._encoded = encoded
+        self._hash = key_hash(name, encoded)
+        self._sign = sign
+        self._verify = verify
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def key_hash(self) -> int:
+        return self._hash
+
+    @property
+    def encoded(self) -> bytes:
+        return self._encoded
+
+    def sign(self, msg: bytes) -> bytes:
+        if self._sign is None:
+            raise LedgerError("a verifier cannot sign")
+        return self._sign(msg)
+
+    def verify(self, msg: bytes, sig: bytes) -> bool:
+        return self._verify(msg, sig)
+
+
+def _sm2_verifier(name: str, key: bytes) -> NoteVerifier:
+    ident = SM2_KEY_TYPE[1:]
+    if not key.startswith(ident):
+        raise ValueError("type 0xff key is not an SM2 key")
+    public = load_public(SignatureAlgorithm.SM2_SM3, key[len(ident) :])
+    return _NoteKey(name, b"\xff" + key, None, public.verify)
+
+
+register_verifier_algorithm(0xFF, _sm2_verifier)
+
+
+class KmsLedgerSigner:
+    """A `LedgerSigner` over the KMS's ledger-signing key: Ed25519 (intl) or SM2 (sm)."""
+
+    def __init__(self, origin: str, signer: _KmsSigner) -> None:
+        algorithm = str(signer.signature_algorithm)
+        if algorithm == SignatureAlgorithm.ED25519:
+            encoded = bytes([ALG_ED25519]) + signer.public_key
+        elif algorithm == SignatureAlgorithm.SM2_SM3:
+            encoded = SM2_KEY_TYPE + signer.public_key
+        else:
+            raise LedgerError(f"no signed-note encoding for {algorithm} ledger keys")
+        public = load_public(SignatureAlgorithm(algorithm), signer.public_key)
+        self._origin = origin
+        self._sign = signer.sign
+        self._note = _NoteKey(origin, encoded, signer.sign, public.verify)
+
+    def __repr__(self) -> str:
+        return f"KmsLedgerSigner({self.key_id!r})"
+
+    @property
+    def key_id(self) -> str:
+        return signer_key_id(self._note)
+
+    @property
+    def note_signer(self) -> NoteSigner:
+        return self._note
+
+    def sign(self, message: bytes) -> bytes:
+        return self._sign(message)
+
+    def verifier_key(self) -> str:
+        encoded = self._note.encoded
+        return f"{self._origin}+{self._note.key_hash:08x}+{base64.b64encode(encoded).decode()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import random
@@ -17,14 +18,14 @@ import pytest
 from sqlalchemy import text
 
 from audit.verify import verify_export
-from gateway.platform import Platform, initialise
+from gateway.platform import Platform, build_platform, initialise, ledger_signer_for
+from gateway.settings import Settings
 from ledger.checkpoint import Checkpoint
 from ledger.export import export
 from ledger.log import InvalidRange
 from ledger.merkle import verify_consistency, verify_inclusion
 from ledger.note import open_note, parse_verifier_key
 from ledger.records import InvalidRecord, LedgerRecord
-from ledger.signing import Ed25519LedgerSigner
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
@@ -48,8 +49,13 @@ def record(i: int, type: str = "test.appended") -> LedgerRecord:
 
 def verifier_key(platform: Platform) -> str:
     with platform.session() as session, session.begin():
-        key = platform.keystore.signing_key(session, purpose="ledger-signing", now=platform.now())
-    return Ed25519LedgerSigner(platform.settings.ledger_origin, key.private_key).verifier_key()
+        signer = ledger_signer_for(
+            platform_keystore=platform.keystore,
+            settings=platform.settings,
+            session=session,
+            now=platform.now(),
+        )
+    return signer.verifier_key()
 
 
 def append(platform: Platform, count: int, batch: int = 37) -> None:
@@ -233,3 +239,30 @@ def test_killed_mid_batch_leaves_a_log_that_verifies(
         assert platform.ledger.sealed_size(session) == platform.ledger.size(session)
         export(session, platform.ledger, tmp_path / "resealed")
     assert verify_export(tmp_path / "resealed", [verifier_key(platform)]).ok
+
+
+@pytest.mark.parametrize("suite", ["sm"])
+def test_sm_suite_signs_blocks_and_checkpoints_with_sm2_and_hashes_with_sm3(
+    tmp_path: Path, suite: str
+) -> None:
+    platform = build_platform(
+        Settings(
+            home=tmp_path / "home",
+            database_url=f"sqlite:///{tmp_path / 'sm.db'}",
+            cipher_suite=suite,
+            ledger_hash="sm3",
+        )
+    )
+    initialise(platform)
+    append(platform, 300)
+    platform.sealer.seal_now()
+    key = verifier_key(platform)
+    assert base64.b64decode(key.split("+")[2]).startswith(b"\xffsm2-sm3")
+    with platform.session() as session:
+        note = platform.ledger.checkpoint(session)
+        export(session, platform.ledger, tmp_path / "out")
+    text, _ = open_note(note.encode(), [parse_verifier_key(key)])
+    assert Checkpoint.parse(text).size == platform.ledger.size(platform.session())
+    report = verify_export(tmp_path / "out", [key])
+    assert report.ok, report.problem
+    platform.engine.dispose()

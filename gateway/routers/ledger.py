@@ -13,12 +13,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-import crypto
 from exchange.accounts import Role
+from gateway.platform import ledger_signer_for
 from gateway.security import CallerDep, PlatformDep
 from ledger.log import MAX_PAGE, SealedBlock, StoredEntry
 from ledger.records import decode_leaf
-from ledger.signing import Ed25519LedgerSigner
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
@@ -80,10 +79,12 @@ Index = Annotated[int, Query(ge=0)]
 def verifier_key(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
     """The log's public key as a signed-note verifier key (`origin+hash+base64`)."""
     with platform.session() as session:
-        key = platform.keystore.signing_key(
-            session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=platform.now()
+        signer = ledger_signer_for(
+            platform_keystore=platform.keystore,
+            settings=platform.settings,
+            session=session,
+            now=platform.now(),
         )
-    signer = Ed25519LedgerSigner(platform.settings.ledger_origin, key.private_key)
     return PlainTextResponse(signer.verifier_key() + "\n", media_type=NOTE_TEXT)
 
 

@@ -1,0 +1,146 @@
+"""Sandbox error hierarchy: every failure `sandbox` raises on purpose, with a stable code."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SandboxError(Exception):
+    """Root of every error `sandbox` raises on purpose.
+
+    `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
+    safe to show a client (never a row, a partial aggregate or key material);
+    `extensions` carries structured facts (operator name, limits, counts the caller
+    is allowed to see) for the log or the problem document.
+    """
+
+    code: ClassVar[str] = "sandbox-error"
+    title: ClassVar[str] = "Computation sandbox error"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions: dict[str, Any] = extensions
+
+
+# -- isolated execution -------------------------------------------------------------------
+
+
+class IsolationUnavailable(SandboxError):
+    """The isolation tool is missing or cannot create namespaces; nothing was run."""
+
+    code = "sandbox-isolation-unavailable"
+    title = "Isolated execution is not available on this host"
+
+
+class SandboxMemoryLimit(SandboxError):
+    code = "sandbox-memory-limit"
+    title = "Operator exceeded its memory limit"
+
+
+class SandboxCpuLimit(SandboxError):
+    code = "sandbox-cpu-limit"
+    title = "Operator exceeded its CPU-time limit"
+
+
+class SandboxTimeout(SandboxError):
+    code = "sandbox-timeout"
+    title = "Operator exceeded its wall-clock limit"
+
+
+class OperatorFailed(SandboxError):
+    """The operator raised, crashed or broke the worker protocol."""
+
+    code = "sandbox-operator-error"
+    title = "Operator failed"
+
+
+class OutputTooLarge(SandboxError):
+    code = "sandbox-output-too-large"
+    title = "Operator output exceeds the allowed size"
+
+
+class UnknownOperator(SandboxError):
+    code = "sandbox-unknown-operator"
+    title = "No vetted operator has this name"
+
+
+class InvalidParameters(SandboxError):
+    """Operator parameters or input shape are not acceptable (missing column, bad bins...)."""
+
+    code = "sandbox-invalid-parameters"
+    title = "Invalid operator parameters"
+
+
+class GroupCardinalityExceeded(SandboxError):
+    code = "stats-group-cardinality-exceeded"
+    title = "Group-by column has too many distinct values"
+
+
+class ValueOutOfRange(SandboxError):
+    """A value does not fit the fixed-point encoding agreed for the job."""
+
+    code = "he-value-out-of-range"
+    title = "Value outside the encodable range"
+
+
+class HomomorphicMismatch(SandboxError):
+    """Ciphertexts under different keys or layouts, or a malformed envelope."""
+
+    code = "he-ciphertext-mismatch"
+    title = "Ciphertexts cannot be combined"
+
+
+# -- release gate ---------------------------------------------------------------------------
+
+
+class ReleaseRefused(SandboxError):
+    """Root of every refusal by the release gate: nothing left the result party."""
+
+    code = "release-refused"
+    title = "Result release refused"
+
+
+class CohortTooSmall(ReleaseRefused):
+    code = "release-cohort-too-small"
+    title = "Aggregate covers fewer records than the minimum cohort"
+
+
+class RowLevelOutput(ReleaseRefused):
+    code = "release-row-level-output"
+    title = "Output has row-level shape"
+
+
+class PrivacyBudgetExhausted(ReleaseRefused):
+    code = "privacy-budget-exhausted"
+    title = "Dataset privacy budget exhausted"
+
+
+class ProviderReviewRequired(ReleaseRefused):
+    code = "release-provider-review-required"
+    title = "Every provider must review the result before release"
+
+
+ERRORS_BY_CODE: dict[str, type[SandboxError]] = {
+    cls.code: cls
+    for cls in (
+        SandboxError,
+        IsolationUnavailable,
+        SandboxMemoryLimit,
+        SandboxCpuLimit,
+        SandboxTimeout,
+        OperatorFailed,
+        OutputTooLarge,
+        UnknownOperator,
+        InvalidParameters,
+        GroupCardinalityExceeded,
+        ValueOutOfRange,
+        HomomorphicMismatch,
+        ReleaseRefused,
+        CohortTooSmall,
+        RowLevelOutput,
+        PrivacyBudgetExhausted,
+        ProviderReviewRequired,
+    )
+}
+"""Every code above, so a refusal raised inside a sandbox is re-raised with its own class."""

@@ -1,0 +1,448 @@
+"""Horizontal federated logistic regression (`fl.logreg`): FedAvg with CKKS-aggregated updates.
+
+Protocol (one `FlJob`):
+
+1. Standardisation: the feature means and standard deviations of the union of all
+   providers' rows are computed by the secure statistics path (`stats.variance` over the
+   feature columns: exact Paillier sums, coordinator adds ciphertexts, result party
+   decrypts, cohort-checked) and broadcast to the nodes with the total row count N. Every
+   node then standardises exactly as a central `StandardScaler` on the union would
+   (population variance), which per-node standardisation could not do under label or
+   feature skew. Means/variances are an aggregate disclosure to the nodes; they are not
+   noised, also in DP mode (stated in the job's security model).
+2. Each provider's node is one long-lived sandbox session (`node_logreg`) that loads its
+   CSV once. Each round the nodes receive the global weights w, run `local_epochs` of
+   full-batch gradient descent on their share of the global objective
+   (1/N)·Σ logloss + 1/(2·C·N)·‖w‖² (sklearn's `LogisticRegression(C)` objective
+   divided by N, bias unpenalised), and send Enc([ (n_k/N)·Δ_k, n_k/N, loss_k/N,
+   correct_k/N ]) where Δ_k = w_k − w, under the job's CKKS public context
+   (`CkksParams.COMPACT`). The loss and accuracy are those of the received global model
+   on the node's rows: aggregated, they are the round's training metrics.
+3. The coordinator adds the ciphertexts; the result party decrypts only the sum, which
+   is the FedAvg update Σ (n_k/N)·Δ_k and the global metrics, and broadcasts the new w.
+4. Early stopping: stop when the global objective improves by less than `tol`
+   (relative) for `patience` consecutive rounds, or at `rounds`.
+5. Differential privacy (optional, `dp_epsilon`/`dp_delta` from the config or the
+   release obligations): each update Δ_k is clipped to L2 norm `clip_norm`, weighted
+   uniformly (1/K), and each node adds Gaussian noise N(0, σ²/K) before encrypting, so
+   the decrypted sum carries N(0, σ²)/K: the Gaussian mechanism for the sum with
+   sensitivity `clip_norm` (one provider's whole update, i.e. provider-level DP per
+   round), σ = clip·√(2 ln(1.25/δ_r))/ε_r (Dwork & Roth Thm A.1), with
+   (ε_r, δ_r) = (ε/R, δ/R) by basic composition over the R = `rounds` planned rounds.
+   ε is charged to every input dataset before training starts. Per-round loss and
+   accuracy are not collected under DP (they would need their own budget), so early
+   stopping is off then.
+6. The final model goes through the release gate (cohort on N, shape: fewer parameters
+   than rows and at most `max_cells`; provider review when required).
+
+`encrypted=False` replaces CKKS by plaintext aggregation (`unsafe-plain`): only for
+measuring what encryption costs, never for real jobs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sandbox import ckks
+from sandbox.coordinator import (
+    SECURITY_MODEL,
+    Coordinator,
+    Envelope,
+    JobPublic,
+    ResultParty,
+)
+from sandbox.errors import InvalidParameters, OperatorFailed
+from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
+from sandbox.operators import ProviderInput, default_sandbox
+from sandbox.release import (
+    Candidate,
+    Measure,
+    Partition,
+    Release,
+    ReleaseGate,
+    ReleaseObligations,
+    unique,
+)
+from sandbox.stats import StatsJob, StatsQuery
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class FlConfig:
+    """Hyper-parameters of one federated logistic regression."""
+
+    features: tuple[str, ...]
+    label: str = "target"
+    rounds: int = 200
+    local_epochs: int = 20
+    learning_rate: float = 0.5
+    C: float = 1.0
+    early_stopping: bool = True
+    tol: float = 1e-4
+    patience: int = 5
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    clip_norm: float = 1.0
+    encrypted: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.features or len(set(self.features)) != len(self.features):
+            raise InvalidParameters("features must be distinct and non-empty")
+        if self.label in self.features:
+            raise InvalidParameters("the label cannot be a feature")
+        if self.rounds < 1 or self.local_epochs < 1 or self.patience < 1:
+            raise InvalidParameters("rounds, local_epochs and patience must be positive")
+        if not (self.learning_rate > 0 and self.C > 0 and self.clip_norm > 0):
+            raise InvalidParameters("learning_rate, C and clip_norm must be positive")
+        if len(self.features) + 4 > ckks.CkksParams.COMPACT.slots:
+            raise InvalidParameters("too many features for one ciphertext")
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """One FedAvg round as the result party saw it (aggregates only)."""
+
+    round: int
+    loss: float | None
+    """Global objective of the model sent out this round (None under DP)."""
+    accuracy: float | None
+    update_norm: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FlModel:
+    """The trained model with the standardisation it expects and the training record."""
+
+    features: tuple[str, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    rows: int
+    rounds: tuple[RoundMetrics, ...]
+    stopped_early: bool
+    encrypted: bool
+    dp: dict[str, float] | None = None
+    setup_seconds: float = 0.0
+
+    def decision_function(self, x: npt.ArrayLike) -> Array:
+        z = (np.asarray(x, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        out: Array = z @ np.asarray(self.coef) + self.intercept
+        return out
+
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        return (self.decision_function(x) > 0).astype(np.int64)
+
+    def accuracy(self, x: npt.ArrayLike, y: npt.ArrayLike) -> float:
+        return float(np.mean(self.predict(x) == np.asarray(y)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- node side (runs inside the sandbox, one session per provider) ----------------------------
+
+
+def _load(ctx: OperatorContext, features: Sequence[str], label: str) -> tuple[Array, Array]:
+    xs: list[list[float]] = []
+    ys: list[float] = []
+    for path in ctx.inputs:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in (*features, label) if c not in header]
+            if missing:
+                raise InvalidParameters("input has no column named " + ", ".join(missing))
+            idx = [header.index(c) for c in features]
+            li = header.index(label)
+            for row in reader:
+                if not row:
+                    continue
+                try:
+                    xs.append([float(row[i]) for i in idx])
+                    ys.append(float(row[li]))
+                except (ValueError, IndexError):
+                    raise InvalidParameters("input has a malformed row") from None
+    y = np.asarray(ys)
+    if not np.all((y == 0) | (y == 1)):
+        raise InvalidParameters("label must be 0 or 1")
+    return np.asarray(xs, dtype=np.float64).reshape(len(ys), len(features)), y
+
+
+def _logloss_sum(xb: Array, y: Array, w: Array) -> tuple[float, float]:
+    z = xb @ w
+    loss = float(np.sum(np.logaddexp(0.0, z) - y * z))
+    correct = float(np.sum((z > 0) == (y == 1)))
+    return loss, correct
+
+
+def _local_train(xb: Array, y: Array, w: Array, lam: float, lr: float, epochs: int) -> Array:
+    """Full-batch gradient descent on (1/n)Σ logloss + (λ/2)‖w_features‖²."""
+    n = max(len(y), 1)
+    penal = np.ones_like(w)
+    penal[-1] = 0.0
+    for _ in range(epochs):
+        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
+        grad = xb.T @ (p - y) / n + lam * penal * w
+        w = w - lr * grad
+    return w
+
+
+def node_logreg(ctx: OperatorContext) -> bytes:
+    """Vetted operator `fl.logreg`: `init` loads and standardises, `round` trains and seals."""
+    cmd = ctx.params.get("cmd")
+    st = ctx.state
+    if cmd == "init":
+        p = ctx.params
+        x, y = _load(ctx, p["features"], p["label"])
+        mean, scale = np.asarray(p["mean"]), np.asarray(p["scale"])
+        xb = np.hstack([(x - mean) / scale, np.ones((len(y), 1))])
+        job = JobPublic.from_request(p["job"], ctx.blobs)
+        st.update(
+            xb=xb,
+            y=y,
+            job=job,
+            n_total=float(p["n_total"]),
+            nodes=int(p["nodes"]),
+            lam=float(p["lam"]),
+            lr=float(p["lr"]),
+            epochs=int(p["epochs"]),
+            dp=p.get("dp"),
+            rng=np.random.default_rng(secrets.randbits(128)),
+        )
+        if job.ckks_public:
+            ctx_pub = ckks.load_public_context(job.ckks_public)
+            # Offline phase: one encryption of zero per planned round (bounded), so a
+            # round's encryption is an addition (`ckks.ZeroPool`).
+            pool_size = min(int(p.get("rounds", 0)), 512)
+            st["pool"] = ckks.ZeroPool(ctx_pub, xb.shape[1] + 3, pool_size)
+        return b"ready"
+    if cmd != "round" or "xb" not in st:
+        raise InvalidParameters("expected init, then round commands")
+    xb, y = st["xb"], st["y"]
+    w = np.asarray(ctx.params["weights"], dtype=np.float64)
+    if w.shape != (xb.shape[1],):
+        raise InvalidParameters("weights do not match the features")
+    loss, correct = _logloss_sum(xb, y, w)
+    delta = _local_train(xb, y, w, st["lam"], st["lr"], st["epochs"]) - w
+    dp = st["dp"]
+    if dp is None:
+        weight = len(y) / st["n_total"]
+        metrics = [loss / st["n_total"], correct / st["n_total"]]
+    else:
+        norm = float(np.linalg.norm(delta))
+        delta = delta * min(1.0, float(dp["clip"]) / norm) if norm > 0 else delta
+        sigma_node = float(dp["sigma"]) / math.sqrt(st["nodes"])
+        delta = delta + st["rng"].normal(0.0, sigma_node, delta.size)
+        weight = 1.0 / st["nodes"]
+        metrics = [0.0, 0.0]
+    payload = np.concatenate([weight * delta, [weight], metrics])
+    pub: JobPublic = st["job"]
+    layout = {"d": int(delta.size), "fields": ["weighted_update", "weight", "loss", "correct"]}
+    if pub.scheme == "ckks":
+        ckks.check_range(payload, ckks.CkksParams.COMPACT, addends=st["nodes"])
+        body = st["pool"].encrypt(payload).to_bytes()
+    else:
+        body = payload.astype("<f8").tobytes()
+    return Envelope(pub.job_id, pub.scheme, "fl.logreg.update", layout, body).to_bytes()
+
+
+# -- the job ----------------------------------------------------------------------------------
+
+
+def gaussian_sigma(clip: float, epsilon: float, delta: float) -> float:
+    """σ of the Gaussian mechanism for L2 sensitivity `clip` (Dwork & Roth, Thm A.1)."""
+    return clip * math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
+
+
+class FlJob:
+    """A federated logistic regression over several providers; `run()` does every step."""
+
+    def __init__(
+        self,
+        config: FlConfig,
+        providers: Sequence[ProviderInput],
+        *,
+        sandbox: Sandbox | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        if len(providers) < 2:
+            raise InvalidParameters("federated learning needs at least two providers")
+        if len({p.provider_id for p in providers}) != len(providers):
+            raise InvalidParameters("each provider takes part once")
+        self.config = config
+        self.providers = tuple(providers)
+        self.sandbox = sandbox or default_sandbox()
+        self.result_party = ResultParty(
+            "ckks" if config.encrypted else "unsafe-plain",
+            job_id=job_id,
+            ckks_params=ckks.CkksParams.COMPACT,
+        )
+        self.job_id = self.result_party.job_id
+        self.coordinator = Coordinator(self.result_party.public)
+        self.standardisation: StatsJob | None = None
+
+    def _standardise(
+        self, gate: ReleaseGate, obligations: ReleaseObligations
+    ) -> tuple[Array, Array, int]:
+        query = StatsQuery("stats.variance", self.config.features)
+        job = StatsJob(query, self.providers, sandbox=self.sandbox)
+        self.standardisation = job
+        agg = job.decrypt(job.aggregate(job.compute_partials()))
+        fields, values = query.fields(), agg.values
+        got = dict(zip(fields, values, strict=True))
+        n = int(got["rows"])
+        gate.check_cohort(n, obligations)
+        unit = Fraction(10**query.decimals)
+        means, scales = [], []
+        for c in self.config.features:
+            if int(got[f"n:{c}"]) != n:
+                raise InvalidParameters("features must not have missing values")
+            # Exact: population variance = Q/n − (S/n)², as StandardScaler computes it.
+            mean = Fraction(int(got[f"sum:{c}"])) / unit / n
+            var = Fraction(int(got[f"sumsq:{c}"])) / unit**2 / n - mean * mean
+            means.append(float(mean))
+            scales.append(math.sqrt(var) if var > 0 else 1.0)
+        return np.asarray(means), np.asarray(scales), n
+
+    def run(self, gate: ReleaseGate, obligations: ReleaseObligations) -> Release[FlModel]:
+        """Standardise, train, release. Raises the gate's refusals and sandbox failures."""
+        cfg = self.config
+        datasets = unique(p.dataset_id for p in self.providers)
+        eps = obligations.dp_epsilon if obligations.dp_epsilon is not None else cfg.dp_epsilon
+        delta = obligations.dp_delta or cfg.dp_delta
+        dp: dict[str, float] | None = None
+        if eps is not None:
+            if delta <= 0:
+                raise InvalidParameters("the Gaussian mechanism needs dp_delta > 0")
+            sigma = gaussian_sigma(cfg.clip_norm, eps / cfg.rounds, delta / cfg.rounds)
+            dp = {"epsilon": eps, "delta": delta, "sigma": sigma, "clip": cfg.clip_norm}
+            # Charged before any data is touched: a refusal costs the providers nothing.
+            gate.budget.charge(datasets, eps, delta, self.job_id)
+        self.sandbox.check()
+        t0 = time.perf_counter()
+        mean, scale, n_total = self._standardise(gate, obligations)
+        d = len(cfg.features) + 1
+        pub = self.result_party.public
+        init = {
+            "cmd": "init",
+            "features": list(cfg.features),
+            "label": cfg.label,
+            "mean": mean.tolist(),
+            "scale": scale.tolist(),
+            "n_total": n_total,
+            "nodes": len(self.providers),
+            "lam": 1.0 / (cfg.C * n_total),
+            "lr": cfg.learning_rate,
+            "epochs": cfg.local_epochs,
+            "rounds": cfg.rounds,
+            "dp": {"sigma": dp["sigma"], "clip": dp["clip"]} if dp else None,
+            "job": pub.params(),
+        }
+        sessions: list[SandboxSession] = []
+        try:
+            for p in self.providers:
+                sessions.append(self.sandbox.open_session("fl.logreg", [p.path]))
+            for s in sessions:
+                s.send(init, pub.blobs())
+            for s in sessions:
+                s.receive().unwrap()
+            setup = time.perf_counter() - t0
+            w, history, stopped = self._train(sessions, d, n_total, dp is not None)
+        finally:
+            for s in sessions:
+                s.close()
+        model = FlModel(
+            features=cfg.features,
+            coef=tuple(float(v) for v in w[:-1]),
+            intercept=float(w[-1]),
+            mean=tuple(float(v) for v in mean),
+            scale=tuple(float(v) for v in scale),
+            rows=n_total,
+            rounds=tuple(history),
+            stopped_early=stopped,
+            encrypted=cfg.encrypted,
+            dp=dp,
+            setup_seconds=setup,
+        )
+        cand = Candidate(
+            "fl.logreg",
+            (Partition("*", n_total, tuple(Measure(f"w{i}", float(v)) for i, v in enumerate(w))),),
+            datasets,
+            unique(p.provider_id for p in self.providers),
+        )
+        return gate.release_model(
+            cand,
+            obligations,
+            self.job_id,
+            model,
+            epsilon_spent=eps,
+            security_model=SECURITY_MODEL.as_dict(),
+        )
+
+    def _train(
+        self, sessions: Sequence[SandboxSession], d: int, n_total: int, private: bool
+    ) -> tuple[Array, list[RoundMetrics], bool]:
+        cfg = self.config
+        w = np.zeros(d)
+        history: list[RoundMetrics] = []
+        best, stale, stopped = math.inf, 0, False
+        lam = 1.0 / (cfg.C * n_total)
+        for r in range(cfg.rounds):
+            start = time.perf_counter()
+            params = {"cmd": "round", "round": r, "weights": w.tolist()}
+            for s in sessions:
+                s.send(params)
+            self.coordinator.reset()
+            for provider, s in zip(self.providers, sessions, strict=True):
+                out = s.receive()
+                if not out.ok:
+                    out.unwrap()
+                self.coordinator.submit(provider.provider_id, out.output)
+            agg = self.result_party.decrypt(self.coordinator.aggregate())
+            v = np.asarray(agg.values, dtype=np.float64)
+            weight = float(v[d])
+            if not weight > 0:
+                raise OperatorFailed("aggregate update has no weight")
+            update = v[:d] / weight
+            loss = acc = None
+            if not private:
+                loss = float(v[d + 1]) + 0.5 * lam * float(w[:-1] @ w[:-1])
+                acc = float(v[d + 2])
+            w = w + update
+            seconds = time.perf_counter() - start
+            history.append(RoundMetrics(r, loss, acc, float(np.linalg.norm(update)), seconds))
+            if cfg.early_stopping and not private and loss is not None:
+                if loss < best * (1.0 - cfg.tol):
+                    best, stale = loss, 0
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        stopped = True
+                        break
+        return w, history, stopped
+
+
+def run_fl_logreg(
+    config: FlConfig,
+    providers: Sequence[ProviderInput],
+    *,
+    gate: ReleaseGate,
+    obligations: ReleaseObligations,
+    sandbox: Sandbox | None = None,
+    job_id: str | None = None,
+) -> Release[FlModel]:
+    """Train `fl.logreg` over the providers' CSV files and pass the model through the gate."""
+    return FlJob(config, providers, sandbox=sandbox, job_id=job_id).run(gate, obligations)
