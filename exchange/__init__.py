@@ -17,6 +17,7 @@ from exchange.catalog import (
     get_dataset,
     iter_plaintext,
     list_datasets,
+    policy_resource,
     preview,
 )
 from exchange.errors import ExchangeError
@@ -59,6 +60,7 @@ __all__ = [
     "list_datasets",
     "list_organisations",
     "load_caller_client",
+    "policy_resource",
     "preview",
     "seed_demo",
 ]

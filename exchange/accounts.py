@@ -82,6 +82,10 @@ class Caller:
             decision_id=self.decision_id,
         )
 
+    def bind_decision(self, decision_id: str) -> None:
+        """Name the policy decision that authorised this request (audit records cite it)."""
+        object.__setattr__(self, "decision_id", decision_id)
+
     def require(self, role: Role) -> None:
         """Refuse unless the caller holds `role` (the policy issue moves this into Rego)."""
         if role not in self.roles:

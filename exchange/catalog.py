@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -338,6 +338,21 @@ def _load(session: Session, dataset_id: str) -> Dataset:
     if ds is None:
         raise NotFound("no such dataset", dataset_id=dataset_id)
     return ds
+
+
+def policy_resource(session: Session, dataset_id: str) -> dict[str, Any]:
+    """The dataset as the policy sees it (policies/README.md, "Decision input")."""
+    ds = session.get(Dataset, dataset_id)
+    if ds is None:
+        raise NotFound("no such dataset", dataset_id=dataset_id)
+    return {
+        "type": "dataset",
+        "id": ds.id,
+        "level": ds.level,
+        "open_attribute": ds.open_attribute,
+        "owner_org": ds.owner_org,
+        "pi": ds.pi,
+    }
 
 
 def get_dataset(session: Session, dataset_id: str, *, viewer: Caller) -> DatasetPublic:

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
 from gateway.platform import Platform
-from gateway.routers import auth, datasets, health, kms, ledger, organisations
+from gateway.routers import auth, datasets, health, kms, ledger, organisations, policies
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
@@ -62,9 +62,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Seal the ledger in the background while serving; a final seal on shutdown."""
     platform: Platform = app.state.platform
     platform.sealer.start()
+    platform.decision_logs.start()
     try:
         yield
     finally:
+        platform.decision_logs.stop()
         platform.sealer.stop()
 
 
@@ -101,5 +103,6 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(datasets.router, dependencies=protected)
     app.include_router(ledger.router, dependencies=protected)
     app.include_router(kms.router, dependencies=protected)
+    app.include_router(policies.router, dependencies=protected)
     app.add_middleware(RequestContext)
     return app

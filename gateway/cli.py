@@ -219,7 +219,7 @@ def _kms(args: argparse.Namespace) -> int:
                 print(f"{item.key_id} v{item.version} {item.purpose}: {item.reason}")
             print(f"pdx: {len(due)} key(s) due")
         elif args.kms_command == "rotate":
-            with platform.session() as session:
+            with platform.write_session() as session:
                 progress = platform.kms.rotate(session, args.key, by=by, now=now)
             print(
                 f"pdx: {args.key} now at version {progress.version}; "

@@ -15,6 +15,7 @@ import crypto
 from exchange import errors as xe
 from gateway.auditing import audit_failure
 from ledger.errors import LedgerError
+from policies.errors import PolicyError
 
 log = logging.getLogger("pdx.gateway")
 
@@ -75,6 +76,16 @@ CRYPTO_STATUS: dict[str, int] = {
     "hsm-unavailable": 503,
     "root-key-passphrase-invalid": 503,
     "keystore-unavailable": 503,
+}
+
+
+POLICY_STATUS: dict[str, int] = {
+    "policy-invalid": 422,
+    "policy-tests-failed": 422,
+    "policy-conflict": 409,
+    "policy-revision-not-found": 404,
+    "policy-engine-unavailable": 503,
+    "policy-evaluation-failed": 503,
 }
 
 
@@ -165,6 +176,20 @@ def install(app: FastAPI) -> None:
             title=exc.title,
             detail=exc.detail if status < 500 else "the ledger could not complete the request",
             **(exc.extensions if status < 500 else {}),
+        )
+
+    @app.exception_handler(PolicyError)
+    async def _policy(request: Request, exc: PolicyError) -> JSONResponse:
+        status = POLICY_STATUS.get(exc.code, 500)
+        if status >= 500:
+            log.error("policy failure %s on %s: %s", exc.code, request.url.path, exc.detail)
+        return await respond(
+            request,
+            status=status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            **exc.extensions,
         )
 
     @app.exception_handler(GatewayError)

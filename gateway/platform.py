@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ import crypto
 import exchange
 import ledger.models
 import migrations
+import policies
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
 from gateway.settings import Settings
@@ -28,11 +31,13 @@ from ledger.sealer import Sealer
 from ledger.signing import KmsLedgerSigner
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("pdx.platform")
 
 # Every package's tables; one Alembic history covers them all (migrations/).
 SCHEMA: tuple[MetaData, ...] = (
     crypto.CryptoBase.metadata,
     audit.AuditBase.metadata,
+    policies.PolicyBase.metadata,
     exchange.ExchangeBase.metadata,
     ledger.models.LedgerBase.metadata,
 )
@@ -108,6 +113,61 @@ def upgrade_database(engine: Engine) -> None:
         command.upgrade(cfg, "heads")
 
 
+class DecisionLogWriter:
+    """Buffers decision logs and writes them in one transaction per flush."""
+
+    def __init__(
+        self, sessions: Callable[[], Session], *, interval_s: float = 0.2, batch: int = 500
+    ) -> None:
+        self._sessions = sessions
+        self._interval = interval_s
+        self._batch = batch
+        self._pending: list[tuple[policies.Decision, str | None]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, decision: policies.Decision, request_id: str | None) -> None:
+        with self._lock:
+            self._pending.append((decision, request_id))
+            if len(self._pending) >= self._batch:
+                self._wake.set()
+
+    def flush(self) -> int:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        with self._sessions() as session, session.begin():
+            for decision, request_id in pending:
+                policies.log_decision(session, decision, request_id=request_id)
+        return len(pending)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="decision-logs", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # keep logging; the next flush retries what is queued
+                log.exception("writing decision logs failed")
+
+
 @dataclass
 class Platform:
     """The running platform's shared services (one per process)."""
@@ -122,9 +182,18 @@ class Platform:
     sealer: Sealer
     trail: exchange.Trail
     kms: KeyManager
+    decision_logs: DecisionLogWriter
+    pdp: policies.DecisionPoint | None = None  # loaded by initialise() from the DB
 
     def session(self) -> Session:
         return self.sessions()
+
+    def write_session(self) -> Session:
+        """A session for code that commits by itself, such as KMS rotation batches.
+
+        On SQLite every transaction in it takes the write lock up front (make_engine).
+        """
+        return self.sessions(bind=self.engine.execution_options(pdx_write=True))
 
     def now(self) -> datetime:
         return self.clock()
@@ -162,7 +231,17 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         trail=trail,
     )
     return Platform(
-        settings, engine, sessions, keystore, catalog, clock, ledger_, sealer, trail, kms
+        settings,
+        engine,
+        sessions,
+        keystore,
+        catalog,
+        clock,
+        ledger_,
+        sealer,
+        trail,
+        kms,
+        DecisionLogWriter(sessions),
     )
 
 
@@ -209,6 +288,27 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
         )
         platform.keystore.signer(
             session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=platform.now()
+        )
+    # The active policy bundle (the built-in one, recorded as revision 1 on first start).
+    with platform.session() as session, session.begin():
+        installed = policies.install_default(session, now=platform.now())
+        if installed is not None:
+            platform.trail.record(
+                session,
+                audit.Subject("platform", None, None, None, None),
+                audit.AuditEvent(
+                    "policy.activated",
+                    "activate",
+                    audit.Result.SUCCESS,
+                    object_id=f"policy-revision-{installed.policy.revision}",
+                    detail="built-in bundle installed on first start",
+                ),
+                object_type="policy",
+                payload_digest=f"sha256:{installed.policy.digest}",
+                now=platform.now(),
+            )
+        platform.pdp = policies.decision_point(
+            policies.active(session), opa_url=platform.settings.opa_url
         )
     # A first (possibly empty) block, so a checkpoint exists from the first request.
     platform.sealer.seal_now()

@@ -80,6 +80,7 @@ def _authenticate_sync(request: Request, platform: Platform) -> exchange.Caller:
             decision_id=uuid.uuid4().hex,
         )
     request.state.caller = caller
+    request.state.token_claims = claims
     return caller
 
 

@@ -45,6 +45,7 @@ class Settings:
     ledger_seal_interval_ms: int = 200
     ledger_seal_entries: int = 1000
     cipher_suite: str = "intl"
+    opa_url: str | None = None
     key_backend: str = "local"
     root_key_passphrase: str | None = field(default=None, repr=False)
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
@@ -123,6 +124,7 @@ class Settings:
             ledger_seal_interval_ms=_int(env, "PDX_LEDGER_SEAL_INTERVAL_MS", 200),
             ledger_seal_entries=_int(env, "PDX_LEDGER_SEAL_ENTRIES", 1000),
             cipher_suite=env.get("PDX_CIPHER_SUITE", "intl"),
+            opa_url=env.get("PDX_OPA_URL") or None,
             key_backend=env.get("PDX_KEY_BACKEND", "local"),
             root_key_passphrase=env.get("PDX_ROOT_KEY_PASSPHRASE") or None,
             pkcs11_module=env.get("PDX_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),

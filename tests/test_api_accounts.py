@@ -47,34 +47,46 @@ def test_roles_must_fit_the_org_kind_and_duties_stay_separate(
 ) -> None:
     admin = login(api, creds, "operator-admin")
     auditor = login(api, creds, "auditor")
+    security = login(api, creds, "security-admin")
     org_id = creds["auditor"]["org_id"]
-    # The audit organisation issues its own clients; one client never holds two duties.
+    # The auditor changes nothing (三员分立), not even its own organisation's clients.
+    for roles in (["auditor", "security-admin"], ["data-provider"], ["auditor"]):
+        r = api.post(
+            f"/v1/organisations/{org_id}/clients",
+            json={"name": "x-auditor", "roles": roles},
+            headers=auditor,
+        )
+        assert r.status_code == 403, r.text
+        assert "separation of duties" in r.json()["detail"]
+    # The security organisation issues its own; one client never holds two duties.
+    sec_org = creds["security-admin"]["org_id"]
     r = api.post(
-        f"/v1/organisations/{org_id}/clients",
-        json={"name": "x-auditor", "roles": ["auditor", "security-admin"]},
-        headers=auditor,
+        f"/v1/organisations/{sec_org}/clients",
+        json={"name": "x-sec", "roles": ["security-admin", "system-admin"]},
+        headers=security,
     )
-    assert r.status_code == 422
+    assert r.status_code in (403, 422), r.text
     r = api.post(
-        f"/v1/organisations/{org_id}/clients",
-        json={"name": "x-auditor", "roles": ["data-provider"]},
-        headers=auditor,
+        f"/v1/organisations/{sec_org}/clients",
+        json={"name": "x-sec", "roles": ["data-provider"]},
+        headers=security,
     )
-    assert r.status_code == 422
+    assert r.status_code in (403, 422), r.text
     r = api.post(
-        f"/v1/organisations/{org_id}/clients",
-        json={"name": "x-auditor", "roles": ["auditor"]},
-        headers=auditor,
+        f"/v1/organisations/{sec_org}/clients",
+        json={"name": "x-sec", "roles": ["security-admin"]},
+        headers=security,
     )
-    assert r.status_code == 201
+    assert r.status_code == 201, r.text
     r = api.post("/v1/organisations", json={"name": "Nobody", "kind": "alien"}, headers=admin)
     assert r.status_code == 422
+    # An unknown organisation is refused without saying whether it exists.
     r = api.post(
         "/v1/organisations/does-not-exist/clients",
         json={"name": "c1", "roles": ["auditor"]},
         headers=admin,
     )
-    assert r.status_code == 404
+    assert r.status_code == 403
 
 
 def test_system_admin_cannot_mint_security_or_audit_credentials(

@@ -329,3 +329,19 @@ def test_revoked_access_and_refresh_tokens_stop_working(
         "/v1/auth/revoke", data={"client_id": c["client_id"], "client_secret": "x", "token": "t"}
     )
     assert wrong.status_code == 401
+
+
+def test_every_v1_route_passes_the_policy_enforcement_point(api: TestClient) -> None:
+    """Zero trust: no /v1 route may skip the decision point (the token routes are public)."""
+    from gateway.app import PUBLIC_PATHS
+    from gateway.pep import enforcements
+
+    missing = [
+        (sorted(r.methods), r.path)
+        for r in api.app.routes
+        if isinstance(r, APIRoute)
+        and r.path.startswith("/v1/")
+        and r.path not in PUBLIC_PATHS
+        and not enforcements(r.dependant)
+    ]
+    assert missing == []

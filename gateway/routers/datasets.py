@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 import exchange
+import policies
 from exchange.levels import Level
+from gateway.pep import Deferred, Enforce, Target
+from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 from gateway.upload import stream_registration
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def _dataset(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    return [Target(exchange.policy_resource(session, request.path_params["dataset_id"]))]
+
+
+# Decided once the metadata part has streamed in: the declared grade is the resource.
+Register = Enforce("dataset.register", deferred=True)
+ReadCatalog = Enforce("catalog.read")
+ReadMetadata = Enforce("dataset.read_metadata", resources=_dataset)
+Preview = Enforce("dataset.preview", resources=_dataset)
 
 _REGISTER_DOC = """Register a dataset: multipart/form-data with a `metadata` part (JSON,
 COMPLIANCE.md §1 fields) and a `file` part (UTF-8 CSV with a header row).
@@ -46,25 +63,50 @@ declared `level` below the most sensitive field's level is refused (就高从严
     },
 )
 async def register_dataset(
-    request: Request, caller: CallerDep, platform: PlatformDep
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    gate: Annotated[Deferred, Depends(Register)],
 ) -> exchange.DatasetPublic:
     request.state.audit_event = "dataset.registration_failed"
     registration = exchange.Registration(platform.catalog, caller, now=platform.now())
     request.state.object_id = registration.dataset_id
+
+    def metadata(raw: bytes) -> None:
+        registration.metadata(raw, platform.session)
+        meta = registration.meta
+        assert meta is not None
+        gate.decide(
+            [
+                Target(
+                    {
+                        "type": "dataset",
+                        "id": registration.dataset_id,
+                        "owner_org": caller.org_id,
+                        "level": meta.level.value,
+                        "open_attribute": meta.open_attribute.value,
+                        "pi": meta.pi,
+                    }
+                )
+            ]
+        )
+
     try:
         await stream_registration(
             request,
             max_bytes=platform.settings.max_upload_bytes,
-            on_metadata=lambda raw: registration.metadata(raw, platform.session),
+            on_metadata=metadata,
             on_file=registration.write,
         )
+        if gate.decision is None and registration.meta is not None:  # never commit undecided
+            raise exchange.errors.Forbidden("registration was not authorised")
         return await run_in_threadpool(registration.complete, platform.session)
     except BaseException:
         await run_in_threadpool(registration.abort)
         raise
 
 
-@router.get("", response_model=list[exchange.DatasetSummary])
+@router.get("", response_model=list[exchange.DatasetSummary], dependencies=[Depends(ReadCatalog)])
 def list_datasets(
     caller: CallerDep,
     platform: PlatformDep,
@@ -79,7 +121,9 @@ def list_datasets(
         )
 
 
-@router.get("/{dataset_id}", response_model=exchange.DatasetPublic)
+@router.get(
+    "/{dataset_id}", response_model=exchange.DatasetPublic, dependencies=[Depends(ReadMetadata)]
+)
 def get_dataset(
     dataset_id: str, caller: CallerDep, platform: PlatformDep
 ) -> exchange.DatasetPublic:
@@ -92,7 +136,11 @@ def preview_dataset(
     dataset_id: str,
     caller: CallerDep,
     platform: PlatformDep,
+    decision: Annotated[policies.Decision, Depends(Preview)],
     rows: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> exchange.PreviewPublic:
+    cap = decision.obligations.get("max_rows")
+    if isinstance(cap, int):
+        rows = min(rows, cap)  # obligation: never more rows than the policy allows
     with platform.session() as session:
         return exchange.preview(session, dataset_id, rows=rows)

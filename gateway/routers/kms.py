@@ -11,14 +11,18 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 import exchange
 from crypto.roles import KeyActor, KeyRole
+from gateway.pep import Enforce, Target
 from gateway.security import CallerDep, PlatformDep
 
 router = APIRouter(prefix="/v1/kms", tags=["kms"])
+
+ReadKeys = Enforce("kms.read", resources=lambda *_: [Target({"type": "kms"})])
+AdministerKeys = Enforce("kms.admin", resources=lambda *_: [Target({"type": "kms"})])
 
 # Platform role → key-management role (COMPLIANCE.md §4; 三员分立 keeps them apart).
 KEY_ROLES: dict[exchange.Role, KeyRole] = {
@@ -51,20 +55,20 @@ class DestroyRequestIn(BaseModel):
     reason: str = Field(min_length=3, max_length=256)
 
 
-@router.get("/keys")
+@router.get("/keys", dependencies=[Depends(ReadKeys)])
 def inventory(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
     """Every key version: type, length, owner, purpose, algorithm, validity, state."""
     with platform.session() as session:
         return [k.to_public() for k in platform.kms.inventory(session, by=actor(caller))]
 
 
-@router.get("/keys/{key_id}")
+@router.get("/keys/{key_id}", dependencies=[Depends(ReadKeys)])
 def key(key_id: KeyId, caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
     with platform.session() as session:
         return [k.to_public() for k in platform.kms.key(session, key_id, by=actor(caller))]
 
 
-@router.get("/rotation-due")
+@router.get("/rotation-due", dependencies=[Depends(ReadKeys)])
 def rotation_due(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
     """Keys the rotation policy (max age per purpose) says need rotating."""
     with platform.session() as session:
@@ -72,19 +76,19 @@ def rotation_due(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any
     return [_public(d) for d in due]
 
 
-@router.post("/keys/{key_id}/rotate")
+@router.post("/keys/{key_id}/rotate", dependencies=[Depends(AdministerKeys)])
 def rotate(key_id: KeyId, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
     """New version active; data keys re-wrapped in batches (data is not re-encrypted).
 
     Resumable: after a failure the old version stays active and all data readable, and
     calling again continues the same rotation.
     """
-    with platform.session() as session:  # rotate commits per batch itself
+    with platform.write_session() as session:  # rotate commits per batch itself
         progress = platform.kms.rotate(session, key_id, by=actor(caller), now=platform.now())
     return {**_public(progress), "done": progress.done}
 
 
-@router.post("/keys/{key_id}/destroy", status_code=202)
+@router.post("/keys/{key_id}/destroy", status_code=202, dependencies=[Depends(AdministerKeys)])
 def request_destroy(
     key_id: KeyId, body: DestroyRequestIn, caller: CallerDep, platform: PlatformDep
 ) -> dict[str, Any]:
@@ -101,14 +105,14 @@ def request_destroy(
         return _public(req)
 
 
-@router.get("/destroy-requests")
+@router.get("/destroy-requests", dependencies=[Depends(ReadKeys)])
 def destroy_requests(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
     with platform.session() as session:
         found = platform.kms.destroy_requests(session, by=actor(caller), now=platform.now())
     return [_public(r) for r in found]
 
 
-@router.post("/destroy-requests/{request_id}/{decision}")
+@router.post("/destroy-requests/{request_id}/{decision}", dependencies=[Depends(AdministerKeys)])
 def decide_destroy(
     request_id: Annotated[str, Path(max_length=64)],
     decision: Literal["approve", "cancel"],
@@ -129,7 +133,7 @@ def decide_destroy(
 
 
 # Declared last: the generic action route must not shadow /destroy.
-@router.post("/keys/{key_id}/{action}")
+@router.post("/keys/{key_id}/{action}", dependencies=[Depends(AdministerKeys)])
 def change_state(
     key_id: KeyId,
     action: Literal["suspend", "resume", "revoke", "archive", "activate"],

@@ -9,17 +9,20 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from exchange.accounts import Role
+from gateway.pep import Enforce, Target
 from gateway.platform import ledger_signer_for
 from gateway.security import CallerDep, PlatformDep
 from ledger.log import MAX_PAGE, SealedBlock, StoredEntry
 from ledger.records import decode_leaf
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+
+ReadLedger = Enforce("ledger.read", resources=lambda *_: [Target({"type": "ledger.entry"})])
+ReadVerifierKey = Enforce("ledger.verifier_key")
 
 NOTE_TEXT = "text/plain; charset=utf-8"
 
@@ -75,7 +78,9 @@ def _block(sealed: SealedBlock) -> BlockOut:
 Index = Annotated[int, Query(ge=0)]
 
 
-@router.get("/verifier-key", response_class=PlainTextResponse)
+@router.get(
+    "/verifier-key", response_class=PlainTextResponse, dependencies=[Depends(ReadVerifierKey)]
+)
 def verifier_key(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
     """The log's public key as a signed-note verifier key (`origin+hash+base64`)."""
     with platform.session() as session:
@@ -88,16 +93,15 @@ def verifier_key(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
     return PlainTextResponse(signer.verifier_key() + "\n", media_type=NOTE_TEXT)
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse)
+@router.get("/checkpoint", response_class=PlainTextResponse, dependencies=[Depends(ReadLedger)])
 def checkpoint(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
     """The newest checkpoint, as a C2SP tlog-checkpoint signed note."""
-    caller.require(Role.AUDITOR)
     with platform.session() as session:
         note = platform.ledger.checkpoint(session)
     return PlainTextResponse(note, media_type=NOTE_TEXT)
 
 
-@router.get("/entries", response_model=EntryPage)
+@router.get("/entries", response_model=EntryPage, dependencies=[Depends(ReadLedger)])
 def entries(
     caller: CallerDep,
     platform: PlatformDep,
@@ -108,7 +112,6 @@ def entries(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
 ) -> EntryPage:
     """Entries with start <= index < end (sealed or not), optionally filtered."""
-    caller.require(Role.AUDITOR)
     with platform.session() as session:
         found = platform.ledger.entries(
             session, start=start, end=end, type=type, object_id=object_id, limit=limit
@@ -122,36 +125,35 @@ def entries(
     )
 
 
-@router.get("/entries/{index}", response_model=Entry)
+@router.get("/entries/{index}", response_model=Entry, dependencies=[Depends(ReadLedger)])
 def entry(index: int, caller: CallerDep, platform: PlatformDep) -> Entry:
-    caller.require(Role.AUDITOR)
     with platform.session() as session:
         return _entry(platform.ledger.entry(session, index))
 
 
-@router.get("/proof/inclusion", response_model=InclusionProof)
+@router.get("/proof/inclusion", response_model=InclusionProof, dependencies=[Depends(ReadLedger)])
 def inclusion(
     caller: CallerDep, platform: PlatformDep, index: Index, tree_size: Index
 ) -> InclusionProof:
     """RFC 9162 §2.1.3 inclusion proof of entry `index` in the tree of `tree_size`."""
-    caller.require(Role.AUDITOR)
     with platform.session() as session:
         hashes = platform.ledger.inclusion_proof(session, index, tree_size)
     return InclusionProof(index=index, tree_size=tree_size, hashes=[_b64(h) for h in hashes])
 
 
-@router.get("/proof/consistency", response_model=ConsistencyProof)
+@router.get(
+    "/proof/consistency", response_model=ConsistencyProof, dependencies=[Depends(ReadLedger)]
+)
 def consistency(
     caller: CallerDep, platform: PlatformDep, first: Index, second: Index
 ) -> ConsistencyProof:
     """RFC 9162 §2.1.4 proof that the tree of `first` entries is a prefix of `second`."""
-    caller.require(Role.AUDITOR)
     with platform.session() as session:
         hashes = platform.ledger.consistency_proof(session, first, second)
     return ConsistencyProof(first=first, second=second, hashes=[_b64(h) for h in hashes])
 
 
-@router.get("/blocks", response_model=list[BlockOut])
+@router.get("/blocks", response_model=list[BlockOut], dependencies=[Depends(ReadLedger)])
 def blocks(
     caller: CallerDep,
     platform: PlatformDep,
@@ -159,14 +161,12 @@ def blocks(
     end: Annotated[int | None, Query(ge=0)] = None,
 ) -> list[BlockOut]:
     """Blocks with start <= height < end, at most 1,000 per page."""
-    caller.require(Role.AUDITOR)
     with platform.session() as session:
         found = platform.ledger.blocks(session, start, end if end is not None else start + MAX_PAGE)
     return [_block(b) for b in found]
 
 
-@router.get("/blocks/{height}", response_model=BlockOut)
+@router.get("/blocks/{height}", response_model=BlockOut, dependencies=[Depends(ReadLedger)])
 def block(height: int, caller: CallerDep, platform: PlatformDep) -> BlockOut:
-    caller.require(Role.AUDITOR)
     with platform.session() as session:
         return _block(platform.ledger.block(session, height))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 import exchange
+from gateway.pep import Enforce, Target
+from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -60,7 +63,27 @@ def _public(org: exchange.Organisation, ledger_index: int | None = None) -> Orga
     )
 
 
-@router.post("/organisations", status_code=201, response_model=OrganisationPublic)
+def _new_client(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    org = session.get(exchange.Organisation, request.path_params["org_id"])
+    if org is None:
+        return [Target({"type": "account", "org_kind": None, "owner_org": None, "roles": []})]
+    roles = getattr(request.state, "requested_roles", None) or []
+    return [Target({"type": "account", "org_kind": org.kind, "owner_org": org.id, "roles": roles})]
+
+
+CreateOrganisation = Enforce("organisation.create")
+ReadAccounts = Enforce("account.read")
+CreateClient = Enforce("account.create", resources=_new_client)
+
+
+@router.post(
+    "/organisations",
+    status_code=201,
+    response_model=OrganisationPublic,
+    dependencies=[Depends(CreateOrganisation)],
+)
 def create_organisation(
     body: OrganisationCreate, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> OrganisationPublic:
@@ -77,13 +100,33 @@ def create_organisation(
         return _public(org, receipt.ledger_index)
 
 
-@router.get("/organisations", response_model=list[OrganisationPublic])
+@router.get(
+    "/organisations",
+    response_model=list[OrganisationPublic],
+    dependencies=[Depends(ReadAccounts)],
+)
 def list_organisations(caller: CallerDep, platform: PlatformDep) -> list[OrganisationPublic]:
     with platform.session() as session:
         return [_public(o) for o in exchange.list_organisations(session)]
 
 
-@router.post("/organisations/{org_id}/clients", status_code=201, response_model=ClientIssued)
+async def _requested_roles(request: Request) -> None:
+    """Expose the body's roles to the policy input (the body is read once and cached)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return
+    roles = body.get("roles") if isinstance(body, dict) else None
+    if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
+        request.state.requested_roles = roles[:10]
+
+
+@router.post(
+    "/organisations/{org_id}/clients",
+    status_code=201,
+    response_model=ClientIssued,
+    dependencies=[Depends(_requested_roles), Depends(CreateClient)],
+)
 def create_client(
     org_id: str, body: ClientCreate, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> ClientIssued:
@@ -110,7 +153,7 @@ def create_client(
     )
 
 
-@router.get("/me", response_model=Me)
+@router.get("/me", response_model=Me, dependencies=[Depends(ReadAccounts)])
 def me(caller: CallerDep) -> Me:
     return Me(
         client_id=caller.client_id,

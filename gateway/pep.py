@@ -1,0 +1,214 @@
+"""The policy enforcement point: every /v1 route asks the decision point before it acts.
+
+A route declares `Depends(Enforce(action, resources=...))`. The dependency builds the
+decision input (subject from the token's client, the resources the route names, the
+request context), asks `platform.pdp` (embedded rego-cpp or OPA), queues the decision
+log, and either returns the Decision (obligations for the handler) or refuses with 403
+problem+json carrying the policy's reasons. A test walks every route and fails if one
+has no `Enforce`. Decision logs are written in batches by a background writer, as OPA's
+decision-log plugin does; denials are logged like allows.
+
+No `from __future__ import annotations` here: FastAPI reads `Enforce.__call__`'s
+annotations at run time, and an instance has no module globals to resolve strings in.
+"""
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+import policies
+from exchange import errors as xe
+from exchange.accounts import Caller
+from gateway.errors import GatewayError
+from gateway.platform import Platform
+from gateway.security import CallerDep, PlatformDep
+
+log = logging.getLogger("pdx.pep")
+
+# Bench-only switch (development only): skip decisions to measure what zero trust costs.
+NO_PEP_ENV = "PDX_BENCH_NO_PEP"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing a request acts on: the policy `resource`, and the purpose it is for."""
+
+    resource: Mapping[str, Any]
+    purpose: str | None = None
+    legal_basis: str | None = None
+
+
+Resources = Callable[[Request, Caller, Platform, Session], Sequence[Target]]
+
+
+def subject_of(caller: Caller) -> dict[str, Any]:
+    return {
+        "id": caller.client_id,
+        "org": caller.org_id,
+        "org_kind": caller.org_kind.value,
+        "roles": sorted(r.value for r in caller.roles),
+    }
+
+
+def _combine(decisions: Sequence[policies.Decision]) -> policies.Decision:
+    """All must allow; obligations merged to the strictest; reasons concatenated."""
+    if len(decisions) == 1:
+        return decisions[0]
+    merged: dict[str, Any] = {}
+    for d in decisions:
+        for key, value in d.obligations.items():
+            old = merged.get(key)
+            if old is None or value is None:
+                merged[key] = value if old is None else old
+            elif isinstance(value, bool):
+                merged[key] = bool(old) or value
+            elif key in ("dp_epsilon", "max_rows"):
+                merged[key] = min(old, value)
+            elif isinstance(value, int | float):
+                merged[key] = max(old, value)
+            else:
+                merged[key] = value
+    reasons = tuple(r for d in decisions for r in d.reasons)
+    return replace(
+        decisions[0],
+        allow=all(d.allow for d in decisions),
+        reasons=reasons,
+        obligations=merged,
+    )
+
+
+class Deferred:
+    """A decision the handler takes once it knows the resource (e.g. from a streamed body)."""
+
+    def __init__(self, enforce: "Enforce", request: Request, caller: Caller, platform: Platform):
+        self._enforce = enforce
+        self._request = request
+        self._caller = caller
+        self._platform = platform
+        self.decision: policies.Decision | None = None
+
+    def decide(self, targets: Sequence[Target]) -> policies.Decision:
+        """Decide now; raises 403 like the eager form. Call exactly once per request."""
+        self.decision = self._enforce.decide_targets(
+            self._request, self._caller, self._platform, targets
+        )
+        return self.decision
+
+
+class Enforce:
+    """FastAPI dependency: decide `action` on the route's resources; refuse or return.
+
+    With `deferred=True` the dependency returns a `Deferred` the handler must call with
+    the targets once it has parsed them (the route still counts as enforced).
+    """
+
+    def __init__(
+        self, action: str, resources: Resources | None = None, *, deferred: bool = False
+    ) -> None:
+        self.action = action
+        self.resources = resources
+        self.deferred = deferred
+
+    def __repr__(self) -> str:
+        return f"Enforce({self.action!r})"
+
+    async def __call__(self, request: Request, caller: CallerDep, platform: PlatformDep) -> Any:
+        if self.deferred:
+            request.state.audit_event = f"{self.action}.denied"
+            return Deferred(self, request, caller, platform)
+        return await run_in_threadpool(self._decide, request, caller, platform)
+
+    def _targets(self, request: Request, caller: Caller, platform: Platform) -> Sequence[Target]:
+        if self.resources is None:
+            kind = self.action.split(".", 1)[0]
+            return [Target({"type": kind})]
+        with platform.session() as session:
+            return self.resources(request, caller, platform, session)
+
+    def _decide(self, request: Request, caller: Caller, platform: Platform) -> policies.Decision:
+        request.state.audit_event = f"{self.action}.denied"
+        if os.environ.get(NO_PEP_ENV) == "1" and platform.settings.environment == "development":
+            return _bypass(self.action)
+        return self.decide_targets(
+            request, caller, platform, self._targets(request, caller, platform)
+        )
+
+    def decide_targets(
+        self, request: Request, caller: Caller, platform: Platform, targets: Sequence[Target]
+    ) -> policies.Decision:
+        """Decide `action` on each target; all must allow. Logs every decision."""
+        if os.environ.get(NO_PEP_ENV) == "1" and platform.settings.environment == "development":
+            return _bypass(self.action)
+        claims = getattr(request.state, "token_claims", None)
+        now = platform.now()
+        pdp = platform.pdp
+        if pdp is None:
+            raise GatewayError("unavailable", "Service unavailable", "policies are not loaded")
+        decisions = []
+        for target in targets:
+            decision = pdp.decide(
+                policies.AUTHZ_DECISION,
+                policies.authz_input(
+                    subject=subject_of(caller),
+                    action=self.action,
+                    resource=target.resource,
+                    now=now,
+                    token_issued_at=claims.issued_at if claims is not None else None,
+                    cert_binding=getattr(request.state, "cert_binding", "none"),
+                    purpose=target.purpose,
+                    legal_basis=target.legal_basis,
+                    ip=caller.ip,
+                ),
+            )
+            platform.decision_logs.add(decision, caller.request_id)
+            decisions.append(decision)
+        if not decisions:
+            raise GatewayError("forbidden", "Forbidden", "nothing to decide on: denied")
+        combined = _combine(decisions)
+        caller.bind_decision(combined.decision_id)
+        unknown = combined.unknown_obligations()
+        if not combined.allow or unknown:
+            reasons = list(combined.reasons) or ["denied by policy"]
+            if unknown:
+                reasons.append(f"unknown obligations: {', '.join(unknown)}")
+            raise xe.Forbidden(
+                "; ".join(reasons),
+                reasons=reasons,
+                decision_id=combined.decision_id,
+                action=self.action,
+            )
+        return combined
+
+
+def _bypass(action: str) -> policies.Decision:
+    from datetime import UTC
+
+    return policies.Decision(
+        decision_id="bench-no-pep",
+        path=policies.AUTHZ_DECISION,
+        input={"action": action},
+        result=None,
+        defined=True,
+        revision=-1,
+        digest="",
+        timestamp=datetime.now(UTC),
+        allow=True,
+        reasons=("enforcement point disabled for benchmarking",),
+    )
+
+
+def enforcements(dependant: Any) -> list[Enforce]:
+    """Every Enforce in a route's dependency tree (for the walk-all-routes test)."""
+    found: list[Enforce] = []
+    for dep in dependant.dependencies:
+        if isinstance(dep.call, Enforce):
+            found.append(dep.call)
+        found.extend(enforcements(dep))
+    return found

@@ -1,0 +1,224 @@
+"""The embedded engine: rego-cpp (regopy) programs compiled once and evaluated many times.
+
+A `RegoProgram` owns one rego-cpp interpreter and a bundle compiled for fixed
+entrypoints. Compiling costs tens of milliseconds; evaluating a compiled entrypoint
+costs about a millisecond, while `Interpreter.query` recompiles every module on every
+call (about 30 ms). A program is not thread-safe (the input is interpreter state):
+`policies.decision` gives each concurrent caller its own.
+
+regopy's Python wrappers are bypassed for evaluation: `Output` parses the engine's text
+twice and fails on rego-cpp's unescaped strings, and reading a failed output segfaults,
+so this module calls the C API directly and checks every status first
+(policies/README.md, "regopy and OPA").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import regopy  # type: ignore[import-untyped]
+from regopy import rego_shared as _c
+
+from policies.errors import PolicyEvaluationFailed, PolicyInvalid
+
+__all__ = [
+    "UNDEFINED",
+    "RegoProgram",
+    "diagnostic_lines",
+    "engine_version",
+    "parse_errors",
+    "print_diagnostics",
+]
+
+
+class _Undefined:
+    """The value of a query that produced no result (OPA's "undefined")."""
+
+    def __repr__(self) -> str:
+        return "UNDEFINED"
+
+
+UNDEFINED: Any = _Undefined()
+
+_ERROR = re.compile(r"\(error (\d+):")
+_ERRMSG = re.compile(r"\(errormsg (\d+):")
+
+
+def engine_version() -> str:
+    return str(regopy.build_info())
+
+
+_diagnostics = False
+
+
+def print_diagnostics(on: bool) -> None:
+    """Let rego-cpp print its diagnostics to standard output (the validator child only).
+
+    Some compile errors (rule conflicts, for instance) reach the API without detail;
+    the printed diagnostics carry file, line and message.
+    """
+    global _diagnostics
+    _diagnostics = on
+
+
+def _interpreter() -> Any:
+    interp = regopy.Interpreter()
+    # rego-cpp prints diagnostics to stdout at the default level; in a server the
+    # errors come back through the API instead.
+    interp.log_level = regopy.LogLevel.OUTPUT if _diagnostics else regopy.LogLevel.NONE
+    return interp
+
+
+def diagnostic_lines(text: str) -> list[str]:
+    """The meaningful lines of rego-cpp's printed diagnostics (no underlines or banners)."""
+    lines = []
+    for line in text.splitlines():
+        bare = line.strip()
+        if not bare or set(bare) <= {"~", "-"} or bare.startswith(("Errors:", "Pass ")):
+            continue
+        lines.append(line.rstrip()[:300])
+    return list(dict.fromkeys(lines))[:40]
+
+
+def _length_prefixed(text: str, at: int) -> tuple[str, int]:
+    """rego-cpp writes strings as `N:chars`; return the string and the index after it."""
+    colon = text.index(":", at)
+    n = int(text[at:colon])
+    return text[colon + 1 : colon + 1 + n], colon + 1 + n
+
+
+def parse_errors(raw: str, sources: Mapping[str, str]) -> list[str]:
+    """Turn rego-cpp's error tree into `file:line:col: message` lines.
+
+    Locations come as byte offsets into the named source; unknown shapes fall back to
+    the raw text (cut short).
+    """
+    found: list[str] = []
+    for m in _ERROR.finditer(raw):
+        try:
+            name, after = _length_prefixed(raw, m.start(1))
+            offset = int(raw[after + 1 : raw.index("|", after + 1)])
+            msg_match = _ERRMSG.search(raw, after)
+            if msg_match is None:
+                continue
+            message, _ = _length_prefixed(raw, msg_match.start(1))
+        except ValueError:
+            continue
+        source = sources.get(name)
+        if source is None:
+            found.append(f"{name}: {message}")
+            continue
+        prefix = source.encode()[:offset].decode(errors="replace")
+        line = prefix.count("\n") + 1
+        col = len(prefix) - (prefix.rfind("\n") + 1) + 1
+        found.append(f"{name}:{line}:{col}: {message}")
+    if not found:
+        text = " ".join(raw.split())
+        found.append(text[:500] if text else "the engine reported an error without detail")
+    return list(dict.fromkeys(found))
+
+
+def _error(interp: Any) -> str:
+    return str(_c.rego_get_error(interp._impl))
+
+
+class RegoProgram:
+    """Modules and data compiled for `entrypoints` in one private rego-cpp interpreter.
+
+    Not thread-safe: use one program per thread (see `policies.decision`).
+    Raises `PolicyInvalid` with `file:line:col` messages when the modules do not
+    compile.
+    """
+
+    def __init__(
+        self, modules: Mapping[str, str], data: Mapping[str, Any], entrypoints: Sequence[str]
+    ) -> None:
+        self._interp = _interpreter()
+        self.entrypoints = frozenset(entrypoints)
+        errors: list[str] = []
+        # ensure_ascii=False: rego-cpp keeps JSON escapes inside strings, so an escaped
+        # "\u4e2d" would not equal the policy's literal "中" (README, "regopy and OPA").
+        self._interp.add_data_json(json.dumps(data, ensure_ascii=False))
+        for name, source in modules.items():
+            try:
+                self._interp.add_module(name, source)
+            except regopy.RegoError as exc:
+                errors += parse_errors(str(exc), modules)
+        if errors:
+            raise PolicyInvalid("a policy module does not compile", errors=errors)
+        # A failed build returns a bundle that is not ok rather than raising.
+        self._bundle = self._interp.build(None, list(entrypoints))
+        if not self._bundle.ok():
+            raise PolicyInvalid(
+                "the policy does not compile", errors=parse_errors(_error(self._interp), modules)
+            )
+
+    def evaluate(self, entrypoint: str, input_json: str) -> Any:
+        """The value of `entrypoint` for the input (JSON text), or `UNDEFINED`.
+
+        Raises `PolicyEvaluationFailed` when the engine reports an error (for example a
+        rule conflict) or produces output that is not JSON.
+        """
+        if entrypoint not in self.entrypoints:
+            return UNDEFINED
+        impl = self._interp._impl
+        # JSON text, not regopy.Input: Input stores strings unescaped, so a quote or a
+        # backslash in any input string yields output that is not JSON.
+        _c.rego_set_input_term(impl, input_json)
+        out = _c.rego_bundle_query_entrypoint(impl, self._bundle._impl, entrypoint)
+        try:
+            if not _c.rego_output_ok(out):
+                raise PolicyEvaluationFailed(
+                    "the policy engine failed to evaluate the decision",
+                    path=entrypoint,
+                    errors=parse_errors(_error(self._interp), {}),
+                )
+            text = str(_c.rego_output_string(out))
+        finally:
+            _c.rego_free_output(out)
+        return _value(text, entrypoint)
+
+    def query(self, query: str) -> Any:
+        """Evaluate an ad hoc query with full recompilation (slow: tests and tooling only)."""
+        impl = self._interp._impl
+        out = _c.rego_query(impl, f"__pdx_value__ := {query}")
+        try:
+            if not _c.rego_output_ok(out):
+                raise PolicyEvaluationFailed(
+                    "the policy engine failed to evaluate a query",
+                    query=query,
+                    errors=parse_errors(_error(self._interp), {}),
+                )
+            text = str(_c.rego_output_string(out))
+        finally:
+            _c.rego_free_output(out)
+        if text.strip() == "undefined":
+            return UNDEFINED
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise PolicyEvaluationFailed("the policy engine produced malformed output") from None
+        bindings = doc.get("bindings", {}) if isinstance(doc, dict) else {}
+        return bindings.get("__pdx_value__", UNDEFINED)
+
+
+def _value(text: str, entrypoint: str) -> Any:
+    """The value in rego-cpp's `{"expressions":[value]}` output; `undefined` when none."""
+    if text.strip() == "undefined":
+        return UNDEFINED
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        # rego-cpp does not escape some strings it builds (README): fail closed.
+        raise PolicyEvaluationFailed(
+            "the policy engine produced malformed output", path=entrypoint
+        ) from None
+    if isinstance(doc, list):  # several results: not a single-valued decision
+        raise PolicyEvaluationFailed("the decision has more than one value", path=entrypoint)
+    expressions = doc.get("expressions") if isinstance(doc, dict) else None
+    if not expressions:
+        return UNDEFINED
+    return expressions[0]

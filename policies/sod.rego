@@ -1,0 +1,68 @@
+# Separation of duties (三员分立, GB/T 22239-2019 level 3; COMPLIANCE.md §5).
+#
+# The system, security and audit administrators are distinct: no account may hold two
+# of these roles, no account may be created holding two, and the auditor changes
+# nothing. These are invariants: no grading-matrix data can lift them.
+package pdx.sod
+
+import rego.v1
+
+# The three separated administrative duties.
+admin_roles := {"system-admin", "security-admin", "auditor"}
+
+# Actions that change no state. The auditor may perform these and no others; an action
+# missing here (including any the matrix data adds later) counts as a write.
+read_actions := {
+	"dataset.read_metadata",
+	"dataset.preview",
+	"dataset.download",
+	"ledger.read",
+	"audit.read",
+	"policy.read",
+	"catalog.read",
+	"account.read",
+	"ledger.verifier_key",
+	"computation.read",
+	"contract.read",
+	"operator.read",
+	"kms.read",
+}
+
+subject_roles contains r if {
+	some r in input.subject.roles
+	is_string(r)
+}
+
+new_account_roles contains r if {
+	input.action == "account.create"
+	some r in input.resource.roles
+	is_string(r)
+}
+
+# rego-cpp quotes a builtin-made string that sprintf embeds in longer text, so messages
+# that include one are joined with concat (policies/README.md, "regopy and OPA").
+violations contains msg if {
+	held := subject_roles & admin_roles
+	count(held) > 1
+	msg := concat("", [
+		"separation of duties (三员分立): an account may hold only one of system-admin, ",
+		"security-admin and auditor, but this one holds ",
+		concat(" and ", sort(held)),
+	])
+}
+
+violations contains msg if {
+	"auditor" in subject_roles
+	not input.action in read_actions
+	msg := sprintf("separation of duties (三员分立): the auditor changes nothing, and '%v' is a write action", [input.action])
+}
+
+violations contains msg if {
+	held := new_account_roles & admin_roles
+	count(held) > 1
+	msg := concat("", [
+		"separation of duties (三员分立): a new account may hold only one of system-admin, ",
+		"security-admin and auditor, not ",
+		concat(" and ", sort(held)),
+	])
+}
