@@ -94,6 +94,7 @@ def create_app(platform: Platform) -> FastAPI:
 
     reload_keys()
     tokens.reload_with(reload_keys)
+    app.state.reload_keys = reload_keys  # after a KMS change (rotation, suspension)
     app.state.tokens = tokens
     errors.install(app)
     app.include_router(health.router)

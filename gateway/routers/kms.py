@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
 import exchange
@@ -77,7 +77,9 @@ def rotation_due(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any
 
 
 @router.post("/keys/{key_id}/rotate", dependencies=[Depends(AdministerKeys)])
-def rotate(key_id: KeyId, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
+def rotate(
+    key_id: KeyId, request: Request, caller: CallerDep, platform: PlatformDep
+) -> dict[str, Any]:
     """New version active; data keys re-wrapped in batches (data is not re-encrypted).
 
     Resumable: after a failure the old version stays active and all data readable, and
@@ -85,6 +87,7 @@ def rotate(key_id: KeyId, caller: CallerDep, platform: PlatformDep) -> dict[str,
     """
     with platform.write_session() as session:  # rotate commits per batch itself
         progress = platform.kms.rotate(session, key_id, by=actor(caller), now=platform.now())
+    request.app.state.reload_keys()  # sign new tokens with the new version at once
     return {**_public(progress), "done": progress.done}
 
 
@@ -138,6 +141,7 @@ def change_state(
     key_id: KeyId,
     action: Literal["suspend", "resume", "revoke", "archive", "activate"],
     body: StateChange,
+    request: Request,
     caller: CallerDep,
     platform: PlatformDep,
 ) -> dict[str, Any]:
@@ -153,4 +157,5 @@ def change_state(
             info = kms.archive(session, key_id, body.version, by=by, now=now)
         else:
             info = kms.activate(session, key_id, body.version, by=by, now=now)
-        return info.to_public()
+    request.app.state.reload_keys()
+    return info.to_public()
