@@ -136,11 +136,17 @@ class _KeyStoreFixture:
         self.engine.dispose()
 
 
-def _kms_path(fixture: _KeyStoreFixture, suite_name: str, data: bytes, *, feed: int | None) -> None:
+def _kms_path(
+    fixture: _KeyStoreFixture,
+    suite_name: str,
+    data: bytes,
+    *,
+    feed: list[bytes] | None,
+) -> None:
     """Unwrap the data key through `KeyStore`, then stream-encrypt `data` in `feed` writes.
 
-    `feed=CHUNK` is how the gateway feeds an upload; `feed=None` is one write of
-    everything, which lets `StreamEncryptor` seal straight from the caller's buffer.
+    `feed` is the upload as the gateway hands it over: separate 1 MiB `bytes` chunks
+    (split before timing, as the raw path's pieces are); None is one write of everything.
     """
     from crypto.stream import StreamEncryptor
     from crypto.suites.suite import suite
@@ -152,9 +158,8 @@ def _kms_path(fixture: _KeyStoreFixture, suite_name: str, data: bytes, *, feed: 
         if feed is None:
             encryptor.write(data)
         else:
-            view = memoryview(data)
-            for offset in range(0, len(data), feed):
-                encryptor.write(view[offset : offset + feed])
+            for chunk in feed:
+                encryptor.write(chunk)
 
 
 def _throughputs(data: bytes, runs: int, fixture: _KeyStoreFixture) -> dict[str, float]:
@@ -167,7 +172,8 @@ def _throughputs(data: bytes, runs: int, fixture: _KeyStoreFixture) -> dict[str,
         "intl": lambda: _raw_aes_gcm(aes_key, pieces),
         "sm": lambda: _raw_sm4_gcm(sm4_key, pieces),
     }
-    kms = {name: (lambda n=name: _kms_path(fixture, n, data, feed=CHUNK)) for name in raw}
+    chunks = [bytes(p) for p in pieces]
+    kms = {name: (lambda n=name: _kms_path(fixture, n, data, feed=chunks)) for name in raw}
     kms_one = {name: (lambda n=name: _kms_path(fixture, n, data, feed=None)) for name in raw}
     for name in raw:  # warm-up: first-use allocations, page faults on the buffer
         raw[name]()
