@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from crypto.backends.pkcs11 import Pkcs11Config
 from gateway.app import create_app
 from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
@@ -97,3 +100,47 @@ def login(api: TestClient, creds: dict[str, dict[str, Any]], name: str) -> dict[
     )
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+# -- SoftHSM2: one token per test session (a PKCS#11 module reads its configuration once
+# per process), each test its own root-key label ----------------------------------------
+
+SOFTHSM_MODULE = os.environ.get("PDX_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+TOKEN_LABEL = "pdx-test"
+USER_PIN = "4321-user"
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pkcs11Config]:
+    """A throwaway SoftHSM2 token in a temporary directory, for the whole session.
+
+    One token per session because a PKCS#11 module reads its configuration once per
+    process (C_Initialize); each test gets its own root key object (label) in it.
+    Absent SoftHSM2 skips the pkcs11 tests, except under CI, where it fails them.
+    """
+    util = shutil.which("softhsm2-util")
+    if util is None or not Path(SOFTHSM_MODULE).exists():
+        reason = "SoftHSM2 not installed (apt-get install softhsm2)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the PKCS#11 tests: {reason}")
+        pytest.skip(reason)
+    directory = tmp_path_factory.mktemp("softhsm")
+    (directory / "tokens").mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {directory / 'tokens'}\n"
+        "objectstore.backend = file\nlog.level = ERROR\n"
+    )
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(
+        [util, "--init-token", "--free", "--label", TOKEN_LABEL]
+        + ["--pin", USER_PIN, "--so-pin", "8765-so"],
+        check=True,
+        capture_output=True,
+    )
+    yield Pkcs11Config(SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN, key_label="unused")
+    if previous is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = previous
