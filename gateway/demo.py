@@ -140,7 +140,45 @@ def run_demo(*, url: str, credentials: Path | str, csv_path: str | None = None) 
 
         _step(6, "An auditor checks the registration on the ledger with the public key alone")
         _audit_registration(client, auditor, ds, earlier_note)
+
+        _step(7, "The auditor may read everything and change nothing (三员分立)")
+        policy = _get(client, "/v1/policies", auditor).json()
+        print(f"    reads policy revision {policy['revision']} ({policy['digest'][:19]}…)")
+        r = client.put("/v1/policies/matrix", json=policy["matrix"], headers=auditor)
+        if r.status_code != 403:
+            raise DemoError(f"the auditor changed the policy: {r.status_code}")
+        print(f"    tries to change the grading matrix: {r.status_code} {r.json()['detail']}")
+
+        _step(8, "The security administrator tightens the grading matrix; the ledger shows it")
+        security = {"Authorization": f"Bearer {_login(client, creds, 'security-admin')}"}
+        _change_matrix(client, security, auditor, policy["matrix"])
     print("\ndemo finished")
+
+
+def _change_matrix(
+    client: httpx.Client,
+    security: dict[str, str],
+    auditor: dict[str, str],
+    matrix: dict[str, Any],
+) -> None:
+    """Raise the minimum cohort for general-4 computations, then find it on the ledger."""
+    changed = json.loads(json.dumps(matrix))
+    rule = changed["cells"]["general-4/conditional"]["actions"]["computation.request"]
+    obligations = rule.setdefault("obligations", {})
+    obligations["min_cohort"] = int(obligations.get("min_cohort", 10)) + 5
+    r = client.put("/v1/policies/matrix", json=changed, headers=security)
+    if r.status_code != 200:
+        raise DemoError(f"policy activation failed: {r.status_code} {r.text[:300]}")
+    body = r.json()
+    print(f"    revision {body['revision']} active after {body['tests_passed']} policy tests")
+    for change in body["changes"][:3]:
+        print(f"      {change}")
+    entry = _get(client, f"/v1/ledger/entries/{body['ledger_index']}", auditor).json()
+    record = entry["record"]
+    print(
+        f"    ledger entry {entry['index']}: {record['type']} by {record['actor']}, "
+        f"bundle {record['payload_digest'][:23]}…"
+    )
 
 
 def _get(client: httpx.Client, path: str, headers: dict[str, str], **params: int) -> httpx.Response:
