@@ -20,8 +20,18 @@ from exchange.catalog import (
     policy_resource,
     preview,
 )
+from exchange.computations import (
+    ComputationCreate,
+    ComputationPublic,
+    ComputationResult,
+    ComputeContext,
+    OperatorPublic,
+)
+from exchange.contracts import ContractCreate, ContractPublic, ContractStatus
+from exchange.custody import NodeCreate, NodePublic, NodeRegistration
 from exchange.errors import ExchangeError
 from exchange.ingest import configure_arrow_memory
+from exchange.jobs import DbPrivacyBudget, InlineRunner, ThreadRunner
 from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organisation
 from exchange.schemas import DatasetCreate, DatasetPublic, DatasetSummary, PreviewPublic
 from exchange.seed import seed_demo
@@ -63,4 +73,18 @@ __all__ = [
     "policy_resource",
     "preview",
     "seed_demo",
+    "ComputationCreate",
+    "ComputationPublic",
+    "ComputationResult",
+    "ComputeContext",
+    "ContractCreate",
+    "ContractPublic",
+    "ContractStatus",
+    "DbPrivacyBudget",
+    "InlineRunner",
+    "NodeCreate",
+    "NodePublic",
+    "NodeRegistration",
+    "OperatorPublic",
+    "ThreadRunner",
 ]

@@ -9,8 +9,10 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
@@ -153,3 +155,154 @@ class RevokedToken(ExchangeBase):
     client_id: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     revoked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# -- contracts, computations, privacy budgets, provider nodes (the computation issue) ------
+
+
+class Contract(ExchangeBase):
+    """A data-use contract between an enterprise (consumer) and a provider, purpose-bound.
+
+    `proposed` by the consumer, `active` once the provider signs, `terminated` by either
+    party. Whether it is in force at a given time is `not_before <= t < not_after`.
+    """
+
+    __tablename__ = "contracts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    consumer_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    provider_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    datasets: Mapped[list[str]] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(500))
+    agreement_id: Mapped[str | None] = mapped_column(String(128))
+    not_before: Mapped[datetime] = mapped_column(UtcDateTime)
+    not_after: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    signed_by: Mapped[str | None] = mapped_column(String(64))
+    signed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    terminated_by: Mapped[str | None] = mapped_column(String(64))
+    terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    termination_reason: Mapped[str | None] = mapped_column(String(500))
+    transitions: Mapped[list[Any]] = mapped_column(JSON)
+    """[{state, at, by, ledger_index}] in order: the contract's history on the ledger."""
+
+
+class Computation(ExchangeBase):
+    """A computation request and its state machine (ARCHITECTURE.md, "Computations").
+
+    requested → awaiting-approval → running → review → released, or rejected / failed.
+    The job's HE secret key is sealed under a data key wrapped by the result party's
+    KEK (`secret_key_id`, `secret_sealed`) and deleted when the job ends; the released
+    output is sealed the same way (`result_key_id`, `result_sealed`) until `retain_until`.
+    """
+
+    __tablename__ = "computations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    requester_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    operator: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(500))
+    legal_basis: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    obligations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    decisions: Mapped[list[Any]] = mapped_column(JSON)
+    security_model: Mapped[dict[str, Any]] = mapped_column(JSON)
+    transitions: Mapped[list[Any]] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    epsilon_spent: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    secret_key_id: Mapped[str | None] = mapped_column(String(36))
+    secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    result_key_id: Mapped[str | None] = mapped_column(String(36))
+    result_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    result_digest: Mapped[str | None] = mapped_column(String(64))
+    retain_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    inputs: Mapped[list[ComputationInput]] = relationship(
+        back_populates="computation",
+        order_by="ComputationInput.position",
+        cascade="all, delete-orphan",
+    )
+
+
+class ComputationInput(ExchangeBase):
+    """One input dataset of a computation, its provider and that provider's approvals."""
+
+    __tablename__ = "computation_inputs"
+
+    computation_id: Mapped[str] = mapped_column(ForeignKey("computations.id"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    provider_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    contract_id: Mapped[str | None] = mapped_column(String(36))
+    level: Mapped[str] = mapped_column(String(16))
+    custody: Mapped[str] = mapped_column(String(16))
+    approval: Mapped[str] = mapped_column(String(16))
+    """Run approval: `not-required`, `pending`, `approved` or `rejected`."""
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    release_approval: Mapped[str] = mapped_column(String(16))
+    """Release review: `not-required`, `pending`, `approved` or `rejected`."""
+    release_approved_by: Mapped[str | None] = mapped_column(String(64))
+    release_approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    computation: Mapped[Computation] = relationship(back_populates="inputs")
+
+
+class PrivacyBudgetAccount(ExchangeBase):
+    """A dataset's (ε, δ) budget and what has been spent of it (COMPLIANCE.md §2)."""
+
+    __tablename__ = "computation_privacy_budget"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    epsilon_limit: Mapped[float] = mapped_column(Float)
+    delta_limit: Mapped[float] = mapped_column(Float)
+    epsilon_spent: Mapped[float] = mapped_column(Float)
+    delta_spent: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PrivacyCharge(ExchangeBase):
+    """One charge against a dataset's budget, by one job (the privacy ledger)."""
+
+    __tablename__ = "computation_privacy_charges"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    charged_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ProviderNodeRecord(ExchangeBase):
+    """A provider organisation's node: embedded (in-process Datasite) or reached over HTTP.
+
+    For an HTTP node, the account the platform uses there is sealed under a data key
+    wrapped by the provider's KEK (`credentials_key_id`, `credentials_sealed`).
+    """
+
+    __tablename__ = "provider_nodes"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str | None] = mapped_column(String(500))
+    credentials_key_id: Mapped[str | None] = mapped_column(String(36))
+    credentials_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    registered_by: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class NodeDataset(ExchangeBase):
+    """Where a node-held dataset's rows live: the asset on its provider's node."""
+
+    __tablename__ = "node_datasets"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    asset_ref: Mapped[str] = mapped_column(String(200))
+    uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime)

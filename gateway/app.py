@@ -11,7 +11,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
 from gateway.platform import Platform
-from gateway.routers import auth, datasets, health, kms, ledger, organisations, policies
+from gateway.routers import (
+    auth,
+    computations,
+    contracts,
+    datasets,
+    health,
+    kms,
+    ledger,
+    nodes,
+    organisations,
+    policies,
+)
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
@@ -66,6 +77,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        platform.compute.runner.stop()
+        platform.compute.nodes.close()
         platform.decision_logs.stop()
         platform.sealer.stop()
 
@@ -105,5 +118,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(ledger.router, dependencies=protected)
     app.include_router(kms.router, dependencies=protected)
     app.include_router(policies.router, dependencies=protected)
+    app.include_router(contracts.router, dependencies=protected)
+    app.include_router(computations.router, dependencies=protected)
+    app.include_router(nodes.router, dependencies=protected)
     app.add_middleware(RequestContext)
     return app

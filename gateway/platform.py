@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 import audit
 import crypto
 import exchange
+import exchange.computations
 import ledger.models
 import migrations
 import policies
@@ -29,6 +30,7 @@ from gateway.settings import Settings
 from ledger.log import Ledger, LedgerConfig
 from ledger.sealer import Sealer
 from ledger.signing import KmsLedgerSigner
+from sandbox.nodes import NodeRegistry
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("pdx.platform")
@@ -183,6 +185,7 @@ class Platform:
     trail: exchange.Trail
     kms: KeyManager
     decision_logs: DecisionLogWriter
+    compute: exchange.ComputeContext
     pdp: policies.DecisionPoint | None = None  # loaded by initialise() from the DB
 
     def session(self) -> Session:
@@ -242,6 +245,13 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         trail,
         kms,
         DecisionLogWriter(sessions),
+        exchange.ComputeContext(
+            sessions=sessions,
+            catalog=catalog,
+            nodes=NodeRegistry(settings.home),
+            workdir=settings.home / "jobs",
+            clock=clock,
+        ),
     )
 
 
@@ -278,6 +288,8 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
     Run once per process before serving. Returns new demo credentials, if seeded.
     """
     upgrade_database(platform.engine)
+    # Jobs a crash interrupted are failed (with a reason), never left running.
+    exchange.computations.recover(platform.compute)
     with platform.session() as session:
         known = session.scalars(select(exchange.Dataset.id)).all()
     platform.catalog.objects.sweep(known)

@@ -25,6 +25,7 @@ read_actions := {
 	"computation.read",
 	"contract.read",
 	"operator.read",
+	"node.read",
 	"kms.read",
 }
 

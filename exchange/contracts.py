@@ -1,0 +1,374 @@
+"""Data-use contracts between an enterprise and a provider: propose, sign, terminate.
+
+A computation on general-2 data and above needs an active contract between the
+requesting organisation and each input's provider that covers the dataset, is in force
+and names the computation's purpose (policies/README.md: `resource.contract`). The
+consumer proposes, the provider signs (`active`), either party terminates. Every
+transition is an audit record and a ledger entry in the transaction that makes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+import audit
+from exchange.accounts import Caller, OrgKind, Role
+from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
+from exchange.models import Contract, Dataset, Organisation
+from exchange.trail import Receipt, Trail
+
+__all__ = [
+    "ContractCreate",
+    "ContractPublic",
+    "ContractStatus",
+    "contract_for",
+    "contract_policy_view",
+    "get_contract",
+    "list_contracts",
+    "propose_contract",
+    "sign_contract",
+    "terminate_contract",
+]
+
+DEFAULT_TERM = timedelta(days=365)
+MAX_DATASETS = 64
+
+
+class ContractStatus(StrEnum):
+    PROPOSED = "proposed"
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+
+
+class ContractCreate(BaseModel):
+    """What an enterprise proposes to a provider."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    provider_org: str = Field(min_length=1, max_length=36)
+    datasets: list[str] = Field(min_length=1, max_length=MAX_DATASETS)
+    purpose: str = Field(min_length=3, max_length=500)
+    agreement_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="signed data-use agreement"
+    )
+    not_before: datetime | None = Field(default=None, description="default: now")
+    not_after: datetime | None = Field(default=None, description="default: one year on")
+
+    @field_validator("not_before", "not_after")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("times need a timezone")
+        return value
+
+
+class Transition(BaseModel):
+    state: str
+    at: datetime
+    by: str
+    ledger_index: int | None
+
+
+class ContractPublic(BaseModel):
+    id: str
+    consumer_org: str
+    provider_org: str
+    datasets: list[str]
+    purpose: str
+    agreement_id: str | None
+    not_before: datetime
+    not_after: datetime
+    status: ContractStatus
+    in_force: bool = Field(description="active and within [not_before, not_after) now")
+    proposed_by: str
+    proposed_at: datetime
+    signed_by: str | None
+    signed_at: datetime | None
+    terminated_by: str | None
+    terminated_at: datetime | None
+    termination_reason: str | None
+    transitions: list[Transition]
+    ledger_index: int | None = Field(
+        default=None, description="the ledger entry of the transition this response reports"
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def in_force(contract: Contract, now: datetime) -> bool:
+    return contract.status == ContractStatus.ACTIVE and _aware(contract.not_before) <= now < _aware(
+        contract.not_after
+    )
+
+
+def to_public(
+    contract: Contract, *, now: datetime, ledger_index: int | None = None
+) -> ContractPublic:
+    return ContractPublic(
+        id=contract.id,
+        consumer_org=contract.consumer_org,
+        provider_org=contract.provider_org,
+        datasets=list(contract.datasets),
+        purpose=contract.purpose,
+        agreement_id=contract.agreement_id,
+        not_before=_aware(contract.not_before),
+        not_after=_aware(contract.not_after),
+        status=ContractStatus(contract.status),
+        in_force=in_force(contract, now),
+        proposed_by=contract.proposed_by,
+        proposed_at=contract.proposed_at,
+        signed_by=contract.signed_by,
+        signed_at=contract.signed_at,
+        terminated_by=contract.terminated_by,
+        terminated_at=contract.terminated_at,
+        termination_reason=contract.termination_reason,
+        transitions=[Transition.model_validate(t) for t in contract.transitions],
+        ledger_index=ledger_index,
+    )
+
+
+def contract_policy_view(contract: Contract) -> dict[str, Any]:
+    """The contract as the policy sees it (`resource.contract`; times in epoch seconds)."""
+    return {
+        "id": contract.id,
+        "status": contract.status,
+        "consumer_org": contract.consumer_org,
+        "provider_org": contract.provider_org,
+        "datasets": list(contract.datasets),
+        "purpose": contract.purpose,
+        "agreement_id": contract.agreement_id,
+        "not_before": int(_aware(contract.not_before).timestamp()),
+        "not_after": int(_aware(contract.not_after).timestamp()),
+    }
+
+
+def _transition(
+    session: Session,
+    trail: Trail,
+    caller: Caller,
+    contract: Contract,
+    state: ContractStatus,
+    action: str,
+    now: datetime,
+) -> Receipt:
+    """Record one transition: audit record + ledger entry, and the contract's history."""
+    receipt = trail.record(
+        session,
+        caller.subject(),
+        audit.AuditEvent(
+            f"contract.{state.value}",
+            action,
+            audit.Result.SUCCESS,
+            object_id=contract.id,
+            purpose=contract.purpose,
+            detail=f"consumer={contract.consumer_org} provider={contract.provider_org} "
+            f"datasets={len(contract.datasets)}",
+        ),
+        object_type="contract",
+        now=now,
+    )
+    contract.transitions = [
+        *contract.transitions,
+        {
+            "state": state.value,
+            "at": now.isoformat(),
+            "by": caller.client_id,
+            "ledger_index": receipt.ledger_index,
+        },
+    ]
+    return receipt
+
+
+def propose_contract(
+    session: Session,
+    caller: Caller,
+    body: ContractCreate,
+    *,
+    now: datetime,
+    trail: Trail,
+    default_term: timedelta = DEFAULT_TERM,
+) -> ContractPublic:
+    """An enterprise proposes a contract covering some of one provider's datasets."""
+    caller.require(Role.DATA_CONSUMER)
+    if caller.org_kind is not OrgKind.ENTERPRISE:
+        raise Forbidden("only an enterprise proposes contracts")
+    provider = session.get(Organisation, body.provider_org)
+    if provider is None or provider.kind != OrgKind.PROVIDER:
+        raise InvalidInput("provider_org is not a provider organisation", field="provider_org")
+    wanted = list(dict.fromkeys(body.datasets))
+    owned = set(
+        session.scalars(
+            select(Dataset.id).where(Dataset.id.in_(wanted), Dataset.owner_org == provider.id)
+        )
+    )
+    missing = [d for d in wanted if d not in owned]
+    if missing:
+        raise InvalidInput(
+            "every dataset must be one of the provider's", field="datasets", datasets=missing
+        )
+    not_before = body.not_before or now
+    not_after = body.not_after or not_before + default_term
+    if not_after <= not_before:
+        raise InvalidInput("not_after must be later than not_before", field="not_after")
+    contract = Contract(
+        id=str(uuid.uuid4()),
+        consumer_org=caller.org_id,
+        provider_org=provider.id,
+        datasets=wanted,
+        purpose=body.purpose,
+        agreement_id=body.agreement_id,
+        not_before=not_before,
+        not_after=not_after,
+        status=ContractStatus.PROPOSED.value,
+        proposed_by=caller.client_id,
+        proposed_at=now,
+        transitions=[],
+    )
+    session.add(contract)
+    session.flush()
+    receipt = _transition(session, trail, caller, contract, ContractStatus.PROPOSED, "propose", now)
+    return to_public(contract, now=now, ledger_index=receipt.ledger_index)
+
+
+def _load_for_update(session: Session, contract_id: str) -> Contract:
+    contract = session.get(Contract, contract_id, with_for_update=True)
+    if contract is None:
+        raise NotFound("no such contract", contract_id=contract_id)
+    return contract
+
+
+def sign_contract(
+    session: Session, caller: Caller, contract_id: str, *, now: datetime, trail: Trail
+) -> ContractPublic:
+    """The provider signs a proposed contract: it becomes active."""
+    caller.require(Role.DATA_PROVIDER)
+    contract = _load_for_update(session, contract_id)
+    if contract.provider_org != caller.org_id:
+        if contract.consumer_org == caller.org_id:
+            raise Forbidden("the provider signs, not the consumer")
+        raise NotFound("no such contract", contract_id=contract_id)
+    if contract.status != ContractStatus.PROPOSED:
+        raise Conflict(
+            f"the contract is {contract.status}, not proposed", contract_status=contract.status
+        )
+    contract.status = ContractStatus.ACTIVE.value
+    contract.signed_by = caller.client_id
+    contract.signed_at = now
+    receipt = _transition(session, trail, caller, contract, ContractStatus.ACTIVE, "sign", now)
+    return to_public(contract, now=now, ledger_index=receipt.ledger_index)
+
+
+def terminate_contract(
+    session: Session,
+    caller: Caller,
+    contract_id: str,
+    *,
+    reason: str,
+    now: datetime,
+    trail: Trail,
+) -> ContractPublic:
+    """Either party ends a proposed or active contract; computations under it stop qualifying."""
+    contract = _load_for_update(session, contract_id)
+    if caller.org_id not in (contract.consumer_org, contract.provider_org):
+        raise NotFound("no such contract", contract_id=contract_id)
+    if not caller.roles & {Role.DATA_CONSUMER, Role.DATA_PROVIDER}:
+        raise Forbidden("only the parties' data roles terminate a contract")
+    if contract.status == ContractStatus.TERMINATED:
+        raise Conflict("the contract is already terminated", contract_status=contract.status)
+    contract.status = ContractStatus.TERMINATED.value
+    contract.terminated_by = caller.client_id
+    contract.terminated_at = now
+    contract.termination_reason = reason[:500] or None
+    receipt = _transition(
+        session, trail, caller, contract, ContractStatus.TERMINATED, "terminate", now
+    )
+    return to_public(contract, now=now, ledger_index=receipt.ledger_index)
+
+
+def _sees_all(caller: Caller) -> bool:
+    return bool(caller.roles & {Role.AUDITOR, Role.SECURITY_ADMIN})
+
+
+def get_contract(
+    session: Session, caller: Caller, contract_id: str, *, now: datetime
+) -> ContractPublic:
+    """A contract, for its parties, auditors and security administrators."""
+    contract = session.get(Contract, contract_id)
+    if contract is None or not (
+        _sees_all(caller) or caller.org_id in (contract.consumer_org, contract.provider_org)
+    ):
+        raise NotFound("no such contract", contract_id=contract_id)
+    return to_public(contract, now=now)
+
+
+def list_contracts(
+    session: Session,
+    caller: Caller,
+    *,
+    now: datetime,
+    status: ContractStatus | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[ContractPublic]:
+    """The caller's organisation's contracts (every contract for auditors and security)."""
+    if not 1 <= limit <= 500 or offset < 0:
+        raise InvalidInput("limit must be 1-500 and offset ≥ 0")
+    stmt = select(Contract).order_by(Contract.proposed_at.desc(), Contract.id)
+    if not _sees_all(caller):
+        stmt = stmt.where(
+            or_(Contract.consumer_org == caller.org_id, Contract.provider_org == caller.org_id)
+        )
+    if status is not None:
+        stmt = stmt.where(Contract.status == status.value)
+    return [to_public(c, now=now) for c in session.scalars(stmt.limit(limit).offset(offset))]
+
+
+def contract_for(
+    session: Session,
+    *,
+    consumer_org: str,
+    dataset: Dataset,
+    purpose: str,
+    now: datetime,
+    contract_id: str | None = None,
+) -> Contract | None:
+    """The contract to show the policy for one input of a computation.
+
+    With `contract_id`, that contract (when the consumer is a party to it; the policy
+    then checks the rest and says what fails). Otherwise the best candidate between
+    the consumer and the dataset's provider: in force, covering the dataset and naming
+    the purpose first, then active ones, then any, newest first; None when none exist.
+    """
+    if contract_id is not None:
+        chosen = session.get(Contract, contract_id)
+        if chosen is None or chosen.consumer_org != consumer_org:
+            return None
+        return chosen
+    candidates: Sequence[Contract] = session.scalars(
+        select(Contract)
+        .where(
+            Contract.consumer_org == consumer_org,
+            Contract.provider_org == dataset.owner_org,
+        )
+        .order_by(Contract.proposed_at.desc())
+    ).all()
+
+    def rank(c: Contract) -> tuple[int, int, int, int]:
+        return (
+            int(in_force(c, now)),
+            int(dataset.id in c.datasets),
+            int(c.purpose == purpose),
+            int(c.status == ContractStatus.ACTIVE),
+        )
+
+    return max(candidates, key=rank, default=None)

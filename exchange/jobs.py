@@ -1,0 +1,273 @@
+"""Computation jobs: the runner, the database-backed privacy budget, sealed job keys.
+
+* `ThreadRunner` runs approved jobs one at a time on a long-lived worker thread (the
+  sandbox ties its workers to the thread that starts them); `InlineRunner` runs them
+  in the caller's thread.
+* `DbPrivacyBudget` backs `sandbox.release.PrivacyBudget` with the tables
+  `computation_privacy_budget` (limit and spent per dataset) and
+  `computation_privacy_charges` (one row per dataset and job): each charge is one
+  transaction that locks the datasets' rows, so concurrent jobs cannot overspend.
+* Job keys: the HE secret key a job's result party creates is sealed under a data key
+  wrapped by the result party organisation's KEK (the key store's data-key envelope,
+  the same path as a dataset's content), so it is unusable without that KEK, and the
+  key events are on the ledger. `export_secret`/`restore_result_party` serialise it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import crypto
+from exchange.models import PrivacyBudgetAccount, PrivacyCharge
+from sandbox import ckks, paillier
+from sandbox.coordinator import JobPublic, ResultParty
+from sandbox.errors import InvalidParameters, PrivacyBudgetExhausted
+from sandbox.release import PrivacyBudget
+
+__all__ = [
+    "DbPrivacyBudget",
+    "InlineRunner",
+    "JobRunner",
+    "ThreadRunner",
+    "export_secret",
+    "open_sealed",
+    "restore_result_party",
+    "seal",
+]
+
+log = logging.getLogger("pdx.jobs")
+
+SessionFactory = Callable[[], Session]
+
+DEFAULT_EPSILON_BUDGET = 3.0
+"""COMPLIANCE.md §2: total ε per dataset ≤ 3 by default [choose]."""
+DEFAULT_DELTA_BUDGET = 1e-4
+
+
+# -- runners ------------------------------------------------------------------------------------
+
+
+class JobRunner(Protocol):
+    """Where approved jobs run."""
+
+    def submit(self, job: Callable[[], None]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class InlineRunner:
+    """Runs each job at once, in the submitting thread (tests, the CLI)."""
+
+    def submit(self, job: Callable[[], None]) -> None:
+        job()
+
+    def stop(self) -> None:
+        return None
+
+
+class ThreadRunner:
+    """One worker thread, started on first use, running jobs in submission order."""
+
+    def __init__(self, name: str = "pdx-jobs") -> None:
+        self._name = name
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._thread.start()
+        self._queue.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - a job records its own failure; keep serving
+                log.exception("computation job crashed")
+
+    def idle(self) -> bool:
+        """No job waiting (a running one may still be finishing)."""
+        return self._queue.empty()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout=60)
+
+
+# -- privacy budget ---------------------------------------------------------------------------
+
+
+class DbPrivacyBudget(PrivacyBudget):
+    """Per-dataset (ε, δ) budgets in the database (see the module docstring)."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        clock: Callable[[], datetime],
+        *,
+        epsilon: float = DEFAULT_EPSILON_BUDGET,
+        delta: float = DEFAULT_DELTA_BUDGET,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._epsilon = epsilon
+        self._delta = delta
+
+    def _account(self, session: Session, dataset_id: str, *, lock: bool) -> PrivacyBudgetAccount:
+        row = session.get(PrivacyBudgetAccount, dataset_id, with_for_update=lock)
+        if row is None:
+            row = PrivacyBudgetAccount(
+                dataset_id=dataset_id,
+                epsilon_limit=self._epsilon,
+                delta_limit=self._delta,
+                epsilon_spent=0.0,
+                delta_spent=0.0,
+                updated_at=self._clock(),
+            )
+            session.add(row)
+            session.flush()
+        return row
+
+    def remaining(self, dataset_id: str) -> tuple[float, float]:
+        with self._sessions() as session:
+            row = session.get(PrivacyBudgetAccount, dataset_id)
+            if row is None:
+                return self._epsilon, self._delta
+            return row.epsilon_limit - row.epsilon_spent, row.delta_limit - row.delta_spent
+
+    def charge(self, dataset_ids: Sequence[str], epsilon: float, delta: float, job_id: str) -> None:
+        if epsilon < 0 or delta < 0:
+            raise InvalidParameters("cannot charge a negative budget")
+        ids = sorted(dict.fromkeys(dataset_ids))  # one lock order for every job
+        now = self._clock()
+        with self._sessions() as session, session.begin():
+            rows = [self._account(session, d, lock=True) for d in ids]
+            # Same slack as the in-memory budget: ten charges of 0.1 fit a budget of 1.0.
+            short = [
+                r.dataset_id
+                for r in rows
+                if epsilon > r.epsilon_limit - r.epsilon_spent + 1e-9
+                or delta > r.delta_limit - r.delta_spent + 1e-15
+            ]
+            if short:
+                raise PrivacyBudgetExhausted(
+                    "privacy budget exhausted for at least one input dataset",
+                    datasets=short,
+                    requested_epsilon=epsilon,
+                )
+            for r in rows:
+                r.epsilon_spent += epsilon
+                r.delta_spent += delta
+                r.updated_at = now
+                session.add(
+                    PrivacyCharge(
+                        dataset_id=r.dataset_id,
+                        job_id=job_id,
+                        epsilon=epsilon,
+                        delta=delta,
+                        charged_at=now,
+                    )
+                )
+
+    def charges(self, dataset_id: str) -> list[PrivacyCharge]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(PrivacyCharge)
+                    .where(PrivacyCharge.dataset_id == dataset_id)
+                    .order_by(PrivacyCharge.charged_at)
+                )
+            )
+
+
+# -- sealing under a data key ---------------------------------------------------------------------
+
+
+def seal(key: crypto.DataKey, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt a small object under a data key (the `crypto.stream` format, one chunk)."""
+    sink = io.BytesIO()
+    with crypto.StreamEncryptor(key.key, sink, aad=aad, suite=key.stream_suite) as enc:
+        enc.write(plaintext)
+    return sink.getvalue()
+
+
+def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    """The plaintext of `seal`; `crypto.InvalidCiphertext` for any tampering."""
+    return b"".join(crypto.decrypt_stream(key, io.BytesIO(sealed), aad=aad))
+
+
+# -- the result party's secret ------------------------------------------------------------------
+#
+# `sandbox.coordinator.ResultParty` keeps its secret keys in memory and offers no
+# serialisation, so these two functions read and rebuild its fields; they belong beside
+# it as methods and should move there.
+
+
+def export_secret(party: ResultParty) -> bytes:
+    """Serialise a result party's secret keys (to be sealed at once)."""
+    pub = party.public
+    doc: dict[str, Any] = {"public": pub.params(), "scheme": party.scheme}
+    if party.scheme == "paillier-packed":
+        sk = party._paillier_sk
+        doc["p"], doc["q"] = format(int(sk.p), "x"), format(int(sk.q), "x")
+    elif party.scheme == "ckks":
+        assert party._ckks is not None
+        doc["ckks_params"] = party.ckks_params.as_dict()
+        doc["ckks_secret"] = party._ckks._ctx.serialize(save_secret_key=True).hex()
+        doc["ckks_public"] = (pub.ckks_public or b"").hex()
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def restore_result_party(data: bytes) -> ResultParty:
+    """A result party from `export_secret` output, able to decrypt the job's aggregates."""
+    import phe  # type: ignore[import-untyped]
+    import tenseal as ts  # type: ignore[import-untyped]
+
+    doc = json.loads(data)
+    public = JobPublic.from_request(
+        doc["public"],
+        {"ckks_public": bytes.fromhex(doc["ckks_public"])} if doc.get("ckks_public") else {},
+    )
+    party = ResultParty.__new__(ResultParty)
+    party.job_id = public.job_id
+    party.scheme = public.scheme
+    party.public = public
+    party._paillier_sk = None
+    party._ckks = None
+    party._public_ctx = None
+    party.ckks_params = ckks.CkksParams.WIDE
+    if public.scheme == "paillier-packed":
+        assert public.paillier_n is not None
+        pk = paillier.public_key_from_n(public.paillier_n)
+        party._paillier_sk = phe.PaillierPrivateKey(pk, int(doc["p"], 16), int(doc["q"], 16))
+    elif public.scheme == "ckks":
+        params = doc["ckks_params"]
+        party.ckks_params = ckks.CkksParams(
+            int(params["poly_modulus_degree"]),
+            tuple(int(b) for b in params["coeff_mod_bit_sizes"]),
+            int(params["scale_bits"]),
+        )
+        secret = ckks.CkksSecretContext.__new__(ckks.CkksSecretContext)
+        secret.params = party.ckks_params
+        secret._ctx = ts.context_from(bytes.fromhex(doc["ckks_secret"]), n_threads=1)
+        party._ckks = secret
+    return party

@@ -1,0 +1,404 @@
+"""`pdx demo`, computation part: three district hospitals, one enterprise, usable but invisible.
+
+Run against a live server over HTTP (or a test client): the system administrator
+creates three provider organisations (hospitals) and an enterprise, each hospital
+registers its ward readings (one keeps them on its own node, a PySyft Datasite), the
+enterprise signs a contract with each, then asks for the mean and the histogram of
+systolic blood pressure across all three and trains a federated readmission model. The
+hospitals approve each run and review each output before release; the enterprise
+fetches the results; an auditor checks the job's ledger entries and an inclusion proof.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from ledger.checkpoint import Checkpoint
+from ledger.merkle import hasher, verify_inclusion
+from ledger.note import open_note, parse_verifier_key
+
+__all__ = ["ComputeDemoError", "run_compute_demo"]
+
+HOSPITALS = ("Northgate", "Lakeside", "Hillcrest")
+PURPOSE = "cardiovascular readmission research"
+MEASURE = "systolic_bp"
+
+
+class ComputeDemoError(Exception):
+    """The computation demo could not go on; the message says which step and why."""
+
+
+def _step(n: int, text: str) -> None:
+    print(f"\n[C{n}] {text}")
+
+
+def _check(r: httpx.Response, status: int, what: str) -> Any:
+    if r.status_code != status:
+        raise ComputeDemoError(f"{what} failed: {r.status_code} {r.text[:300]}")
+    return r.json()
+
+
+def _token(client: httpx.Client, client_id: str, secret: str) -> dict[str, str]:
+    r = client.post(
+        "/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+    body = _check(r, 200, "login")
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+def _login(client: httpx.Client, creds: dict[str, Any], name: str) -> dict[str, str]:
+    c = creds.get(name)
+    if c is None:
+        raise ComputeDemoError(f"credentials have no client '{name}'")
+    return _token(client, c["client_id"], c["client_secret"])
+
+
+def _organisation(
+    client: httpx.Client, admin: dict[str, str], name: str, kind: str
+) -> tuple[str, dict[str, str]]:
+    org = _check(
+        client.post("/v1/organisations", headers=admin, json={"name": name, "kind": kind}),
+        201,
+        f"creating {name}",
+    )
+    role = "data-provider" if kind == "provider" else "data-consumer"
+    issued = _check(
+        client.post(
+            f"/v1/organisations/{org['id']}/clients",
+            headers=admin,
+            json={"name": f"{name} data office"[:200], "roles": [role]},
+        ),
+        201,
+        f"issuing a client for {name}",
+    )
+    print(f"    {name} ({kind}): client {issued['client_id']}")
+    return org["id"], _token(client, issued["client_id"], issued["client_secret"])
+
+
+def ward_readings(seed: int, rows: int) -> str:
+    """Synthetic ward readings: blood pressure, age, ward, readmission within 30 days."""
+    rng = random.Random(seed)
+    lines = ["patient_ref,ward,systolic_bp,age,readmitted"]
+    for i in range(rows):
+        age = rng.randrange(25, 92)
+        bp = round(rng.gauss(108 + age * 0.45, 13), 1)
+        risk = (bp - 135) / 14 + (age - 60) / 18 + rng.gauss(0, 0.8)
+        lines.append(f"W{seed:02d}-{i:05d},{rng.choice('ABCD')},{bp},{age},{int(risk > 0)}")
+    return "\n".join(lines) + "\n"
+
+
+def _metadata(name: str, hospital: str) -> str:
+    return json.dumps(
+        {
+            "name": name,
+            "description": "Ward blood-pressure readings and 30-day readmissions",
+            "classification_path": ["health", "hospital care", "ward readings"],
+            "level": "general-4",
+            "impact_object": "public-interest",
+            "impact_degree": "serious",
+            "processing_degree": "desensitised",
+            "source_agency": f"{hospital} District Hospital",
+            "source_system": "ward information system",
+            "accountable_department": "Medical records office",
+            "pi": False,
+            "sensitive_pi": False,
+            "share_attribute": "conditional",
+            "open_attribute": "conditional",
+        }
+    )
+
+
+def _wait(
+    client: httpx.Client,
+    headers: dict[str, str],
+    comp_id: str,
+    states: tuple[str, ...],
+    timeout: float,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = _check(
+            client.get(f"/v1/computations/{comp_id}", headers=headers), 200, "reading the job"
+        )
+        if body["state"] in states:
+            return body
+        if time.monotonic() > deadline:
+            raise ComputeDemoError(f"job {comp_id} still {body['state']} after {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+def _run(
+    client: httpx.Client,
+    enterprise: dict[str, str],
+    hospitals: list[dict[str, Any]],
+    operator: str,
+    params: dict[str, Any],
+    timeout: float,
+) -> dict[str, Any]:
+    """Request, every hospital approves, wait, every hospital reviews, fetch the result."""
+    body = {
+        "operator": operator,
+        "inputs": [h["dataset"] for h in hospitals],
+        "params": params,
+        "purpose": PURPOSE,
+    }
+    job = _check(
+        client.post("/v1/computations", headers=enterprise, json=body), 201, f"asking {operator}"
+    )
+    comp_id = job["id"]
+    ob = job["obligations"]
+    print(f"    requested {operator}: job {comp_id} is {job['state']}")
+    print(
+        f"    obligations: provider approval={ob.get('require_provider_approval')}, "
+        f"release review={ob.get('release_review')}, min cohort={ob.get('min_cohort')}, "
+        f"ε={ob.get('dp_epsilon')}"
+    )
+    if job["state"] == "awaiting-approval":
+        for h in hospitals:
+            _check(
+                client.post(f"/v1/computations/{comp_id}/approve", headers=h["headers"]),
+                200,
+                f"{h['name']} approving",
+            )
+            print(f"    {h['name']} approves the run")
+    job = _wait(client, enterprise, comp_id, ("review", "released", "rejected", "failed"), timeout)
+    if job["state"] in ("rejected", "failed"):
+        raise ComputeDemoError(f"{operator} job {job['state']}: {job['error']}")
+    if job["state"] == "review":
+        held = _check(
+            client.get(f"/v1/computations/{comp_id}/review", headers=hospitals[0]["headers"]),
+            200,
+            "reviewing",
+        )
+        eps = held.get("dp_epsilon", (held.get("dp") or {}).get("epsilon"))
+        print(f"    held for review (gated, ε={eps}); each hospital reviews it and approves")
+        for h in hospitals:
+            job = _check(
+                client.post(f"/v1/computations/{comp_id}/approve", headers=h["headers"]),
+                200,
+                f"{h['name']} approving the release",
+            )
+    if job["state"] != "released":
+        raise ComputeDemoError(f"{operator} job is {job['state']}, not released")
+    result: dict[str, Any] = _check(
+        client.get(f"/v1/computations/{comp_id}/result", headers=enterprise), 200, "result"
+    )
+    result["job"] = job
+    return result
+
+
+def _print_mean(result: dict[str, Any]) -> None:
+    group = result["output"]["groups"][0]
+    mean = group["values"].get(f"mean({MEASURE})")
+    print(f"    mean {MEASURE} across the three hospitals: {mean:.2f} mmHg (DP-noised)")
+    print(f"    records covered (noisy): {group['rows']:.0f}; ε spent {result['epsilon_spent']}")
+
+
+def _print_histogram(result: dict[str, Any]) -> None:
+    out = result["output"]
+    edges = out["bin_edges"]
+    cells = out["groups"][0]["histogram"]
+    labels = ["<" + f"{edges[0]:g}"]
+    labels += [f"{edges[i]:g}-{edges[i + 1]:g}" for i in range(len(edges) - 1)]
+    labels += [">" + f"{edges[-1]:g}"]
+    for label, count in zip(labels, cells, strict=True):
+        text = "suppressed" if count is None else f"{count:7.1f} " + "#" * max(0, int(count // 8))
+        print(f"    {label:>9} {text}")
+
+
+def _audit(
+    client: httpx.Client, auditor: dict[str, str], comp_id: str, timeout: float = 15
+) -> list[dict[str, Any]]:
+    """The auditor lists the job's ledger entries and proves the release is in the log."""
+    page = _check(
+        client.get("/v1/ledger/entries", headers=auditor, params={"object_id": comp_id}),
+        200,
+        "listing the job's ledger entries",
+    )
+    entries: list[dict[str, Any]] = page["entries"]
+    for e in entries:
+        rec = e["record"]
+        digest = f" {rec['payload_digest'][:19]}…" if rec.get("payload_digest") else ""
+        print(f"    #{e['index']:<5} {rec['type']:<32} by {rec['actor']}{digest}")
+    released = next(e for e in entries if e["record"]["type"] == "computation.released")
+    vkey = client.get("/v1/ledger/verifier-key", headers=auditor).text.strip()
+    verifier = parse_verifier_key(vkey)
+    deadline = time.monotonic() + timeout
+    while True:
+        note = _check_raw(client.get("/v1/ledger/checkpoint", headers=auditor), "checkpoint")
+        checkpoint = Checkpoint.parse(open_note(note, [verifier])[0])
+        if checkpoint.size > released["index"]:
+            break
+        if time.monotonic() > deadline:
+            raise ComputeDemoError("the release was not sealed into a checkpoint in time")
+        time.sleep(0.2)
+    proof = _check(
+        client.get(
+            "/v1/ledger/proof/inclusion",
+            headers=auditor,
+            params={"index": released["index"], "tree_size": checkpoint.size},
+        ),
+        200,
+        "inclusion proof",
+    )
+    h = hasher(os.environ.get("PDX_LEDGER_HASH", "sha256"))
+    verify_inclusion(
+        h,
+        released["index"],
+        checkpoint.size,
+        h.leaf(base64.b64decode(released["leaf"])),
+        [base64.b64decode(x) for x in proof["hashes"]],
+        checkpoint.root_hash,
+    )
+    print(
+        f"    entry #{released['index']} (the release) is in the signed checkpoint of "
+        f"{checkpoint.size} entries: inclusion proof verified with the public key alone"
+    )
+    return entries
+
+
+def _check_raw(r: httpx.Response, what: str) -> bytes:
+    if r.status_code != 200:
+        raise ComputeDemoError(f"{what} failed: {r.status_code} {r.text[:200]}")
+    return r.content
+
+
+def run_compute_demo(
+    client: httpx.Client,
+    creds: dict[str, Any],
+    *,
+    node_held: bool = True,
+    fl_rounds: int = 5,
+    rows: tuple[int, int, int] = (220, 180, 260),
+    timeout: float = 600,
+) -> dict[str, Any]:
+    """Run the computation scenario; returns the ids it created and the three results.
+
+    `node_held`: the third hospital keeps its rows on its own node (an embedded PySyft
+    Datasite); the others let the platform hold them encrypted.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    _step(1, "The system administrator admits three district hospitals and an enterprise")
+    admin = _login(client, creds, "operator-admin")
+    hospitals: list[dict[str, Any]] = []
+    for name in HOSPITALS:
+        org, headers = _organisation(client, admin, f"{name} District Hospital {stamp}", "provider")
+        hospitals.append({"name": name, "org": org, "headers": headers})
+    ent_org, enterprise = _organisation(
+        client, admin, f"Riverside Health Analytics {stamp}", "enterprise"
+    )
+
+    _step(2, "Each hospital registers its ward readings (general-4, conditional)")
+    for i, (h, n) in enumerate(zip(hospitals, rows, strict=True)):
+        on_node = node_held and i == len(hospitals) - 1
+        path = "/v1/datasets"
+        if on_node:
+            _check(
+                client.put("/v1/nodes/me", headers=h["headers"], json={"kind": "embedded"}),
+                200,
+                "registering the node",
+            )
+            path = "/v1/nodes/datasets"
+        ds = _check(
+            client.post(
+                path,
+                headers=h["headers"],
+                files={
+                    "metadata": (
+                        None,
+                        _metadata(f"{h['name']} ward readings", h["name"]),
+                        "application/json",
+                    ),
+                    "file": ("ward.csv", ward_readings(i, n).encode(), "text/csv"),
+                },
+            ),
+            201,
+            f"{h['name']} registering",
+        )
+        h["dataset"] = ds["id"]
+        where = "rows stay on its own node (PySyft Datasite)" if on_node else "stored encrypted"
+        print(f"    {h['name']}: {ds['rows']} rows, {where}; ledger #{ds['ledger_index']}")
+
+    _step(3, "The enterprise proposes a purpose-bound contract to each; each hospital signs")
+    for h in hospitals:
+        proposed = _check(
+            client.post(
+                "/v1/contracts",
+                headers=enterprise,
+                json={
+                    "provider_org": h["org"],
+                    "datasets": [h["dataset"]],
+                    "purpose": PURPOSE,
+                    "agreement_id": f"DUA-{stamp}-{h['name'][:3].upper()}",
+                },
+            ),
+            201,
+            "proposing a contract",
+        )
+        signed = _check(
+            client.post(f"/v1/contracts/{proposed['id']}/sign", headers=h["headers"]),
+            200,
+            "signing",
+        )
+        index = signed["ledger_index"]
+        print(f"    contract with {h['name']}: {signed['status']}, ledger #{index}")
+
+    _step(4, f"Mean {MEASURE} across all three (Paillier; partials encrypted per hospital)")
+    mean = _run(
+        client,
+        enterprise,
+        hospitals,
+        "stats.mean",
+        {"columns": [MEASURE], "clip": [60.0, 240.0]},
+        timeout,
+    )
+    _print_mean(mean)
+
+    _step(5, f"Histogram of {MEASURE} (CKKS; small bins suppressed, DP noise)")
+    histogram = _run(
+        client,
+        enterprise,
+        hospitals,
+        "stats.histogram",
+        {"columns": [MEASURE], "bins": 8, "range": [80.0, 200.0]},
+        timeout,
+    )
+    _print_histogram(histogram)
+
+    _step(6, "A federated readmission model (FedAvg, CKKS-aggregated updates)")
+    model = _run(
+        client,
+        enterprise,
+        hospitals,
+        "fl.logreg",
+        {"features": [MEASURE, "age"], "label": "readmitted", "rounds": fl_rounds},
+        timeout,
+    )
+    out = model["output"]
+    coef = ", ".join(f"{f}={c:+.3f}" for f, c in zip(out["features"], out["coef"], strict=True))
+    print(f"    model over {out['rows']} records, {len(out['rounds'])} rounds: {coef}")
+    if out.get("dp"):
+        print(f"    trained under DP: ε={out['dp']['epsilon']}, σ={out['dp']['sigma']:.3g}")
+        print(
+            "    (provider-level DP over three providers at the policy's ε: the noise "
+            "dominates the updates; the ε budget is the security team's trade-off)"
+        )
+
+    _step(7, "The auditor reads the histogram job's trail on the ledger")
+    auditor = _login(client, creds, "auditor")
+    entries = _audit(client, auditor, histogram["computation_id"])
+    return {
+        "hospitals": hospitals,
+        "enterprise_org": ent_org,
+        "results": {"mean": mean, "histogram": histogram, "model": model},
+        "ledger_entries": entries,
+    }

@@ -1,0 +1,178 @@
+"""/v1/contracts: data-use contracts an enterprise proposes and a provider signs.
+
+A computation on general-2 data and above needs an active contract covering each
+input, in force and naming the computation's purpose (the policy checks it). Every
+transition is on the ledger; the response names the entry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.orm import Session
+
+import exchange
+from exchange import contracts as xk
+from exchange import errors as xe
+from exchange.models import Contract
+from gateway.pep import Enforce, Resources, Target
+from gateway.platform import Platform
+from gateway.security import CallerDep, PlatformDep
+
+router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
+
+
+async def _proposal_body(request: Request) -> None:
+    """Parse the proposal once, before the decision (its provider is a party)."""
+    try:
+        body = exchange.ContractCreate.model_validate(await request.json())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+    except ValueError:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "body is not JSON", "input": None}]
+        ) from None
+    request.state.contract_body = body
+
+
+def _proposal_target(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    body: exchange.ContractCreate = request.state.contract_body
+    return [
+        Target(
+            {
+                "type": "contract",
+                "owner_org": caller.org_id,
+                "parties": sorted({caller.org_id, body.provider_org}),
+            },
+            purpose=body.purpose,
+        )
+    ]
+
+
+def _contract(session: Session, contract_id: str, owner: str) -> dict[str, Any]:
+    contract = session.get(Contract, contract_id)
+    if contract is None:
+        raise xe.NotFound("no such contract", contract_id=contract_id)
+    return {
+        "type": "contract",
+        "id": contract.id,
+        "owner_org": contract.provider_org if owner == "provider" else contract.consumer_org,
+        "parties": sorted({contract.consumer_org, contract.provider_org}),
+    }
+
+
+def _as(owner: str) -> Resources:
+    def targets(
+        request: Request, caller: exchange.Caller, platform: Platform, session: Session
+    ) -> list[Target]:
+        return [Target(_contract(session, request.path_params["contract_id"], owner))]
+
+    return targets
+
+
+def _own_contracts(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    return [Target({"type": "contract", "parties": [caller.org_id]})]
+
+
+Propose = Enforce("contract.propose", resources=_proposal_target)
+Sign = Enforce("contract.sign", resources=_as("provider"))
+Terminate = Enforce("contract.terminate", resources=_as("consumer"))
+ReadContract = Enforce("contract.read", resources=_as("consumer"))
+ListContracts = Enforce("contract.read", resources=_own_contracts)
+
+
+class TerminateIn(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=exchange.ContractPublic,
+    dependencies=[Depends(_proposal_body), Depends(Propose)],
+)
+def propose(
+    body: exchange.ContractCreate, request: Request, caller: CallerDep, platform: PlatformDep
+) -> exchange.ContractPublic:
+    """An enterprise proposes a purpose-bound contract over some of a provider's datasets."""
+    request.state.audit_event = "contract.propose_failed"
+    with platform.session() as session, session.begin():
+        return xk.propose_contract(session, caller, body, now=platform.now(), trail=platform.trail)
+
+
+@router.get("", response_model=list[exchange.ContractPublic], dependencies=[Depends(ListContracts)])
+def list_contracts(
+    caller: CallerDep,
+    platform: PlatformDep,
+    status: exchange.ContractStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[exchange.ContractPublic]:
+    with platform.session() as session:
+        return xk.list_contracts(
+            session, caller, now=platform.now(), status=status, limit=limit, offset=offset
+        )
+
+
+@router.get(
+    "/{contract_id}",
+    response_model=exchange.ContractPublic,
+    dependencies=[Depends(ReadContract)],
+)
+def get_contract(
+    contract_id: str, caller: CallerDep, platform: PlatformDep
+) -> exchange.ContractPublic:
+    with platform.session() as session:
+        return xk.get_contract(session, caller, contract_id, now=platform.now())
+
+
+@router.post(
+    "/{contract_id}/sign",
+    response_model=exchange.ContractPublic,
+    dependencies=[Depends(Sign)],
+)
+def sign(
+    contract_id: str, request: Request, caller: CallerDep, platform: PlatformDep
+) -> exchange.ContractPublic:
+    """The provider signs: the contract becomes active."""
+    request.state.audit_event = "contract.sign_failed"
+    request.state.object_id = contract_id
+    with platform.session() as session, session.begin():
+        return xk.sign_contract(
+            session, caller, contract_id, now=platform.now(), trail=platform.trail
+        )
+
+
+@router.post(
+    "/{contract_id}/terminate",
+    response_model=exchange.ContractPublic,
+    dependencies=[Depends(Terminate)],
+)
+def terminate(
+    contract_id: str,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    body: TerminateIn | None = None,
+) -> exchange.ContractPublic:
+    """Either party ends the contract; later computations under it are denied."""
+    request.state.audit_event = "contract.terminate_failed"
+    request.state.object_id = contract_id
+    with platform.session() as session, session.begin():
+        return xk.terminate_contract(
+            session,
+            caller,
+            contract_id,
+            reason=body.reason if body else "",
+            now=platform.now(),
+            trail=platform.trail,
+        )

@@ -1,0 +1,232 @@
+"""Provider nodes: PySyft Datasites in-process, jobs reaching node-held data through them."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sandbox.coordinator import Envelope
+from sandbox.fl import FlConfig, FlJob
+from sandbox.isolation import SandboxFailure, SandboxResult
+from sandbox.nodes import (
+    MOCK_OUTPUT,
+    NodeJob,
+    NodeSandbox,
+    SyftNode,
+    decode_outcome,
+    encode_outcome,
+    node_input_path,
+)
+from sandbox.operators import ProviderInput, default_sandbox
+from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
+from sandbox.stats import StatsJob, StatsQuery
+
+
+def _csv(seed: int, rows: int) -> str:
+    rng = random.Random(seed)
+    lines = ["patient_ref,measure,x1,x2,target"]
+    for i in range(rows):
+        x1, x2 = rng.gauss(0, 1), rng.gauss(1, 2)
+        target = 1 if x1 + 0.5 * x2 + rng.gauss(0, 0.5) > 0.5 else 0
+        lines.append(f"p{seed}-{i},{rng.randrange(50, 200) / 10},{x1:.4f},{x2:.4f},{target}")
+    return "\n".join(lines) + "\n"
+
+
+def _mock(text: str) -> str:
+    header = text.splitlines()[0]
+    return header + "\n" + "\n".join(f"m{i},1.0,0.0,0.0,0" for i in range(5)) + "\n"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Provider:
+    def __init__(self, org: str, dataset: str, text: str, node: SyftNode | None, path: Path):
+        self.org, self.dataset, self.text, self.node, self.path = org, dataset, text, node, path
+
+
+@pytest.fixture(scope="module")
+def providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Provider]]:
+    """Two node-held providers (embedded Datasites) and one platform-held (a local file)."""
+    root = tmp_path_factory.mktemp("nodes")
+    out: list[Provider] = []
+    for i, rows in enumerate((70, 90, 60)):
+        org, dataset = str(uuid.uuid4()), str(uuid.uuid4())
+        text = _csv(i, rows)
+        path = root / f"local-{i}.csv"
+        path.write_text(text)
+        node = None
+        if i < 2:
+            node = SyftNode.embedded(org, root / "nodes" / org)
+            assert node.upload(dataset, text, _mock(text)) == dataset
+        out.append(Provider(org, dataset, text, node, path))
+    yield out
+    for p in out:
+        if p.node is not None:
+            p.node.close()
+
+
+def _routed(
+    providers: list[Provider], job_id: str, operators: tuple[str, ...], max_calls: int = 4
+) -> tuple[NodeSandbox, list[ProviderInput]]:
+    routes = {}
+    inputs = []
+    for p in providers:
+        if p.node is None:
+            inputs.append(ProviderInput(p.org, p.dataset, p.path))
+            continue
+        job = NodeJob(job_id, p.dataset, p.dataset, _sha(p.text), operators, max_calls)
+        path = node_input_path(p.org, p.dataset)
+        routes[path] = (p.node, p.node.authorise(job))
+        inputs.append(ProviderInput(p.org, p.dataset, path))
+    return NodeSandbox(default_sandbox(), routes), inputs
+
+
+def _local(providers: list[Provider]) -> list[ProviderInput]:
+    return [ProviderInput(p.org, p.dataset, p.path) for p in providers]
+
+
+def test_mean_over_nodes_equals_the_mean_over_the_rows(providers: list[Provider]) -> None:
+    query = StatsQuery("stats.mean", ("measure",))
+    sandbox, inputs = _routed(providers, uuid.uuid4().hex, ("stats.mean",))
+    job = StatsJob(query, inputs, sandbox=sandbox, paillier_bits=1024)
+    partials = job.compute_partials()
+    assert sandbox.node_calls == 2  # the two node-held inputs went to their nodes
+    # What left each node is an envelope under the job key, nothing else.
+    for data in partials:
+        env = Envelope.from_bytes(data)
+        assert env.job_id == job.job_id and env.scheme == "paillier-packed"
+    agg = job.decrypt(job.aggregate(partials))
+    gate = ReleaseGate(InMemoryPrivacyBudget(), rng=np.random.default_rng(0))
+    got = job.release(agg, gate, ReleaseObligations(min_cohort=10)).value().group()
+    values = [Fraction(line.split(",")[1]) for p in providers for line in p.text.splitlines()[1:]]
+    assert Fraction(got.exact["mean(measure)"]) == sum(values) / len(values)
+
+
+def test_federated_model_over_nodes_matches_local_training(providers: list[Provider]) -> None:
+    config = FlConfig(features=("x1", "x2"), rounds=4, local_epochs=5, early_stopping=False)
+    sandbox, inputs = _routed(
+        providers, uuid.uuid4().hex, ("stats.variance", "fl.logreg"), max_calls=16
+    )
+    gate = ReleaseGate(InMemoryPrivacyBudget(), rng=np.random.default_rng(0))
+    obligations = ReleaseObligations(min_cohort=10)
+    remote = FlJob(config, inputs, sandbox=sandbox).run(gate, obligations).value()
+    local = FlJob(config, _local(providers), sandbox=default_sandbox()).run(gate, obligations)
+    reference = local.value()
+    assert remote.rows == reference.rows == 220
+    assert len(remote.rounds) == 4
+    # CKKS aggregation is approximate; the two runs agree to its tolerance.
+    assert np.allclose(remote.coef, reference.coef, atol=1e-4)
+    assert remote.intercept == pytest.approx(reference.intercept, abs=1e-4)
+
+
+def test_node_refuses_data_that_is_not_the_registered_rows(providers: list[Provider]) -> None:
+    p = providers[0]
+    assert p.node is not None
+    job = NodeJob(uuid.uuid4().hex, p.dataset, p.dataset, "0" * 64, ("stats.count",), 2)
+    grant = p.node.authorise(job)
+    request = {"cmd": "run", "operator": "stats.count", "session": "s", "params": {}, "blobs": {}}
+    outcome = decode_outcome(p.node.call(grant, request), "stats.count")
+    assert isinstance(outcome, SandboxFailure)
+    assert outcome.code == "node-data-mismatch"
+
+
+def test_node_runs_only_the_operators_approved_for_the_job(providers: list[Provider]) -> None:
+    p = providers[1]
+    assert p.node is not None
+    job = NodeJob(uuid.uuid4().hex, p.dataset, p.dataset, _sha(p.text), ("stats.count",), 2)
+    grant = p.node.authorise(job)
+    request = {"cmd": "run", "operator": "stats.sum", "session": "s", "params": {}, "blobs": {}}
+    outcome = decode_outcome(p.node.call(grant, request), "stats.sum")
+    assert isinstance(outcome, SandboxFailure)
+    assert "not approved" in outcome.detail
+
+
+def test_outcome_encoding_carries_no_log() -> None:
+    ok = SandboxResult("stats.sum", b"PDXENV1\n...", 0.5)
+    assert decode_outcome(encode_outcome(ok), "stats.sum") == SandboxResult(
+        "stats.sum", b"PDXENV1\n...", 0.5
+    )
+    failed = SandboxFailure(
+        "stats.sum",
+        "operator-error",
+        "input has no column named x",
+        "sandbox-invalid-parameters",
+        log_tail="a row: 110101199003074518",
+    )
+    back = decode_outcome(encode_outcome(failed), "stats.sum")
+    assert isinstance(back, SandboxFailure)
+    assert (back.code, back.detail, back.log_tail) == (failed.code, failed.detail, "")
+    assert b"110101" not in encode_outcome(failed)
+    mock = decode_outcome(MOCK_OUTPUT, "stats.sum")
+    assert isinstance(mock, SandboxFailure) and mock.code == "node-data-mismatch"
+
+
+@pytest.fixture(scope="module")
+def http_node() -> Iterator[Any]:
+    """A provider's own Datasite, a separate server process reached over HTTP."""
+    import syft as sy  # type: ignore[import-untyped]
+
+    server = sy.orchestra.launch(name=f"pdx-http-{uuid.uuid4().hex[:8]}", port="auto", reset=True)
+    yield server
+    server.land()
+
+
+@pytest.mark.slow
+def test_remote_node_waits_for_its_administrator(http_node: Any) -> None:
+    from syft.service.user.user_roles import ServiceRole  # type: ignore[import-untyped]
+
+    root = http_node.login(email="info@openmined.org", password="changethis")
+    root.register(
+        name="pdx", email="coordinator@pdx.dev", password="pw-4567-x", password_verify="pw-4567-x"
+    )
+    root.users.search(email="coordinator@pdx.dev")[0].update(role=ServiceRole.DATA_OWNER)
+    org, dataset = str(uuid.uuid4()), str(uuid.uuid4())
+    node = SyftNode.connect(
+        org,
+        f"{http_node.url}:{http_node.port}",
+        email="coordinator@pdx.dev",
+        password="pw-4567-x",
+        approval_wait_s=90,
+    )
+    text = _csv(9, 40)
+    node.upload(dataset, text, _mock(text))
+    approved = threading.Event()
+
+    def administrator() -> None:  # approves on the node, in its own time
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pending = [r for r in root.api.services.request.get_all() if "PENDING" in str(r.status)]
+            if pending:
+                pending[0].approve()
+                approved.set()
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=administrator, daemon=True).start()
+    job = NodeJob(uuid.uuid4().hex, dataset, dataset, _sha(text), ("stats.count",), 3)
+    grant = node.authorise(job)  # returns only once the administrator has approved
+    assert approved.is_set()
+    path = node_input_path(org, dataset)
+    sandbox = NodeSandbox(default_sandbox(), {path: (node, grant)}, local_inputs=False)
+    stats = StatsJob(
+        StatsQuery("stats.count"),
+        [ProviderInput(org, dataset, path)],
+        sandbox=sandbox,
+        job_id=job.job_id,
+        paillier_bits=1024,
+    )
+    gate = ReleaseGate(InMemoryPrivacyBudget(), rng=np.random.default_rng(0))
+    count = stats.run(gate, ReleaseObligations(min_cohort=10)).value().group()
+    assert count.exact["count"] == "40"
