@@ -61,6 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
             url=args.url or settings.url,
             credentials=args.credentials or settings.credentials_file,
             csv_path=args.csv,
+            with_computations=not args.no_computations,
         )
     except DemoError as exc:
         raise CliError(str(exc)) from None
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", help="server URL (default: the local one from settings)")
     demo.add_argument("--credentials", help="demo credentials file")
     demo.add_argument("--csv", help="CSV to register (default: examples/transit_trips.csv)")
+    demo.add_argument(
+        "--no-computations", action="store_true", help="skip the three-hospital computations"
+    )
     demo.set_defaults(func=_demo)
 
     ledger = sub.add_parser("ledger", help="the verifiable log").add_subparsers(

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from gateway.demo_compute import ComputeDemoError, run_compute_demo
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError
 from ledger.merkle import hasher, verify_consistency, verify_inclusion
@@ -80,7 +81,13 @@ def _register(
         )
 
 
-def run_demo(*, url: str, credentials: Path | str, csv_path: str | None = None) -> None:
+def run_demo(
+    *,
+    url: str,
+    credentials: Path | str,
+    csv_path: str | None = None,
+    with_computations: bool = True,
+) -> None:
     creds_path = Path(credentials)
     if not creds_path.exists():
         raise DemoError(f"no credentials file at {creds_path}; start the server with `make run`")
@@ -141,7 +148,25 @@ def run_demo(*, url: str, credentials: Path | str, csv_path: str | None = None) 
         _step(6, "An auditor checks the registration on the ledger with the public key alone")
         _audit_registration(client, auditor, ds, earlier_note)
 
-        _step(7, "The auditor may read everything and change nothing (三员分立)")
+        _step(7, "An enterprise asks to compute on the general-4 dataset without a contract")
+        enterprise = {"Authorization": f"Bearer {_login(client, creds, 'enterprise-fintech')}"}
+        r = client.post(
+            "/v1/computations",
+            json={
+                "operator": "stats.mean",
+                "inputs": [ds["id"]],
+                "params": {"columns": ["fare_yuan"], "clip": [0, 100]},
+                "purpose": "fare pricing study",
+            },
+            headers=enterprise,
+        )
+        if r.status_code != 403:
+            raise DemoError(f"expected the policy to refuse, got {r.status_code} {r.text[:200]}")
+        print(f"    refused: {r.status_code} {r.json()['type']}")
+        for reason in r.json().get("reasons", []):
+            print(f"      {reason}")
+
+        _step(8, "The auditor may read everything and change nothing (三员分立)")
         policy = _get(client, "/v1/policies", auditor).json()
         print(f"    reads policy revision {policy['revision']} ({policy['digest'][:19]}…)")
         r = client.put("/v1/policies/matrix", json=policy["matrix"], headers=auditor)
@@ -149,9 +174,16 @@ def run_demo(*, url: str, credentials: Path | str, csv_path: str | None = None) 
             raise DemoError(f"the auditor changed the policy: {r.status_code}")
         print(f"    tries to change the grading matrix: {r.status_code} {r.json()['detail']}")
 
-        _step(8, "The security administrator tightens the grading matrix; the ledger shows it")
+        _step(9, "The security administrator tightens the grading matrix; the ledger shows it")
         security = {"Authorization": f"Bearer {_login(client, creds, 'security-admin')}"}
         _change_matrix(client, security, auditor, policy["matrix"])
+
+        if with_computations:
+            print("\n--- usable but invisible: computations across three hospitals ---")
+            try:
+                run_compute_demo(client, creds)
+            except ComputeDemoError as exc:
+                raise DemoError(str(exc)) from None
     print("\ndemo finished")
 
 
