@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PKGS   := gateway exchange sandbox ledger crypto policies audit
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint type bench clean
+.PHONY: install run test lint type bench loadtest clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ run: install
 	$(BIN)/pdx run
 
 lint: install
-	$(BIN)/ruff check $(PKGS) tests bench migrations
-	$(BIN)/ruff format --check $(PKGS) tests bench migrations
+	$(BIN)/ruff check $(PKGS) tests bench migrations loadtest
+	$(BIN)/ruff format --check $(PKGS) tests bench migrations loadtest
 	$(BIN)/mypy
 
 type: install
@@ -29,6 +29,9 @@ type: install
 
 test: lint
 	scripts/with-postgres $(BIN)/python -m pytest
+
+loadtest: install
+	$(BIN)/python -m loadtest.run
 
 bench: install
 	$(BIN)/pdx bench all

@@ -37,8 +37,12 @@ def _run(args: argparse.Namespace) -> int:
     creds = initialise(platform)
     if creds is not None:
         print(f"pdx: seeded demo organisations; credentials in {settings.credentials_file}")
-    print(f"pdx: serving on http://{host}:{port} (docs at /docs), data in {settings.home}")
-    uvicorn.run(create_app(platform), host=host, port=port, log_level=args.log_level)
+    from gateway.mtls import uvicorn_ssl_kwargs
+
+    ssl_kw = uvicorn_ssl_kwargs(settings, hostnames=[host])
+    scheme = "https (mutual TLS)" if ssl_kw else "http"
+    print(f"pdx: serving {scheme} on {host}:{port} (docs at /docs), data in {settings.home}")
+    uvicorn.run(create_app(platform), host=host, port=port, log_level=args.log_level, **ssl_kw)
     return 0
 
 
@@ -254,6 +258,47 @@ def _kms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ca_issue(args: argparse.Namespace) -> int:
+    """Issue a client certificate for a registered client (RFC 8705 binding under mTLS)."""
+    import audit
+    import exchange
+    from crypto.ca import CertificateAuthority
+    from crypto.errors import CertificateError
+    from gateway.platform import build_platform, upgrade_database
+
+    settings = Settings.from_env()
+    platform = build_platform(settings)
+    upgrade_database(platform.engine)
+    with platform.session() as session, session.begin():
+        client = session.get(exchange.Client, args.client)
+        if client is None or not client.active:
+            raise CliError(f"no active client {args.client}")
+        if args.org and args.org != client.org_id:
+            raise CliError(f"client {args.client} belongs to another organisation")
+        try:
+            ca = CertificateAuthority.create_or_load(settings.tls_dir / "ca", now=platform.now())
+            issued = ca.issue_client(client.org_id, client.id, days=args.days)
+            issued.write(Path(args.out), client.id, ca_pem=ca.cert_pem)
+        except CertificateError as exc:
+            raise CliError(exc.detail) from None
+        platform.trail.record(
+            session,
+            audit.Subject(f"cli:{os.environ.get('USER', 'operator')}", None, None, None, None),
+            audit.AuditEvent(
+                "certificate.issued",
+                "issue",
+                audit.Result.SUCCESS,
+                object_id=client.id,
+                detail=f"x5t#S256={issued.fingerprint_s256} not_after={issued.not_after}",
+            ),
+            object_type="certificate",
+            now=platform.now(),
+        )
+    platform.sealer.seal_now()
+    print(f"pdx: issued a client certificate for {client.id} into {args.out}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     areas = BENCH_AREAS if args.area == "all" else (args.area,)
     for area in areas:
@@ -338,6 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     kms.add_parser(
         "seal-root-key", help="seal the local root key under PDX_ROOT_KEY_PASSPHRASE"
     ).set_defaults(func=_kms)
+
+    ca = sub.add_parser("ca", help="the platform's certificate authority").add_subparsers(
+        dest="ca_command", required=True
+    )
+    issue = ca.add_parser("issue", help="issue a client certificate for mutual TLS")
+    issue.add_argument("--client", required=True, help="client id")
+    issue.add_argument("--org", help="organisation id (checked against the client)")
+    issue.add_argument("--out", required=True, help="directory for <client>.pem and key")
+    issue.add_argument("--days", type=int, default=90)
+    issue.set_defaults(func=_ca_issue)
 
     bench = sub.add_parser("bench", help="run a benchmark area; writes bench/results/AREA.json")
     bench.add_argument("area", choices=(*BENCH_AREAS, "all"))

@@ -76,6 +76,9 @@ CRYPTO_STATUS: dict[str, int] = {
     "hsm-unavailable": 503,
     "root-key-passphrase-invalid": 503,
     "keystore-unavailable": 503,
+    "certificate-invalid": 401,
+    "certificate-request-invalid": 422,
+    "ca-unavailable": 503,
 }
 
 

@@ -27,13 +27,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from crypto.ca import (
     CA_CERT_FILE,
     CertificateAuthority,
+    ClientIdentity,
+    client_identity,
     ensure_server_certificate,
     subject_name,
     thumbprint_s256,
@@ -49,6 +51,7 @@ __all__ = [
     "TlsSettings",
     "bound_thumbprint_matches",
     "peer_certificate_der",
+    "peer_identity",
     "peer_thumbprint",
     "prepare_tls",
     "tls_extension",
@@ -111,6 +114,16 @@ def peer_thumbprint(scope: Mapping[str, Any]) -> str | None:
     return None if der is None else thumbprint_s256(der)
 
 
+def peer_identity(scope: Mapping[str, Any]) -> ClientIdentity | None:
+    """`(client_id, org_id)` named by the presented client certificate, or None without one.
+
+    `crypto.errors.CertificateInvalid` if a certificate was presented but names no pdx
+    client (e.g. a server certificate of the same CA).
+    """
+    der = peer_certificate_der(scope)
+    return None if der is None else client_identity(der)
+
+
 def bound_thumbprint_matches(expected: str, scope: Mapping[str, Any]) -> bool:
     """True iff this request came over a connection whose client cert has `expected`.
 
@@ -159,7 +172,7 @@ class _WithTlsExtension:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] in ("http", "websocket"):
-            extensions: dict[str, Any] = scope.setdefault("extensions", {})  # type: ignore[assignment, arg-type]
+            extensions: dict[str, Any] = cast("dict[str, Any]", scope).setdefault("extensions", {})
             # A copy per request: one request's code cannot alter what the next one sees.
             extensions[TLS_EXTENSION] = dict(self.tls)
         await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 import exchange
 from exchange import errors as xe
+from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
@@ -60,6 +61,14 @@ def _authenticate_sync(request: Request, platform: Platform) -> exchange.Caller:
     tokens = request.app.state.tokens
     now = platform.now()
     claims = tokens.verify(token, now=now)
+    if claims.cnf_x5t is not None:
+        # RFC 8705 §3: a bound token only works over the certificate it is bound to.
+        if not mtls.bound_thumbprint_matches(claims.cnf_x5t, request.scope):
+            request.state.cert_binding = "mismatch"
+            raise invalid_token("the token is bound to another client certificate")
+        request.state.cert_binding = "bound"
+    elif platform.settings.mtls:
+        raise invalid_token("only certificate-bound tokens are accepted over mutual TLS")
     with platform.session() as session:
         try:
             client, org = exchange.load_caller_client(session, claims.client_id)

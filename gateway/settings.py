@@ -25,6 +25,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "0")
+    if value not in ("0", "1"):
+        raise SettingsError(f"{name} must be 0 or 1")
+    return value == "1"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the composition root needs. Build with `Settings.from_env()`."""
@@ -46,6 +53,8 @@ class Settings:
     ledger_seal_entries: int = 1000
     cipher_suite: str = "intl"
     opa_url: str | None = None
+    mtls: bool = False
+    tls_home: Path | None = None
     key_backend: str = "local"
     root_key_passphrase: str | None = field(default=None, repr=False)
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
@@ -95,8 +104,12 @@ class Settings:
         return self.home / "demo-credentials.json"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.tls_home or self.home / "tls"
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.mtls else 'http'}://{self.host}:{self.port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +138,8 @@ class Settings:
             ledger_seal_entries=_int(env, "PDX_LEDGER_SEAL_ENTRIES", 1000),
             cipher_suite=env.get("PDX_CIPHER_SUITE", "intl"),
             opa_url=env.get("PDX_OPA_URL") or None,
+            mtls=_flag(env, "PDX_MTLS"),
+            tls_home=Path(env["PDX_TLS_DIR"]).resolve() if env.get("PDX_TLS_DIR") else None,
             key_backend=env.get("PDX_KEY_BACKEND", "local"),
             root_key_passphrase=env.get("PDX_ROOT_KEY_PASSPHRASE") or None,
             pkcs11_module=env.get("PDX_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),

@@ -16,7 +16,10 @@ from starlette.concurrency import run_in_threadpool
 import audit
 import exchange
 import exchange.sessions
+from crypto.ca import client_identity, thumbprint_s256
+from crypto.errors import CertificateError
 from exchange import errors as xe
+from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
@@ -64,6 +67,27 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return unquote(client_id), unquote(secret)
 
 
+def _certificate_binding(
+    platform: Platform, request: Request, client: exchange.Client
+) -> str | None:
+    """Under mTLS: the presented certificate must name this client; its x5t#S256 binds."""
+    if not platform.settings.mtls:
+        return None
+    der = mtls.peer_certificate_der(request.scope)
+    if der is None:
+        raise _oauth_error("invalid-client", "invalid_client", "client certificate required")
+    try:
+        ident = client_identity(der)
+    except CertificateError:
+        ident = None
+    if ident is None or (ident.client_id, ident.org_id) != (client.id, client.org_id):
+        # RFC 8705 §2.1: the certificate authenticates the client it names.
+        raise _oauth_error(
+            "invalid-client", "invalid_client", "the client certificate names another client"
+        )
+    return thumbprint_s256(der)
+
+
 def _subject(request: Request, client_id: str, org_id: str | None) -> audit.Subject:
     return audit.Subject(client_id, org_id, client_ip(request), request.state.request_id, None)
 
@@ -75,12 +99,13 @@ def _issue(
     now = platform.now()
     with platform.session() as session, session.begin():
         client = _authenticate(session, request, client_id, secret, basic)
+        cnf = _certificate_binding(platform, request, client)
         refresh = exchange.sessions.start_family(
             session,
             client,
             now=now,
             ttl=timedelta(seconds=platform.settings.refresh_ttl_s),
-            cnf_x5t=None,
+            cnf_x5t=cnf,
         )
         # 等保 (COMPLIANCE.md §5): successful authentications are audited too.
         audit.record(
@@ -92,7 +117,7 @@ def _issue(
             now=now,
         )
         org_id = client.org_id
-    return _tokens(platform, request, client_id, org_id, refresh, now)
+    return _tokens(platform, request, client_id, org_id, refresh, now, cnf)
 
 
 def _refresh(
@@ -102,9 +127,10 @@ def _refresh(
     now = platform.now()
     with platform.session() as session, session.begin():
         client = _authenticate(session, request, client_id, secret, basic)
+        cnf = _certificate_binding(platform, request, client)
         try:
             rotation = exchange.sessions.rotate(
-                session, token, client_id=client.id, now=now, cnf_x5t=None
+                session, token, client_id=client.id, now=now, cnf_x5t=cnf
             )
         except exchange.InvalidGrant as exc:
             request.state.audit_event = "auth.refresh_denied"
@@ -131,7 +157,7 @@ def _refresh(
             "invalid_grant",
             "refresh token already used; every token of this login is now revoked",
         )
-    return _tokens(platform, request, client_id, org_id, rotation.issued, now)
+    return _tokens(platform, request, client_id, org_id, rotation.issued, now, cnf)
 
 
 def _tokens(
@@ -141,9 +167,10 @@ def _tokens(
     org_id: str,
     refresh: exchange.sessions.IssuedRefresh,
     now: datetime,
+    cnf: str | None,
 ) -> TokenResponse:
     access, expires_in = request.app.state.tokens.issue(
-        client_id=client_id, org_id=org_id, now=now, family_id=refresh.family_id
+        client_id=client_id, org_id=org_id, now=now, family_id=refresh.family_id, cnf_x5t=cnf
     )
     return TokenResponse(
         access_token=access,

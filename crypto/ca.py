@@ -1,0 +1,731 @@
+"""The platform's own certificate authority for mutual TLS: root, client and server certificates.
+
+One self-signed root (ECDSA P-256 by default) issues short-lived leaf certificates:
+
+- client certificates (EKU clientAuth) naming a pdx client: subject CN = client id,
+  O = organisation id, SAN URI `urn:pdx:client:<client id>`;
+- server certificates (EKU serverAuth) for the gateway's own TLS endpoint.
+
+Why ECDSA P-256 and not Ed25519: OpenSSL 3 (and so Python's `ssl`) accepts Ed25519
+certificates in TLS 1.2 and 1.3 (checked with OpenSSL 3.0), but many TLS stacks
+(browsers, Go before 1.13, Java before 15, most HSMs and load balancers) do not; P-256
+with SHA-256 is the one signature every TLS 1.2/1.3 peer supports (RFC 8446 §9.1 makes
+ecdsa_secp256r1_sha256 mandatory). An Ed25519 *root* key is accepted (OpenSSL verifies
+Ed25519-signed chains); leaves are always P-256.
+
+Key seam: `CertificateAuthority` takes any private-key object that implements
+cryptography's `EllipticCurvePrivateKey` (or `Ed25519PrivateKey`) interface, so a KMS- or
+HSM-held key can sign by subclassing that interface; `create_or_load` is the
+file-backed default (PEM files, private key mode 0600).
+
+Time is a parameter (`now`) wherever validity is decided, so tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from crypto.errors import (
+    CertificateAuthorityUnavailable,
+    CertificateInvalid,
+    CertificateRequestInvalid,
+)
+
+__all__ = [
+    "CA_CERT_FILE",
+    "CA_KEY_FILE",
+    "CLIENT_URN_PREFIX",
+    "MAX_LEAF_DAYS",
+    "SERVER_CERT_FILE",
+    "SERVER_KEY_FILE",
+    "CaKey",
+    "CertificateAuthority",
+    "ClientIdentity",
+    "IssuedCertificate",
+    "certificate_der",
+    "client_identity",
+    "ensure_server_certificate",
+    "subject_name",
+    "thumbprint_s256",
+]
+
+CA_CERT_FILE = "ca.pem"
+CA_KEY_FILE = "ca-key.pem"
+CLIENT_URN_PREFIX = "urn:pdx:client:"
+# Leaves live at most a year (the brief); CA/B Forum's ceiling for public TLS is 398 days.
+MAX_LEAF_DAYS = 365
+DEFAULT_CLIENT_DAYS = 90
+DEFAULT_CA_DAYS = 3650
+# Tolerate a peer whose clock is a little behind ours.
+_BACKDATE = timedelta(minutes=5)
+# Client and organisation ids go into a URN (RFC 8141 NSS) and an X.520 CN (ub-common-name
+# is 64 characters), so they are restricted to a safe, unambiguous alphabet.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# RFC 1123 host names, optionally with one leading wildcard label.
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+_MAX_PEM_BYTES = 64 * 1024
+
+CaKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+class ClientIdentity(NamedTuple):
+    """Who a client certificate names; unpacks as `(client_id, org_id)`."""
+
+    client_id: str
+    org_id: str
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """A newly issued leaf: the certificate, its private key and its RFC 8705 thumbprint.
+
+    `key_pem` (PKCS#8, unencrypted) is None when the requester kept its own key (a CSR);
+    otherwise it is secret: hand it over once and store it mode 0600 (`write`).
+    """
+
+    cert_pem: bytes
+    key_pem: bytes | None
+    fingerprint_s256: str
+    serial_number: int
+    not_after: datetime
+
+    @property
+    def cert_der(self) -> bytes:
+        return certificate_der(self.cert_pem)
+
+    def write(self, directory: Path, stem: str, *, ca_pem: bytes | None = None) -> list[Path]:
+        """Write `<stem>.pem`, `<stem>-key.pem` (0600) and optionally `ca.pem` into `directory`.
+
+        Refuses to overwrite an existing key file (a client's key is never replaced
+        silently). Returns the paths written.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        written: list[Path] = []
+        if self.key_pem is not None:
+            key_path = directory / f"{stem}-key.pem"
+            _write_file(key_path, self.key_pem, mode=0o600, exclusive=True)
+            written.append(key_path)
+        cert_path = directory / f"{stem}.pem"
+        _write_file(cert_path, self.cert_pem, mode=0o644, exclusive=False)
+        written.append(cert_path)
+        if ca_pem is not None:
+            ca_path = directory / CA_CERT_FILE
+            _write_file(ca_path, ca_pem, mode=0o644, exclusive=False)
+            written.append(ca_path)
+        return written
+
+
+def thumbprint_s256(cert_der: bytes) -> str:
+    """RFC 8705 §3.1 `x5t#S256`: base64url(SHA-256(DER certificate)) without padding."""
+    digest = hashlib.sha256(cert_der).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def certificate_der(data: bytes | x509.Certificate) -> bytes:
+    """The DER encoding of a certificate given as PEM, DER or an object."""
+    return _load_certificate(data).public_bytes(serialization.Encoding.DER)
+
+
+def subject_name(cert: bytes | x509.Certificate) -> str:
+    """The certificate's subject as an RFC 4514 string (for logs and the ASGI TLS scope)."""
+    return _load_certificate(cert).subject.rfc4514_string()
+
+
+def client_identity(cert: bytes | x509.Certificate) -> ClientIdentity:
+    """Read `(client_id, org_id)` back from a pdx client certificate (PEM, DER or object).
+
+    The SAN URI `urn:pdx:client:<id>` names the client and must agree with the subject
+    CN; O names the organisation. This parses only: trust comes from the TLS handshake
+    or `CertificateAuthority.verify_client`. `CertificateInvalid` if any part is missing.
+    """
+    c = _load_certificate(cert)
+    try:
+        san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    except (x509.ExtensionNotFound, ValueError):
+        raise CertificateInvalid("certificate has no pdx client name") from None
+    ids = [u[len(CLIENT_URN_PREFIX) :] for u in uris if u.startswith(CLIENT_URN_PREFIX)]
+    cns = c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    orgs = c.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    if len(ids) != 1 or len(cns) != 1 or len(orgs) != 1:
+        raise CertificateInvalid("certificate has no pdx client name")
+    client_id, cn, org_id = ids[0], cns[0].value, orgs[0].value
+    if cn != client_id or not isinstance(org_id, str) or not _ID.match(client_id):
+        raise CertificateInvalid("certificate has no pdx client name")
+    if not _ID.match(org_id):
+        raise CertificateInvalid("certificate has no pdx client name")
+    return ClientIdentity(client_id, org_id)
+
+
+class CertificateAuthority:
+    """A root CA: a signing key object and its self-signed certificate.
+
+    Build with `create` (in memory), `load` / `create_or_load` (a directory of PEM files),
+    or directly from a key object and certificate (the KMS/HSM seam).
+    """
+
+    def __init__(self, key: CaKey, certificate: x509.Certificate) -> None:
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise CertificateAuthorityUnavailable("the CA key must be an ECDSA or Ed25519 key")
+        if isinstance(key, ec.EllipticCurvePrivateKey) and not isinstance(
+            key.curve, ec.SECP256R1 | ec.SECP384R1
+        ):
+            raise CertificateAuthorityUnavailable("the CA key must be on P-256 or P-384")
+        if _public_raw(key.public_key()) != _public_raw(certificate.public_key()):
+            raise CertificateAuthorityUnavailable("the CA key does not match the CA certificate")
+        try:
+            bc = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            bc = None
+        if bc is None or not bc.ca:
+            raise CertificateAuthorityUnavailable("the CA certificate is not a CA certificate")
+        self._key = key
+        self._cert = certificate
+        self._ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+
+    def __repr__(self) -> str:
+        return f"CertificateAuthority(subject={self.subject!r}, x5t#S256={self.thumbprint!r})"
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        common_name: str = "pdx platform CA",
+        organisation: str = "pdx",
+        days: int = DEFAULT_CA_DAYS,
+        now: datetime | None = None,
+        key: CaKey | None = None,
+    ) -> CertificateAuthority:
+        """A new self-signed root (a fresh P-256 key unless `key` is given), in memory."""
+        now = _now(now)
+        if not 1 <= days <= 30 * 365:
+            raise CertificateRequestInvalid("a CA lifetime is between 1 day and 30 years")
+        key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, _text(common_name, "common_name")),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, _text(organisation, "org")),
+            ]
+        )
+        public = key.public_key()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + timedelta(days=days))
+            # RFC 5280 §4.2.1.9: a root that only issues end-entity certificates.
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        )
+        return cls(key, builder.sign(key, _hash_for(key)))
+
+    @classmethod
+    def load(cls, directory: Path, *, passphrase: bytes | None = None) -> CertificateAuthority:
+        """Read `ca.pem` and `ca-key.pem` from `directory`; refuses a key others may read."""
+        directory = Path(directory)
+        cert_pem = _read(directory / CA_CERT_FILE, private=False)
+        key_pem = _read(directory / CA_KEY_FILE, private=True)
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError:
+            raise CertificateAuthorityUnavailable("the CA certificate file is damaged") from None
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=passphrase)
+        except TypeError:
+            raise CertificateAuthorityUnavailable(
+                "the CA key file and the passphrase do not go together"
+            ) from None
+        except ValueError:
+            raise CertificateAuthorityUnavailable(
+                "the CA key file is damaged or the passphrase is wrong"
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise CertificateAuthorityUnavailable("the CA key must be an ECDSA or Ed25519 key")
+        return cls(key, cert)
+
+    @classmethod
+    def create_or_load(
+        cls,
+        directory: Path,
+        *,
+        now: datetime | None = None,
+        passphrase: bytes | None = None,
+        common_name: str = "pdx platform CA",
+    ) -> CertificateAuthority:
+        """Load the CA in `directory`, first creating it if there is none.
+
+        Safe against concurrent callers (several uvicorn workers starting at once): an
+        exclusive lock on `directory/.lock` serialises creation, so all end up with one CA.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _locked(directory / ".lock"):
+            has_key = (directory / CA_KEY_FILE).exists()
+            has_cert = (directory / CA_CERT_FILE).exists()
+            if has_key != has_cert:
+                raise CertificateAuthorityUnavailable(
+                    f"{directory} holds only one of {CA_CERT_FILE} and {CA_KEY_FILE}"
+                )
+            if not has_key:
+                cls.create(common_name=common_name, now=now).save(directory, passphrase=passphrase)
+            return cls.load(directory, passphrase=passphrase)
+
+    def save(self, directory: Path, *, passphrase: bytes | None = None) -> None:
+        """Write `ca-key.pem` (mode 0600, never overwritten) and `ca.pem` into `directory`.
+
+        Only possible for a key whose private bytes are exportable (not an HSM key).
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        key_pem = self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        _write_file(directory / CA_KEY_FILE, key_pem, mode=0o600, exclusive=True)
+        _write_file(directory / CA_CERT_FILE, self.cert_pem, mode=0o644, exclusive=False)
+
+    # -- what it is --------------------------------------------------------------------------
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._cert
+
+    @property
+    def cert_pem(self) -> bytes:
+        """The root certificate in PEM: the trust anchor clients and the server load."""
+        return self._cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def subject(self) -> str:
+        return self._cert.subject.rfc4514_string()
+
+    @property
+    def thumbprint(self) -> str:
+        return thumbprint_s256(self._cert.public_bytes(serialization.Encoding.DER))
+
+    @property
+    def not_after(self) -> datetime:
+        return self._cert.not_valid_after_utc
+
+    # -- issuing -----------------------------------------------------------------------------
+
+    def issue_client(
+        self,
+        org_id: str,
+        client_id: str,
+        *,
+        days: int = DEFAULT_CLIENT_DAYS,
+        now: datetime | None = None,
+        csr_pem: bytes | None = None,
+    ) -> IssuedCertificate:
+        """A client certificate for `client_id` of organisation `org_id` (EKU clientAuth).
+
+        Subject CN = client id, O = organisation id; SAN URI `urn:pdx:client:<client id>`.
+        With `csr_pem` (PKCS#10) the requester keeps its private key: only the CSR's
+        public key and signature are used, never its requested names.
+        """
+        if not isinstance(client_id, str) or not _ID.match(client_id):
+            raise CertificateRequestInvalid(
+                "client_id must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)"
+            )
+        if not isinstance(org_id, str) or not _ID.match(org_id):
+            raise CertificateRequestInvalid(
+                "org_id must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)"
+            )
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_id),
+                x509.NameAttribute(NameOID.COMMON_NAME, client_id),
+            ]
+        )
+        san = x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(CLIENT_URN_PREFIX + client_id)]
+        )
+        return self._issue(
+            subject, san, ExtendedKeyUsageOID.CLIENT_AUTH, days=days, now=now, csr_pem=csr_pem
+        )
+
+    def issue_server(
+        self,
+        hostnames: Sequence[str],
+        ips: Sequence[str | ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+        *,
+        days: int = MAX_LEAF_DAYS,
+        now: datetime | None = None,
+    ) -> IssuedCertificate:
+        """A TLS server certificate (EKU serverAuth) for DNS `hostnames` and `ips`.
+
+        The CN is the first host name (or address) for old clients; the SAN is what
+        RFC 6125 clients (Python's ssl among them) actually check.
+        """
+        if isinstance(hostnames, str) or isinstance(ips, str):
+            raise CertificateRequestInvalid("hostnames and ips are sequences, not one string")
+        names: list[x509.GeneralName] = []
+        for host in hostnames:
+            if not isinstance(host, str) or len(host) > 253 or not _HOSTNAME.match(host):
+                raise CertificateRequestInvalid(f"not a DNS host name: {str(host)[:80]!r}")
+            names.append(x509.DNSName(host.lower()))
+        addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+        for ip in ips:
+            try:
+                addresses.append(ipaddress.ip_address(ip))
+            except ValueError:
+                raise CertificateRequestInvalid(f"not an IP address: {str(ip)[:80]!r}") from None
+        names.extend(x509.IPAddress(a) for a in addresses)
+        if not names:
+            raise CertificateRequestInvalid("a server certificate needs a host name or address")
+        first = hostnames[0] if hostnames else str(addresses[0])
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first[:64])])
+        return self._issue(
+            subject,
+            x509.SubjectAlternativeName(names),
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            days=days,
+            now=now,
+            csr_pem=None,
+        )
+
+    def _issue(
+        self,
+        subject: x509.Name,
+        san: x509.SubjectAlternativeName,
+        eku: x509.ObjectIdentifier,
+        *,
+        days: int,
+        now: datetime | None,
+        csr_pem: bytes | None,
+    ) -> IssuedCertificate:
+        now = _now(now)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_LEAF_DAYS:
+            raise CertificateRequestInvalid(f"a certificate lives 1 to {MAX_LEAF_DAYS} days")
+        not_after = now + timedelta(days=days)
+        if not_after > self.not_after:
+            raise CertificateRequestInvalid("the certificate would outlive the CA")
+        if now < self._cert.not_valid_before_utc:
+            raise CertificateRequestInvalid("the CA is not yet valid")
+        key_pem: bytes | None = None
+        public: ec.EllipticCurvePublicKey
+        if csr_pem is None:
+            # A fresh P-256 key per leaf: the one TLS key type every peer accepts.
+            private = ec.generate_private_key(ec.SECP256R1())
+            public = private.public_key()
+            key_pem = private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        else:
+            public = _csr_public_key(csr_pem)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._cert.subject)
+            .public_key(public)
+            # RFC 5280 §4.1.2.2 allows 20 octets; 159 random bits stay positive (CA/B 7.1).
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+            .add_extension(san, critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(self._ski),
+                critical=False,
+            )
+            .sign(self._key, _hash_for(self._key))
+        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return IssuedCertificate(
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+            key_pem=key_pem,
+            fingerprint_s256=thumbprint_s256(der),
+            serial_number=cert.serial_number,
+            not_after=cert.not_valid_after_utc,
+        )
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def verify_client(
+        self, cert: bytes | x509.Certificate, *, now: datetime | None = None
+    ) -> ClientIdentity:
+        """Check a client certificate against this CA (defence in depth beside TLS).
+
+        Steps: (1) issued and signed by this CA; (2) `now` inside its validity;
+        (3) EKU clientAuth; (4) a pdx client name (`client_identity`). Any failure is
+        the one opaque `CertificateInvalid`.
+        """
+        now = _now(now)
+        c = _load_certificate(cert)
+        # (1) issuer and signature
+        try:
+            c.verify_directly_issued_by(self._cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CertificateInvalid() from None
+        # (2) validity period
+        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
+            raise CertificateInvalid()
+        # (3) extended key usage
+        try:
+            eku = c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except (x509.ExtensionNotFound, ValueError):
+            raise CertificateInvalid() from None
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+            raise CertificateInvalid()
+        # (4) the pdx client name
+        return client_identity(c)
+
+
+SERVER_CERT_FILE = "server.pem"
+SERVER_KEY_FILE = "server-key.pem"
+
+
+def ensure_server_certificate(
+    ca: CertificateAuthority,
+    directory: Path,
+    hostnames: Sequence[str],
+    ips: Sequence[str] = (),
+    *,
+    now: datetime | None = None,
+    renew_before: timedelta = timedelta(days=30),
+) -> tuple[Path, Path]:
+    """Paths of `server.pem` and `server-key.pem` in `directory`, (re)issued when needed.
+
+    Reissued when missing, not issued by `ca`, expiring within `renew_before`, or not
+    naming every host name and address asked for; otherwise left alone (a restart does
+    not churn certificates). The key file is mode 0600.
+    """
+    now = _now(now)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path, key_path = directory / SERVER_CERT_FILE, directory / SERVER_KEY_FILE
+    with _locked(directory / ".server.lock"):
+        if _server_certificate_current(ca, cert_path, key_path, hostnames, ips, now, renew_before):
+            return cert_path, key_path
+        issued = ca.issue_server(
+            hostnames, ips, now=now, days=min(MAX_LEAF_DAYS, (ca.not_after - now).days - 1)
+        )
+        for stale in (key_path, cert_path):
+            if os.path.lexists(stale):
+                os.unlink(stale)
+        assert issued.key_pem is not None
+        _write_file(key_path, issued.key_pem, mode=0o600, exclusive=True)
+        _write_file(cert_path, issued.cert_pem, mode=0o644, exclusive=False)
+    return cert_path, key_path
+
+
+def _server_certificate_current(
+    ca: CertificateAuthority,
+    cert_path: Path,
+    key_path: Path,
+    hostnames: Sequence[str],
+    ips: Sequence[str],
+    now: datetime,
+    renew_before: timedelta,
+) -> bool:
+    if not (cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert = _load_certificate(_read(cert_path, private=False))
+        cert.verify_directly_issued_by(ca.certificate)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (CertificateInvalid, CertificateAuthorityUnavailable, ValueError, TypeError):
+        return False
+    except (InvalidSignature, x509.ExtensionNotFound):
+        return False
+    dns = {d.lower() for d in san.get_values_for_type(x509.DNSName)}
+    addresses = set(san.get_values_for_type(x509.IPAddress))
+    try:
+        wanted_ips = {ipaddress.ip_address(ip) for ip in ips}
+    except ValueError:
+        return False
+    return (
+        {h.lower() for h in hostnames} <= dns
+        and wanted_ips <= addresses
+        and cert.not_valid_before_utc <= now
+        and now + renew_before < cert.not_valid_after_utc
+    )
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        raise CertificateRequestInvalid("now must be timezone-aware")
+    return now.astimezone(UTC)
+
+
+def _text(value: str, field: str) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+        raise CertificateRequestInvalid(f"{field} must be 1-64 printable characters")
+    return value
+
+
+def _hash_for(key: CaKey) -> hashes.SHA256 | hashes.SHA384 | None:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None  # RFC 8410: Ed25519 signs the message itself, no separate digest
+    return hashes.SHA384() if isinstance(key.curve, ec.SECP384R1) else hashes.SHA256()
+
+
+def _public_raw(public: object) -> bytes:
+    if isinstance(public, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        return public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    raise CertificateAuthorityUnavailable("the CA certificate has an unsupported key type")
+
+
+def _load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
+    if isinstance(data, x509.Certificate):
+        return data
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) > _MAX_PEM_BYTES:
+        raise CertificateInvalid("not a certificate")
+    raw = bytes(data)
+    try:
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(raw)
+        return x509.load_der_x509_certificate(raw)
+    except ValueError:
+        raise CertificateInvalid("not a certificate") from None
+
+
+def _csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except (ValueError, TypeError):
+        raise CertificateRequestInvalid("not a PEM certificate signing request") from None
+    # Proof of possession: the requester signed the CSR with the key it asks us to certify.
+    if not csr.is_signature_valid:
+        raise CertificateRequestInvalid("the CSR's signature does not verify")
+    public = csr.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
+        public.curve, ec.SECP256R1
+    ):
+        raise CertificateRequestInvalid("a client key must be ECDSA P-256")
+    return public
+
+
+def _read(path: Path, *, private: bool) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CertificateAuthorityUnavailable(f"{path.name} does not exist") from None
+    except OSError as error:
+        raise CertificateAuthorityUnavailable(
+            f"{path.name} cannot be opened: {error.strerror}"
+        ) from None
+    try:
+        # fstat the opened descriptor so the checks apply to the file actually read.
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CertificateAuthorityUnavailable(f"{path.name} is not a regular file")
+        if private and info.st_mode & 0o077:
+            # Like ssh with private keys: a key others can read is refused, not used.
+            raise CertificateAuthorityUnavailable(
+                f"{path.name} may be read by others (mode {stat.S_IMODE(info.st_mode):o}); "
+                "chmod 600 it"
+            )
+        if info.st_size > _MAX_PEM_BYTES:
+            raise CertificateAuthorityUnavailable(f"{path.name} is too large")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes, *, mode: int, exclusive: bool) -> None:
+    """Write via a private temporary file, then link (exclusive) or rename it into place.
+
+    The file has its final mode from creation, so a private key is never readable by
+    others even for a moment; `exclusive` refuses to replace an existing file.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # the umask may have narrowed a public file's mode
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise CertificateAuthorityUnavailable(
+                    f"{path.name} already exists; not replacing it"
+                ) from None
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

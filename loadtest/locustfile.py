@@ -1,0 +1,311 @@
+"""Locust scenarios against a running pdx gateway: tokens, catalogue, ledger proofs, uploads.
+
+A realistic mix, weighted so that reads dominate:
+
+| user class       | client (demo credentials) | what it does                                    |
+|------------------|---------------------------|-------------------------------------------------|
+| `CatalogReader`  | enterprise-fintech        | GET /v1/datasets, GET /v1/datasets/{id}         |
+| `LedgerAuditor`  | auditor                   | checkpoint, inclusion proofs, entries           |
+| `Provider`       | provider-transport        | POST /v1/datasets (small CSV), own catalogue    |
+| `TokenClient`    | enterprise-fintech        | logins (client_credentials) and refreshes       |
+
+Like real clients, users of one client share its access token (one `TokenCache` per
+Locust process, as a service shares one token across its worker threads) and renew it
+before it expires: with a refresh token when the server issued one (grant_type
+refresh_token), else with the client credentials again. Run the read-only classes alone
+by naming them: `locust -f loadtest/locustfile.py CatalogReader LedgerAuditor`.
+
+Environment: `PDX_LOADTEST_CREDENTIALS` (default `$PDX_HOME/demo-credentials.json`,
+`PDX_HOME` defaulting to `.pdx`), `PDX_LOADTEST_WAIT_S` (think time of the read users,
+default 0: closed-loop maximum throughput), `PDX_LOADTEST_UPLOAD_ROWS` (default 50).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from gevent.lock import Semaphore
+from locust import between, constant, constant_pacing, task
+from locust.contrib.fasthttp import FastHttpUser
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from loadtest.run import dataset_metadata, multipart, small_csv  # noqa: E402 - after sys.path
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+# Renew when less than this share of the lifetime (at least 30 s) is left.
+RENEW_FRACTION = 0.2
+RENEW_MIN_S = 30.0
+
+
+def _credentials_path() -> Path:
+    explicit = os.environ.get("PDX_LOADTEST_CREDENTIALS")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("PDX_HOME") or ".pdx") / "demo-credentials.json"
+
+
+def _load_credentials() -> dict[str, dict[str, Any]]:
+    path = _credentials_path()
+    try:
+        data: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(
+            f"no demo credentials at {path}: start the server once (pdx run) or set "
+            "PDX_LOADTEST_CREDENTIALS"
+        ) from None
+    return data
+
+
+CREDENTIALS = _load_credentials()
+READ_WAIT_S = float(os.environ.get("PDX_LOADTEST_WAIT_S", "0"))
+
+
+UPLOAD = small_csv(int(os.environ.get("PDX_LOADTEST_UPLOAD_ROWS", "50")))
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Token:
+    access: str
+    expires_at: float
+    lifetime: float
+    refresh: str | None
+
+    def due(self, now: float) -> bool:
+        margin = max(RENEW_MIN_S, RENEW_FRACTION * self.lifetime)
+        return now >= self.expires_at - margin
+
+
+class TokenCache:
+    """Access tokens per client, shared by the users of one process, renewed before expiry."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, Token] = {}
+        self._locks: dict[str, Semaphore] = {}
+
+    def header(self, user: FastHttpUser, client: str) -> dict[str, str]:
+        token = self._tokens.get(client)
+        if token is None or token.due(time.time()):
+            lock = self._locks.setdefault(client, Semaphore())
+            with lock:  # one renewal per client; the others wait for it
+                token = self._tokens.get(client)
+                if token is None or token.due(time.time()):
+                    token = self._renew(user, client, token)
+        return {"Authorization": f"Bearer {token.access}"}
+
+    def forget(self, client: str) -> None:
+        self._tokens.pop(client, None)
+
+    def _renew(self, user: FastHttpUser, client: str, old: Token | None) -> Token:
+        token = None
+        if old is not None and old.refresh:
+            token = request_token(user, client, refresh=old.refresh)
+        if token is None:
+            token = request_token(user, client)
+        if token is None:
+            raise RuntimeError(f"cannot obtain a token for {client}")
+        self._tokens[client] = token
+        return token
+
+
+TOKENS = TokenCache()
+
+
+def request_token(user: FastHttpUser, client: str, *, refresh: str | None = None) -> Token | None:
+    """POST /v1/auth/token (client_credentials, or refresh_token when `refresh` is given)."""
+    creds = CREDENTIALS[client]
+    form = {"client_id": creds["client_id"], "client_secret": creds["client_secret"]}
+    if refresh is None:
+        form["grant_type"] = "client_credentials"
+    else:
+        form["grant_type"] = "refresh_token"
+        form["refresh_token"] = refresh
+    name = f"/v1/auth/token [{form['grant_type']}]"
+    with user.client.post(
+        "/v1/auth/token", data=urlencode(form), headers=FORM, name=name, catch_response=True
+    ) as r:
+        if r.status_code != 200:
+            r.failure(f"{r.status_code} {(r.text or '')[:200]}")
+            return None
+        body = r.json()
+        lifetime = float(body["expires_in"])
+        return Token(
+            access=body["access_token"],
+            expires_at=time.time() + lifetime,
+            lifetime=lifetime,
+            refresh=body.get("refresh_token"),
+        )
+
+
+class PdxUser(FastHttpUser):
+    """A user acting as one demo client with a shared, renewed access token."""
+
+    abstract = True
+    client_name = "enterprise-fintech"
+    # Keep-alive connections, as a real client library would.
+    concurrency = 1
+
+    def auth(self) -> dict[str, str]:
+        return TOKENS.header(self, self.client_name)
+
+    def get(self, path: str, *, name: str | None = None, **params: Any) -> Any:
+        url = f"{path}?{urlencode(params)}" if params else path
+        with self.client.get(url, headers=self.auth(), name=name, catch_response=True) as r:
+            if r.status_code == 401:
+                TOKENS.forget(self.client_name)  # revoked or expired early: log in again
+            if r.status_code != 200:
+                r.failure(f"{r.status_code} {(r.text or '')[:200]}")
+                return None
+            return r
+
+
+# -- shared knowledge of the server (ids, tree size), per process ------------------------------
+
+
+class Known:
+    dataset_ids: list[str] = []
+    tree_size = 0
+
+
+def _remember_datasets(response: Any) -> None:
+    if response is None:
+        return
+    ids = [d["id"] for d in response.json()]
+    if ids:
+        Known.dataset_ids = ids
+
+
+# -- user classes --------------------------------------------------------------------------------
+
+
+class CatalogReader(PdxUser):
+    """An enterprise browsing the catalogue: lists and dataset details."""
+
+    weight = 8
+    client_name = "enterprise-fintech"
+    wait_time = constant(READ_WAIT_S)
+
+    def on_start(self) -> None:
+        if not Known.dataset_ids:
+            _remember_datasets(self.get("/v1/datasets", name="/v1/datasets"))
+
+    @task(4)
+    def catalogue(self) -> None:
+        page = random.choice((0, 0, 0, 1))
+        r = self.get("/v1/datasets", name="/v1/datasets", limit=20, offset=page * 20)
+        if page == 0:
+            _remember_datasets(r)
+
+    @task(5)
+    def detail(self) -> None:
+        if not Known.dataset_ids:
+            return
+        dataset_id = random.choice(Known.dataset_ids)
+        self.get(f"/v1/datasets/{dataset_id}", name="/v1/datasets/{id}")
+
+
+class LedgerAuditor(PdxUser):
+    """An auditor checking the log: newest checkpoint, inclusion proofs, entries."""
+
+    weight = 3
+    client_name = "auditor"
+    wait_time = constant(READ_WAIT_S)
+
+    def on_start(self) -> None:
+        if not Known.tree_size:
+            self.checkpoint()
+
+    @task(1)
+    def checkpoint(self) -> None:
+        r = self.get("/v1/ledger/checkpoint")
+        if r is not None:
+            # C2SP tlog-checkpoint: origin, tree size, root hash, blank line, signatures.
+            lines = r.text.split("\n")
+            Known.tree_size = max(Known.tree_size, int(lines[1]))
+
+    @task(3)
+    def inclusion_proof(self) -> None:
+        size = Known.tree_size
+        if size < 1:
+            return
+        index = random.randrange(size)
+        self.get(
+            "/v1/ledger/proof/inclusion",
+            name="/v1/ledger/proof/inclusion",
+            index=index,
+            tree_size=size,
+        )
+
+    @task(3)
+    def entry(self) -> None:
+        if Known.tree_size < 1:
+            return
+        index = random.randrange(Known.tree_size)
+        self.get(f"/v1/ledger/entries/{index}", name="/v1/ledger/entries/{index}")
+
+
+class Provider(PdxUser):
+    """A data provider registering small datasets now and then and checking its own list."""
+
+    fixed_count = 1
+    client_name = "provider-transport"
+    wait_time = between(1.0, 3.0)
+
+    @task(1)
+    def register(self) -> None:
+        name = f"loadtest-{uuid.uuid4().hex[:12]}"
+        body, ctype = multipart(dataset_metadata(name), UPLOAD, "sample.csv")
+        headers = {**self.auth(), "Content-Type": ctype}
+        with self.client.post(
+            "/v1/datasets",
+            data=body,
+            headers=headers,
+            name="/v1/datasets [register]",
+            catch_response=True,
+        ) as r:
+            if r.status_code != 201:
+                r.failure(f"{r.status_code} {(r.text or '')[:200]}")
+            else:
+                Known.dataset_ids.append(r.json()["id"])
+
+    @task(2)
+    def own_catalogue(self) -> None:
+        org = CREDENTIALS[self.client_name].get("org_id", "")
+        self.get("/v1/datasets", name="/v1/datasets?owner_org", owner_org=org, limit=20)
+
+
+class TokenClient(PdxUser):
+    """Logins and refreshes at a steady, low rate (each costs a scrypt check on the server)."""
+
+    fixed_count = 1
+    client_name = "enterprise-fintech"
+    wait_time = constant_pacing(1.0)
+
+    def on_start(self) -> None:
+        self.token: Token | None = None
+
+    @task(1)
+    def login(self) -> None:
+        self.token = request_token(self, self.client_name)
+
+    @task(2)
+    def refresh(self) -> None:
+        # RFC 6749 §6; until the server issues refresh tokens this is another login.
+        if self.token is not None and self.token.refresh:
+            self.token = request_token(self, self.client_name, refresh=self.token.refresh)
+        else:
+            self.token = request_token(self, self.client_name)
