@@ -9,11 +9,12 @@ Rows are written in the caller's transaction and never updated or deleted.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, select
+from sqlalchemy import Boolean, Index, Integer, String, Text, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from audit.models import AuditBase, UtcDateTime
@@ -87,28 +88,42 @@ def _cut(value: str | None, limit: int) -> str | None:
     return None if value is None else value.replace("\x00", "\ufffd")[:limit]
 
 
+def _row(entry: DecisionLogEntry) -> dict[str, Any]:
+    if entry.timestamp.tzinfo is None:
+        raise ValueError("decision timestamps must be timezone-aware (UTC)")
+    ts = entry.timestamp.astimezone(UTC)
+    return {
+        "decision_id": entry.decision_id,
+        # Millisecond UTC timestamps, like audit records (等保 2.0).
+        "ts": ts.replace(microsecond=ts.microsecond // 1000 * 1000),
+        "path": entry.path[:256],
+        # json.dumps escapes NUL, so PostgreSQL text accepts whatever the input held.
+        "input": json.dumps(entry.input, ensure_ascii=False, default=str),
+        "result": (
+            json.dumps(entry.result, ensure_ascii=False, default=str) if entry.defined else None
+        ),
+        "revision": entry.revision,
+        "bundle_digest": entry.bundle_digest[:64],
+        "allow": entry.allow,
+        "subject_id": _cut(entry.subject_id, 128),
+        "request_id": _cut(entry.request_id, 64),
+    }
+
+
+def record_decisions(session: Session, entries: Sequence[DecisionLogEntry]) -> int:
+    """Add many decisions in one multi-row INSERT (the buffered decision-log writer)."""
+    if not entries:
+        return 0
+    session.execute(insert(DecisionLog), [_row(e) for e in entries])
+    return len(entries)
+
+
 def record_decision(session: Session, entry: DecisionLogEntry) -> DecisionLog:
     """Add the decision to `session`'s transaction (the caller commits it with the action).
 
     COMPLIANCE.md §5: the record commits with the action it authorised, or not at all.
     """
-    if entry.timestamp.tzinfo is None:
-        raise ValueError("decision timestamps must be timezone-aware (UTC)")
-    ts = entry.timestamp.astimezone(UTC)
-    row = DecisionLog(
-        decision_id=entry.decision_id,
-        # Millisecond UTC timestamps, like audit records (等保 2.0).
-        ts=ts.replace(microsecond=ts.microsecond // 1000 * 1000),
-        path=entry.path[:256],
-        # json.dumps escapes NUL, so PostgreSQL text accepts whatever the input held.
-        input=json.dumps(entry.input, ensure_ascii=False, default=str),
-        result=json.dumps(entry.result, ensure_ascii=False, default=str) if entry.defined else None,
-        revision=entry.revision,
-        bundle_digest=entry.bundle_digest[:64],
-        allow=entry.allow,
-        subject_id=_cut(entry.subject_id, 128),
-        request_id=_cut(entry.request_id, 64),
-    )
+    row = DecisionLog(**_row(entry))
     session.add(row)
     return row
 

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
 from gateway.platform import Platform
+from gateway.principals import Principals
 from gateway.routers import (
     auth,
     computations,
@@ -108,6 +109,7 @@ def create_app(platform: Platform) -> FastAPI:
     reload_keys()
     tokens.reload_with(reload_keys)
     app.state.reload_keys = reload_keys  # after a KMS change (rotation, suspension)
+    app.state.principals = Principals(platform.session)
     app.state.tokens = tokens
     errors.install(app)
     app.include_router(health.router)

@@ -142,8 +142,7 @@ class DecisionLogWriter:
         if not pending:
             return 0
         with self._sessions() as session, session.begin():
-            for decision, request_id in pending:
-                policies.log_decision(session, decision, request_id=request_id)
+            policies.log_decisions(session, pending)
         return len(pending)
 
     def start(self) -> None:

@@ -7,14 +7,13 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 import exchange
-from exchange import errors as xe
 from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
+from gateway.principals import Principals
 from gateway.tokens import invalid_token
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
@@ -69,33 +68,35 @@ def _authenticate_sync(request: Request, platform: Platform) -> exchange.Caller:
         request.state.cert_binding = "bound"
     elif platform.settings.mtls:
         raise invalid_token("only certificate-bound tokens are accepted over mutual TLS")
-    with platform.session() as session:
-        try:
-            client, org = exchange.load_caller_client(session, claims.client_id)
-        except xe.AuthenticationFailed:
-            raise invalid_token("the token's client is not active") from None
-        if org.id != claims.org_id:
-            raise invalid_token("the token's organisation does not match its client")
-        if exchange.is_revoked(session, jti=claims.jti, family_id=claims.family_id):
-            raise invalid_token("the token was revoked")
-        caller = exchange.Caller(
-            client_id=client.id,
-            org_id=org.id,
-            org_kind=exchange.OrgKind(org.kind),
-            roles=frozenset(exchange.Role(r) for r in client.roles),
-            ip=client_ip(request),
-            request_id=request.state.request_id,
-            # One decision per request; the policy issue replaces this with the PDP's id.
-            decision_id=uuid.uuid4().hex,
-        )
+    principals: Principals = request.app.state.principals
+    client = principals.client(claims.client_id)
+    if client is None or not client.active:
+        raise invalid_token("the token's client is not active")
+    if client.org_id != claims.org_id:
+        raise invalid_token("the token's organisation does not match its client")
+    if principals.revoked(jti=claims.jti, family_id=claims.family_id):
+        raise invalid_token("the token was revoked")
+    caller = exchange.Caller(
+        client_id=client.client_id,
+        org_id=client.org_id,
+        org_kind=client.org_kind,
+        roles=client.roles,
+        ip=client_ip(request),
+        request_id=request.state.request_id,
+        decision_id=None,  # set by the enforcement point's decision
+    )
     request.state.caller = caller
     request.state.token_claims = claims
     return caller
 
 
 async def authenticate(request: Request, platform: PlatformDep) -> exchange.Caller:
-    """FastAPI dependency: the authenticated caller, or a 401 problem (audited)."""
-    return await run_in_threadpool(_authenticate_sync, request, platform)
+    """FastAPI dependency: the authenticated caller, or a 401 problem (audited).
+
+    Runs on the event loop: token checks are CPU-light and client and revocation
+    state comes from `Principals` (a database read at most once a second).
+    """
+    return _authenticate_sync(request, platform)
 
 
 CallerDep = Annotated[exchange.Caller, Depends(authenticate)]

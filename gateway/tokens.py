@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +20,7 @@ from gateway.errors import GatewayError
 ALGORITHM = "EdDSA"
 _LEEWAY = timedelta(seconds=10)
 _RELOAD_INTERVAL_S = 5.0
+_VERIFIED_MAX = 10_000
 
 
 def invalid_token(detail: str) -> GatewayError:
@@ -53,6 +56,8 @@ class TokenService:
         self._jwks: list[dict[str, str]] = []
         self._reload: Callable[[], None] | None = None
         self._reloaded_at = 0.0
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     def reload_with(self, reload: Callable[[], None]) -> None:
         """Set how to refetch keys when a token names an unseen `kid` (rotated elsewhere).
@@ -77,6 +82,8 @@ class TokenService:
         )
         self._jwks = keystore.public_jwks(session, purpose=crypto.KeyPurpose.TOKEN_SIGNING)
         self._verifiers = {k["kid"]: jwt.PyJWK(k).key for k in self._jwks}
+        with self._verified_lock:
+            self._verified.clear()  # a key may have been withdrawn: verify afresh
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": list(self._jwks)}
@@ -116,7 +123,22 @@ class TokenService:
         return token, int(self.ttl.total_seconds())
 
     def verify(self, token: str, *, now: datetime) -> TokenClaims:
-        """Check signature, algorithm, kid, issuer, audience and times; one error shape."""
+        """Check signature, algorithm, kid, issuer, audience and times; one error shape.
+
+        A token whose signature, issuer and audience verified is remembered (bounded
+        LRU keyed by the exact token text), so repeat requests skip the Ed25519 check;
+        times and the claims' shape are checked on every call.
+        """
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_signature(token)
+            with self._verified_lock:
+                self._verified[token] = claims
+                if len(self._verified) > _VERIFIED_MAX:
+                    self._verified.popitem(last=False)
+        return self._check_claims(claims, now)
+
+    def _verify_signature(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -144,6 +166,11 @@ class TokenService:
             )
         except jwt.PyJWTError:
             raise invalid_token("token signature or claims are invalid") from None
+        if not isinstance(claims, dict):
+            raise invalid_token("token claims are not an object")
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any], now: datetime) -> TokenClaims:
         # Times are checked against the injected clock, not the wall clock.
         ts = now.timestamp()
         leeway = _LEEWAY.total_seconds()

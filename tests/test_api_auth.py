@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -198,6 +199,9 @@ def test_disabled_client_token_stops_working(
     assert api.get("/v1/me", headers=headers).status_code == 200
     with platform.session() as s, s.begin():
         s.get(exchange.Client, creds["enterprise-fintech"]["client_id"]).active = False  # type: ignore[union-attr]
+    # Changed behind this process's back (as another gateway would): seen within the
+    # principal cache's freshness bound (1 s), on the next request after it.
+    time.sleep(1.05)
     assert api.get("/v1/me", headers=headers).status_code == 401
 
 

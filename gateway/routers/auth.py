@@ -152,6 +152,7 @@ def _refresh(
         org_id = client.org_id
     if rotation.issued is None:
         # Committed above: the family stays revoked although this request fails.
+        request.app.state.principals.invalidate()
         raise _oauth_error(
             "invalid-grant",
             "invalid_grant",
@@ -314,6 +315,7 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     if not token:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")
     await run_in_threadpool(_revoke, platform, request, client_id, secret, basic, token)
+    request.app.state.principals.invalidate()
     return JSONResponse({}, headers=_NO_STORE)
 
 

@@ -16,13 +16,13 @@ from pydantic import BaseModel, Field
 
 import exchange
 from crypto.roles import KeyActor, KeyRole
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce
 from gateway.security import CallerDep, PlatformDep
 
 router = APIRouter(prefix="/v1/kms", tags=["kms"])
 
-ReadKeys = Enforce("kms.read", resources=lambda *_: [Target({"type": "kms"})])
-AdministerKeys = Enforce("kms.admin", resources=lambda *_: [Target({"type": "kms"})])
+ReadKeys = Enforce("kms.read", target={"type": "kms"})
+AdministerKeys = Enforce("kms.admin", target={"type": "kms"})
 
 # Platform role → key-management role (COMPLIANCE.md §4; 三员分立 keeps them apart).
 KEY_ROLES: dict[exchange.Role, KeyRole] = {

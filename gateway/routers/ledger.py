@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce
 from gateway.platform import ledger_signer_for
 from gateway.security import CallerDep, PlatformDep
 from ledger.log import MAX_PAGE, SealedBlock, StoredEntry
@@ -21,7 +21,7 @@ from ledger.records import decode_leaf
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
-ReadLedger = Enforce("ledger.read", resources=lambda *_: [Target({"type": "ledger.entry"})])
+ReadLedger = Enforce("ledger.read", target={"type": "ledger.entry"})
 ReadVerifierKey = Enforce("ledger.verifier_key")
 
 NOTE_TEXT = "text/plain; charset=utf-8"

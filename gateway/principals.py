@@ -1,0 +1,114 @@
+"""Who a token's client is, and what was revoked: a per-process view of the database.
+
+Every request is checked against it. Client rows and the revocation list are refreshed
+from the database at most `ttl` seconds apart (1 s by default), and at once after a
+revocation or a client change made in this process; so a revocation made by another
+gateway process takes effect there within `ttl`. This keeps the per-request checks
+(client active, organisation, roles, token and login family not revoked) off the
+database on the hot path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import exchange
+from exchange.models import Client, Organisation, RevokedToken, TokenFamily
+
+# Rows are fetched from slightly before the newest revocation seen, so one committed
+# late by a slow transaction (or a skewed clock) is not missed.
+_OVERLAP = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class ClientView:
+    client_id: str
+    org_id: str
+    org_kind: exchange.OrgKind
+    roles: frozenset[exchange.Role]
+    active: bool
+
+
+class Principals:
+    """Thread-safe cache of clients and revocations (see module docstring)."""
+
+    def __init__(self, sessions: Callable[[], Session], *, ttl_s: float = 1.0) -> None:
+        self._sessions = sessions
+        self._ttl = ttl_s
+        self._lock = threading.Lock()
+        self._clients: dict[str, tuple[float, ClientView | None]] = {}
+        self._revoked_jtis: set[str] = set()
+        self._revoked_families: set[str] = set()
+        self._watermark: datetime | None = None
+        self._refreshed = 0.0
+
+    def invalidate(self) -> None:
+        """Forget everything: the next request reloads (after a change in this process)."""
+        with self._lock:
+            self._clients.clear()
+            self._refreshed = 0.0
+
+    def client(self, client_id: str) -> ClientView | None:
+        """The client (None if unknown); at most `ttl` old."""
+        now = time.monotonic()
+        cached = self._clients.get(client_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        with self._sessions() as session:
+            row = session.execute(
+                select(Client.id, Client.org_id, Client.roles, Client.active, Organisation.kind)
+                .join(Organisation, Organisation.id == Client.org_id)
+                .where(Client.id == client_id)
+            ).first()
+        view = (
+            ClientView(
+                client_id=row.id,
+                org_id=row.org_id,
+                org_kind=exchange.OrgKind(row.kind),
+                roles=frozenset(exchange.Role(r) for r in row.roles),
+                active=bool(row.active),
+            )
+            if row is not None
+            else None
+        )
+        with self._lock:
+            if len(self._clients) > 10_000:
+                self._clients.clear()
+            self._clients[client_id] = (now, view)
+        return view
+
+    def revoked(self, *, jti: str, family_id: str | None) -> bool:
+        """Whether the access token or its login family is on the revocation list."""
+        if time.monotonic() - self._refreshed >= self._ttl:
+            self._refresh()
+        return jti in self._revoked_jtis or (
+            family_id is not None and family_id in self._revoked_families
+        )
+
+    def _refresh(self) -> None:
+        with self._lock:
+            since = self._watermark - _OVERLAP if self._watermark is not None else None
+            with self._sessions() as session:
+                jtis = select(RevokedToken.jti, RevokedToken.revoked_at)
+                families = select(TokenFamily.id, TokenFamily.revoked_at).where(
+                    TokenFamily.revoked_at.is_not(None)
+                )
+                if since is not None:
+                    jtis = jtis.where(RevokedToken.revoked_at >= since)
+                    families = families.where(TokenFamily.revoked_at >= since)
+                newest = self._watermark
+                for jti, at in session.execute(jtis):
+                    self._revoked_jtis.add(jti)
+                    newest = at if newest is None or at > newest else newest
+                for family, at in session.execute(families):
+                    self._revoked_families.add(family)
+                    newest = at if newest is None or at > newest else newest
+            self._watermark = newest
+            self._refreshed = time.monotonic()
