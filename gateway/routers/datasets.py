@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
@@ -85,6 +85,40 @@ async def register_dataset(
     registration = exchange.Registration(platform.catalog, caller, now=platform.now())
     request.state.object_id = registration.dataset_id
 
+    return await register_streamed(
+        request, caller, platform, gate, registration, platform.settings.max_upload_bytes
+    )
+
+
+class StreamedRegistration(Protocol):
+    """What `exchange.Registration` and `exchange.NodeRegistration` both offer."""
+
+    dataset_id: str
+    meta: exchange.DatasetCreate | None
+
+    def metadata(self, raw: bytes, session_factory: Any) -> Any: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def complete(self, session_factory: Any) -> exchange.DatasetPublic: ...
+
+    def abort(self) -> None: ...
+
+
+async def register_streamed(
+    request: Request,
+    caller: exchange.Caller,
+    platform: Platform,
+    gate: Deferred,
+    registration: StreamedRegistration,
+    max_bytes: int,
+) -> exchange.DatasetPublic:
+    """Stream a multipart registration; the policy decides on the declared grade.
+
+    The decision is taken once the metadata part has arrived (the grade is in it),
+    before any of the file is accepted; nothing commits without an allowing decision.
+    """
+
     def metadata(raw: bytes) -> None:
         registration.metadata(raw, platform.session)
         meta = registration.meta
@@ -106,10 +140,7 @@ async def register_dataset(
 
     try:
         await stream_registration(
-            request,
-            max_bytes=platform.settings.max_upload_bytes,
-            on_metadata=metadata,
-            on_file=registration.write,
+            request, max_bytes=max_bytes, on_metadata=metadata, on_file=registration.write
         )
         if gate.decision is None and registration.meta is not None:  # never commit undecided
             raise exchange.errors.Forbidden("registration was not authorised")

@@ -10,16 +10,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 import exchange
 from exchange import custody
-from exchange import errors as xe
 from gateway.pep import Deferred, Enforce, Resources, Target
 from gateway.platform import Platform
 from gateway.routers.computations import compute_context
+from gateway.routers.datasets import register_streamed
 from gateway.security import CallerDep, PlatformDep
-from gateway.upload import stream_registration
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
@@ -83,35 +81,11 @@ async def register_node_dataset(
     )
     request.state.object_id = registration.dataset_id
 
-    def metadata(raw: bytes) -> None:
-        registration.metadata(raw, platform.session)
-        meta = registration.meta
-        assert meta is not None
-        gate.decide(
-            [
-                Target(
-                    {
-                        "type": "dataset",
-                        "id": registration.dataset_id,
-                        "owner_org": caller.org_id,
-                        "level": meta.level.value,
-                        "open_attribute": meta.open_attribute.value,
-                        "pi": meta.pi,
-                    }
-                )
-            ]
-        )
-
-    try:
-        await stream_registration(
-            request,
-            max_bytes=min(platform.settings.max_upload_bytes, custody.NODE_MAX_BYTES),
-            on_metadata=metadata,
-            on_file=registration.write,
-        )
-        if gate.decision is None and registration.meta is not None:  # never commit undecided
-            raise xe.Forbidden("registration was not authorised")
-        return await run_in_threadpool(registration.complete, platform.session)
-    except BaseException:
-        await run_in_threadpool(registration.abort)
-        raise
+    return await register_streamed(
+        request,
+        caller,
+        platform,
+        gate,
+        registration,
+        min(platform.settings.max_upload_bytes, custody.NODE_MAX_BYTES),
+    )
