@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ from sandbox.operators import REGISTRY
 HERE = Path(__file__).resolve().parent
 
 # -- hostile and helper operators (run inside the sandbox) -------------------------------------
+
+
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def _errno_of(fn: Any) -> str:
@@ -214,13 +218,18 @@ def test_writes_outside_scratch_and_to_inputs_fail(
     assert out["mkdir-root"] == "EROFS"
     for p in ("/x", "/dev/shm/x", "/dev/x", str(Path(__file__))):
         assert out[p] == "EROFS", p
+    # The sandbox binds the interpreter and the checkout read-only; a directory that only
+    # exists as their parent (e.g. /tmp for a checkout under /tmp) is read-only too.
+    bound = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), _REPO]
     for p in ("/tmp/x", str(tmp_path / "x")):
-        assert out[p] == "ENOENT", p  # absent, not merely read-only
+        parent = str(Path(p).parent).rstrip("/") + "/"
+        expected = "EROFS" if any(str(b).startswith(parent) for b in bound) else "ENOENT"
+        assert out[p] == expected, p  # absent (or a read-only parent), never writable
     assert out["scratch"] == "OK"
     assert out["read-input"] == "fare\n1.5\n"
     assert set(out["listdir-root"].split(",")) <= {
         "bin", "dev", "input", "lib", "lib32", "lib64", "libx32", "proc", "root", "sbin",
-        "scratch", "usr", "work", "etc",
+        "scratch", "usr", "work", "etc", *(b.parts[1] for b in bound),
     }  # fmt: skip
     # The input is untouched and nothing leaked out of the (deleted) scratch directory.
     assert data.read_text() == "fare\n1.5\n"
