@@ -17,7 +17,7 @@ from gateway.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from audit.verify import VerifyReport
 
-BENCH_AREAS = ("ingest", "ledger", "crypto", "he", "fl")
+BENCH_AREAS = ("ingest", "ledger", "crypto", "policy", "he", "fl")
 
 
 class CliError(Exception):
