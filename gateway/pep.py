@@ -14,12 +14,14 @@ annotations at run time, and an instance has no module globals to resolve string
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -211,6 +213,30 @@ def _bypass(action: str) -> policies.Decision:
         allow=True,
         reasons=("enforcement point disabled for benchmarking",),
     )
+
+
+def body_before_decision(
+    model: type[BaseModel], attribute: str
+) -> Callable[[Request], Awaitable[None]]:
+    """A dependency validating the JSON body into `request.state.<attribute>`.
+
+    It runs before the enforcement point, for routes whose resources the body names.
+    """
+
+    async def parse(request: Request) -> None:
+        try:
+            body = model.model_validate(await request.json())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            ) from None
+        except ValueError:
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body",), "msg": "body is not JSON"}]
+            ) from None
+        setattr(request.state, attribute, body)
+
+    return parse
 
 
 def enforcements(dependant: Any) -> list[Enforce]:

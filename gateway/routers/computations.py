@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 import exchange
@@ -20,7 +19,7 @@ import policies
 from exchange import computations as xc
 from exchange import errors as xe
 from exchange.models import Computation
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce, Target, body_before_decision
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 
@@ -42,20 +41,7 @@ ComputeDep = Annotated[exchange.ComputeContext, Depends(_context)]
 # -- what the policy decides on ----------------------------------------------------------------
 
 
-async def _request_body(request: Request) -> None:
-    """Parse and validate the body once, before the decision (its inputs are the resources)."""
-    try:
-        raw = await request.json()
-        body = exchange.ComputationCreate.model_validate(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
-    except ValueError:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": "body is not JSON", "input": None}]
-        ) from None
-    request.state.computation_body = body
+_request_body = body_before_decision(exchange.ComputationCreate, "computation_body")
 
 
 def _request_targets(

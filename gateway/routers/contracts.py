@@ -10,34 +10,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 import exchange
 from exchange import contracts as xk
 from exchange import errors as xe
 from exchange.models import Contract
-from gateway.pep import Enforce, Resources, Target
+from gateway.pep import Enforce, Resources, Target, body_before_decision
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 
 
-async def _proposal_body(request: Request) -> None:
-    """Parse the proposal once, before the decision (its provider is a party)."""
-    try:
-        body = exchange.ContractCreate.model_validate(await request.json())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
-    except ValueError:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": "body is not JSON", "input": None}]
-        ) from None
-    request.state.contract_body = body
+_proposal_body = body_before_decision(exchange.ContractCreate, "contract_body")
 
 
 def _proposal_target(
