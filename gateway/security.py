@@ -20,7 +20,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def platform_of(request: Request) -> Platform:
+async def platform_of(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -102,8 +102,12 @@ async def authenticate(request: Request, platform: PlatformDep) -> exchange.Call
 CallerDep = Annotated[exchange.Caller, Depends(authenticate)]
 
 
-def reject_control_characters(request: Request) -> None:
-    """App-wide dependency: no control characters in the path or query (NUL breaks SQL text)."""
+async def reject_control_characters(request: Request) -> None:
+    """App-wide dependency: no control characters in the path or query (NUL breaks SQL text).
+
+    `async` although it awaits nothing: FastAPI runs plain functions in a worker thread,
+    a hop per request for a few regex checks.
+    """
     if _CONTROL.search(request.url.path) or any(
         _CONTROL.search(k) or _CONTROL.search(v) for k, v in request.query_params.multi_items()
     ):
