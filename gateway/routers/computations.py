@@ -31,7 +31,7 @@ def compute_context(platform: Platform) -> exchange.ComputeContext:
     return platform.compute
 
 
-def _context(platform: PlatformDep) -> exchange.ComputeContext:
+async def _context(platform: PlatformDep) -> exchange.ComputeContext:
     return compute_context(platform)
 
 
