@@ -325,7 +325,9 @@ def test_binding_check(pki: tuple[Path, IssuedCertificate, Path, Path]) -> None:
     assert mtls.peer_identity(scope) == (CLIENT, ORG)
     assert mtls.peer_identity({}) is None
     assert mtls.bound_thumbprint_matches(issued.fingerprint_s256, scope)
-    assert not mtls.bound_thumbprint_matches(issued.fingerprint_s256[:-1] + "A", scope)
+    fp = issued.fingerprint_s256
+    other = fp[:-1] + ("B" if fp[-1] == "A" else "A")  # always a different thumbprint
+    assert not mtls.bound_thumbprint_matches(other, scope)
     assert not mtls.bound_thumbprint_matches("é", scope)
 
 
