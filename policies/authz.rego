@@ -99,14 +99,14 @@ leaving_actions := row_actions | computation_actions
 graded_actions := leaving_actions | {"dataset.register", "dataset.read_metadata"}
 
 deny contains msg if {
-	action in graded_actions
 	not resource.level in m.levels
+	action in graded_actions
 	msg := sprintf("unknown data level '%v'", [object.get(resource, "level", null)])
 }
 
 deny contains msg if {
-	action in graded_actions
 	not resource.open_attribute in m.open_attributes
+	action in graded_actions
 	msg := sprintf("unknown open attribute '%v'", [object.get(resource, "open_attribute", null)])
 }
 
@@ -116,8 +116,8 @@ deny contains "closed (不予开放) data: nothing leaves the platform, not even
 }
 
 deny contains msg if {
-	action in computation_actions
 	resource.level in rows_never_leave
+	action in computation_actions
 	not enabled_for(enablement_org)
 	msg := sprintf(
 		"the security team has not enabled this %v dataset for the requesting organisation",
@@ -287,8 +287,8 @@ matrix_refusal contains msg if {
 }
 
 matrix_refusal contains msg if {
-	cell
 	not rule.allow == true
+	cell
 	msg := sprintf("'%v' is not permitted on %v: %v", [action, cell.label, cell.note])
 }
 
@@ -300,9 +300,9 @@ required := {k | rule.allow == true; some k in object.get(rule, "requires", [])}
 clearance := object.get(subject, "clearance", object.get(m.clearances, org, m.default_clearance))
 
 matrix_refusal contains msg if {
+	not level_rank[resource.level] <= level_rank[clearance]
 	rule.allow == true
 	not is_owner
-	not level_rank[resource.level] <= level_rank[clearance]
 	msg := sprintf("the subject is cleared for data up to %v, and this is %v data", [clearance, resource.level])
 }
 
@@ -362,14 +362,14 @@ contract_refusal contains msg if {
 }
 
 contract_refusal contains msg if {
-	contract
 	not resource.id in contract.datasets
+	contract
 	msg := sprintf("contract %v does not cover dataset %v", [contract.id, object.get(resource, "id", null)])
 }
 
 contract_refusal contains msg if {
-	contract
 	not in_force
+	contract
 	msg := sprintf("contract %v is not in force at this time", [contract.id])
 }
 
@@ -381,29 +381,46 @@ in_force if {
 }
 
 matrix_refusal contains msg if {
+	not is_string(contract.agreement_id)
 	"agreement" in required
 	contract
-	not non_empty(contract.agreement_id)
+	msg := sprintf("%v needs a signed data-use agreement, and contract %v names none", [cell.label, contract.id])
+}
+
+matrix_refusal contains msg if {
+	contract.agreement_id == ""
+	"agreement" in required
 	msg := sprintf("%v needs a signed data-use agreement, and contract %v names none", [cell.label, contract.id])
 }
 
 # Purpose and legal basis (PIPL art. 6, 13; COMPLIANCE.md §2).
 matrix_refusal contains "a computation needs a declared purpose" if {
+	not is_string(ctx.purpose)
 	"purpose" in required
-	not non_empty(ctx.purpose)
+}
+
+matrix_refusal contains "a computation needs a declared purpose" if {
+	ctx.purpose == ""
+	"purpose" in required
 }
 
 matrix_refusal contains msg if {
+	contract.purpose != ctx.purpose
 	"purpose" in required
 	non_empty(ctx.purpose)
-	contract.purpose != ctx.purpose
 	msg := sprintf("purpose '%v' does not match the contract's purpose '%v'", [ctx.purpose, contract.purpose])
 }
 
 matrix_refusal contains "personal information needs a legal basis (a consent id or a statute)" if {
+	not is_string(ctx.legal_basis)
 	"legal_basis" in required
 	resource.pi == true
-	not non_empty(ctx.legal_basis)
+}
+
+matrix_refusal contains "personal information needs a legal basis (a consent id or a statute)" if {
+	ctx.legal_basis == ""
+	"legal_basis" in required
+	resource.pi == true
 }
 
 non_empty(s) if {

@@ -43,8 +43,8 @@ new_account_roles contains r if {
 # rego-cpp quotes a builtin-made string that sprintf embeds in longer text, so messages
 # that include one are joined with concat (policies/README.md, "regopy and OPA").
 violations contains msg if {
+	count(subject_roles & admin_roles) > 1
 	held := subject_roles & admin_roles
-	count(held) > 1
 	msg := concat("", [
 		"separation of duties (三员分立): an account may hold only one of system-admin, ",
 		"security-admin and auditor, but this one holds ",
@@ -59,8 +59,8 @@ violations contains msg if {
 }
 
 violations contains msg if {
+	count(new_account_roles & admin_roles) > 1
 	held := new_account_roles & admin_roles
-	count(held) > 1
 	msg := concat("", [
 		"separation of duties (三员分立): a new account may hold only one of system-admin, ",
 		"security-admin and auditor, not ",
