@@ -20,7 +20,6 @@ from exchange.jobs import DbPrivacyBudget
 from exchange.models import Computation, PrivacyBudgetAccount
 from gateway.demo_compute import run_compute_demo
 from gateway.platform import Platform
-from gateway.routers.computations import compute_context
 from ledger.records import decode_leaf
 from sandbox.isolation import Limits, Sandbox, SandboxSession
 from sandbox.operators import REGISTRY
@@ -145,7 +144,7 @@ def test_denied_request_runs_nothing(
     active_contract(capi, ent, prov, org, [ds["id"]], "marketing")
     problem = assert_problem(capi.post("/v1/computations", headers=ent, json=body), 403)
     assert any("does not match the contract's purpose" in x for x in problem["reasons"])
-    assert compute_context(platform).sandbox_runs == 0
+    assert platform.compute.sandbox_runs == 0
     with platform.session() as s:
         assert s.scalar(select(func.count()).select_from(Computation)) == 0
 
@@ -174,7 +173,7 @@ def test_mean_across_three_hospitals_is_released_to_the_requester_only(
     assert roles[net["ent_org"]] == ["result"] and roles["platform"] == ["compute"]
     assert all(roles[h["org"]] == ["input", "compute"] for h in net["hospitals"])
     assert done["security_model"]["security_model"] == "semi-honest"
-    bits = compute_context(platform).paillier_bits
+    bits = platform.compute.paillier_bits
     assert done["security_model"]["keys"] == {"scheme": "paillier", "key_bits": bits}
 
     r = capi.get(f"/v1/computations/{comp_id}/result", headers=net["ent"])
@@ -204,7 +203,7 @@ def test_mean_across_three_hospitals_is_released_to_the_requester_only(
     assert [i for i, _ in entries][:4] == [t["ledger_index"] for t in done["transitions"]]
     assert result["ledger_index"] == entries[-1][0]
     # The plaintext the platform's sandbox read is gone with the job.
-    assert list(compute_context(platform).workdir.iterdir()) == []
+    assert list(platform.compute.workdir.iterdir()) == []
     # The job's secret key is gone; the released output stays sealed under a data key.
     with platform.session() as s:
         comp = s.get(Computation, comp_id)
@@ -219,7 +218,7 @@ def test_general4_waits_for_every_provider_then_for_release_review(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
     net = setup_network(capi, creds, "general-4")
-    ctx = compute_context(platform)
+    ctx = platform.compute
     opened: list[str] = []
     ctx.sandbox = counting_sandbox(opened)
     params = {"columns": ["systolic_bp"], "bins": 8, "range": [80.0, 180.0]}
@@ -285,7 +284,7 @@ def test_rejected_or_unapproved_computation_never_runs(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
     net = setup_network(capi, creds, "general-4", rows=(30, 30, 30))
-    ctx = compute_context(platform)
+    ctx = platform.compute
     opened: list[str] = []
     ctx.sandbox = counting_sandbox(opened)
     comp_id = ask(capi, net, "stats.count", {}).json()["id"]
@@ -312,7 +311,7 @@ def test_rejected_or_unapproved_computation_never_runs(
 def test_release_gate_refuses_when_the_budget_is_spent(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
-    ctx = compute_context(platform)
+    ctx = platform.compute
     ctx.budget = DbPrivacyBudget(ctx.sessions, ctx.clock, epsilon=0.4)
     net = setup_network(capi, creds, "general-4", rows=(40, 40, 40))
     comp_id = ask(capi, net, "stats.count", {}).json()["id"]

@@ -1,12 +1,11 @@
 """Contracts through the API: propose, sign, read, terminate; each transition on the ledger.
 
-Also the helpers the computation tests share: an app with the computation routers and
-the policy actions they decide on, organisations made through the API, datasets.
+Also the helpers the computation tests share: a client of the app, organisations made
+through the API, datasets.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from collections.abc import Iterator
@@ -14,105 +13,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-import policies
 from gateway.app import create_app
 from gateway.platform import Platform
-from gateway.routers import computations, contracts, nodes
-from gateway.security import authenticate
 from ledger.records import decode_leaf
 from tests.conftest import login
 
 PROBLEM = "application/problem+json"
 
-# The role-table entries the computation routes decide on (policies/data/grading_matrix.json
-# gets them from the integrator; added here only where the shipped matrix lacks them).
-COMPUTE_ACTIONS: dict[str, Any] = {
-    "operator.read": {
-        "grants": [
-            {
-                "roles": [
-                    "data-provider",
-                    "data-consumer",
-                    "auditor",
-                    "security-admin",
-                    "system-admin",
-                ],
-                "scope": "any",
-            }
-        ]
-    },
-    "computation.read": {
-        "grants": [
-            {"roles": ["auditor", "security-admin"], "scope": "any"},
-            {"roles": ["data-consumer", "data-provider"], "scope": "party"},
-        ]
-    },
-    "computation.result": {"grants": [{"roles": ["data-consumer"], "scope": "own_org"}]},
-    "contract.propose": {"grants": [{"roles": ["data-consumer"], "scope": "own_org"}]},
-    "contract.sign": {"grants": [{"roles": ["data-provider"], "scope": "own_org"}]},
-    "contract.terminate": {
-        "grants": [{"roles": ["data-consumer", "data-provider"], "scope": "party"}]
-    },
-    "contract.read": {
-        "grants": [
-            {"roles": ["auditor", "security-admin"], "scope": "any"},
-            {"roles": ["data-consumer", "data-provider"], "scope": "party"},
-        ]
-    },
-    "node.register": {"grants": [{"roles": ["data-provider"], "scope": "own_org"}]},
-    "node.read": {
-        "grants": [
-            {"roles": ["auditor", "security-admin"], "scope": "any"},
-            {"roles": ["data-provider"], "scope": "party"},
-        ]
-    },
-}
-
-
-def allow_compute_actions(platform: Platform) -> None:
-    """Load the policy with the computation actions if the active matrix lacks them."""
-    assert platform.pdp is not None
-    active = platform.pdp.policy
-    matrix = copy.deepcopy(dict(active.bundle.matrix))
-    missing = {k: v for k, v in COMPUTE_ACTIONS.items() if k not in matrix["actions"]}
-    if not missing:
-        return
-    matrix["actions"].update(missing)
-    bundle = policies.PolicyBundle(dict(active.bundle.modules), matrix, active.bundle.entrypoints)
-    platform.pdp.load(
-        policies.ActivePolicy(
-            active.revision, bundle.digest, bundle, "tests", None, "computation actions"
-        )
-    )
-
-
-def compute_app(platform: Platform) -> FastAPI:
-    """The app, with the computation routers if the composition root does not add them yet."""
-    app = create_app(platform)
-    paths = {getattr(r, "path", "") for r in app.routes}
-    protected = [Depends(authenticate)]
-    for path, module in (
-        ("/v1/computations", computations),
-        ("/v1/contracts", contracts),
-        ("/v1/nodes", nodes),
-    ):
-        if path not in paths:
-            app.include_router(module.router, dependencies=protected)
-    return app
-
 
 def compute_client(platform: Platform) -> Iterator[TestClient]:
-    """A client of `compute_app`; stops the job runner and any nodes afterwards."""
-    allow_compute_actions(platform)
-    ctx = computations.compute_context(platform)
-    ctx.paillier_bits = 1024  # the minimum allowed; key generation dominates small jobs
-    with TestClient(compute_app(platform)) as client:
+    """A client of the app; its shutdown stops the job runner and any nodes."""
+    platform.compute.paillier_bits = 1024  # the minimum allowed; key generation dominates
+    with TestClient(create_app(platform)) as client:
         yield client
-    ctx.runner.stop()
-    ctx.nodes.close()
 
 
 @pytest.fixture

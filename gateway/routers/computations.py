@@ -26,13 +26,8 @@ from gateway.security import CallerDep, PlatformDep
 router = APIRouter(prefix="/v1", tags=["computations"])
 
 
-def compute_context(platform: Platform) -> exchange.ComputeContext:
-    """The platform's computation context (built by the composition root)."""
-    return platform.compute
-
-
 async def _context(platform: PlatformDep) -> exchange.ComputeContext:
-    return compute_context(platform)
+    return platform.compute
 
 
 ComputeDep = Annotated[exchange.ComputeContext, Depends(_context)]

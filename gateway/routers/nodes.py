@@ -15,7 +15,6 @@ import exchange
 from exchange import custody
 from gateway.pep import Deferred, Enforce, Resources, Target
 from gateway.platform import Platform
-from gateway.routers.computations import compute_context
 from gateway.routers.datasets import register_streamed
 from gateway.security import CallerDep, PlatformDep
 
@@ -43,7 +42,7 @@ def register_node(
 ) -> exchange.NodePublic:
     """Name the provider's node: `embedded` (default) or `http` with the platform's account."""
     request.state.audit_event = "node.register_failed"
-    compute = compute_context(platform)
+    compute = platform.compute
     with platform.session() as session, session.begin():
         return custody.register_node(
             session,
@@ -75,7 +74,7 @@ async def register_node_dataset(
     grading, digests and the scan result only.
     """
     request.state.audit_event = "dataset.registration_failed"
-    compute = compute_context(platform)
+    compute = platform.compute
     registration = exchange.NodeRegistration(
         platform.catalog, caller, now=platform.now(), nodes=compute.nodes
     )
