@@ -841,9 +841,13 @@ def decide(
             },
         ]
         if state is State.AWAITING_APPROVAL:
-            index = _decide_run(ctx, session, comp, mine, caller, subject, approve, reason, now)
+            index = _decide_stage(
+                _RUN, ctx, session, comp, mine, caller, subject, approve, reason, now
+            )
         elif state is State.REVIEW:
-            index = _decide_release(ctx, session, comp, mine, caller, subject, approve, reason, now)
+            index = _decide_stage(
+                _RELEASE, ctx, session, comp, mine, caller, subject, approve, reason, now
+            )
         else:
             raise Conflict(
                 f"the computation is {state.value}: nothing to approve", state=state.value
@@ -854,7 +858,50 @@ def decide(
     return public
 
 
-def _decide_run(
+@dataclass(frozen=True)
+class _Stage:
+    """One of the two provider decisions on a computation: to run it, or to release it."""
+
+    prefix: str  # ComputationInput column prefix: "" (run) or "release_" (release)
+    already: str
+    refused: str
+    approved_event: str
+    approved: str
+    done_event: str
+    done_action: str
+    done_state: State
+    done_detail: str
+    shred_on_reject: bool
+
+
+_RUN = _Stage(
+    prefix="",
+    already="this provider has already decided on this computation",
+    refused="rejected the run",
+    approved_event="provider_approved",
+    approved="approved the run",
+    done_event="approved",
+    done_action="approve",
+    done_state=State.APPROVED,
+    done_detail="every provider approved",
+    shred_on_reject=False,
+)
+_RELEASE = _Stage(
+    prefix="release_",
+    already="this provider has already reviewed this output",
+    refused="refused the release",
+    approved_event="release_approved",
+    approved="approved the release",
+    done_event="released",
+    done_action="release",
+    done_state=State.RELEASED,
+    done_detail="every provider reviewed the output",
+    shred_on_reject=True,
+)
+
+
+def _decide_stage(
+    stage: _Stage,
     ctx: ComputeContext,
     session: Session,
     comp: Computation,
@@ -865,12 +912,17 @@ def _decide_run(
     reason: str,
     now: datetime,
 ) -> int | None:
-    if any(i.approval != "pending" for i in mine):
-        raise Conflict("this provider has already decided on this computation")
+    """Record this provider's decision; reject the job, or advance it once all agreed."""
+    approval = f"{stage.prefix}approval"
+    if any(getattr(i, approval) != "pending" for i in mine):
+        raise Conflict(stage.already)
     for i in mine:
-        i.approval = "approved" if approve else "rejected"
-        i.approved_by, i.approved_at = caller.client_id, now
+        setattr(i, approval, "approved" if approve else "rejected")
+        setattr(i, f"{stage.prefix}approved_by", caller.client_id)
+        setattr(i, f"{stage.prefix}approved_at", now)
     if not approve:
+        if stage.shred_on_reject:
+            _shred_result(ctx, session, comp)
         return _transition(
             ctx,
             session,
@@ -880,84 +932,30 @@ def _decide_run(
             action="reject",
             now=now,
             state=State.REJECTED,
-            detail=f"provider {caller.org_id} rejected the run: {reason}"[:512],
+            detail=f"provider {caller.org_id} {stage.refused}: {reason}"[:512],
         )
     index = _transition(
         ctx,
         session,
         comp,
         subject,
-        event="provider_approved",
+        event=stage.approved_event,
         action="approve",
         now=now,
-        detail=f"provider {caller.org_id} approved the run",
+        detail=f"provider {caller.org_id} {stage.approved}",
     )
-    if all(i.approval == "approved" for i in comp.inputs):
+    if all(getattr(i, approval) == "approved" for i in comp.inputs):
         index = _transition(
             ctx,
             session,
             comp,
             subject,
-            event="approved",
-            action="approve",
+            event=stage.done_event,
+            action=stage.done_action,
             now=now,
-            state=State.APPROVED,
-            detail="every provider approved",
-        )
-    return index
-
-
-def _decide_release(
-    ctx: ComputeContext,
-    session: Session,
-    comp: Computation,
-    mine: Sequence[ComputationInput],
-    caller: Caller,
-    subject: audit.Subject,
-    approve: bool,
-    reason: str,
-    now: datetime,
-) -> int | None:
-    if any(i.release_approval != "pending" for i in mine):
-        raise Conflict("this provider has already reviewed this output")
-    for i in mine:
-        i.release_approval = "approved" if approve else "rejected"
-        i.release_approved_by, i.release_approved_at = caller.client_id, now
-    if not approve:
-        _shred_result(ctx, session, comp)
-        return _transition(
-            ctx,
-            session,
-            comp,
-            subject,
-            event="rejected",
-            action="reject",
-            now=now,
-            state=State.REJECTED,
-            detail=f"provider {caller.org_id} refused the release: {reason}"[:512],
-        )
-    index = _transition(
-        ctx,
-        session,
-        comp,
-        subject,
-        event="release_approved",
-        action="approve",
-        now=now,
-        detail=f"provider {caller.org_id} approved the release",
-    )
-    if all(i.release_approval == "approved" for i in comp.inputs):
-        index = _transition(
-            ctx,
-            session,
-            comp,
-            subject,
-            event="released",
-            action="release",
-            now=now,
-            state=State.RELEASED,
-            detail="every provider reviewed the output",
-            digest=f"sha256:{comp.result_digest}",
+            state=stage.done_state,
+            detail=stage.done_detail,
+            digest=f"sha256:{comp.result_digest}" if stage is _RELEASE else None,
         )
     return index
 
