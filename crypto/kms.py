@@ -376,14 +376,18 @@ class KeyManager:
         self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
     ) -> KeyInfo:
         """pre-active → active."""
-        by.require(KmsAction.ACTIVATE)
-        row = self._row(session, key_id, version)
-        if row.state != KeyState.PRE_ACTIVE:
-            raise KeyStateTransitionInvalid(f"a {row.state} key cannot be activated")
-        self._store._change_state(
-            session, row, KeyState.ACTIVE, now, KeyOperation.ACTIVATE, f"by {by.id}", by.id
+        return self._set_state(
+            session,
+            key_id,
+            version,
+            by,
+            now,
+            KmsAction.ACTIVATE,
+            KeyOperation.ACTIVATE,
+            KeyState.ACTIVE,
+            f"by {by.id}",
+            only_from=(KeyState.PRE_ACTIVE, "activated"),
         )
-        return _info(row, None)
 
     def suspend(
         self,
@@ -396,36 +400,50 @@ class KeyManager:
         reason: str,
     ) -> KeyInfo:
         """Active → suspended: no protecting or processing until `resume`."""
-        by.require(KmsAction.SUSPEND)
-        row = self._row(session, key_id, version)
-        self._store._change_state(
-            session, row, KeyState.SUSPENDED, now, KeyOperation.SUSPEND, reason, by.id
+        return self._set_state(
+            session,
+            key_id,
+            version,
+            by,
+            now,
+            KmsAction.SUSPEND,
+            KeyOperation.SUSPEND,
+            KeyState.SUSPENDED,
+            reason,
         )
-        return _info(row, None)
 
     def resume(
         self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
     ) -> KeyInfo:
         """Suspended → active."""
-        by.require(KmsAction.RESUME)
-        row = self._row(session, key_id, version)
-        if row.state != KeyState.SUSPENDED:
-            raise KeyStateTransitionInvalid(f"a {row.state} key cannot be resumed")
-        self._store._change_state(
-            session, row, KeyState.ACTIVE, now, KeyOperation.RESUME, f"by {by.id}", by.id
+        return self._set_state(
+            session,
+            key_id,
+            version,
+            by,
+            now,
+            KmsAction.RESUME,
+            KeyOperation.RESUME,
+            KeyState.ACTIVE,
+            f"by {by.id}",
+            only_from=(KeyState.SUSPENDED, "resumed"),
         )
-        return _info(row, None)
 
     def archive(
         self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
     ) -> KeyInfo:
         """→ deactivated: the version only processes (unwraps, verifies) from now on."""
-        by.require(KmsAction.ARCHIVE)
-        row = self._row(session, key_id, version)
-        self._store._change_state(
-            session, row, KeyState.DEACTIVATED, now, KeyOperation.ARCHIVE, f"by {by.id}", by.id
+        return self._set_state(
+            session,
+            key_id,
+            version,
+            by,
+            now,
+            KmsAction.ARCHIVE,
+            KeyOperation.ARCHIVE,
+            KeyState.DEACTIVATED,
+            f"by {by.id}",
         )
-        return _info(row, None)
 
     def revoke(
         self,
@@ -444,10 +462,39 @@ class KeyManager:
         to a fresh version (it appears in `due_for_rotation` until it does); a
         compromised signing key is no longer published.
         """
-        by.require(KmsAction.REVOKE)
-        row = self._row(session, key_id, version)
         target = KeyState.COMPROMISED if compromised else KeyState.DEACTIVATED
-        self._store._change_state(session, row, target, now, KeyOperation.REVOKE, reason, by.id)
+        return self._set_state(
+            session,
+            key_id,
+            version,
+            by,
+            now,
+            KmsAction.REVOKE,
+            KeyOperation.REVOKE,
+            target,
+            reason,
+        )
+
+    def _set_state(
+        self,
+        session: Session,
+        key_id: str,
+        version: int,
+        by: KeyActor,
+        now: datetime,
+        action: KmsAction,
+        operation: KeyOperation,
+        target: KeyState,
+        detail: str,
+        *,
+        only_from: tuple[KeyState, str] | None = None,
+    ) -> KeyInfo:
+        """The shared body of the state changes: role check, transition, event."""
+        by.require(action)
+        row = self._row(session, key_id, version)
+        if only_from is not None and row.state != only_from[0]:
+            raise KeyStateTransitionInvalid(f"a {row.state} key cannot be {only_from[1]}")
+        self._store._change_state(session, row, target, now, operation, detail, by.id)
         return _info(row, None)
 
     def distribute(
