@@ -48,10 +48,16 @@ def _login(client: httpx.Client, creds: dict[str, Any], name: str) -> str:
     return token
 
 
-def _metadata(name: str, level: str) -> dict[str, Any]:
+def transit_metadata(
+    name: str,
+    level: str,
+    *,
+    description: str = "Transit-card trips with card holders' identity and contact details",
+) -> dict[str, Any]:
+    """COMPLIANCE.md §1 metadata for examples/transit_trips.csv (it holds ID numbers)."""
     return {
         "name": name,
-        "description": "Transit-card trips with card holders' identity and contact details",
+        "description": description,
         "classification_path": ["transport", "public transit", "card trips"],
         "level": level,
         "impact_object": "individual-rights",
@@ -107,7 +113,7 @@ def run_demo(
 
         name = f"transit-card-trips-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         _step(2, f"It registers {data.name} declared general-1 (一般数据 1级)")
-        r = _register(client, token, data, _metadata(name, "general-1"))
+        r = _register(client, token, data, transit_metadata(name, "general-1"))
         if r.status_code != 422:
             raise DemoError(f"expected the scan to refuse general-1, got {r.status_code}")
         p = r.json()
@@ -119,7 +125,7 @@ def run_demo(
         earlier_note = _get(client, "/v1/ledger/checkpoint", auditor).content
 
         _step(3, f"It registers again at the level the scan requires: {required} (就高从严)")
-        r = _register(client, token, data, _metadata(name, required))
+        r = _register(client, token, data, transit_metadata(name, required))
         if r.status_code != 201:
             raise DemoError(f"registration failed: {r.status_code} {r.text[:300]}")
         ds = r.json()

@@ -37,6 +37,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from gateway.demo import transit_metadata
+
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 EXAMPLE_CSV = REPO / "examples" / "transit_trips.csv"
@@ -194,22 +196,7 @@ def small_csv(rows: int) -> bytes:
 
 def dataset_metadata(name: str, level: str = "general-4") -> dict[str, Any]:
     """COMPLIANCE.md §1 metadata for the transit sample (it holds ID numbers: general-4)."""
-    return {
-        "name": name,
-        "description": "load-test sample of transit-card trips",
-        "classification_path": ["transport", "public transit", "card trips"],
-        "level": level,
-        "impact_object": "individual-rights",
-        "impact_degree": "serious",
-        "processing_degree": "raw",
-        "source_agency": "Municipal Transport Bureau",
-        "source_system": "fare collection system",
-        "accountable_department": "Transit Data Office",
-        "pi": True,
-        "sensitive_pi": True,
-        "share_attribute": "conditional",
-        "open_attribute": "conditional",
-    }
+    return transit_metadata(name, level, description="load-test sample of transit-card trips")
 
 
 def multipart(metadata: dict[str, Any], content: bytes, filename: str) -> tuple[bytes, str]:
