@@ -9,7 +9,6 @@ from exchange.accounts import (
     create_client,
     create_organisation,
     list_organisations,
-    load_caller_client,
 )
 from exchange.catalog import (
     CatalogContext,
@@ -35,7 +34,7 @@ from exchange.jobs import DbPrivacyBudget, InlineRunner, ThreadRunner
 from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organisation
 from exchange.schemas import DatasetCreate, DatasetPublic, DatasetSummary, PreviewPublic
 from exchange.seed import seed_demo
-from exchange.sessions import InvalidGrant, is_revoked
+from exchange.sessions import InvalidGrant
 from exchange.storage import ObjectStore
 from exchange.trail import Receipt, Trail
 
@@ -65,11 +64,9 @@ __all__ = [
     "create_client",
     "create_organisation",
     "get_dataset",
-    "is_revoked",
     "iter_plaintext",
     "list_datasets",
     "list_organisations",
-    "load_caller_client",
     "policy_resource",
     "preview",
     "seed_demo",

@@ -219,14 +219,6 @@ def authenticate_client(session: Session, client_id: str, client_secret: str) ->
     return client
 
 
-def load_caller_client(session: Session, client_id: str) -> tuple[Client, Organisation]:
-    """The client a token was issued to, refusing disabled or deleted clients."""
-    client = session.get(Client, client_id)
-    if client is None or not client.active:
-        raise AuthenticationFailed("client is not active")
-    return client, client.organisation
-
-
 def list_organisations(session: Session) -> list[Organisation]:
     return list(session.scalars(select(Organisation).order_by(Organisation.name)))
 

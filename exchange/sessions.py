@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from exchange.errors import ExchangeError
@@ -122,15 +122,3 @@ def revoke_access(
         )
     # Entries past expiry can go: an expired token fails on its own.
     session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
-
-
-def is_revoked(session: Session, *, jti: str, family_id: str | None) -> bool:
-    """Per-request check: the access token itself, or its refresh family, was revoked."""
-    if session.execute(select(RevokedToken.jti).where(RevokedToken.jti == jti)).first():
-        return True
-    if family_id is None:
-        return False
-    revoked = session.execute(
-        select(TokenFamily.revoked_at).where(TokenFamily.id == family_id)
-    ).scalar_one_or_none()
-    return revoked is not None
