@@ -10,13 +10,19 @@ regopy's Python wrappers are bypassed for evaluation: `Output` parses the engine
 twice and fails on rego-cpp's unescaped strings, and reading a failed output segfaults,
 so this module calls the C API directly and checks every status first
 (policies/README.md, "regopy and OPA").
+
+Decision inputs are handed to the engine as a built value tree (`evaluate_value`)
+rather than as JSON text for rego-cpp to parse: parsing a 1 KB input cost about 0.25 ms
+of a 1.4 ms evaluation, building the tree about 0.07 ms. Strings go in JSON-escaped,
+exactly as the engine stores them after parsing JSON text, so both routes give the
+same values (a test runs every policy case both ways).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import regopy  # type: ignore[import-untyped]
@@ -125,6 +131,88 @@ def _error(interp: Any) -> str:
     return str(_c.rego_get_error(interp._impl))
 
 
+# --- Input as a value tree -------------------------------------------------------------
+#
+# rego-cpp's input builder is a stack machine: push scalars, then `object_item` pops a
+# key and a value into an item, `object(n)` / `array(n)` pop n entries into a
+# collection. Each call returns a status (0 is OK); statuses are OR-ed and checked once.
+
+_lib = _c.rego
+_new_input: Callable[[], int | None] = _lib.regoNewInput
+_free_input: Callable[[int], None] = _lib.regoFreeInput
+_push_str: Callable[[int, bytes], int] = _lib.regoInputString
+_push_int: Callable[[int, int], int] = _lib.regoInputInt
+_push_bool: Callable[[int, bool], int] = _lib.regoInputBoolean
+_push_null: Callable[[int], int] = _lib.regoInputNull
+_pop_item: Callable[[int], int] = _lib.regoInputObjectItem
+_pop_object: Callable[[int, int], int] = _lib.regoInputObject
+_pop_array: Callable[[int, int], int] = _lib.regoInputArray
+
+# The characters JSON escapes (json.dumps with ensure_ascii=False escapes only these).
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]').search
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class _NotBuildable(Exception):
+    """A value the tree builder does not take: the caller sends JSON text instead.
+
+    Floats (the engine would format them from a double, not from the JSON text), ints
+    beyond 64 bits, and anything that is not JSON (json.dumps then raises as usual).
+    """
+
+
+def _engine_text(s: str) -> bytes:
+    """A string as rego-cpp holds it after parsing JSON text: its JSON escapes kept."""
+    if _NEEDS_ESCAPE(s):
+        s = json.dumps(s, ensure_ascii=False)[1:-1]
+    return s.encode()
+
+
+def _push(handle: int, value: Any) -> int:
+    kind = type(value)
+    if kind is str:
+        return _push_str(handle, _engine_text(value))
+    if kind is dict:
+        status = 0
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotBuildable
+            status |= _push_str(handle, _engine_text(key))
+            status |= _push(handle, item)
+            status |= _pop_item(handle)
+        return status | _pop_object(handle, len(value))
+    if kind is list or kind is tuple:
+        status = 0
+        for item in value:
+            status |= _push(handle, item)
+        return status | _pop_array(handle, len(value))
+    if kind is bool:
+        return _push_bool(handle, value)
+    if kind is int:
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return _push_int(handle, value)
+        raise _NotBuildable
+    if value is None:
+        return _push_null(handle)
+    raise _NotBuildable  # floats, subclasses, other types: the JSON text route decides
+
+
+def _input_tree(value: Any) -> int:
+    """A new rego-cpp input holding `value`; the caller frees it. Raises `_NotBuildable`."""
+    handle = _new_input()
+    if not handle:
+        raise PolicyEvaluationFailed("the policy engine could not allocate an input")
+    try:
+        status = _push(handle, value)
+    except BaseException:
+        _free_input(handle)
+        raise
+    if status:
+        _free_input(handle)
+        raise PolicyEvaluationFailed("the policy engine refused the decision input")
+    return handle
+
+
 class RegoProgram:
     """Modules and data compiled for `entrypoints` in one private rego-cpp interpreter.
 
@@ -164,10 +252,37 @@ class RegoProgram:
         """
         if entrypoint not in self.entrypoints:
             return UNDEFINED
+        _c.rego_set_input_term(self._interp._impl, input_json)
+        return self._query(entrypoint)
+
+    def evaluate_value(self, entrypoint: str, value: Any) -> Any:
+        """As `evaluate`, for the input as a Python value (a JSON document).
+
+        The value is built into the engine's own tree, which is faster than having it
+        parse JSON text; values the builder does not take go as JSON text (`TypeError`
+        or `ValueError` from `json.dumps` when the value is not JSON).
+        """
+        if entrypoint not in self.entrypoints:
+            return UNDEFINED
+        try:
+            handle = _input_tree(value)
+        except _NotBuildable:
+            return self.evaluate(entrypoint, json.dumps(value, ensure_ascii=False))
+        except RecursionError:
+            raise ValueError("the decision input is nested too deeply") from None
+        try:
+            # The engine clones the value (regoSetInput), so the builder is freed here.
+            status = _lib.regoSetInput(self._interp._impl, handle)
+        finally:
+            _free_input(handle)
+        if status:
+            raise PolicyEvaluationFailed(
+                "the policy engine refused the decision input", errors=[_error(self._interp)]
+            )
+        return self._query(entrypoint)
+
+    def _query(self, entrypoint: str) -> Any:
         impl = self._interp._impl
-        # JSON text, not regopy.Input: Input stores strings unescaped, so a quote or a
-        # backslash in any input string yields output that is not JSON.
-        _c.rego_set_input_term(impl, input_json)
         out = _c.rego_bundle_query_entrypoint(impl, self._bundle._impl, entrypoint)
         try:
             if not _c.rego_output_ok(out):

@@ -385,7 +385,7 @@ class EmbeddedDecisionPoint(_CachingDecisionPoint):
         assert isinstance(current, _Programs)
         program = current.acquire(self._wait_s)
         try:
-            value = program.evaluate(path, input_json)
+            value = program.evaluate_value(path, input)
         except PolicyError:
             raise
         except Exception as exc:  # a binding failure: fail closed, reason logged

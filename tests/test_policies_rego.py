@@ -244,3 +244,64 @@ def test_parse_errors_map_offsets_to_lines() -> None:
         "m.rego:2:1: this is unclosed"
     ]
     assert parse_errors("garbage", {}) == ["garbage"]
+
+
+# -- input as a value tree vs JSON text ----------------------------------------------------
+
+_ECHO = """package t
+import rego.v1
+echo := input
+n := count(input.s)
+eq_cn if input.s == "中"
+eq_quote if input.s == "a\\"b"
+keys := object.keys(input.o)
+big := input.big + 1
+"""
+_ECHO_PATHS = ["t/echo", "t/n", "t/eq_cn", "t/eq_quote", "t/keys", "t/big"]
+
+_AWKWARD: list[object] = [
+    {"s": "中", "o": {"中": 1}},
+    {"s": 'a"b', "o": {'k"y': 'v"l'}},
+    {"s": "a\\b\n\t\x01\x1f\x7f", "o": {"\\": "\n"}},
+    {"s": "", "o": {}, "big": 9_223_372_036_854_775_806, "l": []},
+    {"s": "x", "o": {"a": [1, [2, {"b": None}], True, False]}, "big": -(1 << 63)},
+    {"s": "x", "o": {}, "big": 1 << 70},  # beyond int64: sent as JSON text
+    {"s": "x", "o": {"f": 0.5}, "big": 2},  # float: sent as JSON text
+    {"s": "x", "o": {"t": (1, 2)}, "big": 0},
+]
+
+
+def test_value_tree_input_matches_json_text_input_on_awkward_values() -> None:
+    program = RegoProgram({"t.rego": _ECHO}, {}, _ECHO_PATHS)
+    for doc in _AWKWARD:
+        for path in _ECHO_PATHS:
+            as_text = program.evaluate(path, json.dumps(doc, ensure_ascii=False))
+            assert program.evaluate_value(path, doc) == as_text, (doc, path)
+
+
+def test_value_tree_input_matches_json_text_input_on_every_policy_case() -> None:
+    from policies.checks import collect_cases
+
+    bundle = default_bundle()
+    program = RegoProgram(bundle.policy_modules, bundle.data(), bundle.entrypoints)
+    cases, _ = collect_cases(bundle)
+    inputs = [c.input for c in cases if c.matrix is None and c.path in bundle.entrypoints]
+    assert len(inputs) >= 50
+    for doc in inputs:
+        text = json.dumps(doc, ensure_ascii=False)
+        assert program.evaluate_value(cases[0].path, doc) == program.evaluate(
+            cases[0].path, text
+        ), doc
+
+
+def test_value_tree_refuses_what_json_refuses() -> None:
+    program = RegoProgram({"t.rego": _ECHO}, {}, _ECHO_PATHS)
+    with pytest.raises(TypeError):
+        program.evaluate_value("t/echo", {"x": object()})
+    # Keys that are not strings go the JSON-text route, which turns them into strings.
+    assert program.evaluate_value("t/echo", {1: "one"}) == {"1": "one"}
+    nested: list[object] = []
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(ValueError):
+        program.evaluate_value("t/echo", nested)
