@@ -1,4 +1,4 @@
-"""The embedded engine: rego-cpp (regopy) programs compiled once and evaluated many times.
+"""The embedded engine: rego-cpp programs compiled once and evaluated many times.
 
 A `RegoProgram` owns one rego-cpp interpreter and a bundle compiled for fixed
 entrypoints. Compiling costs tens of milliseconds; evaluating a compiled entrypoint
@@ -6,10 +6,13 @@ costs about a millisecond, while `Interpreter.query` recompiles every module on 
 call (about 30 ms). A program is not thread-safe (the input is interpreter state):
 `policies.decision` gives each concurrent caller its own.
 
-regopy's Python wrappers are bypassed for evaluation: `Output` parses the engine's text
-twice and fails on rego-cpp's unescaped strings, and reading a failed output segfaults,
-so this module calls the C API directly and checks every status first
-(policies/README.md, "regopy and OPA").
+rego-cpp comes from regopy's wheel, but through `policies._rego`, which loads its
+shared library in a link-map namespace of its own (loaded the ordinary way it leaks
+~89 KB per decision or crashes TenSEAL, depending on import order: see that module).
+regopy's Python wrappers are not used: `Output` parses the engine's text twice and
+fails on rego-cpp's unescaped strings, and reading a failed output segfaults, so this
+module calls the C API and checks every status first (policies/README.md, "regopy and
+OPA").
 
 Decision inputs are handed to the engine as a built value tree (`evaluate_value`)
 rather than as JSON text for rego-cpp to parse: parsing a 1 KB input cost about 0.25 ms
@@ -22,12 +25,11 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import regopy  # type: ignore[import-untyped]
-from regopy import rego_shared as _c
-
+from policies._rego import LOG_NONE, LOG_OUTPUT, OK, lib, read_text
 from policies.errors import PolicyEvaluationFailed, PolicyInvalid
 
 __all__ = [
@@ -54,7 +56,7 @@ _ERRMSG = re.compile(r"\(errormsg (\d+):")
 
 
 def engine_version() -> str:
-    return str(regopy.build_info())
+    return read_text(lib.regoBuildInfoSize, lib.regoBuildInfo)
 
 
 _diagnostics = False
@@ -70,12 +72,14 @@ def print_diagnostics(on: bool) -> None:
     _diagnostics = on
 
 
-def _interpreter() -> Any:
-    interp = regopy.Interpreter()
+def _interpreter() -> int:
+    impl = lib.regoNew()
+    if not impl:
+        raise MemoryError("rego-cpp could not create an interpreter")
     # rego-cpp prints diagnostics to stdout at the default level; in a server the
     # errors come back through the API instead.
-    interp.log_level = regopy.LogLevel.OUTPUT if _diagnostics else regopy.LogLevel.NONE
-    return interp
+    lib.regoSetLogLevel(impl, LOG_OUTPUT if _diagnostics else LOG_NONE)
+    return int(impl)
 
 
 def diagnostic_lines(text: str) -> list[str]:
@@ -127,8 +131,14 @@ def parse_errors(raw: str, sources: Mapping[str, str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _error(interp: Any) -> str:
-    return str(_c.rego_get_error(interp._impl))
+def _error(impl: int) -> str:
+    return read_text(lib.regoErrorSize, lib.regoError, impl)
+
+
+def _release(impl: int, bundle: int | None) -> None:
+    if bundle:
+        lib.regoFreeBundle(bundle)
+    lib.regoFree(impl)
 
 
 # --- Input as a value tree -------------------------------------------------------------
@@ -137,16 +147,15 @@ def _error(interp: Any) -> str:
 # key and a value into an item, `object(n)` / `array(n)` pop n entries into a
 # collection. Each call returns a status (0 is OK); statuses are OR-ed and checked once.
 
-_lib = _c.rego
-_new_input: Callable[[], int | None] = _lib.regoNewInput
-_free_input: Callable[[int], None] = _lib.regoFreeInput
-_push_str: Callable[[int, bytes], int] = _lib.regoInputString
-_push_int: Callable[[int, int], int] = _lib.regoInputInt
-_push_bool: Callable[[int, bool], int] = _lib.regoInputBoolean
-_push_null: Callable[[int], int] = _lib.regoInputNull
-_pop_item: Callable[[int], int] = _lib.regoInputObjectItem
-_pop_object: Callable[[int, int], int] = _lib.regoInputObject
-_pop_array: Callable[[int, int], int] = _lib.regoInputArray
+_new_input: Callable[[], int | None] = lib.regoNewInput
+_free_input: Callable[[int], None] = lib.regoFreeInput
+_push_str: Callable[[int, bytes], int] = lib.regoInputString
+_push_int: Callable[[int, int], int] = lib.regoInputInt
+_push_bool: Callable[[int, bool], int] = lib.regoInputBoolean
+_push_null: Callable[[int], int] = lib.regoInputNull
+_pop_item: Callable[[int], int] = lib.regoInputObjectItem
+_pop_object: Callable[[int, int], int] = lib.regoInputObject
+_pop_array: Callable[[int, int], int] = lib.regoInputArray
 
 # The characters JSON escapes (json.dumps with ensure_ascii=False escapes only these).
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]').search
@@ -224,25 +233,33 @@ class RegoProgram:
     def __init__(
         self, modules: Mapping[str, str], data: Mapping[str, Any], entrypoints: Sequence[str]
     ) -> None:
-        self._interp = _interpreter()
+        self._impl = impl = _interpreter()
+        self._bundle = 0
+        self._finalizer = weakref.finalize(self, _release, impl, None)
         self.entrypoints = frozenset(entrypoints)
         errors: list[str] = []
         # ensure_ascii=False: rego-cpp keeps JSON escapes inside strings, so an escaped
         # "\u4e2d" would not equal the policy's literal "中" (README, "regopy and OPA").
-        self._interp.add_data_json(json.dumps(data, ensure_ascii=False))
+        if lib.regoAddDataJSON(impl, json.dumps(data, ensure_ascii=False).encode()) != OK:
+            raise PolicyInvalid("the policy data is not accepted", errors=[_error(impl)])
         for name, source in modules.items():
-            try:
-                self._interp.add_module(name, source)
-            except regopy.RegoError as exc:
-                errors += parse_errors(str(exc), modules)
+            if lib.regoAddModule(impl, name.encode(), source.encode()) != OK:
+                errors += parse_errors(_error(impl), modules)
         if errors:
             raise PolicyInvalid("a policy module does not compile", errors=errors)
-        # A failed build returns a bundle that is not ok rather than raising.
-        self._bundle = self._interp.build(None, list(entrypoints))
-        if not self._bundle.ok():
+        for entrypoint in entrypoints:
+            if lib.regoAddEntrypoint(impl, entrypoint.encode()) != OK:
+                raise PolicyInvalid("an entrypoint is not accepted", errors=[_error(impl)])
+        # A failed build returns a bundle that is not ok rather than failing.
+        bundle = lib.regoBuild(impl)
+        if bundle:
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _release, impl, int(bundle))
+        if not bundle or not lib.regoBundleOk(bundle):
             raise PolicyInvalid(
-                "the policy does not compile", errors=parse_errors(_error(self._interp), modules)
+                "the policy does not compile", errors=parse_errors(_error(impl), modules)
             )
+        self._bundle = int(bundle)
 
     def evaluate(self, entrypoint: str, input_json: str) -> Any:
         """The value of `entrypoint` for the input (JSON text), or `UNDEFINED`.
@@ -252,7 +269,10 @@ class RegoProgram:
         """
         if entrypoint not in self.entrypoints:
             return UNDEFINED
-        _c.rego_set_input_term(self._interp._impl, input_json)
+        if lib.regoSetInputTerm(self._impl, input_json.encode()) != OK:
+            raise PolicyEvaluationFailed(
+                "the policy engine refused the decision input", errors=[_error(self._impl)]
+            )
         return self._query(entrypoint)
 
     def evaluate_value(self, entrypoint: str, value: Any) -> Any:
@@ -272,44 +292,40 @@ class RegoProgram:
             raise ValueError("the decision input is nested too deeply") from None
         try:
             # The engine clones the value (regoSetInput), so the builder is freed here.
-            status = _lib.regoSetInput(self._interp._impl, handle)
+            status = lib.regoSetInput(self._impl, handle)
         finally:
             _free_input(handle)
-        if status:
+        if status != OK:
             raise PolicyEvaluationFailed(
-                "the policy engine refused the decision input", errors=[_error(self._interp)]
+                "the policy engine refused the decision input", errors=[_error(self._impl)]
             )
         return self._query(entrypoint)
 
     def _query(self, entrypoint: str) -> Any:
-        impl = self._interp._impl
-        out = _c.rego_bundle_query_entrypoint(impl, self._bundle._impl, entrypoint)
-        try:
-            if not _c.rego_output_ok(out):
-                raise PolicyEvaluationFailed(
-                    "the policy engine failed to evaluate the decision",
-                    path=entrypoint,
-                    errors=parse_errors(_error(self._interp), {}),
-                )
-            text = str(_c.rego_output_string(out))
-        finally:
-            _c.rego_free_output(out)
+        out = lib.regoBundleQueryEntrypoint(self._impl, self._bundle, entrypoint.encode())
+        text = self._read(out, "the policy engine failed to evaluate the decision", path=entrypoint)
         return _value(text, entrypoint)
+
+    def _read(self, out: int | None, failure: str, **context: Any) -> str:
+        """The text of an output, freed after; a failed output is never read (it crashes)."""
+        if not out:
+            raise PolicyEvaluationFailed(failure, errors=[_error(self._impl)], **context)
+        try:
+            if not lib.regoOutputOk(out):
+                errors = parse_errors(_error(self._impl), {})
+                raise PolicyEvaluationFailed(failure, errors=errors, **context)
+            return read_text(lib.regoOutputJSONSize, lib.regoOutputJSON, out)
+        finally:
+            lib.regoFreeOutput(out)
+
+    def query_text(self, query: str) -> str:
+        """rego-cpp's raw output for an ad hoc query (recompiles everything: tests only)."""
+        out = lib.regoQuery(self._impl, query.encode())
+        return self._read(out, "the policy engine failed to evaluate a query", query=query)
 
     def query(self, query: str) -> Any:
         """Evaluate an ad hoc query with full recompilation (slow: tests and tooling only)."""
-        impl = self._interp._impl
-        out = _c.rego_query(impl, f"__pdx_value__ := {query}")
-        try:
-            if not _c.rego_output_ok(out):
-                raise PolicyEvaluationFailed(
-                    "the policy engine failed to evaluate a query",
-                    query=query,
-                    errors=parse_errors(_error(self._interp), {}),
-                )
-            text = str(_c.rego_output_string(out))
-        finally:
-            _c.rego_free_output(out)
+        text = self.query_text(f"__pdx_value__ := {query}")
         if text.strip() == "undefined":
             return UNDEFINED
         try:
