@@ -14,7 +14,6 @@ The cache is cleared whenever another policy is loaded.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -242,49 +241,43 @@ class _CachingDecisionPoint:
         generation = self.cache.clear()
         self._current = loaded_factory(generation)
 
-    def _evaluate(
-        self, current: Loaded, path: str, input_json: str, input: Mapping[str, Any]
-    ) -> tuple[Any, bool]:
+    def _evaluate(self, current: Loaded, path: str, input: Mapping[str, Any]) -> tuple[Any, bool]:
         raise NotImplementedError
 
     def decide(self, path: str, input: Mapping[str, Any]) -> Decision:
         """Decide `input` at `path`. Raises `PolicyEngineUnavailable` when the engine is down.
 
         An evaluation error is a denial, not an exception: the request is refused with
-        the error as its reason (and the decision is logged like any other).
+        the error as its reason (and the decision is logged like any other). An input
+        that is not JSON raises `PolicyEvaluationFailed`.
         """
         path = normalise_path(path)
         current = self._current
-        try:
-            # The exact text is the fast key; the canonical (sorted) text is the real one,
-            # computed only on a miss, so equal inputs built in another key order still
-            # hit (and then alias the fast key to the same entry).
-            input_json = json.dumps(input, separators=(",", ":"), ensure_ascii=False)
-            exact_key = canonical_key = f"{path}\n{input_json}"
-            entry = self.cache.get(exact_key, current.generation) if current.cacheable else None
-            cached = entry is not None
-            if entry is None and current.cacheable:
-                canonical_key = f"{path}\n{canonical_json(input)}"
-                if canonical_key != exact_key:
-                    entry = self.cache.get(canonical_key, current.generation)
-                    cached = entry is not None
-                    if entry is not None:
-                        self.cache.put(exact_key, entry, current.generation)
-        except (TypeError, ValueError) as exc:
-            raise PolicyEvaluationFailed(f"the decision input is not JSON: {exc}") from None
+        caching = current.cacheable and self.cache.maxsize > 0
+        entry: _Entry | None = None
+        key = ""
+        if caching:
+            try:
+                # Canonical (sorted) text, so equal inputs built in another key order hit;
+                # sorting costs about as much as not sorting at these sizes.
+                key = f"{path}\n{canonical_json(input)}"
+            except (TypeError, ValueError) as exc:
+                raise PolicyEvaluationFailed(f"the decision input is not JSON: {exc}") from None
+            entry = self.cache.get(key, current.generation)
+        cached = entry is not None
         if entry is None:
             try:
-                result, defined = self._evaluate(current, path, input_json, input)
+                result, defined = self._evaluate(current, path, input)
+            except (TypeError, ValueError) as exc:
+                raise PolicyEvaluationFailed(f"the decision input is not JSON: {exc}") from None
             except PolicyEvaluationFailed as exc:
                 reason = f"policy evaluation failed: {exc.detail}"
                 entry = _Entry(None, False, False, (reason,), _EMPTY)
             else:
                 allow, reasons, obligations = _verdict(result, defined)
                 entry = _Entry(result, defined, allow, reasons, obligations)
-                if current.cacheable:
-                    self.cache.put(canonical_key, entry, current.generation)
-                    if canonical_key != exact_key:
-                        self.cache.put(exact_key, entry, current.generation)
+                if caching:
+                    self.cache.put(key, entry, current.generation)
         return Decision(
             decision_id=_uuid4(),
             path=path,
@@ -377,17 +370,15 @@ class EmbeddedDecisionPoint(_CachingDecisionPoint):
 
         self._switch(loaded)
 
-    def _evaluate(
-        self, current: Loaded, path: str, input_json: str, input: Mapping[str, Any]
-    ) -> tuple[Any, bool]:
+    def _evaluate(self, current: Loaded, path: str, input: Mapping[str, Any]) -> tuple[Any, bool]:
         from policies._engine import UNDEFINED
 
         assert isinstance(current, _Programs)
         program = current.acquire(self._wait_s)
         try:
             value = program.evaluate_value(path, input)
-        except PolicyError:
-            raise
+        except (PolicyError, TypeError, ValueError):
+            raise  # TypeError/ValueError: the input is not JSON (decide says so)
         except Exception as exc:  # a binding failure: fail closed, reason logged
             raise PolicyEvaluationFailed(f"the embedded engine failed: {exc}") from None
         finally:

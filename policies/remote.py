@@ -145,9 +145,7 @@ class RemoteDecisionPoint(_CachingDecisionPoint):
 
     # -- deciding ------------------------------------------------------------------------
 
-    def _evaluate(
-        self, current: Loaded, path: str, input_json: str, input: Mapping[str, Any]
-    ) -> tuple[Any, bool]:
+    def _evaluate(self, current: Loaded, path: str, input: Mapping[str, Any]) -> tuple[Any, bool]:
         return self._query(path, input)
 
     def _query(self, path: str, input: Mapping[str, Any]) -> tuple[Any, bool]:
