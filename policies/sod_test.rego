@@ -57,7 +57,7 @@ cases := {
 
 # The three duties are the three roles named in the policy.
 test_three_duties if {
-	data.pdx.sod.admin_roles == {"system-admin", "security-admin", "auditor"}
+	data.pdx.sod.admin_roles == ["system-admin", "security-admin", "auditor"]
 }
 
 # Every write action the matrix knows is outside the auditor's read set.

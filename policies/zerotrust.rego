@@ -16,7 +16,7 @@ token_age := now - ctx.token_issued_at if is_number(ctx.token_issued_at)
 
 binding := object.get(ctx, "cert_binding", "none")
 
-binding_states := {"bound", "none", "mismatch"}
+binding_states := ["bound", "none", "mismatch"]
 
 level_rank := {l: i | some i, l in m.levels}
 
@@ -39,6 +39,7 @@ violations contains "the access token was issued in the future" if {
 }
 
 violations contains msg if {
+	binding != "bound"
 	not binding in binding_states
 	msg := sprintf("unknown certificate binding state '%v'", [binding])
 }

@@ -68,7 +68,8 @@ def test_invalid_or_failing_bundles_are_refused_and_nothing_changes(
     matrix["cells"]["core/open"]["actions"]["dataset.download"] = {"allow": True}
     bad = api.put("/v1/policies/matrix", json=matrix, headers=sec)
     assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM
-    sod = active["sources"]["sod.rego"].replace('"kms.read",\n}', '"kms.read",\n\t"kms.admin",\n}')
+    sod = active["sources"]["sod.rego"].replace('"kms.read",\n]', '"kms.read",\n\t"kms.admin",\n]')
+    assert sod != active["sources"]["sod.rego"]
     failing = api.put("/v1/policies/modules/sod.rego", json={"source": sod}, headers=sec)
     assert failing.status_code == 422, failing.text
     assert failing.json()["type"].endswith("/policy-tests-failed")

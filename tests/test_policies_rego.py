@@ -64,8 +64,9 @@ def test_failing_tests_are_listed_by_name() -> None:
     modules = dict(base.modules)
     # Let the auditor administer keys: a sod case and a matrix invariant must object.
     modules["sod.rego"] = modules["sod.rego"].replace(
-        '"kms.read",\n}', '"kms.read",\n\t"kms.admin",\n}'
+        '"kms.read",\n]', '"kms.read",\n\t"kms.admin",\n]'
     )
+    assert modules["sod.rego"] != base.modules["sod.rego"]
     with pytest.raises(PolicyTestsFailed) as caught:
         validate(PolicyBundle(modules, base.matrix), isolate=False)
     failing = {f["test"] for f in caught.value.extensions["failures"]}

@@ -146,8 +146,9 @@ def test_refused_bundles_leave_nothing_behind(engine: Engine) -> None:
     )
     failing_modules = dict(base.modules)
     failing_modules["sod.rego"] = failing_modules["sod.rego"].replace(
-        '"kms.read",\n}', '"kms.read",\n\t"kms.admin",\n}'
+        '"kms.read",\n]', '"kms.read",\n\t"kms.admin",\n]'
     )
+    assert failing_modules["sod.rego"] != base.modules["sod.rego"]
     with Session(engine) as session, session.begin():
         with pytest.raises(PolicyInvalid):
             activate(session, broken, by="c-s", now=NOW)
