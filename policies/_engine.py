@@ -177,6 +177,21 @@ def _engine_text(s: str) -> bytes:
     return s.encode()
 
 
+# Object keys repeat from one decision input to the next ("subject", "roles", …): their
+# engine text is kept, up to a bound, so a key costs a dict lookup.
+_KEY_TEXT: dict[str, bytes] = {}
+_KEY_TEXT_MAX = 4096
+
+
+def _key_text(key: str) -> bytes:
+    text = _KEY_TEXT.get(key)
+    if text is None:
+        text = _engine_text(key)
+        if len(_KEY_TEXT) < _KEY_TEXT_MAX:
+            _KEY_TEXT[key] = text
+    return text
+
+
 def _push(handle: int, value: Any) -> int:
     kind = type(value)
     if kind is str:
@@ -186,7 +201,7 @@ def _push(handle: int, value: Any) -> int:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotBuildable
-            status |= _push_str(handle, _engine_text(key))
+            status |= _push_str(handle, _key_text(key))
             status |= _push(handle, item)
             status |= _pop_item(handle)
         return status | _pop_object(handle, len(value))
