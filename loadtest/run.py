@@ -157,6 +157,19 @@ class Server:
         except psutil.Error:
             return 0.0
 
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its worker processes now, in MB."""
+        import psutil
+
+        if self.proc is None:
+            return 0.0
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+            return round(sum(p.memory_info().rss for p in procs) / 1e6, 1)
+        except psutil.Error:
+            return 0.0
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -446,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                 baseline,
             )
 
+        rss_before = target.rss_mb() if target is not None else None
         mix = run_locust(plan, target_url, target_creds, duration, MIX_CLASSES, "mix", target)
 
         with_pep: list[Stats] = []
@@ -468,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                         baseline,
                     )
                 )
+        rss_after = target.rss_mb() if target is not None else None
         ok = True
     finally:
         for s in servers:
@@ -507,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         "read_server_cpu_ms_per_request_without_pep": [
             round(s.server_cpu_ms_per_request, 2) for s in without_pep
         ],
+        # Server + workers, after the warm-up and after every round: a leak shows here.
+        "server_rss_mb_before_mix": rss_before,
+        "server_rss_mb_after_all_rounds": rss_after,
         "no_pep_env": f"{NO_PEP_ENV}=1 (only with PDX_ENV=development)",
         "no_pep_honoured_by_gateway": honoured,
     }
