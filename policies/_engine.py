@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from policies._rego import LOG_NONE, LOG_OUTPUT, OK, lib, read_text
+from policies._rego import LOG_NONE, LOG_OUTPUT, OK, held, lib, read_text
 from policies.errors import PolicyEvaluationFailed, PolicyInvalid
 
 __all__ = [
@@ -132,7 +132,7 @@ def parse_errors(raw: str, sources: Mapping[str, str]) -> list[str]:
 
 
 def _error(impl: int) -> str:
-    return read_text(lib.regoErrorSize, lib.regoError, impl)
+    return read_text(held.regoErrorSize, held.regoError, impl)
 
 
 def _release(impl: int, bundle: int | None) -> None:
@@ -147,15 +147,15 @@ def _release(impl: int, bundle: int | None) -> None:
 # key and a value into an item, `object(n)` / `array(n)` pop n entries into a
 # collection. Each call returns a status (0 is OK); statuses are OR-ed and checked once.
 
-_new_input: Callable[[], int | None] = lib.regoNewInput
-_free_input: Callable[[int], None] = lib.regoFreeInput
-_push_str: Callable[[int, bytes], int] = lib.regoInputString
-_push_int: Callable[[int, int], int] = lib.regoInputInt
-_push_bool: Callable[[int, bool], int] = lib.regoInputBoolean
-_push_null: Callable[[int], int] = lib.regoInputNull
-_pop_item: Callable[[int], int] = lib.regoInputObjectItem
-_pop_object: Callable[[int, int], int] = lib.regoInputObject
-_pop_array: Callable[[int, int], int] = lib.regoInputArray
+_new_input: Callable[[], int | None] = held.regoNewInput
+_free_input: Callable[[int], None] = held.regoFreeInput
+_push_str: Callable[[int, bytes], int] = held.regoInputString
+_push_int: Callable[[int, int], int] = held.regoInputInt
+_push_bool: Callable[[int, bool], int] = held.regoInputBoolean
+_push_null: Callable[[int], int] = held.regoInputNull
+_pop_item: Callable[[int], int] = held.regoInputObjectItem
+_pop_object: Callable[[int, int], int] = held.regoInputObject
+_pop_array: Callable[[int, int], int] = held.regoInputArray
 
 # The characters JSON escapes (json.dumps with ensure_ascii=False escapes only these).
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]').search
@@ -307,7 +307,7 @@ class RegoProgram:
             raise ValueError("the decision input is nested too deeply") from None
         try:
             # The engine clones the value (regoSetInput), so the builder is freed here.
-            status = lib.regoSetInput(self._impl, handle)
+            status = held.regoSetInput(self._impl, handle)
         finally:
             _free_input(handle)
         if status != OK:
@@ -326,12 +326,12 @@ class RegoProgram:
         if not out:
             raise PolicyEvaluationFailed(failure, errors=[_error(self._impl)], **context)
         try:
-            if not lib.regoOutputOk(out):
+            if not held.regoOutputOk(out):
                 errors = parse_errors(_error(self._impl), {})
                 raise PolicyEvaluationFailed(failure, errors=errors, **context)
-            return read_text(lib.regoOutputJSONSize, lib.regoOutputJSON, out)
+            return read_text(held.regoOutputJSONSize, held.regoOutputJSON, out)
         finally:
-            lib.regoFreeOutput(out)
+            held.regoFreeOutput(out)
 
     def query_text(self, query: str) -> str:
         """rego-cpp's raw output for an ad hoc query (recompiles everything: tests only)."""

@@ -34,7 +34,16 @@ from ctypes import c_void_p as c_ptr
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ISOLATED", "LOG_NONE", "LOG_OUTPUT", "OK", "lib", "library_path", "read_text"]
+__all__ = [
+    "ISOLATED",
+    "LOG_NONE",
+    "LOG_OUTPUT",
+    "OK",
+    "held",
+    "lib",
+    "library_path",
+    "read_text",
+]
 
 OK = 0  # REGO_OK
 LOG_NONE = 0
@@ -106,11 +115,17 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "regoInputArray": (c_u32, [c_ptr, c_u32]),
 }
 
+# The same functions twice: `lib` releases the GIL around each call (compiling and
+# evaluating: other threads run meanwhile), `held` keeps it (calls of microseconds:
+# building an input is ~100 of them, and releasing the GIL around each let other
+# request threads in between every one, which under load cost more than the calls).
 lib, ISOLATED = _load(library_path())
+held = ctypes.PyDLL(lib._name, handle=lib._handle)
 for _name, (_restype, _argtypes) in _SIGNATURES.items():
-    _fn = getattr(lib, _name)
-    _fn.restype = _restype
-    _fn.argtypes = _argtypes
+    for _dll in (lib, held):
+        _fn = getattr(_dll, _name)
+        _fn.restype = _restype
+        _fn.argtypes = _argtypes
 
 
 def read_text(size_fn: Any, read_fn: Any, *handle: Any) -> str:
