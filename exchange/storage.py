@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -12,6 +13,10 @@ _ID = re.compile(r"^[0-9a-f\-]{36}$")
 _PARTIAL = ".partial"
 _SUFFIX = ".pdxs"
 
+# A file touched this recently may belong to a registration still in progress in another
+# worker process (each worker sweeps when it starts): it is left for a later sweep.
+SWEEP_GRACE_S = 900.0
+
 
 class ObjectStore:
     """Files named by object id; written as `.partial`, published by rename.
@@ -19,7 +24,7 @@ class ObjectStore:
     A registration writes `<id>.pdxs.partial`, publishes it with an atomic rename
     just before its database commit and discards it when anything fails. `sweep`
     removes what a crash may have left: partial files and published files whose
-    database row never committed.
+    database row never committed, once untouched for `SWEEP_GRACE_S`.
     """
 
     def __init__(self, root: Path) -> None:
@@ -57,15 +62,28 @@ class ObjectStore:
     def open(self, object_id: str) -> BinaryIO:
         return open(self._path(object_id), "rb")
 
-    def sweep(self, known_ids: Iterable[str]) -> list[str]:
-        """Delete partial files and objects not in `known_ids`; return what was removed."""
+    def sweep(
+        self, known_ids: Iterable[str], *, now: float | None = None, grace_s: float = SWEEP_GRACE_S
+    ) -> list[str]:
+        """Delete partial files and objects not in `known_ids`; return what was removed.
+
+        Files modified within `grace_s` of `now` are kept: with several worker processes,
+        one starting up must not delete the partial file (or the just-published object
+        whose row is about to commit) of a registration another is serving.
+        """
         known = set(known_ids)
+        cutoff = (time.time() if now is None else now) - grace_s
         removed: list[str] = []
         for path in self.root.iterdir():
             name = path.name
             if name.endswith(_PARTIAL) or (
                 name.endswith(_SUFFIX) and name[: -len(_SUFFIX)] not in known
             ):
+                try:
+                    if path.stat().st_mtime > cutoff:
+                        continue
+                except FileNotFoundError:  # published or discarded meanwhile
+                    continue
                 path.unlink(missing_ok=True)
                 removed.append(name)
         return removed
