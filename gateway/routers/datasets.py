@@ -27,15 +27,18 @@ _RESOURCES: TtlCache[str, dict[str, Any]] = TtlCache(ttl_s=5.0)
 _DETAILS: TtlCache[tuple[str, bool], exchange.DatasetPublic] = TtlCache(ttl_s=5.0)
 
 
-def _dataset(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    dataset_id = request.path_params["dataset_id"]
+def _policy_view(session: Session, dataset_id: str) -> dict[str, Any]:
     resource = _RESOURCES.get(dataset_id)
     if resource is None:
         resource = exchange.policy_resource(session, dataset_id)
         _RESOURCES.put(dataset_id, resource)
-    return [Target(resource)]
+    return resource
+
+
+def _dataset(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    return [Target(_policy_view(session, request.path_params["dataset_id"]))]
 
 
 # Decided once the metadata part has streamed in: the declared grade is the resource.
@@ -176,8 +179,7 @@ def get_dataset(
     resource = _RESOURCES.get(dataset_id)
     if resource is None:
         with platform.session() as session:
-            resource = exchange.policy_resource(session, dataset_id)
-        _RESOURCES.put(dataset_id, resource)
+            resource = _policy_view(session, dataset_id)
     digests = caller.org_id == resource["owner_org"] or bool(
         caller.roles & {exchange.Role.AUDITOR, exchange.Role.SECURITY_ADMIN}
     )
