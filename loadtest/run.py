@@ -140,35 +140,42 @@ class Server:
             time.sleep(0.25)
         raise LoadError(f"server {self.name} not healthy after {timeout:.0f} s; see {self.log}")
 
+    def _processes(self) -> list[Any]:
+        """The server process and its workers (psutil), empty when not running."""
+        import psutil
+
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
     def cpu_seconds(self) -> float:
         """User + system CPU of the server and its worker processes so far."""
         import psutil
 
-        if self.proc is None:
-            return 0.0
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-            total = 0.0
-            for p in procs:
+        total = 0.0
+        for p in self._processes():
+            try:
                 t = p.cpu_times()
-                total += t.user + t.system
-            return total
-        except psutil.Error:
-            return 0.0
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        return total
 
     def rss_mb(self) -> float:
         """Resident memory of the server and its worker processes now, in MB."""
         import psutil
 
-        if self.proc is None:
-            return 0.0
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-            return round(sum(p.memory_info().rss for p in procs) / 1e6, 1)
-        except psutil.Error:
-            return 0.0
+        total = 0
+        for p in self._processes():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                continue
+        return round(total / 1e6, 1)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
