@@ -28,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
-from ctypes import POINTER, c_bool, c_char, c_char_p, c_double, c_int, c_int64, c_long
+from ctypes import POINTER, c_bool, c_char, c_char_p, c_int, c_int64, c_long
 from ctypes import c_uint32 as c_u32
 from ctypes import c_void_p as c_ptr
 from pathlib import Path
@@ -107,7 +107,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "regoFreeInput": (None, [c_ptr]),
     "regoInputString": (c_u32, [c_ptr, c_char_p]),
     "regoInputInt": (c_u32, [c_ptr, c_int64]),
-    "regoInputFloat": (c_u32, [c_ptr, c_double]),
     "regoInputBoolean": (c_u32, [c_ptr, c_bool]),
     "regoInputNull": (c_u32, [c_ptr]),
     "regoInputObjectItem": (c_u32, [c_ptr]),
