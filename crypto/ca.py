@@ -23,19 +23,12 @@ Time is a parameter (`now`) wherever validity is decided, so tests are determini
 
 from __future__ import annotations
 
-import base64
-import fcntl
-import hashlib
 import ipaddress
 import os
 import re
-import stat
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -43,6 +36,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from crypto._pem_files import locked, read_pem_file, write_file
+from crypto.certificates import (
+    CA_CERT_FILE,
+    CLIENT_ID,
+    CLIENT_URN_PREFIX,
+    ClientIdentity,
+    IssuedCertificate,
+    certificate_der,
+    client_identity,
+    load_certificate,
+    subject_name,
+    thumbprint_s256,
+)
 from crypto.errors import (
     CertificateAuthorityUnavailable,
     CertificateInvalid,
@@ -67,114 +73,20 @@ __all__ = [
     "thumbprint_s256",
 ]
 
-CA_CERT_FILE = "ca.pem"
+
 CA_KEY_FILE = "ca-key.pem"
-CLIENT_URN_PREFIX = "urn:pdx:client:"
 # Leaves live at most a year (the brief); CA/B Forum's ceiling for public TLS is 398 days.
 MAX_LEAF_DAYS = 365
 DEFAULT_CLIENT_DAYS = 90
 DEFAULT_CA_DAYS = 3650
 # Tolerate a peer whose clock is a little behind ours.
 _BACKDATE = timedelta(minutes=5)
-# Client and organisation ids go into a URN (RFC 8141 NSS) and an X.520 CN (ub-common-name
-# is 64 characters), so they are restricted to a safe, unambiguous alphabet.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # RFC 1123 host names, optionally with one leading wildcard label.
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
-_MAX_PEM_BYTES = 64 * 1024
+
 
 CaKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
-class ClientIdentity(NamedTuple):
-    """Who a client certificate names; unpacks as `(client_id, org_id)`."""
-
-    client_id: str
-    org_id: str
-
-
-@dataclass(frozen=True)
-class IssuedCertificate:
-    """A newly issued leaf: the certificate, its private key and its RFC 8705 thumbprint.
-
-    `key_pem` (PKCS#8, unencrypted) is None when the requester kept its own key (a CSR);
-    otherwise it is secret: hand it over once and store it mode 0600 (`write`).
-    """
-
-    cert_pem: bytes
-    key_pem: bytes | None
-    fingerprint_s256: str
-    serial_number: int
-    not_after: datetime
-
-    @property
-    def cert_der(self) -> bytes:
-        return certificate_der(self.cert_pem)
-
-    def write(self, directory: Path, stem: str, *, ca_pem: bytes | None = None) -> list[Path]:
-        """Write `<stem>.pem`, `<stem>-key.pem` (0600) and optionally `ca.pem` into `directory`.
-
-        Refuses to overwrite an existing key file (a client's key is never replaced
-        silently). Returns the paths written.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        written: list[Path] = []
-        if self.key_pem is not None:
-            key_path = directory / f"{stem}-key.pem"
-            _write_file(key_path, self.key_pem, mode=0o600, exclusive=True)
-            written.append(key_path)
-        cert_path = directory / f"{stem}.pem"
-        _write_file(cert_path, self.cert_pem, mode=0o644, exclusive=False)
-        written.append(cert_path)
-        if ca_pem is not None:
-            ca_path = directory / CA_CERT_FILE
-            _write_file(ca_path, ca_pem, mode=0o644, exclusive=False)
-            written.append(ca_path)
-        return written
-
-
-def thumbprint_s256(cert_der: bytes) -> str:
-    """RFC 8705 §3.1 `x5t#S256`: base64url(SHA-256(DER certificate)) without padding."""
-    digest = hashlib.sha256(cert_der).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def certificate_der(data: bytes | x509.Certificate) -> bytes:
-    """The DER encoding of a certificate given as PEM, DER or an object."""
-    return _load_certificate(data).public_bytes(serialization.Encoding.DER)
-
-
-def subject_name(cert: bytes | x509.Certificate) -> str:
-    """The certificate's subject as an RFC 4514 string (for logs and the ASGI TLS scope)."""
-    return _load_certificate(cert).subject.rfc4514_string()
-
-
-def client_identity(cert: bytes | x509.Certificate) -> ClientIdentity:
-    """Read `(client_id, org_id)` back from a pdx client certificate (PEM, DER or object).
-
-    The SAN URI `urn:pdx:client:<id>` names the client and must agree with the subject
-    CN; O names the organisation. This parses only: trust comes from the TLS handshake
-    or `CertificateAuthority.verify_client`. `CertificateInvalid` if any part is missing.
-    """
-    c = _load_certificate(cert)
-    try:
-        san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
-    except (x509.ExtensionNotFound, ValueError):
-        raise CertificateInvalid("certificate has no pdx client name") from None
-    ids = [u[len(CLIENT_URN_PREFIX) :] for u in uris if u.startswith(CLIENT_URN_PREFIX)]
-    cns = c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    orgs = c.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    if len(ids) != 1 or len(cns) != 1 or len(orgs) != 1:
-        raise CertificateInvalid("certificate has no pdx client name")
-    client_id, cn, org_id = ids[0], cns[0].value, orgs[0].value
-    if cn != client_id or not isinstance(org_id, str) or not _ID.match(client_id):
-        raise CertificateInvalid("certificate has no pdx client name")
-    if not _ID.match(org_id):
-        raise CertificateInvalid("certificate has no pdx client name")
-    return ClientIdentity(client_id, org_id)
 
 
 class CertificateAuthority:
@@ -262,8 +174,8 @@ class CertificateAuthority:
     def load(cls, directory: Path, *, passphrase: bytes | None = None) -> CertificateAuthority:
         """Read `ca.pem` and `ca-key.pem` from `directory`; refuses a key others may read."""
         directory = Path(directory)
-        cert_pem = _read(directory / CA_CERT_FILE, private=False)
-        key_pem = _read(directory / CA_KEY_FILE, private=True)
+        cert_pem = read_pem_file(directory / CA_CERT_FILE, private=False)
+        key_pem = read_pem_file(directory / CA_KEY_FILE, private=True)
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError:
@@ -298,7 +210,7 @@ class CertificateAuthority:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _locked(directory / ".lock"):
+        with locked(directory / ".lock"):
             has_key = (directory / CA_KEY_FILE).exists()
             has_cert = (directory / CA_CERT_FILE).exists()
             if has_key != has_cert:
@@ -324,8 +236,8 @@ class CertificateAuthority:
         key_pem = self._key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
-        _write_file(directory / CA_KEY_FILE, key_pem, mode=0o600, exclusive=True)
-        _write_file(directory / CA_CERT_FILE, self.cert_pem, mode=0o644, exclusive=False)
+        write_file(directory / CA_KEY_FILE, key_pem, mode=0o600, exclusive=True)
+        write_file(directory / CA_CERT_FILE, self.cert_pem, mode=0o644, exclusive=False)
 
     # -- what it is --------------------------------------------------------------------------
 
@@ -367,11 +279,11 @@ class CertificateAuthority:
         With `csr_pem` (PKCS#10) the requester keeps its private key: only the CSR's
         public key and signature are used, never its requested names.
         """
-        if not isinstance(client_id, str) or not _ID.match(client_id):
+        if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
             raise CertificateRequestInvalid(
                 "client_id must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)"
             )
-        if not isinstance(org_id, str) or not _ID.match(org_id):
+        if not isinstance(org_id, str) or not CLIENT_ID.match(org_id):
             raise CertificateRequestInvalid(
                 "org_id must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)"
             )
@@ -513,7 +425,7 @@ class CertificateAuthority:
         the one opaque `CertificateInvalid`.
         """
         now = _now(now)
-        c = _load_certificate(cert)
+        c = load_certificate(cert)
         # (1) issuer and signature
         try:
             c.verify_directly_issued_by(self._cert)
@@ -556,7 +468,7 @@ def ensure_server_certificate(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_path, key_path = directory / SERVER_CERT_FILE, directory / SERVER_KEY_FILE
-    with _locked(directory / ".server.lock"):
+    with locked(directory / ".server.lock"):
         if _server_certificate_current(ca, cert_path, key_path, hostnames, ips, now, renew_before):
             return cert_path, key_path
         issued = ca.issue_server(
@@ -566,8 +478,8 @@ def ensure_server_certificate(
             if os.path.lexists(stale):
                 os.unlink(stale)
         assert issued.key_pem is not None
-        _write_file(key_path, issued.key_pem, mode=0o600, exclusive=True)
-        _write_file(cert_path, issued.cert_pem, mode=0o644, exclusive=False)
+        write_file(key_path, issued.key_pem, mode=0o600, exclusive=True)
+        write_file(cert_path, issued.cert_pem, mode=0o644, exclusive=False)
     return cert_path, key_path
 
 
@@ -583,7 +495,7 @@ def _server_certificate_current(
     if not (cert_path.exists() and key_path.exists()):
         return False
     try:
-        cert = _load_certificate(_read(cert_path, private=False))
+        cert = load_certificate(read_pem_file(cert_path, private=False))
         cert.verify_directly_issued_by(ca.certificate)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (CertificateInvalid, CertificateAuthorityUnavailable, ValueError, TypeError):
@@ -635,20 +547,6 @@ def _public_raw(public: object) -> bytes:
     raise CertificateAuthorityUnavailable("the CA certificate has an unsupported key type")
 
 
-def _load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
-    if isinstance(data, x509.Certificate):
-        return data
-    if not isinstance(data, bytes | bytearray | memoryview) or len(data) > _MAX_PEM_BYTES:
-        raise CertificateInvalid("not a certificate")
-    raw = bytes(data)
-    try:
-        if raw.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(raw)
-        return x509.load_der_x509_certificate(raw)
-    except ValueError:
-        raise CertificateInvalid("not a certificate") from None
-
-
 def _csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -663,69 +561,3 @@ def _csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
     ):
         raise CertificateRequestInvalid("a client key must be ECDSA P-256")
     return public
-
-
-def _read(path: Path, *, private: bool) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise CertificateAuthorityUnavailable(f"{path.name} does not exist") from None
-    except OSError as error:
-        raise CertificateAuthorityUnavailable(
-            f"{path.name} cannot be opened: {error.strerror}"
-        ) from None
-    try:
-        # fstat the opened descriptor so the checks apply to the file actually read.
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CertificateAuthorityUnavailable(f"{path.name} is not a regular file")
-        if private and info.st_mode & 0o077:
-            # Like ssh with private keys: a key others can read is refused, not used.
-            raise CertificateAuthorityUnavailable(
-                f"{path.name} may be read by others (mode {stat.S_IMODE(info.st_mode):o}); "
-                "chmod 600 it"
-            )
-        if info.st_size > _MAX_PEM_BYTES:
-            raise CertificateAuthorityUnavailable(f"{path.name} is too large")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes, *, mode: int, exclusive: bool) -> None:
-    """Write via a private temporary file, then link (exclusive) or rename it into place.
-
-    The file has its final mode from creation, so a private key is never readable by
-    others even for a moment; `exclusive` refuses to replace an existing file.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed a public file's mode
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise CertificateAuthorityUnavailable(
-                    f"{path.name} already exists; not replacing it"
-                ) from None
-        else:
-            os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

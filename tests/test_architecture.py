@@ -20,7 +20,6 @@ KNOWN_DEBT: dict[str, set[str]] = {
     },
     "import_cycles": {"sandbox.nodes -> sandbox.syft_functions"},
     "oversize_modules": {
-        "crypto/ca.py",
         "crypto/keystore.py",
         "crypto/kms.py",
         "exchange/computations.py",
