@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ import migrations
 import policies
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
+from gateway.decision_logs import DecisionLogWriter
 from gateway.settings import Settings
 from ledger.log import Ledger, LedgerConfig
 from ledger.sealer import Sealer
@@ -111,6 +111,8 @@ def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     cfg.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
+    # migrations/env.py reads the schema from here rather than importing the gateway.
+    cfg.attributes["target_metadata"] = list(SCHEMA)
     return cfg
 
 
@@ -120,60 +122,6 @@ def upgrade_database(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")
-
-
-class DecisionLogWriter:
-    """Buffers decision logs and writes them in one transaction per flush."""
-
-    def __init__(
-        self, sessions: Callable[[], Session], *, interval_s: float = 0.2, batch: int = 500
-    ) -> None:
-        self._sessions = sessions
-        self._interval = interval_s
-        self._batch = batch
-        self._pending: list[tuple[policies.Decision, str | None]] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, decision: policies.Decision, request_id: str | None) -> None:
-        with self._lock:
-            self._pending.append((decision, request_id))
-            if len(self._pending) >= self._batch:
-                self._wake.set()
-
-    def flush(self) -> int:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        if not pending:
-            return 0
-        with self._sessions() as session, session.begin():
-            policies.log_decisions(session, pending)
-        return len(pending)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="decision-logs", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._wake.set()
-            self._thread.join()
-            self._thread = None
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # keep logging; the next flush retries what is queued
-                log.exception("writing decision logs failed")
 
 
 @dataclass

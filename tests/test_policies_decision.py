@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 import policies
 from audit.decisions import DecisionLog, get_decision, list_decisions
 from audit.models import AuditBase
+from gateway.decision_logs import log_decision
 from gateway.platform import database_url
 from policies import (
     AUTHZ_DECISION,
@@ -27,7 +28,6 @@ from policies import (
     PolicyBundle,
     authz_input,
     default_bundle,
-    log_decision,
 )
 from policies._engine import UNDEFINED, RegoProgram
 from policies.checks import collect_cases
