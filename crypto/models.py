@@ -15,6 +15,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from crypto.lifecycle import KeyState
+from crypto.sqltypes import NAMING_CONVENTION
 
 # Kept for code that compared with these names before `KeyState` existed.
 STATE_ACTIVE = KeyState.ACTIVE.value
@@ -27,16 +28,7 @@ _DEFAULT_DATA_KEY_ALGORITHM = "AES-256-GCM"
 class CryptoBase(DeclarativeBase):
     """Metadata of every `crypto_` table; migrations include `CryptoBase.metadata`."""
 
-    # Deterministic constraint names, so Alembic autogenerate can drop or alter them.
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class KeyRecord(CryptoBase):

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from audit.models import NAMING_CONVENTION, UtcDateTime
+from crypto.sqltypes import NAMING_CONVENTION, UtcDateTime
 
 
 class PolicyBase(DeclarativeBase):
