@@ -1,14 +1,17 @@
-"""Alembic environment: one metadata per package, online migrations only."""
+"""Alembic environment: one metadata per package, online migrations only.
+
+The caller hands over the schema (every package's table metadata) as the config attribute
+`target_metadata` (`gateway.platform.alembic_config` does), so the migrations import no
+package above them.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from gateway.platform import SCHEMA
-
-target_metadata = list(SCHEMA)
 config = context.config
+target_metadata = config.attributes.get("target_metadata")
 
 
 def run_migrations_online() -> None:
