@@ -10,7 +10,9 @@ from crypto.errors import (
     KeyPurposeMismatch,
     KeyStoreUnavailable,
 )
-from crypto.keystore import DataKey, KeyPurpose, KeyStore, SigningKey
+from crypto.keymaterial import DataKey, SigningKey
+from crypto.keystore import KeyStore
+from crypto.lifecycle import KeyPurpose
 from crypto.models import CryptoBase
 from crypto.secrets import dummy_verify, generate_secret, hash_secret, verify_secret
 from crypto.stream import StreamEncryptor, decrypt_stream

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from crypto import shamir
 from crypto.errors import BackupInvalid, InconsistentShares, InvalidCiphertext
 from crypto.events import KeyOperation
-from crypto.keystore import KeyStore, algorithm_info, aware, event_for, require_aware
+from crypto.keymaterial import algorithm_info, aware, event_for, require_aware
+from crypto.keystore import KeyStore
 from crypto.lifecycle import KeyState
 from crypto.models import DataKeyRecord, KeyRecord
 from crypto.roles import KeyActor, KmsAction

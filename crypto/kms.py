@@ -21,10 +21,9 @@ from crypto.errors import (
     KeyStateTransitionInvalid,
 )
 from crypto.events import KeyOperation
-from crypto.keystore import (
+from crypto.keymaterial import (
     ALGORITHM_AES_256_GCM,
     MANAGED_PURPOSES,
-    KeyStore,
     PublicKey,
     algorithm_info,
     aware,
@@ -39,6 +38,7 @@ from crypto.keystore import (
     require_aware,
     signing_algorithm,
 )
+from crypto.keystore import KeyStore
 from crypto.lifecycle import (
     DEFAULT_ROTATION_POLICY,
     KeyPurpose,

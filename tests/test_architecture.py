@@ -15,7 +15,6 @@ KNOWN_DEBT: dict[str, set[str]] = {
     "upward_imports": set(),
     "import_cycles": {"sandbox.nodes -> sandbox.syft_functions"},
     "oversize_modules": {
-        "crypto/keystore.py",
         "crypto/kms.py",
         "exchange/computations.py",
         "exchange/scan.py",
