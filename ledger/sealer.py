@@ -18,13 +18,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ledger.log import Ledger, LedgerSigner, LogTransaction
-from ledger.storage import LogStore, SealedBlock, SealRace
+from ledger.storage import SealedBlock, SealRace
 
 __all__ = ["Sealer"]
 
 # A transaction source: a session factory (SQL), or a factory of `LogStore`
-# transactions such as `MemoryLogStorage.transaction`.
-Transactions = Callable[[], Session] | Callable[[], AbstractContextManager[LogStore]]
+# transactions such as `MemoryLogStorage.transaction` (yielding a session or a store).
+Transactions = Callable[[], Session] | Callable[[], AbstractContextManager[LogTransaction]]
 
 # How many times one seal_now retries after losing a race to another sealer.
 _ATTEMPTS = 5
