@@ -21,10 +21,7 @@ import httpx
 
 from audit.errors import AuditError, VerificationInputError
 from audit.verify import VerifyReport, check_block, check_checkpoint, load_verifiers
-from ledger.blocks import Block
-from ledger.errors import LedgerError
-from ledger.merkle import TreeBuilder, hasher, verify_consistency
-from ledger.records import decode_leaf
+from ledger import Block, LedgerError, TreeBuilder, decode_leaf, hasher, verify_consistency
 
 PAGE = 1000
 

@@ -23,14 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit.errors import VerificationInputError
-from ledger.blocks import GENESIS_PREV, Block
-from ledger.checkpoint import Checkpoint
-from ledger.errors import LedgerError
-from ledger.merkle import TreeBuilder, TreeHasher, hasher
-from ledger.note import NoteVerifier, open_note, parse_verifier_key
-from ledger.records import decode_leaf
-from ledger.signing import signer_key_id
-from ledger.tiles import TILE_HEIGHT, TILE_WIDTH
+from ledger import (
+    GENESIS_PREV,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Block,
+    Checkpoint,
+    LedgerError,
+    NoteVerifier,
+    TreeBuilder,
+    TreeHasher,
+    decode_leaf,
+    hasher,
+    open_note,
+    parse_verifier_key,
+    signer_key_id,
+)
 
 
 @dataclass

@@ -21,12 +21,15 @@ from audit.verify import verify_export
 from bench import report
 from gateway.platform import build_platform, initialise
 from gateway.settings import Settings
-from ledger.checkpoint import Checkpoint
-from ledger.export import export
-from ledger.merkle import verify_inclusion
-from ledger.note import open_note, parse_verifier_key
-from ledger.records import LedgerRecord
-from ledger.signing import Ed25519LedgerSigner
+from ledger import (
+    Checkpoint,
+    Ed25519LedgerSigner,
+    LedgerRecord,
+    export,
+    open_note,
+    parse_verifier_key,
+    verify_inclusion,
+)
 
 BATCH = 1000
 SEAL_EVERY = 10_000

@@ -17,6 +17,10 @@ from crypto.models import CryptoBase
 from crypto.secrets import dummy_verify, generate_secret, hash_secret, verify_secret
 from crypto.stream import StreamEncryptor, decrypt_stream
 from crypto.suites.aead import AeadSuite
+from crypto.suites.signature import SignatureAlgorithm, SigningKeyPair, VerifyingKey
+from crypto.suites.signature import generate as generate_key_pair
+from crypto.suites.signature import load_private as load_key_pair
+from crypto.suites.signature import load_public as load_verifying_key
 
 __all__ = [
     "AeadSuite",
@@ -32,12 +36,18 @@ __all__ = [
     "KeyStoreUnavailable",
     "LocalRootKey",
     "RootKeyBackend",
+    "SignatureAlgorithm",
     "SigningKey",
+    "SigningKeyPair",
     "StreamEncryptor",
+    "VerifyingKey",
     "decrypt_stream",
     "dummy_verify",
+    "generate_key_pair",
     "generate_secret",
     "hash_secret",
+    "load_key_pair",
+    "load_verifying_key",
     "sha256",
     "sm3",
     "verify_secret",

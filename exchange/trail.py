@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session
 
 import audit
 from crypto.events import KeyEvent
-from ledger.log import Ledger
-from ledger.records import LedgerRecord, decode_leaf
+from ledger import Ledger, LedgerRecord, decode_leaf
 
 
 @dataclass(frozen=True)

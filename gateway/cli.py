@@ -72,8 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _ledger_export(args: argparse.Namespace) -> int:
     from gateway.platform import build_platform, upgrade_database
-    from ledger.errors import LedgerError
-    from ledger.export import export
+    from ledger import LedgerError, export
 
     platform = build_platform(Settings.from_env())
     upgrade_database(platform.engine)

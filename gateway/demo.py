@@ -13,10 +13,15 @@ from typing import Any
 import httpx
 
 from gateway.demo_compute import ComputeDemoError, run_compute_demo
-from ledger.checkpoint import Checkpoint
-from ledger.errors import LedgerError
-from ledger.merkle import hasher, verify_consistency, verify_inclusion
-from ledger.note import open_note, parse_verifier_key
+from ledger import (
+    Checkpoint,
+    LedgerError,
+    hasher,
+    open_note,
+    parse_verifier_key,
+    verify_consistency,
+    verify_inclusion,
+)
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1] / "examples" / "transit_trips.csv"
 

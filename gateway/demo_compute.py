@@ -21,9 +21,7 @@ from typing import Any
 
 import httpx
 
-from ledger.checkpoint import Checkpoint
-from ledger.merkle import hasher, verify_inclusion
-from ledger.note import open_note, parse_verifier_key
+from ledger import Checkpoint, hasher, open_note, parse_verifier_key, verify_inclusion
 
 __all__ = ["ComputeDemoError", "run_compute_demo"]
 

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import crypto
 from exchange import errors as xe
 from gateway.auditing import audit_failure
-from ledger.errors import LedgerError
+from ledger import LedgerError
 from policies.errors import PolicyError
 
 log = logging.getLogger("pdx.gateway")

@@ -27,9 +27,7 @@ from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
 from gateway.decision_logs import DecisionLogWriter
 from gateway.settings import Settings
-from ledger.log import Ledger, LedgerConfig
-from ledger.sealer import Sealer
-from ledger.signing import KmsLedgerSigner
+from ledger import KmsLedgerSigner, Ledger, LedgerConfig, Sealer
 from sandbox.nodes import NodeRegistry
 
 Clock = Callable[[], datetime]

@@ -1,3 +1,125 @@
-"""Verifiable log (RFC 9162 Merkle tree, signed checkpoints); built by the ledger issue."""
+"""Verifiable log (RFC 9162 Merkle tree, signed blocks and checkpoints): the names others may use.
 
-__all__: list[str] = []
+Other packages import from here (`from ledger import Ledger`); the modules behind
+these names may move. Storage backends implement `LogStore` (see `ledger.storage`).
+"""
+
+from ledger.blocks import GENESIS_PREV, Block, InvalidBlock
+from ledger.canonical import canonical_json
+from ledger.checkpoint import Checkpoint
+from ledger.errors import (
+    CanonicalJsonError,
+    CheckpointError,
+    LedgerError,
+    NoteError,
+    ProofError,
+)
+from ledger.export import ExportSummary, ExportTargetNotEmpty, export
+from ledger.log import (
+    MAX_PAGE,
+    BlockNotFound,
+    EntryNotFound,
+    InvalidRange,
+    Ledger,
+    LedgerConfig,
+    LedgerSigner,
+    LogTransaction,
+)
+from ledger.memory_storage import MemoryLogStorage
+from ledger.merkle import (
+    TreeBuilder,
+    TreeHasher,
+    consistency_proof,
+    hasher,
+    inclusion_proof,
+    root,
+    verify_consistency,
+    verify_inclusion,
+)
+from ledger.models import LedgerBase
+from ledger.note import (
+    Ed25519NoteSigner,
+    Ed25519NoteVerifier,
+    NoteSigner,
+    NoteVerifier,
+    open_note,
+    parse_verifier_key,
+    sign_note,
+    verifier_key,
+)
+from ledger.records import InvalidRecord, LedgerRecord, decode_leaf
+from ledger.sealer import Sealer
+from ledger.signing import Ed25519LedgerSigner, KmsLedgerSigner, signer_key_id
+from ledger.sql_storage import SqlLogStore
+from ledger.storage import (
+    MAX_INDEX,
+    BlockConflict,
+    LogStore,
+    NewLeaf,
+    SealedBlock,
+    SealRace,
+    StoredEntry,
+    TileRace,
+)
+from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileCache
+
+__all__ = [
+    "GENESIS_PREV",
+    "MAX_INDEX",
+    "MAX_PAGE",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
+    "Block",
+    "BlockConflict",
+    "BlockNotFound",
+    "CanonicalJsonError",
+    "Checkpoint",
+    "CheckpointError",
+    "Ed25519LedgerSigner",
+    "Ed25519NoteSigner",
+    "Ed25519NoteVerifier",
+    "EntryNotFound",
+    "ExportSummary",
+    "ExportTargetNotEmpty",
+    "InvalidBlock",
+    "InvalidRange",
+    "InvalidRecord",
+    "KmsLedgerSigner",
+    "Ledger",
+    "LedgerBase",
+    "LedgerConfig",
+    "LedgerError",
+    "LedgerRecord",
+    "LedgerSigner",
+    "LogStore",
+    "LogTransaction",
+    "MemoryLogStorage",
+    "NewLeaf",
+    "NoteError",
+    "NoteSigner",
+    "NoteVerifier",
+    "ProofError",
+    "SealRace",
+    "SealedBlock",
+    "Sealer",
+    "SqlLogStore",
+    "StoredEntry",
+    "TileCache",
+    "TileRace",
+    "TreeBuilder",
+    "TreeHasher",
+    "canonical_json",
+    "consistency_proof",
+    "decode_leaf",
+    "export",
+    "hasher",
+    "inclusion_proof",
+    "open_note",
+    "parse_verifier_key",
+    "root",
+    "sign_note",
+    "signer_key_id",
+    "verifier_key",
+    "verify_consistency",
+    "verify_inclusion",
+]

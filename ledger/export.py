@@ -17,13 +17,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from ledger.canonical import canonical_json
 from ledger.errors import LedgerError
-from ledger.log import MAX_PAGE, Ledger
-from ledger.models import LedgerTile
+from ledger.log import MAX_PAGE, Ledger, LogTransaction
 
 FORMAT = "pdx-ledger-export/1"
 FILES = ("manifest.json", "entries.jsonl", "blocks.jsonl", "checkpoints.jsonl", "tiles.jsonl")
@@ -41,7 +37,7 @@ class ExportSummary:
     tree_size: int
 
 
-def export(session: Session, ledger: Ledger, out: Path) -> ExportSummary:
+def export(session: LogTransaction, ledger: Ledger, out: Path) -> ExportSummary:
     """Write the sealed log to `out` (created; must be empty if it exists)."""
     if out.exists() and any(out.iterdir()):
         raise ExportTargetNotEmpty("the export directory must be empty", path=str(out))
@@ -68,12 +64,7 @@ def export(session: Session, ledger: Ledger, out: Path) -> ExportSummary:
                 entries.write(stored.leaf + b"\n")
             position = page[-1].index + 1
     with (out / "tiles.jsonl").open("wb") as tiles:
-        rows = session.execute(
-            select(LedgerTile.level, LedgerTile.idx, LedgerTile.hashes).order_by(
-                LedgerTile.level, LedgerTile.idx
-            )
-        )
-        for level, idx, hashes in rows:
+        for level, idx, hashes in ledger.store(session).tiles():
             line = {"level": level, "index": idx, "hashes": base64.b64encode(hashes).decode()}
             tiles.write(canonical_json(line) + b"\n")
     manifest = {

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ledger.blocks import GENESIS_PREV, Block
@@ -28,10 +27,27 @@ from ledger.merkle import (
     hasher,
     inclusion_proof,
 )
-from ledger.models import LedgerBlock, LedgerEntry, LedgerSequence
 from ledger.note import NoteSigner, sign_note
 from ledger.records import LedgerRecord
+from ledger.sql_storage import SqlLogStore
+from ledger.storage import MAX_INDEX, LogStore, NewLeaf, SealedBlock, StoredEntry
 from ledger.tiles import TILE_HEIGHT, TileCache, Tiles
+
+__all__ = [
+    "MAX_PAGE",
+    "BlockNotFound",
+    "EntryNotFound",
+    "InvalidRange",
+    "Ledger",
+    "LedgerConfig",
+    "LedgerSigner",
+    "LogTransaction",
+    "SealedBlock",
+    "StoredEntry",
+]
+
+LogTransaction = Session | LogStore
+"""Where a ledger call reads and writes: the caller's SQL session, or any `LogStore`."""
 
 MAX_PAGE = 1000
 
@@ -80,20 +96,13 @@ class LedgerConfig:
     max_block_entries: int = 100_000
 
 
-@dataclass(frozen=True)
-class SealedBlock:
-    block: Block
-    checkpoint: str
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    index: int
-    leaf: bytes
-
-
 class Ledger:
-    """One verifiable log in the platform database."""
+    """One verifiable log over a `LogStore` (by default the platform database's tables).
+
+    Every method takes the transaction to work in: the caller's SQLAlchemy session
+    (wrapped in a `SqlLogStore`) or any `LogStore`, such as a `MemoryLogStorage`
+    transaction.
+    """
 
     def __init__(self, config: LedgerConfig, cache: TileCache | None = None) -> None:
         self.config = config
@@ -101,75 +110,69 @@ class Ledger:
         self.cache = cache if cache is not None else TileCache()
         self._listeners: list[_AppendListener] = []
 
+    @staticmethod
+    def store(tx: LogTransaction) -> LogStore:
+        """The `LogStore` for `tx`."""
+        return SqlLogStore(tx) if isinstance(tx, Session) else tx
+
     # -- appending ---------------------------------------------------------------------
 
     def on_append(self, listener: _AppendListener) -> None:
         """Call `listener(count)` after each append (the sealer counts toward a batch)."""
         self._listeners.append(listener)
 
-    def append(self, session: Session, record: LedgerRecord) -> int:
-        """Add one entry to `session`'s transaction; returns its index."""
-        return self.append_many(session, [record])
+    def append(self, tx: LogTransaction, record: LedgerRecord) -> int:
+        """Add one entry to `tx`'s transaction; returns its index."""
+        return self.append_many(tx, [record])
 
-    def append_many(self, session: Session, records: Sequence[LedgerRecord]) -> int:
-        """Add entries to `session`'s transaction; returns the first one's index.
+    def append_many(self, tx: LogTransaction, records: Sequence[LedgerRecord]) -> int:
+        """Add entries to `tx`'s transaction; returns the first one's index.
 
-        The sequence row stays locked until the caller commits, so concurrent
+        The sequence stays locked until the caller commits, so concurrent
         operations get dense, commit-ordered indexes. Call it last in a transaction.
         """
         if not records:
             raise InvalidRange("nothing to append")
-        count = len(records)
-        end = session.execute(
-            update(LedgerSequence)
-            .where(LedgerSequence.id == 1)
-            .values(size=LedgerSequence.size + count)
-            .returning(LedgerSequence.size)
-        ).scalar_one()
-        first = end - count
-        rows = [
-            {"idx": first + i, "leaf": r.leaf(), "type": r.type, "object_id": r.object_id}
-            for i, r in enumerate(records)
-        ]
-        session.execute(insert(LedgerEntry), rows)
+        first = self.store(tx).append_leaves(
+            [NewLeaf(r.leaf(), r.type, r.object_id) for r in records]
+        )
         for listener in self._listeners:
-            listener(count)
+            listener(len(records))
         return first
 
-    def size(self, session: Session) -> int:
+    def size(self, tx: LogTransaction) -> int:
         """Entries committed (sealed or not)."""
-        return session.execute(
-            select(LedgerSequence.size).where(LedgerSequence.id == 1)
-        ).scalar_one()
+        return self.store(tx).size()
 
     # -- sealing -------------------------------------------------------------------------
 
-    def seal(self, session: Session, signer: LedgerSigner, *, now: datetime) -> SealedBlock | None:
+    def seal(
+        self, tx: LogTransaction, signer: LedgerSigner, *, now: datetime
+    ) -> SealedBlock | None:
         """Seal committed entries after the last block into a new block.
 
         Returns None when nothing is pending (a first, empty block is still sealed,
         so a checkpoint always exists). The caller commits; a concurrent sealer that
-        wins the race makes this one fail on the block's primary key, harmlessly.
+        got there first makes this one raise `SealRace` (or the backend's integrity
+        error), and the caller rolls back and tries again.
         """
-        latest = self._latest(session)
+        store = self.store(tx)
+        sealed = store.latest_block()
+        latest = sealed.block if sealed is not None else None
         start = latest.tree_size if latest is not None else 0
-        end = min(self.size(session), start + self.config.max_block_entries)
+        end = min(store.size(), start + self.config.max_block_entries)
         if latest is not None and end == start:
             return None
-        tiles = Tiles(session, self.hasher, self.cache)
+        tiles = Tiles(store, self.hasher, self.cache)
         builder = self._resume(tiles, start)
-        leaves = session.execute(
-            select(LedgerEntry.idx, LedgerEntry.leaf)
-            .where(LedgerEntry.idx >= start, LedgerEntry.idx < end)
-            .order_by(LedgerEntry.idx)
-        ).all()
-        if len(leaves) != end - start or (leaves and leaves[-1][0] != end - 1):
+        leaves = store.entries(start, end, limit=max(1, end - start))
+        if len(leaves) != end - start or (leaves and leaves[-1].index != end - 1):
             raise LedgerError("ledger entries have a gap", first=start, end=end)
         leaf_hash = self.hasher.leaf
         level0: list[bytes] = []
         upper: dict[int, tuple[int, list[bytes]]] = {}
-        for _, leaf in leaves:
-            h = leaf_hash(bytes(leaf))
+        for stored in leaves:
+            h = leaf_hash(stored.leaf)
             level0.append(h)
             for level, index, node in builder.append(h):
                 if level % TILE_HEIGHT == 0:
@@ -194,22 +197,9 @@ class Ledger:
         note = sign_note(
             Checkpoint(self.config.origin, end, root).body(), signer.note_signer
         ).decode("utf-8")
-        session.add(
-            LedgerBlock(
-                height=block.height,
-                prev_block_hash=block.prev_block_hash,
-                first_index=block.first_index,
-                tree_size=block.tree_size,
-                root=block.root,
-                time_ms=block.time_ms,
-                signer_key_id=block.signer_key_id,
-                signature=block.signature,
-                block_hash=block.block_hash(self.hasher.digest),
-                checkpoint=note,
-            )
-        )
-        session.flush()
-        return SealedBlock(block, note)
+        result = SealedBlock(block, note)
+        store.add_block(result, block.block_hash(self.hasher.digest))
+        return result
 
     def _resume(self, tiles: Tiles, size: int) -> TreeBuilder:
         """A tree builder positioned after `size` leaves, from O(log n) stored nodes."""
@@ -218,62 +208,45 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _latest(self, session: Session) -> Block | None:
-        row = session.execute(
-            select(LedgerBlock).order_by(LedgerBlock.height.desc()).limit(1)
-        ).scalar_one_or_none()
-        return _block(row) if row is not None else None
+    def latest(self, tx: LogTransaction) -> SealedBlock | None:
+        return self.store(tx).latest_block()
 
-    def latest(self, session: Session) -> SealedBlock | None:
-        row = session.execute(
-            select(LedgerBlock).order_by(LedgerBlock.height.desc()).limit(1)
-        ).scalar_one_or_none()
-        return SealedBlock(_block(row), row.checkpoint) if row is not None else None
-
-    def checkpoint(self, session: Session) -> str:
+    def checkpoint(self, tx: LogTransaction) -> str:
         """The newest signed checkpoint (a C2SP signed note)."""
-        latest = self.latest(session)
+        latest = self.latest(tx)
         if latest is None:
             raise BlockNotFound("the ledger has not sealed a block yet")
         return latest.checkpoint
 
-    def block(self, session: Session, height: int) -> SealedBlock:
-        row = session.get(LedgerBlock, height)
-        if row is None:
+    def block(self, tx: LogTransaction, height: int) -> SealedBlock:
+        found = self.store(tx).block(height) if 0 <= height <= MAX_INDEX else None
+        if found is None:
             raise BlockNotFound("no block at this height", height=height)
-        return SealedBlock(_block(row), row.checkpoint)
+        return found
 
-    def blocks(self, session: Session, start: int, end: int) -> list[SealedBlock]:
+    def blocks(self, tx: LogTransaction, start: int, end: int) -> list[SealedBlock]:
         """Blocks with start <= height < end, at most MAX_PAGE."""
         _check_range(start, end)
-        rows = session.scalars(
-            select(LedgerBlock)
-            .where(LedgerBlock.height >= start, LedgerBlock.height < end)
-            .order_by(LedgerBlock.height)
-            .limit(MAX_PAGE)
-        ).all()
-        return [SealedBlock(_block(r), r.checkpoint) for r in rows]
+        if start >= MAX_INDEX:
+            return []
+        return self.store(tx).blocks(start, min(end, MAX_INDEX), limit=MAX_PAGE)
 
-    def block_for(self, session: Session, tree_size: int) -> SealedBlock:
+    def block_for(self, tx: LogTransaction, tree_size: int) -> SealedBlock:
         """The block whose checkpoint has exactly `tree_size` entries."""
-        row = session.execute(
-            select(LedgerBlock).where(LedgerBlock.tree_size == tree_size).limit(1)
-        ).scalar_one_or_none()
-        if row is None:
+        found = self.store(tx).block_with_size(tree_size) if 0 <= tree_size <= MAX_INDEX else None
+        if found is None:
             raise BlockNotFound("no checkpoint has this tree size", tree_size=tree_size)
-        return SealedBlock(_block(row), row.checkpoint)
+        return found
 
-    def entry(self, session: Session, index: int) -> StoredEntry:
-        leaf = session.execute(
-            select(LedgerEntry.leaf).where(LedgerEntry.idx == index)
-        ).scalar_one_or_none()
-        if leaf is None:
+    def entry(self, tx: LogTransaction, index: int) -> StoredEntry:
+        found = self.store(tx).entries(index, index + 1, limit=1) if 0 <= index < MAX_INDEX else []
+        if not found:
             raise EntryNotFound("no ledger entry at this index", index=index)
-        return StoredEntry(index, bytes(leaf))
+        return found[0]
 
     def entries(
         self,
-        session: Session,
+        tx: LogTransaction,
         *,
         start: int = 0,
         end: int | None = None,
@@ -283,45 +256,44 @@ class Ledger:
     ) -> list[StoredEntry]:
         """Entries with start <= index < end, optionally filtered, in index order."""
         _check_range(start, end if end is not None else start)
-        query = select(LedgerEntry.idx, LedgerEntry.leaf).where(LedgerEntry.idx >= start)
-        if end is not None:
-            query = query.where(LedgerEntry.idx < end)
-        if type is not None:
-            query = query.where(LedgerEntry.type == type)
-        if object_id is not None:
-            query = query.where(LedgerEntry.object_id == object_id)
-        rows = session.execute(
-            query.order_by(LedgerEntry.idx).limit(max(1, min(limit, MAX_PAGE)))
-        ).all()
-        return [StoredEntry(i, bytes(leaf)) for i, leaf in rows]
+        if start >= MAX_INDEX:
+            return []  # beyond any index a backend can store
+        return self.store(tx).entries(
+            start,
+            min(end, MAX_INDEX) if end is not None else None,
+            type=type,
+            object_id=object_id,
+            limit=max(1, min(limit, MAX_PAGE)),
+        )
 
     # -- proofs --------------------------------------------------------------------------
 
-    def sealed_size(self, session: Session) -> int:
-        size = session.execute(select(func.max(LedgerBlock.tree_size))).scalar_one_or_none()
-        return int(size or 0)
+    def sealed_size(self, tx: LogTransaction) -> int:
+        return self.store(tx).sealed_size()
 
-    def _check_sealed(self, session: Session, tree_size: int) -> None:
-        sealed = self.sealed_size(session)
+    def _check_sealed(self, store: LogStore, tree_size: int) -> None:
+        sealed = store.sealed_size()
         if tree_size > sealed:
             raise InvalidRange(
                 "tree_size is beyond the newest checkpoint", tree_size=tree_size, sealed=sealed
             )
 
-    def inclusion_proof(self, session: Session, index: int, tree_size: int) -> list[bytes]:
+    def inclusion_proof(self, tx: LogTransaction, index: int, tree_size: int) -> list[bytes]:
         """RFC 9162 §2.1.3.1 audit path for `index` in the tree of `tree_size` leaves."""
         if not 0 <= index < tree_size:
             raise InvalidRange("index must satisfy 0 <= index < tree_size")
-        self._check_sealed(session, tree_size)
-        tiles = Tiles(session, self.hasher, self.cache)
+        store = self.store(tx)
+        self._check_sealed(store, tree_size)
+        tiles = Tiles(store, self.hasher, self.cache)
         return inclusion_proof(self.hasher, index, tree_size, tiles.node)
 
-    def consistency_proof(self, session: Session, first: int, second: int) -> list[bytes]:
+    def consistency_proof(self, tx: LogTransaction, first: int, second: int) -> list[bytes]:
         """RFC 9162 §2.1.4.1 proof that tree `first` is a prefix of tree `second`."""
         if not 0 <= first <= second:
             raise InvalidRange("sizes must satisfy 0 <= first <= second")
-        self._check_sealed(session, second)
-        tiles = Tiles(session, self.hasher, self.cache)
+        store = self.store(tx)
+        self._check_sealed(store, second)
+        tiles = Tiles(store, self.hasher, self.cache)
         return consistency_proof(self.hasher, first, second, tiles.node)
 
 
@@ -332,16 +304,3 @@ class _AppendListener(Protocol):
 def _check_range(start: int, end: int) -> None:
     if start < 0 or end < start:
         raise InvalidRange("range must satisfy 0 <= start <= end")
-
-
-def _block(row: LedgerBlock) -> Block:
-    return Block(
-        height=row.height,
-        prev_block_hash=bytes(row.prev_block_hash),
-        first_index=row.first_index,
-        tree_size=row.tree_size,
-        root=bytes(row.root),
-        time_ms=row.time_ms,
-        signer_key_id=row.signer_key_id,
-        signature=bytes(row.signature),
-    )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from crypto import sm3
 from ledger.errors import ProofError
 
 __all__ = [
@@ -75,17 +76,13 @@ class TreeHasher:
         return self._new(b"").digest()
 
 
-class _CryptographySm3:
-    """hashlib-shaped one-shot SM3 over `cryptography`, for OpenSSL builds without SM3."""
+class _CryptoSm3:
+    """hashlib-shaped one-shot SM3 over `crypto.sm3`, for OpenSSL builds without SM3."""
 
     __slots__ = ("_digest",)
 
     def __init__(self, data: bytes) -> None:
-        from cryptography.hazmat.primitives import hashes
-
-        ctx = hashes.Hash(hashes.SM3())
-        ctx.update(data)
-        self._digest = ctx.finalize()
+        self._digest = sm3(data)
 
     def digest(self) -> bytes:
         return self._digest
@@ -101,7 +98,7 @@ def _make_hasher(name: str) -> TreeHasher:
     if name == "sm3":
         if "sm3" in hashlib.algorithms_available:
             return TreeHasher("sm3", _sm3_new)
-        return TreeHasher("sm3", _CryptographySm3)
+        return TreeHasher("sm3", _CryptoSm3)
     raise ValueError(f"unknown tree hash {name!r}; expected 'sha256' or 'sm3'")
 
 

@@ -8,9 +8,14 @@ import hashlib
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
+from crypto import (
+    CryptoError,
+    SignatureAlgorithm,
+    SigningKeyPair,
+    VerifyingKey,
+    load_key_pair,
+    load_verifying_key,
+)
 from ledger.errors import NoteError
 
 __all__ = [
@@ -104,16 +109,53 @@ def key_hash(name: str, encoded_key: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+class _RawEd25519Private(Protocol):
+    """An Ed25519 private key that gives its 32-byte seed (as `crypto.SigningKey.private_key`)."""
+
+    def private_bytes_raw(self) -> bytes: ...
+
+
+class _RawEd25519Public(Protocol):
+    """An Ed25519 public key that gives its 32 raw bytes."""
+
+    def public_bytes_raw(self) -> bytes: ...
+
+
+Ed25519Private = SigningKeyPair | _RawEd25519Private
+Ed25519Public = VerifyingKey | _RawEd25519Public | bytes
+
+
+def ed25519_key_pair(key: Ed25519Private) -> SigningKeyPair:
+    """`key` as a `crypto` Ed25519 key pair (signing goes through `crypto`'s surface)."""
+    if isinstance(key, SigningKeyPair):
+        if key.algorithm is not SignatureAlgorithm.ED25519:
+            raise NoteError("not an Ed25519 key", algorithm=str(key.algorithm))
+        return key
+    return load_key_pair(SignatureAlgorithm.ED25519, key.private_bytes_raw())
+
+
+def _ed25519_public_bytes(key: Ed25519Public) -> bytes:
+    if isinstance(key, VerifyingKey):
+        if key.algorithm is not SignatureAlgorithm.ED25519:
+            raise NoteError("not an Ed25519 key", algorithm=str(key.algorithm))
+        return key.public_bytes()
+    raw = bytes(key) if isinstance(key, bytes) else key.public_bytes_raw()
+    if len(raw) != 32:
+        raise NoteError("Ed25519 public key must be 32 bytes", length=len(raw))
+    return raw
+
+
 class Ed25519NoteVerifier:
     """Verifies Ed25519 (RFC 8032) note signatures, algorithm byte 0x01."""
 
     __slots__ = ("_key_hash", "_name", "_public_key")
 
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, name: str, public_key: Ed25519Public) -> None:
         _check_name(name)
+        raw = _ed25519_public_bytes(public_key)
         self._name = name
-        self._public_key = public_key
-        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + public_key.public_bytes_raw())
+        self._public_key = load_verifying_key(SignatureAlgorithm.ED25519, raw)
+        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + raw)
 
     @property
     def name(self) -> str:
@@ -124,17 +166,12 @@ class Ed25519NoteVerifier:
         return self._key_hash
 
     @property
-    def public_key(self) -> Ed25519PublicKey:
+    def public_key(self) -> VerifyingKey:
         return self._public_key
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
-        if len(sig) != 64:
-            return False
-        try:
-            self._public_key.verify(sig, msg)
-        except InvalidSignature:
-            return False
-        return True
+        # crypto's verify checks the 64-byte length and never raises on a bad signature.
+        return self._public_key.verify(msg, sig)
 
 
 class Ed25519NoteSigner:
@@ -142,11 +179,11 @@ class Ed25519NoteSigner:
 
     __slots__ = ("_key_hash", "_name", "_private_key")
 
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, name: str, private_key: Ed25519Private) -> None:
         _check_name(name)
         self._name = name
-        self._private_key = private_key
-        public = private_key.public_key().public_bytes_raw()
+        self._private_key = ed25519_key_pair(private_key)
+        public = self._private_key.public_bytes()
         self._key_hash = key_hash(name, bytes([ALG_ED25519]) + public)
 
     @property
@@ -168,7 +205,7 @@ class Ed25519NoteSigner:
 def _ed25519_factory(name: str, key: bytes) -> NoteVerifier:
     if len(key) != 32:
         raise NoteError("Ed25519 verifier key must be 32 bytes", name=name, length=len(key))
-    return Ed25519NoteVerifier(name, Ed25519PublicKey.from_public_bytes(key))
+    return Ed25519NoteVerifier(name, key)
 
 
 # Algorithm byte -> verifier factory. Other suites (SM2 later) register here.
@@ -185,18 +222,17 @@ def register_verifier_algorithm(algorithm: int, factory: VerifierFactory) -> Non
     _VERIFIER_FACTORIES[algorithm] = factory
 
 
-def verifier_key(name: str, public_key: Ed25519PublicKey | bytes) -> str:
+def verifier_key(name: str, public_key: Ed25519Public) -> str:
     """`<name>+<8 hex key hash>+<base64(0x01 || key)>`, the form Go's note.NewVerifier reads.
 
-    `public_key` is an Ed25519 public key object or its 32 raw bytes (RFC 8032).
+    `public_key` is an Ed25519 public key (a `crypto.VerifyingKey`, or any key object
+    with `public_bytes_raw()`) or its 32 raw bytes (RFC 8032).
     """
     _check_name(name)
-    if isinstance(public_key, Ed25519PublicKey):
-        raw = public_key.public_bytes_raw()
-    else:
-        raw = bytes(public_key)
-        if len(raw) != 32:
-            raise NoteError("Ed25519 public key must be 32 bytes", name=name, length=len(raw))
+    try:
+        raw = _ed25519_public_bytes(public_key)
+    except NoteError as exc:
+        raise NoteError(exc.detail, name=name, **exc.extensions) from None
     encoded = bytes([ALG_ED25519]) + raw
     return f"{name}+{key_hash(name, encoded):08x}+{base64.b64encode(encoded).decode('ascii')}"
 
@@ -238,7 +274,7 @@ def parse_verifier_key(text: str) -> NoteVerifier:
         )
     try:
         verifier = factory(name, encoded[1:])
-    except ValueError as exc:
+    except (ValueError, CryptoError) as exc:
         raise NoteError("malformed verifier key", name=name) from exc
     if verifier.name != name or verifier.key_hash != int(hash_hex, 16):
         raise NoteError("verifier factory returned a different key", name=name)

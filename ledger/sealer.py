@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ledger.log import Ledger, LedgerSigner, SealedBlock
+from ledger.log import Ledger, LedgerSigner, LogTransaction
+from ledger.storage import SealedBlock, SealRace
+
+__all__ = ["Sealer"]
+
+# A transaction source: a session factory (SQL), or a factory of `LogStore`
+# transactions such as `MemoryLogStorage.transaction` (yielding a session or a store).
+Transactions = Callable[[], Session] | Callable[[], AbstractContextManager[LogTransaction]]
+
+# How many times one seal_now retries after losing a race to another sealer.
+_ATTEMPTS = 5
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +38,8 @@ class Sealer:
     def __init__(
         self,
         ledger: Ledger,
-        sessions: Callable[[], Session],
-        signer: Callable[[Session], LedgerSigner],
+        sessions: Transactions,
+        signer: Callable[[Any], LedgerSigner],
         clock: Callable[[], datetime],
     ) -> None:
         self._ledger = ledger
@@ -46,23 +58,32 @@ class Sealer:
         if self._pending >= self._ledger.config.seal_max_entries:
             self._wake.set()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[LogTransaction]:
+        opened = self._sessions()
+        if isinstance(opened, Session):
+            with opened as session, session.begin():
+                yield session
+        else:
+            with opened as store:
+                yield store
+
     def seal_now(self) -> list[SealedBlock]:
         """Seal everything committed so far; returns the new blocks."""
         sealed: list[SealedBlock] = []
         with self._lock:
             self._pending = 0
-            for _ in range(5):
+            for _ in range(_ATTEMPTS):
                 try:
                     while True:
-                        with self._sessions() as session, session.begin():
-                            block = self._ledger.seal(
-                                session, self._signer(session), now=self._clock()
-                            )
+                        with self._transaction() as tx:
+                            block = self._ledger.seal(tx, self._signer(tx), now=self._clock())
                         if block is None:
                             return sealed
                         sealed.append(block)
-                except (IntegrityError, OperationalError) as exc:
-                    # Another process sealed this height, or SQLite was busy: retry.
+                except (SealRace, IntegrityError, OperationalError) as exc:
+                    # Another process sealed this height or extended a tile first (its
+                    # blocks are as good as ours), or SQLite was busy: roll back, retry.
                     log.info("ledger seal retried: %s", exc.__class__.__name__)
         return sealed
 

@@ -10,27 +10,29 @@ import base64
 from collections.abc import Callable
 from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from crypto.suites.signature import SignatureAlgorithm, load_public
+from crypto import SignatureAlgorithm, load_verifying_key
 from ledger.errors import LedgerError
 from ledger.note import (
     ALG_ED25519,
     Ed25519NoteSigner,
+    Ed25519Private,
     NoteSigner,
     NoteVerifier,
+    ed25519_key_pair,
     key_hash,
     register_verifier_algorithm,
     verifier_key,
 )
 
+__all__ = ["SM2_KEY_TYPE", "Ed25519LedgerSigner", "KmsLedgerSigner", "signer_key_id"]
+
 
 class Ed25519LedgerSigner:
     """A `LedgerSigner` over an Ed25519 private key, named after the log's origin."""
 
-    def __init__(self, origin: str, private_key: Ed25519PrivateKey) -> None:
-        self._key = private_key
-        self._note = Ed25519NoteSigner(origin, private_key)
+    def __init__(self, origin: str, private_key: Ed25519Private) -> None:
+        self._key = ed25519_key_pair(private_key)
+        self._note = Ed25519NoteSigner(origin, self._key)
         self._origin = origin
 
     def __repr__(self) -> str:
@@ -48,7 +50,7 @@ class Ed25519LedgerSigner:
         return self._key.sign(message)
 
     def verifier_key(self) -> str:
-        return verifier_key(self._origin, self._key.public_key().public_bytes_raw())
+        return verifier_key(self._origin, self._key.public_key())
 
 
 def signer_key_id(key: NoteSigner | NoteVerifier) -> str:
@@ -114,7 +116,7 @@ def _sm2_verifier(name: str, key: bytes) -> NoteVerifier:
     ident = SM2_KEY_TYPE[1:]
     if not key.startswith(ident):
         raise ValueError("type 0xff key is not an SM2 key")
-    public = load_public(SignatureAlgorithm.SM2_SM3, key[len(ident) :])
+    public = load_verifying_key(SignatureAlgorithm.SM2_SM3, key[len(ident) :])
     return _NoteKey(name, b"\xff" + key, None, public.verify)
 
 
@@ -132,7 +134,7 @@ class KmsLedgerSigner:
             encoded = SM2_KEY_TYPE + signer.public_key
         else:
             raise LedgerError(f"no signed-note encoding for {algorithm} ledger keys")
-        public = load_public(SignatureAlgorithm(algorithm), signer.public_key)
+        public = load_verifying_key(SignatureAlgorithm(algorithm), signer.public_key)
         self._origin = origin
         self._sign = signer.sign
         self._note = _NoteKey(origin, encoded, signer.sign, public.verify)

@@ -12,19 +12,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session
-
 from ledger.errors import LedgerError
 from ledger.merkle import TreeHasher
-from ledger.models import LedgerTile
+from ledger.storage import LogStore, TileRace
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
-
-_READ_TILE = select(LedgerTile.hashes).where(
-    LedgerTile.level == bindparam("level"), LedgerTile.idx == bindparam("idx")
-)
 
 
 class MissingNode(LedgerError):
@@ -81,10 +74,10 @@ class TileCache:
 
 
 class Tiles:
-    """Node reads and tile writes inside one session (one transaction)."""
+    """Node reads and tile writes inside one transaction of a `LogStore`."""
 
-    def __init__(self, session: Session, hasher: TreeHasher, cache: TileCache) -> None:
-        self._session = session
+    def __init__(self, store: LogStore, hasher: TreeHasher, cache: TileCache) -> None:
+        self._store = store
         self._hasher = hasher
         self._cache = cache
         self._full = TILE_WIDTH * hasher.size
@@ -98,10 +91,7 @@ class Tiles:
             return data
         data = self._cache.get(key)
         if data is None:
-            stored = self._session.execute(
-                _READ_TILE, {"level": level, "idx": idx}
-            ).scalar_one_or_none()
-            data = bytes(stored) if stored is not None else b""
+            data = self._store.read_tile(level, idx)
             if len(data) == self._full:
                 self._cache.put(key, data)
         self._read[key] = data
@@ -156,21 +146,14 @@ class Tiles:
             pending = pending[len(take) :]
             existing = self.tile(tile_level, idx) if offset else b""
             if len(existing) != offset * self._hasher.size:
-                raise LedgerError(
+                # Another sealer extended this tile after our view of the log was taken
+                # (issue 13): roll back and seal again from the newer block.
+                raise TileRace(
                     "stored tile does not end where the new hashes start",
                     level=tile_level,
                     index=idx,
                 )
             data = existing + b"".join(take)
+            self._store.write_tile(tile_level, idx, data, stored=len(existing))
             self._read[(tile_level, idx)] = data
-            if offset:
-                self._session.execute(
-                    update(LedgerTile)
-                    .where(LedgerTile.level == tile_level, LedgerTile.idx == idx)
-                    .values(hashes=data)
-                )
-            else:
-                self._session.execute(
-                    insert(LedgerTile).values(level=tile_level, idx=idx, hashes=data)
-                )
             position += len(take)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from crypto import SignatureAlgorithm, generate_key_pair, load_key_pair
 from ledger import note as note_module
 from ledger.checkpoint import Checkpoint, parse
 from ledger.errors import CheckpointError, LedgerError, NoteError
@@ -41,7 +41,7 @@ def _go_signer(skey: str) -> Ed25519NoteSigner:
     assert (private, key) == ("PRIVATE", "KEY")
     raw = base64.b64decode(key_b64)
     assert raw[0] == ALG_ED25519 and len(raw) == 33
-    signer = Ed25519NoteSigner(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
+    signer = Ed25519NoteSigner(name, load_key_pair(SignatureAlgorithm.ED25519, raw[1:]))
     assert signer.key_hash == int(hash_hex, 16)
     return signer
 
@@ -96,19 +96,19 @@ def test_go_key_pairs(pair: dict[str, str]) -> None:
     signer = _go_signer(pair["signer_key"])
     public = signer.verifier().public_key
     assert verifier_key(signer.name, public) == pair["verifier_key"]
-    assert verifier_key(signer.name, public.public_bytes_raw()) == pair["verifier_key"]
+    assert verifier_key(signer.name, public.public_bytes()) == pair["verifier_key"]
     verifier = parse_verifier_key(pair["verifier_key"])
     text, names = open_note(sign_note("hello\n", signer), [verifier])
     assert (text, names) == ("hello\n", [signer.name])
 
 
 def test_key_hash_is_the_c2sp_key_id() -> None:
-    public = PETER.public_key.public_bytes_raw()  # type: ignore[attr-defined]
+    public = PETER.public_key.public_bytes()  # type: ignore[attr-defined]
     assert key_hash("PeterNeumann", bytes([ALG_ED25519]) + public) == 0xC74F20A3
 
 
 def test_verifier_key_rejects_bad_input() -> None:
-    public = Ed25519PrivateKey.generate().public_key()
+    public = generate_key_pair(SignatureAlgorithm.ED25519).public_key()
     for name in ("", "a b", "a+b", "a\u2003b", "a\nb", "a\x01b"):
         with pytest.raises(NoteError):
             verifier_key(name, public)
@@ -198,8 +198,8 @@ def test_misnamed_or_rehashed_signatures_are_unknown() -> None:
 
 
 def test_sign_and_open_round_trip() -> None:
-    a = Ed25519NoteSigner("example.com/log", Ed25519PrivateKey.generate())
-    b = Ed25519NoteSigner("witness.example/w1", Ed25519PrivateKey.generate())
+    a = Ed25519NoteSigner("example.com/log", generate_key_pair(SignatureAlgorithm.ED25519))
+    b = Ed25519NoteSigner("witness.example/w1", generate_key_pair(SignatureAlgorithm.ED25519))
     text = "first line\n\nafter an empty line \u00e9\n"
     msg = sign_note(text, a, b)
     assert msg.count("\u2014".encode()) == 2
@@ -210,13 +210,13 @@ def test_sign_and_open_round_trip() -> None:
     with pytest.raises(NoteError, match="invalid signature"):
         open_note(tampered, [a.verifier()])
     # same name, another key: unknown, ignored (C2SP: share a name but not the ID)
-    other = Ed25519NoteSigner("example.com/log", Ed25519PrivateKey.generate())
+    other = Ed25519NoteSigner("example.com/log", generate_key_pair(SignatureAlgorithm.ED25519))
     with pytest.raises(NoteError, match="no verifiable signatures"):
         open_note(msg, [other.verifier()])
 
 
 def test_sign_note_rejects_bad_input() -> None:
-    signer = Ed25519NoteSigner("ok", Ed25519PrivateKey.generate())
+    signer = Ed25519NoteSigner("ok", generate_key_pair(SignatureAlgorithm.ED25519))
     for text in ("no newline", "ctrl \x01\n", "tab\tchar\n", "lone \ud800\n", ""):
         with pytest.raises(NoteError):
             sign_note(text, signer)
@@ -224,7 +224,7 @@ def test_sign_note_rejects_bad_input() -> None:
         sign_note("text\n")
     for name in ("", "has space", "a+b", "nbsp\u00a0", "line\u2028sep"):
         with pytest.raises(NoteError):
-            Ed25519NoteSigner(name, Ed25519PrivateKey.generate())
+            Ed25519NoteSigner(name, generate_key_pair(SignatureAlgorithm.ED25519))
 
     class BadSigner:
         name = "bad name"
@@ -415,7 +415,7 @@ def test_checkpoint_validates_at_construction(kwargs: dict[str, Any]) -> None:
 
 
 def test_checkpoint_signed_and_opened() -> None:
-    signer = Ed25519NoteSigner("example.com/log", Ed25519PrivateKey.generate())
+    signer = Ed25519NoteSigner("example.com/log", generate_key_pair(SignatureAlgorithm.ED25519))
     checkpoint = Checkpoint("example.com/log", 42, bytes(range(32)), ("ext one",))
     text, names = open_note(sign_note(checkpoint.body(), signer), [signer.verifier()])
     assert names == ["example.com/log"]

@@ -167,11 +167,10 @@ def test_fork_against_an_earlier_checkpoint_fails(sealed) -> None:  # type: igno
 
 
 def test_untrusted_key_fails_and_bad_input_is_an_input_error(sealed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from crypto import SignatureAlgorithm, generate_key_pair
+    from ledger import Ed25519NoteSigner, verifier_key
 
-    from ledger.note import Ed25519NoteSigner, verifier_key
-
-    other = Ed25519PrivateKey.generate()
+    other = generate_key_pair(SignatureAlgorithm.ED25519)
     stranger = verifier_key(sealed[2].note_signer.name, other.public_key())
     assert Ed25519NoteSigner(sealed[2].note_signer.name, other).key_hash != 0
     report = verify_export(sealed[0], [stranger])
