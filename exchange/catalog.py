@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -360,26 +360,68 @@ def get_dataset(session: Session, dataset_id: str, *, viewer: Caller) -> Dataset
     return to_public(ds, digests=sees_digests(viewer, ds))
 
 
+# The attributes a catalogue decision depends on (`policy_resource` without the id):
+# the listing decides once per distinct combination, not once per dataset.
+VISIBILITY_ATTRIBUTES = ("level", "open_attribute", "owner_org", "pi")
+
+Visible = Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class DatasetPage:
+    """One page of a listing and how many datasets the caller may see in all."""
+
+    items: list[DatasetSummary]
+    total: int
+
+
 def list_datasets(
     session: Session,
     *,
+    visible: Visible,
     limit: int = 50,
     offset: int = 0,
     owner_org: str | None = None,
     level: Level | None = None,
-) -> list[DatasetSummary]:
+) -> DatasetPage:
+    """Datasets whose metadata the caller may read, newest first.
+
+    `visible(resource)` is the caller's `dataset.read_metadata` decision on a policy
+    resource (`policy_resource` without its id); a dataset is listed only if its detail
+    would be shown. Datasets share few attribute combinations, so the decisions are
+    taken per combination (one grouped query) and the page is selected in SQL among
+    the allowed ones: pages and the total count visible datasets only.
+    """
     if not 1 <= limit <= 500 or offset < 0:
         raise InvalidInput("limit must be 1-500 and offset ≥ 0")
+    filters = []
+    if owner_org is not None:
+        filters.append(Dataset.owner_org == owner_org)
+    if level is not None:
+        filters.append(Dataset.level == level.value)
+    keys = [getattr(Dataset, name) for name in VISIBILITY_ATTRIBUTES]
+    groups = session.execute(select(*keys, func.count()).where(*filters).group_by(*keys)).all()
+    allowed = []
+    total = 0
+    for *values, count in groups:
+        resource = {"type": "dataset", **dict(zip(VISIBILITY_ATTRIBUTES, values, strict=True))}
+        if visible(resource):
+            allowed.append(and_(*(k == v for k, v in zip(keys, values, strict=True))))
+            total += int(count)
+    if not allowed:
+        return DatasetPage(items=[], total=0)
     # Only the summary's columns, as plain rows: loading whole ORM objects (the scan and
     # shape profile are kilobytes of JSON each) was most of a listing's cost under load.
     columns = [getattr(Dataset, name) for name in DatasetSummary.model_fields]
-    stmt = select(*columns).order_by(Dataset.registered_at.desc(), Dataset.id)
-    if owner_org is not None:
-        stmt = stmt.where(Dataset.owner_org == owner_org)
-    if level is not None:
-        stmt = stmt.where(Dataset.level == level.value)
+    stmt = (
+        select(*columns)
+        .where(*filters, or_(*allowed))
+        .order_by(Dataset.registered_at.desc(), Dataset.id)
+    )
     rows = session.execute(stmt.limit(limit).offset(offset)).mappings()
-    return [DatasetSummary.model_validate(dict(row)) for row in rows]
+    return DatasetPage(
+        items=[DatasetSummary.model_validate(dict(row)) for row in rows], total=total
+    )
 
 
 def preview(session: Session, dataset_id: str, *, rows: int = 20) -> PreviewPublic:

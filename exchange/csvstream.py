@@ -31,7 +31,7 @@ from exchange.errors import (
     CsvHeaderInvalid,
     CsvMalformed,
 )
-from exchange.scan import value_like_cells
+from exchange.scan import mask_column_name, value_like_cells
 
 __all__ = ["CsvStream", "iter_batches"]
 
@@ -299,7 +299,6 @@ def _parse_header(raw: bytes) -> list[str]:
             "name; the file needs a header row",
             position=position,
         )
-    seen: set[str] = set()
     for position, name in enumerate(names, start=1):
         if len(name) > MAX_COLUMN_NAME or _CONTROL.search(name):
             raise CsvHeaderInvalid(
@@ -307,6 +306,11 @@ def _parse_header(raw: bytes) -> list[str]:
                 "control characters",
                 position=position,
             )
+    # A value inside a name ("联系人13812345678") is masked before the name is stored,
+    # listed or quoted; the scanner grades the field by the placeholder left in its place.
+    names = [mask_column_name(name) for name in names]
+    seen: set[str] = set()
+    for position, name in enumerate(names, start=1):
         if not name:
             raise CsvHeaderInvalid(
                 f"column {position} of the header has an empty name", column="", position=position

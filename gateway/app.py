@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
+from gateway.edges import JsonDepthGuard, bound_integers
 from gateway.platform import Platform
 from gateway.principals import Principals
 from gateway.routers import (
@@ -92,7 +93,7 @@ def create_app(platform: Platform) -> FastAPI:
         summary="Privacy-preserving public-data exchange",
         description="Every /v1 endpoint except the token endpoint needs a bearer token. "
         "Errors are RFC 9457 problem details.",
-        dependencies=[Depends(reject_control_characters)],
+        dependencies=[Depends(reject_control_characters), Depends(bound_integers)],
         lifespan=_lifespan,
     )
     app.state.platform = platform
@@ -123,5 +124,6 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(contracts.router, dependencies=protected)
     app.include_router(computations.router, dependencies=protected)
     app.include_router(nodes.router, dependencies=protected)
+    app.add_middleware(JsonDepthGuard)  # inside RequestContext: problems carry the request id
     app.add_middleware(RequestContext)
     return app

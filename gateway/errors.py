@@ -53,6 +53,8 @@ STATUS: dict[str, int] = {
     "ledger-invalid-range": 422,
     "ledger-error": 500,
     "unavailable": 503,
+    "integer-out-of-range": 422,
+    "json-too-deep": 422,
 }
 
 

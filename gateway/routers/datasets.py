@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -12,12 +13,17 @@ import exchange
 import policies
 from exchange.levels import Level
 from gateway.cache import TtlCache
+from gateway.edges import MAX_JSON_DEPTH, DepthMeter
+from gateway.errors import GatewayError
 from gateway.pep import Deferred, Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 from gateway.upload import stream_registration
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+TOTAL_HEADER = "X-Total-Count"
+MAX_OFFSET = 2**53
 
 
 # Registered datasets do not change their grade, owner or open attribute in place, so
@@ -123,6 +129,13 @@ async def register_streamed(
     """
 
     def metadata(raw: bytes) -> None:
+        if not DepthMeter().feed(raw):  # json.loads would recurse out (a 500)
+            raise GatewayError(
+                "json-too-deep",
+                "Request body nested too deeply",
+                f"the metadata may nest at most {MAX_JSON_DEPTH} arrays or objects",
+                max_depth=MAX_JSON_DEPTH,
+            )
         registration.metadata(raw, platform.session)
         meta = registration.meta
         assert meta is not None
@@ -153,19 +166,60 @@ async def register_streamed(
         raise
 
 
-@router.get("", response_model=list[exchange.DatasetSummary], dependencies=[Depends(ReadCatalog)])
+def _visibility(
+    request: Request, caller: exchange.Caller, platform: Platform
+) -> exchange.catalog.Visible:
+    """The caller's `dataset.read_metadata` decision, taken once per resource combination.
+
+    The same enforcement point and policy as the detail route: a dataset is listed only
+    when its detail would be shown. Denials are logged like any decision; the caller's
+    bound decision (the listing's `catalog.read`) is kept.
+    """
+    decided: dict[tuple[Any, ...], bool] = {}
+    listing_decision = caller.decision_id
+
+    def visible(resource: Mapping[str, Any]) -> bool:
+        key = tuple(sorted(resource.items()))
+        allowed = decided.get(key)
+        if allowed is None:
+            try:
+                ReadMetadata.decide_targets(request, caller, platform, [Target(resource)])
+                allowed = True
+            except exchange.errors.Forbidden:
+                allowed = False
+            finally:
+                if listing_decision is not None:
+                    caller.bind_decision(listing_decision)
+            decided[key] = allowed
+        return allowed
+
+    return visible
+
+
+@router.get(
+    "",
+    response_model=list[exchange.DatasetSummary],
+    dependencies=[Depends(ReadCatalog)],
+    responses={200: {"headers": {TOTAL_HEADER: {"schema": {"type": "integer"}}}}},
+)
 def list_datasets(
+    request: Request,
+    response: Response,
     caller: CallerDep,
     platform: PlatformDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    owner_org: str | None = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    owner_org: Annotated[str | None, Query(max_length=128)] = None,
     level: Level | None = None,
 ) -> list[exchange.DatasetSummary]:
+    """Datasets whose metadata the caller may read; `X-Total-Count` counts all of them."""
+    visible = _visibility(request, caller, platform)
     with platform.session() as session:
-        return exchange.list_datasets(
-            session, limit=limit, offset=offset, owner_org=owner_org, level=level
+        page = exchange.list_datasets(
+            session, visible=visible, limit=limit, offset=offset, owner_org=owner_org, level=level
         )
+    response.headers[TOTAL_HEADER] = str(page.total)
+    return page.items
 
 
 @router.get(

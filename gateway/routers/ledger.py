@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
@@ -75,7 +75,12 @@ def _block(sealed: SealedBlock) -> BlockOut:
     return BlockOut(**sealed.block.to_json(), checkpoint=sealed.checkpoint)
 
 
-Index = Annotated[int, Query(ge=0)]
+# Indexes, sizes and heights: never negative, and far below int64 so that `start + page`
+# cannot overflow a database integer (2^53: also exact in every JSON reader).
+MAX_INDEX = 2**53
+Index = Annotated[int, Query(ge=0, le=MAX_INDEX)]
+OptionalIndex = Annotated[int | None, Query(ge=0, le=MAX_INDEX)]
+PathIndex = Annotated[int, Path(ge=0, le=MAX_INDEX)]
 
 
 @router.get(
@@ -106,7 +111,7 @@ def entries(
     caller: CallerDep,
     platform: PlatformDep,
     start: Index = 0,
-    end: Annotated[int | None, Query(ge=0)] = None,
+    end: OptionalIndex = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
     object_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
@@ -126,7 +131,7 @@ def entries(
 
 
 @router.get("/entries/{index}", response_model=Entry, dependencies=[Depends(ReadLedger)])
-def entry(index: int, caller: CallerDep, platform: PlatformDep) -> Entry:
+def entry(index: PathIndex, caller: CallerDep, platform: PlatformDep) -> Entry:
     with platform.session() as session:
         return _entry(platform.ledger.entry(session, index))
 
@@ -158,7 +163,7 @@ def blocks(
     caller: CallerDep,
     platform: PlatformDep,
     start: Index = 0,
-    end: Annotated[int | None, Query(ge=0)] = None,
+    end: OptionalIndex = None,
 ) -> list[BlockOut]:
     """Blocks with start <= height < end, at most 1,000 per page."""
     with platform.session() as session:
@@ -167,6 +172,6 @@ def blocks(
 
 
 @router.get("/blocks/{height}", response_model=BlockOut, dependencies=[Depends(ReadLedger)])
-def block(height: int, caller: CallerDep, platform: PlatformDep) -> BlockOut:
+def block(height: PathIndex, caller: CallerDep, platform: PlatformDep) -> BlockOut:
     with platform.session() as session:
         return _block(platform.ledger.block(session, height))
