@@ -17,7 +17,6 @@ KNOWN_DEBT: dict[str, set[str]] = {
     "oversize_modules": {
         "crypto/kms.py",
         "exchange/computations.py",
-        "exchange/scan.py",
         "sandbox/isolation.py",
         "sandbox/nodes.py",
         "sandbox/stats.py",
