@@ -227,11 +227,7 @@ def redeem_invitation(
     invitation = session.scalar(
         select(Invitation).where(Invitation.code_hash == _code_hash(code)).with_for_update()
     )
-    if (
-        invitation is None
-        or invitation.redeemed_at is not None
-        or invitation.expires_at <= now
-    ):
+    if invitation is None or invitation.redeemed_at is not None or invitation.expires_at <= now:
         raise InvitationInvalid("the invitation is unknown, expired or already used")
     login = login.strip().lower()
     if not _LOGIN.match(login):

@@ -13,10 +13,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
-
-import exchange
 from sqlalchemy.orm import Session
 
+import exchange
 from crypto.models import DestroyRequestRecord
 from crypto.roles import KeyActor, KeyRole
 from gateway.pep import Enforce, Target
@@ -144,9 +143,7 @@ def destroy_requests(caller: CallerDep, platform: PlatformDep) -> list[dict[str,
     return [_public(r) for r in found]
 
 
-@router.post(
-    "/destroy-requests/{request_id}/{decision}", dependencies=[Depends(DecideDestruction)]
-)
+@router.post("/destroy-requests/{request_id}/{decision}", dependencies=[Depends(DecideDestruction)])
 def decide_destroy(
     request_id: Annotated[str, Path(max_length=64)],
     decision: Literal["approve", "cancel"],

@@ -222,24 +222,29 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
             ) from None
         audit.record(
             session,
-            audit.Subject(person.id, person.org_id, client_ip(request), request.state.request_id, None),
+            audit.Subject(
+                person.id, person.org_id, client_ip(request), request.state.request_id, None
+            ),
             audit.AuditEvent(
-                "auth.person_token_issued", "authenticate", audit.Result.SUCCESS, object_id=person.id
+                "auth.person_token_issued",
+                "authenticate",
+                audit.Result.SUCCESS,
+                object_id=person.id,
             ),
             now=now,
         )
         person_id, org_id = person.id, person.org_id
     # The person's id is the token's subject (exchange.people.PERSON_PREFIX); no refresh
     # token: a person signs in again with a fresh TOTP code.
-    access, expires_in = request.app.state.tokens.issue(
-        client_id=person_id, org_id=org_id, now=now
-    )
+    access, expires_in = request.app.state.tokens.issue(client_id=person_id, org_id=org_id, now=now)
     return JSONResponse(
         {"access_token": access, "token_type": "Bearer", "expires_in": expires_in},
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
 
 
-async def person_token(request: Request, platform: Platform, fields: dict[str, str]) -> JSONResponse:
+async def person_token(
+    request: Request, platform: Platform, fields: dict[str, str]
+) -> JSONResponse:
     """`grant_type=urn:pdx:params:oauth:grant-type:person`: username, password and totp."""
     return await run_in_threadpool(_person_token, platform, request, fields)

@@ -56,8 +56,12 @@ def forbidden(r: Any) -> None:
 def person_login(api: TestClient, login_name: str, password: str, totp: str) -> Any:
     return api.post(
         "/v1/auth/token",
-        data={"grant_type": PERSON_GRANT, "username": login_name, "password": password,
-              "totp": totp},
+        data={
+            "grant_type": PERSON_GRANT,
+            "username": login_name,
+            "password": password,
+            "totp": totp,
+        },
     )
 
 
@@ -75,12 +79,18 @@ def enrol(api: TestClient, clock: Clock, code: str, login_name: str) -> dict[str
     )
     assert ok.status_code == 200 and ok.json()["status"] == "active", ok.text
     clock.now += timedelta(seconds=30)  # the next login uses a fresh step
-    return {"login": login_name, "password": password, "totp_secret": secret,
-            "person_id": r.json()["person_id"]}
+    return {
+        "login": login_name,
+        "password": password,
+        "totp_secret": secret,
+        "person_id": r.json()["person_id"],
+    }
 
 
 def person_headers(api: TestClient, clock: Clock, person: dict[str, str]) -> dict[str, str]:
-    r = person_login(api, person["login"], person["password"], code_at(person["totp_secret"], clock))
+    r = person_login(
+        api, person["login"], person["password"], code_at(person["totp_secret"], clock)
+    )
     assert r.status_code == 200, r.text
     clock.now += timedelta(seconds=30)
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
@@ -91,7 +101,9 @@ def plaintext(platform: Platform, dataset_id: str) -> bytes:
         return b"".join(exchange.iter_plaintext(platform.catalog, session, dataset_id))
 
 
-def destroy_provider_kek(api: TestClient, creds: dict[str, Any], platform: Platform) -> tuple[str, str]:
+def destroy_provider_kek(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> tuple[str, str]:
     provider = login(api, creds, "provider-transport")
     ds = register(api, provider, EXAMPLE_CSV.read_bytes(), metadata()).json()
     kek = KeyManager.kek_id(creds["provider-transport"]["org_id"])
@@ -121,8 +133,11 @@ def test_one_person_with_a_second_client_cannot_approve_a_destruction(
     c = r.json()
     token = api.post(
         "/v1/auth/token",
-        data={"grant_type": "client_credentials", "client_id": c["client_id"],
-              "client_secret": c["client_secret"]},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": c["client_id"],
+            "client_secret": c["client_secret"],
+        },
     ).json()["access_token"]
     approve = api.post(
         f"/v1/kms/destroy-requests/{request_id}/approve",
@@ -180,22 +195,28 @@ def test_system_admin_cannot_issue_provider_clients_or_people(
     for target in ("provider-transport", "enterprise-fintech"):
         org_id = creds[target]["org_id"]
         role = creds[target]["roles"][0]
-        forbidden(api.post(
-            f"/v1/organisations/{org_id}/clients",
-            json={"name": "operator-as-provider", "roles": [role]},
-            headers=admin,
-        ))
-        forbidden(api.post(
-            f"/v1/organisations/{org_id}/invitations",
-            json={"display_name": "Operator Puppet", "roles": [role], "org_admin": True},
-            headers=admin,
-        ))
+        forbidden(
+            api.post(
+                f"/v1/organisations/{org_id}/clients",
+                json={"name": "operator-as-provider", "roles": [role]},
+                headers=admin,
+            )
+        )
+        forbidden(
+            api.post(
+                f"/v1/organisations/{org_id}/invitations",
+                json={"display_name": "Operator Puppet", "roles": [role], "org_admin": True},
+                headers=admin,
+            )
+        )
         # Nor a second "first administrator" once the organisation has people.
-        forbidden(api.post(
-            f"/v1/organisations/{org_id}/first-admin-invitation",
-            json={"display_name": "Operator Puppet"},
-            headers=admin,
-        ))
+        forbidden(
+            api.post(
+                f"/v1/organisations/{org_id}/first-admin-invitation",
+                json={"display_name": "Operator Puppet"},
+                headers=admin,
+            )
+        )
 
 
 def test_operator_onboards_a_provider_whose_admin_issues_its_clients(
@@ -221,15 +242,20 @@ def test_operator_onboards_a_provider_whose_admin_issues_its_clients(
     assert r.status_code == 201, r.text
     me = api.post(
         "/v1/auth/token",
-        data={"grant_type": "client_credentials", "client_id": r.json()["client_id"],
-              "client_secret": r.json()["client_secret"]},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": r.json()["client_id"],
+            "client_secret": r.json()["client_secret"],
+        },
     )
     assert me.status_code == 200
-    forbidden(api.post(  # the operator invited once; from now on the provider does
-        f"/v1/organisations/{org['id']}/first-admin-invitation",
-        json={"display_name": "Second Puppet"},
-        headers=admin,
-    ))
+    forbidden(
+        api.post(  # the operator invited once; from now on the provider does
+            f"/v1/organisations/{org['id']}/first-admin-invitation",
+            json={"display_name": "Second Puppet"},
+            headers=admin,
+        )
+    )
 
 
 # -- invitations and TOTP ---------------------------------------------------------------------
@@ -282,8 +308,9 @@ def test_totp_replay_and_wrong_codes_are_refused(
     wrong = f"{(int(code_at(person['totp_secret'], clock, 1)) + 1) % 1_000_000:06d}"
     bad = person_login(api, person["login"], person["password"], wrong)
     assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
-    no_password = person_login(api, person["login"], "wrong password!!", code_at(
-        person["totp_secret"], clock, 1))
+    no_password = person_login(
+        api, person["login"], "wrong password!!", code_at(person["totp_secret"], clock, 1)
+    )
     assert no_password.status_code == 400
 
 
@@ -293,13 +320,17 @@ def test_an_admin_of_one_org_cannot_invite_into_another(
     provider = login(api, creds, "provider-transport")  # owned by the transport admin
     for target in ("provider-health", "enterprise-fintech"):
         role = creds[target]["roles"][0]
-        forbidden(api.post(
-            f"/v1/organisations/{creds[target]['org_id']}/invitations",
-            json={"display_name": "Infiltrator", "roles": [role], "org_admin": True},
-            headers=provider,
-        ))
-        forbidden(api.post(
-            f"/v1/organisations/{creds[target]['org_id']}/clients",
-            json={"name": "infiltrator", "roles": [role]},
-            headers=provider,
-        ))
+        forbidden(
+            api.post(
+                f"/v1/organisations/{creds[target]['org_id']}/invitations",
+                json={"display_name": "Infiltrator", "roles": [role], "org_admin": True},
+                headers=provider,
+            )
+        )
+        forbidden(
+            api.post(
+                f"/v1/organisations/{creds[target]['org_id']}/clients",
+                json={"name": "infiltrator", "roles": [role]},
+                headers=provider,
+            )
+        )
