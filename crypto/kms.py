@@ -136,6 +136,9 @@ class DestroyRequest:
     expires_at: datetime | None
     decided_by: str | None
     decided_at: datetime | None
+    requested_by_person: str | None = None
+    requested_by_sponsor: str | None = None
+    decided_by_person: str | None = None
 
     @classmethod
     def from_record(
@@ -156,6 +159,9 @@ class DestroyRequest:
             expires_at=expires_at,
             decided_by=record.decided_by,
             decided_at=aware(record.decided_at),
+            requested_by_person=record.requested_by_person,
+            requested_by_sponsor=record.requested_by_sponsor,
+            decided_by_person=record.decided_by_person,
         )
 
 
@@ -178,6 +184,37 @@ def _info(row: KeyRecord, data_keys: int | None) -> KeyInfo:
         location="database (wrapped)",
         data_keys=data_keys,
     )
+
+
+def _who(actor: str, person: str | None) -> str:
+    return actor if person is None else f"{actor} (person {person})"
+
+
+def _check_distinct_people(record: DestroyRequestRecord, by: KeyActor, request_id: str) -> None:
+    """Two persons, not two clients of one person, and neither created the other.
+
+    When either half names a person both must (a client of a person cannot pair with
+    an anonymous actor); actors without people (the local CLI, unit tests) keep the
+    distinct-id rule above. 三员分立 / GB/T 39786-2021 key destruction under dual control.
+    """
+    requester, sponsor = record.requested_by_person, record.requested_by_sponsor
+    if requester is None and by.person is None:
+        return
+    if requester is None or by.person is None:
+        raise DualControlViolation(
+            "both halves of the two-person rule must be registered people",
+            request_id=request_id,
+        )
+    if requester == by.person:
+        raise DualControlViolation(
+            "the same person requested this destruction (through another client)",
+            request_id=request_id,
+        )
+    if by.sponsor == requester or sponsor == by.person:
+        raise DualControlViolation(
+            "the approver and the requester must not have created one another",
+            request_id=request_id,
+        )
 
 
 def _active_since(row: KeyRecord) -> datetime | None:
@@ -725,6 +762,8 @@ class KeyManager:
             requested_by=by.id,
             requested_at=now,
             expires_at=now + self._destroy_ttl,
+            requested_by_person=by.person,
+            requested_by_sponsor=by.sponsor,
         )
         session.add(record)
         session.flush()
@@ -758,8 +797,12 @@ class KeyManager:
                 "the requester cannot approve their own destruction request",
                 request_id=request_id,
             )
+        _check_distinct_people(record, by, request_id)
         targets = self._targets(session, record.key_id, record.version)
-        approval = f"request {record.id} by {record.requested_by}, approved by {by.id}"
+        approval = (
+            f"request {record.id} by {_who(record.requested_by, record.requested_by_person)}, "
+            f"approved by {_who(by.id, by.person)}"
+        )
         for row in targets:
             if row.state in (KeyState.ACTIVE, KeyState.SUSPENDED):
                 self._store._change_state(
@@ -791,6 +834,7 @@ class KeyManager:
             )
         record.status = _EXECUTED
         record.decided_by = by.id
+        record.decided_by_person = by.person
         record.decided_at = now
         session.flush()
         return DestroyRequest.from_record(record)

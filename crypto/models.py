@@ -110,3 +110,7 @@ class DestroyRequestRecord(CryptoBase):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str | None] = mapped_column(String(128))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The people behind the two halves (issue 11) and who created the requester.
+    requested_by_person: Mapped[str | None] = mapped_column(String(128))
+    requested_by_sponsor: Mapped[str | None] = mapped_column(String(128))
+    decided_by_person: Mapped[str | None] = mapped_column(String(128))

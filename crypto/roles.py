@@ -110,6 +110,10 @@ class KeyActor:
 
     id: str
     roles: frozenset[KeyRole] = field(default_factory=frozenset)
+    # The registered person behind `id`, and the person who created (invited) them:
+    # the two-person rule compares people, not clients (issue 11).
+    person: str | None = None
+    sponsor: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id or len(self.id) > 128:

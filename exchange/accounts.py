@@ -1,4 +1,4 @@
-"""Organisations, their service clients and client authentication."""
+"""Organisations, their service clients and client authentication (people: exchange.people)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,15 @@ from sqlalchemy.orm import Session
 
 import audit
 import crypto
-from exchange.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotFound
-from exchange.models import Client, Organisation
+from exchange.errors import (
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    SeparationOfDuties,
+)
+from exchange.models import Client, Organisation, Person
 from exchange.trail import Receipt, Trail
 
 
@@ -45,13 +52,16 @@ ROLES_BY_KIND: dict[OrgKind, frozenset[Role]] = {
     OrgKind.OPERATOR: frozenset({Role.SYSTEM_ADMIN}),
 }
 
-# Who may create clients for an organisation of each kind (see create_client).
+# Who may create clients and people for an organisation of each kind (see create_client):
+# always the organisation's own administrator person holding its role (issue 11: the
+# platform operator creates an organisation and its first administrator's invitation,
+# and never acts as it). Auditor organisations issue nothing through the API
+# (三员分立: the auditor changes nothing); the platform seeds them.
 CLIENT_ISSUER: dict[OrgKind, Role] = {
-    OrgKind.PROVIDER: Role.SYSTEM_ADMIN,
-    OrgKind.ENTERPRISE: Role.SYSTEM_ADMIN,
+    OrgKind.PROVIDER: Role.DATA_PROVIDER,
+    OrgKind.ENTERPRISE: Role.DATA_CONSUMER,
     OrgKind.OPERATOR: Role.SYSTEM_ADMIN,
     OrgKind.SECURITY: Role.SECURITY_ADMIN,
-    OrgKind.AUDITOR: Role.AUDITOR,
 }
 
 # 三员分立 (COMPLIANCE.md §5): system, security and audit administration are held apart.
@@ -72,6 +82,11 @@ class Caller:
     ip: str | None = None
     request_id: str | None = None
     decision_id: str | None = None
+    # The person behind the request (a person's token, or the owner of the client),
+    # who created that person, and whether the person administers the organisation.
+    person_id: str | None = None
+    person_created_by: str | None = None
+    org_admin: bool = False
 
     def subject(self) -> audit.Subject:
         return audit.Subject(
@@ -90,6 +105,20 @@ class Caller:
         """Refuse unless the caller holds `role` (the policy issue moves this into Rego)."""
         if role not in self.roles:
             raise Forbidden(f"this operation needs the '{role}' role", required_role=role.value)
+
+    def require_org_admin(self, org: Organisation) -> None:
+        """Refuse unless an administrator person of `org` itself stands behind the call."""
+        issuer = CLIENT_ISSUER.get(OrgKind(org.kind))
+        if issuer is None:
+            raise SeparationOfDuties(
+                f"accounts of a '{org.kind}' organisation are issued by the platform itself"
+            )
+        self.require(issuer)
+        if self.org_id != org.id or self.person_id is None or not self.org_admin:
+            raise SeparationOfDuties(
+                "separation of duties: an organisation's clients and people are created only "
+                "by its own administrator"
+            )
 
 
 @dataclass(frozen=True)
@@ -154,24 +183,30 @@ def create_client(
     roles: list[str],
     now: datetime,
     trail: Trail,
+    owner_person_id: str | None = None,
 ) -> IssuedClient:
-    """Create a service client with a fresh secret, checking roles against the org kind.
+    """Create a service client with a fresh secret, owned by a person of the organisation.
 
-    三员分立: the system administrator issues credentials for providers, enterprises
-    and operators, but never for the security or audit administrators, whose own
-    organisations issue them (so no one person ends up holding two of the duties).
+    Only the organisation's own administrator person (or a client that person owns)
+    issues its clients, for itself or another active person of the organisation
+    (`owner_person_id`, default the caller's person); the client's roles are a subset
+    of its owner's. 三员分立 and issue 11: the system administrator never issues
+    credentials for another organisation, so it cannot act as a provider.
     """
     org = session.get(Organisation, org_id)
     if org is None:
-        if caller is not None:
-            caller.require(Role.SYSTEM_ADMIN)  # others learn nothing about which ids exist
+        if caller is not None and caller.person_id is None:
+            raise SeparationOfDuties("a client must be created by an administrator person")
         raise NotFound("no such organisation", org_id=org_id)
     kind = OrgKind(org.kind)
     if caller is not None:
-        issuer = CLIENT_ISSUER[kind]
-        caller.require(issuer)
-        if issuer is not Role.SYSTEM_ADMIN and caller.org_id != org.id:
-            raise Forbidden(f"only the {kind.value} organisation issues its own clients")
+        caller.require_org_admin(org)
+        owner_person_id = owner_person_id or caller.person_id
+    owner = session.get(Person, owner_person_id) if owner_person_id else None
+    if owner is None or owner.org_id != org.id or owner.status != "active":
+        raise InvalidInput(
+            "a client belongs to an active person of its organisation", field="owner_person_id"
+        )
     try:
         wanted = tuple(dict.fromkeys(Role(r) for r in roles))
     except ValueError:
@@ -186,6 +221,11 @@ def create_client(
         )
     if len(SEPARATED_DUTIES.intersection(wanted)) > 1:
         raise InvalidInput("separation of duties: one client may hold only one admin role")
+    beyond = [r.value for r in wanted if r.value not in owner.roles]
+    if beyond:
+        raise InvalidInput(
+            f"the owner person does not hold role(s) {', '.join(beyond)}", field="roles"
+        )
     secret = crypto.generate_secret()
     client = Client(
         id="pdx-" + secrets.token_hex(8),
@@ -195,6 +235,7 @@ def create_client(
         roles=[r.value for r in wanted],
         active=True,
         created_at=now,
+        owner_person_id=owner.id,
     )
     try:
         with session.begin_nested():

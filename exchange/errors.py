@@ -95,3 +95,15 @@ class CsvColumnCount(CsvError):
 class CsvEncoding(CsvError):
     code = "csv-not-utf8"
     title = "CSV is not valid UTF-8"
+
+
+class SeparationOfDuties(Forbidden):
+    code = "separation-of-duties"
+    title = "Separation of duties"
+
+
+class InvitationInvalid(Forbidden):
+    """Unknown, expired or already redeemed: one answer for all three."""
+
+    code = "invitation-invalid"
+    title = "Invitation not valid"

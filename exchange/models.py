@@ -53,10 +53,60 @@ class Client(ExchangeBase):
     roles: Mapped[list[str]] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The person the client acts for (issue 11): approvals and duties belong to people.
+    owner_person_id: Mapped[str | None] = mapped_column(ForeignKey("people.id"), index=True)
 
     organisation: Mapped[Organisation] = relationship(back_populates="clients")
 
     __table_args__ = (UniqueConstraint("org_id", "name", name="uq_clients_org_name"),)
+
+
+class Person(ExchangeBase):
+    """A human member of an organisation: password (scrypt) plus TOTP (RFC 6238).
+
+    `created_by_person` is whoever invited this person (NULL for an organisation's first
+    administrator, invited by the platform operator); separation of duties reads it.
+    """
+
+    __tablename__ = "people"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    totp_key_id: Mapped[str] = mapped_column(String(36))
+    totp_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    org_admin: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    created_by_person: Mapped[str | None] = mapped_column(String(40), index=True)
+    invited_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Invitation(ExchangeBase):
+    """A one-time, expiring invitation to become a person of an organisation.
+
+    Only the SHA-256 of the code is stored (the code is 256 random bits, so a fast
+    hash is enough: nothing to brute-force).
+    """
+
+    __tablename__ = "person_invitations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    org_admin: Mapped[bool] = mapped_column(Boolean)
+    invited_by_person: Mapped[str | None] = mapped_column(String(40))
+    invited_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    person_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class Dataset(ExchangeBase):

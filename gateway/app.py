@@ -23,6 +23,7 @@ from gateway.routers import (
     ledger,
     nodes,
     organisations,
+    people,
     policies,
 )
 from gateway.security import authenticate, reject_control_characters, request_id_for
@@ -34,6 +35,8 @@ PUBLIC_PATHS = frozenset(
         "/healthz",
         "/v1/auth/token",
         "/v1/auth/revoke",
+        "/v1/invitations/redeem",  # the one-time invitation code authenticates
+        "/v1/invitations/confirm",  # login, password and the first TOTP code
         "/.well-known/jwks.json",
         "/docs",
         "/docs/oauth2-redirect",
@@ -116,7 +119,9 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     protected = [Depends(authenticate)]
+    app.include_router(people.public)
     app.include_router(organisations.router, dependencies=protected)
+    app.include_router(people.router, dependencies=protected)
     app.include_router(datasets.router, dependencies=protected)
     app.include_router(ledger.router, dependencies=protected)
     app.include_router(kms.router, dependencies=protected)

@@ -15,11 +15,13 @@ import base64
 import json
 import os
 import random
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pyotp
 
 from ledger import Checkpoint, hasher, open_note, parse_verifier_key, verify_inclusion
 
@@ -69,10 +71,12 @@ def _organisation(
         f"creating {name}",
     )
     role = "data-provider" if kind == "provider" else "data-consumer"
+    # The operator only invites the first administrator, who enrols and issues clients.
+    person = _first_admin(client, admin, org["id"], name)
     issued = _check(
         client.post(
             f"/v1/organisations/{org['id']}/clients",
-            headers=admin,
+            headers=person,
             json={"name": f"{name} data office"[:200], "roles": [role]},
         ),
         201,
@@ -80,6 +84,48 @@ def _organisation(
     )
     print(f"    {name} ({kind}): client {issued['client_id']}")
     return org["id"], _token(client, issued["client_id"], issued["client_secret"])
+
+
+def _first_admin(
+    client: httpx.Client, admin: dict[str, str], org_id: str, name: str
+) -> dict[str, str]:
+    """Invite, enrol (password + TOTP) and sign in an organisation's first administrator."""
+    invitation = _check(
+        client.post(
+            f"/v1/organisations/{org_id}/first-admin-invitation",
+            headers=admin,
+            json={"display_name": f"{name} administrator"[:200]},
+        ),
+        201,
+        f"inviting {name}'s administrator",
+    )
+    login = "admin-" + secrets.token_hex(6)
+    password = secrets.token_urlsafe(18)
+    enrolled = _check(
+        client.post(
+            "/v1/invitations/redeem",
+            json={"code": invitation["code"], "login": login, "password": password},
+        ),
+        201,
+        f"enrolling {name}'s administrator",
+    )
+    totp = pyotp.TOTP(enrolled["totp_secret"])
+    _check(
+        client.post(
+            "/v1/invitations/confirm",
+            json={"login": login, "password": password, "totp": totp.now()},
+        ),
+        200,
+        "confirming the first TOTP code",
+    )
+    form = {
+        "grant_type": "urn:pdx:params:oauth:grant-type:person",
+        "username": login,
+        "password": password,
+        "totp": totp.at(int(time.time()) + 30),  # the next step: the current one was spent
+    }
+    token = _check(client.post("/v1/auth/token", data=form), 200, "signing in the administrator")
+    return {"Authorization": f"Bearer {token['access_token']}"}
 
 
 def ward_readings(seed: int, rows: int) -> str:

@@ -51,12 +51,18 @@ Resources = Callable[[Request, Caller, Platform, Session], Sequence[Target]]
 
 
 def subject_of(caller: Caller) -> dict[str, Any]:
-    return {
+    subject: dict[str, Any] = {
         "id": caller.client_id,
         "org": caller.org_id,
         "org_kind": caller.org_kind.value,
         "roles": sorted(r.value for r in caller.roles),
     }
+    if caller.person_id is not None:
+        # Separation of duties (policies/sod.rego) reads the person behind the request.
+        subject["person_id"] = caller.person_id
+        subject["created_by"] = caller.person_created_by
+        subject["org_admin"] = caller.org_admin
+    return subject
 
 
 def _combine(decisions: Sequence[policies.Decision]) -> policies.Decision:

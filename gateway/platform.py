@@ -279,7 +279,9 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
     if not platform.settings.seed_demo:
         return None
     with platform.session() as session, session.begin():
-        creds = exchange.seed_demo(session, now=platform.now(), trail=platform.trail)
+        creds = exchange.seed_demo(
+            session, now=platform.now(), trail=platform.trail, keystore=platform.keystore
+        )
     platform.sealer.seal_now()
     if creds is not None:
         write_private_json(platform.settings.credentials_file, creds)

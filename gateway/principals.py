@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import exchange
-from exchange.models import Client, Organisation, RevokedToken, TokenFamily
+import exchange.people
+from exchange.models import Client, Organisation, Person, RevokedToken, TokenFamily
 
 # Rows are fetched from slightly before the newest revocation seen, so one committed
 # late by a slow transaction (or a skewed clock) is not missed.
@@ -34,6 +35,10 @@ class ClientView:
     org_kind: exchange.OrgKind
     roles: frozenset[exchange.Role]
     active: bool
+    # The person behind the token (the client's owner, or the person themself).
+    person_id: str | None = None
+    person_created_by: str | None = None
+    org_admin: bool = False
 
 
 class Principals:
@@ -61,28 +66,64 @@ class Principals:
         cached = self._clients.get(client_id)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
-        with self._sessions() as session:
-            row = session.execute(
-                select(Client.id, Client.org_id, Client.roles, Client.active, Organisation.kind)
-                .join(Organisation, Organisation.id == Client.org_id)
-                .where(Client.id == client_id)
-            ).first()
-        view = (
-            ClientView(
-                client_id=row.id,
-                org_id=row.org_id,
-                org_kind=exchange.OrgKind(row.kind),
-                roles=frozenset(exchange.Role(r) for r in row.roles),
-                active=bool(row.active),
-            )
-            if row is not None
-            else None
-        )
+        view = self._load(client_id)
         with self._lock:
             if len(self._clients) > 10_000:
                 self._clients.clear()
             self._clients[client_id] = (now, view)
         return view
+
+    def _load(self, client_id: str) -> ClientView | None:
+        with self._sessions() as session:
+            if client_id.startswith(exchange.people.PERSON_PREFIX):
+                person = session.execute(
+                    select(Person, Organisation.kind)
+                    .join(Organisation, Organisation.id == Person.org_id)
+                    .where(Person.id == client_id)
+                ).first()
+                if person is None:
+                    return None
+                p = person[0]
+                return ClientView(
+                    client_id=p.id,
+                    org_id=p.org_id,
+                    org_kind=exchange.OrgKind(person[1]),
+                    roles=frozenset(exchange.Role(r) for r in p.roles),
+                    active=p.status == exchange.people.ACTIVE,
+                    person_id=p.id,
+                    person_created_by=p.created_by_person,
+                    org_admin=bool(p.org_admin),
+                )
+            row = session.execute(
+                select(
+                    Client.id,
+                    Client.org_id,
+                    Client.roles,
+                    Client.active,
+                    Organisation.kind,
+                    Person.id.label("person_id"),
+                    Person.created_by_person,
+                    Person.org_admin,
+                    Person.status,
+                )
+                .join(Organisation, Organisation.id == Client.org_id)
+                .outerjoin(Person, Person.id == Client.owner_person_id)
+                .where(Client.id == client_id)
+            ).first()
+        if row is None:
+            return None
+        # A client acts for its owner only while that person is active.
+        owner_active = row.person_id is not None and row.status == exchange.people.ACTIVE
+        return ClientView(
+            client_id=row.id,
+            org_id=row.org_id,
+            org_kind=exchange.OrgKind(row.kind),
+            roles=frozenset(exchange.Role(r) for r in row.roles),
+            active=bool(row.active),
+            person_id=row.person_id if owner_active else None,
+            person_created_by=row.created_by_person if owner_active else None,
+            org_admin=bool(row.org_admin) if owner_active else False,
+        )
 
     def revoked(self, *, jti: str, family_id: str | None) -> bool:
         """Whether the access token or its login family is on the revocation list."""

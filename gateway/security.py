@@ -84,6 +84,9 @@ def _authenticate_sync(request: Request, platform: Platform) -> exchange.Caller:
         ip=client_ip(request),
         request_id=request.state.request_id,
         decision_id=None,  # set by the enforcement point's decision
+        person_id=client.person_id,
+        person_created_by=client.person_created_by,
+        org_admin=client.org_admin,
     )
     request.state.caller = caller
     request.state.token_claims = claims

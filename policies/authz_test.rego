@@ -260,8 +260,15 @@ cases := {
 		"input": req(sysadmin, "policy.write", {"type": "policy"}),
 		"allow": false,
 	},
-	"sysadmin_creates_provider_account": {
-		"input": req(sysadmin, "account.create", {
+	"sysadmin_cannot_create_provider_account": {
+		"input": req(object.union(sysadmin, {"person_id": "psn-o1", "org_admin": true}), "account.create", {
+			"type": "account", "org_kind": "provider", "owner_org": "org-p", "roles": ["data-provider"],
+		}),
+		"allow": false,
+		"reasons": ["never by the platform operator", "issued by the data-provider"],
+	},
+	"provider_admin_creates_own_account": {
+		"input": req(object.union(provider, {"person_id": "psn-p1", "org_admin": true}), "account.create", {
 			"type": "account", "org_kind": "provider", "owner_org": "org-p", "roles": ["data-provider"],
 		}),
 		"allow": true,
@@ -274,7 +281,7 @@ cases := {
 		"reasons": ["issued by the security-admin"],
 	},
 	"security_creates_own_org_account": {
-		"input": req(security, "account.create", {
+		"input": req(object.union(security, {"person_id": "psn-s1", "org_admin": true}), "account.create", {
 			"type": "account", "org_kind": "security", "owner_org": "org-s", "roles": ["security-admin"],
 		}),
 		"allow": true,

@@ -69,3 +69,63 @@ violations contains msg if {
 		concat(" and ", sort(held)),
 	])
 }
+
+# -- People (issue 11): duties belong to persons, and nobody serves themselves -----------
+
+subject_person := p if {
+	p := input.subject.person_id
+	is_string(p)
+	p != ""
+}
+
+# An organisation's clients and people are created by its own administrator person
+# (or a client that person owns); the platform operator creates an organisation and
+# its first administrator's invitation, and never acts as it.
+violations contains "separation of duties: accounts and people are created by a registered administrator person" if {
+	input.action == "account.create"
+	not "auditor" in subject_roles
+	not subject_person
+}
+
+violations contains "separation of duties: accounts and people are created by a registered administrator person" if {
+	input.action == "account.create"
+	subject_person
+	input.subject.org_admin != true
+}
+
+violations contains "separation of duties: an organisation's accounts and people are created only by its own administrator, never by the platform operator" if {
+	input.action == "account.create"
+	not "auditor" in subject_roles
+	input.resource.owner_org != input.subject.org
+}
+
+# Two-person rule: the second half of a dual-control action (a key destruction) is
+# taken by another registered person, and neither person created the other.
+dual := input.resource.dual_control
+
+violations contains "two-person rule: the approver must be a registered person" if {
+	dual
+	not subject_person
+}
+
+violations contains "two-person rule: the request was not made by a registered person" if {
+	dual
+	not is_string(dual.requested_by_person)
+}
+
+violations contains "two-person rule: the same person cannot approve their own request, through any client" if {
+	dual
+	subject_person == dual.requested_by_person
+}
+
+violations contains "two-person rule: the approver was created by the requester" if {
+	dual
+	subject_person
+	input.subject.created_by == dual.requested_by_person
+}
+
+violations contains "two-person rule: the requester was created by the approver" if {
+	dual
+	subject_person
+	dual.requested_by_created_by == subject_person
+}

@@ -13,7 +13,7 @@ auditor := {"id": "pdx-a1", "org": "org-a", "org_kind": "auditor", "roles": ["au
 
 two_hats := {"id": "pdx-x1", "org": "org-s", "org_kind": "security", "roles": ["security-admin", "auditor"]}
 
-cases := {
+role_cases := {
 	"auditor_reads_ledger": {
 		"input": req(auditor, "ledger.read", {"type": "ledger.entry", "id": "1"}),
 		"allow": true,
@@ -65,4 +65,118 @@ test_writes_are_not_reads if {
 	every a in ["dataset.register", "computation.request", "computation.approve", "policy.write", "kms.admin", "account.create"] {
 		not a in data.pdx.sod.read_actions
 	}
+}
+
+# -- People (issue 11) ---------------------------------------------------------------------
+
+sec_admin := {
+	"id": "pdx-s1", "org": "org-s", "org_kind": "security", "roles": ["security-admin"],
+	"person_id": "psn-s1", "created_by": null, "org_admin": true,
+}
+
+sec_other := {
+	"id": "pdx-s2", "org": "org-s", "org_kind": "security", "roles": ["security-admin"],
+	"person_id": "psn-s2", "created_by": null, "org_admin": false,
+}
+
+sec_accomplice := {
+	"id": "pdx-s3", "org": "org-s", "org_kind": "security", "roles": ["security-admin"],
+	"person_id": "psn-s3", "created_by": "psn-s1", "org_admin": false,
+}
+
+sec_second_client := {
+	"id": "pdx-s9", "org": "org-s", "org_kind": "security", "roles": ["security-admin"],
+	"person_id": "psn-s1", "created_by": null, "org_admin": true,
+}
+
+sec_anonymous := {"id": "pdx-s0", "org": "org-s", "org_kind": "security", "roles": ["security-admin"]}
+
+op_admin := {
+	"id": "pdx-o1", "org": "org-o", "org_kind": "operator", "roles": ["system-admin"],
+	"person_id": "psn-o1", "created_by": null, "org_admin": true,
+}
+
+prov_admin := {
+	"id": "pdx-p1", "org": "org-p", "org_kind": "provider", "roles": ["data-provider"],
+	"person_id": "psn-p1", "created_by": null, "org_admin": true,
+}
+
+prov_member := object.union(prov_admin, {"id": "pdx-p2", "person_id": "psn-p2", "created_by": "psn-p1", "org_admin": false})
+
+destroy(by_person, by_creator) := {"type": "kms", "dual_control": {
+	"requested_by": "pdx-s1", "requested_by_person": by_person, "requested_by_created_by": by_creator,
+}}
+
+provider_account := {"type": "account", "org_kind": "provider", "owner_org": "org-p", "roles": ["data-provider"]}
+
+person_cases := {
+	"operator_cannot_issue_provider_clients": {
+		"input": req(op_admin, "account.create", provider_account),
+		"allow": false,
+		"reasons": ["never by the platform operator"],
+	},
+	"operator_cannot_invite_provider_people": {
+		"input": req(op_admin, "account.create", object.union(provider_account, {"type": "person"})),
+		"allow": false,
+		"reasons": ["never by the platform operator"],
+	},
+	"provider_admin_issues_own_clients": {
+		"input": req(prov_admin, "account.create", provider_account),
+		"allow": true,
+	},
+	"provider_member_is_not_an_admin": {
+		"input": req(prov_member, "account.create", provider_account),
+		"allow": false,
+		"reasons": ["created by a registered administrator person"],
+	},
+	"clients_without_a_person_issue_nothing": {
+		"input": req(sec_anonymous, "account.create", {"type": "account", "org_kind": "security", "owner_org": "org-s", "roles": ["security-admin"]}),
+		"allow": false,
+		"reasons": ["created by a registered administrator person"],
+	},
+	"admin_of_org_a_cannot_invite_into_org_b": {
+		"input": req(prov_admin, "account.create", {"type": "person", "org_kind": "provider", "owner_org": "org-q", "roles": ["data-provider"]}),
+		"allow": false,
+		"reasons": ["created only by its own administrator"],
+	},
+	"independent_person_approves_destruction": {
+		"input": req(sec_other, "kms.admin", destroy("psn-s1", null)),
+		"allow": true,
+	},
+	"same_person_second_client_cannot_approve": {
+		"input": req(sec_second_client, "kms.admin", destroy("psn-s1", null)),
+		"allow": false,
+		"reasons": ["the same person cannot approve their own request"],
+	},
+	"self_created_accomplice_cannot_approve": {
+		"input": req(sec_accomplice, "kms.admin", destroy("psn-s1", null)),
+		"allow": false,
+		"reasons": ["the approver was created by the requester"],
+	},
+	"creator_cannot_approve_its_creation": {
+		"input": req(sec_admin, "kms.admin", destroy("psn-s3", "psn-s1")),
+		"allow": false,
+		"reasons": ["the requester was created by the approver"],
+	},
+	"approver_without_a_person_refused": {
+		"input": req(sec_anonymous, "kms.admin", destroy("psn-s1", null)),
+		"allow": false,
+		"reasons": ["the approver must be a registered person"],
+	},
+	"request_without_a_person_refused": {
+		"input": req(sec_other, "kms.admin", destroy(null, null)),
+		"allow": false,
+		"reasons": ["the request was not made by a registered person"],
+	},
+	"other_kms_admin_needs_no_second_person": {
+		"input": req(sec_anonymous, "kms.admin", {"type": "kms"}),
+		"allow": true,
+	},
+}
+
+cases := object.union(role_cases, person_cases)
+
+# Every two-person and issuance rule of sod.rego has a case above.
+test_every_people_rule_has_a_case if {
+	count(person_cases) >= 12
 }

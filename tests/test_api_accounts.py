@@ -1,4 +1,4 @@
-"""Organisations and clients: system administrators create them; roles follow the org kind."""
+"""Organisations (operator) and clients (each org's own admin); roles follow the org kind."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import select
 import audit
 from gateway.platform import Platform
 from tests.conftest import login
+from tests.helpers.i11_people import onboard_first_admin
 
 
 def test_operator_creates_org_and_client_that_can_log_in(
@@ -21,10 +22,12 @@ def test_operator_creates_org_and_client_that_can_log_in(
     )
     assert r.status_code == 201, r.text
     org = r.json()
+    # The operator invites the first administrator; that person issues the clients.
+    person = onboard_first_admin(api, admin, org["id"], "hospital3-admin")
     r = api.post(
         f"/v1/organisations/{org['id']}/clients",
         json={"name": "hospital-3", "roles": ["data-provider"]},
-        headers=admin,
+        headers=person,
     )
     assert r.status_code == 201, r.text
     issued = r.json()
@@ -155,6 +158,7 @@ def test_account_changes_roll_back_with_their_audit_record(
     import exchange
 
     admin = login(api, creds, "operator-admin")
+    provider_admin = login(api, creds, "provider-health")
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("audit store down")
@@ -169,7 +173,7 @@ def test_account_changes_roll_back_with_their_audit_record(
     r = client.post(
         f"/v1/organisations/{org_id}/clients",
         json={"name": "ghost", "roles": ["data-provider"]},
-        headers=admin,
+        headers=provider_admin,
     )
     assert r.status_code == 500
     with platform.session() as s:

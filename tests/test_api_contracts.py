@@ -19,6 +19,7 @@ from gateway.app import create_app
 from gateway.platform import Platform
 from ledger.records import decode_leaf
 from tests.conftest import login
+from tests.helpers.i11_people import onboard_first_admin
 
 PROBLEM = "application/problem+json"
 
@@ -38,15 +39,16 @@ def capi(platform: Platform, creds: dict[str, Any]) -> Iterator[TestClient]:
 def make_org(
     api: TestClient, creds: dict[str, Any], name: str, kind: str
 ) -> tuple[str, dict[str, str]]:
-    """A new organisation and a logged-in client of it (made by the system administrator)."""
+    """A new organisation (operator) and a logged-in client of it (made by its first admin)."""
     admin = login(api, creds, "operator-admin")
     r = api.post("/v1/organisations", headers=admin, json={"name": name, "kind": kind})
     assert r.status_code == 201, r.text
     org_id = r.json()["id"]
     role = {"provider": "data-provider", "enterprise": "data-consumer"}[kind]
+    person = onboard_first_admin(api, admin, org_id, f"admin-{org_id[:8]}")  # issue 11
     r = api.post(
         f"/v1/organisations/{org_id}/clients",
-        headers=admin,
+        headers=person,
         json={"name": f"{name} client", "roles": [role]},
     )
     assert r.status_code == 201, r.text

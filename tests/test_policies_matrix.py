@@ -37,6 +37,9 @@ SUBJECTS: dict[str, dict[str, Any]] = {
     "security": {"id": "c-s", "org": "org-s", "org_kind": "security", "roles": ["security-admin"]},
     "sysadmin": {"id": "c-o", "org": "org-o", "org_kind": "operator", "roles": ["system-admin"]},
 }
+# Each client acts for an administrator person of its organisation (issue 11).
+for _subject in SUBJECTS.values():
+    _subject.update(person_id="p-" + _subject["id"], created_by=None, org_admin=True)
 ENABLED = {
     "enabled_computations": {"ds-1": {"orgs": ["org-c"], "by": "c-s"}},
     "clearances": {"org-c": "core"},
@@ -138,7 +141,8 @@ def expected(who: str, action: str, level: str, open_attribute: str, enabled: bo
     if action in ("policy.write", "kms.admin"):
         return who == "security"
     if action == "account.create":
-        return who == "sysadmin"
+        # Only the organisation's own administrator, never the operator (issue 11).
+        return who == "owner"
     raise AssertionError(f"the oracle does not know {action}")
 
 

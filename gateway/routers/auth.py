@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
+import exchange.people
 import exchange.sessions
 from crypto.ca import client_identity, thumbprint_s256
 from crypto.errors import CertificateError
@@ -23,6 +24,7 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
+from gateway.routers.people import person_token
 from gateway.security import PlatformDep
 
 router = APIRouter(tags=["auth"])
@@ -284,6 +286,8 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     """
     fields = await _form(request)
     grant = fields.get("grant_type")
+    if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
+        return await person_token(request, platform, fields)
     if grant not in ("client_credentials", "refresh_token"):
         raise _oauth_error(
             "unsupported-grant-type",

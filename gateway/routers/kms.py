@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 import exchange
+from crypto.models import DestroyRequestRecord
 from crypto.roles import KeyActor, KeyRole
-from gateway.pep import Enforce
+from gateway.pep import Enforce, Target
+from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 
 router = APIRouter(prefix="/v1/kms", tags=["kms"])
@@ -36,8 +39,33 @@ KeyId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:
 
 def actor(caller: exchange.Caller) -> KeyActor:
     return KeyActor(
-        id=caller.client_id, roles=frozenset(KEY_ROLES[r] for r in caller.roles if r in KEY_ROLES)
+        id=caller.client_id,
+        roles=frozenset(KEY_ROLES[r] for r in caller.roles if r in KEY_ROLES),
+        person=caller.person_id,
+        sponsor=caller.person_created_by,
     )
+
+
+def _destroy_request(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    """The pending destruction an approval decides on: who asked, and who created them.
+
+    policies/sod.rego refuses the second half unless a distinct person, neither created
+    by the other, stands behind it (issue 11: two-person rule).
+    """
+    resource: dict[str, Any] = {"type": "kms"}
+    if request.path_params.get("decision") == "approve":
+        record = session.get(DestroyRequestRecord, request.path_params["request_id"])
+        resource["dual_control"] = {
+            "requested_by": record.requested_by if record else None,
+            "requested_by_person": record.requested_by_person if record else None,
+            "requested_by_created_by": record.requested_by_sponsor if record else None,
+        }
+    return [Target(resource)]
+
+
+DecideDestruction = Enforce("kms.admin", resources=_destroy_request)
 
 
 def _public(value: Any) -> dict[str, Any]:
@@ -115,7 +143,7 @@ def destroy_requests(caller: CallerDep, platform: PlatformDep) -> list[dict[str,
     return [_public(r) for r in found]
 
 
-@router.post("/destroy-requests/{request_id}/{decision}", dependencies=[Depends(AdministerKeys)])
+@router.post("/destroy-requests/{request_id}/{decision}", dependencies=[Depends(DecideDestruction)])
 def decide_destroy(
     request_id: Annotated[str, Path(max_length=64)],
     decision: Literal["approve", "cancel"],

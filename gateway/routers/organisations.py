@@ -1,4 +1,4 @@
-"""/v1/organisations and clients (system administrator), and /v1/me."""
+"""/v1/organisations (operator) and their clients (each org's own administrator), /v1/me."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ class OrganisationPublic(BaseModel):
 class ClientCreate(BaseModel):
     name: str = Field(min_length=2, max_length=200)
     roles: list[str] = Field(min_length=1, max_length=5)
+    owner_person_id: str | None = Field(
+        default=None, max_length=40, description="a person of the org; default the caller's"
+    )
 
 
 class ClientIssued(BaseModel):
@@ -141,7 +144,9 @@ def create_client(
             roles=body.roles,
             now=platform.now(),
             trail=platform.trail,
+            owner_person_id=body.owner_person_id,
         )
+    request.app.state.principals.invalidate()
     return ClientIssued(
         client_id=issued.client_id,
         client_secret=issued.client_secret,
