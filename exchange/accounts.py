@@ -168,10 +168,7 @@ def create_client(
         raise NotFound("no such organisation", org_id=org_id)
     kind = OrgKind(org.kind)
     if caller is not None:
-        issuer = CLIENT_ISSUER[kind]
-        caller.require(issuer)
-        if issuer is not Role.SYSTEM_ADMIN and caller.org_id != org.id:
-            raise Forbidden(f"only the {kind.value} organisation issues its own clients")
+        require_client_issuer(caller, org)
     try:
         wanted = tuple(dict.fromkeys(Role(r) for r in roles))
     except ValueError:
@@ -205,6 +202,19 @@ def create_client(
         ) from None
     receipt = _record(session, trail, caller, "client.created", "client", client.id, now)
     return IssuedClient(client.id, secret, org.id, kind, client.name, wanted, receipt.ledger_index)
+
+
+def require_client_issuer(caller: Caller, org: Organisation) -> None:
+    """Refuse unless `caller` may manage (create, deactivate, rotate) `org`'s clients.
+
+    The one check for who manages an organisation's clients: `create_client` and the
+    client lifecycle (exchange/clients.py) both call it.
+    """
+    kind = OrgKind(org.kind)
+    issuer = CLIENT_ISSUER[kind]
+    caller.require(issuer)
+    if issuer is not Role.SYSTEM_ADMIN and caller.org_id != org.id:
+        raise Forbidden(f"only the {kind.value} organisation issues its own clients")
 
 
 def authenticate_client(session: Session, client_id: str, client_secret: str) -> Client:

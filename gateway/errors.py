@@ -53,6 +53,8 @@ STATUS: dict[str, int] = {
     "ledger-invalid-range": 422,
     "ledger-error": 500,
     "unavailable": 503,
+    "rate-limited": 429,
+    "request-too-large": 413,
 }
 
 
