@@ -502,3 +502,47 @@ def test_the_lifecycle_routes_need_a_token(platform: Platform, creds: Any) -> No
         for action in ("deactivate", "rotate-secret"):
             r = api.post(f"/v1/organisations/{org}/clients/{cid}/{action}")
             assert r.status_code == 401
+
+
+# -- the mechanisms on an injected clock ------------------------------------------------------
+
+
+def test_token_buckets_refill_on_the_injected_clock() -> None:
+    from gateway.ratelimit import RateLimiter
+
+    now = [100.0]
+    limiter = RateLimiter(capacity=2, per_minute=6, clock=lambda: now[0])  # one per 10 s
+    assert limiter.take("a") == 0 and limiter.take("a") == 0
+    assert limiter.take("a") == pytest.approx(10.0)
+    assert limiter.take("b") == 0  # another key has its own budget
+    now[0] += 5
+    assert limiter.retry_after("a") == pytest.approx(5.0)
+    now[0] += 5
+    assert limiter.take("a") == 0 and limiter.take("a") > 0
+
+
+def test_a_burst_window_closes_into_one_record_and_reopens() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    bursts = audit.BurstAggregator(window=timedelta(seconds=60))
+
+    def seen(at: float) -> bool:
+        return bursts.observe(
+            address="192.0.2.1",
+            event_type="auth.denied",
+            subject_id=None,
+            action="GET /v1/me",
+            now=t0 + timedelta(seconds=at),
+        )
+
+    assert seen(0) is True  # the first failure is recorded at once
+    assert [seen(s) for s in (1, 2, 59)] == [False, False, False]
+    assert bursts.due(t0 + timedelta(seconds=30)) == []
+    [burst] = bursts.due(t0 + timedelta(seconds=60))
+    assert burst.count == 3 and burst.first == t0 + timedelta(seconds=1)
+    assert burst.last == t0 + timedelta(seconds=59)
+    assert seen(61) is True  # a new window: recorded individually again
+    assert seen(62) is False and seen(130) is True  # window over while failing
+    [closed] = bursts.due(t0 + timedelta(seconds=130))
+    assert closed.count == 1 and bursts.drain() == []
