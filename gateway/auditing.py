@@ -9,7 +9,6 @@ from fastapi import Request
 
 import audit
 import exchange
-from audit.bursts import Burst
 from gateway.platform import Platform
 
 log = logging.getLogger("pdx.gateway")
@@ -101,7 +100,7 @@ class BurstWriter:
         while not self._stop.wait(self._interval):
             self._write(self._bursts.due(self._platform.now()))
 
-    def _write(self, bursts: list[Burst]) -> None:
+    def _write(self, bursts: list[audit.Burst]) -> None:
         if not bursts:
             return
         try:
