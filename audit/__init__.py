@@ -1,5 +1,6 @@
 """Audit events and records (COMPLIANCE.md §5); later also decision logs and verification."""
 
+from audit.bursts import Burst, BurstAggregator, record_burst
 from audit.events import AuditEvent, Result, Subject, record
 from audit.models import AuditBase, AuditRecord
 
@@ -7,7 +8,10 @@ __all__ = [
     "AuditBase",
     "AuditEvent",
     "AuditRecord",
+    "Burst",
+    "BurstAggregator",
     "Result",
     "Subject",
     "record",
+    "record_burst",
 ]

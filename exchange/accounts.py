@@ -200,7 +200,7 @@ def create_client(
         raise NotFound("no such organisation", org_id=org_id)
     kind = OrgKind(org.kind)
     if caller is not None:
-        caller.require_org_admin(org)
+        require_client_issuer(caller, org)
         owner_person_id = owner_person_id or caller.person_id
     owner = session.get(Person, owner_person_id) if owner_person_id else None
     if owner is None or owner.org_id != org.id or owner.status != "active":
@@ -246,6 +246,15 @@ def create_client(
         ) from None
     receipt = _record(session, trail, caller, "client.created", "client", client.id, now)
     return IssuedClient(client.id, secret, org.id, kind, client.name, wanted, receipt.ledger_index)
+
+
+def require_client_issuer(caller: Caller, org: Organisation) -> None:
+    """Refuse unless `caller` may manage (create, deactivate, rotate) `org`'s clients.
+
+    The one check for who manages an organisation's clients: `create_client` and the
+    client lifecycle (exchange/clients.py) both call it.
+    """
+    caller.require_org_admin(org)
 
 
 def authenticate_client(session: Session, client_id: str, client_secret: str) -> Client:

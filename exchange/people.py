@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -300,20 +301,27 @@ def authenticate_person(
     totp: str,
     now: datetime,
     enrolling: bool = False,
+    verified_hash: str | None = None,
 ) -> Person:
     """Password and TOTP; one opaque failure whatever was wrong (no user enumeration).
 
     `enrolling` accepts (only) a person whose first code is not confirmed yet and
-    activates them. The caller commits: the used TOTP step is remembered.
+    activates them. The caller commits: the used TOTP step is remembered. With
+    `verified_hash` (from `verify_person_password`, run before the transaction) the
+    password is not checked again, only that it has not changed since.
     """
     person = session.scalar(
         select(Person).where(Person.login == login.strip().lower()).with_for_update()
     )
     if person is None:
-        crypto.dummy_verify(password)  # same scrypt work: timing does not reveal logins
+        if verified_hash is None:
+            crypto.dummy_verify(password)  # same scrypt work: timing does not reveal logins
         raise AuthenticationFailed("invalid person credentials")
     wanted = ENROLLING if enrolling else ACTIVE
-    password_ok = crypto.verify_secret(password, person.password_hash)
+    if verified_hash is not None:
+        password_ok = hmac.compare_digest(verified_hash, person.password_hash)
+    else:
+        password_ok = crypto.verify_secret(password, person.password_hash)
     if not password_ok or person.status != wanted:
         raise AuthenticationFailed("invalid person credentials")
     if not _check_totp(session, keystore, person, totp, now):
@@ -321,6 +329,24 @@ def authenticate_person(
     if enrolling:
         person.status = ACTIVE
     return person
+
+
+def verify_person_password(sessions: Callable[[], Session], *, login: str, password: str) -> str:
+    """The password check (scrypt) with no transaction open; the hash it matched.
+
+    Pass the result to `authenticate_person(verified_hash=...)` inside the write
+    transaction, so scrypt never holds the database's write lock (issue 11).
+    """
+    with sessions() as session:
+        stored = session.scalar(
+            select(Person.password_hash).where(Person.login == login.strip().lower())
+        )
+    if stored is None:
+        crypto.dummy_verify(password)  # same scrypt work: timing does not reveal logins
+        raise AuthenticationFailed("invalid person credentials")
+    if not crypto.verify_secret(password, stored):
+        raise AuthenticationFailed("invalid person credentials")
+    return stored
 
 
 def confirm_enrolment(

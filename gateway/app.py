@@ -6,13 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import audit
 from gateway import errors
+from gateway.auditing import BurstWriter
 from gateway.edges import JsonDepthGuard, bound_integers
+from gateway.limits import BodyLimit, BodyTooLarge, ClientAddress
 from gateway.platform import Platform
 from gateway.principals import Principals
+from gateway.ratelimit import Limits, RateLimiter
 from gateway.routers import (
     auth,
     computations,
@@ -79,9 +84,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     platform: Platform = app.state.platform
     platform.sealer.start()
     platform.decision_logs.start()
+    bursts: BurstWriter = app.state.burst_writer
+    bursts.start()
     try:
         yield
     finally:
+        bursts.stop()
         platform.compute.runner.stop()
         platform.compute.nodes.close()
         platform.decision_logs.stop()
@@ -115,7 +123,33 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.reload_keys = reload_keys  # after a KMS change (rotation, suspension)
     app.state.principals = Principals(platform.session)
     app.state.tokens = tokens
+    settings = platform.settings
+    app.state.limits = Limits(
+        tokens=RateLimiter(
+            capacity=settings.token_rate_burst, per_minute=settings.token_rate_per_min
+        ),
+        failures=RateLimiter(
+            capacity=settings.auth_failure_burst, per_minute=settings.auth_failures_per_min
+        ),
+    )
+    app.state.audit_bursts = audit.BurstAggregator(
+        window=timedelta(seconds=settings.audit_burst_window_s)
+    )
+    app.state.burst_writer = BurstWriter(platform, app.state.audit_bursts)
     errors.install(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return await errors.respond(
+            request,
+            status=413,
+            code="request-too-large",
+            title="Request body too large",
+            detail=exc.detail,
+            headers={"Connection": "close"},
+            limit_bytes=exc.limit,
+        )
+
     app.include_router(health.router)
     app.include_router(auth.router)
     protected = [Depends(authenticate)]
@@ -129,6 +163,14 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(contracts.router, dependencies=protected)
     app.include_router(computations.router, dependencies=protected)
     app.include_router(nodes.router, dependencies=protected)
-    app.add_middleware(JsonDepthGuard)  # inside RequestContext: problems carry the request id
+    # Outermost last: RequestContext, the source address, the body limit, then the JSON
+    # depth guard (inside RequestContext, so its problems carry the request id).
+    app.add_middleware(JsonDepthGuard)
+    app.add_middleware(
+        BodyLimit,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    app.add_middleware(ClientAddress, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestContext)
     return app

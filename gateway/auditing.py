@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from fastapi import Request
 
@@ -13,6 +14,9 @@ from gateway.platform import Platform
 log = logging.getLogger("pdx.gateway")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Failures a flood repeats: authentication, rate limits, oversized bodies. These go
+# through the burst aggregator (audit/bursts.py) instead of one row per request.
+_FLOOD_STATUSES = frozenset({401, 413, 429})
 
 
 def client_ip(request: Request) -> str | None:
@@ -49,8 +53,59 @@ def audit_failure(request: Request, *, status: int, code: str, detail: str | Non
         object_id=getattr(request.state, "object_id", None),
         detail=f"{status} {code}: {detail or ''}",
     )
+    now = platform.now()
+    bursts: audit.BurstAggregator | None = getattr(request.app.state, "audit_bursts", None)
+    if (
+        bursts is not None
+        and status in _FLOOD_STATUSES
+        and not bursts.observe(
+            address=subject.subject_ip,
+            event_type=event_type,
+            subject_id=subject.subject_id or event.object_id,
+            action=event.action,
+            now=now,
+        )
+    ):
+        return  # counted in the open burst; written when its window ends
     try:
         with platform.session() as session, session.begin():
-            audit.record(session, subject, event, now=platform.now())
+            audit.record(session, subject, event, now=now)
     except Exception:  # noqa: BLE001 - never mask the original error; alert loudly instead
         log.critical("AUDIT PIPELINE FAILURE: could not record %s for %s", code, request.url.path)
+
+
+class BurstWriter:
+    """Writes ended failure bursts every `interval_s` seconds, and all of them at stop."""
+
+    def __init__(
+        self, platform: Platform, bursts: audit.BurstAggregator, *, interval_s: float = 1.0
+    ) -> None:
+        self._platform = platform
+        self._bursts = bursts
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pdx-audit-bursts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._write(self._bursts.drain())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._write(self._bursts.due(self._platform.now()))
+
+    def _write(self, bursts: list[audit.Burst]) -> None:
+        if not bursts:
+            return
+        try:
+            with self._platform.session() as session, session.begin():
+                for burst in bursts:
+                    audit.record_burst(session, burst)
+        except Exception:  # noqa: BLE001 - a background writer must keep running
+            log.critical("AUDIT PIPELINE FAILURE: could not record %d failure bursts", len(bursts))

@@ -40,7 +40,16 @@ def _run(args: argparse.Namespace) -> int:
     ssl_kw = uvicorn_ssl_kwargs(settings, hostnames=[host])
     scheme = "https (mutual TLS)" if ssl_kw else "http"
     print(f"pdx: serving {scheme} on {host}:{port} (docs at /docs), data in {settings.home}")
-    uvicorn.run(create_app(platform), host=host, port=port, log_level=args.log_level, **ssl_kw)
+    # proxy_headers=False: uvicorn would trust X-Forwarded-For from 127.0.0.1; the app's
+    # ClientAddress middleware honours it only from PDX_TRUSTED_PROXIES (gateway/limits.py).
+    uvicorn.run(
+        create_app(platform),
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        proxy_headers=False,
+        **ssl_kw,
+    )
     return 0
 
 

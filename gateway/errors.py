@@ -55,6 +55,8 @@ STATUS: dict[str, int] = {
     "unavailable": 503,
     "integer-out-of-range": 422,
     "json-too-deep": 422,
+    "rate-limited": 429,
+    "request-too-large": 413,
 }
 
 

@@ -14,6 +14,7 @@ from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
 from gateway.principals import Principals
+from gateway.ratelimit import Limits, too_many
 from gateway.tokens import invalid_token
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
@@ -98,8 +99,21 @@ async def authenticate(request: Request, platform: PlatformDep) -> exchange.Call
 
     Runs on the event loop: token checks are CPU-light and client and revocation
     state comes from `Principals` (a database read at most once a second).
+    A failure spends the source address's failure budget; past it the answer is 429
+    (audited in bursts, not one row per request).
     """
-    return _authenticate_sync(request, platform)
+    try:
+        return _authenticate_sync(request, platform)
+    except GatewayError as exc:
+        if exc.code == "unauthenticated":
+            raise  # no credentials presented: nothing was tried, nothing to count
+        limits: Limits | None = getattr(request.app.state, "limits", None)
+        wait = limits.failed(client_ip(request)) if limits is not None else 0.0
+        if wait > 0:
+            request.state.audit_event = "auth.rate_limited"
+            request.state.audit_deny = True
+            raise too_many(wait, "too many failed authentications from this address") from None
+        raise
 
 
 CallerDep = Annotated[exchange.Caller, Depends(authenticate)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,14 @@ class Settings:
     pkcs11_token_label: str = "pdx"
     pkcs11_pin: str | None = field(default=None, repr=False)
     pkcs11_key_label: str = "pdx-root-key"
+    # Limits before work (issue 11): request bodies, token and failure rates, proxies.
+    max_body_bytes: int = 1 << 20
+    token_rate_per_min: int = 120
+    token_rate_burst: int = 30
+    auth_failures_per_min: int = 30
+    auth_failure_burst: int = 20
+    audit_burst_window_s: int = 60
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -90,6 +99,13 @@ class Settings:
             raise SettingsError("PDX_ENV must be 'development' or 'production'")
         if self.environment == "production" and self.seed_demo:
             raise SettingsError("PDX_SEED_DEMO must be 0 in production (demo secrets)")
+        for net in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"PDX_TRUSTED_PROXIES: {net!r} is not an IP address or network"
+                ) from None
 
     @property
     def objects_dir(self) -> Path:
@@ -146,4 +162,13 @@ class Settings:
             pkcs11_token_label=env.get("PDX_PKCS11_TOKEN_LABEL", "pdx"),
             pkcs11_pin=env.get("PDX_PKCS11_PIN") or None,
             pkcs11_key_label=env.get("PDX_PKCS11_KEY_LABEL", "pdx-root-key"),
+            max_body_bytes=_int(env, "PDX_MAX_BODY_BYTES", 1 << 20),
+            token_rate_per_min=_int(env, "PDX_TOKEN_RATE_PER_MIN", 120),
+            token_rate_burst=_int(env, "PDX_TOKEN_RATE_BURST", 30),
+            auth_failures_per_min=_int(env, "PDX_AUTH_FAILURES_PER_MIN", 30),
+            auth_failure_burst=_int(env, "PDX_AUTH_FAILURE_BURST", 20),
+            audit_burst_window_s=_int(env, "PDX_AUDIT_BURST_WINDOW_S", 60),
+            trusted_proxies=tuple(
+                n.strip() for n in env.get("PDX_TRUSTED_PROXIES", "").split(",") if n.strip()
+            ),
         )

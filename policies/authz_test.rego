@@ -300,6 +300,53 @@ cases := {
 		"allow": false,
 		"reasons": ["role 'data-provider' cannot be given to an account of a 'enterprise' organisation"],
 	},
+	# Client lifecycle (issue 11): whoever issues an organisation's accounts manages them:
+	# its own administrator person, never the platform operator.
+	"sysadmin_cannot_deactivate_provider_account": {
+		"input": req(object.union(sysadmin, {"person_id": "psn-o1", "org_admin": true}), "account.deactivate", {
+			"type": "account", "org_kind": "provider", "owner_org": "org-p", "roles": ["data-provider"],
+		}),
+		"allow": false,
+		"reasons": ["never by the platform operator"],
+	},
+	"provider_admin_deactivates_own_account": {
+		"input": req(object.union(provider, {"person_id": "psn-p1", "org_admin": true}), "account.deactivate", {
+			"type": "account", "org_kind": "provider", "owner_org": "org-p", "roles": ["data-provider"],
+		}),
+		"allow": true,
+	},
+	"sysadmin_cannot_rotate_security_account": {
+		"input": req(sysadmin, "account.rotate_secret", {
+			"type": "account", "org_kind": "security", "owner_org": "org-s", "roles": ["security-admin"],
+		}),
+		"allow": false,
+		"reasons": ["issued by the security-admin"],
+	},
+	"security_rotates_own_org_account": {
+		"input": req(object.union(security, {"person_id": "psn-s1", "org_admin": true}), "account.rotate_secret", {
+			"type": "account", "org_kind": "security", "owner_org": "org-s", "roles": ["security-admin"],
+		}),
+		"allow": true,
+	},
+	"security_cannot_deactivate_another_security_org_account": {
+		"input": req(security, "account.deactivate", {
+			"type": "account", "org_kind": "security", "owner_org": "org-s2", "roles": ["security-admin"],
+		}),
+		"allow": false,
+		"reasons": ["only the security-admin's own organisation issues its accounts"],
+	},
+	"provider_cannot_deactivate_accounts": {
+		"input": req(provider, "account.deactivate", {
+			"type": "account", "org_kind": "provider", "owner_org": "org-p", "roles": ["data-provider"],
+		}),
+		"allow": false,
+	},
+	"unknown_account_cannot_be_rotated": {
+		"input": req(sysadmin, "account.rotate_secret", {
+			"type": "account", "org_kind": null, "owner_org": null, "roles": [],
+		}),
+		"allow": false,
+	},
 }
 
 # The shipped matrix never lets rows of important, core or closed data out, even before

@@ -51,6 +51,8 @@ ACTIONS = (
     "kms.read",
     "kms.admin",
     "account.create",
+    "account.deactivate",
+    "account.rotate_secret",
 )
 # Actions graded per cell of the matrix.
 DATA_ACTIONS = (

@@ -78,23 +78,27 @@ subject_person := p if {
 	p != ""
 }
 
+# Creating an organisation's accounts and managing them (deactivate, rotate a secret) are
+# the same duty (issue 11). (An array, not a set: see authz.rego.)
+account_admin_actions := ["account.create", "account.deactivate", "account.rotate_secret"]
+
 # An organisation's clients and people are created by its own administrator person
 # (or a client that person owns); the platform operator creates an organisation and
 # its first administrator's invitation, and never acts as it.
 violations contains "separation of duties: accounts and people are created by a registered administrator person" if {
-	input.action == "account.create"
+	input.action in account_admin_actions
 	not "auditor" in subject_roles
 	not subject_person
 }
 
 violations contains "separation of duties: accounts and people are created by a registered administrator person" if {
-	input.action == "account.create"
+	input.action in account_admin_actions
 	subject_person
 	input.subject.org_admin != true
 }
 
 violations contains "separation of duties: an organisation's accounts and people are created only by its own administrator, never by the platform operator" if {
-	input.action == "account.create"
+	input.action in account_admin_actions
 	not "auditor" in subject_roles
 	input.resource.owner_org != input.subject.org
 }

@@ -39,6 +39,13 @@ role_cases := {
 		"allow": false,
 		"reasons": ["the auditor changes nothing"],
 	},
+	"auditor_deactivates_no_accounts": {
+		"input": req(auditor, "account.deactivate", {
+			"type": "account", "org_kind": "auditor", "owner_org": "org-a", "roles": ["auditor"],
+		}),
+		"allow": false,
+		"reasons": ["the auditor changes nothing"],
+	},
 	"two_admin_roles_denied": {
 		"input": req(two_hats, "audit.read", {"type": "audit"}),
 		"allow": false,

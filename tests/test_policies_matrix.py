@@ -62,7 +62,7 @@ def resource(action: str, level: str, open_attribute: str) -> dict[str, Any]:
     """The resource each action is asked about, graded as the cell says."""
     if action == "ledger.read":
         return {"type": "ledger.entry", "id": "42", "parties": ["org-p", "org-c"]}
-    if action == "account.create":
+    if action in ("account.create", "account.deactivate", "account.rotate_secret"):
         return {
             "type": "account",
             "org_kind": "provider",
@@ -140,7 +140,7 @@ def expected(who: str, action: str, level: str, open_attribute: str, enabled: bo
         return who in ("security", "auditor")
     if action in ("policy.write", "kms.admin"):
         return who == "security"
-    if action == "account.create":
+    if action in ("account.create", "account.deactivate", "account.rotate_secret"):
         # Only the organisation's own administrator, never the operator (issue 11).
         return who == "owner"
     raise AssertionError(f"the oracle does not know {action}")

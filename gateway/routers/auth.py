@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
+import exchange.clients
 import exchange.people
 import exchange.sessions
 from crypto.ca import client_identity, thumbprint_s256
@@ -24,6 +25,7 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
+from gateway.ratelimit import Limits
 from gateway.routers.people import person_token
 from gateway.security import PlatformDep
 
@@ -98,9 +100,10 @@ def _issue(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool
 ) -> TokenResponse:
     """client_credentials: a new access token and the first refresh token of a family."""
+    verified = _verify(platform, request, client_id, secret, basic)
     now = platform.now()
     with platform.session() as session, session.begin():
-        client = _authenticate(session, request, client_id, secret, basic)
+        client = _confirm(session, request, verified, basic)
         cnf = _certificate_binding(platform, request, client)
         refresh = exchange.sessions.start_family(
             session,
@@ -126,9 +129,10 @@ def _refresh(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
 ) -> TokenResponse:
     """refresh_token: spend the token, return its successor; reuse revokes the family."""
+    verified = _verify(platform, request, client_id, secret, basic)
     now = platform.now()
     with platform.session() as session, session.begin():
-        client = _authenticate(session, request, client_id, secret, basic)
+        client = _confirm(session, request, verified, basic)
         cnf = _certificate_binding(platform, request, client)
         try:
             rotation = exchange.sessions.rotate(
@@ -183,26 +187,56 @@ def _tokens(
     )
 
 
-def _authenticate(
-    session: Session, request: Request, client_id: str, secret: str, basic: bool
-) -> exchange.Client:
+def _denied(request: Request, client_id: str, basic: bool) -> GatewayError:
+    request.state.audit_event = "auth.token_denied"
+    request.state.object_id = client_id[:64]
+    limits: Limits = request.app.state.limits
+    limits.failed(client_ip(request))
+    return _oauth_error(
+        "invalid-client", "invalid_client", "invalid client credentials", basic=basic
+    )
+
+
+def _verify(
+    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
+) -> exchange.clients.VerifiedClient:
+    """The secret check (scrypt) with no transaction open (issue 11)."""
     try:
-        return exchange.authenticate_client(session, client_id, secret)
+        return exchange.clients.verify_client_credentials(platform.session, client_id, secret)
     except xe.AuthenticationFailed:
-        request.state.audit_event = "auth.token_denied"
+        raise _denied(request, client_id, basic) from None
+
+
+def _confirm(
+    session: Session, request: Request, verified: exchange.clients.VerifiedClient, basic: bool
+) -> exchange.Client:
+    """In the write transaction: not deactivated or rotated since `_verify`."""
+    try:
+        return exchange.clients.confirm_client(session, verified)
+    except xe.AuthenticationFailed:
+        raise _denied(request, verified.client_id, basic) from None
+
+
+def _rate_limit(request: Request, client_id: str) -> None:
+    """Before any secret is checked: the address's failure budget and the client's rate."""
+    limits: Limits = request.app.state.limits
+    try:
+        limits.check_token_request(client_id, client_ip(request))
+    except GatewayError:
+        request.state.audit_event = "auth.rate_limited"
+        request.state.audit_deny = True
         request.state.object_id = client_id[:64]
-        raise _oauth_error(
-            "invalid-client", "invalid_client", "invalid client credentials", basic=basic
-        ) from None
+        raise
 
 
 def _revoke(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
 ) -> None:
     """RFC 7009: revoke a refresh token (its family) or an access token (its jti)."""
+    verified = _verify(platform, request, client_id, secret, basic)
     now = platform.now()
     with platform.session() as session, session.begin():
-        client = _authenticate(session, request, client_id, secret, basic)
+        client = _confirm(session, request, verified, basic)
         if token.startswith(exchange.sessions.PREFIX):
             done = exchange.sessions.revoke_refresh(session, token, client_id=client.id, now=now)
         else:
@@ -287,6 +321,7 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     fields = await _form(request)
     grant = fields.get("grant_type")
     if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
+        _rate_limit(request, "person:" + fields.get("username", "")[:64])
         return await person_token(request, platform, fields)
     if grant not in ("client_credentials", "refresh_token"):
         raise _oauth_error(
@@ -295,6 +330,7 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
             "grant_type must be client_credentials or refresh_token",
         )
     client_id, secret, basic = _client_credentials(request, fields)
+    _rate_limit(request, client_id)
     if grant == "refresh_token":
         refresh = fields.get("refresh_token", "")
         if not refresh:
@@ -315,6 +351,7 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     """
     fields = await _form(request)
     client_id, secret, basic = _client_credentials(request, fields)
+    _rate_limit(request, client_id)
     token = fields.get("token", "")
     if not token:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 import exchange
+import exchange.clients
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
@@ -166,3 +167,101 @@ def me(caller: CallerDep) -> Me:
         org_kind=caller.org_kind.value,
         roles=sorted(r.value for r in caller.roles),
     )
+
+
+# -- client lifecycle (issue 11): deactivate, rotate the secret -------------------------
+
+
+class ClientState(BaseModel):
+    """A client after a lifecycle change; `client_secret` only after a rotation (shown once)."""
+
+    client_id: str
+    org_id: str
+    active: bool
+    client_secret: str | None = None
+    ledger_index: int | None = None
+
+
+def _managed_client(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    """The client acted on, as the policy sees an account: its org's kind, owner, roles."""
+    org = session.get(exchange.Organisation, request.path_params["org_id"])
+    client = session.get(exchange.Client, request.path_params["client_id"])
+    if org is None or client is None or client.org_id != org.id:
+        return [Target({"type": "account", "org_kind": None, "owner_org": None, "roles": []})]
+    return [
+        Target(
+            {
+                "type": "account",
+                "org_kind": org.kind,
+                "owner_org": org.id,
+                "roles": list(client.roles),
+            }
+        )
+    ]
+
+
+DeactivateClient = Enforce("account.deactivate", resources=_managed_client)
+RotateClientSecret = Enforce("account.rotate_secret", resources=_managed_client)
+
+
+def _state(change: exchange.clients.ClientChange) -> ClientState:
+    return ClientState(
+        client_id=change.client_id,
+        org_id=change.org_id,
+        active=change.active,
+        client_secret=change.client_secret,
+        ledger_index=change.ledger_index,
+    )
+
+
+@router.post(
+    "/organisations/{org_id}/clients/{client_id}/deactivate",
+    response_model=ClientState,
+    response_model_exclude_none=True,
+    dependencies=[Depends(DeactivateClient)],
+)
+def deactivate_client(
+    org_id: str, client_id: str, request: Request, caller: CallerDep, platform: PlatformDep
+) -> ClientState:
+    """Deactivate a client: it gets no tokens, and its live tokens stop working."""
+    request.state.audit_event = "client.deactivate_failed"
+    request.state.object_id = client_id
+    with platform.session() as session, session.begin():
+        change = exchange.clients.deactivate_client(
+            session,
+            caller,
+            org_id=org_id,
+            client_id=client_id,
+            now=platform.now(),
+            trail=platform.trail,
+        )
+    request.app.state.principals.invalidate()
+    return _state(change)
+
+
+@router.post(
+    "/organisations/{org_id}/clients/{client_id}/rotate-secret",
+    response_model=ClientState,
+    dependencies=[Depends(RotateClientSecret)],
+)
+def rotate_client_secret(
+    org_id: str, client_id: str, request: Request, caller: CallerDep, platform: PlatformDep
+) -> ClientState:
+    """A new secret for a client (shown once); the old one and its logins stop working."""
+    request.state.audit_event = "client.rotate_failed"
+    request.state.object_id = client_id
+    secret = exchange.clients.new_client_secret()  # scrypt before the transaction
+    with platform.session() as session, session.begin():
+        change = exchange.clients.rotate_client_secret(
+            session,
+            caller,
+            org_id=org_id,
+            client_id=client_id,
+            secret=secret,
+            now=platform.now(),
+            trail=platform.trail,
+        )
+    request.app.state.principals.invalidate()
+    return _state(change)

@@ -18,6 +18,7 @@ from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
+from gateway.ratelimit import Limits
 from gateway.security import CallerDep, PlatformDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
@@ -197,29 +198,43 @@ def confirm(body: Confirm, request: Request, platform: PlatformDep) -> dict[str,
         return {"person_id": person.id, "status": person.status}
 
 
+def _person_denied(request: Request, login: str) -> GatewayError:
+    request.state.audit_event = "auth.person_denied"
+    request.state.object_id = login[:64]
+    limits: Limits = request.app.state.limits
+    limits.failed(client_ip(request))  # spends the address's failure budget (issue 11)
+    return GatewayError(
+        "invalid-grant",
+        "Invalid token request",
+        "invalid person credentials",
+        headers={"Cache-Control": "no-store"},
+        error="invalid_grant",
+    )
+
+
 def _person_token(platform: Platform, request: Request, fields: dict[str, str]) -> JSONResponse:
     now = platform.now()
     login = fields.get("username", "")
+    password = fields.get("password", "")
+    try:
+        verified = exchange.people.verify_person_password(
+            platform.session, login=login, password=password
+        )
+    except xe.AuthenticationFailed:
+        raise _person_denied(request, login) from None
     with platform.session() as session, session.begin():
         try:
             person = exchange.people.authenticate_person(
                 session,
                 platform.keystore,
                 login=login,
-                password=fields.get("password", ""),
+                password=password,
                 totp=fields.get("totp", ""),
                 now=now,
+                verified_hash=verified,
             )
         except xe.AuthenticationFailed:
-            request.state.audit_event = "auth.person_denied"
-            request.state.object_id = login[:64]
-            raise GatewayError(
-                "invalid-grant",
-                "Invalid token request",
-                "invalid person credentials",
-                headers={"Cache-Control": "no-store"},
-                error="invalid_grant",
-            ) from None
+            raise _person_denied(request, login) from None
         audit.record(
             session,
             audit.Subject(

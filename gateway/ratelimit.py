@@ -1,0 +1,100 @@
+"""Token buckets in memory, per process: limits on logins and failures before the costly work.
+
+Keys are (client id, source address) for token requests and the source address for
+authentication failures, so a flood from one address spends that address's budget and
+no one else's: a victim logging in from elsewhere is not locked out (issue 11).
+Each gateway process keeps its own buckets; behind N processes the effective limit is
+up to N times the setting, which still bounds the work a flood can cause.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from gateway.errors import GatewayError
+
+# Buckets kept at most; the least recently used are dropped first (a dropped key
+# starts again with a full bucket, so the bound trades a little precision for memory).
+MAX_KEYS = 100_000
+
+
+class RateLimiter:
+    """Token buckets: `capacity` requests at once, refilled at `per_minute` a minute."""
+
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = MAX_KEYS,
+    ) -> None:
+        if capacity < 1 or per_minute <= 0:
+            raise ValueError("a rate limit needs capacity >= 1 and a positive rate")
+        self.capacity = float(capacity)
+        self.rate = per_minute / 60.0
+        self._clock = clock
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _level(self, key: Hashable, now: float) -> float:
+        tokens, at = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - at) * self.rate)
+
+    def retry_after(self, key: Hashable) -> float:
+        """Seconds until `key` may go ahead (0 when it may now), consuming nothing."""
+        with self._lock:
+            level = self._level(key, self._clock())
+        return 0.0 if level >= 1.0 else (1.0 - level) / self.rate
+
+    def take(self, key: Hashable) -> float:
+        """Spend one request of `key`'s budget: 0 when allowed, else seconds to wait."""
+        with self._lock:
+            now = self._clock()
+            level = self._level(key, now)
+            if level < 1.0:
+                self._buckets[key] = (level, now)
+                self._buckets.move_to_end(key)
+                return (1.0 - level) / self.rate
+            self._buckets[key] = (level - 1.0, now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+            return 0.0
+
+
+def too_many(retry_after: float, detail: str) -> GatewayError:
+    """429 problem+json with `Retry-After` in whole seconds (RFC 9110 §10.2.3)."""
+    return GatewayError(
+        "rate-limited",
+        "Too many requests",
+        detail,
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The gateway's rate limits, one set per process (on `app.state.limits`)."""
+
+    tokens: RateLimiter  # token requests per (client id, source address)
+    failures: RateLimiter  # authentication failures per source address
+
+    def check_token_request(self, client_id: str, address: str | None) -> None:
+        """Before any secret is checked: the address's failure budget, then the client's."""
+        wait = self.failures.retry_after(address)
+        if wait > 0:
+            raise too_many(wait, "too many failed authentications from this address")
+        wait = self.tokens.take((client_id, address))
+        if wait > 0:
+            raise too_many(wait, "too many token requests for this client from this address")
+
+    def failed(self, address: str | None) -> float:
+        """Count an authentication failure; the wait if the address is now over budget."""
+        return self.failures.take(address)
