@@ -31,6 +31,7 @@ from ledger.log import Ledger, LedgerConfig
 from ledger.sealer import Sealer
 from ledger.signing import KmsLedgerSigner
 from sandbox.nodes import NodeRegistry
+from sandbox.outbound import OutboundPolicy
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("pdx.platform")
@@ -254,7 +255,14 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         exchange.ComputeContext(
             sessions=sessions,
             catalog=catalog,
-            nodes=NodeRegistry(settings.home),
+            nodes=NodeRegistry(
+                settings.home,
+                outbound=OutboundPolicy.from_strings(
+                    settings.node_allow_networks,
+                    connect_timeout_s=settings.node_connect_timeout_ms / 1000,
+                    read_timeout_s=settings.node_read_timeout_ms / 1000,
+                ),
+            ),
             workdir=settings.home / "jobs",
             clock=clock,
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,12 @@ class Settings:
     pkcs11_token_label: str = "pdx"
     pkcs11_pin: str | None = field(default=None, repr=False)
     pkcs11_key_label: str = "pdx-root-key"
+    node_allow_networks: tuple[str, ...] = ()
+    """CIDRs HTTP nodes may be in besides public addresses (e.g. a provider LAN)."""
+    node_connect_timeout_ms: int = 5000
+    node_read_timeout_ms: int = 120_000
+    node_probe_timeout_ms: int = 10_000
+    """Registering an HTTP node: the login must finish within this; failures all take it."""
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -90,6 +97,13 @@ class Settings:
             raise SettingsError("PDX_ENV must be 'development' or 'production'")
         if self.environment == "production" and self.seed_demo:
             raise SettingsError("PDX_SEED_DEMO must be 0 in production (demo secrets)")
+        for network in self.node_allow_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"PDX_NODE_ALLOW_NETWORKS: {network!r} is not a network (CIDR)"
+                ) from None
 
     @property
     def objects_dir(self) -> Path:
@@ -146,4 +160,10 @@ class Settings:
             pkcs11_token_label=env.get("PDX_PKCS11_TOKEN_LABEL", "pdx"),
             pkcs11_pin=env.get("PDX_PKCS11_PIN") or None,
             pkcs11_key_label=env.get("PDX_PKCS11_KEY_LABEL", "pdx-root-key"),
+            node_allow_networks=tuple(
+                n.strip() for n in env.get("PDX_NODE_ALLOW_NETWORKS", "").split(",") if n.strip()
+            ),
+            node_connect_timeout_ms=_int(env, "PDX_NODE_CONNECT_TIMEOUT_MS", 5000),
+            node_read_timeout_ms=_int(env, "PDX_NODE_READ_TIMEOUT_MS", 120_000),
+            node_probe_timeout_ms=_int(env, "PDX_NODE_PROBE_TIMEOUT_MS", 10_000),
         )
