@@ -461,9 +461,9 @@ class SyftNode:
         delegated approval of pdx jobs to pdx's own approval flow; otherwise the node's
         administrator approves each job there and the coordinator waits (`approval_wait_s`).
         """
-        sy = _syft()
         policy = policy or OutboundPolicy()
         target = policy.resolve(url)  # OutboundRefused: nothing is sent
+        sy = _syft()
         _pin(target, policy)
         try:
             client = sy.login(url=url, email=email, password=password, cache=False)
