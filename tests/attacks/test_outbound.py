@@ -159,7 +159,11 @@ def loopback_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield url, creds
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def _token(url: str, c: dict[str, Any], timeout: float) -> httpx.Response:
