@@ -51,7 +51,7 @@ import crypto
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.catalog import CatalogContext, iter_plaintext
 from exchange.contracts import contract_for, contract_policy_view
-from exchange.custody import node_for
+from exchange.custody import node_data_key, node_for
 from exchange.errors import Conflict, ExchangeError, Forbidden, InvalidInput, NotFound
 from exchange.jobs import (
     DbPrivacyBudget,
@@ -1147,6 +1147,7 @@ def _prepare_inputs(
     prepared = _Prepared([], {}, False, workdir)
     operators = ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
     rounds = int(params.get("rounds", 1))
+    node_jobs: list[tuple[str, Path, NodeJob]] = []
     with ctx.sessions() as session:
         comp = _load(session, computation_id)
         for inp in comp.inputs:
@@ -1156,7 +1157,6 @@ def _prepare_inputs(
                 placement = session.get(NodeDataset, ds.id)
                 if placement is None:
                     raise _JobFailed("node-error", f"dataset {ds.id} has no node placement")
-                node = node_for(ctx.nodes, ctx.keystore, session, ds.owner_org)
                 job = NodeJob(
                     job_id=comp.id,
                     dataset_id=ds.id,
@@ -1164,9 +1164,10 @@ def _prepare_inputs(
                     sha256=ds.sha256,
                     operators=operators,
                     max_calls=rounds + 8,
+                    data_key=node_data_key(ctx.keystore, session, ds),
                 )
                 path = node_input_path(ds.owner_org, ds.id)
-                prepared.routes[path] = (node, node.authorise(job))
+                node_jobs.append((ds.owner_org, path, job))
             else:
                 path = workdir / f"{ds.id}.csv"
                 # Plaintext only for the provider-side sandbox run, owner-readable only,
@@ -1177,6 +1178,10 @@ def _prepare_inputs(
                         f.write(chunk)
                 prepared.local = True
             prepared.providers.append(ProviderInput(ds.owner_org, ds.id, path))
+    # Nodes are reached with no database session open (a node may be slow or never answer).
+    for org_id, path, job in node_jobs:
+        node = node_for(ctx.nodes, ctx.keystore, ctx.sessions, org_id)
+        prepared.routes[path] = (node, node.authorise(job))
     return prepared
 
 

@@ -12,15 +12,30 @@ temporary file and key are discarded. Nothing of the rows is stored by the platf
 Each provider organisation has one node: `embedded` (a PySyft Datasite in this
 process, the default) or `http` (the provider's own Datasite at a URL it registers,
 with the account it created there for the platform, sealed under its KEK).
+
+An embedded node's store lies on the platform's disk, so the rows it is given are
+sealed under a data key wrapped by the provider's KEK (`Dataset.data_key_id`, object
+`node-dataset:<id>`): the node opens them in a job's private work file only, with the
+key the platform unwraps for that job (`node_data_key`). Destroying the provider's KEK
+crypto-shreds them like platform-held data.
+
+Connecting to an HTTP node never happens inside a database transaction: registration
+logs in first (within `probe_s`, every failure answered alike and at the same time, so
+the answer reveals nothing of the port), then writes; at job time the record is read
+in a short session that is closed before connecting (`node_for`). Where the platform
+may connect is `sandbox.outbound`'s policy.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import tempfile
+import time
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, BinaryIO, Literal
 
@@ -31,24 +46,37 @@ from sqlalchemy.orm import Session
 
 import audit
 import crypto
+from crypto.errors import KeyDestroyed
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.catalog import CatalogContext, Registration, SessionFactory, object_aad, to_public
-from exchange.errors import DuplicateDatasetName, Forbidden, InvalidInput, InvalidMetadata
+from exchange.errors import (
+    DuplicateDatasetName,
+    ExchangeError,
+    Forbidden,
+    InvalidInput,
+    InvalidMetadata,
+)
 from exchange.ingest import Ingest
 from exchange.jobs import open_sealed, seal
-from exchange.models import NodeDataset, ProviderNodeRecord
+from exchange.models import Dataset, NodeDataset, ProviderNodeRecord
 from exchange.schemas import DatasetPublic
 from exchange.synth import synthesize
 from exchange.trail import Trail
 from sandbox.errors import SandboxError
+from sandbox.node_side import SEALED_PREFIX, sealed_aad
 from sandbox.nodes import NodeRegistry, ProviderNode, SyftNode
+from sandbox.outbound import OutboundRefused, pad_until, within
 
 __all__ = [
+    "NodeAddressRefused",
     "NodeCreate",
+    "NodeDataShredded",
     "NodePublic",
     "NodeRegistration",
+    "NodeUnreachable",
     "list_nodes",
     "node_credentials",
+    "node_data_key",
     "node_for",
     "register_node",
 ]
@@ -56,6 +84,30 @@ __all__ = [
 MOCK_ROWS = 100
 NODE_MAX_BYTES = 256 << 20
 """A node-held upload is handed to PySyft as one string: keep it to what fits in memory."""
+
+
+class NodeAddressRefused(InvalidInput):
+    """The node URL's host resolves to an address the platform may not connect to."""
+
+    code = "node-address-refused"
+    title = "The node's address is not allowed"
+
+
+class NodeUnreachable(InvalidInput):
+    """Logging in to the node failed; deliberately one answer for every cause."""
+
+    code = "node-unreachable"
+    title = "The node could not be reached"
+
+
+class NodeDataShredded(ExchangeError):
+    """The key of a node-held dataset's sealed rows is gone (its provider's KEK destroyed)."""
+
+    code = "dataset-shredded"
+    title = "The dataset was crypto-shredded"
+
+
+_UNREACHABLE = "the node could not be reached as a PySyft Datasite with this account"
 
 
 class NodeCreate(BaseModel):
@@ -99,30 +151,102 @@ def node_credentials(
     return out
 
 
+def _node_data_ref(dataset_id: str) -> str:
+    return f"node-dataset:{dataset_id}"
+
+
+def node_data_key(keystore: crypto.KeyStore, session: Session, dataset: Dataset) -> bytes | None:
+    """The key of a node-held dataset's sealed rows (None: the node holds them as they are).
+
+    `NodeDataShredded` once the provider's KEK was destroyed: the rows are unreadable.
+    """
+    if dataset.custody != "node" or not dataset.data_key_id:
+        return None
+    try:
+        return keystore.data_key(
+            session, dataset.data_key_id, object_ref=_node_data_ref(dataset.id)
+        )
+    except (KeyDestroyed, crypto.KeyNotFound):
+        raise NodeDataShredded(
+            f"dataset {dataset.id} was crypto-shredded: its provider's key was destroyed"
+        ) from None
+
+
 def node_for(
-    nodes: NodeRegistry, keystore: crypto.KeyStore, session: Session, org_id: str
+    nodes: NodeRegistry, keystore: crypto.KeyStore, sessions: SessionFactory, org_id: str
 ) -> ProviderNode:
-    """The organisation's node: already connected, its registered HTTP node, or embedded."""
+    """The organisation's node: already connected, its registered HTTP node, or embedded.
+
+    The record is read in a short session of its own, closed before any connection.
+    """
     node = nodes.get(org_id)
     if node is not None:
         return node
-    record = session.get(ProviderNodeRecord, org_id)
-    if record is None or record.kind == "embedded":
+    with sessions() as session:
+        record = session.get(ProviderNodeRecord, org_id)
+        if record is None or record.kind == "embedded":
+            record = None
+            creds: dict[str, Any] = {}
+            url = ""
+        else:
+            creds = node_credentials(keystore, session, record)
+            url = record.url or ""
+    if record is None:
         return nodes.embedded(org_id)
-    creds = node_credentials(keystore, session, record)
     remote = SyftNode.connect(
         org_id,
-        record.url or "",
+        url,
         email=creds["email"],
         password=creds["password"],
         can_approve=bool(creds.get("can_approve")),
+        policy=nodes.outbound,
     )
     nodes.add(remote)
     return remote
 
 
+def _probe(nodes: NodeRegistry, org_id: str, body: NodeCreate, probe_s: float) -> ProviderNode:
+    """Log in to the provider's HTTP node, outside any transaction, within `probe_s`.
+
+    A refused address fails at once and sends nothing. Every other failure (connection
+    refused, timed out, not a Datasite, wrong account) gives the same error after the
+    same time, `probe_s` from the start, so neither the body nor the timing tells the
+    state of a port (a registration cannot be used to scan the platform's network).
+    """
+    assert body.url is not None and body.email is not None and body.password is not None
+    url, email, password = body.url, body.email, body.password.get_secret_value()
+    bounded = replace(
+        nodes.outbound,
+        connect_timeout_s=min(nodes.outbound.connect_timeout_s, probe_s),
+        read_timeout_s=min(nodes.outbound.read_timeout_s, probe_s),
+    )
+    started = time.monotonic()
+
+    def login() -> ProviderNode:
+        node = SyftNode.connect(
+            org_id,
+            url,
+            email=email,
+            password=password,
+            can_approve=body.can_approve,
+            policy=bounded,
+        )
+        node.repin(nodes.outbound)  # from now on: the job-time timeouts
+        return node
+
+    try:
+        return within(probe_s, login, name="pdx-node-probe")
+    except OutboundRefused:
+        raise NodeAddressRefused(
+            "the node's address is not allowed by the platform's outbound policy", field="url"
+        ) from None
+    except Exception:  # noqa: BLE001 - one answer for every cause, see above
+        pad_until(started, probe_s)
+        raise NodeUnreachable(_UNREACHABLE, field="url") from None
+
+
 def register_node(
-    session: Session,
+    sessions: SessionFactory,
     caller: Caller,
     body: NodeCreate,
     *,
@@ -130,11 +254,41 @@ def register_node(
     nodes: NodeRegistry,
     trail: Trail,
     now: datetime,
+    probe_s: float = 10.0,
 ) -> NodePublic:
-    """A provider names its node (replacing an earlier one); an HTTP node is logged in to."""
+    """A provider names its node (replacing an earlier one); an HTTP node is logged in to.
+
+    The login happens before the write transaction opens, never inside it.
+    """
     caller.require(Role.DATA_PROVIDER)
     if caller.org_kind is not OrgKind.PROVIDER:
         raise Forbidden("only a provider organisation has a node")
+    node: ProviderNode | None = None
+    if body.kind == "http":
+        if not body.url or not body.email or body.password is None:
+            raise InvalidInput("an http node needs url, email and password", field="url")
+        node = _probe(nodes, caller.org_id, body, probe_s)  # fail now, not at the first job
+    try:
+        with sessions() as session, session.begin():
+            public = _record_node(session, caller, body, keystore=keystore, trail=trail, now=now)
+    except BaseException:
+        if node is not None:
+            node.close()
+        raise
+    if node is not None:
+        nodes.add(node)
+    return public
+
+
+def _record_node(
+    session: Session,
+    caller: Caller,
+    body: NodeCreate,
+    *,
+    keystore: crypto.KeyStore,
+    trail: Trail,
+    now: datetime,
+) -> NodePublic:
     record = session.get(ProviderNodeRecord, caller.org_id, with_for_update=True)
     if record is not None and record.credentials_key_id is not None:
         keystore.delete_data_key(session, record.credentials_key_id)
@@ -148,18 +302,7 @@ def register_node(
     record.registered_by = caller.client_id
     record.registered_at = now
     if body.kind == "http":
-        if not body.url or not body.email or body.password is None:
-            raise InvalidInput("an http node needs url, email and password", field="url")
-        try:  # fail now, not at the first job
-            node = SyftNode.connect(
-                caller.org_id,
-                body.url,
-                email=body.email,
-                password=body.password.get_secret_value(),
-                can_approve=body.can_approve,
-            )
-        except SandboxError as exc:
-            raise InvalidInput(exc.detail, field="url") from None
+        assert body.email is not None and body.password is not None
         record.url = body.url
         ref = _credentials_ref(caller.org_id)
         key = keystore.new_data_key(session, owner_org=caller.org_id, object_ref=ref, now=now)
@@ -170,7 +313,6 @@ def register_node(
         }
         record.credentials_key_id = key.id
         record.credentials_sealed = seal(key, json.dumps(secret).encode(), ref.encode())
-        nodes.add(node)
     receipt = trail.record(
         session,
         caller.subject(),
@@ -267,15 +409,30 @@ class NodeRegistration(Registration):
                 uuid.UUID(self.dataset_id).int & 0xFFFFFFFF,
             ),
         )
-        with session_factory() as session:
-            node = node_for(self._nodes, self._ctx.keystore, session, self._caller.org_id)
+        node = node_for(self._nodes, self._ctx.keystore, session_factory, self._caller.org_id)
+        node_key: crypto.DataKey | None = None
+        if node.kind == "embedded":
+            # Its store is on the platform's disk: it gets the rows sealed (module doc).
+            node_key = self._ctx.keystore.generate_data_key(
+                object_ref=_node_data_ref(self.dataset_id)
+            )
+            sealed = seal(node_key, rows.encode("utf-8"), sealed_aad(self.dataset_id))
+            rows = SEALED_PREFIX + base64.b64encode(sealed).decode("ascii")
+            del sealed
         asset_ref = node.upload(self.dataset_id, rows, mock)
         del rows
         try:
             with session_factory() as session, session.begin():
                 dataset = self._dataset_row(meta, content)
                 dataset.custody = "node"
-                dataset.data_key_id = ""  # no content key: the platform holds no rows
+                # The platform holds no rows: only, for an embedded node, the wrapped key
+                # of the sealed rows the node holds ("" when the node holds them itself).
+                dataset.data_key_id = ""
+                if node_key is not None:
+                    self._ctx.keystore.store_data_key(
+                        session, node_key, owner_org=self._caller.org_id, now=self._now
+                    )
+                    dataset.data_key_id = node_key.id
                 session.add(dataset)
                 session.flush()
                 session.add(

@@ -29,6 +29,7 @@ from gateway.decision_logs import DecisionLogWriter
 from gateway.settings import Settings
 from ledger import KmsLedgerSigner, Ledger, LedgerConfig, Sealer
 from sandbox.nodes import NodeRegistry
+from sandbox.outbound import OutboundPolicy
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("pdx.platform")
@@ -200,7 +201,14 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         exchange.ComputeContext(
             sessions=sessions,
             catalog=catalog,
-            nodes=NodeRegistry(settings.home),
+            nodes=NodeRegistry(
+                settings.home,
+                outbound=OutboundPolicy.from_strings(
+                    settings.node_allow_networks,
+                    connect_timeout_s=settings.node_connect_timeout_ms / 1000,
+                    read_timeout_s=settings.node_read_timeout_ms / 1000,
+                ),
+            ),
             workdir=settings.home / "jobs",
             clock=clock,
         ),

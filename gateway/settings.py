@@ -70,6 +70,12 @@ class Settings:
     auth_failure_burst: int = 20
     audit_burst_window_s: int = 60
     trusted_proxies: tuple[str, ...] = ()
+    node_allow_networks: tuple[str, ...] = ()
+    """CIDRs HTTP nodes may be in besides public addresses (e.g. a provider LAN)."""
+    node_connect_timeout_ms: int = 5000
+    node_read_timeout_ms: int = 120_000
+    node_probe_timeout_ms: int = 10_000
+    """Registering an HTTP node: the login must finish within this; failures all take it."""
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -105,6 +111,13 @@ class Settings:
             except ValueError:
                 raise SettingsError(
                     f"PDX_TRUSTED_PROXIES: {net!r} is not an IP address or network"
+                ) from None
+        for network in self.node_allow_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"PDX_NODE_ALLOW_NETWORKS: {network!r} is not a network (CIDR)"
                 ) from None
 
     @property
@@ -171,4 +184,10 @@ class Settings:
             trusted_proxies=tuple(
                 n.strip() for n in env.get("PDX_TRUSTED_PROXIES", "").split(",") if n.strip()
             ),
+            node_allow_networks=tuple(
+                n.strip() for n in env.get("PDX_NODE_ALLOW_NETWORKS", "").split(",") if n.strip()
+            ),
+            node_connect_timeout_ms=_int(env, "PDX_NODE_CONNECT_TIMEOUT_MS", 5000),
+            node_read_timeout_ms=_int(env, "PDX_NODE_READ_TIMEOUT_MS", 120_000),
+            node_probe_timeout_ms=_int(env, "PDX_NODE_PROBE_TIMEOUT_MS", 10_000),
         )

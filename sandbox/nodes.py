@@ -4,6 +4,10 @@ A node-held dataset's rows live in its provider's node, a PySyft (`syft==0.9.5`)
 Datasite: one per provider organisation, launched in-process (`SyftNode.embedded`, the
 default and what the tests use) or reached over HTTP at the URL the provider registered
 (`SyftNode.connect`). The platform keeps only metadata, digests and the scan result.
+An embedded node is given the rows sealed under a key wrapped by the provider's KEK
+(`sandbox.node_side`), so its store on the platform's disk holds no plaintext and is
+crypto-shredded with the KEK. Every connection to an HTTP node is checked, pinned and
+bounded in time by `sandbox.outbound`.
 
 How one job reaches the data (`ProviderNode`):
 
@@ -17,9 +21,10 @@ How one job reaches the data (`ProviderNode`):
    node its administrator does, and the coordinator waits for that.
 3. `call`: each request of the job (one for a statistic; init and one per round for
    federated learning) is one execution of the approved function. On the node,
-   `node_call` checks the data's digest and the operator, runs the vetted operator in
-   the node's own sandbox (`sandbox.isolation`: no network, read-only input, limits)
-   and returns only the encoded outcome: the encrypted partial or a failure code.
+   `node_call` (`sandbox.node_side`) checks the data's digest and the operator, runs
+   the vetted operator in the node's own sandbox (`sandbox.isolation`: no network,
+   read-only input, limits) and returns only the encoded outcome: the encrypted
+   partial or a failure code.
 
 `NodeSandbox` puts nodes behind the `Sandbox` interface that `StatsJob` and `FlJob`
 already use, so a job can mix platform-held inputs (decrypted for the platform's own
@@ -35,10 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -49,16 +51,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import requests
+
+from sandbox import node_side
 from sandbox.errors import SandboxError
-from sandbox.isolation import (
-    Limits,
-    Sandbox,
-    SandboxFailure,
-    SandboxOutcome,
-    SandboxResult,
-    SandboxSession,
+from sandbox.isolation import Limits, Sandbox, SandboxOutcome, SandboxSession
+from sandbox.node_side import (
+    MOCK_OUTPUT,
+    NodeApprovalRefused,
+    NodeError,
+    _node_failure,
+    decode_outcome,
+    encode_outcome,
+    node_call,
 )
-from sandbox.operators import REGISTRY, STATS_OPERATORS, default_sandbox
+from sandbox.operators import STATS_OPERATORS
+from sandbox.outbound import OutboundPolicy, PinnedTarget, pinned_session
 
 __all__ = [
     "MOCK_OUTPUT",
@@ -76,37 +84,13 @@ __all__ = [
     "node_input_path",
 ]
 
-NODE_ROOT = Path("/pdx-node")
-"""Placeholder paths of node-held inputs (`node_input_path`); nothing exists there."""
-
-MOCK_OUTPUT = b"PDXMOCK\n"
-_OUT_MAGIC = b"PDXNODE1\n"
-_REASONS = frozenset(
-    {
-        "memory-limit",
-        "cpu-limit",
-        "timeout",
-        "operator-error",
-        "isolation-unavailable",
-        "output-too-large",
-    }
-)
 # PySyft's default root account of a fresh Datasite (replaced at first launch).
 _DEFAULT_ROOT = ("info@openmined.org", "changethis")
 _COORDINATOR_EMAIL = "coordinator@pdx.dev"
 _ASSET = "rows"
 
-
-class NodeError(SandboxError):
-    """A provider node could not be reached, refused the job, or failed to run it."""
-
-    code = "node-error"
-    title = "Provider node error"
-
-
-class NodeApprovalRefused(NodeError):
-    code = "node-approval-refused"
-    title = "The provider's node did not approve the job"
+NODE_ROOT = Path("/pdx-node")
+"""Placeholder paths of node-held inputs (`node_input_path`); nothing exists there."""
 
 
 def node_input_path(org_id: str, dataset_id: str) -> Path:
@@ -127,6 +111,8 @@ class NodeJob:
     sha256: str
     operators: tuple[str, ...]
     max_calls: int
+    data_key: bytes | None = field(default=None, repr=False, compare=False)
+    """The key of the dataset's sealed rows (embedded nodes); never part of the binding."""
 
     def binding(self) -> dict[str, Any]:
         return {
@@ -166,200 +152,6 @@ class ProviderNode(Protocol):
 
     def close(self) -> None:
         """Release the connection (and stop an embedded Datasite)."""
-
-
-# -- the outcome of one call, as it leaves the node --------------------------------------------
-
-
-def encode_outcome(outcome: SandboxOutcome) -> bytes:
-    """What leaves the node: the operator's output (an envelope) or a failure without logs."""
-    if isinstance(outcome, SandboxResult):
-        head: dict[str, Any] = {"ok": True, "wall_seconds": outcome.wall_seconds}
-        body = outcome.output
-    else:
-        head = {
-            "ok": False,
-            "reason": outcome.reason,
-            "code": outcome.code,
-            "detail": outcome.detail,
-            "extensions": _json_safe(outcome.extensions),
-        }
-        body = b""
-    return _OUT_MAGIC + json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
-
-
-def _json_safe(value: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        return dict(json.loads(json.dumps(dict(value), default=str)))
-    except (TypeError, ValueError):
-        return {}
-
-
-def _node_failure(operator: str, detail: str, code: str = NodeError.code) -> SandboxFailure:
-    return SandboxFailure(operator=operator, reason="operator-error", detail=detail, code=code)
-
-
-def decode_outcome(data: bytes, operator: str) -> SandboxOutcome:
-    """The node's answer as a sandbox outcome (a malformed answer is a failure)."""
-    if data == MOCK_OUTPUT:
-        return _node_failure(
-            operator,
-            "the node's data does not match the digest registered for this dataset",
-            "node-data-mismatch",
-        )
-    if not data.startswith(_OUT_MAGIC):
-        return _node_failure(operator, "the node returned a malformed answer")
-    head_raw, sep, body = data[len(_OUT_MAGIC) :].partition(b"\n")
-    try:
-        head = json.loads(head_raw) if sep else None
-    except ValueError:
-        head = None
-    if not isinstance(head, dict):
-        return _node_failure(operator, "the node returned a malformed answer")
-    if head.get("ok") is True:
-        wall = head.get("wall_seconds")
-        return SandboxResult(operator, body, float(wall) if isinstance(wall, int | float) else 0.0)
-    reason = head.get("reason")
-    ext = head.get("extensions")
-    return SandboxFailure(
-        operator=operator,
-        reason=reason if reason in _REASONS else "operator-error",
-        detail=str(head.get("detail") or "the operator failed on the node")[:500],
-        code=str(head.get("code") or NodeError.code)[:64],
-        extensions=ext if isinstance(ext, dict) else {},
-    )
-
-
-# -- node side: executed inside the provider's node ---------------------------------------------
-
-_NODE_LOCK = threading.Lock()
-_NODE_SESSIONS: dict[tuple[str, str, str], _NodeSideSession] = {}
-_SESSION_IDLE_S = 900.0
-
-
-def _node_workdir() -> Path:
-    root = Path(os.environ.get("PDX_NODE_WORKDIR") or Path(tempfile.gettempdir()) / "pdx-node")
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return root
-
-
-def _write_private(data: str, prefix: str) -> Path:
-    """The rows as a CSV file only the node's user can read, in a fresh private directory."""
-    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=_node_workdir()))
-    path = directory / "input.csv"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(data)
-    path.chmod(0o400)
-    return path
-
-
-def _remove_private(path: Path) -> None:
-    shutil.rmtree(path.parent, ignore_errors=True)
-
-
-class _NodeSideSession:
-    """A long-lived sandbox session on the node, owned by one thread for its whole life.
-
-    The sandbox ties its worker to the thread that created it (PR_SET_PDEATHSIG), so the
-    session is opened and used from this object's own thread, never from PySyft's.
-    """
-
-    def __init__(self, operator: str, data: str) -> None:
-        self.operator = operator
-        self.last_used = time.monotonic()
-        self._path = _write_private(data, "session-")
-        self._requests: queue.Queue[
-            tuple[Mapping[str, Any], Mapping[str, bytes], Future[SandboxOutcome]] | None
-        ] = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="pdx-node-session", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        session = default_sandbox(_node_workdir()).open_session(self.operator, [self._path])
-        try:
-            while True:
-                item = self._requests.get()
-                if item is None:
-                    return
-                params, blobs, future = item
-                try:
-                    future.set_result(session.call(params, blobs))
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    future.set_exception(exc)
-        finally:
-            session.close()
-            _remove_private(self._path)
-
-    def call(self, params: Mapping[str, Any], blobs: Mapping[str, bytes]) -> SandboxOutcome:
-        self.last_used = time.monotonic()
-        future: Future[SandboxOutcome] = Future()
-        self._requests.put((params, blobs, future))
-        return future.result()
-
-    def close(self) -> None:
-        self._requests.put(None)
-        self._thread.join(timeout=30)
-
-
-def _reap_idle() -> None:
-    now = time.monotonic()
-    with _NODE_LOCK:
-        stale = [k for k, s in _NODE_SESSIONS.items() if now - s.last_used > _SESSION_IDLE_S]
-        sessions = [_NODE_SESSIONS.pop(k) for k in stale]
-    for s in sessions:
-        s.close()
-
-
-def node_call(data: object, binding: object, call: object) -> bytes:
-    """Node side of one call (executed by the Datasite through `sandbox.syft_functions`).
-
-    0. The data must be the registered rows: its SHA-256 must equal the binding's (the
-       mock run PySyft adds returns `MOCK_OUTPUT` here, as does altered data).
-    1. The operator must be one the provider approved for this job, and a vetted one.
-    2. `run` executes it once in a fresh sandbox; `call` sends one request to the job's
-       session (opened on first use, own thread); `close` ends the session.
-    3. Only the encoded outcome leaves: the operator's output or a failure without logs.
-    """
-    if not isinstance(data, str) or not isinstance(binding, dict) or not isinstance(call, dict):
-        return encode_outcome(_node_failure("?", "malformed node call"))
-    if hashlib.sha256(data.encode("utf-8")).hexdigest() != binding.get("sha256"):
-        return MOCK_OUTPUT
-    operator = str(call.get("operator", ""))
-    if operator not in binding.get("operators", ()) or operator not in REGISTRY:
-        return encode_outcome(
-            _node_failure(operator, "this operator was not approved for this job on the node")
-        )
-    params = call.get("params") or {}
-    blobs = call.get("blobs") or {}
-    if not isinstance(params, dict) or not isinstance(blobs, dict):
-        return encode_outcome(_node_failure(operator, "malformed node call"))
-    cmd = call.get("cmd")
-    _reap_idle()
-    if cmd == "run":
-        path = _write_private(data, "run-")
-        try:
-            outcome = default_sandbox(_node_workdir()).run(operator, [path], params, blobs)
-        finally:
-            _remove_private(path)
-        return encode_outcome(outcome)
-    key = (str(binding.get("job_id")), str(binding.get("dataset_id")), str(call.get("session")))
-    if cmd == "call":
-        with _NODE_LOCK:
-            session = _NODE_SESSIONS.get(key)
-            if session is None:
-                session = _NodeSideSession(operator, data)
-                _NODE_SESSIONS[key] = session
-        if session.operator != operator:
-            return encode_outcome(_node_failure(operator, "session runs another operator"))
-        return encode_outcome(session.call(params, blobs))
-    if cmd == "close":
-        with _NODE_LOCK:
-            closing = _NODE_SESSIONS.pop(key, None)
-        if closing is not None:
-            closing.close()
-        return encode_outcome(SandboxResult(operator, b"closed", 0.0))
-    return encode_outcome(_node_failure(operator, "unknown node command"))
 
 
 # -- platform side: sessions and a sandbox that reach nodes ------------------------------------
@@ -511,7 +303,62 @@ def _syft() -> Any:
     """PySyft, imported on first use (the import takes several seconds)."""
     import syft as sy  # type: ignore[import-untyped]
 
+    _guard_syft_http()
     return sy
+
+
+# PySyft 0.9.5's HTTP client has no timeouts, retries a refused connection, resolves the
+# host on every request, and sends API calls with module-level `requests.post`. The
+# platform's connections to a registered node go through a pinned session instead
+# (`sandbox.outbound`): keyed by the host the provider registered, installed before the
+# first request to it. Connections to any other host (none the platform makes) keep
+# PySyft's own behaviour.
+_PINS: dict[str, requests.Session] = {}
+_PINS_LOCK = threading.Lock()
+_GUARDED = False
+
+
+def _pin(target: PinnedTarget, policy: OutboundPolicy) -> None:
+    with _PINS_LOCK:
+        _PINS[target.host] = pinned_session(target, policy)
+
+
+def _pinned_for(connection: Any) -> requests.Session | None:
+    host = str(getattr(getattr(connection, "url", None), "host_or_ip", "")).lower()
+    with _PINS_LOCK:
+        return _PINS.get(host)
+
+
+def _guard_syft_http() -> None:
+    global _GUARDED
+    with _PINS_LOCK:
+        if _GUARDED:
+            return
+        _GUARDED = True
+    from syft.client.client import HTTPConnection  # type: ignore[import-untyped]
+    from syft.serde.deserialize import _deserialize  # type: ignore[import-untyped]
+    from syft.serde.serialize import _serialize  # type: ignore[import-untyped]
+
+    original_session = HTTPConnection.session
+    original_make_call = HTTPConnection.make_call
+
+    def session(self: Any) -> Any:
+        pinned = _pinned_for(self)
+        return pinned if pinned is not None else original_session.fget(self)
+
+    def make_call(self: Any, signed_call: Any) -> Any:
+        pinned = _pinned_for(self)
+        if pinned is None or self.rtunnel_token:
+            return original_make_call(self, signed_call)
+        response = pinned.post(
+            str(self.api_url), data=_serialize(obj=signed_call, to_bytes=True), headers=self.headers
+        )
+        if response.status_code != 200:
+            raise requests.ConnectionError(f"the node answered {response.status_code}")
+        return _deserialize(response.content, from_bytes=True)
+
+    HTTPConnection.session = property(session)
+    HTTPConnection.make_call = make_call
 
 
 def _unwrap(result: Any, what: str) -> Any:
@@ -541,8 +388,10 @@ class SyftNode:
         server: Any | None = None,
         approval_wait_s: float = 600.0,
         poll_s: float = 0.5,
+        target: PinnedTarget | None = None,
     ) -> None:
         self.org_id = org_id
+        self._target = target
         self.kind = kind
         self._admin = admin
         self._coordinator = coordinator
@@ -600,25 +449,43 @@ class SyftNode:
         password: str,
         can_approve: bool = False,
         approval_wait_s: float = 600.0,
+        policy: OutboundPolicy | None = None,
     ) -> SyftNode:
         """Log in to a provider's Datasite over HTTP with the account it gave the platform.
+
+        The URL's host is resolved and checked against `policy` (default: public
+        addresses only) and every connection is pinned to the checked address, with the
+        policy's connect and read timeouts (`sandbox.outbound`).
 
         The account must be a data owner to upload. With `can_approve` the provider has
         delegated approval of pdx jobs to pdx's own approval flow; otherwise the node's
         administrator approves each job there and the coordinator waits (`approval_wait_s`).
         """
+        policy = policy or OutboundPolicy()
+        target = policy.resolve(url)  # OutboundRefused: nothing is sent
         sy = _syft()
+        _pin(target, policy)
         try:
-            client = sy.login(url=url, email=email, password=password)
-        except Exception as exc:  # noqa: BLE001 - PySyft raises many kinds
-            raise NodeError(f"cannot log in to the node at {url}: {type(exc).__name__}") from None
+            client = sy.login(url=url, email=email, password=password, cache=False)
+        except Exception:  # noqa: BLE001 - PySyft raises many kinds
+            # One message whatever failed (refused, timed out, not a Datasite, wrong
+            # account): the answer must not tell a caller the state of a port.
+            raise NodeError("the node could not be reached with this account") from None
+        if not getattr(client, "authed", False):
+            raise NodeError("the node could not be reached with this account")
         return cls(
             org_id,
             kind="http",
             admin=client if can_approve else None,
             coordinator=client,
             approval_wait_s=approval_wait_s,
+            target=target,
         )
+
+    def repin(self, policy: OutboundPolicy) -> None:
+        """Talk to the checked address under `policy`'s timeouts from now on (HTTP nodes)."""
+        if self._target is not None:
+            _pin(self._target, policy)
 
     # ProviderNode ------------------------------------------------------------------------------
 
@@ -661,6 +528,11 @@ class SyftNode:
         from sandbox import syft_functions
 
         name = "pdx_" + hashlib.sha256(f"{job.job_id}:{job.dataset_id}".encode()).hexdigest()[:24]
+        if job.data_key is not None:
+            if self.kind != "embedded":
+                raise NodeError("sealed rows are opened only on an embedded node")
+            # The embedded node runs in this process: the key stays in its memory.
+            node_side.grant_data_key(job.job_id, job.dataset_id, job.data_key)
         with self._lock:
             ds = self._coordinator
             try:
@@ -732,8 +604,10 @@ class SyftNode:
 class NodeRegistry:
     """The provider nodes this platform process talks to, one per organisation."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, outbound: OutboundPolicy | None = None) -> None:
         self.home = home
+        self.outbound = outbound or OutboundPolicy()
+        """Where this platform may connect to HTTP nodes, and with which timeouts."""
         self._nodes: dict[str, ProviderNode] = {}
         self._lock = threading.Lock()
 
@@ -763,3 +637,4 @@ class NodeRegistry:
             nodes, self._nodes = list(self._nodes.values()), {}
         for node in nodes:
             node.close()
+        node_side.forget_data_keys()

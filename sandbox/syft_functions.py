@@ -3,7 +3,7 @@
 PySyft reads a submitted function's source text and executes it on the Datasite, so it
 lives in a source file and stays tiny: it hands the node's private data, the job binding
 the provider approved (fixed when the code request was made) and one call from the
-coordinator to `sandbox.nodes.node_call`, which runs a vetted operator in the node's
+coordinator to `sandbox.node_side.node_call`, which runs a vetted operator in the node's
 sandbox and returns only the encoded outcome (an encrypted partial or a failure code).
 
 No annotations: PySyft checks the caller's arguments against them (the data argument is
@@ -14,6 +14,6 @@ empty namespace. `node_call` checks the types on the node instead.
 
 def pdx_node_call(data, binding, call):  # type: ignore[no-untyped-def]
     """Executed on the provider's node: run one call of an approved job (see module doc)."""
-    from sandbox.nodes import node_call
+    from sandbox.node_side import node_call
 
     return node_call(data, binding, call)

@@ -28,6 +28,7 @@ from sandbox.nodes import (
     node_input_path,
 )
 from sandbox.operators import ProviderInput, default_sandbox
+from sandbox.outbound import OutboundPolicy
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 from sandbox.stats import StatsJob, StatsQuery
 
@@ -199,6 +200,10 @@ def test_remote_node_waits_for_its_administrator(http_node: Any) -> None:
         email="coordinator@pdx.dev",
         password="pw-4567-x",
         approval_wait_s=90,
+        # The test's Datasite is on loopback, which the default outbound policy refuses.
+        policy=OutboundPolicy.from_strings(
+            ["127.0.0.0/8", "::1/128"], connect_timeout_s=5, read_timeout_s=60
+        ),
     )
     text = _csv(9, 40)
     node.upload(dataset, text, _mock(text))

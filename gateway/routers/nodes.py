@@ -43,16 +43,17 @@ def register_node(
     """Name the provider's node: `embedded` (default) or `http` with the platform's account."""
     request.state.audit_event = "node.register_failed"
     compute = platform.compute
-    with platform.session() as session, session.begin():
-        return custody.register_node(
-            session,
-            caller,
-            body,
-            keystore=platform.keystore,
-            nodes=compute.nodes,
-            trail=platform.trail,
-            now=platform.now(),
-        )
+    # No transaction here: custody logs in to an HTTP node first, then writes.
+    return custody.register_node(
+        platform.session,
+        caller,
+        body,
+        keystore=platform.keystore,
+        nodes=compute.nodes,
+        trail=platform.trail,
+        now=platform.now(),
+        probe_s=platform.settings.node_probe_timeout_ms / 1000,
+    )
 
 
 @router.get("", response_model=list[exchange.NodePublic], dependencies=[Depends(ReadNodes)])
