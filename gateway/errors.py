@@ -53,6 +53,10 @@ STATUS: dict[str, int] = {
     "ledger-invalid-range": 422,
     "ledger-error": 500,
     "unavailable": 503,
+    # Fair use of computations (exchange.quotas): refused before anything is written.
+    "computation-quota-exceeded": 429,
+    "computation-output-too-large": 422,
+    "computation-too-costly": 422,
 }
 
 

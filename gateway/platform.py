@@ -26,11 +26,13 @@ import migrations
 import policies
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
+from exchange.quotas import Quotas
 from gateway.settings import Settings
 from ledger.log import Ledger, LedgerConfig
 from ledger.sealer import Sealer
 from ledger.signing import KmsLedgerSigner
 from sandbox.nodes import NodeRegistry
+from sandbox.operators import UsageLimits
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("pdx.platform")
@@ -257,6 +259,16 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
             nodes=NodeRegistry(settings.home),
             workdir=settings.home / "jobs",
             clock=clock,
+            runner=exchange.ThreadRunner(
+                workers=settings.job_workers, per_key=settings.quota_running_per_org
+            ),
+            quotas=Quotas(
+                queued=settings.quota_queued_per_org, running=settings.quota_running_per_org
+            ),
+            usage_limits=UsageLimits(
+                max_output_values=settings.max_output_values,
+                max_row_passes=settings.max_row_passes,
+            ),
         ),
     )
 

@@ -61,6 +61,12 @@ class Settings:
     pkcs11_token_label: str = "pdx"
     pkcs11_pin: str | None = field(default=None, repr=False)
     pkcs11_key_label: str = "pdx-root-key"
+    # Fair use of computations (issue 11): per-organisation quotas, job workers, limits.
+    quota_queued_per_org: int = 20
+    quota_running_per_org: int = 2
+    job_workers: int = 2
+    max_output_values: int = 10_000
+    max_row_passes: int = 2_000_000_000
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -90,6 +96,14 @@ class Settings:
             raise SettingsError("PDX_ENV must be 'development' or 'production'")
         if self.environment == "production" and self.seed_demo:
             raise SettingsError("PDX_SEED_DEMO must be 0 in production (demo secrets)")
+        if self.quota_queued_per_org < 0 or self.quota_running_per_org < 1:
+            raise SettingsError(
+                "PDX_QUOTA_QUEUED_PER_ORG must be ≥ 0 and PDX_QUOTA_RUNNING_PER_ORG ≥ 1"
+            )
+        if self.job_workers < 1 or self.max_output_values < 1 or self.max_row_passes < 1:
+            raise SettingsError(
+                "PDX_JOB_WORKERS, PDX_MAX_OUTPUT_VALUES and PDX_MAX_ROW_PASSES must be ≥ 1"
+            )
 
     @property
     def objects_dir(self) -> Path:
@@ -146,4 +160,9 @@ class Settings:
             pkcs11_token_label=env.get("PDX_PKCS11_TOKEN_LABEL", "pdx"),
             pkcs11_pin=env.get("PDX_PKCS11_PIN") or None,
             pkcs11_key_label=env.get("PDX_PKCS11_KEY_LABEL", "pdx-root-key"),
+            quota_queued_per_org=_int(env, "PDX_QUOTA_QUEUED_PER_ORG", 20, minimum=0),
+            quota_running_per_org=_int(env, "PDX_QUOTA_RUNNING_PER_ORG", 2),
+            job_workers=_int(env, "PDX_JOB_WORKERS", 2),
+            max_output_values=_int(env, "PDX_MAX_OUTPUT_VALUES", 10_000),
+            max_row_passes=_int(env, "PDX_MAX_ROW_PASSES", 2_000_000_000),
         )
