@@ -97,10 +97,13 @@ def admit(session: Session, org_id: str, quotas: Quotas) -> None:
     """Refuse (`QuotaExceeded`) a new computation of `org_id` beyond its quotas.
 
     Its `running` slots run at once; `queued` more may wait. The organisation's row is
-    locked first (PostgreSQL `FOR UPDATE`; SQLite write transactions are serial), so two
-    concurrent requests cannot both take the last slot.
+    locked first (PostgreSQL `FOR NO KEY UPDATE`; SQLite write transactions are serial),
+    so two concurrent requests cannot both take the last slot.
     """
-    session.get(Organisation, org_id, with_for_update=True)
+    # FOR NO KEY UPDATE: serialises this check per organisation without blocking the
+    # FOR KEY SHARE that inserts referencing the organisation take (a job's data keys,
+    # whose transactions hold the ledger's sequence row: FOR UPDATE deadlocked with them).
+    session.get(Organisation, org_id, with_for_update={"key_share": True})
     waiting, running = in_flight(session, org_id)
     if waiting + running < quotas.running + quotas.queued:
         return
