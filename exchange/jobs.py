@@ -77,7 +77,7 @@ class InlineRunner:
 
 
 DEFAULT_WORKERS = 2
-DEFAULT_RUNNING_PER_KEY = 2
+DEFAULT_RUNNING_PER_KEY = 1
 
 
 class ThreadRunner:

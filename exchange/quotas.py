@@ -46,7 +46,9 @@ class Quotas:
     """Per-organisation limits on computations (settings `PDX_QUOTA_*_PER_ORG`)."""
 
     queued: int = 20
-    running: int = 2
+    running: int = 1
+    """Below the default two job workers: jobs are not preempted, so an organisation
+    that could hold every worker would make the next one wait for a whole job."""
 
     def __post_init__(self) -> None:
         if self.queued < 0 or self.running < 1:

@@ -63,7 +63,7 @@ class Settings:
     pkcs11_key_label: str = "pdx-root-key"
     # Fair use of computations (issue 11): per-organisation quotas, job workers, limits.
     quota_queued_per_org: int = 20
-    quota_running_per_org: int = 2
+    quota_running_per_org: int = 1
     job_workers: int = 2
     max_output_values: int = 10_000
     max_row_passes: int = 2_000_000_000
@@ -161,7 +161,7 @@ class Settings:
             pkcs11_pin=env.get("PDX_PKCS11_PIN") or None,
             pkcs11_key_label=env.get("PDX_PKCS11_KEY_LABEL", "pdx-root-key"),
             quota_queued_per_org=_int(env, "PDX_QUOTA_QUEUED_PER_ORG", 20, minimum=0),
-            quota_running_per_org=_int(env, "PDX_QUOTA_RUNNING_PER_ORG", 2),
+            quota_running_per_org=_int(env, "PDX_QUOTA_RUNNING_PER_ORG", 1),
             job_workers=_int(env, "PDX_JOB_WORKERS", 2),
             max_output_values=_int(env, "PDX_MAX_OUTPUT_VALUES", 10_000),
             max_row_passes=_int(env, "PDX_MAX_ROW_PASSES", 2_000_000_000),
