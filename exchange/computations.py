@@ -69,6 +69,7 @@ from exchange.models import (
     Dataset,
     DatasetField,
     NodeDataset,
+    Organisation,
 )
 from exchange.quotas import DEFAULT_QUOTAS, DEFAULT_USAGE_LIMITS, Quotas, admit, check_usage
 from exchange.trail import Trail
@@ -1228,8 +1229,12 @@ def _execute(
 
 
 def _store_job_key(ctx: ComputeContext, computation_id: str, owner_org: str, secret: bytes) -> None:
-    now = ctx.clock()
     with ctx.sessions() as session, session.begin():
+        # Several workers: the organisation's KEK is created on first use, so serialise
+        # that per organisation and read the clock only then, or a KEK another job has
+        # just created is not yet valid at this job's earlier `now` (key-expired).
+        session.get(Organisation, owner_org, with_for_update={"key_share": True})
+        now = ctx.clock()
         comp = _load(session, computation_id, lock=True)
         key = ctx.keystore.new_data_key(
             session, owner_org=owner_org, object_ref=_secret_ref(computation_id), now=now

@@ -259,15 +259,17 @@ def test_a_flood_does_not_push_another_tenants_job_behind_it(
     assert result.status_code == 200, result.text
     assert result.json()["output"]["groups"][0]["rows"] == 40
     for comp_id in flood:
-        assert wait_for(capi, attacker, comp_id, *END_STATES)["state"] == "released"
+        end = wait_for(capi, attacker, comp_id, *END_STATES)
+        assert end["state"] == "released", end["error"]
 
     order = running_order(platform, [*flood, victim_job])
     position = order.index(victim_job)
     overtaken = len(order) - 1 - position
-    # The victim starts after at most the attacker's jobs that were already running; in
-    # arrival order (one FIFO worker) it would start last, after all six.
-    assert position <= held, order
-    assert overtaken >= FLOOD - held, order
+    # The victim starts after at most the attacker's jobs that were already running and
+    # one more (two workers that take jobs at the same moment may write their `running`
+    # entries in either order); in arrival order (one FIFO worker) it would start last.
+    assert position <= held + 1, order
+    assert overtaken >= FLOOD - held - 1, order
 
 
 # -- limits before work ---------------------------------------------------------------------------
