@@ -69,7 +69,9 @@ from exchange.models import (
     Dataset,
     DatasetField,
     NodeDataset,
+    Organisation,
 )
+from exchange.quotas import DEFAULT_QUOTAS, DEFAULT_USAGE_LIMITS, Quotas, admit, check_usage
 from exchange.trail import Trail
 from sandbox.coordinator import SECURITY_MODEL
 from sandbox.errors import ReleaseRefused, SandboxError
@@ -83,7 +85,13 @@ from sandbox.nodes import (
     ProviderNode,
     node_input_path,
 )
-from sandbox.operators import REGISTRY, STATS_OPERATORS, ProviderInput, default_sandbox
+from sandbox.operators import (
+    REGISTRY,
+    STATS_OPERATORS,
+    ProviderInput,
+    UsageLimits,
+    default_sandbox,
+)
 from sandbox.release import Release, ReleaseGate, ReleaseObligations
 from sandbox.stats import StatsJob, StatsQuery
 
@@ -323,6 +331,8 @@ class ComputeContext:
     budget: DbPrivacyBudget | None = None
     sandbox_runs: int = 0
     """Jobs whose operators were started (what tests count: none for a refused request)."""
+    quotas: Quotas = DEFAULT_QUOTAS
+    usage_limits: UsageLimits = DEFAULT_USAGE_LIMITS
 
     def __post_init__(self) -> None:
         if self.budget is None:
@@ -682,6 +692,9 @@ def request_computation(
         _check_columns(datasets, params, ob)
         if isinstance(params, StatsParams):
             _check_dp(body.operator, params, ob)
+        # Fair use (exchange.quotas): size and cost first, then the organisation's quota.
+        check_usage(body.operator, params.model_dump(), datasets, ctx.usage_limits)
+        admit(session, caller.org_id, ctx.quotas)
         comp = Computation(
             id=str(uuid.uuid4()),
             requester_org=caller.org_id,
@@ -766,7 +779,7 @@ def request_computation(
             )
         public = to_public(comp, ledger_index=index)
     if public.state == State.APPROVED:
-        _submit(ctx, comp.id)
+        _submit(ctx, comp.id, caller.org_id)
     return public
 
 
@@ -854,7 +867,7 @@ def decide(
             )
         public = to_public(comp, ledger_index=index)
     if public.state == State.APPROVED:
-        _submit(ctx, computation_id)
+        _submit(ctx, computation_id, public.requester_org)
     return public
 
 
@@ -1072,8 +1085,9 @@ def review_output(ctx: ComputeContext, caller: Caller, computation_id: str) -> d
 # -- running a job ------------------------------------------------------------------------------
 
 
-def _submit(ctx: ComputeContext, computation_id: str) -> None:
-    ctx.runner.submit(lambda: run_job(ctx, computation_id))
+def _submit(ctx: ComputeContext, computation_id: str, requester_org: str) -> None:
+    """Queue a job; the runner shares its workers fairly between requesting organisations."""
+    ctx.runner.submit(lambda: run_job(ctx, computation_id), key=requester_org)
 
 
 @dataclass
@@ -1220,8 +1234,12 @@ def _execute(
 
 
 def _store_job_key(ctx: ComputeContext, computation_id: str, owner_org: str, secret: bytes) -> None:
-    now = ctx.clock()
     with ctx.sessions() as session, session.begin():
+        # Several workers: the organisation's KEK is created on first use, so serialise
+        # that per organisation and read the clock only then, or a KEK another job has
+        # just created is not yet valid at this job's earlier `now` (key-expired).
+        session.get(Organisation, owner_org, with_for_update={"key_share": True})
+        now = ctx.clock()
         comp = _load(session, computation_id, lock=True)
         key = ctx.keystore.new_data_key(
             session, owner_org=owner_org, object_ref=_secret_ref(computation_id), now=now
@@ -1336,12 +1354,16 @@ def recover(ctx: ComputeContext) -> int:
             session.scalars(select(Computation.id).where(Computation.state == State.RUNNING))
         )
         approved = list(
-            session.scalars(select(Computation.id).where(Computation.state == State.APPROVED))
+            session.execute(
+                select(Computation.id, Computation.requester_org)
+                .where(Computation.state == State.APPROVED)
+                .order_by(Computation.created_at, Computation.id)
+            ).tuples()
         )
     for comp_id in interrupted:
         _end(ctx, comp_id, State.FAILED, "failed", "interrupted", "the platform restarted")
-    for comp_id in approved:
-        _submit(ctx, comp_id)
+    for comp_id, requester_org in approved:
+        _submit(ctx, comp_id, requester_org)
     return len(interrupted) + len(approved)
 
 

@@ -1,8 +1,9 @@
 """Computation jobs: the runner, the database-backed privacy budget, sealed job keys.
 
-* `ThreadRunner` runs approved jobs one at a time on a long-lived worker thread (the
-  sandbox ties its workers to the thread that starts them); `InlineRunner` runs them
-  in the caller's thread.
+* `ThreadRunner` runs approved jobs on a few long-lived worker threads (the sandbox
+  ties its workers to the thread that starts them), shared fairly between the
+  requesting organisations (`exchange.fairshare`); `InlineRunner` runs them in the
+  caller's thread.
 * `DbPrivacyBudget` backs `sandbox.release.PrivacyBudget` with the tables
   `computation_privacy_budget` (limit and spent per dataset) and
   `computation_privacy_charges` (one row per dataset and job): each charge is one
@@ -18,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import crypto
+from exchange.fairshare import FairShare
 from exchange.models import PrivacyBudgetAccount, PrivacyCharge
 from sandbox import ckks, paillier
 from sandbox.coordinator import JobPublic, ResultParty
@@ -58,9 +59,9 @@ DEFAULT_DELTA_BUDGET = 1e-4
 
 
 class JobRunner(Protocol):
-    """Where approved jobs run."""
+    """Where approved jobs run; `key` names whose job it is (the requesting organisation)."""
 
-    def submit(self, job: Callable[[], None]) -> None: ...
+    def submit(self, job: Callable[[], None], key: str = "") -> None: ...
 
     def stop(self) -> None: ...
 
@@ -68,49 +69,93 @@ class JobRunner(Protocol):
 class InlineRunner:
     """Runs each job at once, in the submitting thread (tests, the CLI)."""
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], None], key: str = "") -> None:
         job()
 
     def stop(self) -> None:
         return None
 
 
+DEFAULT_WORKERS = 2
+DEFAULT_RUNNING_PER_KEY = 1
+
+
 class ThreadRunner:
-    """One worker thread, started on first use, running jobs in submission order."""
+    """Long-lived worker threads sharing the jobs fairly between keys (`FairShare`).
 
-    def __init__(self, name: str = "pdx-jobs") -> None:
+    Each worker thread lives as long as the runner: the sandbox ties its isolated
+    processes to the thread that starts them (`--die-with-parent` is per thread), so a
+    job's sessions must not outlive the thread that runs it. `stop` lets running jobs
+    finish and leaves waiting ones queued (they are `approved` in the database, and
+    `recover` queues them again after a restart; a later `submit` restarts the workers).
+    """
+
+    def __init__(
+        self,
+        name: str = "pdx-jobs",
+        *,
+        workers: int = DEFAULT_WORKERS,
+        per_key: int = DEFAULT_RUNNING_PER_KEY,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self._name = name
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._workers = workers
+        self._fair: FairShare[Callable[[], None]] = FairShare(per_key)
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._live = 0  # workers that have not returned (counted under the lock)
+        self._stopping = False
 
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
-                self._thread.start()
-        self._queue.put(job)
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def submit(self, job: Callable[[], None], key: str = "") -> None:
+        with self._cond:
+            self._fair.push(key, job)
+            self._stopping = False
+            self._threads = [t for t in self._threads if t.is_alive()]
+            for i in range(self._live, self._workers):
+                t = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+                self._threads.append(t)
+                self._live += 1
+                t.start()
+            self._cond.notify()
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
+            with self._cond:
+                taken = self._fair.take()
+                while taken is None:
+                    if self._stopping:
+                        self._live -= 1
+                        return
+                    self._cond.wait()
+                    taken = None if self._stopping else self._fair.take()
+            key, job = taken
             try:
                 job()
             except Exception:  # noqa: BLE001 - a job records its own failure; keep serving
                 log.exception("computation job crashed")
+            finally:
+                with self._cond:
+                    self._fair.done(key)
+                    self._cond.notify_all()  # a job of this key may now start
 
     def idle(self) -> bool:
-        """No job waiting (a running one may still be finishing)."""
-        return self._queue.empty()
+        """No job waiting or running."""
+        with self._cond:
+            return self._fair.waiting() == 0 and self._fair.running() == 0
 
     def stop(self) -> None:
-        with self._lock:
-            thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._queue.put(None)
-            thread.join(timeout=60)
+        with self._cond:
+            self._stopping = True
+            threads = list(self._threads)
+            self._cond.notify_all()
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout=60)
 
 
 # -- privacy budget ---------------------------------------------------------------------------

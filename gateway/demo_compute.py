@@ -72,7 +72,7 @@ def _organisation(
     )
     role = "data-provider" if kind == "provider" else "data-consumer"
     # The operator only invites the first administrator, who enrols and issues clients.
-    person = _first_admin(client, admin, org["id"], name)
+    person = first_admin(client, admin, org["id"], name)
     issued = _check(
         client.post(
             f"/v1/organisations/{org['id']}/clients",
@@ -86,7 +86,7 @@ def _organisation(
     return org["id"], _token(client, issued["client_id"], issued["client_secret"])
 
 
-def _first_admin(
+def first_admin(
     client: httpx.Client, admin: dict[str, str], org_id: str, name: str
 ) -> dict[str, str]:
     """Invite, enrol (password + TOTP) and sign in an organisation's first administrator."""

@@ -57,6 +57,10 @@ STATUS: dict[str, int] = {
     "json-too-deep": 422,
     "rate-limited": 429,
     "request-too-large": 413,
+    # Fair use of computations (exchange.quotas): refused before anything is written.
+    "computation-quota-exceeded": 429,
+    "computation-output-too-large": 422,
+    "computation-too-costly": 422,
 }
 
 

@@ -25,10 +25,12 @@ import migrations
 import policies
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
+from exchange.quotas import Quotas
 from gateway.decision_logs import DecisionLogWriter
 from gateway.settings import Settings
 from ledger import KmsLedgerSigner, Ledger, LedgerConfig, Sealer
 from sandbox.nodes import NodeRegistry
+from sandbox.operators import UsageLimits
 from sandbox.outbound import OutboundPolicy
 
 Clock = Callable[[], datetime]
@@ -211,6 +213,16 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
             ),
             workdir=settings.home / "jobs",
             clock=clock,
+            runner=exchange.ThreadRunner(
+                workers=settings.job_workers, per_key=settings.quota_running_per_org
+            ),
+            quotas=Quotas(
+                queued=settings.quota_queued_per_org, running=settings.quota_running_per_org
+            ),
+            usage_limits=UsageLimits(
+                max_output_values=settings.max_output_values,
+                max_row_passes=settings.max_row_passes,
+            ),
         ),
     )
 

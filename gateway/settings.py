@@ -76,6 +76,12 @@ class Settings:
     node_read_timeout_ms: int = 120_000
     node_probe_timeout_ms: int = 10_000
     """Registering an HTTP node: the login must finish within this; failures all take it."""
+    # Fair use of computations (issue 11): per-organisation quotas, job workers, limits.
+    quota_queued_per_org: int = 20
+    quota_running_per_org: int = 1
+    job_workers: int = 2
+    max_output_values: int = 10_000
+    max_row_passes: int = 2_000_000_000
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -119,6 +125,14 @@ class Settings:
                 raise SettingsError(
                     f"PDX_NODE_ALLOW_NETWORKS: {network!r} is not a network (CIDR)"
                 ) from None
+        if self.quota_queued_per_org < 0 or self.quota_running_per_org < 1:
+            raise SettingsError(
+                "PDX_QUOTA_QUEUED_PER_ORG must be ≥ 0 and PDX_QUOTA_RUNNING_PER_ORG ≥ 1"
+            )
+        if self.job_workers < 1 or self.max_output_values < 1 or self.max_row_passes < 1:
+            raise SettingsError(
+                "PDX_JOB_WORKERS, PDX_MAX_OUTPUT_VALUES and PDX_MAX_ROW_PASSES must be ≥ 1"
+            )
 
     @property
     def objects_dir(self) -> Path:
@@ -190,4 +204,9 @@ class Settings:
             node_connect_timeout_ms=_int(env, "PDX_NODE_CONNECT_TIMEOUT_MS", 5000),
             node_read_timeout_ms=_int(env, "PDX_NODE_READ_TIMEOUT_MS", 120_000),
             node_probe_timeout_ms=_int(env, "PDX_NODE_PROBE_TIMEOUT_MS", 10_000),
+            quota_queued_per_org=_int(env, "PDX_QUOTA_QUEUED_PER_ORG", 20, minimum=0),
+            quota_running_per_org=_int(env, "PDX_QUOTA_RUNNING_PER_ORG", 1),
+            job_workers=_int(env, "PDX_JOB_WORKERS", 2),
+            max_output_values=_int(env, "PDX_MAX_OUTPUT_VALUES", 10_000),
+            max_row_passes=_int(env, "PDX_MAX_ROW_PASSES", 2_000_000_000),
         )

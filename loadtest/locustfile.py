@@ -9,6 +9,15 @@ A realistic mix, weighted so that reads dominate:
 | `Provider`       | provider-transport        | POST /v1/datasets (small CSV), own catalogue    |
 | `TokenClient`    | enterprise-fintech        | logins (client_credentials) and refreshes       |
 
+Fair-use scenarios (issue 11; `loadtest/fairuse.py` sets them up and names them, they
+stop at once without `PDX_LOADTEST_FAIRSHARE`):
+
+| user class          | client                 | what it does                                   |
+|---------------------|------------------------|------------------------------------------------|
+| `FairShareVictim`   | enterprise-fintech     | stats.count on open data, request → released   |
+| `FairShareFlooder`  | a second enterprise    | the same request, as fast as answered          |
+| `CredentialFlooder` | none (wrong secrets)   | POST /v1/auth/token with wrong client secrets  |
+
 Like real clients, users of one client share its access token (one `TokenCache` per
 Locust process, as a service shares one token across its worker threads) and renew it
 before it expires: with a refresh token when the server issued one (grant_type
@@ -17,7 +26,8 @@ by naming them: `locust -f loadtest/locustfile.py CatalogReader LedgerAuditor`.
 
 Environment: `PDX_LOADTEST_CREDENTIALS` (default `$PDX_HOME/demo-credentials.json`,
 `PDX_HOME` defaulting to `.pdx`), `PDX_LOADTEST_WAIT_S` (think time of the read users,
-default 0: closed-loop maximum throughput), `PDX_LOADTEST_UPLOAD_ROWS` (default 50).
+default 0: closed-loop maximum throughput), `PDX_LOADTEST_UPLOAD_ROWS` (default 50),
+`PDX_LOADTEST_FAIRSHARE` (the fair-use setup file: open dataset id, attacker client).
 """
 
 from __future__ import annotations
@@ -33,9 +43,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import gevent
 from gevent.lock import Semaphore
 from locust import between, constant, constant_pacing, task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import StopUser
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -69,6 +81,18 @@ def _load_credentials() -> dict[str, dict[str, Any]]:
 
 
 CREDENTIALS = _load_credentials()
+
+
+def _load_fairshare() -> dict[str, Any] | None:
+    path = os.environ.get("PDX_LOADTEST_FAIRSHARE")
+    if not path:
+        return None
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    CREDENTIALS["loadtest-flooder"] = data["attacker"]
+    return data
+
+
+FAIRSHARE = _load_fairshare()
 READ_WAIT_S = float(os.environ.get("PDX_LOADTEST_WAIT_S", "0"))
 
 
@@ -309,3 +333,131 @@ class TokenClient(PdxUser):
             self.token = request_token(self, self.client_name, refresh=self.token.refresh)
         else:
             self.token = request_token(self, self.client_name)
+
+
+# -- fair use (issue 11): a computation flood, a credential flood ------------------------------
+
+
+JOB_NAME = "stats.count request→released"
+JOB_POLL_S = 0.1
+JOB_TIMEOUT_S = 600.0
+
+
+def _computation_body() -> dict[str, Any]:
+    assert FAIRSHARE is not None
+    return {
+        "operator": "stats.count",
+        "inputs": [FAIRSHARE["dataset_id"]],
+        "purpose": FAIRSHARE["purpose"],
+    }
+
+
+class FairShareVictim(PdxUser):
+    """A tenant timing its own stats.count from request to released result, one at a time."""
+
+    fixed_count = 1
+    client_name = "enterprise-fintech"
+    wait_time = constant(0.2)
+
+    def on_start(self) -> None:
+        if FAIRSHARE is None:
+            raise StopUser()
+
+    def _sample(self, started: float, error: str | None) -> None:
+        self.environment.events.request.fire(
+            request_type="JOB",
+            name=JOB_NAME,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=RuntimeError(error) if error else None,
+            context={},
+        )
+
+    @task
+    def computation(self) -> None:
+        started = time.perf_counter()
+        with self.client.post(
+            "/v1/computations",
+            json=_computation_body(),
+            headers=self.auth(),
+            name="/v1/computations [victim]",
+            catch_response=True,
+        ) as r:
+            if r.status_code != 201:
+                r.failure(f"{r.status_code} {(r.text or '')[:200]}")
+                self._sample(started, f"request refused: {r.status_code}")
+                return
+            comp_id = r.json()["id"]
+        while True:
+            r = self.get(f"/v1/computations/{comp_id}", name="/v1/computations/{id} [victim]")
+            state = r.json()["state"] if r is not None else None
+            if state == "released":
+                break
+            if state in ("failed", "rejected", "review"):
+                self._sample(started, f"computation {state}")
+                return
+            if time.perf_counter() - started > JOB_TIMEOUT_S:
+                self._sample(started, "not released in time")
+                return
+            gevent.sleep(JOB_POLL_S)
+        result = self.get(
+            f"/v1/computations/{comp_id}/result", name="/v1/computations/{id}/result [victim]"
+        )
+        self._sample(started, None if result is not None else "result not delivered")
+
+
+class FairShareFlooder(PdxUser):
+    """Another tenant posting cheap computations as fast as the server answers (429 is fine)."""
+
+    client_name = "loadtest-flooder"
+    wait_time = constant(float(os.environ.get("PDX_LOADTEST_FLOOD_WAIT_S", "0.05")))
+
+    def on_start(self) -> None:
+        if FAIRSHARE is None:
+            raise StopUser()
+
+    @task
+    def flood(self) -> None:
+        with self.client.post(
+            "/v1/computations",
+            json=_computation_body(),
+            headers=self.auth(),
+            name="/v1/computations [flood]",
+            catch_response=True,
+        ) as r:
+            if r.status_code in (201, 429):
+                r.success()  # accepted, or refused at the organisation's quota
+            else:
+                r.failure(f"{r.status_code} {(r.text or '')[:200]}")
+
+
+class CredentialFlooder(FastHttpUser):
+    """Wrong client secrets, as fast as answered: for the legitimate client's id and unknown ids."""
+
+    wait_time = constant(0)
+    concurrency = 1
+
+    def on_start(self) -> None:
+        if FAIRSHARE is None:
+            raise StopUser()
+        self.victim_id = CREDENTIALS[FAIRSHARE["victim"]]["client_id"]
+
+    @task
+    def guess(self) -> None:
+        client_id = self.victim_id if random.random() < 0.5 else f"pdx-{uuid.uuid4().hex[:16]}"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": uuid.uuid4().hex,
+        }
+        with self.client.post(
+            "/v1/auth/token",
+            data=urlencode(form),
+            headers=FORM,
+            name="/v1/auth/token [wrong secret]",
+            catch_response=True,
+        ) as r:
+            if r.status_code in (400, 401, 429):
+                r.success()  # refused, or rate-limited: what a flood should get
+            else:
+                r.failure(f"{r.status_code} {(r.text or '')[:200]}")

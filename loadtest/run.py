@@ -14,6 +14,12 @@ Steps (BENCH.md format, area `load`):
    The servers and Locust share the machine, so a ratio measured in one run is what
    survives the noise (BENCH.md).
 
+5. Fair use (issue 11, `loadtest/fairuse.py`), on a third, single-process server: a
+   tenant's `stats.count` p95 (request → released) alone and under another tenant's
+   computation flood → `fair_share_victim_p95_ratio`; a legitimate client's token p99
+   while many users post wrong secrets → `token_p99_ms_under_credential_flood`.
+
+`--only mix|fair-use` runs one part and only prints (load.json keeps whole runs).
 `--quick` is a 10-second smoke run. Server CPU per request (psutil) and the machine's
 load average go into `params`, since the figures mean little without them.
 """
@@ -342,6 +348,8 @@ def run_locust(
     classes: tuple[str, ...],
     label: str,
     server: Server | None = None,
+    *,
+    extra_env: dict[str, str] | None = None,
 ) -> Stats:
     prefix = plan.work / label
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"]
@@ -353,6 +361,7 @@ def run_locust(
     cmd += list(classes)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PDX_")}
     env["PDX_LOADTEST_CREDENTIALS"] = str(credentials)
+    env.update(extra_env or {})
     cpu_before = server.cpu_seconds() if server else 0.0
     started = time.monotonic()
     with open(plan.work / f"{label}.log", "wb") as log:
@@ -410,19 +419,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-datasets", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--no-write", action="store_true", help="print only; leave load.json alone")
+    p.add_argument(
+        "--only", choices=("mix", "fair-use"), help="run one part (default: both; --url: mix)"
+    )
+    p.add_argument("--fair-phase", type=int, help="seconds per fair-use phase (90; quick 20)")
+    p.add_argument("--flooders", type=int, default=4, help="computation-flood users")
+    p.add_argument("--credential-flooders", type=int, default=12, help="credential-flood users")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    work = REPO / "bench" / "work" / f"load-{stamp}"
+    work.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, Any] = {}
+    params: dict[str, Any] = {"quick": args.quick, "machine_load_avg_before": _machine_load()}
+    if args.only != "fair-use":
+        mix_metrics, mix_params = run_mix(args, work)
+        metrics.update(mix_metrics)
+        params.update(mix_params)
+    if args.only != "mix" and not args.url:
+        fair = run_fair_use(args, work)
+        metrics.update(fair.metrics)
+        params.update(fair.params)
+    params["machine_load_avg_after"] = _machine_load()
+    # One part alone is a partial result: print it, never overwrite the full load.json.
+    _write(metrics, params, dry=args.no_write or args.only is not None)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"load: work files kept in {work}")
+    return 0
+
+
+def run_fair_use(args: argparse.Namespace, work: Path) -> Any:
+    """The fair-use scenarios (loadtest/fairuse.py) on their own single-process server."""
+    from loadtest import fairuse
+
+    port = free_port()
+    home = work / "fair" / "home"
+    env = server_env(home, port, token_ttl_s=max(args.token_ttl, 300), no_pep=False)
+    server = Server("fair", home, port, env, workers=1)
+    plan = LocustPlan(users=1, spawn_rate=1, processes=1, work=work)
+    ok = False
+    try:
+        server.start()
+        server.wait_healthy()
+        result = fairuse.run_scenarios(
+            plan,
+            server,
+            phase_s=args.fair_phase or (20 if args.quick else 90),
+            flooders=args.flooders,
+            cred_flooders=args.credential_flooders,
+        )
+        ok = True
+        return result
+    finally:
+        server.stop()
+        if not ok:
+            print(f"load: fair use failed; server log and Locust output in {work}", file=sys.stderr)
+
+
+def run_mix(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The realistic mix and the read rounds with and without the enforcement point."""
     quick = args.quick
     duration = args.duration or (10 if quick else 60)
     rounds = args.read_rounds or (1 if quick else 3)
     read_s = args.read_duration or (5 if quick else 15)
     warmup_s = 3 if quick else 5
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    work = REPO / "bench" / "work" / f"load-{stamp}"
-    work.mkdir(parents=True, exist_ok=True)
     plan = LocustPlan(
         users=args.users,
         spawn_rate=args.spawn_rate or args.users,
@@ -542,23 +607,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     if ratio is None:
         params["note"] = "--url run: no second server, no ratio"
-    _write(mix, ratio, params, dry=args.no_write)
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"load: work files kept in {work}")
-    return 0
+    return _mix_metrics(mix, ratio), params
 
 
 def _default_credentials() -> Path:
     return Path(os.environ.get("PDX_HOME") or ".pdx") / "demo-credentials.json"
 
 
-def _write(mix: Stats, ratio: float | None, params: dict[str, Any], *, dry: bool) -> None:
+def _mix_metrics(mix: Stats, ratio: float | None) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
-    from bench.report import Metric, write
+    from bench.report import Metric
 
-    metrics = {
+    return {
         "rps": Metric(round(mix.rps, 1), "req/s", f">= {TARGET_RPS:g}", mix.rps >= TARGET_RPS),
         "p50_ms": Metric(mix.p50_ms, "ms"),
         "p99_ms": Metric(mix.p99_ms, "ms", f"< {TARGET_P99_MS:g}", mix.p99_ms < TARGET_P99_MS),
@@ -566,6 +626,12 @@ def _write(mix: Stats, ratio: float | None, params: dict[str, Any], *, dry: bool
         # null value without a second server (--url): nothing was compared
         "zero_trust_overhead_ratio": Metric(ratio, "x"),  # type: ignore[arg-type]
     }
+
+
+def _write(metrics: dict[str, Any], params: dict[str, Any], *, dry: bool) -> None:
+    sys.path.insert(0, str(REPO))
+    from bench.report import write
+
     if dry:
         for name, m in metrics.items():
             print(f"load.{name} = {m.value} {m.unit} (not written)")

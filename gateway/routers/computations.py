@@ -131,6 +131,10 @@ def request_computation(
 
     When the policy requires provider approval the computation waits in
     `awaiting-approval`; otherwise it is queued at once (`approved`, then `running`).
+    Refused before anything is written: 429 `computation-quota-exceeded` when the
+    organisation has its quota of computations running and waiting; 422
+    `computation-output-too-large` / `computation-too-costly` when the operator's
+    declared output or cost is above the platform's limits.
     """
     request.state.audit_event = "computation.request_failed"
     return xc.request_computation(
