@@ -17,12 +17,11 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,8 +29,7 @@ from sqlalchemy.orm import Session
 import crypto
 from exchange.fairshare import FairShare
 from exchange.models import PrivacyBudgetAccount, PrivacyCharge
-from sandbox import ckks, paillier
-from sandbox.coordinator import JobPublic, ResultParty
+from sandbox.coordinator import ResultParty
 from sandbox.errors import InvalidParameters, PrivacyBudgetExhausted
 from sandbox.release import PrivacyBudget
 
@@ -269,50 +267,9 @@ def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes:
 
 def export_secret(party: ResultParty) -> bytes:
     """Serialise a result party's secret keys (to be sealed at once)."""
-    pub = party.public
-    doc: dict[str, Any] = {"public": pub.params(), "scheme": party.scheme}
-    if party.scheme == "paillier-packed":
-        sk = party._paillier_sk
-        doc["p"], doc["q"] = format(int(sk.p), "x"), format(int(sk.q), "x")
-    elif party.scheme == "ckks":
-        assert party._ckks is not None
-        doc["ckks_params"] = party.ckks_params.as_dict()
-        doc["ckks_secret"] = party._ckks._ctx.serialize(save_secret_key=True).hex()
-        doc["ckks_public"] = (pub.ckks_public or b"").hex()
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return party.export()
 
 
 def restore_result_party(data: bytes) -> ResultParty:
     """A result party from `export_secret` output, able to decrypt the job's aggregates."""
-    import phe  # type: ignore[import-untyped]
-    import tenseal as ts  # type: ignore[import-untyped]
-
-    doc = json.loads(data)
-    public = JobPublic.from_request(
-        doc["public"],
-        {"ckks_public": bytes.fromhex(doc["ckks_public"])} if doc.get("ckks_public") else {},
-    )
-    party = ResultParty.__new__(ResultParty)
-    party.job_id = public.job_id
-    party.scheme = public.scheme
-    party.public = public
-    party._paillier_sk = None
-    party._ckks = None
-    party._public_ctx = None
-    party.ckks_params = ckks.CkksParams.WIDE
-    if public.scheme == "paillier-packed":
-        assert public.paillier_n is not None
-        pk = paillier.public_key_from_n(public.paillier_n)
-        party._paillier_sk = phe.PaillierPrivateKey(pk, int(doc["p"], 16), int(doc["q"], 16))
-    elif public.scheme == "ckks":
-        params = doc["ckks_params"]
-        party.ckks_params = ckks.CkksParams(
-            int(params["poly_modulus_degree"]),
-            tuple(int(b) for b in params["coeff_mod_bit_sizes"]),
-            int(params["scale_bits"]),
-        )
-        secret = ckks.CkksSecretContext.__new__(ckks.CkksSecretContext)
-        secret.params = party.ckks_params
-        secret._ctx = ts.context_from(bytes.fromhex(doc["ckks_secret"]), n_threads=1)
-        party._ckks = secret
-    return party
+    return ResultParty.restore(data)

@@ -329,6 +329,60 @@ class ResultParty:
         )
         self._public_ctx: Any = None
 
+    def export(self) -> bytes:
+        """The job's secret keys and public material as JSON bytes, to be sealed at once.
+
+        `restore` reads them back. The format is what `exchange.jobs` stores sealed for
+        every job: keep it readable (`restore`) for keys already stored.
+        """
+        pub = self.public
+        doc: dict[str, Any] = {"public": pub.params(), "scheme": self.scheme}
+        if self.scheme == "paillier-packed":
+            sk = self._paillier_sk
+            doc["p"], doc["q"] = format(int(sk.p), "x"), format(int(sk.q), "x")
+        elif self.scheme == "ckks":
+            assert self._ckks is not None
+            doc["ckks_params"] = self.ckks_params.as_dict()
+            doc["ckks_secret"] = self._ckks._ctx.serialize(save_secret_key=True).hex()
+            doc["ckks_public"] = (pub.ckks_public or b"").hex()
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def restore(cls, data: bytes) -> ResultParty:
+        """A result party from `export` output, able to decrypt the job's aggregates."""
+        import phe  # type: ignore[import-untyped]
+        import tenseal as ts  # type: ignore[import-untyped]
+
+        doc = json.loads(data)
+        public = JobPublic.from_request(
+            doc["public"],
+            {"ckks_public": bytes.fromhex(doc["ckks_public"])} if doc.get("ckks_public") else {},
+        )
+        party = cls.__new__(cls)
+        party.job_id = public.job_id
+        party.scheme = public.scheme
+        party.public = public
+        party._paillier_sk = None
+        party._ckks = None
+        party._public_ctx = None
+        party.ckks_params = ckks.CkksParams.WIDE
+        if public.scheme == "paillier-packed":
+            assert public.paillier_n is not None
+            pk = paillier.public_key_from_n(public.paillier_n)
+            party._paillier_sk = phe.PaillierPrivateKey(pk, int(doc["p"], 16), int(doc["q"], 16))
+        elif public.scheme == "ckks":
+            params = doc["ckks_params"]
+            party.ckks_params = ckks.CkksParams(
+                int(params["poly_modulus_degree"]),
+                tuple(int(b) for b in params["coeff_mod_bit_sizes"]),
+                int(params["scale_bits"]),
+            )
+            secret = ckks.CkksSecretContext.__new__(ckks.CkksSecretContext)
+            secret.params = party.ckks_params
+            secret._ctx = ts.context_from(bytes.fromhex(doc["ckks_secret"]), n_threads=1)
+            party._ckks = secret
+        return party
+
     def decrypt(self, aggregate: bytes) -> Decrypted:
         """Decrypt an aggregate envelope produced by the coordinator."""
         env = Envelope.from_bytes(aggregate)

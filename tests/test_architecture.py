@@ -15,11 +15,7 @@ KNOWN_DEBT: dict[str, set[str]] = {
     "upward_imports": set(),
     "import_cycles": set(),
     "oversize_modules": {
-        "crypto/kms.py",
         "exchange/computations.py",
-        "sandbox/isolation.py",
-        "sandbox/nodes.py",
-        "sandbox/stats.py",
     },
 }
 
