@@ -28,6 +28,7 @@ from ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.helpers.net import flip as _flip
 
 VECTORS = Path(__file__).parent / "vectors"
 RFC6962 = json.loads((VECTORS / "rfc6962_merkle.json").read_text())
@@ -69,10 +70,6 @@ def _reader(store: dict[tuple[int, int], bytes]) -> NodeReader:
         return store[(level, index)]
 
     return read
-
-
-def _flip(value: bytes, pos: int) -> bytes:
-    return value[:pos] + bytes([value[pos] ^ 0x01]) + value[pos + 1 :]
 
 
 def _fails(fn: Callable[..., object], *args: Any) -> bool:
