@@ -115,7 +115,7 @@ def creds(request: pytest.FixtureRequest, platform: Platform) -> dict[str, dict[
     seeded = initialise(platform)
     if _RESTORED_CREDS in request.node.stash:
         # A copy of a seeded platform: initialise found it seeded, as on a restart.
-        restored = request.node.stash[_RESTORED_CREDS]
+        restored: dict[str, dict[str, Any]] | None = request.node.stash[_RESTORED_CREDS]
         assert seeded is None and restored is not None
         return restored
     assert seeded is not None

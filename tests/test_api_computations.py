@@ -334,6 +334,7 @@ def test_federated_model_across_three_hospitals(
     assert model["encrypted"] is True and len(model["coef"]) == 2
 
 
+@pytest.mark.slow
 def test_node_held_dataset_stays_on_the_node(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import EXAMPLE_CSV
 from tests.helpers.net import free_port as _free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test starts the real server
 
 PDX = [sys.executable, "-m", "gateway.cli"]
 

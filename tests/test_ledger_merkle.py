@@ -337,6 +337,7 @@ def test_subtree_hash() -> None:
 # --- properties over every small tree -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_inclusion_proof_up_to_70_verifies_and_any_flip_fails() -> None:
     hashes = [H.leaf(f"entry {i}".encode()) for i in range(70)]
     store = _node_store(H, hashes)
@@ -357,6 +358,7 @@ def test_every_inclusion_proof_up_to_70_verifies_and_any_flip_fails() -> None:
                 assert _fails(verify_inclusion, H, (index + 1) % size, size, leaf, proof, tree_root)
 
 
+@pytest.mark.slow
 def test_every_consistency_proof_up_to_70_verifies_and_any_flip_fails() -> None:
     hashes = [H.leaf(f"entry {i}".encode()) for i in range(70)]
     store = _node_store(H, hashes)

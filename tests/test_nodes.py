@@ -97,6 +97,7 @@ def _local(providers: list[Provider]) -> list[ProviderInput]:
     return [ProviderInput(p.org, p.dataset, p.path) for p in providers]
 
 
+@pytest.mark.slow
 def test_mean_over_nodes_equals_the_mean_over_the_rows(providers: list[Provider]) -> None:
     query = StatsQuery("stats.mean", ("measure",))
     sandbox, inputs = _routed(providers, uuid.uuid4().hex, ("stats.mean",))
@@ -114,6 +115,7 @@ def test_mean_over_nodes_equals_the_mean_over_the_rows(providers: list[Provider]
     assert Fraction(got.exact["mean(measure)"]) == sum(values) / len(values)
 
 
+@pytest.mark.slow
 def test_federated_model_over_nodes_matches_local_training(providers: list[Provider]) -> None:
     config = FlConfig(features=("x1", "x2"), rounds=4, local_epochs=5, early_stopping=False)
     sandbox, inputs = _routed(
@@ -131,6 +133,7 @@ def test_federated_model_over_nodes_matches_local_training(providers: list[Provi
     assert remote.intercept == pytest.approx(reference.intercept, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_node_refuses_data_that_is_not_the_registered_rows(providers: list[Provider]) -> None:
     p = providers[0]
     assert p.node is not None
@@ -142,6 +145,7 @@ def test_node_refuses_data_that_is_not_the_registered_rows(providers: list[Provi
     assert outcome.code == "node-data-mismatch"
 
 
+@pytest.mark.slow
 def test_node_runs_only_the_operators_approved_for_the_job(providers: list[Provider]) -> None:
     p = providers[1]
     assert p.node is not None

@@ -204,6 +204,7 @@ def _case_inputs() -> list[dict[str, Any]]:
     return [dict(c.input) for c in cases if c.matrix is None]
 
 
+@pytest.mark.slow
 def test_reusing_one_program_matches_a_fresh_program_per_call() -> None:
     """Interpreter reuse is safe: no state from one input leaks into the next."""
     bundle = default_bundle()
