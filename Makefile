@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PKGS   := gateway exchange sandbox ledger crypto policies audit
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint type bench loadtest clean
+.PHONY: install run test test-fast lint type bench loadtest clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ type: install
 
 test: lint
 	scripts/with-postgres $(BIN)/python -m pytest
+
+# The inner loop: no lint, SQLite only, no slow tests, stop at the first failure.
+test-fast: install
+	$(BIN)/python -m pytest -x -q -m "not slow and not postgres"
 
 loadtest: install
 	$(BIN)/python -m loadtest.run

@@ -44,9 +44,16 @@ class ClientView:
 class Principals:
     """Thread-safe cache of clients and revocations (see module docstring)."""
 
-    def __init__(self, sessions: Callable[[], Session], *, ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        sessions: Callable[[], Session],
+        *,
+        ttl_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sessions = sessions
         self._ttl = ttl_s
+        self._monotonic = monotonic  # injected so tests can age the cache without sleeping
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[float, ClientView | None]] = {}
         self._revoked_jtis: set[str] = set()
@@ -62,7 +69,7 @@ class Principals:
 
     def client(self, client_id: str) -> ClientView | None:
         """The client (None if unknown); at most `ttl` old."""
-        now = time.monotonic()
+        now = self._monotonic()
         cached = self._clients.get(client_id)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
@@ -127,7 +134,7 @@ class Principals:
 
     def revoked(self, *, jti: str, family_id: str | None) -> bool:
         """Whether the access token or its login family is on the revocation list."""
-        if time.monotonic() - self._refreshed >= self._ttl:
+        if self._monotonic() - self._refreshed >= self._ttl:
             self._refresh()
         return jti in self._revoked_jtis or (
             family_id is not None and family_id in self._revoked_families
@@ -152,4 +159,4 @@ class Principals:
                     self._revoked_families.add(family)
                     newest = at if newest is None or at > newest else newest
             self._watermark = newest
-            self._refreshed = time.monotonic()
+            self._refreshed = self._monotonic()

@@ -1,4 +1,9 @@
-"""Shared fixtures: a platform on each database backend, an API client, demo credentials."""
+"""Shared fixtures: a platform on each database backend, an API client, demo credentials.
+
+A test that asks for `creds` (or `api`) gets a platform copied from one migrated and
+seeded once per backend and settings in the session (tests/helpers/platforms.py); a test
+that asks only for `platform` gets a new, empty one, as before.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ from crypto.backends.pkcs11 import Pkcs11Config
 from gateway.app import create_app
 from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
+from tests.helpers import api as _api_helpers
+from tests.helpers.platforms import PreparedPlatforms, admin_engine, cache_key
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_CSV = REPO / "examples" / "transit_trips.csv"
+EXAMPLE_CSV = _api_helpers.EXAMPLE_CSV
 POSTGRES_URL = os.environ.get("PDX_TEST_POSTGRES_URL")
 
 
@@ -67,16 +74,50 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
     return Settings(home=tmp_path / "home", database_url=db_url, max_upload_bytes=64 << 20)
 
 
+@pytest.fixture(scope="session")
+def prepared_platforms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreparedPlatforms]:
+    """The session's migrated and seeded platforms, copied into each test that needs one."""
+    engines: list[Any] = []
+
+    def admin() -> Any:
+        if not engines:
+            assert POSTGRES_URL
+            engines.append(admin_engine(POSTGRES_URL))
+        return engines[0]
+
+    prepared = PreparedPlatforms(tmp_path_factory.mktemp("prepared"), admin)
+    yield prepared
+    prepared.close()
+    for engine in engines:
+        engine.dispose()
+
+
+_RESTORED_CREDS = pytest.StashKey[dict[str, dict[str, Any]] | None]()
+
+
 @pytest.fixture
-def platform(settings: Settings) -> Iterator[Platform]:
+def platform(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Platform]:
+    """A platform of this test's own; seeded already if the test asks for `creds`.
+
+    Without `creds` the database is empty (the test migrates and seeds as it needs).
+    """
+    if "creds" in request.fixturenames and cache_key(settings) is not None:
+        prepared: PreparedPlatforms = request.getfixturevalue("prepared_platforms")
+        request.node.stash[_RESTORED_CREDS] = prepared.restore(settings)
     p = build_platform(settings)
     yield p
     p.engine.dispose()
 
 
 @pytest.fixture
-def creds(platform: Platform) -> dict[str, dict[str, Any]]:
+def creds(request: pytest.FixtureRequest, platform: Platform) -> dict[str, dict[str, Any]]:
+    """The demo clients' credentials, after `initialise` (which also loads the policy)."""
     seeded = initialise(platform)
+    if _RESTORED_CREDS in request.node.stash:
+        # A copy of a seeded platform: initialise found it seeded, as on a restart.
+        restored: dict[str, dict[str, Any]] | None = request.node.stash[_RESTORED_CREDS]
+        assert seeded is None and restored is not None
+        return restored
     assert seeded is not None
     return seeded
 
@@ -87,19 +128,13 @@ def api(platform: Platform, creds: dict[str, dict[str, Any]]) -> Iterator[TestCl
         yield client
 
 
-def login(api: TestClient, creds: dict[str, dict[str, Any]], name: str) -> dict[str, str]:
-    """Authorization header for a demo client."""
-    c = creds[name]
-    r = api.post(
-        "/v1/auth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": c["client_id"],
-            "client_secret": c["client_secret"],
-        },
-    )
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+@pytest.fixture
+def capi(platform: Platform, creds: dict[str, dict[str, Any]]) -> Iterator[TestClient]:
+    """Like `api`, for computations: small Paillier keys (the minimum allowed)."""
+    yield from _api_helpers.compute_client(platform)
+
+
+login = _api_helpers.login  # re-exported: modules import it from here
 
 
 # -- SoftHSM2: one token per test session (a PKCS#11 module reads its configuration once

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +17,10 @@ import audit
 import exchange
 from gateway.app import PUBLIC_PATHS
 from gateway.platform import Platform
+from gateway.principals import Principals
 from tests.conftest import login
-
-PROBLEM = "application/problem+json"
+from tests.helpers.api import PROBLEM
+from tests.helpers.clocks import ManualMonotonic
 
 
 def b64url(data: bytes) -> str:
@@ -195,13 +195,19 @@ def test_expired_and_not_yet_valid_tokens_are_refused(
 def test_disabled_client_token_stops_working(
     api: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
+    clock = ManualMonotonic()
+    app: Any = api.app
+    app.state.principals = Principals(platform.session, ttl_s=1.0, monotonic=clock)
     headers = login(api, creds, "enterprise-fintech")
     assert api.get("/v1/me", headers=headers).status_code == 200
     with platform.session() as s, s.begin():
         s.get(exchange.Client, creds["enterprise-fintech"]["client_id"]).active = False  # type: ignore[union-attr]
-    # Changed behind this process's back (as another gateway would): seen within the
-    # principal cache's freshness bound (1 s), on the next request after it.
-    time.sleep(1.05)
+    # Changed behind this process's back (as another gateway would): the cached view
+    # serves until the principal cache's freshness bound (1 s), the next request after it
+    # sees the change.
+    clock.advance(0.9)
+    assert api.get("/v1/me", headers=headers).status_code == 200
+    clock.advance(0.1)
     assert api.get("/v1/me", headers=headers).status_code == 401
 
 

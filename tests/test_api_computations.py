@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -24,21 +24,16 @@ from ledger.records import decode_leaf
 from sandbox.isolation import Limits, Sandbox, SandboxSession
 from sandbox.operators import REGISTRY
 from tests.conftest import login
+from tests.helpers.api import assert_problem
+from tests.helpers.clocks import drain
 from tests.test_api_contracts import (
     active_contract,
-    assert_problem,
-    compute_client,
     make_org,
     measure_csv,
     register_dataset,
 )
 
 PURPOSE = "readmission risk research"
-
-
-@pytest.fixture
-def capi(platform: Platform, creds: dict[str, Any]) -> Iterator[TestClient]:
-    yield from compute_client(platform)
 
 
 HOSPITALS = ("Northgate", "Lakeside", "Hillcrest")
@@ -236,7 +231,7 @@ def test_general4_waits_for_every_provider_then_for_release_review(
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "awaiting-approval"
     assert_problem(capi.post(f"/v1/computations/{comp_id}/approve", headers=first["h"]), 409)
-    time.sleep(0.5)
+    drain(ctx.runner)  # whatever the approvals queued has run
     assert ctx.sandbox_runs == 0 and opened == []  # no operator code before the last approval
     r = capi.post(f"/v1/computations/{comp_id}/approve", headers=third["h"])
     assert r.status_code == 200, r.text
@@ -303,7 +298,7 @@ def test_rejected_or_unapproved_computation_never_runs(
     # DP needs clip bounds on sums: refused at request time, before anyone approves.
     r = ask(capi, net, "stats.mean", {"columns": ["systolic_bp"]})
     assert_problem(r, 422, "invalid-input")
-    time.sleep(0.5)
+    drain(ctx.runner)  # whatever the requests queued has run
     assert ctx.sandbox_runs == 0 and opened == []
     assert [t for _, t in ledger_types(platform, comp_id)][-1] == "computation.rejected"
 
@@ -339,6 +334,7 @@ def test_federated_model_across_three_hospitals(
     assert model["encrypted"] is True and len(model["coef"]) == 2
 
 
+@pytest.mark.slow
 def test_node_held_dataset_stays_on_the_node(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:

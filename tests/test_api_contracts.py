@@ -1,39 +1,23 @@
 """Contracts through the API: propose, sign, read, terminate; each transition on the ledger.
 
-Also the helpers the computation tests share: a client of the app, organisations made
-through the API, datasets.
+Also the helpers the computation tests share: organisations made through the API, datasets.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import create_app
 from gateway.platform import Platform
 from ledger.records import decode_leaf
 from tests.conftest import login
+from tests.helpers.api import assert_problem
 from tests.helpers.i11_people import onboard_first_admin
-
-PROBLEM = "application/problem+json"
-
-
-def compute_client(platform: Platform) -> Iterator[TestClient]:
-    """A client of the app; its shutdown stops the job runner and any nodes."""
-    platform.compute.paillier_bits = 1024  # the minimum allowed; key generation dominates
-    with TestClient(create_app(platform)) as client:
-        yield client
-
-
-@pytest.fixture
-def capi(platform: Platform, creds: dict[str, Any]) -> Iterator[TestClient]:
-    yield from compute_client(platform)
 
 
 def make_org(
@@ -132,15 +116,6 @@ def active_contract(
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
-
-
-def assert_problem(r: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = r.json()
-    if code is not None:
-        assert body["type"].endswith("/" + code), body
-    return body
 
 
 # -- tests ----------------------------------------------------------------------------------------

@@ -17,8 +17,7 @@ import crypto
 import exchange
 from gateway.platform import Platform
 from tests.conftest import EXAMPLE_CSV, login
-
-PROBLEM = "application/problem+json"
+from tests.helpers.api import assert_problem
 
 
 def metadata(name: str = "transit trips", level: str = "general-4", **over: Any) -> str:
@@ -65,15 +64,6 @@ def counts(platform: Platform) -> tuple[int, int, int]:
         assert platform.ledger.size(s) == len(platform.ledger.entries(s))
     objects = len(list(platform.catalog.objects.root.iterdir()))
     return datasets, keys, objects
-
-
-def assert_problem(r: Any, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = r.json()
-    assert body["type"].endswith("/" + code), body
-    assert body["status"] == status
-    return body
 
 
 @pytest.fixture

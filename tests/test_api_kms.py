@@ -12,9 +12,8 @@ import exchange
 from crypto.kms import KeyManager
 from gateway.platform import Platform
 from tests.conftest import EXAMPLE_CSV, login
+from tests.helpers.api import PROBLEM
 from tests.test_api_datasets import metadata, register
-
-PROBLEM = "application/problem+json"
 
 
 def plaintext(platform: Platform, dataset_id: str) -> bytes:

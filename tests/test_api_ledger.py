@@ -15,10 +15,9 @@ from ledger.checkpoint import Checkpoint
 from ledger.merkle import verify_consistency, verify_inclusion
 from ledger.note import open_note, parse_verifier_key
 from tests.conftest import EXAMPLE_CSV, login
+from tests.helpers.api import PROBLEM
 from tests.test_api_datasets import metadata, register
 from tests.test_ledger_log import append
-
-PROBLEM = "application/problem+json"
 
 
 def b64d(values: list[str]) -> list[bytes]:

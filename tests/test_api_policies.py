@@ -9,8 +9,7 @@ from fastapi.testclient import TestClient
 
 from gateway.platform import Platform
 from tests.conftest import login
-
-PROBLEM = "application/problem+json"
+from tests.helpers.api import PROBLEM
 
 
 def test_security_admin_changes_the_matrix_and_it_lands_on_the_ledger(

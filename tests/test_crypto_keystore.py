@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.orm import Session
 
 from crypto import (
@@ -34,7 +34,8 @@ from crypto import (
     SigningKey,
 )
 from crypto.models import DataKeyRecord, KeyRecord
-from gateway.platform import database_url
+from tests.helpers.db import BACKENDS, metadata_engine
+from tests.helpers.net import flip as _flip
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 VECTORS = Path(__file__).parent / "vectors"
@@ -43,18 +44,9 @@ VECTORS = Path(__file__).parent / "vectors"
 # -- fixtures: the same tests on SQLite and PostgreSQL (STYLE habit 4) ----------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        created = create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
-        CryptoBase.metadata.create_all(created)
-        yield created
-        created.dispose()
-        return
-    created = create_engine(database_url(request.getfixturevalue("postgres_url")))
-    CryptoBase.metadata.create_all(created)
-    yield created
-    created.dispose()
+    yield from metadata_engine(request, tmp_path, CryptoBase.metadata, "keys")
 
 
 @pytest.fixture
@@ -176,12 +168,6 @@ def test_wrong_object_ref_is_invalid_ciphertext(keystore: KeyStore, engine: Engi
         for wrong in ("dataset:2", "dataset:1 ", ""):
             with pytest.raises(InvalidCiphertext):
                 keystore.data_key(session, data_key.id, object_ref=wrong)
-
-
-def _flip(blob: bytes, position: int) -> bytes:
-    changed = bytearray(blob)
-    changed[position] ^= 0x01
-    return bytes(changed)
 
 
 @pytest.mark.parametrize("position", [0, 1, 13, -1])

@@ -10,6 +10,7 @@ import pytest
 
 from crypto.errors import CryptoError, InvalidKey
 from crypto.suites import sm2
+from tests.helpers.net import flip as _flip
 
 VECTORS = Path(__file__).parent / "vectors"
 CASES: list[dict[str, Any]] = json.loads((VECTORS / "sm2_gbt32918.json").read_text())["tests"]
@@ -80,10 +81,6 @@ def test_example_signature_follows_from_its_k(case: dict[str, Any]) -> None:
 
 
 # -- verification refuses everything else, without raising -------------------------------
-
-
-def _flip(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
 
 
 def _rs(r: int, s: int) -> bytes:

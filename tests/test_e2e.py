@@ -16,17 +16,11 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLE_CSV
+from tests.helpers.net import free_port as _free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test starts the real server
 
 PDX = [sys.executable, "-m", "gateway.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

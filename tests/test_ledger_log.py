@@ -207,6 +207,7 @@ def _crash_child(url: str, home: str) -> None:
         i += 50
 
 
+@pytest.mark.slow
 def test_killed_mid_batch_leaves_a_log_that_verifies(
     platform: Platform, settings: object, tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ from ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.helpers.net import flip as _flip
 
 VECTORS = Path(__file__).parent / "vectors"
 RFC6962 = json.loads((VECTORS / "rfc6962_merkle.json").read_text())
@@ -69,10 +70,6 @@ def _reader(store: dict[tuple[int, int], bytes]) -> NodeReader:
         return store[(level, index)]
 
     return read
-
-
-def _flip(value: bytes, pos: int) -> bytes:
-    return value[:pos] + bytes([value[pos] ^ 0x01]) + value[pos + 1 :]
 
 
 def _fails(fn: Callable[..., object], *args: Any) -> bool:
@@ -340,6 +337,7 @@ def test_subtree_hash() -> None:
 # --- properties over every small tree -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_inclusion_proof_up_to_70_verifies_and_any_flip_fails() -> None:
     hashes = [H.leaf(f"entry {i}".encode()) for i in range(70)]
     store = _node_store(H, hashes)
@@ -360,6 +358,7 @@ def test_every_inclusion_proof_up_to_70_verifies_and_any_flip_fails() -> None:
                 assert _fails(verify_inclusion, H, (index + 1) % size, size, leaf, proof, tree_root)
 
 
+@pytest.mark.slow
 def test_every_consistency_proof_up_to_70_verifies_and_any_flip_fails() -> None:
     hashes = [H.leaf(f"entry {i}".encode()) for i in range(70)]
     store = _node_store(H, hashes)

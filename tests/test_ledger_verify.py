@@ -181,6 +181,7 @@ def test_untrusted_key_fails_and_bad_input_is_an_input_error(sealed, tmp_path: P
         verify_export(tmp_path / "missing", [sealed[1]])
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(sealed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out, key, _ = sealed
     pdx = [sys.executable, "-m", "gateway.cli"]

@@ -33,6 +33,7 @@ import uvicorn
 
 from crypto.ca import CertificateAuthority, IssuedCertificate, client_identity, thumbprint_s256
 from gateway import mtls
+from tests.helpers.net import free_port as _free_port
 
 NOW = datetime.now(UTC)
 ORG = "6f1c2b1e-8a55-4c3e-9d3e-0b3a2f1d9c77"
@@ -99,12 +100,6 @@ class Server:
     client_files: tuple[Path, Path]
     tls_dir: Path
     handshake_errors: list[ssl.SSLError]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

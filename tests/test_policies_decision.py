@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 import policies
 from audit.decisions import DecisionLog, get_decision, list_decisions
 from audit.models import AuditBase
 from gateway.decision_logs import log_decision
-from gateway.platform import database_url
 from policies import (
     AUTHZ_DECISION,
     ActivePolicy,
@@ -31,6 +30,7 @@ from policies import (
 )
 from policies._engine import UNDEFINED, RegoProgram
 from policies.checks import collect_cases
+from tests.helpers.db import BACKENDS, metadata_engine
 
 NOW = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 
@@ -204,6 +204,7 @@ def _case_inputs() -> list[dict[str, Any]]:
     return [dict(c.input) for c in cases if c.matrix is None]
 
 
+@pytest.mark.slow
 def test_reusing_one_program_matches_a_fresh_program_per_call() -> None:
     """Interpreter reuse is safe: no state from one input leaks into the next."""
     bundle = default_bundle()
@@ -255,16 +256,9 @@ def test_constructor_picks_remote_only_with_a_url() -> None:
 # -- decision logs in the caller's session (SQLite and PostgreSQL) ----------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'decisions.db'}"
-    else:
-        url = database_url(request.getfixturevalue("postgres_url"))
-    created = create_engine(url)
-    AuditBase.metadata.create_all(created)
-    yield created
-    created.dispose()
+    yield from metadata_engine(request, tmp_path, AuditBase.metadata, "decisions")
 
 
 def test_decisions_are_logged_allowed_and_denied(engine: Engine, dp: EmbeddedDecisionPoint) -> None:

@@ -62,6 +62,7 @@ def test_the_engine_loads_in_its_own_namespace() -> None:
     assert _rego.ISOLATED
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 @pytest.mark.parametrize("first", ["greenlet", "tenseal", "numpy", "sys"])
 def test_decisions_do_not_leak_whatever_loaded_first(first: str) -> None:

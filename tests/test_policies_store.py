@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, func, inspect, select
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
 import audit.decisions  # noqa: F401  (registers audit_decisions on AuditBase)
 from audit.models import AuditBase
-from gateway.platform import database_url, make_engine, upgrade_database
+from gateway.platform import make_engine, upgrade_database
 from policies import (
     AUTHZ_DECISION,
     EmbeddedDecisionPoint,
@@ -34,21 +34,15 @@ from policies import (
     install_default,
     revision,
 )
+from tests.helpers.db import BACKENDS, metadata_engine
 
 NOW = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 MY_TABLES = {"policy_revisions", "audit_decisions"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'policies.db'}"
-    else:
-        url = database_url(request.getfixturevalue("postgres_url"))
-    created = create_engine(url)
-    PolicyBase.metadata.create_all(created)
-    yield created
-    created.dispose()
+    yield from metadata_engine(request, tmp_path, PolicyBase.metadata, "policies")
 
 
 def _tighter(bundle: PolicyBundle) -> PolicyBundle:

@@ -32,8 +32,9 @@ from ledger.records import decode_leaf
 from sandbox.isolation import Limits, Sandbox, SandboxSession
 from sandbox.operators import REGISTRY
 from tests.conftest import login
+from tests.helpers.api import assert_problem, compute_client
 from tests.test_api_computations import PURPOSE, ask, setup_network, wait_for
-from tests.test_api_contracts import assert_problem, compute_client, make_org, register_dataset
+from tests.test_api_contracts import make_org, register_dataset
 
 GATE_TIMEOUT_S = 180.0
 END_STATES = ("released", "failed", "rejected", "review")

@@ -27,8 +27,9 @@ from gateway.platform import Platform, build_platform, initialise
 from gateway.settings import Settings
 from sandbox.outbound import OutboundPolicy, OutboundRefused, pinned_session
 from tests.conftest import EXAMPLE_CSV, login
+from tests.helpers.api import compute_client
 from tests.test_api_computations import wait_for
-from tests.test_api_contracts import active_contract, compute_client, measure_csv, register_dataset
+from tests.test_api_contracts import active_contract, measure_csv, register_dataset
 from tests.test_api_datasets import metadata
 
 PDX = [sys.executable, "-m", "gateway.cli"]

@@ -1,0 +1,1 @@
+"""Helpers and fixtures shared by the test modules (the fixtures live in tests/conftest.py)."""
