@@ -2,6 +2,7 @@
 
 from crypto.backends import RootKeyBackend
 from crypto.backends.local import LocalRootKey
+from crypto.chainkey import ChainKey, unsafe_export_chain_key
 from crypto.digest import ContentDigest, sha256, sm3
 from crypto.errors import (
     CryptoError,
@@ -24,6 +25,7 @@ from crypto.suites.signature import load_public as load_verifying_key
 
 __all__ = [
     "AeadSuite",
+    "ChainKey",
     "ContentDigest",
     "CryptoBase",
     "CryptoError",
@@ -50,5 +52,6 @@ __all__ = [
     "load_verifying_key",
     "sha256",
     "sm3",
+    "unsafe_export_chain_key",
     "verify_secret",
 ]

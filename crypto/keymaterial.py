@@ -41,7 +41,7 @@ from crypto.suites.suite import CipherSuite, SuiteName
 SIGNING_PURPOSES = frozenset(
     {KeyPurpose.SIGNING, KeyPurpose.TOKEN_SIGNING, KeyPurpose.LEDGER_SIGNING}
 )
-SIGNER_PURPOSES = SIGNING_PURPOSES | {KeyPurpose.TLS_CA}
+SIGNER_PURPOSES = SIGNING_PURPOSES | {KeyPurpose.TLS_CA, KeyPurpose.CHAIN_SIGNING}
 # Purposes of keys kept in `crypto_keys` (data keys live in `crypto_data_keys`).
 MANAGED_PURPOSES = SIGNER_PURPOSES | {KeyPurpose.KEY_WRAPPING}
 
@@ -51,6 +51,7 @@ ALGORITHM_SM4_GCM = "SM4-GCM"
 ALGORITHM_ED25519 = "Ed25519"
 ALGORITHM_ECDSA_P256 = "ECDSA-P256-SHA256"
 ALGORITHM_SM2 = "SM2-SM3"
+ALGORITHM_SECP256K1 = "ECDSA-secp256k1"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ ALGORITHMS: Mapping[str, KeyAlgorithm] = MappingProxyType(
         ),
         ALGORITHM_SM2: KeyAlgorithm(
             ALGORITHM_SM2, "asymmetric", 256, signature=SignatureAlgorithm.SM2_SM3
+        ),
+        ALGORITHM_SECP256K1: KeyAlgorithm(
+            ALGORITHM_SECP256K1,
+            "asymmetric",
+            256,
+            signature=SignatureAlgorithm.ECDSA_SECP256K1_SHA256,
         ),
     }
 )
@@ -122,6 +129,8 @@ def signing_algorithm(suite: CipherSuite, purpose: KeyPurpose) -> str:
     """
     if purpose is KeyPurpose.TOKEN_SIGNING:
         return ALGORITHM_ED25519
+    if purpose is KeyPurpose.CHAIN_SIGNING:
+        return ALGORITHM_SECP256K1  # EVM accounts: secp256k1 under either suite
     if purpose is KeyPurpose.TLS_CA and suite.name is SuiteName.INTL:
         return ALGORITHM_ECDSA_P256
     return _SIGNATURE_NAMES[suite.signature_algorithm]

@@ -20,6 +20,10 @@ class KeyPurpose(StrEnum):
     TOKEN_SIGNING = "token-signing"
     LEDGER_SIGNING = "ledger-signing"
     TLS_CA = "tls-ca"
+    # secp256k1 keys that sign EVM transactions anchoring the ledger (issue 19). Not in
+    # the rotation policy: a new version is a new chain account, which the anchor
+    # contract's owner must register as a writer before the old one is retired.
+    CHAIN_SIGNING = "chain-signing"
 
 
 class KeyState(StrEnum):

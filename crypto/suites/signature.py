@@ -25,6 +25,8 @@ from crypto.suites import sm2
 #   ed25519            32-byte seed (RFC 8032 5.1.5) 32 bytes (RFC 8032 5.1.2) 64 bytes R ‖ S
 #   ecdsa-p256-sha256  32-byte big-endian scalar d   65 bytes 0x04 ‖ x ‖ y     64 bytes r ‖ s
 #   sm2-sm3            32-byte big-endian scalar d   65 bytes 0x04 ‖ x ‖ y     64 bytes r ‖ s
+#   ecdsa-secp256k1-   32-byte big-endian scalar d   65 bytes 0x04 ‖ x ‖ y     64 bytes r ‖ s
+#     sha256           (SEC 2 2.4.1; the curve of EVM accounts, see crypto.chainkey)
 #
 # Points are SEC 1 2.3.3 / GB/T 32918.1-2016 4.2.9 uncompressed; r ‖ s is the IEEE P1363
 # form JWS uses for ES256 (RFC 7518 3.4): fixed length, one spelling per signature, unlike
@@ -35,6 +37,7 @@ from crypto.suites import sm2
 SIGNATURE_SIZE: Final = 64
 
 _P256_ORDER: Final = 0xFFFFFFFF_00000000_FFFFFFFF_FFFFFFFF_BCE6FAAD_A7179E84_F3B9CAC2_FC632551
+_SECP256K1_ORDER: Final = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141
 _P256_PUBLIC_SIZE: Final = 65
 _SCALAR_SIZE: Final = 32
 
@@ -45,6 +48,7 @@ class SignatureAlgorithm(StrEnum):
     ED25519 = "ed25519"
     ECDSA_P256_SHA256 = "ecdsa-p256-sha256"
     SM2_SM3 = "sm2-sm3"
+    ECDSA_SECP256K1_SHA256 = "ecdsa-secp256k1-sha256"
 
 
 def _algorithm(algorithm: SignatureAlgorithm | str) -> SignatureAlgorithm:
@@ -161,12 +165,12 @@ class _Ed25519KeyPair(SigningKeyPair):
 # -- ECDSA P-256 with SHA-256 (FIPS 186-5, RFC 6979) -----------------------------------
 
 
-def _p1363_to_der(signature: bytes) -> bytes | None:
+def _p1363_to_der(signature: bytes, order: int = _P256_ORDER) -> bytes | None:
     if len(signature) != SIGNATURE_SIZE:
         return None
     r = int.from_bytes(signature[:_SCALAR_SIZE], "big")
     s = int.from_bytes(signature[_SCALAR_SIZE:], "big")
-    if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
+    if not (0 < r < order and 0 < s < order):
         return None
     return encode_dss_signature(r, s)
 
@@ -212,6 +216,31 @@ class _EcdsaP256KeyPair(SigningKeyPair):
         return r.to_bytes(_SCALAR_SIZE, "big") + s.to_bytes(_SCALAR_SIZE, "big")
 
 
+# -- ECDSA secp256k1 with SHA-256 (SEC 2, RFC 6979) ---------------------------------
+
+
+class _Secp256k1VerifyingKey(_EcdsaP256VerifyingKey):
+    algorithm = SignatureAlgorithm.ECDSA_SECP256K1_SHA256
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        der = _p1363_to_der(signature, _SECP256K1_ORDER)
+        if der is None:
+            return False
+        try:
+            self._key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return False
+        return True
+
+
+class _Secp256k1KeyPair(_EcdsaP256KeyPair):
+    algorithm = SignatureAlgorithm.ECDSA_SECP256K1_SHA256
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = key
+        self._public = _Secp256k1VerifyingKey(key.public_key())
+
+
 # -- SM2 with SM3 (GB/T 32918.2-2016) ------------------------------------------------------
 
 
@@ -255,6 +284,8 @@ def generate(algorithm: SignatureAlgorithm | str) -> SigningKeyPair:
         return _Ed25519KeyPair(Ed25519PrivateKey.generate())
     if chosen is SignatureAlgorithm.ECDSA_P256_SHA256:
         return _EcdsaP256KeyPair(ec.generate_private_key(ec.SECP256R1()))
+    if chosen is SignatureAlgorithm.ECDSA_SECP256K1_SHA256:
+        return _Secp256k1KeyPair(ec.generate_private_key(ec.SECP256K1()))
     return _Sm2KeyPair(sm2.Sm2PrivateKey.generate())
 
 
@@ -273,6 +304,13 @@ def load_private(algorithm: SignatureAlgorithm | str, data: bytes) -> SigningKey
         if not 0 < d < _P256_ORDER:
             raise InvalidKey("the P-256 private key is out of range [1, n-1]")
         return _EcdsaP256KeyPair(ec.derive_private_key(d, ec.SECP256R1()))
+    if chosen is SignatureAlgorithm.ECDSA_SECP256K1_SHA256:
+        if len(raw) != _SCALAR_SIZE:
+            raise InvalidKey("a secp256k1 private key is 32 bytes")
+        d = int.from_bytes(raw, "big")
+        if not 0 < d < _SECP256K1_ORDER:
+            raise InvalidKey("the secp256k1 private key is out of range [1, n-1]")
+        return _Secp256k1KeyPair(ec.derive_private_key(d, ec.SECP256K1()))
     return _Sm2KeyPair(sm2.Sm2PrivateKey(raw))
 
 
@@ -293,4 +331,12 @@ def load_public(algorithm: SignatureAlgorithm | str, data: bytes) -> VerifyingKe
         except ValueError:
             raise InvalidKey("the P-256 public key is not a point on the curve") from None
         return _EcdsaP256VerifyingKey(key)
+    if chosen is SignatureAlgorithm.ECDSA_SECP256K1_SHA256:
+        if len(raw) != _P256_PUBLIC_SIZE or raw[0] != 0x04:
+            raise InvalidKey("a secp256k1 public key is 65 bytes (0x04 ‖ x ‖ y)")
+        try:
+            k1 = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), raw)
+        except ValueError:
+            raise InvalidKey("the secp256k1 public key is not a point on the curve") from None
+        return _Secp256k1VerifyingKey(k1)
     return _Sm2VerifyingKey(sm2.Sm2PublicKey(raw))
