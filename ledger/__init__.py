@@ -4,6 +4,14 @@ Other packages import from here (`from ledger import Ledger`); the modules behin
 these names may move. Storage backends implement `LogStore` (see `ledger.storage`).
 """
 
+from ledger.anchor import (
+    Anchorer,
+    AnchorError,
+    AnchorRefused,
+    AnchorSchedule,
+    ChainAnchors,
+    ChainWriter,
+)
 from ledger.blocks import GENESIS_PREV, Block, InvalidBlock
 from ledger.canonical import canonical_json
 from ledger.checkpoint import Checkpoint
@@ -47,6 +55,14 @@ from ledger.note import (
     sign_note,
     verifier_key,
 )
+from ledger.publish import (
+    LedgerCosignature,
+    MemoryCosignatures,
+    Publisher,
+    SqlCosignatures,
+    WitnessEndpoint,
+    cosigned_notes,
+)
 from ledger.records import InvalidRecord, LedgerRecord, decode_leaf
 from ledger.sealer import Sealer
 from ledger.signing import Ed25519LedgerSigner, KmsLedgerSigner, signer_key_id
@@ -62,6 +78,15 @@ from ledger.storage import (
     TileRace,
 )
 from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileCache
+from ledger.witness import (
+    CosignatureV1Signer,
+    CosignatureV1Verifier,
+    LogConfig,
+    Witness,
+    WitnessRefusal,
+    WitnessState,
+    serve_witness,
+)
 
 __all__ = [
     "GENESIS_PREV",
@@ -69,12 +94,20 @@ __all__ = [
     "MAX_PAGE",
     "TILE_HEIGHT",
     "TILE_WIDTH",
+    "AnchorError",
+    "AnchorRefused",
+    "AnchorSchedule",
+    "Anchorer",
     "Block",
     "BlockConflict",
     "BlockNotFound",
     "CanonicalJsonError",
+    "ChainAnchors",
+    "ChainWriter",
     "Checkpoint",
     "CheckpointError",
+    "CosignatureV1Signer",
+    "CosignatureV1Verifier",
     "Ed25519LedgerSigner",
     "Ed25519NoteSigner",
     "Ed25519NoteVerifier",
@@ -88,28 +121,38 @@ __all__ = [
     "Ledger",
     "LedgerBase",
     "LedgerConfig",
+    "LedgerCosignature",
     "LedgerError",
     "LedgerRecord",
     "LedgerSigner",
+    "LogConfig",
     "LogStore",
     "LogTransaction",
+    "MemoryCosignatures",
     "MemoryLogStorage",
     "NewLeaf",
     "NoteError",
     "NoteSigner",
     "NoteVerifier",
     "ProofError",
+    "Publisher",
     "SealRace",
     "SealedBlock",
     "Sealer",
+    "SqlCosignatures",
     "SqlLogStore",
     "StoredEntry",
     "TileCache",
     "TileRace",
     "TreeBuilder",
     "TreeHasher",
+    "Witness",
+    "WitnessEndpoint",
+    "WitnessRefusal",
+    "WitnessState",
     "canonical_json",
     "consistency_proof",
+    "cosigned_notes",
     "decode_leaf",
     "export",
     "hasher",
@@ -117,6 +160,7 @@ __all__ = [
     "open_note",
     "parse_verifier_key",
     "root",
+    "serve_witness",
     "sign_note",
     "signer_key_id",
     "verifier_key",

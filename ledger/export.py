@@ -20,6 +20,7 @@ from pathlib import Path
 from ledger.canonical import canonical_json
 from ledger.errors import LedgerError
 from ledger.log import MAX_PAGE, Ledger, LogTransaction
+from ledger.publish import cosigned_notes
 
 FORMAT = "pdx-ledger-export/1"
 FILES = ("manifest.json", "entries.jsonl", "blocks.jsonl", "checkpoints.jsonl", "tiles.jsonl")
@@ -42,6 +43,9 @@ def export(session: LogTransaction, ledger: Ledger, out: Path) -> ExportSummary:
     if out.exists() and any(out.iterdir()):
         raise ExportTargetNotEmpty("the export directory must be empty", path=str(out))
     out.mkdir(parents=True, exist_ok=True)
+    # Witness cosignatures ride on the checkpoint notes they cosign (C2SP signed-note:
+    # verifiers ignore signatures by keys they do not know).
+    cosignatures = cosigned_notes(session)
     latest = ledger.latest(session)
     tree_size = latest.block.tree_size if latest is not None else 0
     heights = latest.block.height + 1 if latest is not None else 0
@@ -52,7 +56,8 @@ def export(session: LogTransaction, ledger: Ledger, out: Path) -> ExportSummary:
         for start in range(0, heights, MAX_PAGE):
             for sealed in ledger.blocks(session, start, min(heights, start + MAX_PAGE)):
                 blocks.write(canonical_json(sealed.block.to_json()) + b"\n")
-                line = {"height": sealed.block.height, "note": sealed.checkpoint}
+                note = sealed.checkpoint + "".join(cosignatures.get(sealed.block.tree_size, []))
+                line = {"height": sealed.block.height, "note": note}
                 notes.write(canonical_json(line) + b"\n")
     with (out / "entries.jsonl").open("wb") as entries:
         position = 0

@@ -51,7 +51,16 @@ class Sealer:
         self._stop = threading.Event()
         self._pending = 0
         self._thread: threading.Thread | None = None
+        self._on_seal: list[Callable[[int], None]] = []
         ledger.on_append(self._appended)
+
+    def on_seal(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(blocks)` after new blocks committed, outside any transaction.
+
+        The publisher (witness cosigning, chain anchoring) listens here; it does its
+        network calls in its own thread, so a slow witness never holds up sealing.
+        """
+        self._on_seal.append(listener)
 
     def _appended(self, count: int) -> None:
         self._pending += count
@@ -70,6 +79,13 @@ class Sealer:
 
     def seal_now(self) -> list[SealedBlock]:
         """Seal everything committed so far; returns the new blocks."""
+        sealed = self._seal()
+        if sealed:
+            for listener in self._on_seal:
+                listener(len(sealed))
+        return sealed
+
+    def _seal(self) -> list[SealedBlock]:
         sealed: list[SealedBlock] = []
         with self._lock:
             self._pending = 0

@@ -1,0 +1,250 @@
+"""Publishing checkpoints: collect witness cosignatures, store them, anchor on a chain.
+
+The `Publisher` runs beside the sealer, in its own thread, woken after each seal. It
+reads the newest checkpoint and the consistency proofs it needs in a short read
+transaction, then, with no transaction open, asks each configured witness (tlog-witness
+add-checkpoint, with a timeout) and, when due, anchors on the chain; cosignatures are
+stored in their own short transaction (`ledger_cosignatures`), a separate store from
+`LogStore`. Refusals are logged and kept (`refusals`), never retried blindly.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import BigInteger, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from ledger.anchor import Anchorer
+from ledger.checkpoint import Checkpoint
+from ledger.errors import LedgerError
+from ledger.log import Ledger, LogTransaction
+from ledger.models import LedgerBase
+from ledger.note import open_note
+from ledger.witness import CosignatureV1Verifier, add_checkpoint_request
+
+__all__ = [
+    "LedgerCosignature",
+    "MemoryCosignatures",
+    "Publisher",
+    "SqlCosignatures",
+    "WitnessEndpoint",
+    "cosigned_notes",
+]
+
+log = logging.getLogger(__name__)
+
+
+class LedgerCosignature(LedgerBase):
+    """One witness's cosignature line for the checkpoint of `tree_size`."""
+
+    __tablename__ = "ledger_cosignatures"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(255), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    cosigned_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds, as the witness signed
+
+
+class SqlCosignatures:
+    """Cosignatures in the platform database, each save in its own short transaction."""
+
+    def __init__(self, sessions: Callable[[], Session]) -> None:
+        self._sessions = sessions
+
+    def save(self, tree_size: int, lines: dict[str, tuple[str, int]]) -> None:
+        with self._sessions() as session, session.begin():
+            for witness, (line, at) in lines.items():
+                session.merge(
+                    LedgerCosignature(
+                        tree_size=tree_size, witness=witness, line=line, cosigned_at=at
+                    )
+                )
+
+
+@dataclass
+class MemoryCosignatures:
+    """Cosignatures in memory (tests, tools)."""
+
+    stored: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    def save(self, tree_size: int, lines: dict[str, tuple[str, int]]) -> None:
+        self.stored.setdefault(tree_size, {}).update({w: line for w, (line, _) in lines.items()})
+
+
+def cosigned_notes(tx: LogTransaction) -> dict[int, list[str]]:
+    """Stored cosignature lines by tree size (empty for a non-SQL store)."""
+    if not isinstance(tx, Session):
+        return {}
+    found: dict[int, list[str]] = {}
+    for row in tx.scalars(select(LedgerCosignature).order_by(LedgerCosignature.witness)):
+        found.setdefault(row.tree_size, []).append(row.line)
+    return found
+
+
+@dataclass
+class WitnessEndpoint:
+    """A witness the log asks: its add-checkpoint URL and its cosignature/v1 verifier key."""
+
+    url: str
+    verifier: CosignatureV1Verifier
+    known_size: int = 0
+
+
+class Publisher:
+    """Gets the newest checkpoint cosigned by the witnesses and anchored when due."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        transactions: Callable[[], AbstractContextManager[LogTransaction]],
+        *,
+        witnesses: list[WitnessEndpoint],
+        store: SqlCosignatures | MemoryCosignatures,
+        anchorer: Anchorer | None = None,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self._ledger = ledger
+        self._transactions = transactions
+        self.witnesses = witnesses
+        self._store = store
+        self.anchorer = anchorer
+        self._client = httpx.Client(timeout=timeout_s)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refusals: list[str] = []
+        self.cosigned_size = 0
+        self.published = threading.Condition()
+
+    # -- the sealer calls this after each seal --------------------------------------------
+
+    def sealed(self, blocks: int) -> None:
+        if self.anchorer is not None:
+            self.anchorer.sealed(blocks)
+        self._wake.set()
+
+    def _read(self) -> tuple[str, Checkpoint] | None:
+        with self._transactions() as tx:
+            sealed = self._ledger.latest(tx)
+        if sealed is None:
+            return None
+        text = sealed.checkpoint.partition("\n\n")[0] + "\n"
+        return sealed.checkpoint, Checkpoint.parse(text)
+
+    def _proof(self, first: int, second: int) -> list[bytes]:
+        with self._transactions() as tx:
+            return self._ledger.consistency_proof(tx, first, second)
+
+    def publish_now(self, *, anchor: bool | None = None) -> int:
+        """Publish the newest checkpoint; returns the number of cosignatures collected."""
+        with self._lock:
+            current = self._read()
+            if current is None:
+                return 0
+            note, checkpoint = current
+            lines: dict[str, tuple[str, int]] = {}
+            for witness in self.witnesses:
+                got = self._ask(witness, note, checkpoint)
+                if got is not None:
+                    lines[witness.verifier.name] = got
+            if lines:
+                self._store.save(checkpoint.size, lines)
+                self.cosigned_size = checkpoint.size
+            if self.anchorer is not None and (anchor or (anchor is None and self.anchorer.due())):
+                self.anchorer.anchor(checkpoint.size, checkpoint.root_hash)
+            with self.published:
+                self.published.notify_all()
+            return len(lines)
+
+    def _ask(
+        self, witness: WitnessEndpoint, note: str, checkpoint: Checkpoint
+    ) -> tuple[str, int] | None:
+        for _ in range(2):  # once more after a 409 that tells us the witness's size
+            old = witness.known_size if witness.known_size <= checkpoint.size else 0
+            proof = self._proof(old, checkpoint.size) if 0 < old < checkpoint.size else []
+            body = add_checkpoint_request(old, proof, note)
+            try:
+                response = self._client.post(witness.url, content=body)
+            except httpx.HTTPError as exc:
+                log.warning("witness %s unreachable: %s", witness.url, exc.__class__.__name__)
+                return None
+            if response.status_code == 409 and response.headers.get("content-type", "").startswith(
+                "text/x.tlog.size"
+            ):
+                known = int(response.text.strip() or 0)
+                if known == witness.known_size or known > checkpoint.size:
+                    self._refused(witness, checkpoint, response)
+                    return None
+                witness.known_size = known
+                continue
+            if response.status_code != 200:
+                self._refused(witness, checkpoint, response)
+                return None
+            return self._accept(witness, note, response.text)
+        return None
+
+    def _accept(self, witness: WitnessEndpoint, note: str, line: str) -> tuple[str, int] | None:
+        if not line.endswith("\n") or line.count("\n") != 1:
+            log.warning("witness %s answered a malformed cosignature", witness.url)
+            return None
+        try:
+            _, names = open_note((note + line).encode(), [witness.verifier])
+        except LedgerError:
+            log.warning("witness %s answered a cosignature that does not verify", witness.url)
+            return None
+        if names != [witness.verifier.name]:
+            return None
+        size = int(note.split("\n", 2)[1])
+        witness.known_size = size
+        blob = line.rsplit(" ", 1)[1]
+        at = int.from_bytes(base64.b64decode(blob)[4:12], "big")
+        return line, at
+
+    def _refused(
+        self, witness: WitnessEndpoint, checkpoint: Checkpoint, response: httpx.Response
+    ) -> None:
+        why = response.headers.get("x-witness-refusal") or response.text.strip()
+        message = (
+            f"witness {witness.verifier.name} refused tree size {checkpoint.size} "
+            f"(HTTP {response.status_code}): {why}"
+        )
+        self.refusals.append(message)
+        log.warning("%s", message)
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ledger-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._thread = None
+        self._client.close()
+
+    def _run(self) -> None:
+        interval = self.anchorer.schedule.every_s if self.anchorer is not None else None
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.publish_now()
+            except Exception:  # the thread must survive a bad moment; the next seal retries
+                log.exception("ledger publishing failed")
