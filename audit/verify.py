@@ -9,7 +9,10 @@ pass over the entries:
 - every checkpoint is a signed note by a trusted key naming its block's size and root
   (so successive checkpoints are consistent: all are prefixes of one tree);
 - every stored tile hash equals the node the entries produce;
-- optionally, earlier checkpoints the auditor kept are prefixes of this log (no fork).
+- optionally, earlier checkpoints the auditor kept are prefixes of this log (no fork);
+- optionally, a witness policy "k of these n witnesses": every cosignature by a listed
+  witness verifies, and some checkpoint is cosigned by at least k of them;
+- optionally, the roots anchored on a chain: each must be this log's root at its size.
 The first failure is reported with the entry index, block height or tile it concerns.
 """
 
@@ -54,6 +57,9 @@ class VerifyReport:
     problem: str | None = None
     bad_index: int | None = None
     bad_block: int | None = None
+    bad_size: int | None = None
+    witnessed_size: int | None = None
+    anchors_checked: int = 0
     notes: list[str] = field(default_factory=list)
 
     def fail(self, problem: str, *, index: int | None = None, block: int | None = None) -> None:
@@ -62,6 +68,49 @@ class VerifyReport:
             self.problem = problem
             self.bad_index = index
             self.bad_block = block
+
+
+@dataclass(frozen=True)
+class WitnessPolicy:
+    """Trust a checkpoint once at least `quorum` of these witnesses cosigned it."""
+
+    witnesses: tuple[NoteVerifier, ...]
+    quorum: int
+
+    @classmethod
+    def parse(cls, keys: Sequence[str], quorum: int | None = None) -> WitnessPolicy:
+        """From witness verifier keys (`name+hash+base64(0x04 ‖ key)`); quorum default: all."""
+        witnesses: list[NoteVerifier] = []
+        for key in keys:
+            try:
+                witnesses.append(parse_verifier_key(key.strip()))
+            except LedgerError as exc:
+                raise VerificationInputError(f"bad witness key: {exc.detail}") from exc
+        chosen = len(witnesses) if quorum is None else quorum
+        if not witnesses or not 1 <= chosen <= len(witnesses):
+            raise VerificationInputError("a witness policy needs 1 <= k <= n witness keys")
+        return cls(tuple(witnesses), chosen)
+
+
+def witness_cosigners(note: str, policy: WitnessPolicy) -> tuple[list[str], str | None]:
+    """Which policy witnesses validly cosigned `note`; (names, None) or ([], why).
+
+    A cosignature by a listed witness that does not verify means that witness cosigned
+    another tree at this size: a fork, reported, never ignored. The library entry point
+    for the SDK's trail verification.
+    """
+    text, _, block = note.partition("\n\n")
+    names: list[str] = []
+    for witness in policy.witnesses:
+        for line in block.splitlines():
+            if not line.startswith(f"\u2014 {witness.name} "):
+                continue
+            try:
+                _, ok = open_note(f"{text}\n\n{line}\n".encode(), [witness])
+            except LedgerError:
+                return [], f"witness {witness.name}'s cosignature does not verify on this tree"
+            names.extend(ok)
+    return sorted(set(names)), None
 
 
 def load_verifiers(keys: Sequence[str]) -> dict[str, NoteVerifier]:
@@ -165,9 +214,18 @@ class _ClaimedTiles:
 
 
 def verify_export(
-    directory: Path, keys: Sequence[str], *, trusted: Sequence[str] = ()
+    directory: Path,
+    keys: Sequence[str],
+    *,
+    trusted: Sequence[str] = (),
+    witnesses: WitnessPolicy | None = None,
+    anchors: Sequence[tuple[int, bytes]] | None = None,
 ) -> VerifyReport:
-    """Verify an export directory against trusted verifier keys (and earlier checkpoints)."""
+    """Verify an export against trusted keys, earlier checkpoints, witnesses, chain anchors.
+
+    `anchors` are the (tree size, root) pairs a chain holds for this log's origin
+    (`ledger.ChainAnchors.anchors`); a differing one is reported with its tree size.
+    """
     verifiers = load_verifiers(keys)
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
@@ -211,7 +269,24 @@ def verify_export(
                 block=block.height,
             )
             return report
+        if witnesses is not None:
+            cosigners, why = witness_cosigners(note, witnesses)
+            if why is not None:
+                report.fail(
+                    f"tree size {checkpoint.size} (block {block.height}): {why}",
+                    block=block.height,
+                )
+                report.bad_size = checkpoint.size
+                return report
+            if len(cosigners) >= witnesses.quorum:
+                report.witnessed_size = checkpoint.size
         report.checkpoints += 1
+    if witnesses is not None and report.witnessed_size is None:
+        report.fail(
+            f"no checkpoint is cosigned by {witnesses.quorum} of the "
+            f"{len(witnesses.witnesses)} witnesses"
+        )
+        return report
 
     # Earlier checkpoints the auditor kept: must be prefixes of this log.
     earlier: dict[int, Checkpoint] = {}
@@ -220,6 +295,8 @@ def verify_export(
         if checkpoint is None:
             raise VerificationInputError(f"trusted checkpoint does not verify: {why}")
         earlier[checkpoint.size] = checkpoint
+    anchored = dict(anchors or ())
+    roots_at: dict[int, bytes] = {}
 
     # One pass over the entries: roots at block boundaries, stored tiles, earlier trees.
     claimed = _ClaimedTiles(directory / "tiles.jsonl", h)
@@ -254,6 +331,8 @@ def verify_export(
                 if stored is not None and stored != node:
                     bad_tile = f"stored tile node (level {level}, index {node_index})"
         size = index + 1
+        if size in anchored:
+            roots_at[size] = builder.root()
         if size in earlier and builder.root() != earlier[size].root_hash:
             report.fail(
                 f"fork: the log at size {size} differs from a trusted earlier checkpoint",
@@ -301,6 +380,18 @@ def verify_export(
     if missing:
         report.fail(f"a trusted checkpoint of size {max(missing)} is beyond this log")
         return report
+    for size, root in sorted(anchored.items()):
+        # The chain accepted each anchor only as an extension of the one before, so the
+        # smallest differing size bounds where the history was rewritten.
+        if size > count:
+            report.fail(f"the chain anchors tree size {size}, beyond this log of {count}")
+            report.bad_size = size
+            return report
+        if roots_at.get(size) != root:
+            report.fail(f"the chain contradicts this log at tree size {size}: another root")
+            report.bad_size = size
+            return report
+        report.anchors_checked += 1
     report.tree_size = count
     report.root = builder.root()
     return report

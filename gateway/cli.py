@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from gateway.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from audit.verify import VerifyReport
+    from audit.verify import VerifyReport, WitnessPolicy
 
 
 class CliError(Exception):
@@ -131,7 +131,13 @@ def _audit_verify(args: argparse.Namespace) -> int:
             report = _monitor(args, keys)
         elif args.directory:
             trusted = [_text_arg(t) for t in args.trusted or ()]
-            report = verify_export(Path(args.directory), keys, trusted=trusted)
+            report = verify_export(
+                Path(args.directory),
+                keys,
+                trusted=trusted,
+                witnesses=_witness_policy(args),
+                anchors=_chain_anchors(args),
+            )
         else:
             raise CliError("give an export directory or --url")
     except AuditError as exc:
@@ -144,6 +150,72 @@ def _audit_verify(args: argparse.Namespace) -> int:
         f"{report.checkpoints} checkpoints; tree size {report.tree_size}, "
         f"root {base64.b64encode(report.root).decode()}"
     )
+    if report.witnessed_size is not None:
+        print(f"pdx: witnessed up to tree size {report.witnessed_size}")
+    if args.chain:
+        print(f"pdx: {report.anchors_checked} chain anchors agree")
+    return 0
+
+
+def _witness_policy(args: argparse.Namespace) -> WitnessPolicy | None:
+    from audit.verify import WitnessPolicy
+
+    if not args.witness:
+        return None
+    return WitnessPolicy.parse([_text_arg(k) for k in args.witness], args.witness_quorum)
+
+
+def _chain_anchors(args: argparse.Namespace) -> list[tuple[int, bytes]] | None:
+    """The roots the chain at --chain anchored for the export's origin."""
+    if not args.chain:
+        return None
+    import json
+
+    from ledger import ChainAnchors, LedgerError
+    from ledger.anchor import connect
+
+    if not args.contract:
+        raise CliError("--chain needs --contract (the anchor contract's address)")
+    origin = json.loads((Path(args.directory) / "manifest.json").read_text())["origin"]
+    try:
+        return ChainAnchors(connect(args.chain), args.contract).anchors(origin)
+    except LedgerError as exc:
+        raise CliError(exc.detail) from None
+    except Exception as exc:  # web3/requests errors: name them, no traceback
+        raise CliError(f"cannot read anchors from {args.chain}: {exc}") from None
+
+
+def _witness(args: argparse.Namespace) -> int:
+    """Run a tlog-witness service with its own Ed25519 key."""
+    import time
+
+    from crypto import SignatureAlgorithm, generate_key_pair, load_key_pair
+    from ledger import CosignatureV1Signer, LogConfig, Witness, WitnessState, serve_witness
+    from ledger.note import parse_verifier_key
+
+    key_path = Path(args.key)
+    if key_path.exists():
+        pair = load_key_pair(SignatureAlgorithm.ED25519, bytes.fromhex(key_path.read_text()))
+    else:
+        pair = generate_key_pair(SignatureAlgorithm.ED25519)
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        key_path.touch(mode=0o600)
+        key_path.write_text(pair.private_bytes().hex())
+    signer = CosignatureV1Signer(args.name, pair)
+    logs = {}
+    for text in args.log:
+        verifier = parse_verifier_key(_text_arg(text).strip())
+        logs[verifier.name] = LogConfig(verifier.name, verifier, args.hash)
+    witness = Witness(signer, logs, WitnessState(Path(args.state)), time.time)
+    server = serve_witness(witness, args.host, args.port)
+    print(f"pdx witness {signer.verifier().verifier_key()}", flush=True)
+    print(f"pdx witness listening on http://{args.host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
@@ -362,7 +434,25 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--url", help="monitor a live server instead of a directory")
     verify.add_argument("--state", help="monitor state file (default .pdx-monitor/state.json)")
     verify.add_argument("--client-id", help="auditor client id for --url")
+    verify.add_argument(
+        "--witness", action="append", help="a witness's cosignature verifier key (or file)"
+    )
+    verify.add_argument(
+        "--witness-quorum", type=int, help="k: cosignatures needed of the --witness keys (all)"
+    )
+    verify.add_argument("--chain", help="JSON-RPC URL of the chain the log is anchored on")
+    verify.add_argument("--contract", help="address of the anchor contract on --chain")
     verify.set_defaults(func=_audit_verify)
+
+    wit = sub.add_parser("witness", help="run a tlog-witness that cosigns consistent checkpoints")
+    wit.add_argument("--name", required=True, help="the witness's key name, e.g. org.example/w1")
+    wit.add_argument("--key", required=True, help="Ed25519 key file (hex seed; made if absent)")
+    wit.add_argument("--log", action="append", required=True, help="a log's verifier key")
+    wit.add_argument("--state", required=True, help="JSON file of the last cosigned trees")
+    wit.add_argument("--hash", default="sha256", choices=["sha256", "sm3"])
+    wit.add_argument("--host", default="127.0.0.1")
+    wit.add_argument("--port", type=int, default=8710)
+    wit.set_defaults(func=_witness)
 
     kms = sub.add_parser("kms", help="key management on this host").add_subparsers(
         dest="kms_command", required=True
