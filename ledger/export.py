@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +39,24 @@ class ExportSummary:
     tree_size: int
 
 
-def export(session: LogTransaction, ledger: Ledger, out: Path) -> ExportSummary:
-    """Write the sealed log to `out` (created; must be empty if it exists)."""
+def export(
+    session: LogTransaction,
+    ledger: Ledger,
+    out: Path,
+    *,
+    cosignatures: Mapping[int, list[str]] | None = None,
+) -> ExportSummary:
+    """Write the sealed log to `out` (created; must be empty if it exists).
+
+    Cosignature lines (by tree size) are read from the database unless given.
+    """
     if out.exists() and any(out.iterdir()):
         raise ExportTargetNotEmpty("the export directory must be empty", path=str(out))
     out.mkdir(parents=True, exist_ok=True)
     # Witness cosignatures ride on the checkpoint notes they cosign (C2SP signed-note:
     # verifiers ignore signatures by keys they do not know).
-    cosignatures = cosigned_notes(session)
+    if cosignatures is None:
+        cosignatures = cosigned_notes(session)
     latest = ledger.latest(session)
     tree_size = latest.block.tree_size if latest is not None else 0
     heights = latest.block.height + 1 if latest is not None else 0

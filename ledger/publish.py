@@ -77,6 +77,9 @@ class MemoryCosignatures:
     def save(self, tree_size: int, lines: dict[str, tuple[str, int]]) -> None:
         self.stored.setdefault(tree_size, {}).update({w: line for w, (line, _) in lines.items()})
 
+    def lines(self) -> dict[int, list[str]]:
+        return {size: [by[w] for w in sorted(by)] for size, by in self.stored.items()}
+
 
 def cosigned_notes(tx: LogTransaction) -> dict[int, list[str]]:
     """Stored cosignature lines by tree size (empty for a non-SQL store)."""
