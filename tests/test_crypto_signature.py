@@ -221,4 +221,9 @@ def test_unknown_algorithm(name: str) -> None:
 
 
 def test_algorithm_names_are_stable() -> None:
-    assert [a.value for a in SignatureAlgorithm] == ["ed25519", "ecdsa-p256-sha256", "sm2-sm3"]
+    assert [a.value for a in SignatureAlgorithm] == [
+        "ed25519",
+        "ecdsa-p256-sha256",
+        "sm2-sm3",
+        "ecdsa-secp256k1-sha256",
+    ]

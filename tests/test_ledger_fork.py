@@ -1,4 +1,4 @@
-"""The operator rewrites an entry and re-signs: witnesses refuse, the chain refuses, both verifiers name the size."""
+"""An operator rewrite: witnesses and chain refuse it, both verifiers name the tree size."""
 
 from __future__ import annotations
 
