@@ -76,6 +76,15 @@ class Settings:
     node_read_timeout_ms: int = 120_000
     node_probe_timeout_ms: int = 10_000
     """Registering an HTTP node: the login must finish within this; failures all take it."""
+    # Crash hygiene and readiness (issue 13).
+    sweep_interval_s: int = 300
+    """How often leftovers (`.partial`, objects without a row) are swept while serving."""
+    sweep_grace_s: int = 900
+    """A leftover untouched for less than this may still be another process's upload."""
+    min_free_bytes: int = 256 << 20
+    """/readyz reports not-ready when the objects' filesystem has less free space."""
+    published_file: Path | None = None
+    """High-water mark of published checkpoints (default `$PDX_HOME/published.json`)."""
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -137,6 +146,10 @@ class Settings:
         return self.tls_home or self.home / "tls"
 
     @property
+    def published_path(self) -> Path:
+        return self.published_file or self.home / "published.json"
+
+    @property
     def url(self) -> str:
         return f"{'https' if self.mtls else 'http'}://{self.host}:{self.port}"
 
@@ -190,4 +203,10 @@ class Settings:
             node_connect_timeout_ms=_int(env, "PDX_NODE_CONNECT_TIMEOUT_MS", 5000),
             node_read_timeout_ms=_int(env, "PDX_NODE_READ_TIMEOUT_MS", 120_000),
             node_probe_timeout_ms=_int(env, "PDX_NODE_PROBE_TIMEOUT_MS", 10_000),
+            sweep_interval_s=_int(env, "PDX_SWEEP_INTERVAL_S", 300),
+            sweep_grace_s=_int(env, "PDX_SWEEP_GRACE_S", 900),
+            min_free_bytes=_int(env, "PDX_MIN_FREE_BYTES", 256 << 20, minimum=0),
+            published_file=(
+                Path(env["PDX_PUBLISHED_FILE"]).resolve() if env.get("PDX_PUBLISHED_FILE") else None
+            ),
         )
