@@ -202,6 +202,7 @@ class Registration:
         except BaseException:
             self._ctx.objects.discard(self.dataset_id)
             raise
+        self._ctx.objects.settle(self.dataset_id)
         return public
 
     def abort(self) -> None:

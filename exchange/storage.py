@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -13,12 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from exchange.errors import InsufficientStorage
+from exchange.errors import InsufficientStorage, StoreUnavailable
 
 log = logging.getLogger("pdx.storage")
 
 # A full filesystem or an exhausted quota: the upload cannot be stored (HTTP 507).
 FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# A read-only remount or lost permissions: the store cannot take uploads (HTTP 503).
+UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 _ID = re.compile(r"^[0-9a-f\-]{36}$")
 _PARTIAL = ".partial"
@@ -40,6 +43,10 @@ class ObjectStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Objects whose registration is still running in this process: never swept,
+        # however long the scan or the commit takes (other processes rely on the grace).
+        self._active: set[str] = set()
+        self._active_lock = threading.Lock()
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:  # read-only mount: reported by `problem`, not a crash
@@ -74,6 +81,8 @@ class ObjectStore:
         return self.root / f"{object_id}{_SUFFIX}{suffix}"
 
     def create_partial(self, object_id: str) -> BinaryIO:
+        with self._active_lock:
+            self._active.add(object_id)
         fd = os.open(self._path(object_id, _PARTIAL), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         return os.fdopen(fd, "wb", buffering=1 << 20)
 
@@ -91,6 +100,11 @@ class ObjectStore:
             os.close(dir_fd)
         return final
 
+    def settle(self, object_id: str) -> None:
+        """The registration of `object_id` ended (its row committed): sweep as usual."""
+        with self._active_lock:
+            self._active.discard(object_id)
+
     def discard(self, object_id: str) -> None:
         """Remove an object in any state; missing files are fine, and so is a failing unlink.
 
@@ -102,6 +116,7 @@ class ObjectStore:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 log.error("cannot remove %s: %s", path.name, exc.strerror)
+        self.settle(object_id)
 
     def open(self, object_id: str) -> BinaryIO:
         return open(self._path(object_id), "rb")
@@ -137,8 +152,10 @@ class ObjectStore:
         orphans = [oid for oid, partial in stale if not partial]
         keep = lookup(orphans) if orphans else set()
         removed: list[str] = []
+        with self._active_lock:
+            active = set(self._active)
         for object_id, partial in stale:
-            if not partial and object_id in keep:
+            if object_id in active or (not partial and object_id in keep):
                 continue
             path = self._path(object_id, _PARTIAL if partial else "")
             try:
@@ -175,7 +192,7 @@ class ObjectStore:
 
 @contextmanager
 def storage_errors() -> Iterator[None]:
-    """Turn a full disk or exhausted quota into `InsufficientStorage` (HTTP 507)."""
+    """Turn a full disk into `InsufficientStorage` (507), a read-only one into 503."""
     try:
         yield
     except OSError as exc:
@@ -183,4 +200,7 @@ def storage_errors() -> Iterator[None]:
             raise InsufficientStorage(
                 "the platform's storage is full; the upload was discarded, try again later"
             ) from None
+        if exc.errno in UNWRITABLE_ERRNOS:
+            log.error("object store not writable: %s", exc.strerror)
+            raise StoreUnavailable("the platform's object store is not writable") from None
         raise

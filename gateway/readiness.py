@@ -41,7 +41,6 @@ class Readiness:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._cached: dict[str, tuple[float, Check]] = {}
-        self._heads: frozenset[str] | None = None
         self._checks: dict[str, Callable[[], str | None]] = {
             "database": self._database,
             "store_identity": self._identity,
@@ -72,14 +71,16 @@ class Readiness:
     # -- the checks: each returns None when fine, else why not ----------------------------
 
     def _database(self) -> str | None:
-        """The schema is at the Alembic heads this code expects."""
-        if self._heads is None:
-            cfg = alembic_config(str(self._platform.engine.url))
-            self._heads = frozenset(ScriptDirectory.from_config(cfg).get_heads())
+        """The schema is at the Alembic heads this code expects (no migration pending)."""
+        cfg = alembic_config(str(self._platform.engine.url))
+        script = ScriptDirectory.from_config(cfg)
         with self._platform.engine.connect() as conn:
-            current = frozenset(MigrationContext.configure(conn).get_current_heads())
-        if current != self._heads:
-            return f"schema at {sorted(current)}, expected {sorted(self._heads)}"
+            current = tuple(MigrationContext.configure(conn).get_current_heads())
+        # Applied = the current heads and everything they rest on (dependencies included).
+        applied = {r.revision for r in script.iterate_revisions(current, "base") if r is not None}
+        missing = sorted(set(script.get_heads()) - applied)
+        if missing:
+            return f"schema at {sorted(current)}, migrations pending up to {missing}"
         return None
 
     def _identity(self) -> str | None:
