@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +12,10 @@ from sqlalchemy import func, select
 
 import crypto
 import exchange
-from gateway.app import create_app
-from gateway.platform import Platform, build_platform, initialise
+from gateway.platform import Platform
 from gateway.settings import Settings
 from tests.conftest import EXAMPLE_CSV, login
-from tests.helpers.i13_store import read_only, small_tmpfs
+from tests.helpers.i13_store import small_tmpfs
 
 META = (
     '{"name": "%s", "classification_path": ["transport", "transit"], "level": "general-4",'
