@@ -137,7 +137,7 @@ def database_state(conn: Connection) -> DatabaseState:
     blank = True
     if "ledger_entries" in tables:
         blank = conn.execute(text("SELECT 1 FROM ledger_entries LIMIT 1")).first() is None
-    return DatabaseState(identity, StoreIdentityRow.__tablename__ in tables, blank)
+    return DatabaseState(identity, migrated=StoreIdentityRow.__tablename__ in tables, blank=blank)
 
 
 class Start(enum.Enum):

@@ -68,10 +68,11 @@ class ObjectStore:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
-    def has_objects(self) -> bool:
-        """Whether any published object is present (a store that holds data)."""
+    @staticmethod
+    def present(root: Path) -> bool:
+        """Whether any published object is under `root` (a store that holds data)."""
         try:
-            return any(p.name.endswith(_SUFFIX) for p in self.root.iterdir())
+            return any(p.name.endswith(_SUFFIX) for p in root.iterdir())
         except FileNotFoundError:
             return False
 

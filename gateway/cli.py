@@ -428,6 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from exchange.identity import StoreMismatch
+
+        if not isinstance(exc, StoreMismatch):
+            raise
+        # PDX_HOME and the database are not one store: refuse in one line, write nothing.
+        print(f"pdx: error: {exc.detail}", file=sys.stderr)
+        return 2
     return code
 
 

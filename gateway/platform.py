@@ -200,8 +200,15 @@ class Platform:
 
 def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     exchange.configure_arrow_memory()
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.database_url)
+    # Before anything is written here (the root key file, directories): refuse a home
+    # and a database that are not the same store (initialise checks again, authoritatively).
+    if settings.home.is_dir():
+        with startup_lock(settings, engine):
+            check_store(settings, engine)
+    else:
+        check_store(settings, engine)
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     sessions = sessionmaker(engine, class_=PlatformSession, expire_on_commit=False)
     ledger_ = Ledger(
         LedgerConfig(
@@ -322,16 +329,20 @@ def startup_lock(settings: Settings, engine: Engine) -> Iterator[None]:
 STARTUP_LOCK_KEY = int.from_bytes(hashlib.sha256(b"pdx:startup").digest()[:8], "big", signed=True)
 
 
-def check_store(platform: Platform) -> exchange.identity.Start:
-    """Compare `$PDX_HOME` with the database without writing to either (see exchange.identity)."""
-    settings = platform.settings
-    with platform.engine.connect() as conn:
-        state = exchange.identity.database_state(conn)
+def check_store(settings: Settings, engine: Engine) -> exchange.identity.Start:
+    """Compare `$PDX_HOME` with the database without writing to either (exchange.identity)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if database and database != ":memory:" and not Path(database).exists():
+        # Connecting would create the file: an absent SQLite database is an empty one.
+        state = exchange.identity.DatabaseState(None, migrated=False, blank=True)
+    else:
+        with engine.connect() as conn:
+            state = exchange.identity.database_state(conn)
     return exchange.identity.compare(
         home=settings.home,
         file=exchange.identity.read_file(settings.home),
         db=state,
-        home_has_objects=platform.catalog.objects.has_objects(),
+        home_has_objects=exchange.ObjectStore.present(settings.objects_dir),
         ledger_origin=settings.ledger_origin,
     )
 
@@ -349,7 +360,7 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
 
 
 def _initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
-    start = check_store(platform)
+    start = check_store(platform.settings, platform.engine)
     upgrade_database(platform.engine)
     # Jobs a crash interrupted are failed (with a reason), never left running.
     exchange.computations.recover(platform.compute)
