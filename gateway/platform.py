@@ -17,6 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 import audit
@@ -336,8 +337,17 @@ def check_store(settings: Settings, engine: Engine) -> exchange.identity.Start:
         # Connecting would create the file: an absent SQLite database is an empty one.
         state = exchange.identity.DatabaseState(None, migrated=False, blank=True)
     else:
-        with engine.connect() as conn:
-            state = exchange.identity.database_state(conn)
+        try:
+            with engine.connect() as conn:
+                state = exchange.identity.database_state(conn)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                raise  # unreachable, not corrupt: the caller sees the driver's error
+            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+            raise exchange.StoreMismatch(
+                f"the database cannot be read ({reason}): it is corrupted; restore it "
+                "from a backup (pdx backup restore); refusing to start"
+            ) from None
     return exchange.identity.compare(
         home=settings.home,
         file=exchange.identity.read_file(settings.home),

@@ -188,3 +188,46 @@ def test_fresh_home_and_database_initialise_and_restart_normally(
     assert (settings.home / "store.json").exists()
     again = pdx(settings, "init")
     assert again.returncode == 0, again.stderr
+
+
+def test_corrupted_database_file_is_refused_at_start(
+    creds: dict[str, dict[str, Any]], platform: Platform, settings: Settings
+) -> None:
+    """Before: a traceback (sqlite3.DatabaseError) instead of a clear refusal."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("a corrupted file is SQLite's case; PostgreSQL's is the ledger check below")
+    platform.engine.dispose()
+    path = Path(settings.database_url.removeprefix("sqlite:///"))
+    data = bytearray(path.read_bytes())
+    data[:100] = b"\0" * 100  # the header gone
+    path.write_bytes(bytes(data))
+    before = snapshot(settings.home)
+    done = pdx(settings, "init")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupted" in lines[0], done.stderr
+    assert snapshot(settings.home) == before
+
+
+def test_ledger_altered_in_the_database_makes_readyz_fail(
+    api: TestClient, creds: dict[str, dict[str, Any]], platform: Platform, settings: Settings
+) -> None:
+    """A stored leaf rewritten under the gateway: the tree no longer gives the signed root."""
+    r = register(api, login(api, creds, "provider-transport"), EXAMPLE_CSV.read_bytes(), "x")
+    assert r.status_code == 201
+    platform.sealer.seal_now()
+    assert api.get("/readyz").status_code == 200
+    with platform.session() as s, s.begin():
+        last = platform.ledger.sealed_size(s) - 1
+        s.execute(
+            text("UPDATE ledger_entries SET leaf = :leaf WHERE idx = :i"),
+            {"leaf": b'{"forged":true}', "i": last},
+        )
+    deadline = time.monotonic() + 10
+    ready = api.get("/readyz")
+    while ready.status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        ready = api.get("/readyz")
+    assert ready.status_code == 503
+    failing = {c["name"]: c["detail"] for c in ready.json()["checks"] if not c["ok"]}
+    assert "does not match the signed root" in failing["ledger"]
