@@ -29,6 +29,7 @@ from exchange.computations import (
 from exchange.contracts import ContractCreate, ContractPublic, ContractStatus
 from exchange.custody import NodeCreate, NodePublic, NodeRegistration
 from exchange.errors import ExchangeError
+from exchange.identity import StoreIdentity, StoreMismatch
 from exchange.ingest import configure_arrow_memory
 from exchange.jobs import DbPrivacyBudget, InlineRunner, ThreadRunner
 from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organisation
@@ -84,4 +85,6 @@ __all__ = [
     "NodeRegistration",
     "OperatorPublic",
     "ThreadRunner",
+    "StoreIdentity",
+    "StoreMismatch",
 ]

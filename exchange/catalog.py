@@ -36,7 +36,7 @@ from exchange.schemas import (
     FieldPublic,
     PreviewPublic,
 )
-from exchange.storage import ObjectStore
+from exchange.storage import ObjectStore, storage_errors
 from exchange.synth import ShapeProfile, synthesize
 from exchange.trail import Trail
 
@@ -66,6 +66,18 @@ class CatalogContext:
 def object_aad(dataset_id: str) -> bytes:
     """Associated data binding an encrypted object to its dataset id."""
     return f"pdx:dataset:{dataset_id}".encode()
+
+
+def _close_unflushed(sink: BinaryIO) -> None:
+    """Close a partial file being thrown away; a failing flush (full disk) is ignored."""
+    try:
+        sink.close()
+    except OSError:
+        # The buffered writer keeps its buffer and stays open after a failed flush:
+        # close the descriptor underneath so no file handle leaks.
+        raw = getattr(sink, "raw", None)
+        if raw is not None and not raw.closed:
+            raw.close()
 
 
 def _field_counts(field: FieldScan) -> tuple[bool, bool]:
@@ -131,15 +143,16 @@ class Registration:
 
     def write(self, data: bytes) -> None:
         """The next chunk of the CSV file part."""
-        if self._ingest is None:
-            self._sink = self._ctx.objects.create_partial(self.dataset_id)
-            self._ingest = Ingest(
-                key=self._data_key.key,
-                aad=object_aad(self.dataset_id),
-                sink=self._sink,
-                max_bytes=self._ctx.max_upload_bytes,
-            )
-        self._ingest.write(data)
+        with storage_errors():
+            if self._ingest is None:
+                self._sink = self._ctx.objects.create_partial(self.dataset_id)
+                self._ingest = Ingest(
+                    key=self._data_key.key,
+                    aad=object_aad(self.dataset_id),
+                    sink=self._sink,
+                    max_bytes=self._ctx.max_upload_bytes,
+                )
+            self._ingest.write(data)
 
     # -- end ---------------------------------------------------------------------------
 
@@ -149,12 +162,13 @@ class Registration:
             raise InvalidMetadata("the metadata part is missing")
         if self._ingest is None or self._sink is None:
             raise InvalidInput("the file part is missing or empty", field="file")
-        content = self._ingest.finish()
-        self._sink.close()
+        with storage_errors():
+            content = self._ingest.finish()
+            self._sink.close()
         meta = self.meta
         self._check_grading(meta, content.scan)
         try:
-            with session_factory() as session, session.begin():
+            with storage_errors(), session_factory() as session, session.begin():
                 self._ctx.keystore.store_data_key(
                     session, self._data_key, owner_org=self._caller.org_id, now=self._now
                 )
@@ -188,15 +202,25 @@ class Registration:
         except BaseException:
             self._ctx.objects.discard(self.dataset_id)
             raise
+        self._ctx.objects.settle(self.dataset_id)
         return public
 
     def abort(self) -> None:
-        """Drop everything this registration wrote; safe to call in any state."""
-        if self._ingest is not None:
-            self._ingest.abort()
-        if self._sink is not None and not self._sink.closed:
-            self._sink.close()
-        self._ctx.objects.discard(self.dataset_id)
+        """Drop everything this registration wrote; safe to call in any state.
+
+        The partial file is removed whatever happens on the way: on a full disk, closing
+        the sink flushes its buffer and fails again (ENOSPC), and the discard must still
+        run, or the disk stays full.
+        """
+        try:
+            if self._ingest is not None:
+                self._ingest.abort()
+        finally:
+            try:
+                if self._sink is not None and not self._sink.closed:
+                    _close_unflushed(self._sink)
+            finally:
+                self._ctx.objects.discard(self.dataset_id)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -107,3 +107,17 @@ class InvitationInvalid(Forbidden):
 
     code = "invitation-invalid"
     title = "Invitation not valid"
+
+
+class InsufficientStorage(ExchangeError):
+    """The object store's filesystem is full (ENOSPC) or over quota (EDQUOT)."""
+
+    code = "insufficient-storage"
+    title = "Insufficient storage"
+
+
+class StoreUnavailable(ExchangeError):
+    """The store (database or objects) is not the one this process started with."""
+
+    code = "store-unavailable"
+    title = "Store unavailable"

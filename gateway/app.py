@@ -38,6 +38,7 @@ from gateway.tokens import TokenService
 PUBLIC_PATHS = frozenset(
     {
         "/healthz",
+        "/readyz",
         "/v1/auth/token",
         "/v1/auth/revoke",
         "/v1/invitations/redeem",  # the one-time invitation code authenticates
@@ -86,9 +87,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     platform.decision_logs.start()
     bursts: BurstWriter = app.state.burst_writer
     bursts.start()
+    if platform.sweeper is not None:
+        platform.sweeper.start()
     try:
         yield
     finally:
+        if platform.sweeper is not None:
+            platform.sweeper.stop()
         bursts.stop()
         platform.compute.runner.stop()
         platform.compute.nodes.close()

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData, create_engine, event, select
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 import audit
 import crypto
 import exchange
 import exchange.computations
+import exchange.errors
+import exchange.hygiene
+import exchange.identity
 import ledger.models
 import migrations
 import policies
@@ -96,8 +103,11 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
+        guard = _SqliteFileGuard(engine.url.database)
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
+            guard.check()
             # Write transactions (PlatformSession.begin) take the write lock up front and
             # wait for it (timeout above); a deferred one that read first would fail
             # with "database is locked" once another writer (the sealer) committed.
@@ -106,6 +116,38 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class _SqliteFileGuard:
+    """Notices a SQLite database file deleted or replaced under a running process.
+
+    Open connections keep writing to an unlinked file, so without this a deleted
+    database goes unnoticed and writes are acknowledged into nothing. The file's
+    (device, inode) is taken at the first transaction; every transaction checks it.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._path = database if database and database != ":memory:" else None
+        self._seen: tuple[int, int] | None = None
+
+    def check(self) -> None:
+        if self._path is None:
+            return
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            if self._seen is None:
+                return  # created by this very connection
+            raise exchange.errors.StoreUnavailable(
+                "the database file was deleted while the platform was running"
+            ) from None
+        current = (st.st_dev, st.st_ino)
+        if self._seen is None:
+            self._seen = current
+        elif current != self._seen:
+            raise exchange.errors.StoreUnavailable(
+                "the database file was replaced while the platform was running"
+            )
 
 
 def alembic_config(url: str) -> Config:
@@ -142,6 +184,8 @@ class Platform:
     decision_logs: DecisionLogWriter
     compute: exchange.ComputeContext
     pdp: policies.DecisionPoint | None = None  # loaded by initialise() from the DB
+    identity: exchange.StoreIdentity | None = None  # set by initialise()
+    sweeper: exchange.hygiene.Sweeper | None = field(default=None, repr=False)
 
     def session(self) -> Session:
         return self.sessions()
@@ -159,8 +203,15 @@ class Platform:
 
 def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     exchange.configure_arrow_memory()
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.database_url)
+    # Before anything is written here (the root key file, directories): refuse a home
+    # and a database that are not the same store (initialise checks again, authoritatively).
+    if settings.home.is_dir():
+        with startup_lock(settings, engine):
+            check_store(settings, engine)
+    else:
+        check_store(settings, engine)
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     sessions = sessionmaker(engine, class_=PlatformSession, expire_on_commit=False)
     ledger_ = Ledger(
         LedgerConfig(
@@ -188,7 +239,7 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         max_upload_bytes=settings.max_upload_bytes,
         trail=trail,
     )
-    return Platform(
+    platform = Platform(
         settings,
         engine,
         sessions,
@@ -225,6 +276,13 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
             ),
         ),
     )
+    platform.sweeper = exchange.hygiene.Sweeper(
+        catalog.objects,
+        sessions,
+        interval_s=settings.sweep_interval_s,
+        grace_s=settings.sweep_grace_s,
+    )
+    return platform
 
 
 def ledger_signer_for(
@@ -254,25 +312,102 @@ def root_key_backend(settings: Settings) -> RootKeyBackend:
     )
 
 
-def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
-    """Migrate, clean what a crash left in the object store, seed demo orgs on first start.
+@contextlib.contextmanager
+def startup_lock(settings: Settings, engine: Engine) -> Iterator[None]:
+    """Serialise migrations and first-start seeding between processes starting at once.
 
-    Run once per process before serving. Returns new demo credentials, if seeded.
+    PostgreSQL: a session advisory lock, held on a connection of its own, so gateways
+    on several machines wait for each other. SQLite: an exclusive `flock` on a file in
+    `$PDX_HOME` (the database is a file there too).
     """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK_KEY})
+                conn.commit()
+        return
+    fd = os.open(settings.home / ".startup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# pg_advisory_lock key: the first 8 bytes of SHA-256("pdx:startup"), as a signed bigint.
+STARTUP_LOCK_KEY = int.from_bytes(hashlib.sha256(b"pdx:startup").digest()[:8], "big", signed=True)
+
+
+def check_store(settings: Settings, engine: Engine) -> exchange.identity.Start:
+    """Compare `$PDX_HOME` with the database without writing to either (exchange.identity)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if database and database != ":memory:" and not Path(database).exists():
+        # Connecting would create the file: an absent SQLite database is an empty one.
+        state = exchange.identity.DatabaseState(None, migrated=False, blank=True)
+    else:
+        try:
+            with engine.connect() as conn:
+                state = exchange.identity.database_state(conn)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                raise  # unreachable, not corrupt: the caller sees the driver's error
+            reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+            raise exchange.StoreMismatch(
+                f"the database cannot be read ({reason}): it is corrupted; restore it "
+                "from a backup (pdx backup restore); refusing to start"
+            ) from None
+    return exchange.identity.compare(
+        home=settings.home,
+        file=exchange.identity.read_file(settings.home),
+        db=state,
+        home_has_objects=exchange.ObjectStore.present(settings.objects_dir),
+        ledger_origin=settings.ledger_origin,
+    )
+
+
+def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
+    """Check the store's identity, migrate, sweep crash leftovers, seed on first start.
+
+    Run once per process before serving, under the start-up lock so that several
+    processes starting at once migrate and seed once. Raises `exchange.StoreMismatch`
+    (nothing written) when `$PDX_HOME` and the database are not the same store.
+    Returns new demo credentials, if seeded.
+    """
+    with startup_lock(platform.settings, platform.engine):
+        return _initialise(platform)
+
+
+def _initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
+    start = check_store(platform.settings, platform.engine)
     upgrade_database(platform.engine)
     # Jobs a crash interrupted are failed (with a reason), never left running.
     exchange.computations.recover(platform.compute)
-    with platform.session() as session:
-        known = session.scalars(select(exchange.Dataset.id)).all()
-    platform.catalog.objects.sweep(known)
+    problem = platform.catalog.objects.problem()
+    if problem is not None:
+        # Reported by /readyz; uploads fail cleanly meanwhile. Not a reason to crash.
+        log.error("object store %s: %s", platform.settings.objects_dir, problem)
+    else:
+        exchange.hygiene.sweep_orphans(
+            platform.catalog.objects, platform.session, grace_s=platform.settings.sweep_grace_s
+        )
     # The signing keys are created here, not on the first request.
     with platform.session() as session, session.begin():
         platform.keystore.signing_key(
             session, purpose=crypto.KeyPurpose.TOKEN_SIGNING, now=platform.now()
         )
-        platform.keystore.signer(
-            session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=platform.now()
-        )
+        ledger_key = ledger_signer_for(
+            platform_keystore=platform.keystore,
+            settings=platform.settings,
+            session=session,
+            now=platform.now(),
+        ).verifier_key()
+    platform.identity = _establish_identity(
+        platform, start, exchange.identity.key_fingerprint(ledger_key)
+    )
     # The active policy bundle (the built-in one, recorded as revision 1 on first start).
     with platform.session() as session, session.begin():
         installed = policies.install_default(session, now=platform.now())
@@ -306,6 +441,39 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
     if creds is not None:
         write_private_json(platform.settings.credentials_file, creds)
     return creds
+
+
+def _establish_identity(
+    platform: Platform, start: exchange.identity.Start, fingerprint: str
+) -> exchange.StoreIdentity:
+    """Record the store identity on a new store; return the one both sides hold."""
+    home = platform.settings.home
+    Start = exchange.identity.Start
+    if start is Start.MATCH:
+        identity = exchange.identity.read_file(home)
+        assert identity is not None
+        return identity
+    if start is Start.RESUME:
+        # A first start stopped after writing the file: the row is missing, and the
+        # ledger key the file names must be this database's, or the database is another.
+        identity = exchange.identity.read_file(home)
+        assert identity is not None
+        if identity.ledger_key_fingerprint != fingerprint:
+            raise exchange.StoreMismatch(
+                f"{home} belongs to store {identity.store_id} whose ledger key is not this "
+                "database's: the database was replaced; refusing to start"
+            )
+    else:
+        identity = exchange.identity.new_identity(
+            ledger_origin=platform.settings.ledger_origin, fingerprint=fingerprint
+        )
+        if start is Start.ADOPT:
+            log.warning("recording store identity %s on an existing store", identity.store_id)
+        # The file first: a crash before the row commits is then recognised (RESUME).
+        exchange.identity.write_file(home, identity)
+    with platform.session() as session, session.begin():
+        exchange.identity.write_row(session, identity, now=platform.now())
+    return identity
 
 
 def write_private_json(path: Path, data: Any) -> None:

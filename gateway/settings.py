@@ -82,6 +82,15 @@ class Settings:
     job_workers: int = 2
     max_output_values: int = 10_000
     max_row_passes: int = 2_000_000_000
+    # Crash hygiene and readiness (issue 13).
+    sweep_interval_s: int = 300
+    """How often leftovers (`.partial`, objects without a row) are swept while serving."""
+    sweep_grace_s: int = 900
+    """A leftover untouched for less than this may still be another process's upload."""
+    min_free_bytes: int = 256 << 20
+    """/readyz reports not-ready when the objects' filesystem has less free space."""
+    published_file: Path | None = None
+    """High-water mark of published checkpoints (default `$PDX_HOME/published.json`)."""
 
     def __post_init__(self) -> None:
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
@@ -151,6 +160,10 @@ class Settings:
         return self.tls_home or self.home / "tls"
 
     @property
+    def published_path(self) -> Path:
+        return self.published_file or self.home / "published.json"
+
+    @property
     def url(self) -> str:
         return f"{'https' if self.mtls else 'http'}://{self.host}:{self.port}"
 
@@ -209,4 +222,10 @@ class Settings:
             job_workers=_int(env, "PDX_JOB_WORKERS", 2),
             max_output_values=_int(env, "PDX_MAX_OUTPUT_VALUES", 10_000),
             max_row_passes=_int(env, "PDX_MAX_ROW_PASSES", 2_000_000_000),
+            sweep_interval_s=_int(env, "PDX_SWEEP_INTERVAL_S", 300),
+            sweep_grace_s=_int(env, "PDX_SWEEP_GRACE_S", 900),
+            min_free_bytes=_int(env, "PDX_MIN_FREE_BYTES", 256 << 20, minimum=0),
+            published_file=(
+                Path(env["PDX_PUBLISHED_FILE"]).resolve() if env.get("PDX_PUBLISHED_FILE") else None
+            ),
         )

@@ -66,7 +66,12 @@ class _Launcher:
         key = (self._bwrap, self._prlimit)
         with _PROBE_LOCK:
             if key not in _PROBED:
-                _PROBED[key] = self._probe()
+                reason = self._probe()
+                if reason is not None:
+                    # Not cached: a failure may be transient (EMFILE, a fork failing under
+                    # load), and caching it disabled computations for the process's life.
+                    return reason
+                _PROBED[key] = None
             return _PROBED[key]
 
     def check(self) -> None:

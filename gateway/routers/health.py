@@ -1,21 +1,46 @@
-"""Liveness and readiness: /healthz checks the database answers."""
+"""Liveness (/healthz: the process answers) and readiness (/readyz: it can serve safely)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from sqlalchemy import text
+from typing import Any
 
-from gateway.errors import GatewayError
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from gateway.errors import problem
+from gateway.readiness import Readiness
 from gateway.security import PlatformDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz(platform: PlatformDep) -> dict[str, str]:
-    try:
-        with platform.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - report unavailability, details go to the log
-        raise GatewayError("unavailable", "Service unavailable", "database unreachable") from None
+def healthz() -> dict[str, str]:
+    """Liveness only: a load balancer restarts a process that stops answering here."""
     return {"status": "ok", "version": "0.1.0"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(request: Request, platform: PlatformDep) -> dict[str, Any] | JSONResponse:
+    """Readiness: schema, store identity, ledger, objects directory, free space, sandbox.
+
+    Answers 503 problem+json listing every check when one fails (routers send no
+    traffic to a process that is not ready). Public and cheap: checks are cached.
+    """
+    readiness: Readiness | None = getattr(request.app.state, "readiness", None)
+    if readiness is None:
+        readiness = request.app.state.readiness = Readiness(platform)
+    checks = await run_in_threadpool(readiness.run)
+    listed = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]
+    if all(c.ok for c in checks):
+        return {"status": "ready", "checks": listed}
+    failing = ", ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok)
+    return problem(
+        request,
+        status=503,
+        code="not-ready",
+        title="Not ready",
+        detail=failing,
+        checks=listed,
+    )

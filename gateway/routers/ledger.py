@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
+from exchange.backup import record_published
 from gateway.pep import Enforce
 from gateway.platform import ledger_signer_for
 from gateway.security import CallerDep, PlatformDep
@@ -103,6 +104,8 @@ def checkpoint(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
     """The newest checkpoint, as a C2SP tlog-checkpoint signed note."""
     with platform.session() as session:
         note = platform.ledger.checkpoint(session)
+    # A served checkpoint is published: a restore must never go below it (issue 13).
+    record_published(platform.settings.published_path, int(note.split("\n", 2)[1]))
     return PlainTextResponse(note, media_type=NOTE_TEXT)
 
 
