@@ -1,4 +1,4 @@
-"""Audit events and records (COMPLIANCE.md §5); later also decision logs and verification."""
+"""Audit events and records (docs/compliance.md AUD-01), decision logs and verification."""
 
 from audit.bursts import Burst, BurstAggregator, record_burst
 from audit.events import AuditEvent, Result, Subject, record

@@ -3,7 +3,7 @@
 The first failure for a key (source address, event type, subject) is recorded at once,
 as before, and opens a window; further failures with that key inside the window are
 only counted. When the window ends, one `<area>.failure_burst` record carries the count
-and the first and last times (COMPLIANCE.md §5 fields: subject, address, time, action,
+and the first and last times (docs/compliance.md AUD-01 fields: subject, address, time, action,
 result). A flood therefore writes two rows per key and window instead of one per
 request (issue 11: 3,000 `Bearer x` requests wrote 3,000 rows), and nothing is lost:
 the first record plus the burst counts add up to every failure seen.

@@ -1,6 +1,6 @@
 """Decision logs: every policy decision, allowed or denied, in OPA's decision-log shape.
 
-One row per decision (COMPLIANCE.md §5: denials are security events too) with the
+One row per decision (docs/compliance.md AUD-10: denials are security events too) with the
 input, the result, the policy revision that produced it and when. Audit records carry
 the same `decision_id`, so an audited action leads to the decision that allowed it.
 Rows are written in the caller's transaction and never updated or deleted.
@@ -121,7 +121,7 @@ def record_decisions(session: Session, entries: Sequence[DecisionLogEntry]) -> i
 def record_decision(session: Session, entry: DecisionLogEntry) -> DecisionLog:
     """Add the decision to `session`'s transaction (the caller commits it with the action).
 
-    COMPLIANCE.md §5: the record commits with the action it authorised, or not at all.
+    docs/compliance.md AUD-05: the record commits with the action it authorised, or not at all.
     """
     row = DecisionLog(**_row(entry))
     session.add(row)

@@ -1,4 +1,4 @@
-"""Audit tables: one row per audited request or event (COMPLIANCE.md §5 fields)."""
+"""Audit tables: one row per audited request or event (docs/compliance.md AUD-01 fields)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Writes benchmark results in the shared format (../shared/BENCH.md)."""
+"""Writes benchmark results in the shared format (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ _PENDING, _EXECUTED, _CANCELLED, _EXPIRED = "pending", "executed", "cancelled", 
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """One line of the key inventory (COMPLIANCE 4: type, length, owner, purpose, validity, state).
+    """One line of the key inventory (docs/compliance.md CRY-14).
+
+    Type, length, owner, purpose, validity and state.
 
     `type` is "symmetric" or "asymmetric"; `length` in bits. `location` says where the
     secret lives: the root backend's kind for the root key, "database (wrapped)" for

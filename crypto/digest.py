@@ -28,7 +28,7 @@ def sm3(data: Buffer) -> bytes:
 
 
 class ContentDigest:
-    """Both evidence digests of one stream, updated together (COMPLIANCE.md 6: "SHA-256 or SM3").
+    """Both evidence digests of one stream, updated together (PCE-05: "SHA-256 or SM3").
 
     SHA-256 comes from `hashlib`, which releases the GIL on large updates; SM3 from
     `cryptography`. `hexdigests` may be called at any point without ending the stream.

@@ -91,7 +91,7 @@ class KeyEventSink(Protocol):
 
     The integrator writes the audit record and ledger entry here, so that they commit
     or roll back with the key change itself. An exception from the sink aborts the
-    operation (COMPLIANCE 5: an interrupted audit pipeline blocks the audited action).
+    operation (docs/compliance.md AUD-05: an interrupted audit pipeline blocks the audited action).
     """
 
     def __call__(self, session: Session, event: KeyEvent) -> None: ...

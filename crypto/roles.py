@@ -1,4 +1,4 @@
-"""Key-management roles (COMPLIANCE 4) and the one check every KMS operation calls."""
+"""Key-management roles (docs/compliance.md CRY-13) and the one check every KMS operation calls."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def require_key_role(roles: Iterable[str], action: KmsAction | str) -> frozenset
 
     The single check every KMS administrative operation calls. Refuses, whatever the
     action, a holder of the crypto-auditor role together with either other role:
-    the auditor must be independent of the duties audited (COMPLIANCE 4).
+    the auditor must be independent of the duties audited (docs/compliance.md CRY-13).
     """
     held = key_roles(roles)
     if _AUDITOR in held and held & {_ADMIN, _OPERATOR}:

@@ -64,7 +64,7 @@ CLIENT_ISSUER: dict[OrgKind, Role] = {
     OrgKind.SECURITY: Role.SECURITY_ADMIN,
 }
 
-# 三员分立 (COMPLIANCE.md §5): system, security and audit administration are held apart.
+# 三员分立 (docs/compliance.md AUD-08): system, security and audit administration are held apart.
 SEPARATED_DUTIES = frozenset({Role.SYSTEM_ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR})
 
 _CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,64}$")

@@ -110,7 +110,7 @@ class Invitation(ExchangeBase):
 
 
 class Dataset(ExchangeBase):
-    """A registered dataset: catalogue metadata (COMPLIANCE.md §1), content facts, custody."""
+    """A registered dataset: catalogue metadata (GRD-02), content facts, custody."""
 
     __tablename__ = "datasets"
 
@@ -305,7 +305,7 @@ class ComputationInput(ExchangeBase):
 
 
 class PrivacyBudgetAccount(ExchangeBase):
-    """A dataset's (ε, δ) budget and what has been spent of it (COMPLIANCE.md §2)."""
+    """A dataset's (ε, δ) budget and what has been spent of it (docs/compliance.md PI-07)."""
 
     __tablename__ = "computation_privacy_budget"
 

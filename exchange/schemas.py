@@ -1,4 +1,4 @@
-"""Request and response models of the catalogue (COMPLIANCE.md §1 field names)."""
+"""Request and response models of the catalogue (docs/compliance.md GRD-02 field names)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class DatasetCreate(BaseModel):
         if self.important_data_catalogue and not high:
             raise ValueError("data on the important-data catalogue is graded important or core")
         if high and self.open_attribute == OpenAttribute.OPEN:
-            # COMPLIANCE.md §1: core and important data are never published raw.
+            # docs/compliance.md GRD-05: core and important data are never published raw.
             raise ValueError("important and core data cannot be open (无条件开放)")
         if self.next_review_at is not None and self.next_review_at.tzinfo is None:
             raise ValueError("next_review_at needs a timezone")

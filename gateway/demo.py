@@ -59,7 +59,7 @@ def transit_metadata(
     *,
     description: str = "Transit-card trips with card holders' identity and contact details",
 ) -> dict[str, Any]:
-    """COMPLIANCE.md §1 metadata for examples/transit_trips.csv (it holds ID numbers)."""
+    """docs/compliance.md GRD-02 metadata for examples/transit_trips.csv (it holds ID numbers)."""
     return {
         "name": name,
         "description": description,

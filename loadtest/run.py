@@ -1,6 +1,6 @@
 """`python -m loadtest.run`: start pdx, seed it, run Locust headless, write bench/results/load.json.
 
-Steps (BENCH.md format, area `load`):
+Steps (docs/benchmarks.md format, area `load`):
 
 1. Start two servers on free loopback ports, each with a fresh `PDX_HOME` (embedded
    SQLite, demo organisations seeded): A as configured, B with `PDX_BENCH_NO_PEP=1`
@@ -12,7 +12,7 @@ Steps (BENCH.md format, area `load`):
 4. Run the read-only classes (`CatalogReader LedgerAuditor`) against A and B in
    alternating rounds; `zero_trust_overhead_ratio` = median rps(A) / median rps(B).
    The servers and Locust share the machine, so a ratio measured in one run is what
-   survives the noise (BENCH.md).
+   survives the noise (docs/benchmarks.md).
 
 5. Fair use (issue 11, `loadtest/fairuse.py`), on a third, single-process server: a
    tenant's `stats.count` p95 (request → released) alone and under another tenant's
@@ -221,7 +221,7 @@ def small_csv(rows: int) -> bytes:
 
 
 def dataset_metadata(name: str, level: str = "general-4") -> dict[str, Any]:
-    """COMPLIANCE.md §1 metadata for the transit sample (it holds ID numbers: general-4)."""
+    """GRD-02 metadata for the transit sample (it holds ID numbers: general-4)."""
     return transit_metadata(name, level, description="load-test sample of transit-card trips")
 
 

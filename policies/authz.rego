@@ -40,7 +40,7 @@ level_rank := {l: i | some i, l in m.levels}
 # Constant collections are arrays, not sets: rego-cpp builds a set literal on every
 # evaluation at ~5 µs per element, an array for a fraction of that (README, "Measurements").
 
-# Rows of these levels never leave the platform, whoever asks (COMPLIANCE.md §1).
+# Rows of these levels never leave the platform, whoever asks (docs/compliance.md GRD-08).
 rows_never_leave := ["important", "core"]
 
 row_actions := ["dataset.preview", "dataset.download"]
@@ -398,7 +398,7 @@ matrix_refusal contains msg if {
 	msg := sprintf("%v needs a signed data-use agreement, and contract %v names none", [cell.label, contract.id])
 }
 
-# Purpose and legal basis (PIPL art. 6, 13; COMPLIANCE.md §2).
+# Purpose and legal basis (PIPL art. 6, 13; docs/compliance.md PI-01, PI-02).
 matrix_refusal contains "a computation needs a declared purpose" if {
 	not is_string(ctx.purpose)
 	"purpose" in required

@@ -2,7 +2,7 @@
 
 The Rego policy reads this data, so a typo here would silently change who may do what:
 every field is checked for type and vocabulary, and the compliance invariants the
-matrix must respect on its own are checked too (COMPLIANCE.md §1: rows of important,
+matrix must respect on its own are checked too (docs/compliance.md GRD-08: rows of important,
 core and closed data never leave, whatever a request says).
 """
 
@@ -222,7 +222,7 @@ def check_matrix(doc: Mapping[str, Any]) -> list[str]:
                 problems.append(f"{where}: only data actions {list(DATA_ACTIONS)} are graded")
             if not rule.allow:
                 continue
-            # COMPLIANCE.md §1: never published or delivered raw, whatever a request says.
+            # docs/compliance.md GRD-08: never published or delivered raw, whatever a request says.
             if cname == "closed":
                 problems.append(f"{where}: closed (不予开放) data permits nothing")
             elif not cname.startswith("general-") and action in ROW_ACTIONS:

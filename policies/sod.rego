@@ -1,4 +1,4 @@
-# Separation of duties (三员分立, GB/T 22239-2019 level 3; COMPLIANCE.md §5).
+# Separation of duties (三员分立, GB/T 22239-2019 level 3; docs/compliance.md AUD-08).
 #
 # The system, security and audit administrators are distinct: no account may hold two
 # of these roles, no account may be created holding two, and the auditor changes

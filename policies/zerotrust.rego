@@ -1,4 +1,4 @@
-# Per-request context checks (NIST SP 800-207; GB/T 43696-2024; COMPLIANCE.md §7).
+# Per-request context checks (NIST SP 800-207; GB/T 43696-2024; docs/compliance.md ZT-03, ZT-04).
 #
 # Time is an input (context.time, UTC epoch seconds), never time.now_ns(): decisions
 # stay deterministic, testable and safe to cache on their exact input.

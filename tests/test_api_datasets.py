@@ -131,7 +131,7 @@ def test_registration_at_suggested_level_shows_detections(
         plain = b"".join(exchange.iter_plaintext(platform.catalog, s, ds["id"]))
     assert plain == raw
 
-    # Audited in the same transaction, with the COMPLIANCE.md §5 fields.
+    # Audited in the same transaction, with the docs/compliance.md AUD-01 fields.
     with platform.session() as s:
         rec = s.scalars(
             select(audit.AuditRecord).where(audit.AuditRecord.event_type == "dataset.registered")

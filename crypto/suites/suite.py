@@ -17,7 +17,7 @@ from crypto.suites.signature import SignatureAlgorithm, SigningKeyPair, Verifyin
 
 
 class SuiteName(StrEnum):
-    """Suite names as configured and stored (COMPLIANCE.md 4: chosen per deployment/tenant)."""
+    """Suite names as configured and stored (CRY-07: chosen per deployment/tenant)."""
 
     INTL = "intl"
     SM = "sm"
