@@ -22,18 +22,27 @@ Protocol (one `FlJob`):
    is the FedAvg update Σ (n_k/N)·Δ_k and the global metrics, and broadcasts the new w.
 4. Early stopping: stop when the global objective improves by less than `tol`
    (relative) for `patience` consecutive rounds, or at `rounds`.
-5. Differential privacy (optional, `dp_epsilon`/`dp_delta` from the config or the
-   release obligations): each update Δ_k is clipped to L2 norm `clip_norm`, weighted
-   uniformly (1/K), and each node adds Gaussian noise N(0, σ²/K) before encrypting, so
-   the decrypted sum carries N(0, σ²)/K: the Gaussian mechanism for the sum with
-   sensitivity `clip_norm` (one provider's whole update, i.e. provider-level DP per
-   round), σ = clip·√(2 ln(1.25/δ_r))/ε_r (Dwork & Roth Thm A.1), with
-   (ε_r, δ_r) = (ε/R, δ/R) by basic composition over the R = `rounds` planned rounds.
-   ε is charged to every input dataset before training starts. Per-round loss and
-   accuracy are not collected under DP (they would need their own budget), so early
-   stopping is off then.
-6. The final model goes through the release gate (cohort on N, shape: fewer parameters
-   than rows and at most `max_cells`; provider review when required).
+5. Differential privacy at record level (optional, `dp_epsilon`/`dp_delta` from the
+   config or the release obligations; `sandbox._dp_fl` holds the arithmetic):
+   - (ε, δ) is charged to every input dataset before any data is touched, and converted
+     to the zCDP budget ρ it allows (`sandbox.accounting.rho_for`).
+   - Standardisation comes from the provider-declared `feature_bounds` (values clipped
+     into them, mapped onto [−1, 1]): no exact mean, scale or row count is computed
+     for or released with the model. DP training without bounds is refused.
+   - The total row count N is released once as a discrete Gaussian count costing
+     `count_share`·ρ (one record moves it by 1); cohort and shape use that noisy N̂, and
+     the nodes use N̂/K as their public gradient denominator and 1/(C·N̂) as λ.
+   - Each local step on each node is DP gradient descent on the node's own rows
+     (DP-SGD with every row in every step): per-example gradients clipped to L2 norm
+     `clip_norm` = C, summed, plus OpenDP Gaussian noise of scale z·C, divided by the
+     public N̂/K. T = rounds × local_epochs steps cost T/(2z²) in zCDP; z is chosen so
+     this is the rest of ρ (`dpsgd_noise_multiplier`; no subsampling amplification is
+     claimed). Records sit on one node only: nodes compose in parallel. The noisy
+     updates are then averaged (weight 1/K) under the same secure aggregation.
+   - Per-round loss and accuracy are not collected (they would need their own
+     budget), so early stopping is off and all `rounds` run.
+6. The final model goes through the release gate (cohort on N, N̂ under DP; shape: fewer
+   parameters than rows and at most `max_cells`; provider review when required).
 
 `encrypted=False` replaces CKKS by plaintext aggregation (`unsafe-plain`): only for
 measuring what encryption costs, never for real jobs.
@@ -43,7 +52,6 @@ from __future__ import annotations
 
 import csv
 import math
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +62,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sandbox import ckks
+from sandbox._dp_fl import DpPlan, bounds_standardisation, dp_local_train, plan_dp
+from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import (
     SECURITY_MODEL,
     Coordinator,
@@ -92,8 +102,13 @@ class FlConfig:
     tol: float = 1e-4
     patience: int = 5
     dp_epsilon: float | None = None
-    dp_delta: float = 1e-5
+    dp_delta: float = DEFAULT_DELTA
     clip_norm: float = 1.0
+    """Under DP: the L2 norm each example's gradient is clipped to."""
+    feature_bounds: tuple[tuple[float, float], ...] | None = None
+    """Provider-declared [lo, hi] per feature: under DP, the standardisation."""
+    count_share: float = 0.02
+    """Under DP: the share of ρ spent on the noisy row count."""
     encrypted: bool = True
 
     def __post_init__(self) -> None:
@@ -107,6 +122,16 @@ class FlConfig:
             raise InvalidParameters("learning_rate, C and clip_norm must be positive")
         if len(self.features) + 4 > ckks.CkksParams.COMPACT.slots:
             raise InvalidParameters("too many features for one ciphertext")
+        if self.feature_bounds is not None and (
+            len(self.feature_bounds) != len(self.features)
+            or not all(
+                math.isfinite(lo) and math.isfinite(hi) and lo < hi
+                for lo, hi in self.feature_bounds
+            )
+        ):
+            raise InvalidParameters("feature_bounds needs one finite lo < hi per feature")
+        if not 0 < self.count_share < 1:
+            raise InvalidParameters("count_share must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -136,9 +161,15 @@ class FlModel:
     encrypted: bool
     dp: dict[str, float] | None = None
     setup_seconds: float = 0.0
+    bounds: tuple[tuple[float, float], ...] | None = None
+    """Under DP: inputs are clipped into these declared bounds before standardising."""
 
     def decision_function(self, x: npt.ArrayLike) -> Array:
-        z = (np.asarray(x, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = np.asarray(x, dtype=np.float64)
+        if self.bounds is not None:
+            lo, hi = np.asarray(self.bounds).T
+            x = np.clip(x, lo, hi)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         out: Array = z @ np.asarray(self.coef) + self.intercept
         return out
 
@@ -207,6 +238,9 @@ def node_logreg(ctx: OperatorContext) -> bytes:
     if cmd == "init":
         p = ctx.params
         x, y = _load(ctx, p["features"], p["label"])
+        if p.get("bounds") is not None:
+            lo, hi = np.asarray(p["bounds"], dtype=np.float64).T
+            x = np.clip(x, lo, hi)
         mean, scale = np.asarray(p["mean"]), np.asarray(p["scale"])
         xb = np.hstack([(x - mean) / scale, np.ones((len(y), 1))])
         job = JobPublic.from_request(p["job"], ctx.blobs)
@@ -220,7 +254,6 @@ def node_logreg(ctx: OperatorContext) -> bytes:
             lr=float(p["lr"]),
             epochs=int(p["epochs"]),
             dp=p.get("dp"),
-            rng=np.random.default_rng(secrets.randbits(128)),
         )
         if job.ckks_public:
             ctx_pub = ckks.load_public_context(job.ckks_public)
@@ -235,17 +268,16 @@ def node_logreg(ctx: OperatorContext) -> bytes:
     w = np.asarray(ctx.params["weights"], dtype=np.float64)
     if w.shape != (xb.shape[1],):
         raise InvalidParameters("weights do not match the features")
-    loss, correct = _logloss_sum(xb, y, w)
-    delta = _local_train(xb, y, w, st["lam"], st["lr"], st["epochs"]) - w
     dp = st["dp"]
     if dp is None:
+        loss, correct = _logloss_sum(xb, y, w)
+        delta = _local_train(xb, y, w, st["lam"], st["lr"], st["epochs"]) - w
         weight = len(y) / st["n_total"]
         metrics = [loss / st["n_total"], correct / st["n_total"]]
     else:
-        norm = float(np.linalg.norm(delta))
-        delta = delta * min(1.0, float(dp["clip"]) / norm) if norm > 0 else delta
-        sigma_node = float(dp["sigma"]) / math.sqrt(st["nodes"])
-        delta = delta + st["rng"].normal(0.0, sigma_node, delta.size)
+        # Record-level DP-SGD on this node's rows; nothing exact about them leaves.
+        w_local = dp_local_train(xb, y, w, st["lam"], st["lr"], st["epochs"], dp)
+        delta = w_local - w
         weight = 1.0 / st["nodes"]
         metrics = [0.0, 0.0]
     payload = np.concatenate([weight * delta, [weight], metrics])
@@ -263,7 +295,10 @@ def node_logreg(ctx: OperatorContext) -> bytes:
 
 
 def gaussian_sigma(clip: float, epsilon: float, delta: float) -> float:
-    """σ of the Gaussian mechanism for L2 sensitivity `clip` (Dwork & Roth, Thm A.1)."""
+    """σ of the classic (ε, δ) Gaussian mechanism, ε < 1 (Dwork & Roth, Thm A.1).
+
+    Kept for callers; the FL job itself calibrates with the zCDP accountant.
+    """
     return clip * math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
 
 
@@ -323,17 +358,28 @@ class FlJob:
         datasets = unique(p.dataset_id for p in self.providers)
         eps = obligations.dp_epsilon if obligations.dp_epsilon is not None else cfg.dp_epsilon
         delta = obligations.dp_delta or cfg.dp_delta
-        dp: dict[str, float] | None = None
+        plan: DpPlan | None = None
         if eps is not None:
-            if delta <= 0:
-                raise InvalidParameters("the Gaussian mechanism needs dp_delta > 0")
-            sigma = gaussian_sigma(cfg.clip_norm, eps / cfg.rounds, delta / cfg.rounds)
-            dp = {"epsilon": eps, "delta": delta, "sigma": sigma, "clip": cfg.clip_norm}
+            if cfg.feature_bounds is None:
+                raise InvalidParameters("DP training needs provider-declared feature_bounds")
+            plan = plan_dp(
+                eps,
+                delta,
+                rounds=cfg.rounds,
+                local_epochs=cfg.local_epochs,
+                clip=cfg.clip_norm,
+                count_share=cfg.count_share,
+            )
             # Charged before any data is touched: a refusal costs the providers nothing.
             gate.budget.charge(datasets, eps, delta, self.job_id)
         self.sandbox.check()
         t0 = time.perf_counter()
-        mean, scale, n_total = self._standardise(gate, obligations)
+        if plan is None:
+            mean, scale, n_total = self._standardise(gate, obligations)
+        else:
+            assert cfg.feature_bounds is not None
+            mean, scale = bounds_standardisation(cfg.feature_bounds)
+            n_total = self._noisy_rows(gate, obligations, plan)
         d = len(cfg.features) + 1
         pub = self.result_party.public
         init = {
@@ -348,9 +394,16 @@ class FlJob:
             "lr": cfg.learning_rate,
             "epochs": cfg.local_epochs,
             "rounds": cfg.rounds,
-            "dp": {"sigma": dp["sigma"], "clip": dp["clip"]} if dp else None,
+            "dp": None,
             "job": pub.params(),
         }
+        if plan is not None:
+            init["bounds"] = [list(b) for b in cfg.feature_bounds or ()]
+            init["dp"] = {
+                "sigma": plan.sigma,
+                "clip": plan.clip,
+                "denominator": n_total / len(self.providers),
+            }
         sessions: list[SandboxSession] = []
         try:
             for p in self.providers:
@@ -360,7 +413,7 @@ class FlJob:
             for s in sessions:
                 s.receive().unwrap()
             setup = time.perf_counter() - t0
-            w, history, stopped = self._train(sessions, d, n_total, dp is not None)
+            w, history, stopped = self._train(sessions, d, n_total, plan is not None)
         finally:
             for s in sessions:
                 s.close()
@@ -374,8 +427,9 @@ class FlJob:
             rounds=tuple(history),
             stopped_early=stopped,
             encrypted=cfg.encrypted,
-            dp=dp,
+            dp=plan.as_dict() if plan else None,
             setup_seconds=setup,
+            bounds=cfg.feature_bounds if plan else None,
         )
         cand = Candidate(
             "fl.logreg",
@@ -391,6 +445,19 @@ class FlJob:
             epsilon_spent=eps,
             security_model=SECURITY_MODEL.as_dict(),
         )
+
+    def _noisy_rows(self, gate: ReleaseGate, obligations: ReleaseObligations, plan: DpPlan) -> int:
+        """N̂: the total row count plus discrete Gaussian noise (ρ = `plan.count_rho`).
+
+        Cohort and shape are decided on N̂ only; the exact count never leaves this method.
+        """
+        job = StatsJob(StatsQuery("stats.count"), self.providers, sandbox=self.sandbox)
+        self.standardisation = job
+        agg = job.decrypt(job.aggregate(job.compute_partials()))
+        exact = int(agg.values[0])
+        noisy = max(int(gate.noise.gaussian([exact], plan.count_sigma)[0]), 0)
+        gate.check_cohort(noisy, obligations)
+        return noisy
 
     def _train(
         self, sessions: Sequence[SandboxSession], d: int, n_total: int, private: bool
