@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sandbox.errors import InvalidParameters, PrivacyBudgetExhausted
 
@@ -104,7 +105,7 @@ def epsilon(rho: float, delta: float = DEFAULT_DELTA) -> float:
     lo, hi = math.log(1.0 + 1e-9), math.log(1.0 + 10.0 * math.sqrt(lid / rho) + 10.0)
     g = (math.sqrt(5.0) - 1.0) / 2.0
     a, b = lo, hi
-    for _ in range(200):
+    for _ in range(120):
         c, d = b - g * (b - a), a + g * (b - a)
         if _cks(rho, lid, math.exp(c)) < _cks(rho, lid, math.exp(d)):
             b = d
@@ -114,6 +115,7 @@ def epsilon(rho: float, delta: float = DEFAULT_DELTA) -> float:
     return max(best, 0.0)
 
 
+@lru_cache(maxsize=256)
 def rho_for(eps: float, delta: float = DEFAULT_DELTA) -> float:
     """The largest ρ whose (ε, δ) conversion stays within `eps` (rounded down)."""
     _check_delta(delta)
@@ -122,7 +124,7 @@ def rho_for(eps: float, delta: float = DEFAULT_DELTA) -> float:
     lo, hi = 0.0, max(eps, 1.0)
     while epsilon(hi, delta) <= eps:
         hi *= 2.0
-    for _ in range(100):
+    for _ in range(64):
         mid = (lo + hi) / 2.0
         if epsilon(mid, delta) <= eps:
             lo = mid

@@ -97,21 +97,38 @@ class OpenDPNoise:
 
     vetted = True
 
+    def __init__(self) -> None:
+        self._measurements: dict[tuple[str, float], Any] = {}
+
+    def _measurement(self, kind: str, scale: float) -> Any:
+        """The OpenDP measurement for (`kind`, `scale`), built once (a few are reused)."""
+        key = (kind, float(scale))
+        m = self._measurements.get(key)
+        if m is None:
+            dp = _opendp()
+            if kind == "float-gaussian":
+                # OpenDP's float Gaussian samples a discrete Gaussian on a fine power-of-two
+                # lattice and rounds exactly, so it is not open to the float attack either.
+                domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+                m = dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=key[1])
+            elif kind == "gaussian":
+                domain = dp.vector_domain(dp.atom_domain(T="i64"))
+                m = dp.m.make_gaussian(domain, dp.l2_distance(T="i64"), scale=key[1])
+            else:
+                domain = dp.vector_domain(dp.atom_domain(T="i64"))
+                m = dp.m.make_laplace(domain, dp.l1_distance(T="i64"), scale=key[1])
+            if len(self._measurements) >= 64:
+                self._measurements.clear()
+            self._measurements[key] = m
+        return m
+
     def laplace(self, values: Sequence[int], scale: float) -> list[int]:
         vals = _check_ints(values, scale)
-        dp = _opendp()
-        m = dp.m.make_laplace(
-            dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=float(scale)
-        )
-        return [int(v) for v in m(vals)]
+        return [int(v) for v in self._measurement("laplace", scale)(vals)]
 
     def gaussian(self, values: Sequence[int], sigma: float) -> list[int]:
         vals = _check_ints(values, sigma)
-        dp = _opendp()
-        m = dp.m.make_gaussian(
-            dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64"), scale=float(sigma)
-        )
-        return [int(v) for v in m(vals)]
+        return [int(v) for v in self._measurement("gaussian", sigma)(vals)]
 
     def gaussian_vector(self, values: Array, sigma: float) -> Array:
         if not (sigma > 0 and math.isfinite(sigma)):
@@ -119,15 +136,8 @@ class OpenDPNoise:
         x = np.asarray(values, dtype=np.float64)
         if not np.all(np.isfinite(x)):
             raise InvalidParameters("values must be finite")
-        dp = _opendp()
-        # OpenDP's float Gaussian samples a discrete Gaussian on a fine power-of-two
-        # lattice and rounds exactly, so it is not open to the float attack either.
-        m = dp.m.make_gaussian(
-            dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-            dp.l2_distance(T=float),
-            scale=float(sigma),
-        )
-        return np.asarray(m([float(v) for v in x]), dtype=np.float64)
+        out = self._measurement("float-gaussian", sigma)([float(v) for v in x])
+        return np.asarray(out, dtype=np.float64)
 
 
 class SeededNoise:

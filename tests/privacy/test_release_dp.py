@@ -233,3 +233,25 @@ def test_open_data_is_released_exactly_as_before() -> None:
     assert g.rows == 15 and g.exact["mean(x)"] == "2.5"
     with pytest.raises(errors.CohortTooSmall):
         _release(gate, q, [1.0] * 9, ReleaseObligations(min_cohort=10))
+
+
+def test_gaussian_mechanism_is_calibrated_by_the_accountant() -> None:
+    """dp_mechanism="gaussian": each of k measures gets ρ/k of the ρ that (ε, δ) allows."""
+    from sandbox.accounting import rho_for, sigma_for
+
+    gate = _gate()
+    assert gate.noise.vetted
+    q = StatsQuery("stats.count")
+    ob = ReleaseObligations(min_cohort=1, dp_epsilon=1.0, dp_delta=1e-6, dp_mechanism="gaussian")
+    rho = rho_for(1.0, 1e-6)
+    sigma = sigma_for(1.0, rho)  # one measure (the count), sensitivity 1
+    draws = []
+    for _ in range(3000):
+        gated = gate.gate(candidate(q, _aggregate(q, [1.0] * 500), PROVIDERS), ob, "job")
+        assert gated.rho == pytest.approx(rho)
+        draws.append(gated.partitions[0].measures[0].value - 500)
+    var = float(np.var(draws))
+    # Discrete Gaussian variance ≈ σ² for σ ≥ 1; SE of a variance ≈ σ²·√(2/n).
+    assert abs(var - sigma**2) <= 4.5 * sigma**2 * math.sqrt(2 / len(draws)), (var, sigma**2)
+    with pytest.raises(errors.InvalidParameters):
+        ReleaseObligations(dp_epsilon=1.0, dp_mechanism="gaussian")  # needs δ > 0
