@@ -27,8 +27,10 @@ Protocol (one `FlJob`):
    - (ε, δ) is charged to every input dataset before any data is touched, and converted
      to the zCDP budget ρ it allows (`sandbox.accounting.rho_for`).
    - Standardisation comes from the provider-declared `feature_bounds` (values clipped
-     into them, mapped onto [−1, 1]): no exact mean, scale or row count is computed
-     for or released with the model. DP training without bounds is refused.
+     into them, mapped onto [−1, 1]); without declared bounds the features are used as
+     they are (mean 0, scale 1): per-example gradient clipping bounds every record's
+     influence whatever its values, so DP holds either way, only accuracy suffers. No
+     exact mean, scale or row count is computed for or released with the model.
    - The total row count N is released once as a discrete Gaussian count costing
      `count_share`·ρ (one record moves it by 1); cohort and shape use that noisy N̂, and
      the nodes use N̂/K as their public gradient denominator and 1/(C·N̂) as λ.
@@ -231,6 +233,9 @@ def _local_train(xb: Array, y: Array, w: Array, lam: float, lr: float, epochs: i
     return w
 
 
+_COUNT_UNIT = 1024.0
+
+
 def node_logreg(ctx: OperatorContext) -> bytes:
     """Vetted operator `fl.logreg`: `init` loads and standardises, `round` trains and seals."""
     cmd = ctx.params.get("cmd")
@@ -248,9 +253,9 @@ def node_logreg(ctx: OperatorContext) -> bytes:
             xb=xb,
             y=y,
             job=job,
-            n_total=float(p["n_total"]),
+            n_total=float(p.get("n_total") or 0.0),
             nodes=int(p["nodes"]),
-            lam=float(p["lam"]),
+            lam=float(p.get("lam") or 0.0),
             lr=float(p["lr"]),
             epochs=int(p["epochs"]),
             dp=p.get("dp"),
@@ -259,9 +264,15 @@ def node_logreg(ctx: OperatorContext) -> bytes:
             ctx_pub = ckks.load_public_context(job.ckks_public)
             # Offline phase: one encryption of zero per planned round (bounded), so a
             # round's encryption is an addition (`ckks.ZeroPool`).
-            pool_size = min(int(p.get("rounds", 0)), 512)
+            pool_size = min(int(p.get("rounds", 0)) + (st["dp"] is not None), 512)
             st["pool"] = ckks.ZeroPool(ctx_pub, xb.shape[1] + 3, pool_size)
-        return b"ready"
+        if st["dp"] is None:
+            return b"ready"
+        # Under DP the job has no row count yet: this node's goes back encrypted, to be
+        # summed with the others' and noised by the result party (`FlJob._noisy_rows`).
+        # Sent in units of _COUNT_UNIT rows so large counts stay inside CKKS's range.
+        count = np.concatenate([[len(y) / _COUNT_UNIT], np.zeros(xb.shape[1] + 2)])
+        return _seal(st, count, "count")
     if cmd != "round" or "xb" not in st:
         raise InvalidParameters("expected init, then round commands")
     xb, y = st["xb"], st["y"]
@@ -275,20 +286,30 @@ def node_logreg(ctx: OperatorContext) -> bytes:
         weight = len(y) / st["n_total"]
         metrics = [loss / st["n_total"], correct / st["n_total"]]
     else:
-        # Record-level DP-SGD on this node's rows; nothing exact about them leaves.
-        w_local = dp_local_train(xb, y, w, st["lam"], st["lr"], st["epochs"], dp)
+        # Record-level DP-SGD on this node's rows; nothing exact about them leaves. λ and
+        # the denominator N̂/K come from the noisy count, sent with every round.
+        dp = dict(dp, denominator=float(ctx.params["denominator"]))
+        w_local = dp_local_train(xb, y, w, float(ctx.params["lam"]), st["lr"], st["epochs"], dp)
         delta = w_local - w
         weight = 1.0 / st["nodes"]
         metrics = [0.0, 0.0]
     payload = np.concatenate([weight * delta, [weight], metrics])
+    return _seal(st, payload, "update")
+
+
+def _seal(st: dict[str, Any], payload: Array, kind: str) -> bytes:
+    """Encrypt one node's vector under the job key (plain bytes for `unsafe-plain`)."""
     pub: JobPublic = st["job"]
-    layout = {"d": int(delta.size), "fields": ["weighted_update", "weight", "loss", "correct"]}
+    d = len(payload) - 3
+    layout = {"d": d, "fields": ["weighted_update", "weight", "loss", "correct"]}
+    if kind == "count":
+        layout = {"d": d, "fields": ["rows"]}
     if pub.scheme == "ckks":
         ckks.check_range(payload, ckks.CkksParams.COMPACT, addends=st["nodes"])
         body = st["pool"].encrypt(payload).to_bytes()
     else:
         body = payload.astype("<f8").tobytes()
-    return Envelope(pub.job_id, pub.scheme, "fl.logreg.update", layout, body).to_bytes()
+    return Envelope(pub.job_id, pub.scheme, f"fl.logreg.{kind}", layout, body).to_bytes()
 
 
 # -- the job ----------------------------------------------------------------------------------
@@ -360,8 +381,6 @@ class FlJob:
         delta = obligations.dp_delta or cfg.dp_delta
         plan: DpPlan | None = None
         if eps is not None:
-            if cfg.feature_bounds is None:
-                raise InvalidParameters("DP training needs provider-declared feature_bounds")
             plan = plan_dp(
                 eps,
                 delta,
@@ -377,9 +396,12 @@ class FlJob:
         if plan is None:
             mean, scale, n_total = self._standardise(gate, obligations)
         else:
-            assert cfg.feature_bounds is not None
-            mean, scale = bounds_standardisation(cfg.feature_bounds)
-            n_total = self._noisy_rows(gate, obligations, plan)
+            mean, scale = (
+                bounds_standardisation(cfg.feature_bounds)
+                if cfg.feature_bounds is not None
+                else (np.zeros(len(cfg.features)), np.ones(len(cfg.features)))
+            )
+            n_total = 0  # N̂ comes from the nodes' encrypted counts after init
         d = len(cfg.features) + 1
         pub = self.result_party.public
         init = {
@@ -390,7 +412,7 @@ class FlJob:
             "scale": scale.tolist(),
             "n_total": n_total,
             "nodes": len(self.providers),
-            "lam": 1.0 / (cfg.C * n_total),
+            "lam": 1.0 / (cfg.C * n_total) if plan is None else None,
             "lr": cfg.learning_rate,
             "epochs": cfg.local_epochs,
             "rounds": cfg.rounds,
@@ -398,20 +420,18 @@ class FlJob:
             "job": pub.params(),
         }
         if plan is not None:
-            init["bounds"] = [list(b) for b in cfg.feature_bounds or ()]
-            init["dp"] = {
-                "sigma": plan.sigma,
-                "clip": plan.clip,
-                "denominator": n_total / len(self.providers),
-            }
+            if cfg.feature_bounds is not None:
+                init["bounds"] = [list(b) for b in cfg.feature_bounds]
+            init["dp"] = {"sigma": plan.sigma, "clip": plan.clip}
         sessions: list[SandboxSession] = []
         try:
             for p in self.providers:
                 sessions.append(self.sandbox.open_session("fl.logreg", [p.path]))
             for s in sessions:
                 s.send(init, pub.blobs())
-            for s in sessions:
-                s.receive().unwrap()
+            counts = [s.receive().unwrap() for s in sessions]
+            if plan is not None:
+                n_total = self._noisy_rows(gate, obligations, plan, counts)
             setup = time.perf_counter() - t0
             w, history, stopped = self._train(sessions, d, n_total, plan is not None)
         finally:
@@ -446,15 +466,25 @@ class FlJob:
             security_model=SECURITY_MODEL.as_dict(),
         )
 
-    def _noisy_rows(self, gate: ReleaseGate, obligations: ReleaseObligations, plan: DpPlan) -> int:
-        """N̂: the total row count plus discrete Gaussian noise (ρ = `plan.count_rho`).
+    def _noisy_rows(
+        self,
+        gate: ReleaseGate,
+        obligations: ReleaseObligations,
+        plan: DpPlan,
+        envelopes: Sequence[bytes],
+    ) -> int:
+        """N̂: the nodes' summed row counts plus discrete Gaussian noise (ρ = count_rho).
 
-        Cohort and shape are decided on N̂ only; the exact count never leaves this method.
+        Only the sum is decrypted, inside this method; cohort and shape are decided on
+        N̂, and nothing else about the exact count leaves.
         """
-        job = StatsJob(StatsQuery("stats.count"), self.providers, sandbox=self.sandbox)
-        self.standardisation = job
-        agg = job.decrypt(job.aggregate(job.compute_partials()))
-        exact = int(agg.values[0])
+        self.coordinator.reset()
+        for provider, data in zip(self.providers, envelopes, strict=True):
+            self.coordinator.submit(provider.provider_id, data)
+        agg = self.result_party.decrypt(self.coordinator.aggregate())
+        if agg.layout.get("fields") != ["rows"]:
+            raise OperatorFailed("expected the nodes' row counts")
+        exact = round(float(np.asarray(agg.values, dtype=np.float64)[0]) * _COUNT_UNIT)
         noisy = max(int(gate.noise.gaussian([exact], plan.count_sigma)[0]), 0)
         gate.check_cohort(noisy, obligations)
         return noisy
@@ -469,7 +499,9 @@ class FlJob:
         lam = 1.0 / (cfg.C * n_total)
         for r in range(cfg.rounds):
             start = time.perf_counter()
-            params = {"cmd": "round", "round": r, "weights": w.tolist()}
+            params: dict[str, Any] = {"cmd": "round", "round": r, "weights": w.tolist()}
+            if private:  # public values derived from N̂ only
+                params |= {"lam": lam, "denominator": n_total / len(sessions)}
             for s in sessions:
                 s.send(params)
             self.coordinator.reset()

@@ -150,16 +150,14 @@ def test_dp_training_charges_budget_and_is_record_level(
     # Exhausted: refused before any node runs.
     with pytest.raises(errors.PrivacyBudgetExhausted):
         run_fl_logreg(cfg, _providers(nodes["iid"]), gate=gate, obligations=ob)
-    # DP without declared bounds is refused before anything is charged.
+    # Without declared bounds: no standardisation at all (clipping keeps it private), and
+    # still nothing computed from the exact moments.
     fresh = InMemoryPrivacyBudget(default=(2.0, 1e-6))
-    with pytest.raises(errors.InvalidParameters):
-        run_fl_logreg(
-            FlConfig(features=split["features"], rounds=2),
-            _providers(nodes["iid"]),
-            gate=ReleaseGate(fresh),
-            obligations=ob,
-        )
-    assert fresh.ledger == []
+    job = FlJob(FlConfig(features=split["features"], rounds=2), _providers(nodes["iid"]))
+    bare = job.run(ReleaseGate(fresh), ob).value()
+    assert bare.mean == (0.0,) * len(bounds) and bare.scale == (1.0,) * len(bounds)
+    assert job.standardisation is None  # no statistics job ran on the data
+    assert [c.epsilon for c in fresh.ledger] == [1.5, 1.5, 1.5]
 
 
 def test_fl_refusals(split: dict[str, Any], nodes: dict[str, Any]) -> None:
