@@ -186,10 +186,14 @@ class Lattice:
         return cls(unit, math.ceil(Fraction(sensitivity) / unit) + 1)
 
     def encode(self, value: Fraction) -> int:
+        """The nearest lattice point, clamped into ±(2^53 − 1).
+
+        Clamping, not refusing: a refusal here would depend on the exact value after the
+        query was accepted, and clamping never increases the sensitivity (it is a
+        contraction: |clamp(a) − clamp(b)| ≤ |a − b|).
+        """
         k = round(value / self.unit)
-        if abs(k) >= _INT_LIMIT:
-            raise InvalidParameters("value too large for the noise lattice")
-        return k
+        return max(-(_INT_LIMIT - 1), min(_INT_LIMIT - 1, k))
 
     def decode(self, k: int) -> Fraction:
         return self.unit * k

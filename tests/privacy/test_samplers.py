@@ -78,3 +78,5 @@ def test_lattice_is_chosen_from_the_sensitivity_only() -> None:
     # γ = 2^(⌊log2 180⌋ − 10) = 2^-3; Δ/γ = 1440 ∈ [1024, 2048); +1 unit for rounding.
     assert s.unit == pytest.approx(0.125) and s.sensitivity == 1441
     assert s.decode(s.encode(s.unit * 37)) == s.unit * 37
+    # Out-of-range values are clamped (no data-dependent refusal after acceptance).
+    assert s.encode(s.unit * 2**60) == 2**53 - 1 and s.encode(-s.unit * 2**60) == -(2**53 - 1)
