@@ -22,18 +22,29 @@ Protocol (one `FlJob`):
    is the FedAvg update Σ (n_k/N)·Δ_k and the global metrics, and broadcasts the new w.
 4. Early stopping: stop when the global objective improves by less than `tol`
    (relative) for `patience` consecutive rounds, or at `rounds`.
-5. Differential privacy (optional, `dp_epsilon`/`dp_delta` from the config or the
-   release obligations): each update Δ_k is clipped to L2 norm `clip_norm`, weighted
-   uniformly (1/K), and each node adds Gaussian noise N(0, σ²/K) before encrypting, so
-   the decrypted sum carries N(0, σ²)/K: the Gaussian mechanism for the sum with
-   sensitivity `clip_norm` (one provider's whole update, i.e. provider-level DP per
-   round), σ = clip·√(2 ln(1.25/δ_r))/ε_r (Dwork & Roth Thm A.1), with
-   (ε_r, δ_r) = (ε/R, δ/R) by basic composition over the R = `rounds` planned rounds.
-   ε is charged to every input dataset before training starts. Per-round loss and
-   accuracy are not collected under DP (they would need their own budget), so early
-   stopping is off then.
-6. The final model goes through the release gate (cohort on N, shape: fewer parameters
-   than rows and at most `max_cells`; provider review when required).
+5. Differential privacy at record level (optional, `dp_epsilon`/`dp_delta` from the
+   config or the release obligations; `sandbox._dp_fl` holds the arithmetic):
+   - (ε, δ) is charged to every input dataset before any data is touched, and converted
+     to the zCDP budget ρ it allows (`sandbox.accounting.rho_for`).
+   - Standardisation comes from the provider-declared `feature_bounds` (values clipped
+     into them, mapped onto [−1, 1]); without declared bounds the features are used as
+     they are (mean 0, scale 1): per-example gradient clipping bounds every record's
+     influence whatever its values, so DP holds either way, only accuracy suffers. No
+     exact mean, scale or row count is computed for or released with the model.
+   - The total row count N is released once as a discrete Gaussian count costing
+     `count_share`·ρ (one record moves it by 1); cohort and shape use that noisy N̂, and
+     the nodes use N̂/K as their public gradient denominator and 1/(C·N̂) as λ.
+   - Each local step on each node is DP gradient descent on the node's own rows
+     (DP-SGD with every row in every step): per-example gradients clipped to L2 norm
+     `clip_norm` = C, summed, plus OpenDP Gaussian noise of scale z·C, divided by the
+     public N̂/K. T = rounds × local_epochs steps cost T/(2z²) in zCDP; z is chosen so
+     this is the rest of ρ (`dpsgd_noise_multiplier`; no subsampling amplification is
+     claimed). Records sit on one node only: nodes compose in parallel. The noisy
+     updates are then averaged (weight 1/K) under the same secure aggregation.
+   - Per-round loss and accuracy are not collected (they would need their own
+     budget), so early stopping is off and all `rounds` run.
+6. The final model goes through the release gate (cohort on N, N̂ under DP; shape: fewer
+   parameters than rows and at most `max_cells`; provider review when required).
 
 `encrypted=False` replaces CKKS by plaintext aggregation (`unsafe-plain`): only for
 measuring what encryption costs, never for real jobs.
@@ -43,7 +54,6 @@ from __future__ import annotations
 
 import csv
 import math
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +64,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sandbox import ckks
+from sandbox._dp_fl import DpPlan, bounds_standardisation, dp_local_train, plan_dp
+from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import (
     SECURITY_MODEL,
     Coordinator,
@@ -92,8 +104,13 @@ class FlConfig:
     tol: float = 1e-4
     patience: int = 5
     dp_epsilon: float | None = None
-    dp_delta: float = 1e-5
+    dp_delta: float = DEFAULT_DELTA
     clip_norm: float = 1.0
+    """Under DP: the L2 norm each example's gradient is clipped to."""
+    feature_bounds: tuple[tuple[float, float], ...] | None = None
+    """Provider-declared [lo, hi] per feature: under DP, the standardisation."""
+    count_share: float = 0.02
+    """Under DP: the share of ρ spent on the noisy row count."""
     encrypted: bool = True
 
     def __post_init__(self) -> None:
@@ -107,6 +124,16 @@ class FlConfig:
             raise InvalidParameters("learning_rate, C and clip_norm must be positive")
         if len(self.features) + 4 > ckks.CkksParams.COMPACT.slots:
             raise InvalidParameters("too many features for one ciphertext")
+        if self.feature_bounds is not None and (
+            len(self.feature_bounds) != len(self.features)
+            or not all(
+                math.isfinite(lo) and math.isfinite(hi) and lo < hi
+                for lo, hi in self.feature_bounds
+            )
+        ):
+            raise InvalidParameters("feature_bounds needs one finite lo < hi per feature")
+        if not 0 < self.count_share < 1:
+            raise InvalidParameters("count_share must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -136,9 +163,15 @@ class FlModel:
     encrypted: bool
     dp: dict[str, float] | None = None
     setup_seconds: float = 0.0
+    bounds: tuple[tuple[float, float], ...] | None = None
+    """Under DP: inputs are clipped into these declared bounds before standardising."""
 
     def decision_function(self, x: npt.ArrayLike) -> Array:
-        z = (np.asarray(x, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = np.asarray(x, dtype=np.float64)
+        if self.bounds is not None:
+            lo, hi = np.asarray(self.bounds).T
+            x = np.clip(x, lo, hi)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         out: Array = z @ np.asarray(self.coef) + self.intercept
         return out
 
@@ -200,6 +233,9 @@ def _local_train(xb: Array, y: Array, w: Array, lam: float, lr: float, epochs: i
     return w
 
 
+_COUNT_UNIT = 1024.0
+
+
 def node_logreg(ctx: OperatorContext) -> bytes:
     """Vetted operator `fl.logreg`: `init` loads and standardises, `round` trains and seals."""
     cmd = ctx.params.get("cmd")
@@ -207,6 +243,9 @@ def node_logreg(ctx: OperatorContext) -> bytes:
     if cmd == "init":
         p = ctx.params
         x, y = _load(ctx, p["features"], p["label"])
+        if p.get("bounds") is not None:
+            lo, hi = np.asarray(p["bounds"], dtype=np.float64).T
+            x = np.clip(x, lo, hi)
         mean, scale = np.asarray(p["mean"]), np.asarray(p["scale"])
         xb = np.hstack([(x - mean) / scale, np.ones((len(y), 1))])
         job = JobPublic.from_request(p["job"], ctx.blobs)
@@ -214,56 +253,73 @@ def node_logreg(ctx: OperatorContext) -> bytes:
             xb=xb,
             y=y,
             job=job,
-            n_total=float(p["n_total"]),
+            n_total=float(p.get("n_total") or 0.0),
             nodes=int(p["nodes"]),
-            lam=float(p["lam"]),
+            lam=float(p.get("lam") or 0.0),
             lr=float(p["lr"]),
             epochs=int(p["epochs"]),
             dp=p.get("dp"),
-            rng=np.random.default_rng(secrets.randbits(128)),
         )
         if job.ckks_public:
             ctx_pub = ckks.load_public_context(job.ckks_public)
             # Offline phase: one encryption of zero per planned round (bounded), so a
             # round's encryption is an addition (`ckks.ZeroPool`).
-            pool_size = min(int(p.get("rounds", 0)), 512)
+            pool_size = min(int(p.get("rounds", 0)) + (st["dp"] is not None), 512)
             st["pool"] = ckks.ZeroPool(ctx_pub, xb.shape[1] + 3, pool_size)
-        return b"ready"
+        if st["dp"] is None:
+            return b"ready"
+        # Under DP the job has no row count yet: this node's goes back encrypted, to be
+        # summed with the others' and noised by the result party (`FlJob._noisy_rows`).
+        # Sent in units of _COUNT_UNIT rows so large counts stay inside CKKS's range.
+        count = np.concatenate([[len(y) / _COUNT_UNIT], np.zeros(xb.shape[1] + 2)])
+        return _seal(st, count, "count")
     if cmd != "round" or "xb" not in st:
         raise InvalidParameters("expected init, then round commands")
     xb, y = st["xb"], st["y"]
     w = np.asarray(ctx.params["weights"], dtype=np.float64)
     if w.shape != (xb.shape[1],):
         raise InvalidParameters("weights do not match the features")
-    loss, correct = _logloss_sum(xb, y, w)
-    delta = _local_train(xb, y, w, st["lam"], st["lr"], st["epochs"]) - w
     dp = st["dp"]
     if dp is None:
+        loss, correct = _logloss_sum(xb, y, w)
+        delta = _local_train(xb, y, w, st["lam"], st["lr"], st["epochs"]) - w
         weight = len(y) / st["n_total"]
         metrics = [loss / st["n_total"], correct / st["n_total"]]
     else:
-        norm = float(np.linalg.norm(delta))
-        delta = delta * min(1.0, float(dp["clip"]) / norm) if norm > 0 else delta
-        sigma_node = float(dp["sigma"]) / math.sqrt(st["nodes"])
-        delta = delta + st["rng"].normal(0.0, sigma_node, delta.size)
+        # Record-level DP-SGD on this node's rows; nothing exact about them leaves. λ and
+        # the denominator N̂/K come from the noisy count, sent with every round.
+        dp = dict(dp, denominator=float(ctx.params["denominator"]))
+        w_local = dp_local_train(xb, y, w, float(ctx.params["lam"]), st["lr"], st["epochs"], dp)
+        delta = w_local - w
         weight = 1.0 / st["nodes"]
         metrics = [0.0, 0.0]
     payload = np.concatenate([weight * delta, [weight], metrics])
+    return _seal(st, payload, "update")
+
+
+def _seal(st: dict[str, Any], payload: Array, kind: str) -> bytes:
+    """Encrypt one node's vector under the job key (plain bytes for `unsafe-plain`)."""
     pub: JobPublic = st["job"]
-    layout = {"d": int(delta.size), "fields": ["weighted_update", "weight", "loss", "correct"]}
+    d = len(payload) - 3
+    layout = {"d": d, "fields": ["weighted_update", "weight", "loss", "correct"]}
+    if kind == "count":
+        layout = {"d": d, "fields": ["rows"]}
     if pub.scheme == "ckks":
         ckks.check_range(payload, ckks.CkksParams.COMPACT, addends=st["nodes"])
         body = st["pool"].encrypt(payload).to_bytes()
     else:
         body = payload.astype("<f8").tobytes()
-    return Envelope(pub.job_id, pub.scheme, "fl.logreg.update", layout, body).to_bytes()
+    return Envelope(pub.job_id, pub.scheme, f"fl.logreg.{kind}", layout, body).to_bytes()
 
 
 # -- the job ----------------------------------------------------------------------------------
 
 
 def gaussian_sigma(clip: float, epsilon: float, delta: float) -> float:
-    """σ of the Gaussian mechanism for L2 sensitivity `clip` (Dwork & Roth, Thm A.1)."""
+    """σ of the classic (ε, δ) Gaussian mechanism, ε < 1 (Dwork & Roth, Thm A.1).
+
+    Kept for callers; the FL job itself calibrates with the zCDP accountant.
+    """
     return clip * math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
 
 
@@ -323,17 +379,29 @@ class FlJob:
         datasets = unique(p.dataset_id for p in self.providers)
         eps = obligations.dp_epsilon if obligations.dp_epsilon is not None else cfg.dp_epsilon
         delta = obligations.dp_delta or cfg.dp_delta
-        dp: dict[str, float] | None = None
+        plan: DpPlan | None = None
         if eps is not None:
-            if delta <= 0:
-                raise InvalidParameters("the Gaussian mechanism needs dp_delta > 0")
-            sigma = gaussian_sigma(cfg.clip_norm, eps / cfg.rounds, delta / cfg.rounds)
-            dp = {"epsilon": eps, "delta": delta, "sigma": sigma, "clip": cfg.clip_norm}
+            plan = plan_dp(
+                eps,
+                delta,
+                rounds=cfg.rounds,
+                local_epochs=cfg.local_epochs,
+                clip=cfg.clip_norm,
+                count_share=cfg.count_share,
+            )
             # Charged before any data is touched: a refusal costs the providers nothing.
             gate.budget.charge(datasets, eps, delta, self.job_id)
         self.sandbox.check()
         t0 = time.perf_counter()
-        mean, scale, n_total = self._standardise(gate, obligations)
+        if plan is None:
+            mean, scale, n_total = self._standardise(gate, obligations)
+        else:
+            mean, scale = (
+                bounds_standardisation(cfg.feature_bounds)
+                if cfg.feature_bounds is not None
+                else (np.zeros(len(cfg.features)), np.ones(len(cfg.features)))
+            )
+            n_total = 0  # N̂ comes from the nodes' encrypted counts after init
         d = len(cfg.features) + 1
         pub = self.result_party.public
         init = {
@@ -344,23 +412,28 @@ class FlJob:
             "scale": scale.tolist(),
             "n_total": n_total,
             "nodes": len(self.providers),
-            "lam": 1.0 / (cfg.C * n_total),
+            "lam": 1.0 / (cfg.C * n_total) if plan is None else None,
             "lr": cfg.learning_rate,
             "epochs": cfg.local_epochs,
             "rounds": cfg.rounds,
-            "dp": {"sigma": dp["sigma"], "clip": dp["clip"]} if dp else None,
+            "dp": None,
             "job": pub.params(),
         }
+        if plan is not None:
+            if cfg.feature_bounds is not None:
+                init["bounds"] = [list(b) for b in cfg.feature_bounds]
+            init["dp"] = {"sigma": plan.sigma, "clip": plan.clip}
         sessions: list[SandboxSession] = []
         try:
             for p in self.providers:
                 sessions.append(self.sandbox.open_session("fl.logreg", [p.path]))
             for s in sessions:
                 s.send(init, pub.blobs())
-            for s in sessions:
-                s.receive().unwrap()
+            counts = [s.receive().unwrap() for s in sessions]
+            if plan is not None:
+                n_total = self._noisy_rows(gate, obligations, plan, counts)
             setup = time.perf_counter() - t0
-            w, history, stopped = self._train(sessions, d, n_total, dp is not None)
+            w, history, stopped = self._train(sessions, d, n_total, plan is not None)
         finally:
             for s in sessions:
                 s.close()
@@ -374,8 +447,9 @@ class FlJob:
             rounds=tuple(history),
             stopped_early=stopped,
             encrypted=cfg.encrypted,
-            dp=dp,
+            dp=plan.as_dict() if plan else None,
             setup_seconds=setup,
+            bounds=cfg.feature_bounds if plan else None,
         )
         cand = Candidate(
             "fl.logreg",
@@ -392,6 +466,29 @@ class FlJob:
             security_model=SECURITY_MODEL.as_dict(),
         )
 
+    def _noisy_rows(
+        self,
+        gate: ReleaseGate,
+        obligations: ReleaseObligations,
+        plan: DpPlan,
+        envelopes: Sequence[bytes],
+    ) -> int:
+        """N̂: the nodes' summed row counts plus discrete Gaussian noise (ρ = count_rho).
+
+        Only the sum is decrypted, inside this method; cohort and shape are decided on
+        N̂, and nothing else about the exact count leaves.
+        """
+        self.coordinator.reset()
+        for provider, data in zip(self.providers, envelopes, strict=True):
+            self.coordinator.submit(provider.provider_id, data)
+        agg = self.result_party.decrypt(self.coordinator.aggregate())
+        if agg.layout.get("fields") != ["rows"]:
+            raise OperatorFailed("expected the nodes' row counts")
+        exact = round(float(np.asarray(agg.values, dtype=np.float64)[0]) * _COUNT_UNIT)
+        noisy = max(int(gate.noise.gaussian([exact], plan.count_sigma)[0]), 0)
+        gate.check_cohort(noisy, obligations)
+        return noisy
+
     def _train(
         self, sessions: Sequence[SandboxSession], d: int, n_total: int, private: bool
     ) -> tuple[Array, list[RoundMetrics], bool]:
@@ -402,7 +499,9 @@ class FlJob:
         lam = 1.0 / (cfg.C * n_total)
         for r in range(cfg.rounds):
             start = time.perf_counter()
-            params = {"cmd": "round", "round": r, "weights": w.tolist()}
+            params: dict[str, Any] = {"cmd": "round", "round": r, "weights": w.tolist()}
+            if private:  # public values derived from N̂ only
+                params |= {"lam": lam, "denominator": n_total / len(sessions)}
             for s in sessions:
                 s.send(params)
             self.coordinator.reset()

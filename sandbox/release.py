@@ -1,6 +1,7 @@
 """The release gate: obligations enforced on a decrypted aggregate before anything leaves.
 
-The gate runs in the result party, on aggregates only (`sandbox.coordinator`). In order:
+The gate runs in the result party, on aggregates only (`sandbox.coordinator`). Without
+differential privacy (`open` data, `dp_epsilon` None), in order:
 
 1. Shape: the output must be an aggregate, not rows: at most `max_cells` values, fewer
    values than records covered, every released cell covering a partition of records
@@ -8,35 +9,44 @@ The gate runs in the result party, on aggregates only (`sandbox.coordinator`). I
 2. Minimum cohort: the total record count of the aggregate must reach `min_cohort`
    (`CohortTooSmall`). The count checked is the sum over all providers, decrypted with
    the rest of the aggregate: no provider's own count is ever decrypted, shown to
-   another party, or used in a decision on its own, and a provider below the threshold
-   can still contribute to a large enough total. (Refusing locally on each node would
-   instead tell the coordinator which provider is small, and forbid legitimate small
-   contributors.) Partitions (groups, histogram bins) below the threshold are suppressed
-   from the output; when DP noise is applied the decision uses the noisy count.
-3. Differential privacy: when `dp_epsilon` is set, ε is charged to every input dataset's
-   `PrivacyBudget` (all or nothing) and refused with `PrivacyBudgetExhausted` when any
-   lacks it; then Laplace noise of scale k·Δ/ε is added to each of the k measures of a
-   partition (sequential composition inside a partition, parallel composition across
-   disjoint partitions), Δ being the measure's L1 sensitivity to adding or removing one
-   record (clip bounds make it finite).
-4. Provider review: with `provider_review_required`, the gated output is held in the
+   another party, or used in a decision on its own. Partitions (groups, histogram bins)
+   below the threshold are suppressed from the output.
+3. Provider review: with `provider_review_required`, the gated output is held in the
    `Release` until every provider has approved it; `Release.value()` raises
    `ProviderReviewRequired` before that.
+
+With differential privacy (`dp_epsilon` set) no decision after acceptance looks at an
+exact value (docs/privacy.md §2):
+
+1. Data-independent checks only: the number of cells against `max_cells` (a function of
+   the query's layout), every measure has a finite sensitivity, every partition a count.
+2. Charge: ε (and δ) to every input dataset's `PrivacyBudget` (all or nothing), refused
+   with `PrivacyBudgetExhausted` before anything else is looked at.
+3. Noise (`sandbox.dp`): every measure is put on an integer lattice (counts as they are,
+   sums in units γ chosen from their sensitivity) and gets OpenDP's discrete Laplace
+   noise of scale k·Δ/ε (`dp_mechanism="laplace"`, pure ε-DP; k measures of a partition
+   compose sequentially, disjoint partitions in parallel), or discrete Gaussian noise
+   with ρ/k each of the ρ that (ε, δ) allows (`"gaussian"`, zCDP, `sandbox.accounting`).
+4. Post-processing (free): counts ≥ 0, a sum of values declared in [lo, hi] clamped to
+   [lo·n̂, hi·n̂] with n̂ its noisy count (so a mean lands inside the bounds).
+5. Shape, cohort and suppression as above, on the noisy counts only.
+6. Provider review: the reviewers see the DP value.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
+from sandbox.accounting import rho_for, rho_pure, sigma_for
+from sandbox.dp import Lattice, NoiseSource, OpenDPNoise, SeededNoise, clamp
 from sandbox.errors import (
     CohortTooSmall,
     InvalidParameters,
@@ -60,6 +70,8 @@ class ReleaseObligations:
     dp_delta: float = 0.0
     provider_review_required: bool = False
     max_cells: int = 10_000
+    dp_mechanism: Literal["laplace", "gaussian"] = "laplace"
+    """Discrete Laplace (pure ε-DP) or discrete Gaussian (zCDP at (ε, `dp_delta`))."""
 
     def __post_init__(self) -> None:
         if self.min_cohort < 1:
@@ -70,6 +82,10 @@ class ReleaseObligations:
             raise InvalidParameters("dp_delta must be in [0, 1)")
         if self.max_cells < 1:
             raise InvalidParameters("max_cells must be at least 1")
+        if self.dp_mechanism not in ("laplace", "gaussian"):
+            raise InvalidParameters("dp_mechanism must be laplace or gaussian")
+        if self.dp_mechanism == "gaussian" and self.dp_epsilon is not None and self.dp_delta <= 0:
+            raise InvalidParameters("the Gaussian mechanism needs dp_delta > 0")
 
 
 # -- privacy budget ---------------------------------------------------------------------------
@@ -155,6 +171,12 @@ class Measure:
     sensitivity: float | None = None
     exact: Fraction | None = None
     """The exact rational value, when known and no noise was added."""
+    kind: Literal["count", "sum", "value"] = "value"
+    """Counts are noised on the integers and kept ≥ 0; a partition's `rows_measure` is one."""
+    bounds: tuple[float, float] | None = None
+    """For a sum: the declared range of one record's contribution (from the clip bounds)."""
+    per: str | None = None
+    """For a sum: the count measure of the records it adds up (for post-processing)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +217,8 @@ class GatedAggregate:
     partitions: tuple[Partition, ...]
     suppressed: tuple[str, ...]
     epsilon: float | None
+    rho: float | None = None
+    """The zCDP cost of the noise (`sandbox.accounting`), None without DP."""
 
 
 class Release(Generic[T]):
@@ -257,22 +281,36 @@ class Release(Generic[T]):
 class ReleaseGate:
     """Enforces `ReleaseObligations` on aggregates; see the module docstring for the steps.
 
-    `rng` is the noise source (a numpy Generator); by default one seeded from `secrets`.
+    `noise` is where DP noise comes from: OpenDP's samplers by default. `rng` (a seeded
+    numpy Generator) selects `SeededNoise` instead, for reproducible unit tests only.
     """
 
-    def __init__(self, budget: PrivacyBudget, *, rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        budget: PrivacyBudget,
+        *,
+        rng: np.random.Generator | None = None,
+        noise: NoiseSource | None = None,
+    ) -> None:
         self.budget = budget
-        self._rng = rng or np.random.default_rng(secrets.randbits(128))
+        self.noise: NoiseSource = noise or (SeededNoise(rng) if rng is not None else OpenDPNoise())
 
-    def check_shape(self, candidate: Candidate, obligations: ReleaseObligations) -> None:
-        """Step 1: refuse outputs with row-level shape."""
+    def check_cells(self, candidate: Candidate, obligations: ReleaseObligations) -> None:
+        """Step 1a: the number of cells (a function of the query's layout) is bounded."""
         if candidate.cells > obligations.max_cells:
             raise RowLevelOutput(
                 "output has more cells than allowed",
                 cells=candidate.cells,
                 max_cells=obligations.max_cells,
             )
-        if candidate.cells >= max(candidate.rows, 1) and candidate.cells > 1:
+
+    def check_shape(
+        self, candidate: Candidate, obligations: ReleaseObligations, rows: int | None = None
+    ) -> None:
+        """Step 1: refuse outputs with row-level shape (`rows`: the noisy total under DP)."""
+        self.check_cells(candidate, obligations)
+        total = candidate.rows if rows is None else rows
+        if candidate.cells >= max(total, 1) and candidate.cells > 1:
             raise RowLevelOutput("output has as many values as the records it covers")
 
     def check_cohort(self, rows: int, obligations: ReleaseObligations) -> None:
@@ -286,57 +324,119 @@ class ReleaseGate:
     def charge(
         self, datasets: Sequence[str], obligations: ReleaseObligations, job_id: str
     ) -> float | None:
-        """Step 3a: charge ε (and δ) to every input dataset; None when no DP is required."""
+        """Charge ε (and δ) to every input dataset; None when no DP is required."""
         if obligations.dp_epsilon is None:
             return None
         self.budget.charge(datasets, obligations.dp_epsilon, obligations.dp_delta, job_id)
         return obligations.dp_epsilon
 
-    def laplace(self, scale: float, size: int | None = None) -> Any:
-        return self._rng.laplace(0.0, scale, size)
-
-    def gaussian(self, sigma: float, size: int | None = None) -> Any:
-        return self._rng.normal(0.0, sigma, size)
-
     def gate(
         self, candidate: Candidate, obligations: ReleaseObligations, job_id: str
     ) -> GatedAggregate:
-        """Steps 1-3 on an aggregate: shape, cohort, budget and noise, suppression."""
-        self.check_shape(candidate, obligations)
-        self.check_cohort(candidate.rows, obligations)
-        eps = obligations.dp_epsilon
-        if eps is not None:
-            for p in candidate.partitions:
-                if any(m.sensitivity is None for m in p.measures):
-                    raise InvalidParameters(
-                        "differential privacy needs bounded values (give clip bounds)"
-                    )
+        """Shape, cohort, budget and noise, suppression (the module docstring's order)."""
+        if obligations.dp_epsilon is None:
+            return self._gate_exact(candidate, obligations)
+        self.check_cells(candidate, obligations)
+        for p in candidate.partitions:
+            if any(m.sensitivity is None for m in p.measures):
+                raise InvalidParameters(
+                    "differential privacy needs bounded values (give clip bounds)"
+                )
+            if not any(m.name == p.rows_measure for m in p.measures):
+                raise InvalidParameters("differential privacy needs a count in every partition")
         spent = self.charge(candidate.datasets, obligations, job_id)
+        # Accepted and charged: from here on only noisy values are looked at.
+        noisy, rho = self.noisy_partitions(candidate.partitions, obligations)
+        counts = [int(_measure(p, p.rows_measure).value) for p in noisy]
+        self.check_shape(candidate, obligations, rows=sum(counts))
+        self.check_cohort(sum(counts), obligations)
         kept: list[Partition] = []
         suppressed: list[str] = []
-        for p in candidate.partitions:
-            measures = p.measures
-            if eps is not None:
-                k = len(measures)
-                measures = tuple(
-                    Measure(
-                        m.name,
-                        m.value + float(self.laplace(k * float(m.sensitivity or 0.0) / eps)),
-                        m.sensitivity,
-                    )
-                    for m in measures
-                )
-            count = next((m.value for m in measures if m.name == p.rows_measure), p.rows)
-            empty_ok = eps is None and p.zero_releasable and p.rows == 0
-            if count < obligations.min_cohort and not empty_ok:
+        for p, count in zip(noisy, counts, strict=True):
+            if count < obligations.min_cohort:
                 suppressed.append(p.key)
-                continue
-            kept.append(Partition(p.key, p.rows, measures, p.rows_measure, p.zero_releasable))
+            else:
+                kept.append(p)
         if not kept:
             raise CohortTooSmall(
                 "every partition is below the minimum cohort", min_cohort=obligations.min_cohort
             )
-        return GatedAggregate(tuple(kept), tuple(suppressed), spent)
+        return GatedAggregate(tuple(kept), tuple(suppressed), spent, rho)
+
+    def _gate_exact(self, candidate: Candidate, obligations: ReleaseObligations) -> GatedAggregate:
+        """Without DP (`open` data): exact values, exact counts, as before."""
+        self.check_shape(candidate, obligations)
+        self.check_cohort(candidate.rows, obligations)
+        kept: list[Partition] = []
+        suppressed: list[str] = []
+        for p in candidate.partitions:
+            count = next((m.value for m in p.measures if m.name == p.rows_measure), p.rows)
+            if count < obligations.min_cohort and not (p.zero_releasable and p.rows == 0):
+                suppressed.append(p.key)
+                continue
+            kept.append(p)
+        if not kept:
+            raise CohortTooSmall(
+                "every partition is below the minimum cohort", min_cohort=obligations.min_cohort
+            )
+        return GatedAggregate(tuple(kept), tuple(suppressed), None)
+
+    def noisy_partitions(
+        self, partitions: Sequence[Partition], obligations: ReleaseObligations
+    ) -> tuple[tuple[Partition, ...], float]:
+        """Steps 3-4: noise every measure on its lattice, post-process; returns ρ spent.
+
+        Each partition's k measures share the budget equally; disjoint partitions compose
+        in parallel, so ρ is the largest partition's.
+        """
+        eps = obligations.dp_epsilon
+        if eps is None:
+            raise InvalidParameters("no dp_epsilon to noise with")
+        gaussian = obligations.dp_mechanism == "gaussian"
+        rho_total = rho_for(eps, obligations.dp_delta) if gaussian else 0.0
+        # Batch the draws by scale: one OpenDP call per distinct scale.
+        draws: dict[float, list[tuple[int, int, int]]] = {}
+        lattices: list[list[Lattice]] = []
+        rho = 0.0
+        for pi, p in enumerate(partitions):
+            k = len(p.measures)
+            rho = max(rho, rho_total if gaussian else k * rho_pure(eps / k))
+            row: list[Lattice] = []
+            for mi, m in enumerate(p.measures):
+                lat = Lattice.for_measure(float(m.sensitivity or 0.0), count=_is_count(p, m))
+                row.append(lat)
+                scale = (
+                    sigma_for(lat.sensitivity, rho_total / k)
+                    if gaussian
+                    else k * lat.sensitivity / eps
+                )
+                exact = m.exact if m.exact is not None else Fraction(m.value)
+                draws.setdefault(scale, []).append((pi, mi, lat.encode(exact)))
+            lattices.append(row)
+        noisy: dict[tuple[int, int], int] = {}
+        for scale, items in draws.items():
+            values = [v for _, _, v in items]
+            sample = self.noise.gaussian if gaussian else self.noise.laplace
+            out = sample(values, scale)
+            for (pi, mi, _), z in zip(items, out, strict=True):
+                noisy[(pi, mi)] = z
+        result = []
+        for pi, p in enumerate(partitions):
+            vals = {
+                m.name: lattices[pi][mi].decode(noisy[(pi, mi)]) for mi, m in enumerate(p.measures)
+            }
+            for m in p.measures:  # counts first: sums are clamped by their noisy count
+                if _is_count(p, m):
+                    vals[m.name] = max(vals[m.name], Fraction(0))
+            for m in p.measures:
+                if not _is_count(p, m) and m.bounds is not None and m.per in vals:
+                    n = vals[m.per]
+                    lo, hi = Fraction(m.bounds[0]), Fraction(m.bounds[1])
+                    vals[m.name] = clamp(vals[m.name], lo * n, hi * n)
+            measures = tuple(replace(m, value=float(vals[m.name]), exact=None) for m in p.measures)
+            rows = int(vals[p.rows_measure]) if p.rows_measure in vals else 0
+            result.append(replace(p, rows=rows, measures=measures))
+        return tuple(result), rho
 
     def release(
         self,
@@ -375,7 +475,8 @@ class ReleaseGate:
     ) -> Release[T]:
         """Gate a trained model: shape and cohort only.
 
-        Its DP noise was added during training, and its ε charged before training.
+        Its DP noise was added during training, and its ε charged before training; under
+        DP `candidate.rows` must be a noisy count (`sandbox.fl` passes its noisy N).
         """
         self.check_shape(candidate, obligations)
         self.check_cohort(candidate.rows, obligations)
@@ -388,6 +489,14 @@ class ReleaseGate:
             epsilon_spent=epsilon_spent,
             security_model=security_model,
         )
+
+
+def _is_count(p: Partition, m: Measure) -> bool:
+    return m.kind == "count" or m.name == p.rows_measure
+
+
+def _measure(p: Partition, name: str | None) -> Measure:
+    return next(m for m in p.measures if m.name == name)
 
 
 def measures_by_name(partition: Partition) -> dict[str, float]:

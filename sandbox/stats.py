@@ -33,7 +33,7 @@ import csv
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -315,15 +315,16 @@ def candidate(query: StatsQuery, agg: Decrypted, providers: Sequence[ProviderInp
         for name, v in zip(fields, row, strict=True):
             kind = name.split(":", 1)[0]
             if kind in ("rows", "n"):
-                measures.append(_exact(name, v, 1.0))
+                measures.append(replace(_exact(name, v, 1.0), kind="count"))
             else:
                 power = 1 if kind == "sum" else 2
                 sens = None if b is None else b**power
                 value = v / scale**power
                 # CKKS sums are approximate: no exact text for them.
-                measures.append(
-                    Measure(name, float(value), sens) if ckks_scheme else _exact(name, value, sens)
-                )
+                m = Measure(name, float(value), sens) if ckks_scheme else _exact(name, value, sens)
+                # Declared per-record range, for the gate's post-processing under DP.
+                per = "n:" + name.split(":", 1)[1]
+                measures.append(replace(m, kind="sum", bounds=_range(query, power), per=per))
         parts.append(Partition(g, int(row[0]), tuple(measures)))
     return Candidate(
         query.op,
@@ -331,6 +332,17 @@ def candidate(query: StatsQuery, agg: Decrypted, providers: Sequence[ProviderInp
         unique(p.dataset_id for p in providers),
         unique(p.provider_id for p in providers),
     )
+
+
+def _range(query: StatsQuery, power: int) -> tuple[float, float] | None:
+    """The range of one record's value (power 1) or square (power 2) under the clip."""
+    if query.clip is None:
+        return None
+    lo, hi = query.clip
+    if power == 1:
+        return (lo, hi)
+    top = max(lo * lo, hi * hi)
+    return (0.0 if lo <= 0 <= hi else min(lo * lo, hi * hi), top)
 
 
 def _exact(name: str, value: Fraction, sensitivity: float | None) -> Measure:
@@ -407,6 +419,10 @@ def _group_values(query: StatsQuery, p: Partition) -> GroupStats:
             if query.op == "stats.variance":
                 q = _fraction(m[f"sumsq:{c}"])
                 var = (q - s * s / n) / (n - 1) if n > 1 else None
+                if var is not None and query.clip is not None:
+                    # Post-processing: no sample of values in [lo, hi] varies more.
+                    width = Fraction(query.clip[1]) - Fraction(query.clip[0])
+                    var = min(var, width * width / 4 * n / (n - 1))
                 result[f"variance({c})"] = max(var, Fraction(0)) if var is not None else None
         for k, v in result.items():
             values[k] = float(v) if v is not None else None

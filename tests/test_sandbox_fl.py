@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import pytest
 
 from bench.fl import breast_cancer_split, central_accuracy, node_indices, write_nodes
 from sandbox import errors
+from sandbox.accounting import rho_for
 from sandbox.coordinator import Envelope
-from sandbox.fl import FlConfig, FlJob, FlModel, _local_train, gaussian_sigma, run_fl_logreg
+from sandbox.fl import FlConfig, FlJob, FlModel, _local_train, run_fl_logreg
 from sandbox.operators import ProviderInput
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 
@@ -111,22 +113,51 @@ def test_plain_baseline_gives_the_same_model(split: dict[str, Any], nodes: dict[
     assert np.allclose(enc.coef, plain.coef, atol=1e-5)
 
 
-def test_dp_training_charges_budget_and_clips(split: dict[str, Any], nodes: dict[str, Any]) -> None:
-    budget = InMemoryPrivacyBudget(default=(2.0, 1e-5))
+def _bounds(split: dict[str, Any]) -> tuple[tuple[float, float], ...]:
+    """Provider-declared bounds: outward-rounded ranges of the training rows."""
+    x = split["x_train"]
+    lows, highs = np.floor(x.min(0)), np.ceil(x.max(0))
+    return tuple((float(lo), float(hi)) for lo, hi in zip(lows, highs, strict=True))
+
+
+def test_dp_training_charges_budget_and_is_record_level(
+    split: dict[str, Any], nodes: dict[str, Any]
+) -> None:
+    budget = InMemoryPrivacyBudget(default=(2.0, 1e-6))
     gate = ReleaseGate(budget)
-    ob = ReleaseObligations(min_cohort=10, dp_epsilon=1.5, dp_delta=1e-5)
-    cfg = FlConfig(features=split["features"], rounds=5, clip_norm=0.5)
+    ob = ReleaseObligations(min_cohort=10, dp_epsilon=1.5, dp_delta=1e-6)
+    bounds = _bounds(split)
+    cfg = FlConfig(
+        features=split["features"], rounds=5, local_epochs=2, clip_norm=0.5, feature_bounds=bounds
+    )
     release = run_fl_logreg(cfg, _providers(nodes["iid"]), gate=gate, obligations=ob)
     model = release.value()
     assert release.epsilon_spent == 1.5
-    assert model.dp is not None and model.dp["sigma"] == pytest.approx(
-        gaussian_sigma(0.5, 1.5 / 5, 1e-5 / 5)
-    )
-    assert len(model.rounds) == 5 and all(r.loss is None for r in model.rounds)
+    assert model.dp is not None
+    # The accountant's plan: z = sqrt(T / (2 (rho - rho_count))), sigma = z * C, and the
+    # composed cost converts back to the epsilon charged.
+    rho = rho_for(1.5, 1e-6)
+    z = math.sqrt(10 / (2 * rho * (1 - cfg.count_share)))
+    assert model.dp["noise_multiplier"] == pytest.approx(z)
+    assert model.dp["sigma"] == pytest.approx(0.5 * z)
+    assert model.dp["epsilon_accounted"] == pytest.approx(1.5, rel=1e-6)
+    assert len(model.rounds) == 5
+    assert all(r.loss is None and r.accuracy is None for r in model.rounds)
+    # Standardisation is the declared bounds, not the data's moments.
+    assert np.allclose(model.mean, [(lo + hi) / 2 for lo, hi in bounds])
+    assert np.allclose(model.scale, [(hi - lo) / 2 for lo, hi in bounds])
     assert budget.remaining("dataset-0")[0] == pytest.approx(0.5)
     # Exhausted: refused before any node runs.
     with pytest.raises(errors.PrivacyBudgetExhausted):
         run_fl_logreg(cfg, _providers(nodes["iid"]), gate=gate, obligations=ob)
+    # Without declared bounds: no standardisation at all (clipping keeps it private), and
+    # still nothing computed from the exact moments.
+    fresh = InMemoryPrivacyBudget(default=(2.0, 1e-6))
+    job = FlJob(FlConfig(features=split["features"], rounds=2), _providers(nodes["iid"]))
+    bare = job.run(ReleaseGate(fresh), ob).value()
+    assert bare.mean == (0.0,) * len(bounds) and bare.scale == (1.0,) * len(bounds)
+    assert job.standardisation is None  # no statistics job ran on the data
+    assert [c.epsilon for c in fresh.ledger] == [1.5, 1.5, 1.5]
 
 
 def test_fl_refusals(split: dict[str, Any], nodes: dict[str, Any]) -> None:

@@ -190,3 +190,27 @@ def test_security_model_is_displayable() -> None:
     assert any("do not collude" in a for a in model["assumptions"])
     roles = {p["role"] for p in model["parties"]}
     assert roles == {"provider node", "coordinator", "result party", "requester"}
+
+
+def test_default_noise_is_opendp_and_seeded_noise_is_marked_unvetted() -> None:
+    assert ReleaseGate(InMemoryPrivacyBudget()).noise.vetted
+    assert not _gate().noise.vetted
+
+
+def test_under_dp_cohort_is_decided_on_the_noisy_count_after_charging() -> None:
+    """Exact total 9 < min_cohort 10: refused or released by the noise, charged either way."""
+    budget = InMemoryPrivacyBudget(default=(1e9, 0.0))
+    gate = _gate(budget)
+    ob = ReleaseObligations(min_cohort=10, dp_epsilon=1.0)
+    cand = _candidate(("a", 9))
+    outcomes = []
+    for _ in range(200):
+        try:
+            gated = gate.gate(cand, ob, "job")
+            outcomes.append(gated.partitions[0].rows)
+        except errors.ReleaseRefused as e:
+            outcomes.append(e.code)
+    released = [o for o in outcomes if isinstance(o, int)]
+    assert released and all(r >= 10 for r in released)  # the noisy count, never the exact 9
+    assert "release-cohort-too-small" in outcomes
+    assert len(budget.ledger) == 2 * 200  # every attempt charged both datasets
