@@ -14,6 +14,7 @@ from crypto.keymaterial import DataKey, SigningKey
 from crypto.keystore import KeyStore
 from crypto.lifecycle import KeyPurpose
 from crypto.models import CryptoBase
+from crypto.psi_group import GroupPoint, InvalidGroupElement, PsiGroup, PsiScalar, psi_group
 from crypto.secrets import dummy_verify, generate_secret, hash_secret, verify_secret
 from crypto.stream import StreamEncryptor, decrypt_stream
 from crypto.suites.aead import AeadSuite
@@ -51,4 +52,10 @@ __all__ = [
     "sha256",
     "sm3",
     "verify_secret",
+    # ECDH-PSI group (issue 18)
+    "GroupPoint",
+    "InvalidGroupElement",
+    "PsiGroup",
+    "PsiScalar",
+    "psi_group",
 ]
