@@ -188,6 +188,7 @@ class PsiReceiver:
         self._filled = 0
         self._set: _SortedSet | None = None
         self._hits: list[np.ndarray[Any, Any]] = []
+        self._pairs: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
         self.sender_size = 0
 
     @property
@@ -220,8 +221,13 @@ class PsiReceiver:
         if self._set is None:
             self._set = _SortedSet(self._doubles)
         mine = np.frombuffer(self._engine.blind(msg.elements), dtype=_DT)
+        hit = self._set.hits(mine)
+        self._hits.append(mine[hit])
+        if self._reveal:  # which of R's elements each hit is, and where it was in S's stream
+            where = np.flatnonzero(hit)
+            pos = np.searchsorted(self._set.sorted, mine[where])
+            self._pairs.append((self._set.order[pos], where + self.sender_size))
         self.sender_size += len(mine)
-        self._hits.append(mine[self._set.hits(mine)])
 
     def cardinality(self) -> int:
         """|X ∩ Y|."""
@@ -235,6 +241,22 @@ class PsiReceiver:
         in_set = np.isin(self._doubles, hits)
         return [int(i) for i in np.flatnonzero(in_set[self._inverse])]
 
+    def aligned(self) -> list[tuple[int, int]]:
+        """(R's first input row, position in S's shuffled stream) per intersection member.
+
+        For alignment (hetero-LR): R tells S the stream positions in an order of its choosing
+        and S maps them to its rows with `PsiSender.rows_at`; nobody else sees them.
+        """
+        if not self._reveal:
+            raise InvalidParameters("this receiver runs psi.cardinality: members are not revealed")
+        first = np.empty(len(self._uniq), dtype=np.int64)
+        first[self._inverse[::-1]] = np.arange(len(self._inverse))[::-1]
+        return [
+            (int(first[u]), int(p))
+            for uniq_idx, pos in self._pairs
+            for u, p in zip(uniq_idx, pos, strict=True)
+        ]
+
 
 class PsiSender:
     """S: double-blinds R's elements (shuffled unless members are revealed) and sends its own."""
@@ -242,11 +264,14 @@ class PsiSender:
     def __init__(
         self, messages: Sequence[bytes], engine: EcEngine, *, reveal_members: bool, batch: int
     ) -> None:
-        self._uniq, _ = unique_messages(messages)
+        self._uniq, inverse = unique_messages(messages)
+        self._first = np.empty(len(self._uniq), dtype=np.int64)
+        self._first[inverse[::-1]] = np.arange(len(inverse))[::-1]
         self._engine = engine
         self._reveal = reveal_members
         self._batch = batch
         self._held: list[bytes] = []
+        self._perm: np.ndarray[Any, Any] | None = None
         self.receiver_size = 0
 
     @property
@@ -270,12 +295,18 @@ class PsiSender:
 
     def own(self) -> Iterator[PsiMessage]:
         """Step 3: {b·H(y)} in a uniform random order, hashed batch by batch."""
-        perm = _permutation(len(self._uniq))
+        perm = self._perm = _permutation(len(self._uniq))
         total = max(1, -(-len(perm) // self._batch))
         for seq in range(total):
             rows = self._uniq[perm[seq * self._batch : (seq + 1) * self._batch]]
             blinded = self._engine.hash_blind(rows.tobytes())
             yield PsiMessage("psi.s.blinded", seq, blinded, final=seq + 1 == total)
+
+    def rows_at(self, positions: Sequence[int]) -> list[int]:
+        """S's own input rows at positions of its shuffled stream (alignment, see `aligned`)."""
+        if self._perm is None or any(not 0 <= p < len(self._perm) for p in positions):
+            raise InvalidParameters("stream position out of range")
+        return [int(self._first[self._perm[p]]) for p in positions]
 
 
 def _batches(step: str, arr: np.ndarray[Any, Any], batch: int) -> Iterator[PsiMessage]:
