@@ -1,6 +1,6 @@
 """RFC 9380 hash-to-curve for P-256 (suite P256_XMD:SHA-256_SSWU_RO_), plus affine arithmetic.
 
-Hazmat layer under `crypto.psi_group`: plain integers (gmpy2 where it pays), no key handling.
+Hazmat layer under `crypto.psi_ec`: plain integers (gmpy2 where it pays), no key handling.
 Section numbers refer to RFC 9380 ("Hashing to Elliptic Curves", August 2023):
 
 - §5.3.1 expand_message_xmd with SHA-256 (b_in_bytes = 32, s_in_bytes = 64);

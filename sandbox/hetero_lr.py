@@ -51,7 +51,7 @@ from typing import Any
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 
-from crypto.psi_group import PsiGroup
+from crypto.psi_ec import PsiGroup
 from sandbox import paillier
 from sandbox.errors import InvalidParameters
 from sandbox.psi import DEFAULT_BATCH, EcEngine, PsiReceiver, PsiSender
@@ -179,13 +179,19 @@ def _lincomb(cts: Sequence[Any], coeffs: Sequence[int], n2: Any) -> Any:
 class Guest:
     """The label holder: owns the Paillier key pair, its features and the intercept."""
 
-    def __init__(self, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], cfg: HeteroConfig) -> None:
+    def __init__(
+        self,
+        x: np.ndarray[Any, Any],
+        y: np.ndarray[Any, Any],
+        cfg: HeteroConfig,
+        keypair: tuple[Any, Any] | None = None,
+    ) -> None:
         self.x = np.hstack([np.asarray(x, dtype=float), np.ones((len(x), 1))])  # intercept last
         self.y = np.asarray(y, dtype=int)
         if set(np.unique(self.y)) - {0, 1}:
             raise InvalidParameters("labels must be 0 or 1")
         self.fx = _Fixed(cfg)
-        self.public, self._private = paillier.generate_keypair(cfg.key_bits)
+        self.public, self._private = keypair or paillier.generate_keypair(cfg.key_bits)
         self._enc = paillier.FastEncryptor(self.public)
         self.n2 = gmpy2.mpz(self.public.n) ** 2
         self.w = np.zeros(self.x.shape[1])
@@ -367,15 +373,20 @@ def train(
     transcript: Transcript = _noop,
     evaluate: Callable[[HeteroResult], dict[str, float]] | None = None,
     clock: Callable[[], float] | None = None,
+    guest_keypair: tuple[Any, Any] | None = None,
 ) -> HeteroResult:
-    """In-process driver over already aligned rows (recipients "guest", "host0", "host1"…)."""
+    """In-process driver over already aligned rows (recipients "guest", "host0", "host1"…).
+
+    `guest_keypair` is the guest's own Paillier pair (the SDK's, in a job); by default a
+    fresh one of `cfg.key_bits`.
+    """
     now = clock or time.perf_counter
     if not x_hosts:
         raise InvalidParameters("hetero-LR needs at least one host")
     rows = len(y)
     if len(x_guest) != rows or any(len(x) != rows for x in x_hosts):
         raise InvalidParameters("all parties must hold the same aligned rows")
-    guest = Guest(x_guest, y, cfg)
+    guest = Guest(x_guest, y, cfg, guest_keypair)
     hosts = [Host(x, cfg, guest.public) for x in x_hosts]
     last = len(hosts) - 1
     setup = guest.setup()

@@ -4,7 +4,7 @@ Each operator is a pair (or trio) of parties exchanging explicit `PsiMessage`s i
 so a driver can put any transport between them (in-process here and in the tests; nodes and
 the `pdx-client` SDK once the integrator wires them). Inputs are 32-byte PSI messages made
 by `sandbox.identifiers.JobDomain` (normalised, keyed per job); the group is
-`crypto.psi_group` (P-256, RFC 9380 hashing, x-only encodings, see its docstring).
+`crypto.psi_ec` (P-256, RFC 9380 hashing, x-only encodings, see its docstring).
 
 Notation: H = hash_to_curve under the job's DST, a / b / k1 / k2 secret scalars (fresh per
 job), X the receiver's (or matching party's) set, Y the sender's (or value party's) set,
@@ -73,7 +73,7 @@ from typing import Any
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 
-from crypto.psi_group import PsiGroup, blind_batch, hash_blind_batch
+from crypto.psi_ec import PsiGroup, blind_batch, hash_blind_batch
 from sandbox.errors import InvalidParameters
 from sandbox.paillier import FastEncryptor
 
