@@ -15,7 +15,8 @@ x(k2·(±k1·P)) = x(k1·k2·P). Two parties' double blindings of the same ident
 agree whatever root each picks, and encodings are 32 bytes instead of 33.
 
 `blind_reference` is the same operation in pure Python/gmpy2 (crypto._h2c_p256.scalar_mult):
-the fallback and the cross-check of the OpenSSL path (about 30× slower, see bench/vertical.py).
+the fallback and the cross-check of the OpenSSL path (7× slower in a quick run here;
+`pdx bench vertical` measures both in the same run).
 """
 
 from __future__ import annotations
