@@ -15,6 +15,7 @@ from crypto.keymaterial import DataKey, SigningKey
 from crypto.keystore import KeyStore
 from crypto.lifecycle import KeyPurpose
 from crypto.models import CryptoBase
+from crypto.psi_ec import GroupPoint, InvalidGroupElement, PsiGroup, PsiScalar, psi_group
 from crypto.secrets import dummy_verify, generate_secret, hash_secret, verify_secret
 from crypto.stream import StreamEncryptor, decrypt_stream
 from crypto.suites.aead import AeadSuite
@@ -54,4 +55,10 @@ __all__ = [
     "sm3",
     "unsafe_export_chain_key",
     "verify_secret",
+    # ECDH-PSI group (issue 18)
+    "GroupPoint",
+    "InvalidGroupElement",
+    "PsiGroup",
+    "PsiScalar",
+    "psi_group",
 ]

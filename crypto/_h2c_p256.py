@@ -1,0 +1,190 @@
+"""RFC 9380 hash-to-curve for P-256 (suite P256_XMD:SHA-256_SSWU_RO_), plus affine arithmetic.
+
+Hazmat layer under `crypto.psi_ec`: plain integers (gmpy2 where it pays), no key handling.
+Section numbers refer to RFC 9380 ("Hashing to Elliptic Curves", August 2023):
+
+- §5.3.1 expand_message_xmd with SHA-256 (b_in_bytes = 32, s_in_bytes = 64);
+- §5.2 hash_to_field with m = 1, L = 48 (k = 128), count = 2;
+- §6.6.2 simplified SWU for A·B ≠ 0 in its generic form (the straight-line §F.2 variant
+  gives the same output): P-256's p ≡ 3 (mod 4), so sqrt(x) = x^((p+1)/4) and a map costs
+  one exponentiation and one inversion; Z = -10 (§8.2);
+- §3 hash_to_curve: Q0 + Q1, clear_cofactor is the identity (h = 1), no isogeny (§8.2).
+
+Not constant time (Python integers); callers hash identifiers inside the party's own
+process, where a timing side channel is out of scope (docs/privacy.md §1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import gmpy2  # type: ignore[import-untyped]
+
+P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+A = P - 3
+B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+GY = 0x4FE342E2FE1A7F9BE8EE7EB4A7C0F9E162BCE33576B315ECECBBF6406837BF51F5
+Z = P - 10
+L = 48
+_SQRT_EXP = (P + 1) // 4
+_MP = gmpy2.mpz(P)
+_MINUS_B_OVER_A = (P - B) * pow(A, -1, P) % P
+_B_OVER_ZA = B * pow(Z * A % P, -1, P) % P
+# sqrt(-Z) exists for P-256 (RFC 9380 §F.2.1.2 constant c2); Z·sqrt(-Z) turns a root of
+# -g(x1) into a root of g(x2) = Z^3·u^6·g(x1), so each map needs one exponentiation.
+_SQRT_MINUS_Z = pow(P - Z, _SQRT_EXP, P)
+assert _SQRT_MINUS_Z * _SQRT_MINUS_Z % P == P - Z
+_C_X2 = Z * _SQRT_MINUS_Z % P
+
+Affine = tuple[int, int] | None  # None is the point at infinity
+
+
+def expand_message_xmd(msg: bytes, dst: bytes, len_in_bytes: int) -> bytes:
+    """RFC 9380 §5.3.1 with H = SHA-256."""
+    ell = -(-len_in_bytes // 32)
+    if ell > 255 or len_in_bytes > 65535 or len(dst) > 255:
+        raise ValueError("expand_message_xmd: output or DST too long")
+    dst_prime = dst + bytes([len(dst)])
+    msg_prime = bytes(64) + msg + len_in_bytes.to_bytes(2, "big") + b"\x00" + dst_prime
+    b0 = hashlib.sha256(msg_prime).digest()
+    bi = hashlib.sha256(b0 + b"\x01" + dst_prime).digest()
+    out = [bi]
+    b0_int = int.from_bytes(b0, "big")
+    for i in range(2, ell + 1):
+        mixed = (b0_int ^ int.from_bytes(bi, "big")).to_bytes(32, "big")
+        bi = hashlib.sha256(mixed + bytes([i]) + dst_prime).digest()
+        out.append(bi)
+    return b"".join(out)[:len_in_bytes]
+
+
+def hash_to_field(msg: bytes, dst: bytes, count: int = 2) -> list[int]:
+    """RFC 9380 §5.2 for F_p (m = 1, L = 48)."""
+    uniform = expand_message_xmd(msg, dst, count * L)
+    return [int.from_bytes(uniform[L * i : L * (i + 1)], "big") % P for i in range(count)]
+
+
+def _sqrt_if_square(v: int) -> int | None:
+    r = int(gmpy2.powmod(v, _SQRT_EXP, _MP))
+    return r if r * r % P == v else None
+
+
+def map_to_curve_sswu(u: int) -> tuple[int, int]:
+    """RFC 9380 §6.6.2 simplified SWU for P-256 (A = -3, B as above, Z = -10).
+
+    Since p ≡ 3 (mod 4), -1 is a non-square: y1 = g(x1)^((p+1)/4) squares to g(x1) when
+    g(x1) is a square and to -g(x1) otherwise; in that case Z·sqrt(-Z)·u^3·y1 is a root of
+    g(x2) (the same trick as sqrt_ratio in §F.2.1.2), so is_square and both sqrt calls of
+    §6.6.2 cost one exponentiation.
+    """
+    u2 = u * u % P
+    zu2 = Z * u2 % P
+    den = (zu2 * zu2 + zu2) % P  # Z^2·u^4 + Z·u^2
+    if den == 0:  # exceptional case of §6.6.2 step 2
+        x1 = _B_OVER_ZA
+    else:
+        x1 = _MINUS_B_OVER_A * (1 + int(gmpy2.invert(den, _MP))) % P
+    gx1 = (x1 * x1 % P * x1 + A * x1 + B) % P
+    y1 = int(gmpy2.powmod(gx1, _SQRT_EXP, _MP))
+    if y1 * y1 % P == gx1:
+        x, y = x1, y1
+    else:
+        x, y = zu2 * x1 % P, _C_X2 * u2 % P * u % P * y1 % P
+    if (u & 1) != (y & 1):  # sgn0 for m = 1 (§4.1)
+        y = P - y
+    return x, y
+
+
+def add(p1: Affine, p2: Affine) -> Affine:
+    """Affine addition on P-256 (complete over the cases that occur: doubling, inverse)."""
+    if p1 is None:
+        return p2
+    if p2 is None:
+        return p1
+    (x1, y1), (x2, y2) = p1, p2
+    if x1 == x2:
+        if (y1 + y2) % P == 0:
+            return None
+        lam = (3 * x1 * x1 + A) * int(gmpy2.invert(2 * y1, _MP)) % P
+    else:
+        lam = (y2 - y1) * int(gmpy2.invert((x2 - x1) % P, _MP)) % P
+    x3 = (lam * lam - x1 - x2) % P
+    return x3, (lam * (x1 - x3) - y1) % P
+
+
+def hash_to_curve(msg: bytes, dst: bytes) -> Affine:
+    """RFC 9380 §3 hash_to_curve for P256_XMD:SHA-256_SSWU_RO_ (cofactor 1)."""
+    u0, u1 = hash_to_field(msg, dst, 2)
+    return add(map_to_curve_sswu(u0), map_to_curve_sswu(u1))
+
+
+def on_curve(x: int, y: int) -> bool:
+    """y^2 = x^3 - 3x + b over F_p with coordinates in range."""
+    return 0 <= x < P and 0 <= y < P and (y * y - (x * x * x + A * x + B)) % P == 0
+
+
+def lift_x(x: int) -> tuple[int, int] | None:
+    """The point with abscissa x and even ordinate, or None when x is not on the curve."""
+    if not 0 <= x < P:
+        return None
+    y = _sqrt_if_square((x * x % P * x + A * x + B) % P)
+    if y is None:
+        return None
+    return x, (P - y if y & 1 else y)
+
+
+# -- pure-Python/gmpy2 scalar multiplication (fallback and reference) ------------------------
+
+
+def _jdouble(x: Any, y: Any, z: Any) -> tuple[Any, Any, Any]:
+    # dbl-2001-b for a = -3 (Bernstein–Lange, Explicit-Formulas Database)
+    delta = z * z % _MP
+    gamma = y * y % _MP
+    beta = x * gamma % _MP
+    alpha = 3 * (x - delta) * (x + delta) % _MP
+    x3 = (alpha * alpha - 8 * beta) % _MP
+    z3 = ((y + z) ** 2 - gamma - delta) % _MP
+    y3 = (alpha * (4 * beta - x3) - 8 * gamma * gamma) % _MP
+    return x3, y3, z3
+
+
+def scalar_mult(k: int, point: tuple[int, int]) -> Affine:
+    """k·point by double-and-add in Jacobian coordinates (gmpy2); variable time."""
+    k %= N
+    if k == 0:
+        return None
+    acc: Affine = None
+    px, py = gmpy2.mpz(point[0]), gmpy2.mpz(point[1])
+    x, y, z = px, py, gmpy2.mpz(1)
+    started = False
+    for bit in bin(k)[2:]:
+        if started:
+            x, y, z = _jdouble(x, y, z)
+        if bit == "1":
+            if not started:
+                x, y, z, started = px, py, gmpy2.mpz(1), True
+                continue
+            # mixed addition (add-2007-bl, Z2 = 1) of the affine base point
+            z1z1 = z * z % _MP
+            u2 = px * z1z1 % _MP
+            s2 = py * z * z1z1 % _MP
+            h = (u2 - x) % _MP
+            r = (s2 - y) % _MP
+            if h == 0:
+                if r == 0:
+                    x, y, z = _jdouble(x, y, z)
+                    continue
+                return None  # pragma: no cover - only for k ≥ N, excluded above
+            hh = h * h % _MP
+            hhh = h * hh % _MP
+            v = x * hh % _MP
+            x3 = (r * r - hhh - 2 * v) % _MP
+            y = (r * (v - x3) - y * hhh) % _MP
+            x = x3
+            z = z * h % _MP
+    zi = gmpy2.invert(z, _MP)
+    zi2 = zi * zi % _MP
+    acc = (int(x * zi2 % _MP), int(y * zi2 * zi % _MP))
+    return acc

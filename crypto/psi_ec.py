@@ -1,0 +1,177 @@
+"""The prime-order group of ECDH-PSI: P-256, RFC 9380 hashing, x-only encoded blinding.
+
+Safe surface for `sandbox.psi`: `psi_group(dst)` gives a `PsiGroup` with
+
+- `hash_to_point(data)`: RFC 9380 `P256_XMD:SHA-256_SSWU_RO_` under the group's DST
+  (crypto._h2c_p256, checked against RFC 9380 Appendix J.1.1);
+- `new_scalar()`: a fresh secret exponent (an OpenSSL P-256 private key);
+- `blind(element, key)`: x(key·P), 32 bytes, computed by OpenSSL ECDH (`exchange`);
+- `encode(point)` / `decode(bytes)`: the x-only encoding and its validated inverse.
+
+Why x-only works (the "x-only" ECDH-PSI encoding): ECDH returns only the abscissa of
+key·P. x(k·P) = x(k·(−P)) because −P = (x, −y) and k·(−P) = −(k·P), so decompressing an
+encoded element to either root and blinding it again gives the same next encoding:
+x(k2·(±k1·P)) = x(k1·k2·P). Two parties' double blindings of the same identifier therefore
+agree whatever root each picks, and encodings are 32 bytes instead of 33.
+
+`blind_reference` is the same operation in pure Python/gmpy2 (crypto._h2c_p256.scalar_mult):
+the fallback and the cross-check of the OpenSSL path (7× slower in a quick run here;
+`pdx bench vertical` measures both in the same run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from crypto import _h2c_p256 as h2c
+from crypto.errors import CryptoError
+
+SUITE = "P256_XMD:SHA-256_SSWU_RO_"
+ELEMENT_BYTES = 32
+DEFAULT_DST = b"PDX-PSI-V01-CS01-with-" + SUITE.encode()
+_CURVE = ec.SECP256R1()
+_ECDH = ec.ECDH()
+
+
+class InvalidGroupElement(CryptoError):
+    """An encoded element is not the abscissa of a P-256 point (or a scalar is out of range)."""
+
+    code = "invalid-group-element"
+    title = "Invalid group element"
+
+
+@dataclass(frozen=True)
+class GroupPoint:
+    """An affine P-256 point (never the identity: hashing to it is refused)."""
+
+    x: int
+    y: int
+
+
+class PsiScalar:
+    """A secret exponent in [1, n); opaque apart from `export` (for the party's own workers)."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = key
+
+    def export(self) -> bytes:
+        """32 bytes big-endian: only for handing the key to the same party's worker processes."""
+        value = self._key.private_numbers().private_value
+        return int(value).to_bytes(32, "big")
+
+    def __repr__(self) -> str:
+        return "PsiScalar(<secret>)"
+
+
+class PsiGroup:
+    """P-256 with RFC 9380 hashing under one DST (one DST per job: domain separation)."""
+
+    suite = SUITE
+    element_bytes = ELEMENT_BYTES
+
+    def __init__(self, dst: bytes = DEFAULT_DST) -> None:
+        if not 16 <= len(dst) <= 255:  # RFC 9380 §3.1: at least 16 bytes recommended
+            raise ValueError("hash-to-curve DST must be 16 to 255 bytes")
+        self.dst = dst
+
+    # -- points and encodings ------------------------------------------------------------
+
+    def hash_to_point(self, data: bytes) -> GroupPoint:
+        """RFC 9380 hash_to_curve of `data` under this group's DST."""
+        point = h2c.hash_to_curve(data, self.dst)
+        if point is None:  # probability ~2^-256; refuse rather than encode the identity
+            raise InvalidGroupElement("hash to the identity")
+        return GroupPoint(*point)
+
+    def encode(self, point: GroupPoint) -> bytes:
+        """The x-only encoding (32 bytes big-endian)."""
+        return point.x.to_bytes(ELEMENT_BYTES, "big")
+
+    def decode(self, data: bytes) -> GroupPoint:
+        """The point with abscissa `data` and even ordinate; refuses anything off the curve."""
+        if len(data) != ELEMENT_BYTES:
+            raise InvalidGroupElement("group element must be 32 bytes")
+        point = h2c.lift_x(int.from_bytes(data, "big"))
+        if point is None:
+            raise InvalidGroupElement("not a P-256 abscissa")
+        return GroupPoint(*point)
+
+    # -- scalars -------------------------------------------------------------------------
+
+    def new_scalar(self) -> PsiScalar:
+        """A fresh uniformly random exponent (OpenSSL's key generation)."""
+        return PsiScalar(ec.generate_private_key(_CURVE))
+
+    def load_scalar(self, data: bytes) -> PsiScalar:
+        """The inverse of `PsiScalar.export`."""
+        value = int.from_bytes(data, "big")
+        if len(data) != 32 or not 1 <= value < h2c.N:
+            raise InvalidGroupElement("scalar out of range")
+        return PsiScalar(ec.derive_private_key(value, _CURVE))
+
+    # -- blinding ------------------------------------------------------------------------
+
+    def blind(self, element: GroupPoint | bytes, key: PsiScalar) -> bytes:
+        """x(key·P) for a point or an encoded element (OpenSSL ECDH)."""
+        if isinstance(element, GroupPoint):
+            public = ec.EllipticCurvePublicNumbers(element.x, element.y, _CURVE).public_key()
+        else:
+            public = _load_x(element)
+        return key._key.exchange(_ECDH, public)
+
+    def blind_many(self, elements: Iterable[bytes], key: PsiScalar) -> list[bytes]:
+        """`blind` over encoded elements (the hot loop of the second blinding)."""
+        exchange, private = _ECDH, key._key
+        return [private.exchange(exchange, _load_x(e)) for e in elements]
+
+    def hash_and_blind_many(self, messages: Iterable[bytes], key: PsiScalar) -> list[bytes]:
+        """x(key·H(m)) for each message: hash, then the first blinding, without re-encoding."""
+        out: list[bytes] = []
+        private, dst = key._key, self.dst
+        for m in messages:
+            point = h2c.hash_to_curve(m, dst)
+            if point is None:
+                raise InvalidGroupElement("hash to the identity")
+            public = ec.EllipticCurvePublicNumbers(point[0], point[1], _CURVE).public_key()
+            out.append(private.exchange(_ECDH, public))
+        return out
+
+    def blind_reference(self, element: GroupPoint | bytes, key: PsiScalar) -> bytes:
+        """`blind` in pure Python/gmpy2 (fallback and cross-check; variable time)."""
+        point = element if isinstance(element, GroupPoint) else self.decode(element)
+        k = int.from_bytes(key.export(), "big")
+        out = h2c.scalar_mult(k, (point.x, point.y))
+        if out is None:
+            raise InvalidGroupElement("blinded to the identity")
+        return out[0].to_bytes(ELEMENT_BYTES, "big")
+
+
+def _load_x(data: bytes) -> ec.EllipticCurvePublicKey:
+    if len(data) != ELEMENT_BYTES:
+        raise InvalidGroupElement("group element must be 32 bytes")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, b"\x02" + data)
+    except ValueError:
+        raise InvalidGroupElement("not a P-256 abscissa") from None
+
+
+def psi_group(dst: bytes = DEFAULT_DST) -> PsiGroup:
+    """The ECDH-PSI group (P-256, RFC 9380 RO hashing) under hash-to-curve DST `dst`."""
+    return PsiGroup(dst)
+
+
+def blind_batch(dst: bytes, key_bytes: bytes, elements: Sequence[bytes]) -> list[bytes]:
+    """Picklable worker entry: `blind_many` with an exported key (multiprocessing pools)."""
+    group = PsiGroup(dst)
+    return group.blind_many(elements, group.load_scalar(key_bytes))
+
+
+def hash_blind_batch(dst: bytes, key_bytes: bytes, messages: Sequence[bytes]) -> list[bytes]:
+    """Picklable worker entry: `hash_and_blind_many` with an exported key."""
+    group = PsiGroup(dst)
+    return group.hash_and_blind_many(messages, group.load_scalar(key_bytes))

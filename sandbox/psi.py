@@ -1,0 +1,554 @@
+"""ECDH private set intersection: cardinality, intersection and Private Join and Compute sum.
+
+Each operator is a pair (or trio) of parties exchanging explicit `PsiMessage`s in batches,
+so a driver can put any transport between them (in-process here and in the tests; nodes and
+the `pdx-client` SDK once the integrator wires them). Inputs are 32-byte PSI messages made
+by `sandbox.identifiers.JobDomain` (normalised, keyed per job); the group is
+`crypto.psi_ec` (P-256, RFC 9380 hashing, x-only encodings, see its docstring).
+
+Notation: H = hash_to_curve under the job's DST, a / b / k1 / k2 secret scalars (fresh per
+job), X the receiver's (or matching party's) set, Y the sender's (or value party's) set,
+I = X ∩ Y (sets: each party removes its own duplicates first). Shuffles use permutations
+drawn from `os.urandom` (`_permutation`), never a predictable PRNG.
+
+psi.cardinality (DH-PSI-CA, De Cristofaro–Gasti–Tsudik 2012)
+    1. R → S: {a·H(x)}                      (R's order: sorted by keyed digest, meaningless)
+    2. S → R: shuffled {b·a·H(x)}           (the shuffle unlinks them from R's elements)
+    3. S → R: shuffled {b·H(y)}             (the shuffle hides S's row order)
+    4. R: counts b·H(y) whose a·b·H(y) lies in step 2's set.
+
+    | party              | learns                                   |
+    |--------------------|------------------------------------------|
+    | receiver R         | |X|, |Y| (public), |X ∩ Y|                |
+    | sender S           | |X| (public)                             |
+    | coordinator/relay  | |X|, |Y| (message sizes) only            |
+
+psi.intersection (DH-PSI with the members revealed to the designated party only)
+    As cardinality, but step 2 keeps R's order, so R learns which of its rows are in I.
+    The caller designates R (policy: never for PI identifiers unless the agreement's legal
+    basis allows it); S is never told anything.
+
+    | party              | learns                                   |
+    |--------------------|------------------------------------------|
+    | receiver R         | X ∩ Y (as indices of its own rows), |Y|  |
+    | sender S           | |X|                                      |
+    | coordinator/relay  | |X|, |Y|                                 |
+
+psi.sum (Private Join and Compute, Ion et al., "On Deploying Secure Computing: Private
+Intersection-Sum-with-Cardinality", EuroS&P 2020)
+    P1 = matching party (identifiers X), P2 = value party (pairs (y, t)), K = result holder
+    (Paillier key pair; P2 itself in Google's deployment, or the job's result party).
+    1. P1 → P2: {k1·H(x)}
+    2. P2 → P1: shuffled {k2·k1·H(x)}
+    3. P2 → P1: shuffled {(k2·H(y), Enc_K(t))}
+    4. P1: Enc_K(Σ_{y ∈ I} t) = Π of the matching ciphertexts, re-randomised by Enc_K(0);
+       P1 → K: that one ciphertext.  K decrypts the sum.
+
+    | party              | learns                                                    |
+    |--------------------|-----------------------------------------------------------|
+    | matching party P1  | |X|, |Y|, |X ∩ Y| (exact: see below)                     |
+    | value party P2     | |X|                                                       |
+    | result holder K    | Σ_{y ∈ X∩Y} t (exact before noise), nothing per record   |
+    | coordinator/relay  | |X|, |Y|, ciphertexts under K                             |
+
+    P1 learns the intersection size exactly: the caller must either add DP noise to it
+    before anything derived from it leaves P1, or charge it to the privacy budget as a
+    released count (docs/privacy.md §4–5). P1 must never hold K's secret key (it could
+    decrypt each matched value): the driver refuses P1 = K. K learns the exact sum; the
+    release gate adds the noise before the requester sees it.
+
+Everything is semi-honest (docs/privacy.md §1). Memory: every party keeps at most one
+32-byte element per row of the other party's set (≈ 32 MB at 10^6) plus one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import gmpy2  # type: ignore[import-untyped]
+import numpy as np
+
+from crypto.psi_ec import PsiGroup, blind_batch, hash_blind_batch
+from sandbox.errors import InvalidParameters
+from sandbox.paillier import FastEncryptor
+
+ELEMENT = 32
+DEFAULT_BATCH = 8192
+_DT = f"S{ELEMENT}"
+Transcript = Callable[[str, "PsiMessage"], None]
+
+
+@dataclass(frozen=True)
+class PsiMessage:
+    """One batch of one protocol step: 32-byte group elements, optionally Paillier ciphertexts."""
+
+    step: str
+    seq: int
+    elements: bytes = b""
+    ciphertexts: tuple[int, ...] = ()
+    final: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.elements) // ELEMENT
+
+    def to_bytes(self) -> bytes:
+        """Wire form: a JSON header line, the elements, then each ciphertext length-prefixed."""
+        head = {"step": self.step, "seq": self.seq, "count": self.count, "final": self.final}
+        cts = b"".join(
+            len(b := c.to_bytes((c.bit_length() + 7) // 8 or 1, "big")).to_bytes(4, "big") + b
+            for c in self.ciphertexts
+        )
+        return json.dumps(head).encode() + b"\n" + self.elements + cts
+
+
+def _permutation(n: int) -> np.ndarray[Any, Any]:
+    """A uniform permutation of range(n) from os.urandom (ties have probability ~n²/2^65)."""
+    keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) if n else np.empty(0, np.uint64)
+    return np.argsort(keys, kind="stable")
+
+
+def unique_messages(messages: Sequence[bytes]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(sorted distinct messages as S32, index of each input row into them)."""
+    if any(len(m) != ELEMENT for m in messages):
+        raise InvalidParameters("PSI messages must be 32 bytes (use identifiers.JobDomain)")
+    arr = np.frombuffer(b"".join(messages), dtype=_DT)
+    uniq, inverse = np.unique(arr, return_inverse=True)
+    return uniq, inverse
+
+
+def _items(buf: bytes) -> list[bytes]:
+    return [buf[i : i + ELEMENT] for i in range(0, len(buf), ELEMENT)]
+
+
+class EcEngine:
+    """One party's blinding key and how it runs batches (in-process or on a process pool)."""
+
+    def __init__(
+        self, group: PsiGroup, *, executor: Executor | None = None, split: int = 1
+    ) -> None:
+        self.group = group
+        self._key = group.new_scalar()
+        self._executor = executor
+        self._split = max(1, split)
+
+    def _run(self, fn: Callable[[bytes, bytes, Sequence[bytes]], list[bytes]], buf: bytes) -> bytes:
+        items = _items(buf)
+        if self._executor is None or self._split == 1 or len(items) < 2 * self._split:
+            return b"".join(fn(self.group.dst, self._key.export(), items))
+        size = -(-len(items) // self._split)
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        key, dst = self._key.export(), self.group.dst
+        results = self._executor.map(fn, [dst] * len(parts), [key] * len(parts), parts)
+        return b"".join(b"".join(r) for r in results)
+
+    def hash_blind(self, messages: bytes) -> bytes:
+        """key·H(m) for each 32-byte message in `messages` (concatenated)."""
+        return self._run(hash_blind_batch, messages)
+
+    def blind(self, elements: bytes) -> bytes:
+        """key·E for each encoded element in `elements` (concatenated)."""
+        return self._run(blind_batch, elements)
+
+
+class _SortedSet:
+    """Membership in a fixed set of encoded elements (sorted once, binary search per batch)."""
+
+    def __init__(self, elements: np.ndarray[Any, Any]) -> None:
+        self.order = np.argsort(elements, kind="stable")
+        self.sorted = elements[self.order]
+
+    def hits(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Boolean mask over `batch`: which elements are in the set."""
+        if len(self.sorted) == 0:
+            return np.zeros(len(batch), dtype=bool)
+        pos = np.minimum(np.searchsorted(self.sorted, batch), len(self.sorted) - 1)
+        return np.asarray(self.sorted[pos] == batch)
+
+
+# -- psi.cardinality and psi.intersection ------------------------------------------------------
+
+
+class PsiReceiver:
+    """R: sends its blinded set, receives the double blindings and S's set, learns the result."""
+
+    def __init__(
+        self, messages: Sequence[bytes], engine: EcEngine, *, reveal_members: bool, batch: int
+    ) -> None:
+        self._uniq, self._inverse = unique_messages(messages)
+        self._engine = engine
+        self._reveal = reveal_members
+        self._batch = batch
+        self._doubles = np.empty(len(self._uniq), dtype=_DT)
+        self._filled = 0
+        self._set: _SortedSet | None = None
+        self._hits: list[np.ndarray[Any, Any]] = []
+        self._pairs: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+        self.sender_size = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._uniq)
+
+    def requests(self) -> Iterator[PsiMessage]:
+        """Step 1: {a·H(x)} in batches."""
+        buf = self._uniq.tobytes()
+        step = ELEMENT * self._batch
+        total = max(1, -(-len(buf) // step))
+        for seq in range(total):
+            chunk = buf[seq * step : (seq + 1) * step]
+            yield PsiMessage(
+                "psi.r.blinded", seq, self._engine.hash_blind(chunk), final=seq + 1 == total
+            )
+
+    def receive_doubles(self, msg: PsiMessage) -> None:
+        """Step 2: b·a·H(x) (R's order for intersection, shuffled for cardinality)."""
+        arr = np.frombuffer(msg.elements, dtype=_DT)
+        if self._filled + len(arr) > len(self._doubles):
+            raise InvalidParameters("more double blindings than elements sent")
+        self._doubles[self._filled : self._filled + len(arr)] = arr
+        self._filled += len(arr)
+
+    def receive_sender(self, msg: PsiMessage) -> None:
+        """Step 3: S's b·H(y); R raises to a and keeps the hits."""
+        if self._filled != len(self._doubles):
+            raise InvalidParameters("sender elements before all double blindings")
+        if self._set is None:
+            self._set = _SortedSet(self._doubles)
+        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=_DT)
+        hit = self._set.hits(mine)
+        self._hits.append(mine[hit])
+        if self._reveal:  # which of R's elements each hit is, and where it was in S's stream
+            where = np.flatnonzero(hit)
+            pos = np.searchsorted(self._set.sorted, mine[where])
+            self._pairs.append((self._set.order[pos], where + self.sender_size))
+        self.sender_size += len(mine)
+
+    def cardinality(self) -> int:
+        """|X ∩ Y|."""
+        return int(sum(len(h) for h in self._hits))
+
+    def members(self) -> list[int]:
+        """Indices of R's input rows whose identifier is in Y (intersection mode only)."""
+        if not self._reveal:
+            raise InvalidParameters("this receiver runs psi.cardinality: members are not revealed")
+        hits = np.concatenate(self._hits) if self._hits else np.empty(0, dtype=_DT)
+        in_set = np.isin(self._doubles, hits)
+        return [int(i) for i in np.flatnonzero(in_set[self._inverse])]
+
+    def aligned(self) -> list[tuple[int, int]]:
+        """(R's first input row, position in S's shuffled stream) per intersection member.
+
+        For alignment (hetero-LR): R tells S the stream positions in an order of its choosing
+        and S maps them to its rows with `PsiSender.rows_at`; nobody else sees them.
+        """
+        if not self._reveal:
+            raise InvalidParameters("this receiver runs psi.cardinality: members are not revealed")
+        first = np.empty(len(self._uniq), dtype=np.int64)
+        first[self._inverse[::-1]] = np.arange(len(self._inverse))[::-1]
+        return [
+            (int(first[u]), int(p))
+            for uniq_idx, pos in self._pairs
+            for u, p in zip(uniq_idx, pos, strict=True)
+        ]
+
+
+class PsiSender:
+    """S: double-blinds R's elements (shuffled unless members are revealed) and sends its own."""
+
+    def __init__(
+        self, messages: Sequence[bytes], engine: EcEngine, *, reveal_members: bool, batch: int
+    ) -> None:
+        self._uniq, inverse = unique_messages(messages)
+        self._first = np.empty(len(self._uniq), dtype=np.int64)
+        self._first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+        self._engine = engine
+        self._reveal = reveal_members
+        self._batch = batch
+        self._held: list[bytes] = []
+        self._perm: np.ndarray[Any, Any] | None = None
+        self.receiver_size = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._uniq)
+
+    def respond(self, msg: PsiMessage) -> list[PsiMessage]:
+        """Step 2 for one batch: returned at once in R's order, or held until shuffled."""
+        doubled = self._engine.blind(msg.elements)
+        self.receiver_size += len(doubled) // ELEMENT
+        if self._reveal:
+            return [PsiMessage("psi.s.doubled", msg.seq, doubled, final=msg.final)]
+        self._held.append(doubled)
+        return []
+
+    def shuffled_doubles(self) -> Iterator[PsiMessage]:
+        """Step 2 (cardinality): every held double blinding, in one uniform random order."""
+        arr = np.frombuffer(b"".join(self._held), dtype=_DT)
+        self._held = []
+        yield from _batches("psi.s.doubled", arr[_permutation(len(arr))], self._batch)
+
+    def own(self) -> Iterator[PsiMessage]:
+        """Step 3: {b·H(y)} in a uniform random order, hashed batch by batch."""
+        perm = self._perm = _permutation(len(self._uniq))
+        total = max(1, -(-len(perm) // self._batch))
+        for seq in range(total):
+            rows = self._uniq[perm[seq * self._batch : (seq + 1) * self._batch]]
+            blinded = self._engine.hash_blind(rows.tobytes())
+            yield PsiMessage("psi.s.blinded", seq, blinded, final=seq + 1 == total)
+
+    def rows_at(self, positions: Sequence[int]) -> list[int]:
+        """S's own input rows at positions of its shuffled stream (alignment, see `aligned`)."""
+        if self._perm is None or any(not 0 <= p < len(self._perm) for p in positions):
+            raise InvalidParameters("stream position out of range")
+        return [int(self._first[self._perm[p]]) for p in positions]
+
+
+def _batches(step: str, arr: np.ndarray[Any, Any], batch: int) -> Iterator[PsiMessage]:
+    total = max(1, -(-len(arr) // batch))
+    for seq in range(total):
+        chunk = arr[seq * batch : (seq + 1) * batch].tobytes()
+        yield PsiMessage(step, seq, chunk, final=seq + 1 == total)
+
+
+@dataclass
+class PsiOutcome:
+    """What the designated receiver learns (members only for psi.intersection)."""
+
+    receiver_size: int
+    sender_size: int
+    cardinality: int
+    members: list[int] | None = None
+
+
+def _noop(_to: str, _msg: PsiMessage) -> None:
+    return None
+
+
+def run_psi(
+    receiver_messages: Sequence[bytes],
+    sender_messages: Sequence[bytes],
+    dst: bytes,
+    *,
+    reveal_members: bool = False,
+    batch: int = DEFAULT_BATCH,
+    executor: Executor | None = None,
+    split: int = 1,
+    transcript: Transcript = _noop,
+) -> PsiOutcome:
+    """In-process driver of psi.cardinality (default) or psi.intersection.
+
+    `transcript(recipient, message)` sees every message as it is delivered ("receiver" or
+    "sender"); the integrator's transport replaces this driver.
+    """
+    group = PsiGroup(dst)
+    r = PsiReceiver(
+        receiver_messages,
+        EcEngine(group, executor=executor, split=split),
+        reveal_members=reveal_members,
+        batch=batch,
+    )
+    s = PsiSender(
+        sender_messages,
+        EcEngine(group, executor=executor, split=split),
+        reveal_members=reveal_members,
+        batch=batch,
+    )
+    for req in r.requests():
+        transcript("sender", req)
+        for reply in s.respond(req):
+            transcript("receiver", reply)
+            r.receive_doubles(reply)
+    if not reveal_members:
+        for reply in s.shuffled_doubles():
+            transcript("receiver", reply)
+            r.receive_doubles(reply)
+    for msg in s.own():
+        transcript("receiver", msg)
+        r.receive_sender(msg)
+    return PsiOutcome(
+        r.size, r.sender_size, r.cardinality(), r.members() if reveal_members else None
+    )
+
+
+# -- psi.sum: Private Join and Compute ---------------------------------------------------------
+
+
+class SumMatcher:
+    """P1: holds identifiers only; matches and multiplies ciphertexts it cannot decrypt."""
+
+    def __init__(
+        self, messages: Sequence[bytes], engine: EcEngine, public_key: Any, *, batch: int
+    ) -> None:
+        self._uniq, _ = unique_messages(messages)
+        self._engine = engine
+        self._batch = batch
+        self._encryptor = FastEncryptor(public_key)
+        self._n2 = gmpy2.mpz(public_key.n) ** 2
+        self._doubles = np.empty(len(self._uniq), dtype=_DT)
+        self._filled = 0
+        self._set: _SortedSet | None = None
+        self._acc = gmpy2.mpz(1)
+        self.intersection_size = 0  # exact: noise it or charge it (module docstring)
+
+    def requests(self) -> Iterator[PsiMessage]:
+        """Step 1: {k1·H(x)} (order irrelevant: P2 returns the double blindings shuffled)."""
+        buf = self._uniq.tobytes()
+        step = ELEMENT * self._batch
+        total = max(1, -(-len(buf) // step))
+        for seq in range(total):
+            chunk = self._engine.hash_blind(buf[seq * step : (seq + 1) * step])
+            yield PsiMessage("pjc.p1.blinded", seq, chunk, final=seq + 1 == total)
+
+    def receive_doubles(self, msg: PsiMessage) -> None:
+        """Step 2: shuffled k2·k1·H(x)."""
+        arr = np.frombuffer(msg.elements, dtype=_DT)
+        if self._filled + len(arr) > len(self._doubles):
+            raise InvalidParameters("more double blindings than elements sent")
+        self._doubles[self._filled : self._filled + len(arr)] = arr
+        self._filled += len(arr)
+
+    def receive_pairs(self, msg: PsiMessage) -> None:
+        """Step 3: (k2·H(y), Enc(t)) pairs; multiply in the ciphertexts of the matches."""
+        if self._filled != len(self._doubles):
+            raise InvalidParameters("value pairs before all double blindings")
+        if len(msg.ciphertexts) != msg.count:
+            raise InvalidParameters("one ciphertext per element is required")
+        if self._set is None:
+            self._set = _SortedSet(self._doubles)
+        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=_DT)
+        acc, n2 = self._acc, self._n2
+        for i in np.flatnonzero(self._set.hits(mine)):
+            c = msg.ciphertexts[int(i)]
+            if not 0 < c < n2:
+                raise InvalidParameters("ciphertext outside Z*_{n^2}")
+            acc = acc * c % n2
+            self.intersection_size += 1
+        self._acc = acc
+
+    def result(self) -> PsiMessage:
+        """Step 4: Enc(Σ t over the intersection), re-randomised so K cannot tell which."""
+        ct = int(self._acc * self._encryptor.obfuscator() % self._n2)
+        return PsiMessage("pjc.p1.sum", 0, b"", (ct,), final=True)
+
+
+class SumValueParty:
+    """P2: blinds P1's elements (shuffled) and sends its own (element, Enc(value)) pairs."""
+
+    def __init__(
+        self,
+        messages: Sequence[bytes],
+        values: Sequence[int],
+        engine: EcEngine,
+        public_key: Any,
+        *,
+        batch: int,
+    ) -> None:
+        if len(messages) != len(values):
+            raise InvalidParameters("one value per identifier")
+        uniq, inverse = unique_messages(messages)
+        if len(uniq) != len(messages):
+            raise InvalidParameters("duplicate identifiers: aggregate values per identifier first")
+        # rows in uniq's order: inverse maps input row → uniq index
+        ordered = np.empty(len(values), dtype=object)
+        ordered[inverse] = np.asarray(values, dtype=object)
+        self._uniq, self._values = uniq, ordered
+        self._engine = engine
+        self._batch = batch
+        self._encryptor = FastEncryptor(public_key)
+        self._held: list[bytes] = []
+
+    def respond(self, msg: PsiMessage) -> None:
+        """Step 2 for one batch (held: released only shuffled)."""
+        self._held.append(self._engine.blind(msg.elements))
+
+    def shuffled_doubles(self) -> Iterator[PsiMessage]:
+        arr = np.frombuffer(b"".join(self._held), dtype=_DT)
+        self._held = []
+        yield from _batches("pjc.p2.doubled", arr[_permutation(len(arr))], self._batch)
+
+    def pairs(self) -> Iterator[PsiMessage]:
+        """Step 3: (k2·H(y), Enc(t)) in a uniform random order, batch by batch."""
+        perm = _permutation(len(self._uniq))
+        if len(perm) > 32:
+            self._encryptor.precompute()
+        total = max(1, -(-len(perm) // self._batch))
+        for seq in range(total):
+            idx = perm[seq * self._batch : (seq + 1) * self._batch]
+            elements = self._engine.hash_blind(self._uniq[idx].tobytes())
+            cts = tuple(self._encryptor.encrypt_raw(int(v)) for v in self._values[idx])
+            yield PsiMessage("pjc.p2.pairs", seq, elements, cts, final=seq + 1 == total)
+
+
+class SumResultHolder:
+    """K: decrypts the one summed ciphertext (signed: values wrap modulo n)."""
+
+    def __init__(self, private_key: Any) -> None:
+        self._private = private_key
+
+    def decrypt(self, msg: PsiMessage) -> int:
+        if msg.step != "pjc.p1.sum" or len(msg.ciphertexts) != 1:
+            raise InvalidParameters("expected exactly one summed ciphertext")
+        n = int(self._private.public_key.n)
+        m = int(self._private.raw_decrypt(msg.ciphertexts[0]))
+        return m - n if m > n // 2 else m
+
+
+@dataclass
+class SumOutcome:
+    """The exact sum K decrypts (before noise) and the size P1 learned (the test hook)."""
+
+    total: int
+    matcher_intersection_size: int
+    sizes: tuple[int, int] = field(default=(0, 0))
+
+
+def run_sum(
+    matcher_messages: Sequence[bytes],
+    value_messages: Sequence[bytes],
+    values: Sequence[int],
+    dst: bytes,
+    keypair: tuple[Any, Any],
+    *,
+    matcher_holds_key: bool = False,
+    batch: int = DEFAULT_BATCH,
+    executor: Executor | None = None,
+    split: int = 1,
+    transcript: Transcript = _noop,
+) -> SumOutcome:
+    """In-process driver of psi.sum; `keypair` is K's (public, private) Paillier pair.
+
+    Recipients in the transcript: "matcher" (P1), "value" (P2), "result" (K).
+    """
+    if matcher_holds_key:
+        raise InvalidParameters("the matching party may not hold the result key")
+    public, private = keypair
+    group = PsiGroup(dst)
+    p1 = SumMatcher(
+        matcher_messages, EcEngine(group, executor=executor, split=split), public, batch=batch
+    )
+    p2 = SumValueParty(
+        value_messages,
+        values,
+        EcEngine(group, executor=executor, split=split),
+        public,
+        batch=batch,
+    )
+    for req in p1.requests():
+        transcript("value", req)
+        p2.respond(req)
+    for msg in p2.shuffled_doubles():
+        transcript("matcher", msg)
+        p1.receive_doubles(msg)
+    for msg in p2.pairs():
+        transcript("matcher", msg)
+        p1.receive_pairs(msg)
+    final = p1.result()
+    transcript("result", final)
+    total = SumResultHolder(private).decrypt(final)
+    return SumOutcome(total, p1.intersection_size, (len(p1._uniq), len(p2._uniq)))
