@@ -433,8 +433,8 @@ def run_compute_demo(
     if out.get("dp"):
         print(f"    trained under DP: ε={out['dp']['epsilon']}, σ={out['dp']['sigma']:.3g}")
         print(
-            "    (provider-level DP over three providers at the policy's ε: the noise "
-            "dominates the updates; the ε budget is the security team's trade-off)"
+            "    (record-level DP-SGD inside each provider's sandbox: per-example clipping "
+            "and Gaussian noise, the row count released only noisy)"
         )
 
     _step(7, "The auditor reads the histogram job's trail on the ledger")
