@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,47 +15,18 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLE_CSV
-from tests.helpers.net import free_port as _free_port
+from tests.helpers.server import PDX, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test starts the real server
-
-PDX = [sys.executable, "-m", "gateway.cli"]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PDX_HOME": str(tmp_path / "home"),
-        "PDX_PORT": str(port),
-        "PDX_HOST": "127.0.0.1",
-    }
-    env.pop("PDX_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [*PDX, "run", "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    real = start_server(tmp_path / "home", deadline_s=60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"server did not start: {out[-2000:]}")
-            time.sleep(0.2)
-        yield url, env
+        yield real.url, real.env
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        real.stop(timeout=20)
 
 
 def test_run_serves_health_and_docs_and_the_demo_passes(

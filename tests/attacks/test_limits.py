@@ -8,12 +8,10 @@ because per-address limits and the socket peer only exist on real sockets.
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -31,6 +29,7 @@ import audit
 from gateway.app import create_app
 from gateway.platform import Platform
 from tests.conftest import login
+from tests.helpers import server as real_server
 
 PDX = [sys.executable, "-m", "gateway.cli"]
 MB = 1 << 20
@@ -39,12 +38,8 @@ MB = 1 << 20
 # -- a real server ---------------------------------------------------------------------------
 
 
-class Server:
-    def __init__(self, proc: subprocess.Popen[str], port: int, home: Path) -> None:
-        self.proc = proc
-        self.port = port
-        self.home = home
-        self.url = f"http://127.0.0.1:{port}"
+class Server(real_server.RealServer):
+    """The real server with the readings these attacks need."""
 
     def creds(self, name: str) -> dict[str, str]:
         data: dict[str, dict[str, str]] = json.loads(
@@ -68,53 +63,19 @@ class Server:
             db.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    procs: list[subprocess.Popen[str]] = []
+    servers: list[Server] = []
 
     def start(**extra: str) -> Server:
-        port = _free_port()
-        home = tmp_path / f"home-{port}"
-        env = {
-            **os.environ,
-            "PDX_HOME": str(home),
-            "PDX_PORT": str(port),
-            "PDX_HOST": "127.0.0.1",
-            **extra,
-        }
-        env.pop("PDX_DATABASE_URL", None)
-        proc = subprocess.Popen(
-            [*PDX, "run", "--log-level", "warning"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        procs.append(proc)
-        server = Server(proc, port, home)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
-                    return server
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"server did not start: {out[-2000:]}")
-            time.sleep(0.2)
+        real = real_server.start_server(tmp_path / f"home-{len(servers)}", extra)
+        server = Server(real.proc, real.port, real.home, real.env)
+        servers.append(server)
+        return server
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=30)
+    for server in servers:
+        server.stop()
 
 
 # -- raw HTTP/1.1 over a socket, to send bodies httpx would not (lying or absent lengths) -----

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +26,7 @@ from gateway.settings import Settings
 from sandbox.outbound import OutboundPolicy, OutboundRefused, pinned_session
 from tests.conftest import EXAMPLE_CSV, login
 from tests.helpers.api import compute_client
+from tests.helpers.server import start_server
 from tests.test_api_computations import wait_for
 from tests.test_api_contracts import active_contract, measure_csv, register_dataset
 from tests.test_api_datasets import metadata
@@ -121,50 +120,20 @@ def without_ids(body: dict[str, Any]) -> str:
 @pytest.fixture
 def loopback_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """The real server (uvicorn subprocess) whose deployment allows nodes on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    home = tmp_path / "home"
-    env = {
-        **os.environ,
-        "PDX_HOME": str(home),
-        "PDX_PORT": str(port),
-        "PDX_HOST": "127.0.0.1",
-        "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
-        "PDX_NODE_CONNECT_TIMEOUT_MS": "2000",
-        "PDX_NODE_READ_TIMEOUT_MS": "10000",
-        "PDX_NODE_PROBE_TIMEOUT_MS": "10000",
-    }
-    env.pop("PDX_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [*PDX, "run", "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    server = start_server(
+        tmp_path / "home",
+        {
+            "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
+            "PDX_NODE_CONNECT_TIMEOUT_MS": "2000",
+            "PDX_NODE_READ_TIMEOUT_MS": "10000",
+            "PDX_NODE_PROBE_TIMEOUT_MS": "10000",
+        },
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"server did not start: {out[-2000:]}")
-            time.sleep(0.2)
-        creds = json.loads((home / "demo-credentials.json").read_text())
-        yield url, creds
+        creds = json.loads((server.home / "demo-credentials.json").read_text())
+        yield server.url, creds
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        server.stop()
 
 
 def _token(url: str, c: dict[str, Any], timeout: float) -> httpx.Response:
