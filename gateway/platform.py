@@ -23,6 +23,7 @@ import exchange.computations
 import ledger.models
 import migrations
 import policies
+from audit.catalogue import Event
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
 from exchange.quotas import Quotas
@@ -281,7 +282,7 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
                 session,
                 audit.Subject("platform", None, None, None, None),
                 audit.AuditEvent(
-                    "policy.activated",
+                    Event.POLICY_ACTIVATED,
                     "activate",
                     audit.Result.SUCCESS,
                     object_id=f"policy-revision-{installed.policy.revision}",
