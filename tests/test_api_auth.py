@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -196,12 +195,18 @@ def test_disabled_client_token_stops_working(
     api: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
     headers = login(api, creds, "enterprise-fintech")
+    principals = api.app.state.principals  # type: ignore[attr-defined]
+    now = [principals.clock()]
+    principals.clock = lambda: now[0]  # its monotonic clock, advanced instead of slept
+    principals.invalidate()
     assert api.get("/v1/me", headers=headers).status_code == 200
     with platform.session() as s, s.begin():
         s.get(exchange.Client, creds["enterprise-fintech"]["client_id"]).active = False  # type: ignore[union-attr]
-    # Changed behind this process's back (as another gateway would): seen within the
-    # principal cache's freshness bound (1 s), on the next request after it.
-    time.sleep(1.05)
+    # Changed behind this process's back (as another gateway would): the cached view
+    # holds for the principal cache's freshness bound (1 s), and not a moment longer.
+    now[0] += 0.95
+    assert api.get("/v1/me", headers=headers).status_code == 200
+    now[0] += 0.1
     assert api.get("/v1/me", headers=headers).status_code == 401
 
 
