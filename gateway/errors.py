@@ -8,7 +8,7 @@ its nearest listed ancestor; tests/test_error_catalogue.py requires every code t
 listed. Unknown exceptions become a 500 `internal-error` with a request id, the details
 only in the log; crypto failures other than the actionable key-management refusals
 collapse into one opaque `crypto-failure` (STYLE habit 5, Fernet's `InvalidToken`).
-`docs/problems.md` is generated from this table (`render_problems_md`).
+`docs/problems.md` is generated from this table (gateway/problems_doc.py).
 """
 
 from __future__ import annotations
@@ -541,45 +541,3 @@ def document(app: FastAPI) -> None:
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: these statuses answer with a `Problem` document."""
     return {status: {"model": Problem, "content": {PROBLEM_JSON: {}}} for status in statuses}
-
-
-def catalogue() -> list[tuple[str, int, str, str, list[str]]]:
-    """(code, status, title, meaning, error classes) for every problem type, by code."""
-    rows: dict[tuple[str, int], tuple[str, str, list[str]]] = {}
-    for cls, entry in PROBLEMS.items():
-        code = entry.code or str(getattr(cls, "code", ""))
-        title = entry.title or str(getattr(cls, "title", ""))
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        meaning = entry.meaning or (doc if getattr(cls, "__doc__", None) and doc else title)
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        if (code, entry.status) in rows:
-            rows[(code, entry.status)][2].append(name)
-        else:
-            rows[(code, entry.status)] = (title, meaning, [name])
-    return [
-        (code, status, title, meaning, names)
-        for (code, status), (title, meaning, names) in sorted(rows.items())
-    ]
-
-
-def render_problems_md() -> str:
-    """docs/problems.md: every problem type with its status and meaning."""
-    lines = [
-        "# Problem types",
-        "",
-        "<!-- Generated from gateway/errors.py (PROBLEMS); tests/test_error_catalogue.py checks",
-        "     it. Regenerate: python -c 'import gateway.errors as e; "
-        'print(e.render_problems_md(), end="")\' > docs/problems.md -->',
-        "",
-        "Every error response is an RFC 9457 problem document (`application/problem+json`)",
-        f"whose `type` is `{PROBLEM_BASE}<code>`. Codes are stable: new ones are added, none is",
-        "renamed. `internal-error`, `crypto-failure` and the ledger's 500s carry no detail;",
-        "quote their `request_id`.",
-        "",
-        "| code | status | title | meaning | raised as |",
-        "|---|---|---|---|---|",
-    ]
-    for code, status, title, meaning, names in catalogue():
-        raised = ", ".join(f"`{n}`" for n in names)
-        lines.append(f"| `{code}` | {status} | {title} | {meaning} | {raised} |")
-    return "\n".join(lines) + "\n"

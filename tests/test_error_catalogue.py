@@ -21,6 +21,7 @@ from crypto.problem import CodedError
 from gateway import errors
 from gateway.app import create_app
 from gateway.platform import Platform
+from gateway.problems_doc import render_problems_md
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("crypto", "exchange", "ledger", "policies", "sandbox", "audit", "gateway")
@@ -146,7 +147,7 @@ def test_statuses_and_types_are_the_ones_clients_know() -> None:
 
 def test_the_problem_list_in_the_docs_is_generated_from_the_table() -> None:
     text = (REPO / "docs" / "problems.md").read_text(encoding="utf-8")
-    assert text == errors.render_problems_md(), "regenerate docs/problems.md (see its header)"
+    assert text == render_problems_md(), "regenerate docs/problems.md (see its header)"
 
 
 def test_an_undeclared_gateway_code_is_refused_at_construction() -> None:
