@@ -28,33 +28,42 @@ PACKAGES = ("crypto", "exchange", "ledger", "policies", "sandbox", "audit", "gat
 
 # The statuses clients saw before the catalogue (STATUS, CRYPTO_STATUS, POLICY_STATUS and
 # the class fallbacks): problem `type`s and statuses never change.
-PINNED: dict[str, int] = {
-    "invalid-input": 422, "invalid-metadata": 422, "level-below-content": 422,
-    "csv-invalid": 422, "csv-empty": 422, "csv-header-invalid": 422, "csv-malformed": 422,
-    "csv-column-count": 422, "csv-not-utf8": 422, "upload-too-large": 413, "not-found": 404,
-    "conflict": 409, "dataset-name-taken": 409, "forbidden": 403,
-    "authentication-failed": 401, "separation-of-duties": 403, "invitation-invalid": 403,
-    "unauthenticated": 401, "invalid-token": 401, "invalid-client": 401,
-    "unsupported-grant-type": 400, "invalid-request": 400, "invalid-grant": 400,
-    "unsupported-media-type": 415, "validation-error": 422, "method-not-allowed": 405,
-    "internal-error": 500, "ledger-entry-not-found": 404, "ledger-block-not-found": 404,
-    "ledger-invalid-range": 422, "ledger-error": 500, "ledger-seal-race": 500,
-    "unavailable": 503, "integer-out-of-range": 422, "json-too-deep": 422,
-    "rate-limited": 429, "request-too-large": 413, "computation-quota-exceeded": 429,
-    "computation-output-too-large": 422, "computation-too-costly": 422,
-    "node-address-refused": 422, "node-unreachable": 422, "dataset-shredded": 400,
-    "key-not-found": 404, "key-role-denied": 403, "key-dual-control-violation": 409,
-    "key-state-transition-invalid": 409, "key-destroy-request-invalid": 409,
-    "key-not-active": 409, "key-expired": 409, "key-suspended": 409,
-    "key-algorithm-mismatch": 409, "key-destroyed": 410, "key-purpose-mismatch": 400,
-    "key-backup-invalid": 400, "shares-too-few": 400, "shares-duplicate": 400,
-    "shares-inconsistent": 400, "hsm-unavailable": 503, "root-key-passphrase-invalid": 503,
-    "keystore-unavailable": 503, "certificate-invalid": 401,
-    "certificate-request-invalid": 422, "ca-unavailable": 503, "crypto-failure": 500,
-    "policy-invalid": 422, "policy-tests-failed": 422, "policy-conflict": 409,
-    "policy-revision-not-found": 404, "policy-engine-unavailable": 503,
-    "policy-evaluation-failed": 503,
-}  # fmt: skip
+_PINNED_BY_STATUS = {
+    400: (
+        "unsupported-grant-type invalid-request invalid-grant dataset-shredded "
+        "key-purpose-mismatch key-backup-invalid shares-too-few shares-duplicate "
+        "shares-inconsistent"
+    ),
+    401: "authentication-failed unauthenticated invalid-token invalid-client certificate-invalid",
+    403: "forbidden separation-of-duties invitation-invalid key-role-denied",
+    404: (
+        "not-found ledger-entry-not-found ledger-block-not-found key-not-found "
+        "policy-revision-not-found"
+    ),
+    405: "method-not-allowed",
+    409: (
+        "conflict dataset-name-taken key-dual-control-violation "
+        "key-state-transition-invalid key-destroy-request-invalid key-not-active "
+        "key-expired key-suspended key-algorithm-mismatch policy-conflict"
+    ),
+    410: "key-destroyed",
+    413: "upload-too-large request-too-large",
+    415: "unsupported-media-type",
+    422: (
+        "invalid-input invalid-metadata level-below-content csv-invalid csv-empty "
+        "csv-header-invalid csv-malformed csv-column-count csv-not-utf8 validation-error "
+        "ledger-invalid-range integer-out-of-range json-too-deep "
+        "computation-output-too-large computation-too-costly node-address-refused "
+        "node-unreachable certificate-request-invalid policy-invalid policy-tests-failed"
+    ),
+    429: "rate-limited computation-quota-exceeded",
+    500: "internal-error ledger-error ledger-seal-race crypto-failure",
+    503: (
+        "unavailable hsm-unavailable root-key-passphrase-invalid keystore-unavailable "
+        "ca-unavailable policy-engine-unavailable policy-evaluation-failed"
+    ),
+}
+PINNED = {code: status for status, codes in _PINNED_BY_STATUS.items() for code in codes.split()}
 
 
 def _coded_classes() -> Iterator[tuple[str, str, str]]:
