@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from crypto.problem import CodedError
 
 
-class AuditError(Exception):
+class AuditError(CodedError):
     """Root of every error `audit` raises on purpose (same shape as the other packages')."""
 
     code: ClassVar[str] = "audit-error"
     title: ClassVar[str] = "Audit error"
-
-    def __init__(self, detail: str, **extensions: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extensions: dict[str, Any] = extensions
 
 
 class VerificationInputError(AuditError):

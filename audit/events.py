@@ -9,7 +9,10 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
+from audit.catalogue import Event, RecordType
 from audit.models import AuditRecord
+
+__all__ = ["AuditEvent", "Event", "RecordType", "Result", "Subject", "record"]
 
 
 class Result(StrEnum):
@@ -33,15 +36,23 @@ class Subject:
 
 @dataclass(frozen=True)
 class AuditEvent:
-    """One audited action. `event_type` is a stable dotted name (`dataset.registered`)."""
+    """One audited action. `event_type` is a stable dotted name from `Event`.
 
-    event_type: str
+    `Event` is a `StrEnum`, so its members are the very strings stored in existing rows;
+    a plain `str` is still accepted for the names built at run time (`<action>.denied`).
+    """
+
+    event_type: Event | str
     action: str
     result: Result
     object_id: str | None = None
     purpose: str | None = None
     data_level: str | None = None
     detail: str | None = None
+
+    def __post_init__(self) -> None:
+        # Store and hash the plain string, exactly as before the enum existed.
+        object.__setattr__(self, "event_type", str(self.event_type))
 
 
 def _clean(value: str | None, limit: int) -> str | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from crypto.problem import CodedError
 
-class CryptoError(Exception):
+
+class CryptoError(CodedError):
     """Root of every error `crypto` raises on purpose.
 
     `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
@@ -15,11 +17,6 @@ class CryptoError(Exception):
 
     code: ClassVar[str] = "crypto-error"
     title: ClassVar[str] = "Cryptographic error"
-
-    def __init__(self, detail: str, **extensions: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extensions: dict[str, Any] = extensions
 
 
 class KeyNotFound(CryptoError):

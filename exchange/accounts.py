@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 import audit
 import crypto
+from audit.catalogue import Event
 from exchange.errors import (
     AuthenticationFailed,
     Conflict,
@@ -170,7 +171,9 @@ def create_organisation(
             session.add(org)
     except IntegrityError:
         raise Conflict("an organisation with this name exists", field="name") from None
-    receipt = _record(session, trail, caller, "organisation.created", "organisation", org.id, now)
+    receipt = _record(
+        session, trail, caller, Event.ORGANISATION_CREATED, "organisation", org.id, now
+    )
     return org, receipt
 
 
@@ -244,7 +247,7 @@ def create_client(
         raise Conflict(
             "this organisation already has a client with this name", field="name"
         ) from None
-    receipt = _record(session, trail, caller, "client.created", "client", client.id, now)
+    receipt = _record(session, trail, caller, Event.CLIENT_CREATED, "client", client.id, now)
     return IssuedClient(client.id, secret, org.id, kind, client.name, wanted, receipt.ledger_index)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 import audit
 import crypto
+from audit.catalogue import Event
 from exchange.accounts import Caller, Role
 from exchange.errors import (
     DuplicateDatasetName,
@@ -178,7 +179,7 @@ class Registration:
                     session,
                     self._caller.subject(),
                     audit.AuditEvent(
-                        "dataset.registered",
+                        Event.DATASET_REGISTERED,
                         "register",
                         audit.Result.SUCCESS,
                         object_id=dataset.id,

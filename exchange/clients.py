@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 import audit
 import crypto
+from audit.catalogue import Event
 from exchange.accounts import _CLIENT_ID, Caller, require_client_issuer
 from exchange.errors import AuthenticationFailed, Conflict, NotFound
 from exchange.models import Client, Organisation, TokenFamily
@@ -133,7 +134,7 @@ def deactivate_client(
         raise Conflict("the client is already deactivated", client_id=client.id)
     client.active = False
     _revoke_logins(session, client.id, now, "client deactivated")
-    index = _record(session, trail, caller, "client.deactivated", "deactivate", client.id, now)
+    index = _record(session, trail, caller, Event.CLIENT_DEACTIVATED, "deactivate", client.id, now)
     return ClientChange(client.id, client.org_id, False, index)
 
 
@@ -158,5 +159,5 @@ def rotate_client_secret(
     plaintext, hashed = secret
     client.secret_hash = hashed
     _revoke_logins(session, client.id, now, "client secret rotated")
-    index = _record(session, trail, caller, "client.secret_rotated", "rotate", client.id, now)
+    index = _record(session, trail, caller, Event.CLIENT_SECRET_ROTATED, "rotate", client.id, now)
     return ClientChange(client.id, client.org_id, True, index, client_secret=plaintext)

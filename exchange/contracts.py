@@ -166,7 +166,7 @@ def _transition(
         session,
         caller.subject(),
         audit.AuditEvent(
-            f"contract.{state.value}",
+            audit.Event(f"contract.{state.value}"),  # CONTRACT_PROPOSED, _ACTIVE, _TERMINATED
             action,
             audit.Result.SUCCESS,
             object_id=contract.id,

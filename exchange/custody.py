@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 import audit
 import crypto
+from audit.catalogue import Event
 from crypto.errors import KeyDestroyed
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.catalog import CatalogContext, Registration, SessionFactory, object_aad, to_public
@@ -317,7 +318,7 @@ def _record_node(
         session,
         caller.subject(),
         audit.AuditEvent(
-            "node.registered",
+            Event.NODE_REGISTERED,
             "register",
             audit.Result.SUCCESS,
             object_id=caller.org_id,
@@ -447,7 +448,7 @@ class NodeRegistration(Registration):
                     session,
                     self._caller.subject(),
                     audit.AuditEvent(
-                        "dataset.registered",
+                        Event.DATASET_REGISTERED,
                         "register",
                         audit.Result.SUCCESS,
                         object_id=dataset.id,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from crypto.problem import CodedError
 
 
-class ExchangeError(Exception):
+class ExchangeError(CodedError):
     """Root of every error `exchange` raises on purpose.
 
     `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
@@ -15,11 +17,6 @@ class ExchangeError(Exception):
 
     code: ClassVar[str] = "exchange-error"
     title: ClassVar[str] = "Exchange error"
-
-    def __init__(self, detail: str, **extensions: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extensions: dict[str, Any] = extensions
 
 
 class InvalidInput(ExchangeError):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 import audit
 import crypto
+from audit.catalogue import Event
 from exchange.accounts import ROLES_BY_KIND, SEPARATED_DUTIES, Caller, OrgKind, Role, _check_name
 from exchange.errors import (
     AuthenticationFailed,
@@ -120,7 +121,7 @@ def _invite(
     session.add(invitation)
     session.flush()
     receipt = _record(
-        session, trail, caller, "person.invited", "invite", invitation.id, now, org.id
+        session, trail, caller, Event.PERSON_INVITED, "invite", invitation.id, now, org.id
     )
     return IssuedInvitation(
         invitation.id,
@@ -265,7 +266,7 @@ def redeem_invitation(
     invitation.redeemed_at = now
     invitation.person_id = person.id
     receipt = _record(
-        session, trail, None, "person.enrolled", "create", person.id, now, invitation.org_id
+        session, trail, None, Event.PERSON_ENROLLED, "create", person.id, now, invitation.org_id
     )
     uri = pyotp.TOTP(secret).provisioning_uri(name=login, issuer_name="pdx")
     return Enrolment(person.id, person.org_id, login, secret, uri, receipt.ledger_index)
@@ -363,7 +364,7 @@ def confirm_enrolment(
     person = authenticate_person(
         session, keystore, login=login, password=password, totp=totp, now=now, enrolling=True
     )
-    _record(session, trail, None, "person.activated", "update", person.id, now, person.org_id)
+    _record(session, trail, None, Event.PERSON_ACTIVATED, "update", person.id, now, person.org_id)
     return person
 
 

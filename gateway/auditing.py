@@ -9,6 +9,7 @@ from fastapi import Request
 
 import audit
 import exchange
+from audit.catalogue import Event
 from gateway.platform import Platform
 
 log = logging.getLogger("pdx.gateway")
@@ -44,7 +45,11 @@ def audit_failure(request: Request, *, status: int, code: str, detail: str | Non
         )
     )
     event_type = getattr(request.state, "audit_event", None) or (
-        "auth.denied" if status == 401 else "request.denied" if denied else "request.failed"
+        Event.AUTH_DENIED
+        if status == 401
+        else Event.REQUEST_DENIED
+        if denied
+        else Event.REQUEST_FAILED
     )
     event = audit.AuditEvent(
         event_type=event_type,

@@ -13,7 +13,6 @@ annotations at run time, and an instance has no module globals to resolve string
 """
 
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -35,7 +34,7 @@ from gateway.security import CallerDep, PlatformDep
 log = logging.getLogger("pdx.pep")
 
 # Bench-only switch (development only): skip decisions to measure what zero trust costs.
-NO_PEP_ENV = "PDX_BENCH_NO_PEP"
+NO_PEP_ENV = "PDX_UNSAFE_BENCH_NO_PEP"  # Settings.unsafe_bench_no_pep (old name: deprecated)
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ class Enforce:
 
     def _decide(self, request: Request, caller: Caller, platform: Platform) -> policies.Decision:
         request.state.audit_event = f"{self.action}.denied"
-        if os.environ.get(NO_PEP_ENV) == "1" and platform.settings.environment == "development":
+        if platform.settings.unsafe_bench_no_pep and platform.settings.environment == "development":
             return _bypass(self.action)
         return self.decide_targets(
             request, caller, platform, self._targets(request, caller, platform)
@@ -161,7 +160,7 @@ class Enforce:
         self, request: Request, caller: Caller, platform: Platform, targets: Sequence[Target]
     ) -> policies.Decision:
         """Decide `action` on each target; all must allow. Logs every decision."""
-        if os.environ.get(NO_PEP_ENV) == "1" and platform.settings.environment == "development":
+        if platform.settings.unsafe_bench_no_pep and platform.settings.environment == "development":
             return _bypass(self.action)
         claims = getattr(request.state, "token_claims", None)
         now = platform.now()

@@ -30,6 +30,7 @@ import exchange.identity
 import ledger.models
 import migrations
 import policies
+from audit.catalogue import Event
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
 from exchange.quotas import Quotas
@@ -416,7 +417,7 @@ def _initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
                 session,
                 audit.Subject("platform", None, None, None, None),
                 audit.AuditEvent(
-                    "policy.activated",
+                    Event.POLICY_ACTIVATED,
                     "activate",
                     audit.Result.SUCCESS,
                     object_id=f"policy-revision-{installed.policy.revision}",

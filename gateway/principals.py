@@ -49,27 +49,27 @@ class Principals:
         sessions: Callable[[], Session],
         *,
         ttl_s: float = 1.0,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock  # monotonic seconds; tests advance a fake one instead of sleeping
         self._sessions = sessions
         self._ttl = ttl_s
-        self._monotonic = monotonic  # injected so tests can age the cache without sleeping
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[float, ClientView | None]] = {}
         self._revoked_jtis: set[str] = set()
         self._revoked_families: set[str] = set()
         self._watermark: datetime | None = None
-        self._refreshed = 0.0
+        self._refreshed = float("-inf")  # never
 
     def invalidate(self) -> None:
         """Forget everything: the next request reloads (after a change in this process)."""
         with self._lock:
             self._clients.clear()
-            self._refreshed = 0.0
+            self._refreshed = float("-inf")  # never
 
     def client(self, client_id: str) -> ClientView | None:
         """The client (None if unknown); at most `ttl` old."""
-        now = self._monotonic()
+        now = self.clock()
         cached = self._clients.get(client_id)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
@@ -134,7 +134,7 @@ class Principals:
 
     def revoked(self, *, jti: str, family_id: str | None) -> bool:
         """Whether the access token or its login family is on the revocation list."""
-        if self._monotonic() - self._refreshed >= self._ttl:
+        if self.clock() - self._refreshed >= self._ttl:
             self._refresh()
         return jti in self._revoked_jtis or (
             family_id is not None and family_id in self._revoked_families
@@ -159,4 +159,4 @@ class Principals:
                     self._revoked_families.add(family)
                     newest = at if newest is None or at > newest else newest
             self._watermark = newest
-            self._refreshed = self._monotonic()
+            self._refreshed = self.clock()

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 import exchange
+from audit.catalogue import Event
 from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
@@ -110,7 +111,7 @@ async def authenticate(request: Request, platform: PlatformDep) -> exchange.Call
         limits: Limits | None = getattr(request.app.state, "limits", None)
         wait = limits.failed(client_ip(request)) if limits is not None else 0.0
         if wait > 0:
-            request.state.audit_event = "auth.rate_limited"
+            request.state.audit_event = Event.AUTH_RATE_LIMITED
             request.state.audit_deny = True
             raise too_many(wait, "too many failed authentications from this address") from None
         raise
@@ -129,7 +130,7 @@ async def reject_control_characters(request: Request) -> None:
         _CONTROL.search(k) or _CONTROL.search(v) for k, v in request.query_params.multi_items()
     ):
         # A probe rather than a mistake: audited as a denial (COMPLIANCE.md §5).
-        request.state.audit_event = "request.rejected"
+        request.state.audit_event = Event.REQUEST_REJECTED
         request.state.audit_deny = True
         raise GatewayError(
             "invalid-request",

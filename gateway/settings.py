@@ -2,146 +2,227 @@
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import os
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+PREFIX = "PDX_"
+DEPRECATED_NO_PEP_ENV = "PDX_BENCH_NO_PEP"
+"""The bench switch's old name: still read, with a DeprecationWarning, for one release."""
 
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be ≥ {minimum}")
+def _flag(value: Any) -> Any:
+    """`0` or `1` from the environment (nothing else: `yes`, `true`, `2` are refused)."""
+    if isinstance(value, str):
+        if value not in ("0", "1"):
+            raise ValueError("must be 0 or 1")
+        return value == "1"
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "0")
-    if value not in ("0", "1"):
-        raise SettingsError(f"{name} must be 0 or 1")
-    return value == "1"
+def _csv(value: Any) -> Any:
+    """`a, b` from the environment → ("a", "b"); empty items dropped."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the composition root needs. Build with `Settings.from_env()`."""
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Count = Annotated[int, Field(ge=1)]
+Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 
-    home: Path
-    database_url: str
+_ENV: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "pdx_settings_env", default=None
+)
+
+
+class _MappingEnv(EnvSettingsSource):
+    """The `PDX_*` variables of one mapping (`from_env(env)`), empty values unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Names compare case-insensitively, as pydantic-settings reads os.environ.
+        return {k.lower(): v for k, v in self._mapping.items() if v != ""}
+
+
+class Settings(BaseSettings):
+    """Everything the composition root needs. Build with `Settings.from_env()`.
+
+    Each setting is read from `PDX_<NAME>` (or the alias named beside it) and has its
+    default written once, here. Constructing `Settings(home=..., ...)` directly reads no
+    environment: it is what tests and benchmarks do. Refusals (STYLE habit 8, the FastAPI
+    template's "changethis"): production needs a root key passphrase with the local key
+    backend and refuses the demo seed and the unsafe bench switch.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        case_sensitive=False,
+        frozen=True,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Path(".pdx")
+    database_url: str = ""
+    """Empty: SQLite in `home` (`sqlite:///<home>/pdx.db`)."""
     host: str = "127.0.0.1"
-    port: int = 8700
-    max_upload_bytes: int = 4 << 30
-    token_ttl_s: int = 900
-    refresh_ttl_s: int = 8 * 3600
+    port: Count = 8700
+    max_upload_bytes: Count = 4 << 30
+    token_ttl_s: Annotated[int, Field(ge=60, le=900)] = 900
+    """The brief caps access tokens at 15 minutes (zero trust: short-lived credentials)."""
+    refresh_ttl_s: Count = 8 * 3600
     issuer: str = "pdx"
     audience: str = "pdx-api"
-    seed_demo: bool = True
-    environment: str = "development"
+    environment: Literal["development", "production"] = Field(
+        "development", validation_alias=AliasChoices("PDX_ENV", "environment")
+    )
+    seed_demo: Flag | None = None
+    """Unset: seeded in development only. Production refuses it (demo secrets)."""
     ledger_origin: str = "pdx.local/ledger"
-    ledger_hash: str = "sha256"
-    ledger_seal_interval_ms: int = 200
-    ledger_seal_entries: int = 1000
-    cipher_suite: str = "intl"
+    ledger_hash: Literal["sha256", "sm3"] = "sha256"
+    ledger_seal_interval_ms: Count = 200
+    ledger_seal_entries: Count = 1000
+    cipher_suite: Literal["intl", "sm"] = "intl"
     opa_url: str | None = None
-    mtls: bool = False
-    tls_home: Path | None = None
-    key_backend: str = "local"
-    root_key_passphrase: str | None = field(default=None, repr=False)
+    mtls: Flag = False
+    tls_home: Path | None = Field(None, validation_alias=AliasChoices("PDX_TLS_DIR", "tls_home"))
+    key_backend: Literal["local", "pkcs11"] = "local"
+    root_key_passphrase: str | None = Field(None, repr=False)
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token_label: str = "pdx"
-    pkcs11_pin: str | None = field(default=None, repr=False)
+    pkcs11_pin: str | None = Field(None, repr=False)
     pkcs11_key_label: str = "pdx-root-key"
     # Limits before work (issue 11): request bodies, token and failure rates, proxies.
-    max_body_bytes: int = 1 << 20
-    token_rate_per_min: int = 120
-    token_rate_burst: int = 30
-    auth_failures_per_min: int = 30
-    auth_failure_burst: int = 20
-    audit_burst_window_s: int = 60
-    trusted_proxies: tuple[str, ...] = ()
-    node_allow_networks: tuple[str, ...] = ()
+    max_body_bytes: Count = 1 << 20
+    token_rate_per_min: Count = 120
+    token_rate_burst: Count = 30
+    auth_failures_per_min: Count = 30
+    auth_failure_burst: Count = 20
+    audit_burst_window_s: Count = 60
+    trusted_proxies: Csv = ()
+    node_allow_networks: Csv = ()
     """CIDRs HTTP nodes may be in besides public addresses (e.g. a provider LAN)."""
-    node_connect_timeout_ms: int = 5000
-    node_read_timeout_ms: int = 120_000
-    node_probe_timeout_ms: int = 10_000
+    node_connect_timeout_ms: Count = 5000
+    node_read_timeout_ms: Count = 120_000
+    node_probe_timeout_ms: Count = 10_000
     """Registering an HTTP node: the login must finish within this; failures all take it."""
     # Fair use of computations (issue 11): per-organisation quotas, job workers, limits.
-    quota_queued_per_org: int = 20
-    quota_running_per_org: int = 1
-    job_workers: int = 2
-    max_output_values: int = 10_000
-    max_row_passes: int = 2_000_000_000
+    quota_queued_per_org: Annotated[int, Field(ge=0)] = 20
+    quota_running_per_org: Count = 1
+    job_workers: Count = 2
+    max_output_values: Count = 10_000
+    max_row_passes: Count = 2_000_000_000
     # Crash hygiene and readiness (issue 13).
-    sweep_interval_s: int = 300
+    sweep_interval_s: Count = 300
     """How often leftovers (`.partial`, objects without a row) are swept while serving."""
-    sweep_grace_s: int = 900
+    sweep_grace_s: Count = 900
     """A leftover untouched for less than this may still be another process's upload."""
-    min_free_bytes: int = 256 << 20
+    min_free_bytes: Annotated[int, Field(ge=0)] = 256 << 20
     """/readyz reports not-ready when the objects' filesystem has less free space."""
     published_file: Path | None = None
     """High-water mark of published checkpoints (default `$PDX_HOME/published.json`)."""
+    unsafe_bench_no_pep: Flag = Field(
+        False,
+        validation_alias=AliasChoices(
+            "PDX_UNSAFE_BENCH_NO_PEP", DEPRECATED_NO_PEP_ENV, "unsafe_bench_no_pep"
+        ),
+    )
+    """UNSAFE, benchmarks only: skip policy decisions to measure what zero trust costs.
+    Development only; production refuses it."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = _ENV.get()
+        return (init_settings,) if env is None else (init_settings, _MappingEnv(cls, env))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `env` (default: the process environment)."""
+        env = dict(os.environ if env is None else env)
+        if env.get(DEPRECATED_NO_PEP_ENV) and not env.get("PDX_UNSAFE_BENCH_NO_PEP"):
+            warnings.warn(
+                f"{DEPRECATED_NO_PEP_ENV} is deprecated: use PDX_UNSAFE_BENCH_NO_PEP",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        token = _ENV.set(env)
+        try:
+            return cls()
+        finally:
+            _ENV.reset(token)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        # Derived defaults, resolved once (frozen model: set through object.__setattr__).
+        home = self.home.resolve()
+        derived: dict[str, Any] = {
+            "home": home,
+            "database_url": self.database_url or f"sqlite:///{home / 'pdx.db'}",
+            "seed_demo": self.environment == "development"
+            if self.seed_demo is None
+            else self.seed_demo,
+            "tls_home": self.tls_home.resolve() if self.tls_home is not None else None,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        production = self.environment == "production"
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
             # The origin doubles as the signed-note key name: no spaces, no '+'.
-            raise SettingsError("PDX_LEDGER_ORIGIN must be non-empty without spaces or '+'")
-        if self.ledger_hash not in ("sha256", "sm3"):
-            raise SettingsError("PDX_LEDGER_HASH must be 'sha256' or 'sm3'")
-        if self.cipher_suite not in ("intl", "sm"):
-            raise SettingsError("PDX_CIPHER_SUITE must be 'intl' or 'sm'")
-        if self.key_backend not in ("local", "pkcs11"):
-            raise SettingsError("PDX_KEY_BACKEND must be 'local' or 'pkcs11'")
+            raise ValueError("PDX_LEDGER_ORIGIN must be non-empty without spaces or '+'")
         if self.key_backend == "pkcs11" and not self.pkcs11_pin:
-            raise SettingsError("PDX_KEY_BACKEND=pkcs11 needs PDX_PKCS11_PIN")
-        if (
-            self.environment == "production"
-            and self.key_backend == "local"
-            and not self.root_key_passphrase
-        ):
+            raise ValueError("PDX_KEY_BACKEND=pkcs11 needs PDX_PKCS11_PIN")
+        if production and self.key_backend == "local" and not self.root_key_passphrase:
             # GB/T 39786: the root key is never stored in the clear in production.
-            raise SettingsError(
-                "production with the local key backend needs PDX_ROOT_KEY_PASSPHRASE"
-            )
-        if not 60 <= self.token_ttl_s <= 900:
-            # The brief caps access tokens at 15 minutes (zero trust: short-lived credentials).
-            raise SettingsError("PDX_TOKEN_TTL_S must be between 60 and 900 seconds")
-        if self.environment not in ("development", "production"):
-            raise SettingsError("PDX_ENV must be 'development' or 'production'")
-        if self.environment == "production" and self.seed_demo:
-            raise SettingsError("PDX_SEED_DEMO must be 0 in production (demo secrets)")
-        for net in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise SettingsError(
-                    f"PDX_TRUSTED_PROXIES: {net!r} is not an IP address or network"
-                ) from None
-        for network in self.node_allow_networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise SettingsError(
-                    f"PDX_NODE_ALLOW_NETWORKS: {network!r} is not a network (CIDR)"
-                ) from None
-        if self.quota_queued_per_org < 0 or self.quota_running_per_org < 1:
-            raise SettingsError(
-                "PDX_QUOTA_QUEUED_PER_ORG must be ≥ 0 and PDX_QUOTA_RUNNING_PER_ORG ≥ 1"
-            )
-        if self.job_workers < 1 or self.max_output_values < 1 or self.max_row_passes < 1:
-            raise SettingsError(
-                "PDX_JOB_WORKERS, PDX_MAX_OUTPUT_VALUES and PDX_MAX_ROW_PASSES must be ≥ 1"
-            )
+            raise ValueError("production with the local key backend needs PDX_ROOT_KEY_PASSPHRASE")
+        if production and self.seed_demo:
+            raise ValueError("PDX_SEED_DEMO must be 0 in production (demo secrets)")
+        if production and self.unsafe_bench_no_pep:
+            raise ValueError("PDX_UNSAFE_BENCH_NO_PEP is refused in production")
+        for name in ("trusted_proxies", "node_allow_networks"):
+            for net in getattr(self, name):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{_env_name(name)}: {net!r} is not an IP address or network (CIDR)"
+                    ) from None
+        return self
 
     @property
     def objects_dir(self) -> Path:
@@ -167,65 +248,33 @@ class Settings:
     def url(self) -> str:
         return f"{'https' if self.mtls else 'http'}://{self.host}:{self.port}"
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        home = Path(env.get("PDX_HOME") or ".pdx").resolve()
-        database_url = env.get("PDX_DATABASE_URL") or f"sqlite:///{home / 'pdx.db'}"
-        environment = env.get("PDX_ENV", "development")
-        seed_raw = env.get("PDX_SEED_DEMO", "1" if environment == "development" else "0")
-        if seed_raw not in ("0", "1"):
-            raise SettingsError("PDX_SEED_DEMO must be 0 or 1")
-        return cls(
-            home=home,
-            database_url=database_url,
-            host=env.get("PDX_HOST", "127.0.0.1"),
-            port=_int(env, "PDX_PORT", 8700),
-            max_upload_bytes=_int(env, "PDX_MAX_UPLOAD_BYTES", 4 << 30),
-            token_ttl_s=_int(env, "PDX_TOKEN_TTL_S", 900),
-            refresh_ttl_s=_int(env, "PDX_REFRESH_TTL_S", 8 * 3600),
-            issuer=env.get("PDX_ISSUER", "pdx"),
-            audience=env.get("PDX_AUDIENCE", "pdx-api"),
-            seed_demo=seed_raw == "1",
-            environment=environment,
-            ledger_origin=env.get("PDX_LEDGER_ORIGIN", "pdx.local/ledger"),
-            ledger_hash=env.get("PDX_LEDGER_HASH", "sha256"),
-            ledger_seal_interval_ms=_int(env, "PDX_LEDGER_SEAL_INTERVAL_MS", 200),
-            ledger_seal_entries=_int(env, "PDX_LEDGER_SEAL_ENTRIES", 1000),
-            cipher_suite=env.get("PDX_CIPHER_SUITE", "intl"),
-            opa_url=env.get("PDX_OPA_URL") or None,
-            mtls=_flag(env, "PDX_MTLS"),
-            tls_home=Path(env["PDX_TLS_DIR"]).resolve() if env.get("PDX_TLS_DIR") else None,
-            key_backend=env.get("PDX_KEY_BACKEND", "local"),
-            root_key_passphrase=env.get("PDX_ROOT_KEY_PASSPHRASE") or None,
-            pkcs11_module=env.get("PDX_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
-            pkcs11_token_label=env.get("PDX_PKCS11_TOKEN_LABEL", "pdx"),
-            pkcs11_pin=env.get("PDX_PKCS11_PIN") or None,
-            pkcs11_key_label=env.get("PDX_PKCS11_KEY_LABEL", "pdx-root-key"),
-            max_body_bytes=_int(env, "PDX_MAX_BODY_BYTES", 1 << 20),
-            token_rate_per_min=_int(env, "PDX_TOKEN_RATE_PER_MIN", 120),
-            token_rate_burst=_int(env, "PDX_TOKEN_RATE_BURST", 30),
-            auth_failures_per_min=_int(env, "PDX_AUTH_FAILURES_PER_MIN", 30),
-            auth_failure_burst=_int(env, "PDX_AUTH_FAILURE_BURST", 20),
-            audit_burst_window_s=_int(env, "PDX_AUDIT_BURST_WINDOW_S", 60),
-            trusted_proxies=tuple(
-                n.strip() for n in env.get("PDX_TRUSTED_PROXIES", "").split(",") if n.strip()
-            ),
-            node_allow_networks=tuple(
-                n.strip() for n in env.get("PDX_NODE_ALLOW_NETWORKS", "").split(",") if n.strip()
-            ),
-            node_connect_timeout_ms=_int(env, "PDX_NODE_CONNECT_TIMEOUT_MS", 5000),
-            node_read_timeout_ms=_int(env, "PDX_NODE_READ_TIMEOUT_MS", 120_000),
-            node_probe_timeout_ms=_int(env, "PDX_NODE_PROBE_TIMEOUT_MS", 10_000),
-            quota_queued_per_org=_int(env, "PDX_QUOTA_QUEUED_PER_ORG", 20, minimum=0),
-            quota_running_per_org=_int(env, "PDX_QUOTA_RUNNING_PER_ORG", 1),
-            job_workers=_int(env, "PDX_JOB_WORKERS", 2),
-            max_output_values=_int(env, "PDX_MAX_OUTPUT_VALUES", 10_000),
-            max_row_passes=_int(env, "PDX_MAX_ROW_PASSES", 2_000_000_000),
-            sweep_interval_s=_int(env, "PDX_SWEEP_INTERVAL_S", 300),
-            sweep_grace_s=_int(env, "PDX_SWEEP_GRACE_S", 900),
-            min_free_bytes=_int(env, "PDX_MIN_FREE_BYTES", 256 << 20, minimum=0),
-            published_file=(
-                Path(env["PDX_PUBLISHED_FILE"]).resolve() if env.get("PDX_PUBLISHED_FILE") else None
-            ),
-        )
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes`, validated again (the refusals hold for copies too)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**values, **changes})
+
+
+def _env_name(field: str) -> str:
+    info: FieldInfo | None = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return PREFIX + field.upper()
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per problem, each naming its environment variable."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        loc = error.get("loc") or ()
+        if loc and isinstance(loc[0], str):
+            field = loc[0]
+            name = field if field.startswith(PREFIX) else _env_name(field)
+            if field not in Settings.model_fields and not field.startswith(PREFIX):
+                lines.append(f"{field}: not a setting")
+                continue
+            lines.append(f"{name}: {message}")
+        else:
+            lines.append(message)
+    return "; ".join(lines)

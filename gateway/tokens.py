@@ -47,7 +47,15 @@ class TokenClaims:
 class TokenService:
     """Issues and verifies access tokens with the KMS-held token-signing key."""
 
-    def __init__(self, *, issuer: str, audience: str, ttl: timedelta) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: timedelta,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock  # monotonic seconds, for the key-reload throttle
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
@@ -55,7 +63,7 @@ class TokenService:
         self._verifiers: dict[str, Any] = {}
         self._jwks: list[dict[str, str]] = []
         self._reload: Callable[[], None] | None = None
-        self._reloaded_at = 0.0
+        self._reloaded_at = float("-inf")  # never
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._verified_lock = threading.Lock()
 
@@ -69,8 +77,9 @@ class TokenService:
     def _verifier(self, kid: str) -> Any:
         key = self._verifiers.get(kid)
         if key is None and self._reload is not None:
-            if time.monotonic() - self._reloaded_at > _RELOAD_INTERVAL_S:
-                self._reloaded_at = time.monotonic()
+            now = self.clock()
+            if now - self._reloaded_at > _RELOAD_INTERVAL_S:
+                self._reloaded_at = now
                 self._reload()
                 key = self._verifiers.get(kid)
         return key

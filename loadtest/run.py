@@ -3,7 +3,7 @@
 Steps (docs/benchmarks.md format, area `load`):
 
 1. Start two servers on free loopback ports, each with a fresh `PDX_HOME` (embedded
-   SQLite, demo organisations seeded): A as configured, B with `PDX_BENCH_NO_PEP=1`
+   SQLite, demo organisations seeded): A as configured, B with `PDX_UNSAFE_BENCH_NO_PEP=1`
    (the gateway skips the policy enforcement point there, token checks still run, and
    only with `PDX_ENV=development`). `--url` targets a running server instead (no B).
 2. Seed each with a few small datasets (so details, ledger entries and proofs exist).
@@ -50,7 +50,7 @@ LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 EXAMPLE_CSV = REPO / "examples" / "transit_trips.csv"
 MIX_CLASSES = ("CatalogReader", "LedgerAuditor", "Provider", "TokenClient")
 READ_CLASSES = ("CatalogReader", "LedgerAuditor")
-NO_PEP_ENV = "PDX_BENCH_NO_PEP"
+NO_PEP_ENV = "PDX_UNSAFE_BENCH_NO_PEP"
 TARGET_RPS = 1000.0
 TARGET_P99_MS = 100.0
 
@@ -393,7 +393,7 @@ def run_locust(
 
 
 def _no_pep_honoured() -> bool:
-    """Whether the gateway reads PDX_BENCH_NO_PEP yet (else B is the same server as A)."""
+    """Whether the gateway reads PDX_UNSAFE_BENCH_NO_PEP yet (else B is the same server as A)."""
     return any(NO_PEP_ENV in p.read_text(encoding="utf-8") for p in (REPO / "gateway").glob("*.py"))
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from crypto.problem import CodedError
 
 
-class PolicyError(Exception):
+class PolicyError(CodedError):
     """Root of every error `policies` raises on purpose.
 
     `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
@@ -16,11 +18,6 @@ class PolicyError(Exception):
 
     code: ClassVar[str] = "policy-error"
     title: ClassVar[str] = "Policy error"
-
-    def __init__(self, detail: str, **extensions: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extensions: dict[str, Any] = extensions
 
 
 class PolicyInvalid(PolicyError):

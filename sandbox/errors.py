@@ -12,6 +12,11 @@ class SandboxError(Exception):
     safe to show a client (never a row, a partial aggregate or key material);
     `extensions` carries structured facts (operator name, limits, counts the caller
     is allowed to see) for the log or the problem document.
+
+    The one root that does not subclass `crypto.problem.CodedError`, on purpose: the
+    isolated worker (`python -I -m sandbox._worker`) imports this module inside a file
+    system that holds only the `sandbox` package (sandbox/isolation.py), so it must not
+    import `crypto`. It keeps the same shape; tests/test_error_catalogue.py checks that.
     """
 
     code: ClassVar[str] = "sandbox-error"

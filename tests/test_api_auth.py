@@ -197,7 +197,7 @@ def test_disabled_client_token_stops_working(
 ) -> None:
     clock = ManualMonotonic()
     app: Any = api.app
-    app.state.principals = Principals(platform.session, ttl_s=1.0, monotonic=clock)
+    app.state.principals = Principals(platform.session, ttl_s=1.0, clock=clock)
     headers = login(api, creds, "enterprise-fintech")
     assert api.get("/v1/me", headers=headers).status_code == 200
     with platform.session() as s, s.begin():

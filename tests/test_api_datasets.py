@@ -244,7 +244,7 @@ def test_oversized_upload_is_refused(
     api: TestClient, provider: dict[str, str], platform: Platform
 ) -> None:
     platform.catalog = dataclasses.replace(platform.catalog, max_upload_bytes=100_000)
-    platform.settings = dataclasses.replace(platform.settings, max_upload_bytes=100_000)
+    platform.settings = platform.settings.replace(max_upload_bytes=100_000)
     body = assert_problem(
         register(api, provider, EXAMPLE_CSV.read_bytes(), metadata()), 413, "upload-too-large"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ class PresentedCertificate:
 
 @pytest.fixture
 def mtls(platform: Platform, tmp_path: Path) -> Iterator[tuple[TestClient, Any, Any]]:
-    platform.settings = dataclasses.replace(platform.settings, mtls=True)
+    platform.settings = platform.settings.replace(mtls=True)
     creds = initialise(platform)
     assert creds is not None
     ca = CertificateAuthority.create(now=datetime.now(UTC))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def test_registration_and_ledger_on_the_hsm_backend(softhsm: Pkcs11Config, tmp_p
             data = b"".join(exchange.iter_plaintext(platform.catalog, session, r.json()["id"]))
         assert data == EXAMPLE_CSV.read_bytes()
     platform.engine.dispose()
-    wrong = dataclasses.replace(settings, pkcs11_pin="0000")
+    wrong = settings.replace(pkcs11_pin="0000")
     with pytest.raises(CryptoError) as caught:
         build_platform(wrong)
     assert caught.value.code == "hsm-unavailable"

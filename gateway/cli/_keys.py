@@ -131,7 +131,7 @@ def _ca_issue(args: argparse.Namespace) -> int:
             session,
             audit.Subject(f"cli:{os.environ.get('USER', 'operator')}", None, None, None, None),
             audit.AuditEvent(
-                "certificate.issued",
+                audit.Event.CERTIFICATE_ISSUED,
                 "issue",
                 audit.Result.SUCCESS,
                 object_id=client.id,

@@ -18,6 +18,7 @@ import exchange
 import exchange.clients
 import exchange.people
 import exchange.sessions
+from audit.catalogue import Event
 from crypto.ca import client_identity, thumbprint_s256
 from crypto.errors import CertificateError
 from exchange import errors as xe
@@ -117,7 +118,7 @@ def _issue(
             session,
             _subject(request, client.id, client.org_id),
             audit.AuditEvent(
-                "auth.token_issued", "authenticate", audit.Result.SUCCESS, object_id=client.id
+                Event.AUTH_TOKEN_ISSUED, "authenticate", audit.Result.SUCCESS, object_id=client.id
             ),
             now=now,
         )
@@ -139,7 +140,7 @@ def _refresh(
                 session, token, client_id=client.id, now=now, cnf_x5t=cnf
             )
         except exchange.InvalidGrant as exc:
-            request.state.audit_event = "auth.refresh_denied"
+            request.state.audit_event = Event.AUTH_REFRESH_DENIED
             request.state.object_id = client.id
             raise _oauth_error("invalid-grant", "invalid_grant", exc.detail) from None
         result = audit.Result.DENY if rotation.reused else audit.Result.SUCCESS
@@ -147,7 +148,7 @@ def _refresh(
             session,
             _subject(request, client.id, client.org_id),
             audit.AuditEvent(
-                "auth.refresh_reused" if rotation.reused else "auth.token_refreshed",
+                Event.AUTH_REFRESH_REUSED if rotation.reused else Event.AUTH_TOKEN_REFRESHED,
                 "refresh",
                 result,
                 object_id=client.id,
@@ -188,7 +189,7 @@ def _tokens(
 
 
 def _denied(request: Request, client_id: str, basic: bool) -> GatewayError:
-    request.state.audit_event = "auth.token_denied"
+    request.state.audit_event = Event.AUTH_TOKEN_DENIED
     request.state.object_id = client_id[:64]
     limits: Limits = request.app.state.limits
     limits.failed(client_ip(request))
@@ -223,7 +224,7 @@ def _rate_limit(request: Request, client_id: str) -> None:
     try:
         limits.check_token_request(client_id, client_ip(request))
     except GatewayError:
-        request.state.audit_event = "auth.rate_limited"
+        request.state.audit_event = Event.AUTH_RATE_LIMITED
         request.state.audit_deny = True
         request.state.object_id = client_id[:64]
         raise
@@ -258,7 +259,7 @@ def _revoke(
                 session,
                 _subject(request, client.id, client.org_id),
                 audit.AuditEvent(
-                    "auth.token_revoked", "revoke", audit.Result.SUCCESS, object_id=client.id
+                    Event.AUTH_TOKEN_REVOKED, "revoke", audit.Result.SUCCESS, object_id=client.id
                 ),
                 now=now,
             )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 import exchange
 import policies
+from audit.catalogue import Event
 from exchange import computations as xc
 from exchange import errors as xe
 from exchange.models import Computation
@@ -136,7 +137,7 @@ def request_computation(
     `computation-output-too-large` / `computation-too-costly` when the operator's
     declared output or cost is above the platform's limits.
     """
-    request.state.audit_event = "computation.request_failed"
+    request.state.audit_event = Event.COMPUTATION_REQUEST_FAILED
     return xc.request_computation(
         compute,
         caller,
@@ -183,7 +184,7 @@ def approve(
     body: DecisionIn | None = None,
 ) -> exchange.ComputationPublic:
     """A provider approves the run (awaiting-approval) or the release (review)."""
-    request.state.audit_event = "computation.approve_failed"
+    request.state.audit_event = Event.COMPUTATION_APPROVE_FAILED
     request.state.object_id = computation_id
     return xc.decide(
         compute,
@@ -205,7 +206,7 @@ def reject(
     body: DecisionIn | None = None,
 ) -> exchange.ComputationPublic:
     """A provider rejects the run or the release; nothing runs, or nothing is released."""
-    request.state.audit_event = "computation.reject_failed"
+    request.state.audit_event = Event.COMPUTATION_REJECT_FAILED
     request.state.object_id = computation_id
     return xc.decide(
         compute,
@@ -232,6 +233,6 @@ def result(
     computation_id: str, request: Request, caller: CallerDep, compute: ComputeDep
 ) -> exchange.ComputationResult:
     """The released output, for the requesting organisation (the result party) only."""
-    request.state.audit_event = "computation.delivery_failed"
+    request.state.audit_event = Event.COMPUTATION_DELIVERY_FAILED
     request.state.object_id = computation_id
     return xc.get_result(compute, caller, computation_id)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 import exchange
+from audit.catalogue import Event
 from exchange import contracts as xk
 from exchange import errors as xe
 from exchange.models import Contract
@@ -91,7 +92,7 @@ def propose(
     body: exchange.ContractCreate, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> exchange.ContractPublic:
     """An enterprise proposes a purpose-bound contract over some of a provider's datasets."""
-    request.state.audit_event = "contract.propose_failed"
+    request.state.audit_event = Event.CONTRACT_PROPOSE_FAILED
     with platform.session() as session, session.begin():
         return xk.propose_contract(session, caller, body, now=platform.now(), trail=platform.trail)
 
@@ -131,7 +132,7 @@ def sign(
     contract_id: str, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> exchange.ContractPublic:
     """The provider signs: the contract becomes active."""
-    request.state.audit_event = "contract.sign_failed"
+    request.state.audit_event = Event.CONTRACT_SIGN_FAILED
     request.state.object_id = contract_id
     with platform.session() as session, session.begin():
         return xk.sign_contract(
@@ -152,7 +153,7 @@ def terminate(
     body: TerminateIn | None = None,
 ) -> exchange.ContractPublic:
     """Either party ends the contract; later computations under it are denied."""
-    request.state.audit_event = "contract.terminate_failed"
+    request.state.audit_event = Event.CONTRACT_TERMINATE_FAILED
     request.state.object_id = contract_id
     with platform.session() as session, session.begin():
         return xk.terminate_contract(

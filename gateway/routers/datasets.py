@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 import exchange
 import policies
+from audit.catalogue import Event
 from exchange.levels import Level
 from gateway.cache import TtlCache
 from gateway.edges import MAX_JSON_DEPTH, DepthMeter
@@ -90,7 +91,7 @@ async def register_dataset(
     platform: PlatformDep,
     gate: Annotated[Deferred, Depends(Register)],
 ) -> exchange.DatasetPublic:
-    request.state.audit_event = "dataset.registration_failed"
+    request.state.audit_event = Event.DATASET_REGISTRATION_FAILED
     registration = exchange.Registration(platform.catalog, caller, now=platform.now())
     request.state.object_id = registration.dataset_id
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 import exchange
+from audit.catalogue import Event
 from exchange import custody
 from gateway.pep import Deferred, Enforce, Resources, Target
 from gateway.platform import Platform
@@ -41,7 +42,7 @@ def register_node(
     body: exchange.NodeCreate, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> exchange.NodePublic:
     """Name the provider's node: `embedded` (default) or `http` with the platform's account."""
-    request.state.audit_event = "node.register_failed"
+    request.state.audit_event = Event.NODE_REGISTER_FAILED
     compute = platform.compute
     # No transaction here: custody logs in to an HTTP node first, then writes.
     return custody.register_node(
@@ -74,7 +75,7 @@ async def register_node_dataset(
     The rows go to the node (mock: the synthetic preview); the platform keeps metadata,
     grading, digests and the scan result only.
     """
-    request.state.audit_event = "dataset.registration_failed"
+    request.state.audit_event = Event.DATASET_REGISTRATION_FAILED
     compute = platform.compute
     registration = exchange.NodeRegistration(
         platform.catalog, caller, now=platform.now(), nodes=compute.nodes

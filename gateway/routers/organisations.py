@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 import exchange
 import exchange.clients
+from audit.catalogue import Event
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
@@ -91,7 +92,7 @@ CreateClient = Enforce("account.create", resources=_new_client)
 def create_organisation(
     body: OrganisationCreate, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> OrganisationPublic:
-    request.state.audit_event = "organisation.create_failed"
+    request.state.audit_event = Event.ORGANISATION_CREATE_FAILED
     with platform.session() as session, session.begin():
         org, receipt = exchange.create_organisation(
             session,
@@ -134,7 +135,7 @@ async def _requested_roles(request: Request) -> None:
 def create_client(
     org_id: str, body: ClientCreate, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> ClientIssued:
-    request.state.audit_event = "client.create_failed"
+    request.state.audit_event = Event.CLIENT_CREATE_FAILED
     request.state.object_id = org_id
     with platform.session() as session, session.begin():
         issued = exchange.create_client(
@@ -226,7 +227,7 @@ def deactivate_client(
     org_id: str, client_id: str, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> ClientState:
     """Deactivate a client: it gets no tokens, and its live tokens stop working."""
-    request.state.audit_event = "client.deactivate_failed"
+    request.state.audit_event = Event.CLIENT_DEACTIVATE_FAILED
     request.state.object_id = client_id
     with platform.session() as session, session.begin():
         change = exchange.clients.deactivate_client(
@@ -250,7 +251,7 @@ def rotate_client_secret(
     org_id: str, client_id: str, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> ClientState:
     """A new secret for a client (shown once); the old one and its logins stop working."""
-    request.state.audit_event = "client.rotate_failed"
+    request.state.audit_event = Event.CLIENT_ROTATE_FAILED
     request.state.object_id = client_id
     secret = exchange.clients.new_client_secret()  # scrypt before the transaction
     with platform.session() as session, session.begin():

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 import audit
 import exchange
 import exchange.people
+from audit.catalogue import Event
 from exchange import errors as xe
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
@@ -117,7 +118,7 @@ def invite_first_admin(
     org_id: str, body: FirstAdminInvite, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> InvitationIssued:
     """The operator invites a new organisation's first administrator (once, nothing more)."""
-    request.state.audit_event = "person.invite_failed"
+    request.state.audit_event = Event.PERSON_INVITE_FAILED
     request.state.object_id = org_id
     with platform.session() as session, session.begin():
         inv = exchange.people.invite_first_admin(
@@ -141,7 +142,7 @@ def invite_person(
     org_id: str, body: PersonInvite, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> InvitationIssued:
     """An organisation's administrator invites another person of that organisation."""
-    request.state.audit_event = "person.invite_failed"
+    request.state.audit_event = Event.PERSON_INVITE_FAILED
     request.state.object_id = org_id
     with platform.session() as session, session.begin():
         inv = exchange.people.invite_person(
@@ -160,7 +161,7 @@ def invite_person(
 @public.post(REDEEM_PATH, status_code=201, response_model=Enrolled)
 def redeem(body: Redeem, request: Request, platform: PlatformDep) -> Enrolled:
     """Spend an invitation code: set a login and password, receive the TOTP secret."""
-    request.state.audit_event = "person.redeem_denied"
+    request.state.audit_event = Event.PERSON_REDEEM_DENIED
     with platform.session() as session, session.begin():
         e = exchange.people.redeem_invitation(
             session,
@@ -184,7 +185,7 @@ def redeem(body: Redeem, request: Request, platform: PlatformDep) -> Enrolled:
 @public.post(CONFIRM_PATH)
 def confirm(body: Confirm, request: Request, platform: PlatformDep) -> dict[str, str]:
     """The first TOTP code from the authenticator activates the person."""
-    request.state.audit_event = "person.confirm_denied"
+    request.state.audit_event = Event.PERSON_CONFIRM_DENIED
     with platform.session() as session, session.begin():
         person = exchange.people.confirm_enrolment(
             session,
@@ -199,7 +200,7 @@ def confirm(body: Confirm, request: Request, platform: PlatformDep) -> dict[str,
 
 
 def _person_denied(request: Request, login: str) -> GatewayError:
-    request.state.audit_event = "auth.person_denied"
+    request.state.audit_event = Event.AUTH_PERSON_DENIED
     request.state.object_id = login[:64]
     limits: Limits = request.app.state.limits
     limits.failed(client_ip(request))  # spends the address's failure budget (issue 11)
@@ -241,7 +242,7 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
                 person.id, person.org_id, client_ip(request), request.state.request_id, None
             ),
             audit.AuditEvent(
-                "auth.person_token_issued",
+                Event.AUTH_PERSON_TOKEN_ISSUED,
                 "authenticate",
                 audit.Result.SUCCESS,
                 object_id=person.id,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 import audit
 import policies
+from audit.catalogue import Event
 from gateway.pep import Enforce
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
@@ -74,7 +75,7 @@ def get_history(platform: PlatformDep) -> list[dict[str, Any]]:
 def _activate(request: Request, platform: Platform, caller_id: str, build: Any) -> dict[str, Any]:
     """Validate, record, ledger, load; on any failure the previous policy stays in force."""
     caller = request.state.caller
-    request.state.audit_event = "policy.activation_refused"
+    request.state.audit_event = Event.POLICY_ACTIVATION_REFUSED
     now = platform.now()
     pdp = platform.pdp
     assert pdp is not None
@@ -91,7 +92,7 @@ def _activate(request: Request, platform: Platform, caller_id: str, build: Any) 
                 session,
                 caller.subject(),
                 audit.AuditEvent(
-                    "policy.activated",
+                    Event.POLICY_ACTIVATED,
                     "activate",
                     audit.Result.SUCCESS,
                     object_id=f"policy-revision-{activation.policy.revision}",

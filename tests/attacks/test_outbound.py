@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -271,8 +270,7 @@ def test_every_resolved_address_is_checked_and_the_checked_one_is_used(
 
 @pytest.fixture
 def loopback_api(settings: Settings) -> Iterator[tuple[TestClient, dict[str, Any]]]:
-    allowed = replace(
-        settings,
+    allowed = settings.replace(
         node_allow_networks=("127.0.0.0/8",),
         node_connect_timeout_ms=1000,
         node_read_timeout_ms=1000,

@@ -12,7 +12,6 @@ Whatever `initialise` writes is copied, so the cache does not depend on what is 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import shutil
 import uuid
 from collections.abc import Callable
@@ -46,9 +45,7 @@ def cache_key(settings: Settings) -> Settings | None:
         return None
     if backend(settings.database_url) not in ("sqlite", "postgresql"):
         return None
-    return dataclasses.replace(
-        settings, home=_ANY_HOME, database_url=backend(settings.database_url)
-    )
+    return settings.replace(home=_ANY_HOME, database_url=backend(settings.database_url))
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ class PreparedPlatforms:
             self._templates.append(database)
             base = settings.database_url.rpartition("/")[0]
             url = f"{base}/{database}"
-        platform = build_platform(dataclasses.replace(settings, home=home, database_url=url))
+        platform = build_platform(settings.replace(home=home, database_url=url))
         try:
             creds = initialise(platform)
         finally:

@@ -1,0 +1,159 @@
+"""The catalogue of audit event names and ledger record types: stable dotted names by area."""
+
+from __future__ import annotations
+
+from enum import StrEnum, unique
+
+
+@unique
+class Event(StrEnum):
+    """Every audit `event_type` the platform writes, grouped by area (`area.event`).
+
+    Values are stable (STYLE habit 10): existing audit rows and ledger leaves carry them,
+    so a name is added, never renamed or reused. docs/compliance.md ("Event names in use")
+    lists each one; tests/test_event_catalogue.py checks both directions. Names built at
+    run time are `<policy action>.denied` (gateway/pep.py) and `<area>.failure_burst`
+    (audit/bursts.py). Key lifecycle names come from `crypto.events.KeyOperation` (crypto
+    imports no other package); they are repeated here so the catalogue is complete.
+    """
+
+    # -- auth: tokens for clients and people (gateway/routers/auth.py, people.py)
+    AUTH_TOKEN_ISSUED = "auth.token_issued"
+    AUTH_TOKEN_REFRESHED = "auth.token_refreshed"
+    AUTH_TOKEN_REVOKED = "auth.token_revoked"
+    AUTH_PERSON_TOKEN_ISSUED = "auth.person_token_issued"
+    AUTH_DENIED = "auth.denied"
+    AUTH_TOKEN_DENIED = "auth.token_denied"
+    AUTH_REFRESH_DENIED = "auth.refresh_denied"
+    AUTH_REFRESH_REUSED = "auth.refresh_reused"
+    AUTH_PERSON_DENIED = "auth.person_denied"
+    AUTH_RATE_LIMITED = "auth.rate_limited"
+
+    # -- organisations, clients and people (exchange/accounts.py, clients.py, people.py)
+    ORGANISATION_CREATED = "organisation.created"
+    ORGANISATION_CREATE_FAILED = "organisation.create_failed"
+    CLIENT_CREATED = "client.created"
+    CLIENT_DEACTIVATED = "client.deactivated"
+    CLIENT_SECRET_ROTATED = "client.secret_rotated"
+    CLIENT_CREATE_FAILED = "client.create_failed"
+    CLIENT_DEACTIVATE_FAILED = "client.deactivate_failed"
+    CLIENT_ROTATE_FAILED = "client.rotate_failed"
+    PERSON_INVITED = "person.invited"
+    PERSON_ENROLLED = "person.enrolled"
+    PERSON_ACTIVATED = "person.activated"
+    PERSON_INVITE_FAILED = "person.invite_failed"
+    PERSON_REDEEM_DENIED = "person.redeem_denied"
+    PERSON_CONFIRM_DENIED = "person.confirm_denied"
+
+    # -- certificates for mutual TLS (gateway/cli.py)
+    CERTIFICATE_ISSUED = "certificate.issued"
+
+    # -- datasets and provider nodes (exchange/catalog.py, custody.py)
+    DATASET_REGISTERED = "dataset.registered"
+    DATASET_REGISTRATION_FAILED = "dataset.registration_failed"
+    NODE_REGISTERED = "node.registered"
+    NODE_REGISTER_FAILED = "node.register_failed"
+
+    # -- contracts: `contract.<ContractStatus>` (exchange/contracts.py)
+    CONTRACT_PROPOSED = "contract.proposed"
+    CONTRACT_ACTIVE = "contract.active"
+    CONTRACT_TERMINATED = "contract.terminated"
+    CONTRACT_PROPOSE_FAILED = "contract.propose_failed"
+    CONTRACT_SIGN_FAILED = "contract.sign_failed"
+    CONTRACT_TERMINATE_FAILED = "contract.terminate_failed"
+
+    # -- computations: each transition of the state machine (exchange/computations.py)
+    COMPUTATION_REQUESTED = "computation.requested"
+    COMPUTATION_AWAITING_APPROVAL = "computation.awaiting_approval"
+    COMPUTATION_PROVIDER_APPROVED = "computation.provider_approved"
+    COMPUTATION_APPROVED = "computation.approved"
+    COMPUTATION_RUNNING = "computation.running"
+    COMPUTATION_REVIEW = "computation.review"
+    COMPUTATION_RELEASE_APPROVED = "computation.release_approved"
+    COMPUTATION_RELEASED = "computation.released"
+    COMPUTATION_REJECTED = "computation.rejected"
+    COMPUTATION_FAILED = "computation.failed"
+    COMPUTATION_RESULT_DELIVERED = "computation.result_delivered"
+    COMPUTATION_RESULT_DESTROYED = "computation.result_destroyed"
+    COMPUTATION_REQUEST_FAILED = "computation.request_failed"
+    COMPUTATION_APPROVE_FAILED = "computation.approve_failed"
+    COMPUTATION_REJECT_FAILED = "computation.reject_failed"
+    COMPUTATION_DELIVERY_FAILED = "computation.delivery_failed"
+
+    # -- policies (gateway/platform.py, gateway/routers/policies.py)
+    POLICY_ACTIVATED = "policy.activated"
+    POLICY_ACTIVATION_REFUSED = "policy.activation_refused"
+
+    # -- key lifecycle, GB/T 39786-2021 Annex B (crypto/events.py `KeyOperation.event_type`)
+    KEY_GENERATED = "key.generated"
+    KEY_DISTRIBUTED = "key.distributed"
+    KEY_STORED = "key.stored"
+    KEY_USED = "key.used"
+    KEY_ROTATED = "key.rotated"
+    KEY_ARCHIVED = "key.archived"
+    KEY_REVOKED = "key.revoked"
+    KEY_BACKED_UP = "key.backed_up"
+    KEY_RESTORED = "key.restored"
+    KEY_DESTROYED = "key.destroyed"
+    KEY_ACTIVATED = "key.activated"
+    KEY_SUSPENDED = "key.suspended"
+    KEY_RESUMED = "key.resumed"
+    KEY_DESTROY_REQUESTED = "key.destroy_requested"
+    KEY_DESTROY_CANCELLED = "key.destroy_cancelled"
+
+    # -- requests the gateway refused or that failed (gateway/auditing.py, security.py)
+    REQUEST_DENIED = "request.denied"
+    REQUEST_FAILED = "request.failed"
+    REQUEST_REJECTED = "request.rejected"
+
+
+@unique
+class RecordType(StrEnum):
+    """Every ledger record `type`: the successful, authorised operations (frozen).
+
+    A ledger leaf's `type` equals the audit event's name (exchange/trail.py). Existing
+    ledgers are verified against these values forever: later issues add types, never
+    rename one. tests/test_event_catalogue.py checks each is also an `Event`.
+    """
+
+    ORGANISATION_CREATED = Event.ORGANISATION_CREATED.value
+    CLIENT_CREATED = Event.CLIENT_CREATED.value
+    CLIENT_DEACTIVATED = Event.CLIENT_DEACTIVATED.value
+    CLIENT_SECRET_ROTATED = Event.CLIENT_SECRET_ROTATED.value
+    PERSON_INVITED = Event.PERSON_INVITED.value
+    PERSON_ENROLLED = Event.PERSON_ENROLLED.value
+    PERSON_ACTIVATED = Event.PERSON_ACTIVATED.value
+    CERTIFICATE_ISSUED = Event.CERTIFICATE_ISSUED.value
+    DATASET_REGISTERED = Event.DATASET_REGISTERED.value
+    NODE_REGISTERED = Event.NODE_REGISTERED.value
+    CONTRACT_PROPOSED = Event.CONTRACT_PROPOSED.value
+    CONTRACT_ACTIVE = Event.CONTRACT_ACTIVE.value
+    CONTRACT_TERMINATED = Event.CONTRACT_TERMINATED.value
+    COMPUTATION_REQUESTED = Event.COMPUTATION_REQUESTED.value
+    COMPUTATION_AWAITING_APPROVAL = Event.COMPUTATION_AWAITING_APPROVAL.value
+    COMPUTATION_PROVIDER_APPROVED = Event.COMPUTATION_PROVIDER_APPROVED.value
+    COMPUTATION_APPROVED = Event.COMPUTATION_APPROVED.value
+    COMPUTATION_RUNNING = Event.COMPUTATION_RUNNING.value
+    COMPUTATION_REVIEW = Event.COMPUTATION_REVIEW.value
+    COMPUTATION_RELEASE_APPROVED = Event.COMPUTATION_RELEASE_APPROVED.value
+    COMPUTATION_RELEASED = Event.COMPUTATION_RELEASED.value
+    COMPUTATION_REJECTED = Event.COMPUTATION_REJECTED.value
+    COMPUTATION_FAILED = Event.COMPUTATION_FAILED.value
+    COMPUTATION_RESULT_DELIVERED = Event.COMPUTATION_RESULT_DELIVERED.value
+    COMPUTATION_RESULT_DESTROYED = Event.COMPUTATION_RESULT_DESTROYED.value
+    POLICY_ACTIVATED = Event.POLICY_ACTIVATED.value
+    KEY_GENERATED = Event.KEY_GENERATED.value
+    KEY_DISTRIBUTED = Event.KEY_DISTRIBUTED.value
+    KEY_STORED = Event.KEY_STORED.value
+    KEY_USED = Event.KEY_USED.value
+    KEY_ROTATED = Event.KEY_ROTATED.value
+    KEY_ARCHIVED = Event.KEY_ARCHIVED.value
+    KEY_REVOKED = Event.KEY_REVOKED.value
+    KEY_BACKED_UP = Event.KEY_BACKED_UP.value
+    KEY_RESTORED = Event.KEY_RESTORED.value
+    KEY_DESTROYED = Event.KEY_DESTROYED.value
+    KEY_ACTIVATED = Event.KEY_ACTIVATED.value
+    KEY_SUSPENDED = Event.KEY_SUSPENDED.value
+    KEY_RESUMED = Event.KEY_RESUMED.value
+    KEY_DESTROY_REQUESTED = Event.KEY_DESTROY_REQUESTED.value
+    KEY_DESTROY_CANCELLED = Event.KEY_DESTROY_CANCELLED.value
