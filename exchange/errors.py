@@ -107,3 +107,11 @@ class InvitationInvalid(Forbidden):
 
     code = "invitation-invalid"
     title = "Invitation not valid"
+
+
+class StaleTransition(Conflict):
+    """A state transition found the row no longer in the state it expected: nothing changed.
+
+    Computations move by compare-and-set on their current state, so a late or duplicate
+    transition (a recovered job's old runner finishing, a second approval) is refused.
+    """

@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sandbox import ckks
+from sandbox._registry import ProviderInput, default_sandbox
 from sandbox.coordinator import (
     SECURITY_MODEL,
     Coordinator,
@@ -63,7 +64,6 @@ from sandbox.coordinator import (
 )
 from sandbox.errors import InvalidParameters, OperatorFailed
 from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
-from sandbox.operators import ProviderInput, default_sandbox
 from sandbox.release import (
     Candidate,
     Measure,

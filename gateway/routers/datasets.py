@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 import exchange
 import policies
+from exchange import resources
 from exchange.levels import Level
 from gateway.cache import TtlCache
 from gateway.edges import MAX_JSON_DEPTH, DepthMeter
@@ -234,9 +235,7 @@ def get_dataset(
     if resource is None:
         with platform.session() as session:
             resource = _policy_view(session, dataset_id)
-    digests = caller.org_id == resource["owner_org"] or bool(
-        caller.roles & {exchange.Role.AUDITOR, exchange.Role.SECURITY_ADMIN}
-    )
+    digests = resources.sees_dataset_digests(caller, resource["owner_org"])
     detail = _DETAILS.get((dataset_id, digests))
     if detail is None:
         with platform.session() as session:
