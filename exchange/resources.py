@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from crypto.models import DestroyRequestRecord
 from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
 from exchange.models import Client, Computation, Contract, Dataset, Organisation
@@ -31,6 +32,7 @@ __all__ = [
     "contract_policy_view",
     "contract_resource",
     "dataset_resource",
+    "kms_resource",
     "load_request_inputs",
     "policy_resource",
     "request_resources",
@@ -264,6 +266,26 @@ def computation_resource(session: Session, computation_id: str) -> dict[str, Any
         "owner_org": comp.requester_org,
         "parties": sorted(set(parties)),
     }
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+def kms_resource(session: Session, *, approving: str | None = None) -> dict[str, Any]:
+    """The KMS as the policy sees it, with who asked for the destruction being approved.
+
+    `approving` names a pending destruction request; policies/sod.rego refuses its second
+    half unless a distinct person, neither created by the other, stands behind it.
+    """
+    resource: dict[str, Any] = {"type": "kms"}
+    if approving is not None:
+        record = session.get(DestroyRequestRecord, approving)
+        resource["dual_control"] = {
+            "requested_by": record.requested_by if record else None,
+            "requested_by_person": record.requested_by_person if record else None,
+            "requested_by_created_by": record.requested_by_sponsor if record else None,
+        }
+    return resource
 
 
 # -- accounts ---------------------------------------------------------------------------------

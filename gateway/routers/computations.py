@@ -22,16 +22,9 @@ from exchange import computations as xc
 from exchange import resources
 from gateway.pep import Deferred, Enforce, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, ComputeDep
 
 router = APIRouter(prefix="/v1", tags=["computations"])
-
-
-async def _context(platform: PlatformDep) -> exchange.ComputeContext:
-    return platform.compute
-
-
-ComputeDep = Annotated[exchange.ComputeContext, Depends(_context)]
 
 
 # -- what the policy decides on ----------------------------------------------------------------
