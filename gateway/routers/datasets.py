@@ -264,8 +264,8 @@ def preview_dataset(
     decision: Annotated[policies.Decision, Depends(Preview)],
     rows: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> exchange.PreviewPublic:
-    cap = decision.obligations.get("max_rows")
-    if isinstance(cap, int):
+    cap = policies.Obligations.from_decision(decision.obligations).max_rows
+    if cap is not None:
         rows = min(rows, cap)  # obligation: never more rows than the policy allows
     with platform.session() as session:
         return exchange.preview(session, dataset_id, rows=rows)
