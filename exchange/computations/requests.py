@@ -17,6 +17,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -125,7 +126,7 @@ def _record(
     params: OperatorParams,
     ob: policies.Obligations,
     decision: policies.Decision,
-    now: Any,
+    now: datetime,
 ) -> Computation:
     """Write the request, its inputs and its first transitions."""
     inputs = [i.dataset.id for i in loaded]
