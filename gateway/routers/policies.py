@@ -2,7 +2,8 @@
 
 A new revision is validated first (every module parses, every policy test passes, the
 grading matrix fits its schema); only then is it recorded, put on the ledger
-(`policy.activated`, with the bundle's SHA-256) and loaded into the decision point.
+(`policy.activated`, with the bundle's SHA-256) and loaded into the decision point
+(`exchange.policy_activation`, the use case start-up shares).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import policies
 from exchange.policy_activation import activate_policy
 from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
@@ -51,26 +52,24 @@ def _summary(active: policies.ActivePolicy, *, full: bool) -> dict[str, Any]:
 
 
 @router.get("", dependencies=[Depends(ReadPolicy)])
-def get_active(platform: PlatformDep) -> dict[str, Any]:
+def get_active(session: SessionDep) -> dict[str, Any]:
     """The active revision with its modules and grading matrix."""
-    with platform.session() as session:
-        return _summary(policies.active(session), full=True)
+    return _summary(policies.active(session), full=True)
 
 
 @router.get("/history", dependencies=[Depends(ReadPolicy)])
-def get_history(platform: PlatformDep) -> list[dict[str, Any]]:
-    with platform.session() as session:
-        return [
-            {
-                "revision": r.revision,
-                "digest": f"sha256:{r.digest}",
-                "activated_by": r.activated_by,
-                "activated_at": r.activated_at.isoformat(),
-                "description": r.description,
-                "changes": list(r.changes),
-            }
-            for r in policies.history(session)
-        ]
+def get_history(session: SessionDep) -> list[dict[str, Any]]:
+    return [
+        {
+            "revision": r.revision,
+            "digest": f"sha256:{r.digest}",
+            "activated_by": r.activated_by,
+            "activated_at": r.activated_at.isoformat(),
+            "description": r.description,
+            "changes": list(r.changes),
+        }
+        for r in policies.history(session)
+    ]
 
 
 def _activate(
