@@ -16,7 +16,6 @@ from exchange.catalog import (
     get_dataset,
     iter_plaintext,
     list_datasets,
-    policy_resource,
     preview,
 )
 from exchange.computations import (
@@ -33,6 +32,7 @@ from exchange.identity import StoreIdentity, StoreMismatch
 from exchange.ingest import configure_arrow_memory
 from exchange.jobs import DbPrivacyBudget, InlineRunner, ThreadRunner
 from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organisation
+from exchange.resources import policy_resource
 from exchange.schemas import DatasetCreate, DatasetPublic, DatasetSummary, PreviewPublic
 from exchange.seed import seed_demo
 from exchange.sessions import InvalidGrant

@@ -28,6 +28,7 @@ from exchange.errors import (
 from exchange.ingest import Ingest, IngestResult
 from exchange.levels import Level
 from exchange.models import Dataset, DatasetField
+from exchange.resources import sees_dataset_digests
 from exchange.scan import FieldScan, ScanResult
 from exchange.schemas import (
     CategoryHitPublic,
@@ -308,7 +309,7 @@ def sees_digests(viewer: Caller, ds: Dataset) -> bool:
     A digest of a small file confirms a guessed content (one ID number, say); others
     see the catalogue entry without it.
     """
-    return viewer.org_id == ds.owner_org or bool(viewer.roles & {Role.AUDITOR, Role.SECURITY_ADMIN})
+    return sees_dataset_digests(viewer, ds.owner_org)
 
 
 def to_public(ds: Dataset, *, digests: bool = True) -> DatasetPublic:
@@ -363,21 +364,6 @@ def _load(session: Session, dataset_id: str) -> Dataset:
     if ds is None:
         raise NotFound("no such dataset", dataset_id=dataset_id)
     return ds
-
-
-def policy_resource(session: Session, dataset_id: str) -> dict[str, Any]:
-    """The dataset as the policy sees it (policies/README.md, "Decision input")."""
-    ds = session.get(Dataset, dataset_id)
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
-    return {
-        "type": "dataset",
-        "id": ds.id,
-        "level": ds.level,
-        "open_attribute": ds.open_attribute,
-        "owner_org": ds.owner_org,
-        "pi": ds.pi,
-    }
 
 
 def get_dataset(session: Session, dataset_id: str, *, viewer: Caller) -> DatasetPublic:

@@ -10,10 +10,8 @@ transition is an audit record and a ledger entry in the transaction that makes i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import or_, select
@@ -23,6 +21,12 @@ import audit
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.models import Contract, Dataset, Organisation
+from exchange.resources import (
+    contract_for,
+    contract_in_force,
+    contract_policy_view,
+    sees_everything,
+)
 from exchange.trail import Receipt, Trail
 
 __all__ = [
@@ -105,10 +109,8 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def in_force(contract: Contract, now: datetime) -> bool:
-    return contract.status == ContractStatus.ACTIVE and _aware(contract.not_before) <= now < _aware(
-        contract.not_after
-    )
+in_force = contract_in_force
+"""Active and inside its validity window (`exchange.resources.contract_in_force`)."""
 
 
 def to_public(
@@ -135,21 +137,6 @@ def to_public(
         transitions=[Transition.model_validate(t) for t in contract.transitions],
         ledger_index=ledger_index,
     )
-
-
-def contract_policy_view(contract: Contract) -> dict[str, Any]:
-    """The contract as the policy sees it (`resource.contract`; times in epoch seconds)."""
-    return {
-        "id": contract.id,
-        "status": contract.status,
-        "consumer_org": contract.consumer_org,
-        "provider_org": contract.provider_org,
-        "datasets": list(contract.datasets),
-        "purpose": contract.purpose,
-        "agreement_id": contract.agreement_id,
-        "not_before": int(_aware(contract.not_before).timestamp()),
-        "not_after": int(_aware(contract.not_after).timestamp()),
-    }
 
 
 def _transition(
@@ -295,17 +282,13 @@ def terminate_contract(
     return to_public(contract, now=now, ledger_index=receipt.ledger_index)
 
 
-def _sees_all(caller: Caller) -> bool:
-    return bool(caller.roles & {Role.AUDITOR, Role.SECURITY_ADMIN})
-
-
 def get_contract(
     session: Session, caller: Caller, contract_id: str, *, now: datetime
 ) -> ContractPublic:
     """A contract, for its parties, auditors and security administrators."""
     contract = session.get(Contract, contract_id)
     if contract is None or not (
-        _sees_all(caller) or caller.org_id in (contract.consumer_org, contract.provider_org)
+        sees_everything(caller) or caller.org_id in (contract.consumer_org, contract.provider_org)
     ):
         raise NotFound("no such contract", contract_id=contract_id)
     return to_public(contract, now=now)
@@ -324,51 +307,10 @@ def list_contracts(
     if not 1 <= limit <= 500 or offset < 0:
         raise InvalidInput("limit must be 1-500 and offset ≥ 0")
     stmt = select(Contract).order_by(Contract.proposed_at.desc(), Contract.id)
-    if not _sees_all(caller):
+    if not sees_everything(caller):
         stmt = stmt.where(
             or_(Contract.consumer_org == caller.org_id, Contract.provider_org == caller.org_id)
         )
     if status is not None:
         stmt = stmt.where(Contract.status == status.value)
     return [to_public(c, now=now) for c in session.scalars(stmt.limit(limit).offset(offset))]
-
-
-def contract_for(
-    session: Session,
-    *,
-    consumer_org: str,
-    dataset: Dataset,
-    purpose: str,
-    now: datetime,
-    contract_id: str | None = None,
-) -> Contract | None:
-    """The contract to show the policy for one input of a computation.
-
-    With `contract_id`, that contract (when the consumer is a party to it; the policy
-    then checks the rest and says what fails). Otherwise the best candidate between
-    the consumer and the dataset's provider: in force, covering the dataset and naming
-    the purpose first, then active ones, then any, newest first; None when none exist.
-    """
-    if contract_id is not None:
-        chosen = session.get(Contract, contract_id)
-        if chosen is None or chosen.consumer_org != consumer_org:
-            return None
-        return chosen
-    candidates: Sequence[Contract] = session.scalars(
-        select(Contract)
-        .where(
-            Contract.consumer_org == consumer_org,
-            Contract.provider_org == dataset.owner_org,
-        )
-        .order_by(Contract.proposed_at.desc())
-    ).all()
-
-    def rank(c: Contract) -> tuple[int, int, int, int]:
-        return (
-            int(in_force(c, now)),
-            int(dataset.id in c.datasets),
-            int(c.purpose == purpose),
-            int(c.status == ContractStatus.ACTIVE),
-        )
-
-    return max(candidates, key=rank, default=None)

@@ -60,6 +60,7 @@ from exchange.errors import (
 from exchange.ingest import Ingest
 from exchange.jobs import open_sealed, seal
 from exchange.models import Dataset, NodeDataset, ProviderNodeRecord
+from exchange.resources import sees_everything
 from exchange.schemas import DatasetPublic
 from exchange.synth import synthesize
 from exchange.trail import Trail
@@ -344,7 +345,7 @@ def _public(record: ProviderNodeRecord, ledger_index: int | None = None) -> Node
 def list_nodes(session: Session, caller: Caller) -> list[NodePublic]:
     """Registered nodes: a provider sees its own, auditors and security every one."""
     stmt = select(ProviderNodeRecord).order_by(ProviderNodeRecord.registered_at)
-    if not caller.roles & {Role.AUDITOR, Role.SECURITY_ADMIN}:
+    if not sees_everything(caller):
         stmt = stmt.where(ProviderNodeRecord.org_id == caller.org_id)
     return [_public(r) for r in session.scalars(stmt)]
 

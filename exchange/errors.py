@@ -118,3 +118,11 @@ class StoreUnavailable(ExchangeError):
 
     code = "store-unavailable"
     title = "Store unavailable"
+
+
+class StaleTransition(Conflict):
+    """A state transition found the row no longer in the state it expected: nothing changed.
+
+    Computations move by compare-and-set on their current state, so a late or duplicate
+    transition (a recovered job's old runner finishing, a second approval) is refused.
+    """

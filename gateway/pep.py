@@ -68,20 +68,7 @@ def _combine(decisions: Sequence[policies.Decision]) -> policies.Decision:
     """All must allow; obligations merged to the strictest; reasons concatenated."""
     if len(decisions) == 1:
         return decisions[0]
-    merged: dict[str, Any] = {}
-    for d in decisions:
-        for key, value in d.obligations.items():
-            old = merged.get(key)
-            if old is None or value is None:
-                merged[key] = value if old is None else old
-            elif isinstance(value, bool):
-                merged[key] = bool(old) or value
-            elif key in ("dp_epsilon", "max_rows"):
-                merged[key] = min(old, value)
-            elif isinstance(value, int | float):
-                merged[key] = max(old, value)
-            else:
-                merged[key] = value
+    merged = policies.strictest(d.obligations for d in decisions)
     reasons = tuple(r for d in decisions for r in d.reasons)
     return replace(
         decisions[0],
@@ -103,6 +90,7 @@ class Deferred:
 
     def decide(self, targets: Sequence[Target]) -> policies.Decision:
         """Decide now; raises 403 like the eager form. Call exactly once per request."""
+        self._request.state.audit_event = f"{self._enforce.action}.denied"
         self.decision = self._enforce.decide_targets(
             self._request, self._caller, self._platform, targets
         )
@@ -113,7 +101,9 @@ class Enforce:
     """FastAPI dependency: decide `action` on the route's resources; refuse or return.
 
     With `deferred=True` the dependency returns a `Deferred` the handler must call with
-    the targets once it has parsed them (the route still counts as enforced).
+    the targets once it has parsed them (the route still counts as enforced). A failure
+    before that decision is audited as the action's denial unless `early_event=False`
+    (then it keeps the route's own event, e.g. a malformed body's `request.failed`).
     """
 
     def __init__(
@@ -123,18 +113,21 @@ class Enforce:
         *,
         target: Mapping[str, Any] | None = None,
         deferred: bool = False,
+        early_event: bool = True,
     ) -> None:
         self.action = action
         self.resources = resources
         self.target = target  # a fixed resource (no database read): decided inline
         self.deferred = deferred
+        self.early_event = early_event
 
     def __repr__(self) -> str:
         return f"Enforce({self.action!r})"
 
     async def __call__(self, request: Request, caller: CallerDep, platform: PlatformDep) -> Any:
         if self.deferred:
-            request.state.audit_event = f"{self.action}.denied"
+            if self.early_event:
+                request.state.audit_event = f"{self.action}.denied"
             return Deferred(self, request, caller, platform)
         if self.resources is None:
             # No database read to make: decide on the event loop (mostly a cache hit),

@@ -30,9 +30,9 @@ import exchange.identity
 import ledger.models
 import migrations
 import policies
-from audit.catalogue import Event
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
+from exchange.policy_activation import activate_policy
 from exchange.quotas import Quotas
 from gateway.decision_logs import DecisionLogWriter
 from gateway.settings import Settings
@@ -410,26 +410,20 @@ def _initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
         platform, start, exchange.identity.key_fingerprint(ledger_key)
     )
     # The active policy bundle (the built-in one, recorded as revision 1 on first start).
-    with platform.session() as session, session.begin():
-        installed = policies.install_default(session, now=platform.now())
-        if installed is not None:
-            platform.trail.record(
-                session,
-                audit.Subject("platform", None, None, None, None),
-                audit.AuditEvent(
-                    Event.POLICY_ACTIVATED,
-                    "activate",
-                    audit.Result.SUCCESS,
-                    object_id=f"policy-revision-{installed.policy.revision}",
-                    detail="built-in bundle installed on first start",
-                ),
-                object_type="policy",
-                payload_digest=f"sha256:{installed.policy.digest}",
-                now=platform.now(),
-            )
-        platform.pdp = policies.decision_point(
-            policies.active(session), opa_url=platform.settings.opa_url
-        )
+    now = platform.now()
+
+    def load(policy: policies.ActivePolicy) -> None:
+        platform.pdp = policies.decision_point(policy, opa_url=platform.settings.opa_url)
+
+    activate_policy(
+        platform.session,
+        platform.trail,
+        audit.Subject("platform", None, None, None, None),
+        lambda session, previous: policies.install_default(session, now=now),
+        load=load,
+        now=now,
+        detail="built-in bundle installed on first start",
+    )
     # A first (possibly empty) block, so a checkpoint exists from the first request.
     platform.sealer.seal_now()
     if not platform.settings.seed_demo:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
 import exchange
 from audit.catalogue import Event
@@ -28,6 +31,26 @@ async def platform_of(request: Request) -> Platform:
 
 
 PlatformDep = Annotated[Platform, Depends(platform_of)]
+
+
+def session_of(platform: PlatformDep) -> Iterator[Session]:
+    """A database session for the route, closed after it; a write opens `session.begin()`."""
+    with platform.session() as session:
+        yield session
+
+
+async def clock_of(platform: PlatformDep) -> datetime:
+    """The platform's (injectable) clock, read once for the request."""
+    return platform.now()
+
+
+async def compute_of(platform: PlatformDep) -> exchange.ComputeContext:
+    return platform.compute
+
+
+SessionDep = Annotated[Session, Depends(session_of)]
+ClockDep = Annotated[datetime, Depends(clock_of)]
+ComputeDep = Annotated[exchange.ComputeContext, Depends(compute_of)]
 
 
 def request_id_for(header: str | None) -> str:

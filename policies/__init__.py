@@ -29,6 +29,7 @@ from policies.errors import (
     PolicyTestsFailed,
 )
 from policies.models import PolicyBase, PolicyRevision
+from policies.obligations import Obligations, strictest
 from policies.store import (
     Activation,
     RevisionSummary,
@@ -48,6 +49,7 @@ __all__ = [
     "Decision",
     "DecisionPoint",
     "EmbeddedDecisionPoint",
+    "Obligations",
     "PolicyBase",
     "PolicyBundle",
     "PolicyConflict",
@@ -70,6 +72,7 @@ __all__ = [
     "history",
     "install_default",
     "revision",
+    "strictest",
     "validate",
 ]
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from sandbox._registry import STATS_OPERATORS
 from sandbox.errors import SandboxError
 from sandbox.isolation import Limits, Sandbox, SandboxOutcome, SandboxSession
 from sandbox.node_side import _node_failure, decode_outcome
-from sandbox.operators import STATS_OPERATORS
 
 NODE_ROOT = Path("/pdx-node")
 """Placeholder paths of node-held inputs (`node_input_path`); nothing exists there."""

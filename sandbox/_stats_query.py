@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from sandbox._registry import STATS_OPERATORS
 from sandbox.coordinator import Scheme
 from sandbox.errors import GroupCardinalityExceeded, InvalidParameters
-from sandbox.operators import STATS_OPERATORS
 
 StatOp = Literal["stats.count", "stats.sum", "stats.mean", "stats.variance", "stats.histogram"]
 MAX_GROUPS = 20

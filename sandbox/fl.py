@@ -65,6 +65,7 @@ import numpy.typing as npt
 
 from sandbox import ckks
 from sandbox._dp_fl import DpPlan, bounds_standardisation, dp_local_train, plan_dp
+from sandbox._registry import ProviderInput, default_sandbox
 from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import (
     SECURITY_MODEL,
@@ -75,7 +76,6 @@ from sandbox.coordinator import (
 )
 from sandbox.errors import InvalidParameters, OperatorFailed
 from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
-from sandbox.operators import ProviderInput, default_sandbox
 from sandbox.release import (
     Candidate,
     Measure,

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import crypto
+from sandbox._registry import REGISTRY, default_sandbox
 from sandbox.errors import SandboxError
 from sandbox.isolation import SandboxFailure, SandboxOutcome, SandboxResult
-from sandbox.operators import REGISTRY, default_sandbox
 
 __all__ = [
     "MOCK_OUTPUT",

@@ -1,72 +1,129 @@
-"""The fixed registry of vetted operators, their declared output shape and cost, and inputs.
+"""The vetted operators' specs: code, parameters, declared output shape and cost, one per operator.
 
 A request names an operator (`stats.mean`, `fl.logreg`...); only the entries below can
-run, each a `module:function` of reviewed code in this package. Nothing in a request
-can add an entry or point one elsewhere.
+run, each a `module:function` of reviewed code in this package (`sandbox._registry`).
+Nothing in a request can add an entry or point one elsewhere.
 
-Each operator also declares, from its parameters and its inputs' recorded row counts
-alone, the shape of what it outputs (values per partial and released result) and the
-work it costs (rows read × passes): `estimate`. The platform checks both against its
-limits when the request arrives (`check_usage`), so an oversized job is refused before
-anything runs, not after the work.
+Each operator's `Operator` spec holds, in one place, the model of its parameters
+(`StatsParams`, `FlParams`: validated by `validate_params`, semantic checks included),
+the shape of what it outputs (values per partial and released result) and the work it
+costs (rows read × passes), declared from its parameters and its inputs' recorded row
+counts alone: `estimate`. The platform checks both against its limits when the request
+arrives (`check_usage`), so an oversized job is refused before anything runs, not after
+the work. Exchange, the routers and the sandbox all read operators from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sandbox.errors import SandboxError
-from sandbox.isolation import Limits, OperatorRegistry, OperatorSpec, Sandbox
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-STATS_LIMITS = Limits(cpu_seconds=120, memory_bytes=2 << 30, wall_seconds=300.0)
-FL_LIMITS = Limits(cpu_seconds=900, memory_bytes=2 << 30, wall_seconds=120.0)
-"""Federated nodes are sessions: CPU covers the whole job, wall-clock one round."""
-
-REGISTRY = OperatorRegistry(
-    [
-        OperatorSpec(
-            "stats.count",
-            "sandbox.stats:node_partial",
-            "row count, optionally per group; Paillier",
-            STATS_LIMITS,
-        ),
-        OperatorSpec(
-            "stats.sum",
-            "sandbox.stats:node_partial",
-            "exact fixed-point sum of numeric columns; Paillier",
-            STATS_LIMITS,
-        ),
-        OperatorSpec(
-            "stats.mean",
-            "sandbox.stats:node_partial",
-            "mean of numeric columns from exact sums and counts; Paillier",
-            STATS_LIMITS,
-        ),
-        OperatorSpec(
-            "stats.variance",
-            "sandbox.stats:node_partial",
-            "sample variance of numeric columns from exact sums of squares; Paillier",
-            STATS_LIMITS,
-        ),
-        OperatorSpec(
-            "stats.histogram",
-            "sandbox.stats:node_partial",
-            "histogram of one numeric column over declared bins; CKKS",
-            STATS_LIMITS,
-        ),
-        OperatorSpec(
-            "fl.logreg",
-            "sandbox.fl:node_logreg",
-            "horizontal federated logistic regression node (FedAvg, CKKS-aggregated updates)",
-            FL_LIMITS,
-        ),
-    ]
+from sandbox._registry import (
+    FL_LIMITS,
+    REGISTRY,
+    STATS_LIMITS,
+    STATS_OPERATORS,
+    ProviderInput,
+    default_sandbox,
 )
+from sandbox._stats_query import StatsQuery
+from sandbox.errors import InvalidParameters, SandboxError
+from sandbox.fl import FlConfig
 
-STATS_OPERATORS = ("stats.count", "stats.sum", "stats.mean", "stats.variance", "stats.histogram")
+__all__ = [
+    "FL_LIMITS",
+    "OPERATORS",
+    "REGISTRY",
+    "STATS_LIMITS",
+    "STATS_OPERATORS",
+    "FlParams",
+    "InputFacts",
+    "Operator",
+    "OperatorParams",
+    "ParamsInvalid",
+    "ProviderInput",
+    "StatsParams",
+    "UnknownOperator",
+    "Usage",
+    "UsageExceeded",
+    "UsageLimits",
+    "check_usage",
+    "default_sandbox",
+    "estimate",
+    "validate_params",
+]
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+class StatsParams(BaseModel):
+    """Parameters of `stats.*` (see `sandbox.stats.StatsQuery`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    columns: list[str] = Field(default_factory=list, max_length=64, description="numeric columns")
+    group_by: str | None = Field(default=None, description="a low-cardinality column")
+    groups: list[str] = Field(default_factory=list, max_length=20, description="its values")
+    bins: int | None = Field(default=None, ge=1, le=1000, description="histogram bins")
+    range: tuple[float, float] | None = Field(default=None, description="histogram [lo, hi]")
+    clip: tuple[float, float] | None = Field(
+        default=None, description="clip values to [lo, hi]; needed when DP noise is required"
+    )
+    decimals: int = Field(default=6, ge=0, le=12, description="fixed-point digits")
+    scheme: Literal["paillier", "ckks"] | None = None
+
+    def query(self, operator: str) -> StatsQuery:
+        return StatsQuery.from_params({"op": operator, **self.model_dump()})
+
+    def used_columns(self) -> list[str]:
+        return [*self.columns, *([self.group_by] if self.group_by else [])]
+
+
+class FlParams(BaseModel):
+    """Parameters of `fl.logreg` (see `sandbox.fl.FlConfig`); DP comes from the policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[str] = Field(min_length=1, max_length=64)
+    label: str = "target"
+    rounds: int = Field(default=50, ge=1, le=200)
+    local_epochs: int = Field(default=20, ge=1, le=200)
+    learning_rate: float = Field(default=0.5, gt=0, le=10)
+    C: float = Field(default=1.0, gt=0)
+    early_stopping: bool = True
+    tol: float = Field(default=1e-4, ge=0)
+    patience: int = Field(default=5, ge=1)
+    clip_norm: float = Field(default=1.0, gt=0)
+
+    def config(self) -> FlConfig:
+        d = self.model_dump()
+        d["features"] = tuple(d["features"])
+        return FlConfig(**d)
+
+    def used_columns(self) -> list[str]:
+        return [*self.features, self.label]
+
+
+OperatorParams = StatsParams | FlParams
+
+
+class UnknownOperator(SandboxError):
+    """A request names no vetted operator."""
+
+    code = "sandbox-unknown-operator"
+    title = "No such operator"
+
+
+class ParamsInvalid(InvalidParameters):
+    """An operator's parameters fail their model or their semantic checks (`field` says where)."""
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail, field=field)
+        self.field = field
 
 
 # -- declared output shape and cost ------------------------------------------------------------
@@ -153,15 +210,64 @@ def _fl_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) 
     )
 
 
-_USAGE: dict[str, Callable[[str, Mapping[str, Any], Sequence[InputFacts]], Usage]] = {
-    **{op: _stats_usage for op in STATS_OPERATORS},
-    "fl.logreg": _fl_usage,
+# -- one spec per operator --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Everything the platform knows about one operator: its code, parameters, shape and cost."""
+
+    name: str
+    params: type[StatsParams] | type[FlParams]
+    usage: Callable[[str, Mapping[str, Any], Sequence[InputFacts]], Usage]
+    technique: str
+    min_providers: int
+
+    @property
+    def description(self) -> str:
+        return REGISTRY[self.name].description
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the operator's `params`."""
+        return self.params.model_json_schema()
+
+
+_HE = "additively homomorphic encryption (Paillier or CKKS)"
+_FL = "federated learning (FedAvg), CKKS secure aggregation"
+
+OPERATORS: dict[str, Operator] = {
+    **{op: Operator(op, StatsParams, _stats_usage, _HE, 1) for op in STATS_OPERATORS},
+    "fl.logreg": Operator("fl.logreg", FlParams, _fl_usage, _FL, 2),
 }
+"""The operators a request may name, in the registry's order."""
+
+
+def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
+    """`raw` as the operator's parameters, checked by its model and its own semantic checks.
+
+    Raises `UnknownOperator` or `ParamsInvalid` (with the offending field).
+    """
+    spec = OPERATORS.get(operator)
+    if spec is None:
+        raise UnknownOperator(f"no vetted operator named {operator!r}", operator=operator)
+    try:
+        params = spec.params.model_validate(dict(raw))
+        if isinstance(params, StatsParams):
+            params.query(operator)
+        else:
+            params.config()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ParamsInvalid(f"params.{where}: {first['msg']}", f"params.{where}") from None
+    except SandboxError as exc:
+        raise ParamsInvalid(f"params: {exc.detail}", "params") from None
+    return params
 
 
 def estimate(operator: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
     """The declared output shape and cost of `operator` with validated `params` on `inputs`."""
-    return _USAGE[operator](operator, params, inputs)
+    return OPERATORS[operator].usage(operator, params, inputs)
 
 
 def check_usage(usage: Usage, limits: UsageLimits) -> None:
@@ -183,17 +289,3 @@ def check_usage(usage: Usage, limits: UsageLimits) -> None:
             usage,
             limits.max_row_passes,
         )
-
-
-@dataclass(frozen=True)
-class ProviderInput:
-    """One provider's part of a computation: who, which catalogue dataset, which CSV file."""
-
-    provider_id: str
-    dataset_id: str
-    path: Path
-
-
-def default_sandbox(workdir: Path | None = None) -> Sandbox:
-    """A sandbox over the production registry."""
-    return Sandbox(REGISTRY, workdir=workdir)

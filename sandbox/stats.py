@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from sandbox._registry import ProviderInput, default_sandbox
 from sandbox._stats_query import (
     ALL,
     MAX_BINS,
@@ -60,7 +61,6 @@ from sandbox.coordinator import (
 )
 from sandbox.errors import GroupCardinalityExceeded, InvalidParameters
 from sandbox.isolation import OperatorContext, Sandbox, run_parallel
-from sandbox.operators import ProviderInput, default_sandbox
 from sandbox.paillier import encode_fixed
 from sandbox.release import (
     Candidate,

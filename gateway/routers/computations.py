@@ -2,12 +2,14 @@
 
 Every route passes the enforcement point. A request is decided per input dataset
 (`computation.request`, with the contract that covers it and the declared purpose and
-legal basis); a provider's approval or rejection is a `computation.approve` decision
+legal basis), inside the transaction that writes the request, on the rows it writes; a
+provider's approval or rejection is a `computation.approve` decision
 on its own inputs. The combined decision's obligations travel into `exchange` as data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,67 +20,29 @@ import exchange
 import policies
 from audit.catalogue import Event
 from exchange import computations as xc
-from exchange import errors as xe
-from exchange.models import Computation
-from gateway.pep import Enforce, Target, body_before_decision
+from exchange import resources
+from gateway.pep import Deferred, Enforce, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, ComputeDep
 
 router = APIRouter(prefix="/v1", tags=["computations"])
 
 
-async def _context(platform: PlatformDep) -> exchange.ComputeContext:
-    return platform.compute
-
-
-ComputeDep = Annotated[exchange.ComputeContext, Depends(_context)]
-
-
 # -- what the policy decides on ----------------------------------------------------------------
-
-
-_request_body = body_before_decision(exchange.ComputationCreate, "computation_body")
-
-
-def _request_targets(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    body: exchange.ComputationCreate = request.state.computation_body
-    resources = xc.request_resources(
-        session,
-        caller,
-        inputs=body.inputs,
-        purpose=body.purpose,
-        contract_id=body.contract_id,
-        now=platform.now(),
-    )
-    return [Target(r, purpose=body.purpose, legal_basis=body.legal_basis) for r in resources]
 
 
 def _approval_targets(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
     comp_id = request.path_params["computation_id"]
-    return [Target(r) for r in xc.approval_resources(session, caller, comp_id)]
-
-
-def _computation(session: Session, computation_id: str) -> dict[str, Any]:
-    comp = session.get(Computation, computation_id)
-    if comp is None:
-        raise xe.NotFound("no such computation", computation_id=computation_id)
-    parties = [comp.requester_org, *(i.provider_org for i in comp.inputs)]
-    return {
-        "type": "computation",
-        "id": comp.id,
-        "owner_org": comp.requester_org,
-        "parties": sorted(set(parties)),
-    }
+    return [Target(r) for r in resources.approval_resources(session, caller, comp_id)]
 
 
 def _computation_target(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    return [Target(_computation(session, request.path_params["computation_id"]))]
+    comp_id = request.path_params["computation_id"]
+    return [Target(resources.computation_resource(session, comp_id))]
 
 
 def _own_computations(
@@ -88,13 +52,14 @@ def _own_computations(
 
 
 ReadOperators = Enforce("operator.read")
-RequestComputation = Enforce("computation.request", resources=_request_targets)
+# Decided inside the request's own transaction, on the rows it writes (exchange.computations).
+RequestComputation = Enforce("computation.request", deferred=True, early_event=False)
 DecideComputation = Enforce("computation.approve", resources=_approval_targets)
 ReadComputation = Enforce("computation.read", resources=_computation_target)
 ListComputations = Enforce("computation.read", resources=_own_computations)
 ReadResult = Enforce("computation.result", resources=_computation_target)
 
-DecisionDep = Annotated[policies.Decision, Depends(RequestComputation)]
+DecisionDep = Annotated[Deferred, Depends(RequestComputation)]
 ApprovalDep = Annotated[policies.Decision, Depends(DecideComputation)]
 
 
@@ -119,7 +84,6 @@ def operators() -> list[exchange.OperatorPublic]:
     "/computations",
     status_code=201,
     response_model=exchange.ComputationPublic,
-    dependencies=[Depends(_request_body)],
 )
 def request_computation(
     body: exchange.ComputationCreate,
@@ -137,14 +101,16 @@ def request_computation(
     `computation-output-too-large` / `computation-too-costly` when the operator's
     declared output or cost is above the platform's limits.
     """
-    request.state.audit_event = Event.COMPUTATION_REQUEST_FAILED
-    return xc.request_computation(
-        compute,
-        caller,
-        body,
-        obligations=dict(decision.obligations),
-        decision_id=decision.decision_id,
-    )
+    # An unknown input is refused while the policy resources are built: the denial's event.
+    request.state.audit_event = f"{RequestComputation.action}.denied"
+
+    def decide(found: Sequence[Mapping[str, Any]]) -> policies.Decision:
+        targets = [Target(r, purpose=body.purpose, legal_basis=body.legal_basis) for r in found]
+        allowed = decision.decide(targets)
+        request.state.audit_event = Event.COMPUTATION_REQUEST_FAILED
+        return allowed
+
+    return xc.request_computation(compute, caller, body, decide=decide)
 
 
 @router.get(

@@ -7,7 +7,7 @@ transition is on the ledger; the response names the entry.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -16,11 +16,10 @@ from sqlalchemy.orm import Session
 import exchange
 from audit.catalogue import Event
 from exchange import contracts as xk
-from exchange import errors as xe
-from exchange.models import Contract
+from exchange import resources
 from gateway.pep import Enforce, Resources, Target, body_before_decision
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 
@@ -44,23 +43,12 @@ def _proposal_target(
     ]
 
 
-def _contract(session: Session, contract_id: str, owner: str) -> dict[str, Any]:
-    contract = session.get(Contract, contract_id)
-    if contract is None:
-        raise xe.NotFound("no such contract", contract_id=contract_id)
-    return {
-        "type": "contract",
-        "id": contract.id,
-        "owner_org": contract.provider_org if owner == "provider" else contract.consumer_org,
-        "parties": sorted({contract.consumer_org, contract.provider_org}),
-    }
-
-
 def _as(owner: str) -> Resources:
     def targets(
         request: Request, caller: exchange.Caller, platform: Platform, session: Session
     ) -> list[Target]:
-        return [Target(_contract(session, request.path_params["contract_id"], owner))]
+        contract_id = request.path_params["contract_id"]
+        return [Target(resources.contract_resource(session, contract_id, owner=owner))]
 
     return targets
 
@@ -89,26 +77,29 @@ class TerminateIn(BaseModel):
     dependencies=[Depends(_proposal_body), Depends(Propose)],
 )
 def propose(
-    body: exchange.ContractCreate, request: Request, caller: CallerDep, platform: PlatformDep
+    body: exchange.ContractCreate,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> exchange.ContractPublic:
     """An enterprise proposes a purpose-bound contract over some of a provider's datasets."""
     request.state.audit_event = Event.CONTRACT_PROPOSE_FAILED
-    with platform.session() as session, session.begin():
-        return xk.propose_contract(session, caller, body, now=platform.now(), trail=platform.trail)
+    with session.begin():
+        return xk.propose_contract(session, caller, body, now=now, trail=platform.trail)
 
 
 @router.get("", response_model=list[exchange.ContractPublic], dependencies=[Depends(ListContracts)])
 def list_contracts(
     caller: CallerDep,
-    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
     status: exchange.ContractStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[exchange.ContractPublic]:
-    with platform.session() as session:
-        return xk.list_contracts(
-            session, caller, now=platform.now(), status=status, limit=limit, offset=offset
-        )
+    return xk.list_contracts(session, caller, now=now, status=status, limit=limit, offset=offset)
 
 
 @router.get(
@@ -117,10 +108,9 @@ def list_contracts(
     dependencies=[Depends(ReadContract)],
 )
 def get_contract(
-    contract_id: str, caller: CallerDep, platform: PlatformDep
+    contract_id: str, caller: CallerDep, session: SessionDep, now: ClockDep
 ) -> exchange.ContractPublic:
-    with platform.session() as session:
-        return xk.get_contract(session, caller, contract_id, now=platform.now())
+    return xk.get_contract(session, caller, contract_id, now=now)
 
 
 @router.post(
@@ -129,15 +119,18 @@ def get_contract(
     dependencies=[Depends(Sign)],
 )
 def sign(
-    contract_id: str, request: Request, caller: CallerDep, platform: PlatformDep
+    contract_id: str,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> exchange.ContractPublic:
     """The provider signs: the contract becomes active."""
     request.state.audit_event = Event.CONTRACT_SIGN_FAILED
     request.state.object_id = contract_id
-    with platform.session() as session, session.begin():
-        return xk.sign_contract(
-            session, caller, contract_id, now=platform.now(), trail=platform.trail
-        )
+    with session.begin():
+        return xk.sign_contract(session, caller, contract_id, now=now, trail=platform.trail)
 
 
 @router.post(
@@ -150,17 +143,19 @@ def terminate(
     request: Request,
     caller: CallerDep,
     platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
     body: TerminateIn | None = None,
 ) -> exchange.ContractPublic:
     """Either party ends the contract; later computations under it are denied."""
     request.state.audit_event = Event.CONTRACT_TERMINATE_FAILED
     request.state.object_id = contract_id
-    with platform.session() as session, session.begin():
+    with session.begin():
         return xk.terminate_contract(
             session,
             caller,
             contract_id,
             reason=body.reason if body else "",
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 import exchange
 import policies
 from audit.catalogue import Event
+from exchange import resources
 from exchange.levels import Level
 from gateway.cache import TtlCache
 from gateway.edges import MAX_JSON_DEPTH, DepthMeter
@@ -30,22 +31,33 @@ MAX_OFFSET = 2**53
 # Registered datasets do not change their grade, owner or open attribute in place, so
 # their policy view and public detail are kept briefly (a bound on staleness should
 # grading reviews start changing rows in place).
-_RESOURCES: TtlCache[str, dict[str, Any]] = TtlCache(ttl_s=5.0)
-_DETAILS: TtlCache[tuple[str, bool], exchange.DatasetPublic] = TtlCache(ttl_s=5.0)
+# Kept per application (app.state), not per process: two apps never share a view.
+class _Views:
+    def __init__(self) -> None:
+        self.resources: TtlCache[str, dict[str, Any]] = TtlCache(ttl_s=5.0)
+        self.details: TtlCache[tuple[str, bool], exchange.DatasetPublic] = TtlCache(ttl_s=5.0)
 
 
-def _policy_view(session: Session, dataset_id: str) -> dict[str, Any]:
-    resource = _RESOURCES.get(dataset_id)
+def _views(request: Request) -> _Views:
+    views: _Views | None = getattr(request.app.state, "dataset_views", None)
+    if views is None:
+        views = request.app.state.dataset_views = _Views()
+    return views
+
+
+def _policy_view(views: _Views, session: Session, dataset_id: str) -> dict[str, Any]:
+    resource = views.resources.get(dataset_id)
     if resource is None:
-        resource = exchange.policy_resource(session, dataset_id)
-        _RESOURCES.put(dataset_id, resource)
+        resource = resources.policy_resource(session, dataset_id)
+        views.resources.put(dataset_id, resource)
     return resource
 
 
 def _dataset(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    return [Target(_policy_view(session, request.path_params["dataset_id"]))]
+    dataset_id = request.path_params["dataset_id"]
+    return [Target(_policy_view(_views(request), session, dataset_id))]
 
 
 # Decided once the metadata part has streamed in: the declared grade is the resource.
@@ -227,22 +239,21 @@ def list_datasets(
     "/{dataset_id}", response_model=exchange.DatasetPublic, dependencies=[Depends(ReadMetadata)]
 )
 def get_dataset(
-    dataset_id: str, caller: CallerDep, platform: PlatformDep
+    dataset_id: str, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> exchange.DatasetPublic:
     # Usually filled by the enforcement point just now; looked up here when it was not
     # (the bench-only build without it), so both builds do the same work besides deciding.
-    resource = _RESOURCES.get(dataset_id)
+    views = _views(request)
+    resource = views.resources.get(dataset_id)
     if resource is None:
         with platform.session() as session:
-            resource = _policy_view(session, dataset_id)
-    digests = caller.org_id == resource["owner_org"] or bool(
-        caller.roles & {exchange.Role.AUDITOR, exchange.Role.SECURITY_ADMIN}
-    )
-    detail = _DETAILS.get((dataset_id, digests))
+            resource = _policy_view(views, session, dataset_id)
+    digests = resources.sees_dataset_digests(caller, resource["owner_org"])
+    detail = views.details.get((dataset_id, digests))
     if detail is None:
         with platform.session() as session:
             detail = exchange.get_dataset(session, dataset_id, viewer=caller)
-        _DETAILS.put((dataset_id, detail.digests is not None), detail)
+        views.details.put((dataset_id, detail.digests is not None), detail)
     return detail
 
 
@@ -254,8 +265,8 @@ def preview_dataset(
     decision: Annotated[policies.Decision, Depends(Preview)],
     rows: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> exchange.PreviewPublic:
-    cap = decision.obligations.get("max_rows")
-    if isinstance(cap, int):
+    cap = policies.Obligations.from_decision(decision.obligations).max_rows
+    if cap is not None:
         rows = min(rows, cap)  # obligation: never more rows than the policy allows
     with platform.session() as session:
         return exchange.preview(session, dataset_id, rows=rows)

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 import exchange
-from crypto.models import DestroyRequestRecord
 from crypto.roles import KeyActor, KeyRole
+from exchange import resources
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
@@ -54,15 +54,10 @@ def _destroy_request(
     policies/sod.rego refuses the second half unless a distinct person, neither created
     by the other, stands behind it (issue 11: two-person rule).
     """
-    resource: dict[str, Any] = {"type": "kms"}
-    if request.path_params.get("decision") == "approve":
-        record = session.get(DestroyRequestRecord, request.path_params["request_id"])
-        resource["dual_control"] = {
-            "requested_by": record.requested_by if record else None,
-            "requested_by_person": record.requested_by_person if record else None,
-            "requested_by_created_by": record.requested_by_sponsor if record else None,
-        }
-    return [Target(resource)]
+    if request.path_params.get("decision") != "approve":
+        return [Target(resources.kms_resource(session))]
+    approving = request.path_params["request_id"]
+    return [Target(resources.kms_resource(session, approving=approving))]
 
 
 DecideDestruction = Enforce("kms.admin", resources=_destroy_request)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 import exchange
 import exchange.clients
 from audit.catalogue import Event
+from exchange import resources
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
@@ -71,11 +72,9 @@ def _public(org: exchange.Organisation, ledger_index: int | None = None) -> Orga
 def _new_client(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    org = session.get(exchange.Organisation, request.path_params["org_id"])
-    if org is None:
-        return [Target({"type": "account", "org_kind": None, "owner_org": None, "roles": []})]
     roles = getattr(request.state, "requested_roles", None) or []
-    return [Target({"type": "account", "org_kind": org.kind, "owner_org": org.id, "roles": roles})]
+    org_id = request.path_params["org_id"]
+    return [Target(resources.account_resource(session, "account", org_id, roles=roles))]
 
 
 CreateOrganisation = Enforce("organisation.create")
@@ -187,20 +186,8 @@ def _managed_client(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
     """The client acted on, as the policy sees an account: its org's kind, owner, roles."""
-    org = session.get(exchange.Organisation, request.path_params["org_id"])
-    client = session.get(exchange.Client, request.path_params["client_id"])
-    if org is None or client is None or client.org_id != org.id:
-        return [Target({"type": "account", "org_kind": None, "owner_org": None, "roles": []})]
-    return [
-        Target(
-            {
-                "type": "account",
-                "org_kind": org.kind,
-                "owner_org": org.id,
-                "roles": list(client.roles),
-            }
-        )
-    ]
+    org_id, client_id = request.path_params["org_id"], request.path_params["client_id"]
+    return [Target(resources.account_resource(session, "account", org_id, client_id=client_id))]
 
 
 DeactivateClient = Enforce("account.deactivate", resources=_managed_client)

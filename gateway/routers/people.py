@@ -15,6 +15,7 @@ import exchange
 import exchange.people
 from audit.catalogue import Event
 from exchange import errors as xe
+from exchange import resources
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
@@ -75,11 +76,9 @@ class Confirm(BaseModel):
 def _invitee(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    org = session.get(exchange.Organisation, request.path_params["org_id"])
-    if org is None:
-        return [Target({"type": "person", "org_kind": None, "owner_org": None, "roles": []})]
     roles = getattr(request.state, "requested_roles", None) or []
-    return [Target({"type": "person", "org_kind": org.kind, "owner_org": org.id, "roles": roles})]
+    org_id = request.path_params["org_id"]
+    return [Target(resources.account_resource(session, "person", org_id, roles=roles))]
 
 
 async def _requested_roles(request: Request) -> None:

@@ -2,22 +2,25 @@
 
 A new revision is validated first (every module parses, every policy test passes, the
 grading matrix fits its schema); only then is it recorded, put on the ledger
-(`policy.activated`, with the bundle's SHA-256) and loaded into the decision point.
+(`policy.activated`, with the bundle's SHA-256) and loaded into the decision point
+(`exchange.policy_activation`, the use case start-up shares).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
-import audit
+import exchange
 import policies
 from audit.catalogue import Event
+from exchange.policy_activation import activate_policy
 from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
@@ -50,70 +53,56 @@ def _summary(active: policies.ActivePolicy, *, full: bool) -> dict[str, Any]:
 
 
 @router.get("", dependencies=[Depends(ReadPolicy)])
-def get_active(platform: PlatformDep) -> dict[str, Any]:
+def get_active(session: SessionDep) -> dict[str, Any]:
     """The active revision with its modules and grading matrix."""
-    with platform.session() as session:
-        return _summary(policies.active(session), full=True)
+    return _summary(policies.active(session), full=True)
 
 
 @router.get("/history", dependencies=[Depends(ReadPolicy)])
-def get_history(platform: PlatformDep) -> list[dict[str, Any]]:
-    with platform.session() as session:
-        return [
-            {
-                "revision": r.revision,
-                "digest": f"sha256:{r.digest}",
-                "activated_by": r.activated_by,
-                "activated_at": r.activated_at.isoformat(),
-                "description": r.description,
-                "changes": list(r.changes),
-            }
-            for r in policies.history(session)
-        ]
+def get_history(session: SessionDep) -> list[dict[str, Any]]:
+    return [
+        {
+            "revision": r.revision,
+            "digest": f"sha256:{r.digest}",
+            "activated_by": r.activated_by,
+            "activated_at": r.activated_at.isoformat(),
+            "description": r.description,
+            "changes": list(r.changes),
+        }
+        for r in policies.history(session)
+    ]
 
 
-def _activate(request: Request, platform: Platform, caller_id: str, build: Any) -> dict[str, Any]:
-    """Validate, record, ledger, load; on any failure the previous policy stays in force."""
-    caller = request.state.caller
+def _activate(
+    request: Request,
+    platform: Platform,
+    caller: exchange.Caller,
+    build: Callable[[policies.ActivePolicy], policies.PolicyBundle],
+) -> dict[str, Any]:
+    """Validate, record, ledger, load (exchange.policy_activation); refusals are audited."""
     request.state.audit_event = Event.POLICY_ACTIVATION_REFUSED
     now = platform.now()
     pdp = platform.pdp
     assert pdp is not None
-    previous: policies.ActivePolicy | None = None
-    loaded = False
-    try:
-        with platform.session() as session, session.begin():
-            previous = policies.active(session)
-            activation = policies.activate(session, build(previous), by=caller_id, now=now)
-            if not activation.changed:
-                summary = _summary(activation.policy, full=False)
-                return {**summary, "changed": False, "changes": []}
-            receipt = platform.trail.record(
-                session,
-                caller.subject(),
-                audit.AuditEvent(
-                    Event.POLICY_ACTIVATED,
-                    "activate",
-                    audit.Result.SUCCESS,
-                    object_id=f"policy-revision-{activation.policy.revision}",
-                    detail="; ".join(activation.changes)[:512] or None,
-                ),
-                object_type="policy",
-                payload_digest=f"sha256:{activation.policy.digest}",
-                now=now,
-            )
-            pdp.load(activation.policy)  # compiles first; raising rolls the revision back
-            loaded = True
-    except BaseException:
-        if loaded and previous is not None:
-            pdp.load(previous)  # the commit failed after loading: back to what is stored
-        raise
+    done = activate_policy(
+        platform.session,
+        platform.trail,
+        caller.subject(),
+        lambda session, previous: policies.activate(
+            session, build(previous), by=caller.client_id, now=now
+        ),
+        load=pdp.load,
+        now=now,
+    )
+    assert done.activation is not None
+    if not done.changed:
+        return {**_summary(done.policy, full=False), "changed": False, "changes": []}
     return {
-        **_summary(activation.policy, full=False),
+        **_summary(done.policy, full=False),
         "changed": True,
-        "changes": list(activation.changes),
-        "tests_passed": activation.tests_passed,
-        "ledger_index": receipt.ledger_index,
+        "changes": list(done.activation.changes),
+        "tests_passed": done.activation.tests_passed,
+        "ledger_index": done.ledger_index,
     }
 
 
@@ -125,7 +114,7 @@ def put_bundle(
     return _activate(
         request,
         platform,
-        caller.client_id,
+        caller,
         lambda previous: policies.PolicyBundle(body.modules, body.matrix),
     )
 
@@ -138,7 +127,7 @@ def put_matrix(
     return _activate(
         request,
         platform,
-        caller.client_id,
+        caller,
         lambda previous: policies.PolicyBundle(dict(previous.bundle.modules), matrix),
     )
 
@@ -155,7 +144,7 @@ def put_module(
     return _activate(
         request,
         platform,
-        caller.client_id,
+        caller,
         lambda previous: policies.PolicyBundle(
             {**previous.bundle.modules, name: body.source}, dict(previous.bundle.matrix)
         ),

@@ -1,0 +1,187 @@
+"""Provider approvals: of the run (awaiting-approval) and of the release (review).
+
+* `awaiting-approval` (obligation `require_provider_approval`): each input's provider
+  approves or rejects (`computation.approve` decisions). No operator code runs before
+  every approval is in: the job is handed to the runner only on entering `approved`.
+* `review` (obligation `release_review`): the gated output is held until each provider
+  approves it; a refusal rejects the computation and crypto-shreds the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+import audit
+from exchange.accounts import Caller, Role
+from exchange.computations.context import ComputeContext
+from exchange.computations.results import shred_result
+from exchange.computations.runs import submit
+from exchange.computations.schemas import ComputationPublic, to_public
+from exchange.computations.state import State, load, transition
+from exchange.errors import Conflict, Forbidden, NotFound
+from exchange.models import Computation, ComputationInput
+from exchange.resources import sees_computation
+
+__all__ = ["decide"]
+
+
+def decide(
+    ctx: ComputeContext,
+    caller: Caller,
+    computation_id: str,
+    *,
+    approve: bool,
+    reason: str = "",
+    decision_id: str | None,
+) -> ComputationPublic:
+    """A provider approves or rejects: the run (awaiting-approval) or the release (review)."""
+    caller.require(Role.DATA_PROVIDER)
+    now = ctx.clock()
+    with ctx.sessions() as session, session.begin():
+        comp = load(session, computation_id, lock=True)
+        mine = [i for i in comp.inputs if i.provider_org == caller.org_id]
+        if not mine:
+            if not sees_computation(caller, comp):
+                raise NotFound("no such computation", computation_id=computation_id)
+            raise Forbidden("only a provider of this computation's inputs decides on it")
+        state = State(comp.state)
+        subject = caller.subject()
+        comp.decisions = [
+            *comp.decisions,
+            {
+                "action": "computation.approve",
+                "decision_id": decision_id,
+                "by": caller.client_id,
+                "org": caller.org_id,
+                "approve": approve,
+                "stage": "release" if state is State.REVIEW else "run",
+            },
+        ]
+        if state is State.AWAITING_APPROVAL:
+            index = _decide_stage(
+                _RUN, ctx, session, comp, mine, caller, subject, approve, reason, now
+            )
+        elif state is State.REVIEW:
+            index = _decide_stage(
+                _RELEASE, ctx, session, comp, mine, caller, subject, approve, reason, now
+            )
+        else:
+            raise Conflict(
+                f"the computation is {state.value}: nothing to approve", state=state.value
+            )
+        public = to_public(comp, ledger_index=index)
+    if public.state == State.APPROVED:
+        submit(ctx, computation_id, public.requester_org)
+    return public
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One of the two provider decisions on a computation: to run it, or to release it."""
+
+    prefix: str  # ComputationInput column prefix: "" (run) or "release_" (release)
+    already: str
+    refused: str
+    approved_event: str
+    approved: str
+    done_event: str
+    done_action: str
+    done_state: State
+    done_detail: str
+    shred_on_reject: bool
+    pending_state: State  # the state in which this decision is awaited
+
+
+_RUN = _Stage(
+    prefix="",
+    already="this provider has already decided on this computation",
+    refused="rejected the run",
+    approved_event="provider_approved",
+    approved="approved the run",
+    done_event="approved",
+    done_action="approve",
+    done_state=State.APPROVED,
+    done_detail="every provider approved",
+    shred_on_reject=False,
+    pending_state=State.AWAITING_APPROVAL,
+)
+_RELEASE = _Stage(
+    prefix="release_",
+    already="this provider has already reviewed this output",
+    refused="refused the release",
+    approved_event="release_approved",
+    approved="approved the release",
+    done_event="released",
+    done_action="release",
+    done_state=State.RELEASED,
+    done_detail="every provider reviewed the output",
+    shred_on_reject=True,
+    pending_state=State.REVIEW,
+)
+
+
+def _decide_stage(
+    stage: _Stage,
+    ctx: ComputeContext,
+    session: Session,
+    comp: Computation,
+    mine: Sequence[ComputationInput],
+    caller: Caller,
+    subject: audit.Subject,
+    approve: bool,
+    reason: str,
+    now: datetime,
+) -> int | None:
+    """Record this provider's decision; reject the job, or advance it once all agreed."""
+    approval = f"{stage.prefix}approval"
+    if any(getattr(i, approval) != "pending" for i in mine):
+        raise Conflict(stage.already)
+    for i in mine:
+        setattr(i, approval, "approved" if approve else "rejected")
+        setattr(i, f"{stage.prefix}approved_by", caller.client_id)
+        setattr(i, f"{stage.prefix}approved_at", now)
+    if not approve:
+        if stage.shred_on_reject:
+            shred_result(ctx, session, comp)
+        return transition(
+            ctx,
+            session,
+            comp,
+            subject,
+            event="rejected",
+            action="reject",
+            now=now,
+            expect=stage.pending_state,
+            state=State.REJECTED,
+            detail=f"provider {caller.org_id} {stage.refused}: {reason}"[:512],
+        )
+    index = transition(
+        ctx,
+        session,
+        comp,
+        subject,
+        event=stage.approved_event,
+        action="approve",
+        now=now,
+        expect=stage.pending_state,
+        detail=f"provider {caller.org_id} {stage.approved}",
+    )
+    if all(getattr(i, approval) == "approved" for i in comp.inputs):
+        index = transition(
+            ctx,
+            session,
+            comp,
+            subject,
+            event=stage.done_event,
+            action=stage.done_action,
+            now=now,
+            expect=stage.pending_state,
+            state=stage.done_state,
+            detail=stage.done_detail,
+            digest=f"sha256:{comp.result_digest}" if stage is _RELEASE else None,
+        )
+    return index

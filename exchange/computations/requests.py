@@ -1,0 +1,295 @@
+"""Requesting a computation: one load of its inputs, the policy decision, the checks, the write.
+
+A request is decided per input dataset (`computation.request`, with the contract that
+covers it). The datasets and contracts are loaded once, in the transaction that writes
+the request; the decision is taken on those rows inside it (`decide`), and each contract
+the policy saw is re-read under a share lock just before the write: a contract
+terminated while the policy decided is seen, and one terminated afterwards waits for
+this transaction (no time-of-check/time-of-use gap). Then come the operator's parameters
+(`sandbox.operators`), the obligations (`policies.Obligations`), the columns, fair use
+(`exchange.quotas`), and the request is recorded as `requested` and moved on to
+`awaiting-approval` or `approved` (queued at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+import policies
+from exchange.accounts import Caller, OrgKind, Role
+from exchange.computations.context import DEFAULT_MIN_COHORT, ComputeContext
+from exchange.computations.runs import submit
+from exchange.computations.schemas import ComputationCreate, ComputationPublic, to_public
+from exchange.computations.state import State, transition
+from exchange.errors import Conflict, Forbidden, InvalidInput
+from exchange.models import Computation, ComputationInput, Dataset, DatasetField
+from exchange.quotas import admit, check_usage
+from exchange.resources import RequestInput, contract_policy_view, load_request_inputs
+from sandbox.coordinator import SECURITY_MODEL
+from sandbox.operators import (
+    FlParams,
+    OperatorParams,
+    ParamsInvalid,
+    StatsParams,
+    UnknownOperator,
+    validate_params,
+)
+
+__all__ = ["Decide", "request_computation"]
+
+Decide = Callable[[Sequence[Mapping[str, Any]]], policies.Decision]
+"""The enforcement point's decision on the request's policy resources (one per input)."""
+
+
+def request_computation(
+    ctx: ComputeContext,
+    caller: Caller,
+    body: ComputationCreate,
+    *,
+    decide: Decide,
+) -> ComputationPublic:
+    """Decide and record a request; hand it to the runner at once unless approval is required.
+
+    `decide` is called once, inside the writing transaction, with one policy resource per
+    input; it returns the combined (strictest) decision or raises when it denies.
+    """
+    now = ctx.clock()
+    with ctx.sessions() as session, session.begin():
+        loaded = load_request_inputs(
+            session,
+            caller,
+            inputs=body.inputs,
+            purpose=body.purpose,
+            contract_id=body.contract_id,
+            now=now,
+        )
+        decision = decide([i.resource for i in loaded])
+        caller.require(Role.DATA_CONSUMER)
+        if caller.org_kind is not OrgKind.ENTERPRISE:
+            raise Forbidden("only an enterprise requests computations")
+        params = _validate_params(body.operator, body.params)
+        ob = policies.Obligations.from_decision(decision.obligations)
+        datasets = [i.dataset for i in loaded]
+        if isinstance(params, FlParams):
+            if len(datasets) < 2:
+                raise InvalidInput("federated learning needs at least two inputs", field="inputs")
+            owners = [d.owner_org for d in datasets]
+            if len(set(owners)) != len(owners):
+                raise InvalidInput("federated learning takes one dataset per provider")
+        _check_columns(datasets, params, ob)
+        if isinstance(params, StatsParams):
+            _check_dp(body.operator, params, ob)
+        # Fair use (exchange.quotas): size and cost first, then the organisation's quota.
+        check_usage(body.operator, params.model_dump(), datasets, ctx.usage_limits)
+        admit(session, caller.org_id, ctx.quotas)
+        _recheck_contracts(session, loaded)
+        comp = _record(ctx, session, caller, body, loaded, params, ob, decision, now)
+        public = to_public(comp, ledger_index=comp.transitions[0]["ledger_index"])
+    if public.state == State.APPROVED:
+        submit(ctx, public.id, caller.org_id)
+    return public
+
+
+def _recheck_contracts(session: Session, loaded: Sequence[RequestInput]) -> None:
+    """Each contract the policy saw, read again under a share lock, is as it was decided on.
+
+    A termination (or any change) committed while the policy decided is refused here; one
+    attempted after this read waits for the request's transaction (PostgreSQL `FOR SHARE`;
+    SQLite write transactions are serial and this one holds the write lock).
+    """
+    for inp in loaded:
+        if inp.contract is None:
+            continue
+        session.refresh(inp.contract, with_for_update={"read": True})
+        if contract_policy_view(inp.contract) != inp.resource.get("contract"):
+            raise Conflict(
+                f"contract {inp.contract.id} changed while the request was decided "
+                f"(now {inp.contract.status}); ask again",
+                contract_id=inp.contract.id,
+                contract_status=inp.contract.status,
+            )
+
+
+def _record(
+    ctx: ComputeContext,
+    session: Session,
+    caller: Caller,
+    body: ComputationCreate,
+    loaded: Sequence[RequestInput],
+    params: OperatorParams,
+    ob: policies.Obligations,
+    decision: policies.Decision,
+    now: datetime,
+) -> Computation:
+    """Write the request, its inputs and its first transitions."""
+    inputs = [i.dataset.id for i in loaded]
+    comp = Computation(
+        id=str(uuid.uuid4()),
+        requester_org=caller.org_id,
+        requested_by=caller.client_id,
+        operator=body.operator,
+        params=params.model_dump(mode="json"),
+        purpose=body.purpose,
+        legal_basis=body.legal_basis,
+        state=State.REQUESTED.value,
+        obligations=ob.as_dict(),
+        decisions=[{"action": "computation.request", "decision_id": decision.decision_id}],
+        security_model=_job_facts(body.operator, params, ob, ctx.paillier_bits),
+        transitions=[],
+        error=None,
+        created_at=now,
+        updated_at=now,
+    )
+    for position, inp in enumerate(loaded):
+        ds = inp.dataset
+        comp.inputs.append(
+            ComputationInput(
+                dataset_id=ds.id,
+                position=position,
+                provider_org=ds.owner_org,
+                contract_id=inp.contract.id if inp.contract is not None else None,
+                level=ds.level,
+                custody=ds.custody,
+                approval="pending" if ob.require_provider_approval else "not-required",
+                release_approval="pending" if ob.release_review else "not-required",
+            )
+        )
+    session.add(comp)
+    session.flush()
+    subject = caller.subject()
+    digest = hashlib.sha256(
+        json.dumps(
+            {"operator": comp.operator, "params": comp.params, "inputs": inputs},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    transition(
+        ctx,
+        session,
+        comp,
+        subject,
+        event="requested",
+        action="request",
+        now=now,
+        expect=State.REQUESTED,
+        detail=f"operator={comp.operator} inputs={len(inputs)}",
+        digest=f"sha256:{digest}",
+    )
+    if ob.require_provider_approval:
+        providers = sorted({i.dataset.owner_org for i in loaded})
+        transition(
+            ctx,
+            session,
+            comp,
+            subject,
+            event="awaiting_approval",
+            action="park",
+            now=now,
+            expect=State.REQUESTED,
+            state=State.AWAITING_APPROVAL,
+            detail="providers: " + ", ".join(providers),
+        )
+    else:
+        transition(
+            ctx,
+            session,
+            comp,
+            subject,
+            event="approved",
+            action="approve",
+            now=now,
+            expect=State.REQUESTED,
+            state=State.APPROVED,
+            detail="no provider approval required by policy",
+        )
+    return comp
+
+
+def _validate_params(operator: str, raw: dict[str, Any]) -> OperatorParams:
+    """The operator's parameters (`sandbox.operators`), refusals as invalid input."""
+    try:
+        return validate_params(operator, raw)
+    except UnknownOperator:
+        raise InvalidInput(
+            f"no vetted operator named {operator!r}; see GET /v1/operators", field="operator"
+        ) from None
+    except ParamsInvalid as exc:
+        raise InvalidInput(exc.detail, field=exc.field) from None
+
+
+def _job_facts(
+    operator: str, params: OperatorParams, ob: policies.Obligations, paillier_bits: int
+) -> dict[str, Any]:
+    """The job's technique, keys, parameters and threat model (COMPLIANCE.md §6)."""
+    if isinstance(params, FlParams):
+        technique = {
+            "technique": "horizontal federated learning (FedAvg), logistic regression",
+            "aggregation": "CKKS (TenSEAL) secure aggregation of model updates",
+            "keys": {"scheme": "ckks", "params": {"poly_modulus_degree": 4096}},
+            "standardisation": "exact secure statistics (Paillier, 2048-bit)",
+        }
+    else:
+        scheme = params.query(operator).job_scheme
+        technique = {
+            "technique": "additively homomorphic encryption of per-provider partial aggregates",
+            "keys": {"scheme": "paillier", "key_bits": paillier_bits}
+            if scheme == "paillier-packed"
+            else {"scheme": "ckks", "params": {"poly_modulus_degree": 8192}},
+        }
+    return {
+        **technique,
+        "security_model": "semi-honest",
+        "threat_model": SECURITY_MODEL.as_dict(),
+        "isolation": "each provider's operator runs in its own sandbox (bubblewrap: no "
+        "network, read-only input, CPU/memory/time limits), on the platform for "
+        "platform-held data and on the provider's node for node-held data",
+        "release": {
+            "min_cohort": ob.cohort(DEFAULT_MIN_COHORT),
+            "dp_epsilon": ob.dp_epsilon,
+            "provider_review": ob.release_review,
+        },
+        "secret_key_custody": "job secret key sealed under the result party's KEK; "
+        "deleted when the job ends",
+    }
+
+
+def _check_columns(
+    datasets: Sequence[Dataset], params: OperatorParams, ob: policies.Obligations
+) -> None:
+    """Every column the operator reads exists in every input; none is PI if desensitise."""
+    used = list(dict.fromkeys(params.used_columns()))
+    for ds in datasets:
+        fields: dict[str, DatasetField] = {f.name: f for f in ds.fields}
+        missing = [c for c in used if c not in fields]
+        if missing:
+            raise InvalidInput(
+                f"dataset {ds.id} has no column named {', '.join(missing)}",
+                field="params",
+                dataset_id=ds.id,
+            )
+        if ob.desensitise:
+            personal = [c for c in used if fields[c].pi]
+            if personal:
+                raise Forbidden(
+                    "the policy requires desensitised use: column(s) "
+                    f"{', '.join(personal)} of dataset {ds.id} hold personal information",
+                    obligation="desensitise",
+                )
+
+
+def _check_dp(operator: str, params: StatsParams, ob: policies.Obligations) -> None:
+    """DP noise on sums needs bounded values: ask for clip bounds now, not after approval."""
+    bounded = operator in ("stats.count", "stats.histogram") or params.clip is not None
+    if ob.dp_epsilon is not None and not bounded:
+        raise InvalidInput(
+            f"the policy requires differential privacy (ε={ob.dp_epsilon}): give "
+            "params.clip = [lo, hi] so each record's influence is bounded",
+            field="params.clip",
+        )

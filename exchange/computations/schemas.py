@@ -1,0 +1,202 @@
+"""The computation API's models (request, views, result, operators) and the public view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from exchange.computations.context import MAX_INPUTS
+from exchange.computations.state import PLATFORM_PARTY, State
+from exchange.models import Computation, ComputationInput
+from sandbox.operators import OPERATORS
+
+__all__ = [
+    "ApprovalPublic",
+    "ComputationCreate",
+    "ComputationPublic",
+    "ComputationResult",
+    "InputPublic",
+    "OperatorPublic",
+    "ParticipantPublic",
+    "TransitionPublic",
+    "list_operators",
+    "to_public",
+]
+
+
+class OperatorPublic(BaseModel):
+    name: str
+    description: str
+    technique: str
+    min_providers: int
+    parameters: dict[str, Any] = Field(description="JSON Schema of `params`")
+
+
+def list_operators() -> list[OperatorPublic]:
+    """The vetted operators a request may name, with their parameters' JSON Schema."""
+    return [
+        OperatorPublic(
+            name=spec.name,
+            description=spec.description,
+            technique=spec.technique,
+            min_providers=spec.min_providers,
+            parameters=spec.parameters_schema(),
+        )
+        for spec in OPERATORS.values()
+    ]
+
+
+class ComputationCreate(BaseModel):
+    """What an enterprise asks for."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    operator: str = Field(min_length=1, max_length=64)
+    inputs: list[str] = Field(min_length=1, max_length=MAX_INPUTS, description="dataset ids")
+    params: dict[str, Any] = Field(default_factory=dict)
+    purpose: str = Field(min_length=3, max_length=500, description="must equal the contract's")
+    legal_basis: str | None = Field(
+        default=None, max_length=200, description="consent:<id> or statute:<ref> (PI data)"
+    )
+    contract_id: str | None = Field(default=None, max_length=36)
+
+
+class TransitionPublic(BaseModel):
+    state: str
+    event: str
+    at: datetime
+    by: str
+    ledger_index: int | None
+    detail: str | None = None
+
+
+class ApprovalPublic(BaseModel):
+    state: str
+    by: str | None
+    at: datetime | None
+
+
+class InputPublic(BaseModel):
+    dataset_id: str
+    provider_org: str
+    level: str
+    custody: str
+    contract_id: str | None
+    approval: ApprovalPublic
+    release_approval: ApprovalPublic
+
+
+class ParticipantPublic(BaseModel):
+    party: str = Field(description="organisation id, or 'platform' for the coordinator")
+    roles: list[Literal["input", "compute", "result"]]
+    description: str
+
+
+class ComputationPublic(BaseModel):
+    id: str
+    state: State
+    operator: str
+    params: dict[str, Any]
+    purpose: str
+    legal_basis: str | None
+    requester_org: str
+    requested_by: str
+    created_at: datetime
+    updated_at: datetime
+    inputs: list[InputPublic]
+    participants: list[ParticipantPublic]
+    decisions: list[dict[str, Any]]
+    obligations: dict[str, Any]
+    security_model: dict[str, Any]
+    transitions: list[TransitionPublic]
+    error: dict[str, Any] | None
+    epsilon_spent: float | None
+    result_available: bool
+    ledger_index: int | None = Field(
+        default=None, description="the ledger entry of the transition this response reports"
+    )
+
+
+class ComputationResult(BaseModel):
+    computation_id: str
+    operator: str
+    output: dict[str, Any]
+    epsilon_spent: float | None
+    sha256: str = Field(description="digest of the output as released (on the ledger)")
+    ledger_index: int | None = Field(description="the delivery's ledger entry")
+
+
+def to_public(comp: Computation, *, ledger_index: int | None = None) -> ComputationPublic:
+    providers: dict[str, list[ComputationInput]] = {}
+    for inp in comp.inputs:
+        providers.setdefault(inp.provider_org, []).append(inp)
+    participants = [
+        ParticipantPublic(
+            party=org,
+            roles=["input", "compute"],
+            description="provider: its operator runs on its own rows "
+            + (
+                "on its node"
+                if any(i.custody == "node" for i in inputs)
+                else "in the platform's sandbox"
+            )
+            + " and returns only an encrypted partial",
+        )
+        for org, inputs in providers.items()
+    ]
+    participants.append(
+        ParticipantPublic(
+            party=PLATFORM_PARTY,
+            roles=["compute"],
+            description="coordinator: adds ciphertexts; holds no secret key",
+        )
+    )
+    participants.append(
+        ParticipantPublic(
+            party=comp.requester_org,
+            roles=["result"],
+            description="requester: holds the job secret key (under its KEK), decrypts only "
+            "the aggregate, receives what the release gate releases",
+        )
+    )
+
+    def approval(state: str, by: str | None, at: datetime | None) -> ApprovalPublic:
+        return ApprovalPublic(state=state, by=by, at=at)
+
+    return ComputationPublic(
+        id=comp.id,
+        state=State(comp.state),
+        operator=comp.operator,
+        params=comp.params,
+        purpose=comp.purpose,
+        legal_basis=comp.legal_basis,
+        requester_org=comp.requester_org,
+        requested_by=comp.requested_by,
+        created_at=comp.created_at,
+        updated_at=comp.updated_at,
+        inputs=[
+            InputPublic(
+                dataset_id=i.dataset_id,
+                provider_org=i.provider_org,
+                level=i.level,
+                custody=i.custody,
+                contract_id=i.contract_id,
+                approval=approval(i.approval, i.approved_by, i.approved_at),
+                release_approval=approval(
+                    i.release_approval, i.release_approved_by, i.release_approved_at
+                ),
+            )
+            for i in comp.inputs
+        ],
+        participants=participants,
+        decisions=list(comp.decisions),
+        obligations=dict(comp.obligations),
+        security_model=dict(comp.security_model),
+        transitions=[TransitionPublic.model_validate(t) for t in comp.transitions],
+        error=comp.error,
+        epsilon_spent=comp.epsilon_spent,
+        result_available=comp.state == State.RELEASED and comp.result_sealed is not None,
+        ledger_index=ledger_index,
+    )

@@ -1,0 +1,316 @@
+"""Policy resources and visibility rules: what the policy sees of each object, and who sees what.
+
+Every `resource` object the enforcement point hands the decision point is built here
+(policies/README.md, "Decision input"), from the same rows the operation then acts on,
+so the routers and `gateway.pep` hold no ORM queries of their own. The visibility rules
+(who may see an object outside a policy decision: its parties, and auditors and security
+administrators everywhere) are written once here as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from crypto.models import DestroyRequestRecord
+from exchange.accounts import Caller, Role
+from exchange.errors import NotFound
+from exchange.models import Client, Computation, Contract, Dataset, Organisation
+
+__all__ = [
+    "RequestInput",
+    "account_resource",
+    "approval_resources",
+    "computation_resource",
+    "contract_for",
+    "contract_in_force",
+    "contract_policy_view",
+    "contract_resource",
+    "dataset_resource",
+    "kms_resource",
+    "load_request_inputs",
+    "policy_resource",
+    "request_resources",
+    "sees_computation",
+    "sees_dataset_digests",
+    "sees_everything",
+]
+
+_ACTIVE = "active"  # ContractStatus.ACTIVE (exchange.contracts builds on this module)
+_OVERSEERS = frozenset({Role.AUDITOR, Role.SECURITY_ADMIN})
+
+
+# -- visibility -------------------------------------------------------------------------------
+
+
+def sees_everything(caller: Caller) -> bool:
+    """Auditors and security administrators see every object (read-only oversight)."""
+    return bool(caller.roles & _OVERSEERS)
+
+
+def sees_dataset_digests(caller: Caller, owner_org: str) -> bool:
+    """A dataset's content digests are shown to its owner and to the overseers only."""
+    return caller.org_id == owner_org or sees_everything(caller)
+
+
+def sees_computation(caller: Caller, comp: Computation) -> bool:
+    """A computation is seen by its requester, its inputs' providers and the overseers."""
+    return (
+        caller.org_id == comp.requester_org
+        or any(i.provider_org == caller.org_id for i in comp.inputs)
+        or sees_everything(caller)
+    )
+
+
+# -- datasets ---------------------------------------------------------------------------------
+
+
+def dataset_resource(ds: Dataset) -> dict[str, Any]:
+    """The dataset as the policy sees it."""
+    return {
+        "type": "dataset",
+        "id": ds.id,
+        "level": ds.level,
+        "open_attribute": ds.open_attribute,
+        "owner_org": ds.owner_org,
+        "pi": ds.pi,
+    }
+
+
+def policy_resource(session: Session, dataset_id: str) -> dict[str, Any]:
+    """The dataset as the policy sees it (policies/README.md, "Decision input")."""
+    ds = session.get(Dataset, dataset_id)
+    if ds is None:
+        raise NotFound("no such dataset", dataset_id=dataset_id)
+    return dataset_resource(ds)
+
+
+# -- contracts --------------------------------------------------------------------------------
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def contract_in_force(contract: Contract, now: datetime) -> bool:
+    """Active and inside its validity window."""
+    return contract.status == _ACTIVE and _aware(contract.not_before) <= now < _aware(
+        contract.not_after
+    )
+
+
+def contract_policy_view(contract: Contract) -> dict[str, Any]:
+    """The contract as the policy sees it (`resource.contract`; times in epoch seconds)."""
+    return {
+        "id": contract.id,
+        "status": contract.status,
+        "consumer_org": contract.consumer_org,
+        "provider_org": contract.provider_org,
+        "datasets": list(contract.datasets),
+        "purpose": contract.purpose,
+        "agreement_id": contract.agreement_id,
+        "not_before": int(_aware(contract.not_before).timestamp()),
+        "not_after": int(_aware(contract.not_after).timestamp()),
+    }
+
+
+def contract_for(
+    session: Session,
+    *,
+    consumer_org: str,
+    dataset: Dataset,
+    purpose: str,
+    now: datetime,
+    contract_id: str | None = None,
+) -> Contract | None:
+    """The contract to show the policy for one input of a computation.
+
+    With `contract_id`, that contract (when the consumer is a party to it; the policy
+    then checks the rest and says what fails). Otherwise the best candidate between
+    the consumer and the dataset's provider: in force, covering the dataset and naming
+    the purpose first, then active ones, then any, newest first; None when none exist.
+    """
+    if contract_id is not None:
+        chosen = session.get(Contract, contract_id)
+        if chosen is None or chosen.consumer_org != consumer_org:
+            return None
+        return chosen
+    candidates: Sequence[Contract] = session.scalars(
+        select(Contract)
+        .where(
+            Contract.consumer_org == consumer_org,
+            Contract.provider_org == dataset.owner_org,
+        )
+        .order_by(Contract.proposed_at.desc())
+    ).all()
+
+    def rank(c: Contract) -> tuple[int, int, int, int]:
+        return (
+            int(contract_in_force(c, now)),
+            int(dataset.id in c.datasets),
+            int(c.purpose == purpose),
+            int(c.status == _ACTIVE),
+        )
+
+    return max(candidates, key=rank, default=None)
+
+
+def contract_resource(session: Session, contract_id: str, *, owner: str) -> dict[str, Any]:
+    """A contract as the policy sees it when acted on; `owner` names the party that owns it."""
+    contract = session.get(Contract, contract_id)
+    if contract is None:
+        raise NotFound("no such contract", contract_id=contract_id)
+    return {
+        "type": "contract",
+        "id": contract.id,
+        "owner_org": contract.provider_org if owner == "provider" else contract.consumer_org,
+        "parties": sorted({contract.consumer_org, contract.provider_org}),
+    }
+
+
+# -- computations -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestInput:
+    """One input of a computation request, loaded once: its dataset and covering contract."""
+
+    dataset: Dataset
+    contract: Contract | None
+    resource: dict[str, Any]
+
+
+def load_request_inputs(
+    session: Session,
+    caller: Caller,
+    *,
+    inputs: Sequence[str],
+    purpose: str,
+    contract_id: str | None,
+    now: datetime,
+) -> list[RequestInput]:
+    """Each distinct input dataset and its covering contract, loaded once, with its resource.
+
+    Loaded in the caller's transaction, so the policy decides on the rows the request
+    then writes (no second load for the time of use).
+    """
+    out = []
+    for dataset_id in dict.fromkeys(inputs):
+        ds = session.get(Dataset, dataset_id, options=[selectinload(Dataset.fields)])
+        if ds is None:
+            raise NotFound("no such dataset", dataset_id=dataset_id)
+        resource = dataset_resource(ds)
+        contract = contract_for(
+            session,
+            consumer_org=caller.org_id,
+            dataset=ds,
+            purpose=purpose,
+            now=now,
+            contract_id=contract_id,
+        )
+        if contract is not None:
+            resource["contract"] = contract_policy_view(contract)
+        out.append(RequestInput(ds, contract, resource))
+    return out
+
+
+def request_resources(
+    session: Session,
+    caller: Caller,
+    *,
+    inputs: Sequence[str],
+    purpose: str,
+    contract_id: str | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One policy `resource` per input dataset, each with the contract that covers it."""
+    loaded = load_request_inputs(
+        session, caller, inputs=inputs, purpose=purpose, contract_id=contract_id, now=now
+    )
+    return [i.resource for i in loaded]
+
+
+def approval_resources(
+    session: Session, caller: Caller, computation_id: str
+) -> list[dict[str, Any]]:
+    """The caller's organisation's inputs to a computation, as `computation.approve` sees them."""
+    comp = session.get(Computation, computation_id, options=[selectinload(Computation.inputs)])
+    if comp is None:
+        raise NotFound("no such computation", computation_id=computation_id)
+    out = []
+    for inp in comp.inputs:
+        if inp.provider_org != caller.org_id:
+            continue
+        ds = session.get(Dataset, inp.dataset_id)
+        assert ds is not None
+        resource = dataset_resource(ds)
+        resource["computation"] = {"id": comp.id, "requester_org": comp.requester_org}
+        out.append(resource)
+    return out
+
+
+def computation_resource(session: Session, computation_id: str) -> dict[str, Any]:
+    """A computation as the policy sees it when read: its owner and every party to it."""
+    comp = session.get(Computation, computation_id)
+    if comp is None:
+        raise NotFound("no such computation", computation_id=computation_id)
+    parties = [comp.requester_org, *(i.provider_org for i in comp.inputs)]
+    return {
+        "type": "computation",
+        "id": comp.id,
+        "owner_org": comp.requester_org,
+        "parties": sorted(set(parties)),
+    }
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+def kms_resource(session: Session, *, approving: str | None = None) -> dict[str, Any]:
+    """The KMS as the policy sees it, with who asked for the destruction being approved.
+
+    `approving` names a pending destruction request; policies/sod.rego refuses its second
+    half unless a distinct person, neither created by the other, stands behind it.
+    """
+    resource: dict[str, Any] = {"type": "kms"}
+    if approving is not None:
+        record = session.get(DestroyRequestRecord, approving)
+        resource["dual_control"] = {
+            "requested_by": record.requested_by if record else None,
+            "requested_by_person": record.requested_by_person if record else None,
+            "requested_by_created_by": record.requested_by_sponsor if record else None,
+        }
+    return resource
+
+
+# -- accounts ---------------------------------------------------------------------------------
+
+
+def account_resource(
+    session: Session,
+    kind: str,
+    org_id: str,
+    *,
+    roles: Sequence[str] = (),
+    client_id: str | None = None,
+) -> dict[str, Any]:
+    """An account or person (`kind`) as the policy sees it: its org's kind, owner and roles.
+
+    With `client_id`, that client of the organisation and its roles; an unknown
+    organisation or client gives an owner-less resource the policy refuses.
+    """
+    unknown: dict[str, Any] = {"type": kind, "org_kind": None, "owner_org": None, "roles": []}
+    org = session.get(Organisation, org_id)
+    if org is None:
+        return unknown
+    if client_id is not None:
+        client = session.get(Client, client_id)
+        if client is None or client.org_id != org.id:
+            return unknown
+        roles = list(client.roles)
+    return {"type": kind, "org_kind": org.kind, "owner_org": org.id, "roles": list(roles)}
