@@ -16,7 +16,7 @@ __all__ = ["AuditEvent", "Event", "RecordType", "Result", "Subject", "record"]
 
 
 class Result(StrEnum):
-    """Outcome of an audited action (COMPLIANCE.md §5 `result`)."""
+    """Outcome of an audited action (docs/compliance.md AUD-01 `result`)."""
 
     SUCCESS = "success"
     FAILURE = "failure"
@@ -69,7 +69,7 @@ def record(session: Session, subject: Subject, event: AuditEvent, *, now: dateti
     """Add an audit record to `session`'s transaction.
 
     The caller owns the transaction: the record commits with the change it describes
-    or not at all (COMPLIANCE.md §5: an audit failure blocks the action).
+    or not at all (docs/compliance.md AUD-05: an audit failure blocks the action).
     """
     if now.tzinfo is None:
         raise ValueError("audit timestamps must be timezone-aware (UTC)")

@@ -136,7 +136,7 @@ class KeyAlgorithmMismatch(CryptoError):
 
 
 class KeyRoleDenied(CryptoError):
-    """The actor lacks the key-management role the operation needs (COMPLIANCE 4)."""
+    """The actor lacks the key-management role the operation needs (docs/compliance.md CRY-13)."""
 
     code = "key-role-denied"
     title = "Key management role required"

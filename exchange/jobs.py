@@ -49,7 +49,7 @@ log = logging.getLogger("pdx.jobs")
 SessionFactory = Callable[[], Session]
 
 DEFAULT_EPSILON_BUDGET = 3.0
-"""COMPLIANCE.md §2: total ε per dataset ≤ 3 by default [choose]."""
+"""docs/compliance.md PI-07: total ε ≤ 3 by default (configurable)."""
 DEFAULT_DELTA_BUDGET = 1e-4
 
 

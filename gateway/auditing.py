@@ -28,7 +28,7 @@ def audit_failure(request: Request, *, status: int, code: str, detail: str | Non
     """Record a denied request, or a failed state-changing one, in its own transaction.
 
     Successful changes are audited inside their own transaction by `exchange`; this
-    covers what rolled back or never started (COMPLIANCE.md §5: denials and failures).
+    covers what rolled back or never started (docs/compliance.md AUD-02: denials and failures).
     """
     denied = status in (401, 403) or getattr(request.state, "audit_deny", False)
     if not denied and request.method in _SAFE_METHODS:

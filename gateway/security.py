@@ -152,7 +152,7 @@ async def reject_control_characters(request: Request) -> None:
     if _CONTROL.search(request.url.path) or any(
         _CONTROL.search(k) or _CONTROL.search(v) for k, v in request.query_params.multi_items()
     ):
-        # A probe rather than a mistake: audited as a denial (COMPLIANCE.md §5).
+        # A probe rather than a mistake: audited as a denial (docs/compliance.md AUD-02).
         request.state.audit_event = Event.REQUEST_REJECTED
         request.state.audit_deny = True
         raise GatewayError(

@@ -20,7 +20,7 @@
   budget) and shape; with `release_review` the output is held in `review` until each
   provider approves it. `rejected`: a provider said no, or the gate refused.
 * `released`: the requester (result party) alone fetches the output; each fetch is
-  recorded as a delivery (PIPL art. 23, COMPLIANCE.md §2).
+  recorded as a delivery (PIPL art. 23, docs/compliance.md PI-04).
 
 Every transition is an audit record and a ledger entry in the transaction that makes it
 (`Trail.record`), and a compare-and-set on the state it expects; the computation lists

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 DEFAULT_MIN_COHORT = 10
-"""k ≥ 10 (COMPLIANCE.md §2 [choose]) where the policy names no cohort."""
+"""k ≥ 10 (docs/compliance.md PI-06, configurable) where the policy names no cohort."""
 DEFAULT_RETENTION = timedelta(days=180)
 """How long a released output is kept (sealed) before it is crypto-shredded."""
 MAX_INPUTS = 16

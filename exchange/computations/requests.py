@@ -227,7 +227,7 @@ def _validate_params(operator: str, raw: dict[str, Any]) -> OperatorParams:
 def _job_facts(
     operator: str, params: OperatorParams, ob: policies.Obligations, paillier_bits: int
 ) -> dict[str, Any]:
-    """The job's technique, keys, parameters and threat model (COMPLIANCE.md §6)."""
+    """The job's technique, keys, parameters and threat model (docs/compliance.md PCE-01)."""
     if isinstance(params, FlParams):
         technique = {
             "technique": "horizontal federated learning (FedAvg), logistic regression",

@@ -113,7 +113,7 @@ def _issue(
             ttl=timedelta(seconds=platform.settings.refresh_ttl_s),
             cnf_x5t=cnf,
         )
-        # 等保 (COMPLIANCE.md §5): successful authentications are audited too.
+        # 等保 (docs/compliance.md AUD-02): successful authentications are audited too.
         audit.record(
             session,
             _subject(request, client.id, client.org_id),

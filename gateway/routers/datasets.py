@@ -67,7 +67,7 @@ ReadMetadata = Enforce("dataset.read_metadata", resources=_dataset)
 Preview = Enforce("dataset.preview", resources=_dataset)
 
 _REGISTER_DOC = """Register a dataset: multipart/form-data with a `metadata` part (JSON,
-COMPLIANCE.md §1 fields) and a `file` part (UTF-8 CSV with a header row).
+docs/compliance.md GRD-02 fields) and a `file` part (UTF-8 CSV with a header row).
 
 The file is scanned for sensitive values while it streams (ID numbers, mobiles,
 bank cards, e-mail, plates, names next to ID columns) and stored encrypted. A

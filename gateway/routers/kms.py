@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/kms", tags=["kms"])
 ReadKeys = Enforce("kms.read", target={"type": "kms"})
 AdministerKeys = Enforce("kms.admin", target={"type": "kms"})
 
-# Platform role → key-management role (COMPLIANCE.md §4; 三员分立 keeps them apart).
+# Platform role → key-management role (docs/compliance.md CRY-13; 三员分立 keeps them apart).
 KEY_ROLES: dict[exchange.Role, KeyRole] = {
     exchange.Role.SECURITY_ADMIN: KeyRole.KEY_ADMINISTRATOR,
     exchange.Role.SYSTEM_ADMIN: KeyRole.CRYPTO_OPERATOR,
