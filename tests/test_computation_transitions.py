@@ -19,10 +19,10 @@ import exchange.computations
 from gateway.platform import Platform
 from sandbox.isolation import Limits, Sandbox, SandboxSession
 from sandbox.operators import REGISTRY
+from tests.helpers.api import compute_client
 from tests.test_api_computations import ledger_types, wait_for
 from tests.test_api_contracts import (
     active_contract,
-    compute_client,
     make_org,
     measure_csv,
     register_dataset,

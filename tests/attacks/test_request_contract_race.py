@@ -22,10 +22,9 @@ from sqlalchemy import func, select
 import policies
 from exchange.models import Computation
 from gateway.platform import Platform
+from tests.helpers.api import assert_problem, compute_client
 from tests.test_api_contracts import (
     active_contract,
-    assert_problem,
-    compute_client,
     make_org,
     measure_csv,
     register_dataset,
