@@ -31,6 +31,8 @@ from gateway.routers import (
     people,
     policies,
 )
+from gateway.routers import audit as audit_router
+from gateway.routers import compliance as compliance_router
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
@@ -89,9 +91,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bursts.start()
     if platform.sweeper is not None:
         platform.sweeper.start()
+    if platform.compliance is not None:
+        platform.compliance.start()
     try:
         yield
     finally:
+        if platform.compliance is not None:
+            platform.compliance.stop()
         if platform.sweeper is not None:
             platform.sweeper.stop()
         bursts.stop()
@@ -168,6 +174,10 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(contracts.router, dependencies=protected)
     app.include_router(computations.router, dependencies=protected)
     app.include_router(nodes.router, dependencies=protected)
+    app.include_router(compliance_router.router, dependencies=protected)
+    app.include_router(audit_router.router, dependencies=protected)
+    if platform.compliance is not None:
+        platform.compliance.routes = app.routes  # ZT-01 walks the route table
     # Outermost last: RequestContext, the source address, the body limit, then the JSON
     # depth guard (inside RequestContext, so its problems carry the request id).
     app.add_middleware(JsonDepthGuard)

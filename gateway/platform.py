@@ -33,6 +33,8 @@ import policies
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
 from exchange.quotas import Quotas
+from gateway import compliance_root
+from gateway.compliance_root import ComplianceServices
 from gateway.decision_logs import DecisionLogWriter
 from gateway.settings import Settings
 from ledger import KmsLedgerSigner, Ledger, LedgerConfig, Sealer
@@ -186,6 +188,8 @@ class Platform:
     pdp: policies.DecisionPoint | None = None  # loaded by initialise() from the DB
     identity: exchange.StoreIdentity | None = None  # set by initialise()
     sweeper: exchange.hygiene.Sweeper | None = field(default=None, repr=False)
+    # Compliance checks, retention and the decision sink (issue 16; gateway.compliance_root).
+    compliance: ComplianceServices | None = field(default=None, repr=False)
 
     def session(self) -> Session:
         return self.sessions()
@@ -282,6 +286,8 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         interval_s=settings.sweep_interval_s,
         grace_s=settings.sweep_grace_s,
     )
+    # Issue 16: the checks get their facts from here (audit imports no exchange).
+    platform.compliance = compliance_root.build(platform)
     return platform
 
 
