@@ -110,7 +110,9 @@ def list_records(session: Session, f: RecordFilter, *, limit: int, cursor: str |
     query = select(AuditRecord).where(where)
     if cursor is not None:
         ts, key = decode_cursor(cursor)
-        query = query.where(or_(AuditRecord.ts > ts, and_(AuditRecord.ts == ts, AuditRecord.id > key)))
+        query = query.where(
+            or_(AuditRecord.ts > ts, and_(AuditRecord.ts == ts, AuditRecord.id > key))
+        )
     limit = max(1, min(limit, MAX_LIMIT))
     rows = session.scalars(query.order_by(AuditRecord.ts, AuditRecord.id).limit(limit + 1)).all()
     more = len(rows) > limit
@@ -234,10 +236,12 @@ class DecisionSink:
             cur = session.get(SinkCursor, self.name)
             query = select(DecisionLog)
             if cur is not None and cur.ts is not None and cur.decision_id is not None:
-                query = query.where(or_(
-                    DecisionLog.ts > cur.ts,
-                    and_(DecisionLog.ts == cur.ts, DecisionLog.decision_id > cur.decision_id),
-                ))
+                query = query.where(
+                    or_(
+                        DecisionLog.ts > cur.ts,
+                        and_(DecisionLog.ts == cur.ts, DecisionLog.decision_id > cur.decision_id),
+                    )
+                )
             rows = session.scalars(
                 query.order_by(DecisionLog.ts, DecisionLog.decision_id).limit(self._batch)
             ).all()
@@ -281,8 +285,9 @@ class DecisionSink:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="pdx-decision-sink",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name="pdx-decision-sink", daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from audit.models import AuditRecord
 from audit.compliance import Account, ComputationFact, ConfigFacts, DatasetFact, KeyFacts
+from audit.models import AuditRecord
 from crypto.lifecycle import KeyPurpose, KeyState
 from crypto.models import DataKeyRecord, KeyRecord
 from exchange.models import Client, Computation, Contract, Dataset, Person
@@ -77,7 +77,9 @@ class DeploymentFactsReader:
                 AuditRecord.event_type.like("computation.%"), AuditRecord.data_level.is_not(None)
             )
         ).tuples():
-            if object_id and (object_id not in recorded or _rank(level) < _rank(recorded[object_id])):
+            if object_id is None or level is None:
+                continue
+            if object_id not in recorded or _rank(level) < _rank(recorded[object_id]):
                 recorded[object_id] = level
         now = self._clock()
         out = []
@@ -137,8 +139,13 @@ class DeploymentFactsReader:
         ]
         return KeyFacts(
             rotation_due=[
-                {"key_id": d.key_id, "version": d.version, "purpose": d.purpose,
-                 "reason": d.reason, "due_at": d.due_at.isoformat() if d.due_at else None}
+                {
+                    "key_id": d.key_id,
+                    "version": d.version,
+                    "purpose": d.purpose,
+                    "reason": d.reason,
+                    "due_at": d.due_at.isoformat() if d.due_at else None,
+                }
                 for d in due
             ],
             destroyed_with_data_keys=leaking,

@@ -18,6 +18,7 @@ from gateway.limits import BodyLimit, BodyTooLarge, ClientAddress
 from gateway.platform import Platform
 from gateway.principals import Principals
 from gateway.ratelimit import Limits, RateLimiter
+from gateway.routers import audit as audit_router
 from gateway.routers import (
     auth,
     computations,
@@ -31,7 +32,6 @@ from gateway.routers import (
     people,
     policies,
 )
-from gateway.routers import audit as audit_router
 from gateway.routers import compliance as compliance_router
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService

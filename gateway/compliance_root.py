@@ -154,18 +154,32 @@ class ComplianceServices:
                 platform_keystore=p.keystore, settings=p.settings, session=session, now=now
             )
             stored = audit.compliance.record_run(
-                session, report, by=by.subject_id or "platform", now=now,
-                signer=signer, recorder=self._recorder(by),
+                session,
+                report,
+                by=by.subject_id or "platform",
+                now=now,
+                signer=signer,
+                recorder=self._recorder(by),
             )
         return stored
 
     def _recorder(self, by: audit.Subject) -> Callable[..., int | None]:
-        def record(session: Session, *, event_type: str, action: str, object_id: str,
-                   detail: str, payload_digest: str, now: datetime) -> int | None:
+        def record(
+            session: Session,
+            *,
+            event_type: str,
+            action: str,
+            object_id: str,
+            detail: str,
+            payload_digest: str,
+            now: datetime,
+        ) -> int | None:
             receipt = self.platform.trail.record(
-                session, by,
-                audit.AuditEvent(event_type, action, audit.Result.SUCCESS,
-                                 object_id=object_id, detail=detail),
+                session,
+                by,
+                audit.AuditEvent(
+                    event_type, action, audit.Result.SUCCESS, object_id=object_id, detail=detail
+                ),
                 object_type=event_type.split(".")[0],
                 payload_digest=payload_digest,
                 now=now,
@@ -175,8 +189,11 @@ class ComplianceServices:
         return record
 
     def retention(self) -> dict[str, Any]:
-        """PI-11, AUD-07: shred released results past retention; logs are kept (never
-        deleted below their minimum; the platform deletes no audit record or ledger entry)."""
+        """PI-11, AUD-07: shred released results past retention; keep every log.
+
+        The platform deletes no audit record, decision log or ledger entry, so logs are
+        kept at least their minimum whatever the configured period.
+        """
         p = self.platform
         shredded = exchange.computations.purge_expired(p.compute)
         now = p.now()
@@ -193,14 +210,25 @@ class ComplianceServices:
             receipt = p.trail.record(
                 session,
                 audit.Subject("platform", None, None, None, None),
-                audit.AuditEvent(audit.compliance.RETENTION_RUN, "purge", audit.Result.SUCCESS,
-                                 object_id=f"retention-run-{run_id}",
-                                 detail=json.dumps(detail)[:512]),
+                audit.AuditEvent(
+                    audit.compliance.RETENTION_RUN,
+                    "purge",
+                    audit.Result.SUCCESS,
+                    object_id=f"retention-run-{run_id}",
+                    detail=json.dumps(detail)[:512],
+                ),
                 object_type="retention",
                 now=now,
             )
-            session.add(RetentionRun(id=run_id, ran_at=now, results_shredded=shredded,
-                                     detail=json.dumps(detail), ledger_index=receipt.ledger_index))
+            session.add(
+                RetentionRun(
+                    id=run_id,
+                    ran_at=now,
+                    results_shredded=shredded,
+                    detail=json.dumps(detail),
+                    ledger_index=receipt.ledger_index,
+                )
+            )
         return {"id": run_id, **detail, "ledger_index": receipt.ledger_index}
 
     # -- schedules ------------------------------------------------------------------------
@@ -224,8 +252,7 @@ class ComplianceServices:
             self._every("retention", self.settings.retention_interval_s, self.retention)
         if self.settings.interval_s:
             platform_subject = audit.Subject("platform", None, None, None, None)
-            self._every("compliance", self.settings.interval_s,
-                        lambda: self.run(platform_subject))
+            self._every("compliance", self.settings.interval_s, lambda: self.run(platform_subject))
         if self.sink is not None:
             self.sink.start()
 
@@ -244,9 +271,13 @@ def build(platform: Platform, settings: ComplianceSettings | None = None) -> Com
     services = ComplianceServices(platform, cs)
     if cs.decision_sink_url:
         services.sink = DecisionSink(
-            platform.sessions, cs.decision_sink_url, masks=cs.decision_masks,
-            labels=dict(cs.labels), batch=cs.decision_sink_batch,
-            interval_s=cs.decision_sink_interval_ms / 1000, clock=platform.clock,
+            platform.sessions,
+            cs.decision_sink_url,
+            masks=cs.decision_masks,
+            labels=dict(cs.labels),
+            batch=cs.decision_sink_batch,
+            interval_s=cs.decision_sink_interval_ms / 1000,
+            clock=platform.clock,
         )
     return services
 

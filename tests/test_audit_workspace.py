@@ -45,11 +45,17 @@ def test_records_filter_page_and_export_as_json_lines(
     consumer = login(api, creds, "enterprise-fintech")
     assert api.get("/v1/kms/keys", headers=consumer).status_code == 403  # a denial to find
     with platform.session() as s:
-        issued = set(s.scalars(select(AuditRecord.id).where(
-            AuditRecord.event_type == "auth.token_issued")))  # fmt: skip
-        denials = s.scalar(select(func.count()).select_from(AuditRecord).where(
-            AuditRecord.result == "deny",
-            AuditRecord.subject_id == creds["enterprise-fintech"]["client_id"]))  # fmt: skip
+        issued = set(
+            s.scalars(select(AuditRecord.id).where(AuditRecord.event_type == "auth.token_issued"))
+        )
+        denials = s.scalar(
+            select(func.count())
+            .select_from(AuditRecord)
+            .where(
+                AuditRecord.result == "deny",
+                AuditRecord.subject_id == creds["enterprise-fintech"]["client_id"],
+            )
+        )
     items, total = _pages(api, auditor, "/v1/audit/records?event_type=auth.token_issued&limit=1")
     assert total == len(issued) >= 2
     assert [i["id"] for i in items] and {i["id"] for i in items} == issued
@@ -60,17 +66,22 @@ def test_records_filter_page_and_export_as_json_lines(
     assert total == denials >= 1 and all(d["result"] == "deny" for d in denied)
     first = items[0]["ts"].replace("Z", "+00:00")
     window, _ = _pages(
-        api, auditor, "/v1/audit/records?" + "&".join(
-            [f"since={first.replace('+', '%2B')}", "event_type=auth.token_issued"])  # fmt: skip
+        api,
+        auditor,
+        "/v1/audit/records?"
+        + "&".join([f"since={first.replace('+', '%2B')}", "event_type=auth.token_issued"]),
     )
     assert {i["id"] for i in window} == issued
-    lines = api.get("/v1/audit/records?format=jsonl&event_type=auth.token_issued&limit=1000",
-                    headers=auditor)  # fmt: skip
+    lines = api.get(
+        "/v1/audit/records?format=jsonl&event_type=auth.token_issued&limit=1000", headers=auditor
+    )
     assert lines.headers["content-type"].startswith("application/x-ndjson")
     parsed = [json.loads(line) for line in lines.text.splitlines()]
     assert {p["id"] for p in parsed} == issued
-    by_accept = api.get("/v1/audit/records?event_type=auth.token_issued",
-                        headers={**auditor, "Accept": "application/x-ndjson"})  # fmt: skip
+    by_accept = api.get(
+        "/v1/audit/records?event_type=auth.token_issued",
+        headers={**auditor, "Accept": "application/x-ndjson"},
+    )
     assert [json.loads(x)["id"] for x in by_accept.text.splitlines()] == [p["id"] for p in parsed]
     bad = api.get("/v1/audit/records?cursor=not-a-cursor", headers=auditor)
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
@@ -83,8 +94,11 @@ def test_every_read_is_audited_and_only_auditors_read(
     for path in ("/v1/audit/records?limit=3", "/v1/audit/decisions?limit=3"):
         assert api.get(path, headers=auditor).status_code == 200
     with platform.session() as s:
-        reads = s.scalars(select(AuditRecord).where(
-            AuditRecord.event_type.in_(["audit.records_read", "audit.decisions_read"]))).all()  # fmt: skip
+        reads = s.scalars(
+            select(AuditRecord).where(
+                AuditRecord.event_type.in_(["audit.records_read", "audit.decisions_read"])
+            )
+        ).all()
     assert sorted(r.event_type for r in reads) == ["audit.decisions_read", "audit.records_read"]
     assert all(r.subject_id == creds["auditor"]["client_id"] and r.decision_id for r in reads)
     for who in ("security-admin", "operator-admin", "provider-transport"):
@@ -106,8 +120,17 @@ def test_decisions_in_opa_shape_with_configurable_masks(
     items = r.json()["items"]
     assert items and all(i["result"]["allow"] is False for i in items)
     event = items[0]
-    assert {"decision_id", "path", "input", "result", "timestamp", "labels", "req_id",
-            "metrics", "bundles"} <= set(event)  # fmt: skip
+    assert {
+        "decision_id",
+        "path",
+        "input",
+        "result",
+        "timestamp",
+        "labels",
+        "req_id",
+        "metrics",
+        "bundles",
+    } <= set(event)
     assert event["labels"] == {"app": "pdx"}
     assert "ip" not in event["input"]["context"] and event["erased"] == ["/input/context/ip"]
     with platform.session() as s:
@@ -159,8 +182,14 @@ def sink_server() -> Iterator[str]:
 def test_sink_receives_every_decision_with_none_lost_across_an_outage(
     api: TestClient, creds: Creds, platform: Platform, sink_server: str
 ) -> None:
-    sink = DecisionSink(platform.sessions, sink_server, masks=("/input/context/ip",),
-                        labels={"app": "pdx"}, batch=3, name="test")  # fmt: skip
+    sink = DecisionSink(
+        platform.sessions,
+        sink_server,
+        masks=("/input/context/ip",),
+        labels={"app": "pdx"},
+        batch=3,
+        name="test",
+    )
     auditor = login(api, creds, "auditor")
     api.get("/v1/ledger/checkpoint", headers=auditor)
     platform.decision_logs.flush()
@@ -173,8 +202,9 @@ def test_sink_receives_every_decision_with_none_lost_across_an_outage(
     assert delivered == 0 and _Sink.received == []  # still down: nothing moved
     assert sink.drain() > 0  # back up
     with platform.session() as s:
-        stored = s.scalars(select(DecisionLog.decision_id).order_by(
-            DecisionLog.ts, DecisionLog.decision_id)).all()  # fmt: skip
+        stored = s.scalars(
+            select(DecisionLog.decision_id).order_by(DecisionLog.ts, DecisionLog.decision_id)
+        ).all()
         state = sink.state(s)
     got = [e["decision_id"] for e in _Sink.received]
     assert got == list(stored)  # every decision, once, in order

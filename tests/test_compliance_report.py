@@ -51,17 +51,20 @@ def test_html_and_pdf_render_with_the_json_figures(
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
     path = tmp_path / "report.pdf"
     path.write_bytes(pdf.content)
-    subprocess.run(["pdftoppm", "-png", "-r", "50", str(path), str(tmp_path / "page")],
-                   check=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "50", str(path), str(tmp_path / "page")], check=True, timeout=120
+    )
     pages = sorted(tmp_path.glob("page*.png"))
     assert len(pages) >= 2
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pages)
-    text = subprocess.run(["pdftotext", str(path), "-"], check=True, capture_output=True,
-                          text=True, timeout=120).stdout  # fmt: skip
+    text = subprocess.run(
+        ["pdftotext", str(path), "-"], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
     flat = " ".join(text.split())
     m = FIGURES.search(flat)
     assert m is not None and tuple(int(x) for x in m.groups()) == _figures(report)
     assert report["id"] in flat
     for finding in report["findings"]:
         assert finding["id"] in flat
-    assert dataset in "".join(text.split())  # GRD-03's evidence names the dataset
+    # GRD-03's evidence names the dataset (pdftotext drops a hyphen where a line broke).
+    assert dataset.replace("-", "") in "".join(text.split()).replace("-", "")

@@ -252,7 +252,9 @@ class CheckContext:
         return self._cache[key]
 
     def datasets(self) -> Sequence[DatasetFact]:
-        out: Sequence[DatasetFact] = self.memo("datasets", lambda: self.facts.datasets(self.session))
+        out: Sequence[DatasetFact] = self.memo(
+            "datasets", lambda: self.facts.datasets(self.session)
+        )
         return out
 
     def computations(self) -> Sequence[ComputationFact]:
@@ -270,7 +272,7 @@ class CheckContext:
         return out
 
 
-def ok(rid: str, summary: str, trust: str | None = None, **evidence: Any) -> Finding:
+def ok(rid: str, summary: str, *, trust: str | None = None, **evidence: Any) -> Finding:
     return Finding(rid, Status.PASS, summary, evidence, trust)
 
 
@@ -278,7 +280,7 @@ def fail(rid: str, summary: str, **evidence: Any) -> Finding:
     return Finding(rid, Status.FAIL, summary, evidence)
 
 
-def na(rid: str, summary: str, trust: str | None = None, **evidence: Any) -> Finding:
+def na(rid: str, summary: str, *, trust: str | None = None, **evidence: Any) -> Finding:
     return Finding(rid, Status.NOT_APPLICABLE, summary, evidence, trust)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from audit.compliance.base import Check, CheckContext, Finding, fail, na, ok
 
 PROD_ONLY = "development profile: this production control does not apply"
@@ -9,7 +11,7 @@ PROD_ONLY = "development profile: this production control does not apply"
 
 def _cry01(c: CheckContext) -> Finding:
     cfg = c.config
-    ev = {"environment": cfg.environment, "mtls": cfg.mtls, "opa_url": cfg.opa_url}
+    ev: dict[str, Any] = {"environment": cfg.environment, "mtls": cfg.mtls, "opa_url": cfg.opa_url}
     if cfg.opa_url is not None and not cfg.opa_url.startswith("https://"):
         return fail("CRY-01", "the remote OPA link does not authenticate its server", **ev)
     if cfg.environment != "production":
@@ -21,7 +23,7 @@ def _cry01(c: CheckContext) -> Finding:
 
 def _cry03(c: CheckContext) -> Finding:
     cfg = c.config
-    ev = {"environment": cfg.environment, "mtls": cfg.mtls}
+    ev: dict[str, Any] = {"environment": cfg.environment, "mtls": cfg.mtls}
     if cfg.environment != "production":
         return na("CRY-03", PROD_ONLY, **ev)
     if not cfg.mtls:
@@ -31,7 +33,7 @@ def _cry03(c: CheckContext) -> Finding:
 
 def _cry07(c: CheckContext) -> Finding:
     cfg = c.config
-    ev = {"cipher_suite": cfg.cipher_suite, "ledger_hash": cfg.ledger_hash}
+    ev: dict[str, Any] = {"cipher_suite": cfg.cipher_suite, "ledger_hash": cfg.ledger_hash}
     if cfg.cipher_suite not in ("intl", "sm") or cfg.ledger_hash not in ("sha256", "sm3"):
         return fail("CRY-07", "an algorithm outside the two suites is configured", **ev)
     return ok("CRY-07", "suite and ledger hash are from the two suites", **ev)
@@ -39,7 +41,7 @@ def _cry07(c: CheckContext) -> Finding:
 
 def _cry09(c: CheckContext) -> Finding:
     cfg = c.config
-    ev = {"key_backend": cfg.key_backend, "root_key_sealed": cfg.root_key_sealed}
+    ev: dict[str, Any] = {"key_backend": cfg.key_backend, "root_key_sealed": cfg.root_key_sealed}
     if cfg.key_backend == "pkcs11":
         return ok("CRY-09", "the root key is non-extractable in an HSM", **ev)
     if cfg.root_key_sealed:
@@ -61,7 +63,11 @@ def _zt01(c: CheckContext) -> Finding:
 def _zt03(c: CheckContext) -> Finding:
     cfg = c.config
     age = c.matrix().get("session", {}).get("max_token_age_s")
-    ev = {"token_ttl_s": cfg.token_ttl_s, "refresh_ttl_s": cfg.refresh_ttl_s, "max_token_age_s": age}
+    ev: dict[str, Any] = {
+        "token_ttl_s": cfg.token_ttl_s,
+        "refresh_ttl_s": cfg.refresh_ttl_s,
+        "max_token_age_s": age,
+    }
     bad = []
     if not 60 <= cfg.token_ttl_s <= 900:
         bad.append("PDX_TOKEN_TTL_S outside 60..900")
@@ -78,8 +84,11 @@ def _zt04(c: CheckContext) -> Finding:
     binding = c.matrix().get("cert_binding")
     if not isinstance(binding, dict):
         return fail("ZT-04", "the matrix has no cert_binding rule")
-    return ok("ZT-04", "every route authenticates; certificate binding per the matrix",
-              cert_binding=binding)
+    return ok(
+        "ZT-04",
+        "every route authenticates; certificate binding per the matrix",
+        cert_binding=binding,
+    )
 
 
 def _zt06(c: CheckContext) -> Finding:
@@ -91,24 +100,35 @@ def _zt06(c: CheckContext) -> Finding:
 
     age = (c.now - datetime.fromisoformat(prev["started_at"])).total_seconds()
     if age > interval:
-        return fail("ZT-06", "the previous compliance run is older than the schedule",
-                    age_s=round(age), interval_s=interval)
-    return ok("ZT-06", "the previous run is within the schedule", age_s=round(age),
-              interval_s=interval)
+        return fail(
+            "ZT-06",
+            "the previous compliance run is older than the schedule",
+            age_s=round(age),
+            interval_s=interval,
+        )
+    return ok(
+        "ZT-06", "the previous run is within the schedule", age_s=round(age), interval_s=interval
+    )
 
 
 def _zt07(c: CheckContext) -> Finding:
     cfg = c.config
-    ev = {"connect_timeout_ms": cfg.node_connect_timeout_ms,
-          "read_timeout_ms": cfg.node_read_timeout_ms}
+    ev: dict[str, Any] = {
+        "connect_timeout_ms": cfg.node_connect_timeout_ms,
+        "read_timeout_ms": cfg.node_read_timeout_ms,
+    }
     if cfg.node_connect_timeout_ms <= 0 or cfg.node_read_timeout_ms <= 0:
         return fail("ZT-07", "outbound connections without timeouts", **ev)
     return ok("ZT-07", "outbound node connections are allow-listed with timeouts", **ev)
 
 
 def _aud11(c: CheckContext) -> Finding:
-    return ok("AUD-11", "auditor endpoints /v1/audit/records and /v1/audit/decisions serve",
-              sink=c.config.decision_sink, masks=list(c.config.decision_masks))
+    return ok(
+        "AUD-11",
+        "auditor endpoints /v1/audit/records and /v1/audit/decisions serve",
+        sink=c.config.decision_sink,
+        masks=list(c.config.decision_masks),
+    )
 
 
 def _pce04(c: CheckContext) -> Finding:
@@ -123,8 +143,12 @@ def _pce04(c: CheckContext) -> Finding:
 def _pce06(c: CheckContext) -> Finding:
     anchoring = c.config.anchoring
     if anchoring in (None, "embedded"):
-        return na("PCE-06", "no independent witness or chain: anchoring is operator-run or off",
-                  trust="operator", anchoring=anchoring)
+        return na(
+            "PCE-06",
+            "no independent witness or chain: anchoring is operator-run or off",
+            trust="operator",
+            anchoring=anchoring,
+        )
     return ok("PCE-06", "checkpoints anchored on a remote chain", anchoring=anchoring)
 
 

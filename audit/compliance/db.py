@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, inspect, or_, select
 
@@ -31,16 +32,29 @@ KEY_ROLE_OF = {
 
 
 def _grd01(c: CheckContext) -> Finding:
-    bad = [d.id for d in c.datasets() if d.level not in LEVELS or any(
-        f not in LEVELS for f in d.field_levels)]
-    return verdict("GRD-01", bad, "every dataset and field has one of the six levels",
-                   "datasets with an unknown level", datasets=len(c.datasets()))
+    bad = [
+        d.id
+        for d in c.datasets()
+        if d.level not in LEVELS or any(f not in LEVELS for f in d.field_levels)
+    ]
+    return verdict(
+        "GRD-01",
+        bad,
+        "every dataset and field has one of the six levels",
+        "datasets with an unknown level",
+        datasets=len(c.datasets()),
+    )
 
 
 def _grd02(c: CheckContext) -> Finding:
     bad = [f"{d.id}: {', '.join(d.missing)}" for d in c.datasets() if d.missing]
-    return verdict("GRD-02", bad, "every dataset record is complete",
-                   "datasets with missing metadata", datasets=len(c.datasets()))
+    return verdict(
+        "GRD-02",
+        bad,
+        "every dataset record is complete",
+        "datasets with missing metadata",
+        datasets=len(c.datasets()),
+    )
 
 
 def _grd03(c: CheckContext) -> Finding:
@@ -49,63 +63,113 @@ def _grd03(c: CheckContext) -> Finding:
         floor = max([rank(x) for x in d.field_levels] + [rank(d.scan_min_level)])
         if rank(d.level) < floor:
             bad.append(f"{d.id}: level {d.level} below {LEVELS[floor]} (scan/fields)")
-    return verdict("GRD-03", bad, "every dataset is graded at least as its content",
-                   "datasets graded below their scan or fields", datasets=len(c.datasets()))
+    return verdict(
+        "GRD-03",
+        bad,
+        "every dataset is graded at least as its content",
+        "datasets graded below their scan or fields",
+        datasets=len(c.datasets()),
+    )
 
 
 def _grd04(c: CheckContext) -> Finding:
-    bad = [d.id for d in c.datasets() if (d.field_pi and not d.pi)
-           or (d.field_sensitive_pi and not d.sensitive_pi) or (d.sensitive_pi and not d.pi)]
-    return verdict("GRD-04", bad, "PI flags follow the field detections",
-                   "datasets whose PI flags contradict their content")
+    bad = [
+        d.id
+        for d in c.datasets()
+        if (d.field_pi and not d.pi)
+        or (d.field_sensitive_pi and not d.sensitive_pi)
+        or (d.sensitive_pi and not d.pi)
+    ]
+    return verdict(
+        "GRD-04",
+        bad,
+        "PI flags follow the field detections",
+        "datasets whose PI flags contradict their content",
+    )
 
 
 def _grd05(c: CheckContext) -> Finding:
-    bad = [d.id for d in c.datasets()
-           if (d.important_data_catalogue and d.level not in ("important", "core"))
-           or (d.level in ("important", "core") and d.open_attribute == "open")]
-    return verdict("GRD-05", bad, "important-catalogue data is important or core, never open",
-                   "datasets that break the important-data rules")
+    bad = [
+        d.id
+        for d in c.datasets()
+        if (d.important_data_catalogue and d.level not in ("important", "core"))
+        or (d.level in ("important", "core") and d.open_attribute == "open")
+    ]
+    return verdict(
+        "GRD-05",
+        bad,
+        "important-catalogue data is important or core, never open",
+        "datasets that break the important-data rules",
+    )
 
 
 def _grd06(c: CheckContext) -> Finding:
     comps = c.computations()
     if not comps:
         return na("GRD-06", "no computations yet")
-    bad = [x.id for x in comps if x.input_levels and rank(x.data_level) < max(
-        rank(v) for v in x.input_levels)]
-    return verdict("GRD-06", bad, "every computation carries its highest input level",
-                   "computations graded below their inputs", computations=len(comps))
+    bad = [
+        x.id
+        for x in comps
+        if x.input_levels and rank(x.data_level) < max(rank(v) for v in x.input_levels)
+    ]
+    return verdict(
+        "GRD-06",
+        bad,
+        "every computation carries its highest input level",
+        "computations graded below their inputs",
+        computations=len(comps),
+    )
 
 
 def _grd07(c: CheckContext) -> Finding:
     period = timedelta(days=c.config.review_period_days)
-    bad = [f"{d.id}: review due {d.next_review_at.isoformat()}" for d in c.datasets()
-           if d.next_review_at < c.now or d.next_review_at > d.graded_at + period]
-    return verdict("GRD-07", bad, "no grade review is overdue", "datasets overdue for review",
-                   review_period_days=c.config.review_period_days)
+    bad = [
+        f"{d.id}: review due {d.next_review_at.isoformat()}"
+        for d in c.datasets()
+        if d.next_review_at < c.now or d.next_review_at > d.graded_at + period
+    ]
+    return verdict(
+        "GRD-07",
+        bad,
+        "no grade review is overdue",
+        "datasets overdue for review",
+        review_period_days=c.config.review_period_days,
+    )
 
 
 def _pi01(c: CheckContext) -> Finding:
     comps = c.computations()
-    bad = [x.id for x in comps if not x.purpose or (
-        x.contract_purpose is not None and x.contract_purpose != x.purpose)]
-    return verdict("PI-01", bad, "every computation's purpose is recorded and bound",
-                   "computations without a matching purpose", computations=len(comps))
+    bad = [
+        x.id
+        for x in comps
+        if not x.purpose or (x.contract_purpose is not None and x.contract_purpose != x.purpose)
+    ]
+    return verdict(
+        "PI-01",
+        bad,
+        "every computation's purpose is recorded and bound",
+        "computations without a matching purpose",
+        computations=len(comps),
+    )
 
 
 def _pi02(c: CheckContext) -> Finding:
     bad = [x.id for x in c.computations() if x.pi_input and not x.legal_basis]
-    return verdict("PI-02", bad, "every computation on PI records a legal basis",
-                   "computations on PI without a legal basis")
+    return verdict(
+        "PI-02",
+        bad,
+        "every computation on PI records a legal basis",
+        "computations on PI without a legal basis",
+    )
 
 
 def _pi03(c: CheckContext) -> Finding:
     cited = [x.id for x in c.computations() if (x.legal_basis or "").startswith("consent:")]
     if not cited:
         return na("PI-03", "no computation cites a consent")
-    return fail("PI-03", "consents are cited but pdx has no consent register",
-                computations=cited[:20])
+    return fail(
+        "PI-03", "consents are cited but pdx has no consent register", computations=cited[:20]
+    )
 
 
 def _pi08(c: CheckContext) -> Finding:
@@ -131,19 +195,23 @@ def _cry04(c: CheckContext) -> Finding:
     platform = sum(1 for d in c.datasets() if d.custody == "platform")
     if bad:
         return fail("CRY-04", f"{len(bad)} datasets without a live data key", offenders=bad[:20])
-    return ok("CRY-04", "every stored dataset is encrypted under its own data key",
-              trust="operator" if platform else None, platform_custody=platform,
-              note="platform-custody data is only as safe as the operator's KMS"
-              if platform else None)
+    return ok(
+        "CRY-04",
+        "every stored dataset is encrypted under its own data key",
+        trust="operator" if platform else None,
+        platform_custody=platform,
+        note="platform-custody data is only as safe as the operator's KMS" if platform else None,
+    )
 
 
 def _cry05(c: CheckContext) -> Finding:
     bad = [d.id for d in c.datasets() if not d.has_digests]
     revision, digest, _ = c.memo("policy", lambda: c.policy.active(c.session))
     last = c.session.scalars(
-        select(AuditRecord.detail).where(
-            AuditRecord.event_type == "policy.activated", AuditRecord.result == "success"
-        ).order_by(AuditRecord.ts.desc()).limit(1)
+        select(AuditRecord.detail)
+        .where(AuditRecord.event_type == "policy.activated", AuditRecord.result == "success")
+        .order_by(AuditRecord.ts.desc())
+        .limit(1)
     ).first()
     entries = c.ledger.entries(c.session, type="policy.activated", limit=1_000)
     ledger_digest = None
@@ -151,11 +219,14 @@ def _cry05(c: CheckContext) -> Finding:
         from ledger import decode_leaf
 
         ledger_digest = decode_leaf(entries[-1].leaf).get("payload_digest")
-    ev = {"policy_revision": revision, "policy_digest": f"sha256:{digest}",
-          "ledger_digest": ledger_digest, "last_activation": last}
+    ev: dict[str, Any] = {
+        "policy_revision": revision,
+        "policy_digest": f"sha256:{digest}",
+        "ledger_digest": ledger_digest,
+        "last_activation": last,
+    }
     if ledger_digest != f"sha256:{digest}":
-        return fail("CRY-05", "the active policy is not the last one activated on the ledger",
-                    **ev)
+        return fail("CRY-05", "the active policy is not the last one activated on the ledger", **ev)
     if bad:
         return fail("CRY-05", f"{len(bad)} datasets without digests", offenders=bad[:20], **ev)
     return ok("CRY-05", "dataset digests present; policy digest matches the ledger", **ev)
@@ -163,55 +234,92 @@ def _cry05(c: CheckContext) -> Finding:
 
 def _cry10(c: CheckContext) -> Finding:
     k = c.keys()
-    return verdict("CRY-10", list(k.bad_purpose), "every key has one known purpose",
-                   "keys with an unknown purpose", keys=k.total)
+    return verdict(
+        "CRY-10",
+        list(k.bad_purpose),
+        "every key has one known purpose",
+        "keys with an unknown purpose",
+        keys=k.total,
+    )
 
 
 def _cry11(c: CheckContext) -> Finding:
     k = c.keys()
-    due = [f"{d['key_id']}#v{d['version']} ({d['purpose']}): {d['reason']}"
-           for d in k.rotation_due]
-    return verdict("CRY-11", due, "no key is past its rotation age",
-                   "keys due for rotation", keys=k.total)
+    due = [f"{d['key_id']}#v{d['version']} ({d['purpose']}): {d['reason']}" for d in k.rotation_due]
+    return verdict(
+        "CRY-11", due, "no key is past its rotation age", "keys due for rotation", keys=k.total
+    )
 
 
 def _cry12(c: CheckContext) -> Finding:
     k = c.keys()
     if not k.destroyed_checked:
         return na("CRY-12", "no key has been destroyed")
-    bad = [f"{d['key_id']}: {d['data_keys']} data keys still wrapped"
-           for d in k.destroyed_with_data_keys]
-    return verdict("CRY-12", bad, "every destroyed key's data keys are gone",
-                   "destroyed keys whose data is still readable", destroyed=k.destroyed_checked)
+    bad = [
+        f"{d['key_id']}: {d['data_keys']} data keys still wrapped"
+        for d in k.destroyed_with_data_keys
+    ]
+    return verdict(
+        "CRY-12",
+        bad,
+        "every destroyed key's data keys are gone",
+        "destroyed keys whose data is still readable",
+        destroyed=k.destroyed_checked,
+    )
 
 
 def _accounts_two(c: CheckContext, of: dict[str, str]) -> list[str]:
     accounts = c.memo("accounts", lambda: c.facts.accounts(c.session))
-    return [f"{a.kind} {a.id}: {', '.join(sorted(set(a.roles) & set(of)))}"
-            for a in accounts if len({of[r] for r in a.roles if r in of}) > 1]
+    return [
+        f"{a.kind} {a.id}: {', '.join(sorted(set(a.roles) & set(of)))}"
+        for a in accounts
+        if len({of[r] for r in a.roles if r in of}) > 1
+    ]
 
 
 def _cry13(c: CheckContext) -> Finding:
     bad = _accounts_two(c, KEY_ROLE_OF)
-    return verdict("CRY-13", bad, "no account holds two key roles",
-                   "accounts holding two key roles")
+    return verdict(
+        "CRY-13", bad, "no account holds two key roles", "accounts holding two key roles"
+    )
 
 
 def _cry14(c: CheckContext) -> Finding:
     k = c.keys()
-    return verdict("CRY-14", list(k.incomplete), "the key inventory is complete",
-                   "key versions with missing inventory fields", keys=k.total)
+    return verdict(
+        "CRY-14",
+        list(k.incomplete),
+        "the key inventory is complete",
+        "key versions with missing inventory fields",
+        keys=k.total,
+    )
 
 
 def _aud01(c: CheckContext) -> Finding:
     s = c.session
-    null_core = s.scalar(select(func.count()).select_from(AuditRecord).where(or_(
-        AuditRecord.action.is_(None), AuditRecord.result.is_(None),
-        AuditRecord.event_type.is_(None), AuditRecord.ts.is_(None))))
-    no_ip = s.scalar(select(func.count()).select_from(AuditRecord).where(
-        AuditRecord.request_id.is_not(None), AuditRecord.subject_ip.is_(None)))
+    null_core = s.scalar(
+        select(func.count())
+        .select_from(AuditRecord)
+        .where(
+            or_(
+                AuditRecord.action.is_(None),
+                AuditRecord.result.is_(None),
+                AuditRecord.event_type.is_(None),
+                AuditRecord.ts.is_(None),
+            )
+        )
+    )
+    no_ip = s.scalar(
+        select(func.count())
+        .select_from(AuditRecord)
+        .where(AuditRecord.request_id.is_not(None), AuditRecord.subject_ip.is_(None))
+    )
     total = s.scalar(select(func.count()).select_from(AuditRecord))
-    ev = {"records": total, "null_core_fields": null_core, "api_records_without_ip": no_ip}
+    ev: dict[str, Any] = {
+        "records": total,
+        "null_core_fields": null_core,
+        "api_records_without_ip": no_ip,
+    }
     if null_core or no_ip:
         return fail("AUD-01", "audit records with missing required fields", **ev)
     return ok("AUD-01", "every audit record has its required fields", **ev)
@@ -219,20 +327,35 @@ def _aud01(c: CheckContext) -> Finding:
 
 def _aud08(c: CheckContext) -> Finding:
     bad = _accounts_two(c, {r: r for r in ADMIN_ROLES})
-    return verdict("AUD-08", bad, "no account holds two administrative roles",
-                   "accounts holding two of system-admin, security-admin and auditor")
+    return verdict(
+        "AUD-08",
+        bad,
+        "no account holds two administrative roles",
+        "accounts holding two of system-admin, security-admin and auditor",
+    )
 
 
 def _aud09(c: CheckContext) -> Finding:
-    allowed = c.session.scalars(select(DecisionLog.decision_id).where(
-        DecisionLog.allow.is_(True), DecisionLog.input.like('%"action": "audit.read"%'))).all()
+    allowed = c.session.scalars(
+        select(DecisionLog.decision_id).where(
+            DecisionLog.allow.is_(True), DecisionLog.input.like('%"action": "audit.read"%')
+        )
+    ).all()
     if not allowed:
         return na("AUD-09", "no auditor has read audit records yet")
-    recorded = set(c.session.scalars(select(AuditRecord.decision_id).where(
-        AuditRecord.decision_id.in_(allowed))).all())
+    recorded = set(
+        c.session.scalars(
+            select(AuditRecord.decision_id).where(AuditRecord.decision_id.in_(allowed))
+        ).all()
+    )
     bad = [d for d in allowed if d not in recorded]
-    return verdict("AUD-09", bad, "every audit read is itself audited",
-                   "audit reads without their own audit record", reads=len(allowed))
+    return verdict(
+        "AUD-09",
+        bad,
+        "every audit read is itself audited",
+        "audit reads without their own audit record",
+        reads=len(allowed),
+    )
 
 
 # Decision logs are written in batches (gateway/decision_logs.py): a batch another
@@ -243,20 +366,27 @@ DECISION_LOG_GRACE = timedelta(seconds=5)
 
 def _aud10(c: CheckContext) -> Finding:
     missing = c.session.scalars(
-        select(AuditRecord.decision_id).where(
+        select(AuditRecord.decision_id)
+        .where(
             AuditRecord.decision_id.is_not(None),
             AuditRecord.ts < c.now - DECISION_LOG_GRACE,
             ~AuditRecord.decision_id.in_(select(DecisionLog.decision_id)),
-        ).limit(50)
+        )
+        .limit(50)
     ).all()
-    return verdict("AUD-10", list(missing), "every cited decision is in the decision log",
-                   "audit records cite decisions that were not logged",
-                   grace_s=DECISION_LOG_GRACE.total_seconds())
+    return verdict(
+        "AUD-10",
+        list(missing),
+        "every cited decision is in the decision log",
+        "audit records cite decisions that were not logged",
+        grace_s=DECISION_LOG_GRACE.total_seconds(),
+    )
 
 
 def _zt05(c: CheckContext) -> Finding:
-    rows = c.session.scalars(select(DecisionLog.input).order_by(
-        DecisionLog.ts.desc()).limit(c.sample)).all()
+    rows = c.session.scalars(
+        select(DecisionLog.input).order_by(DecisionLog.ts.desc()).limit(c.sample)
+    ).all()
     if not rows:
         return na("ZT-05", "no decisions logged yet")
     need = ("subject.id", "subject.roles", "action", "resource", "context.time")
@@ -269,8 +399,13 @@ def _zt05(c: CheckContext) -> Finding:
                 node = node.get(part) if isinstance(node, dict) else None
             if node is None:
                 bad.append(path)
-    return verdict("ZT-05", sorted(set(bad)), "decisions are made from per-request attributes",
-                   "attributes missing from decision inputs", sampled=len(rows))
+    return verdict(
+        "ZT-05",
+        sorted(set(bad)),
+        "decisions are made from per-request attributes",
+        "attributes missing from decision inputs",
+        sampled=len(rows),
+    )
 
 
 def _pce01(c: CheckContext) -> Finding:
@@ -278,37 +413,61 @@ def _pce01(c: CheckContext) -> Finding:
     if not comps:
         return na("PCE-01", "no computations yet")
     bad = [x.id for x in comps if not x.security_model_complete]
-    return verdict("PCE-01", bad, "every computation has a complete job record",
-                   "computations without a complete job record", computations=len(comps))
+    return verdict(
+        "PCE-01",
+        bad,
+        "every computation has a complete job record",
+        "computations without a complete job record",
+        computations=len(comps),
+    )
 
 
 def _dsl02(c: CheckContext) -> Finding:
     accounts = c.memo("accounts", lambda: c.facts.accounts(c.session))
-    return ok("DSL-02", "every party is an account the platform issued and authenticates",
-              accounts=len(accounts))
+    return ok(
+        "DSL-02",
+        "every party is an account the platform issued and authenticates",
+        accounts=len(accounts),
+    )
 
 
 def _dsl05(c: CheckContext) -> Finding:
     important = [d.id for d in c.datasets() if d.level in ("important", "core")]
     if not important:
         return na("DSL-05", "no important or core data is registered")
-    return fail("DSL-05", "important data is registered but no risk report is on the ledger",
-                datasets=important[:20])
+    return fail(
+        "DSL-05",
+        "important data is registered but no risk report is on the ledger",
+        datasets=important[:20],
+    )
 
 
 def _cry08(c: CheckContext) -> Finding:
     versions = list(c.keys().versions)
-    seen = set(c.session.scalars(select(AuditRecord.object_id).where(
-        AuditRecord.event_type.like("key.%"), AuditRecord.ledger_index.is_not(None))).all())
+    seen = set(
+        c.session.scalars(
+            select(AuditRecord.object_id).where(
+                AuditRecord.event_type.like("key.%"), AuditRecord.ledger_index.is_not(None)
+            )
+        ).all()
+    )
     bad = [v for v in versions if v not in seen]
-    return verdict("CRY-08", bad, "every key version's lifecycle is audited and on the ledger",
-                   "key versions without key.* ledger entries", versions=len(versions))
+    return verdict(
+        "CRY-08",
+        bad,
+        "every key version's lifecycle is audited and on the ledger",
+        "key versions without key.* ledger entries",
+        versions=len(versions),
+    )
 
 
 def _aud05(c: CheckContext) -> Finding:
-    return ok("AUD-05", "audit records and ledger entries commit with their change "
-              "(exchange.Trail in one transaction); see AUD-03 for this period's comparison",
-              audit_mode="synchronous, same transaction")
+    return ok(
+        "AUD-05",
+        "audit records and ledger entries commit with their change "
+        "(exchange.Trail in one transaction); see AUD-03 for this period's comparison",
+        audit_mode="synchronous, same transaction",
+    )
 
 
 def _pce03(c: CheckContext) -> Finding:
@@ -316,17 +475,28 @@ def _pce03(c: CheckContext) -> Finding:
     if not comps:
         return na("PCE-03", "no computations yet")
     bad = [x.id for x in comps if not x.security_model_complete]
-    return verdict("PCE-03", bad, "every job record names its scheme and key holder",
-                   "job records without scheme or key holder", computations=len(comps))
+    return verdict(
+        "PCE-03",
+        bad,
+        "every job record names its scheme and key holder",
+        "job records without scheme or key holder",
+        computations=len(comps),
+    )
 
 
 def _pi04(c: CheckContext) -> Finding:
-    delivered = c.session.scalar(select(func.count()).select_from(AuditRecord).where(
-        AuditRecord.event_type == "computation.result_delivered"))
+    delivered = c.session.scalar(
+        select(func.count())
+        .select_from(AuditRecord)
+        .where(AuditRecord.event_type == "computation.result_delivered")
+    )
     if not delivered:
         return na("PI-04", "nothing has been delivered yet")
-    return fail("PI-04", "deliveries record recipient, purpose and method but not the PI "
-                "categories", deliveries=delivered)
+    return fail(
+        "PI-04",
+        "deliveries record recipient, purpose and method but not the PI categories",
+        deliveries=delivered,
+    )
 
 
 CHECKS: dict[str, Check] = {

@@ -28,13 +28,22 @@ def _tests(c: CheckContext) -> list[str]:
 
 def _grd08(c: CheckContext) -> Finding:
     cells = _cells(c)
-    bad = [f"{name}: {a}" for name in RAW_NEVER for a in ROW_ACTIONS
-           if _granted(cells.get(name, {}), a)]
+    bad = [
+        f"{name}: {a}"
+        for name in RAW_NEVER
+        for a in ROW_ACTIONS
+        if _granted(cells.get(name, {}), a)
+    ]
     failures = _tests(c)
     if failures:
         return fail("GRD-08", "the active bundle's tests fail", failures=failures[:20])
-    return verdict("GRD-08", bad, "no important, core or closed cell lets rows leave; "
-                   "the invariant's tests pass", "cells grant raw delivery", cells=list(RAW_NEVER))
+    return verdict(
+        "GRD-08",
+        bad,
+        "no important, core or closed cell lets rows leave; the invariant's tests pass",
+        "cells grant raw delivery",
+        cells=list(RAW_NEVER),
+    )
 
 
 def _grd09(c: CheckContext) -> Finding:
@@ -52,14 +61,19 @@ def _grd09(c: CheckContext) -> Finding:
                 bad.append(f"{name}: computation.request lacks contract/agreement/purpose")
             if not (rule.get("obligations") or {}).get("desensitise"):
                 bad.append(f"{name}: computation.request does not oblige desensitise")
-    return verdict("GRD-09", bad, "conditional data needs contract, agreement, purpose and "
-                   "desensitised inputs", "conditional cells are too permissive")
+    return verdict(
+        "GRD-09",
+        bad,
+        "conditional data needs contract, agreement, purpose and desensitised inputs",
+        "conditional cells are too permissive",
+    )
 
 
 def _grd10(c: CheckContext) -> Finding:
     closed = _cells(c).get("closed", {})
-    granted = [a for a, r in closed.get("actions", {}).items()
-               if isinstance(r, Mapping) and r.get("allow")]
+    granted = [
+        a for a, r in closed.get("actions", {}).items() if isinstance(r, Mapping) and r.get("allow")
+    ]
     return verdict("GRD-10", granted, "the closed cell grants nothing", "actions granted on closed")
 
 
@@ -71,8 +85,13 @@ def _pi06(c: CheckContext) -> Finding:
             cohort = (rule.get("obligations") or {}).get("min_cohort")
             if cohort is not None and cohort < floor:
                 bad.append(f"{name}: {action} min_cohort {cohort}")
-    return verdict("PI-06", bad, f"every cell's min_cohort is at least {floor}",
-                   "cells below the cohort floor", floor=floor)
+    return verdict(
+        "PI-06",
+        bad,
+        f"every cell's min_cohort is at least {floor}",
+        "cells below the cohort floor",
+        floor=floor,
+    )
 
 
 def _pi10(c: CheckContext) -> Finding:
@@ -84,25 +103,39 @@ def _pi10(c: CheckContext) -> Finding:
         if isinstance(rule, Mapping) and rule.get("allow"):
             if not (rule.get("obligations") or {}).get("desensitise"):
                 bad.append(name)
-    return verdict("PI-10", bad, "every non-open computation cell obliges desensitise",
-                   "cells allow computations on PI fields without desensitise")
+    return verdict(
+        "PI-10",
+        bad,
+        "every non-open computation cell obliges desensitise",
+        "cells allow computations on PI fields without desensitise",
+    )
 
 
 def _mkt04(c: CheckContext) -> Finding:
-    bad = [f"{name}: {a}" for name, cell in _cells(c).items() for a in ROW_ACTIONS
-           if _granted(cell, a) and not (name.startswith("general-") and name.endswith("/open"))]
-    return verdict("MKT-04", bad, "only general open data leaves as rows",
-                   "cells let other data leave as rows")
+    bad = [
+        f"{name}: {a}"
+        for name, cell in _cells(c).items()
+        for a in ROW_ACTIONS
+        if _granted(cell, a) and not (name.startswith("general-") and name.endswith("/open"))
+    ]
+    return verdict(
+        "MKT-04", bad, "only general open data leaves as rows", "cells let other data leave as rows"
+    )
 
 
 def _zt02(c: CheckContext) -> Finding:
     failures = _tests(c)
     revision, digest, _ = c.memo("policy", lambda: c.policy.active(c.session))
     if failures:
-        return fail("ZT-02", "the active bundle's tests fail", failures=failures[:20],
-                    revision=revision)
-    return ok("ZT-02", "the active bundle's tests pass (deny by default is among them)",
-              revision=revision, digest=f"sha256:{digest}")
+        return fail(
+            "ZT-02", "the active bundle's tests fail", failures=failures[:20], revision=revision
+        )
+    return ok(
+        "ZT-02",
+        "the active bundle's tests pass (deny by default is among them)",
+        revision=revision,
+        digest=f"sha256:{digest}",
+    )
 
 
 CHECKS: dict[str, Check] = {

@@ -22,7 +22,7 @@ def to_html(report: dict[str, Any], trend: list[dict[str, Any]] | None = None) -
 
 def to_pdf(report: dict[str, Any], trend: list[dict[str, Any]] | None = None) -> bytes:
     """The same page as PDF (WeasyPrint renders the HTML; needs pango from Debian)."""
-    from weasyprint import HTML
+    from weasyprint import HTML  # type: ignore[import-untyped]
 
     pdf: bytes = HTML(string=to_html(report, trend)).write_pdf()
     return pdf

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -21,17 +22,21 @@ def _oldest(c: CheckContext) -> datetime | None:
 
 def _aud07(c: CheckContext) -> Finding:
     days = c.config.audit_retention_days
-    ev = {"configured_days": days, "minimum_days": AUDIT_MIN_DAYS,
-          "oldest_record": (o.isoformat() if (o := _oldest(c)) else None)}
+    ev: dict[str, Any] = {
+        "configured_days": days,
+        "minimum_days": AUDIT_MIN_DAYS,
+        "oldest_record": (o.isoformat() if (o := _oldest(c)) else None),
+    }
     if days < AUDIT_MIN_DAYS:
         return fail("AUD-07", "audit logs are configured to be kept less than 180 days", **ev)
-    return ok("AUD-07", "audit logs are kept at least their minimum; the platform deletes none",
-              **ev)
+    return ok(
+        "AUD-07", "audit logs are kept at least their minimum; the platform deletes none", **ev
+    )
 
 
 def _dsl04(c: CheckContext) -> Finding:
     days = c.config.pi_record_retention_days
-    ev = {"configured_days": days, "minimum_days": PI_RECORD_MIN_DAYS}
+    ev: dict[str, Any] = {"configured_days": days, "minimum_days": PI_RECORD_MIN_DAYS}
     if days < PI_RECORD_MIN_DAYS:
         return fail("DSL-04", "provision-of-PI records are kept less than 3 years", **ev)
     return ok("DSL-04", "provision-of-PI records are kept at least 3 years", **ev)
@@ -40,13 +45,19 @@ def _dsl04(c: CheckContext) -> Finding:
 def _pi11(c: CheckContext) -> Finding:
     stale = [x.id for x in c.computations() if x.released_readable_past_retention]
     last = c.session.scalar(select(func.max(RetentionRun.ran_at)))
-    ev = {"result_retention_days": c.config.result_retention_days,
-          "last_purge": last.isoformat() if last else None,
-          "interval_s": c.config.retention_interval_s,
-          "commitment_salts": "none stored yet: releases carry plain digests (PCE-07)"}
+    ev: dict[str, Any] = {
+        "result_retention_days": c.config.result_retention_days,
+        "last_purge": last.isoformat() if last else None,
+        "interval_s": c.config.retention_interval_s,
+        "commitment_salts": "none stored yet: releases carry plain digests (PCE-07)",
+    }
     if stale:
-        return fail("PI-11", f"{len(stale)} released outputs past retention still readable",
-                    offenders=stale[:20], **ev)
+        return fail(
+            "PI-11",
+            f"{len(stale)} released outputs past retention still readable",
+            offenders=stale[:20],
+            **ev,
+        )
     if last is None:
         return na("PI-11", "the retention purge has not run yet", **ev)
     if (c.now - last).total_seconds() > 2 * c.config.retention_interval_s:

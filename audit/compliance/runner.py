@@ -70,8 +70,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate every requirement of the document; ids without a check are `not-automated`."""
     requirements = load_requirements(doc)
-    ctx = CheckContext(session, now, config_facts, facts, policy_facts, ledger_,
-                       _previous(session), sample)
+    ctx = CheckContext(
+        session, now, config_facts, facts, policy_facts, ledger_, _previous(session), sample
+    )
     findings: list[dict[str, Any]] = []
     for req in requirements:
         check = CHECKS.get(req.id)
@@ -81,8 +82,12 @@ def evaluate(
             try:
                 finding = check(ctx)
             except Exception as exc:  # a broken check is a failure, never a silent pass
-                finding = Finding(req.id, Status.FAIL, f"the check raised {type(exc).__name__}",
-                                  {"error": str(exc)[:500]})
+                finding = Finding(
+                    req.id,
+                    Status.FAIL,
+                    f"the check raised {type(exc).__name__}",
+                    {"error": str(exc)[:500]},
+                )
         out = finding.to_json()
         out["evidence"] = {k: v for k, v in out["evidence"].items() if v is not None}
         out.update(requirement=req.text[:400], source=req.source, kind=req.check)
@@ -105,8 +110,9 @@ def evaluate(
         ),
         "summary": {s.value: counts.get(s.value, 0) for s in Status},
         "requirements": len(findings),
-        "automated_ratio": round(sum(1 for r in requirements if r.id in CHECKS)
-                                 / max(1, len(requirements)), 4),
+        "automated_ratio": round(
+            sum(1 for r in requirements if r.id in CHECKS) / max(1, len(requirements)), 4
+        ),
         "findings": findings,
     }
 
@@ -136,8 +142,13 @@ def record_run(
         payload_digest=digest,
         now=now,
     )
-    stored = {**body, "digest": digest, "signature": signature, "signer_key_id": signer.key_id,
-              "ledger_index": index}
+    stored = {
+        **body,
+        "digest": digest,
+        "signature": signature,
+        "signer_key_id": signer.key_id,
+        "ledger_index": index,
+    }
     session.add(
         ComplianceRun(
             id=run_id,
@@ -173,8 +184,13 @@ def get_run(session: Session, run_id: str) -> dict[str, Any] | None:
 
 def _full(row: ComplianceRun) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(row.report)
-    out.update(digest=row.digest, signature=row.signature, signer_key_id=row.signer_key_id,
-               ledger_index=row.ledger_index, intact=verify_run(row))
+    out.update(
+        digest=row.digest,
+        signature=row.signature,
+        signer_key_id=row.signer_key_id,
+        ledger_index=row.ledger_index,
+        intact=verify_run(row),
+    )
     return out
 
 
@@ -183,25 +199,44 @@ def list_runs(session: Session, limit: int = 50) -> list[dict[str, Any]]:
         select(ComplianceRun).order_by(ComplianceRun.started_at.desc()).limit(limit)
     ).all()
     return [
-        {"id": r.id, "started_at": r.started_at.isoformat(), "by": r.by, "pass": r.passed,
-         "fail": r.failed, "not-applicable": r.not_applicable,
-         "not-automated": r.not_automated, "digest": r.digest, "ledger_index": r.ledger_index,
-         "tree_size": r.tree_size}
+        {
+            "id": r.id,
+            "started_at": r.started_at.isoformat(),
+            "by": r.by,
+            "pass": r.passed,
+            "fail": r.failed,
+            "not-applicable": r.not_applicable,
+            "not-automated": r.not_automated,
+            "digest": r.digest,
+            "ledger_index": r.ledger_index,
+            "tree_size": r.tree_size,
+        }
         for r in rows
     ]
 
 
 def trend(session: Session, limit: int = 30) -> list[dict[str, Any]]:
     """Oldest first: per run, the counts and the ids that changed status since the one before."""
-    rows = list(reversed(session.scalars(
-        select(ComplianceRun).order_by(ComplianceRun.started_at.desc()).limit(limit)
-    ).all()))
+    rows = list(
+        reversed(
+            session.scalars(
+                select(ComplianceRun).order_by(ComplianceRun.started_at.desc()).limit(limit)
+            ).all()
+        )
+    )
     out: list[dict[str, Any]] = []
     before: Mapping[str, str] = {}
     for r in rows:
         status = {f["id"]: f["status"] for f in json.loads(r.report)["findings"]}
         changed: Sequence[str] = sorted(k for k, v in status.items() if before.get(k, v) != v)
-        out.append({"id": r.id, "started_at": r.started_at.isoformat(), "pass": r.passed,
-                    "fail": r.failed, "changed": list(changed)})
+        out.append(
+            {
+                "id": r.id,
+                "started_at": r.started_at.isoformat(),
+                "pass": r.passed,
+                "fail": r.failed,
+                "changed": list(changed),
+            }
+        )
         before = status
     return out

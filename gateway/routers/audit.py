@@ -82,7 +82,10 @@ def _read(
                 session,
                 caller.subject(),
                 audit.AuditEvent(
-                    event, "read", audit.Result.SUCCESS, object_id=what,
+                    event,
+                    "read",
+                    audit.Result.SUCCESS,
+                    object_id=what,
                     detail=f"{len(page.items)} of {page.total}; {request.url.query}"[:512],
                 ),
                 now=platform.now(),
@@ -98,27 +101,47 @@ def _settings(platform: Platform) -> ComplianceSettings:
 
 @router.get("/records", dependencies=[Depends(ReadAudit)], response_model=None)
 def records(
-    request: Request, caller: CallerDep, platform: PlatformDep, f: FilterDep,
-    limit: Limit = 100, cursor: Cursor = None, format: Format = None,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    f: FilterDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    format: Format = None,
 ) -> Response:
     """Audit records, oldest first; `next` pages on; JSON Lines with `format=jsonl`."""
-    page = _read(request, caller, platform, AUDIT_RECORDS_READ,
-                 lambda s: list_records(s, f, limit=limit, cursor=cursor), "audit_records")
+    page = _read(
+        request,
+        caller,
+        platform,
+        AUDIT_RECORDS_READ,
+        lambda s: list_records(s, f, limit=limit, cursor=cursor),
+        "audit_records",
+    )
     return _answer(request, page, format)
 
 
 @router.get("/decisions", dependencies=[Depends(ReadAudit)], response_model=None)
 def decisions(
-    request: Request, caller: CallerDep, platform: PlatformDep, f: FilterDep,
-    limit: Limit = 100, cursor: Cursor = None, format: Format = None,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    f: FilterDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    format: Format = None,
 ) -> Response:
     """Decision logs in OPA's shape (masked); `result` filters `allow` or `deny`."""
     cs = _settings(platform)
     platform.decision_logs.flush()
     page = _read(
-        request, caller, platform, AUDIT_DECISIONS_READ,
-        lambda s: list_decisions(s, f, limit=limit, cursor=cursor, masks=cs.decision_masks,
-                                 labels=dict(cs.labels)),
+        request,
+        caller,
+        platform,
+        AUDIT_DECISIONS_READ,
+        lambda s: list_decisions(
+            s, f, limit=limit, cursor=cursor, masks=cs.decision_masks, labels=dict(cs.labels)
+        ),
         "audit_decisions",
     )
     return _answer(request, page, format)
