@@ -63,6 +63,8 @@ class DeploymentFactsReader:
                     data_key_live=d.custody != "platform" or d.data_key_id in live,
                     rows=d.rows,
                     size_bytes=d.size_bytes,
+                    name=d.name,
+                    classification_path=list(d.classification_path or []),
                 )
             )
         return out
@@ -104,6 +106,7 @@ class DeploymentFactsReader:
                         1 for t in c.transitions if t.get("ledger_index") is not None
                     ),
                     transitions=len(c.transitions),
+                    input_ids=[i.dataset_id for i in c.inputs],
                     released_readable_past_retention=bool(
                         c.result_key_id and c.retain_until and c.retain_until < now
                     ),

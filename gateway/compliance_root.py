@@ -74,6 +74,7 @@ def config_facts(
         pi_record_retention_days=cs.pi_record_retention_days,
         result_retention_days=DEFAULT_RETENTION.days,
         review_period_days=cs.review_period_days,
+        risk_report_period_days=cs.risk_report_period_days,
         compliance_interval_s=cs.interval_s or 86_400,
         retention_interval_s=cs.retention_interval_s or 86_400,
         decision_sink=cs.decision_sink_url,
@@ -162,6 +163,28 @@ class ComplianceServices:
                 recorder=self._recorder(by),
             )
         return stored
+
+    def risk_report(self, by: audit.Subject) -> dict[str, Any]:
+        """DSL-05: assess important data now; the signed report goes on the ledger."""
+        from audit.compliance import risk
+        from gateway.platform import ledger_signer_for
+
+        p = self.platform
+        now = p.now()
+        facts = self.facts()
+        with p.session() as session, session.begin():
+            body = risk.build(session, facts, self.policy.active(session)[2], now=now)
+            signer = ledger_signer_for(
+                platform_keystore=p.keystore, settings=p.settings, session=session, now=now
+            )
+            return risk.record(
+                session,
+                body,
+                by=by.subject_id or "platform",
+                now=now,
+                signer=signer,
+                recorder=self._recorder(by),
+            )
 
     def _recorder(self, by: audit.Subject) -> Callable[..., int | None]:
         def record(
@@ -253,6 +276,12 @@ class ComplianceServices:
         if self.settings.interval_s:
             platform_subject = audit.Subject("platform", None, None, None, None)
             self._every("compliance", self.settings.interval_s, lambda: self.run(platform_subject))
+        if self.settings.interval_s:
+            self._every(
+                "risk-report",
+                self.settings.risk_report_period_days * 86_400,
+                lambda: self.risk_report(audit.Subject("platform", None, None, None, None)),
+            )
         if self.sink is not None:
             self.sink.start()
 

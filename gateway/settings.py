@@ -256,6 +256,8 @@ class ComplianceSettings:
     """DSL-04: records of providing PI or important data (≥ 1,095)."""
     review_period_days: int = 365
     """GRD-07: the longest interval between grading and review."""
+    risk_report_period_days: int = 365
+    """DSL-05: a risk assessment of important data is generated at least this often."""
     decision_sink_url: str | None = None
     """Push decision logs to this HTTP endpoint (OPA decision-log plugin shape)."""
     decision_sink_interval_ms: int = 1000
@@ -283,6 +285,7 @@ class ComplianceSettings:
             audit_retention_days=_int(env, "PDX_AUDIT_RETENTION_DAYS", 1095),
             pi_record_retention_days=_int(env, "PDX_PI_RECORD_RETENTION_DAYS", 1095),
             review_period_days=_int(env, "PDX_REVIEW_PERIOD_DAYS", 365),
+            risk_report_period_days=_int(env, "PDX_RISK_REPORT_PERIOD_DAYS", 365),
             decision_sink_url=env.get("PDX_DECISION_SINK_URL") or None,
             decision_sink_interval_ms=_int(env, "PDX_DECISION_SINK_INTERVAL_MS", 1000),
             decision_sink_batch=_int(env, "PDX_DECISION_SINK_BATCH", 500),

@@ -20,6 +20,7 @@ COMPLIANCE_RUN = "compliance.run"
 RETENTION_RUN = "retention.run"
 AUDIT_RECORDS_READ = "audit.records_read"
 AUDIT_DECISIONS_READ = "audit.decisions_read"
+RISK_REPORT = "risk_report.generated"
 
 
 class Status(StrEnum):
@@ -103,6 +104,7 @@ class ConfigFacts:
     decision_masks: Sequence[str]
     node_connect_timeout_ms: int
     node_read_timeout_ms: int
+    risk_report_period_days: int = 365
     sandbox_isolated: bool | None = None
     unenforced_routes: Sequence[str] | None = None  # None: the route table was not walked
     anchoring: str | None = None  # "embedded", "remote" or None
@@ -130,6 +132,8 @@ class DatasetFact:
     data_key_live: bool
     rows: int
     size_bytes: int
+    name: str = ""
+    classification_path: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,7 @@ class ComputationFact:
     transitions_with_ledger: int
     transitions: int
     released_readable_past_retention: bool
+    input_ids: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from audit.compliance.base import (
     rank,
     verdict,
 )
+from audit.compliance.models import RiskReport
 from audit.decisions import DecisionLog
 from audit.models import AuditRecord
 
@@ -435,11 +436,18 @@ def _dsl05(c: CheckContext) -> Finding:
     important = [d.id for d in c.datasets() if d.level in ("important", "core")]
     if not important:
         return na("DSL-05", "no important or core data is registered")
-    return fail(
-        "DSL-05",
-        "important data is registered but no risk report is on the ledger",
-        datasets=important[:20],
-    )
+    newest = c.session.scalar(select(func.max(RiskReport.generated_at)))
+    period = timedelta(days=c.config.risk_report_period_days)
+    ev: dict[str, Any] = {
+        "important_datasets": len(important),
+        "period_days": period.days,
+        "newest_report": newest.isoformat() if newest else None,
+    }
+    if newest is None:
+        return fail("DSL-05", "important data is registered but no risk report exists", **ev)
+    if c.now - newest > period:
+        return fail("DSL-05", "the newest risk report is older than its period", **ev)
+    return ok("DSL-05", "a signed risk report of important data is within its period", **ev)
 
 
 def _cry08(c: CheckContext) -> Finding:

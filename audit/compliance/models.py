@@ -55,3 +55,19 @@ class RetentionRun(AuditBase):
     results_shredded: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text)  # JSON
     ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RiskReport(AuditBase):
+    """A data-security risk assessment of important data (DSL art. 30), signed."""
+
+    __tablename__ = "risk_reports"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    generated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    by: Mapped[str] = mapped_column(String(128))
+    report: Mapped[str] = mapped_column(Text)  # canonical JSON
+    digest: Mapped[str] = mapped_column(String(80))
+    signature: Mapped[str] = mapped_column(Text)
+    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_risk_reports_generated_at", "generated_at"),)

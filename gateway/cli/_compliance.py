@@ -73,6 +73,25 @@ def _retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _risk(args: argparse.Namespace) -> int:
+    import audit
+
+    platform = _platform()
+    try:
+        assert platform.compliance is not None
+        body = platform.compliance.risk_report(
+            audit.Subject(f"cli:{args.user}", None, None, None, None)
+        )
+    finally:
+        platform.engine.dispose()
+    data = json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(data, encoding="utf-8")
+    else:
+        sys.stdout.write(data)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The compliance verbs."""
     comp = sub.add_parser("compliance", help="compliance checks and retention").add_subparsers(
@@ -86,3 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check.set_defaults(func=_check)
     ret = comp.add_parser("retention", help="shred released results past retention now")
     ret.set_defaults(func=_retention)
+    risk = comp.add_parser("risk-report", help="risk assessment of important data (DSL 30)")
+    risk.add_argument("--out", help="write the JSON report here")
+    risk.add_argument("--user", default="operator", help="who runs it (cli:<user>)")
+    risk.set_defaults(func=_risk)

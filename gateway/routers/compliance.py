@@ -64,6 +64,14 @@ async def get_run(
     return report
 
 
+@router.post("/risk-reports", status_code=201, dependencies=[Depends(RunCompliance)])
+def risk_report(request: Request, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
+    """DSL art. 30: assess important data now (also generated on a schedule)."""
+    request.state.audit_event = "risk_report.failed"
+    assert platform.compliance is not None
+    return platform.compliance.risk_report(caller.subject())
+
+
 @router.post("/retention-runs", status_code=201, dependencies=[Depends(RunCompliance)])
 def retention_run(request: Request, platform: PlatformDep) -> dict[str, Any]:
     """Run the retention rules now (the platform also runs them on a schedule)."""

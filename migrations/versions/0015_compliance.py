@@ -1,4 +1,4 @@
-"""audit: compliance runs, decision-log sink cursors, retention runs
+"""audit: compliance runs, decision-log sink cursors, retention runs, risk reports
 
 Revision ID: 0015
 Revises: 0005
@@ -56,9 +56,23 @@ def upgrade() -> None:
         sa.Column("ledger_index", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_runs")),
     )
+    op.create_table(
+        "risk_reports",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("by", sa.String(length=128), nullable=False),
+        sa.Column("report", sa.Text(), nullable=False),
+        sa.Column("digest", sa.String(length=80), nullable=False),
+        sa.Column("signature", sa.Text(), nullable=False),
+        sa.Column("ledger_index", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_reports")),
+    )
+    op.create_index("ix_risk_reports_generated_at", "risk_reports", ["generated_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_risk_reports_generated_at", table_name="risk_reports")
+    op.drop_table("risk_reports")
     op.drop_table("retention_runs")
     op.drop_table("audit_sink_cursors")
     op.drop_index("ix_compliance_runs_started_at", table_name="compliance_runs")

@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient
 from tests.helpers.api import EXAMPLE_CSV, login
 
 
-def register_dataset(api: TestClient, creds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def register_dataset(
+    api: TestClient, creds: dict[str, dict[str, Any]], **over: Any
+) -> dict[str, Any]:
     """The example transit CSV, registered by its provider at general-4 (PI, conditional)."""
-    meta = {
+    meta: dict[str, Any] = {
         "name": "transit trips",
         "classification_path": ["transport", "public transit", "card trips"],
         "level": "general-4",
@@ -24,6 +26,7 @@ def register_dataset(api: TestClient, creds: dict[str, dict[str, Any]]) -> dict[
         "sensitive_pi": True,
         "share_attribute": "conditional",
         "open_attribute": "conditional",
+        **over,
     }
     files: dict[str, Any] = {
         "metadata": (None, json.dumps(meta), "application/json"),
