@@ -15,9 +15,11 @@ from gateway import errors
 from gateway.auditing import BurstWriter
 from gateway.edges import JsonDepthGuard, bound_integers
 from gateway.limits import BodyLimit, BodyTooLarge, ClientAddress
+from gateway.pep import unenforced_routes
 from gateway.platform import Platform
 from gateway.principals import Principals
 from gateway.ratelimit import Limits, RateLimiter
+from gateway.routers import audit as audit_router
 from gateway.routers import (
     auth,
     computations,
@@ -31,6 +33,7 @@ from gateway.routers import (
     people,
     policies,
 )
+from gateway.routers import compliance as compliance_router
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
@@ -89,9 +92,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     bursts.start()
     if platform.sweeper is not None:
         platform.sweeper.start()
+    if platform.compliance is not None:
+        platform.compliance.start()
     try:
         yield
     finally:
+        if platform.compliance is not None:
+            platform.compliance.stop()
         if platform.sweeper is not None:
             platform.sweeper.stop()
         bursts.stop()
@@ -168,6 +175,11 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(contracts.router, dependencies=protected)
     app.include_router(computations.router, dependencies=protected)
     app.include_router(nodes.router, dependencies=protected)
+    app.include_router(compliance_router.router, dependencies=protected)
+    app.include_router(audit_router.router, dependencies=protected)
+    if platform.compliance is not None:
+        # ZT-01 walks the route table.
+        platform.compliance.unenforced = lambda: unenforced_routes(app.routes, PUBLIC_PATHS)
     # Outermost last: RequestContext, the source address, the body limit, then the JSON
     # depth guard (inside RequestContext, so its problems carry the request id).
     app.add_middleware(JsonDepthGuard)

@@ -51,7 +51,7 @@ from ledger.witness import WitnessRefusal
 from sandbox.errors import ERRORS_BY_CODE as SANDBOX_ERRORS
 from sandbox.errors import SandboxError
 from sandbox.node_side import NodeApprovalRefused, NodeError
-from sandbox.operators import UsageExceeded
+from sandbox.operators import UnknownOperator, UsageExceeded
 from sandbox.outbound import OutboundRefused, OutboundTimeout
 
 log = logging.getLogger("pdx.gateway")
@@ -326,6 +326,7 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
             OutboundRefused,
             OutboundTimeout,
             UsageExceeded,
+            UnknownOperator,
         ),
         _INTERNAL,
     ),

@@ -245,3 +245,22 @@ def enforcements(dependant: Any) -> list[Enforce]:
             found.append(dep.call)
         found.extend(enforcements(dep))
     return found
+
+
+def unenforced_routes(routes: Sequence[Any], public_paths: frozenset[str]) -> list[str]:
+    """ZT-01: /v1 routes whose dependencies include no `Enforce` (walks the route table)."""
+
+    def enforced(dependant: Any) -> bool:
+        return isinstance(dependant.call, Enforce) or any(
+            enforced(d) for d in dependant.dependencies
+        )
+
+    out = []
+    for route in routes:
+        path = getattr(route, "path", "")
+        dependant = getattr(route, "dependant", None)
+        if path in public_paths or dependant is None:
+            continue  # the token and invitation endpoints authenticate by themselves
+        if path.startswith("/v1/") and not enforced(dependant):
+            out.append(f"{sorted(getattr(route, 'methods', []) or [])} {path}")
+    return out

@@ -34,7 +34,10 @@ from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
 from exchange.policy_activation import activate_policy
 from exchange.quotas import Quotas
+from gateway import compliance_root
+from gateway.compliance_root import ComplianceServices
 from gateway.decision_logs import DecisionLogWriter
+from gateway.ledger_signer import ledger_signer_for
 from gateway.settings import Settings
 from ledger import KmsLedgerSigner, Ledger, LedgerConfig, Sealer
 from sandbox.nodes import NodeRegistry
@@ -187,6 +190,8 @@ class Platform:
     pdp: policies.DecisionPoint | None = None  # loaded by initialise() from the DB
     identity: exchange.StoreIdentity | None = None  # set by initialise()
     sweeper: exchange.hygiene.Sweeper | None = field(default=None, repr=False)
+    # Compliance checks, retention and the decision sink (issue 16; gateway.compliance_root).
+    compliance: ComplianceServices | None = field(default=None, repr=False)
 
     def session(self) -> Session:
         return self.sessions()
@@ -283,15 +288,9 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         interval_s=settings.sweep_interval_s,
         grace_s=settings.sweep_grace_s,
     )
+    # Issue 16: the checks get their facts from here (audit imports no exchange).
+    platform.compliance = compliance_root.build(platform)
     return platform
-
-
-def ledger_signer_for(
-    *, platform_keystore: crypto.KeyStore, settings: Settings, session: Session, now: datetime
-) -> KmsLedgerSigner:
-    """The ledger's signer: the KMS key of purpose ledger-signing (Ed25519, or SM2 under sm)."""
-    signer = platform_keystore.signer(session, purpose=crypto.KeyPurpose.LEDGER_SIGNING, now=now)
-    return KmsLedgerSigner(settings.ledger_origin, signer)
 
 
 def root_key_backend(settings: Settings) -> RootKeyBackend:

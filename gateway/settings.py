@@ -7,6 +7,7 @@ import ipaddress
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -278,3 +279,80 @@ def _explain(exc: ValidationError) -> str:
         else:
             lines.append(message)
     return "; ".join(lines)
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be ≥ {minimum}")
+    return value
+
+
+DEFAULT_DECISION_MASKS = (
+    "/input/context/ip",
+    "/input/context/token",
+    "/input/context/cert",
+    "/input/subject/token",
+    "/input/secret",
+)
+
+
+@dataclass(frozen=True)
+class ComplianceSettings:
+    """`PDX_COMPLIANCE_*`, `PDX_RETENTION_*`, `PDX_DECISION_SINK_*` (docs/compliance.md)."""
+
+    interval_s: int = 86_400
+    """ZT-06: how often the compliance check runs in the platform (0: by hand only)."""
+    retention_interval_s: int = 86_400
+    """PI-11: how often the retention purge runs (0: never in-process)."""
+    audit_retention_days: int = 1095
+    """AUD-07: audit records, decision logs and ledger are kept at least this (≥ 180)."""
+    pi_record_retention_days: int = 1095
+    """DSL-04: records of providing PI or important data (≥ 1,095)."""
+    review_period_days: int = 365
+    """GRD-07: the longest interval between grading and review."""
+    risk_report_period_days: int = 365
+    """DSL-05: a risk assessment of important data is generated at least this often."""
+    decision_sink_url: str | None = None
+    """Push decision logs to this HTTP endpoint (OPA decision-log plugin shape)."""
+    decision_sink_interval_ms: int = 1000
+    decision_sink_batch: int = 500
+    decision_masks: tuple[str, ...] = DEFAULT_DECISION_MASKS
+    """JSON pointers removed from decision inputs in exports and pushes (OPA system.log.mask)."""
+    labels: tuple[tuple[str, str], ...] = (("app", "pdx"),)
+
+    def __post_init__(self) -> None:
+        if self.audit_retention_days < 180:
+            raise SettingsError("PDX_AUDIT_RETENTION_DAYS must be ≥ 180 (Cybersecurity Law 21)")
+        if self.pi_record_retention_days < 1095:
+            raise SettingsError("PDX_PI_RECORD_RETENTION_DAYS must be ≥ 1095 (PIPL art. 56)")
+        for mask in self.decision_masks:
+            if not mask.startswith("/input/"):
+                raise SettingsError(f"PDX_DECISION_MASKS: {mask!r} must start with /input/")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ComplianceSettings:
+        env = os.environ if env is None else env
+        masks = env.get("PDX_DECISION_MASKS")
+        return cls(
+            interval_s=_env_int(env, "PDX_COMPLIANCE_INTERVAL_S", 86_400, minimum=0),
+            retention_interval_s=_env_int(env, "PDX_RETENTION_INTERVAL_S", 86_400, minimum=0),
+            audit_retention_days=_env_int(env, "PDX_AUDIT_RETENTION_DAYS", 1095),
+            pi_record_retention_days=_env_int(env, "PDX_PI_RECORD_RETENTION_DAYS", 1095),
+            review_period_days=_env_int(env, "PDX_REVIEW_PERIOD_DAYS", 365),
+            risk_report_period_days=_env_int(env, "PDX_RISK_REPORT_PERIOD_DAYS", 365),
+            decision_sink_url=env.get("PDX_DECISION_SINK_URL") or None,
+            decision_sink_interval_ms=_env_int(env, "PDX_DECISION_SINK_INTERVAL_MS", 1000),
+            decision_sink_batch=_env_int(env, "PDX_DECISION_SINK_BATCH", 500),
+            decision_masks=(
+                tuple(m.strip() for m in masks.split(",") if m.strip())
+                if masks is not None
+                else DEFAULT_DECISION_MASKS
+            ),
+        )

@@ -256,6 +256,27 @@ cases := {
 		"input": req(security, "policy.write", {"type": "policy"}),
 		"allow": true,
 	},
+	"security_runs_compliance_checks": {
+		"input": req(security, "compliance.run", {"type": "compliance"}),
+		"allow": true,
+	},
+	"security_reads_compliance_runs": {
+		"input": req(security, "compliance.read", {"type": "compliance"}),
+		"allow": true,
+	},
+	"auditor_cannot_run_compliance_checks": {
+		"input": req(auditor, "compliance.run", {"type": "compliance"}),
+		"allow": false,
+		"reasons": ["the auditor changes nothing"],
+	},
+	"sysadmin_cannot_read_compliance_runs": {
+		"input": req(sysadmin, "compliance.read", {"type": "compliance"}),
+		"allow": false,
+	},
+	"consumer_cannot_run_compliance_checks": {
+		"input": req(consumer, "compliance.run", {"type": "compliance"}),
+		"allow": false,
+	},
 	"sysadmin_cannot_write_policy": {
 		"input": req(sysadmin, "policy.write", {"type": "policy"}),
 		"allow": false,

@@ -53,6 +53,8 @@ ACTIONS = (
     "account.create",
     "account.deactivate",
     "account.rotate_secret",
+    "compliance.run",
+    "compliance.read",
 )
 # Actions graded per cell of the matrix.
 DATA_ACTIONS = (

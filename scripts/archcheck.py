@@ -55,10 +55,29 @@ def modules(root: Path = ROOT) -> dict[str, Path]:
     return found
 
 
-def _imported(tree: ast.AST, name: str, is_package: bool) -> Iterator[str]:
-    """Absolute names a module's import statements refer to (relative ones resolved)."""
-    here = name.split(".") if is_package else name.split(".")[:-1]
+def _type_checking_blocks(tree: ast.AST) -> set[int]:
+    """Ids of nodes inside `if TYPE_CHECKING:` blocks: never run, so never part of a circle."""
+    skipped: set[int] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            test = node.test
+            name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+            if name == "TYPE_CHECKING":
+                skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    return skipped
+
+
+def _imported(tree: ast.AST, name: str, is_package: bool) -> Iterator[str]:
+    """Absolute names a module's import statements refer to (relative ones resolved).
+
+    Imports inside functions count (they run when called); imports under
+    `if TYPE_CHECKING:` do not (they are for the type checker and never run).
+    """
+    here = name.split(".") if is_package else name.split(".")[:-1]
+    skipped = _type_checking_blocks(tree)
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name

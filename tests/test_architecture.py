@@ -44,8 +44,12 @@ def test_checker_sees_lazy_upward_imports_and_cycles(tmp_path: Path) -> None:
     (tmp_path / "gateway" / "__init__.py").write_text("")
     (tmp_path / "gateway" / "app.py").write_text("from gateway import b\n")
     (tmp_path / "gateway" / "b.py").write_text("from . import app\n" + "x = 1\n" * 601)
+    (tmp_path / "gateway" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import crypto.a\n"
+    )
     found = ac.modules(tmp_path)
     edges = ac.graph(found)
     assert ac.upward(edges) == ["crypto.a imports gateway.app (crypto may not import gateway)"]
     assert ac.cycles(edges) == [["gateway.app", "gateway.b"]]
     assert ac.oversize(found, tmp_path) == ["gateway/b.py has 602 lines (limit 600)"]
+    assert edges["gateway.c"] == set()  # type-checking imports never run

@@ -69,7 +69,10 @@ def resource(action: str, level: str, open_attribute: str) -> dict[str, Any]:
             "owner_org": "org-p",
             "roles": ["data-provider"],
         }
-    if action in ("audit.read", "policy.read", "policy.write", "kms.read", "kms.admin"):
+    if action in (
+        "audit.read", "policy.read", "policy.write", "kms.read", "kms.admin",
+        "compliance.run", "compliance.read",
+    ):  # fmt: skip
         return {"type": action.split(".")[0]}
     return {
         "type": "dataset",
@@ -138,7 +141,7 @@ def expected(who: str, action: str, level: str, open_attribute: str, enabled: bo
         return who == "auditor"
     if action in ("policy.read", "kms.read"):
         return who in ("security", "auditor")
-    if action in ("policy.write", "kms.admin"):
+    if action in ("policy.write", "kms.admin", "compliance.run", "compliance.read"):
         return who == "security"
     if action in ("account.create", "account.deactivate", "account.rotate_secret"):
         # Only the organisation's own administrator, never the operator (issue 11).

@@ -63,7 +63,8 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _backup_create(settings: Settings, out: Path) -> int:
     from exchange.backup import Signer, create_backup
-    from gateway.platform import SCHEMA, build_platform, initialise, ledger_signer_for
+    from gateway.ledger_signer import ledger_signer_for
+    from gateway.platform import SCHEMA, build_platform, initialise
 
     platform = build_platform(settings)
     try:

@@ -36,7 +36,8 @@ def _ledger_export(args: argparse.Namespace) -> int:
 
 
 def _ledger_key(args: argparse.Namespace) -> int:
-    from gateway.platform import build_platform, ledger_signer_for, upgrade_database
+    from gateway.ledger_signer import ledger_signer_for
+    from gateway.platform import build_platform, upgrade_database
 
     settings = Settings.from_env()
     platform = build_platform(settings)

@@ -14,8 +14,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from exchange.backup import record_published
+from gateway.ledger_signer import ledger_signer_for
 from gateway.pep import Enforce
-from gateway.platform import ledger_signer_for
 from gateway.security import CallerDep, PlatformDep
 from ledger.log import MAX_PAGE, SealedBlock, StoredEntry
 from ledger.records import decode_leaf

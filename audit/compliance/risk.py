@@ -1,0 +1,137 @@
+"""Data-security risk assessment of important data (DSL art. 30; docs/compliance.md DSL-05)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit.compliance.base import (
+    RISK_REPORT,
+    DeploymentFacts,
+    RunRecorder,
+    RunSigner,
+)
+from audit.compliance.models import ComplianceRun, RiskReport
+from audit.compliance.runner import canonical
+from ledger.models import LedgerEntry
+
+IMPORTANT = ("important", "core")
+
+
+def build(
+    session: Session, facts: DeploymentFacts, matrix: Mapping[str, Any], *, now: datetime
+) -> dict[str, Any]:
+    """Types, volumes, processing activities (ledger), risks (checks), countermeasures."""
+    datasets = [d for d in facts.datasets(session) if d.level in IMPORTANT]
+    ids = [d.id for d in datasets]
+    types = Counter(" / ".join(d.classification_path[:2]) or "unclassified" for d in datasets)
+    activities: Counter[str] = Counter()
+    if ids:
+        for kind, n in session.execute(
+            select(LedgerEntry.type, func.count())
+            .where(LedgerEntry.object_id.in_(ids))
+            .group_by(LedgerEntry.type)
+        ).tuples():
+            activities[kind] += n
+    computations = [c for c in facts.computations(session) if set(c.input_ids) & set(ids)]
+    for c in computations:
+        activities[f"computation ({c.state})"] += 1
+    latest = session.scalars(
+        select(ComplianceRun).order_by(ComplianceRun.started_at.desc()).limit(1)
+    ).first()
+    risks = []
+    if latest is not None:
+        findings = json.loads(latest.report)["findings"]
+        risks = [
+            {"id": f["id"], "summary": f["summary"], "evidence": f["evidence"]}
+            for f in findings
+            if f["status"] == "fail"
+        ]
+    cells = matrix.get("cells", {})
+    countermeasures = {
+        name: cells[name]["actions"].get("computation.request")
+        for name in ("important/open", "important/conditional", "core/open", "core/conditional")
+        if name in cells
+    }
+    return {
+        "schema": "pdx.risk-report/1",
+        "generated_at": now.astimezone(UTC).isoformat(),
+        "scope": "important and core data (DSL art. 30)",
+        "datasets": [
+            {
+                "id": d.id,
+                "name": d.name,
+                "level": d.level,
+                "rows": d.rows,
+                "size_bytes": d.size_bytes,
+                "custody": d.custody,
+            }
+            for d in datasets
+        ],  # fmt: skip
+        "types": dict(types),
+        "volumes": {
+            "datasets": len(datasets),
+            "rows": sum(d.rows for d in datasets),
+            "bytes": sum(d.size_bytes for d in datasets),
+        },
+        "processing_activities": dict(activities),
+        "risks": risks,
+        "risks_from_run": latest.id if latest is not None else None,
+        "countermeasures": {
+            "grading_cells": countermeasures,
+            "enabled_computations": len(matrix.get("enabled_computations", {})),
+            "rows_never_leave": "GRD-08 (Rego invariant)",
+        },
+    }
+
+
+def record(
+    session: Session,
+    body: dict[str, Any],
+    *,
+    by: str,
+    now: datetime,
+    signer: RunSigner,
+    recorder: RunRecorder,
+) -> dict[str, Any]:
+    """Sign the report and put its digest on the ledger, in `session`'s transaction."""
+    report_id = str(uuid.uuid4())
+    body = {**body, "id": report_id, "by": by}
+    digest = "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
+    signature = base64.b64encode(signer.sign(digest.encode())).decode()
+    index = recorder(
+        session,
+        event_type=RISK_REPORT,
+        action="assess",
+        object_id=f"risk-report-{report_id}",
+        detail=f"{body['volumes']['datasets']} important datasets, {len(body['risks'])} risks",
+        payload_digest=digest,
+        now=now,
+    )
+    session.add(
+        RiskReport(
+            id=report_id,
+            generated_at=now,
+            by=by[:128],
+            report=canonical(body).decode(),
+            digest=digest,
+            signature=signature,
+            ledger_index=index,
+        )
+    )
+    return {**body, "digest": digest, "signature": signature, "ledger_index": index}
+
+
+def newest(session: Session) -> RiskReport | None:
+    return session.scalars(
+        select(RiskReport).order_by(RiskReport.generated_at.desc()).limit(1)
+    ).first()
