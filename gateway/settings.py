@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -91,8 +92,23 @@ class Settings:
     """/readyz reports not-ready when the objects' filesystem has less free space."""
     published_file: Path | None = None
     """High-water mark of published checkpoints (default `$PDX_HOME/published.json`)."""
+    # Witnesses and chain anchoring (issue 19). One block: parsed by `_publishing_env`,
+    # checked by `_check_publishing`.
+    witnesses: tuple[str, ...] = ()
+    """`name=URL=verifier-key` of each tlog-witness asked to cosign (URL: its prefix)."""
+    witness_quorum: int = 0
+    """Cosignatures a checkpoint should get (0: all witnesses); fewer is logged."""
+    witness_timeout_ms: int = 2000
+    anchor: str = "off"
+    """`off`, `embedded` (in-process eth-tester chain) or a JSON-RPC URL. `from_env`
+    defaults to `embedded` (`make run`); code that builds Settings itself gets `off`."""
+    anchor_contract: str | None = None
+    """Anchor contract address; without it one is deployed and recorded in anchor.json."""
+    anchor_every_blocks: int = 10
+    anchor_every_s: int = 2
 
     def __post_init__(self) -> None:
+        self._check_publishing()
         if not self.ledger_origin or any(c.isspace() or c == "+" for c in self.ledger_origin):
             # The origin doubles as the signed-note key name: no spaces, no '+'.
             raise SettingsError("PDX_LEDGER_ORIGIN must be non-empty without spaces or '+'")
@@ -228,4 +244,64 @@ class Settings:
             published_file=(
                 Path(env["PDX_PUBLISHED_FILE"]).resolve() if env.get("PDX_PUBLISHED_FILE") else None
             ),
+            **_publishing_env(env),
         )
+
+    def _check_publishing(self) -> None:
+        for spec in self.witnesses:
+            name, url, key = witness_spec(spec)
+            if key.split("+", 1)[0] != name:
+                raise SettingsError(f"PDX_WITNESSES: the key of {name!r} names another witness")
+        if not 0 <= self.witness_quorum <= len(self.witnesses):
+            raise SettingsError("PDX_WITNESS_QUORUM must be between 0 and the witnesses given")
+        if self.anchor not in ("off", "embedded") and not self.anchor.startswith(
+            ("http://", "https://")
+        ):
+            raise SettingsError("PDX_ANCHOR must be 'off', 'embedded' or an http(s) JSON-RPC URL")
+        if self.anchor_contract is not None and not _is_address(self.anchor_contract):
+            raise SettingsError("PDX_ANCHOR_CONTRACT must be a 0x-prefixed 20-byte hex address")
+        if self.anchor_every_blocks < 1 or self.anchor_every_s < 1:
+            raise SettingsError("PDX_ANCHOR_EVERY_BLOCKS and PDX_ANCHOR_EVERY_S must be ≥ 1")
+
+    @property
+    def witness_quorum_needed(self) -> int:
+        return self.witness_quorum or len(self.witnesses)
+
+    @property
+    def anchor_file(self) -> Path:
+        """Where the deployed anchor contract is recorded (chain id, address, writer)."""
+        return self.home / "anchor.json"
+
+
+# -- witnesses and chain anchoring (issue 19) ------------------------------------------
+
+
+def _publishing_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """PDX_WITNESSES (comma-separated), PDX_WITNESS_QUORUM, PDX_ANCHOR and its schedule."""
+    return {
+        "witnesses": tuple(w.strip() for w in env.get("PDX_WITNESSES", "").split(",") if w.strip()),
+        "witness_quorum": _int(env, "PDX_WITNESS_QUORUM", 0, minimum=0),
+        "witness_timeout_ms": _int(env, "PDX_WITNESS_TIMEOUT_MS", 2000),
+        "anchor": env.get("PDX_ANCHOR") or "embedded",
+        "anchor_contract": env.get("PDX_ANCHOR_CONTRACT") or None,
+        "anchor_every_blocks": _int(env, "PDX_ANCHOR_EVERY_BLOCKS", 10),
+        "anchor_every_s": _int(env, "PDX_ANCHOR_EVERY_S", 2),
+    }
+
+
+def witness_spec(spec: str) -> tuple[str, str, str]:
+    """Split `name=URL=verifier-key` (the key's base64 may end in '=')."""
+    name, sep, rest = spec.partition("=")
+    url, sep2, key = rest.partition("=")
+    if not (sep and sep2 and name and key) or not url.startswith(("http://", "https://")):
+        raise SettingsError(f"PDX_WITNESSES: {spec!r} is not name=http(s)://URL=verifier-key")
+    return name, url, key
+
+
+def _is_address(text: str) -> bool:
+    digits = text[2:]
+    return (
+        text[:2] in ("0x", "0X")
+        and len(digits) == 40
+        and all(c in "0123456789abcdefABCDEF" for c in digits)
+    )

@@ -41,6 +41,7 @@ __all__ = [
     "compile_contract",
     "connect",
     "contract_artifact",
+    "open_writer",
 ]
 
 SOURCE_PATH: Final = Path(__file__).parent / "contracts" / "anchor.vy"
@@ -280,3 +281,49 @@ class Anchorer:
         self._blocks_since = 0
         self._last_at = self._clock()
         return True
+
+
+def open_writer(
+    url: str | None,
+    private_scalar: bytes,
+    *,
+    contract: str | None = None,
+    record: Path | None = None,
+    wait_s: float = 30.0,
+) -> ChainWriter:
+    """A writer on the chain at `url` (None: a fresh embedded chain) with its contract.
+
+    The contract is `contract` if given (it must exist), else the one recorded in
+    `record` for this chain, else a new one deployed now (this key owns it and is its
+    first writer) and recorded. Call with no database transaction open.
+    """
+    w3 = connect(url)
+    writer = ChainWriter(w3, private_scalar, wait_s=wait_s)
+    try:
+        writer.fund_from_node()  # dev nodes and eth-tester; consortium chains need no gas
+    except Exception as exc:  # e.g. eth_accounts disabled on the node
+        log.info("no funding from the node: %s", exc.__class__.__name__)
+    chain = url or "embedded"
+    chain_id = int(w3.eth.chain_id)
+    address = contract
+    if address is None and url is not None and record is not None and record.exists():
+        known = json.loads(record.read_text())
+        if known.get("chain") == chain and known.get("chain_id") == chain_id:
+            address = str(known["contract"])
+    if address is not None and not w3.eth.get_code(w3.to_checksum_address(address)):
+        if contract is not None:
+            raise AnchorError(f"no anchor contract at {contract} on {chain}")
+        log.warning("the recorded anchor contract %s is gone from %s; deploying", address, chain)
+        address = None
+    if address is None:
+        address = writer.deploy()
+        log.info("anchor contract deployed at %s on %s", address, chain)
+        if record is not None:
+            data = {"chain": chain, "chain_id": chain_id, "contract": address}
+            data["writer"] = writer.account
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            tmp.replace(record)
+    else:
+        writer.reader = ChainAnchors(w3, address)
+    return writer
