@@ -38,7 +38,7 @@ from gateway.settings import Settings
 from ledger import KmsLedgerSigner, Ledger, LedgerConfig, LedgerError, Sealer
 from ledger.anchor import Anchorer, AnchorSchedule, open_writer
 from ledger.note import parse_verifier_key
-from ledger.publish import Publisher, SqlCosignatures, WitnessEndpoint
+from ledger.publish import Publisher, SqlCosignatures, WitnessEndpoint, cosigned_sizes
 from ledger.witness import CosignatureV1Verifier
 from sandbox.nodes import NodeRegistry
 from sandbox.operators import UsageLimits
@@ -525,10 +525,16 @@ class LedgerPublishing:
             return
         platform, settings = self._platform, self._platform.settings
         sessions = platform.sessions
+        witnesses = witness_endpoints(settings)
+        with platform.session() as session:
+            # Each witness's last cosigned size: a restart sends the right "old" at once.
+            known = cosigned_sizes(session)
+        for witness in witnesses:
+            witness.known_size = known.get(witness.verifier.name, 0)
         publisher = Publisher(
             platform.ledger,
             sessions,
-            witnesses=witness_endpoints(settings),
+            witnesses=witnesses,
             store=SqlCosignatures(sessions),
             anchorer=self._anchorer() if settings.anchor != "off" else None,
             timeout_s=settings.witness_timeout_ms / 1000,

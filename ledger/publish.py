@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import httpx
-from sqlalchemy import BigInteger, String, Text, select
+from sqlalchemy import BigInteger, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ledger.anchor import Anchorer
@@ -36,6 +36,7 @@ __all__ = [
     "SqlCosignatures",
     "WitnessEndpoint",
     "cosignature_lines",
+    "cosigned_sizes",
     "cosigned_notes",
     "published_checkpoint",
 ]
@@ -106,6 +107,16 @@ def published_checkpoint(ledger: Ledger, tx: LogTransaction) -> tuple[int, str]:
     return size, note + "".join(cosignature_lines(tx, size))
 
 
+def cosigned_sizes(tx: LogTransaction) -> dict[str, int]:
+    """The largest tree size each witness cosigned, as stored (a restart resumes from it)."""
+    if not isinstance(tx, Session):
+        return {}
+    query = select(LedgerCosignature.witness, func.max(LedgerCosignature.tree_size)).group_by(
+        LedgerCosignature.witness
+    )
+    return {witness: int(size) for witness, size in tx.execute(query)}
+
+
 def cosigned_notes(tx: LogTransaction) -> dict[int, list[str]]:
     """Stored cosignature lines by tree size (empty for a non-SQL store)."""
     if not isinstance(tx, Session):
@@ -158,7 +169,8 @@ class Publisher:
         # Called with a tree size before its checkpoint leaves the process (a restore
         # must never go below a checkpoint a witness holds).
         self._on_published = on_published
-        self._asked: dict[str, int] = {}  # witness name -> the last tree size it was asked
+        # witness name -> the last tree size it was asked (or cosigned, before a restart)
+        self._asked = {w.verifier.name: w.known_size for w in witnesses if w.known_size}
 
     # -- the sealer calls this after each seal --------------------------------------------
 

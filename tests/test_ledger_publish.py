@@ -15,7 +15,7 @@ from gateway.platform import Platform, build_platform, initialise
 from gateway.settings import Settings, SettingsError
 from ledger import export, open_note, parse_verifier_key
 from ledger.publish import SqlCosignatures, cosignature_lines, cosigned_notes
-from tests.helpers.i19_wiring import pdx_witness, wait_for
+from tests.helpers.i19_wiring import pdx_witness, wait_for, witness_log
 from tests.helpers.net import free_port
 from tests.test_ledger_log import append, verifier_key
 
@@ -76,6 +76,18 @@ def test_platform_publishes_to_a_pdx_witness_process_and_serves_it_cosigned(
                 publishing = platform.publishing
                 assert publishing is not None and publishing.publisher is not None
                 assert publishing.publisher.refusals == []
+            # A restart resumes from the stored cosignatures: its first request names the
+            # witness's size, so the witness has nothing to refuse (no 409 in its log).
+            with TestClient(create_app(platform)) as client:
+                append(platform, 3)
+                platform.sealer.seal_now()
+                wait_for(
+                    "a cosignature after the restart",
+                    lambda: (
+                        _served(client, verifiers)[0:2] == (second[0] + 3, [base.ledger_origin, W1])
+                    ),
+                )
+            assert "refused" not in witness_log(tmp_path, W1).read_text()
             # What it stored (ledger_cosignatures on this backend) rides on the export.
             with platform.session() as session:
                 stored = cosigned_notes(session)
@@ -88,9 +100,9 @@ def test_platform_publishes_to_a_pdx_witness_process_and_serves_it_cosigned(
             policy = WitnessPolicy.parse([witness_key], 1)
             report = verify_export(out, [log_key], witnesses=policy)
             assert report.ok, report.problem
-            assert report.witnessed_size == second[0]
+            assert report.witnessed_size == second[0] + 3
             # A served checkpoint is published: a restore must not go below it.
-            assert f'"tree_size": {second[0]}' in base.published_path.read_text()
+            assert f'"tree_size": {second[0] + 3}' in base.published_path.read_text()
         finally:
             platform.engine.dispose()
 
@@ -114,6 +126,12 @@ def test_an_unreachable_witness_delays_nothing_and_is_asked_again(
             assert names == [base.ledger_origin]  # served, not held up by the witness
             append(platform, 5)
             assert platform.sealer.seal_now()  # sealing never waits for witnesses
+            # Offered to a witness is published, even unanswered: a restore must not go
+            # below it (recorded by the publisher's thread; nobody GETs it here).
+            wait_for(
+                "the offered size recorded as published",
+                lambda: f'"tree_size": {size + 5}' in base.published_path.read_text(),
+            )
             # The witness comes back (same key and state, same port): the next seal's
             # round reaches it and it cosigns the newest checkpoint.
             with pdx_witness(tmp_path, W1, log_key, dict(os.environ), port=port) as (_, again):

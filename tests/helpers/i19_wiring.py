@@ -48,39 +48,39 @@ def pdx_witness(
 ) -> Iterator[tuple[str, str]]:
     """`pdx witness` as its own process on a loopback port: (URL prefix, verifier key).
 
-    Its key and state files are in `workdir`, so a second start is the same witness.
+    Its key, state and output (`witness_log`) are files in `workdir`, so a second start
+    is the same witness and a test can read what it logged.
     """
     port = port or free_port()
-    proc = subprocess.Popen(
-        [
-            *PDX,
-            "witness",
-            "--name",
-            name,
-            "--key",
-            str(workdir / f"{name.replace('/', '_')}.key"),
-            "--log",
-            log_key,
-            "--state",
-            str(workdir / f"{name.replace('/', '_')}.json"),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    stem = workdir / name.replace("/", "_")
+    output = witness_log(workdir, name)
+    offset = output.stat().st_size if output.exists() else 0  # this start's lines only
+    with output.open("a") as sink:
+        proc = subprocess.Popen(
+            [*PDX, "witness", "--name", name, "--log", log_key, "--port", str(port)]
+            + ["--key", f"{stem}.key", "--state", f"{stem}.json"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def started() -> str | None:
+        if proc.poll() is not None:
+            pytest.fail(f"pdx witness exited: {output.read_text()}")
+        text = output.read_text()[offset:]
+        return text if f"listening on http://127.0.0.1:{port}" in text else None
+
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # "pdx witness <verifier key>"
-        second = proc.stdout.readline()  # "pdx witness listening on ..."
-        if not first.startswith("pdx witness ") or "listening" not in second:
-            _stop(proc)
-            pytest.fail(f"pdx witness did not start: {first}{second}{proc.stdout.read()}")
-        yield f"http://127.0.0.1:{port}", first.split(" ", 2)[2].strip()
+        text = wait_for("pdx witness", started)
+        key = [line for line in text.splitlines() if line.startswith("pdx witness ")][0]
+        yield f"http://127.0.0.1:{port}", key.split(" ", 2)[2].strip()
     finally:
         _stop(proc)
+
+
+def witness_log(workdir: Path, name: str) -> Path:
+    return workdir / (name.replace("/", "_") + ".log")
 
 
 @contextmanager
