@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -251,24 +252,41 @@ class Anchorer:
         self.schedule = schedule
         self._clock = clock
         self._blocks_since = 0
+        self._count = threading.Lock()  # sealers count from their threads
         self._last_at = clock()
         self.anchored_size = 0
         self.refusals: list[str] = []
 
     def sealed(self, blocks: int) -> None:
-        self._blocks_since += blocks
+        with self._count:
+            self._blocks_since += blocks
 
     def due(self) -> bool:
         return self.schedule.due(self._blocks_since, self._clock() - self._last_at)
 
-    def anchor(self, size: int, root: bytes) -> bool:
-        """Anchor (size, root) now; False (and the refusal kept and logged) if refused."""
+    def _settled(self, counted: int) -> None:
+        # Only the blocks counted before this anchor began are settled: a seal during the
+        # chain call stays counted, or the newest checkpoint would wait for another seal.
+        with self._count:
+            self._blocks_since = max(0, self._blocks_since - counted)
+
+    @property
+    def pending(self) -> int:
+        """Blocks sealed since the last anchor (read it before reading the checkpoint)."""
+        return self._blocks_since
+
+    def anchor(self, size: int, root: bytes, *, counted: int | None = None) -> bool:
+        """Anchor (size, root) now; False (and the refusal kept and logged) if refused.
+
+        `counted`: `pending` as read before the checkpoint was (default: now).
+        """
         reader = self.writer.reader
         if reader is None:
             raise AnchorError("no anchor contract")
+        counted = self._blocks_since if counted is None else counted
         last_size, _ = reader.latest(self.origin)
         if size <= last_size:
-            self._blocks_since = 0
+            self._settled(counted)
             return False
         proof = self._proof(last_size, size) if last_size else []
         try:
@@ -277,9 +295,9 @@ class Anchorer:
             self.refusals.append(exc.detail)
             log.warning("anchor of tree size %d refused: %s", size, exc.detail)
             return False
-        self.anchored_size = size
-        self._blocks_since = 0
+        self._settled(counted)
         self._last_at = self._clock()
+        self.anchored_size = size
         return True
 
 
@@ -295,7 +313,8 @@ def open_writer(
 
     The contract is `contract` if given (it must exist), else the one recorded in
     `record` for this chain, else a new one deployed now (this key owns it and is its
-    first writer) and recorded. Call with no database transaction open.
+    first writer) and recorded (not for the embedded chain, which lives in this process).
+    Call with no database transaction open.
     """
     w3 = connect(url)
     writer = ChainWriter(w3, private_scalar, wait_s=wait_s)
@@ -318,10 +337,10 @@ def open_writer(
     if address is None:
         address = writer.deploy()
         log.info("anchor contract deployed at %s on %s", address, chain)
-        if record is not None:
+        if record is not None and url is not None:  # an embedded chain dies with us
             data = {"chain": chain, "chain_id": chain_id, "contract": address}
             data["writer"] = writer.account
-            tmp = record.with_suffix(".tmp")
+            tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(data, indent=2) + "\n")
             tmp.replace(record)
     else:

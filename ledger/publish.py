@@ -194,6 +194,7 @@ class Publisher:
     def publish_now(self, *, anchor: bool | None = None) -> int:
         """Publish the newest checkpoint; returns the number of cosignatures collected."""
         with self._lock:
+            counted = self.anchorer.pending if self.anchorer is not None else 0
             current = self._read()
             if current is None:
                 return 0
@@ -220,7 +221,7 @@ class Publisher:
                     self.quorum,
                 )
             if self.anchorer is not None and (anchor or (anchor is None and self.anchorer.due())):
-                self.anchorer.anchor(checkpoint.size, checkpoint.root_hash)
+                self.anchorer.anchor(checkpoint.size, checkpoint.root_hash, counted=counted)
             with self.published:
                 self.published.notify_all()
             return len(lines)

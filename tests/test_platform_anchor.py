@@ -67,9 +67,7 @@ def test_running_platform_anchors_on_the_embedded_chain_with_its_kms_key(
             address = Account.from_key(key.private_scalar).address
             assert address == writer.account
             assert address.lower() == "0x" + keccak(key.public_key[1:])[12:].hex()
-            recorded = json.loads(s.anchor_file.read_text())
-            assert recorded["chain"] == "embedded" and recorded["writer"] == address
-            assert recorded["contract"] == writer.reader.address
+            assert not s.anchor_file.exists()  # nothing to find again: a new chain per start
         # The export agrees with the chain.
         out = tmp_path / "export"
         with platform.session() as session:
@@ -137,7 +135,7 @@ def test_pdx_run_cosigns_and_anchors_on_ganache_then_audit_verify_chain(tmp_path
                     and json.loads((Path(env["PDX_HOME"]) / "anchor.json").read_text())
                 ),
             )
-            assert recorded["chain"] == chain
+            assert recorded["chain"] == chain and recorded["chain_id"] == 1337
             reader = ChainAnchors(connect(chain), recorded["contract"])
             wait_for("the anchor", lambda: reader.latest("pdx.local/ledger")[0] >= size, 60)
         # Stopped (final seal): export and check against the witness and the chain.
@@ -164,3 +162,45 @@ def test_pdx_run_cosigns_and_anchors_on_ganache_then_audit_verify_chain(tmp_path
         with pdx_run(env):
             pass  # serving means the lifespan started publishing (contract found or deployed)
         assert json.loads((Path(env["PDX_HOME"]) / "anchor.json").read_text()) == recorded
+
+
+def test_a_seal_during_an_anchor_is_not_forgotten() -> None:
+    """A block sealed while the chain call runs keeps the next anchor due (it was lost)."""
+    from crypto import SignatureAlgorithm, generate_key_pair
+    from ledger import AnchorSchedule, ChainWriter
+    from tests.helpers.i19_anchor import ORIGIN, Log
+
+    writer = ChainWriter(
+        connect(None), generate_key_pair(SignatureAlgorithm.ECDSA_SECP256K1_SHA256).private_bytes()
+    )
+    writer.fund_from_node()
+    writer.deploy()
+    log = Log()
+    anchorer: Anchorer
+
+    def proof(first: int, second: int) -> list[bytes]:
+        # The sealer's thread reports a new block while this anchor is on its way.
+        anchorer.sealed(1)
+        with log.storage.transaction() as tx:
+            return log.ledger.consistency_proof(tx, first, second)
+
+    # every_s large: only the block count can make an anchor due.
+    anchorer = Anchorer(writer, ORIGIN, proof, AnchorSchedule(every_blocks=1, every_s=3600))
+
+    def head() -> tuple[int, bytes]:
+        with log.storage.transaction() as tx:
+            latest = log.ledger.latest(tx)
+        assert latest is not None
+        return latest.block.tree_size, latest.block.root
+
+    log.grow(3)
+    anchorer.sealed(1)
+    assert anchorer.anchor(*head())  # the first anchor needs no proof
+    assert not anchorer.due()
+    log.grow(2)
+    anchorer.sealed(1)
+    assert anchorer.pending == 1
+    assert anchorer.anchor(*head())  # the proof step "seals" one more meanwhile
+    assert anchorer.anchored_size == 5
+    assert anchorer.due(), "the block sealed during the anchor was forgotten"
+    assert anchorer.pending == 1
