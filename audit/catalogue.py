@@ -102,12 +102,12 @@ class Event(StrEnum):
     KEY_DESTROY_CANCELLED = "key.destroy_cancelled"
 
     # -- compliance, retention and the audit workspace (audit/compliance, gateway/routers)
-    COMPLIANCE_RUN = "compliance.run"
-    COMPLIANCE_RUN_FAILED = "compliance.run_failed"
+    COMPLIANCE_CHECKED = "compliance.checked"
+    COMPLIANCE_CHECK_FAILED = "compliance.check_failed"
     RETENTION_RUN = "retention.run"
     RETENTION_RUN_FAILED = "retention.run_failed"
-    RISK_REPORT_GENERATED = "risk_report.generated"
-    RISK_REPORT_FAILED = "risk_report.failed"
+    RISK_REPORT_GENERATED = "risk.report_generated"
+    RISK_REPORT_FAILED = "risk.report_failed"
     AUDIT_RECORDS_READ = "audit.records_read"
     AUDIT_DECISIONS_READ = "audit.decisions_read"
 
@@ -167,6 +167,6 @@ class RecordType(StrEnum):
     KEY_RESUMED = Event.KEY_RESUMED.value
     KEY_DESTROY_REQUESTED = Event.KEY_DESTROY_REQUESTED.value
     KEY_DESTROY_CANCELLED = Event.KEY_DESTROY_CANCELLED.value
-    COMPLIANCE_RUN = Event.COMPLIANCE_RUN.value
+    COMPLIANCE_CHECKED = Event.COMPLIANCE_CHECKED.value
     RETENTION_RUN = Event.RETENTION_RUN.value
     RISK_REPORT_GENERATED = Event.RISK_REPORT_GENERATED.value

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import audit
@@ -47,6 +48,8 @@ PUBLIC_PATHS = frozenset(
         "/v1/invitations/redeem",  # the one-time invitation code authenticates
         "/v1/invitations/confirm",  # login, password and the first TOTP code
         "/.well-known/jwks.json",
+        "/v1/ledger/checkpoint",  # signed, with its cosignatures: anyone may hold it
+        "/v1/ledger/verifier-key",  # the key to check it with
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",
@@ -95,6 +98,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if platform.compliance is not None:
         platform.compliance.start()
     try:
+        if platform.publishing is not None:
+            # Witnesses and the chain (issue 19): network calls in a worker thread, no
+            # transaction open; an unreachable chain or a missing contract stops start-up.
+            await run_in_threadpool(platform.publishing.start)
         yield
     finally:
         if platform.compliance is not None:
@@ -106,6 +113,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform.compute.nodes.close()
         platform.decision_logs.stop()
         platform.sealer.stop()
+        if platform.publishing is not None:
+            platform.publishing.stop()  # after the final seal
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -169,6 +178,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(organisations.router, dependencies=protected)
     app.include_router(people.router, dependencies=protected)
     app.include_router(datasets.router, dependencies=protected)
+    app.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
     app.include_router(ledger.router, dependencies=protected)
     app.include_router(kms.router, dependencies=protected)
     app.include_router(policies.router, dependencies=protected)

@@ -145,6 +145,19 @@ class Settings(BaseSettings):
     """/readyz reports not-ready when the objects' filesystem has less free space."""
     published_file: Path | None = None
     """High-water mark of published checkpoints (default `$PDX_HOME/published.json`)."""
+    # Witnesses and chain anchoring (issue 19), checked by `_check_publishing`.
+    witnesses: Csv = ()
+    """`name=URL=verifier-key` of each tlog-witness asked to cosign (URL: its prefix)."""
+    witness_quorum: Annotated[int, Field(ge=0)] = 0
+    """Cosignatures a checkpoint should get (0: all witnesses); fewer is logged."""
+    witness_timeout_ms: Count = 2000
+    anchor: str = "off"
+    """`off`, `embedded` (in-process eth-tester chain) or a JSON-RPC URL. `from_env`
+    defaults to `embedded` (`make run`); code that builds Settings itself gets `off`."""
+    anchor_contract: str | None = None
+    """Anchor contract address; without it one is deployed and recorded in anchor.json."""
+    anchor_every_blocks: Count = 10
+    anchor_every_s: Count = 2
     unsafe_bench_no_pep: Flag = Field(
         False,
         validation_alias=AliasChoices(
@@ -182,6 +195,8 @@ class Settings(BaseSettings):
                 DeprecationWarning,
                 stacklevel=2,
             )
+        if not env.get("PDX_ANCHOR"):  # `make run` anchors; code-built Settings do not
+            env["PDX_ANCHOR"] = "embedded"
         token = _ENV.set(env)
         try:
             return cls()
@@ -223,6 +238,7 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"{_env_name(name)}: {net!r} is not an IP address or network (CIDR)"
                     ) from None
+        self._check_publishing()
         return self
 
     @property
@@ -248,6 +264,31 @@ class Settings(BaseSettings):
     @property
     def url(self) -> str:
         return f"{'https' if self.mtls else 'http'}://{self.host}:{self.port}"
+
+    def _check_publishing(self) -> None:
+        for spec in self.witnesses:
+            name, url, key = witness_spec(spec)
+            if key.split("+", 1)[0] != name:
+                raise SettingsError(f"PDX_WITNESSES: the key of {name!r} names another witness")
+        if not 0 <= self.witness_quorum <= len(self.witnesses):
+            raise SettingsError("PDX_WITNESS_QUORUM must be between 0 and the witnesses given")
+        if self.anchor not in ("off", "embedded") and not self.anchor.startswith(
+            ("http://", "https://")
+        ):
+            raise SettingsError("PDX_ANCHOR must be 'off', 'embedded' or an http(s) JSON-RPC URL")
+        if self.anchor_contract is not None and not _is_address(self.anchor_contract):
+            raise SettingsError("PDX_ANCHOR_CONTRACT must be a 0x-prefixed 20-byte hex address")
+        if self.anchor_every_blocks < 1 or self.anchor_every_s < 1:
+            raise SettingsError("PDX_ANCHOR_EVERY_BLOCKS and PDX_ANCHOR_EVERY_S must be ≥ 1")
+
+    @property
+    def witness_quorum_needed(self) -> int:
+        return self.witness_quorum or len(self.witnesses)
+
+    @property
+    def anchor_file(self) -> Path:
+        """Where the deployed anchor contract is recorded (chain id, address, writer)."""
+        return self.home / "anchor.json"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes`, validated again (the refusals hold for copies too)."""
@@ -356,3 +397,24 @@ class ComplianceSettings:
                 else DEFAULT_DECISION_MASKS
             ),
         )
+
+
+# -- witnesses and chain anchoring (issue 19) ------------------------------------------
+
+
+def witness_spec(spec: str) -> tuple[str, str, str]:
+    """Split `name=URL=verifier-key` (the key's base64 may end in '=')."""
+    name, sep, rest = spec.partition("=")
+    url, sep2, key = rest.partition("=")
+    if not (sep and sep2 and name and key) or not url.startswith(("http://", "https://")):
+        raise SettingsError(f"PDX_WITNESSES: {spec!r} is not name=http(s)://URL=verifier-key")
+    return name, url, key
+
+
+def _is_address(text: str) -> bool:
+    digits = text[2:]
+    return (
+        text[:2] in ("0x", "0X")
+        and len(digits) == 40
+        and all(c in "0123456789abcdefABCDEF" for c in digits)
+    )

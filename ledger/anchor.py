@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "compile_contract",
     "connect",
     "contract_artifact",
+    "open_writer",
 ]
 
 SOURCE_PATH: Final = Path(__file__).parent / "contracts" / "anchor.vy"
@@ -250,24 +252,41 @@ class Anchorer:
         self.schedule = schedule
         self._clock = clock
         self._blocks_since = 0
+        self._count = threading.Lock()  # sealers count from their threads
         self._last_at = clock()
         self.anchored_size = 0
         self.refusals: list[str] = []
 
     def sealed(self, blocks: int) -> None:
-        self._blocks_since += blocks
+        with self._count:
+            self._blocks_since += blocks
 
     def due(self) -> bool:
         return self.schedule.due(self._blocks_since, self._clock() - self._last_at)
 
-    def anchor(self, size: int, root: bytes) -> bool:
-        """Anchor (size, root) now; False (and the refusal kept and logged) if refused."""
+    def _settled(self, counted: int) -> None:
+        # Only the blocks counted before this anchor began are settled: a seal during the
+        # chain call stays counted, or the newest checkpoint would wait for another seal.
+        with self._count:
+            self._blocks_since = max(0, self._blocks_since - counted)
+
+    @property
+    def pending(self) -> int:
+        """Blocks sealed since the last anchor (read it before reading the checkpoint)."""
+        return self._blocks_since
+
+    def anchor(self, size: int, root: bytes, *, counted: int | None = None) -> bool:
+        """Anchor (size, root) now; False (and the refusal kept and logged) if refused.
+
+        `counted`: `pending` as read before the checkpoint was (default: now).
+        """
         reader = self.writer.reader
         if reader is None:
             raise AnchorError("no anchor contract")
+        counted = self._blocks_since if counted is None else counted
         last_size, _ = reader.latest(self.origin)
         if size <= last_size:
-            self._blocks_since = 0
+            self._settled(counted)
             return False
         proof = self._proof(last_size, size) if last_size else []
         try:
@@ -276,7 +295,54 @@ class Anchorer:
             self.refusals.append(exc.detail)
             log.warning("anchor of tree size %d refused: %s", size, exc.detail)
             return False
-        self.anchored_size = size
-        self._blocks_since = 0
+        self._settled(counted)
         self._last_at = self._clock()
+        self.anchored_size = size
         return True
+
+
+def open_writer(
+    url: str | None,
+    private_scalar: bytes,
+    *,
+    contract: str | None = None,
+    record: Path | None = None,
+    wait_s: float = 30.0,
+) -> ChainWriter:
+    """A writer on the chain at `url` (None: a fresh embedded chain) with its contract.
+
+    The contract is `contract` if given (it must exist), else the one recorded in
+    `record` for this chain, else a new one deployed now (this key owns it and is its
+    first writer) and recorded (not for the embedded chain, which lives in this process).
+    Call with no database transaction open.
+    """
+    w3 = connect(url)
+    writer = ChainWriter(w3, private_scalar, wait_s=wait_s)
+    try:
+        writer.fund_from_node()  # dev nodes and eth-tester; consortium chains need no gas
+    except Exception as exc:  # e.g. eth_accounts disabled on the node
+        log.info("no funding from the node: %s", exc.__class__.__name__)
+    chain = url or "embedded"
+    chain_id = int(w3.eth.chain_id)
+    address = contract
+    if address is None and url is not None and record is not None and record.exists():
+        known = json.loads(record.read_text())
+        if known.get("chain") == chain and known.get("chain_id") == chain_id:
+            address = str(known["contract"])
+    if address is not None and not w3.eth.get_code(w3.to_checksum_address(address)):
+        if contract is not None:
+            raise AnchorError(f"no anchor contract at {contract} on {chain}")
+        log.warning("the recorded anchor contract %s is gone from %s; deploying", address, chain)
+        address = None
+    if address is None:
+        address = writer.deploy()
+        log.info("anchor contract deployed at %s on %s", address, chain)
+        if record is not None and url is not None:  # an embedded chain dies with us
+            data = {"chain": chain, "chain_id": chain_id, "contract": address}
+            data["writer"] = writer.account
+            tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            tmp.replace(record)
+    else:
+        writer.reader = ChainAnchors(w3, address)
+    return writer

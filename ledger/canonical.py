@@ -75,7 +75,14 @@ def _encode_general(value: object) -> bytes:
         raise CanonicalJsonError("value is nested too deeply or is cyclic") from exc
 
 
-def _emit(value: object, out: list[str]) -> None:
+MAX_DEPTH = 512
+"""Nesting refused beyond this, whatever the interpreter's recursion limit (py-evm raises it
+to 12,288 when the embedded chain is loaded, and a cycle would then exhaust the C stack)."""
+
+
+def _emit(value: object, out: list[str], depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise CanonicalJsonError("value is nested too deeply or is cyclic")
     if value is None:
         out.append("null")
     elif value is True:
@@ -93,13 +100,13 @@ def _emit(value: object, out: list[str]) -> None:
     elif isinstance(value, float):
         out.append(_number(value))
     elif isinstance(value, Mapping):
-        _emit_object(value, out)
+        _emit_object(value, out, depth)
     elif isinstance(value, list | tuple):
         out.append("[")
         for i, item in enumerate(value):
             if i:
                 out.append(",")
-            _emit(item, out)
+            _emit(item, out, depth + 1)
         out.append("]")
     else:
         raise CanonicalJsonError(
@@ -107,7 +114,7 @@ def _emit(value: object, out: list[str]) -> None:
         )
 
 
-def _emit_object(value: Mapping[object, object], out: list[str]) -> None:
+def _emit_object(value: Mapping[object, object], out: list[str], depth: int) -> None:
     keys: list[str] = []
     for key in value:
         if not isinstance(key, str):
@@ -132,7 +139,7 @@ def _emit_object(value: Mapping[object, object], out: list[str]) -> None:
             out.append(",")
         out.append(_string(key))
         out.append(":")
-        _emit(value[key], out)
+        _emit(value[key], out, depth + 1)
     out.append("}")
 
 

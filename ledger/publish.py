@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import httpx
-from sqlalchemy import BigInteger, String, Text, select
+from sqlalchemy import BigInteger, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ledger.anchor import Anchorer
@@ -35,7 +35,10 @@ __all__ = [
     "Publisher",
     "SqlCosignatures",
     "WitnessEndpoint",
+    "cosignature_lines",
+    "cosigned_sizes",
     "cosigned_notes",
+    "published_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,39 @@ class MemoryCosignatures:
         return {size: [by[w] for w in sorted(by)] for size, by in self.stored.items()}
 
 
+def cosignature_lines(tx: LogTransaction, tree_size: int) -> list[str]:
+    """The stored cosignature lines of the checkpoint of `tree_size`, by witness name."""
+    if not isinstance(tx, Session):
+        return []
+    query = (
+        select(LedgerCosignature.line)
+        .where(LedgerCosignature.tree_size == tree_size)
+        .order_by(LedgerCosignature.witness)
+    )
+    return list(tx.scalars(query))
+
+
+def published_checkpoint(ledger: Ledger, tx: LogTransaction) -> tuple[int, str]:
+    """The newest checkpoint note with the witness cosignatures it has, and its tree size.
+
+    Signed-note format: each cosignature is one more signature line; a verifier ignores
+    lines by keys it does not know, so the note stays valid for log-key-only checkers.
+    """
+    note = ledger.checkpoint(tx)
+    size = int(note.split("\n", 2)[1])
+    return size, note + "".join(cosignature_lines(tx, size))
+
+
+def cosigned_sizes(tx: LogTransaction) -> dict[str, int]:
+    """The largest tree size each witness cosigned, as stored (a restart resumes from it)."""
+    if not isinstance(tx, Session):
+        return {}
+    query = select(LedgerCosignature.witness, func.max(LedgerCosignature.tree_size)).group_by(
+        LedgerCosignature.witness
+    )
+    return {witness: int(size) for witness, size in tx.execute(query)}
+
+
 def cosigned_notes(tx: LogTransaction) -> dict[int, list[str]]:
     """Stored cosignature lines by tree size (empty for a non-SQL store)."""
     if not isinstance(tx, Session):
@@ -112,6 +148,8 @@ class Publisher:
         store: SqlCosignatures | MemoryCosignatures,
         anchorer: Anchorer | None = None,
         timeout_s: float = 2.0,
+        quorum: int | None = None,
+        on_published: Callable[[int], None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._transactions = transactions
@@ -126,6 +164,13 @@ class Publisher:
         self.refusals: list[str] = []
         self.cosigned_size = 0
         self.published = threading.Condition()
+        # Cosignatures a checkpoint should get; fewer is logged (auditors enforce theirs).
+        self.quorum = len(witnesses) if quorum is None else quorum
+        # Called with a tree size before its checkpoint leaves the process (a restore
+        # must never go below a checkpoint a witness holds).
+        self._on_published = on_published
+        # witness name -> the last tree size it was asked (or cosigned, before a restart)
+        self._asked = {w.verifier.name: w.known_size for w in witnesses if w.known_size}
 
     # -- the sealer calls this after each seal --------------------------------------------
 
@@ -149,20 +194,34 @@ class Publisher:
     def publish_now(self, *, anchor: bool | None = None) -> int:
         """Publish the newest checkpoint; returns the number of cosignatures collected."""
         with self._lock:
+            counted = self.anchorer.pending if self.anchorer is not None else 0
             current = self._read()
             if current is None:
                 return 0
             note, checkpoint = current
             lines: dict[str, tuple[str, int]] = {}
-            for witness in self.witnesses:
+            # Each witness is asked once per tree size (a timer wake-up with nothing new
+            # sealed asks nobody); an unreachable one is asked again next round.
+            due = [w for w in self.witnesses if self._asked.get(w.verifier.name) != checkpoint.size]
+            if due and self._on_published is not None:
+                self._on_published(checkpoint.size)
+            for witness in due:
                 got = self._ask(witness, note, checkpoint)
                 if got is not None:
                     lines[witness.verifier.name] = got
             if lines:
                 self._store.save(checkpoint.size, lines)
                 self.cosigned_size = checkpoint.size
+            if due and len(lines) < self.quorum:
+                log.warning(
+                    "checkpoint %d cosigned by %d of %d witnesses (quorum %d)",
+                    checkpoint.size,
+                    len(lines),
+                    len(self.witnesses),
+                    self.quorum,
+                )
             if self.anchorer is not None and (anchor or (anchor is None and self.anchorer.due())):
-                self.anchorer.anchor(checkpoint.size, checkpoint.root_hash)
+                self.anchorer.anchor(checkpoint.size, checkpoint.root_hash, counted=counted)
             with self.published:
                 self.published.notify_all()
             return len(lines)
@@ -191,6 +250,7 @@ class Publisher:
             if response.status_code != 200:
                 self._refused(witness, checkpoint, response)
                 return None
+            self._asked[witness.verifier.name] = checkpoint.size
             return self._accept(witness, note, response.text)
         return None
 
@@ -214,6 +274,7 @@ class Publisher:
     def _refused(
         self, witness: WitnessEndpoint, checkpoint: Checkpoint, response: httpx.Response
     ) -> None:
+        self._asked[witness.verifier.name] = checkpoint.size  # refused: not again
         why = response.headers.get("x-witness-refusal") or response.text.strip()
         message = (
             f"witness {witness.verifier.name} refused tree size {checkpoint.size} "
@@ -225,29 +286,32 @@ class Publisher:
     # -- the thread -----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the thread; its first round publishes (and anchors) the newest checkpoint."""
         if self._thread is not None:
             return
         self._stop.clear()
+        self._wake.set()
         self._thread = threading.Thread(target=self._run, name="ledger-publisher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-        self._thread = None
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
         self._client.close()
 
     def _run(self) -> None:
         interval = self.anchorer.schedule.every_s if self.anchorer is not None else None
+        first = True
         while not self._stop.is_set():
             self._wake.wait(interval)
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
-                self.publish_now()
+                self.publish_now(anchor=True if first else None)
+                first = False
             except Exception:  # the thread must survive a bad moment; the next seal retries
                 log.exception("ledger publishing failed")

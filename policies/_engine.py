@@ -192,7 +192,19 @@ def _key_text(key: str) -> bytes:
     return text
 
 
-def _push(handle: int, value: Any) -> int:
+MAX_INPUT_DEPTH = 256
+"""Decision inputs nest far less; refused beyond this whatever the recursion limit (py-evm
+raises it to 12,288 in a gateway that anchors, which would let a deep value exhaust the C
+stack inside the builder)."""
+
+
+class _TooDeep(Exception):
+    """The value nests deeper than `MAX_INPUT_DEPTH`."""
+
+
+def _push(handle: int, value: Any, depth: int = 0) -> int:
+    if depth > MAX_INPUT_DEPTH:
+        raise _TooDeep
     kind = type(value)
     if kind is str:
         return _push_str(handle, _engine_text(value))
@@ -202,13 +214,13 @@ def _push(handle: int, value: Any) -> int:
             if type(key) is not str:
                 raise _NotBuildable
             status |= _push_str(handle, _key_text(key))
-            status |= _push(handle, item)
+            status |= _push(handle, item, depth + 1)
             status |= _pop_item(handle)
         return status | _pop_object(handle, len(value))
     if kind is list or kind is tuple:
         status = 0
         for item in value:
-            status |= _push(handle, item)
+            status |= _push(handle, item, depth + 1)
         return status | _pop_array(handle, len(value))
     if kind is bool:
         return _push_bool(handle, value)
@@ -303,7 +315,7 @@ class RegoProgram:
             handle = _input_tree(value)
         except _NotBuildable:
             return self.evaluate(entrypoint, json.dumps(value, ensure_ascii=False))
-        except RecursionError:
+        except (RecursionError, _TooDeep):
             raise ValueError("the decision input is nested too deeply") from None
         try:
             # The engine clones the value (regoSetInput), so the builder is freed here.

@@ -191,12 +191,12 @@ def test_sink_receives_every_decision_with_none_lost_across_an_outage(
         name="test",
     )
     auditor = login(api, creds, "auditor")
-    api.get("/v1/ledger/checkpoint", headers=auditor)
+    api.get("/v1/ledger/entries", headers=auditor)
     platform.decision_logs.flush()
     _Sink.failures_left = 4  # the sink is down for a while
     assert sink.push_once() == 0 and sink.last_error == "HTTP 503"
     for _ in range(5):  # decisions keep arriving during the outage
-        api.get("/v1/ledger/checkpoint", headers=auditor)
+        api.get("/v1/ledger/entries", headers=auditor)
     platform.decision_logs.flush()
     delivered = sum(sink.push_once() for _ in range(3))
     assert delivered == 0 and _Sink.received == []  # still down: nothing moved

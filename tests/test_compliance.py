@@ -59,7 +59,7 @@ def test_runs_are_signed_on_the_ledger_and_only_security_admins_run_them(
     report = run_check(api, creds)
     with platform.session() as session:
         leaf = decode_leaf(platform.ledger.entry(session, report["ledger_index"]).leaf)
-    assert leaf["type"] == "compliance.run"
+    assert leaf["type"] == "compliance.checked"
     assert leaf["payload_digest"] == report["digest"]
     # Anyone holding the ledger's public verifier key checks the run's signature offline.
     key = api.get("/v1/ledger/verifier-key", headers=login(api, creds, "auditor"))

@@ -38,7 +38,7 @@ def test_important_data_needs_a_current_risk_report(
     assert report["countermeasures"]["grading_cells"]["important/conditional"]["allow"]
     with platform.session() as s:
         leaf = decode_leaf(platform.ledger.entry(s, report["ledger_index"]).leaf)
-    assert leaf["type"] == "risk_report.generated"
+    assert leaf["type"] == "risk.report_generated"
     assert leaf["payload_digest"] == report["digest"]
     assert failing(run_check(api, creds)) == {}
     assert (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -205,6 +206,11 @@ def test_errors_leave_as_problems_with_nothing_secret(
     raising_client: tuple[FastAPI, TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     app, client = raising_client
+    # Capture on the gateway's own logger: another library's logging set-up earlier in the
+    # session (a root level, a handler) must not decide whether this assertion sees it.
+    gateway_log = logging.getLogger("pdx.gateway")
+    gateway_log.disabled = False
+    caplog.set_level(logging.ERROR, logger="pdx.gateway")
     for n, (exc, status, code, shows_detail) in enumerate(RAISED):
         path = f"/boom/{n}"
         app.add_api_route(path, _raiser(exc), methods=["GET"])

@@ -7,6 +7,7 @@ import json
 import math
 import random
 import struct
+import sys
 from collections import OrderedDict
 from decimal import Decimal
 from pathlib import Path
@@ -241,3 +242,19 @@ def test_random_doubles_round_trip_and_follow_es6_layout() -> None:
         else:
             assert 1e-6 <= abs(value) < 1e21 or value == 0
         assert not mantissa.endswith(".") and not (("." in mantissa) and mantissa.endswith("0"))
+
+
+def test_depth_is_refused_whatever_the_recursion_limit() -> None:
+    # py-evm (the embedded anchoring chain) raises the limit to 12,288 when it is imported.
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(12_288)
+    try:
+        deep: dict[str, Any] = {"a": None}
+        cur = deep
+        for _ in range(5000):
+            cur["a"] = {"a": None}
+            cur = cur["a"]
+        with pytest.raises(CanonicalJsonError):
+            canonical_json(deep)
+    finally:
+        sys.setrecursionlimit(previous)

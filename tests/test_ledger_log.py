@@ -175,20 +175,23 @@ def test_offline_verification_of_an_export(ready: Platform, tmp_path: Path) -> N
 
 
 def test_a_changed_stored_leaf_is_found_after_export(ready: Platform, tmp_path: Path) -> None:
+    with ready.session() as session:
+        target = ready.ledger.size(session) + 20  # one of ours, whatever seeding wrote
     append(ready, 40)
     ready.sealer.seal_now()
     with ready.session() as session, session.begin():
-        leaf = ready.ledger.entry(session, 20).leaf
+        leaf = ready.ledger.entry(session, target).leaf
         forged = leaf.replace(b"obj-", b"obx-", 1)
+        assert forged != leaf
         session.execute(
             text("UPDATE ledger_entries SET leaf = :leaf WHERE idx = :idx"),
-            {"leaf": forged, "idx": 20},
+            {"leaf": forged, "idx": target},
         )
     with ready.session() as session:
         export(session, ready.ledger, tmp_path / "x")
     report = verify_export(tmp_path / "x", [verifier_key(ready)])
     assert not report.ok
-    assert report.bad_index == 20, report.problem
+    assert report.bad_index == target, report.problem
 
 
 def _crash_child(url: str, home: str) -> None:

@@ -301,3 +301,17 @@ def test_value_tree_refuses_what_json_refuses() -> None:
         nested = [nested]
     with pytest.raises(ValueError):
         program.evaluate_value("t/echo", nested)
+
+
+def test_value_tree_refuses_depth_whatever_the_recursion_limit() -> None:
+    program = RegoProgram({"t.rego": _ECHO}, {}, _ECHO_PATHS)
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(12_288)  # as py-evm sets it in a gateway that anchors
+    try:
+        nested: list[object] = []
+        for _ in range(5000):
+            nested = [nested]
+        with pytest.raises(ValueError):
+            program.evaluate_value("t/echo", nested)
+    finally:
+        sys.setrecursionlimit(previous)

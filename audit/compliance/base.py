@@ -18,7 +18,7 @@ from audit.catalogue import Event
 DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "compliance.md"
 _ROW = re.compile(r"^\|\s*([A-Z]{2,3}-\d{2})\s*\|(.*)\|\s*$")
 # Event names this package adds (the reshape issue folds them into the event enum).
-COMPLIANCE_RUN = Event.COMPLIANCE_RUN
+COMPLIANCE_RUN = Event.COMPLIANCE_CHECKED
 RETENTION_RUN = Event.RETENTION_RUN
 AUDIT_RECORDS_READ = Event.AUDIT_RECORDS_READ
 AUDIT_DECISIONS_READ = Event.AUDIT_DECISIONS_READ

@@ -25,7 +25,7 @@ RunId = Annotated[str, Path(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{3
 @router.post("/runs", status_code=201, dependencies=[Depends(RunCompliance)])
 def create_run(request: Request, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
     """Evaluate every requirement now; the signed report goes on the ledger."""
-    request.state.audit_event = Event.COMPLIANCE_RUN_FAILED
+    request.state.audit_event = Event.COMPLIANCE_CHECK_FAILED
     assert platform.compliance is not None
     return platform.compliance.run(caller.subject())
 

@@ -18,9 +18,13 @@ from gateway.ledger_signer import ledger_signer_for
 from gateway.pep import Enforce
 from gateway.security import CallerDep, PlatformDep
 from ledger.log import MAX_PAGE, SealedBlock, StoredEntry
+from ledger.publish import published_checkpoint
 from ledger.records import decode_leaf
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+# No token (gateway.app.PUBLIC_PATHS): the checkpoint is signed and its cosignatures are
+# the witnesses'; publishing it to anyone is what makes a split view detectable.
+public = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
 ReadLedger = Enforce("ledger.read", target={"type": "ledger.entry"})
 ReadVerifierKey = Enforce("ledger.verifier_key")
@@ -84,10 +88,8 @@ OptionalIndex = Annotated[int | None, Query(ge=0, le=MAX_INDEX)]
 PathIndex = Annotated[int, Path(ge=0, le=MAX_INDEX)]
 
 
-@router.get(
-    "/verifier-key", response_class=PlainTextResponse, dependencies=[Depends(ReadVerifierKey)]
-)
-def verifier_key(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
+@public.get("/verifier-key", response_class=PlainTextResponse)
+def verifier_key(platform: PlatformDep) -> PlainTextResponse:
     """The log's public key as a signed-note verifier key (`origin+hash+base64`)."""
     with platform.session() as session:
         signer = ledger_signer_for(
@@ -99,13 +101,13 @@ def verifier_key(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
     return PlainTextResponse(signer.verifier_key() + "\n", media_type=NOTE_TEXT)
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse, dependencies=[Depends(ReadLedger)])
-def checkpoint(caller: CallerDep, platform: PlatformDep) -> PlainTextResponse:
-    """The newest checkpoint, as a C2SP tlog-checkpoint signed note."""
+@public.get("/checkpoint", response_class=PlainTextResponse)
+def checkpoint(platform: PlatformDep) -> PlainTextResponse:
+    """The newest checkpoint, a C2SP signed note with the witnesses' cosignature lines."""
     with platform.session() as session:
-        note = platform.ledger.checkpoint(session)
+        size, note = published_checkpoint(platform.ledger, session)
     # A served checkpoint is published: a restore must never go below it (issue 13).
-    record_published(platform.settings.published_path, int(note.split("\n", 2)[1]))
+    record_published(platform.settings.published_path, size)
     return PlainTextResponse(note, media_type=NOTE_TEXT)
 
 
