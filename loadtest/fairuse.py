@@ -185,7 +185,7 @@ class TokenProbe:
     url: str
     client_id: str
     client_secret: str
-    pace_s: float = 0.2
+    pace_s: float = 1.0  # within its own token rate (PDX_TOKEN_RATE_PER_MIN 120, burst 30)
     timeout_s: float = 30.0
     latencies_ms: list[float] = field(default_factory=list)
     refused: dict[str, int] = field(default_factory=dict)
