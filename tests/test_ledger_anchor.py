@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +12,7 @@ from gateway.cli import main
 from ledger import AnchorRefused, AnchorSchedule, ChainWriter
 from ledger.anchor import ARTIFACT_PATH, Anchorer, compile_contract, connect, contract_artifact
 from tests.helpers.i19_anchor import ORIGIN, Log, rewrite
-
-GANACHE = Path(os.environ.get("PDX_GANACHE", "/work/ganache/node_modules/.bin/ganache"))
+from tests.helpers.i19_wiring import ganache_node
 
 
 def _key() -> bytes:
@@ -77,45 +71,11 @@ def test_anchoring_on_the_embedded_chain() -> None:
     _exercise(connect(None))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def ganache() -> Iterator[str]:
     """A separate ganache JSON-RPC node on a loopback port (npm install ganache)."""
-    exe = GANACHE if GANACHE.exists() else shutil.which("ganache")
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("ganache is not installed (.ci/run installs it into /work/ganache)")
-        pytest.skip("ganache not installed; set PDX_GANACHE")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "--server.host", "127.0.0.1", "--server.port", str(port), "--logging.quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                if connect(url, timeout_s=2).is_connected():
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("ganache did not start")
-            time.sleep(0.2)
+    with ganache_node() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_anchoring_on_a_separate_node_process(ganache: str) -> None:
