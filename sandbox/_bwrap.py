@@ -21,6 +21,13 @@ SANDBOX_UID = 65534
 SCRATCH = Path("/scratch")
 INPUT_ROOT = Path("/input")
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# The worker's own code is mounted here and put first on `sys.path`, so a child imports
+# exactly the `sandbox` package its parent runs, whatever the install layout (an editable
+# install of another checkout included).
+CODE_ROOT = Path("/opt/pdx")
+_WORKER_BOOT = (
+    f"import sys; sys.path.insert(0, {str(CODE_ROOT)!r}); from sandbox._worker import main; main()"
+)
 
 # Checks the properties, not just that bwrap started: only a loopback interface, the
 # unprivileged uid, and a read-only root.
@@ -163,11 +170,10 @@ class _Launcher:
     ) -> tuple[list[str], list[str]]:
         """The argv for one worker, and the in-sandbox paths of its inputs."""
         mounts = self._system_mounts()
-        code_dirs = [_PACKAGE_DIR]
+        mounts += ["--ro-bind", str(_PACKAGE_DIR), str(CODE_ROOT / "sandbox")]
         if spec.code_root is not None:
-            code_dirs.append(spec.code_root.resolve())
-        for d in code_dirs:
-            mounts += ["--ro-bind", str(d), str(d)]
+            root = str(spec.code_root.resolve())
+            mounts += ["--ro-bind", root, root]
         inside: list[str] = []
         for i, path in enumerate(inputs):
             target = INPUT_ROOT / str(i) / (path.name or "input")
@@ -214,8 +220,8 @@ class _Launcher:
             self._python,
             "-I",
             "-B",
-            "-m",
-            "sandbox._worker",
+            "-c",
+            _WORKER_BOOT,
             json.dumps(config),
         ]
         return argv, inside

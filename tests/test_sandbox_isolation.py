@@ -229,7 +229,7 @@ def test_writes_outside_scratch_and_to_inputs_fail(
     assert out["read-input"] == "fare\n1.5\n"
     assert set(out["listdir-root"].split(",")) <= {
         "bin", "dev", "input", "lib", "lib32", "lib64", "libx32", "proc", "root", "sbin",
-        "scratch", "usr", "work", "etc", *(b.parts[1] for b in bound),
+        "scratch", "usr", "work", "etc", "opt", *(b.parts[1] for b in bound),
     }  # fmt: skip
     # The input is untouched and nothing leaked out of the (deleted) scratch directory.
     assert data.read_text() == "fare\n1.5\n"
