@@ -108,6 +108,7 @@ class Event(StrEnum):
     RETENTION_RUN_FAILED = "retention.run_failed"
     RISK_REPORT_GENERATED = "risk.report_generated"
     RISK_REPORT_FAILED = "risk.report_failed"
+    BACKUP_CREATED = "backup.created"
     AUDIT_RECORDS_READ = "audit.records_read"
     AUDIT_DECISIONS_READ = "audit.decisions_read"
 
@@ -170,3 +171,4 @@ class RecordType(StrEnum):
     COMPLIANCE_CHECKED = Event.COMPLIANCE_CHECKED.value
     RETENTION_RUN = Event.RETENTION_RUN.value
     RISK_REPORT_GENERATED = Event.RISK_REPORT_GENERATED.value
+    BACKUP_CREATED = Event.BACKUP_CREATED.value

@@ -8,11 +8,28 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from audit.compliance import Account, ComputationFact, ConfigFacts, DatasetFact, KeyFacts
+from audit.catalogue import Event
+from audit.compliance import (
+    Account,
+    BackupFact,
+    BudgetFact,
+    ComputationFact,
+    ConfigFacts,
+    DatasetFact,
+    KeyFacts,
+)
 from audit.models import AuditRecord
 from crypto.lifecycle import KeyPurpose, KeyState
 from crypto.models import DataKeyRecord, KeyRecord
-from exchange.models import Client, Computation, Contract, Dataset, Person
+from exchange.models import (
+    Client,
+    Computation,
+    Contract,
+    Dataset,
+    Person,
+    PrivacyBudgetAccount,
+    PrivacyCharge,
+)
 
 # GRD-02: the catalogue fields that must be set on every dataset.
 REQUIRED_FIELDS = (
@@ -72,6 +89,7 @@ class DeploymentFactsReader:
     def computations(self, session: Session) -> Sequence[ComputationFact]:
         contracts = dict(session.execute(select(Contract.id, Contract.purpose)).tuples().all())
         pi = set(session.scalars(select(Dataset.id).where(Dataset.pi.is_(True))))
+        is_open = dict(session.execute(select(Dataset.id, Dataset.open_attribute)).tuples().all())
         # GRD-06: the level the trail recorded for each computation (the lowest it stated).
         recorded: dict[str, str] = {}
         for object_id, level in session.execute(
@@ -107,6 +125,10 @@ class DeploymentFactsReader:
                     ),
                     transitions=len(c.transitions),
                     input_ids=[i.dataset_id for i in c.inputs],
+                    obligations=dict(c.obligations or {}),
+                    epsilon_spent=c.epsilon_spent,
+                    all_inputs_open=bool(c.inputs)
+                    and all(is_open.get(i.dataset_id) == "open" for i in c.inputs),
                     released_readable_past_retention=bool(
                         c.result_key_id and c.retain_until and c.retain_until < now
                     ),
@@ -161,8 +183,62 @@ class DeploymentFactsReader:
 
     def accounts(self, session: Session) -> Sequence[Account]:
         clients = [Account(c.id, "client", list(c.roles)) for c in session.scalars(select(Client))]
-        people = [Account(p.id, "person", list(p.roles)) for p in session.scalars(select(Person))]
+        people = [
+            Account(p.id, "person", list(p.roles), second_factor=bool(p.totp_sealed))
+            for p in session.scalars(select(Person))
+        ]
         return clients + people
+
+    def budgets(self, session: Session) -> Sequence[BudgetFact]:
+        charged = {
+            d: (e or 0.0, dl or 0.0)
+            for d, e, dl in session.execute(
+                select(
+                    PrivacyCharge.dataset_id,
+                    func.sum(PrivacyCharge.epsilon),
+                    func.sum(PrivacyCharge.delta),
+                ).group_by(PrivacyCharge.dataset_id)
+            ).tuples()
+        }
+        return [
+            BudgetFact(
+                account=f"dataset:{a.dataset_id}",
+                epsilon_limit=a.epsilon_limit,
+                delta_limit=a.delta_limit,
+                epsilon_spent=a.epsilon_spent,
+                delta_spent=a.delta_spent,
+                epsilon_charged=charged.get(a.dataset_id, (0.0, 0.0))[0],
+                delta_charged=charged.get(a.dataset_id, (0.0, 0.0))[1],
+            )
+            for a in session.scalars(select(PrivacyBudgetAccount))
+        ]
+
+    def newest_backup(self, session: Session) -> BackupFact | None:
+        """The newest `backup.created` record, verified again now (AUD-06)."""
+        from exchange.backup import BackupError, verify_backup
+        from exchange.backup_record import BackupRecord, manifest_digest
+
+        row = session.scalars(
+            select(AuditRecord)
+            .where(AuditRecord.event_type == Event.BACKUP_CREATED)
+            .order_by(AuditRecord.ts.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        try:
+            record = BackupRecord.parse(row.detail or "")
+        except BackupError as exc:
+            return BackupFact(row.ts, "?", 0, False, exc.detail)
+        try:
+            verify_backup(record.location, trusted_keys=[record.verifier_key])
+            digest = manifest_digest(record.location)
+        except BackupError as exc:
+            return BackupFact(row.ts, str(record.location), record.tree_size, False, exc.detail)
+        if digest != record.manifest_digest:
+            problem = "the manifest is not the one recorded when the backup was taken"
+            return BackupFact(row.ts, str(record.location), record.tree_size, False, problem)
+        return BackupFact(row.ts, str(record.location), record.tree_size, True)
 
 
 def _rank(level: str) -> int:

@@ -36,6 +36,7 @@ from gateway.routers import (
 )
 from gateway.routers import compliance as compliance_router
 from gateway.security import authenticate, reject_control_characters, request_id_for
+from gateway.tokens import ALGORITHM as TOKEN_ALGORITHM
 from gateway.tokens import TokenService
 
 # Routes reachable without a token; everything else passes `authenticate`.
@@ -190,6 +191,7 @@ def create_app(platform: Platform) -> FastAPI:
     if platform.compliance is not None:
         # ZT-01 walks the route table.
         platform.compliance.unenforced = lambda: unenforced_routes(app.routes, PUBLIC_PATHS)
+        platform.compliance.token_algorithm = TOKEN_ALGORITHM
     # Outermost last: RequestContext, the source address, the body limit, then the JSON
     # depth guard (inside RequestContext, so its problems carry the request id).
     app.add_middleware(JsonDepthGuard)

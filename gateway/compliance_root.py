@@ -25,8 +25,10 @@ import exchange.computations
 import policies
 from audit.compliance import ComplianceRun, ConfigFacts, RetentionRun
 from audit.workspace import DecisionSink
+from exchange import deidentification
 from exchange.computations import DEFAULT_RETENTION
 from exchange.facts import DeploymentFactsReader
+from exchange.jobs import DEFAULT_DELTA_BUDGET, DEFAULT_EPSILON_BUDGET
 from gateway.ledger_signer import ledger_signer_for
 from gateway.settings import ComplianceSettings, Settings
 
@@ -59,7 +61,11 @@ class PolicyFactsReader:
 
 
 def config_facts(
-    settings: Settings, cs: ComplianceSettings, *, unenforced_routes: Sequence[str] | None
+    settings: Settings,
+    cs: ComplianceSettings,
+    *,
+    unenforced_routes: Sequence[str] | None,
+    token_algorithm: str | None = None,
 ) -> ConfigFacts:
     return ConfigFacts(
         environment=settings.environment,
@@ -84,6 +90,11 @@ def config_facts(
         node_read_timeout_ms=settings.node_read_timeout_ms,
         unenforced_routes=unenforced_routes,
         anchoring=None,
+        token_algorithm=token_algorithm,
+        epsilon_cap=DEFAULT_EPSILON_BUDGET,
+        delta_cap=DEFAULT_DELTA_BUDGET,
+        backup_interval_s=cs.backup_interval_s,
+        techniques=deidentification.offered(),
     )
 
 
@@ -96,6 +107,8 @@ class ComplianceServices:
     policy: PolicyFactsReader = field(default_factory=PolicyFactsReader)
     unenforced: Callable[[], list[str]] | None = None
     """ZT-01: the app's /v1 routes without an enforcement point (set once an app exists)."""
+    token_algorithm: str | None = None
+    """CRY-02: the signature algorithm of the app's access tokens (set once an app exists)."""
     sink: DecisionSink | None = None
     _threads: list[tuple[threading.Event, threading.Thread]] = field(default_factory=list)
 
@@ -103,7 +116,9 @@ class ComplianceServices:
         s = settings or self.platform.settings
         routes = self.unenforced() if self.unenforced is not None else None
         return DeploymentFactsReader(
-            lambda: config_facts(s, self.settings, unenforced_routes=routes),
+            lambda: config_facts(
+                s, self.settings, unenforced_routes=routes, token_algorithm=self.token_algorithm
+            ),
             self.platform.kms,
             self.platform.clock,
         )

@@ -360,6 +360,8 @@ class ComplianceSettings:
     """GRD-07: the longest interval between grading and review."""
     risk_report_period_days: int = 365
     """DSL-05: a risk assessment of important data is generated at least this often."""
+    backup_interval_s: int = 86_400
+    """AUD-06: the newest `pdx backup create` is at most this old, and it verifies."""
     decision_sink_url: str | None = None
     """Push decision logs to this HTTP endpoint (OPA decision-log plugin shape)."""
     decision_sink_interval_ms: int = 1000
@@ -388,6 +390,7 @@ class ComplianceSettings:
             pi_record_retention_days=_env_int(env, "PDX_PI_RECORD_RETENTION_DAYS", 1095),
             review_period_days=_env_int(env, "PDX_REVIEW_PERIOD_DAYS", 365),
             risk_report_period_days=_env_int(env, "PDX_RISK_REPORT_PERIOD_DAYS", 365),
+            backup_interval_s=_env_int(env, "PDX_BACKUP_INTERVAL_S", 86_400, minimum=60),
             decision_sink_url=env.get("PDX_DECISION_SINK_URL") or None,
             decision_sink_interval_ms=_env_int(env, "PDX_DECISION_SINK_INTERVAL_MS", 1000),
             decision_sink_batch=_env_int(env, "PDX_DECISION_SINK_BATCH", 500),

@@ -264,6 +264,10 @@ cases := {
 		"input": req(security, "compliance.read", {"type": "compliance"}),
 		"allow": true,
 	},
+	"auditor_reads_compliance_runs": {
+		"input": req(auditor, "compliance.read", {"type": "compliance"}),
+		"allow": true,
+	},
 	"auditor_cannot_run_compliance_checks": {
 		"input": req(auditor, "compliance.run", {"type": "compliance"}),
 		"allow": false,

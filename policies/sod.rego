@@ -26,6 +26,7 @@ read_actions := [
 	"contract.read",
 	"operator.read",
 	"node.read",
+	"compliance.read",
 	"kms.read",
 ]
 

@@ -110,6 +110,12 @@ class ConfigFacts:
     sandbox_isolated: bool | None = None
     unenforced_routes: Sequence[str] | None = None  # None: the route table was not walked
     anchoring: str | None = None  # "embedded", "remote" or None
+    token_algorithm: str | None = None  # the access-token signature algorithm (CRY-02)
+    epsilon_cap: float = 3.0  # PI-07: the most ε any budget account may allow
+    delta_cap: float = 1e-4  # PI-07: the most δ any budget account may allow
+    backup_interval_s: int = 86_400  # AUD-06: the newest backup is at most this old
+    # PI-09: de-identification technique -> the component that implements it (None: not read)
+    techniques: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,9 @@ class ComputationFact:
     transitions: int
     released_readable_past_retention: bool
     input_ids: Sequence[str] = ()
+    obligations: Mapping[str, Any] = field(default_factory=dict)
+    epsilon_spent: float | None = None
+    all_inputs_open: bool = False  # every input's open attribute is `open` (PCE-02)
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,31 @@ class Account:
     id: str
     kind: str  # "client" or "person"
     roles: Sequence[str]
+    second_factor: bool | None = None  # people: an enrolled, readable second factor (CRY-02)
+
+
+@dataclass(frozen=True)
+class BudgetFact:
+    """One privacy-budget account: its limits, what it says is spent, what its charges sum to."""
+
+    account: str  # e.g. "dataset:<id>"
+    epsilon_limit: float
+    delta_limit: float
+    epsilon_spent: float
+    delta_spent: float
+    epsilon_charged: float  # the sum of the account's charge rows
+    delta_charged: float
+
+
+@dataclass(frozen=True)
+class BackupFact:
+    """The newest recorded backup and whether it verifies now (AUD-06)."""
+
+    created_at: datetime
+    location: str
+    tree_size: int
+    verified: bool
+    problem: str | None = None
 
 
 class DeploymentFacts(Protocol):
@@ -191,6 +225,10 @@ class DeploymentFacts(Protocol):
     def keys(self, session: Session, now: datetime) -> KeyFacts: ...
 
     def accounts(self, session: Session) -> Sequence[Account]: ...
+
+    def budgets(self, session: Session) -> Sequence[BudgetFact]: ...
+
+    def newest_backup(self, session: Session) -> BackupFact | None: ...
 
 
 class PolicyFacts(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit.compliance import config, db, ledger, policy, retention
+from audit.compliance import config, db, ledger, policy, retention, safeguards
 from audit.compliance.base import (
     COMPLIANCE_RUN,
     Check,
@@ -37,6 +37,7 @@ CHECKS: dict[str, Check] = {
     **ledger.CHECKS,
     **policy.CHECKS,
     **retention.CHECKS,
+    **safeguards.CHECKS,
 }
 SCHEMA = "pdx.compliance-report/1"
 

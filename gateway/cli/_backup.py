@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,10 +63,13 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _backup_create(settings: Settings, out: Path) -> int:
+    import audit
     from exchange.backup import Signer, create_backup
+    from exchange.backup_record import check_location, record_backup
     from gateway.ledger_signer import ledger_signer_for
     from gateway.platform import SCHEMA, build_platform, initialise
 
+    out = check_location(out)
     platform = build_platform(settings)
     try:
         initialise(platform)
@@ -86,6 +90,12 @@ def _backup_create(settings: Settings, out: Path) -> int:
             out=out,
             now=platform.now(),
         )
+        # AUD-06: the trail says where the newest backup is; compliance verifies it there.
+        by = audit.Subject(f"cli:{os.environ.get('USER', 'operator')}", None, None, None, None)
+        with platform.session() as session, session.begin():
+            record_backup(
+                session, platform.trail, by, summary, signer.verifier_key(), now=platform.now()
+            )
     finally:
         platform.engine.dispose()
     print(
