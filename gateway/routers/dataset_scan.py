@@ -21,8 +21,20 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 def _own_registration(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    # Whoever may register for its organisation may ask what registering would meet.
-    return [Target({"type": "dataset", "owner_org": caller.org_id})]
+    # Whoever may register for its organisation may ask what registering would meet. The
+    # declared grade is not known yet (and may be the very thing the scan finds wrong), so
+    # the question is registration at the lowest grade; nothing is stored either way.
+    return [
+        Target(
+            {
+                "type": "dataset",
+                "owner_org": caller.org_id,
+                "level": "general-1",
+                "open_attribute": "conditional",
+                "pi": False,
+            }
+        )
+    ]
 
 
 ScanRegistration = Enforce("dataset.register", resources=_own_registration)
