@@ -168,3 +168,31 @@ def test_verbs_fail_in_one_line_with_non_zero_exits(
     assert code == 1 and err.startswith("pdx: error: 404") and err.count("\n") == 1
     code, _, err = pdx(["compute", "status"], prov, capsys, monkeypatch)
     assert code == 2 and "needs the computation id" in err
+
+
+def test_the_demo_leaves_the_live_policy_as_it_found_it(
+    server: RealServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.demo import run_demo
+
+    creds = _creds(server)
+    a = creds["auditor"]
+    token = httpx.post(
+        server.url + "/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": a["client_id"],
+            "client_secret": a["client_secret"],
+        },
+    ).json()["access_token"]
+    auditor = {"Authorization": f"Bearer {token}"}
+    before = httpx.get(server.url + "/v1/policies", headers=auditor).json()
+    run_demo(
+        url=server.url,
+        credentials=server.home / "demo-credentials.json",
+        with_computations=False,
+    )
+    assert "grading matrix restored" in capsys.readouterr().out
+    after = httpx.get(server.url + "/v1/policies", headers=auditor).json()
+    assert after["revision"] > before["revision"]  # the demo did change it, then back
+    assert after["matrix"] == before["matrix"]
