@@ -212,7 +212,9 @@ def test_parties_read_and_verify_their_own_entries_and_no_one_elses(
     deal = enterprise.propose_agreement(provider.me().org_id, [ds.id], PURPOSE)
     assert deal.ledger_index is not None and ds.ledger_index is not None
     assert eventually(lambda: _sealed(platform, max(ds.ledger_index or 0, deal.ledger_index or 0)))
-    vkey = api.get("/v1/ledger/verifier-key").text.strip()  # public: no token
+    key = api.get("/v1/ledger/verifier-key")  # public: no token
+    assert key.status_code == 200, key.text
+    vkey = key.text.strip()
     assert api.get("/v1/ledger/checkpoint").status_code == 200
     for party, own in ((provider, ds.ledger_index), (enterprise, deal.ledger_index)):
         store = CheckpointStore(tmp_path / f"{party.me().org_id}.json")
