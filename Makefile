@@ -7,11 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint type bench loadtest clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml sdk/pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e ./sdk
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -25,6 +25,7 @@ from gateway.routers import (
     auth,
     computations,
     contracts,
+    dataset_scan,
     datasets,
     health,
     kms,
@@ -33,6 +34,7 @@ from gateway.routers import (
     organisations,
     people,
     policies,
+    trail,
 )
 from gateway.routers import compliance as compliance_router
 from gateway.security import authenticate, reject_control_characters, request_id_for
@@ -178,9 +180,11 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(people.public)
     app.include_router(organisations.router, dependencies=protected)
     app.include_router(people.router, dependencies=protected)
+    app.include_router(dataset_scan.router, dependencies=protected)  # before /{dataset_id}
     app.include_router(datasets.router, dependencies=protected)
     app.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
     app.include_router(ledger.router, dependencies=protected)
+    app.include_router(trail.router, dependencies=protected)
     app.include_router(kms.router, dependencies=protected)
     app.include_router(policies.router, dependencies=protected)
     app.include_router(contracts.router, dependencies=protected)

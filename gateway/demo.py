@@ -187,14 +187,18 @@ def run_demo(
 
         _step(9, "The security administrator tightens the grading matrix; the ledger shows it")
         security = {"Authorization": f"Bearer {_login(client, creds, 'security-admin')}"}
-        _change_matrix(client, security, auditor, policy["matrix"])
-
-        if with_computations:
-            print("\n--- usable but invisible: computations across three hospitals ---")
-            try:
-                run_compute_demo(client, creds)
-            except ComputeDemoError as exc:
-                raise DemoError(str(exc)) from None
+        try:
+            _change_matrix(client, security, auditor, policy["matrix"])
+            if with_computations:
+                print("\n--- usable but invisible: computations across three hospitals ---")
+                try:
+                    run_compute_demo(client, creds)
+                except ComputeDemoError as exc:
+                    raise DemoError(str(exc)) from None
+        finally:
+            # The demo leaves the live policy as it found it: the matrix it read in step 8
+            # becomes the active one again (a new revision, on the ledger like any other).
+            _restore_matrix(client, security, policy["matrix"])
     print("\ndemo finished")
 
 
@@ -222,6 +226,13 @@ def _change_matrix(
         f"    ledger entry {entry['index']}: {record['type']} by {record['actor']}, "
         f"bundle {record['payload_digest'][:23]}…"
     )
+
+
+def _restore_matrix(client: httpx.Client, security: dict[str, str], matrix: dict[str, Any]) -> None:
+    r = client.put("/v1/policies/matrix", json=matrix, headers=security)
+    if r.status_code != 200:
+        raise DemoError(f"restoring the grading matrix failed: {r.status_code} {r.text[:300]}")
+    print(f"\n    grading matrix restored as revision {r.json()['revision']}")
 
 
 def _get(client: httpx.Client, path: str, headers: dict[str, str], **params: int) -> httpx.Response:

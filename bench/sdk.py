@@ -1,0 +1,163 @@
+"""`pdx bench sdk`: a DP mean over three providers through the SDK, and the SDK's overhead.
+
+A real server (`pdx run` on loopback, embedded store in a scratch home). Three hospitals
+register `rows` readings each and sign agreements; then, alternating in the same run,
+the enterprise asks `stats.mean` (general-4: every hospital approves the run and the
+release) once through `pdx_client` and once through a plain httpx script making the
+same calls. Timed: request to result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.report import Metric, median, write
+from gateway.demo_compute import first_admin, ward_readings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
+from pdx_client import Enterprise, Provider  # noqa: E402
+
+PURPOSE = "cardiovascular readmission research"
+PARAMS = {"columns": ["systolic_bp"], "clip": [60.0, 240.0]}
+
+
+def _serve(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = 18000 + os.getpid() % 1000
+    env = {**os.environ, "PDX_HOME": str(home), "PDX_PORT": str(port)}
+    env.pop("PDX_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError("server did not start")
+
+
+def _client(http: httpx.Client, admin: dict[str, str], name: str, kind: str) -> dict[str, str]:
+    org = http.post("/v1/organisations", headers=admin, json={"name": name, "kind": kind}).json()
+    person = first_admin(http, admin, org["id"], name)
+    role = "data-provider" if kind == "provider" else "data-consumer"
+    c = http.post(
+        f"/v1/organisations/{org['id']}/clients",
+        headers=person,
+        json={"name": f"{name} client", "roles": [role]},
+    ).json()
+    return {"org": org["id"], "client_id": c["client_id"], "client_secret": c["client_secret"]}
+
+
+def _raw_mean(url: str, ent: dict[str, str], hosp: list[dict[str, str]], inputs: list[str]) -> Any:
+    """The same job as `Enterprise.compute`, as a plain httpx script."""
+    with httpx.Client(base_url=url, timeout=600) as http:
+
+        def token(c: dict[str, str]) -> dict[str, str]:
+            form = {
+                "grant_type": "client_credentials",
+                **{k: c[k] for k in ("client_id", "client_secret")},
+            }
+            return {
+                "Authorization": "Bearer "
+                + http.post("/v1/auth/token", data=form).json()["access_token"]
+            }
+
+        e = token(ent)
+        hs = [token(h) for h in hosp]
+        body = {"operator": "stats.mean", "inputs": inputs, "params": PARAMS, "purpose": PURPOSE}
+        job = http.post("/v1/computations", headers=e, json=body).json()
+        delay = 0.2
+        approved: set[str] = set()
+        while job["state"] not in ("released", "rejected", "failed"):
+            if job["state"] in ("awaiting-approval", "review") and job["state"] not in approved:
+                for h in hs:
+                    http.post(f"/v1/computations/{job['id']}/approve", headers=h)
+                approved.add(job["state"])
+            else:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            job = http.get(f"/v1/computations/{job['id']}", headers=e).json()
+        return http.get(f"/v1/computations/{job['id']}/result", headers=e).json()
+
+
+def run(quick: bool = False) -> Path:
+    rows = 1_000 if quick else 100_000
+    repeats = 2 if quick else 5
+    with tempfile.TemporaryDirectory(prefix="pdx-bench-sdk-") as tmp:
+        proc, url = _serve(Path(tmp) / "home")
+        try:
+            creds = json.loads((Path(tmp) / "home" / "demo-credentials.json").read_text())
+            with httpx.Client(base_url=url, timeout=600) as http:
+                a = creds["operator-admin"]
+                form = {
+                    "grant_type": "client_credentials",
+                    "client_id": a["client_id"],
+                    "client_secret": a["client_secret"],
+                }
+                admin = {
+                    "Authorization": "Bearer "
+                    + http.post("/v1/auth/token", data=form).json()["access_token"]
+                }
+                ent = _client(http, admin, "Bench Analytics", "enterprise")
+                hosp = [_client(http, admin, f"Bench Hospital {i}", "provider") for i in range(3)]
+            enterprise = Enterprise.login(url, ent["client_id"], ent["client_secret"])
+            providers = [Provider.login(url, h["client_id"], h["client_secret"]) for h in hosp]
+            inputs = []
+            for i, p in enumerate(providers):
+                meta = {
+                    "name": f"bench wards {i}",
+                    "classification_path": ["health", "wards"],
+                    "level": "general-4",
+                    "impact_object": "public-interest",
+                    "impact_degree": "serious",
+                    "source_agency": "Bench hospital",
+                    "accountable_department": "Records",
+                    "pi": False,
+                    "sensitive_pi": False,
+                    "share_attribute": "conditional",
+                    "open_attribute": "conditional",
+                }
+                ds = p.register(meta, ward_readings(i, rows).encode())
+                deal = enterprise.propose_agreement(
+                    hosp[i]["org"], [ds.id], PURPOSE, agreement_id=f"DUA-BENCH-{i}"
+                )
+                p.sign_agreement(deal.id)
+                inputs.append(ds.id)
+            sdk_s: list[float] = []
+            raw_s: list[float] = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                enterprise.compute("stats.mean", inputs, PARAMS, PURPOSE, approvers=providers)
+                sdk_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                _raw_mean(url, ent, hosp, inputs)
+                raw_s.append(time.perf_counter() - t0)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    ratio = median(sdk_s) / median(raw_s)
+    return write(
+        "sdk",
+        {"providers": 3, "rows_per_provider": rows, "operator": "stats.mean", "repeats": repeats},
+        {
+            "sdk_end_to_end_stats_s": Metric(median(sdk_s), "s"),
+            "sdk_overhead_vs_raw_http_ratio": Metric(ratio, "ratio", "<= 1.2", ratio <= 1.2),
+        },
+    )

@@ -1,0 +1,171 @@
+"""/v1/trail: a party reads the ledger entries naming its organisation, with proofs.
+
+The policy decides on `ledger.read` with the entry's parties (scope `party`): providers
+and enterprises read their own organisation's entries, auditors any. The checkpoint and
+its verifier key are public (`/v1/ledger/checkpoint`, `/v1/ledger/verifier-key`), so a
+party checks what it reads against a checkpoint it remembers (`pdx trail verify`).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+import exchange
+from exchange import party_trail
+from gateway.pep import Enforce, Target
+from gateway.platform import Platform
+from gateway.security import CallerDep, PlatformDep
+from ledger.log import MAX_PAGE
+from ledger.records import decode_leaf
+
+router = APIRouter(prefix="/v1/trail", tags=["trail"])
+
+MAX_INDEX = 2**53
+
+
+def _org(request: Request, caller: exchange.Caller) -> str:
+    return request.query_params.get("org") or caller.org_id
+
+
+def _listed_party(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    # The organisation whose entries are listed is the resource's one party: asking for
+    # another organisation's is refused by the policy unless the caller may read any.
+    return [Target({"type": "ledger.entry", "parties": [_org(request, caller)]})]
+
+
+def _entry_parties(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    index = int(request.path_params["index"])
+    stored = platform.ledger.entry(session, index)
+    parties = party_trail.entry_parties(decode_leaf(stored.leaf))
+    return [Target({"type": "ledger.entry", "id": str(index), "parties": parties})]
+
+
+ListOwn = Enforce("ledger.read", resources=_listed_party)
+ReadOwn = Enforce("ledger.read", resources=_entry_parties)
+# Consistency proofs are hashes of the tree's structure, the same public material as the
+# checkpoint and its key (RFC 9162 §4.4 serves them to anyone): any signed-in party may ask.
+ReadTree = Enforce("ledger.verifier_key")
+
+
+class InclusionProofPublic(BaseModel):
+    tree_size: int
+    hashes: list[str] = Field(description="base64, RFC 9162 §2.1.3 order")
+
+
+class TrailEntryPublic(BaseModel):
+    index: int
+    leaf: str = Field(description="base64 of the exact leaf bytes")
+    record: dict[str, Any]
+    parties: list[str]
+    inclusion: InclusionProofPublic | None = Field(
+        description="proof against the newest checkpoint; null until the entry is sealed"
+    )
+
+
+class TrailPage(BaseModel):
+    items: list[TrailEntryPublic]
+    total: int | None = Field(description="null: the log is not indexed by organisation")
+    next: str | None
+    tree_size: int
+
+
+class ConsistencyPublic(BaseModel):
+    first: int
+    second: int
+    hashes: list[str] = Field(description="base64, RFC 9162 §2.1.4 order")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _public(entry: party_trail.PartyEntry) -> TrailEntryPublic:
+    proof = (
+        InclusionProofPublic(tree_size=entry.tree_size, hashes=[_b64(h) for h in entry.proof])
+        if entry.tree_size is not None and entry.proof is not None
+        else None
+    )
+    return TrailEntryPublic(
+        index=entry.index,
+        leaf=_b64(entry.leaf),
+        record=entry.record,
+        parties=party_trail.entry_parties(entry.record),
+        inclusion=proof,
+    )
+
+
+@router.get(
+    "/entries",
+    response_model=TrailPage,
+    operation_id="listTrailEntries",
+    dependencies=[Depends(ListOwn)],
+)
+def list_entries(
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    org: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> TrailPage:
+    """Entries naming the caller's organisation (or `org`, for auditors), oldest first."""
+    party = org or caller.org_id
+    start = party_trail.decode_cursor(cursor)
+    with platform.session() as session:
+        page = party_trail.party_entries(platform.ledger, session, party, start=start, limit=limit)
+    nxt = None
+    if page.next_start is not None:
+        query = {"limit": limit, "cursor": party_trail.encode_cursor(page.next_start)}
+        if org:
+            query["org"] = org
+        nxt = f"/v1/trail/entries?{urlencode(query)}"
+    return TrailPage(
+        items=[_public(e) for e in page.items], total=None, next=nxt, tree_size=page.tree_size
+    )
+
+
+@router.get(
+    "/entries/{index}",
+    response_model=TrailEntryPublic,
+    operation_id="getTrailEntry",
+    dependencies=[Depends(ReadOwn)],
+)
+def get_entry(
+    caller: CallerDep,
+    platform: PlatformDep,
+    index: Annotated[int, Path(ge=0, le=MAX_INDEX)],
+    tree_size: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None,
+) -> TrailEntryPublic:
+    """One entry naming the caller's organisation, proved in the tree of `tree_size`."""
+    with platform.session() as session:
+        return _public(
+            party_trail.party_entry(platform.ledger, session, index, tree_size=tree_size)
+        )
+
+
+@router.get(
+    "/consistency",
+    response_model=ConsistencyPublic,
+    operation_id="getTrailConsistency",
+    dependencies=[Depends(ReadTree)],
+)
+def consistency(
+    caller: CallerDep,
+    platform: PlatformDep,
+    first: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+    second: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+) -> ConsistencyPublic:
+    """RFC 9162 §2.1.4 proof that the tree of `first` entries is a prefix of `second`."""
+    with platform.session() as session:
+        hashes = platform.ledger.consistency_proof(session, first, second)
+    return ConsistencyPublic(first=first, second=second, hashes=[_b64(h) for h in hashes])

@@ -1,0 +1,318 @@
+"""One object per role over an authenticated session: the daily tasks of each."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from pdx_client._results import JobKeyLike, open_result
+from pdx_client.errors import ComputationFailed, PdxError, TimedOut
+from pdx_client.models import (
+    Agreement,
+    Computation,
+    ComputationResult,
+    Dataset,
+    Me,
+    ScanReport,
+    TrailEntry,
+)
+from pdx_client.proofs import Checkpoint
+from pdx_client.session import Session
+from pdx_client.trail import Trail
+
+__all__ = ["Auditor", "Enterprise", "Progress", "Provider", "SecurityAdmin"]
+
+Progress = Callable[[Computation], None]
+"""Called with the computation each time it is polled (a progress display hooks in here)."""
+
+# Today's routes for agreements (the market issue renames contracts to agreements).
+AGREEMENTS = "/v1/contracts"
+FINAL = frozenset({"released", "rejected", "failed"})
+
+
+def _csv(data: str | bytes | Path | IO[bytes]) -> tuple[str, Any]:
+    if isinstance(data, Path):
+        return data.name, data.open("rb")
+    if isinstance(data, str):
+        return "data.csv", data.encode("utf-8")
+    return "data.csv", data
+
+
+class _Role:
+    """What every role does: who am I, my trail, the public checkpoint."""
+
+    def __init__(self, session: Session, *, hash_name: str = "sha256") -> None:
+        self.session = session
+        self.trail = Trail(session, hash_name=hash_name)
+
+    @classmethod
+    def login(cls, url: str, client_id: str, client_secret: str, **kw: Any) -> Any:
+        """Log in with client credentials (`cert=(crt, key)` for mTLS, `transport=` in tests)."""
+        hash_name = kw.pop("hash_name", "sha256")
+        session = Session(url, client_id, client_secret, **kw)
+        session.login()
+        return cls(session, hash_name=hash_name)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def me(self) -> Me:
+        return Me.model_validate(self.session.get("/v1/me"))
+
+    def checkpoint(self, verifier_key: str | None = None) -> Checkpoint:
+        return self.trail.checkpoint(verifier_key)
+
+    def my_entries(self) -> list[TrailEntry]:
+        return self.trail.entries()
+
+    def datasets(self, **filters: Any) -> list[Dataset]:
+        return [Dataset.model_validate(d) for d in self.session.iterate("/v1/datasets", **filters)]
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.session.get(f"/v1/datasets/{dataset_id}")
+        return body
+
+    def agreements(self, state: str | None = None) -> list[Agreement]:
+        return [Agreement.model_validate(a) for a in self.session.iterate(AGREEMENTS, status=state)]
+
+    def computation(self, computation_id: str) -> Computation:
+        return Computation.model_validate(self.session.get(f"/v1/computations/{computation_id}"))
+
+    def computations(self, state: str | None = None) -> Iterator[Computation]:
+        for c in self.session.iterate("/v1/computations", state=state):
+            yield Computation.model_validate(c)
+
+    def wait(
+        self,
+        computation_id: str,
+        states: frozenset[str] | set[str] = FINAL,
+        *,
+        timeout: float = 600.0,
+        progress: Progress | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Computation:
+        """Poll with exponential backoff (0.2 s doubling to 5 s) until a state in `states`."""
+        wanted = {s.replace("-", "_") for s in states}
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            job = self.computation(computation_id)
+            if progress:
+                progress(job)
+            if job.stage in wanted or job.stage in FINAL:
+                return job
+            if time.monotonic() + delay > deadline:
+                raise TimedOut(
+                    f"computation {computation_id} still {job.state} after {timeout:.0f} s"
+                )
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Provider(_Role):
+    """A data provider: register and scan datasets, sign agreements, approve computations."""
+
+    def scan(self, metadata: dict[str, Any], data: str | bytes | Path | IO[bytes]) -> ScanReport:
+        """Dry run: every problem registration would meet, at once; nothing is stored."""
+        name, body = _csv(data)
+        r = self.session.request(
+            "POST",
+            "/v1/datasets/scan",
+            files={
+                "metadata": (None, json.dumps(metadata, ensure_ascii=False), "application/json"),
+                "file": (name, body, "text/csv"),
+            },
+        )
+        return ScanReport.model_validate(r.json())
+
+    def register(
+        self,
+        metadata: dict[str, Any],
+        data: str | bytes | Path | IO[bytes],
+        *,
+        node: bool = False,
+    ) -> Dataset:
+        """Register a dataset (stored encrypted, or kept on this provider's node)."""
+        name, body = _csv(data)
+        r = self.session.request(
+            "POST",
+            "/v1/nodes/datasets" if node else "/v1/datasets",
+            files={
+                "metadata": (None, json.dumps(metadata, ensure_ascii=False), "application/json"),
+                "file": (name, body, "text/csv"),
+            },
+        )
+        return Dataset.model_validate(r.json())
+
+    def register_node(self, kind: str = "embedded", **fields: Any) -> dict[str, Any]:
+        body: dict[str, Any] = self.session.request(
+            "PUT", "/v1/nodes/me", json={"kind": kind, **fields}
+        ).json()
+        return body
+
+    def sign_agreement(self, agreement_id: str) -> Agreement:
+        return Agreement.model_validate(self.session.post(f"{AGREEMENTS}/{agreement_id}/sign"))
+
+    def terminate_agreement(self, agreement_id: str, reason: str = "") -> Agreement:
+        body = self.session.post(f"{AGREEMENTS}/{agreement_id}/terminate", {"reason": reason})
+        return Agreement.model_validate(body)
+
+    def review(self, computation_id: str) -> dict[str, Any]:
+        """The gated output held for this provider's review before release."""
+        body: dict[str, Any] = self.session.get(f"/v1/computations/{computation_id}/review")
+        return body
+
+    def approve(self, computation_id: str, stage: str, reason: str = "") -> Computation:
+        """Approve the `run` (awaiting approval) or the `release` (in review).
+
+        The stage is checked against the computation's state first, so an approval meant
+        for the run never releases an output. Today one route serves both stages; the
+        target API names them `approve-run` and `approve-release`.
+        """
+        expected = {"run": "awaiting_approval", "release": "review"}
+        if stage not in expected:
+            raise PdxError(f"stage must be run or release, not {stage!r}", title="Bad stage")
+        job = self.computation(computation_id)
+        if job.stage != expected[stage]:
+            raise PdxError(
+                f"computation {computation_id} is {job.state}, not waiting for a {stage} approval",
+                type="https://pdx.dev/problems/computation-wrong-stage",
+                title="Wrong stage",
+                status=409,
+            )
+        body = self.session.post(f"/v1/computations/{computation_id}/approve", {"reason": reason})
+        return Computation.model_validate(body)
+
+    def reject(self, computation_id: str, reason: str = "") -> Computation:
+        body = self.session.post(f"/v1/computations/{computation_id}/reject", {"reason": reason})
+        return Computation.model_validate(body)
+
+
+class Enterprise(_Role):
+    """A data consumer: propose agreements, request computations, fetch results."""
+
+    def propose_agreement(
+        self,
+        provider_org: str,
+        datasets: list[str],
+        purpose: str,
+        *,
+        agreement_id: str | None = None,
+    ) -> Agreement:
+        body: dict[str, Any] = {"provider_org": provider_org, "datasets": datasets}
+        body["purpose"] = purpose
+        if agreement_id:
+            body["agreement_id"] = agreement_id
+        return Agreement.model_validate(self.session.post(AGREEMENTS, body))
+
+    def terminate_agreement(self, agreement_id: str, reason: str = "") -> Agreement:
+        body = self.session.post(f"{AGREEMENTS}/{agreement_id}/terminate", {"reason": reason})
+        return Agreement.model_validate(body)
+
+    def operators(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.session.get("/v1/operators")
+        return found
+
+    def request(
+        self,
+        operator: str,
+        inputs: list[str],
+        params: dict[str, Any],
+        purpose: str,
+        *,
+        legal_basis: str | None = None,
+        job_key: dict[str, Any] | None = None,
+    ) -> Computation:
+        body: dict[str, Any] = {
+            "operator": operator,
+            "inputs": inputs,
+            "params": params,
+            "purpose": purpose,
+        }
+        if legal_basis:
+            body["legal_basis"] = legal_basis
+        if job_key is not None:
+            body["job_key"] = job_key
+        return Computation.model_validate(self.session.post("/v1/computations", body))
+
+    def result(self, computation_id: str, job_key: JobKeyLike | None = None) -> ComputationResult:
+        body = self.session.get(f"/v1/computations/{computation_id}/result")
+        return ComputationResult.model_validate(open_result(body, job_key))
+
+    def compute(
+        self,
+        operator: str,
+        inputs: list[str],
+        params: dict[str, Any],
+        purpose: str,
+        *,
+        approvers: list[Provider] | None = None,
+        timeout: float = 600.0,
+        progress: Progress | None = None,
+    ) -> ComputationResult:
+        """Request, wait through approvals (`approvers` approve when given), fetch the result."""
+        job = self.request(operator, inputs, params, purpose)
+        if progress:
+            progress(job)
+        for stage, state in (("run", "awaiting_approval"), ("release", "review")):
+            job = self.wait(job.id, {state, "released"}, timeout=timeout, progress=progress)
+            if job.stage == state and approvers:
+                for p in approvers:
+                    p.approve(job.id, stage)
+        job = self.wait(job.id, {"released"}, timeout=timeout, progress=progress)
+        if job.stage != "released":
+            detail = (job.error or {}).get("detail") or job.state
+            raise ComputationFailed(
+                f"computation {job.id} {job.state}: {detail}",
+                type="https://pdx.dev/problems/computation-" + job.stage,
+                title="Computation did not release",
+            )
+        return self.result(job.id)
+
+
+class Auditor(_Role):
+    """The auditor: the full ledger, proofs, policies; changes nothing."""
+
+    def ledger_entries(self, **filters: Any) -> list[dict[str, Any]]:
+        return list(self.session.iterate("/v1/ledger/entries", limit=1000, **filters))
+
+    def entries_of(self, org: str) -> list[TrailEntry]:
+        """Any organisation's entries, with proofs (auditors read every party's trail)."""
+        return self.trail.entries(org)
+
+    def policy(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.session.get("/v1/policies")
+        return body
+
+    def audit_records(self, **filters: Any) -> list[dict[str, Any]]:
+        return list(self.session.iterate("/v1/audit/records", **filters))
+
+
+class SecurityAdmin(_Role):
+    """The security administrator: policies and keys."""
+
+    def policy(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.session.get("/v1/policies")
+        return body
+
+    def put_matrix(self, matrix: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = self.session.request(
+            "PUT", "/v1/policies/matrix", json=matrix
+        ).json()
+        return body
+
+    def keys(self) -> list[dict[str, Any]]:
+        return list(self.session.iterate("/v1/kms/keys"))
+
+    def rotate_key(self, key_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.session.post(f"/v1/kms/keys/{key_id}/rotate")
+        return body
