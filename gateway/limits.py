@@ -28,7 +28,13 @@ PROBLEM_TYPE = "https://pdx.dev/problems/request-too-large"
 # Routes whose bodies are uploads (streamed multipart, see gateway/upload.py): they get
 # `max_upload_bytes` plus room for the multipart envelope; every other route gets
 # `max_body_bytes`.
-UPLOAD_ROUTES = frozenset({("POST", "/v1/datasets"), ("POST", "/v1/nodes/datasets")})
+UPLOAD_ROUTES = frozenset(
+    {
+        ("POST", "/v1/datasets"),
+        ("POST", "/v1/nodes/datasets"),
+        ("POST", "/console/provider/datasets"),  # the console's form (gateway/console)
+    }
+)
 ENVELOPE_BYTES = 1 << 20
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
