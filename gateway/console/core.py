@@ -19,7 +19,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from gateway.console import i18n
 from gateway.console.dispatch import Api, ApiAnswer
-from gateway.console.sessions import COOKIE, ConsoleSession, SessionStore, csrf_ok
+from gateway.console.sessions import (
+    COOKIE,
+    PRE_COOKIE,
+    ConsoleSession,
+    SessionStore,
+    csrf_ok,
+)
 
 HERE = Path(__file__).resolve().parent
 BASE = "/console"
@@ -73,7 +79,10 @@ class Console:
         )
 
     def session_of(self, request: Request) -> ConsoleSession | None:
-        return self.store.get(request.cookies.get(COOKIE))
+        signed = self.store.get(request.cookies.get(COOKIE))
+        if signed is not None and signed.person is not None:
+            return signed
+        return self.store.get(request.cookies.get(PRE_COOKIE))
 
 
 class Ctx:
@@ -134,19 +143,19 @@ class Ctx:
             **values,
         )
         response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
-        set_cookie(response, self.request, self.session.sid)
+        set_cookie(response, self.request, self.session)
         return response
 
     def redirect(self, location: str) -> Response:
         response = RedirectResponse(location, status_code=303, headers=SECURITY_HEADERS)
-        set_cookie(response, self.request, self.session.sid)
+        set_cookie(response, self.request, self.session)
         return response
 
 
-def set_cookie(response: Response, request: Request, sid: str) -> None:
+def set_cookie(response: Response, request: Request, session: ConsoleSession) -> None:
     response.set_cookie(
-        COOKIE,
-        sid,
+        COOKIE if session.person is not None else PRE_COOKIE,
+        session.sid,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from gateway.console.core import BASE, Ctx, Refusal, anonymous, area_of, check_csrf, signed_in
 from gateway.console.i18n import LANGUAGES
-from gateway.console.sessions import Person
+from gateway.console.sessions import COOKIE, PRE_COOKIE, Person
 
 PERSON_GRANT = "urn:pdx:params:oauth:grant-type:person"
 
@@ -65,14 +65,18 @@ async def login(ctx: AnyCtx) -> Response:
     sid = ctx.console.store.rotate(ctx.session, person, token, expires)
     fresh = ctx.console.store.get(sid)
     assert fresh is not None
-    return Ctx(ctx.console, ctx.request, fresh).redirect(f"{BASE}/")
+    response = Ctx(ctx.console, ctx.request, fresh).redirect(f"{BASE}/")
+    response.delete_cookie(PRE_COOKIE, path=BASE)
+    return response
 
 
 @router.post("/logout")
 async def logout(ctx: SignedIn) -> Response:
     ctx.console.store.end(ctx.session.sid)
     fresh = ctx.console.store.new(ctx.session.lang)
-    return Ctx(ctx.console, ctx.request, fresh).redirect(f"{BASE}/login")
+    response = Ctx(ctx.console, ctx.request, fresh).redirect(f"{BASE}/login")
+    response.delete_cookie(COOKIE, path=BASE)
+    return response
 
 
 @router.get("/lang/{code}")

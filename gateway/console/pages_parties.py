@@ -110,14 +110,20 @@ async def register(ctx: Provider) -> Response:
         ctx.session.flash.append(answer.problem())
         return ctx.redirect(f"{BASE}/provider")
     ctx.session.flash.append(ctx.t("registered"))
-    return ctx.redirect(f"{BASE}/provider/datasets/{answer.json()['id']}")
+    created = answer.json()
+    return ctx.redirect(f"{BASE}/provider/datasets/{created['id']}?entry={created['ledger_index']}")
 
 
 @router.get("/provider/datasets/{dataset_id}")
-async def dataset_page(dataset_id: str, ctx: Provider) -> Response:
+async def dataset_page(
+    dataset_id: str, ctx: Provider, entry: Annotated[int | None, Query(ge=0, le=2**53)] = None
+) -> Response:
+    """The dataset's grading and per-field scan report; `entry`: its registration's index."""
     dataset = await ctx.get_json(f"/v1/datasets/{dataset_id}")
     if dataset is None:
         return ctx.redirect(f"{BASE}/provider")
+    if dataset.get("ledger_index") is None:
+        dataset["ledger_index"] = entry
     return ctx.render("dataset.html", title=dataset["name"], dataset=dataset)
 
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 COOKIE = "pdx_console"
+# The pre-sign-in session (login CSRF) has its own cookie: a cross-site navigation to the
+# sign-in page (which carries no SameSite=Strict cookie) must not replace a live session.
+PRE_COOKIE = "pdx_console_login"
 MAX_SESSIONS = 10_000
 
 
