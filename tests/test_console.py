@@ -110,9 +110,7 @@ def test_csrf_and_cross_origin_posts_are_refused_and_write_nothing(
     assert _register(api, csrf).status_code == 303  # the same post with the token works
 
 
-def test_an_enterprise_cannot_reach_provider_pages(
-    api: TestClient, creds: dict[str, Any]
-) -> None:
+def test_an_enterprise_cannot_reach_provider_pages(api: TestClient, creds: dict[str, Any]) -> None:
     csrf = _signed_in(api, creds, "enterprise-fintech")
     assert api.get("/console/provider").status_code == 403
     assert api.get("/console/admin").status_code == 403
@@ -167,7 +165,11 @@ def test_idle_and_absolute_timeouts_end_the_session(
 def test_every_message_used_by_a_template_is_in_both_languages() -> None:
     folder = Path(__file__).resolve().parents[1] / "gateway" / "console"
     used: set[str] = set()
-    for path in [*folder.glob("templates/*.html"), *folder.glob("pages_*.py"), *folder.glob("core.py")]:
+    for path in [
+        *folder.glob("templates/*.html"),
+        *folder.glob("pages_*.py"),
+        *folder.glob("core.py"),
+    ]:
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_]+)["']""", path.read_text()))
     used |= {"provider", "enterprise", "auditor", "admin", "approve", "reject"}
     assert used - i18n.keys() == set()

@@ -43,7 +43,9 @@ def mount_console(app: FastAPI) -> Console:
                 return Response(status_code=204, headers={"HX-Redirect": exc.location})
             return RedirectResponse(exc.location, status_code=303, headers=SECURITY_HEADERS)
         ctx = anonymous(request)
-        return ctx.render("error.html", status=exc.status, title=str(exc.status), message=exc.message)
+        return ctx.render(
+            "error.html", status=exc.status, title=str(exc.status), message=exc.message
+        )
 
     @sub.exception_handler(404)
     async def _missing(request: Request, exc: Exception) -> HTMLResponse:

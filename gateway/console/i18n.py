@@ -21,7 +21,10 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "bad_credentials": ("用户名、密码或动态口令错误。", "Wrong login, password or one-time code."),
     "too_many": ("尝试次数过多，请稍后再试。", "Too many attempts; try again later."),
     "forbidden": ("您的角色无权访问此页面。", "Your role may not open this page."),
-    "csrf_refused": ("请求被拒绝：跨站请求校验失败。", "Refused: the cross-site request check failed."),
+    "csrf_refused": (
+        "请求被拒绝：跨站请求校验失败。",
+        "Refused: the cross-site request check failed.",
+    ),
     "not_found": ("未找到。", "Not found."),
     "done": ("已完成。", "Done."),
     "signed_in_as": ("当前用户", "Signed in as"),
@@ -49,7 +52,10 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "file": ("CSV 文件", "CSV file"),
     "submit_register": ("上传并扫描", "Upload and scan"),
     "file_missing": ("请选择文件。", "Choose a file."),
-    "file_too_large": ("文件过大，请使用 API 或 SDK 上传。", "File too large; upload it with the API or SDK."),
+    "file_too_large": (
+        "文件过大，请使用 API 或 SDK 上传。",
+        "File too large; upload it with the API or SDK.",
+    ),
     "registered": ("数据集已登记，扫描报告如下。", "Dataset registered; its scan report follows."),
     "my_datasets": ("我的数据集", "My datasets"),
     "rows": ("行数", "Rows"),

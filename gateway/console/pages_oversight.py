@@ -37,9 +37,7 @@ async def _growth(ctx: Ctx) -> Markup:
         at = _when(b.get("time", ""))
         if at is not None:
             points.append((at.timestamp(), float(b["tree_size"])))
-    labels = (
-        (blocks[0]["time"][:16], blocks[-1]["time"][:16]) if blocks else ("", "")
-    )
+    labels = (blocks[0]["time"][:16], blocks[-1]["time"][:16]) if blocks else ("", "")
     return plots.line(ctx.t("plot_growth"), points, labels)
 
 
@@ -101,9 +99,11 @@ async def auditor_home(
 
 @router.get("/auditor/proof")
 async def proof(ctx: Auditor, index: Index) -> Response:
-    """What the browser needs to check inclusion itself: the entry, the signed checkpoint
-    and the RFC 9162 proof against the checkpoint's tree size. Nothing here is trusted
-    by the browser except what it hashes (static/proof.js)."""
+    """What the browser needs to check inclusion itself (static/proof.js).
+
+    The entry, the signed checkpoint and the RFC 9162 proof against the checkpoint's
+    tree size; the browser trusts none of it beyond what it hashes.
+    """
     note = await ctx.api("GET", "/v1/ledger/checkpoint")
     if not note.ok:
         raise Refusal(503, note.problem())
@@ -170,9 +170,7 @@ async def policy_diff(ctx: Admin) -> Response:
     name, source = str(form.get("module", "")), str(form.get("source", ""))
     active = await ctx.get_json("/v1/policies") or {}
     old = active.get("sources", {}).get(name, "")
-    return ctx.render(
-        "_diff.html", diff=_diff(old, source, name), module=name, source=source
-    )
+    return ctx.render("_diff.html", diff=_diff(old, source, name), module=name, source=source)
 
 
 @router.post("/admin/policies/activate")

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from exchange.schemas import ImpactDegree, ImpactObject, Level, OpenAttribute, ShareAttribute
+from exchange.levels import Level, OpenAttribute, ShareAttribute
+from exchange.schemas import ImpactDegree, ImpactObject
 from gateway.console.core import BASE, Ctx, Refusal, signed_in
 from gateway.console.forms import FormError, fields, params_from_form
 
@@ -62,12 +63,12 @@ def _multipart(metadata: dict[str, Any], filename: str, data: bytes) -> tuple[by
     boundary = secrets.token_hex(16)
     safe_name = filename.replace('"', "").replace("\r", "").replace("\n", "")[:128] or "data.csv"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n'
         "Content-Type: application/json\r\n\r\n"
     ).encode()
     body += json.dumps(metadata).encode() + b"\r\n"
     body += (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
         f'filename="{safe_name}"\r\nContent-Type: text/csv\r\n\r\n'
     ).encode()
     body += data + f"\r\n--{boundary}--\r\n".encode()
@@ -153,7 +154,8 @@ async def _catalog(ctx: Ctx, q: str, level: str) -> list[dict[str, Any]]:
         found = [
             d
             for d in found
-            if needle in d["name"].lower() or any(needle in p.lower() for p in d.get("classification_path", []))
+            if needle in d["name"].lower()
+            or any(needle in p.lower() for p in d.get("classification_path", []))
         ]
     return found
 

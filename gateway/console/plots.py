@@ -55,9 +55,7 @@ def line(label: str, points: Sequence[tuple[float, float]], x_labels: tuple[str,
     return _frame(label, body)
 
 
-def bars(
-    label: str, buckets: Sequence[tuple[str, int, int]], legend: tuple[str, str]
-) -> Markup:
+def bars(label: str, buckets: Sequence[tuple[str, int, int]], legend: tuple[str, str]) -> Markup:
     """Paired bars per bucket: (bucket label, allowed, denied)."""
     if not buckets:
         return _frame(label, _text(W / 2, H / 2, "—", "middle"))
