@@ -10,7 +10,10 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("ingest", "ledger", "crypto", "policy", "he", "fl", "vertical", "compliance", "sdk")
+AREAS = (
+    "ingest", "ledger", "crypto", "policy", "he", "fl", "vertical", "compliance", "sdk",
+    "console",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

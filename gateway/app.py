@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import audit
 from gateway import errors
 from gateway.auditing import BurstWriter
+from gateway.console import mount_console
 from gateway.edges import JsonDepthGuard, bound_integers
 from gateway.limits import BodyLimit, BodyTooLarge, ClientAddress
 from gateway.pep import unenforced_routes
@@ -192,6 +193,9 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(nodes.router, dependencies=protected)
     app.include_router(compliance_router.router, dependencies=protected)
     app.include_router(audit_router.router, dependencies=protected)
+    # The web console (a mounted sub-application, outside /v1): its actions are in-process
+    # calls to the routes above, so it passes the same enforcement point and trail.
+    mount_console(app)
     if platform.compliance is not None:
         # ZT-01 walks the route table.
         platform.compliance.unenforced = lambda: unenforced_routes(app.routes, PUBLIC_PATHS)

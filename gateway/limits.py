@@ -29,7 +29,12 @@ PROBLEM_TYPE = "https://pdx.dev/problems/request-too-large"
 # `max_upload_bytes` plus room for the multipart envelope; every other route gets
 # `max_body_bytes`.
 UPLOAD_ROUTES = frozenset(
-    {("POST", "/v1/datasets"), ("POST", "/v1/nodes/datasets"), ("POST", "/v1/datasets/scan")}
+    {
+        ("POST", "/v1/datasets"),
+        ("POST", "/v1/nodes/datasets"),
+        ("POST", "/v1/datasets/scan"),
+        ("POST", "/console/provider/datasets"),  # the console's form (gateway/console)
+    }
 )
 ENVELOPE_BYTES = 1 << 20
 

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     token_ttl_s: Annotated[int, Field(ge=60, le=900)] = 900
     """The brief caps access tokens at 15 minutes (zero trust: short-lived credentials)."""
     refresh_ttl_s: Count = 8 * 3600
+    # The web console (gateway/console): a person's browser session ends after this long
+    # without a request (idle) and, whatever happens, this long after the sign-in.
+    console_idle_s: Count = 15 * 60
+    console_absolute_s: Count = 8 * 3600
     issuer: str = "pdx"
     audience: str = "pdx-api"
     environment: Literal["development", "production"] = Field(

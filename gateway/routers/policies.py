@@ -73,6 +73,17 @@ def get_history(session: SessionDep) -> list[dict[str, Any]]:
     ]
 
 
+@router.get("/revisions/{revision}", dependencies=[Depends(ReadPolicy)])
+def get_revision(
+    revision: Annotated[int, Path(ge=0, le=2**31 - 1)], session: SessionDep
+) -> dict[str, Any]:
+    """One stored revision with its modules and matrix (0: the built-in bundle).
+
+    What a rollback re-activates (the console's policy page); 404 if there is none.
+    """
+    return _summary(policies.revision(session, revision), full=True)
+
+
 def _activate(
     request: Request,
     platform: Platform,

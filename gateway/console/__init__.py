@@ -1,0 +1,56 @@
+"""The web console at /console: server-rendered pages (Jinja2 + htmx) over the same API.
+
+A sub-application mounted on the gateway; every action it takes is an in-process call
+to the /v1 route it stands for (see `dispatch`), so one decision point and one trail.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from gateway.console import pages_auth, pages_oversight, pages_parties
+from gateway.console.core import BASE, HERE, SECURITY_HEADERS, Console, Refusal, anonymous
+
+__all__ = ["BASE", "mount_console"]
+
+
+def mount_console(app: FastAPI) -> Console:
+    """Mount the console on `app` (after its platform is set on `app.state`)."""
+    platform: Any = app.state.platform
+    settings = platform.settings
+    console = Console(
+        app,
+        idle=timedelta(seconds=settings.console_idle_s),
+        absolute=timedelta(seconds=settings.console_absolute_s),
+        clock=platform.now,
+    )
+    sub = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    sub.state.console = console
+    sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    sub.include_router(pages_auth.router)
+    sub.include_router(pages_parties.router)
+    sub.include_router(pages_oversight.router)
+
+    @sub.exception_handler(Refusal)
+    async def _refused(request: Request, exc: Refusal) -> Response:
+        if exc.location is not None:
+            if request.headers.get("hx-request"):
+                return Response(status_code=204, headers={"HX-Redirect": exc.location})
+            return RedirectResponse(exc.location, status_code=303, headers=SECURITY_HEADERS)
+        ctx = anonymous(request)
+        return ctx.render(
+            "error.html", status=exc.status, title=str(exc.status), message=exc.message
+        )
+
+    @sub.exception_handler(404)
+    async def _missing(request: Request, exc: Exception) -> HTMLResponse:
+        ctx = anonymous(request)
+        return ctx.render("error.html", status=404, title="404", message=ctx.t("not_found"))
+
+    app.mount(BASE, sub)
+    return console

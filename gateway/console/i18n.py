@@ -1,0 +1,151 @@
+"""The console's message catalogue: zh-CN (the default) and English, one key per string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT = "zh-CN"
+LANGUAGES = ("zh-CN", "en")
+
+# key: (zh-CN, en). Templates say t("key"); no user-facing text is written in a template.
+_MESSAGES: dict[str, tuple[str, str]] = {
+    "app": ("公共数据交换平台", "Public data exchange"),
+    "skip": ("跳到主要内容", "Skip to main content"),
+    "nav": ("主导航", "Main navigation"),
+    "language": ("语言", "Language"),
+    "sign_in": ("登录", "Sign in"),
+    "sign_out": ("退出", "Sign out"),
+    "login": ("用户名", "Login"),
+    "password": ("密码", "Password"),
+    "totp": ("动态口令（TOTP 六位数字）", "One-time code (TOTP, six digits)"),
+    "bad_credentials": ("用户名、密码或动态口令错误。", "Wrong login, password or one-time code."),
+    "too_many": ("尝试次数过多，请稍后再试。", "Too many attempts; try again later."),
+    "forbidden": ("您的角色无权访问此页面。", "Your role may not open this page."),
+    "csrf_refused": (
+        "请求被拒绝：跨站请求校验失败。",
+        "Refused: the cross-site request check failed.",
+    ),
+    "not_found": ("未找到。", "Not found."),
+    "done": ("已完成。", "Done."),
+    "signed_in_as": ("当前用户", "Signed in as"),
+    "provider": ("数据提供方", "Provider"),
+    "enterprise": ("数据使用方", "Enterprise"),
+    "auditor": ("审计", "Auditor"),
+    "admin": ("安全管理", "Security admin"),
+    "provider_title": ("数据提供方工作台", "Provider workspace"),
+    "enterprise_title": ("数据使用方工作台", "Enterprise workspace"),
+    "auditor_title": ("审计工作台", "Auditor workspace"),
+    "admin_title": ("安全管理工作台", "Security administration"),
+    "register_dataset": ("登记数据集", "Register a dataset"),
+    "name": ("名称", "Name"),
+    "description": ("描述", "Description"),
+    "classification_path": ("分类路径（用 / 分隔）", "Classification path (separated by /)"),
+    "level": ("分级", "Level"),
+    "impact_object": ("影响对象", "Impact object"),
+    "impact_degree": ("影响程度", "Impact degree"),
+    "source_agency": ("来源单位", "Source agency"),
+    "accountable_department": ("责任部门", "Accountable department"),
+    "pi": ("含个人信息", "Contains personal information"),
+    "sensitive_pi": ("含敏感个人信息", "Contains sensitive personal information"),
+    "share_attribute": ("共享属性", "Share attribute"),
+    "open_attribute": ("开放属性", "Open attribute"),
+    "file": ("CSV 文件", "CSV file"),
+    "submit_register": ("上传并扫描", "Upload and scan"),
+    "file_missing": ("请选择文件。", "Choose a file."),
+    "file_too_large": (
+        "文件过大，请使用 API 或 SDK 上传。",
+        "File too large; upload it with the API or SDK.",
+    ),
+    "registered": ("数据集已登记，扫描报告如下。", "Dataset registered; its scan report follows."),
+    "my_datasets": ("我的数据集", "My datasets"),
+    "rows": ("行数", "Rows"),
+    "registered_at": ("登记时间", "Registered"),
+    "ledger_index": ("账本序号", "Ledger index"),
+    "waiting": ("待我审批", "Waiting for my approval"),
+    "none": ("暂无。", "None."),
+    "approve": ("批准", "Approve"),
+    "reject": ("拒绝", "Reject"),
+    "reason": ("理由", "Reason"),
+    "operator": ("算子", "Operator"),
+    "state": ("状态", "State"),
+    "requester": ("请求方", "Requester"),
+    "my_ledger": ("我的账本记录", "My ledger entries"),
+    "event": ("事件", "Event"),
+    "scan_report": ("扫描报告", "Scan report"),
+    "suggested_level": ("建议分级", "Suggested level"),
+    "most_sensitive": ("最敏感字段", "Most sensitive field"),
+    "field": ("字段", "Field"),
+    "detections": ("检出", "Detections"),
+    "catalog": ("数据目录", "Catalogue"),
+    "search": ("搜索", "Search"),
+    "any_level": ("全部分级", "Any level"),
+    "operators": ("可用算子", "Operators"),
+    "request": ("发起计算", "Request"),
+    "my_computations": ("我的计算", "My computations"),
+    "computation": ("计算任务", "Computation"),
+    "inputs": ("输入数据集", "Input datasets"),
+    "purpose": ("用途（须与合同一致）", "Purpose (as in the contract)"),
+    "legal_basis": ("合法性基础（可选）", "Legal basis (optional)"),
+    "contract_id": ("合同编号（可选）", "Contract id (optional)"),
+    "parameters": ("参数", "Parameters"),
+    "lo": ("下限", "low"),
+    "hi": ("上限", "high"),
+    "submit_request": ("提交计算请求", "Submit the request"),
+    "progress": ("进度", "Progress"),
+    "result": ("结果", "Result"),
+    "view_result": ("查看结果", "View the result"),
+    "epsilon": ("隐私预算 ε", "Privacy budget ε"),
+    "error": ("错误", "Error"),
+    "at": ("时间", "At"),
+    "ledger": ("账本", "Ledger"),
+    "tree_size": ("已封存条目数", "Sealed entries"),
+    "index": ("序号", "Index"),
+    "type": ("类型", "Type"),
+    "verify": ("在浏览器中验证", "Verify in the browser"),
+    "proof_ok": ("包含证明有效", "Inclusion proof verified"),
+    "proof_bad": ("包含证明无效", "Inclusion proof FAILED"),
+    "proof_unsealed": ("尚未封存，稍后再试", "Not sealed yet; try later"),
+    "audit_records": ("审计记录", "Audit records"),
+    "decision_logs": ("决策日志", "Decision logs"),
+    "filter": ("筛选", "Filter"),
+    "result_word": ("结果", "Result"),
+    "subject": ("主体", "Subject"),
+    "total": ("共", "Total"),
+    "allowed": ("允许", "Allowed"),
+    "denied": ("拒绝", "Denied"),
+    "any": ("全部", "Any"),
+    "compliance_runs": ("合规检查", "Compliance runs"),
+    "run_now": ("立即检查", "Run now"),
+    "status": ("结论", "Status"),
+    "plot_growth": ("账本增长（已封存条目）", "Ledger growth (sealed entries)"),
+    "plot_decisions": ("近 24 小时决策（允许/拒绝）", "Decisions in 24 h (allowed/denied)"),
+    "policies": ("策略", "Policies"),
+    "active_revision": ("当前版本", "Active revision"),
+    "history": ("历史版本", "History"),
+    "rollback": ("回滚到此版本", "Roll back to this"),
+    "module": ("模块", "Module"),
+    "source": ("源码", "Source"),
+    "show_diff": ("查看差异", "Show the diff"),
+    "activate": ("激活", "Activate"),
+    "activated": ("已激活策略版本 {revision}。", "Policy revision {revision} activated."),
+    "changes": ("变更", "Changes"),
+    "keys": ("密钥", "Keys"),
+    "organisations": ("机构与人员", "Organisations and people"),
+    "kind": ("类型", "Kind"),
+    "no_changes": ("没有差异。", "No differences."),
+}
+
+_INDEX = {lang: i for i, lang in enumerate(LANGUAGES)}
+
+
+def t(lang: str, key: str, **values: Any) -> str:
+    """The message in `lang` (zh-CN if unknown); the key itself if it is missing."""
+    pair = _MESSAGES.get(key)
+    if pair is None:
+        return key
+    text = pair[_INDEX.get(lang, 0)]
+    return text.format(**values) if values else text
+
+
+def keys() -> frozenset[str]:
+    return frozenset(_MESSAGES)

@@ -1,0 +1,280 @@
+"""Provider and enterprise pages: register and approve; browse, request, follow, fetch."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from starlette.datastructures import UploadFile
+
+from exchange.levels import Level, OpenAttribute, ShareAttribute
+from exchange.schemas import ImpactDegree, ImpactObject
+from gateway.console.core import BASE, Ctx, Refusal, signed_in
+from gateway.console.forms import FormError, fields, params_from_form
+
+router = APIRouter()
+Provider = Annotated[Ctx, Depends(signed_in("provider"))]
+Enterprise = Annotated[Ctx, Depends(signed_in("enterprise"))]
+
+WAITING = ("awaiting-approval", "awaiting_approval", "review", "awaiting-release")
+TERMINAL = ("released", "rejected", "failed")
+MAX_CSV_BYTES = 64 << 20  # the console's form upload; larger files go through the API/SDK
+ENUMS = {
+    "level": [v.value for v in Level],
+    "impact_object": [v.value for v in ImpactObject],
+    "impact_degree": [v.value for v in ImpactDegree],
+    "share_attribute": [v.value for v in ShareAttribute],
+    "open_attribute": [v.value for v in OpenAttribute],
+}
+
+
+def _items(body: Any) -> list[dict[str, Any]]:
+    """A list answer in either shape: a bare list, or the target style's `{"items": ...}`."""
+    if isinstance(body, dict):
+        return list(body.get("items", []))
+    return list(body or [])
+
+
+# -- provider -----------------------------------------------------------------------------
+
+
+@router.get("/provider")
+async def provider_home(ctx: Provider) -> Response:
+    datasets = _items(
+        await ctx.get_json("/v1/datasets", query={"owner_org": ctx.person.org_id, "limit": 200})
+    )
+    computations = _items(await ctx.get_json("/v1/computations", query={"limit": 200}))
+    waiting = [c for c in computations if c.get("state") in WAITING]
+    return ctx.render(
+        "provider.html",
+        title=ctx.t("provider_title"),
+        datasets=datasets,
+        waiting=waiting,
+        computations=computations,
+        enums=ENUMS,
+    )
+
+
+def _multipart(metadata: dict[str, Any], filename: str, data: bytes) -> tuple[bytes, str]:
+    """The registration's multipart body: the metadata part first, then the file."""
+    boundary = secrets.token_hex(16)
+    safe_name = filename.replace('"', "").replace("\r", "").replace("\n", "")[:128] or "data.csv"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+    ).encode()
+    body += json.dumps(metadata).encode() + b"\r\n"
+    body += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{safe_name}"\r\nContent-Type: text/csv\r\n\r\n'
+    ).encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@router.post("/provider/datasets")
+async def register(ctx: Provider) -> Response:
+    """POST /v1/datasets with the form's metadata and file: one decision, one entry."""
+    form = await ctx.request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        ctx.session.flash.append(ctx.t("file_missing"))
+        return ctx.redirect(f"{BASE}/provider")
+    data = await upload.read(MAX_CSV_BYTES + 1)
+    if len(data) > MAX_CSV_BYTES:
+        raise Refusal(413, ctx.t("file_too_large"))
+
+    def text(name: str) -> str:
+        return str(form.get(name, "")).strip()
+
+    metadata: dict[str, Any] = {
+        "name": text("name"),
+        "classification_path": [p.strip() for p in text("classification_path").split("/") if p],
+        "level": text("level"),
+        "impact_object": text("impact_object"),
+        "impact_degree": text("impact_degree"),
+        "source_agency": text("source_agency"),
+        "accountable_department": text("accountable_department"),
+        "pi": form.get("pi") == "on",
+        "sensitive_pi": form.get("sensitive_pi") == "on",
+        "share_attribute": text("share_attribute"),
+        "open_attribute": text("open_attribute"),
+    }
+    if text("description"):
+        metadata["description"] = text("description")
+    body, ctype = _multipart(metadata, upload.filename or "data.csv", data)
+    answer = await ctx.api("POST", "/v1/datasets", body=body, content_type=ctype)
+    if not answer.ok:
+        ctx.session.flash.append(answer.problem())
+        return ctx.redirect(f"{BASE}/provider")
+    ctx.session.flash.append(ctx.t("registered"))
+    created = answer.json()
+    return ctx.redirect(f"{BASE}/provider/datasets/{created['id']}?entry={created['ledger_index']}")
+
+
+@router.get("/provider/datasets/{dataset_id}")
+async def dataset_page(
+    dataset_id: str, ctx: Provider, entry: Annotated[int | None, Query(ge=0, le=2**53)] = None
+) -> Response:
+    """The dataset's grading and per-field scan report; `entry`: its registration's index."""
+    dataset = await ctx.get_json(f"/v1/datasets/{dataset_id}")
+    if dataset is None:
+        return ctx.redirect(f"{BASE}/provider")
+    if dataset.get("ledger_index") is None:
+        dataset["ledger_index"] = entry
+    return ctx.render("dataset.html", title=dataset["name"], dataset=dataset)
+
+
+@router.post("/provider/computations/{computation_id}/{verdict}")
+async def decide(computation_id: str, verdict: str, ctx: Provider) -> Response:
+    if verdict not in ("approve", "reject"):
+        raise Refusal(404, ctx.t("not_found"))
+    form = await ctx.request.form()
+    reason = str(form.get("reason", ""))[:500]
+    answer = await ctx.api(
+        "POST", f"/v1/computations/{computation_id}/{verdict}", json_body={"reason": reason}
+    )
+    ctx.session.flash.append(ctx.t("done") if answer.ok else answer.problem())
+    return ctx.redirect(f"{BASE}/provider")
+
+
+# -- enterprise ---------------------------------------------------------------------------
+
+
+async def _catalog(ctx: Ctx, q: str, level: str) -> list[dict[str, Any]]:
+    query: dict[str, Any] = {"limit": 200}
+    if level in ENUMS["level"]:
+        query["level"] = level
+    found = _items(await ctx.get_json("/v1/datasets", query=query))
+    needle = q.strip().lower()
+    if needle:
+        found = [
+            d
+            for d in found
+            if needle in d["name"].lower()
+            or any(needle in p.lower() for p in d.get("classification_path", []))
+        ]
+    return found
+
+
+Q = Annotated[str, Query(max_length=200)]
+
+
+@router.get("/enterprise")
+async def enterprise_home(ctx: Enterprise, q: Q = "", level: Q = "") -> Response:
+    catalog = await _catalog(ctx, q, level)
+    operators = _items(await ctx.get_json("/v1/operators"))
+    computations = _items(await ctx.get_json("/v1/computations", query={"limit": 200}))
+    return ctx.render(
+        "enterprise.html",
+        title=ctx.t("enterprise_title"),
+        catalog=catalog,
+        operators=operators,
+        computations=computations,
+        q=q,
+        level=level,
+        levels=ENUMS["level"],
+    )
+
+
+@router.get("/enterprise/catalog")
+async def catalog_fragment(ctx: Enterprise, q: Q = "", level: Q = "") -> Response:
+    """The catalogue table alone, for htmx's live search."""
+    return ctx.render("_catalog.html", catalog=await _catalog(ctx, q, level))
+
+
+async def _operator(ctx: Ctx, name: str) -> dict[str, Any]:
+    for op in _items(await ctx.get_json("/v1/operators")):
+        if op["name"] == name:
+            return op
+    raise Refusal(404, ctx.t("not_found"))
+
+
+@router.get("/enterprise/request")
+async def request_form(ctx: Enterprise, operator: Q) -> Response:
+    op = await _operator(ctx, operator)
+    return ctx.render(
+        "request.html",
+        title=op["name"],
+        operator=op,
+        fields=fields(op["parameters"]),
+        catalog=await _catalog(ctx, "", ""),
+    )
+
+
+@router.post("/enterprise/request")
+async def request_computation(ctx: Enterprise) -> Response:
+    """POST /v1/computations with params read back through the operator's schema."""
+    form = await ctx.request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    op = await _operator(ctx, values.get("operator", ""))
+    try:
+        params = params_from_form(op["parameters"], values)
+    except FormError as exc:
+        ctx.session.flash.append(str(exc))
+        return ctx.redirect(f"{BASE}/enterprise/request?operator={op['name']}")
+    body: dict[str, Any] = {
+        "operator": op["name"],
+        "inputs": [v for v in form.getlist("inputs") if isinstance(v, str)],
+        "params": params,
+        "purpose": values.get("purpose", "").strip(),
+    }
+    for optional in ("legal_basis", "contract_id"):
+        if values.get(optional, "").strip():
+            body[optional] = values[optional].strip()
+    answer = await ctx.api("POST", "/v1/computations", json_body=body)
+    if not answer.ok:
+        ctx.session.flash.append(answer.problem())
+        return ctx.redirect(f"{BASE}/enterprise/request?operator={op['name']}")
+    return ctx.redirect(f"{BASE}/enterprise/computations/{answer.json()['id']}")
+
+
+async def _progress(ctx: Ctx, computation_id: str) -> dict[str, Any]:
+    comp = await ctx.get_json(f"/v1/computations/{computation_id}")
+    if comp is None:
+        raise Refusal(404, ctx.t("not_found"))
+    return {"comp": comp, "terminal": comp.get("state") in TERMINAL}
+
+
+@router.get("/enterprise/computations/{computation_id}")
+async def computation_page(computation_id: str, ctx: Enterprise) -> Response:
+    view = await _progress(ctx, computation_id)
+    return ctx.render("computation.html", title=ctx.t("computation"), **view)
+
+
+@router.get("/enterprise/computations/{computation_id}/progress")
+async def computation_progress(computation_id: str, ctx: Enterprise) -> Response:
+    """The state block alone; htmx polls it until the computation ends."""
+    return ctx.render("_progress.html", **(await _progress(ctx, computation_id)))
+
+
+@router.get("/enterprise/computations/{computation_id}/result")
+async def computation_result(computation_id: str, ctx: Enterprise) -> Response:
+    """The released output (each fetch is a delivery on the ledger, as over the API)."""
+    result = await ctx.get_json(f"/v1/computations/{computation_id}/result")
+    if result is None:
+        return ctx.redirect(f"{BASE}/enterprise/computations/{computation_id}")
+    return ctx.render("result.html", title=ctx.t("result"), result=result, rows=_rows(result))
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The output flattened to (path, value) rows for a plain table."""
+    out: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+            out.append((prefix, ", ".join(str(v) for v in value)))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{prefix}[{i}]", v)
+        else:
+            out.append((prefix, str(value)))
+
+    walk("", result.get("output", {}))
+    return out[:500]
