@@ -289,3 +289,26 @@ def test_a_token_near_expiry_is_renewed_before_use(api: TestClient, creds: dict[
     assert session.get("/v1/me")["client_id"] == c["client_id"]
     assert session._token != first
     assert time.monotonic() > 0
+
+
+def test_sdk_reads_verifier_keys_whose_base64_contains_plus() -> None:
+    """A key's base64 may contain "+", the separator: about one key in three does."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from pdx_client.proofs import NoteVerifier
+
+    from ledger.note import verifier_key
+
+    seen = 0
+    for _ in range(200):
+        private = Ed25519PrivateKey.generate()
+        vkey = verifier_key("pdx.test/log", private.public_key())
+        if "+" not in vkey.split("+", 2)[2]:
+            continue
+        seen += 1
+        verifier = NoteVerifier(vkey)  # before the fix: "not a signed-note verifier key"
+        assert verifier.name == "pdx.test/log"
+        assert verifier.verify(b"checkpoint", private.sign(b"checkpoint"))
+        assert not verifier.verify(b"checkpoint", private.sign(b"another"))
+        if seen == 5:
+            break
+    assert seen == 5

@@ -155,10 +155,11 @@ class NoteVerifier:
     """An Ed25519 signed-note verifier key: `name+hash+base64(0x01 || key)`."""
 
     def __init__(self, vkey: str) -> None:
-        parts = vkey.strip().split("+")
-        if len(parts) != 3 or len(parts[1]) != 8:
+        # The base64 key may itself contain "+": split off the name and the hash only.
+        name, _, rest = vkey.strip().partition("+")
+        hash_hex, _, b64 = rest.partition("+")
+        if not name or len(hash_hex) != 8 or not b64:
             raise _fail("not a signed-note verifier key")
-        name, hash_hex, b64 = parts
         try:
             raw = base64.b64decode(b64, validate=True)
             key_hash = int(hash_hex, 16)
