@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.computations.context import MAX_INPUTS
+from exchange.computations.job_keys import JobKeyIn
 from exchange.computations.state import PLATFORM_PARTY, State
 from exchange.models import Computation, ComputationInput
 from sandbox.operators import OPERATORS
@@ -61,6 +62,11 @@ class ComputationCreate(BaseModel):
         default=None, max_length=200, description="consent:<id> or statute:<ref> (PI data)"
     )
     contract_id: str | None = Field(default=None, max_length=36)
+    job_key: JobKeyIn | None = Field(
+        default=None,
+        description="public half of a job key the requester generated (pdx_client.jobkeys); "
+        "required when an input is on its provider's own node",
+    )
 
 
 class TransitionPublic(BaseModel):
