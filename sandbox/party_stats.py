@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from sandbox._registry import ProviderInput
@@ -194,10 +195,14 @@ def _exact(query: StatsQuery, field: str, value: int | float) -> Fraction:
     return Fraction(int(value), 10 ** (query.decimals * power))
 
 
-def party_partial(ctx: OperatorContext) -> bytes:
-    """Vetted operator body for a requester-key job (called by `sandbox.stats.node_partial`)."""
-    from sandbox.stats import partial_vector  # the operator's own module (no import cycle)
+def party_partial(
+    ctx: OperatorContext,
+    partial_vector: Callable[[StatsQuery, Sequence[Path]], list[int] | list[float]],
+) -> bytes:
+    """Vetted operator body for a requester-key job (called by `sandbox.stats.node_partial`).
 
+    `partial_vector` is `sandbox.stats.partial_vector`, passed in (stats imports this module).
+    """
     query = StatsQuery.from_params(ctx.params["query"])
     job = JobPublic.from_request(ctx.params["job"], {})
     party = ctx.params["party"]

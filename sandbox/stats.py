@@ -228,7 +228,7 @@ def node_partial(ctx: OperatorContext) -> bytes:
     if "party" in ctx.params:  # a requester-held key: noisy, masked partial
         from sandbox.party_stats import party_partial
 
-        return party_partial(ctx)
+        return party_partial(ctx, partial_vector)
     query = StatsQuery.from_params(ctx.params["query"])
     job = JobPublic.from_request(ctx.params["job"], ctx.blobs)
     layout = query.layout()

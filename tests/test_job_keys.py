@@ -1,4 +1,4 @@
-"""Requester-held job keys through the API: validation, encrypted results, requester-side decryption.
+"""Requester-held job keys through the API: validation, encrypted results, decryption by the SDK.
 
 On the code before job keys, `ComputationCreate` forbids unknown fields, so every request
 here carrying `job_key` was answered 422 and no test below could pass; the secret-key
