@@ -35,7 +35,14 @@ from typing import Any
 
 from sandbox._registry import ProviderInput
 from sandbox._stats_query import StatsQuery
-from sandbox.coordinator import Coordinator, Envelope, JobPublic, seal_vector
+from sandbox.coordinator import (
+    Coordinator,
+    Envelope,
+    JobPublic,
+    PartyView,
+    SecurityModel,
+    seal_vector,
+)
 from sandbox.errors import CohortTooSmall, HomomorphicMismatch, InvalidParameters
 from sandbox.isolation import OperatorContext, Sandbox, SandboxFailure, run_parallel
 from sandbox.masks import apply_masks, mask_info
@@ -44,6 +51,7 @@ from sandbox.paillier import PackedVector
 
 __all__ = [
     "ENCRYPTED_FORMAT",
+    "SECURITY_MODEL",
     "PartyJob",
     "check_binding",
     "collect_mask_keys",
@@ -58,6 +66,52 @@ __all__ = [
 
 ENCRYPTED_FORMAT = "pdx-encrypted-aggregate/1"
 """Must equal `pdx_client.jobkeys.ENCRYPTED_FORMAT` (the SDK cannot import this package)."""
+
+SECURITY_MODEL = SecurityModel(
+    adversary="semi-honest providers; a curious platform operator; a curious requester "
+    "colluding with up to t = floor(n/2) providers",
+    assumptions=(
+        "the requester's SDK generates and keeps the job's Paillier secret key; the platform "
+        "holds the public key and its fingerprint only",
+        "each provider's node runs only the vetted operator its code request approved (job "
+        "key fingerprint, epsilon, number of providers and cohort minimum are bound)",
+        "mask keys are relayed by the platform unauthenticated: a platform that substitutes "
+        "them can strip one provider's masks but still cannot decrypt anything",
+        "Paillier (>= 2048-bit n; DCR and DJN short-exponent assumptions) is IND-CPA",
+    ),
+    parties=(
+        PartyView(
+            role="provider node",
+            holds=("its own dataset", "the job public key", "its X25519 mask key for the job"),
+            sees=("its own rows and partial",),
+        ),
+        PartyView(
+            role="platform (coordinator)",
+            holds=("the job public key", "the relayed mask public keys", "ciphertexts"),
+            sees=(
+                "ciphertexts only: no partial, no aggregate, before or after noise",
+                "the public layout and how many providers took part",
+                "a provider's refusal when its own count is below the cohort minimum",
+            ),
+        ),
+        PartyView(
+            role="requester",
+            holds=("the job secret key (its SDK)",),
+            sees=(
+                "the aggregate with the providers' noise shares (DP when the policy asks), "
+                "post-processed and cohort-checked on noisy counts by its SDK",
+            ),
+        ),
+    ),
+    not_protected=(
+        "a requester colluding with the platform and one provider's mask peers can read "
+        "that provider's partial plus its own noise share",
+        "a requester that skips its SDK's cohort post-processing sees small noisy groups "
+        "(they are DP-noised all the same under DP; exact without DP)",
+        "providers submitting false data, and which providers participated",
+    ),
+)
+"""The threat model of a requester-key job (its `security_model.threat_model`)."""
 
 
 def fingerprint_of(scheme: str, n: int) -> str:

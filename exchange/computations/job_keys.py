@@ -29,6 +29,7 @@ from exchange.models import Computation, Dataset, ExchangeBase, ProviderNodeReco
 from sandbox.node_side import decode_outcome
 from sandbox.nodes import NodeGrant, ProviderNode
 from sandbox.operators import OPERATORS, ProviderInput, StatsParams
+from sandbox.party_stats import SECURITY_MODEL as PARTY_SECURITY_MODEL
 from sandbox.party_stats import (
     PartyJob,
     collect_mask_keys,
@@ -155,6 +156,7 @@ def store_job_key(session: Session, comp: Computation, job_key: JobKeyIn, now: d
         "secret_key_custody": "requester: generated and kept by the requester's SDK; the "
         "platform holds the public key only and cannot decrypt partials or the aggregate",
         "noise": "distributed: each provider's sandbox adds a noise share (docs/privacy.md)",
+        "threat_model": PARTY_SECURITY_MODEL.as_dict(),
     }
 
 

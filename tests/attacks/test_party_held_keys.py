@@ -28,6 +28,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -173,6 +174,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         server.stop()
         for node in nodes:
             node.stop()
+        shutil.rmtree(tmp / "dumps", ignore_errors=True)  # core dumps are large
 
 
 def _secrets(facts: dict[str, Any]) -> dict[str, int]:
