@@ -171,3 +171,15 @@ def test_a_provider_below_the_cohort_refuses_its_part(
     done = wait_for(capi, net["ent"], r.json()["id"], "released", "failed", "rejected")
     assert done["state"] == "rejected"
     assert done["error"]["code"] == "release-cohort-too-small"
+
+
+def test_an_exported_key_opens_only_with_its_passphrase(job_key: JobKey) -> None:
+    data = job_key.export("correct horse battery staple")
+    for x in _secret_numbers(job_key)[:2]:  # p and q are not in the export in the clear
+        assert str(x).encode() not in data and format(x, "x").encode() not in data
+    again = JobKey.load(data, "correct horse battery staple")
+    assert again.fingerprint == job_key.fingerprint and again.public() == job_key.public()
+    with pytest.raises(JobKeyError):
+        JobKey.load(data, "wrong passphrase")
+    with pytest.raises(JobKeyError):
+        JobKey.load(data[:-1] + bytes([data[-1] ^ 1]), "correct horse battery staple")

@@ -163,7 +163,10 @@ def to_public(comp: Computation, *, ledger_index: int | None = None) -> Computat
         ParticipantPublic(
             party=comp.requester_org,
             roles=["result"],
-            description="requester: holds the job secret key (under its KEK), decrypts only "
+            description="requester: holds the job secret key in its own SDK and decrypts the "
+            "encrypted aggregate there"
+            if "job_key" in comp.security_model
+            else "requester: holds the job secret key (under its KEK), decrypts only "
             "the aggregate, receives what the release gate releases",
         )
     )
