@@ -9,10 +9,11 @@ one provider's envelope, even decrypted, shows its partial plus masks unknown to
 who does not hold one of that provider's seeds.
 
 Hiding is statistical: a partial value of at most 2^v bits under a uniform mask of
-`MASK_BITS` bits is within 2^(v − MASK_BITS) of uniform in statistical distance (for the
-values pdx sums, v ≤ 64, so 2^−36 per slot). Masks fit the packed Paillier slots: with
-n ≤ 512 providers, |Σ masks of one provider| < 2^109, inside the 111-bit signed value of
-a `Packing()` slot, and they cancel before any carry matters.
+`MASK_BITS` bits is within 2^(v − MASK_BITS) of uniform in statistical distance (counts
+and fixed-point sums of realistic data have v ≤ 64, so 2^−36 per slot; a sum of squares of
+large values can be wider, and its hiding weaker by as much). Masks fit the packed
+Paillier slots: with n ≤ 512 providers, |Σ masks of one provider| < 2^109, inside the
+111-bit signed value of a `Packing()` slot, and they cancel before any carry matters.
 """
 
 from __future__ import annotations
