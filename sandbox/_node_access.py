@@ -45,14 +45,19 @@ class NodeJob:
     max_calls: int
     data_key: bytes | None = field(default=None, repr=False, compare=False)
     """The key of the dataset's sealed rows (embedded nodes); never part of the binding."""
+    party: dict[str, Any] | None = field(default=None, compare=False)
+    """Requester-held key facts the node approves (`sandbox.party_stats.PartyJob.binding`)."""
 
     def binding(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "job_id": self.job_id,
             "dataset_id": self.dataset_id,
             "sha256": self.sha256,
             "operators": list(self.operators),
         }
+        if self.party is not None:
+            out["party"] = self.party
+        return out
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,10 @@ def _histogram(
 
 def node_partial(ctx: OperatorContext) -> bytes:
     """Vetted operator `stats.*`: the encrypted partial of this node's input(s)."""
+    if "party" in ctx.params:  # a requester-held key: noisy, masked partial
+        from sandbox.party_stats import party_partial
+
+        return party_partial(ctx, partial_vector)
     query = StatsQuery.from_params(ctx.params["query"])
     job = JobPublic.from_request(ctx.params["job"], ctx.blobs)
     layout = query.layout()

@@ -15,7 +15,10 @@
   private job directory for the platform's sandbox, node-held inputs run on the
   provider's node (`sandbox.nodes`). Each returns only an encrypted partial; the
   coordinator adds ciphertexts; the result party (the requester) decrypts the
-  aggregate with the job's secret key, which is sealed under its KEK.
+  aggregate with the job's secret key, which is sealed under its KEK. With a
+  requester-held `job_key` (required for inputs on a provider's own node) no secret key
+  exists on the platform: nodes add noise shares and masks, encrypt under the
+  requester's key, and the encrypted aggregate is the result (`job_keys`).
 * The release gate enforces `min_cohort`, `dp_epsilon` (charged to each dataset's
   budget) and shape; with `release_review` the output is held in `review` until each
   provider approves it. `rejected`: a provider said no, or the gate refused.

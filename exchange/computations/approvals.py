@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 import audit
 from exchange.accounts import Caller, Role
 from exchange.computations.context import ComputeContext
+from exchange.computations.job_keys import job_key_binding
 from exchange.computations.results import shred_result
 from exchange.computations.runs import submit
 from exchange.computations.schemas import ComputationPublic, to_public
@@ -59,6 +60,7 @@ def decide(
                 "org": caller.org_id,
                 "approve": approve,
                 "stage": "release" if state is State.REVIEW else "run",
+                **job_key_binding(session, comp.id),
             },
         ]
         if state is State.AWAITING_APPROVAL:

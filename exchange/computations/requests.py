@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 import policies
 from exchange.accounts import Caller, OrgKind, Role
+from exchange.computations import job_keys
 from exchange.computations.context import DEFAULT_MIN_COHORT, ComputeContext
 from exchange.computations.runs import submit
 from exchange.computations.schemas import ComputationCreate, ComputationPublic, to_public
@@ -84,6 +85,7 @@ def request_computation(
             if len(set(owners)) != len(owners):
                 raise InvalidInput("federated learning takes one dataset per provider")
         _check_columns(datasets, params, ob)
+        job_n = job_keys.check_request(session, body.operator, datasets, body.job_key)
         if isinstance(params, StatsParams):
             _check_dp(body.operator, params, ob)
         # Fair use (exchange.quotas): size and cost first, then the organisation's quota.
@@ -91,6 +93,8 @@ def request_computation(
         admit(session, caller.org_id, ctx.quotas)
         _recheck_contracts(session, loaded)
         comp = _record(ctx, session, caller, body, loaded, params, ob, decision, now)
+        if body.job_key is not None and job_n is not None:
+            job_keys.store_job_key(session, comp, body.job_key, now)
         public = to_public(comp, ledger_index=comp.transitions[0]["ledger_index"])
     if public.state == State.APPROVED:
         submit(ctx, public.id, caller.org_id)

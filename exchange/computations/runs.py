@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 import crypto
 import policies
 from exchange.catalog import iter_plaintext
+from exchange.computations import job_keys
 from exchange.computations.context import ComputeContext, release_obligations
 from exchange.computations.results import result_aad, result_ref
 from exchange.computations.state import State, load, platform_subject, transition
@@ -43,6 +44,7 @@ from sandbox.errors import ReleaseRefused, SandboxError
 from sandbox.fl import FlJob
 from sandbox.nodes import NodeGrant, NodeJob, NodeSandbox, ProviderNode, node_input_path
 from sandbox.operators import OPERATORS, ProviderInput, StatsParams
+from sandbox.party_stats import PartyJob
 from sandbox.release import Release, ReleaseGate
 from sandbox.stats import StatsJob
 
@@ -95,8 +97,11 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
     prepared: _Prepared | None = None
     try:
         ctx.sandbox_runs += 1
-        prepared = _prepare_inputs(ctx, computation_id, operator, params_raw)
-        release = _execute(ctx, computation_id, requester, operator, params_raw, ob, prepared)
+        party = _party(ctx, computation_id, ob)
+        prepared = _prepare_inputs(ctx, computation_id, operator, params_raw, party)
+        release = _execute(
+            ctx, computation_id, requester, operator, params_raw, ob, prepared, party
+        )
         _finish(ctx, computation_id, release, ob)
     except StaleTransition:
         # Someone else ended this run (recovery failed it): our output is discarded.
@@ -122,8 +127,22 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
 
+def _party(ctx: ComputeContext, computation_id: str, ob: policies.Obligations) -> PartyJob | None:
+    """The job under the requester's own key (`exchange.computations.job_keys`), or None."""
+    with ctx.sessions() as session:
+        key = job_keys.load_party(session, computation_id)
+        if key is None:
+            return None
+        inputs = len(load(session, computation_id).inputs)
+    return job_keys.party_job(computation_id, key[0], inputs, release_obligations(ob))
+
+
 def _prepare_inputs(
-    ctx: ComputeContext, computation_id: str, operator: str, params: dict[str, Any]
+    ctx: ComputeContext,
+    computation_id: str,
+    operator: str,
+    params: dict[str, Any],
+    party: PartyJob | None = None,
 ) -> _Prepared:
     """Per input: decrypt a platform-held file privately, or get the node's approval."""
     ctx.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -149,6 +168,7 @@ def _prepare_inputs(
                     operators=operators,
                     max_calls=rounds + 8,
                     data_key=node_data_key(ctx.keystore, session, ds),
+                    party=party.binding() if party is not None else None,
                 )
                 path = node_input_path(ds.owner_org, ds.id)
                 node_jobs.append((ds.owner_org, path, job))
@@ -177,11 +197,27 @@ def _execute(
     params_raw: dict[str, Any],
     ob: policies.Obligations,
     prepared: _Prepared,
+    party: PartyJob | None = None,
 ) -> Release[Any]:
-    """Create the job keys (sealed under the requester's KEK), run, decrypt, gate."""
+    """Create the job keys (sealed under the requester's KEK), run, decrypt, gate.
+
+    Under a requester-held key (`party`) no secret key exists here: the result is the
+    encrypted aggregate (`exchange.computations.job_keys`).
+    """
     sandbox = NodeSandbox(ctx.sandbox(), prepared.routes, local_inputs=prepared.local)
     assert ctx.budget is not None
     gate = ReleaseGate(ctx.budget)
+    if party is not None:
+        return job_keys.run_under_job_key(
+            party,
+            operator,
+            params_raw,
+            prepared.providers,
+            prepared.routes,
+            sandbox,
+            gate,
+            release_obligations(ob),
+        )
     params = OPERATORS[operator].params.model_validate(params_raw)
     job: StatsJob | FlJob
     if isinstance(params, StatsParams):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.computations.context import MAX_INPUTS
+from exchange.computations.job_keys import JobKeyIn
 from exchange.computations.state import PLATFORM_PARTY, State
 from exchange.models import Computation, ComputationInput
 from sandbox.operators import OPERATORS
@@ -61,6 +62,11 @@ class ComputationCreate(BaseModel):
         default=None, max_length=200, description="consent:<id> or statute:<ref> (PI data)"
     )
     contract_id: str | None = Field(default=None, max_length=36)
+    job_key: JobKeyIn | None = Field(
+        default=None,
+        description="public half of a job key the requester generated (pdx_client.jobkeys); "
+        "required when an input is on its provider's own node",
+    )
 
 
 class TransitionPublic(BaseModel):
@@ -157,7 +163,10 @@ def to_public(comp: Computation, *, ledger_index: int | None = None) -> Computat
         ParticipantPublic(
             party=comp.requester_org,
             roles=["result"],
-            description="requester: holds the job secret key (under its KEK), decrypts only "
+            description="requester: holds the job secret key in its own SDK and decrypts the "
+            "encrypted aggregate there"
+            if "job_key" in comp.security_model
+            else "requester: holds the job secret key (under its KEK), decrypts only "
             "the aggregate, receives what the release gate releases",
         )
     )
