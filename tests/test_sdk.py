@@ -166,6 +166,8 @@ def test_three_hospitals_end_to_end_through_the_sdk(
         progress=lambda job: seen.append(job.stage),
     )
     assert result.output["groups"][0]["values"]["mean(systolic_bp)"] > 60
+    # The SDK generated the job key here; the platform returned ciphertext it opened.
+    assert result.output["decrypted_by"] == "requester"
     assert "awaiting_approval" in seen and seen[-1] == "released"
     # An approval for the wrong stage is refused before anything is sent.
     with pytest.raises(Exception) as wrong:

@@ -196,3 +196,49 @@ def test_the_demo_leaves_the_live_policy_as_it_found_it(
     after = httpx.get(server.url + "/v1/policies", headers=auditor).json()
     assert after["revision"] > before["revision"]  # the demo did change it, then back
     assert after["matrix"] == before["matrix"]
+
+
+def test_compute_keeps_the_job_key_on_the_requester_side_and_opens_the_result(
+    server: RealServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`pdx compute request` generates the job key here, keeps it encrypted, and `result`
+    decrypts what the platform returns as ciphertext."""
+    prov, ent = tmp_path / "prov", tmp_path / "ent"
+    _login(server, "provider-transport", prov, capsys, monkeypatch)
+    _login(server, "enterprise-fintech", ent, capsys, monkeypatch)
+    meta = tmp_path / "meta.json"
+    meta.write_text(dataset_metadata("cli open wards", "general-1", "open"))
+    data = tmp_path / "wards.csv"
+    data.write_text(measure_csv(4, 30))
+    code, out, err = pdx(
+        ["datasets", "register", str(data), "--metadata", f"@{meta}", "--json"],
+        prov,
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    ds = json.loads(out)["id"]
+    request = ["compute", "request", "--operator", "stats.count", "--input", ds]
+    request += ["--purpose", "ward statistics", "--wait", "--json"]
+    monkeypatch.delenv("PDX_JOB_KEY_PASSPHRASE", raising=False)
+    code, _, err = pdx(request, ent, capsys, monkeypatch)  # no terminal, no passphrase
+    assert code == 2 and "PDX_JOB_KEY_PASSPHRASE" in err
+    monkeypatch.setenv("PDX_JOB_KEY_PASSPHRASE", "correct horse battery staple")
+    code, out, err = pdx(request, ent, capsys, monkeypatch)
+    assert code == 0, err
+    job = json.loads(out)
+    assert job["state"] == "released", job
+    kept = ent / "jobkeys" / f"{job['id']}.key"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert kept.read_bytes().startswith(b"PDXJOBKEY1\n")  # encrypted, never the raw primes
+    code, out, err = pdx(["compute", "result", job["id"], "--json"], ent, capsys, monkeypatch)
+    assert code == 0, err
+    output = json.loads(out)["output"]
+    assert output["decrypted_by"] == "requester"
+    assert output["groups"][0]["rows"] == 30  # general-1 open data: no DP noise
+    monkeypatch.setenv("PDX_JOB_KEY_PASSPHRASE", "wrong")
+    code, out, err = pdx(["compute", "result", job["id"]], ent, capsys, monkeypatch)
+    assert code == 1 and out == "" and err.count("\n") == 1

@@ -1,8 +1,8 @@
-"""The seam where a computation's result is opened on the requester's side.
+"""Where a computation's result is opened on the requester's side.
 
-Today the server releases the result in the clear to the requesting organisation, so
-this returns it as served. With requester-held job keys (`pdx_client.jobkeys`, issue
-15) the integrator switches this one function to `job_key.decrypt(body)`.
+Under a requester-held job key (`pdx_client.jobkeys`) the server returns an encrypted
+aggregate: the key decrypts and post-processes it here, and the body's `output` becomes
+the opened result. Without a key (platform-custody data) the body is returned as served.
 """
 
 from __future__ import annotations
@@ -19,5 +19,5 @@ class JobKeyLike(Protocol):
 def open_result(body: dict[str, Any], job_key: JobKeyLike | None = None) -> dict[str, Any]:
     """The body of GET /v1/computations/{id}/result, opened with the requester's key if any."""
     if job_key is not None:
-        return job_key.decrypt(body)
+        return {**body, "output": job_key.decrypt(body)}
     return body

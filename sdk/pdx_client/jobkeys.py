@@ -28,6 +28,8 @@ import phe  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from pdx_client.errors import PdxError
+
 __all__ = [
     "ENCRYPTED_FORMAT",
     "MIN_PAILLIER_BITS",
@@ -35,17 +37,33 @@ __all__ = [
     "JobKeyError",
     "canonical_public",
     "fingerprint_of",
+    "takes_job_key",
 ]
 
 MIN_PAILLIER_BITS = 2048
 """Shortest modulus the platform accepts (NIST SP 800-57: 112-bit security for factoring)."""
 ENCRYPTED_FORMAT = "pdx-encrypted-aggregate/1"
 _EXPORT_MAGIC = b"PDXJOBKEY1\n"
+# The operators whose results the platform computes under a requester-held key for now
+# (Paillier statistics); federated learning and joins still use the platform's keys.
+JOB_KEY_OPERATOR_PREFIX = "stats."
+
+
+def takes_job_key(operator: str) -> bool:
+    """Whether `operator` runs under a requester-held job key."""
+    return operator.startswith(JOB_KEY_OPERATOR_PREFIX)
+
+
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 
 
-class JobKeyError(Exception):
-    """A job key or an encrypted result could not be used (wrong key, malformed, refused)."""
+class JobKeyError(PdxError):
+    """The key cannot be made, opened or used for this result (a problem-shaped error)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            detail, type="https://pdx.dev/problems/job-key-invalid", title="Job key invalid"
+        )
 
 
 def canonical_public(scheme: str, n: int) -> bytes:

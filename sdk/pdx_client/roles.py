@@ -10,6 +10,7 @@ from typing import IO, Any
 
 from pdx_client._results import JobKeyLike, open_result
 from pdx_client.errors import ComputationFailed, PdxError, TimedOut
+from pdx_client.jobkeys import JobKey, takes_job_key
 from pdx_client.models import (
     Agreement,
     Computation,
@@ -258,9 +259,17 @@ class Enterprise(_Role):
         approvers: list[Provider] | None = None,
         timeout: float = 600.0,
         progress: Progress | None = None,
+        job_key: JobKey | None = None,
     ) -> ComputationResult:
-        """Request, wait through approvals (`approvers` approve when given), fetch the result."""
-        job = self.request(operator, inputs, params, purpose)
+        """Request, wait through approvals (`approvers` approve when given), fetch the result.
+
+        Statistics run under a job key generated here (or `job_key`, if given): only its
+        public half goes to the platform, and the encrypted aggregate is opened here.
+        """
+        if job_key is None and takes_job_key(operator):
+            job_key = JobKey.generate()
+        public = job_key.public() if job_key is not None else None
+        job = self.request(operator, inputs, params, purpose, job_key=public)
         if progress:
             progress(job)
         for stage, state in (("run", "awaiting_approval"), ("release", "review")):
@@ -276,7 +285,7 @@ class Enterprise(_Role):
                 type="https://pdx.dev/problems/computation-" + job.stage,
                 title="Computation did not release",
             )
-        return self.result(job.id)
+        return self.result(job.id, job_key)
 
 
 class Auditor(_Role):

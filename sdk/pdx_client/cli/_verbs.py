@@ -13,8 +13,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from rich.console import Console
 
-from pdx_client.config import config_dir, load_profile, save_profile
+from pdx_client.config import (
+    config_dir,
+    job_key_passphrase,
+    load_job_key,
+    load_profile,
+    save_job_key,
+    save_profile,
+)
 from pdx_client.errors import PdxError
+from pdx_client.jobkeys import JobKey, takes_job_key
 from pdx_client.models import Computation
 from pdx_client.roles import Enterprise, Provider, _Role
 from pdx_client.session import Session
@@ -209,8 +217,22 @@ def _compute(args: argparse.Namespace) -> int:
     if args.action == "request":
         if not (args.operator and args.input and args.purpose):
             raise _Usage("request needs --operator, --input and --purpose")
+        key, passphrase = None, None
+        if takes_job_key(args.operator):
+            passphrase = job_key_passphrase()
+            if passphrase is None:
+                raise _Usage("set PDX_JOB_KEY_PASSPHRASE: the job key is kept encrypted under it")
+            key = JobKey.generate()
         with _role(args, Enterprise) as e:
-            job = e.request(args.operator, args.input, _json_arg(args.params), args.purpose)
+            job = e.request(
+                args.operator,
+                args.input,
+                _json_arg(args.params),
+                args.purpose,
+                job_key=key.public() if key is not None else None,
+            )
+            if key is not None and passphrase is not None:
+                save_job_key(job.id, key.export(passphrase))
             if args.wait:
                 show, status = _progress()
                 with status:
@@ -231,8 +253,14 @@ def _compute(args: argparse.Namespace) -> int:
             else:
                 job = e.computation(args.id)
         return _out(args, job, lambda: print(f"computation {job.id}: {job.state}"))
+    stored, key = load_job_key(args.id), None
+    if stored is not None:
+        passphrase = job_key_passphrase()
+        if passphrase is None:
+            raise _Usage("set PDX_JOB_KEY_PASSPHRASE to open this computation's job key")
+        key = JobKey.load(stored, passphrase)  # JobKeyError (a PdxError): exit 1
     with _role(args, Enterprise) as e:
-        result = e.result(args.id)
+        result = e.result(args.id, key)
     return _out(
         args, result, lambda: print(json.dumps(result.output, ensure_ascii=False, indent=1))
     )
