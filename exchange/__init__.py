@@ -39,6 +39,8 @@ from exchange.sessions import InvalidGrant
 from exchange.storage import ObjectStore
 from exchange.trail import Receipt, Trail
 
+import exchange.market.models  # noqa: E402,F401  (the market's tables join ExchangeBase)
+
 __all__ = [
     "Caller",
     "CatalogContext",

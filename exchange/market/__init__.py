@@ -1,0 +1,1 @@
+"""The data market: products, ODRL offers, catalog, DSP negotiation, agreements, settlement."""
