@@ -113,7 +113,7 @@ def contract_policy_view(contract: Contract) -> dict[str, Any]:
         "provider_org": contract.provider_org,
         "datasets": list(contract.datasets),
         "purpose": contract.purpose,
-        "agreement_id": contract.agreement_id,
+        "dua_reference": contract.agreement_id,
         "not_before": int(_aware(contract.not_before).timestamp()),
         "not_after": int(_aware(contract.not_after).timestamp()),
     }

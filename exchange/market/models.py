@@ -1,4 +1,4 @@
-"""Tables the market owns: parties, products, offers, negotiations, agreements, meters, statements."""
+"""Tables the market owns: parties, products, offers, negotiations, agreements, meters."""
 
 from __future__ import annotations
 
