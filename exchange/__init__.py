@@ -1,5 +1,6 @@
 """Organisations and accounts, the dataset catalogue with grading, and the content pipeline."""
 
+import exchange.market.models  # noqa: F401  (the market's tables join ExchangeBase)
 from exchange.accounts import (
     Caller,
     IssuedClient,
@@ -38,8 +39,6 @@ from exchange.seed import seed_demo
 from exchange.sessions import InvalidGrant
 from exchange.storage import ObjectStore
 from exchange.trail import Receipt, Trail
-
-import exchange.market.models  # noqa: E402,F401  (the market's tables join ExchangeBase)
 
 __all__ = [
     "Caller",

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session, selectinload
 from crypto.models import DestroyRequestRecord
 from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
+from exchange.market.agreements import agreement_for, agreement_policy_view
+from exchange.market.models import Agreement
 from exchange.models import Client, Computation, Contract, Dataset, Organisation
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "contract_in_force",
     "contract_policy_view",
     "contract_resource",
+    "covering_view",
     "dataset_resource",
     "kms_resource",
     "load_request_inputs",
@@ -178,11 +181,22 @@ def contract_resource(session: Session, contract_id: str, *, owner: str) -> dict
 
 @dataclass(frozen=True)
 class RequestInput:
-    """One input of a computation request, loaded once: its dataset and covering contract."""
+    """One input of a computation request, loaded once: its dataset and covering agreement.
+
+    `contract` is a market agreement (exchange.market) or, while contracts are deprecated,
+    a contract; the policy sees either as `resource.contract`.
+    """
 
     dataset: Dataset
-    contract: Contract | None
+    contract: Contract | Agreement | None
     resource: dict[str, Any]
+
+
+def covering_view(covering: Contract | Agreement) -> dict[str, Any]:
+    """The policy's `resource.contract` for an agreement or a deprecated contract."""
+    if isinstance(covering, Agreement):
+        return agreement_policy_view(covering)
+    return contract_policy_view(covering)
 
 
 def load_request_inputs(
@@ -205,17 +219,17 @@ def load_request_inputs(
         if ds is None:
             raise NotFound("no such dataset", dataset_id=dataset_id)
         resource = dataset_resource(ds)
-        contract = contract_for(
+        covering = agreement_for(
             session,
             consumer_org=caller.org_id,
             dataset=ds,
             purpose=purpose,
             now=now,
-            contract_id=contract_id,
+            agreement_id=contract_id,
         )
-        if contract is not None:
-            resource["contract"] = contract_policy_view(contract)
-        out.append(RequestInput(ds, contract, resource))
+        if covering is not None:
+            resource["contract"] = covering_view(covering)
+        out.append(RequestInput(ds, covering, resource))
     return out
 
 

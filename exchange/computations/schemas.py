@@ -60,7 +60,12 @@ class ComputationCreate(BaseModel):
     legal_basis: str | None = Field(
         default=None, max_length=200, description="consent:<id> or statute:<ref> (PI data)"
     )
-    contract_id: str | None = Field(default=None, max_length=36)
+    contract_id: str | None = Field(
+        default=None, max_length=36, description="deprecated: name the agreement_id"
+    )
+    agreement_id: str | None = Field(
+        default=None, max_length=36, description="the market agreement the request runs under"
+    )
 
 
 class TransitionPublic(BaseModel):

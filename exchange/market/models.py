@@ -246,6 +246,7 @@ class Certificate(ExchangeBase):
     product_id: Mapped[str] = mapped_column(ForeignKey("market_products.id"), index=True)
     holder_org: Mapped[str] = mapped_column(String(36), index=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    signer: Mapped[dict[str, Any]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(80))
     signature: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Iterable
 
 import jieba
-from sqlalchemy import ColumnElement, Engine, select, text
+from sqlalchemy import ColumnElement, Engine, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from exchange.market.models import Product
@@ -122,7 +122,6 @@ def matches(session: Session, terms: list[str]) -> ColumnElement[bool]:
             .where(text(f"{FTS_TABLE} MATCH :fts_query").bindparams(fts_query=fts_query))
         )
         return Product.id.in_(hits)
-    return text(
-        "to_tsvector('simple', market_products.search_tokens) @@ "
-        "plainto_tsquery('simple', :ts_query)"
-    ).bindparams(ts_query=" ".join(terms))
+    vector = func.to_tsvector(literal_column("'simple'"), Product.search_tokens)
+    query = func.plainto_tsquery(literal_column("'simple'"), " ".join(terms))
+    return vector.bool_op("@@")(query)

@@ -209,6 +209,7 @@ def upgrade() -> None:
         sa.Column("product_id", sa.String(length=36), nullable=False),
         sa.Column("holder_org", sa.String(length=36), nullable=False),
         sa.Column("body", sa.JSON(), nullable=False),
+        sa.Column("signer", sa.JSON(), nullable=False),
         sa.Column("digest", sa.String(length=80), nullable=False),
         sa.Column("signature", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
