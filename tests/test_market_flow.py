@@ -18,7 +18,6 @@ from tests.helpers.api import assert_problem, login
 from tests.helpers.i17_market import (
     Party,
     list_product,
-    negotiate,
     offer,
     party,
     product_body,
