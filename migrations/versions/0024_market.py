@@ -382,90 +382,23 @@ def upgrade() -> None:
 
 
 def _migrate_contracts(bind: sa.engine.Connection) -> None:
-    """Every contract becomes an agreement with the same id; `agreement_id` → `dua_reference`."""
-    contracts = sa.table(
-        "contracts",
-        *(
-            sa.column(c)
-            for c in (
-                "id",
-                "consumer_org",
-                "provider_org",
-                "purpose",
-                "status",
-                "agreement_id",
-                "proposed_at",
-                "terminated_at",
-            )
-        ),
-        sa.column("datasets", sa.JSON()),
-        sa.column("not_before", sa.DateTime(timezone=True)),
-        sa.column("not_after", sa.DateTime(timezone=True)),
-    )
-    rows = bind.execute(sa.select(contracts)).mappings().all()
-    if not rows:
-        return
-    agreements = sa.table(
-        "market_agreements",
-        *(
-            sa.column(c)
-            for c in (
-                "id",
-                "origin",
-                "negotiation_id",
-                "product_id",
-                "consumer_org",
-                "provider_org",
-                "purpose",
-                "dua_reference",
-                "legal_basis",
-                "digest",
-                "state",
-                "used_computations",
-                "used_rows",
-                "used_epsilon",
-                "ledger_index",
-            )
-        ),
-        sa.column("datasets", sa.JSON()),
-        sa.column("terms", sa.JSON()),
-        sa.column("document", sa.JSON()),
-        sa.column("signatures", sa.JSON()),
-        sa.column("not_before", sa.DateTime(timezone=True)),
-        sa.column("not_after", sa.DateTime(timezone=True)),
-        sa.column("created_at", sa.DateTime(timezone=True)),
-        sa.column("terminated_at", sa.DateTime(timezone=True)),
-    )
-    op.bulk_insert(
-        agreements,
-        [
-            {
-                "id": r["id"],
-                "origin": "contract",
-                "negotiation_id": None,
-                "product_id": None,
-                "consumer_org": r["consumer_org"],
-                "provider_org": r["provider_org"],
-                "datasets": r["datasets"],
-                "purpose": r["purpose"],
-                "dua_reference": r["agreement_id"],
-                "legal_basis": None,
-                "terms": {},
-                "document": None,
-                "digest": None,
-                "signatures": {},
-                "state": _STATES.get(r["status"], "terminated"),
-                "not_before": r["not_before"],
-                "not_after": r["not_after"],
-                "used_computations": 0,
-                "used_rows": 0,
-                "used_epsilon": 0.0,
-                "created_at": r["proposed_at"],
-                "terminated_at": r["terminated_at"],
-                "ledger_index": None,
-            }
-            for r in rows
-        ],
+    """Every contract becomes an agreement with the same id; `agreement_id` → `dua_reference`.
+
+    One INSERT ... SELECT, so timestamps and JSON are copied as stored on either backend.
+    """
+    state = " ".join(f"WHEN '{old}' THEN '{new}'" for old, new in _STATES.items())
+    bind.execute(
+        sa.text(
+            "INSERT INTO market_agreements (id, origin, negotiation_id, product_id, "
+            "consumer_org, provider_org, datasets, purpose, dua_reference, legal_basis, "
+            "terms, document, digest, signatures, state, not_before, not_after, "
+            "used_computations, used_rows, used_epsilon, created_at, terminated_at, "
+            "ledger_index) "
+            "SELECT id, 'contract', NULL, NULL, consumer_org, provider_org, datasets, purpose, "
+            "agreement_id, NULL, '{}', NULL, NULL, '{}', "
+            f"CASE status {state} ELSE 'terminated' END, not_before, not_after, "
+            "0, 0, 0.0, proposed_at, terminated_at, NULL FROM contracts"
+        )
     )
 
 
