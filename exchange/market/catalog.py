@@ -25,7 +25,7 @@ from exchange.errors import InvalidInput
 from exchange.market._common import z
 from exchange.market.models import Offer, Product, ProductOperator
 from exchange.market.odrl import DSP_CONTEXT, fen, yuan
-from exchange.market.search import matches, query_tokens
+from exchange.market.search import query_tokens, restrict
 
 __all__ = ["CatalogQuery", "dsp_catalog", "search_catalog"]
 
@@ -82,10 +82,7 @@ def _item(p: Product, offers: list[Offer]) -> dict[str, Any]:
 def search_catalog(session: Session, query: CatalogQuery, *, path: str) -> dict[str, Any]:
     """One page of listed products matching `query`, with the total and the next page's URL."""
     where: list[Any] = [Product.state == "listed"]
-    if query.q:
-        terms = query_tokens(query.q)
-        if terms:
-            where.append(matches(session, terms))
+    terms = query_tokens(query.q) if query.q else []
     if query.domain:
         where.append(Product.domain == query.domain)
     if query.grade:
@@ -106,8 +103,11 @@ def search_catalog(session: Session, query: CatalogQuery, *, path: str) -> dict[
         except (InvalidOperation, ValueError):
             raise InvalidInput("max_price is a CNY amount", field="max_price") from None
         where.append(Product.min_price_fen <= cap)
-    total = session.scalar(select(func.count()).select_from(Product).where(*where)) or 0
+    counted = select(func.count()).select_from(Product).where(*where)
     page = select(Product).where(*where)
+    if terms:
+        counted, page = restrict(session, counted, terms), restrict(session, page, terms)
+    total = session.scalar(counted) or 0
     if query.cursor:
         at, pid = _uncursor(query.cursor)
         page = page.where(

@@ -15,14 +15,24 @@ import threading
 import unicodedata
 import weakref
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import jieba
-from sqlalchemy import ColumnElement, Engine, func, literal_column, select, text
+from sqlalchemy import Engine, Select, column, func, literal_column, table, text
 from sqlalchemy.orm import Session
 
 from exchange.market.models import Product
 
-__all__ = ["ensure_index", "index_product", "index_tokens", "matches", "query_tokens"]
+__all__ = [
+    "ensure_index",
+    "index_many",
+    "index_product",
+    "index_tokens",
+    "query_tokens",
+    "restrict",
+]
+
+_T = TypeVar("_T", bound=tuple[Any, ...])
 
 FTS_TABLE = "market_search"
 MAX_QUERY_TERMS = 16
@@ -111,17 +121,20 @@ def index_many(session: Session, rows: Iterable[tuple[str, str]]) -> None:
     )
 
 
-def matches(session: Session, terms: list[str]) -> ColumnElement[bool]:
-    """A WHERE clause on `Product` true where every term is among its index terms."""
+def restrict(session: Session, stmt: Select[_T], terms: list[str]) -> Select[_T]:
+    """`stmt` (over `Product`) limited to products whose index terms include every term.
+
+    SQLite: a join that drives from the FTS5 match (then a primary-key lookup per hit);
+    written as `id IN (subquery)` the planner scanned the products instead.
+    PostgreSQL: the GIN-indexed `to_tsvector('simple', search_tokens) @@ plainto_tsquery`.
+    """
     if session.get_bind().dialect.name == "sqlite":
         ensure_index(session)
         fts_query = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        hits = (
-            select(text("product_id"))
-            .select_from(text(FTS_TABLE))
-            .where(text(f"{FTS_TABLE} MATCH :fts_query").bindparams(fts_query=fts_query))
+        hits = table(FTS_TABLE, column("product_id"), column(FTS_TABLE))
+        return stmt.join(hits, hits.c.product_id == Product.id).where(
+            text(f"{FTS_TABLE} MATCH :fts_query").bindparams(fts_query=fts_query)
         )
-        return Product.id.in_(hits)
     vector = func.to_tsvector(literal_column("'simple'"), Product.search_tokens)
     query = func.plainto_tsquery(literal_column("'simple'"), " ".join(terms))
-    return vector.bool_op("@@")(query)
+    return stmt.where(vector.bool_op("@@")(query))
