@@ -90,7 +90,8 @@ def run_market_demo(client: httpx.Client, creds: dict[str, Any]) -> dict[str, An
         "source_agency": "Municipal Transport Bureau", "accountable_department": "Ticketing office",
         "pi": False, "sensitive_pi": False, "share_attribute": "unconditional", "open_attribute": "open",  # noqa: E501
     }  # fmt: skip
-    files = {"metadata": (None, json.dumps(meta), "application/json"),
+    files: dict[str, tuple[str | None, bytes | str, str]] = {
+             "metadata": (None, json.dumps(meta), "application/json"),
              "file": ("stops.csv", _stops_csv(300).encode(), "text/csv")}  # fmt: skip
     ds = _ok(client.post("/v1/datasets", headers=prov, files=files), "register dataset", 201)
     product = _ok(client.post("/v1/market/products", headers=prov, json={

@@ -31,9 +31,7 @@ def _deprecated(response: Response) -> None:
     )
 
 
-router = APIRouter(
-    prefix="/v1/contracts", tags=["contracts"], dependencies=[Depends(_deprecated)]
-)
+router = APIRouter(prefix="/v1/contracts", tags=["contracts"], dependencies=[Depends(_deprecated)])
 
 
 _proposal_body = body_before_decision(exchange.ContractCreate, "contract_body")
