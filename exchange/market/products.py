@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
@@ -27,6 +27,7 @@ from exchange.market.models import Offer, Product, ProductOperator
 from exchange.market.odrl import Delivery, Terms, odrl_policy, yuan
 from exchange.market.search import index_product, index_tokens
 from exchange.models import Dataset, Organisation
+from exchange.resources import listing_resource
 from exchange.trail import Trail
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "create_product",
     "get_product",
     "list_product",
-    "listing_resource",
     "offer_public",
     "product_public",
 ]
@@ -242,29 +242,6 @@ def create_product(
     return product_public(product, offers, ledger_index=receipt.ledger_index)
 
 
-def listing_resource(session: Session, product_id: str) -> dict[str, Any]:
-    """The product as `market.list` sees it: provenance, delivery, offers, datasets' grades."""
-    product = session.get(Product, product_id)
-    if product is None:
-        raise NotFound("no such product", product_id=product_id)
-    prov = product.provenance or {}
-    datasets = session.scalars(select(Dataset).where(Dataset.id.in_(product.datasets))).all()
-    return {
-        "type": "product",
-        "id": product.id,
-        "owner_org": product.provider_org,
-        "provenance": bool(prov.get("statement")) and bool(prov.get("evidence")),
-        "delivery_modes": list(product.delivery_modes),
-        "offers": [
-            {"id": o.id, "delivery": o.terms["delivery"]} for o in _offers(session, product.id)
-        ],
-        "datasets": [
-            {"id": d.id, "level": d.level, "open_attribute": d.open_attribute, "pi": d.pi}
-            for d in datasets
-        ],
-    }
-
-
 def list_product(
     session: Session,
     caller: Caller,
@@ -314,8 +291,3 @@ def get_product(session: Session, caller: Caller, product_id: str) -> ProductPub
     ):
         raise NotFound("no such product", product_id=product_id)
     return product_public(product, _offers(session, product.id))
-
-
-def remove_unlisted(session: Session, product_id: str) -> None:
-    """Drop a draft's search rows (used by tests and the bench to reset)."""
-    session.execute(delete(ProductOperator).where(ProductOperator.product_id == product_id))

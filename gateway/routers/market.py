@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 import crypto
 import exchange
 from audit.catalogue import Event
-from exchange import market
+from exchange import market, resources
 from exchange.market import certificates as xcert
 from exchange.market import parties as xparty
 from exchange.market import products as xprod
@@ -59,10 +59,7 @@ def _own(kind: str) -> Any:
 def _product_owner(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    product = session.get(Product, request.path_params["product_id"])
-    if product is None:
-        raise exchange.errors.NotFound("no such product")
-    return [Target({"type": "product", "id": product.id, "owner_org": product.provider_org})]
+    return [Target(resources.product_resource(session, request.path_params["product_id"]))]
 
 
 def _party(
@@ -117,7 +114,7 @@ def list_product(
     request.state.object_id = product_id
     with session.begin():
         session.get(Product, product_id, with_for_update=True)
-        checked = xprod.listing_resource(session, product_id)
+        checked = resources.listing_resource(session, product_id)
         decision = gate.decide([Target(checked)])
         request.state.audit_event = FAILED
         return xprod.list_product(

@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session
 
 import exchange
 from audit.catalogue import Event
-from exchange import market
+from exchange import market, resources
 from exchange.market import agreements as xagr
 from exchange.market import negotiation as xneg
 from exchange.market import settlement as xset
-from exchange.market.models import Agreement, Negotiation
 from exchange.resources import sees_everything
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
@@ -47,21 +46,13 @@ def _mine(kind: str) -> Callable[..., list[Target]]:
 def _negotiation(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    n = session.get(Negotiation, request.path_params["negotiation_id"])
-    if n is None:
-        raise exchange.errors.NotFound("no such negotiation")
-    return [
-        Target({"type": "negotiation", "id": n.id, "parties": [n.consumer_org, n.provider_org]})
-    ]
+    return [Target(resources.negotiation_resource(session, request.path_params["negotiation_id"]))]
 
 
 def _agreement(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    a = session.get(Agreement, request.path_params["agreement_id"])
-    if a is None:
-        raise exchange.errors.NotFound("no such agreement")
-    return [Target({"type": "agreement", "id": a.id, "parties": [a.consumer_org, a.provider_org]})]
+    return [Target(resources.agreement_resource(session, request.path_params["agreement_id"]))]
 
 
 StartNegotiation = Enforce("market.negotiate", resources=_mine("negotiation"))
