@@ -146,6 +146,17 @@ def test_whole_flow_negotiate_compute_settle_with_refusals(
     )
     assert_problem(r, 422, "invalid-input")
 
+    # Either party may end a negotiation; nothing happens on it afterwards.
+    r = api.post("/v1/market/negotiations", headers=ent.headers, json=body)
+    ended = api.post(
+        f"/v1/market/negotiations/{r.json()['id']}/terminate",
+        headers=prov.headers,
+        json={"reason": "价格未谈妥"},
+    )
+    assert ended.json()["state"] == "terminated", ended.text
+    r = api.post(f"/v1/market/negotiations/{r.json()['id']}/accept", headers=ent.headers)
+    assert_problem(r, 409)
+
     # Request with a counter-offer, the provider's offer, another counter, accept.
     terms = {**product["offers"][0]["terms"], "price": "10.00"}
     r = api.post("/v1/market/negotiations", headers=ent.headers, json={**body, "terms": terms})

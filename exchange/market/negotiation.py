@@ -38,6 +38,7 @@ __all__ = [
     "NegotiationPublic",
     "NegotiationState",
     "SignIn",
+    "TermsIn",
     "accept",
     "agree",
     "counter_offer",

@@ -130,62 +130,96 @@ def get_negotiation(
     return xneg.get_negotiation(session, caller, negotiation_id, sees_all=False)
 
 
-def _step(
-    fn: Callable[..., xneg.NegotiationPublic], doc: str, body_type: type[BaseModel] | None = None
-) -> Callable[..., xneg.NegotiationPublic]:
-    """A negotiation transition route: decide, one transaction, the domain function."""
-
-    def run(
-        negotiation_id: str,
-        request: Request,
-        caller: CallerDep,
-        platform: PlatformDep,
-        session: SessionDep,
-        now: ClockDep,
-        body: dict[str, Any] | None = None,
-    ) -> xneg.NegotiationPublic:
-        request.state.audit_event = FAILED
-        request.state.object_id = negotiation_id
-        args: list[Any] = []
-        if body_type is not None:
-            try:
-                args.append(body_type.model_validate(body or {}))
-            except ValueError as exc:
-                raise exchange.errors.InvalidInput(str(exc).splitlines()[0]) from None
-        with session.begin():
-            if fn is xneg.terminate:
-                reason = ReasonIn.model_validate(body or {}).reason
-                return fn(session, caller, negotiation_id, reason=reason, now=now,
-                          trail=platform.trail)  # fmt: skip
-            if body_type is xneg.TermsIn:
-                args = [args[0].terms]
-            return fn(session, caller, negotiation_id, *args, now=now, trail=platform.trail)
-
-    run.__doc__ = doc
-    return run
+def _transition(request: Request, negotiation_id: str) -> None:
+    request.state.audit_event = FAILED
+    request.state.object_id = negotiation_id
 
 
-for _path, _fn, _doc, _body in (
-    ("offer", xneg.counter_offer, "The provider offers or counter-offers terms.", xneg.TermsIn),
-    ("request", xneg.counter_request, "The requester counters the provider's offer.",
-     xneg.TermsIn),
-    ("accept", xneg.accept, "The requester accepts the offer; the agreement is fixed.", None),
-    ("agree", xneg.agree, "The provider signs the agreement's digest with its own key.",
-     xneg.SignIn),
-    ("verify", xneg.verify, "The requester signs the same digest with its own key.",
-     xneg.SignIn),
-    ("finalize", xneg.finalize, "The provider finalizes: the agreement is in force.", None),
-    ("terminate", xneg.terminate, "Either party ends the negotiation.", None),
-):  # fmt: skip
-    router.add_api_route(
-        f"/negotiations/{{negotiation_id}}/{_path}",
-        _step(_fn, _doc, _body),
-        methods=["POST"],
-        response_model=xneg.NegotiationPublic,
-        dependencies=[Depends(Negotiate)],
-        name=f"negotiation_{_path}",
-        summary=_doc,
-    )
+_NEGOTIATION = {"response_model": xneg.NegotiationPublic, "dependencies": [Depends(Negotiate)]}
+
+
+@router.post("/negotiations/{negotiation_id}/offer", **_NEGOTIATION)  # type: ignore[arg-type]
+def offer(
+    negotiation_id: str, body: xneg.TermsIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The provider offers or counter-offers terms (DSP ContractOfferMessage)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.counter_offer(
+            session, caller, negotiation_id, body.terms, now=now, trail=platform.trail
+        )
+
+
+@router.post("/negotiations/{negotiation_id}/request", **_NEGOTIATION)  # type: ignore[arg-type]
+def counter(
+    negotiation_id: str, body: xneg.TermsIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The requester counters the provider's offer (DSP ContractRequestMessage)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.counter_request(
+            session, caller, negotiation_id, body.terms, now=now, trail=platform.trail
+        )
+
+
+@router.post("/negotiations/{negotiation_id}/accept", **_NEGOTIATION)  # type: ignore[arg-type]
+def accept(
+    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
+    session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The requester accepts the offer; the agreement document and its digest are fixed."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.accept(session, caller, negotiation_id, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/agree", **_NEGOTIATION)  # type: ignore[arg-type]
+def agree(
+    negotiation_id: str, body: market.SignIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The provider signs the agreement's digest with a key it registered (DSP AGREED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.agree(session, caller, negotiation_id, body, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/verify", **_NEGOTIATION)  # type: ignore[arg-type]
+def verify(
+    negotiation_id: str, body: market.SignIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The requester signs the same digest with a key it registered (DSP VERIFIED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.verify(session, caller, negotiation_id, body, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/finalize", **_NEGOTIATION)  # type: ignore[arg-type]
+def finalize(
+    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
+    session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The provider finalizes: the agreement is in force (DSP FINALIZED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.finalize(session, caller, negotiation_id, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/terminate", **_NEGOTIATION)  # type: ignore[arg-type]
+def terminate(
+    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
+    session: SessionDep, now: ClockDep, body: ReasonIn | None = None,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """Either party ends the negotiation before it is finalized (DSP TERMINATED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.terminate(
+            session, caller, negotiation_id, reason=body.reason if body else "", now=now,
+            trail=platform.trail,
+        )  # fmt: skip
 
 
 @router.get("/agreements", dependencies=[Depends(ReadAgreements)])
