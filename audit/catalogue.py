@@ -112,6 +112,24 @@ class Event(StrEnum):
     AUDIT_RECORDS_READ = "audit.records_read"
     AUDIT_DECISIONS_READ = "audit.decisions_read"
 
+    # -- market: parties, products, DSP negotiation, metering, settlement (exchange/market)
+    MARKET_PARTY_VERIFIED = "market.party_verified"
+    MARKET_KEY_REGISTERED = "market.key_registered"
+    MARKET_PRODUCT_CREATED = "market.product_created"
+    MARKET_PRODUCT_LISTED = "market.product_listed"
+    MARKET_NEGOTIATION_REQUESTED = "market.negotiation_requested"
+    MARKET_NEGOTIATION_OFFERED = "market.negotiation_offered"
+    MARKET_NEGOTIATION_ACCEPTED = "market.negotiation_accepted"
+    MARKET_NEGOTIATION_AGREED = "market.negotiation_agreed"
+    MARKET_NEGOTIATION_VERIFIED = "market.negotiation_verified"
+    MARKET_NEGOTIATION_FINALIZED = "market.negotiation_finalized"
+    MARKET_NEGOTIATION_TERMINATED = "market.negotiation_terminated"
+    MARKET_METERED = "market.metered"
+    MARKET_STATEMENT_ISSUED = "market.statement_issued"
+    MARKET_DISPUTE_OPENED = "market.dispute_opened"
+    MARKET_CERTIFICATE_ISSUED = "market.certificate_issued"
+    MARKET_OPERATION_FAILED = "market.operation_failed"
+
     # -- requests the gateway refused or that failed (gateway/auditing.py, security.py)
     REQUEST_DENIED = "request.denied"
     REQUEST_FAILED = "request.failed"
@@ -172,3 +190,18 @@ class RecordType(StrEnum):
     RETENTION_RUN = Event.RETENTION_RUN.value
     RISK_REPORT_GENERATED = Event.RISK_REPORT_GENERATED.value
     BACKUP_CREATED = Event.BACKUP_CREATED.value
+    MARKET_PARTY_VERIFIED = Event.MARKET_PARTY_VERIFIED.value
+    MARKET_KEY_REGISTERED = Event.MARKET_KEY_REGISTERED.value
+    MARKET_PRODUCT_CREATED = Event.MARKET_PRODUCT_CREATED.value
+    MARKET_PRODUCT_LISTED = Event.MARKET_PRODUCT_LISTED.value
+    MARKET_NEGOTIATION_REQUESTED = Event.MARKET_NEGOTIATION_REQUESTED.value
+    MARKET_NEGOTIATION_OFFERED = Event.MARKET_NEGOTIATION_OFFERED.value
+    MARKET_NEGOTIATION_ACCEPTED = Event.MARKET_NEGOTIATION_ACCEPTED.value
+    MARKET_NEGOTIATION_AGREED = Event.MARKET_NEGOTIATION_AGREED.value
+    MARKET_NEGOTIATION_VERIFIED = Event.MARKET_NEGOTIATION_VERIFIED.value
+    MARKET_NEGOTIATION_FINALIZED = Event.MARKET_NEGOTIATION_FINALIZED.value
+    MARKET_NEGOTIATION_TERMINATED = Event.MARKET_NEGOTIATION_TERMINATED.value
+    MARKET_METERED = Event.MARKET_METERED.value
+    MARKET_STATEMENT_ISSUED = Event.MARKET_STATEMENT_ISSUED.value
+    MARKET_DISPUTE_OPENED = Event.MARKET_DISPUTE_OPENED.value
+    MARKET_CERTIFICATE_ISSUED = Event.MARKET_CERTIFICATE_ISSUED.value

@@ -47,7 +47,7 @@ REQUEST: dict[str, Any] = {
             "provider_org": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
             "datasets": ["0e9d8c7b-6a5f-4e3d-9c2b-1a0f9e8d7c6b"],
             "purpose": "public transport demand planning",
-            "agreement_id": "dua-2027-0099",
+            "dua_reference": "dua-2027-0099",
             "not_before": NOW - 86_400 * 30,
             "not_after": NOW + 86_400 * 335,
         },

@@ -1,5 +1,6 @@
 """Organisations and accounts, the dataset catalogue with grading, and the content pipeline."""
 
+import exchange.market.models  # noqa: F401  (the market's tables join ExchangeBase)
 from exchange.accounts import (
     Caller,
     IssuedClient,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 import audit
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
+from exchange.market.models import Agreement
 from exchange.models import Contract, Dataset, Organisation
 from exchange.resources import (
     contract_for,
@@ -227,6 +228,21 @@ def propose_contract(
     return to_public(contract, now=now, ledger_index=receipt.ledger_index)
 
 
+def _sync_agreement(session: Session, contract: Contract, now: datetime) -> None:
+    """Keep the agreement a contract was migrated into (revision 0024) in the same state.
+
+    The policy checks agreements first; a deprecated route that signs or ends a migrated
+    contract must sign or end what the policy sees.
+    """
+    agreement = session.get(Agreement, contract.id, with_for_update=True)
+    if agreement is None:
+        return
+    if contract.status == ContractStatus.TERMINATED:
+        agreement.state, agreement.terminated_at = "terminated", now
+    elif contract.status == ContractStatus.ACTIVE:
+        agreement.state = "finalized"
+
+
 def _load_for_update(session: Session, contract_id: str) -> Contract:
     contract = session.get(Contract, contract_id, with_for_update=True)
     if contract is None:
@@ -251,6 +267,7 @@ def sign_contract(
     contract.status = ContractStatus.ACTIVE.value
     contract.signed_by = caller.client_id
     contract.signed_at = now
+    _sync_agreement(session, contract, now)
     receipt = _transition(session, trail, caller, contract, ContractStatus.ACTIVE, "sign", now)
     return to_public(contract, now=now, ledger_index=receipt.ledger_index)
 
@@ -276,6 +293,7 @@ def terminate_contract(
     contract.terminated_by = caller.client_id
     contract.terminated_at = now
     contract.termination_reason = reason[:500] or None
+    _sync_agreement(session, contract, now)
     receipt = _transition(
         session, trail, caller, contract, ContractStatus.TERMINATED, "terminate", now
     )

@@ -20,21 +20,28 @@ from sqlalchemy.orm import Session, selectinload
 from crypto.models import DestroyRequestRecord
 from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
+from exchange.market.agreements import agreement_for, agreement_policy_view
+from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.models import Client, Computation, Contract, Dataset, Organisation
 
 __all__ = [
     "RequestInput",
     "account_resource",
+    "agreement_resource",
     "approval_resources",
     "computation_resource",
     "contract_for",
     "contract_in_force",
     "contract_policy_view",
     "contract_resource",
+    "covering_view",
     "dataset_resource",
     "kms_resource",
+    "listing_resource",
     "load_request_inputs",
+    "negotiation_resource",
     "policy_resource",
+    "product_resource",
     "request_resources",
     "sees_computation",
     "sees_dataset_digests",
@@ -113,7 +120,7 @@ def contract_policy_view(contract: Contract) -> dict[str, Any]:
         "provider_org": contract.provider_org,
         "datasets": list(contract.datasets),
         "purpose": contract.purpose,
-        "agreement_id": contract.agreement_id,
+        "dua_reference": contract.agreement_id,
         "not_before": int(_aware(contract.not_before).timestamp()),
         "not_after": int(_aware(contract.not_after).timestamp()),
     }
@@ -178,11 +185,22 @@ def contract_resource(session: Session, contract_id: str, *, owner: str) -> dict
 
 @dataclass(frozen=True)
 class RequestInput:
-    """One input of a computation request, loaded once: its dataset and covering contract."""
+    """One input of a computation request, loaded once: its dataset and covering agreement.
+
+    `contract` is a market agreement (exchange.market) or, while contracts are deprecated,
+    a contract; the policy sees either as `resource.contract`.
+    """
 
     dataset: Dataset
-    contract: Contract | None
+    contract: Contract | Agreement | None
     resource: dict[str, Any]
+
+
+def covering_view(covering: Contract | Agreement) -> dict[str, Any]:
+    """The policy's `resource.contract` for an agreement or a deprecated contract."""
+    if isinstance(covering, Agreement):
+        return agreement_policy_view(covering)
+    return contract_policy_view(covering)
 
 
 def load_request_inputs(
@@ -205,17 +223,17 @@ def load_request_inputs(
         if ds is None:
             raise NotFound("no such dataset", dataset_id=dataset_id)
         resource = dataset_resource(ds)
-        contract = contract_for(
+        covering = agreement_for(
             session,
             consumer_org=caller.org_id,
             dataset=ds,
             purpose=purpose,
             now=now,
-            contract_id=contract_id,
+            agreement_id=contract_id,
         )
-        if contract is not None:
-            resource["contract"] = contract_policy_view(contract)
-        out.append(RequestInput(ds, contract, resource))
+        if covering is not None:
+            resource["contract"] = covering_view(covering)
+        out.append(RequestInput(ds, covering, resource))
     return out
 
 
@@ -266,6 +284,61 @@ def computation_resource(session: Session, computation_id: str) -> dict[str, Any
         "owner_org": comp.requester_org,
         "parties": sorted(set(parties)),
     }
+
+
+# -- the market (exchange.market) ----------------------------------------------------------
+
+
+def listing_resource(session: Session, product_id: str) -> dict[str, Any]:
+    """The product as `market.list` sees it: provenance, delivery, offers, datasets' grades."""
+    product = session.get(Product, product_id)
+    if product is None:
+        raise NotFound("no such product", product_id=product_id)
+    prov = product.provenance or {}
+    datasets = session.scalars(select(Dataset).where(Dataset.id.in_(product.datasets))).all()
+    return {
+        "type": "product",
+        "id": product.id,
+        "owner_org": product.provider_org,
+        "provenance": bool(prov.get("statement")) and bool(prov.get("evidence")),
+        "delivery_modes": list(product.delivery_modes),
+        "offers": [
+            {"id": o.id, "delivery": o.terms["delivery"]}
+            for o in session.scalars(
+                select(Offer)
+                .where(Offer.product_id == product.id)
+                .order_by(Offer.created_at, Offer.id)
+            )
+        ],
+        "datasets": [
+            {"id": d.id, "level": d.level, "open_attribute": d.open_attribute, "pi": d.pi}
+            for d in datasets
+        ],
+    }
+
+
+def product_resource(session: Session, product_id: str) -> dict[str, Any]:
+    """A product as the policy sees it when its provider acts on it."""
+    product = session.get(Product, product_id)
+    if product is None:
+        raise NotFound("no such product", product_id=product_id)
+    return {"type": "product", "id": product.id, "owner_org": product.provider_org}
+
+
+def negotiation_resource(session: Session, negotiation_id: str) -> dict[str, Any]:
+    """A negotiation as the policy sees it: its two parties."""
+    n = session.get(Negotiation, negotiation_id)
+    if n is None:
+        raise NotFound("no such negotiation", negotiation_id=negotiation_id)
+    return {"type": "negotiation", "id": n.id, "parties": sorted({n.consumer_org, n.provider_org})}
+
+
+def agreement_resource(session: Session, agreement_id: str) -> dict[str, Any]:
+    """An agreement as the policy sees it when read: its two parties."""
+    a = session.get(Agreement, agreement_id)
+    if a is None:
+        raise NotFound("no such agreement", agreement_id=agreement_id)
+    return {"type": "agreement", "id": a.id, "parties": sorted({a.consumer_org, a.provider_org})}
 
 
 # -- keys ---------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from gateway.routers import (
     health,
     kms,
     ledger,
+    market,
+    market_deals,
     nodes,
     organisations,
     people,
@@ -189,6 +191,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(kms.router, dependencies=protected)
     app.include_router(policies.router, dependencies=protected)
     app.include_router(contracts.router, dependencies=protected)
+    app.include_router(market.router, dependencies=protected)
+    app.include_router(market_deals.router, dependencies=protected)
     app.include_router(computations.router, dependencies=protected)
     app.include_router(nodes.router, dependencies=protected)
     app.include_router(compliance_router.router, dependencies=protected)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from gateway.demo_compute import ComputeDemoError, run_compute_demo
+from gateway.demo_market import MarketDemoError, run_market_demo
 from ledger import (
     Checkpoint,
     LedgerError,
@@ -194,6 +195,11 @@ def run_demo(
                 try:
                     run_compute_demo(client, creds)
                 except ComputeDemoError as exc:
+                    raise DemoError(str(exc)) from None
+                print("\n--- the data market: list, negotiate, compute, settle, certify ---")
+                try:
+                    run_market_demo(client, creds)
+                except MarketDemoError as exc:
                     raise DemoError(str(exc)) from None
         finally:
             # The demo leaves the live policy as it found it: the matrix it read in step 8

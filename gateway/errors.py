@@ -36,6 +36,7 @@ from exchange import errors as xe
 from exchange.backup import BackupError, RestoreRefused
 from exchange.custody import NodeAddressRefused, NodeDataShredded, NodeUnreachable
 from exchange.identity import StoreMismatch
+from exchange.market.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
 from exchange.quotas import ComputationTooCostly, OutputTooLarge, QuotaExceeded
 from exchange.sessions import InvalidGrant as ExchangeInvalidGrant
 from gateway.auditing import audit_failure
@@ -250,6 +251,9 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     xe.Forbidden: ProblemType(403),
     xe.SeparationOfDuties: ProblemType(403),
     xe.InvitationInvalid: ProblemType(403),
+    PartyNotVerified: ProblemType(403),
+    OutsideAgreement: ProblemType(403),
+    AgreementExhausted: ProblemType(403),
     xe.AuthenticationFailed: ProblemType(401),
     ExchangeInvalidGrant: ProblemType(400),
     NodeAddressRefused: ProblemType(422),

@@ -8,6 +8,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -140,6 +141,10 @@ class Settings(BaseSettings):
     job_workers: Count = 2
     max_output_values: Count = 10_000
     max_row_passes: Count = 2_000_000_000
+    # The data market (issue 17): the platform's fee on settled amounts (exact decimal).
+    market_fee_rate: Annotated[Decimal, Field(ge=0, le=1, max_digits=6, decimal_places=4)] = (
+        Decimal("0.05")
+    )
     # Crash hygiene and readiness (issue 13).
     sweep_interval_s: Count = 300
     """How often leftovers (`.partial`, objects without a row) are swept while serving."""

@@ -15,6 +15,7 @@ package pdx.authz
 
 import rego.v1
 
+import data.pdx.market
 import data.pdx.sod
 import data.pdx.zerotrust
 
@@ -91,6 +92,8 @@ deny contains msg if {
 deny contains msg if some msg in sod.violations
 
 deny contains msg if some msg in zerotrust.violations
+
+deny contains msg if some msg in market.violations
 
 deny contains msg if {
 	action in row_actions
@@ -332,14 +335,19 @@ matrix_refusal contains msg if {
 
 # Contract with the provider (数据二十条; DSL art. 33). Missing fields compare as null,
 # so an incomplete contract fails every check it cannot pass.
+# Since issue 17 `resource.contract` is the market agreement covering the input (status
+# "finalized"), or a deprecated contract (status "active") during the transition; its
+# `dua_reference` names the external data-use agreement (formerly `agreement_id`).
 contract := object.union(
 	{
 		"id": null, "status": null, "consumer_org": null, "provider_org": null,
-		"datasets": [], "purpose": null, "agreement_id": null,
+		"datasets": [], "purpose": null, "dua_reference": null, "legal_basis": null,
 		"not_before": null, "not_after": null,
 	},
 	resource.contract,
 ) if is_object(resource.contract)
+
+in_force_states := ["active", "finalized"]
 
 matrix_refusal contains msg if {
 	"contract" in required
@@ -352,7 +360,7 @@ contract_refusal contains msg if {
 }
 
 contract_refusal contains msg if {
-	contract.status != "active"
+	not contract.status in in_force_states
 	msg := sprintf("contract %v is not active (status: %v)", [contract.id, contract.status])
 }
 
@@ -386,14 +394,14 @@ in_force if {
 }
 
 matrix_refusal contains msg if {
-	not is_string(contract.agreement_id)
+	not is_string(contract.dua_reference)
 	"agreement" in required
 	contract
 	msg := sprintf("%v needs a signed data-use agreement, and contract %v names none", [cell.label, contract.id])
 }
 
 matrix_refusal contains msg if {
-	contract.agreement_id == ""
+	contract.dua_reference == ""
 	"agreement" in required
 	msg := sprintf("%v needs a signed data-use agreement, and contract %v names none", [cell.label, contract.id])
 }
@@ -414,6 +422,23 @@ matrix_refusal contains msg if {
 	"purpose" in required
 	non_empty(ctx.purpose)
 	msg := sprintf("purpose '%v' does not match the contract's purpose '%v'", [ctx.purpose, contract.purpose])
+}
+
+# An agreement that names a legal basis binds its computations to that basis.
+matrix_refusal contains msg if {
+	is_string(contract.legal_basis)
+	contract.legal_basis != ""
+	ctx.legal_basis != contract.legal_basis
+	"purpose" in required
+	msg := sprintf("the legal basis must be the agreement's ('%v')", [contract.legal_basis])
+}
+
+matrix_refusal contains msg if {
+	is_string(contract.legal_basis)
+	contract.legal_basis != ""
+	not is_string(ctx.legal_basis)
+	"purpose" in required
+	msg := sprintf("the legal basis must be the agreement's ('%v')", [contract.legal_basis])
 }
 
 matrix_refusal contains "personal information needs a legal basis (a consent id or a statute)" if {

@@ -36,7 +36,7 @@ contract := {
 	"provider_org": "org-p",
 	"datasets": ["ds-1"],
 	"purpose": "traffic planning",
-	"agreement_id": "dua-1",
+	"dua_reference": "dua-1",
 	"not_before": now - 86400,
 	"not_after": now + 86400,
 }
@@ -142,7 +142,7 @@ cases := {
 	"conditional_without_agreement": {
 		"input": req(consumer, "computation.request", object.union(
 			ds("general-2", "conditional"),
-			{"contract": object.remove(contract, ["agreement_id"])},
+			{"contract": object.remove(contract, ["dua_reference"])},
 		)),
 		"allow": false,
 		"reasons": ["needs a signed data-use agreement"],

@@ -89,7 +89,7 @@ def resource(action: str, level: str, open_attribute: str) -> dict[str, Any]:
             "provider_org": "org-p",
             "datasets": ["ds-1"],
             "purpose": "traffic planning",
-            "agreement_id": "dua-1",
+            "dua_reference": "dua-1",
             "not_before": NOW - 86_400,
             "not_after": NOW + 86_400,
         },

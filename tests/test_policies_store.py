@@ -235,7 +235,7 @@ def test_decision_points_follow_activation(engine: Engine) -> None:
                 "provider_org": "org-p",
                 "datasets": ["ds-1"],
                 "purpose": "planning",
-                "agreement_id": "dua-1",
+                "dua_reference": "dua-1",
                 "not_before": 0,
                 "not_after": 4_000_000_000,
             },

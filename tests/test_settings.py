@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ VARIABLES: list[tuple[str, str, Any, str, Any]] = [
     ("PDX_ANCHOR_EVERY_BLOCKS", "anchor_every_blocks", 10, "3", 3),
     ("PDX_ANCHOR_EVERY_S", "anchor_every_s", 2, "5", 5),
     ("PDX_PUBLISHED_FILE", "published_file", None, "/srv/pub.json", Path("/srv/pub.json")),
+    ("PDX_MARKET_FEE_RATE", "market_fee_rate", Decimal("0.05"), "0.03", Decimal("0.03")),
 ]  # fmt: skip
 
 

@@ -30,9 +30,11 @@ from exchange.computations.runs import submit
 from exchange.computations.schemas import ComputationCreate, ComputationPublic, to_public
 from exchange.computations.state import State, transition
 from exchange.errors import Conflict, Forbidden, InvalidInput
-from exchange.models import Computation, ComputationInput, Dataset, DatasetField
+from exchange.market.agreements import meter_computation
+from exchange.market.models import Agreement
+from exchange.models import Computation, ComputationInput, Contract, Dataset, DatasetField
 from exchange.quotas import admit, check_usage
-from exchange.resources import RequestInput, contract_policy_view, load_request_inputs
+from exchange.resources import RequestInput, covering_view, load_request_inputs
 from sandbox.coordinator import SECURITY_MODEL
 from sandbox.operators import (
     FlParams,
@@ -68,7 +70,7 @@ def request_computation(
             caller,
             inputs=body.inputs,
             purpose=body.purpose,
-            contract_id=body.contract_id,
+            contract_id=body.agreement_id or body.contract_id,
             now=now,
         )
         decision = decide([i.resource for i in loaded])
@@ -95,6 +97,7 @@ def request_computation(
         comp = _record(ctx, session, caller, body, loaded, params, ob, decision, now)
         if body.job_key is not None and job_n is not None:
             job_keys.store_job_key(session, comp, body.job_key, now)
+        _meter(ctx, session, caller, comp, loaded, ob, now)
         public = to_public(comp, ledger_index=comp.transitions[0]["ledger_index"])
     if public.state == State.APPROVED:
         submit(ctx, public.id, caller.org_id)
@@ -111,14 +114,52 @@ def _recheck_contracts(session: Session, loaded: Sequence[RequestInput]) -> None
     for inp in loaded:
         if inp.contract is None:
             continue
-        session.refresh(inp.contract, with_for_update={"read": True})
-        if contract_policy_view(inp.contract) != inp.resource.get("contract"):
+        # An agreement is locked for update: its meter is written in this transaction.
+        lock: bool | dict[str, bool] = (
+            True if isinstance(inp.contract, Agreement) else {"read": True}
+        )
+        session.refresh(inp.contract, with_for_update=lock)
+        if covering_view(inp.contract) != inp.resource.get("contract"):
             raise Conflict(
                 f"contract {inp.contract.id} changed while the request was decided "
-                f"(now {inp.contract.status}); ask again",
+                f"(now {_state(inp.contract)}); ask again",
                 contract_id=inp.contract.id,
-                contract_status=inp.contract.status,
+                contract_status=_state(inp.contract),
             )
+
+
+def _state(covering: Contract | Agreement) -> str:
+    return covering.state if isinstance(covering, Agreement) else covering.status
+
+
+def _meter(
+    ctx: ComputeContext,
+    session: Session,
+    caller: Caller,
+    comp: Computation,
+    loaded: Sequence[RequestInput],
+    ob: policies.Obligations,
+    now: datetime,
+) -> None:
+    """Meter the request under each agreement it uses (exchange.market), in its transaction."""
+    seen: set[str] = set()
+    for inp in loaded:
+        agreement = inp.contract
+        if not isinstance(agreement, Agreement) or agreement.id in seen:
+            continue
+        seen.add(agreement.id)
+        meter_computation(
+            session,
+            ctx.trail,
+            caller,
+            agreement=agreement,
+            computation_id=comp.id,
+            operator=comp.operator,
+            purpose=comp.purpose,
+            datasets=[i.dataset for i in loaded],
+            epsilon=ob.dp_epsilon or 0.0,
+            now=now,
+        )
 
 
 def _record(

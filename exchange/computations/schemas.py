@@ -61,7 +61,12 @@ class ComputationCreate(BaseModel):
     legal_basis: str | None = Field(
         default=None, max_length=200, description="consent:<id> or statute:<ref> (PI data)"
     )
-    contract_id: str | None = Field(default=None, max_length=36)
+    contract_id: str | None = Field(
+        default=None, max_length=36, description="deprecated: name the agreement_id"
+    )
+    agreement_id: str | None = Field(
+        default=None, max_length=36, description="the market agreement the request runs under"
+    )
     job_key: JobKeyIn | None = Field(
         default=None,
         description="public half of a job key the requester generated (pdx_client.jobkeys); "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,17 @@ from gateway.pep import Enforce, Resources, Target, body_before_decision
 from gateway.platform import Platform
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
-router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
+
+def _deprecated(response: Response) -> None:
+    """Contracts are superseded by market agreements (issue 17; RFC 9745, RFC 8288)."""
+    response.headers["Deprecation"] = "@1796428800"  # 2026-12-05T00:00:00Z
+    response.headers["Link"] = (
+        '</v1/market/negotiations>; rel="successor-version", '
+        '</v1/market/agreements>; rel="successor-version"'
+    )
+
+
+router = APIRouter(prefix="/v1/contracts", tags=["contracts"], dependencies=[Depends(_deprecated)])
 
 
 _proposal_body = body_before_decision(exchange.ContractCreate, "contract_body")

@@ -1,0 +1,65 @@
+"""Shared helpers of the market: timestamps, canonical digests, recording a transition."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+import audit
+from exchange.accounts import Caller
+from exchange.trail import Receipt, Trail
+from ledger import canonical_json
+
+__all__ = ["aware", "digest_of", "record", "z"]
+
+
+def aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def z(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with `Z` (shared-contracts.md)."""
+    if value is None:
+        return None
+    return aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def digest_of(document: Any) -> str:
+    """`sha256:<hex>` of the document's canonical JSON (RFC 8785)."""
+    return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+def record(
+    session: Session,
+    trail: Trail,
+    caller: Caller | audit.Subject,
+    event: audit.Event,
+    action: str,
+    *,
+    object_type: str,
+    object_id: str,
+    now: datetime,
+    detail: str | None = None,
+    purpose: str | None = None,
+    digest: str | None = None,
+) -> Receipt:
+    """One market transition: its audit record and ledger entry, in the caller's transaction."""
+    subject = caller if isinstance(caller, audit.Subject) else caller.subject()
+    return trail.record(
+        session,
+        subject,
+        audit.AuditEvent(
+            event,
+            action,
+            audit.Result.SUCCESS,
+            object_id=object_id,
+            purpose=purpose,
+            detail=detail[:512] if detail else None,
+        ),
+        object_type=object_type,
+        now=now,
+        payload_digest=digest,
+    )

@@ -1,0 +1,57 @@
+"""`pdx market certificate verify FILE`: check a data-asset registration certificate offline.
+
+Registered through the `pdx.cli` entry point group (pyproject.toml), like the SDK's verbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from exchange.market.certificates import CertificateInvalid, verify_certificate
+from gateway.cli._common import CliError
+
+
+def _key(value: str) -> str:
+    path = Path(value)
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else value.strip()
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        bundle = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the certificate: {exc}") from None
+    if not isinstance(bundle, dict):
+        raise CliError("the certificate file is not a JSON object")
+    try:
+        steps = verify_certificate(bundle, _key(args.verifier_key))
+    except CertificateInvalid as exc:
+        print(f"FAILED {exc}")
+        return 1
+    for step in steps:
+        print(f"ok  {step}")
+    cert = bundle["certificate"]
+    print(f"VERIFIED certificate {cert['id']} of product {cert['product']['id']} "
+          f"held by {cert['holder']['name']}")  # fmt: skip
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The market verbs."""
+    market = sub.add_parser("market", help="the data market").add_subparsers(
+        dest="market_command", required=True
+    )
+    cert = market.add_parser("certificate", help="data-asset registration certificates")
+    verbs = cert.add_subparsers(dest="certificate_command", required=True)
+    verify = verbs.add_parser(
+        "verify", help="verify a certificate (GET /v1/market/certificates/{id}) offline"
+    )
+    verify.add_argument("file", help="the certificate JSON with its ledger proof")
+    verify.add_argument(
+        "--verifier-key",
+        required=True,
+        help="the ledger's verifier key (GET /v1/ledger/verifier-key), or a file holding it",
+    )
+    verify.set_defaults(func=_verify)

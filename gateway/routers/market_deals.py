@@ -1,0 +1,307 @@
+"""/v1/market negotiations (DSP), agreements, settlements, statements and disputes.
+
+Thin: each route decides its policy action, opens the transaction and calls
+`exchange.market`; every transition is on the ledger and the response names the entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+import exchange
+from audit.catalogue import Event
+from exchange import market, resources
+from exchange.market import agreements as xagr
+from exchange.market import negotiation as xneg
+from exchange.market import settlement as xset
+from exchange.resources import sees_everything
+from gateway.pep import Enforce, Target
+from gateway.platform import Platform
+from gateway.routers.market import platform_signer
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+
+router = APIRouter(prefix="/v1/market", tags=["market"])
+
+FAILED = Event.MARKET_OPERATION_FAILED
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=64)]
+
+
+def _mine(kind: str) -> Callable[..., list[Target]]:
+    def targets(
+        request: Request, caller: exchange.Caller, platform: Platform, session: Session
+    ) -> list[Target]:
+        return [Target({"type": kind, "owner_org": caller.org_id, "parties": [caller.org_id]})]
+
+    return targets
+
+
+def _negotiation(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    return [Target(resources.negotiation_resource(session, request.path_params["negotiation_id"]))]
+
+
+def _agreement(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    return [Target(resources.agreement_resource(session, request.path_params["agreement_id"]))]
+
+
+StartNegotiation = Enforce("market.negotiate", resources=_mine("negotiation"))
+Negotiate = Enforce("market.negotiate", resources=_negotiation)
+ReadNegotiations = Enforce("market.negotiate", resources=_mine("negotiation"))
+ReadAgreement = Enforce("market.agreement_read", resources=_agreement)
+ReadAgreements = Enforce("market.agreement_read", resources=_mine("agreement"))
+Settle = Enforce("market.settle")
+ReadStatements = Enforce("market.statement_read", resources=_mine("statement"))
+OpenDispute = Enforce("market.dispute", resources=_mine("dispute"))
+
+
+def _offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, binascii.Error):
+        raise exchange.errors.InvalidInput("malformed cursor", field="cursor") from None
+
+
+def _page(items: list[Any], total: int, offset: int, limit: int, path: str) -> dict[str, Any]:
+    after = offset + len(items)
+    token = base64.urlsafe_b64encode(str(after).encode()).decode().rstrip("=")
+    return {
+        "items": items,
+        "total": total,
+        "next": f"{path}?limit={limit}&cursor={token}" if after < total else None,
+    }
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+@router.post(
+    "/negotiations",
+    status_code=201,
+    response_model=xneg.NegotiationPublic,
+    dependencies=[Depends(StartNegotiation)],
+)
+def start_negotiation(
+    body: market.NegotiationCreate,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
+) -> xneg.NegotiationPublic:
+    """An enterprise requests an offer (DSP ContractRequestMessage), or counters it at once."""
+    request.state.audit_event = FAILED
+    with session.begin():
+        return xneg.start_negotiation(session, caller, body, now=now, trail=platform.trail)
+
+
+@router.get("/negotiations", dependencies=[Depends(ReadNegotiations)])
+def list_negotiations(
+    caller: CallerDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
+    offset = _offset(cursor)
+    items, total = xneg.list_negotiations(
+        session, caller, sees_all=sees_everything(caller), limit=limit, offset=offset
+    )
+    return _page([i.model_dump() for i in items], total, offset, limit, "/v1/market/negotiations")
+
+
+@router.get(
+    "/negotiations/{negotiation_id}",
+    response_model=xneg.NegotiationPublic,
+    dependencies=[Depends(Negotiate)],
+)
+def get_negotiation(
+    negotiation_id: str, caller: CallerDep, session: SessionDep
+) -> xneg.NegotiationPublic:
+    return xneg.get_negotiation(session, caller, negotiation_id, sees_all=False)
+
+
+def _transition(request: Request, negotiation_id: str) -> None:
+    request.state.audit_event = FAILED
+    request.state.object_id = negotiation_id
+
+
+_NEGOTIATION = {"response_model": xneg.NegotiationPublic, "dependencies": [Depends(Negotiate)]}
+
+
+@router.post("/negotiations/{negotiation_id}/offer", **_NEGOTIATION)  # type: ignore[arg-type]
+def offer(
+    negotiation_id: str, body: xneg.TermsIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The provider offers or counter-offers terms (DSP ContractOfferMessage)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.counter_offer(
+            session, caller, negotiation_id, body.terms, now=now, trail=platform.trail
+        )
+
+
+@router.post("/negotiations/{negotiation_id}/request", **_NEGOTIATION)  # type: ignore[arg-type]
+def counter(
+    negotiation_id: str, body: xneg.TermsIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The requester counters the provider's offer (DSP ContractRequestMessage)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.counter_request(
+            session, caller, negotiation_id, body.terms, now=now, trail=platform.trail
+        )
+
+
+@router.post("/negotiations/{negotiation_id}/accept", **_NEGOTIATION)  # type: ignore[arg-type]
+def accept(
+    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
+    session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The requester accepts the offer; the agreement document and its digest are fixed."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.accept(session, caller, negotiation_id, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/agree", **_NEGOTIATION)  # type: ignore[arg-type]
+def agree(
+    negotiation_id: str, body: market.SignIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The provider signs the agreement's digest with a key it registered (DSP AGREED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.agree(session, caller, negotiation_id, body, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/verify", **_NEGOTIATION)  # type: ignore[arg-type]
+def verify(
+    negotiation_id: str, body: market.SignIn, request: Request, caller: CallerDep,
+    platform: PlatformDep, session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The requester signs the same digest with a key it registered (DSP VERIFIED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.verify(session, caller, negotiation_id, body, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/finalize", **_NEGOTIATION)  # type: ignore[arg-type]
+def finalize(
+    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
+    session: SessionDep, now: ClockDep,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """The provider finalizes: the agreement is in force (DSP FINALIZED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.finalize(session, caller, negotiation_id, now=now, trail=platform.trail)
+
+
+@router.post("/negotiations/{negotiation_id}/terminate", **_NEGOTIATION)  # type: ignore[arg-type]
+def terminate(
+    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
+    session: SessionDep, now: ClockDep, body: ReasonIn | None = None,
+) -> xneg.NegotiationPublic:  # fmt: skip
+    """Either party ends the negotiation before it is finalized (DSP TERMINATED)."""
+    _transition(request, negotiation_id)
+    with session.begin():
+        return xneg.terminate(
+            session, caller, negotiation_id, reason=body.reason if body else "", now=now,
+            trail=platform.trail,
+        )  # fmt: skip
+
+
+@router.get("/agreements", dependencies=[Depends(ReadAgreements)])
+def list_agreements(
+    caller: CallerDep, session: SessionDep, now: ClockDep, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
+    offset = _offset(cursor)
+    items, total = xagr.list_agreements(
+        session, caller, now=now, sees_all=sees_everything(caller), limit=limit, offset=offset
+    )
+    return _page([i.model_dump() for i in items], total, offset, limit, "/v1/market/agreements")
+
+
+@router.get(
+    "/agreements/{agreement_id}",
+    response_model=xagr.AgreementPublic,
+    dependencies=[Depends(ReadAgreement)],
+)
+def get_agreement(
+    agreement_id: str, caller: CallerDep, session: SessionDep, now: ClockDep
+) -> xagr.AgreementPublic:
+    return xagr.get_agreement(
+        session, caller, agreement_id, now=now, sees_all=sees_everything(caller)
+    )
+
+
+@router.post("/settlements", status_code=201, dependencies=[Depends(Settle)])
+def settle(
+    body: market.SettlementCreate,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
+) -> dict[str, Any]:
+    """Settle a period: signed statements per agreement, provider and requester."""
+    request.state.audit_event = FAILED
+    with session.begin():
+        sign = platform_signer(platform, session)
+        return xset.settle(
+            session, caller, body, fee_rate=platform.settings.market_fee_rate, sign=sign,
+            now=now, trail=platform.trail,
+        )  # fmt: skip
+
+
+@router.get("/statements", dependencies=[Depends(ReadStatements)])
+def list_statements(
+    caller: CallerDep,
+    session: SessionDep,
+    settlement_id: Annotated[str | None, Query(max_length=36)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    offset = _offset(cursor)
+    items, total = xset.list_statements(
+        session, caller, sees_all=sees_everything(caller) or "system-admin" in caller.roles,
+        settlement_id=settlement_id, limit=limit, offset=offset,
+    )  # fmt: skip
+    return _page(items, total, offset, limit, "/v1/market/statements")
+
+
+@router.get("/statements/{statement_id}", dependencies=[Depends(ReadStatements)])
+def get_statement(statement_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
+    return xset.get_statement(
+        session, caller, statement_id,
+        sees_all=sees_everything(caller) or "system-admin" in caller.roles,
+    )  # fmt: skip
+
+
+@router.post(
+    "/statements/{statement_id}/disputes", status_code=201, dependencies=[Depends(OpenDispute)]
+)
+def open_dispute(
+    statement_id: str,
+    body: market.DisputeCreate,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
+) -> dict[str, Any]:
+    """A party disputes one line of a statement it is party to."""
+    request.state.audit_event = FAILED
+    with session.begin():
+        return xset.open_dispute(session, caller, statement_id, body, now=now, trail=platform.trail)
