@@ -22,7 +22,7 @@ from ledger import LedgerRecord
 BATCH = 5_000
 
 
-def _datasets(org: str, n: int, now: datetime) -> list[dict[str, object]]:
+def _datasets(org: str, start: int, n: int, now: datetime) -> list[dict[str, object]]:
     return [
         {
             "id": str(uuid.uuid4()), "owner_org": org, "name": f"bench dataset {i}",
@@ -37,7 +37,7 @@ def _datasets(org: str, n: int, now: datetime) -> list[dict[str, object]]:
             "data_key_id": "", "scan": {"min_level": "general-1"}, "profile": {},
             "registered_at": now, "registered_by": "bench",
         }
-        for i in range(n)
+        for i in range(start, start + n)
     ]  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def run(quick: bool = False) -> Path:
         org = s.scalars(select(Organisation.id)).first()
         assert org is not None
         for start in range(0, n_datasets, BATCH):
-            s.execute(insert(Dataset), _datasets(org, min(BATCH, n_datasets - start), now))
+            s.execute(insert(Dataset), _datasets(org, start, min(BATCH, n_datasets - start), now))
     # Entries with their audit records, as exchange.Trail writes them (one per entry).
     for start in range(0, n_entries, BATCH):
         count = min(BATCH, n_entries - start)
