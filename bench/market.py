@@ -168,7 +168,8 @@ def _negotiations(platform: Any, n: int, prov: Caller, ent: Caller, now: datetim
         body = xprod.ProductCreate.model_validate({
             "title": "开放公交站点数据", "description": "bench", "domain": "transport",
             "datasets": [ds["id"]], "provenance": {"statement": "bench provenance",
-            "evidence": [{"kind": "notice", "reference": "bench"}]},
+            "evidence": [{"kind": "notice", "reference": "bench",
+                          "digest": "sha256:" + "0" * 64}]},
             "rights": {"held": ["holding"], "granted": ["processing_use"]},
             "delivery_modes": ["computation"],
             "offers": [{"operators": ["stats.count"], "purposes": ["bench purpose"],

@@ -17,6 +17,7 @@ from audit.compliance import (
     ConfigFacts,
     DatasetFact,
     KeyFacts,
+    MarketFacts,
 )
 from audit.models import AuditRecord
 from crypto.lifecycle import KeyPurpose, KeyState
@@ -212,6 +213,11 @@ class DeploymentFactsReader:
             )
             for a in session.scalars(select(PrivacyBudgetAccount))
         ]
+
+    def market(self, session: Session) -> MarketFacts:
+        from exchange.market.facts import market_facts
+
+        return market_facts(session)
 
     def newest_backup(self, session: Session) -> BackupFact | None:
         """The newest `backup.created` record, verified again now (AUD-06)."""

@@ -7,6 +7,7 @@ made here, on the client side; only their public halves are sent to the platform
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import time
@@ -61,6 +62,11 @@ def _stops_csv(rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _digest(document: str) -> str:
+    """The evidence document's digest (here the catalogue entry's text stands for it)."""
+    return "sha256:" + hashlib.sha256(document.encode()).hexdigest()
+
+
 def run_market_demo(client: httpx.Client, creds: dict[str, Any]) -> dict[str, Any]:
     """Run the market scenario; returns the ids it created."""
     rng = random.Random()
@@ -98,7 +104,8 @@ def run_market_demo(client: httpx.Client, creds: dict[str, Any]) -> dict[str, An
         "title": "公交站点客流统计", "description": "全市公交站点上下客人次，开放数据，隐私计算或下载。",  # noqa: E501
         "domain": "transport", "keywords": ["客流", "公交站点"], "datasets": [ds["id"]],
         "provenance": {"statement": "由票务系统刷卡记录按站点汇总，不含个人信息。",
-                       "evidence": [{"kind": "open-data-catalogue", "reference": "开放目录 2026-117"}]},  # noqa: E501
+                       "evidence": [{"kind": "open-data-catalogue", "reference": "开放目录 2026-117",  # noqa: E501
+                                     "digest": _digest("开放目录 2026-117")}]},
         "rights": {"held": ["holding", "processing_use", "product_operation"],
                    "granted": ["processing_use"]},
         "delivery_modes": ["computation"],

@@ -139,9 +139,9 @@ def expected(who: str, action: str, level: str, open_attribute: str, enabled: bo
         return who in ("auditor", "security", "consumer", "owner")
     if action == "audit.read":
         return who == "auditor"
-    if action in ("policy.read", "kms.read"):
+    if action in ("policy.read", "kms.read", "compliance.read"):
         return who in ("security", "auditor")
-    if action in ("policy.write", "kms.admin", "compliance.run", "compliance.read"):
+    if action in ("policy.write", "kms.admin", "compliance.run"):
         return who == "security"
     if action in ("account.create", "account.deactivate", "account.rotate_secret"):
         # Only the organisation's own administrator, never the operator (issue 11).
@@ -242,7 +242,7 @@ def test_auditor_changes_nothing(points: dict[bool, EmbeddedDecisionPoint], acti
     """The auditor reads the ledger and audit logs; every write is refused with that reason."""
     for level, open_attribute in CELLS:
         d = points[True].decide(AUTHZ_DECISION, request("auditor", action, level, open_attribute))
-        reads = action in ("dataset.read_metadata", "kms.read")
+        reads = action in ("dataset.read_metadata", "kms.read", "compliance.read")
         assert d.allow is reads, (action, level, open_attribute, d.reasons)
         if action.split(".")[1] not in ("read_metadata", "read", "preview", "download"):
             assert any("the auditor changes nothing" in r for r in d.reasons)

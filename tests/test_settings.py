@@ -64,6 +64,8 @@ VARIABLES: list[tuple[str, str, Any, str, Any]] = [
     ("PDX_ANCHOR_EVERY_S", "anchor_every_s", 2, "5", 5),
     ("PDX_PUBLISHED_FILE", "published_file", None, "/srv/pub.json", Path("/srv/pub.json")),
     ("PDX_MARKET_FEE_RATE", "market_fee_rate", Decimal("0.05"), "0.03", Decimal("0.03")),
+    ("PDX_CONSOLE_IDLE_S", "console_idle_s", 900, "60", 60),
+    ("PDX_CONSOLE_ABSOLUTE_S", "console_absolute_s", 28_800, "3600", 3600),
 ]  # fmt: skip
 
 

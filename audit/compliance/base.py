@@ -213,6 +213,49 @@ class BackupFact:
     problem: str | None = None
 
 
+@dataclass(frozen=True)
+class ProductFact:
+    """One market product with what DSL-01 and MKT-01..05 compare."""
+
+    id: str
+    listed: bool
+    provenance_statement: bool
+    evidence: int  # evidence items
+    evidence_with_digest: int
+    rights_held: Sequence[str]
+    rights_granted: Sequence[str]
+    delivery_modes: Sequence[str]  # the product's and its offers'
+    open_data: bool
+    grade: str
+    precheck_passed: bool
+    on_ledger: bool
+    offers: Sequence[Mapping[str, Any]]  # each offer's terms
+
+
+@dataclass(frozen=True)
+class AgreementFact:
+    """One agreement: where it came from, what it grants, whether its signatures verify."""
+
+    id: str
+    origin: str  # "negotiation" or "contract" (migrated, unsigned)
+    state: str
+    datasets: Sequence[str]
+    rights_granted: Sequence[str] | None
+    epsilon_share: float | None
+    signatures: int
+    signatures_verify: bool
+
+
+@dataclass(frozen=True)
+class MarketFacts:
+    """The market's products and agreements, and ε budgets by dataset (MKT-06)."""
+
+    products: Sequence[ProductFact]
+    agreements: Sequence[AgreementFact]
+    epsilon_budget: Mapping[str, float]  # dataset id -> the ε its budget allows
+    unsigned_approvals: int  # provider approvals without the provider's own signature
+
+
 class DeploymentFacts(Protocol):
     """Domain facts the composition root reads for the checks (audit imports no exchange)."""
 
@@ -229,6 +272,8 @@ class DeploymentFacts(Protocol):
     def budgets(self, session: Session) -> Sequence[BudgetFact]: ...
 
     def newest_backup(self, session: Session) -> BackupFact | None: ...
+
+    def market(self, session: Session) -> MarketFacts: ...
 
 
 class PolicyFacts(Protocol):

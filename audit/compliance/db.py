@@ -181,17 +181,6 @@ def _pi08(c: CheckContext) -> Finding:
     return fail("PI-08", "pseudonym tables exist but their separation is not checked yet")
 
 
-def _market(rid: str) -> Check:
-    def check(c: CheckContext) -> Finding:
-        tables = set(inspect(c.session.connection()).get_table_names())
-        found = sorted(t for t in tables if t.startswith("market_") or t == "products")
-        if not found:
-            return na(rid, "the data market is not deployed (no product tables)")
-        return fail(rid, "market tables exist but no check reads them yet", tables=found)
-
-    return check
-
-
 def _cry04(c: CheckContext) -> Finding:
     bad = [d.id for d in c.datasets() if not d.data_key_live]
     platform = sum(1 for d in c.datasets() if d.custody == "platform")
@@ -524,7 +513,6 @@ CHECKS: dict[str, Check] = {
     "PI-02": _pi02,
     "PI-03": _pi03,
     "PI-08": _pi08,
-    "DSL-01": _market("DSL-01"),
     "DSL-02": _dsl02,
     "DSL-05": _dsl05,
     "CRY-04": _cry04,
@@ -540,9 +528,4 @@ CHECKS: dict[str, Check] = {
     "AUD-10": _aud10,
     "ZT-05": _zt05,
     "PCE-01": _pce01,
-    "MKT-01": _market("MKT-01"),
-    "MKT-02": _market("MKT-02"),
-    "MKT-03": _market("MKT-03"),
-    "MKT-05": _market("MKT-05"),
-    "MKT-06": _market("MKT-06"),
 }

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audit.compliance import config, db, ledger, policy, retention, safeguards
+from audit.compliance import config, db, ledger, market, policy, retention, safeguards
 from audit.compliance.base import (
     COMPLIANCE_RUN,
     Check,
@@ -38,6 +38,7 @@ CHECKS: dict[str, Check] = {
     **policy.CHECKS,
     **retention.CHECKS,
     **safeguards.CHECKS,
+    **market.CHECKS,
 }
 SCHEMA = "pdx.compliance-report/1"
 

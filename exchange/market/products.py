@@ -65,6 +65,10 @@ class Evidence(BaseModel):
 
     kind: str = Field(min_length=2, max_length=64, description="e.g. collection-notice, licence")
     reference: str = Field(min_length=2, max_length=500)
+    digest: str = Field(
+        pattern=r"^(sha256|sm3):[0-9a-f]{64}$",
+        description="the document's digest (DSL art. 33: evidence is documents and their digests)",
+    )
 
 
 class Provenance(BaseModel):

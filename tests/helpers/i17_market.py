@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,13 @@ def product_body(datasets: list[str], **overrides: Any) -> dict[str, Any]:
         "datasets": datasets,
         "provenance": {
             "statement": "由市交通局票务系统依法采集的刷卡记录汇总而成。",
-            "evidence": [{"kind": "collection-notice", "reference": "交通局〔2026〕12号"}],
+            "evidence": [
+                {
+                    "kind": "collection-notice",
+                    "reference": "交通局〔2026〕12号",
+                    "digest": "sha256:" + hashlib.sha256("交通局〔2026〕12号".encode()).hexdigest(),
+                }
+            ],
         },
         "rights": {"held": ["holding", "processing_use"], "granted": ["processing_use"]},
         "delivery_modes": ["computation"],
