@@ -35,6 +35,7 @@ from gateway.routers import (
     policies,
 )
 from gateway.routers import compliance as compliance_router
+from gateway.routers import privacy
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
@@ -184,6 +185,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(policies.router, dependencies=protected)
     app.include_router(contracts.router, dependencies=protected)
     app.include_router(computations.router, dependencies=protected)
+    app.include_router(privacy.router, dependencies=protected)
     app.include_router(nodes.router, dependencies=protected)
     app.include_router(compliance_router.router, dependencies=protected)
     app.include_router(audit_router.router, dependencies=protected)
