@@ -79,7 +79,22 @@ cases := {
 	"general_3_computation_under_contract": {
 		"input": req(consumer, "computation.request", ds("general-3", "conditional")),
 		"allow": true,
-		"obligations": {"min_cohort": 10, "desensitise": true, "require_provider_approval": false},
+		"obligations": {"min_cohort": 10, "desensitise": true, "require_provider_approval": false, "dp_epsilon": 0.6},
+	},
+	"general_2_computation_is_differentially_private": {
+		"input": req(consumer, "computation.request", ds("general-2", "conditional")),
+		"allow": true,
+		"obligations": {"dp_epsilon": 0.8, "require_provider_approval": false},
+	},
+	"general_1_conditional_computation_is_differentially_private": {
+		"input": req(consumer, "computation.request", ds("general-1", "conditional")),
+		"allow": true,
+		"obligations": {"dp_epsilon": 1.0},
+	},
+	"general_1_open_data_is_released_exactly": {
+		"input": req(consumer, "computation.request", ds("general-1", "open")),
+		"allow": true,
+		"obligations": {"dp_epsilon": null},
 	},
 	"general_4_computation_needs_approval": {
 		"input": req(consumer, "computation.request", ds("general-4", "conditional")),
@@ -383,6 +398,31 @@ test_matrix_keeps_rows_in if {
 leaks_rows(name, cell, action) if {
 	not startswith(name, "general-")
 	cell.actions[action].allow == true
+}
+
+# Every computation on data that is not `open` general-1 (public rows) is differentially
+# private, and ε per query never grows with the grade (docs/privacy.md §2).
+test_every_computation_on_non_open_data_is_dp if {
+	every name, cell in data.pdx.matrix.cells {
+		not exact_release(name, cell)
+	}
+}
+
+exact_release(name, cell) if {
+	name != "general-1/open"
+	cell.actions["computation.request"].allow == true
+	not cell.actions["computation.request"].obligations.dp_epsilon
+}
+
+test_epsilon_per_query_falls_with_the_grade if {
+	eps := [e |
+		some level in ["general-1", "general-2", "general-3", "general-4", "important", "core"]
+		e := data.pdx.matrix.cells[concat("/", [level, "conditional"])].actions["computation.request"].obligations.dp_epsilon
+	]
+	count(eps) == 6
+	every i in numbers.range(1, 5) {
+		eps[i] <= eps[i - 1]
+	}
 }
 
 # Closed data permits nothing at all.
