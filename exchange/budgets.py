@@ -78,7 +78,8 @@ class BudgetLimits:
 
     lineage_epsilon: float = 3.0
     """docs/compliance.md PI-07: total ε ≤ 3 per lineage by default (configurable)."""
-    requester_epsilon: float = 1.0
+    requester_epsilon: float = 2.0
+    """One requesting organisation's share: no one party spends everyone's budget."""
     lineage_delta: float = 1e-4
     requester_delta: float = 1e-4
 

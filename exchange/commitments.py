@@ -34,6 +34,7 @@ __all__ = [
     "canonical",
     "commit",
     "commitment_of",
+    "openings",
     "plain_digest",
     "record_commitment",
     "verify",
@@ -44,8 +45,11 @@ KINDS = ("query", "result")
 
 
 def canonical(doc: Any) -> bytes:
-    """The bytes a JSON document is committed as (sorted keys, no spaces, UTF-8)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes a JSON document is committed as (sorted keys, no spaces, ASCII escapes).
+
+    The same bytes as a released result's sealed body (`exchange.computations.runs`).
+    """
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 def plain_digest(doc: Any) -> str:
