@@ -33,9 +33,9 @@ from gateway.routers import (
     organisations,
     people,
     policies,
+    privacy,
 )
 from gateway.routers import compliance as compliance_router
-from gateway.routers import privacy
 from gateway.security import authenticate, reject_control_characters, request_id_for
 from gateway.tokens import TokenService
 
