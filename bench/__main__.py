@@ -10,7 +10,17 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("ingest", "ledger", "crypto", "policy", "he", "fl", "vertical", "compliance")
+AREAS = (
+    "ingest",
+    "ledger",
+    "crypto",
+    "policy",
+    "he",
+    "fl",
+    "vertical",
+    "compliance",
+    "privacy",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
