@@ -154,8 +154,8 @@ class _Http:
         self._names = 0
 
     def _login(self, c: dict[str, Any]) -> dict[str, str]:
-        r = self.client.post("/v1/auth/token", data={"grant_type": "client_credentials",
-                             "client_id": c["client_id"], "client_secret": c["client_secret"]})  # fmt: skip
+        form = {"grant_type": "client_credentials", "client_id": c["client_id"]}
+        r = self.client.post("/v1/auth/token", data={**form, "client_secret": c["client_secret"]})
         r.raise_for_status()
         return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
@@ -174,7 +174,7 @@ class _Http:
             "share_attribute": "conditional",
             "open_attribute": "conditional",
         }
-        files = {"metadata": (None, json.dumps(meta), "application/json"),
+        files: dict[str, Any] = {"metadata": (None, json.dumps(meta), "application/json"),
                  "file": ("data.csv", text.encode(), "text/csv")}  # fmt: skip
         r = self.client.post("/v1/datasets", headers=self.prov, files=files)
         r.raise_for_status()
