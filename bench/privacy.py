@@ -43,14 +43,16 @@ PURPOSE = "privacy benchmark"
 # -- in-process: the release gate's noise -------------------------------------------------------
 
 
-def _sum_release(values: list[float], clip: tuple[float, float], eps: float) -> dict[str, Any]:
+def _sum_release(
+    values: list[float], clip: tuple[float, float], eps: float, op: str = "stats.sum"
+) -> dict[str, Any]:
     """One DP `stats.sum`/`stats.mean` release of `values` as the platform gates it."""
     from sandbox.coordinator import Decrypted
     from sandbox.operators import ProviderInput
     from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
     from sandbox.stats import StatsQuery, candidate, finish
 
-    query = StatsQuery("stats.mean", ("v",), clip=clip)
+    query = StatsQuery(op, ("v",), clip=clip)
     unit = 10**query.decimals
     ints = [round(Fraction(min(max(v, clip[0]), clip[1])) * unit) for v in values]
     got = {"rows": len(values), "n:v": len(values), "sum:v": sum(ints)}
@@ -103,7 +105,7 @@ def dp_mean_rel_error() -> float:
     true = sum(values) / len(values)
     errors = []
     for _ in range(MEAN_TRIALS):
-        mean = _sum_release(values, MEAN_BOUNDS, 1.0)["values"]["mean(v)"]
+        mean = _sum_release(values, MEAN_BOUNDS, 1.0, "stats.mean")["values"]["mean(v)"]
         errors.append(abs(mean - true) / (hi - lo))
     return float(statistics.median(errors))
 
