@@ -24,7 +24,8 @@ from exchange.models import Computation
 from gateway.platform import Platform
 from ledger.records import decode_leaf
 from tests.helpers.api import assert_problem
-from tests.helpers.i14_privacy import HeldRunner, Parties, column, readings, rows_csv
+from tests.helpers.i14_privacy import PURPOSE, HeldRunner, Parties, column, readings, rows_csv
+from tests.test_api_contracts import active_contract, make_org
 
 CLIP = [0.0, 250.0]
 
@@ -42,7 +43,7 @@ def test_differencing_two_overlapping_queries_yields_noise_not_the_record(
     parties: Parties,
 ) -> None:
     """sum over {A, B} minus sum over {A} was B's one record exactly (general-3, no DP)."""
-    big = rows_csv(readings(1, 40))
+    big = rows_csv(readings(1, 80))  # noisy cohort (k = 3 measures, ε = 0.6) well above 10
     lone = rows_csv(readings(2, 1))
     a = parties.dataset("Northgate", "ward A", big, "general-3")
     b = parties.dataset("Lakeside", "ward B", lone, "general-3")
@@ -247,7 +248,7 @@ def _ledger(platform: Platform, comp_id: str) -> dict[str, str]:
 def test_small_parameters_and_results_are_not_brute_forced_off_the_ledger(
     parties: Parties, platform: Platform
 ) -> None:
-    ds = parties.dataset("Northgate", "committed", rows_csv(readings(8, 30)), "general-3")
+    ds = parties.dataset("Northgate", "committed", rows_csv(readings(8, 80)), "general-3")
     secret_clip = [0.0, 217.0]
     r = parties.ask("stats.sum", [ds], {"columns": ["systolic_bp"], "clip": secret_clip})
     assert r.status_code == 201, r.text
@@ -277,3 +278,53 @@ def test_small_parameters_and_results_are_not_brute_forced_off_the_ledger(
                   canonical(output))  # fmt: skip
     assert not verify(openings["result"]["commitment"], openings["result"]["key"], "result",
                       canonical({**output, "dp_epsilon": 9.0}))  # fmt: skip
+
+
+def test_a_derived_dataset_shares_its_sources_budget(parties: Parties, platform: Platform) -> None:
+    platform.compute.budget_limits = BudgetLimits(lineage_epsilon=3.0, requester_epsilon=1.2)
+    platform.compute.runner = HeldRunner()
+    source = parties.dataset("Northgate", "source", rows_csv(readings(30, 40)), "general-3")
+    # A derivation (here: a subset of the rows) is not the same row set...
+    derived = parties.dataset("Northgate", "derived", rows_csv(readings(30, 40)[:35]), "general-3")
+    _, prov = parties.provider("Northgate")
+    r = parties.api.put(
+        f"/v1/datasets/{derived}/analysis-rules", headers=prov, json={"derived_from": source}
+    )
+    assert r.status_code == 200, r.text
+    # ...but its provider declared the source: they share one budget.
+    assert parties.ask("stats.count", [source], {}).status_code == 201
+    assert parties.ask("stats.count", [derived], {}).status_code == 201
+    for ds in (source, derived):
+        assert_problem(parties.ask("stats.count", [ds], {}), 409, "privacy-budget-exceeded")
+    # Once charged, a lineage is fixed: the declaration cannot be withdrawn to escape it.
+    r = parties.api.put(f"/v1/datasets/{derived}/analysis-rules", headers=prov, json={})
+    assert_problem(r, 422, "analysis-rules-violation")
+
+
+def test_one_requester_cannot_spend_everyones_budget(
+    parties: Parties, platform: Platform, creds: dict[str, Any]
+) -> None:
+    platform.compute.budget_limits = BudgetLimits(lineage_epsilon=1.8, requester_epsilon=1.2)
+    platform.compute.runner = HeldRunner()
+    ds = parties.dataset("Northgate", "shared", rows_csv(readings(31, 40)), "general-3")
+    org, prov = parties.provider("Northgate")
+    for _ in range(2):
+        assert parties.ask("stats.count", [ds], {}).status_code == 201
+    assert_problem(parties.ask("stats.count", [ds], {}), 409, "privacy-budget-exceeded")
+    # Another requester still has its share of what is left of the lineage's budget.
+    other_org, other = make_org(parties.api, creds, "Second Analytics", "enterprise")
+    active_contract(parties.api, other, prov, org, [ds], PURPOSE)
+    body = {"operator": "stats.count", "inputs": [ds], "params": {}, "purpose": PURPOSE}
+    assert parties.api.post("/v1/computations", headers=other, json=body).status_code == 201
+    assert_problem(
+        parties.api.post("/v1/computations", headers=other, json=body),
+        409,
+        "privacy-budget-exceeded",
+    )  # the lineage's 1.8 is spent
+    view = parties.api.get(f"/v1/datasets/{ds}/privacy-budget", headers=prov).json()
+    spent = {i["requester_org"]: i["epsilon_spent"] for i in view["requesters"]["items"]}
+    assert spent == {parties.ent_org: pytest.approx(1.2), other_org: pytest.approx(0.6)}
+    assert view["epsilon_remaining"] == pytest.approx(0.0, abs=1e-9)
+    assert view["requesters"]["total"] == 2 and view["requesters"]["next"] is None
+    mine = parties.api.get(f"/v1/datasets/{ds}/privacy-budget", headers=other).json()
+    assert [i["requester_org"] for i in mine["requesters"]["items"]] == [other_org]
