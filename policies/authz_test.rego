@@ -91,6 +91,30 @@ cases := {
 		"allow": true,
 		"obligations": {"dp_epsilon": 1.0},
 	},
+	"provider_rules_tighten_cohort_and_epsilon": {
+		"input": req(consumer, "computation.request", object.union(
+			ds("general-3", "conditional"),
+			{"analysis_rules": {"min_cohort": 25, "epsilon_per_query": 0.2}},
+		)),
+		"allow": true,
+		"obligations": {"min_cohort": 25, "dp_epsilon": 0.2},
+	},
+	"provider_rules_never_loosen": {
+		"input": req(consumer, "computation.request", object.union(
+			ds("general-3", "conditional"),
+			{"analysis_rules": {"min_cohort": 2, "epsilon_per_query": 5}},
+		)),
+		"allow": true,
+		"obligations": {"min_cohort": 10, "dp_epsilon": 0.6},
+	},
+	"provider_rules_ask_dp_on_open_data": {
+		"input": req(consumer, "computation.request", object.union(
+			ds("general-1", "open"),
+			{"analysis_rules": {"epsilon_per_query": 1.5}},
+		)),
+		"allow": true,
+		"obligations": {"dp_epsilon": 1.5},
+	},
 	"general_1_open_data_is_released_exactly": {
 		"input": req(consumer, "computation.request", ds("general-1", "open")),
 		"allow": true,
