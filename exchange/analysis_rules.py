@@ -191,8 +191,15 @@ def _check_derivation(session: Session, caller: Caller, ds: Dataset, source: str
         )
     if source is None:
         return
-    if source == ds.id or session.get(Dataset, source) is None:
+    src = session.get(Dataset, source)
+    if source == ds.id or src is None:
         raise InvalidInput("derived_from names no other dataset", field="derived_from")
+    if src.owner_org != caller.org_id:
+        # Declaring another provider's dataset as the source would let this provider's
+        # requesters spend that provider's lineage budget.
+        raise AnalysisRulesViolation(
+            "derived_from must name one of this provider's own datasets", field="derived_from"
+        )
 
 
 def load_rules(session: Session, dataset_id: str) -> AnalysisRules | None:

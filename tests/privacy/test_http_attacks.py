@@ -296,6 +296,13 @@ def test_a_derived_dataset_shares_its_sources_budget(parties: Parties, platform:
     assert parties.ask("stats.count", [derived], {}).status_code == 201
     for ds in (source, derived):
         assert_problem(parties.ask("stats.count", [ds], {}), 409, "privacy-budget-exceeded")
+    # Another provider cannot hang its dataset on this lineage (and spend its budget).
+    elsewhere = parties.dataset("Lakeside", "other", rows_csv(readings(32, 40)), "general-3")
+    _, lakeside = parties.provider("Lakeside")
+    r = parties.api.put(
+        f"/v1/datasets/{elsewhere}/analysis-rules", headers=lakeside, json={"derived_from": source}
+    )
+    assert_problem(r, 422, "analysis-rules-violation")
     # Once charged, a lineage is fixed: the declaration cannot be withdrawn to escape it.
     r = parties.api.put(f"/v1/datasets/{derived}/analysis-rules", headers=prov, json={})
     assert_problem(r, 422, "analysis-rules-violation")
