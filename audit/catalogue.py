@@ -51,6 +51,8 @@ class Event(StrEnum):
     # -- datasets and provider nodes (exchange/catalog.py, custody.py)
     DATASET_REGISTERED = "dataset.registered"
     DATASET_REGISTRATION_FAILED = "dataset.registration_failed"
+    DATASET_ANALYSIS_RULES_SET = "dataset.analysis_rules_set"
+    DATASET_ANALYSIS_RULES_FAILED = "dataset.analysis_rules_failed"
     NODE_REGISTERED = "node.registered"
     NODE_REGISTER_FAILED = "node.register_failed"
 
@@ -154,6 +156,7 @@ class RecordType(StrEnum):
     PERSON_ACTIVATED = Event.PERSON_ACTIVATED.value
     CERTIFICATE_ISSUED = Event.CERTIFICATE_ISSUED.value
     DATASET_REGISTERED = Event.DATASET_REGISTERED.value
+    DATASET_ANALYSIS_RULES_SET = Event.DATASET_ANALYSIS_RULES_SET.value
     NODE_REGISTERED = Event.NODE_REGISTERED.value
     CONTRACT_PROPOSED = Event.CONTRACT_PROPOSED.value
     CONTRACT_ACTIVE = Event.CONTRACT_ACTIVE.value

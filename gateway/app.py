@@ -37,6 +37,7 @@ from gateway.routers import (
     organisations,
     people,
     policies,
+    privacy,
     trail,
 )
 from gateway.routers import compliance as compliance_router
@@ -194,6 +195,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(market.router, dependencies=protected)
     app.include_router(market_deals.router, dependencies=protected)
     app.include_router(computations.router, dependencies=protected)
+    app.include_router(privacy.router, dependencies=protected)
     app.include_router(nodes.router, dependencies=protected)
     app.include_router(compliance_router.router, dependencies=protected)
     app.include_router(audit_router.router, dependencies=protected)

@@ -33,7 +33,10 @@ from audit.monitor import MonitorUnavailable
 from crypto.problem import CodedError
 from crypto.psi_ec import InvalidGroupElement
 from exchange import errors as xe
+from exchange.analysis_rules import AnalysisRulesViolation
+from exchange.approval_binding import ApprovalMismatch
 from exchange.backup import BackupError, RestoreRefused
+from exchange.budgets import BudgetExceeded
 from exchange.custody import NodeAddressRefused, NodeDataShredded, NodeUnreachable
 from exchange.identity import StoreMismatch
 from exchange.market.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
@@ -263,6 +266,10 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     QuotaExceeded: ProblemType(429),
     OutputTooLarge: ProblemType(422),
     ComputationTooCostly: ProblemType(422),
+    # Privacy (docs/privacy.md): the providers' rules, budgets at acceptance, bound approvals.
+    AnalysisRulesViolation: ProblemType(422),
+    BudgetExceeded: ProblemType(409),
+    ApprovalMismatch: ProblemType(409),
     # crypto: key-management refusals a caller can act on (they name no key material);
     # every other crypto error is one opaque answer.
     ce.CryptoError: _OPAQUE_CRYPTO,

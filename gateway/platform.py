@@ -32,6 +32,7 @@ import migrations
 import policies
 from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
+from exchange.budgets import BudgetLimits
 from exchange.policy_activation import activate_policy
 from exchange.quotas import Quotas
 from gateway import compliance_root
@@ -280,6 +281,12 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
             ),
             quotas=Quotas(
                 queued=settings.quota_queued_per_org, running=settings.quota_running_per_org
+            ),
+            budget_limits=BudgetLimits(
+                lineage_epsilon=settings.privacy_lineage_epsilon,
+                requester_epsilon=min(
+                    settings.privacy_requester_epsilon, settings.privacy_lineage_epsilon
+                ),
             ),
             usage_limits=UsageLimits(
                 max_output_values=settings.max_output_values,

@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     market_fee_rate: Annotated[Decimal, Field(ge=0, le=1, max_digits=6, decimal_places=4)] = (
         Decimal("0.05")
     )
+    # Privacy budgets (issue 14, exchange/budgets.py): ε per dataset lineage, every
+    # requester together, and one requesting organisation's share of it.
+    privacy_lineage_epsilon: Annotated[float, Field(gt=0, le=100)] = 3.0
+    privacy_requester_epsilon: Annotated[float, Field(gt=0, le=100)] = 2.0
     # Crash hygiene and readiness (issue 13).
     sweep_interval_s: Count = 300
     """How often leftovers (`.partial`, objects without a row) are swept while serving."""

@@ -220,7 +220,42 @@ chosen_obligations := object.get(rule, "obligations", {}) if chosen.scope == "ma
 
 chosen_obligations := object.get(chosen, "obligations", {}) if chosen.scope != "matrix"
 
-obligations := object.union(m.obligation_defaults, chosen_obligations)
+base_obligations := object.union(m.obligation_defaults, chosen_obligations)
+
+# A dataset's provider tightens a computation's obligations with its analysis rules
+# (docs/privacy.md §3, `resource.analysis_rules`): a larger minimum cohort, a smaller ε
+# per query (which asks for DP where the cell asks none). Rules never loosen them.
+provider_rules := object.get(resource, "analysis_rules", {})
+
+rule_cohort := provider_rules.min_cohort if is_number(provider_rules.min_cohort)
+
+rule_epsilon := provider_rules.epsilon_per_query if is_number(provider_rules.epsilon_per_query)
+
+cell_cohort := base_obligations.min_cohort if is_number(base_obligations.min_cohort)
+
+cell_epsilon := base_obligations.dp_epsilon if is_number(base_obligations.dp_epsilon)
+
+tightened["min_cohort"] := rule_cohort if {
+	action == "computation.request"
+	not cell_cohort
+}
+
+tightened["min_cohort"] := rule_cohort if {
+	action == "computation.request"
+	rule_cohort > cell_cohort
+}
+
+tightened["dp_epsilon"] := rule_epsilon if {
+	action == "computation.request"
+	not cell_epsilon
+}
+
+tightened["dp_epsilon"] := rule_epsilon if {
+	action == "computation.request"
+	rule_epsilon < cell_epsilon
+}
+
+obligations := object.union(base_obligations, tightened)
 
 # ---------------------------------------------------------------------------------
 # Scope refusals, computed only for scopes some applicable grant uses.

@@ -79,7 +79,46 @@ cases := {
 	"general_3_computation_under_contract": {
 		"input": req(consumer, "computation.request", ds("general-3", "conditional")),
 		"allow": true,
-		"obligations": {"min_cohort": 10, "desensitise": true, "require_provider_approval": false},
+		"obligations": {"min_cohort": 10, "desensitise": true, "require_provider_approval": false, "dp_epsilon": 0.6},
+	},
+	"general_2_computation_is_differentially_private": {
+		"input": req(consumer, "computation.request", ds("general-2", "conditional")),
+		"allow": true,
+		"obligations": {"dp_epsilon": 0.8, "require_provider_approval": false},
+	},
+	"general_1_conditional_computation_is_differentially_private": {
+		"input": req(consumer, "computation.request", ds("general-1", "conditional")),
+		"allow": true,
+		"obligations": {"dp_epsilon": 1.0},
+	},
+	"provider_rules_tighten_cohort_and_epsilon": {
+		"input": req(consumer, "computation.request", object.union(
+			ds("general-3", "conditional"),
+			{"analysis_rules": {"min_cohort": 25, "epsilon_per_query": 0.2}},
+		)),
+		"allow": true,
+		"obligations": {"min_cohort": 25, "dp_epsilon": 0.2},
+	},
+	"provider_rules_never_loosen": {
+		"input": req(consumer, "computation.request", object.union(
+			ds("general-3", "conditional"),
+			{"analysis_rules": {"min_cohort": 2, "epsilon_per_query": 5}},
+		)),
+		"allow": true,
+		"obligations": {"min_cohort": 10, "dp_epsilon": 0.6},
+	},
+	"provider_rules_ask_dp_on_open_data": {
+		"input": req(consumer, "computation.request", object.union(
+			ds("general-1", "open"),
+			{"analysis_rules": {"epsilon_per_query": 1.5}},
+		)),
+		"allow": true,
+		"obligations": {"dp_epsilon": 1.5},
+	},
+	"general_1_open_data_is_released_exactly": {
+		"input": req(consumer, "computation.request", ds("general-1", "open")),
+		"allow": true,
+		"obligations": {"dp_epsilon": null},
 	},
 	"general_4_computation_needs_approval": {
 		"input": req(consumer, "computation.request", ds("general-4", "conditional")),
@@ -387,6 +426,31 @@ test_matrix_keeps_rows_in if {
 leaks_rows(name, cell, action) if {
 	not startswith(name, "general-")
 	cell.actions[action].allow == true
+}
+
+# Every computation on data that is not `open` general-1 (public rows) is differentially
+# private, and ε per query never grows with the grade (docs/privacy.md §2).
+test_every_computation_on_non_open_data_is_dp if {
+	every name, cell in data.pdx.matrix.cells {
+		not exact_release(name, cell)
+	}
+}
+
+exact_release(name, cell) if {
+	name != "general-1/open"
+	cell.actions["computation.request"].allow == true
+	not cell.actions["computation.request"].obligations.dp_epsilon
+}
+
+test_epsilon_per_query_falls_with_the_grade if {
+	eps := [e |
+		some level in ["general-1", "general-2", "general-3", "general-4", "important", "core"]
+		e := data.pdx.matrix.cells[concat("/", [level, "conditional"])].actions["computation.request"].obligations.dp_epsilon
+	]
+	count(eps) == 6
+	every i in numbers.range(1, 5) {
+		eps[i] <= eps[i - 1]
+	}
 }
 
 # Closed data permits nothing at all.

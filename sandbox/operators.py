@@ -98,10 +98,16 @@ class FlParams(BaseModel):
     tol: float = Field(default=1e-4, ge=0)
     patience: int = Field(default=5, ge=1)
     clip_norm: float = Field(default=1.0, gt=0)
+    feature_bounds: list[tuple[float, float]] | None = Field(
+        default=None,
+        description="[lo, hi] per feature; set from the providers' analysis rules",
+    )
 
     def config(self) -> FlConfig:
         d = self.model_dump()
         d["features"] = tuple(d["features"])
+        if d["feature_bounds"] is not None:
+            d["feature_bounds"] = tuple(tuple(b) for b in d["feature_bounds"])
         return FlConfig(**d)
 
     def used_columns(self) -> list[str]:

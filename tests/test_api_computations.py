@@ -69,7 +69,12 @@ def values(text: str, column: str) -> list[Fraction]:
 
 
 def setup_network(
-    api: TestClient, creds: dict[str, Any], level: str, *, rows: tuple[int, ...] = (60, 45, 75)
+    api: TestClient,
+    creds: dict[str, Any],
+    level: str,
+    *,
+    rows: tuple[int, ...] = (60, 45, 75),
+    open_attribute: str = "conditional",
 ) -> dict[str, Any]:
     """Three district hospitals with a measure dataset each; an enterprise with contracts."""
     ent_org, ent = make_org(api, creds, "Riverside Health Analytics", "enterprise")
@@ -77,7 +82,9 @@ def setup_network(
     for i, (name, n) in enumerate(zip(HOSPITALS, rows, strict=True)):
         org, headers = make_org(api, creds, f"{name} District Hospital", "provider")
         text = measure_csv(i, n)
-        ds = register_dataset(api, headers, text, f"{name} ward readings", level)
+        ds = register_dataset(
+            api, headers, text, f"{name} ward readings", level, open_attribute=open_attribute
+        )
         contract = active_contract(api, ent, headers, org, [ds["id"]], PURPOSE)
         hospitals.append(
             {"org": org, "h": headers, "ds": ds, "text": text, "contract": contract["id"]}
@@ -147,12 +154,13 @@ def test_denied_request_runs_nothing(
 def test_mean_across_three_hospitals_is_released_to_the_requester_only(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
-    net = setup_network(capi, creds, "general-2")
+    # Open general-1 data: its rows are public, so the exact mean is released (no DP).
+    net = setup_network(capi, creds, "general-1", open_attribute="open")
     r = ask(capi, net, "stats.mean", {"columns": ["systolic_bp"]})
     assert r.status_code == 201, r.text
     created = r.json()
-    assert created["state"] == "approved"  # general-2: contract and purpose, no approval
-    assert created["obligations"]["desensitise"] is True
+    assert created["state"] == "approved"  # no approval required
+    assert created["obligations"]["dp_epsilon"] is None
     comp_id = created["id"]
     done = wait_for(capi, net["ent"], comp_id, "released", "failed", "rejected")
     assert done["state"] == "released", done["error"]
@@ -321,7 +329,7 @@ def test_release_gate_refuses_when_the_budget_is_spent(
 def test_federated_model_across_three_hospitals(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
-    net = setup_network(capi, creds, "general-2")
+    net = setup_network(capi, creds, "general-1", open_attribute="open")  # exact: no DP
     params = {"features": ["systolic_bp", "age"], "label": "readmitted", "rounds": 3}
     r = ask(capi, net, "fl.logreg", params)
     assert r.status_code == 201, r.text
@@ -338,13 +346,19 @@ def test_federated_model_across_three_hospitals(
 def test_node_held_dataset_stays_on_the_node(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
-    net = setup_network(capi, creds, "general-2", rows=(50, 40, 30))
+    net = setup_network(capi, creds, "general-1", rows=(50, 40, 30), open_attribute="open")
     org, prov = make_org(capi, creds, "Westbrook District Hospital", "provider")
     r = capi.put("/v1/nodes/me", headers=prov, json={"kind": "embedded"})
     assert r.status_code == 200, r.text
     text = measure_csv(7, 55)
     ds = register_dataset(
-        capi, prov, text, "Westbrook ward readings", "general-2", path="/v1/nodes/datasets"
+        capi,
+        prov,
+        text,
+        "Westbrook ward readings",
+        "general-1",
+        path="/v1/nodes/datasets",
+        open_attribute="open",
     )
     assert ds["custody"] == "node" and ds["rows"] == 55
     # No object and no content key on the platform: only metadata, digests, the scan.

@@ -53,6 +53,8 @@ VARIABLES: list[tuple[str, str, Any, str, Any]] = [
     ("PDX_JOB_WORKERS", "job_workers", 2, "4", 4),
     ("PDX_MAX_OUTPUT_VALUES", "max_output_values", 10_000, "9", 9),
     ("PDX_MAX_ROW_PASSES", "max_row_passes", 2_000_000_000, "9", 9),
+    ("PDX_PRIVACY_LINEAGE_EPSILON", "privacy_lineage_epsilon", 3.0, "5", 5.0),
+    ("PDX_PRIVACY_REQUESTER_EPSILON", "privacy_requester_epsilon", 2.0, "0.5", 0.5),
     ("PDX_UNSAFE_BENCH_NO_PEP", "unsafe_bench_no_pep", False, "1", True),
     ("PDX_SWEEP_INTERVAL_S", "sweep_interval_s", 300, "60", 60),
     ("PDX_SWEEP_GRACE_S", "sweep_grace_s", 900, "30", 30),

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 import audit
 from exchange.accounts import Caller, Role
+from exchange.approval_binding import record_approval
+from exchange.commitments import commitment_of
 from exchange.computations.context import ComputeContext
 from exchange.computations.job_keys import job_key_binding
 from exchange.computations.results import shred_result
@@ -38,8 +40,13 @@ def decide(
     approve: bool,
     reason: str = "",
     decision_id: str | None,
+    query_digest: str | None = None,
 ) -> ComputationPublic:
-    """A provider approves or rejects: the run (awaiting-approval) or the release (review)."""
+    """A provider approves or rejects: the run (awaiting-approval) or the release (review).
+
+    Approving the run records the query the provider approves (`exchange.approval_binding`);
+    with `query_digest`, an approval naming another query is refused.
+    """
     caller.require(Role.DATA_PROVIDER)
     now = ctx.clock()
     with ctx.sessions() as session, session.begin():
@@ -64,6 +71,15 @@ def decide(
             },
         ]
         if state is State.AWAITING_APPROVAL:
+            if approve:
+                record_approval(
+                    session,
+                    comp,
+                    provider_org=caller.org_id,
+                    approved_by=caller.client_id,
+                    presented=query_digest,
+                    now=now,
+                )
             index = _decide_stage(
                 _RUN, ctx, session, comp, mine, caller, subject, approve, reason, now
             )
@@ -184,6 +200,6 @@ def _decide_stage(
             expect=stage.pending_state,
             state=stage.done_state,
             detail=stage.done_detail,
-            digest=f"sha256:{comp.result_digest}" if stage is _RELEASE else None,
+            digest=commitment_of(session, comp.id, "result") if stage is _RELEASE else None,
         )
     return index

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 import crypto
 import policies
+from exchange.budgets import DEFAULT_LIMITS, BudgetLimits
 from exchange.catalog import CatalogContext
 from exchange.jobs import DbPrivacyBudget, JobRunner, ThreadRunner
 from exchange.quotas import DEFAULT_QUOTAS, DEFAULT_USAGE_LIMITS, Quotas
@@ -53,6 +54,8 @@ class ComputeContext:
     """Jobs whose operators were started (what tests count: none for a refused request)."""
     quotas: Quotas = DEFAULT_QUOTAS
     usage_limits: UsageLimits = DEFAULT_USAGE_LIMITS
+    budget_limits: BudgetLimits = DEFAULT_LIMITS
+    """ε/δ per dataset lineage and per requester on it, charged at acceptance (exchange.budgets)."""
 
     def __post_init__(self) -> None:
         if self.budget is None:

@@ -13,8 +13,6 @@ this transaction (no time-of-check/time-of-use gap). Then come the operator's pa
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -23,7 +21,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 import policies
+from exchange import analysis_rules, budgets
 from exchange.accounts import Caller, OrgKind, Role
+from exchange.commitments import canonical, record_commitment
 from exchange.computations import job_keys
 from exchange.computations.context import DEFAULT_MIN_COHORT, ComputeContext
 from exchange.computations.runs import submit
@@ -35,6 +35,7 @@ from exchange.market.models import Agreement
 from exchange.models import Computation, ComputationInput, Contract, Dataset, DatasetField
 from exchange.quotas import admit, check_usage
 from exchange.resources import RequestInput, covering_view, load_request_inputs
+from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import SECURITY_MODEL
 from sandbox.operators import (
     FlParams,
@@ -73,12 +74,18 @@ def request_computation(
             contract_id=body.agreement_id or body.contract_id,
             now=now,
         )
+        # The providers' analysis rules travel in the policy input (docs/privacy.md §3).
+        ruled = [(i.dataset.id, analysis_rules.load_rules(session, i.dataset.id)) for i in loaded]
+        for inp, (_, rules) in zip(loaded, ruled, strict=True):
+            inp.resource["analysis_rules"] = analysis_rules.policy_view(rules)
         decision = decide([i.resource for i in loaded])
         caller.require(Role.DATA_CONSUMER)
         if caller.org_kind is not OrgKind.ENTERPRISE:
             raise Forbidden("only an enterprise requests computations")
         params = _validate_params(body.operator, body.params)
         ob = policies.Obligations.from_decision(decision.obligations)
+        # Bounds, groups, cohort and ε per query are the providers', not the request's.
+        params, ob = analysis_rules.apply(body.operator, params, ob, ruled)
         datasets = [i.dataset for i in loaded]
         if isinstance(params, FlParams):
             if len(datasets) < 2:
@@ -94,7 +101,23 @@ def request_computation(
         check_usage(body.operator, params.model_dump(), datasets, ctx.usage_limits)
         admit(session, caller.org_id, ctx.quotas)
         _recheck_contracts(session, loaded)
-        comp = _record(ctx, session, caller, body, loaded, params, ob, decision, now)
+
+        def charge(comp: Computation) -> None:
+            """Charged at acceptance, in this transaction, before anything else is asked."""
+            eps = ob.dp_epsilon or 0.0
+            budgets.charge(
+                session,
+                ctx.catalog,
+                computation_id=comp.id,
+                requester_org=caller.org_id,
+                datasets=datasets,
+                epsilon=eps,
+                delta=DEFAULT_DELTA if eps and isinstance(params, FlParams) else 0.0,
+                limits=ctx.budget_limits,
+                now=now,
+            )
+
+        comp = _record(ctx, session, caller, body, loaded, params, ob, decision, now, charge)
         if body.job_key is not None and job_n is not None:
             job_keys.store_job_key(session, comp, body.job_key, now)
         _meter(ctx, session, caller, comp, loaded, ob, now)
@@ -172,8 +195,9 @@ def _record(
     ob: policies.Obligations,
     decision: policies.Decision,
     now: datetime,
+    charge: Callable[[Computation], None],
 ) -> Computation:
-    """Write the request, its inputs and its first transitions."""
+    """Write the request, its inputs, its budget charge and its first transitions."""
     inputs = [i.dataset.id for i in loaded]
     comp = Computation(
         id=str(uuid.uuid4()),
@@ -208,13 +232,16 @@ def _record(
         )
     session.add(comp)
     session.flush()
+    charge(comp)
     subject = caller.subject()
-    digest = hashlib.sha256(
-        json.dumps(
-            {"operator": comp.operator, "params": comp.params, "inputs": inputs},
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    # A keyed commitment, not a plain digest: parameter spaces are small (exchange.commitments).
+    digest = record_commitment(
+        session,
+        comp.id,
+        "query",
+        canonical({"operator": comp.operator, "params": comp.params, "inputs": inputs}),
+        now=now,
+    )
     transition(
         ctx,
         session,
@@ -225,7 +252,7 @@ def _record(
         now=now,
         expect=State.REQUESTED,
         detail=f"operator={comp.operator} inputs={len(inputs)}",
-        digest=f"sha256:{digest}",
+        digest=digest,
     )
     if ob.require_provider_approval:
         providers = sorted({i.dataset.owner_org for i in loaded})

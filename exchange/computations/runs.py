@@ -31,7 +31,9 @@ from sqlalchemy.orm import Session
 
 import crypto
 import policies
+from exchange.approval_binding import ApprovalMismatch, check_bindings
 from exchange.catalog import iter_plaintext
+from exchange.commitments import record_commitment
 from exchange.computations import job_keys
 from exchange.computations.context import ComputeContext, release_obligations
 from exchange.computations.results import result_aad, result_ref
@@ -96,6 +98,7 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
         requester = comp.requester_org
     prepared: _Prepared | None = None
     try:
+        _check_query(ctx, computation_id)
         ctx.sandbox_runs += 1
         party = _party(ctx, computation_id, ob)
         prepared = _prepare_inputs(ctx, computation_id, operator, params_raw, party)
@@ -135,6 +138,15 @@ def _party(ctx: ComputeContext, computation_id: str, ob: policies.Obligations) -
             return None
         inputs = len(load(session, computation_id).inputs)
     return job_keys.party_job(computation_id, key[0], inputs, release_obligations(ob))
+
+
+def _check_query(ctx: ComputeContext, computation_id: str) -> None:
+    """The query about to run is the one every provider approved (exchange.approval_binding)."""
+    with ctx.sessions() as session:
+        try:
+            check_bindings(session, load(session, computation_id))
+        except ApprovalMismatch as exc:
+            raise _JobFailed(exc.code, exc.detail) from None
 
 
 def _prepare_inputs(
@@ -325,7 +337,8 @@ def _finish(
             expect=State.RUNNING,
             state=State.REVIEW if held else State.RELEASED,
             detail=f"epsilon={release.epsilon_spent}{suppressed}",
-            digest=f"sha256:{digest}",
+            # Keyed (exchange.commitments): a small result is not brute-forced off the ledger.
+            digest=record_commitment(session, comp.id, "result", body, now=now),
         )
 
 

@@ -65,6 +65,12 @@ ApprovalDep = Annotated[policies.Decision, Depends(DecideComputation)]
 
 class DecisionIn(BaseModel):
     reason: str = Field(default="", max_length=500)
+    query_digest: str | None = Field(
+        default=None,
+        max_length=80,
+        description="the `query_digest` of GET /v1/computations/{id}/query the provider "
+        "approves; an approval naming another query is refused (409)",
+    )
 
 
 # -- routes ---------------------------------------------------------------------------------------
@@ -159,6 +165,7 @@ def approve(
         approve=True,
         reason=body.reason if body else "",
         decision_id=decision.decision_id,
+        query_digest=body.query_digest if body else None,
     )
 
 
