@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -12,9 +10,11 @@ import exchange
 import exchange.clients
 from audit.catalogue import Event
 from exchange import resources
+from exchange.timestamps import Timestamp
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -28,7 +28,7 @@ class OrganisationPublic(BaseModel):
     id: str
     name: str
     kind: str
-    created_at: datetime
+    created_at: Timestamp
     ledger_index: int | None = None  # set on creation: the entry recording it
 
 
@@ -106,12 +106,14 @@ def create_organisation(
 
 @router.get(
     "/organisations",
-    response_model=list[OrganisationPublic],
+    response_model=Page[OrganisationPublic],
     dependencies=[Depends(ReadAccounts)],
 )
-def list_organisations(caller: CallerDep, platform: PlatformDep) -> list[OrganisationPublic]:
-    with platform.session() as session:
-        return [_public(o) for o in exchange.list_organisations(session)]
+def list_organisations(
+    caller: CallerDep, session: SessionDep, paging: PagingDep
+) -> Page[OrganisationPublic]:
+    """Every organisation, oldest first."""
+    return paging.page_as(exchange.list_organisations(session, window=paging.window), _public)
 
 
 async def _requested_roles(request: Request) -> None:

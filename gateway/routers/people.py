@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -16,6 +14,7 @@ import exchange.people
 from audit.catalogue import Event
 from exchange import errors as xe
 from exchange import resources
+from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
@@ -46,7 +45,7 @@ class InvitationIssued(BaseModel):
     id: str
     org_id: str
     code: str
-    expires_at: datetime
+    expires_at: Timestamp
     roles: list[str]
     org_admin: bool
     ledger_index: int | None = None
