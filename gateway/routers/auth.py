@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -359,6 +359,49 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     await run_in_threadpool(_revoke, platform, request, client_id, secret, basic, token)
     request.app.state.principals.invalidate()
     return JSONResponse({}, headers=_NO_STORE)
+
+
+class AuthorizationServerMetadata(BaseModel):
+    """RFC 8414 §2 metadata: where to get tokens, which grants and client auth methods."""
+
+    issuer: str = Field(description="the `iss` of every access token (PDX_ISSUER)")
+    token_endpoint: str
+    jwks_uri: str
+    revocation_endpoint: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    response_types_supported: list[str] = Field(
+        description="empty: there is no authorization endpoint (client credentials only)"
+    )
+    tls_client_certificate_bound_access_tokens: bool = Field(
+        description="RFC 8705 §3.3: tokens are bound to the client certificate (mTLS)"
+    )
+    token_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+
+
+@router.get("/.well-known/oauth-authorization-server", response_model=AuthorizationServerMetadata)
+def authorization_server_metadata(
+    request: Request, platform: PlatformDep
+) -> AuthorizationServerMetadata:
+    """RFC 8414 authorization-server metadata, for OAuth 2 client libraries."""
+    base = str(request.base_url).rstrip("/")
+    methods = ["client_secret_basic", "client_secret_post"]
+    return AuthorizationServerMetadata(
+        issuer=platform.settings.issuer,
+        token_endpoint=f"{base}/v1/auth/token",
+        jwks_uri=f"{base}/.well-known/jwks.json",
+        revocation_endpoint=f"{base}/v1/auth/revoke",
+        grant_types_supported=[
+            "client_credentials",
+            "refresh_token",
+            exchange.people.PERSON_GRANT,
+        ],
+        token_endpoint_auth_methods_supported=methods,
+        revocation_endpoint_auth_methods_supported=methods,
+        response_types_supported=[],
+        tls_client_certificate_bound_access_tokens=platform.settings.mtls,
+    )
 
 
 @router.get("/.well-known/jwks.json")
