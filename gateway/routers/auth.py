@@ -21,6 +21,7 @@ import exchange.sessions
 from audit.catalogue import Event
 from crypto.ca import client_identity, thumbprint_s256
 from crypto.errors import CertificateError
+from exchange import authn_trail
 from exchange import errors as xe
 from gateway import mtls
 from gateway.auditing import client_ip
@@ -114,13 +115,8 @@ def _issue(
             cnf_x5t=cnf,
         )
         # 等保 (docs/compliance.md AUD-02): successful authentications are audited too.
-        audit.record(
-            session,
-            _subject(request, client.id, client.org_id),
-            audit.AuditEvent(
-                Event.AUTH_TOKEN_ISSUED, "authenticate", audit.Result.SUCCESS, object_id=client.id
-            ),
-            now=now,
+        authn_trail.record_token_issued(
+            session, _subject(request, client.id, client.org_id), client.id, now=now
         )
         org_id = client.org_id
     return _tokens(platform, request, client_id, org_id, refresh, now, cnf)
@@ -143,17 +139,11 @@ def _refresh(
             request.state.audit_event = Event.AUTH_REFRESH_DENIED
             request.state.object_id = client.id
             raise _oauth_error("invalid-grant", "invalid_grant", exc.detail) from None
-        result = audit.Result.DENY if rotation.reused else audit.Result.SUCCESS
-        audit.record(
+        authn_trail.record_refresh(
             session,
             _subject(request, client.id, client.org_id),
-            audit.AuditEvent(
-                Event.AUTH_REFRESH_REUSED if rotation.reused else Event.AUTH_TOKEN_REFRESHED,
-                "refresh",
-                result,
-                object_id=client.id,
-                detail="refresh token reused: family revoked" if rotation.reused else None,
-            ),
+            client.id,
+            reused=rotation.reused,
             now=now,
         )
         org_id = client.org_id
@@ -255,13 +245,8 @@ def _revoke(
                     now=now,
                 )
         if done:
-            audit.record(
-                session,
-                _subject(request, client.id, client.org_id),
-                audit.AuditEvent(
-                    Event.AUTH_TOKEN_REVOKED, "revoke", audit.Result.SUCCESS, object_id=client.id
-                ),
-                now=now,
+            authn_trail.record_token_revoked(
+                session, _subject(request, client.id, client.org_id), client.id, now=now
             )
 
 

@@ -12,8 +12,8 @@ import audit
 import exchange
 import exchange.people
 from audit.catalogue import Event
+from exchange import authn_trail, resources
 from exchange import errors as xe
-from exchange import resources
 from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
@@ -180,8 +180,13 @@ def redeem(body: Redeem, request: Request, platform: PlatformDep) -> Enrolled:
     )
 
 
-@public.post(CONFIRM_PATH)
-def confirm(body: Confirm, request: Request, platform: PlatformDep) -> dict[str, str]:
+class Confirmed(BaseModel):
+    person_id: str
+    state: str = Field(description="the person's state: `active` once confirmed")
+
+
+@public.post(CONFIRM_PATH, response_model=Confirmed)
+def confirm(body: Confirm, request: Request, platform: PlatformDep) -> Confirmed:
     """The first TOTP code from the authenticator activates the person."""
     request.state.audit_event = Event.PERSON_CONFIRM_DENIED
     with platform.session() as session, session.begin():
@@ -194,7 +199,7 @@ def confirm(body: Confirm, request: Request, platform: PlatformDep) -> dict[str,
             now=platform.now(),
             trail=platform.trail,
         )
-        return {"person_id": person.id, "status": person.status}
+        return Confirmed(person_id=person.id, state=person.status)
 
 
 def _person_denied(request: Request, login: str) -> GatewayError:
@@ -234,19 +239,10 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
             )
         except xe.AuthenticationFailed:
             raise _person_denied(request, login) from None
-        audit.record(
-            session,
-            audit.Subject(
-                person.id, person.org_id, client_ip(request), request.state.request_id, None
-            ),
-            audit.AuditEvent(
-                Event.AUTH_PERSON_TOKEN_ISSUED,
-                "authenticate",
-                audit.Result.SUCCESS,
-                object_id=person.id,
-            ),
-            now=now,
+        subject = audit.Subject(
+            person.id, person.org_id, client_ip(request), request.state.request_id, None
         )
+        authn_trail.record_person_token_issued(session, subject, person.id, now=now)
         person_id, org_id = person.id, person.org_id
     # The person's id is the token's subject (exchange.people.PERSON_PREFIX); no refresh
     # token: a person signs in again with a fresh TOTP code.
