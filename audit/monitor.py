@@ -172,7 +172,9 @@ def monitor(
     height = previous.height + 1 if previous is not None else 0
     caught_up = False
     while not caught_up:
-        page = server.get("/v1/ledger/blocks", start=height, end=height + PAGE).json()
+        page = server.get("/v1/ledger/blocks", start=height, end=height + PAGE, limit=PAGE).json()[
+            "items"
+        ]
         caught_up = len(page) < PAGE
         for item in page:
             item.pop("checkpoint", None)
