@@ -17,7 +17,7 @@ from audit.workspace import BadCursor, RecordFilter, list_decisions, list_record
 from audit.workspace import Page as AuditPage
 from exchange.paging import Slice
 from gateway.errors import GatewayError
-from gateway.pagination import Paging, invalid_cursor, pager
+from gateway.pagination import Page, Paging, invalid_cursor, pager
 from gateway.pep import Enforce
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
@@ -105,7 +105,18 @@ def _settings(platform: Platform) -> ComplianceSettings:
     return platform.compliance.settings if platform.compliance else ComplianceSettings()
 
 
-@router.get("/records", dependencies=[Depends(ReadAudit)], response_model=None)
+@router.get(
+    "/records",
+    dependencies=[Depends(ReadAudit)],
+    response_model=None,
+    responses={
+        200: {
+            "model": Page[dict[str, Any]],
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+            "description": "a page; JSON Lines of the items with `format=jsonl`",
+        }
+    },
+)
 def records(
     request: Request,
     caller: CallerDep,
@@ -126,7 +137,18 @@ def records(
     return _answer(request, paging, page, format)
 
 
-@router.get("/decisions", dependencies=[Depends(ReadAudit)], response_model=None)
+@router.get(
+    "/decisions",
+    dependencies=[Depends(ReadAudit)],
+    response_model=None,
+    responses={
+        200: {
+            "model": Page[dict[str, Any]],
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+            "description": "a page; JSON Lines of the items with `format=jsonl`",
+        }
+    },
+)
 def decisions(
     request: Request,
     caller: CallerDep,

@@ -389,7 +389,13 @@ def authorization_server_metadata(
     )
 
 
-@router.get("/.well-known/jwks.json")
+class Jwks(BaseModel):
+    """RFC 7517 §5 JWK set: the Ed25519 public keys (RFC 8037) that sign access tokens."""
+
+    keys: list[dict[str, str]]
+
+
+@router.get("/.well-known/jwks.json", response_model=Jwks)
 def jwks(request: Request) -> dict[str, list[dict[str, str]]]:
     """Public keys that verify access tokens (RFC 7517), current and not yet expired."""
     keys: dict[str, list[dict[str, str]]] = request.app.state.tokens.jwks()
