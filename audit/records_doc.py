@@ -16,7 +16,7 @@ def render_record_types_md() -> str:
         "",
         "<!-- Generated from audit/catalogue.py `RecordType`: do not edit. Regenerate with",
         "     python -c 'from audit.records_doc import render_record_types_md as r;"
-        " open(\"docs/ledger-records.md\", \"w\").write(r())' -->",
+        ' open("docs/ledger-records.md", "w").write(r())\' -->',
         "",
         "Each ledger leaf is a canonical JSON (RFC 8785) record whose `type` is one of these",
         "stable dotted names, snake_case after the area: the audit event of the operation",
