@@ -20,7 +20,7 @@ from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.ratelimit import Limits
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
 public = APIRouter(prefix="/v1", tags=["people"])  # enrolment: the invitation code authenticates
@@ -113,18 +113,24 @@ def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
     dependencies=[Depends(InviteFirstAdmin)],
 )
 def invite_first_admin(
-    org_id: str, body: FirstAdminInvite, request: Request, caller: CallerDep, platform: PlatformDep
+    org_id: str,
+    body: FirstAdminInvite,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> InvitationIssued:
     """The operator invites a new organisation's first administrator (once, nothing more)."""
     request.state.audit_event = Event.PERSON_INVITE_FAILED
     request.state.object_id = org_id
-    with platform.session() as session, session.begin():
+    with session.begin():
         inv = exchange.people.invite_first_admin(
             session,
             caller,
             org_id=org_id,
             display_name=body.display_name,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     return _issued(inv)
@@ -137,12 +143,18 @@ def invite_first_admin(
     dependencies=[Depends(_requested_roles), Depends(InvitePerson)],
 )
 def invite_person(
-    org_id: str, body: PersonInvite, request: Request, caller: CallerDep, platform: PlatformDep
+    org_id: str,
+    body: PersonInvite,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> InvitationIssued:
     """An organisation's administrator invites another person of that organisation."""
     request.state.audit_event = Event.PERSON_INVITE_FAILED
     request.state.object_id = org_id
-    with platform.session() as session, session.begin():
+    with session.begin():
         inv = exchange.people.invite_person(
             session,
             caller,
@@ -150,24 +162,26 @@ def invite_person(
             display_name=body.display_name,
             roles=body.roles,
             org_admin=body.org_admin,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     return _issued(inv)
 
 
 @public.post(REDEEM_PATH, status_code=201, response_model=Enrolled)
-def redeem(body: Redeem, request: Request, platform: PlatformDep) -> Enrolled:
+def redeem(
+    body: Redeem, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
+) -> Enrolled:
     """Spend an invitation code: set a login and password, receive the TOTP secret."""
     request.state.audit_event = Event.PERSON_REDEEM_DENIED
-    with platform.session() as session, session.begin():
+    with session.begin():
         e = exchange.people.redeem_invitation(
             session,
             platform.keystore,
             code=body.code,
             login=body.login,
             password=body.password,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     return Enrolled(
@@ -186,17 +200,19 @@ class Confirmed(BaseModel):
 
 
 @public.post(CONFIRM_PATH, response_model=Confirmed)
-def confirm(body: Confirm, request: Request, platform: PlatformDep) -> Confirmed:
+def confirm(
+    body: Confirm, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
+) -> Confirmed:
     """The first TOTP code from the authenticator activates the person."""
     request.state.audit_event = Event.PERSON_CONFIRM_DENIED
-    with platform.session() as session, session.begin():
+    with session.begin():
         person = exchange.people.confirm_enrolment(
             session,
             platform.keystore,
             login=body.login,
             password=body.password,
             totp=body.totp,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
         return Confirmed(person_id=person.id, state=person.status)
