@@ -18,6 +18,7 @@ from sqlalchemy import Boolean, Index, Integer, String, Text, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from audit.models import AuditBase, UtcDateTime
+from crypto.rfc3339 import rfc3339
 
 __all__ = [
     "DecisionLog",
@@ -57,7 +58,7 @@ class DecisionLog(AuditBase):
             "path": self.path,
             "input": json.loads(self.input),
             "bundles": {"pdx": {"revision": f"{self.revision}:{self.bundle_digest}"}},
-            "timestamp": self.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "timestamp": rfc3339(self.ts),
         }
         if self.result is not None:
             event["result"] = json.loads(self.result)

@@ -23,7 +23,7 @@ from audit.errors import AuditError, VerificationInputError
 from audit.verify import VerifyReport, check_block, check_checkpoint, load_verifiers
 from ledger import Block, LedgerError, TreeBuilder, decode_leaf, hasher, verify_consistency
 
-PAGE = 1000
+PAGE = 500  # the server pages ledger entries 500 at a time at most
 
 
 class MonitorUnavailable(AuditError):
@@ -141,7 +141,7 @@ def monitor(
     while position < checkpoint.size:
         page = server.get(
             "/v1/ledger/entries", start=position, end=checkpoint.size, limit=PAGE
-        ).json()["entries"]
+        ).json()["items"]
         if not page:
             report.fail("the server returned no entries below its checkpoint", index=position)
             return report
@@ -172,7 +172,9 @@ def monitor(
     height = previous.height + 1 if previous is not None else 0
     caught_up = False
     while not caught_up:
-        page = server.get("/v1/ledger/blocks", start=height, end=height + PAGE).json()
+        page = server.get("/v1/ledger/blocks", start=height, end=height + PAGE, limit=PAGE).json()[
+            "items"
+        ]
         caught_up = len(page) < PAGE
         for item in page:
             item.pop("checkpoint", None)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit.compliance.models import SinkCursor
 from audit.decisions import DecisionLog
 from audit.models import AuditRecord
+from crypto.rfc3339 import rfc3339
 
 log = logging.getLogger("pdx.audit.workspace")
 MAX_LIMIT = 1000
@@ -71,7 +72,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def record_json(r: AuditRecord) -> dict[str, Any]:
     return {
         "id": r.id,
-        "ts": r.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "ts": rfc3339(r.ts),
         "subject_id": r.subject_id,
         "subject_org": r.subject_org,
         "subject_ip": r.subject_ip,

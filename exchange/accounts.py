@@ -25,6 +25,7 @@ from exchange.errors import (
     SeparationOfDuties,
 )
 from exchange.models import Client, Organisation, Person
+from exchange.paging import Slice, Window, keyset
 from exchange.trail import Receipt, Trail
 
 
@@ -272,8 +273,10 @@ def authenticate_client(session: Session, client_id: str, client_secret: str) ->
     return client
 
 
-def list_organisations(session: Session) -> list[Organisation]:
-    return list(session.scalars(select(Organisation).order_by(Organisation.name)))
+def list_organisations(session: Session, *, window: Window) -> Slice[Organisation]:
+    """Every organisation, oldest first by (created_at, id) (`exchange.paging`)."""
+    stmt = select(Organisation)
+    return keyset(session, stmt, (Organisation.created_at, Organisation.id), window, lambda o: o)
 
 
 def _record(

@@ -28,6 +28,7 @@ from exchange.errors import (
 from exchange.ingest import Ingest, IngestResult
 from exchange.levels import Level
 from exchange.models import Dataset, DatasetField
+from exchange.paging import Slice, Window, after_clause
 from exchange.resources import sees_dataset_digests
 from exchange.scan import FieldScan, ScanResult
 from exchange.schemas import (
@@ -340,7 +341,7 @@ def to_public(ds: Dataset, *, digests: bool = True) -> DatasetPublic:
         custody=ds.custody,
         size_bytes=ds.size_bytes,
         rows=ds.rows,
-        digests={"sha256": ds.sha256, "sm3": ds.sm3} if digests else None,
+        digests={"sha256": f"sha256:{ds.sha256}", "sm3": f"sm3:{ds.sm3}"} if digests else None,
         registered_at=ds.registered_at,
         registered_by=ds.registered_by,
         fields=[
@@ -378,24 +379,15 @@ VISIBILITY_ATTRIBUTES = ("level", "open_attribute", "owner_org", "pi")
 Visible = Callable[[Mapping[str, Any]], bool]
 
 
-@dataclass(frozen=True)
-class DatasetPage:
-    """One page of a listing and how many datasets the caller may see in all."""
-
-    items: list[DatasetSummary]
-    total: int
-
-
 def list_datasets(
     session: Session,
     *,
     visible: Visible,
-    limit: int = 50,
-    offset: int = 0,
+    window: Window,
     owner_org: str | None = None,
     level: Level | None = None,
-) -> DatasetPage:
-    """Datasets whose metadata the caller may read, newest first.
+) -> Slice[DatasetSummary]:
+    """Datasets whose metadata the caller may read, oldest first by (registered_at, id).
 
     `visible(resource)` is the caller's `dataset.read_metadata` decision on a policy
     resource (`policy_resource` without its id); a dataset is listed only if its detail
@@ -403,8 +395,6 @@ def list_datasets(
     taken per combination (one grouped query) and the page is selected in SQL among
     the allowed ones: pages and the total count visible datasets only.
     """
-    if not 1 <= limit <= 500 or offset < 0:
-        raise InvalidInput("limit must be 1-500 and offset ≥ 0")
     filters = []
     if owner_org is not None:
         filters.append(Dataset.owner_org == owner_org)
@@ -420,19 +410,19 @@ def list_datasets(
             allowed.append(and_(*(k == v for k, v in zip(keys, values, strict=True))))
             total += int(count)
     if not allowed:
-        return DatasetPage(items=[], total=0)
+        return Slice(items=[], total=0, last=None)
     # Only the summary's columns, as plain rows: loading whole ORM objects (the scan and
     # shape profile are kilobytes of JSON each) was most of a listing's cost under load.
     columns = [getattr(Dataset, name) for name in DatasetSummary.model_fields]
-    stmt = (
-        select(*columns)
-        .where(*filters, or_(*allowed))
-        .order_by(Dataset.registered_at.desc(), Dataset.id)
-    )
-    rows = session.execute(stmt.limit(limit).offset(offset)).mappings()
-    return DatasetPage(
-        items=[DatasetSummary.model_validate(dict(row)) for row in rows], total=total
-    )
+    order = (Dataset.registered_at, Dataset.id)
+    stmt = select(*columns).where(*filters, or_(*allowed)).order_by(*order)
+    if window.after is not None:
+        stmt = stmt.where(after_clause(order, window.after))
+    rows = [dict(row) for row in session.execute(stmt.limit(window.limit + 1)).mappings()]
+    more = len(rows) > window.limit
+    rows = rows[: window.limit]
+    last = (rows[-1]["registered_at"], rows[-1]["id"]) if more and rows else None
+    return Slice(items=[DatasetSummary.model_validate(row) for row in rows], total=total, last=last)
 
 
 def preview(session: Session, dataset_id: str, *, rows: int = 20) -> PreviewPublic:

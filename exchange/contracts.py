@@ -22,12 +22,14 @@ from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.market.models import Agreement
 from exchange.models import Contract, Dataset, Organisation
+from exchange.paging import Slice, Window, keyset
 from exchange.resources import (
     contract_for,
     contract_in_force,
     contract_policy_view,
     sees_everything,
 )
+from exchange.timestamps import Timestamp
 from exchange.trail import Receipt, Trail
 
 __all__ = [
@@ -77,7 +79,7 @@ class ContractCreate(BaseModel):
 
 class Transition(BaseModel):
     state: str
-    at: datetime
+    at: Timestamp
     by: str
     ledger_index: int | None
 
@@ -89,16 +91,16 @@ class ContractPublic(BaseModel):
     datasets: list[str]
     purpose: str
     agreement_id: str | None
-    not_before: datetime
-    not_after: datetime
+    not_before: Timestamp
+    not_after: Timestamp
     status: ContractStatus
     in_force: bool = Field(description="active and within [not_before, not_after) now")
     proposed_by: str
-    proposed_at: datetime
+    proposed_at: Timestamp
     signed_by: str | None
-    signed_at: datetime | None
+    signed_at: Timestamp | None
     terminated_by: str | None
-    terminated_at: datetime | None
+    terminated_at: Timestamp | None
     termination_reason: str | None
     transitions: list[Transition]
     ledger_index: int | None = Field(
@@ -317,18 +319,20 @@ def list_contracts(
     caller: Caller,
     *,
     now: datetime,
+    window: Window,
     status: ContractStatus | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[ContractPublic]:
-    """The caller's organisation's contracts (every contract for auditors and security)."""
-    if not 1 <= limit <= 500 or offset < 0:
-        raise InvalidInput("limit must be 1-500 and offset ≥ 0")
-    stmt = select(Contract).order_by(Contract.proposed_at.desc(), Contract.id)
+) -> Slice[ContractPublic]:
+    """The caller's organisation's contracts (every contract for auditors and security).
+
+    Oldest first by (proposed_at, id), a keyset page (`exchange.paging`).
+    """
+    stmt = select(Contract)
     if not sees_everything(caller):
         stmt = stmt.where(
             or_(Contract.consumer_org == caller.org_id, Contract.provider_org == caller.org_id)
         )
     if status is not None:
         stmt = stmt.where(Contract.status == status.value)
-    return [to_public(c, now=now) for c in session.scalars(stmt.limit(limit).offset(offset))]
+    return keyset(
+        session, stmt, (Contract.proposed_at, Contract.id), window, lambda c: to_public(c, now=now)
+    )

@@ -60,9 +60,11 @@ from exchange.errors import (
 from exchange.ingest import Ingest
 from exchange.jobs import open_sealed, seal
 from exchange.models import Dataset, NodeDataset, ProviderNodeRecord
+from exchange.paging import Slice, Window, keyset
 from exchange.resources import sees_everything
 from exchange.schemas import DatasetPublic
 from exchange.synth import synthesize
+from exchange.timestamps import Timestamp
 from exchange.trail import Trail
 from sandbox.errors import SandboxError
 from sandbox.node_side import SEALED_PREFIX, sealed_aad
@@ -133,7 +135,7 @@ class NodePublic(BaseModel):
     kind: str
     url: str | None
     registered_by: str
-    registered_at: datetime
+    registered_at: Timestamp
     ledger_index: int | None = None
 
 
@@ -342,12 +344,13 @@ def _public(record: ProviderNodeRecord, ledger_index: int | None = None) -> Node
     )
 
 
-def list_nodes(session: Session, caller: Caller) -> list[NodePublic]:
+def list_nodes(session: Session, caller: Caller, *, window: Window) -> Slice[NodePublic]:
     """Registered nodes: a provider sees its own, auditors and security every one."""
-    stmt = select(ProviderNodeRecord).order_by(ProviderNodeRecord.registered_at)
+    stmt = select(ProviderNodeRecord)
     if not sees_everything(caller):
         stmt = stmt.where(ProviderNodeRecord.org_id == caller.org_id)
-    return [_public(r) for r in session.scalars(stmt)]
+    order = (ProviderNodeRecord.registered_at, ProviderNodeRecord.org_id)
+    return keyset(session, stmt, order, window, _public)
 
 
 def _mock_csv(columns: list[str], rows: list[dict[str, str]]) -> str:

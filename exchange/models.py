@@ -242,7 +242,7 @@ class Contract(ExchangeBase):
 class Computation(ExchangeBase):
     """A computation request and its state machine (ARCHITECTURE.md, "Computations").
 
-    requested → awaiting-approval → running → review → released, or rejected / failed.
+    requested → awaiting_approval → running → review → released, or rejected / failed.
     The job's HE secret key is sealed under a data key wrapped by the result party's
     KEK (`secret_key_id`, `secret_sealed`) and deleted when the job ends; the released
     output is sealed the same way (`result_key_id`, `result_sealed`) until `retain_until`.

@@ -37,7 +37,7 @@ __all__ = [
     "check_usage",
 ]
 
-WAITING_STATES = ("requested", "awaiting-approval", "approved")
+WAITING_STATES = ("requested", "awaiting_approval", "approved")
 RUNNING_STATE = "running"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from exchange.levels import Level, OpenAttribute, ProcessingDegree, ShareAttribute
+from exchange.timestamps import Timestamp
 
 # Tab and newline are fine in a description; other control characters (NUL first) are not.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -128,19 +129,20 @@ class DatasetPublic(BaseModel):
     important_data_catalogue: bool
     share_attribute: str
     open_attribute: str
-    graded_at: datetime
+    graded_at: Timestamp
     graded_by: str
-    next_review_at: datetime
+    next_review_at: Timestamp
     custody: str
     size_bytes: int
     rows: int
     digests: dict[str, str] | None = Field(
-        description="SHA-256 and SM3 of the plaintext; owner, auditors and security only"
+        description="`sha256:<hex>` and `sm3:<hex>` of the plaintext; owner, auditors and "
+        "security only"
     )
     ledger_index: int | None = Field(
         default=None, description="On registration: the ledger entry that records it"
     )
-    registered_at: datetime
+    registered_at: Timestamp
     registered_by: str
     fields: list[FieldPublic]
 
@@ -155,7 +157,7 @@ class DatasetSummary(BaseModel):
     open_attribute: str
     classification_path: list[str]
     rows: int
-    registered_at: datetime
+    registered_at: Timestamp
 
 
 class PreviewPublic(BaseModel):

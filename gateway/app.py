@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -17,6 +18,8 @@ from gateway.auditing import BurstWriter
 from gateway.console import mount_console
 from gateway.edges import JsonDepthGuard, bound_integers
 from gateway.limits import BodyLimit, BodyTooLarge, ClientAddress
+from gateway.openapi import install_docs, operation_id, secure_operations
+from gateway.pagination import cursor_key
 from gateway.pep import unenforced_routes
 from gateway.platform import Platform
 from gateway.principals import Principals
@@ -55,6 +58,7 @@ PUBLIC_PATHS = frozenset(
         "/v1/invitations/redeem",  # the one-time invitation code authenticates
         "/v1/invitations/confirm",  # login, password and the first TOTP code
         "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",  # RFC 8414 metadata
         "/v1/ledger/checkpoint",  # signed, with its cosignatures: anyone may hold it
         "/v1/ledger/verifier-key",  # the key to check it with
         "/docs",
@@ -134,8 +138,12 @@ def create_app(platform: Platform) -> FastAPI:
         "Errors are RFC 9457 problem details.",
         dependencies=[Depends(reject_control_characters), Depends(bound_integers)],
         lifespan=_lifespan,
+        docs_url=None,  # served from local assets (gateway.openapi.install_docs)
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.platform = platform
+    app.state.cursor_key = cursor_key(platform.identity.store_id if platform.identity else None)
     tokens = TokenService(
         issuer=platform.settings.issuer,
         audience=platform.settings.audience,
@@ -165,6 +173,17 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.burst_writer = BurstWriter(platform, app.state.audit_bursts)
     errors.install(app)
+    install_docs(app)
+    with_problems = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = with_problems()
+        secure_operations(schema, PUBLIC_PATHS)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:

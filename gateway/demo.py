@@ -214,7 +214,11 @@ def _change_matrix(
     auditor: dict[str, str],
     matrix: dict[str, Any],
 ) -> None:
-    """Raise the minimum cohort for general-4 computations, then find it on the ledger."""
+    """Raise the minimum cohort for general-4 computations, find it on the ledger, undo it.
+
+    The demo runs against live platforms: it puts the matrix it found back afterwards
+    (a new revision with the same bundle digest), so running it twice changes nothing.
+    """
     changed = json.loads(json.dumps(matrix))
     rule = changed["cells"]["general-4/conditional"]["actions"]["computation.request"]
     obligations = rule.setdefault("obligations", {})
@@ -222,16 +226,22 @@ def _change_matrix(
     r = client.put("/v1/policies/matrix", json=changed, headers=security)
     if r.status_code != 200:
         raise DemoError(f"policy activation failed: {r.status_code} {r.text[:300]}")
-    body = r.json()
-    print(f"    revision {body['revision']} active after {body['tests_passed']} policy tests")
-    for change in body["changes"][:3]:
-        print(f"      {change}")
-    entry = _get(client, f"/v1/ledger/entries/{body['ledger_index']}", auditor).json()
-    record = entry["record"]
-    print(
-        f"    ledger entry {entry['index']}: {record['type']} by {record['actor']}, "
-        f"bundle {record['payload_digest'][:23]}…"
-    )
+    try:
+        body = r.json()
+        print(f"    revision {body['revision']} active after {body['tests_passed']} policy tests")
+        for change in body["changes"][:3]:
+            print(f"      {change}")
+        entry = _get(client, f"/v1/ledger/entries/{body['ledger_index']}", auditor).json()
+        record = entry["record"]
+        print(
+            f"    ledger entry {entry['index']}: {record['type']} by {record['actor']}, "
+            f"bundle {record['payload_digest'][:23]}…"
+        )
+    finally:
+        restored = client.put("/v1/policies/matrix", json=matrix, headers=security)
+    if restored.status_code != 200:
+        raise DemoError(f"restoring the policy failed: {restored.status_code}")
+    print(f"    the demo's change undone: revision {restored.json()['revision']} as before")
 
 
 def _restore_matrix(client: httpx.Client, security: dict[str, str], matrix: dict[str, Any]) -> None:

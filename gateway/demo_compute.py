@@ -206,10 +206,10 @@ def _run(
         f"release review={ob.get('release_review')}, min cohort={ob.get('min_cohort')}, "
         f"ε={ob.get('dp_epsilon')}"
     )
-    if job["state"] == "awaiting-approval":
+    if job["state"] == "awaiting_approval":
         for h in hospitals:
             _check(
-                client.post(f"/v1/computations/{comp_id}/approve", headers=h["headers"]),
+                client.post(f"/v1/computations/{comp_id}/approve-run", headers=h["headers"]),
                 200,
                 f"{h['name']} approving",
             )
@@ -227,7 +227,7 @@ def _run(
         print(f"    held for review (gated, ε={eps}); each hospital reviews it and approves")
         for h in hospitals:
             job = _check(
-                client.post(f"/v1/computations/{comp_id}/approve", headers=h["headers"]),
+                client.post(f"/v1/computations/{comp_id}/approve-release", headers=h["headers"]),
                 200,
                 f"{h['name']} approving the release",
             )
@@ -268,7 +268,7 @@ def _audit(
         200,
         "listing the job's ledger entries",
     )
-    entries: list[dict[str, Any]] = page["entries"]
+    entries: list[dict[str, Any]] = page["items"]
     for e in entries:
         rec = e["record"]
         digest = f" {rec['payload_digest'][:19]}…" if rec.get("payload_digest") else ""

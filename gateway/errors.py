@@ -136,6 +136,11 @@ class InvalidRequest(GatewayError):
     title = "Invalid request"
 
 
+class InvalidCursor(GatewayError):
+    code = "invalid-cursor"
+    title = "Invalid cursor"
+
+
 class UnsupportedMediaType(GatewayError):
     code = "unsupported-media-type"
     title = "Unsupported media type"
@@ -353,6 +358,9 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     InvalidGrant: ProblemType(400),
     UnsupportedGrantType: ProblemType(400),
     InvalidRequest: ProblemType(400),
+    InvalidCursor: ProblemType(
+        400, "the page cursor was altered, or comes from another list or other filters"
+    ),
     UnsupportedMediaType: ProblemType(415),
     Denied: ProblemType(403),
     RateLimited: ProblemType(429),

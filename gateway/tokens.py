@@ -113,6 +113,7 @@ class TokenService:
             "iss": self.issuer,
             "aud": self.audience,
             "sub": client_id,
+            "client_id": client_id,  # RFC 9068 §2.2: the OAuth client the token was issued to
             "org": org_id,
             "iat": int(now.timestamp()),
             "nbf": int(now.timestamp()),

@@ -202,15 +202,17 @@ class PdxUser(FastHttpUser):
 
 class Known:
     dataset_ids: list[str] = []
+    next_page: str | None = None  # the catalogue's second page (its cursor link)
     tree_size = 0
 
 
 def _remember_datasets(response: Any) -> None:
     if response is None:
         return
-    ids = [d["id"] for d in response.json()]
+    ids = [d["id"] for d in response.json()["items"]]
     if ids:
         Known.dataset_ids = ids
+        Known.next_page = response.json()["next"]
 
 
 # -- user classes --------------------------------------------------------------------------------
@@ -229,10 +231,12 @@ class CatalogReader(PdxUser):
 
     @task(4)
     def catalogue(self) -> None:
-        page = random.choice((0, 0, 0, 1))
-        r = self.get("/v1/datasets", name="/v1/datasets", limit=20, offset=page * 20)
-        if page == 0:
-            _remember_datasets(r)
+        # Mostly the first page; now and then the second, through the first page's cursor.
+        second = Known.next_page if random.random() < 0.25 else None
+        if second:
+            self.get(second, name="/v1/datasets")
+        else:
+            _remember_datasets(self.get("/v1/datasets", name="/v1/datasets", limit=20))
 
     @task(5)
     def detail(self) -> None:

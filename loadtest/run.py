@@ -275,7 +275,7 @@ def seed(url: str, credentials: Path, count: int) -> int:
             if r.status_code != 201:
                 raise LoadError(f"seeding: registration refused ({r.status_code} {r.text[:300]})")
         listed = client.get("/v1/datasets", headers=headers, params={"limit": 500})
-        return len(listed.json())
+        return int(listed.json()["total"])
 
 
 # -- locust ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from crypto.rfc3339 import rfc3339
 from policies.bundle import AUTHZ_DECISION, ActivePolicy, canonical_json
 from policies.checks import nondeterministic_builtins
 from policies.errors import PolicyEngineUnavailable, PolicyError, PolicyEvaluationFailed
@@ -101,7 +102,7 @@ class Decision:
             "path": self.path,
             "input": self.input,
             "bundles": {"pdx": {"revision": f"{self.revision}:{self.digest}"}},
-            "timestamp": self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "timestamp": rfc3339(self.timestamp),
         }
         if self.defined:
             entry["result"] = self.result

@@ -113,7 +113,7 @@ def test_operators_are_listed_with_parameter_schemas(
 ) -> None:
     r = capi.get("/v1/operators", headers=login(capi, creds, "enterprise-fintech"))
     assert r.status_code == 200, r.text
-    ops = {o["name"]: o for o in r.json()}
+    ops = {o["name"]: o for o in r.json()["items"]}
     assert set(ops) == {
         "stats.count",
         "stats.sum",
@@ -228,20 +228,24 @@ def test_general4_waits_for_every_provider_then_for_release_review(
     r = ask(capi, net, "stats.histogram", params)
     assert r.status_code == 201, r.text
     comp = r.json()
-    assert comp["state"] == "awaiting-approval"
+    assert comp["state"] == "awaiting_approval"
     assert comp["obligations"]["dp_epsilon"] == 0.5
     comp_id = comp["id"]
     # The requester cannot approve; nor can a provider twice.
-    assert_problem(capi.post(f"/v1/computations/{comp_id}/approve", headers=net["ent"]), 403)
+    run = f"/v1/computations/{comp_id}/approve-run"
+    release = f"/v1/computations/{comp_id}/approve-release"
+    assert_problem(capi.post(run, headers=net["ent"]), 403)
     first, second, third = net["hospitals"]
+    # Approving the release of a computation that awaits its run approval changes nothing.
+    assert_problem(capi.post(release, headers=first["h"]), 409, "conflict")
     for h in (first, second):
-        r = capi.post(f"/v1/computations/{comp_id}/approve", headers=h["h"])
+        r = capi.post(run, headers=h["h"])
         assert r.status_code == 200, r.text
-        assert r.json()["state"] == "awaiting-approval"
-    assert_problem(capi.post(f"/v1/computations/{comp_id}/approve", headers=first["h"]), 409)
+        assert r.json()["state"] == "awaiting_approval"
+    assert_problem(capi.post(run, headers=first["h"]), 409)
     drain(ctx.runner)  # whatever the approvals queued has run
     assert ctx.sandbox_runs == 0 and opened == []  # no operator code before the last approval
-    r = capi.post(f"/v1/computations/{comp_id}/approve", headers=third["h"])
+    r = capi.post(run, headers=third["h"])
     assert r.status_code == 200, r.text
     held = wait_for(capi, net["ent"], comp_id, "review", "failed", "rejected")
     assert held["state"] == "review", held["error"]
@@ -252,8 +256,11 @@ def test_general4_waits_for_every_provider_then_for_release_review(
     r = capi.get(f"/v1/computations/{comp_id}/review", headers=first["h"])
     assert r.status_code == 200, r.text
     assert r.json()["dp_epsilon"] == 0.5
+    # A late or replayed run approval cannot release the output.
+    assert_problem(capi.post(run, headers=first["h"]), 409, "conflict")
+    assert capi.get(f"/v1/computations/{comp_id}", headers=net["ent"]).json()["state"] == "review"
     for h in net["hospitals"]:
-        r = capi.post(f"/v1/computations/{comp_id}/approve", headers=h["h"])
+        r = capi.post(release, headers=h["h"])
         assert r.status_code == 200, r.text
     done = r.json()
     assert done["state"] == "released"
@@ -386,7 +393,7 @@ def test_node_held_dataset_stays_on_the_node(
     every = values(text, "age") + [v for h in net["hospitals"] for v in values(h["text"], "age")]
     group = out["output"]["groups"][0]
     assert Fraction(group["exact"]["mean(age)"]) == sum(every) / len(every)
-    nodes = capi.get("/v1/nodes", headers=prov).json()
+    nodes = capi.get("/v1/nodes", headers=prov).json()["items"]
     assert [(n["org_id"], n["kind"]) for n in nodes] == [(org, "embedded")]
 
 
@@ -395,19 +402,19 @@ def test_computation_list_and_auditor_view(
 ) -> None:
     net = setup_network(capi, creds, "general-4", rows=(20, 20, 20))
     comp_id = ask(capi, net, "stats.count", {}).json()["id"]
-    mine = capi.get("/v1/computations", headers=net["ent"]).json()
+    mine = capi.get("/v1/computations", headers=net["ent"]).json()["items"]
     assert [c["id"] for c in mine] == [comp_id]
-    theirs = capi.get("/v1/computations", headers=net["hospitals"][0]["h"]).json()
+    theirs = capi.get("/v1/computations", headers=net["hospitals"][0]["h"]).json()["items"]
     assert [c["id"] for c in theirs] == [comp_id]
-    assert (
-        capi.get("/v1/computations", headers=login(capi, creds, "enterprise-fintech")).json() == []
-    )
+    assert capi.get(
+        "/v1/computations", headers=login(capi, creds, "enterprise-fintech")
+    ).json() == {"items": [], "total": 0, "next": None}
     auditor = login(capi, creds, "auditor")
     seen = capi.get(f"/v1/computations/{comp_id}", headers=auditor).json()
-    assert seen["state"] == "awaiting-approval"
+    assert seen["state"] == "awaiting_approval"
     r = capi.get("/v1/ledger/entries", headers=auditor, params={"object_id": comp_id})
     assert r.status_code == 200, r.text
-    assert [e["record"]["type"] for e in r.json()["entries"]] == [
+    assert [e["record"]["type"] for e in r.json()["items"]] == [
         "computation.requested",
         "computation.awaiting_approval",
     ]

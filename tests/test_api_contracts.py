@@ -155,10 +155,10 @@ def test_contract_lifecycle_is_on_the_ledger(
     # Both parties see it; an auditor too; another enterprise does not.
     for who in (p["ent"], p["prov"], login(capi, creds, "auditor")):
         assert capi.get(f"/v1/contracts/{cid}", headers=who).json()["status"] == "active"
-    assert [c["id"] for c in capi.get("/v1/contracts", headers=p["prov"]).json()] == [cid]
+    assert [c["id"] for c in capi.get("/v1/contracts", headers=p["prov"]).json()["items"]] == [cid]
     outsider = login(capi, creds, "enterprise-fintech")
     assert_problem(capi.get(f"/v1/contracts/{cid}", headers=outsider), 403)
-    assert capi.get("/v1/contracts", headers=outsider).json() == []
+    assert capi.get("/v1/contracts", headers=outsider).json()["items"] == []
     r = capi.post(f"/v1/contracts/{cid}/terminate", headers=p["prov"], json={"reason": "ended"})
     assert r.status_code == 200, r.text
     ended = r.json()

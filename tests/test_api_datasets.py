@@ -122,11 +122,11 @@ def test_registration_at_suggested_level_shows_detections(
     auditor = api.get(f"/v1/datasets/{ds['id']}", headers=login(api, creds, "auditor")).json()
     assert auditor["digests"] == ds["digests"]
     listed = api.get("/v1/datasets", headers=provider).json()
-    assert [d["id"] for d in listed] == [ds["id"]]
+    assert [d["id"] for d in listed["items"]] == [ds["id"]] and listed["total"] == 1
 
     # Content digests are those of the plaintext; decryption round-trips exactly.
-    assert ds["digests"]["sha256"] == crypto.sha256(raw).hex()
-    assert ds["digests"]["sm3"] == crypto.sm3(raw).hex()
+    assert ds["digests"]["sha256"] == "sha256:" + crypto.sha256(raw).hex()
+    assert ds["digests"]["sm3"] == "sm3:" + crypto.sm3(raw).hex()
     with platform.session() as s:
         plain = b"".join(exchange.iter_plaintext(platform.catalog, s, ds["id"]))
     assert plain == raw

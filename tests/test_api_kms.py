@@ -38,9 +38,9 @@ def second_key_admin(api: TestClient, creds: dict[str, Any]) -> dict[str, str]:
 def test_inventory_is_for_key_roles_only(api: TestClient, creds: dict[str, Any]) -> None:
     keys = api.get("/v1/kms/keys", headers=login(api, creds, "security-admin"))
     assert keys.status_code == 200, keys.text
-    purposes = {k["purpose"] for k in keys.json()}
+    purposes = {k["purpose"] for k in keys.json()["items"]}
     assert {"token-signing", "ledger-signing"} <= purposes
-    sample = keys.json()[0]
+    sample = keys.json()["items"][0]
     for field in ("key_id", "version", "purpose", "algorithm", "state", "owner_org"):
         assert field in sample, sample
     assert api.get("/v1/kms/keys", headers=login(api, creds, "auditor")).status_code == 200
@@ -63,7 +63,7 @@ def test_rotation_rewraps_without_losing_data_and_lands_on_the_ledger(
     assert r.status_code == 200, r.text
     assert r.json()["done"] is True and r.json()["version"] == 2
     assert plaintext(platform, ds["id"]) == before
-    versions = api.get(f"/v1/kms/keys/{kek}", headers=admin).json()
+    versions = api.get(f"/v1/kms/keys/{kek}", headers=admin).json()["items"]
     assert sorted(v["version"] for v in versions) == [1, 2]
     assert "key.rotated" in ledger_types(platform)
     missing = api.post("/v1/kms/keys/no-such-key/rotate", headers=admin)

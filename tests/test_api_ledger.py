@@ -49,14 +49,14 @@ def test_auditor_verifies_a_registration_entry_from_the_checkpoint(
         "/v1/ledger/entries",
         params={"type": "dataset.registered", "object_id": ds["id"]},
         headers=auditor,
-    ).json()["entries"]
+    ).json()["items"]
     assert [e["index"] for e in found] == [ds["ledger_index"]]
     entry = api.get(f"/v1/ledger/entries/{ds['ledger_index']}", headers=auditor).json()
     leaf = base64.b64decode(entry["leaf"])
     assert json.loads(leaf) == entry["record"]
     assert entry["record"]["type"] == "dataset.registered"
     assert entry["record"]["subject_org"] == creds["provider-transport"]["org_id"]
-    assert entry["record"]["payload_digest"] == "sha256:" + ds["digests"]["sha256"]
+    assert entry["record"]["payload_digest"] == ds["digests"]["sha256"]
 
     h = platform.ledger.hasher
     proof = api.get(

@@ -95,3 +95,13 @@ def test_no_event_name_is_written_as_a_string_literal_outside_the_catalogue() ->
                 if isinstance(node, ast.Constant) and node.value in values:
                     found.append(f"{rel}:{node.lineno}: {node.value!r}")
     assert found == [], "use audit.Event members:\n" + "\n".join(found)
+
+
+def test_record_types_are_documented() -> None:
+    """docs/ledger-records.md lists exactly the frozen record types (issue 12)."""
+    from pathlib import Path
+
+    from audit.records_doc import render_record_types_md
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "ledger-records.md"
+    assert doc.read_text(encoding="utf-8") == render_record_types_md(), "regenerate it"

@@ -1,13 +1,13 @@
 """Computation requests and their state machine ("usable but invisible", 可用不可见).
 
-    requested ─► awaiting-approval ─► approved ─► running ─► review ─► released
+    requested ─► awaiting_approval ─► approved ─► running ─► review ─► released
         │               │                           │          │
         └───────────────┴──► rejected ◄─────────────┴──────────┘    running ─► failed
 
 * `requested`: the enterprise asked; the enforcement point has decided
   `computation.request` on every input (a denial never gets here) and passed the
   strictest obligations, which are stored with the request.
-* `awaiting-approval` (obligation `require_provider_approval`): each input's provider
+* `awaiting_approval` (obligation `require_provider_approval`): each input's provider
   approves or rejects (`computation.approve` decisions). No operator code runs before
   every approval is in: the job is handed to the runner only on entering `approved`.
 * `running`: per provider, the vetted operator runs on that provider's rows inside the

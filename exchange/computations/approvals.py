@@ -1,6 +1,6 @@
-"""Provider approvals: of the run (awaiting-approval) and of the release (review).
+"""Provider approvals: of the run (awaiting_approval) and of the release (review).
 
-* `awaiting-approval` (obligation `require_provider_approval`): each input's provider
+* `awaiting_approval` (obligation `require_provider_approval`): each input's provider
   approves or rejects (`computation.approve` decisions). No operator code runs before
   every approval is in: the job is handed to the runner only on entering `approved`.
 * `review` (obligation `release_review`): the gated output is held until each provider
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -41,11 +42,15 @@ def decide(
     reason: str = "",
     decision_id: str | None,
     query_digest: str | None = None,
+    stage: Literal["run", "release"] | None = None,
 ) -> ComputationPublic:
-    """A provider approves or rejects: the run (awaiting-approval) or the release (review).
+    """A provider approves or rejects: the run (awaiting_approval) or the release (review).
 
     Approving the run records the query the provider approves (`exchange.approval_binding`);
-    with `query_digest`, an approval naming another query is refused.
+    with `query_digest`, an approval naming another query is refused. `stage` names which
+    of the two decisions the caller means (`approve-run`, `approve-release`); a
+    computation awaiting the other one is a 409 and changes nothing. None (the deprecated
+    `/approve` and `/reject`) decides whichever is pending.
     """
     caller.require(Role.DATA_PROVIDER)
     now = ctx.clock()
@@ -57,6 +62,12 @@ def decide(
                 raise NotFound("no such computation", computation_id=computation_id)
             raise Forbidden("only a provider of this computation's inputs decides on it")
         state = State(comp.state)
+        pending = {State.AWAITING_APPROVAL: "run", State.REVIEW: "release"}.get(state)
+        if stage is not None and pending != stage:
+            raise Conflict(
+                f"the computation is {state.value}: no {stage} decision is awaited",
+                state=state.value,
+            )
         subject = caller.subject()
         comp.decisions = [
             *comp.decisions,

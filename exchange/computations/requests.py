@@ -8,7 +8,7 @@ terminated while the policy decided is seen, and one terminated afterwards waits
 this transaction (no time-of-check/time-of-use gap). Then come the operator's parameters
 (`sandbox.operators`), the obligations (`policies.Obligations`), the columns, fair use
 (`exchange.quotas`), and the request is recorded as `requested` and moved on to
-`awaiting-approval` or `approved` (queued at once).
+`awaiting_approval` or `approved` (queued at once).
 """
 
 from __future__ import annotations

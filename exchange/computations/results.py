@@ -12,9 +12,10 @@ from exchange.accounts import Caller, Role
 from exchange.computations.context import ComputeContext
 from exchange.computations.schemas import ComputationPublic, ComputationResult, to_public
 from exchange.computations.state import State, load, platform_subject, transition
-from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
+from exchange.errors import Conflict, Forbidden, NotFound
 from exchange.jobs import open_sealed
 from exchange.models import Computation, ComputationInput
+from exchange.paging import Slice, Window, keyset
 from exchange.resources import sees_computation, sees_everything
 
 __all__ = [
@@ -41,19 +42,15 @@ def list_computations(
     ctx: ComputeContext,
     caller: Caller,
     *,
+    window: Window,
     state: State | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> list[ComputationPublic]:
-    """Computations the caller's organisation requested or provides to (all for auditors)."""
-    if not 1 <= limit <= 500 or offset < 0:
-        raise InvalidInput("limit must be 1-500 and offset ≥ 0")
+) -> Slice[ComputationPublic]:
+    """Computations the caller's organisation requested or provides to (all for auditors).
+
+    Oldest first by (created_at, id), a keyset page (`exchange.paging`).
+    """
     with ctx.sessions() as session:
-        stmt = (
-            select(Computation)
-            .options(selectinload(Computation.inputs))
-            .order_by(Computation.created_at.desc(), Computation.id)
-        )
+        stmt = select(Computation).options(selectinload(Computation.inputs))
         if not sees_everything(caller):
             provided = select(ComputationInput.computation_id).where(
                 ComputationInput.provider_org == caller.org_id
@@ -63,7 +60,7 @@ def list_computations(
             )
         if state is not None:
             stmt = stmt.where(Computation.state == state.value)
-        return [to_public(c) for c in session.scalars(stmt.limit(limit).offset(offset))]
+        return keyset(session, stmt, (Computation.created_at, Computation.id), window, to_public)
 
 
 def result_aad(comp_id: str) -> bytes:
@@ -117,7 +114,7 @@ def get_result(ctx: ComputeContext, caller: Caller, computation_id: str) -> Comp
             operator=comp.operator,
             output=output,
             epsilon_spent=comp.epsilon_spent,
-            sha256=comp.result_digest or "",
+            digest=f"sha256:{comp.result_digest}" if comp.result_digest else "",
             ledger_index=index,
         )
 

@@ -11,6 +11,7 @@ from exchange.computations.context import MAX_INPUTS
 from exchange.computations.job_keys import JobKeyIn
 from exchange.computations.state import PLATFORM_PARTY, State
 from exchange.models import Computation, ComputationInput
+from exchange.timestamps import Timestamp
 from sandbox.operators import OPERATORS
 
 __all__ = [
@@ -75,9 +76,9 @@ class ComputationCreate(BaseModel):
 
 
 class TransitionPublic(BaseModel):
-    state: str
+    state: str = Field(description="snake_case, as `ComputationPublic.state`")
     event: str
-    at: datetime
+    at: Timestamp
     by: str
     ledger_index: int | None
     detail: str | None = None
@@ -86,7 +87,7 @@ class TransitionPublic(BaseModel):
 class ApprovalPublic(BaseModel):
     state: str
     by: str | None
-    at: datetime | None
+    at: Timestamp | None
 
 
 class InputPublic(BaseModel):
@@ -114,8 +115,8 @@ class ComputationPublic(BaseModel):
     legal_basis: str | None
     requester_org: str
     requested_by: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     inputs: list[InputPublic]
     participants: list[ParticipantPublic]
     decisions: list[dict[str, Any]]
@@ -135,7 +136,7 @@ class ComputationResult(BaseModel):
     operator: str
     output: dict[str, Any]
     epsilon_spent: float | None
-    sha256: str = Field(description="digest of the output as released (on the ledger)")
+    digest: str = Field(description="`sha256:<hex>` of the output as released (on the ledger)")
     ledger_index: int | None = Field(description="the delivery's ledger entry")
 
 
@@ -208,7 +209,11 @@ def to_public(comp: Computation, *, ledger_index: int | None = None) -> Computat
         decisions=list(comp.decisions),
         obligations=dict(comp.obligations),
         security_model=dict(comp.security_model),
-        transitions=[TransitionPublic.model_validate(t) for t in comp.transitions],
+        # Transitions written before 0027 name "awaiting-approval": one spelling on the way out.
+        transitions=[
+            TransitionPublic.model_validate({**t, "state": str(t["state"]).replace("-", "_")})
+            for t in comp.transitions
+        ],
         error=comp.error,
         epsilon_spent=comp.epsilon_spent,
         result_available=comp.state == State.RELEASED and comp.result_sealed is not None,

@@ -1,6 +1,6 @@
 """The computation state machine: states, allowed moves, and transitions as ledger entries.
 
-    requested ─► awaiting-approval ─► approved ─► running ─► review ─► released
+    requested ─► awaiting_approval ─► approved ─► running ─► review ─► released
         │               │                           │          │
         └───────────────┴──► rejected ◄─────────────┴──────────┘    running ─► failed
 
@@ -43,7 +43,7 @@ PLATFORM_PARTY = "platform"
 
 class State(StrEnum):
     REQUESTED = "requested"
-    AWAITING_APPROVAL = "awaiting-approval"
+    AWAITING_APPROVAL = "awaiting_approval"
     APPROVED = "approved"
     RUNNING = "running"
     REVIEW = "review"

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -14,8 +13,11 @@ from sqlalchemy.orm import Session
 
 import audit
 from audit.compliance import AUDIT_DECISIONS_READ, AUDIT_RECORDS_READ
-from audit.workspace import BadCursor, Page, RecordFilter, list_decisions, list_records
+from audit.workspace import BadCursor, RecordFilter, list_decisions, list_records
+from audit.workspace import Page as AuditPage
+from exchange.paging import Slice
 from gateway.errors import GatewayError
+from gateway.pagination import Page, Paging, invalid_cursor, pager
 from gateway.pep import Enforce
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
@@ -43,27 +45,31 @@ def _filter(
 
 
 FilterDep = Annotated[RecordFilter, Depends(_filter)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Cursor = Annotated[str | None, Query(max_length=512)]
+AuditPagingDep = Annotated[Paging, Depends(pager(default=100, maximum=1000))]
 Format = Annotated[Literal["json", "jsonl"] | None, Query()]
 
 
-def _answer(request: Request, page: Page, fmt: str | None) -> Response:
-    nxt = None
-    if page.next_cursor is not None:
-        params = {k: v for k, v in request.query_params.items() if k != "cursor"}
-        nxt = f"{request.url.path}?{urlencode({**params, 'cursor': page.next_cursor})}"
+def _audit_cursor(paging: Paging) -> str | None:
+    """The workspace's own keyset cursor, carried inside the tamper-evident page cursor."""
+    after = paging.window.after
+    if after is None:
+        return None
+    if len(after) != 1 or not isinstance(after[0], str):
+        raise invalid_cursor()
+    return after[0]
+
+
+def _answer(request: Request, paging: Paging, page: AuditPage, fmt: str | None) -> Response:
+    last = (page.next_cursor,) if page.next_cursor is not None else None
+    body = paging.page(Slice(items=page.items, total=page.total, last=last))
     headers = {"X-Total-Count": str(page.total)}
-    if nxt:
-        headers["Link"] = f'<{nxt}>; rel="next"'
+    if body.next:
+        headers["Link"] = f'<{body.next}>; rel="next"'
     wants_lines = fmt == "jsonl" or (fmt is None and NDJSON in request.headers.get("accept", ""))
     if wants_lines:
-        body = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in page.items)
-        return Response(body, media_type=NDJSON, headers=headers)
-    return JSONResponse(
-        {"items": page.items, "total": page.total, "next": nxt, "cursor": page.next_cursor},
-        headers=headers,
-    )
+        text = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in page.items)
+        return Response(text, media_type=NDJSON, headers=headers)
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
 def _read(
@@ -71,9 +77,9 @@ def _read(
     caller: Any,
     platform: Platform,
     event: str,
-    query: Callable[[Session], Page],
+    query: Callable[[Session], AuditPage],
     what: str,
-) -> Page:
+) -> AuditPage:
     """Run the query and audit the read itself in one transaction (AUD-09)."""
     try:
         with platform.session() as session, session.begin():
@@ -91,7 +97,7 @@ def _read(
                 now=platform.now(),
             )
     except BadCursor:
-        raise GatewayError("invalid-request", "Invalid cursor", "the cursor is not valid") from None
+        raise invalid_cursor() from None
     return page
 
 
@@ -99,14 +105,24 @@ def _settings(platform: Platform) -> ComplianceSettings:
     return platform.compliance.settings if platform.compliance else ComplianceSettings()
 
 
-@router.get("/records", dependencies=[Depends(ReadAudit)], response_model=None)
+@router.get(
+    "/records",
+    dependencies=[Depends(ReadAudit)],
+    response_model=None,
+    responses={
+        200: {
+            "model": Page[dict[str, Any]],
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+            "description": "a page; JSON Lines of the items with `format=jsonl`",
+        }
+    },
+)
 def records(
     request: Request,
     caller: CallerDep,
     platform: PlatformDep,
     f: FilterDep,
-    limit: Limit = 100,
-    cursor: Cursor = None,
+    paging: AuditPagingDep,
     format: Format = None,
 ) -> Response:
     """Audit records, oldest first; `next` pages on; JSON Lines with `format=jsonl`."""
@@ -115,20 +131,30 @@ def records(
         caller,
         platform,
         AUDIT_RECORDS_READ,
-        lambda s: list_records(s, f, limit=limit, cursor=cursor),
+        lambda s: list_records(s, f, limit=paging.window.limit, cursor=_audit_cursor(paging)),
         "audit_records",
     )
-    return _answer(request, page, format)
+    return _answer(request, paging, page, format)
 
 
-@router.get("/decisions", dependencies=[Depends(ReadAudit)], response_model=None)
+@router.get(
+    "/decisions",
+    dependencies=[Depends(ReadAudit)],
+    response_model=None,
+    responses={
+        200: {
+            "model": Page[dict[str, Any]],
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+            "description": "a page; JSON Lines of the items with `format=jsonl`",
+        }
+    },
+)
 def decisions(
     request: Request,
     caller: CallerDep,
     platform: PlatformDep,
     f: FilterDep,
-    limit: Limit = 100,
-    cursor: Cursor = None,
+    paging: AuditPagingDep,
     format: Format = None,
 ) -> Response:
     """Decision logs in OPA's shape (masked); `result` filters `allow` or `deny`."""
@@ -140,11 +166,16 @@ def decisions(
         platform,
         AUDIT_DECISIONS_READ,
         lambda s: list_decisions(
-            s, f, limit=limit, cursor=cursor, masks=cs.decision_masks, labels=dict(cs.labels)
+            s,
+            f,
+            limit=paging.window.limit,
+            cursor=_audit_cursor(paging),
+            masks=cs.decision_masks,
+            labels=dict(cs.labels),
         ),
         "audit_decisions",
     )
-    return _answer(request, page, format)
+    return _answer(request, paging, page, format)
 
 
 @router.get("/sink", dependencies=[Depends(ReadAudit)])

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +21,7 @@ import exchange.sessions
 from audit.catalogue import Event
 from crypto.ca import client_identity, thumbprint_s256
 from crypto.errors import CertificateError
+from exchange import authn_trail
 from exchange import errors as xe
 from gateway import mtls
 from gateway.auditing import client_ip
@@ -114,13 +115,8 @@ def _issue(
             cnf_x5t=cnf,
         )
         # 等保 (docs/compliance.md AUD-02): successful authentications are audited too.
-        audit.record(
-            session,
-            _subject(request, client.id, client.org_id),
-            audit.AuditEvent(
-                Event.AUTH_TOKEN_ISSUED, "authenticate", audit.Result.SUCCESS, object_id=client.id
-            ),
-            now=now,
+        authn_trail.record_token_issued(
+            session, _subject(request, client.id, client.org_id), client.id, now=now
         )
         org_id = client.org_id
     return _tokens(platform, request, client_id, org_id, refresh, now, cnf)
@@ -143,17 +139,11 @@ def _refresh(
             request.state.audit_event = Event.AUTH_REFRESH_DENIED
             request.state.object_id = client.id
             raise _oauth_error("invalid-grant", "invalid_grant", exc.detail) from None
-        result = audit.Result.DENY if rotation.reused else audit.Result.SUCCESS
-        audit.record(
+        authn_trail.record_refresh(
             session,
             _subject(request, client.id, client.org_id),
-            audit.AuditEvent(
-                Event.AUTH_REFRESH_REUSED if rotation.reused else Event.AUTH_TOKEN_REFRESHED,
-                "refresh",
-                result,
-                object_id=client.id,
-                detail="refresh token reused: family revoked" if rotation.reused else None,
-            ),
+            client.id,
+            reused=rotation.reused,
             now=now,
         )
         org_id = client.org_id
@@ -255,13 +245,8 @@ def _revoke(
                     now=now,
                 )
         if done:
-            audit.record(
-                session,
-                _subject(request, client.id, client.org_id),
-                audit.AuditEvent(
-                    Event.AUTH_TOKEN_REVOKED, "revoke", audit.Result.SUCCESS, object_id=client.id
-                ),
-                now=now,
+            authn_trail.record_token_revoked(
+                session, _subject(request, client.id, client.org_id), client.id, now=now
             )
 
 
@@ -361,7 +346,56 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     return JSONResponse({}, headers=_NO_STORE)
 
 
-@router.get("/.well-known/jwks.json")
+class AuthorizationServerMetadata(BaseModel):
+    """RFC 8414 §2 metadata: where to get tokens, which grants and client auth methods."""
+
+    issuer: str = Field(description="the `iss` of every access token (PDX_ISSUER)")
+    token_endpoint: str
+    jwks_uri: str
+    revocation_endpoint: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    response_types_supported: list[str] = Field(
+        description="empty: there is no authorization endpoint (client credentials only)"
+    )
+    tls_client_certificate_bound_access_tokens: bool = Field(
+        description="RFC 8705 §3.3: tokens are bound to the client certificate (mTLS)"
+    )
+    token_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+
+
+@router.get("/.well-known/oauth-authorization-server", response_model=AuthorizationServerMetadata)
+def authorization_server_metadata(
+    request: Request, platform: PlatformDep
+) -> AuthorizationServerMetadata:
+    """RFC 8414 authorization-server metadata, for OAuth 2 client libraries."""
+    base = str(request.base_url).rstrip("/")
+    methods = ["client_secret_basic", "client_secret_post"]
+    return AuthorizationServerMetadata(
+        issuer=platform.settings.issuer,
+        token_endpoint=f"{base}/v1/auth/token",
+        jwks_uri=f"{base}/.well-known/jwks.json",
+        revocation_endpoint=f"{base}/v1/auth/revoke",
+        grant_types_supported=[
+            "client_credentials",
+            "refresh_token",
+            exchange.people.PERSON_GRANT,
+        ],
+        token_endpoint_auth_methods_supported=methods,
+        revocation_endpoint_auth_methods_supported=methods,
+        response_types_supported=[],
+        tls_client_certificate_bound_access_tokens=platform.settings.mtls,
+    )
+
+
+class Jwks(BaseModel):
+    """RFC 7517 §5 JWK set: the Ed25519 public keys (RFC 8037) that sign access tokens."""
+
+    keys: list[dict[str, str]]
+
+
+@router.get("/.well-known/jwks.json", response_model=Jwks)
 def jwks(request: Request) -> dict[str, list[dict[str, str]]]:
     """Public keys that verify access tokens (RFC 7517), current and not yet expired."""
     keys: dict[str, list[dict[str, str]]] = request.app.state.tokens.jwks()

@@ -6,14 +6,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 import audit.compliance
 from audit.catalogue import Event
 from audit.compliance.render import to_html, to_pdf
 from exchange import errors as xe
+from exchange.paging import in_memory
+from exchange.timestamps import Timestamp
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/compliance", tags=["compliance"])
 
@@ -30,16 +34,57 @@ def create_run(request: Request, caller: CallerDep, platform: PlatformDep) -> di
     return platform.compliance.run(caller.subject())
 
 
-@router.get("/runs", dependencies=[Depends(ReadCompliance)])
-def list_runs(
-    platform: PlatformDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
-) -> dict[str, Any]:
-    """Runs, newest first, and the trend (oldest first, ids whose status changed)."""
-    with platform.session() as session:
-        return {
-            "runs": audit.compliance.list_runs(session, limit),
-            "trend": audit.compliance.trend(session, limit),
-        }
+class RunSummary(BaseModel):
+    """One compliance run: when, by whom, its counts and its signed report's digest."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    started_at: Timestamp
+    by: str
+    passed: int = Field(alias="pass")
+    failed: int = Field(alias="fail")
+    not_applicable: int = Field(alias="not-applicable")
+    not_automated: int = Field(alias="not-automated")
+    digest: str
+    ledger_index: int | None
+    tree_size: int
+
+
+class TrendPoint(BaseModel):
+    """A run in the trend: its counts and the requirement ids whose status changed."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    started_at: Timestamp
+    passed: int = Field(alias="pass")
+    failed: int = Field(alias="fail")
+    changed: list[str]
+
+
+class Trend(BaseModel):
+    """The last runs, oldest first: a fixed window, not a list to page through."""
+
+    points: list[TrendPoint]
+
+
+_ALL_RUNS = 100_000  # runs are daily at most; paged in memory
+
+
+@router.get("/runs", response_model=Page[RunSummary], dependencies=[Depends(ReadCompliance)])
+def list_runs(session: SessionDep, paging: PagingDep) -> Page[RunSummary]:
+    """Runs, oldest first."""
+    found = [RunSummary.model_validate(r) for r in audit.compliance.list_runs(session, _ALL_RUNS)]
+    return paging.page(in_memory(found, lambda r: (r.started_at, r.id), paging.window))
+
+
+@router.get("/trend", response_model=Trend, dependencies=[Depends(ReadCompliance)])
+def trend(session: SessionDep, runs: Annotated[int, Query(ge=1, le=200)] = 30) -> Trend:
+    """The last `runs` runs, oldest first, with the requirement ids whose status changed."""
+    return Trend(
+        points=[TrendPoint.model_validate(t) for t in audit.compliance.trend(session, runs)]
+    )
 
 
 @router.get("/runs/{run_id}", dependencies=[Depends(ReadCompliance)], response_model=None)

@@ -10,9 +10,9 @@ on its own inputs. The combined decision's obligations travel into `exchange` as
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,9 @@ import policies
 from audit.catalogue import Event
 from exchange import computations as xc
 from exchange import resources
+from exchange.paging import in_memory
+from gateway.deprecation import deprecated
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Deferred, Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, ComputeDep
@@ -78,12 +81,12 @@ class DecisionIn(BaseModel):
 
 @router.get(
     "/operators",
-    response_model=list[exchange.OperatorPublic],
+    response_model=Page[exchange.OperatorPublic],
     dependencies=[Depends(ReadOperators)],
 )
-def operators() -> list[exchange.OperatorPublic]:
-    """The vetted operators and the JSON Schema of each one's `params`."""
-    return xc.list_operators()
+def operators(paging: PagingDep) -> Page[exchange.OperatorPublic]:
+    """The vetted operators and the JSON Schema of each one's `params`, by name."""
+    return paging.page(in_memory(xc.list_operators(), lambda o: (o.name,), paging.window))
 
 
 @router.post(
@@ -101,7 +104,7 @@ def request_computation(
     """Ask for a computation over datasets; it runs once the policy's conditions are met.
 
     When the policy requires provider approval the computation waits in
-    `awaiting-approval`; otherwise it is queued at once (`approved`, then `running`).
+    `awaiting_approval`; otherwise it is queued at once (`approved`, then `running`).
     Refused before anything is written: 429 `computation-quota-exceeded` when the
     organisation has its quota of computations running and waiting; 422
     `computation-output-too-large` / `computation-too-costly` when the operator's
@@ -121,17 +124,14 @@ def request_computation(
 
 @router.get(
     "/computations",
-    response_model=list[exchange.ComputationPublic],
+    response_model=Page[exchange.ComputationPublic],
     dependencies=[Depends(ListComputations)],
 )
 def list_computations(
-    caller: CallerDep,
-    compute: ComputeDep,
-    state: xc.State | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[exchange.ComputationPublic]:
-    return xc.list_computations(compute, caller, state=state, limit=limit, offset=offset)
+    caller: CallerDep, compute: ComputeDep, paging: PagingDep, state: xc.State | None = None
+) -> Page[exchange.ComputationPublic]:
+    """Computations the caller's organisation requested or provides to, oldest first."""
+    return paging.page(xc.list_computations(compute, caller, window=paging.window, state=state))
 
 
 @router.get(
@@ -146,7 +146,80 @@ def get_computation(
     return xc.get_computation(compute, caller, computation_id)
 
 
-@router.post("/computations/{computation_id}/approve", response_model=exchange.ComputationPublic)
+def _decide(
+    computation_id: str,
+    decision: policies.Decision,
+    request: Request,
+    caller: exchange.Caller,
+    compute: exchange.ComputeContext,
+    body: DecisionIn | None,
+    *,
+    approve: bool,
+    stage: Literal["run", "release"] | None,
+) -> exchange.ComputationPublic:
+    request.state.audit_event = (
+        Event.COMPUTATION_APPROVE_FAILED if approve else Event.COMPUTATION_REJECT_FAILED
+    )
+    request.state.object_id = computation_id
+    return xc.decide(
+        compute,
+        caller,
+        computation_id,
+        approve=approve,
+        reason=body.reason if body else "",
+        decision_id=decision.decision_id,
+        query_digest=body.query_digest if body else None,
+        stage=stage,
+    )
+
+
+@router.post(
+    "/computations/{computation_id}/approve-run", response_model=exchange.ComputationPublic
+)
+def approve_run(
+    computation_id: str,
+    decision: ApprovalDep,
+    request: Request,
+    caller: CallerDep,
+    compute: ComputeDep,
+    body: DecisionIn | None = None,
+) -> exchange.ComputationPublic:
+    """A provider approves the run of a computation `awaiting_approval` (409 otherwise)."""
+    return _decide(
+        computation_id, decision, request, caller, compute, body, approve=True, stage="run"
+    )
+
+
+@router.post(
+    "/computations/{computation_id}/approve-release", response_model=exchange.ComputationPublic
+)
+def approve_release(
+    computation_id: str,
+    decision: ApprovalDep,
+    request: Request,
+    caller: CallerDep,
+    compute: ComputeDep,
+    body: DecisionIn | None = None,
+) -> exchange.ComputationPublic:
+    """A provider approves the release of a computation in `review` (409 otherwise)."""
+    return _decide(
+        computation_id, decision, request, caller, compute, body, approve=True, stage="release"
+    )
+
+
+@router.post(
+    "/computations/{computation_id}/approve",
+    response_model=exchange.ComputationPublic,
+    deprecated=True,
+    dependencies=[
+        Depends(
+            deprecated(
+                "/v1/computations/{computation_id}/approve-run",
+                "/v1/computations/{computation_id}/approve-release",
+            )
+        )
+    ],
+)
 def approve(
     computation_id: str,
     decision: ApprovalDep,
@@ -155,17 +228,9 @@ def approve(
     compute: ComputeDep,
     body: DecisionIn | None = None,
 ) -> exchange.ComputationPublic:
-    """A provider approves the run (awaiting-approval) or the release (review)."""
-    request.state.audit_event = Event.COMPUTATION_APPROVE_FAILED
-    request.state.object_id = computation_id
-    return xc.decide(
-        compute,
-        caller,
-        computation_id,
-        approve=True,
-        reason=body.reason if body else "",
-        decision_id=decision.decision_id,
-        query_digest=body.query_digest if body else None,
+    """Deprecated (0.2): use `approve-run` or `approve-release`; approves whichever is pending."""
+    return _decide(
+        computation_id, decision, request, caller, compute, body, approve=True, stage=None
     )
 
 
@@ -179,15 +244,8 @@ def reject(
     body: DecisionIn | None = None,
 ) -> exchange.ComputationPublic:
     """A provider rejects the run or the release; nothing runs, or nothing is released."""
-    request.state.audit_event = Event.COMPUTATION_REJECT_FAILED
-    request.state.object_id = computation_id
-    return xc.decide(
-        compute,
-        caller,
-        computation_id,
-        approve=False,
-        reason=body.reason if body else "",
-        decision_id=decision.decision_id,
+    return _decide(
+        computation_id, decision, request, caller, compute, body, approve=False, stage=None
     )
 
 

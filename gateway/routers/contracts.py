@@ -7,9 +7,7 @@ transition is on the ledger; the response names the entry.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -17,6 +15,7 @@ import exchange
 from audit.catalogue import Event
 from exchange import contracts as xk
 from exchange import resources
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce, Resources, Target, body_before_decision
 from gateway.platform import Platform
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
@@ -100,16 +99,18 @@ def propose(
         return xk.propose_contract(session, caller, body, now=now, trail=platform.trail)
 
 
-@router.get("", response_model=list[exchange.ContractPublic], dependencies=[Depends(ListContracts)])
+@router.get("", response_model=Page[exchange.ContractPublic], dependencies=[Depends(ListContracts)])
 def list_contracts(
     caller: CallerDep,
     session: SessionDep,
     now: ClockDep,
+    paging: PagingDep,
     status: exchange.ContractStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[exchange.ContractPublic]:
-    return xk.list_contracts(session, caller, now=now, status=status, limit=limit, offset=offset)
+) -> Page[exchange.ContractPublic]:
+    """The organisation's contracts, oldest proposal first."""
+    return paging.page(
+        xk.list_contracts(session, caller, now=now, window=paging.window, status=status)
+    )
 
 
 @router.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -17,15 +17,13 @@ from exchange.levels import Level
 from gateway.cache import TtlCache
 from gateway.edges import MAX_JSON_DEPTH, DepthMeter
 from gateway.errors import GatewayError
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Deferred, Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 from gateway.upload import stream_registration
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-
-TOTAL_HEADER = "X-Total-Count"
-MAX_OFFSET = 2**53
 
 
 # Registered datasets do not change their grade, owner or open attribute in place, so
@@ -209,30 +207,22 @@ def _visibility(
     return visible
 
 
-@router.get(
-    "",
-    response_model=list[exchange.DatasetSummary],
-    dependencies=[Depends(ReadCatalog)],
-    responses={200: {"headers": {TOTAL_HEADER: {"schema": {"type": "integer"}}}}},
-)
+@router.get("", response_model=Page[exchange.DatasetSummary], dependencies=[Depends(ReadCatalog)])
 def list_datasets(
     request: Request,
-    response: Response,
     caller: CallerDep,
     platform: PlatformDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    paging: PagingDep,
     owner_org: Annotated[str | None, Query(max_length=128)] = None,
     level: Level | None = None,
-) -> list[exchange.DatasetSummary]:
-    """Datasets whose metadata the caller may read; `X-Total-Count` counts all of them."""
+) -> Page[exchange.DatasetSummary]:
+    """Datasets whose metadata the caller may read, oldest first; `total` counts them all."""
     visible = _visibility(request, caller, platform)
     with platform.session() as session:
-        page = exchange.list_datasets(
-            session, visible=visible, limit=limit, offset=offset, owner_org=owner_org, level=level
+        found = exchange.list_datasets(
+            session, visible=visible, window=paging.window, owner_org=owner_org, level=level
         )
-    response.headers[TOTAL_HEADER] = str(page.total)
-    return page.items
+    return paging.page(found)
 
 
 @router.get(

@@ -6,22 +6,43 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway.errors import problem
+from gateway.errors import problem, problem_responses
 from gateway.readiness import Readiness
 from gateway.security import PlatformDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
+# `status` here is the health-check vocabulary load balancers read
+# (draft-inadarei-api-health-check), not a resource's lifecycle `state`.
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    version: str
+
+
+class Check(BaseModel):
+    name: str
+    ok: bool
+    detail: str | None = None
+
+
+class Ready(BaseModel):
+    status: str = Field(examples=["ready"])
+    checks: list[Check]
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
     """Liveness only: a load balancer restarts a process that stops answering here."""
-    return {"status": "ok", "version": "0.1.0"}
+    return Health(status="ok", version="0.1.0")
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz", response_model=None, responses={200: {"model": Ready}, **problem_responses(503)}
+)
 async def readyz(request: Request, platform: PlatformDep) -> dict[str, Any] | JSONResponse:
     """Readiness: schema, store identity, ledger, objects directory, free space, sandbox.
 

@@ -9,18 +9,22 @@ ledger entry (the key store's event sink is `exchange.Trail.key_event`).
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 import exchange
 from crypto.roles import KeyActor, KeyRole
 from exchange import resources
+from exchange.paging import Key, in_memory
+from exchange.timestamps import Timestamp
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/kms", tags=["kms"])
 
@@ -33,6 +37,8 @@ KEY_ROLES: dict[exchange.Role, KeyRole] = {
     exchange.Role.SYSTEM_ADMIN: KeyRole.CRYPTO_OPERATOR,
     exchange.Role.AUDITOR: KeyRole.CRYPTO_AUDITOR,
 }
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 KeyId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:._\-]+$")]
 
@@ -63,9 +69,95 @@ def _destroy_request(
 DecideDestruction = Enforce("kms.admin", resources=_destroy_request)
 
 
-def _public(value: Any) -> dict[str, Any]:
-    out = asdict(value)
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in out.items()}
+def _snake(value: str) -> str:
+    return value.replace("-", "_")
+
+
+SnakeState = Annotated[str, AfterValidator(_snake)]
+
+
+class KeyVersionPublic(BaseModel):
+    """One key version of the inventory (docs/compliance.md CRY-14)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str
+    version: int
+    type: str = Field(description="symmetric or asymmetric")
+    length: int = Field(description="bits")
+    owner_org: str | None
+    purpose: str
+    algorithm: str
+    state: SnakeState = Field(description="pre_active, active, suspended, deactivated, ...")
+    not_before: Timestamp | None
+    not_after: Timestamp | None
+    created_at: Timestamp | None
+    state_changed_at: Timestamp | None
+    parent_id: str | None
+    location: str
+    data_keys: int | None = None
+
+
+class RotationDuePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str
+    version: int
+    purpose: str
+    owner_org: str | None
+    algorithm: str
+    active_since: Timestamp | None
+    due_at: Timestamp | None
+    reason: str = Field(description="max-age, expired, rewrap-pending or compromised")
+    pending_data_keys: int = 0
+
+
+class RotationPublic(BaseModel):
+    """Where a rotation stands; call again until `done`."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str
+    version: int
+    rewrapped: int
+    remaining: int
+    done: bool
+
+
+class DestroyRequestPublic(BaseModel):
+    """A key-destruction request of the two-person rule."""
+
+    id: str
+    key_id: str
+    version: int | None
+    reason: str
+    state: str = Field(description="pending, executed, cancelled or expired")
+    requested_by: str
+    requested_at: Timestamp | None
+    expires_at: Timestamp | None
+    decided_by: str | None
+    decided_at: Timestamp | None
+    requested_by_person: str | None = None
+    requested_by_sponsor: str | None = None
+    decided_by_person: str | None = None
+
+
+def _destroy_public(value: Any) -> DestroyRequestPublic:
+    fields = asdict(value)
+    fields["state"] = fields.pop("status")
+    return DestroyRequestPublic.model_validate(fields)
+
+
+def _key(value: Any) -> KeyVersionPublic:
+    return KeyVersionPublic.model_validate(value)
+
+
+def _requested(r: DestroyRequestPublic) -> Key:
+    return (r.requested_at or _EPOCH, r.id)
+
+
+def _version_key(k: KeyVersionPublic) -> Key:
+    return (k.key_id, k.version)
 
 
 class StateChange(BaseModel):
@@ -78,31 +170,44 @@ class DestroyRequestIn(BaseModel):
     reason: str = Field(min_length=3, max_length=256)
 
 
-@router.get("/keys", dependencies=[Depends(ReadKeys)])
-def inventory(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
+@router.get("/keys", response_model=Page[KeyVersionPublic], dependencies=[Depends(ReadKeys)])
+def inventory(
+    caller: CallerDep, session: SessionDep, platform: PlatformDep, paging: PagingDep
+) -> Page[KeyVersionPublic]:
     """Every key version: type, length, owner, purpose, algorithm, validity, state."""
-    with platform.session() as session:
-        return [k.to_public() for k in platform.kms.inventory(session, by=actor(caller))]
+    found = [_key(k) for k in platform.kms.inventory(session, by=actor(caller))]
+    return paging.page(in_memory(found, _version_key, paging.window))
 
 
-@router.get("/keys/{key_id}", dependencies=[Depends(ReadKeys)])
-def key(key_id: KeyId, caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
-    with platform.session() as session:
-        return [k.to_public() for k in platform.kms.key(session, key_id, by=actor(caller))]
+@router.get(
+    "/keys/{key_id}", response_model=Page[KeyVersionPublic], dependencies=[Depends(ReadKeys)]
+)
+def key(
+    key_id: KeyId, caller: CallerDep, session: SessionDep, platform: PlatformDep, paging: PagingDep
+) -> Page[KeyVersionPublic]:
+    """The versions of one key, oldest first."""
+    found = [_key(k) for k in platform.kms.key(session, key_id, by=actor(caller))]
+    return paging.page(in_memory(found, _version_key, paging.window))
 
 
-@router.get("/rotation-due", dependencies=[Depends(ReadKeys)])
-def rotation_due(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
+@router.get(
+    "/rotation-due", response_model=Page[RotationDuePublic], dependencies=[Depends(ReadKeys)]
+)
+def rotation_due(
+    caller: CallerDep, session: SessionDep, now: ClockDep, platform: PlatformDep, paging: PagingDep
+) -> Page[RotationDuePublic]:
     """Keys the rotation policy (max age per purpose) says need rotating."""
-    with platform.session() as session:
-        due = platform.kms.due_for_rotation(session, now=platform.now(), by=actor(caller))
-    return [_public(d) for d in due]
+    due = platform.kms.due_for_rotation(session, now=now, by=actor(caller))
+    found = [RotationDuePublic.model_validate(d) for d in due]
+    return paging.page(in_memory(found, lambda d: (d.key_id, d.version), paging.window))
 
 
-@router.post("/keys/{key_id}/rotate", dependencies=[Depends(AdministerKeys)])
+@router.post(
+    "/keys/{key_id}/rotate", response_model=RotationPublic, dependencies=[Depends(AdministerKeys)]
+)
 def rotate(
     key_id: KeyId, request: Request, caller: CallerDep, platform: PlatformDep
-) -> dict[str, Any]:
+) -> RotationPublic:
     """New version active; data keys re-wrapped in batches (data is not re-encrypted).
 
     Resumable: after a failure the old version stays active and all data readable, and
@@ -111,13 +216,18 @@ def rotate(
     with platform.write_session() as session:  # rotate commits per batch itself
         progress = platform.kms.rotate(session, key_id, by=actor(caller), now=platform.now())
     request.app.state.reload_keys()  # sign new tokens with the new version at once
-    return {**_public(progress), "done": progress.done}
+    return RotationPublic.model_validate(progress)
 
 
-@router.post("/keys/{key_id}/destroy", status_code=202, dependencies=[Depends(AdministerKeys)])
+@router.post(
+    "/keys/{key_id}/destroy",
+    status_code=202,
+    response_model=DestroyRequestPublic,
+    dependencies=[Depends(AdministerKeys)],
+)
 def request_destroy(
     key_id: KeyId, body: DestroyRequestIn, caller: CallerDep, platform: PlatformDep
-) -> dict[str, Any]:
+) -> DestroyRequestPublic:
     """Ask to destroy a key (version); a second key administrator must approve."""
     with platform.session() as session, session.begin():
         req = platform.kms.request_destroy(
@@ -128,23 +238,37 @@ def request_destroy(
             now=platform.now(),
             reason=body.reason,
         )
-        return _public(req)
+        return _destroy_public(req)
 
 
-@router.get("/destroy-requests", dependencies=[Depends(ReadKeys)])
-def destroy_requests(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
-    with platform.session() as session:
-        found = platform.kms.destroy_requests(session, by=actor(caller), now=platform.now())
-    return [_public(r) for r in found]
+@router.get(
+    "/destroy-requests",
+    response_model=Page[DestroyRequestPublic],
+    dependencies=[Depends(ReadKeys)],
+)
+def destroy_requests(
+    caller: CallerDep, session: SessionDep, now: ClockDep, platform: PlatformDep, paging: PagingDep
+) -> Page[DestroyRequestPublic]:
+    """Key-destruction requests, oldest first."""
+    found = [
+        _destroy_public(r)
+        for r in platform.kms.destroy_requests(session, by=actor(caller), now=now)
+    ]
+    order = lambda r: (r.requested_at or _EPOCH, r.id)  # noqa: E731
+    return paging.page(in_memory(found, order, paging.window))
 
 
-@router.post("/destroy-requests/{request_id}/{decision}", dependencies=[Depends(DecideDestruction)])
+@router.post(
+    "/destroy-requests/{request_id}/{decision}",
+    response_model=DestroyRequestPublic,
+    dependencies=[Depends(DecideDestruction)],
+)
 def decide_destroy(
     request_id: Annotated[str, Path(max_length=64)],
     decision: Literal["approve", "cancel"],
     caller: CallerDep,
     platform: PlatformDep,
-) -> dict[str, Any]:
+) -> DestroyRequestPublic:
     """Approve (by a different key administrator: crypto-shreds) or cancel a request."""
     with platform.session() as session, session.begin():
         if decision == "approve":
@@ -155,11 +279,15 @@ def decide_destroy(
             req = platform.kms.cancel_destroy(
                 session, request_id, by=actor(caller), now=platform.now()
             )
-        return _public(req)
+        return _destroy_public(req)
 
 
 # Declared last: the generic action route must not shadow /destroy.
-@router.post("/keys/{key_id}/{action}", dependencies=[Depends(AdministerKeys)])
+@router.post(
+    "/keys/{key_id}/{action}",
+    response_model=KeyVersionPublic,
+    dependencies=[Depends(AdministerKeys)],
+)
 def change_state(
     key_id: KeyId,
     action: Literal["suspend", "resume", "revoke", "archive", "activate"],
@@ -167,7 +295,8 @@ def change_state(
     request: Request,
     caller: CallerDep,
     platform: PlatformDep,
-) -> dict[str, Any]:
+) -> KeyVersionPublic:
+    """Suspend, resume, revoke (compromised), archive or activate one key version."""
     by, now, kms = actor(caller), platform.now(), platform.kms
     with platform.session() as session, session.begin():
         if action == "suspend":
@@ -181,4 +310,4 @@ def change_state(
         else:
             info = kms.activate(session, key_id, body.version, by=by, now=now)
     request.app.state.reload_keys()
-    return info.to_public()
+    return _key(info)

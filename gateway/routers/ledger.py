@@ -12,10 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
 from exchange.backup import record_published
+from exchange.paging import Key, Slice
 from gateway.ledger_signer import ledger_signer_for
+from gateway.pagination import Page, Paging, invalid_cursor, pager
 from gateway.pep import Enforce
+from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
 from ledger.log import MAX_PAGE, SealedBlock, StoredEntry
 from ledger.publish import published_checkpoint
@@ -30,18 +34,14 @@ ReadLedger = Enforce("ledger.read", target={"type": "ledger.entry"})
 ReadVerifierKey = Enforce("ledger.verifier_key")
 
 NOTE_TEXT = "text/plain; charset=utf-8"
+# One more than a page is read to know whether another follows: below the log's MAX_PAGE.
+LedgerPagingDep = Annotated[Paging, Depends(pager(default=100, maximum=MAX_PAGE // 2))]
 
 
 class Entry(BaseModel):
     index: int
     leaf: str
     record: dict[str, Any]
-
-
-class EntryPage(BaseModel):
-    entries: list[Entry]
-    next_start: int | None
-    tree_size: int
 
 
 class InclusionProof(BaseModel):
@@ -111,28 +111,65 @@ def checkpoint(platform: PlatformDep) -> PlainTextResponse:
     return PlainTextResponse(note, media_type=NOTE_TEXT)
 
 
-@router.get("/entries", response_model=EntryPage, dependencies=[Depends(ReadLedger)])
+def _count(
+    platform: Platform,
+    session: Session,
+    start: int,
+    end: int | None,
+    type: str | None,
+    object_id: str | None,
+) -> int:
+    """How many entries in [start, end) match: arithmetic unfiltered, else counted in pages."""
+    size = platform.ledger.size(session)
+    stop = size if end is None else min(end, size)
+    if type is None and object_id is None:
+        return max(0, stop - start)
+    total, at = 0, start
+    while at < stop:
+        found = platform.ledger.entries(
+            session, start=at, end=stop, type=type, object_id=object_id, limit=MAX_PAGE
+        )
+        total += len(found)
+        if len(found) < MAX_PAGE:
+            break
+        at = found[-1].index + 1
+    return total
+
+
+@router.get(
+    "/entries",
+    response_model=Page[Entry],
+    response_model_exclude_none=False,
+    dependencies=[Depends(ReadLedger)],
+)
 def entries(
     caller: CallerDep,
     platform: PlatformDep,
+    paging: LedgerPagingDep,
     start: Index = 0,
     end: OptionalIndex = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
     object_id: Annotated[str | None, Query(max_length=128)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
-) -> EntryPage:
-    """Entries with start <= index < end (sealed or not), optionally filtered."""
+) -> Page[Entry]:
+    """Entries with start <= index < end (sealed or not), optionally filtered, by index."""
+    window = paging.window
+    after = start if window.after is None else max(start, _index_after(window.after))
     with platform.session() as session:
         found = platform.ledger.entries(
-            session, start=start, end=end, type=type, object_id=object_id, limit=limit
+            session, start=after, end=end, type=type, object_id=object_id, limit=window.limit + 1
         )
-        sealed = platform.ledger.sealed_size(session)
-    more = len(found) == limit
-    return EntryPage(
-        entries=[_entry(e) for e in found],
-        next_start=found[-1].index + 1 if more else None,
-        tree_size=sealed,
-    )
+        total = _count(platform, session, start, end, type, object_id)
+    more = len(found) > window.limit
+    found = found[: window.limit]
+    last: Key | None = (found[-1].index,) if more and found else None
+    return paging.page(Slice(items=[_entry(e) for e in found], total=total, last=last))
+
+
+def _index_after(key: Key) -> int:
+    """The first index after a ledger cursor's key (its last entry's index or height)."""
+    if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
+        raise invalid_cursor()
+    return key[0] + 1
 
 
 @router.get("/entries/{index}", response_model=Entry, dependencies=[Depends(ReadLedger)])
@@ -163,17 +200,27 @@ def consistency(
     return ConsistencyProof(first=first, second=second, hashes=[_b64(h) for h in hashes])
 
 
-@router.get("/blocks", response_model=list[BlockOut], dependencies=[Depends(ReadLedger)])
+@router.get("/blocks", response_model=Page[BlockOut], dependencies=[Depends(ReadLedger)])
 def blocks(
     caller: CallerDep,
     platform: PlatformDep,
+    paging: LedgerPagingDep,
     start: Index = 0,
     end: OptionalIndex = None,
-) -> list[BlockOut]:
-    """Blocks with start <= height < end, at most 1,000 per page."""
+) -> Page[BlockOut]:
+    """Blocks with start <= height < end, by height."""
+    window = paging.window
+    after = start if window.after is None else max(start, _index_after(window.after))
     with platform.session() as session:
-        found = platform.ledger.blocks(session, start, end if end is not None else start + MAX_PAGE)
-    return [_block(b) for b in found]
+        latest = platform.ledger.latest(session)
+        height = latest.block.height + 1 if latest is not None else 0
+        stop = height if end is None else min(end, height)
+        found = platform.ledger.blocks(session, after, min(stop, after + window.limit + 1))
+    more = len(found) > window.limit
+    found = found[: window.limit]
+    last: Key | None = (found[-1].block.height,) if more and found else None
+    total = max(0, stop - start)
+    return paging.page(Slice(items=[_block(b) for b in found], total=total, last=last))
 
 
 @router.get("/blocks/{height}", response_model=BlockOut, dependencies=[Depends(ReadLedger)])

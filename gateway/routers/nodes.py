@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 import exchange
 from audit.catalogue import Event
 from exchange import custody
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Deferred, Enforce, Resources, Target
 from gateway.platform import Platform
 from gateway.routers.datasets import register_streamed
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
@@ -57,10 +58,12 @@ def register_node(
     )
 
 
-@router.get("", response_model=list[exchange.NodePublic], dependencies=[Depends(ReadNodes)])
-def list_nodes(caller: CallerDep, platform: PlatformDep) -> list[exchange.NodePublic]:
-    with platform.session() as session:
-        return custody.list_nodes(session, caller)
+@router.get("", response_model=Page[exchange.NodePublic], dependencies=[Depends(ReadNodes)])
+def list_nodes(
+    caller: CallerDep, session: SessionDep, paging: PagingDep
+) -> Page[exchange.NodePublic]:
+    """The caller's node (every node for auditors and security), oldest first."""
+    return paging.page(custody.list_nodes(session, caller, window=paging.window))
 
 
 @router.post("/datasets", status_code=201, response_model=exchange.DatasetPublic)

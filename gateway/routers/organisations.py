@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -12,9 +10,11 @@ import exchange
 import exchange.clients
 from audit.catalogue import Event
 from exchange import resources
+from exchange.timestamps import Timestamp
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -28,7 +28,7 @@ class OrganisationPublic(BaseModel):
     id: str
     name: str
     kind: str
-    created_at: datetime
+    created_at: Timestamp
     ledger_index: int | None = None  # set on creation: the entry recording it
 
 
@@ -89,16 +89,21 @@ CreateClient = Enforce("account.create", resources=_new_client)
     dependencies=[Depends(CreateOrganisation)],
 )
 def create_organisation(
-    body: OrganisationCreate, request: Request, caller: CallerDep, platform: PlatformDep
+    body: OrganisationCreate,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> OrganisationPublic:
     request.state.audit_event = Event.ORGANISATION_CREATE_FAILED
-    with platform.session() as session, session.begin():
+    with session.begin():
         org, receipt = exchange.create_organisation(
             session,
             caller,
             name=body.name,
             kind=body.kind,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
         return _public(org, receipt.ledger_index)
@@ -106,12 +111,14 @@ def create_organisation(
 
 @router.get(
     "/organisations",
-    response_model=list[OrganisationPublic],
+    response_model=Page[OrganisationPublic],
     dependencies=[Depends(ReadAccounts)],
 )
-def list_organisations(caller: CallerDep, platform: PlatformDep) -> list[OrganisationPublic]:
-    with platform.session() as session:
-        return [_public(o) for o in exchange.list_organisations(session)]
+def list_organisations(
+    caller: CallerDep, session: SessionDep, paging: PagingDep
+) -> Page[OrganisationPublic]:
+    """Every organisation, oldest first."""
+    return paging.page_as(exchange.list_organisations(session, window=paging.window), _public)
 
 
 async def _requested_roles(request: Request) -> None:
@@ -132,18 +139,24 @@ async def _requested_roles(request: Request) -> None:
     dependencies=[Depends(_requested_roles), Depends(CreateClient)],
 )
 def create_client(
-    org_id: str, body: ClientCreate, request: Request, caller: CallerDep, platform: PlatformDep
+    org_id: str,
+    body: ClientCreate,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> ClientIssued:
     request.state.audit_event = Event.CLIENT_CREATE_FAILED
     request.state.object_id = org_id
-    with platform.session() as session, session.begin():
+    with session.begin():
         issued = exchange.create_client(
             session,
             caller,
             org_id=org_id,
             name=body.name,
             roles=body.roles,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
             owner_person_id=body.owner_person_id,
         )
@@ -211,18 +224,24 @@ def _state(change: exchange.clients.ClientChange) -> ClientState:
     dependencies=[Depends(DeactivateClient)],
 )
 def deactivate_client(
-    org_id: str, client_id: str, request: Request, caller: CallerDep, platform: PlatformDep
+    org_id: str,
+    client_id: str,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> ClientState:
     """Deactivate a client: it gets no tokens, and its live tokens stop working."""
     request.state.audit_event = Event.CLIENT_DEACTIVATE_FAILED
     request.state.object_id = client_id
-    with platform.session() as session, session.begin():
+    with session.begin():
         change = exchange.clients.deactivate_client(
             session,
             caller,
             org_id=org_id,
             client_id=client_id,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     request.app.state.principals.invalidate()
@@ -235,20 +254,26 @@ def deactivate_client(
     dependencies=[Depends(RotateClientSecret)],
 )
 def rotate_client_secret(
-    org_id: str, client_id: str, request: Request, caller: CallerDep, platform: PlatformDep
+    org_id: str,
+    client_id: str,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> ClientState:
     """A new secret for a client (shown once); the old one and its logins stop working."""
     request.state.audit_event = Event.CLIENT_ROTATE_FAILED
     request.state.object_id = client_id
     secret = exchange.clients.new_client_secret()  # scrypt before the transaction
-    with platform.session() as session, session.begin():
+    with session.begin():
         change = exchange.clients.rotate_client_secret(
             session,
             caller,
             org_id=org_id,
             client_id=client_id,
             secret=secret,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     request.app.state.principals.invalidate()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -14,14 +12,15 @@ import audit
 import exchange
 import exchange.people
 from audit.catalogue import Event
+from exchange import authn_trail, resources
 from exchange import errors as xe
-from exchange import resources
+from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.ratelimit import Limits
-from gateway.security import CallerDep, PlatformDep
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
 public = APIRouter(prefix="/v1", tags=["people"])  # enrolment: the invitation code authenticates
@@ -46,7 +45,7 @@ class InvitationIssued(BaseModel):
     id: str
     org_id: str
     code: str
-    expires_at: datetime
+    expires_at: Timestamp
     roles: list[str]
     org_admin: bool
     ledger_index: int | None = None
@@ -114,18 +113,24 @@ def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
     dependencies=[Depends(InviteFirstAdmin)],
 )
 def invite_first_admin(
-    org_id: str, body: FirstAdminInvite, request: Request, caller: CallerDep, platform: PlatformDep
+    org_id: str,
+    body: FirstAdminInvite,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> InvitationIssued:
     """The operator invites a new organisation's first administrator (once, nothing more)."""
     request.state.audit_event = Event.PERSON_INVITE_FAILED
     request.state.object_id = org_id
-    with platform.session() as session, session.begin():
+    with session.begin():
         inv = exchange.people.invite_first_admin(
             session,
             caller,
             org_id=org_id,
             display_name=body.display_name,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     return _issued(inv)
@@ -138,12 +143,18 @@ def invite_first_admin(
     dependencies=[Depends(_requested_roles), Depends(InvitePerson)],
 )
 def invite_person(
-    org_id: str, body: PersonInvite, request: Request, caller: CallerDep, platform: PlatformDep
+    org_id: str,
+    body: PersonInvite,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
 ) -> InvitationIssued:
     """An organisation's administrator invites another person of that organisation."""
     request.state.audit_event = Event.PERSON_INVITE_FAILED
     request.state.object_id = org_id
-    with platform.session() as session, session.begin():
+    with session.begin():
         inv = exchange.people.invite_person(
             session,
             caller,
@@ -151,24 +162,26 @@ def invite_person(
             display_name=body.display_name,
             roles=body.roles,
             org_admin=body.org_admin,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     return _issued(inv)
 
 
 @public.post(REDEEM_PATH, status_code=201, response_model=Enrolled)
-def redeem(body: Redeem, request: Request, platform: PlatformDep) -> Enrolled:
+def redeem(
+    body: Redeem, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
+) -> Enrolled:
     """Spend an invitation code: set a login and password, receive the TOTP secret."""
     request.state.audit_event = Event.PERSON_REDEEM_DENIED
-    with platform.session() as session, session.begin():
+    with session.begin():
         e = exchange.people.redeem_invitation(
             session,
             platform.keystore,
             code=body.code,
             login=body.login,
             password=body.password,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
     return Enrolled(
@@ -181,21 +194,28 @@ def redeem(body: Redeem, request: Request, platform: PlatformDep) -> Enrolled:
     )
 
 
-@public.post(CONFIRM_PATH)
-def confirm(body: Confirm, request: Request, platform: PlatformDep) -> dict[str, str]:
+class Confirmed(BaseModel):
+    person_id: str
+    state: str = Field(description="the person's state: `active` once confirmed")
+
+
+@public.post(CONFIRM_PATH, response_model=Confirmed)
+def confirm(
+    body: Confirm, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
+) -> Confirmed:
     """The first TOTP code from the authenticator activates the person."""
     request.state.audit_event = Event.PERSON_CONFIRM_DENIED
-    with platform.session() as session, session.begin():
+    with session.begin():
         person = exchange.people.confirm_enrolment(
             session,
             platform.keystore,
             login=body.login,
             password=body.password,
             totp=body.totp,
-            now=platform.now(),
+            now=now,
             trail=platform.trail,
         )
-        return {"person_id": person.id, "status": person.status}
+        return Confirmed(person_id=person.id, state=person.status)
 
 
 def _person_denied(request: Request, login: str) -> GatewayError:
@@ -235,19 +255,10 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
             )
         except xe.AuthenticationFailed:
             raise _person_denied(request, login) from None
-        audit.record(
-            session,
-            audit.Subject(
-                person.id, person.org_id, client_ip(request), request.state.request_id, None
-            ),
-            audit.AuditEvent(
-                Event.AUTH_PERSON_TOKEN_ISSUED,
-                "authenticate",
-                audit.Result.SUCCESS,
-                object_id=person.id,
-            ),
-            now=now,
+        subject = audit.Subject(
+            person.id, person.org_id, client_ip(request), request.state.request_id, None
         )
+        authn_trail.record_person_token_issued(session, subject, person.id, now=now)
         person_id, org_id = person.id, person.org_id
     # The person's id is the token's subject (exchange.people.PERSON_PREFIX); no refresh
     # token: a person signs in again with a fresh TOTP code.

@@ -17,7 +17,10 @@ from pydantic import BaseModel, Field
 import exchange
 import policies
 from audit.catalogue import Event
+from exchange.paging import in_memory
 from exchange.policy_activation import activate_policy
+from exchange.timestamps import Timestamp
+from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep, SessionDep
@@ -25,6 +28,7 @@ from gateway.security import CallerDep, PlatformDep, SessionDep
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 ReadPolicy = Enforce("policy.read")
+_ALL_REVISIONS = 100_000  # revisions are few; paged in memory
 WritePolicy = Enforce("policy.write")
 
 
@@ -37,51 +41,93 @@ class ModuleIn(BaseModel):
     source: str = Field(max_length=256 * 1024)
 
 
-def _summary(active: policies.ActivePolicy, *, full: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
+class PolicySummary(BaseModel):
+    revision: int
+    digest: str = Field(description="sha256:<hex> of the bundle")
+    activated_by: str | None
+    activated_at: Timestamp | None
+    description: str | None
+    modules: list[str]
+
+
+class PolicyActive(PolicySummary):
+    """The active revision with its Rego sources and grading matrix."""
+
+    matrix: dict[str, Any]
+    sources: dict[str, str]
+
+
+class PolicyRevision(BaseModel):
+    revision: int
+    digest: str = Field(description="sha256:<hex> of the bundle")
+    activated_by: str
+    activated_at: Timestamp
+    description: str | None
+    changes: list[str]
+
+
+class PolicyActivation(PolicySummary):
+    """The outcome of an activation: unchanged, or the new revision and its ledger entry."""
+
+    changed: bool
+    changes: list[str]
+    tests_passed: int | None = None
+    ledger_index: int | None = None
+
+
+def _summary(active: policies.ActivePolicy) -> dict[str, Any]:
+    return {
         "revision": active.revision,
         "digest": f"sha256:{active.digest}",
         "activated_by": active.activated_by,
-        "activated_at": active.activated_at.isoformat() if active.activated_at else None,
+        "activated_at": active.activated_at,
         "description": active.description,
         "modules": sorted(active.bundle.modules),
     }
-    if full:
-        out["matrix"] = dict(active.bundle.matrix)
-        out["sources"] = dict(active.bundle.modules)
-    return out
 
 
-@router.get("", dependencies=[Depends(ReadPolicy)])
-def get_active(session: SessionDep) -> dict[str, Any]:
+@router.get("", response_model=PolicyActive, dependencies=[Depends(ReadPolicy)])
+def get_active(session: SessionDep) -> PolicyActive:
     """The active revision with its modules and grading matrix."""
-    return _summary(policies.active(session), full=True)
+    active = policies.active(session)
+    return PolicyActive(
+        **_summary(active),
+        matrix=dict(active.bundle.matrix),
+        sources=dict(active.bundle.modules),
+    )
 
 
-@router.get("/history", dependencies=[Depends(ReadPolicy)])
-def get_history(session: SessionDep) -> list[dict[str, Any]]:
-    return [
-        {
-            "revision": r.revision,
-            "digest": f"sha256:{r.digest}",
-            "activated_by": r.activated_by,
-            "activated_at": r.activated_at.isoformat(),
-            "description": r.description,
-            "changes": list(r.changes),
-        }
-        for r in policies.history(session)
+@router.get("/history", response_model=Page[PolicyRevision], dependencies=[Depends(ReadPolicy)])
+def get_history(session: SessionDep, paging: PagingDep) -> Page[PolicyRevision]:
+    """Every activated revision, oldest first."""
+    found = [
+        PolicyRevision(
+            revision=r.revision,
+            digest=f"sha256:{r.digest}",
+            activated_by=r.activated_by,
+            activated_at=r.activated_at,
+            description=r.description,
+            changes=list(r.changes),
+        )
+        for r in policies.history(session, limit=_ALL_REVISIONS)
     ]
+    return paging.page(in_memory(found, lambda r: (r.revision,), paging.window))
 
 
-@router.get("/revisions/{revision}", dependencies=[Depends(ReadPolicy)])
+@router.get(
+    "/revisions/{revision}", response_model=PolicyActive, dependencies=[Depends(ReadPolicy)]
+)
 def get_revision(
     revision: Annotated[int, Path(ge=0, le=2**31 - 1)], session: SessionDep
-) -> dict[str, Any]:
+) -> PolicyActive:
     """One stored revision with its modules and matrix (0: the built-in bundle).
 
     What a rollback re-activates (the console's policy page); 404 if there is none.
     """
-    return _summary(policies.revision(session, revision), full=True)
+    stored = policies.revision(session, revision)
+    return PolicyActive(
+        **_summary(stored), matrix=dict(stored.bundle.matrix), sources=dict(stored.bundle.modules)
+    )
 
 
 def _activate(
@@ -89,7 +135,7 @@ def _activate(
     platform: Platform,
     caller: exchange.Caller,
     build: Callable[[policies.ActivePolicy], policies.PolicyBundle],
-) -> dict[str, Any]:
+) -> PolicyActivation:
     """Validate, record, ledger, load (exchange.policy_activation); refusals are audited."""
     request.state.audit_event = Event.POLICY_ACTIVATION_REFUSED
     now = platform.now()
@@ -107,20 +153,20 @@ def _activate(
     )
     assert done.activation is not None
     if not done.changed:
-        return {**_summary(done.policy, full=False), "changed": False, "changes": []}
-    return {
-        **_summary(done.policy, full=False),
-        "changed": True,
-        "changes": list(done.activation.changes),
-        "tests_passed": done.activation.tests_passed,
-        "ledger_index": done.ledger_index,
-    }
+        return PolicyActivation(**_summary(done.policy), changed=False, changes=[])
+    return PolicyActivation(
+        **_summary(done.policy),
+        changed=True,
+        changes=list(done.activation.changes),
+        tests_passed=done.activation.tests_passed,
+        ledger_index=done.ledger_index,
+    )
 
 
-@router.put("", dependencies=[Depends(WritePolicy)])
+@router.put("", response_model=PolicyActivation, dependencies=[Depends(WritePolicy)])
 def put_bundle(
     body: BundleIn, request: Request, caller: CallerDep, platform: PlatformDep
-) -> dict[str, Any]:
+) -> PolicyActivation:
     """Activate a whole bundle (modules and matrix)."""
     return _activate(
         request,
@@ -130,10 +176,10 @@ def put_bundle(
     )
 
 
-@router.put("/matrix", dependencies=[Depends(WritePolicy)])
+@router.put("/matrix", response_model=PolicyActivation, dependencies=[Depends(WritePolicy)])
 def put_matrix(
     matrix: dict[str, Any], request: Request, caller: CallerDep, platform: PlatformDep
-) -> dict[str, Any]:
+) -> PolicyActivation:
     """Activate a new grading matrix with the active Rego modules."""
     return _activate(
         request,
@@ -143,14 +189,14 @@ def put_matrix(
     )
 
 
-@router.put("/modules/{name}", dependencies=[Depends(WritePolicy)])
+@router.put("/modules/{name}", response_model=PolicyActivation, dependencies=[Depends(WritePolicy)])
 def put_module(
     name: Annotated[str, Path(max_length=64)],
     body: ModuleIn,
     request: Request,
     caller: CallerDep,
     platform: PlatformDep,
-) -> dict[str, Any]:
+) -> PolicyActivation:
     """Activate the active bundle with one Rego module added or replaced."""
     return _activate(
         request,

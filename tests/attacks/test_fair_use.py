@@ -316,4 +316,4 @@ def test_oversize_output_or_cost_is_refused_before_anything_runs(
     small = {"columns": ["systolic_bp"], "bins": 8, "range": [80.0, 180.0]}
     r = ask(capi, net, "stats.histogram", small)
     assert r.status_code == 201, r.text
-    assert r.json()["state"] == "awaiting-approval"
+    assert r.json()["state"] == "awaiting_approval"

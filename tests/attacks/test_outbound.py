@@ -238,7 +238,7 @@ def test_internal_addresses_are_refused_without_connecting(
     finally:
         hole.close()
     # Nothing was registered.
-    assert api.get("/v1/nodes", headers=prov).json() == []
+    assert api.get("/v1/nodes", headers=prov).json()["items"] == []
 
 
 def test_every_resolved_address_is_checked_and_the_checked_one_is_used(

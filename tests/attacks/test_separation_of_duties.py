@@ -77,7 +77,7 @@ def enrol(api: TestClient, clock: Clock, code: str, login_name: str) -> dict[str
         "/v1/invitations/confirm",
         json={"login": login_name, "password": password, "totp": code_at(secret, clock)},
     )
-    assert ok.status_code == 200 and ok.json()["status"] == "active", ok.text
+    assert ok.status_code == 200 and ok.json()["state"] == "active", ok.text
     clock.now += timedelta(seconds=30)  # the next login uses a fresh step
     return {
         "login": login_name,
