@@ -43,7 +43,6 @@ ScanRegistration = Enforce("dataset.register", resources=_own_registration)
 @router.post(
     "/scan",
     response_model=ScanReport,
-    operation_id="scanDataset",
     dependencies=[Depends(ScanRegistration)],
     openapi_extra={
         "requestBody": {

@@ -107,7 +107,6 @@ def _public(entry: party_trail.PartyEntry) -> TrailEntryPublic:
 @router.get(
     "/entries",
     response_model=TrailPage,
-    operation_id="listTrailEntries",
     dependencies=[Depends(ListOwn)],
 )
 def list_entries(
@@ -137,7 +136,6 @@ def list_entries(
 @router.get(
     "/entries/{index}",
     response_model=TrailEntryPublic,
-    operation_id="getTrailEntry",
     dependencies=[Depends(ReadOwn)],
 )
 def get_entry(
@@ -156,7 +154,6 @@ def get_entry(
 @router.get(
     "/consistency",
     response_model=ConsistencyPublic,
-    operation_id="getTrailConsistency",
     dependencies=[Depends(ReadTree)],
 )
 def consistency(
