@@ -34,7 +34,7 @@ from crypto.backends import RootKeyBackend
 from crypto.kms import KeyManager
 from exchange.policy_activation import activate_policy
 from exchange.quotas import Quotas
-from gateway import compliance_root
+from gateway import compliance_root, jobs_root
 from gateway.compliance_root import ComplianceServices
 from gateway.decision_logs import DecisionLogWriter
 from gateway.ledger_signer import ledger_signer_for
@@ -197,6 +197,7 @@ class Platform:
     # Compliance checks, retention and the decision sink (issue 16; gateway.compliance_root).
     compliance: ComplianceServices | None = field(default=None, repr=False)
     publishing: LedgerPublishing | None = field(default=None, repr=False)  # issue 19
+    jobs: jobs_root.JobServices | None = field(default=None, repr=False)  # issue 13
 
     def session(self) -> Session:
         return self.sessions()
@@ -276,8 +277,10 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
             workdir=settings.home / "jobs",
             clock=clock,
             runner=exchange.ThreadRunner(
-                workers=settings.job_workers, per_key=settings.quota_running_per_org
+                workers=max(1, settings.job_workers), per_key=settings.quota_running_per_org
             ),
+            lease_s=float(settings.job_lease_s),
+            job_dirs_base=settings.job_workdir,
             quotas=Quotas(
                 queued=settings.quota_queued_per_org, running=settings.quota_running_per_org
             ),
@@ -296,6 +299,7 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     # Issue 16: the checks get their facts from here (audit imports no exchange).
     platform.compliance = compliance_root.build(platform)
     platform.publishing = LedgerPublishing(platform)
+    platform.jobs = jobs_root.build(platform)
     return platform
 
 
@@ -390,8 +394,8 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
 def _initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
     start = check_store(platform.settings, platform.engine)
     upgrade_database(platform.engine)
-    # Jobs a crash interrupted are failed (with a reason), never left running.
-    exchange.computations.recover(platform.compute)
+    # Jobs whose run's lease lapsed run again; a dead worker's job files are removed.
+    jobs_root.recover_at_startup(platform)
     problem = platform.catalog.objects.problem()
     if problem is not None:
         # Reported by /readyz; uploads fail cleanly meanwhile. Not a reason to crash.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,9 +13,12 @@ from sqlalchemy.orm import Session
 import crypto
 import policies
 from exchange.catalog import CatalogContext
+from exchange.computations.leases import DEFAULT_LEASE_S, LeaseKeeper
+from exchange.jobqueue import JobQueue
 from exchange.jobs import DbPrivacyBudget, JobRunner, ThreadRunner
 from exchange.quotas import DEFAULT_QUOTAS, DEFAULT_USAGE_LIMITS, Quotas
 from exchange.trail import Trail
+from exchange.workdirs import DEFAULT_BASE, JobDirs
 from sandbox.isolation import Sandbox
 from sandbox.nodes import NodeRegistry
 from sandbox.operators import UsageLimits, default_sandbox
@@ -53,10 +57,22 @@ class ComputeContext:
     """Jobs whose operators were started (what tests count: none for a refused request)."""
     quotas: Quotas = DEFAULT_QUOTAS
     usage_limits: UsageLimits = DEFAULT_USAGE_LIMITS
+    # Issue 13: the queue (None: this process's `runner`), run leases, job directories.
+    queue: JobQueue | None = None
+    lease_s: float = DEFAULT_LEASE_S
+    lease_keeper: LeaseKeeper = field(init=False)
+    job_dirs: JobDirs = field(init=False)
+    job_dirs_base: Path = DEFAULT_BASE
+    """Memory-backed storage for decrypted inputs (`exchange.workdirs`)."""
 
     def __post_init__(self) -> None:
         if self.budget is None:
             self.budget = DbPrivacyBudget(self.sessions, self.clock)
+        self.lease_keeper = LeaseKeeper(self.sessions, self.clock, ttl_s=self.lease_s)
+        # One directory per process under the base, named after this process's lease holder.
+        self.job_dirs = JobDirs(
+            self.job_dirs_base / f"pdx-jobs-{os.getuid()}", self.lease_keeper.holder
+        )
 
     @property
     def trail(self) -> Trail:
