@@ -36,7 +36,7 @@ from exchange.policy_activation import activate_policy
 from exchange.quotas import Quotas
 from gateway import compliance_root, jobs_root
 from gateway.compliance_root import ComplianceServices
-from gateway.decision_logs import DecisionLogWriter
+from gateway.decision_logs import DecisionLogWriter, dropped_alert
 from gateway.ledger_signer import ledger_signer_for
 from gateway.settings import Settings
 from ledger import KmsLedgerSigner, Ledger, LedgerConfig, LedgerError, Sealer
@@ -262,7 +262,11 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         sealer,
         trail,
         kms,
-        DecisionLogWriter(sessions),
+        DecisionLogWriter(
+            sessions,
+            max_pending=settings.decision_log_max_pending,
+            alert=dropped_alert(trail, clock),
+        ),
         exchange.ComputeContext(
             sessions=sessions,
             catalog=catalog,
