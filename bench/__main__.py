@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("ingest", "ledger", "crypto", "policy", "he", "fl", "vertical", "compliance")
+AREAS = ("ingest", "ledger", "crypto", "policy", "he", "fl", "vertical", "compliance", "jobs")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,7 @@ class JobQueue(Protocol):
 
 
 class EmbeddedQueue:
-    """This process's runner as the queue (looked up at each call: tests swap runners)."""
+    """The runner of this process as the queue (looked up at each call: tests swap runners)."""
 
     shared = False
 

@@ -100,9 +100,7 @@ class ProcrastinateQueue:
     def retry(self, computation_id: str, requester_org: str) -> None:
         """Put the lapsed run's job back to `todo`; defer a new one if it has none."""
         app = self._sync_app()
-        stuck = app.job_manager.list_jobs(
-            task=TASK, status="doing", queueing_lock=computation_id
-        )
+        stuck = app.job_manager.list_jobs(task=TASK, status="doing", queueing_lock=computation_id)
         for job in stuck:
             assert job.id is not None
             try:

@@ -50,7 +50,7 @@ def is_memory_backed(path: Path) -> bool:
 
 
 class JobDirs:
-    """This process's job directories under `root` (created on first use)."""
+    """The job directories of this process under `root` (created on first use)."""
 
     def __init__(self, root: Path, holder: str) -> None:
         self.root = root
@@ -61,7 +61,7 @@ class JobDirs:
 
     @property
     def mine(self) -> Path:
-        """This process's directory, locked for its lifetime."""
+        """The directory of this process, locked for its lifetime."""
         with self._guard:
             if self._mine is None:
                 self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

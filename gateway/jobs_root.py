@@ -26,7 +26,7 @@ log = logging.getLogger("pdx.jobs")
 
 @dataclass
 class JobServices:
-    """This process's queue and recovery loop."""
+    """The queue and recovery loop of this process."""
 
     queue: JobQueue
     recovery: Recovery

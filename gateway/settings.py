@@ -255,7 +255,7 @@ class Settings(BaseSettings):
         if self.job_queue == "procrastinate" and not self.database_url.startswith("postgres"):
             raise ValueError("PDX_JOB_QUEUE=procrastinate needs a PostgreSQL PDX_DATABASE_URL")
         if self.job_queue == "embedded" and self.job_workers < 1:
-            raise ValueError("PDX_JOB_WORKERS=0 needs PDX_JOB_QUEUE=procrastinate (else no job runs)")
+            raise ValueError("PDX_JOB_WORKERS=0 needs PDX_JOB_QUEUE=procrastinate (none would run)")
         self._check_publishing()
         return self
 

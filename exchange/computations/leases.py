@@ -45,7 +45,7 @@ DEFAULT_LEASE_S = 30.0
 
 
 def holder_id() -> str:
-    """This process, as a lease holder: host, process id and a random part (pids recycle)."""
+    """A lease holder name for this process: host, pid and a random part (pids recycle)."""
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 

@@ -116,7 +116,13 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
     except crypto.CryptoError as exc:
         log.error("computation %s: key failure %s", computation_id, exc.code)
         _end(
-            ctx, computation_id, State.FAILED, "failed", "crypto-failure", "a key was unusable", lease
+            ctx,
+            computation_id,
+            State.FAILED,
+            "failed",
+            "crypto-failure",
+            "a key was unusable",
+            lease,
         )
     except Exception:
         log.exception("computation %s failed", computation_id)

@@ -210,10 +210,9 @@ def open_csv(marker: str, rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register_open(
-    client: httpx.Client, headers: dict[str, str], csv: str, name: str
-) -> dict[str, Any]:
-    meta = {
+def open_metadata(name: str) -> dict[str, Any]:
+    """Metadata of an open (general-1) dataset."""
+    return {
         "name": name,
         "classification_path": ["health", "hospital care", "ward readings"],
         "level": "general-1",
@@ -226,8 +225,13 @@ def register_open(
         "share_attribute": "unconditional",
         "open_attribute": "open",
     }
+
+
+def register_open(
+    client: httpx.Client, headers: dict[str, str], csv: str, name: str
+) -> dict[str, Any]:
     files = {
-        "metadata": (None, json.dumps(meta), "application/json"),
+        "metadata": (None, json.dumps(open_metadata(name)), "application/json"),
         "file": ("data.csv", csv.encode(), "text/csv"),
     }
     r = client.post("/v1/datasets", headers=headers, files=files, timeout=120)
@@ -240,7 +244,7 @@ LONG_FL = {
     "features": ["systolic_bp", "age"],
     "label": "readmitted",
     "rounds": 200,
-    "local_epochs": 50,
+    "local_epochs": 200,
     "early_stopping": False,
 }
 """A federated job that runs for tens of seconds: time to kill its worker mid-run."""
@@ -258,6 +262,25 @@ def wait_state(
             return body
         assert time.monotonic() < deadline, f"still {body['state']}: {body['transitions']}"
         time.sleep(0.2)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (from /proc: the sandboxes a gateway started)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found += children
+        frontier += children
+    return found
 
 
 # -- where plaintext could be -----------------------------------------------------------
