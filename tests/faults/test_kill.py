@@ -199,7 +199,7 @@ def test_kill9_gateway_during_upload_and_while_sealing_leaves_no_partial_and_a_v
     started = threading.Event()
 
     def body() -> Iterator[bytes]:
-        yield open_csv(marker, 20000).encode()
+        yield open_csv(marker, 100000).encode()  # over the 1 MiB the parser feeds at once
         started.set()
         time.sleep(120)
         yield b""
