@@ -249,6 +249,7 @@ def run(quick: bool = False) -> Path:
     return write(
         "jobs",
         {
+            "quick": quick,
             "jobs_per_run": jobs,
             "runs": runs,
             "operator": "stats.count",

@@ -38,11 +38,6 @@ class JobServices:
 
 def build(platform: Platform) -> JobServices:
     settings, ctx = platform.settings, platform.compute
-    if not is_memory_backed(settings.job_workdir):
-        # Decrypted inputs must never be at rest on a disk (issue 13, crash hygiene).
-        raise SettingsError(
-            f"PDX_JOB_WORKDIR: {settings.job_workdir} is not memory-backed (tmpfs or ramfs)"
-        )
 
     def run(computation_id: str) -> None:
         exchange.computations.run_job(ctx, computation_id)
@@ -79,9 +74,17 @@ def recover_at_startup(platform: Platform) -> int:
 
 
 def start(platform: Platform) -> None:
+    """Start this process's workers (if it runs jobs) and its periodic recovery."""
     jobs = platform.jobs
     if jobs is None or jobs.running:
         return
+    settings = platform.settings
+    runs_jobs = settings.job_queue == "embedded" or settings.job_workers > 0
+    if runs_jobs and not is_memory_backed(settings.job_workdir):
+        # Decrypted inputs must never be at rest on a disk (issue 13, crash hygiene).
+        raise SettingsError(
+            f"PDX_JOB_WORKDIR: {settings.job_workdir} is not memory-backed (tmpfs or ramfs)"
+        )
     jobs.queue.start()
     jobs.recovery.start()
     jobs.running = True
