@@ -77,6 +77,7 @@ class Event(StrEnum):
     COMPUTATION_FAILED = "computation.failed"
     COMPUTATION_RESULT_DELIVERED = "computation.result_delivered"
     COMPUTATION_RESULT_DESTROYED = "computation.result_destroyed"
+    COMPUTATION_RECOVERED = "computation.recovered"
     COMPUTATION_REQUEST_FAILED = "computation.request_failed"
     COMPUTATION_APPROVE_FAILED = "computation.approve_failed"
     COMPUTATION_REJECT_FAILED = "computation.reject_failed"
@@ -113,6 +114,7 @@ class Event(StrEnum):
     BACKUP_CREATED = "backup.created"
     AUDIT_RECORDS_READ = "audit.records_read"
     AUDIT_DECISIONS_READ = "audit.decisions_read"
+    AUDIT_DECISIONS_DROPPED = "audit.decisions_dropped"
 
     # -- market: parties, products, DSP negotiation, metering, settlement (exchange/market)
     MARKET_PARTY_VERIFIED = "market.party_verified"
@@ -173,6 +175,7 @@ class RecordType(StrEnum):
     COMPUTATION_FAILED = Event.COMPUTATION_FAILED.value
     COMPUTATION_RESULT_DELIVERED = Event.COMPUTATION_RESULT_DELIVERED.value
     COMPUTATION_RESULT_DESTROYED = Event.COMPUTATION_RESULT_DESTROYED.value
+    COMPUTATION_RECOVERED = Event.COMPUTATION_RECOVERED.value
     POLICY_ACTIVATED = Event.POLICY_ACTIVATED.value
     KEY_GENERATED = Event.KEY_GENERATED.value
     KEY_DISTRIBUTED = Event.KEY_DISTRIBUTED.value

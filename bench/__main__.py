@@ -12,7 +12,7 @@ import sys
 
 AREAS = (
     "ingest", "ledger", "crypto", "policy", "he", "fl", "vertical", "compliance", "sdk",
-    "console", "market", "privacy",
+    "console", "market", "privacy", "jobs",
 )  # fmt: skip
 
 

@@ -34,8 +34,8 @@ from gateway.platform import (
     build_platform,
     initialise,
     ledger_signer_for,
-    witness_endpoints,
 )
+from gateway.publishing import witness_endpoints
 from gateway.settings import Settings
 from ledger import (
     Checkpoint,

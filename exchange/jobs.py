@@ -204,6 +204,15 @@ class DbPrivacyBudget(PrivacyBudget):
         now = self._clock()
         with self._sessions() as session, session.begin():
             rows = [self._account(session, d, lock=True) for d in ids]
+            paid = session.scalar(
+                select(PrivacyCharge.job_id)
+                .where(PrivacyCharge.job_id == job_id, PrivacyCharge.dataset_id.in_(ids))
+                .limit(1)
+            )
+            if paid is not None:
+                # A recovered run of a job whose lapsed run was charged (issue 13): one
+                # job, one charge. The lapsed run released nothing, so this is no less.
+                return
             # Same slack as the in-memory budget: ten charges of 0.1 fit a budget of 1.0.
             short = [
                 r.dataset_id

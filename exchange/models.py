@@ -356,3 +356,20 @@ class NodeDataset(ExchangeBase):
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     asset_ref: Mapped[str] = mapped_column(String(200))
     uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ComputationLease(ExchangeBase):
+    """Who runs a `running` computation, until when: its run's lease (issue 13).
+
+    The worker running it renews `expires_at` (its heartbeat); once that has passed,
+    recovery may run the job again under `attempt + 1`. Every end of a run checks its
+    attempt in the transaction that ends it, so the fenced-off runner changes nothing.
+    """
+
+    __tablename__ = "computation_leases"
+
+    computation_id: Mapped[str] = mapped_column(ForeignKey("computations.id"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import audit
-from gateway import errors
+from gateway import errors, jobs_root
 from gateway.auditing import BurstWriter
 from gateway.console import mount_console
 from gateway.edges import JsonDepthGuard, bound_integers
@@ -108,6 +108,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform.sweeper.start()
     if platform.compliance is not None:
         platform.compliance.start()
+    jobs_root.start(platform)
     try:
         if platform.publishing is not None:
             # Witnesses and the chain (issue 19): network calls in a worker thread, no
@@ -120,6 +121,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if platform.sweeper is not None:
             platform.sweeper.stop()
         bursts.stop()
+        jobs_root.stop(platform)
         platform.compute.runner.stop()
         platform.compute.nodes.close()
         platform.decision_logs.stop()

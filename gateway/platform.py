@@ -35,16 +35,13 @@ from crypto.kms import KeyManager
 from exchange.budgets import BudgetLimits
 from exchange.policy_activation import activate_policy
 from exchange.quotas import Quotas
-from gateway import compliance_root
+from gateway import compliance_root, jobs_root
 from gateway.compliance_root import ComplianceServices
-from gateway.decision_logs import DecisionLogWriter
+from gateway.decision_logs import DecisionLogWriter, dropped_alert
 from gateway.ledger_signer import ledger_signer_for
+from gateway.publishing import LedgerPublishing
 from gateway.settings import Settings
-from ledger import KmsLedgerSigner, Ledger, LedgerConfig, LedgerError, Sealer
-from ledger.anchor import Anchorer, AnchorSchedule, open_writer
-from ledger.note import parse_verifier_key
-from ledger.publish import Publisher, SqlCosignatures, WitnessEndpoint, cosigned_sizes
-from ledger.witness import CosignatureV1Verifier
+from ledger import KmsLedgerSigner, Ledger, LedgerConfig, Sealer
 from sandbox.nodes import NodeRegistry
 from sandbox.operators import UsageLimits
 from sandbox.outbound import OutboundPolicy
@@ -198,6 +195,7 @@ class Platform:
     # Compliance checks, retention and the decision sink (issue 16; gateway.compliance_root).
     compliance: ComplianceServices | None = field(default=None, repr=False)
     publishing: LedgerPublishing | None = field(default=None, repr=False)  # issue 19
+    jobs: jobs_root.JobServices | None = field(default=None, repr=False)  # issue 13
 
     def session(self) -> Session:
         return self.sessions()
@@ -262,7 +260,11 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
         sealer,
         trail,
         kms,
-        DecisionLogWriter(sessions),
+        DecisionLogWriter(
+            sessions,
+            max_pending=settings.decision_log_max_pending,
+            alert=dropped_alert(trail, clock),
+        ),
         exchange.ComputeContext(
             sessions=sessions,
             catalog=catalog,
@@ -277,8 +279,10 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
             workdir=settings.home / "jobs",
             clock=clock,
             runner=exchange.ThreadRunner(
-                workers=settings.job_workers, per_key=settings.quota_running_per_org
+                workers=max(1, settings.job_workers), per_key=settings.quota_running_per_org
             ),
+            lease_s=float(settings.job_lease_s),
+            job_dirs_base=settings.job_workdir,
             quotas=Quotas(
                 queued=settings.quota_queued_per_org, running=settings.quota_running_per_org
             ),
@@ -303,6 +307,7 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     # Issue 16: the checks get their facts from here (audit imports no exchange).
     platform.compliance = compliance_root.build(platform)
     platform.publishing = LedgerPublishing(platform)
+    platform.jobs = jobs_root.build(platform)
     return platform
 
 
@@ -397,8 +402,8 @@ def initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
 def _initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
     start = check_store(platform.settings, platform.engine)
     upgrade_database(platform.engine)
-    # Jobs a crash interrupted are failed (with a reason), never left running.
-    exchange.computations.recover(platform.compute)
+    # Jobs whose run's lease lapsed run again; a dead worker's job files are removed.
+    jobs_root.recover_at_startup(platform)
     problem = platform.catalog.objects.problem()
     if problem is not None:
         # Reported by /readyz; uploads fail cleanly meanwhile. Not a reason to crash.
@@ -490,105 +495,3 @@ def write_private_json(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)
     os.replace(tmp, path)
-
-
-# -- witnesses and chain anchoring (issue 19) ---------------------------------------------
-
-
-class LedgerPublishing:
-    """Witness cosigning and chain anchoring beside the sealer (PDX_WITNESSES, PDX_ANCHOR).
-
-    Built with the platform at no cost; the app's lifespan starts it (the chain key from
-    the KMS in its own short transaction, then the chain and the publisher thread with
-    no transaction open) and stops it after the sealer's final seal.
-    """
-
-    def __init__(self, platform: Platform) -> None:
-        self._platform = platform
-        self.publisher: Publisher | None = None
-        platform.sealer.on_seal(self._sealed)
-
-    @property
-    def enabled(self) -> bool:
-        settings = self._platform.settings
-        return bool(settings.witnesses) or settings.anchor != "off"
-
-    @property
-    def anchorer(self) -> Anchorer | None:
-        return self.publisher.anchorer if self.publisher is not None else None
-
-    def _sealed(self, blocks: int) -> None:
-        if self.publisher is not None:
-            self.publisher.sealed(blocks)
-
-    def start(self) -> None:
-        if not self.enabled or self.publisher is not None:
-            return
-        platform, settings = self._platform, self._platform.settings
-        sessions = platform.sessions
-        witnesses = witness_endpoints(settings)
-        with platform.session() as session:
-            # Each witness's last cosigned size: a restart sends the right "old" at once.
-            known = cosigned_sizes(session)
-        for witness in witnesses:
-            witness.known_size = known.get(witness.verifier.name, 0)
-        publisher = Publisher(
-            platform.ledger,
-            sessions,
-            witnesses=witnesses,
-            store=SqlCosignatures(sessions),
-            anchorer=self._anchorer() if settings.anchor != "off" else None,
-            timeout_s=settings.witness_timeout_ms / 1000,
-            quorum=settings.witness_quorum_needed,
-            on_published=self._published,
-        )
-        self.publisher = publisher
-        publisher.start()
-
-    def stop(self) -> None:
-        if self.publisher is not None:
-            self.publisher.stop()
-            self.publisher = None
-
-    def _published(self, tree_size: int) -> None:
-        from exchange.backup import record_published
-
-        record_published(self._platform.settings.published_path, tree_size)
-
-    def _anchorer(self) -> Anchorer:
-        platform, settings = self._platform, self._platform.settings
-        with platform.session() as session, session.begin():
-            key = crypto.unsafe_export_chain_key(platform.keystore, session, now=platform.now())
-        # No transaction from here on: the chain may take seconds per call.
-        url = None if settings.anchor == "embedded" else settings.anchor
-        writer = open_writer(
-            url, key.private_scalar, contract=settings.anchor_contract, record=settings.anchor_file
-        )
-        log.info("anchoring on %s as %s", settings.anchor, writer.account)
-
-        def proof(first: int, second: int) -> list[bytes]:
-            with platform.session() as session:
-                return platform.ledger.consistency_proof(session, first, second)
-
-        schedule = AnchorSchedule(settings.anchor_every_blocks, float(settings.anchor_every_s))
-        return Anchorer(writer, settings.ledger_origin, proof, schedule)
-
-
-def witness_endpoints(settings: Settings) -> list[WitnessEndpoint]:
-    """PDX_WITNESSES as endpoints: each URL prefix's add-checkpoint and its verifier."""
-    from gateway.settings import SettingsError, witness_spec
-
-    endpoints = []
-    for spec in settings.witnesses:
-        name, url, key = witness_spec(spec)
-        try:
-            verifier = parse_verifier_key(key)
-        except (LedgerError, ValueError) as exc:
-            raise SettingsError(f"PDX_WITNESSES: the key of {name!r} does not parse") from exc
-        if not isinstance(verifier, CosignatureV1Verifier):
-            raise SettingsError(f"PDX_WITNESSES: the key of {name!r} is not a cosignature/v1 key")
-        url = url.rstrip("/")
-        if not url.endswith("/add-checkpoint"):
-            url += "/add-checkpoint"
-        endpoints.append(WitnessEndpoint(url, verifier))
-    return endpoints

@@ -48,6 +48,7 @@ class Readiness:
             "objects_writable": self._objects_writable,
             "free_space": self._free_space,
             "sandbox": self._sandbox,
+            "decision_logs": self._decision_logs,
         }
 
     def run(self) -> list[Check]:
@@ -118,6 +119,13 @@ class Readiness:
             verify_inclusion(h, size - 1, size, h.leaf(last.leaf), proof, latest.block.root)
         except Exception:  # noqa: BLE001 - any proof error is a mismatch
             return f"the stored tree does not match the signed root at size {size}"
+        return None
+
+    def _decision_logs(self) -> str | None:
+        """Decision logs are not being dropped: what waits for a write is under its cap."""
+        writer = self._platform.decision_logs
+        if writer.pending >= writer.max_pending:
+            return f"{writer.pending} decision logs waiting (the cap): writes are failing"
         return None
 
     def _objects_writable(self) -> str | None:

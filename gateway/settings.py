@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     # Fair use of computations (issue 11): per-organisation quotas, job workers, limits.
     quota_queued_per_org: Annotated[int, Field(ge=0)] = 20
     quota_running_per_org: Count = 1
-    job_workers: Count = 2
+    job_workers: Annotated[int, Field(ge=0)] = 2
+    """Job workers in this process (0: none, only with PDX_JOB_QUEUE=procrastinate)."""
     max_output_values: Count = 10_000
     max_row_passes: Count = 2_000_000_000
     # The data market (issue 17): the platform's fee on settled amounts (exact decimal).
@@ -158,6 +159,19 @@ class Settings(BaseSettings):
     """/readyz reports not-ready when the objects' filesystem has less free space."""
     published_file: Path | None = None
     """High-water mark of published checkpoints (default `$PDX_HOME/published.json`)."""
+    # The job queue (issue 13): where approved jobs wait, run leases, job directories.
+    job_queue: Literal["embedded", "procrastinate"] = "embedded"
+    """`embedded`: this process's workers. `procrastinate` (PostgreSQL): a queue in the
+    database that every gateway and `pdx worker` shares."""
+    job_lease_s: Count = 30
+    """A run not renewed (heartbeat every third of this) for this long is run again."""
+    job_recovery_interval_s: Count = 5
+    """How often each gateway and worker looks for lapsed runs and dead workers' files."""
+    job_workdir: Path = Path("/dev/shm")
+    """Memory-backed directory for decrypted job inputs; start-up refuses disk-backed ones."""
+    decision_log_max_pending: Count = 100_000
+    """Decision logs kept for retry while the database refuses writes; more are dropped,
+    counted (/readyz) and reported as `audit.decisions_dropped`."""
     # Witnesses and chain anchoring (issue 19), checked by `_check_publishing`.
     witnesses: Csv = ()
     """`name=URL=verifier-key` of each tlog-witness asked to cosign (URL: its prefix)."""
@@ -251,6 +265,10 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"{_env_name(name)}: {net!r} is not an IP address or network (CIDR)"
                     ) from None
+        if self.job_queue == "procrastinate" and not self.database_url.startswith("postgres"):
+            raise ValueError("PDX_JOB_QUEUE=procrastinate needs a PostgreSQL PDX_DATABASE_URL")
+        if self.job_queue == "embedded" and self.job_workers < 1:
+            raise ValueError("PDX_JOB_WORKERS=0 needs PDX_JOB_QUEUE=procrastinate (none would run)")
         self._check_publishing()
         return self
 

@@ -206,7 +206,9 @@ def test_mean_across_three_hospitals_is_released_to_the_requester_only(
     assert [i for i, _ in entries][:4] == [t["ledger_index"] for t in done["transitions"]]
     assert result["ledger_index"] == entries[-1][0]
     # The plaintext the platform's sandbox read is gone with the job.
-    assert list(platform.compute.workdir.iterdir()) == []
+    # Decrypted inputs went only to this process's memory-backed directory, and are gone.
+    assert not platform.compute.workdir.exists()
+    assert [p.name for p in platform.compute.job_dirs.mine.iterdir()] == [".lock"]
     # The job's secret key is gone; the released output stays sealed under a data key.
     with platform.session() as s:
         comp = s.get(Computation, comp_id)

@@ -1,13 +1,14 @@
 """Computation transitions are compare-and-set on the state they expect: a late one changes nothing.
 
-A job that recovery has already ended (a restart, or another gateway, marked it failed
-while it ran) must not be finished by its first runner: before, that runner overwrote
-`failed` with `released` and the ledger read running → failed → released.
+A job whose run recovery has taken over (its lease lapsed: the worker was thought dead)
+must not be finished by its first runner; and a run whose lease is live is not touched by
+another gateway's recovery (before issue 13 every start-up failed every running job).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ def capi(platform: Platform, creds: dict[str, Any]) -> Iterator[TestClient]:
 def test_a_recovered_job_is_not_finished_by_its_first_runner(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
+    """Recovery leaves a live run alone; once its lease lapses the job runs again, and the
+    first runner, finishing late, is fenced off: one end state on the ledger."""
     ent_org, ent = make_org(capi, creds, "Riverside Health Analytics", "enterprise")
     org, prov = make_org(capi, creds, "Northgate District Hospital", "provider")
     ds = register_dataset(capi, prov, measure_csv(0, 40), "ward readings", "general-2")
@@ -100,18 +103,49 @@ def test_a_recovered_job_is_not_finished_by_its_first_runner(
         comp_id = r.json()["id"]
         assert held.entered.wait(120), "the job never reached its sandbox"
         assert wait_for(capi, ent, comp_id, "running")["state"] == "running"
-        # Another gateway's start-up (or this one's after a crash) recovers the job.
-        assert exchange.computations.recover(platform.compute) >= 1
-        failed = capi.get(f"/v1/computations/{comp_id}", headers=ent).json()
-        assert failed["state"] == "failed" and failed["error"]["code"] == "interrupted"
-        held.release.set()  # the first runner now finishes its work
+        # Another gateway's start-up (or this one's after a crash) while the run is alive:
+        # its lease is live, so nothing is recovered (before: the job was failed here).
+        exchange.computations.recover(platform.compute)
+        live = capi.get(f"/v1/computations/{comp_id}", headers=ent).json()
+        assert live["state"] == "running", live["transitions"]
+        # The first runner stops renewing (as a dead worker would) and its lease lapses;
+        # another worker's delivery of the job takes the run over.
+        platform.compute.lease_keeper.stop()
+        expire_lease(platform, comp_id)
+        second = threading.Thread(
+            target=exchange.computations.run_job, args=(platform.compute, comp_id)
+        )
+        second.start()
+        deadline = time.monotonic() + 60
+        while "computation.recovered" not in [t for _, t in ledger_types(platform, comp_id)]:
+            assert time.monotonic() < deadline, "the second delivery never took the run over"
+            time.sleep(0.05)
+        held.release.set()  # both runs now go on; the first one is fenced off
         assert runner.finished.wait(180), "the first runner never returned"
+        second.join(180)
+        after = wait_for(capi, ent, comp_id, "released")
     finally:
         held.release.set()
         platform.compute.runner = runner.inner
-    after = capi.get(f"/v1/computations/{comp_id}", headers=ent).json()
-    assert after["state"] == "failed", after["transitions"]
-    assert after["error"]["code"] == "interrupted"
-    assert not after["result_available"]
-    ends = [t for _, t in ledger_types(platform, comp_id) if t in END_EVENTS]
-    assert ends == ["computation.failed"], ledger_types(platform, comp_id)
+    assert after["state"] == "released", after["transitions"]
+    types = ledger_types(platform, comp_id)
+    ends = [t for _, t in types if t in END_EVENTS]
+    assert ends == ["computation.released"], types
+    assert [t for _, t in types].count("computation.recovered") == 1, types
+
+
+def expire_lease(platform: Platform, comp_id: str) -> None:
+    """Move the run's lease into the past: what a worker that stopped renewing leaves."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from exchange.models import ComputationLease
+
+    with platform.session() as session, session.begin():
+        moved = session.execute(
+            update(ComputationLease)
+            .where(ComputationLease.computation_id == comp_id)
+            .values(expires_at=platform.now() - timedelta(seconds=1))
+        )
+        assert getattr(moved, "rowcount", 0) == 1

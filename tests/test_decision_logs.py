@@ -1,14 +1,16 @@
-"""Decision logs are delayed by a failed write, never dropped (gateway.decision_logs)."""
+"""Decision logs: a failed write delays them; past a cap they are dropped, visibly."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit.decisions import DecisionLog
+from audit.models import AuditRecord
 from gateway.decision_logs import DecisionLogWriter
 from gateway.platform import Platform
 from policies import Decision
@@ -48,3 +50,49 @@ def test_failed_flush_keeps_the_batch_for_the_next_one(platform: Platform, creds
         ids = session.scalars(select(DecisionLog.decision_id).order_by(DecisionLog.decision_id))
         assert list(ids) == ["d-0", "d-1", "d-2", "d-3"]
         assert session.scalar(select(func.count()).select_from(DecisionLog)) == 4
+
+
+def test_over_the_cap_the_oldest_are_dropped_counted_reported_and_not_ready(
+    platform: Platform, api: TestClient
+) -> None:
+    """Issue 13: the retry buffer grew without bound while writes failed. Now it is capped;
+    drops are counted (/readyz), reported once the database takes writes again, and the
+    rest is still written."""
+    writer = platform.decision_logs
+    writer.stop()  # no background flushes: this test flushes by hand
+    real = writer._sessions
+    down = [True]
+
+    def sessions() -> Session:
+        if down[0]:
+            raise RuntimeError("disk full")
+        return real()
+
+    writer._sessions = sessions
+    writer.max_pending = 3
+    for n in range(2):
+        writer.add(_decision(n), request_id=f"req-{n}")
+    with pytest.raises(RuntimeError):
+        writer.flush()
+    for n in range(2, 6):
+        writer.add(_decision(n), request_id=f"req-{n}")
+    assert (writer.pending, writer.dropped) == (3, 3)
+    r = api.get("/readyz")
+    assert r.status_code == 503, r.text
+    checks = {c["name"]: c for c in r.json()["checks"]}
+    assert not checks["decision_logs"]["ok"] and r.json()["decision_logs_dropped"] == 3
+    down[0] = False
+    assert writer.flush() == 3
+    with platform.session() as session:
+        ids = session.scalars(
+            select(DecisionLog.decision_id).where(DecisionLog.decision_id.like("d-%"))
+        )
+        assert sorted(ids) == ["d-3", "d-4", "d-5"]
+        alerts = list(
+            session.scalars(
+                select(AuditRecord).where(AuditRecord.event_type == "audit.decisions_dropped")
+            )
+        )
+    assert len(alerts) == 1 and alerts[0].detail is not None and alerts[0].detail.startswith("3 ")
+    assert alerts[0].ledger_index is None  # an alert, not an authorised operation
+    assert writer.flush() == 0  # reported once

@@ -68,13 +68,36 @@ VARIABLES: list[tuple[str, str, Any, str, Any]] = [
     ("PDX_MARKET_FEE_RATE", "market_fee_rate", Decimal("0.05"), "0.03", Decimal("0.03")),
     ("PDX_CONSOLE_IDLE_S", "console_idle_s", 900, "60", 60),
     ("PDX_CONSOLE_ABSOLUTE_S", "console_absolute_s", 28_800, "3600", 3600),
+    ("PDX_JOB_LEASE_S", "job_lease_s", 30, "12", 12),
+    ("PDX_JOB_RECOVERY_INTERVAL_S", "job_recovery_interval_s", 5, "2", 2),
+    ("PDX_JOB_WORKDIR", "job_workdir", Path("/dev/shm"), "/run/pdx", Path("/run/pdx")),
+    ("PDX_DECISION_LOG_MAX_PENDING", "decision_log_max_pending", 100_000, "500", 500),
 ]  # fmt: skip
 
 
 def test_every_setting_is_in_the_table() -> None:
     # witnesses and anchor_contract are checked by tests/test_ledger_publish*.py (their formats).
     fields = set(Settings.model_fields) - {"home", "database_url", "witnesses", "anchor_contract"}
-    assert fields == {field for _, field, *_ in VARIABLES}
+    # job_queue needs PostgreSQL: test_the_shared_job_queue_needs_postgresql.
+    assert fields - {"job_queue"} == {field for _, field, *_ in VARIABLES}
+
+
+def test_the_shared_job_queue_needs_postgresql(tmp_path: Path) -> None:
+    base = {"PDX_HOME": str(tmp_path)}
+    assert Settings.from_env(base).job_queue == "embedded"
+    with pytest.raises(SettingsError, match="PDX_JOB_QUEUE"):
+        Settings.from_env({**base, "PDX_JOB_QUEUE": "procrastinate"})
+    shared = Settings.from_env(
+        {
+            **base,
+            "PDX_JOB_QUEUE": "procrastinate",
+            "PDX_DATABASE_URL": "postgresql://x/y",
+            "PDX_JOB_WORKERS": "0",
+        }  # fmt: skip
+    )
+    assert (shared.job_queue, shared.job_workers) == ("procrastinate", 0)
+    with pytest.raises(SettingsError, match="PDX_JOB_WORKERS"):
+        Settings.from_env({**base, "PDX_JOB_WORKERS": "0"})  # embedded: nothing would run
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,7 @@ def test_readyz_is_public_and_lists_each_check(api: TestClient) -> None:
         "objects_writable": True,
         "free_space": True,
         "sandbox": True,
+        "decision_logs": True,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,9 +14,12 @@ import crypto
 import policies
 from exchange.budgets import DEFAULT_LIMITS, BudgetLimits
 from exchange.catalog import CatalogContext
+from exchange.computations.leases import DEFAULT_LEASE_S, LeaseKeeper
+from exchange.jobqueue import JobQueue
 from exchange.jobs import DbPrivacyBudget, JobRunner, ThreadRunner
 from exchange.quotas import DEFAULT_QUOTAS, DEFAULT_USAGE_LIMITS, Quotas
 from exchange.trail import Trail
+from exchange.workdirs import DEFAULT_BASE, JobDirs
 from sandbox.isolation import Sandbox
 from sandbox.nodes import NodeRegistry
 from sandbox.operators import UsageLimits, default_sandbox
@@ -56,10 +60,22 @@ class ComputeContext:
     usage_limits: UsageLimits = DEFAULT_USAGE_LIMITS
     budget_limits: BudgetLimits = DEFAULT_LIMITS
     """ε/δ per dataset lineage and per requester on it, charged at acceptance (exchange.budgets)."""
+    # Issue 13: the queue (None: this process's `runner`), run leases, job directories.
+    queue: JobQueue | None = None
+    lease_s: float = DEFAULT_LEASE_S
+    lease_keeper: LeaseKeeper = field(init=False)
+    job_dirs: JobDirs = field(init=False)
+    job_dirs_base: Path = DEFAULT_BASE
+    """Memory-backed storage for decrypted inputs (`exchange.workdirs`)."""
 
     def __post_init__(self) -> None:
         if self.budget is None:
             self.budget = DbPrivacyBudget(self.sessions, self.clock)
+        self.lease_keeper = LeaseKeeper(self.sessions, self.clock, ttl_s=self.lease_s)
+        # One directory per process under the base, named after this process's lease holder.
+        self.job_dirs = JobDirs(
+            self.job_dirs_base / f"pdx-jobs-{os.getuid()}", self.lease_keeper.holder
+        )
 
     @property
     def trail(self) -> Trail:

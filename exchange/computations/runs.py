@@ -10,8 +10,10 @@
   budget) and shape; with `release_review` the output is held in `review` until each
   provider approves it.
 
-Every move is a compare-and-set on the state it expects (`state.transition`): a runner
-that finishes a job recovery has already ended changes nothing.
+Every move is a compare-and-set on the state it expects (`state.transition`), and every
+end of a run is fenced by the run's lease (`leases`): a runner whose lease lapsed and was
+taken over by a recovered run changes nothing. Recovery runs again only jobs whose lease
+has lapsed (issue 13), never one another worker or gateway is still running.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import policies
 from exchange.approval_binding import ApprovalMismatch, check_bindings
 from exchange.catalog import iter_plaintext
 from exchange.commitments import record_commitment
-from exchange.computations import job_keys
+from exchange.computations import job_keys, leases
 from exchange.computations.context import ComputeContext, release_obligations
 from exchange.computations.results import result_aad, result_ref
 from exchange.computations.state import State, load, platform_subject, transition
@@ -50,14 +51,21 @@ from sandbox.party_stats import PartyJob
 from sandbox.release import Release, ReleaseGate
 from sandbox.stats import StatsJob
 
-__all__ = ["recover", "run_job", "submit"]
+__all__ = ["MAX_ATTEMPTS", "recover", "run_job", "submit"]
 
 log = logging.getLogger("pdx.computations")
 
 
+MAX_ATTEMPTS = 3
+"""A job whose runs lapsed this often (it kills its workers) fails instead of running again."""
+
+
 def submit(ctx: ComputeContext, computation_id: str, requester_org: str) -> None:
-    """Queue a job; the runner shares its workers fairly between requesting organisations."""
-    ctx.runner.submit(lambda: run_job(ctx, computation_id), key=requester_org)
+    """Queue a job: on the shared queue if there is one, else on this process's runner."""
+    if ctx.queue is not None:
+        ctx.queue.enqueue(computation_id, requester_org)
+    else:
+        ctx.runner.submit(lambda: run_job(ctx, computation_id), key=requester_org)
 
 
 @dataclass
@@ -76,26 +84,21 @@ class _JobFailed(Exception):
 
 
 def run_job(ctx: ComputeContext, computation_id: str) -> None:
-    """Run an approved computation to `review`, `released`, `rejected` or `failed`."""
-    now = ctx.clock()
-    with ctx.sessions() as session, session.begin():
-        comp = load(session, computation_id, lock=True)
-        if comp.state != State.APPROVED:
-            return  # already taken, or no longer runnable
-        transition(
-            ctx,
-            session,
-            comp,
-            platform_subject(),
-            event="running",
-            action="run",
-            now=now,
-            expect=State.APPROVED,
-            state=State.RUNNING,
-        )
+    """Run an approved computation (or one whose run's lease lapsed) to its end state.
+
+    Any number of deliveries of the same job may arrive (a shared queue delivers at least
+    once, recovery re-delivers): only the one that moves `approved → running`, or takes a
+    lapsed lease over, runs; the others return at once.
+    """
+    lease = _start(ctx, computation_id)
+    if lease is None:
+        return
+    with ctx.sessions() as session:
+        comp = load(session, computation_id)
         operator, params_raw = comp.operator, dict(comp.params)
         ob = policies.Obligations.from_decision(comp.obligations)
         requester = comp.requester_org
+    ctx.lease_keeper.hold(lease)
     prepared: _Prepared | None = None
     try:
         _check_query(ctx, computation_id)
@@ -105,27 +108,42 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
         release = _execute(
             ctx, computation_id, requester, operator, params_raw, ob, prepared, party
         )
-        _finish(ctx, computation_id, release, ob)
+        _finish(ctx, computation_id, release, ob, lease)
     except StaleTransition:
-        # Someone else ended this run (recovery failed it): our output is discarded.
+        # Someone else ended this run, or a recovered run took its lease: output discarded.
         log.warning("computation %s: ended elsewhere; this run's output discarded", computation_id)
     except ReleaseRefused as exc:
-        _end(ctx, computation_id, State.REJECTED, "rejected", exc.code, exc.detail)
+        _end(ctx, computation_id, State.REJECTED, "rejected", exc.code, exc.detail, lease)
     except SandboxError as exc:
-        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail)
+        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail, lease)
     except _JobFailed as exc:
-        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail)
+        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail, lease)
     except ExchangeError as exc:
-        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail)
+        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail, lease)
     except crypto.CryptoError as exc:
         log.error("computation %s: key failure %s", computation_id, exc.code)
-        _end(ctx, computation_id, State.FAILED, "failed", "crypto-failure", "a key was unusable")
+        _end(
+            ctx,
+            computation_id,
+            State.FAILED,
+            "failed",
+            "crypto-failure",
+            "a key was unusable",
+            lease,
+        )
     except Exception:
         log.exception("computation %s failed", computation_id)
         _end(
-            ctx, computation_id, State.FAILED, "failed", "internal-error", "the computation failed"
+            ctx,
+            computation_id,
+            State.FAILED,
+            "failed",
+            "internal-error",
+            "the computation failed",
+            lease,
         )
     finally:
+        ctx.lease_keeper.drop(lease)
         if prepared is not None:
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
@@ -149,6 +167,62 @@ def _check_query(ctx: ComputeContext, computation_id: str) -> None:
             raise _JobFailed(exc.code, exc.detail) from None
 
 
+def _start(ctx: ComputeContext, computation_id: str) -> leases.Lease | None:
+    """Take the job: `approved → running` with a new lease, or a lapsed lease taken over."""
+    keeper = ctx.lease_keeper
+    now = ctx.clock()
+    with ctx.sessions() as session, session.begin():
+        comp = load(session, computation_id, lock=True)
+        if comp.state == State.APPROVED:
+            transition(
+                ctx,
+                session,
+                comp,
+                platform_subject(),
+                event="running",
+                action="run",
+                now=now,
+                expect=State.APPROVED,
+                state=State.RUNNING,
+            )
+            return leases.grant(session, computation_id, keeper.holder, now, keeper.ttl)
+        if comp.state != State.RUNNING:
+            return None  # ended, or no longer runnable
+        lease = leases.take_over(session, computation_id, keeper.holder, now, keeper.ttl)
+        if lease is None:
+            return None  # its run's lease is live: another worker runs it
+        # The lapsed run's job key is useless to this run (it makes its own).
+        _drop_job_key(ctx, session, comp)
+        if lease.attempt > MAX_ATTEMPTS:
+            comp.error = {"code": "interrupted", "detail": f"{lease.attempt - 1} runs lapsed"}
+            leases.end(session, lease)
+            transition(
+                ctx,
+                session,
+                comp,
+                platform_subject(),
+                event="failed",
+                action="fail",
+                now=now,
+                expect=State.RUNNING,
+                state=State.FAILED,
+                detail=f"interrupted: {lease.attempt - 1} runs lapsed",
+            )
+            return None
+        transition(
+            ctx,
+            session,
+            comp,
+            platform_subject(),
+            event="recovered",
+            action="run",
+            now=now,
+            expect=State.RUNNING,
+            detail=f"attempt={lease.attempt}",
+        )
+        return lease
+
+
 def _prepare_inputs(
     ctx: ComputeContext,
     computation_id: str,
@@ -157,8 +231,9 @@ def _prepare_inputs(
     party: PartyJob | None = None,
 ) -> _Prepared:
     """Per input: decrypt a platform-held file privately, or get the node's approval."""
-    ctx.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    workdir = Path(tempfile.mkdtemp(prefix=f"job-{computation_id[:8]}-", dir=ctx.workdir))
+    # Memory-backed and this process's own (exchange.workdirs): never on disk, and
+    # swept by recovery if this process dies.
+    workdir = ctx.job_dirs.new(f"job-{computation_id[:8]}-")
     prepared = _Prepared([], {}, False, workdir)
     operators = ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
     rounds = int(params.get("rounds", 1))
@@ -302,7 +377,11 @@ def _payload(release: Release[Any]) -> dict[str, Any]:
 
 
 def _finish(
-    ctx: ComputeContext, computation_id: str, release: Release[Any], ob: policies.Obligations
+    ctx: ComputeContext,
+    computation_id: str,
+    release: Release[Any],
+    ob: policies.Obligations,
+    lease: leases.Lease,
 ) -> None:
     now = ctx.clock()
     payload = _payload(release)
@@ -312,6 +391,8 @@ def _finish(
     suppressed = f" suppressed={len(release.suppressed)}" if release.suppressed else ""
     with ctx.sessions() as session, session.begin():
         comp = load(session, computation_id, lock=True)
+        leases.fence(session, lease)  # under the row lock: a taken-over run stops here
+        leases.end(session, lease)
         _drop_job_key(ctx, session, comp)
         key = ctx.keystore.new_data_key(
             session,
@@ -343,13 +424,21 @@ def _finish(
 
 
 def _end(
-    ctx: ComputeContext, computation_id: str, state: State, event: str, code: str, detail: str
+    ctx: ComputeContext,
+    computation_id: str,
+    state: State,
+    event: str,
+    code: str,
+    detail: str,
+    lease: leases.Lease,
 ) -> None:
-    """End a running job as `state`; a job no longer running is left as it is."""
+    """End a running job as `state`; a job no longer running, or no longer this run's, stays."""
     now = ctx.clock()
     try:
         with ctx.sessions() as session, session.begin():
             comp = load(session, computation_id, lock=True)
+            leases.fence(session, lease)
+            leases.end(session, lease)
             _drop_job_key(ctx, session, comp)
             comp.error = {"code": code, "detail": detail[:500]}
             transition(
@@ -368,21 +457,33 @@ def _end(
         log.warning("computation %s: already ended; %s not recorded", computation_id, event)
 
 
-def recover(ctx: ComputeContext) -> int:
-    """At start-up: fail jobs a crash interrupted, queue approved ones again. Returns both."""
+def recover(ctx: ComputeContext, *, approved: bool = True) -> int:
+    """Queue again the jobs whose run's lease has lapsed, and (`approved`) approved ones.
+
+    Called at start-up and periodically (`exchange.jobqueue.Recovery`) by every gateway
+    and worker: a job another process is running keeps its live lease and is left alone.
+    Re-delivery is safe: `run_job` takes a job only by a compare-and-set. Returns how
+    many jobs were queued.
+    """
+    now = ctx.clock()
     with ctx.sessions() as session:
-        interrupted = list(
-            session.scalars(select(Computation.id).where(Computation.state == State.RUNNING))
-        )
-        approved = list(
-            session.execute(
-                select(Computation.id, Computation.requester_org)
-                .where(Computation.state == State.APPROVED)
-                .order_by(Computation.created_at, Computation.id)
-            ).tuples()
-        )
-    for comp_id in interrupted:
-        _end(ctx, comp_id, State.FAILED, "failed", "interrupted", "the platform restarted")
-    for comp_id, requester_org in approved:
+        lapsed = leases.expired(session, now)
+        waiting: list[tuple[str, str]] = []
+        if approved:
+            waiting = [
+                (c, o)
+                for c, o in session.execute(
+                    select(Computation.id, Computation.requester_org)
+                    .where(Computation.state == State.APPROVED)
+                    .order_by(Computation.created_at, Computation.id)
+                ).tuples()
+            ]
+    for comp_id, requester_org in lapsed:
+        log.warning("computation %s: its run's lease lapsed; running it again", comp_id)
+        if ctx.queue is not None:
+            ctx.queue.retry(comp_id, requester_org)
+        else:
+            submit(ctx, comp_id, requester_org)
+    for comp_id, requester_org in waiting:
         submit(ctx, comp_id, requester_org)
-    return len(interrupted) + len(approved)
+    return len(lapsed) + len(waiting)

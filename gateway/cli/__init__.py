@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from gateway.cli import _backup, _compliance, _keys, _ledger, _serve
+from gateway.cli import _backup, _compliance, _keys, _ledger, _serve, _worker
 from gateway.cli._common import CliError
 from gateway.settings import SettingsError
 
@@ -26,6 +26,7 @@ _BUILT_IN: tuple[Register, ...] = (
     _keys.register,
     _backup.register,
     _compliance.register,
+    _worker.register,
 )
 
 

@@ -55,7 +55,11 @@ async def readyz(request: Request, platform: PlatformDep) -> dict[str, Any] | JS
     checks = await run_in_threadpool(readiness.run)
     listed = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]
     if all(c.ok for c in checks):
-        return {"status": "ready", "checks": listed}
+        return {
+            "status": "ready",
+            "checks": listed,
+            "decision_logs_dropped": platform.decision_logs.dropped,
+        }
     failing = ", ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok)
     return problem(
         request,
@@ -64,4 +68,5 @@ async def readyz(request: Request, platform: PlatformDep) -> dict[str, Any] | JS
         title="Not ready",
         detail=failing,
         checks=listed,
+        decision_logs_dropped=platform.decision_logs.dropped,
     )
