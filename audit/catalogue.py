@@ -51,6 +51,8 @@ class Event(StrEnum):
     # -- datasets and provider nodes (exchange/catalog.py, custody.py)
     DATASET_REGISTERED = "dataset.registered"
     DATASET_REGISTRATION_FAILED = "dataset.registration_failed"
+    DATASET_JOIN_KEYS_DECLARED = "dataset.join_keys_declared"
+    DATASET_JOIN_KEYS_FAILED = "dataset.join_keys_failed"
     NODE_REGISTERED = "node.registered"
     NODE_REGISTER_FAILED = "node.register_failed"
 
@@ -135,6 +137,7 @@ class RecordType(StrEnum):
     PERSON_ACTIVATED = Event.PERSON_ACTIVATED.value
     CERTIFICATE_ISSUED = Event.CERTIFICATE_ISSUED.value
     DATASET_REGISTERED = Event.DATASET_REGISTERED.value
+    DATASET_JOIN_KEYS_DECLARED = Event.DATASET_JOIN_KEYS_DECLARED.value
     NODE_REGISTERED = Event.NODE_REGISTERED.value
     CONTRACT_PROPOSED = Event.CONTRACT_PROPOSED.value
     CONTRACT_ACTIVE = Event.CONTRACT_ACTIVE.value

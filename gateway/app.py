@@ -27,6 +27,7 @@ from gateway.routers import (
     contracts,
     datasets,
     health,
+    joins,
     kms,
     ledger,
     nodes,
@@ -178,6 +179,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(organisations.router, dependencies=protected)
     app.include_router(people.router, dependencies=protected)
     app.include_router(datasets.router, dependencies=protected)
+    app.include_router(joins.router, dependencies=protected)
     app.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
     app.include_router(ledger.router, dependencies=protected)
     app.include_router(kms.router, dependencies=protected)

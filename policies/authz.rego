@@ -15,6 +15,7 @@ package pdx.authz
 
 import rego.v1
 
+import data.pdx.joins
 import data.pdx.sod
 import data.pdx.zerotrust
 
@@ -91,6 +92,8 @@ deny contains msg if {
 deny contains msg if some msg in sod.violations
 
 deny contains msg if some msg in zerotrust.violations
+
+deny contains msg if some msg in joins.violations
 
 deny contains msg if {
 	action in row_actions
@@ -217,7 +220,7 @@ chosen_obligations := object.get(rule, "obligations", {}) if chosen.scope == "ma
 
 chosen_obligations := object.get(chosen, "obligations", {}) if chosen.scope != "matrix"
 
-obligations := object.union(m.obligation_defaults, chosen_obligations)
+obligations := joins.with_obligations(object.union(m.obligation_defaults, chosen_obligations))
 
 # ---------------------------------------------------------------------------------
 # Scope refusals, computed only for scopes some applicable grant uses.

@@ -32,6 +32,7 @@ from sandbox._registry import (
 from sandbox._stats_query import StatsQuery
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
+from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams
 
 __all__ = [
     "FL_LIMITS",
@@ -45,6 +46,8 @@ __all__ = [
     "OperatorParams",
     "ParamsInvalid",
     "ProviderInput",
+    "PsiCardinalityParams",
+    "PsiSumParams",
     "StatsParams",
     "UnknownOperator",
     "Usage",
@@ -75,6 +78,11 @@ class StatsParams(BaseModel):
     )
     decimals: int = Field(default=6, ge=0, le=12, description="fixed-point digits")
     scheme: Literal["paillier", "ckks"] | None = None
+    join: JoinClause | None = Field(
+        default=None,
+        description="over the join of inputs[0] (cohort: key, group_by) and inputs[1] "
+        "(key, columns) without revealing the intersection (sandbox.join_party)",
+    )
 
     def query(self, operator: str) -> StatsQuery:
         return StatsQuery.from_params({"op": operator, **self.model_dump()})
@@ -108,7 +116,7 @@ class FlParams(BaseModel):
         return [*self.features, self.label]
 
 
-OperatorParams = StatsParams | FlParams
+OperatorParams = StatsParams | FlParams | PsiCardinalityParams | PsiSumParams
 
 
 class UnknownOperator(SandboxError):
@@ -218,7 +226,7 @@ class Operator:
     """Everything the platform knows about one operator: its code, parameters, shape and cost."""
 
     name: str
-    params: type[StatsParams] | type[FlParams]
+    params: type[BaseModel]
     usage: Callable[[str, Mapping[str, Any], Sequence[InputFacts]], Usage]
     technique: str
     min_providers: int
@@ -232,12 +240,31 @@ class Operator:
         return self.params.model_json_schema()
 
 
+JOIN_PASSES = 3
+"""A join reads each input once and blinds every identifier twice (ECDH-PSI)."""
+
+
+def _join_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
+    shaped: dict[str, Any]
+    if op == "psi.cardinality":
+        shaped = {"op": "stats.count"}
+    elif op == "psi.sum":
+        shaped = {"op": "stats.sum", "columns": [params.get("value")]}
+    else:
+        shaped = {**params, "op": op}
+    out = _stats_usage(str(shaped["op"]), shaped, inputs)
+    return Usage(out.output_values, out.shape, sum(i.rows for i in inputs) * JOIN_PASSES)
+
+
 _HE = "additively homomorphic encryption (Paillier or CKKS)"
 _FL = "federated learning (FedAvg), CKKS secure aggregation"
+_PJC = "ECDH-PSI (P-256, RFC 9380) and Paillier: Private Join and Compute (sandbox.join_party)"
 
 OPERATORS: dict[str, Operator] = {
     **{op: Operator(op, StatsParams, _stats_usage, _HE, 1) for op in STATS_OPERATORS},
     "fl.logreg": Operator("fl.logreg", FlParams, _fl_usage, _FL, 2),
+    "psi.cardinality": Operator("psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2),
+    "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2),
 }
 """The operators a request may name, in the registry's order."""
 
@@ -254,19 +281,24 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
         params = spec.params.model_validate(dict(raw))
         if isinstance(params, StatsParams):
             params.query(operator)
-        else:
+        elif isinstance(params, FlParams):
             params.config()
+        elif isinstance(params, PsiCardinalityParams | PsiSumParams):
+            params.plan()
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ParamsInvalid(f"params.{where}: {first['msg']}", f"params.{where}") from None
     except SandboxError as exc:
         raise ParamsInvalid(f"params: {exc.detail}", "params") from None
+    assert isinstance(params, StatsParams | FlParams | PsiCardinalityParams | PsiSumParams)
     return params
 
 
 def estimate(operator: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
     """The declared output shape and cost of `operator` with validated `params` on `inputs`."""
+    if params.get("join") and operator in STATS_OPERATORS:
+        return _join_usage(operator, params, inputs)
     return OPERATORS[operator].usage(operator, params, inputs)
 
 

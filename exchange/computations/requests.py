@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 import policies
 from exchange.accounts import Caller, OrgKind, Role
+from exchange.computations import joins
 from exchange.computations.context import DEFAULT_MIN_COHORT, ComputeContext
 from exchange.computations.runs import submit
 from exchange.computations.schemas import ComputationCreate, ComputationPublic, to_public
@@ -70,7 +71,7 @@ def request_computation(
             contract_id=body.contract_id,
             now=now,
         )
-        decision = decide([i.resource for i in loaded])
+        decision = decide(joins.policy_resources(session, body.operator, body.params, loaded))
         caller.require(Role.DATA_CONSUMER)
         if caller.org_kind is not OrgKind.ENTERPRISE:
             raise Forbidden("only an enterprise requests computations")
@@ -83,8 +84,12 @@ def request_computation(
             owners = [d.owner_org for d in datasets]
             if len(set(owners)) != len(owners):
                 raise InvalidInput("federated learning takes one dataset per provider")
-        _check_columns(datasets, params, ob)
-        if isinstance(params, StatsParams):
+        plan = joins.join_plan(body.operator, params)
+        if plan is not None:
+            joins.check_join(datasets, plan, ob, body.operator)
+        else:
+            _check_columns(datasets, params, ob)
+        if isinstance(params, StatsParams) and plan is None:
             _check_dp(body.operator, params, ob)
         # Fair use (exchange.quotas): size and cost first, then the organisation's quota.
         check_usage(body.operator, params.model_dump(), datasets, ctx.usage_limits)
@@ -228,7 +233,10 @@ def _job_facts(
     operator: str, params: OperatorParams, ob: policies.Obligations, paillier_bits: int
 ) -> dict[str, Any]:
     """The job's technique, keys, parameters and threat model (docs/compliance.md PCE-01)."""
-    if isinstance(params, FlParams):
+    plan = joins.join_plan(operator, params)
+    if plan is not None:
+        technique = joins.join_facts(plan, paillier_bits)
+    elif isinstance(params, FlParams):
         technique = {
             "technique": "horizontal federated learning (FedAvg), logistic regression",
             "aggregation": "CKKS (TenSEAL) secure aggregation of model updates",
@@ -236,6 +244,7 @@ def _job_facts(
             "standardisation": "exact secure statistics (Paillier, 2048-bit)",
         }
     else:
+        assert isinstance(params, StatsParams)
         scheme = params.query(operator).job_scheme
         technique = {
             "technique": "additively homomorphic encryption of per-provider partial aggregates",
@@ -251,7 +260,9 @@ def _job_facts(
         "network, read-only input, CPU/memory/time limits), on the platform for "
         "platform-held data and on the provider's node for node-held data",
         "release": {
-            "min_cohort": ob.cohort(DEFAULT_MIN_COHORT),
+            "min_cohort": joins.join_release_obligations(ob).min_cohort
+            if plan is not None
+            else ob.cohort(DEFAULT_MIN_COHORT),
             "dp_epsilon": ob.dp_epsilon,
             "provider_review": ob.release_review,
         },

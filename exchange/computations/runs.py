@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 import crypto
 import policies
 from exchange.catalog import iter_plaintext
+from exchange.computations import joins
 from exchange.computations.context import ComputeContext, release_obligations
 from exchange.computations.results import result_aad, result_ref
 from exchange.computations.state import State, load, platform_subject, transition
@@ -41,8 +42,9 @@ from exchange.jobs import export_secret, open_sealed, restore_result_party, seal
 from exchange.models import Computation, Dataset, NodeDataset, Organisation
 from sandbox.errors import ReleaseRefused, SandboxError
 from sandbox.fl import FlJob
+from sandbox.joins import JoinJob
 from sandbox.nodes import NodeGrant, NodeJob, NodeSandbox, ProviderNode, node_input_path
-from sandbox.operators import OPERATORS, ProviderInput, StatsParams
+from sandbox.operators import OPERATORS, FlParams, ProviderInput, StatsParams
 from sandbox.release import Release, ReleaseGate
 from sandbox.stats import StatsJob
 
@@ -129,7 +131,9 @@ def _prepare_inputs(
     ctx.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     workdir = Path(tempfile.mkdtemp(prefix=f"job-{computation_id[:8]}-", dir=ctx.workdir))
     prepared = _Prepared([], {}, False, workdir)
-    operators = ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
+    operators = joins.node_operators(operator, params) or (
+        ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
+    )
     rounds = int(params.get("rounds", 1))
     node_jobs: list[tuple[str, Path, NodeJob]] = []
     with ctx.sessions() as session:
@@ -183,6 +187,19 @@ def _execute(
     assert ctx.budget is not None
     gate = ReleaseGate(ctx.budget)
     params = OPERATORS[operator].params.model_validate(params_raw)
+    plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
+    if plan is not None:
+        join = JoinJob(
+            operator,
+            plan,
+            *prepared.providers,
+            sandbox=sandbox,
+            job_id=computation_id,
+            paillier_bits=ctx.paillier_bits,
+        )
+        _store_job_key(ctx, computation_id, requester, export_secret(join.result_party))
+        join.result_party = _load_job_key(ctx, computation_id)
+        return join.run(gate, joins.join_release_obligations(ob))
     job: StatsJob | FlJob
     if isinstance(params, StatsParams):
         job = StatsJob(
@@ -193,6 +210,7 @@ def _execute(
             paillier_bits=ctx.paillier_bits,
         )
     else:
+        assert isinstance(params, FlParams)
         job = FlJob(params.config(), prepared.providers, sandbox=sandbox, job_id=computation_id)
     _store_job_key(ctx, computation_id, requester, export_secret(job.result_party))
     # From here the secret exists only sealed, and as unsealed for this job's decryption.
