@@ -62,7 +62,11 @@ class IntersectionTooSmall(CohortTooSmall):
 
 @dataclass(frozen=True)
 class JoinResult:
-    """A released join: the statistic over the intersection, and its size."""
+    """A released join: the statistic over the intersection, and its size.
+
+    `intersection_size` sums the released groups' (noisy under DP) sizes: a suppressed
+    group is not counted, so its size cannot be had by subtraction.
+    """
 
     operator: str
     join: dict[str, Any]
@@ -184,8 +188,6 @@ class JoinJob:
             total: float | None = 0.0
             for g in stats.groups:
                 total = None if g.rows is None or total is None else total + g.rows
-            if stats.suppressed:
-                total = None  # a suppressed group's size is not released through the total
             return JoinResult(self.operator, self.plan.join.model_dump(mode="json"), total, stats)
 
         try:
