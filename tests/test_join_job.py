@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from sandbox._registry import ProviderInput
 from sandbox.errors import InvalidParameters
 from sandbox.identifiers import IdKind
 from sandbox.join_params import JoinClause, JoinPlan, PsiCardinalityParams
 from sandbox.joins import IntersectionTooSmall, JoinJob
 from sandbox.operators import REGISTRY, StatsParams, default_sandbox
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
-from sandbox._registry import ProviderInput
 from tests.helpers.i18_wiring import join_data
 
 CLAUSE = JoinClause(left_key="mobile", right_key="msisdn", kind=IdKind.PHONE)
@@ -32,14 +32,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProviderInput, Prov
 def _job(plan: JoinPlan, files: tuple, tmp: Path, op: str = "stats.mean") -> JoinJob:
     left, right, _ = files
     return JoinJob(
-        op, plan, left, right, sandbox=default_sandbox(tmp), job_id="job-1", paillier_bits=1024,
+        op,
+        plan,
+        left,
+        right,
+        sandbox=default_sandbox(tmp),
+        job_id="job-1",
+        paillier_bits=1024,
         batch=16,
     )
 
 
-def test_grouped_mean_over_the_join_equals_the_plaintext_join(
-    files: tuple, tmp_path: Path
-) -> None:
+def test_grouped_mean_over_the_join_equals_the_plaintext_join(files: tuple, tmp_path: Path) -> None:
     data = files[2]
     params = StatsParams(
         columns=["amount"], group_by="tier", groups=["A", "B"], decimals=2, join=CLAUSE
@@ -61,7 +65,9 @@ def test_grouped_mean_over_the_join_equals_the_plaintext_join(
     for p in data.common:
         assert p.encode() not in relayed and p[-8:].encode() not in relayed
     assert {step for _, step, _ in seen} == {
-        "value.respond", "matcher.doubles", "matcher.pairs",
+        "value.respond",
+        "matcher.doubles",
+        "matcher.pairs",
     }
 
 
@@ -79,7 +85,11 @@ def test_one_provider_cannot_join_itself(files: tuple, tmp_path: Path) -> None:
     left, _, _ = files
     with pytest.raises(InvalidParameters):
         JoinJob(
-            "psi.cardinality", PsiCardinalityParams(join=CLAUSE).plan(), left, left,
-            sandbox=default_sandbox(tmp_path), job_id="j",
+            "psi.cardinality",
+            PsiCardinalityParams(join=CLAUSE).plan(),
+            left,
+            left,
+            sandbox=default_sandbox(tmp_path),
+            job_id="j",
         )
     assert "psi.sum" in REGISTRY

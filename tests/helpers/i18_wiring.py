@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from tests.helpers.i18_psi import noisy_phone, phone
 
@@ -51,3 +53,81 @@ def join_data(seed: int, *, cohort: int = 60, values: int = 70, common: int = 40
         amount,
         tier,
     )
+
+
+PURPOSE = "credit risk research on shared customers"
+LEGAL_BASIS = "PIPL art. 13(1): consent ref C-2026-118"
+PHONE = {"kind": "phone"}
+
+
+def join_network(api: Any, creds: dict[str, Any], data: JoinData, *, declare: bool = True) -> Any:
+    """A telecom (cohort: mobile, tier) and a bank (msisdn, amount), contracts with an insurer."""
+    from tests.test_api_contracts import active_contract, make_org
+
+    ent_org, ent = make_org(api, creds, "Harbour Mutual Insurance", "enterprise")
+    tel_org, tel = make_org(api, creds, "City Telecom", "provider")
+    bank_org, bank = make_org(api, creds, "Riverside Bank", "provider")
+    cohort = register_pi(api, tel, data.cohort_csv, "subscriber tiers")
+    values = register_pi(api, bank, data.values_csv, "loan balances")
+    active_contract(api, ent, tel, tel_org, [cohort["id"]], PURPOSE)
+    active_contract(api, ent, bank, bank_org, [values["id"]], PURPOSE)
+    if declare:
+        declare_key(api, tel, cohort["id"], "mobile")
+        declare_key(api, bank, values["id"], "msisdn")
+    return {
+        "ent": ent,
+        "ent_org": ent_org,
+        "tel": tel,
+        "tel_org": tel_org,
+        "bank": bank,
+        "bank_org": bank_org,
+        "cohort": cohort["id"],
+        "values": values["id"],
+    }
+
+
+def declare_key(api: Any, headers: dict[str, str], dataset_id: str, column: str) -> None:
+    r = api.put(
+        f"/v1/datasets/{dataset_id}/join-keys",
+        headers=headers,
+        json={"keys": [{"column": column, **PHONE}]},
+    )
+    assert r.status_code == 200, r.text
+
+
+def ask_join(
+    api: Any, net: dict[str, Any], operator: str, params: dict[str, Any], inputs: list[str]
+) -> Any:
+    body = {
+        "operator": operator,
+        "inputs": inputs,
+        "params": params,
+        "purpose": PURPOSE,
+        "legal_basis": LEGAL_BASIS,
+    }
+    return api.post("/v1/computations", headers=net["ent"], json=body)
+
+
+JOIN = {"left_key": "mobile", "right_key": "msisdn", "kind": "phone"}
+
+
+def approve_all(api: Any, net: dict[str, Any], comp_id: str) -> None:
+    for who in ("tel", "bank"):
+        r = api.post(f"/v1/computations/{comp_id}/approve", headers=net[who], json={})
+        assert r.status_code == 200, r.text
+
+
+def register_pi(api: Any, headers: dict[str, str], text: str, name: str) -> dict[str, Any]:
+    """A general-3 dataset holding personal information (phone numbers)."""
+    from tests.test_api_contracts import dataset_metadata
+
+    meta = json.loads(dataset_metadata(name, "general-3"))
+    meta["pi"] = True
+    files = {
+        "metadata": (None, json.dumps(meta), "application/json"),
+        "file": ("data.csv", text.encode(), "text/csv"),
+    }
+    r = api.post("/v1/datasets", headers=headers, files=files)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
