@@ -1,4 +1,4 @@
-"""Join test data (issue 18 wiring): a cohort and a value table sharing people, typed differently."""
+"""Join test data (issue 18 wiring): a cohort and a value table sharing people, typed apart."""
 
 from __future__ import annotations
 
