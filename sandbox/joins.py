@@ -21,7 +21,12 @@ import phe  # type: ignore[import-untyped]
 
 from sandbox._registry import ProviderInput
 from sandbox.coordinator import SECURITY_MODEL, Decrypted, ResultParty
-from sandbox.errors import CohortTooSmall, HomomorphicMismatch, InvalidParameters
+from sandbox.errors import (
+    CohortTooSmall,
+    HomomorphicMismatch,
+    IntersectionTooSmall,
+    InvalidParameters,
+)
 from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
 from sandbox.join_party import unframe
@@ -51,13 +56,6 @@ JOIN_SECURITY: dict[str, Any] = {
         "the policy's DP obligation, noised counts and sums; never the intersection's members",
     },
 }
-
-
-class IntersectionTooSmall(CohortTooSmall):
-    """The (noisy) intersection is below the policy's minimum: nothing is released."""
-
-    code = "join-intersection-too-small"
-    title = "The join's intersection is below the minimum size"
 
 
 @dataclass(frozen=True)
