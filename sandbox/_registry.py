@@ -70,6 +70,13 @@ REGISTRY = OperatorRegistry(
             "stats.* with a join clause",
             JOIN_LIMITS,
         ),
+        OperatorSpec(
+            "fl.hetero_logreg",
+            "sandbox.vertical_party:party",
+            "vertical logistic regression: labels and features at inputs[0], features at the "
+            "others, aligned by ECDH-PSI; residuals and gradients under the guest's Paillier key",
+            JOIN_LIMITS,
+        ),
     ]
 )
 

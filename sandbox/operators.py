@@ -33,6 +33,7 @@ from sandbox._stats_query import StatsQuery
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
 from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams
+from sandbox.vertical_params import HeteroParams
 
 __all__ = [
     "FL_LIMITS",
@@ -41,6 +42,7 @@ __all__ = [
     "STATS_LIMITS",
     "STATS_OPERATORS",
     "FlParams",
+    "HeteroParams",
     "InputFacts",
     "Operator",
     "OperatorParams",
@@ -116,7 +118,7 @@ class FlParams(BaseModel):
         return [*self.features, self.label]
 
 
-OperatorParams = StatsParams | FlParams | PsiCardinalityParams | PsiSumParams
+OperatorParams = StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
 
 
 class UnknownOperator(SandboxError):
@@ -256,6 +258,17 @@ def _join_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]
     return Usage(out.output_values, out.shape, sum(i.rows for i in inputs) * JOIN_PASSES)
 
 
+def _hetero_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
+    weights = sum(len(f) for f in params.get("features") or ()) + 1
+    rounds = int(params.get("iterations", 1))
+    rows = sum(i.rows for i in inputs)
+    return Usage(
+        output_values=weights,
+        shape={"weights": weights, "rounds": rounds},
+        row_passes=rows * (JOIN_PASSES + rounds),
+    )
+
+
 _HE = "additively homomorphic encryption (Paillier or CKKS)"
 _FL = "federated learning (FedAvg), CKKS secure aggregation"
 _PJC = "ECDH-PSI (P-256, RFC 9380) and Paillier: Private Join and Compute (sandbox.join_party)"
@@ -265,6 +278,13 @@ OPERATORS: dict[str, Operator] = {
     "fl.logreg": Operator("fl.logreg", FlParams, _fl_usage, _FL, 2),
     "psi.cardinality": Operator("psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2),
     "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2),
+    "fl.hetero_logreg": Operator(
+        "fl.hetero_logreg",
+        HeteroParams,
+        _hetero_usage,
+        "vertical federated learning: ECDH-PSI alignment, Paillier-masked gradients",
+        2,
+    ),
 }
 """The operators a request may name, in the registry's order."""
 
@@ -285,13 +305,17 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
             params.config()
         elif isinstance(params, PsiCardinalityParams | PsiSumParams):
             params.plan()
+        elif isinstance(params, HeteroParams):
+            params.config(1024)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ParamsInvalid(f"params.{where}: {first['msg']}", f"params.{where}") from None
     except SandboxError as exc:
         raise ParamsInvalid(f"params: {exc.detail}", "params") from None
-    assert isinstance(params, StatsParams | FlParams | PsiCardinalityParams | PsiSumParams)
+    assert isinstance(
+        params, StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
+    )
     return params
 
 

@@ -32,11 +32,15 @@ from sandbox.join_params import JOIN_OPERATORS, JoinClause, JoinPlan
 from sandbox.joins import JOIN_SECURITY, SESSION_OPERATOR
 from sandbox.operators import OperatorParams, PsiCardinalityParams, PsiSumParams, StatsParams
 from sandbox.release import ReleaseObligations
+from sandbox.vertical_ops import HETERO_SECURITY
+from sandbox.vertical_params import HeteroParams
 
 __all__ = [
     "DEFAULT_MIN_INTERSECTION",
+    "check_hetero",
     "check_join",
     "is_join_request",
+    "hetero_facts",
     "join_facts",
     "join_plan",
     "join_release_obligations",
@@ -48,8 +52,15 @@ DEFAULT_MIN_INTERSECTION = 10
 """Where the policy names no `min_intersection`: the default cohort (docs/compliance.md PI-06)."""
 
 
+HETERO = "fl.hetero_logreg"
+
+
 def is_join_request(operator: str, raw: Mapping[str, Any]) -> bool:
-    return operator in JOIN_OPERATORS or (operator in STATS_OPERATORS and bool(raw.get("join")))
+    return (
+        operator in JOIN_OPERATORS
+        or operator == HETERO
+        or (operator in STATS_OPERATORS and bool(raw.get("join")))
+    )
 
 
 def join_plan(operator: str, params: OperatorParams) -> JoinPlan | None:
@@ -63,6 +74,8 @@ def join_plan(operator: str, params: OperatorParams) -> JoinPlan | None:
 
 def node_operators(operator: str, params: Mapping[str, Any]) -> tuple[str, ...] | None:
     """The registry operators a provider's node runs for a join job (None: not a join)."""
+    if operator == HETERO:
+        return (HETERO,)
     return (SESSION_OPERATOR,) if is_join_request(operator, params) else None
 
 
@@ -74,22 +87,67 @@ def policy_resources(
     if not is_join_request(operator, raw):
         return out
     try:
-        clause = JoinClause.model_validate(raw.get("join"))
+        if operator == HETERO:
+            hetero = HeteroParams.model_validate(dict(raw))
+            keys, id_kind = list(hetero.keys), hetero.kind
+            sides = ["guest", *(["host"] * (len(keys) - 1))]
+        else:
+            clause = JoinClause.model_validate(raw.get("join"))
+            keys, id_kind = [clause.left_key, clause.right_key], clause.kind
+            sides = ["cohort", "values"]
     except ValidationError:
         return out  # the parameters are refused (422) once validated
-    for position, (inp, resource) in enumerate(zip(loaded, out, strict=True)):
-        side = "cohort" if position == 0 else "values"
-        key = clause.left_key if position == 0 else clause.right_key
+    for inp, resource, key, side in zip(loaded, out, keys, sides, strict=False):
         kind = declared_kind(session, inp.dataset.id, key)
         resource["join"] = {
             "operator": operator,
             "side": side,
             "key": key,
-            "kind": clause.kind.value,
-            "key_declared": kind is clause.kind,
+            "kind": id_kind.value,
+            "key_declared": kind is id_kind,
             "reveals_members": False,
         }
     return out
+
+
+def check_hetero(
+    datasets: Sequence[Dataset], params: HeteroParams, ob: policies.Obligations
+) -> None:
+    """Guest first, one provider each, columns exist, no personal column trained on."""
+    if len(datasets) != len(params.keys):
+        raise InvalidInput("one key column (and feature list) per input", field="params.keys")
+    if len({d.owner_org for d in datasets}) != len(datasets):
+        raise InvalidInput("vertical learning takes one dataset per provider", field="inputs")
+    for position, ds in enumerate(datasets):
+        fields = _fields(ds)
+        columns = params.columns(position)
+        missing = [c for c in columns if c not in fields]
+        if missing:
+            raise InvalidInput(
+                f"dataset {ds.id} has no column named {', '.join(missing)}",
+                field="params",
+                dataset_id=ds.id,
+            )
+        personal = [c for c in columns[1:] if fields[c].pi]
+        if personal:
+            raise Forbidden(
+                f"column(s) {', '.join(personal)} of dataset {ds.id} hold personal "
+                "information: a model is trained on other columns only",
+                obligation="desensitise",
+            )
+    _check_sizes(datasets, ob)
+
+
+def _check_sizes(datasets: Sequence[Dataset], ob: policies.Obligations) -> None:
+    minimum = min_intersection(ob)
+    small = [ds.id for ds in datasets if int(ds.rows) < minimum]
+    if small:
+        raise Forbidden(
+            f"dataset(s) {', '.join(small)} hold fewer rows than the minimum intersection "
+            f"({minimum}): a join with them could single out a person",
+            obligation="min_intersection",
+            min_intersection=minimum,
+        )
 
 
 def _fields(ds: Dataset) -> dict[str, DatasetField]:
@@ -133,15 +191,7 @@ def check_join(
             "personal information: a join aggregates other columns only",
             obligation="desensitise",
         )
-    minimum = min_intersection(ob)
-    small = [ds.id for ds in datasets if int(ds.rows) < minimum]
-    if small:
-        raise Forbidden(
-            f"dataset(s) {', '.join(small)} hold fewer rows than the minimum intersection "
-            f"({minimum}): a join with them could single out a person",
-            obligation="min_intersection",
-            min_intersection=minimum,
-        )
+    _check_sizes(datasets, ob)
     bounded = q.op == "stats.count" or q.clip is not None
     if ob.dp_epsilon is not None and not bounded:
         raise InvalidInput(
@@ -165,6 +215,15 @@ def join_release_obligations(ob: policies.Obligations) -> ReleaseObligations:
         dp_epsilon=ob.dp_epsilon,
         provider_review_required=ob.release_review,
     )
+
+
+def hetero_facts(params: HeteroParams, paillier_bits: int) -> dict[str, Any]:
+    """The technique part of a vertical LR job's security facts."""
+    return {
+        **HETERO_SECURITY,
+        "keys": {"scheme": "paillier", "key_bits": paillier_bits, "holder": "guest sandbox"},
+        "iterations": params.iterations,
+    }
 
 
 def join_facts(plan: JoinPlan, paillier_bits: int) -> dict[str, Any]:

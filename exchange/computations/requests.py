@@ -36,6 +36,7 @@ from exchange.resources import RequestInput, contract_policy_view, load_request_
 from sandbox.coordinator import SECURITY_MODEL
 from sandbox.operators import (
     FlParams,
+    HeteroParams,
     OperatorParams,
     ParamsInvalid,
     StatsParams,
@@ -87,6 +88,8 @@ def request_computation(
         plan = joins.join_plan(body.operator, params)
         if plan is not None:
             joins.check_join(datasets, plan, ob, body.operator)
+        elif isinstance(params, HeteroParams):
+            joins.check_hetero(datasets, params, ob)
         else:
             _check_columns(datasets, params, ob)
         if isinstance(params, StatsParams) and plan is None:
@@ -236,6 +239,8 @@ def _job_facts(
     plan = joins.join_plan(operator, params)
     if plan is not None:
         technique = joins.join_facts(plan, paillier_bits)
+    elif isinstance(params, HeteroParams):
+        technique = joins.hetero_facts(params, paillier_bits)
     elif isinstance(params, FlParams):
         technique = {
             "technique": "horizontal federated learning (FedAvg), logistic regression",
@@ -261,7 +266,7 @@ def _job_facts(
         "platform-held data and on the provider's node for node-held data",
         "release": {
             "min_cohort": joins.join_release_obligations(ob).min_cohort
-            if plan is not None
+            if plan is not None or isinstance(params, HeteroParams)
             else ob.cohort(DEFAULT_MIN_COHORT),
             "dp_epsilon": ob.dp_epsilon,
             "provider_review": ob.release_review,

@@ -44,9 +44,10 @@ from sandbox.errors import ReleaseRefused, SandboxError
 from sandbox.fl import FlJob
 from sandbox.joins import JoinJob
 from sandbox.nodes import NodeGrant, NodeJob, NodeSandbox, ProviderNode, node_input_path
-from sandbox.operators import OPERATORS, FlParams, ProviderInput, StatsParams
+from sandbox.operators import OPERATORS, FlParams, HeteroParams, ProviderInput, StatsParams
 from sandbox.release import Release, ReleaseGate
 from sandbox.stats import StatsJob
+from sandbox.vertical_ops import HeteroJob
 
 __all__ = ["recover", "run_job", "submit"]
 
@@ -200,6 +201,17 @@ def _execute(
         _store_job_key(ctx, computation_id, requester, export_secret(join.result_party))
         join.result_party = _load_job_key(ctx, computation_id)
         return join.run(gate, joins.join_release_obligations(ob))
+    if isinstance(params, HeteroParams):
+        # The guest's Paillier key is made and kept in the guest's sandbox: no job key here.
+        hetero = HeteroJob(
+            params,
+            prepared.providers,
+            sandbox=sandbox,
+            job_id=computation_id,
+            key_bits=ctx.paillier_bits,
+            min_rows=joins.min_intersection(ob),
+        )
+        return hetero.run(gate, joins.join_release_obligations(ob))
     job: StatsJob | FlJob
     if isinstance(params, StatsParams):
         job = StatsJob(
