@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,8 @@ from sandbox.vertical_party import _unframe
 __all__ = ["HETERO_SECURITY", "HeteroJob", "HeteroModel"]
 
 OPERATOR = "fl.hetero_logreg"
+MODEL_DELTA = 1e-6
+"""δ of the model's Gaussian output perturbation where the policy names none."""
 
 HETERO_SECURITY: dict[str, Any] = {
     "technique": "vertical (hetero) logistic regression: ECDH-PSI alignment, residuals and "
@@ -175,6 +177,9 @@ class HeteroJob:
         """Charge, noise, check the cohort (the minimum intersection), release."""
         flat = np.concatenate([weights[0][:-1], *weights[1:], weights[0][-1:]])
         datasets = unique(p.dataset_id for p in self.providers)
+        if obligations.dp_epsilon is not None and obligations.dp_delta <= 0:
+            # The Gaussian mechanism needs δ > 0: charged as (ε, δ) to every input.
+            obligations = replace(obligations, dp_delta=MODEL_DELTA, dp_mechanism="gaussian")
         spent = gate.charge(datasets, obligations, self.job_id)
         if obligations.dp_epsilon is not None:
             flat = perturb_weights(

@@ -12,12 +12,17 @@ from gateway.platform import Platform
 from tests.helpers.api import assert_problem
 from tests.helpers.i18_wiring import (
     JOIN,
+    PURPOSE,
     approve_all,
     ask_join,
+    declare_key,
     join_data,
     join_network,
+    register_pi,
+    vertical_csvs,
 )
 from tests.test_api_computations import ledger_types, wait_for
+from tests.test_api_contracts import active_contract
 
 DONE = ("released", "failed", "rejected")
 
@@ -148,3 +153,46 @@ def test_join_keys_are_declared_by_the_provider_only(
     assert isinstance(r.json()["ledger_index"], int)
     r = capi.get(path, headers=net["bank"])
     assert r.json()["keys"] == [{"column": "msisdn", "kind": "phone"}]
+
+
+def test_vertical_logistic_regression_through_the_workflow(
+    capi: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    guest_csv, host_csv, common = vertical_csvs(31)
+    net = join_network(capi, creds, join_data(31), declare=False)
+    guest = register_pi(capi, net["tel"], guest_csv, "churn labels")
+    host = register_pi(capi, net["bank"], host_csv, "account features")
+    active_contract(capi, net["ent"], net["tel"], net["tel_org"], [guest["id"]], PURPOSE)
+    active_contract(capi, net["ent"], net["bank"], net["bank_org"], [host["id"]], PURPOSE)
+    params = {
+        "kind": "phone",
+        "keys": ["tel", "tel"],
+        "label": "label",
+        "features": [["f0", "f1"], ["g0", "g1"]],
+        "iterations": 2,
+    }
+    inputs = [guest["id"], host["id"]]
+    # Undeclared keys are denied; declared, the request waits for both providers.
+    assert_problem(ask_join(capi, net, "fl.hetero_logreg", params, inputs), 403)
+    declare_key(capi, net["tel"], guest["id"], "tel")
+    declare_key(capi, net["bank"], host["id"], "tel")
+    r = ask_join(capi, net, "fl.hetero_logreg", params, inputs)
+    assert r.status_code == 201, r.text
+    comp = r.json()
+    assert snake(comp["state"]) == "awaiting_approval"
+    assert comp["security_model"]["keys"]["holder"] == "guest sandbox"
+    approve_all(capi, net, comp["id"])
+    done = wait_for(capi, net["ent"], comp["id"], *DONE)
+    assert done["state"] == "released", done["error"]
+    out = capi.get(f"/v1/computations/{comp['id']}/result", headers=net["ent"]).json()["output"]
+    assert out["operator"] == "fl.hetero_logreg" and out["dp_epsilon"] == 1.0
+    assert set(out["weights"]) == {guest["id"], host["id"]}
+    assert set(out["weights"][host["id"]]) == {"g0", "g1"}
+    assert common == 70
+    with platform.session() as s:
+        spent = {
+            a.dataset_id: a.epsilon_spent
+            for a in s.scalars(select(PrivacyBudgetAccount))
+            if a.dataset_id in inputs
+        }
+    assert spent == {guest["id"]: 1.0, host["id"]: 1.0}

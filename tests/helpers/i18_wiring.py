@@ -131,3 +131,25 @@ def register_pi(api: Any, headers: dict[str, str], text: str, name: str) -> dict
     assert r.status_code == 201, r.text
     out: dict[str, Any] = r.json()
     return out
+
+
+def vertical_csvs(seed: int, n: int = 80, shift: int = 10) -> tuple[str, str, int]:
+    """Guest (tel, f0, f1, label) and host (tel, g0, g1) tables; `n - shift` people in both."""
+    import numpy as np
+
+    rng = random.Random(seed)
+    people: list[str] = []
+    while len(people) < n + shift:
+        p = phone(rng)
+        if p not in people:
+            people.append(p)
+    x = np.random.default_rng(seed).normal(size=(len(people), 4))
+    y = (x @ np.array([1.0, -1.0, 0.8, 0.5]) > 0).astype(int)
+    guest = ["tel,f0,f1,label"] + [
+        f"{noisy_phone(people[i], rng)},{x[i, 0]:.6f},{x[i, 1]:.6f},{y[i]}" for i in range(n)
+    ]
+    host = ["tel,g0,g1"] + [
+        f"{noisy_phone(people[i], rng)},{x[i, 2]:.6f},{x[i, 3]:.6f}"
+        for i in range(shift, n + shift)
+    ]
+    return "\n".join(guest) + "\n", "\n".join(host) + "\n", n - shift
