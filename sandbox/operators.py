@@ -33,6 +33,8 @@ from sandbox._stats_query import StatsQuery
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
 from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams
+from sandbox.joins import JOIN_SECURITY
+from sandbox.vertical_ops import HETERO_SECURITY
 from sandbox.vertical_params import HeteroParams
 
 __all__ = [
@@ -232,6 +234,8 @@ class Operator:
     usage: Callable[[str, Mapping[str, Any], Sequence[InputFacts]], Usage]
     technique: str
     min_providers: int
+    learns: Mapping[str, str] | None = None
+    """Who learns what, per party (the join and vertical operators, issue 18)."""
 
     @property
     def description(self) -> str:
@@ -271,19 +275,23 @@ def _hetero_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFact
 
 _HE = "additively homomorphic encryption (Paillier or CKKS)"
 _FL = "federated learning (FedAvg), CKKS secure aggregation"
+_JOIN_LEARNS = JOIN_SECURITY["who_learns_what"]
 _PJC = "ECDH-PSI (P-256, RFC 9380) and Paillier: Private Join and Compute (sandbox.join_party)"
 
 OPERATORS: dict[str, Operator] = {
     **{op: Operator(op, StatsParams, _stats_usage, _HE, 1) for op in STATS_OPERATORS},
     "fl.logreg": Operator("fl.logreg", FlParams, _fl_usage, _FL, 2),
-    "psi.cardinality": Operator("psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2),
-    "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2),
+    "psi.cardinality": Operator(
+        "psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2, _JOIN_LEARNS
+    ),
+    "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2, _JOIN_LEARNS),
     "fl.hetero_logreg": Operator(
         "fl.hetero_logreg",
         HeteroParams,
         _hetero_usage,
         "vertical federated learning: ECDH-PSI alignment, Paillier-masked gradients",
         2,
+        HETERO_SECURITY["who_learns_what"],
     ),
 }
 """The operators a request may name, in the registry's order."""

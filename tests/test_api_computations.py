@@ -116,6 +116,7 @@ def test_operators_are_listed_with_parameter_schemas(
         "fl.logreg",
         "psi.cardinality",
         "psi.sum",
+        "fl.hetero_logreg",
     }
     assert "columns" in ops["stats.mean"]["parameters"]["properties"]
     assert ops["fl.logreg"]["parameters"]["required"] == ["features"]

@@ -41,6 +41,8 @@ def test_psi_sum_runs_after_both_providers_approve_and_releases_dp_values(
     assert ops["psi.sum"]["min_providers"] == 2
     assert "join" in ops["psi.sum"]["parameters"]["properties"]
     assert "join" in ops["stats.mean"]["parameters"]["properties"]
+    assert "members" in ops["psi.sum"]["learns"]["requester"]
+    assert ops["fl.hetero_logreg"]["learns"]["requester"].startswith("the assembled weights")
 
     params = {"join": JOIN, "value": "amount", "clip": [0, 100], "decimals": 2}
     r = ask_join(capi, net, "psi.sum", params, [net["cohort"], net["values"]])
