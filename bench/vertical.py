@@ -217,11 +217,18 @@ def run(
         },
         {
             "hetero_lr_dp_accuracy_eps3": report.Metric(round(lr["dp_accuracy"], 4), "fraction"),
+            # The target is for 10^6 × 10^6: a reduced run's time is not judged against it.
             "psi_1e6x1e6_s": report.Metric(
-                round(psi_run["seconds"], 2), "s", "< 150", psi_run["seconds"] < 150
+                round(psi_run["seconds"], 2),
+                "s",
+                "< 150",
+                psi_run["seconds"] < 150 if n == 1_000_000 else None,
             ),
             "psi_peak_rss_mb": report.Metric(
-                round(psi_run["peak_rss_mb"], 1), "MB", "< 1000", psi_run["peak_rss_mb"] < 1000
+                round(psi_run["peak_rss_mb"], 1),
+                "MB",
+                "< 1000",
+                psi_run["peak_rss_mb"] < 1000 if n == 1_000_000 else None,
             ),
             "psi_sum_1e6_s": report.Metric(round(pjc["seconds"], 2), "s"),
             "hetero_lr_accuracy_gap_pts": report.Metric(
