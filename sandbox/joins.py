@@ -40,6 +40,8 @@ __all__ = [
     "JoinResult",
 ]
 
+JOIN_BATCH = 2048
+"""Value pairs per relayed message (each a request to the matcher's session)."""
 SESSION_OPERATOR = "psi.sum"
 """The registry entry whose code (`sandbox.join_party:party`) runs each party's side."""
 
@@ -102,7 +104,7 @@ class JoinJob:
         sandbox: Sandbox,
         job_id: str,
         paillier_bits: int = 2048,
-        batch: int = 2048,
+        batch: int = JOIN_BATCH,
     ) -> None:
         if left.provider_id == right.provider_id:
             raise InvalidParameters("a join is between two providers' datasets")

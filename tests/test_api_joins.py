@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -199,3 +200,32 @@ def test_vertical_logistic_regression_through_the_workflow(
             if a.dataset_id in inputs
         }
     assert spent == {guest["id"]: 1.0, host["id"]: 1.0}
+
+
+@pytest.mark.slow
+def test_a_join_with_a_node_held_dataset_runs_its_side_on_the_node(
+    capi: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    data = join_data(14)
+    net = join_network(capi, creds, data, declare=False)
+    r = capi.put("/v1/nodes/me", headers=net["bank"], json={"kind": "embedded"})
+    assert r.status_code == 200, r.text
+    held = register_pi(
+        capi, net["bank"], data.values_csv, "balances (node)", path="/v1/nodes/datasets"
+    )
+    assert held["custody"] == "node"
+    active_contract(capi, net["ent"], net["bank"], net["bank_org"], [held["id"]], PURPOSE)
+    declare_key(capi, net["tel"], net["cohort"], "mobile")
+    declare_key(capi, net["bank"], held["id"], "msisdn")
+    params = {"join": JOIN, "value": "amount", "clip": [0, 100], "decimals": 2}
+    r = ask_join(capi, net, "psi.sum", params, [net["cohort"], held["id"]])
+    assert r.status_code == 201, r.text
+    approve_all(capi, net, r.json()["id"])
+    done = wait_for(capi, net["ent"], r.json()["id"], *DONE)
+    assert done["state"] == "released", done["error"]
+    assert done["inputs"][1]["custody"] == "node"
+    out = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()["output"]
+    assert abs(out["groups"][0]["values"]["sum(amount)"] - float(data.sum_over())) < 2000
+    # The node-held rows never reached the platform's object store.
+    objects = {p.name.split(".")[0] for p in platform.catalog.objects.root.iterdir()}
+    assert held["id"] not in objects

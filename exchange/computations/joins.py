@@ -29,7 +29,7 @@ from exchange.models import Dataset, DatasetField
 from exchange.resources import RequestInput
 from sandbox._registry import STATS_OPERATORS
 from sandbox.join_params import JOIN_OPERATORS, JoinClause, JoinPlan
-from sandbox.joins import JOIN_SECURITY, SESSION_OPERATOR
+from sandbox.joins import JOIN_BATCH, JOIN_SECURITY, SESSION_OPERATOR
 from sandbox.operators import OperatorParams, PsiCardinalityParams, PsiSumParams, StatsParams
 from sandbox.release import ReleaseObligations
 from sandbox.vertical_ops import HETERO_SECURITY
@@ -44,6 +44,7 @@ __all__ = [
     "join_facts",
     "join_plan",
     "join_release_obligations",
+    "node_max_calls",
     "node_operators",
     "policy_resources",
 ]
@@ -77,6 +78,15 @@ def node_operators(operator: str, params: Mapping[str, Any]) -> tuple[str, ...] 
     if operator == HETERO:
         return (HETERO,)
     return (SESSION_OPERATOR,) if is_join_request(operator, params) else None
+
+
+def node_max_calls(operator: str, params: Mapping[str, Any], rows: int) -> int | None:
+    """Requests a join party's node session may serve: steps plus one per value batch."""
+    if operator == HETERO:
+        return 8 + 6 * int(params.get("iterations", 20))
+    if is_join_request(operator, params):
+        return 8 + -(-rows // JOIN_BATCH)
+    return None
 
 
 def policy_resources(

@@ -139,6 +139,11 @@ def _prepare_inputs(
     node_jobs: list[tuple[str, Path, NodeJob]] = []
     with ctx.sessions() as session:
         comp = load(session, computation_id)
+        total_rows = 0
+        for inp in comp.inputs:
+            found = session.get(Dataset, inp.dataset_id)
+            total_rows += int(found.rows) if found is not None else 0
+        calls = joins.node_max_calls(operator, params, total_rows) or rounds + 8
         for inp in comp.inputs:
             ds = session.get(Dataset, inp.dataset_id)
             assert ds is not None
@@ -152,7 +157,7 @@ def _prepare_inputs(
                     asset_ref=placement.asset_ref,
                     sha256=ds.sha256,
                     operators=operators,
-                    max_calls=rounds + 8,
+                    max_calls=calls,
                     data_key=node_data_key(ctx.keystore, session, ds),
                 )
                 path = node_input_path(ds.owner_org, ds.id)

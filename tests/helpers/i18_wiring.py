@@ -117,7 +117,9 @@ def approve_all(api: Any, net: dict[str, Any], comp_id: str) -> None:
         assert r.status_code == 200, r.text
 
 
-def register_pi(api: Any, headers: dict[str, str], text: str, name: str) -> dict[str, Any]:
+def register_pi(
+    api: Any, headers: dict[str, str], text: str, name: str, path: str = "/v1/datasets"
+) -> dict[str, Any]:
     """A general-3 dataset holding personal information (phone numbers)."""
     from tests.test_api_contracts import dataset_metadata
 
@@ -127,7 +129,7 @@ def register_pi(api: Any, headers: dict[str, str], text: str, name: str) -> dict
         "metadata": (None, json.dumps(meta), "application/json"),
         "file": ("data.csv", text.encode(), "text/csv"),
     }
-    r = api.post("/v1/datasets", headers=headers, files=files)
+    r = api.post(path, headers=headers, files=files)
     assert r.status_code == 201, r.text
     out: dict[str, Any] = r.json()
     return out
