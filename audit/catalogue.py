@@ -53,6 +53,8 @@ class Event(StrEnum):
     DATASET_REGISTRATION_FAILED = "dataset.registration_failed"
     DATASET_ANALYSIS_RULES_SET = "dataset.analysis_rules_set"
     DATASET_ANALYSIS_RULES_FAILED = "dataset.analysis_rules_failed"
+    DATASET_JOIN_KEYS_DECLARED = "dataset.join_keys_declared"
+    DATASET_JOIN_KEYS_FAILED = "dataset.join_keys_failed"
     NODE_REGISTERED = "node.registered"
     NODE_REGISTER_FAILED = "node.register_failed"
 
@@ -159,6 +161,7 @@ class RecordType(StrEnum):
     CERTIFICATE_ISSUED = Event.CERTIFICATE_ISSUED.value
     DATASET_REGISTERED = Event.DATASET_REGISTERED.value
     DATASET_ANALYSIS_RULES_SET = Event.DATASET_ANALYSIS_RULES_SET.value
+    DATASET_JOIN_KEYS_DECLARED = Event.DATASET_JOIN_KEYS_DECLARED.value
     NODE_REGISTERED = Event.NODE_REGISTERED.value
     CONTRACT_PROPOSED = Event.CONTRACT_PROPOSED.value
     CONTRACT_ACTIVE = Event.CONTRACT_ACTIVE.value

@@ -373,3 +373,19 @@ class ComputationLease(ExchangeBase):
     holder: Mapped[str] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class DatasetJoinKey(ExchangeBase):
+    """A column its provider declared joinable, and the kind of identifier it holds (issue 18).
+
+    Only declared columns may be the key of a private join (`exchange.joinkeys`); the
+    declaration is the provider's, recorded on the ledger.
+    """
+
+    __tablename__ = "dataset_join_keys"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    column: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    declared_by: Mapped[str] = mapped_column(String(128))
+    declared_at: Mapped[datetime] = mapped_column(UtcDateTime)

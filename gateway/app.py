@@ -32,6 +32,7 @@ from gateway.routers import (
     dataset_scan,
     datasets,
     health,
+    joins,
     kms,
     ledger,
     market,
@@ -207,6 +208,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(people.router, dependencies=protected)
     app.include_router(dataset_scan.router, dependencies=protected)  # before /{dataset_id}
     app.include_router(datasets.router, dependencies=protected)
+    app.include_router(joins.router, dependencies=protected)
     app.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
     app.include_router(ledger.router, dependencies=protected)
     app.include_router(trail.router, dependencies=protected)

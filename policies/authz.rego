@@ -16,6 +16,7 @@ package pdx.authz
 import rego.v1
 
 import data.pdx.market
+import data.pdx.joins
 import data.pdx.sod
 import data.pdx.zerotrust
 
@@ -94,6 +95,7 @@ deny contains msg if some msg in sod.violations
 deny contains msg if some msg in zerotrust.violations
 
 deny contains msg if some msg in market.violations
+deny contains msg if some msg in joins.violations
 
 deny contains msg if {
 	action in row_actions
@@ -255,7 +257,7 @@ tightened["dp_epsilon"] := rule_epsilon if {
 	rule_epsilon < cell_epsilon
 }
 
-obligations := object.union(base_obligations, tightened)
+obligations := joins.with_obligations(object.union(base_obligations, tightened))
 
 # ---------------------------------------------------------------------------------
 # Scope refusals, computed only for scopes some applicable grant uses.

@@ -52,6 +52,7 @@ KNOWN_OBLIGATIONS = frozenset(
         "release_review",
         "log_delivery",
         "max_rows",
+        "min_intersection",
     }
 )
 

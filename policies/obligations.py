@@ -56,6 +56,8 @@ class Obligations:
     desensitise: bool = False
     log_delivery: bool = False
     max_rows: int | None = None
+    min_intersection: int | None = None
+    """Private joins (policies/joins.rego): the smallest intersection that may be released."""
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
 
     @classmethod
@@ -64,6 +66,7 @@ class Obligations:
         eps = raw.get("dp_epsilon")
         cohort = raw.get("min_cohort")
         rows = raw.get("max_rows")
+        inter = raw.get("min_intersection")
         return cls(
             require_provider_approval=bool(raw.get("require_provider_approval")),
             release_review=bool(raw.get("release_review")),
@@ -72,6 +75,7 @@ class Obligations:
             desensitise=bool(raw.get("desensitise")),
             log_delivery=bool(raw.get("log_delivery")),
             max_rows=int(rows) if rows is not None else None,
+            min_intersection=int(inter) if inter is not None else None,
             raw=MappingProxyType(dict(raw)),
         )
 

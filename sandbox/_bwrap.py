@@ -25,6 +25,10 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # exactly the `sandbox` package its parent runs, whatever the install layout (an editable
 # install of another checkout included).
 CODE_ROOT = Path("/opt/pdx")
+_CRYPTO_DIR = _PACKAGE_DIR.parent / "crypto"
+_CRYPTO_FILES = ("psi_ec.py", "_h2c_p256.py", "errors.py", "problem.py")
+"""The private-join operators' elliptic-curve group (issue 18), without the rest of `crypto`
+(no KMS, no key store): bound file by file, so `crypto/__init__.py` is never run inside."""
 _WORKER_BOOT = (
     f"import sys; sys.path.insert(0, {str(CODE_ROOT)!r}); from sandbox._worker import main; main()"
 )
@@ -171,6 +175,8 @@ class _Launcher:
         """The argv for one worker, and the in-sandbox paths of its inputs."""
         mounts = self._system_mounts()
         mounts += ["--ro-bind", str(_PACKAGE_DIR), str(CODE_ROOT / "sandbox")]
+        for name in _CRYPTO_FILES:  # the PSI group only: `crypto` is a namespace package inside
+            mounts += ["--ro-bind", str(_CRYPTO_DIR / name), str(CODE_ROOT / "crypto" / name)]
         if spec.code_root is not None:
             root = str(spec.code_root.resolve())
             mounts += ["--ro-bind", root, root]

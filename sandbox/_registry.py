@@ -15,6 +15,8 @@ from sandbox.isolation import Limits, OperatorRegistry, OperatorSpec, Sandbox
 STATS_LIMITS = Limits(cpu_seconds=120, memory_bytes=2 << 30, wall_seconds=300.0)
 FL_LIMITS = Limits(cpu_seconds=900, memory_bytes=2 << 30, wall_seconds=120.0)
 """Federated nodes are sessions: CPU covers the whole job, wall-clock one round."""
+JOIN_LIMITS = Limits(cpu_seconds=1800, memory_bytes=2 << 30, wall_seconds=600.0)
+"""A join party is a session over the whole protocol; wall-clock per step (issue 18)."""
 
 REGISTRY = OperatorRegistry(
     [
@@ -53,6 +55,27 @@ REGISTRY = OperatorRegistry(
             "sandbox.fl:node_logreg",
             "horizontal federated logistic regression node (FedAvg, CKKS-aggregated updates)",
             FL_LIMITS,
+        ),
+        OperatorSpec(
+            "psi.cardinality",
+            "sandbox.join_party:party",
+            "size of the intersection of two providers' identifiers (ECDH-PSI, P-256); DP count",
+            JOIN_LIMITS,
+        ),
+        OperatorSpec(
+            "psi.sum",
+            "sandbox.join_party:party",
+            "sum of a provider's column over the intersection with another provider's "
+            "identifiers (Private Join and Compute: ECDH-PSI and Paillier); also runs "
+            "stats.* with a join clause",
+            JOIN_LIMITS,
+        ),
+        OperatorSpec(
+            "fl.hetero_logreg",
+            "sandbox.vertical_party:party",
+            "vertical logistic regression: labels and features at inputs[0], features at the "
+            "others, aligned by ECDH-PSI; residuals and gradients under the guest's Paillier key",
+            JOIN_LIMITS,
         ),
     ]
 )

@@ -111,6 +111,13 @@ class CohortTooSmall(ReleaseRefused):
     title = "Aggregate covers fewer records than the minimum cohort"
 
 
+class IntersectionTooSmall(CohortTooSmall):
+    """A private join's (noisy) intersection is below the policy's minimum (issue 18)."""
+
+    code = "join-intersection-too-small"
+    title = "The join's intersection is below the minimum size"
+
+
 class RowLevelOutput(ReleaseRefused):
     code = "release-row-level-output"
     title = "Output has row-level shape"
@@ -143,6 +150,7 @@ ERRORS_BY_CODE: dict[str, type[SandboxError]] = {
         HomomorphicMismatch,
         ReleaseRefused,
         CohortTooSmall,
+        IntersectionTooSmall,
         RowLevelOutput,
         PrivacyBudgetExhausted,
         ProviderReviewRequired,

@@ -32,6 +32,10 @@ from sandbox._registry import (
 from sandbox._stats_query import StatsQuery
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
+from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams
+from sandbox.joins import JOIN_SECURITY
+from sandbox.vertical_ops import HETERO_SECURITY
+from sandbox.vertical_params import HeteroParams
 
 __all__ = [
     "FL_LIMITS",
@@ -40,11 +44,14 @@ __all__ = [
     "STATS_LIMITS",
     "STATS_OPERATORS",
     "FlParams",
+    "HeteroParams",
     "InputFacts",
     "Operator",
     "OperatorParams",
     "ParamsInvalid",
     "ProviderInput",
+    "PsiCardinalityParams",
+    "PsiSumParams",
     "StatsParams",
     "UnknownOperator",
     "Usage",
@@ -75,6 +82,11 @@ class StatsParams(BaseModel):
     )
     decimals: int = Field(default=6, ge=0, le=12, description="fixed-point digits")
     scheme: Literal["paillier", "ckks"] | None = None
+    join: JoinClause | None = Field(
+        default=None,
+        description="over the join of inputs[0] (cohort: key, group_by) and inputs[1] "
+        "(key, columns) without revealing the intersection (sandbox.join_party)",
+    )
 
     def query(self, operator: str) -> StatsQuery:
         return StatsQuery.from_params({"op": operator, **self.model_dump()})
@@ -114,7 +126,7 @@ class FlParams(BaseModel):
         return [*self.features, self.label]
 
 
-OperatorParams = StatsParams | FlParams
+OperatorParams = StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
 
 
 class UnknownOperator(SandboxError):
@@ -224,10 +236,12 @@ class Operator:
     """Everything the platform knows about one operator: its code, parameters, shape and cost."""
 
     name: str
-    params: type[StatsParams] | type[FlParams]
+    params: type[BaseModel]
     usage: Callable[[str, Mapping[str, Any], Sequence[InputFacts]], Usage]
     technique: str
     min_providers: int
+    learns: Mapping[str, str] | None = None
+    """Who learns what, per party (the join and vertical operators, issue 18)."""
 
     @property
     def description(self) -> str:
@@ -238,12 +252,53 @@ class Operator:
         return self.params.model_json_schema()
 
 
+JOIN_PASSES = 3
+"""A join reads each input once and blinds every identifier twice (ECDH-PSI)."""
+
+
+def _join_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
+    shaped: dict[str, Any]
+    if op == "psi.cardinality":
+        shaped = {"op": "stats.count"}
+    elif op == "psi.sum":
+        shaped = {"op": "stats.sum", "columns": [params.get("value")]}
+    else:
+        shaped = {**params, "op": op}
+    out = _stats_usage(str(shaped["op"]), shaped, inputs)
+    return Usage(out.output_values, out.shape, sum(i.rows for i in inputs) * JOIN_PASSES)
+
+
+def _hetero_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
+    weights = sum(len(f) for f in params.get("features") or ()) + 1
+    rounds = int(params.get("iterations", 1))
+    rows = sum(i.rows for i in inputs)
+    return Usage(
+        output_values=weights,
+        shape={"weights": weights, "rounds": rounds},
+        row_passes=rows * (JOIN_PASSES + rounds),
+    )
+
+
 _HE = "additively homomorphic encryption (Paillier or CKKS)"
 _FL = "federated learning (FedAvg), CKKS secure aggregation"
+_JOIN_LEARNS = JOIN_SECURITY["who_learns_what"]
+_PJC = "ECDH-PSI (P-256, RFC 9380) and Paillier: Private Join and Compute (sandbox.join_party)"
 
 OPERATORS: dict[str, Operator] = {
     **{op: Operator(op, StatsParams, _stats_usage, _HE, 1) for op in STATS_OPERATORS},
     "fl.logreg": Operator("fl.logreg", FlParams, _fl_usage, _FL, 2),
+    "psi.cardinality": Operator(
+        "psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2, _JOIN_LEARNS
+    ),
+    "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2, _JOIN_LEARNS),
+    "fl.hetero_logreg": Operator(
+        "fl.hetero_logreg",
+        HeteroParams,
+        _hetero_usage,
+        "vertical federated learning: ECDH-PSI alignment, Paillier-masked gradients",
+        2,
+        HETERO_SECURITY["who_learns_what"],
+    ),
 }
 """The operators a request may name, in the registry's order."""
 
@@ -260,19 +315,28 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
         params = spec.params.model_validate(dict(raw))
         if isinstance(params, StatsParams):
             params.query(operator)
-        else:
+        elif isinstance(params, FlParams):
             params.config()
+        elif isinstance(params, PsiCardinalityParams | PsiSumParams):
+            params.plan()
+        elif isinstance(params, HeteroParams):
+            params.config(1024)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ParamsInvalid(f"params.{where}: {first['msg']}", f"params.{where}") from None
     except SandboxError as exc:
         raise ParamsInvalid(f"params: {exc.detail}", "params") from None
+    assert isinstance(
+        params, StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
+    )
     return params
 
 
 def estimate(operator: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
     """The declared output shape and cost of `operator` with validated `params` on `inputs`."""
+    if params.get("join") and operator in STATS_OPERATORS:
+        return _join_usage(operator, params, inputs)
     return OPERATORS[operator].usage(operator, params, inputs)
 
 

@@ -121,6 +121,9 @@ def test_operators_are_listed_with_parameter_schemas(
         "stats.variance",
         "stats.histogram",
         "fl.logreg",
+        "psi.cardinality",
+        "psi.sum",
+        "fl.hetero_logreg",
     }
     assert "columns" in ops["stats.mean"]["parameters"]["properties"]
     assert ops["fl.logreg"]["parameters"]["required"] == ["features"]

@@ -24,7 +24,7 @@ import policies
 from exchange import analysis_rules, budgets
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.commitments import canonical, record_commitment
-from exchange.computations import job_keys
+from exchange.computations import job_keys, joins
 from exchange.computations.context import DEFAULT_MIN_COHORT, ComputeContext
 from exchange.computations.runs import submit
 from exchange.computations.schemas import ComputationCreate, ComputationPublic, to_public
@@ -39,6 +39,7 @@ from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import SECURITY_MODEL
 from sandbox.operators import (
     FlParams,
+    HeteroParams,
     OperatorParams,
     ParamsInvalid,
     StatsParams,
@@ -78,7 +79,7 @@ def request_computation(
         ruled = [(i.dataset.id, analysis_rules.load_rules(session, i.dataset.id)) for i in loaded]
         for inp, (_, rules) in zip(loaded, ruled, strict=True):
             inp.resource["analysis_rules"] = analysis_rules.policy_view(rules)
-        decision = decide([i.resource for i in loaded])
+        decision = decide(joins.policy_resources(session, body.operator, body.params, loaded))
         caller.require(Role.DATA_CONSUMER)
         if caller.org_kind is not OrgKind.ENTERPRISE:
             raise Forbidden("only an enterprise requests computations")
@@ -93,9 +94,23 @@ def request_computation(
             owners = [d.owner_org for d in datasets]
             if len(set(owners)) != len(owners):
                 raise InvalidInput("federated learning takes one dataset per provider")
-        _check_columns(datasets, params, ob)
-        job_n = job_keys.check_request(session, body.operator, datasets, body.job_key)
-        if isinstance(params, StatsParams):
+        plan = joins.join_plan(body.operator, params)
+        if plan is not None:
+            joins.check_join(datasets, plan, ob, body.operator)
+        elif isinstance(params, HeteroParams):
+            joins.check_hetero(datasets, params, ob)
+        else:
+            _check_columns(datasets, params, ob)
+        if plan is not None and body.job_key is not None:
+            raise InvalidInput(
+                "joins run under the platform's job key for now: send no job_key", field="job_key"
+            )
+        job_n = (
+            job_keys.check_request(session, body.operator, datasets, body.job_key)
+            if plan is None
+            else None
+        )
+        if isinstance(params, StatsParams) and plan is None:
             _check_dp(body.operator, params, ob)
         # Fair use (exchange.quotas): size and cost first, then the organisation's quota.
         check_usage(body.operator, params.model_dump(), datasets, ctx.usage_limits)
@@ -300,7 +315,12 @@ def _job_facts(
     operator: str, params: OperatorParams, ob: policies.Obligations, paillier_bits: int
 ) -> dict[str, Any]:
     """The job's technique, keys, parameters and threat model (docs/compliance.md PCE-01)."""
-    if isinstance(params, FlParams):
+    plan = joins.join_plan(operator, params)
+    if plan is not None:
+        technique = joins.join_facts(plan, paillier_bits)
+    elif isinstance(params, HeteroParams):
+        technique = joins.hetero_facts(params, paillier_bits)
+    elif isinstance(params, FlParams):
         technique = {
             "technique": "horizontal federated learning (FedAvg), logistic regression",
             "aggregation": "CKKS (TenSEAL) secure aggregation of model updates",
@@ -308,6 +328,7 @@ def _job_facts(
             "standardisation": "exact secure statistics (Paillier, 2048-bit)",
         }
     else:
+        assert isinstance(params, StatsParams)
         scheme = params.query(operator).job_scheme
         technique = {
             "technique": "additively homomorphic encryption of per-provider partial aggregates",
@@ -323,7 +344,9 @@ def _job_facts(
         "network, read-only input, CPU/memory/time limits), on the platform for "
         "platform-held data and on the provider's node for node-held data",
         "release": {
-            "min_cohort": ob.cohort(DEFAULT_MIN_COHORT),
+            "min_cohort": joins.join_release_obligations(ob).min_cohort
+            if plan is not None or isinstance(params, HeteroParams)
+            else ob.cohort(DEFAULT_MIN_COHORT),
             "dp_epsilon": ob.dp_epsilon,
             "provider_review": ob.release_review,
         },

@@ -35,7 +35,7 @@ import policies
 from exchange.approval_binding import ApprovalMismatch, check_bindings
 from exchange.catalog import iter_plaintext
 from exchange.commitments import record_commitment
-from exchange.computations import job_keys, leases
+from exchange.computations import job_keys, joins, leases
 from exchange.computations.context import ComputeContext, release_obligations
 from exchange.computations.results import result_aad, result_ref
 from exchange.computations.state import State, load, platform_subject, transition
@@ -45,11 +45,13 @@ from exchange.jobs import export_secret, open_sealed, restore_result_party, seal
 from exchange.models import Computation, Dataset, NodeDataset, Organisation
 from sandbox.errors import ReleaseRefused, SandboxError
 from sandbox.fl import FlJob
+from sandbox.joins import JoinJob
 from sandbox.nodes import NodeGrant, NodeJob, NodeSandbox, ProviderNode, node_input_path
-from sandbox.operators import OPERATORS, ProviderInput, StatsParams
+from sandbox.operators import OPERATORS, FlParams, HeteroParams, ProviderInput, StatsParams
 from sandbox.party_stats import PartyJob
 from sandbox.release import Release, ReleaseGate
 from sandbox.stats import StatsJob
+from sandbox.vertical_ops import HeteroJob
 
 __all__ = ["MAX_ATTEMPTS", "recover", "run_job", "submit"]
 
@@ -235,11 +237,18 @@ def _prepare_inputs(
     # swept by recovery if this process dies.
     workdir = ctx.job_dirs.new(f"job-{computation_id[:8]}-")
     prepared = _Prepared([], {}, False, workdir)
-    operators = ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
+    operators = joins.node_operators(operator, params) or (
+        ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
+    )
     rounds = int(params.get("rounds", 1))
     node_jobs: list[tuple[str, Path, NodeJob]] = []
     with ctx.sessions() as session:
         comp = load(session, computation_id)
+        total_rows = 0
+        for inp in comp.inputs:
+            found = session.get(Dataset, inp.dataset_id)
+            total_rows += int(found.rows) if found is not None else 0
+        calls = joins.node_max_calls(operator, params, total_rows) or rounds + 8
         for inp in comp.inputs:
             ds = session.get(Dataset, inp.dataset_id)
             assert ds is not None
@@ -253,7 +262,7 @@ def _prepare_inputs(
                     asset_ref=placement.asset_ref,
                     sha256=ds.sha256,
                     operators=operators,
-                    max_calls=rounds + 8,
+                    max_calls=calls,
                     data_key=node_data_key(ctx.keystore, session, ds),
                     party=party.binding() if party is not None else None,
                 )
@@ -306,6 +315,30 @@ def _execute(
             release_obligations(ob),
         )
     params = OPERATORS[operator].params.model_validate(params_raw)
+    plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
+    if plan is not None:
+        join = JoinJob(
+            operator,
+            plan,
+            *prepared.providers,
+            sandbox=sandbox,
+            job_id=computation_id,
+            paillier_bits=ctx.paillier_bits,
+        )
+        _store_job_key(ctx, computation_id, requester, export_secret(join.result_party))
+        join.result_party = _load_job_key(ctx, computation_id)
+        return join.run(gate, joins.join_release_obligations(ob))
+    if isinstance(params, HeteroParams):
+        # The guest's Paillier key is made and kept in the guest's sandbox: no job key here.
+        hetero = HeteroJob(
+            params,
+            prepared.providers,
+            sandbox=sandbox,
+            job_id=computation_id,
+            key_bits=ctx.paillier_bits,
+            min_rows=joins.min_intersection(ob),
+        )
+        return hetero.run(gate, joins.join_release_obligations(ob))
     job: StatsJob | FlJob
     if isinstance(params, StatsParams):
         job = StatsJob(
@@ -316,6 +349,7 @@ def _execute(
             paillier_bits=ctx.paillier_bits,
         )
     else:
+        assert isinstance(params, FlParams)
         job = FlJob(params.config(), prepared.providers, sandbox=sandbox, job_id=computation_id)
     _store_job_key(ctx, computation_id, requester, export_secret(job.result_party))
     # From here the secret exists only sealed, and as unsealed for this job's decryption.

@@ -34,6 +34,9 @@ class OperatorPublic(BaseModel):
     technique: str
     min_providers: int
     parameters: dict[str, Any] = Field(description="JSON Schema of `params`")
+    learns: dict[str, str] | None = Field(
+        default=None, description="who learns what, per party (joins and vertical learning)"
+    )
 
 
 def list_operators() -> list[OperatorPublic]:
@@ -45,6 +48,7 @@ def list_operators() -> list[OperatorPublic]:
             technique=spec.technique,
             min_providers=spec.min_providers,
             parameters=spec.parameters_schema(),
+            learns=dict(spec.learns) if spec.learns else None,
         )
         for spec in OPERATORS.values()
     ]

@@ -49,9 +49,12 @@ _EXPORT_MAGIC = b"PDXJOBKEY1\n"
 JOB_KEY_OPERATOR_PREFIX = "stats."
 
 
-def takes_job_key(operator: str) -> bool:
-    """Whether `operator` runs under a requester-held job key."""
-    return operator.startswith(JOB_KEY_OPERATOR_PREFIX)
+def takes_job_key(operator: str, params: dict[str, Any] | None = None) -> bool:
+    """Whether `operator` (with `params`) runs under a requester-held job key.
+
+    Statistics over a private join still run under the platform's key for now.
+    """
+    return operator.startswith(JOB_KEY_OPERATOR_PREFIX) and not (params or {}).get("join")
 
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1

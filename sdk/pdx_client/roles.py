@@ -266,7 +266,7 @@ class Enterprise(_Role):
         Statistics run under a job key generated here (or `job_key`, if given): only its
         public half goes to the platform, and the encrypted aggregate is opened here.
         """
-        if job_key is None and takes_job_key(operator):
+        if job_key is None and takes_job_key(operator, params):
             job_key = JobKey.generate()
         public = job_key.public() if job_key is not None else None
         job = self.request(operator, inputs, params, purpose, job_key=public)

@@ -218,7 +218,8 @@ def _compute(args: argparse.Namespace) -> int:
         if not (args.operator and args.input and args.purpose):
             raise _Usage("request needs --operator, --input and --purpose")
         key, passphrase = None, None
-        if takes_job_key(args.operator):
+        params = _json_arg(args.params)
+        if takes_job_key(args.operator, params):
             passphrase = job_key_passphrase()
             if passphrase is None:
                 raise _Usage("set PDX_JOB_KEY_PASSPHRASE: the job key is kept encrypted under it")
@@ -227,7 +228,7 @@ def _compute(args: argparse.Namespace) -> int:
             job = e.request(
                 args.operator,
                 args.input,
-                _json_arg(args.params),
+                params,
                 args.purpose,
                 job_key=key.public() if key is not None else None,
             )

@@ -1,0 +1,246 @@
+"""Private joins in the computation workflow: what the policy sees, the checks, the release rules.
+
+A join request (`psi.cardinality`, `psi.sum`, `stats.*` with a `join` clause) names two
+inputs of two providers: inputs[0] is the cohort (its key, and the `group_by` column),
+inputs[1] the value side (its key, and the aggregated `columns`). Before the decision,
+each input's policy resource gains a `join` object (operator, side, key column, whether
+its provider declared that column joinable for that identifier kind); `policies/joins.rego`
+denies undeclared keys and member-revealing joins and adds the join obligations
+(provider approval, `min_intersection`, DP on the released aggregates). Then come the
+checks here: one cohort and one value input of two providers, the columns exist, no
+identifier or personal column is grouped by or aggregated (a group per identifier would be
+a membership oracle), each input is at least as large as the minimum intersection, and
+DP sums are bounded. The run (`runs._execute`) is a `sandbox.joins.JoinJob`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+import policies
+from exchange.computations.context import DEFAULT_MIN_COHORT
+from exchange.errors import Forbidden, InvalidInput
+from exchange.joinkeys import declared_kind
+from exchange.models import Dataset, DatasetField
+from exchange.resources import RequestInput
+from sandbox._registry import STATS_OPERATORS
+from sandbox.join_params import JOIN_OPERATORS, JoinClause, JoinPlan
+from sandbox.joins import JOIN_BATCH, JOIN_SECURITY, SESSION_OPERATOR
+from sandbox.operators import OperatorParams, PsiCardinalityParams, PsiSumParams, StatsParams
+from sandbox.release import ReleaseObligations
+from sandbox.vertical_ops import HETERO_SECURITY
+from sandbox.vertical_params import HeteroParams
+
+__all__ = [
+    "DEFAULT_MIN_INTERSECTION",
+    "check_hetero",
+    "check_join",
+    "is_join_request",
+    "hetero_facts",
+    "join_facts",
+    "join_plan",
+    "join_release_obligations",
+    "node_max_calls",
+    "node_operators",
+    "policy_resources",
+]
+
+DEFAULT_MIN_INTERSECTION = 10
+"""Where the policy names no `min_intersection`: the default cohort (docs/compliance.md PI-06)."""
+
+
+HETERO = "fl.hetero_logreg"
+
+
+def is_join_request(operator: str, raw: Mapping[str, Any]) -> bool:
+    return (
+        operator in JOIN_OPERATORS
+        or operator == HETERO
+        or (operator in STATS_OPERATORS and bool(raw.get("join")))
+    )
+
+
+def join_plan(operator: str, params: OperatorParams) -> JoinPlan | None:
+    """The join a validated request computes, or None for a request that is no join."""
+    if isinstance(params, PsiCardinalityParams | PsiSumParams):
+        return params.plan()
+    if isinstance(params, StatsParams) and params.join is not None:
+        return JoinPlan(params.query(operator), params.join)
+    return None
+
+
+def node_operators(operator: str, params: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The registry operators a provider's node runs for a join job (None: not a join)."""
+    if operator == HETERO:
+        return (HETERO,)
+    return (SESSION_OPERATOR,) if is_join_request(operator, params) else None
+
+
+def node_max_calls(operator: str, params: Mapping[str, Any], rows: int) -> int | None:
+    """Requests a join party's node session may serve: steps plus one per value batch."""
+    if operator == HETERO:
+        return 8 + 6 * int(params.get("iterations", 20))
+    if is_join_request(operator, params):
+        return 8 + -(-rows // JOIN_BATCH)
+    return None
+
+
+def policy_resources(
+    session: Session, operator: str, raw: Mapping[str, Any], loaded: Sequence[RequestInput]
+) -> list[dict[str, Any]]:
+    """Each input's policy resource, with its `join` object when the request is a join."""
+    out = [dict(i.resource) for i in loaded]
+    if not is_join_request(operator, raw):
+        return out
+    try:
+        if operator == HETERO:
+            hetero = HeteroParams.model_validate(dict(raw))
+            keys, id_kind = list(hetero.keys), hetero.kind
+            sides = ["guest", *(["host"] * (len(keys) - 1))]
+        else:
+            clause = JoinClause.model_validate(raw.get("join"))
+            keys, id_kind = [clause.left_key, clause.right_key], clause.kind
+            sides = ["cohort", "values"]
+    except ValidationError:
+        return out  # the parameters are refused (422) once validated
+    for inp, resource, key, side in zip(loaded, out, keys, sides, strict=False):
+        kind = declared_kind(session, inp.dataset.id, key)
+        resource["join"] = {
+            "operator": operator,
+            "side": side,
+            "key": key,
+            "kind": id_kind.value,
+            "key_declared": kind is id_kind,
+            "reveals_members": False,
+        }
+    return out
+
+
+def check_hetero(
+    datasets: Sequence[Dataset], params: HeteroParams, ob: policies.Obligations
+) -> None:
+    """Guest first, one provider each, columns exist, no personal column trained on."""
+    if len(datasets) != len(params.keys):
+        raise InvalidInput("one key column (and feature list) per input", field="params.keys")
+    if len({d.owner_org for d in datasets}) != len(datasets):
+        raise InvalidInput("vertical learning takes one dataset per provider", field="inputs")
+    for position, ds in enumerate(datasets):
+        fields = _fields(ds)
+        columns = params.columns(position)
+        missing = [c for c in columns if c not in fields]
+        if missing:
+            raise InvalidInput(
+                f"dataset {ds.id} has no column named {', '.join(missing)}",
+                field="params",
+                dataset_id=ds.id,
+            )
+        personal = [c for c in columns[1:] if fields[c].pi]
+        if personal:
+            raise Forbidden(
+                f"column(s) {', '.join(personal)} of dataset {ds.id} hold personal "
+                "information: a model is trained on other columns only",
+                obligation="desensitise",
+            )
+    _check_sizes(datasets, ob)
+
+
+def _check_sizes(datasets: Sequence[Dataset], ob: policies.Obligations) -> None:
+    minimum = min_intersection(ob)
+    small = [ds.id for ds in datasets if int(ds.rows) < minimum]
+    if small:
+        raise Forbidden(
+            f"dataset(s) {', '.join(small)} hold fewer rows than the minimum intersection "
+            f"({minimum}): a join with them could single out a person",
+            obligation="min_intersection",
+            min_intersection=minimum,
+        )
+
+
+def _fields(ds: Dataset) -> dict[str, DatasetField]:
+    return {f.name: f for f in ds.fields}
+
+
+def check_join(
+    datasets: Sequence[Dataset], plan: JoinPlan, ob: policies.Obligations, operator: str
+) -> None:
+    """The join's inputs, columns, sizes and DP bounds (policy has allowed it already)."""
+    if len(datasets) != 2:
+        raise InvalidInput(
+            "a join takes exactly two inputs: the cohort, then the values", field="inputs"
+        )
+    left, right = datasets
+    if left.owner_org == right.owner_org:
+        raise InvalidInput("a join is between two providers' datasets", field="inputs")
+    for ds, columns in ((left, plan.left_columns), (right, plan.right_columns)):
+        fields = _fields(ds)
+        missing = [c for c in columns if c not in fields]
+        if missing:
+            raise InvalidInput(
+                f"dataset {ds.id} has no column named {', '.join(missing)}",
+                field="params",
+                dataset_id=ds.id,
+            )
+    q = plan.query
+    # Grouping by, or summing, an identifier or any personal column would release values
+    # per person: a group holding one identifier answers "is this person in the join?".
+    lf, rf = _fields(left), _fields(right)
+    if q.group_by is not None and (q.group_by == plan.join.left_key or lf[q.group_by].pi):
+        raise Forbidden(
+            f"column {q.group_by} of dataset {left.id} is an identifier or personal "
+            "information: a join may not be grouped by it",
+            obligation="desensitise",
+        )
+    personal = [c for c in q.columns if c == plan.join.right_key or rf[c].pi]
+    if personal:
+        raise Forbidden(
+            f"column(s) {', '.join(personal)} of dataset {right.id} hold identifiers or "
+            "personal information: a join aggregates other columns only",
+            obligation="desensitise",
+        )
+    _check_sizes(datasets, ob)
+    bounded = q.op == "stats.count" or q.clip is not None
+    if ob.dp_epsilon is not None and not bounded:
+        raise InvalidInput(
+            f"the policy requires differential privacy (ε={ob.dp_epsilon}) on the join's "
+            "released sums: give params.clip = [lo, hi]",
+            field="params.clip",
+        )
+    del operator
+
+
+def min_intersection(ob: policies.Obligations) -> int:
+    floor = ob.cohort(DEFAULT_MIN_COHORT)
+    wanted = ob.min_intersection if ob.min_intersection is not None else DEFAULT_MIN_INTERSECTION
+    return max(wanted, floor)
+
+
+def join_release_obligations(ob: policies.Obligations) -> ReleaseObligations:
+    """The release gate's obligations for a join: the cohort is the minimum intersection."""
+    return ReleaseObligations(
+        min_cohort=min_intersection(ob),
+        dp_epsilon=ob.dp_epsilon,
+        provider_review_required=ob.release_review,
+    )
+
+
+def hetero_facts(params: HeteroParams, paillier_bits: int) -> dict[str, Any]:
+    """The technique part of a vertical LR job's security facts."""
+    return {
+        **HETERO_SECURITY,
+        "keys": {"scheme": "paillier", "key_bits": paillier_bits, "holder": "guest sandbox"},
+        "iterations": params.iterations,
+    }
+
+
+def join_facts(plan: JoinPlan, paillier_bits: int) -> dict[str, Any]:
+    """The technique part of the job's security facts (docs/compliance.md PCE-01)."""
+    return {
+        **JOIN_SECURITY,
+        "join": plan.join.model_dump(mode="json"),
+        "statistic": plan.query.op,
+        "keys": {"scheme": "paillier", "key_bits": paillier_bits, "group": "P-256"},
+    }

@@ -1,0 +1,71 @@
+"""/v1/datasets/{id}/join-keys: a provider declares which identifier columns may be joined."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+import exchange
+from audit.catalogue import Event
+from exchange import joinkeys as xj
+from exchange import resources
+from gateway.pep import Enforce, Target
+from gateway.platform import Platform
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def _own_dataset(
+    request: Request, caller: exchange.Caller, platform: Platform, session: Session
+) -> list[Target]:
+    return [Target(resources.policy_resource(session, request.path_params["dataset_id"]))]
+
+
+# Declaring join keys is part of the provider's registration of its own dataset.
+DeclareJoinKeys = Enforce("dataset.register", resources=_own_dataset)
+ReadJoinKeys = Enforce("dataset.read_metadata", resources=_own_dataset)
+
+
+class JoinKeysIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[xj.JoinKey] = Field(max_length=16)
+
+
+@router.put(
+    "/{dataset_id}/join-keys",
+    response_model=xj.JoinKeys,
+    dependencies=[Depends(DeclareJoinKeys)],
+)
+def declare_join_keys(
+    dataset_id: str,
+    body: JoinKeysIn,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
+) -> xj.JoinKeys:
+    """Declare the dataset's joinable identifier columns (replaces the previous set).
+
+    Only a declared column may be the key of a private join (`psi.*`, `stats.*` with a
+    `join` clause); 422 when a column does not exist.
+    """
+    request.state.audit_event = Event.DATASET_JOIN_KEYS_FAILED
+    request.state.object_id = dataset_id
+    with session.begin():
+        return xj.declare_join_keys(
+            session, caller, dataset_id, body.keys, now=now, trail=platform.trail
+        )
+
+
+@router.get(
+    "/{dataset_id}/join-keys",
+    response_model=xj.JoinKeys,
+    dependencies=[Depends(ReadJoinKeys)],
+)
+def get_join_keys(dataset_id: str, session: SessionDep) -> xj.JoinKeys:
+    """The dataset's joinable columns."""
+    return xj.JoinKeys(keys=xj.join_keys(session, dataset_id))

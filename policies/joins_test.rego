@@ -1,0 +1,78 @@
+# Tests for private joins (pdx.joins through pdx.authz). Cases: see authz_test.rego.
+package pdx.joins_test
+
+import rego.v1
+
+now := 1800000000
+
+ctx := {
+	"time": now,
+	"token_issued_at": now - 60,
+	"cert_binding": "none",
+	"purpose": "credit risk",
+	"legal_basis": "consent:C-1",
+}
+
+consumer := {"id": "pdx-c1", "org": "org-c", "org_kind": "enterprise", "roles": ["data-consumer"]}
+
+contract := {
+	"id": "ct-1",
+	"status": "active",
+	"consumer_org": "org-c",
+	"provider_org": "org-p",
+	"datasets": ["ds-1"],
+	"purpose": "credit risk",
+	"agreement_id": "dua-1",
+	"not_before": now - 86400,
+	"not_after": now + 86400,
+}
+
+declared := {
+	"operator": "psi.sum",
+	"side": "values",
+	"key": "msisdn",
+	"kind": "phone",
+	"key_declared": true,
+	"reveals_members": false,
+}
+
+undeclared := object.union(declared, {"key_declared": false})
+
+revealing := object.union(declared, {"reveals_members": true})
+
+dataset := {
+	"type": "dataset",
+	"id": "ds-1",
+	"level": "general-3",
+	"open_attribute": "conditional",
+	"owner_org": "org-p",
+	"pi": true,
+	"contract": contract,
+}
+
+cases := {
+	"declared_key_joins_with_join_obligations": {
+		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": declared})},
+		"allow": true,
+		"obligations": {"require_provider_approval": true, "min_intersection": 20, "dp_epsilon": 1.0},
+	},
+	"undeclared_key_is_denied": {
+		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": undeclared})},
+		"allow": false,
+		"reasons": ["is not declared joinable (as phone) by its provider"],
+	},
+	"members_are_never_revealed": {
+		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": revealing})},
+		"allow": false,
+		"reasons": ["a join may not reveal who is in the intersection"],
+	},
+	"no_join_no_join_obligations": {
+		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": dataset},
+		"allow": true,
+		"obligations": {"require_provider_approval": false, "min_cohort": 10},
+	},
+}
+
+test_min_intersection_default if {
+	data.pdx.joins.defaults.min_intersection == 20
+}

@@ -1,0 +1,286 @@
+"""One provider's side of a private join, run inside its sandbox (vetted operator `psi.*`).
+
+The protocol is Private Join and Compute (Ion et al., EuroS&P 2020; `sandbox.psi`)
+generalised to a vector of values per identifier and to groups of the cohort:
+
+1. matcher (inputs[0], the cohort) → value party: {k1·H(x)} per declared group of x.
+2. value party → matcher: {k2·k1·H(x)} per group, each group shuffled.
+3. value party → matcher, in batches: shuffled (k2·H(y), Enc(v_y,f) for each field f),
+   where v_y = (1, present, value[, value²]) per column, one row per identifier (later
+   duplicates are ignored, so one person's influence is bounded by the clip).
+4. matcher: per group g and field f, Π Enc(v_y,f) over the matches, re-randomised;
+   → the result party, which decrypts only these per-group sums.
+
+Every message is produced and consumed here, inside the sandbox of the party that owns
+the rows; the platform relays opaque bytes. Who learns what:
+
+| party        | learns                                                                  |
+|--------------|-------------------------------------------------------------------------|
+| matcher      | (inside its sandbox only) |X|, |Y|, the exact intersection size per     |
+|              | group; its sandbox returns nothing but ciphertexts under the job key    |
+| value party  | |X_g| per declared group of the cohort (the cohort's group sizes)       |
+| coordinator  | element counts and ciphertexts; never the job salt's use or a member    |
+| result party | per-group sums over the intersection, before the release gate's noise   |
+
+Group elements are P-256 points (RFC 9380 hash-to-curve, `crypto.psi_ec`) under a DST
+and HMAC key per job (`sandbox.identifiers.JobDomain`); scalars are fresh per session.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import gmpy2  # type: ignore[import-untyped]
+import numpy as np
+
+from crypto.psi_ec import PsiGroup
+from sandbox._stats_query import MAX_GROUPS, OTHER
+from sandbox.coordinator import JobPublic
+from sandbox.errors import GroupCardinalityExceeded, InvalidParameters
+from sandbox.identifiers import JobDomain, normalise
+from sandbox.isolation import OperatorContext
+from sandbox.join_params import JoinPlan
+from sandbox.paillier import FastEncryptor, encode_fixed, public_key_from_n
+from sandbox.psi import ELEMENT, EcEngine, _permutation, _SortedSet
+from sandbox.stats import _MISSING, _fixed, _rows
+
+__all__ = ["frame", "party", "unframe"]
+
+_DT = f"S{ELEMENT}"
+
+
+def frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    """A JSON header line, then raw bytes (what every step returns and takes)."""
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
+
+
+def unframe(data: bytes) -> tuple[dict[str, Any], bytes]:
+    head, sep, body = data.partition(b"\n")
+    try:
+        header = json.loads(head) if sep else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise InvalidParameters("malformed join message")
+    return header, body
+
+
+def _ct_width(n: int) -> int:
+    return (2 * n.bit_length() + 7) // 8
+
+
+def _split(body: bytes, counts: list[int]) -> list[bytes]:
+    if any(c < 0 for c in counts) or sum(counts) * ELEMENT != len(body):
+        raise InvalidParameters("element counts do not match the message")
+    out, at = [], 0
+    for c in counts:
+        out.append(body[at : at + c * ELEMENT])
+        at += c * ELEMENT
+    return out
+
+
+def _start(ctx: OperatorContext) -> tuple[JoinPlan, JobPublic, JobDomain]:
+    plan = JoinPlan.from_params(ctx.params["plan"])
+    job = JobPublic.from_request(ctx.params["job"], {})
+    if job.paillier_n is None:
+        raise InvalidParameters("a join needs the job's Paillier key")
+    salt = ctx.blobs.get("salt", b"")
+    return plan, job, JobDomain(job.job_id, salt)
+
+
+# -- the matcher (cohort) ----------------------------------------------------------------------
+
+
+def _matcher_start(ctx: OperatorContext) -> bytes:
+    plan, job, domain = _start(ctx)
+    q, key = plan.query, plan.join
+    slot = {g: i for i, g in enumerate(q.group_keys)}
+    per_group: list[list[bytes]] = [[] for _ in q.group_keys]
+    seen_msgs: set[bytes] = set()
+    seen_groups: set[str] = set()
+    for row in _rows(ctx.inputs, plan.left_columns):
+        canonical = normalise(key.kind, row[0])
+        if canonical is None:
+            continue  # cannot join: dropped here, never sent
+        msg = domain.message(key.kind, canonical)
+        if msg in seen_msgs:
+            continue
+        seen_msgs.add(msg)
+        g = 0
+        if q.group_by is not None:
+            value = row[1].strip()
+            seen_groups.add(value)
+            if len(seen_groups) > MAX_GROUPS:
+                raise GroupCardinalityExceeded(
+                    "group-by column has too many distinct values", max_groups=MAX_GROUPS
+                )
+            g = slot.get(value, slot[OTHER])
+        per_group[g].append(msg)
+    del seen_msgs
+    engine = EcEngine(PsiGroup(domain.dst))
+    ctx.state.update(role="matcher", engine=engine, plan=plan, job=job, sets=None)
+    counts, chunks = [], []
+    for msgs in per_group:
+        uniq = np.unique(np.frombuffer(b"".join(msgs), dtype=_DT)) if msgs else []
+        chunks.append(engine.hash_blind(bytes(np.asarray(uniq, dtype=_DT).tobytes())))
+        counts.append(len(uniq))
+    n = int(job.paillier_n or 0)
+    fields = len(q.fields())
+    ctx.state["acc"] = [[gmpy2.mpz(1)] * fields for _ in q.group_keys]
+    ctx.state["n2"] = gmpy2.mpz(n) ** 2
+    return frame({"counts": counts}, b"".join(chunks))
+
+
+def _matcher_doubles(ctx: OperatorContext) -> bytes:
+    header, body = unframe(ctx.blobs.get("doubles", b""))
+    sets = [
+        _SortedSet(np.frombuffer(chunk, dtype=_DT).copy())
+        for chunk in _split(body, [int(c) for c in header["counts"]])
+    ]
+    ctx.state["sets"] = sets
+    return frame({"ok": True})
+
+
+def _matcher_pairs(ctx: OperatorContext) -> bytes:
+    sets = ctx.state.get("sets")
+    if sets is None:
+        raise InvalidParameters("value pairs before the double blindings")
+    header, body = unframe(ctx.blobs.get("pairs", b""))
+    count, fields = int(header["count"]), len(ctx.state["acc"][0])
+    n2 = ctx.state["n2"]
+    width = _ct_width(int(ctx.state["job"].paillier_n))
+    if len(body) != count * (ELEMENT + fields * width):
+        raise InvalidParameters("malformed value pairs")
+    elements, cts = body[: count * ELEMENT], body[count * ELEMENT :]
+    mine = np.frombuffer(ctx.state["engine"].blind(elements), dtype=_DT)
+    for g, members in enumerate(sets):
+        acc = ctx.state["acc"][g]
+        for i in np.flatnonzero(members.hits(mine)):
+            base = int(i) * fields * width
+            for f in range(fields):
+                c = gmpy2.mpz(int.from_bytes(cts[base + f * width : base + (f + 1) * width], "big"))
+                if not 0 < c < n2:
+                    raise InvalidParameters("ciphertext outside Z*_{n^2}")
+                acc[f] = acc[f] * c % n2
+    return frame({"ok": True})
+
+
+def _matcher_result(ctx: OperatorContext) -> bytes:
+    """Every per-group sum, re-randomised so the result party cannot tell which were summed."""
+    job: JobPublic = ctx.state["job"]
+    n = int(job.paillier_n or 0)
+    enc = FastEncryptor(public_key_from_n(n))
+    n2, width = ctx.state["n2"], _ct_width(n)
+    out = b"".join(
+        int(c * enc.obfuscator() % n2).to_bytes(width, "big")
+        for group in ctx.state["acc"]
+        for c in group
+    )
+    groups, fields = len(ctx.state["acc"]), len(ctx.state["acc"][0])
+    ctx.state.clear()
+    return frame({"job_id": job.job_id, "groups": groups, "fields": fields}, out)
+
+
+# -- the value party ---------------------------------------------------------------------------
+
+
+def _vector(plan: JoinPlan, row: list[str], lo: int | None, hi: int | None) -> list[int]:
+    """(1, then per column: present, value[, value²]) in the query's field order."""
+    q = plan.query
+    out = [1]
+    for j, _ in enumerate(q.columns if q.op != "stats.count" else ()):
+        text = row[1 + j].strip()
+        if text.lower() in _MISSING:
+            out += [0, 0] + ([0] if q.op == "stats.variance" else [])
+            continue
+        v = _fixed(text, q.decimals)
+        if lo is not None and hi is not None:
+            v = min(max(v, lo), hi)
+        out += [1, v] + ([v * v] if q.op == "stats.variance" else [])
+    return out
+
+
+def _value_start(ctx: OperatorContext) -> bytes:
+    plan, job, domain = _start(ctx)
+    q, key = plan.query, plan.join
+    lo = hi = None
+    if q.clip is not None:
+        lo = encode_fixed(Decimal(repr(q.clip[0])), q.decimals)
+        hi = encode_fixed(Decimal(repr(q.clip[1])), q.decimals)
+    rows: dict[bytes, list[int]] = {}
+    for row in _rows(ctx.inputs, plan.right_columns):
+        canonical = normalise(key.kind, row[0])
+        if canonical is None:
+            continue
+        msg = domain.message(key.kind, canonical)
+        if msg not in rows:  # one row per identifier: bounded influence per person
+            rows[msg] = _vector(plan, row, lo, hi)
+    elements = np.frombuffer(b"".join(rows), dtype=_DT) if rows else np.empty(0, dtype=_DT)
+    vectors = list(rows.values())
+    perm = _permutation(len(vectors))
+    ctx.state.update(
+        role="value",
+        engine=EcEngine(PsiGroup(domain.dst)),
+        job=job,
+        elements=elements[perm],
+        vectors=[vectors[int(i)] for i in perm],
+        next=0,
+    )
+    return frame({"ok": True})
+
+
+def _value_respond(ctx: OperatorContext) -> bytes:
+    header, body = unframe(ctx.blobs.get("blinded", b""))
+    counts = [int(c) for c in header["counts"]]
+    engine: EcEngine = ctx.state["engine"]
+    out = []
+    for chunk in _split(body, counts):
+        arr = np.frombuffer(engine.blind(chunk), dtype=_DT)
+        out.append(arr[_permutation(len(arr))].tobytes())
+    return frame({"counts": counts}, b"".join(out))
+
+
+def _value_pairs(ctx: OperatorContext) -> bytes:
+    batch = max(1, min(int(ctx.params.get("batch", 2048)), 65536))
+    start = int(ctx.state["next"])
+    elements = ctx.state["elements"][start : start + batch]
+    vectors = ctx.state["vectors"][start : start + batch]
+    job: JobPublic = ctx.state["job"]
+    n = int(job.paillier_n or 0)
+    enc = ctx.state.get("enc")
+    if enc is None:
+        enc = ctx.state["enc"] = FastEncryptor(public_key_from_n(n))
+        enc.precompute()
+    width = _ct_width(n)
+    blinded = ctx.state["engine"].hash_blind(elements.tobytes())
+    cts = b"".join(enc.encrypt_raw(v).to_bytes(width, "big") for vec in vectors for v in vec)
+    ctx.state["next"] = start + len(vectors)
+    final = ctx.state["next"] >= len(ctx.state["vectors"])
+    return frame({"count": len(vectors), "final": final}, blinded + cts)
+
+
+_STEPS = {
+    "matcher.start": _matcher_start,
+    "matcher.doubles": _matcher_doubles,
+    "matcher.pairs": _matcher_pairs,
+    "matcher.result": _matcher_result,
+    "value.start": _value_start,
+    "value.respond": _value_respond,
+    "value.pairs": _value_pairs,
+}
+_ROLE = {name: name.split(".", 1)[0] for name in _STEPS}
+
+
+def party(ctx: OperatorContext) -> bytes:
+    """Vetted operator `psi.*`: one step of one party's side (`params.step`)."""
+    step = str(ctx.params.get("step", ""))
+    fn = _STEPS.get(step)
+    if fn is None:
+        raise InvalidParameters("unknown join step")
+    if not step.endswith(".start") and ctx.state.get("role") != _ROLE[step]:
+        raise InvalidParameters("join step out of order")
+    if step.endswith(".start") and ctx.state:
+        raise InvalidParameters("a join party starts once")
+    return fn(ctx)

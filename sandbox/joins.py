@@ -1,0 +1,234 @@
+"""The platform's side of a private join: two sandboxed parties, relayed bytes, the release gate.
+
+`JoinJob` opens one sandbox session per input (the provider's own sandbox: on the
+platform for platform-held data, on the provider's node for node-held data), relays the
+steps of `sandbox.join_party` between them, decrypts only the per-group sums over the
+intersection with the job key, and hands them to the release gate as a statistics
+candidate: cohort (here also the minimum intersection), DP noise charged to both inputs'
+budgets, suppression, provider review. The relay sees element counts and ciphertexts;
+the job salt goes to the two sandboxes only, in their first request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import phe  # type: ignore[import-untyped]
+
+from sandbox._registry import ProviderInput
+from sandbox.coordinator import SECURITY_MODEL, Decrypted, ResultParty
+from sandbox.errors import (
+    CohortTooSmall,
+    HomomorphicMismatch,
+    IntersectionTooSmall,
+    InvalidParameters,
+)
+from sandbox.isolation import Sandbox
+from sandbox.join_params import JoinPlan
+from sandbox.join_party import unframe
+from sandbox.release import GatedAggregate, Release, ReleaseGate, ReleaseObligations
+from sandbox.stats import StatsResult, candidate, finish
+
+__all__ = [
+    "JOIN_SECURITY",
+    "IntersectionTooSmall",
+    "JoinJob",
+    "JoinResult",
+]
+
+JOIN_BATCH = 2048
+"""Value pairs per relayed message (each a request to the matcher's session)."""
+SESSION_OPERATOR = "psi.sum"
+"""The registry entry whose code (`sandbox.join_party:party`) runs each party's side."""
+
+JOIN_SECURITY: dict[str, Any] = {
+    "technique": "ECDH private set intersection (P-256, RFC 9380 hash-to-curve, keys per "
+    "job) with Paillier-encrypted associated values (Private Join and Compute)",
+    "who_learns_what": {
+        "cohort provider (inputs[0])": "nothing outside its sandbox: the sandbox alone sees "
+        "the exact intersection size and returns only ciphertexts under the job key",
+        "value provider (inputs[1])": "the cohort's size per declared group",
+        "coordinator": "element counts and ciphertexts; never an identifier or a member",
+        "result party": "per-group sums over the intersection before the release gate",
+        "requester": "only the released, cohort-checked (minimum intersection) and, under "
+        "the policy's DP obligation, noised counts and sums; never the intersection's members",
+    },
+}
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    """A released join: the statistic over the intersection, and its size.
+
+    `intersection_size` sums the released groups' (noisy under DP) sizes: a suppressed
+    group is not counted, so its size cannot be had by subtraction.
+    """
+
+    operator: str
+    join: dict[str, Any]
+    intersection_size: float | None
+    stats: StatsResult
+
+    def as_dict(self) -> dict[str, Any]:
+        stats = self.stats.as_dict()
+        return {
+            "operator": self.operator,
+            "join": self.join,
+            "intersection_size": self.intersection_size,
+            **{k: v for k, v in stats.items() if k != "operator"},
+            "statistic": stats["operator"],
+        }
+
+
+def _private_key(party: ResultParty) -> Any:
+    """The job's Paillier private key, from the result party's sealed export format."""
+    doc = json.loads(party.export())
+    n = int(doc["public"]["paillier_n"], 16)
+    return phe.PaillierPrivateKey(phe.PaillierPublicKey(n), int(doc["p"], 16), int(doc["q"], 16))
+
+
+class JoinJob:
+    """One join computation between `left` (the cohort) and `right` (the values)."""
+
+    def __init__(
+        self,
+        operator: str,
+        plan: JoinPlan,
+        left: ProviderInput,
+        right: ProviderInput,
+        *,
+        sandbox: Sandbox,
+        job_id: str,
+        paillier_bits: int = 2048,
+        batch: int = JOIN_BATCH,
+    ) -> None:
+        if left.provider_id == right.provider_id:
+            raise InvalidParameters("a join is between two providers' datasets")
+        self.operator = operator
+        self.plan = plan
+        self.providers = (left, right)
+        self.sandbox = sandbox
+        self.job_id = job_id
+        self.batch = batch
+        self.result_party = ResultParty(
+            "paillier-packed", job_id=job_id, paillier_bits=paillier_bits
+        )
+        self.relayed: list[tuple[str, str, int]] = []
+        """(to, step, bytes) of every message the platform relayed (what it saw)."""
+
+    def run_protocol(self, record: Callable[[str, str, bytes], None] | None = None) -> Decrypted:
+        """Run both parties' sides in their sandboxes; the decrypted per-group sums."""
+        self.sandbox.check()
+        pub = self.result_party.public
+        first = {"plan": self.plan.to_params(), "job": pub.params()}
+        salt = {"salt": os.urandom(32)}
+        left, right = self.providers
+        seen = record or (lambda _to, _step, _data: None)
+
+        def call(session: Any, to: str, step: str, blobs: dict[str, bytes], **params: Any) -> bytes:
+            for data in blobs.values():
+                if step.endswith(".start"):
+                    continue  # the salt goes to the party, it is not relayed data
+                seen(to, step, data)
+                self.relayed.append((to, step, len(data)))
+            out: bytes = session.call({"step": step, **params}, blobs).unwrap()
+            return out
+
+        with (
+            self.sandbox.open_session(SESSION_OPERATOR, [left.path]) as m,
+            self.sandbox.open_session(SESSION_OPERATOR, [right.path]) as v,
+        ):
+            blinded = call(m, "matcher", "matcher.start", salt, **first)
+            call(v, "value", "value.start", salt, **first)
+            doubles = call(v, "value", "value.respond", {"blinded": blinded})
+            call(m, "matcher", "matcher.doubles", {"doubles": doubles})
+            while True:
+                pairs = call(v, "value", "value.pairs", {}, batch=self.batch)
+                call(m, "matcher", "matcher.pairs", {"pairs": pairs})
+                if unframe(pairs)[0].get("final"):
+                    break
+            result = call(m, "matcher", "matcher.result", {})
+        return self.decrypt(result)
+
+    def decrypt(self, data: bytes) -> Decrypted:
+        header, body = unframe(data)
+        q = self.plan.query
+        groups, fields = len(q.group_keys), len(q.fields())
+        if (header.get("job_id"), header.get("groups"), header.get("fields")) != (
+            self.job_id,
+            groups,
+            fields,
+        ):
+            raise HomomorphicMismatch("join result belongs to another job or layout")
+        sk = _private_key(self.result_party)
+        n = int(sk.public_key.n)
+        width = (2 * n.bit_length() + 7) // 8
+        if len(body) != groups * fields * width:
+            raise HomomorphicMismatch("malformed join result")
+        values = []
+        for i in range(groups * fields):
+            m = int(sk.raw_decrypt(int.from_bytes(body[i * width : (i + 1) * width], "big")))
+            values.append(m - n if m > n // 2 else m)
+        return Decrypted(q.op, q.layout(), values, 1)
+
+    def release(
+        self, agg: Decrypted, gate: ReleaseGate, obligations: ReleaseObligations
+    ) -> Release[JoinResult]:
+        """The release gate on the join's sums; below the minimum: `IntersectionTooSmall`."""
+        q = self.plan.query
+        cand = candidate(q, agg, self.providers)
+        build = finish(q, 0.0)
+
+        def wrap(gated: GatedAggregate) -> JoinResult:
+            stats = build(gated)
+            total: float | None = 0.0
+            for g in stats.groups:
+                total = None if g.rows is None or total is None else total + g.rows
+            return JoinResult(self.operator, self.plan.join.model_dump(mode="json"), total, stats)
+
+        try:
+            return gate.release(
+                cand,
+                obligations,
+                self.job_id,
+                wrap,
+                security_model={**SECURITY_MODEL.as_dict(), "join": JOIN_SECURITY},
+            )
+        except CohortTooSmall as exc:
+            raise IntersectionTooSmall(
+                "the intersection is below the minimum size; nothing is released",
+                min_intersection=obligations.min_cohort,
+            ) from exc
+
+    def run(self, gate: ReleaseGate, obligations: ReleaseObligations) -> Release[JoinResult]:
+        return self.release(self.run_protocol(), gate, obligations)
+
+
+def run_join(
+    operator: str,
+    plan: JoinPlan,
+    providers: Sequence[ProviderInput],
+    *,
+    sandbox: Sandbox,
+    gate: ReleaseGate,
+    obligations: ReleaseObligations,
+    job_id: str,
+    paillier_bits: int = 2048,
+) -> Release[JoinResult]:
+    """Convenience driver: the whole join through the gate."""
+    if len(providers) != 2:
+        raise InvalidParameters("a join takes exactly two inputs")
+    job = JoinJob(
+        operator,
+        plan,
+        providers[0],
+        providers[1],
+        sandbox=sandbox,
+        job_id=job_id,
+        paillier_bits=paillier_bits,
+    )
+    return job.run(gate, obligations)
