@@ -25,7 +25,7 @@ import pyotp
 
 from ledger import Checkpoint, hasher, open_note, parse_verifier_key, verify_inclusion
 
-__all__ = ["ComputeDemoError", "run_compute_demo"]
+__all__ = ["ComputeDemoError", "admit", "first_admin", "run_compute_demo", "ward_readings"]
 
 HOSPITALS = ("Northgate", "Lakeside", "Hillcrest")
 PURPOSE = "cardiovascular readmission research"
@@ -65,6 +65,13 @@ def _login(client: httpx.Client, creds: dict[str, Any], name: str) -> dict[str, 
 def _organisation(
     client: httpx.Client, admin: dict[str, str], name: str, kind: str
 ) -> tuple[str, dict[str, str]]:
+    issued = admit(client, admin, name, kind)
+    print(f"    {name} ({kind}): client {issued['client_id']}")
+    return issued["org"], _token(client, issued["client_id"], issued["client_secret"])
+
+
+def admit(client: httpx.Client, admin: dict[str, str], name: str, kind: str) -> dict[str, str]:
+    """A new organisation and one client of it: {org, client_id, client_secret}."""
     org = _check(
         client.post("/v1/organisations", headers=admin, json={"name": name, "kind": kind}),
         201,
@@ -82,8 +89,11 @@ def _organisation(
         201,
         f"issuing a client for {name}",
     )
-    print(f"    {name} ({kind}): client {issued['client_id']}")
-    return org["id"], _token(client, issued["client_id"], issued["client_secret"])
+    return {
+        "org": org["id"],
+        "client_id": issued["client_id"],
+        "client_secret": issued["client_secret"],
+    }
 
 
 def first_admin(
@@ -141,24 +151,27 @@ def ward_readings(seed: int, rows: int) -> str:
 
 
 def _metadata(name: str, hospital: str) -> str:
-    return json.dumps(
-        {
-            "name": name,
-            "description": "Ward blood-pressure readings and 30-day readmissions",
-            "classification_path": ["health", "hospital care", "ward readings"],
-            "level": "general-4",
-            "impact_object": "public-interest",
-            "impact_degree": "serious",
-            "processing_degree": "desensitised",
-            "source_agency": f"{hospital} District Hospital",
-            "source_system": "ward information system",
-            "accountable_department": "Medical records office",
-            "pi": False,
-            "sensitive_pi": False,
-            "share_attribute": "conditional",
-            "open_attribute": "conditional",
-        }
-    )
+    return json.dumps(ward_metadata(name, hospital))
+
+
+def ward_metadata(name: str, hospital: str) -> dict[str, Any]:
+    """docs/compliance.md GRD-02 metadata for `ward_readings` (general-4, conditional)."""
+    return {
+        "name": name,
+        "description": "Ward blood-pressure readings and 30-day readmissions",
+        "classification_path": ["health", "hospital care", "ward readings"],
+        "level": "general-4",
+        "impact_object": "public-interest",
+        "impact_degree": "serious",
+        "processing_degree": "desensitised",
+        "source_agency": f"{hospital} District Hospital",
+        "source_system": "ward information system",
+        "accountable_department": "Medical records office",
+        "pi": False,
+        "sensitive_pi": False,
+        "share_attribute": "conditional",
+        "open_attribute": "conditional",
+    }
 
 
 def _wait(
