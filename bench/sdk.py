@@ -83,6 +83,7 @@ def _raw_mean(url: str, ent: dict[str, str], hosp: list[dict[str, str]], inputs:
                 for h in hs:
                     http.post(f"/v1/computations/{job['id']}/approve", headers=h)
                 approved.add(job["state"])
+                delay = 0.2  # a new wait, as `Enterprise.compute` starts one per stage
             else:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
