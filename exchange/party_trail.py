@@ -1,10 +1,13 @@
 """A party's own trail: the ledger entries that name an organisation, with inclusion proofs.
 
 Providers and enterprises check what the platform recorded about them against the public
-checkpoint (issue 15). An entry names an organisation through its `subject_org` (the
-organisation whose client or person performed the operation). Which organisation a
-caller may read is the policy's decision (`ledger.read`, scope `party`); this module
-only finds and proves.
+checkpoint (issue 15). An entry concerns the organisation that performed it (the record's
+`subject_org`) and, for a computation, its requester and every input's provider. Each
+such (organisation, ledger index) pair is a row of `trail_parties`, written by
+`Trail.record` in the transaction that appends the entry (migration 0023 backfilled the
+entries before it), so a party's listing is a keyed query with a real total. Which
+organisation a caller may read is the policy's decision (`ledger.read`, scope `party`);
+this module only finds and proves.
 """
 
 from __future__ import annotations
@@ -14,28 +17,42 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, String, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from exchange.errors import InvalidInput
+from exchange.models import ExchangeBase
 from ledger import Ledger
-from ledger.log import MAX_PAGE, StoredEntry
+from ledger.log import StoredEntry
 from ledger.records import decode_leaf
 
 __all__ = [
     "PartyEntry",
     "PartyPage",
+    "TrailParty",
     "decode_cursor",
     "encode_cursor",
     "entry_parties",
+    "index_parties",
+    "indexed_parties",
     "party_entries",
     "party_entry",
 ]
 
-# At most this many ledger entries are read to fill one page. The log has no index by
-# organisation yet, so a page is found by scanning forward; a party with few entries in
-# a long log gets short (even empty) pages with a `next` cursor instead of one slow
-# request. An index table written by `Trail.record` would make this a lookup.
-SCAN_WINDOW = 20 * MAX_PAGE
+
+class TrailParty(ExchangeBase):
+    """One ledger entry that concerns one organisation (the party index of the trail)."""
+
+    __tablename__ = "trail_parties"
+
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ledger_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+
+
+def index_parties(session: Session, index: int, parties: set[str]) -> None:
+    """Index ledger entry `index` under each organisation in `parties` (same transaction)."""
+    session.add_all(TrailParty(org_id=org, ledger_index=index) for org in sorted(parties))
+    session.flush()
 
 
 @dataclass(frozen=True)
@@ -54,12 +71,23 @@ class PartyPage:
     items: list[PartyEntry]
     next_start: int | None
     tree_size: int
+    total: int
 
 
 def entry_parties(record: dict[str, Any]) -> list[str]:
-    """The organisations an entry names (today: the acting organisation)."""
+    """The organisation that performed an entry's operation (the record names it)."""
     org = record.get("subject_org")
     return [org] if isinstance(org, str) and org else []
+
+
+def indexed_parties(session: Session, index: int) -> list[str]:
+    """Every organisation entry `index` concerns, from the party index."""
+    rows = session.scalars(
+        select(TrailParty.org_id)
+        .where(TrailParty.ledger_index == index)
+        .order_by(TrailParty.org_id)
+    )
+    return list(rows)
 
 
 def encode_cursor(start: int) -> str:
@@ -91,25 +119,23 @@ def _proved(
 def party_entries(
     ledger: Ledger, session: Session, org_id: str, *, start: int, limit: int
 ) -> PartyPage:
-    """Entries naming `org_id` from index `start`, each proved against the newest seal."""
+    """Entries concerning `org_id` from index `start`, each proved against the newest seal."""
     sealed = ledger.sealed_size(session)
-    found: list[PartyEntry] = []
-    position = start
-    scanned = 0
-    while len(found) < limit and scanned < SCAN_WINDOW:
-        batch = ledger.entries(session, start=position, limit=MAX_PAGE)
-        if not batch:
-            return PartyPage(found, None, sealed)
-        for stored in batch:
-            position = stored.index + 1
-            scanned += 1
-            record = decode_leaf(stored.leaf)
-            if org_id in entry_parties(record):
-                found.append(_proved(ledger, session, stored, record, sealed))
-                if len(found) == limit:
-                    break
-    more = bool(ledger.entries(session, start=position, limit=1))
-    return PartyPage(found, position if more else None, sealed)
+    mine = select(TrailParty.ledger_index).where(TrailParty.org_id == org_id)
+    total = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
+    indexes = list(
+        session.scalars(
+            mine.where(TrailParty.ledger_index >= start)
+            .order_by(TrailParty.ledger_index)
+            .limit(limit + 1)
+        )
+    )
+    found = []
+    for index in indexes[:limit]:
+        stored = ledger.entry(session, index)
+        found.append(_proved(ledger, session, stored, decode_leaf(stored.leaf), sealed))
+    more = len(indexes) > limit
+    return PartyPage(found, indexes[limit] if more else None, sealed, total)
 
 
 def party_entry(

@@ -7,7 +7,7 @@ only: the ledger holds what was authorised and done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 import audit
 from crypto.events import KeyEvent
+from exchange.party_trail import index_parties
 from ledger import Ledger, LedgerRecord, decode_leaf
 
 
@@ -42,8 +43,12 @@ class Trail:
         object_type: str,
         now: datetime,
         payload_digest: str | None = None,
+        parties: Iterable[str] = (),
     ) -> Receipt:
         """Write the audit record and, for a success, the ledger entry; returns both ids.
+
+        The entry is indexed under the acting organisation and each of `parties` (the
+        other organisations it concerns), so each reads it in its own trail.
 
         Call it last in the transaction: the ledger's sequence row stays locked from
         here until commit, which is what keeps indexes dense and in commit order.
@@ -68,6 +73,9 @@ class Trail:
             ),
         )
         row.ledger_index = index
+        orgs = {org for org in (subject.subject_org, *parties) if org}
+        if orgs:
+            index_parties(session, index, orgs)
         return Receipt(row.id, index)
 
     def key_event(self, session: Session, event: KeyEvent) -> None:

@@ -12,24 +12,26 @@ fetches the results; an auditor checks the job's ledger entries and an inclusion
 from __future__ import annotations
 
 import base64
-import json
 import os
 import random
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pyotp
+from pdx_client import Auditor, Computation, Enterprise, PdxError, Provider
+from pdx_client.proofs import MerkleHasher, verify_inclusion
 
-from ledger import Checkpoint, hasher, open_note, parse_verifier_key, verify_inclusion
-
-__all__ = ["ComputeDemoError", "run_compute_demo"]
+__all__ = ["ComputeDemoError", "admit", "first_admin", "run_compute_demo", "ward_readings"]
 
 HOSPITALS = ("Northgate", "Lakeside", "Hillcrest")
 PURPOSE = "cardiovascular readmission research"
 MEASURE = "systolic_bp"
+
+
+R = TypeVar("R", Provider, Enterprise, Auditor)
 
 
 class ComputeDemoError(Exception):
@@ -65,6 +67,20 @@ def _login(client: httpx.Client, creds: dict[str, Any], name: str) -> dict[str, 
 def _organisation(
     client: httpx.Client, admin: dict[str, str], name: str, kind: str
 ) -> tuple[str, dict[str, str]]:
+    issued = admit(client, admin, name, kind)
+    print(f"    {name} ({kind}): client {issued['client_id']}")
+    return issued["org"], issued
+
+
+def _sdk(client: httpx.Client, cls: type[R], c: dict[str, str]) -> R:
+    """An SDK role logged in through the demo's own HTTP client (a live server or a test's)."""
+    role = cls.login(str(client.base_url), c["client_id"], c["client_secret"], http=client)
+    assert isinstance(role, cls)
+    return role
+
+
+def admit(client: httpx.Client, admin: dict[str, str], name: str, kind: str) -> dict[str, str]:
+    """A new organisation and one client of it: {org, client_id, client_secret}."""
     org = _check(
         client.post("/v1/organisations", headers=admin, json={"name": name, "kind": kind}),
         201,
@@ -82,8 +98,11 @@ def _organisation(
         201,
         f"issuing a client for {name}",
     )
-    print(f"    {name} ({kind}): client {issued['client_id']}")
-    return org["id"], _token(client, issued["client_id"], issued["client_secret"])
+    return {
+        "org": org["id"],
+        "client_id": issued["client_id"],
+        "client_secret": issued["client_secret"],
+    }
 
 
 def first_admin(
@@ -140,104 +159,67 @@ def ward_readings(seed: int, rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _metadata(name: str, hospital: str) -> str:
-    return json.dumps(
-        {
-            "name": name,
-            "description": "Ward blood-pressure readings and 30-day readmissions",
-            "classification_path": ["health", "hospital care", "ward readings"],
-            "level": "general-4",
-            "impact_object": "public-interest",
-            "impact_degree": "serious",
-            "processing_degree": "desensitised",
-            "source_agency": f"{hospital} District Hospital",
-            "source_system": "ward information system",
-            "accountable_department": "Medical records office",
-            "pi": False,
-            "sensitive_pi": False,
-            "share_attribute": "conditional",
-            "open_attribute": "conditional",
-        }
-    )
-
-
-def _wait(
-    client: httpx.Client,
-    headers: dict[str, str],
-    comp_id: str,
-    states: tuple[str, ...],
-    timeout: float,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = _check(
-            client.get(f"/v1/computations/{comp_id}", headers=headers), 200, "reading the job"
-        )
-        if body["state"] in states:
-            return body
-        if time.monotonic() > deadline:
-            raise ComputeDemoError(f"job {comp_id} still {body['state']} after {timeout:.0f} s")
-        time.sleep(0.3)
+def ward_metadata(name: str, hospital: str) -> dict[str, Any]:
+    """docs/compliance.md GRD-02 metadata for `ward_readings` (general-4, conditional)."""
+    return {
+        "name": name,
+        "description": "Ward blood-pressure readings and 30-day readmissions",
+        "classification_path": ["health", "hospital care", "ward readings"],
+        "level": "general-4",
+        "impact_object": "public-interest",
+        "impact_degree": "serious",
+        "processing_degree": "desensitised",
+        "source_agency": f"{hospital} District Hospital",
+        "source_system": "ward information system",
+        "accountable_department": "Medical records office",
+        "pi": False,
+        "sensitive_pi": False,
+        "share_attribute": "conditional",
+        "open_attribute": "conditional",
+    }
 
 
 def _run(
-    client: httpx.Client,
-    enterprise: dict[str, str],
+    enterprise: Enterprise,
     hospitals: list[dict[str, Any]],
     operator: str,
     params: dict[str, Any],
     timeout: float,
 ) -> dict[str, Any]:
     """Request, every hospital approves, wait, every hospital reviews, fetch the result."""
-    body = {
-        "operator": operator,
-        "inputs": [h["dataset"] for h in hospitals],
-        "params": params,
-        "purpose": PURPOSE,
-    }
-    job = _check(
-        client.post("/v1/computations", headers=enterprise, json=body), 201, f"asking {operator}"
-    )
-    comp_id = job["id"]
-    ob = job["obligations"]
-    print(f"    requested {operator}: job {comp_id} is {job['state']}")
+    inputs = [h["dataset"] for h in hospitals]
+    job = enterprise.request(operator, inputs, params, PURPOSE)
+    comp_id = job.id
+    ob = job.obligations
+    print(f"    requested {operator}: job {comp_id} is {job.state}")
     print(
         f"    obligations: provider approval={ob.get('require_provider_approval')}, "
         f"release review={ob.get('release_review')}, min cohort={ob.get('min_cohort')}, "
         f"ε={ob.get('dp_epsilon')}"
     )
-    if job["state"] == "awaiting_approval":
+    if job.stage == "awaiting_approval":
         for h in hospitals:
-            _check(
-                client.post(f"/v1/computations/{comp_id}/approve-run", headers=h["headers"]),
-                200,
-                f"{h['name']} approving",
-            )
+            h["sdk"].approve(comp_id, "run")
             print(f"    {h['name']} approves the run")
-    job = _wait(client, enterprise, comp_id, ("review", "released", "rejected", "failed"), timeout)
-    if job["state"] in ("rejected", "failed"):
-        raise ComputeDemoError(f"{operator} job {job['state']}: {job['error']}")
-    if job["state"] == "review":
-        held = _check(
-            client.get(f"/v1/computations/{comp_id}/review", headers=hospitals[0]["headers"]),
-            200,
-            "reviewing",
-        )
+    job = enterprise.wait(comp_id, {"review", "released"}, timeout=timeout)
+    if job.stage in ("rejected", "failed"):
+        raise ComputeDemoError(f"{operator} job {job.state}: {job.error}")
+    if job.stage == "review":
+        held = hospitals[0]["sdk"].review(comp_id)
         eps = held.get("dp_epsilon", (held.get("dp") or {}).get("epsilon"))
         print(f"    held for review (gated, ε={eps}); each hospital reviews it and approves")
         for h in hospitals:
-            job = _check(
-                client.post(f"/v1/computations/{comp_id}/approve-release", headers=h["headers"]),
-                200,
-                f"{h['name']} approving the release",
-            )
-    if job["state"] != "released":
-        raise ComputeDemoError(f"{operator} job is {job['state']}, not released")
-    result: dict[str, Any] = _check(
-        client.get(f"/v1/computations/{comp_id}/result", headers=enterprise), 200, "result"
-    )
-    result["job"] = job
+            job = h["sdk"].approve(comp_id, "release")
+    if job.stage != "released":
+        raise ComputeDemoError(f"{operator} job is {job.state}, not released")
+    result: dict[str, Any] = enterprise.result(comp_id).model_dump()
+    result["job"] = _job(job)
     return result
+
+
+def _job(job: Computation) -> dict[str, Any]:
+    body: dict[str, Any] = job.model_dump(mode="json")
+    return body
 
 
 def _print_mean(result: dict[str, Any]) -> None:
@@ -259,61 +241,40 @@ def _print_histogram(result: dict[str, Any]) -> None:
         print(f"    {label:>9} {text}")
 
 
-def _audit(
-    client: httpx.Client, auditor: dict[str, str], comp_id: str, timeout: float = 15
-) -> list[dict[str, Any]]:
+def _audit(auditor: Auditor, comp_id: str, timeout: float = 15) -> list[dict[str, Any]]:
     """The auditor lists the job's ledger entries and proves the release is in the log."""
-    page = _check(
-        client.get("/v1/ledger/entries", headers=auditor, params={"object_id": comp_id}),
-        200,
-        "listing the job's ledger entries",
-    )
-    entries: list[dict[str, Any]] = page["items"]
+    entries = auditor.ledger_entries(object_id=comp_id)
     for e in entries:
         rec = e["record"]
         digest = f" {rec['payload_digest'][:19]}…" if rec.get("payload_digest") else ""
         print(f"    #{e['index']:<5} {rec['type']:<32} by {rec['actor']}{digest}")
     released = next(e for e in entries if e["record"]["type"] == "computation.released")
-    vkey = client.get("/v1/ledger/verifier-key", headers=auditor).text.strip()
-    verifier = parse_verifier_key(vkey)
+    vkey = auditor.trail.verifier_key()
     deadline = time.monotonic() + timeout
     while True:
-        note = _check_raw(client.get("/v1/ledger/checkpoint", headers=auditor), "checkpoint")
-        checkpoint = Checkpoint.parse(open_note(note, [verifier])[0])
+        checkpoint = auditor.checkpoint(vkey)  # its signature checked with the log's key
         if checkpoint.size > released["index"]:
             break
         if time.monotonic() > deadline:
             raise ComputeDemoError("the release was not sealed into a checkpoint in time")
         time.sleep(0.2)
-    proof = _check(
-        client.get(
-            "/v1/ledger/proof/inclusion",
-            headers=auditor,
-            params={"index": released["index"], "tree_size": checkpoint.size},
-        ),
-        200,
-        "inclusion proof",
+    proof = auditor.session.get(
+        "/v1/ledger/proof/inclusion", index=released["index"], tree_size=checkpoint.size
     )
-    h = hasher(os.environ.get("PDX_LEDGER_HASH", "sha256"))
+    h = MerkleHasher(os.environ.get("PDX_LEDGER_HASH", "sha256"))
     verify_inclusion(
         h,
         released["index"],
         checkpoint.size,
         h.leaf(base64.b64decode(released["leaf"])),
         [base64.b64decode(x) for x in proof["hashes"]],
-        checkpoint.root_hash,
+        checkpoint.root,
     )
     print(
         f"    entry #{released['index']} (the release) is in the signed checkpoint of "
         f"{checkpoint.size} entries: inclusion proof verified with the public key alone"
     )
     return entries
-
-
-def _check_raw(r: httpx.Response, what: str) -> bytes:
-    if r.status_code != 200:
-        raise ComputeDemoError(f"{what} failed: {r.status_code} {r.text[:200]}")
-    return r.content
 
 
 def run_compute_demo(
@@ -330,75 +291,57 @@ def run_compute_demo(
     `node_held`: the third hospital keeps its rows on its own node (an embedded PySyft
     Datasite); the others let the platform hold them encrypted.
     """
+    try:
+        return _scenario(
+            client, creds, node_held=node_held, fl_rounds=fl_rounds, rows=rows, timeout=timeout
+        )
+    except PdxError as exc:  # the SDK's one-line problem: which request, what the server said
+        raise ComputeDemoError(str(exc)) from None
+
+
+def _scenario(
+    client: httpx.Client,
+    creds: dict[str, Any],
+    *,
+    node_held: bool,
+    fl_rounds: int,
+    rows: tuple[int, int, int],
+    timeout: float,
+) -> dict[str, Any]:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     _step(1, "The system administrator admits three district hospitals and an enterprise")
     admin = _login(client, creds, "operator-admin")
     hospitals: list[dict[str, Any]] = []
     for name in HOSPITALS:
-        org, headers = _organisation(client, admin, f"{name} District Hospital {stamp}", "provider")
-        hospitals.append({"name": name, "org": org, "headers": headers})
-    ent_org, enterprise = _organisation(
+        org, issued = _organisation(client, admin, f"{name} District Hospital {stamp}", "provider")
+        hospitals.append({"name": name, "org": org, "sdk": _sdk(client, Provider, issued)})
+    ent_org, issued = _organisation(
         client, admin, f"Riverside Health Analytics {stamp}", "enterprise"
     )
+    enterprise = _sdk(client, Enterprise, issued)
 
     _step(2, "Each hospital registers its ward readings (general-4, conditional)")
     for i, (h, n) in enumerate(zip(hospitals, rows, strict=True)):
         on_node = node_held and i == len(hospitals) - 1
-        path = "/v1/datasets"
         if on_node:
-            _check(
-                client.put("/v1/nodes/me", headers=h["headers"], json={"kind": "embedded"}),
-                200,
-                "registering the node",
-            )
-            path = "/v1/nodes/datasets"
-        ds = _check(
-            client.post(
-                path,
-                headers=h["headers"],
-                files={
-                    "metadata": (
-                        None,
-                        _metadata(f"{h['name']} ward readings", h["name"]),
-                        "application/json",
-                    ),
-                    "file": ("ward.csv", ward_readings(i, n).encode(), "text/csv"),
-                },
-            ),
-            201,
-            f"{h['name']} registering",
-        )
-        h["dataset"] = ds["id"]
+            h["sdk"].register_node("embedded")
+        meta = ward_metadata(f"{h['name']} ward readings", h["name"])
+        ds = h["sdk"].register(meta, ward_readings(i, n).encode(), node=on_node)
+        h["dataset"] = ds.id
         where = "rows stay on its own node (PySyft Datasite)" if on_node else "stored encrypted"
-        print(f"    {h['name']}: {ds['rows']} rows, {where}; ledger #{ds['ledger_index']}")
+        print(f"    {h['name']}: {ds.rows} rows, {where}; ledger #{ds.ledger_index}")
 
     _step(3, "The enterprise proposes a purpose-bound contract to each; each hospital signs")
     for h in hospitals:
-        proposed = _check(
-            client.post(
-                "/v1/contracts",
-                headers=enterprise,
-                json={
-                    "provider_org": h["org"],
-                    "datasets": [h["dataset"]],
-                    "purpose": PURPOSE,
-                    "agreement_id": f"DUA-{stamp}-{h['name'][:3].upper()}",
-                },
-            ),
-            201,
-            "proposing a contract",
+        agreement = f"DUA-{stamp}-{h['name'][:3].upper()}"
+        proposed = enterprise.propose_agreement(
+            h["org"], [h["dataset"]], PURPOSE, agreement_id=agreement
         )
-        signed = _check(
-            client.post(f"/v1/contracts/{proposed['id']}/sign", headers=h["headers"]),
-            200,
-            "signing",
-        )
-        index = signed["ledger_index"]
-        print(f"    contract with {h['name']}: {signed['status']}, ledger #{index}")
+        signed = h["sdk"].sign_agreement(proposed.id)
+        print(f"    contract with {h['name']}: {signed.lifecycle}, ledger #{signed.ledger_index}")
 
     _step(4, f"Mean {MEASURE} across all three (Paillier; partials encrypted per hospital)")
     mean = _run(
-        client,
         enterprise,
         hospitals,
         "stats.mean",
@@ -409,7 +352,6 @@ def run_compute_demo(
 
     _step(5, f"Histogram of {MEASURE} (CKKS; small bins suppressed, DP noise)")
     histogram = _run(
-        client,
         enterprise,
         hospitals,
         "stats.histogram",
@@ -420,7 +362,6 @@ def run_compute_demo(
 
     _step(6, "A federated readmission model (FedAvg, CKKS-aggregated updates)")
     model = _run(
-        client,
         enterprise,
         hospitals,
         "fl.logreg",
@@ -438,8 +379,9 @@ def run_compute_demo(
         )
 
     _step(7, "The auditor reads the histogram job's trail on the ledger")
-    auditor = _login(client, creds, "auditor")
-    entries = _audit(client, auditor, histogram["computation_id"])
+    if "auditor" not in creds:
+        raise ComputeDemoError("credentials have no client 'auditor'")
+    entries = _audit(_sdk(client, Auditor, creds["auditor"]), histogram["computation_id"])
     return {
         "hospitals": hospitals,
         "enterprise_org": ent_org,

@@ -90,45 +90,30 @@ def _token(client: Any, creds: dict[str, Any]) -> dict[str, str]:
 def prepare(url: str, credentials: Path, out: Path, *, rows: int = 200) -> dict[str, Any]:
     """Register the open dataset and the attacker tenant; write the locust setup file."""
     import httpx
+    from pdx_client import Enterprise, PdxError, Provider
 
-    from loadtest.run import multipart
+    from gateway.demo_compute import ComputeDemoError, admit
 
     creds = json.loads(credentials.read_text(encoding="utf-8"))
-    with httpx.Client(base_url=url, timeout=60) as client:
-        provider = _token(client, creds["provider-transport"])
-        meta = open_metadata(f"loadtest-open-{time.time_ns()}")
-        body, ctype = multipart(meta, open_csv(rows), "open.csv")
-        r = client.post("/v1/datasets", headers={**provider, "Content-Type": ctype}, content=body)
-        if r.status_code != 201:
-            raise ScenarioError(f"open dataset refused: {r.status_code} {r.text[:300]}")
-        dataset_id = r.json()["id"]
-        admin = _token(client, creds["operator-admin"])
-        r = client.post(
-            "/v1/organisations",
-            headers=admin,
-            json={"name": f"Flood Analytics {time.time_ns()}", "kind": "enterprise"},
-        )
-        if r.status_code != 201:
-            raise ScenarioError(f"attacker organisation refused: {r.status_code} {r.text[:300]}")
-        org_id = r.json()["id"]
-        # The operator only invites the tenant's first administrator, who issues its client.
-        from gateway.demo_compute import first_admin
 
-        person = first_admin(client, admin, org_id, "Flood Analytics")
-        r = client.post(
-            f"/v1/organisations/{org_id}/clients",
-            headers=person,
-            json={"name": "flood client", "roles": ["data-consumer"]},
-        )
-        if r.status_code != 201:
-            raise ScenarioError(f"attacker client refused: {r.status_code} {r.text[:300]}")
-        attacker = {**r.json(), "org_id": org_id}
+    def login(cls: type[Any], name: str) -> Any:
+        return cls.login(url, creds[name]["client_id"], creds[name]["client_secret"], timeout=60)
+
+    try:
+        with login(Provider, "provider-transport") as provider:
+            meta = open_metadata(f"loadtest-open-{time.time_ns()}")
+            dataset_id = provider.register(meta, open_csv(rows)).id
+        with httpx.Client(base_url=url, timeout=60) as client:
+            # The operator only invites the tenant's first administrator, who issues its client.
+            admin = _token(client, creds["operator-admin"])
+            name = f"Flood Analytics {time.time_ns()}"
+            attacker = admit(client, admin, name, "enterprise")
+        org_id = attacker["org"]
         # The victim's request must be allowed as it stands (open data: purpose only).
-        victim = _token(client, creds[VICTIM])
-        probe = {"operator": "stats.count", "inputs": [dataset_id], "purpose": PURPOSE}
-        r = client.post("/v1/computations", headers=victim, json=probe)
-        if r.status_code != 201:
-            raise ScenarioError(f"victim's stats.count refused: {r.status_code} {r.text[:300]}")
+        with login(Enterprise, VICTIM) as victim:
+            victim.request("stats.count", [dataset_id], {}, PURPOSE)
+    except (PdxError, ComputeDemoError) as exc:
+        raise ScenarioError(f"fair-use setup refused: {exc}") from None
     setup = {
         "dataset_id": dataset_id,
         "purpose": PURPOSE,

@@ -152,6 +152,8 @@ def transition(
         object_type="computation",
         payload_digest=digest,
         now=now,
+        # Requester and providers each find the job's entries in their own trail.
+        parties=[comp.requester_org, *(i.provider_org for i in comp.inputs)],
     )
     comp.transitions = [
         *comp.transitions,

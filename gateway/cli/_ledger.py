@@ -154,6 +154,7 @@ def _witness(args: argparse.Namespace) -> int:
 
 def _monitor(args: argparse.Namespace, keys: list[str]) -> VerifyReport:
     import httpx
+    from pdx_client import PdxError, Session
 
     from audit.monitor import monitor
 
@@ -162,22 +163,15 @@ def _monitor(args: argparse.Namespace, keys: list[str]) -> VerifyReport:
     if not client_id or not secret:
         raise CliError("set --client-id (or PDX_CLIENT_ID) and PDX_CLIENT_SECRET for --url")
     state = Path(args.state) if args.state else Path(".pdx-monitor") / "state.json"
-    with httpx.Client(base_url=args.url, timeout=30) as client:
+    # The SDK's session keeps the token (login, renewal before expiry, a fresh login on
+    # 401); the monitor reads through its own client with that token.
+    with Session(args.url, client_id, secret, timeout=30) as session:
         try:
-            r = client.post(
-                "/v1/auth/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": client_id,
-                    "client_secret": secret,
-                },
-            )
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach {args.url}: {exc}") from None
-        if r.status_code != 200:
-            raise CliError(f"token request refused ({r.status_code})")
-        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-        return monitor(client, keys, state)
+            session.login()
+        except PdxError as exc:
+            raise CliError(f"cannot log in at {args.url}: {exc}") from None
+        with httpx.Client(base_url=args.url, timeout=30, auth=session.auth) as client:
+            return monitor(client, keys, state)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

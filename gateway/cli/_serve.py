@@ -60,6 +60,8 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import DemoError, run_demo
 
     settings = Settings.from_env()
+    if args.sdk_example:
+        return _sdk_example(args, settings)
     try:
         run_demo(
             url=args.url or settings.url,
@@ -69,6 +71,27 @@ def _demo(args: argparse.Namespace) -> int:
         )
     except DemoError as exc:
         raise CliError(str(exc)) from None
+    return 0
+
+
+def _sdk_example(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    import httpx
+
+    from gateway.demo_compute import ComputeDemoError
+    from gateway.demo_example import write_sdk_example
+
+    creds_path = Path(args.credentials or settings.credentials_file)
+    if not creds_path.exists():
+        raise CliError(f"no credentials file at {creds_path}; start the server with `pdx run`")
+    creds = json.loads(creds_path.read_text(encoding="utf-8"))
+    try:
+        with httpx.Client(base_url=args.url or settings.url, timeout=120) as client:
+            path = write_sdk_example(client, creds, Path(args.sdk_example))
+    except (ComputeDemoError, httpx.HTTPError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"pdx: wrote {path} and ward0..2.json/.csv for the README's SDK script")
     return 0
 
 
@@ -99,6 +122,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--csv", help="CSV to register (default: examples/transit_trips.csv)")
     demo.add_argument(
         "--no-computations", action="store_true", help="skip the three-hospital computations"
+    )
+    demo.add_argument(
+        "--sdk-example",
+        metavar="DIR",
+        help="instead: admit three hospitals and an enterprise; write the SDK example's files",
     )
     demo.set_defaults(func=_demo)
     bench = sub.add_parser(

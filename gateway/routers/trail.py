@@ -46,7 +46,7 @@ def _entry_parties(
 ) -> list[Target]:
     index = int(request.path_params["index"])
     stored = platform.ledger.entry(session, index)
-    parties = party_trail.entry_parties(decode_leaf(stored.leaf))
+    parties = _parties(session, index, decode_leaf(stored.leaf))
     return [Target({"type": "ledger.entry", "id": str(index), "parties": parties})]
 
 
@@ -74,7 +74,7 @@ class TrailEntryPublic(BaseModel):
 
 class TrailPage(BaseModel):
     items: list[TrailEntryPublic]
-    total: int | None = Field(description="null: the log is not indexed by organisation")
+    total: int = Field(description="entries concerning the organisation, in every page")
     next: str | None
     tree_size: int
 
@@ -85,11 +85,17 @@ class ConsistencyPublic(BaseModel):
     hashes: list[str] = Field(description="base64, RFC 9162 §2.1.4 order")
 
 
+def _parties(session: Session, index: int, record: dict[str, Any]) -> list[str]:
+    """The acting organisation and every other one the entry is indexed under."""
+    named = party_trail.entry_parties(record)
+    return sorted({*named, *party_trail.indexed_parties(session, index)})
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _public(entry: party_trail.PartyEntry) -> TrailEntryPublic:
+def _public(entry: party_trail.PartyEntry, parties: list[str]) -> TrailEntryPublic:
     proof = (
         InclusionProofPublic(tree_size=entry.tree_size, hashes=[_b64(h) for h in entry.proof])
         if entry.tree_size is not None and entry.proof is not None
@@ -99,7 +105,7 @@ def _public(entry: party_trail.PartyEntry) -> TrailEntryPublic:
         index=entry.index,
         leaf=_b64(entry.leaf),
         record=entry.record,
-        parties=party_trail.entry_parties(entry.record),
+        parties=parties,
         inclusion=proof,
     )
 
@@ -117,20 +123,19 @@ def list_entries(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> TrailPage:
-    """Entries naming the caller's organisation (or `org`, for auditors), oldest first."""
+    """Entries concerning the caller's organisation (or `org`, for auditors), oldest first."""
     party = org or caller.org_id
     start = party_trail.decode_cursor(cursor)
     with platform.session() as session:
         page = party_trail.party_entries(platform.ledger, session, party, start=start, limit=limit)
+        items = [_public(e, _parties(session, e.index, e.record)) for e in page.items]
     nxt = None
     if page.next_start is not None:
         query = {"limit": limit, "cursor": party_trail.encode_cursor(page.next_start)}
         if org:
             query["org"] = org
         nxt = f"/v1/trail/entries?{urlencode(query)}"
-    return TrailPage(
-        items=[_public(e) for e in page.items], total=None, next=nxt, tree_size=page.tree_size
-    )
+    return TrailPage(items=items, total=page.total, next=nxt, tree_size=page.tree_size)
 
 
 @router.get(
@@ -146,9 +151,8 @@ def get_entry(
 ) -> TrailEntryPublic:
     """One entry naming the caller's organisation, proved in the tree of `tree_size`."""
     with platform.session() as session:
-        return _public(
-            party_trail.party_entry(platform.ledger, session, index, tree_size=tree_size)
-        )
+        entry = party_trail.party_entry(platform.ledger, session, index, tree_size=tree_size)
+        return _public(entry, _parties(session, index, entry.record))
 
 
 @router.get(

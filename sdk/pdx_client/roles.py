@@ -176,8 +176,9 @@ class Provider(_Role):
         """Approve the `run` (awaiting approval) or the `release` (in review).
 
         The stage is checked against the computation's state first, so an approval meant
-        for the run never releases an output. Today one route serves both stages; the
-        target API names them `approve-run` and `approve-release`.
+        for the run never releases an output (the server refuses it too, with 409). A run
+        approval names the query it approves (`query_digest` of GET .../query), so the
+        provider's yes cannot be used for another query.
         """
         expected = {"run": "awaiting_approval", "release": "review"}
         if stage not in expected:
@@ -190,7 +191,11 @@ class Provider(_Role):
                 title="Wrong stage",
                 status=409,
             )
-        body = self.session.post(f"/v1/computations/{computation_id}/approve", {"reason": reason})
+        decision: dict[str, Any] = {"reason": reason}
+        if stage == "run":
+            query = self.session.get(f"/v1/computations/{computation_id}/query")
+            decision["query_digest"] = query["query_digest"]
+        body = self.session.post(f"/v1/computations/{computation_id}/approve-{stage}", decision)
         return Computation.model_validate(body)
 
     def reject(self, computation_id: str, reason: str = "") -> Computation:

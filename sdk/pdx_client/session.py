@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import httpx
@@ -11,7 +11,7 @@ import httpx
 from pdx_client._pages import read_page
 from pdx_client.errors import ApiError, PdxError, TransportError
 
-__all__ = ["Session"]
+__all__ = ["BearerAuth", "Session"]
 
 PROBLEM = "application/problem+json"
 # Renew this long before the access token's `expires_in` runs out (tokens last ≤ 15 min).
@@ -42,11 +42,32 @@ def _problem(response: httpx.Response) -> PdxError:
     )
 
 
+class BearerAuth(httpx.Auth):
+    """A session's token on another httpx client's requests (`httpx.Client(auth=...)`).
+
+    Tools that speak HTTP themselves (the audit monitor) get the session's token
+    bookkeeping: a login when needed, renewal before expiry, one fresh login on a 401.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._session._ensure_token()}"
+        response = yield request
+        if response.status_code == 401:
+            self._session.login()
+            request.headers["Authorization"] = f"Bearer {self._session._ensure_token()}"
+            yield request
+
+
 class Session:
     """One organisation's client, logged in with client credentials (RFC 6749 §4.4).
 
     `cert`: `(certificate, key)` PEM paths for mutual TLS (the token is then bound to
-    it, RFC 8705). `transport`: any httpx transport (tests pass the app's).
+    it, RFC 8705). `transport`: any httpx transport (tests pass the app's). `http`: an
+    httpx client to send through instead of a new one (its base URL and TLS settings
+    apply; `close()` leaves it open to its owner).
     """
 
     def __init__(
@@ -60,6 +81,7 @@ class Session:
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        http: httpx.Client | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.client_id = client_id
@@ -68,7 +90,8 @@ class Session:
         self._token: str | None = None
         self._refresh: str | None = None
         self._expires_at = 0.0
-        self.http = httpx.Client(
+        self._owned = http is None
+        self.http = http or httpx.Client(
             base_url=self.url, cert=cert, verify=verify, timeout=timeout, transport=transport
         )
 
@@ -79,7 +102,8 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        self.http.close()
+        if self._owned:
+            self.http.close()
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -107,6 +131,11 @@ class Session:
                 self.login()  # the login's family ended (revoked, expired): start a new one
         assert self._token is not None
         return self._token
+
+    @property
+    def auth(self) -> BearerAuth:
+        """The token of this session for another httpx client (never for `self.http`)."""
+        return BearerAuth(self)
 
     @property
     def token_expires_in(self) -> float:

@@ -119,8 +119,10 @@ class Trail:
         verified: list[int] = []
         pending: list[int] = []
         for e in self.entries(me):  # (3)
-            if me not in _parties(e.record):
-                raise VerificationError(f"entry {e.index} does not name {me}")
+            # The record names the acting organisation; the server's party index adds the
+            # others an entry concerns (a computation's requester and providers).
+            if me not in _parties(e.record) and me not in e.parties:
+                raise VerificationError(f"entry {e.index} does not concern {me}")
             if e.index >= checkpoint.size:
                 pending.append(e.index)
                 continue
