@@ -54,7 +54,9 @@ def _server(home: Path, port: int, source: Path | None = None) -> subprocess.Pop
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     log = (home / "server.log").open("wb")
     cmd = [sys.executable, "-m", "gateway.cli", "run", "--log-level", "warning"]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # `python -m` puts the working directory first on sys.path: run the other tree's
+    # server from inside it, or it would import this checkout's code.
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=source)
 
 
 def _login(url: str, person: dict[str, str]) -> httpx.Client:

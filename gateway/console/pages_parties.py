@@ -155,13 +155,14 @@ async def decide(computation_id: str, verdict: str, ctx: Provider) -> Response:
         raise Refusal(404, ctx.t("not_found"))
     form = await ctx.request.form()
     reason = str(form.get("reason", ""))[:500]
-    path = f"/v1/computations/{computation_id}/{_verdict_route(ctx, verdict, form.get('state'))}"
+    route = verdict_route(ctx.console.routes, verdict, form.get("state"))
+    path = f"/v1/computations/{computation_id}/{route}"
     answer = await ctx.api("POST", path, json_body={"reason": reason})
     ctx.session.flash.append(ctx.t("done") if answer.ok else answer.problem())
     return ctx.redirect(f"{BASE}/provider")
 
 
-def _verdict_route(ctx: Ctx, verdict: str, shown_state: Any) -> str:
+def verdict_route(routes: reads.Routes, verdict: str, shown_state: Any) -> str:
     """`approve-run` or `approve-release` where the server offers them, else `approve`.
 
     The stage comes from the state the provider saw on the page: approving a release
@@ -172,9 +173,7 @@ def _verdict_route(ctx: Ctx, verdict: str, shown_state: Any) -> str:
         return verdict
     shown = reads.word(shown_state)
     stage = "run" if shown in RUN_STAGE else "release" if shown in RELEASE_STAGE else None
-    if stage and ctx.console.routes.offers(
-        "POST", f"/v1/computations/{{computation_id}}/approve-{stage}"
-    ):
+    if stage and routes.offers("POST", f"/v1/computations/{{computation_id}}/approve-{stage}"):
         return f"approve-{stage}"
     return "approve"
 
