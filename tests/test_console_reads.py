@@ -54,20 +54,32 @@ def _audit_reads(platform: Platform, subject: str) -> list[tuple[str, str]]:
     return [(e, d or "") for e, d in rows]
 
 
-def test_the_auditor_page_first_paint_is_three_decisions_each_audit_read_audited(
+def test_the_auditor_first_paint_is_one_ledger_read_and_each_audit_read_is_audited(
     api: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
     """The first paint made six API calls, one of them a day of decision logs (up to
-    1,000 documents) for a chart; it now makes three, and its two audit reads each
-    still leave their audit record."""
+    1,000 documents) for a chart. It is now one ledger read (and the public checkpoint);
+    the records and decision-log panels are one `audit.read` each, and each still leaves
+    its audit record, carrying the page's filters."""
     _, me = _sign_in(api, creds, "auditor")
     decisions, records = len(_decisions_by(platform, me)), len(_audit_reads(platform, me))
-    assert api.get("/console/auditor").status_code == 200
+    page = api.get("/console/auditor?event_type=person.signed_in&decision=deny")
+    assert page.status_code == 200
+    assert _decisions_by(platform, me)[decisions:] == ["ledger.read"]
+    assert _audit_reads(platform, me)[records:] == []
+    panels = re.findall(
+        r'hx-get="(/console/auditor/panels/(?:records|decision-logs)[^"]*)"', page.text
+    )
+    assert len(panels) == 2, panels
+    for url in panels:
+        assert api.get(url.replace("&amp;", "&")).status_code == 200, url
     made = _decisions_by(platform, me)[decisions:]
     assert sorted(made) == ["audit.read", "audit.read", "ledger.read"]
     audited = _audit_reads(platform, me)[records:]
     assert sorted(e for e, _ in audited) == ["audit.decisions_read", "audit.records_read"]
-    assert not any("limit=1000" in d for _, d in audited)
+    details = " ".join(d for _, d in audited)
+    assert "event_type=person.signed_in" in details and "result=deny" in details
+    assert "limit=1000" not in details
 
 
 def test_the_decisions_chart_counts_every_decision_once_across_views(
@@ -106,13 +118,12 @@ def test_the_decisions_chart_counts_every_decision_once_across_views(
     until = at - timedelta(seconds=2)
     platform.decision_logs.flush()
     with platform.session() as s:
-        counted = dict(
-            s.execute(
-                select(DecisionLog.allow, func.count())
-                .where(DecisionLog.ts >= first_hour, DecisionLog.ts < until)
-                .group_by(DecisionLog.allow)
-            ).all()
-        )
+        rows = s.execute(
+            select(DecisionLog.allow, func.count())
+            .where(DecisionLog.ts >= first_hour, DecisionLog.ts < until)
+            .group_by(DecisionLog.allow)
+        ).all()
+    counted: dict[bool, int] = {bool(allow): int(n) for allow, n in rows}
     shown_allowed = sum(int(n) for n in ALLOWED_BAR.findall(second.text))
     shown_denied = sum(int(n) for n in DENIED_BAR.findall(second.text))
     assert (shown_allowed, shown_denied) == (counted.get(True, 0), counted.get(False, 0))

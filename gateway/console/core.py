@@ -79,6 +79,7 @@ class Console:
             autoescape=select_autoescape(("html",)),
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates ship with the package: no stat() per render
         )
 
     def session_of(self, request: Request) -> ConsoleSession | None:

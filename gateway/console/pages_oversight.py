@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
@@ -17,7 +18,8 @@ Auditor = Annotated[Ctx, Depends(signed_in("auditor"))]
 Admin = Annotated[Ctx, Depends(signed_in("admin"))]
 Text = Annotated[str, Query(max_length=128)]
 Index = Annotated[int, Query(ge=0, le=2**53)]
-RECENT = 40
+RECENT = 30
+LISTED = 25  # audit records and decision logs per panel
 KEY_TTL = timedelta(minutes=5)
 
 
@@ -48,7 +50,7 @@ async def checkpoint(ctx: Ctx) -> tuple[int, str]:
 async def _ledger_recent(ctx: Ctx, sealed: int) -> list[dict[str, Any]]:
     """The newest entries around the sealed size, newest first: one call in either shape."""
     page = await ctx.get_json(
-        "/v1/ledger/entries", query={"start": max(0, sealed - RECENT), "limit": RECENT * 2}
+        "/v1/ledger/entries", query={"start": max(0, sealed - RECENT), "limit": RECENT + 10}
     )
     return list(reversed(reads.items(page)))
 
@@ -61,29 +63,43 @@ async def auditor_home(
     subject: Text = "",
     decision: Text = "",
 ) -> Response:
-    """First paint: the newest entries, records and decisions.
+    """First paint: the newest ledger entries, each checkable in the browser.
 
-    The charts, checkpoints and compliance runs are panels htmx loads afterwards
-    (see `panels`).
+    Audit records, decision logs, charts, checkpoints and compliance runs are panels
+    htmx loads afterwards (`panels`), each its own audited read; the filters travel to
+    them in the query.
     """
     sealed, _ = await checkpoint(ctx)
     entries = await _ledger_recent(ctx, sealed)
-    filters = {"event_type": event_type, "result": result, "subject": subject, "limit": 50}
-    records = await ctx.get_json("/v1/audit/records", query=filters)
-    decisions = await ctx.get_json(
-        "/v1/audit/decisions",
-        query={"result": decision if decision in ("allow", "deny") else "", "limit": 50},
-    )
+    f = {"event_type": event_type, "result": result, "subject": subject, "decision": decision}
     return ctx.render(
         "auditor.html",
         title=ctx.t("auditor_title"),
         entries=entries,
         sealed=sealed,
-        records=reads.items(records),
-        records_total=reads.total(records) or 0,
-        decisions=[decision_row(d) for d in reads.items(decisions)],
-        f={"event_type": event_type, "result": result, "subject": subject, "decision": decision},
+        f=f,
+        query=urlencode({k: v for k, v in f.items() if v}),
     )
+
+
+@router.get("/auditor/panels/records")
+async def records_panel(
+    ctx: Auditor, event_type: Text = "", result: Text = "", subject: Text = ""
+) -> Response:
+    """The newest audit records matching the filters (one audited `audit.read`)."""
+    filters = {"event_type": event_type, "result": result, "subject": subject, "limit": LISTED}
+    body = await ctx.get_json("/v1/audit/records", query=filters)
+    return ctx.render("_records.html", records=reads.items(body), total=reads.total(body) or 0)
+
+
+@router.get("/auditor/panels/decision-logs")
+async def decision_logs_panel(ctx: Auditor, decision: Text = "") -> Response:
+    """Decision logs, allowed or denied (one audited `audit.read`)."""
+    body = await ctx.get_json(
+        "/v1/audit/decisions",
+        query={"result": decision if decision in ("allow", "deny") else "", "limit": LISTED},
+    )
+    return ctx.render("_decision_logs.html", decisions=[decision_row(d) for d in reads.items(body)])
 
 
 def decision_row(d: dict[str, Any]) -> dict[str, Any]:
