@@ -147,6 +147,15 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "passed": ("通过", "Pass"),
     "failed": ("不通过", "Fail"),
     "changed": ("结论有变化的要求", "Requirements that changed"),
+    "dry_run": ("试运行（最近的决策）", "Dry run on recent decisions"),
+    "dry_run_summary": (
+        "重新判定最近 {evaluated} 条决策：{changed} 条结论会改变，{failed} 条无法判定。",
+        "Re-decided the last {evaluated} decisions: {changed} would change, {failed} failed.",
+    ),
+    "action": ("操作", "Action"),
+    "evaluated": ("判定数", "Decided"),
+    "allow_to_deny": ("允许→拒绝", "Allow → deny"),
+    "deny_to_allow": ("拒绝→允许", "Deny → allow"),
 }
 
 _INDEX = {lang: i for i, lang in enumerate(LANGUAGES)}

@@ -20,6 +20,7 @@ Text = Annotated[str, Query(max_length=128)]
 Index = Annotated[int, Query(ge=0, le=2**53)]
 RECENT = 30
 LISTED = 25  # audit records and decision logs per panel
+DRY_RUN = 500  # recent decisions a policy change is dry-run against
 KEY_TTL = timedelta(minutes=5)
 
 
@@ -223,6 +224,23 @@ async def policy_diff(ctx: Admin) -> Response:
     active = await ctx.get_json("/v1/policies") or {}
     old = active.get("sources", {}).get(name, "")
     return ctx.render("_diff.html", diff=_diff(old, source, name), module=name, source=source)
+
+
+@router.post("/admin/policies/dry-run")
+async def policy_dry_run(ctx: Admin) -> Response:
+    """POST /v1/policies/dry-run: the change re-decides the recent decisions (nothing stored).
+
+    The answer counts flips per action and names nobody: the security admin learns the
+    effect of a change without reading the audit trail.
+    """
+    form = await ctx.request.form()
+    name, source = str(form.get("module", "")), str(form.get("source", ""))
+    answer = await ctx.api(
+        "POST", "/v1/policies/dry-run", json_body={"modules": {name: source}, "limit": DRY_RUN}
+    )
+    if not answer.ok:
+        return ctx.render("_dry_run.html", run=None, problem=answer.problem())
+    return ctx.render("_dry_run.html", run=answer.json(), problem=None)
 
 
 @router.post("/admin/policies/activate")
