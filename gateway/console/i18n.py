@@ -156,6 +156,10 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "evaluated": ("判定数", "Decided"),
     "allow_to_deny": ("允许→拒绝", "Allow → deny"),
     "deny_to_allow": ("拒绝→允许", "Deny → allow"),
+    "suppressed": ("已抑制", "suppressed"),
+    "plot_histogram": ("直方图（分组 {group}）", "Histogram (group {group})"),
+    "plot_loss": ("联邦学习：每轮损失", "Federated learning: loss per round"),
+    "plot_accuracy": ("联邦学习：每轮准确率", "Federated learning: accuracy per round"),
 }
 
 _INDEX = {lang: i for i, lang in enumerate(LANGUAGES)}

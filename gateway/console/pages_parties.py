@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from exchange.levels import Level, OpenAttribute, ShareAttribute
 from exchange.schemas import ImpactDegree, ImpactObject
-from gateway.console import reads
+from gateway.console import reads, results
 from gateway.console.core import BASE, Ctx, Refusal, signed_in
 from gateway.console.forms import FormError, fields, params_from_form
 
@@ -295,7 +295,13 @@ async def computation_result(computation_id: str, ctx: Enterprise) -> Response:
     result = await ctx.get_json(f"/v1/computations/{computation_id}/result")
     if result is None:
         return ctx.redirect(f"{BASE}/enterprise/computations/{computation_id}")
-    return ctx.render("result.html", title=ctx.t("result"), result=result, rows=_rows(result))
+    return ctx.render(
+        "result.html",
+        title=ctx.t("result"),
+        result=result,
+        rows=_rows(result),
+        charts=results.charts(result.get("output"), ctx.t),
+    )
 
 
 def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:

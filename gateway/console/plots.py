@@ -31,7 +31,10 @@ def _text(x: float, y: float, s: str, anchor: str = "start") -> str:
 
 
 def line(label: str, points: Sequence[tuple[float, float]], x_labels: tuple[str, str]) -> Markup:
-    """A step-free polyline of (x, y) points, y from 0; first and last x labelled."""
+    """A step-free polyline of (x, y) points, y from 0; first and last x labelled.
+
+    Up to 60 points also get a dot each, with its value as the dot's title.
+    """
     if not points:
         return _frame(label, _text(W / 2, H / 2, "—", "middle"))
     xs = [p[0] for p in points]
@@ -46,8 +49,14 @@ def line(label: str, points: Sequence[tuple[float, float]], x_labels: tuple[str,
         return H - PAD - y / ymax * (H - PAD - 16)
 
     path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+    dots = "".join(
+        f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="#0b5cad">'
+        f"<title>{y:g}</title></circle>"
+        for x, y in (points if len(points) <= 60 else ())
+    )
     body = (
         f'<polyline points="{path}" fill="none" stroke="#0b5cad" stroke-width="2"/>'
+        + dots
         + _text(PAD - 4, 16, f"{ymax:g}", "end")
         + _text(PAD, H - PAD + 14, x_labels[0])
         + _text(W - 8, H - PAD + 14, x_labels[1], "end")
