@@ -299,6 +299,7 @@ async def computation_result(computation_id: str, ctx: Enterprise) -> Response:
         "result.html",
         title=ctx.t("result"),
         result=result,
+        digest=reads.digest(result),
         rows=_rows(result),
         charts=results.charts(result.get("output"), ctx.t),
     )

@@ -2,7 +2,8 @@
 
 Old and new shapes live side by side until every router has moved (i12-api): lists are a
 bare list, `{"entries": ...}`, `{"runs": ...}` or the target's `{"items", "total",
-"next"}`; a lifecycle field is `status` or `state`, its values kebab- or snake_case.
+"next"}`; a lifecycle field is `status` or `state`, its values kebab- or snake_case;
+a digest is a bare `sha256` or a prefixed `digest`.
 The console reads them all through these helpers, and asks `Routes` (the gateway's routes,
 read once when the console is mounted) which paths the server offers.
 """
@@ -54,6 +55,15 @@ def word(value: Any) -> str:
 def state(resource: Mapping[str, Any]) -> str:
     """A resource's lifecycle word: `state`, or the older `status`."""
     return word(resource.get("state") or resource.get("status"))
+
+
+def digest(resource: Mapping[str, Any]) -> str:
+    """A content digest as `sha256:<hex>`: the target's `digest`, or the older bare `sha256`."""
+    value = resource.get("digest")
+    if isinstance(value, str) and value:
+        return value
+    bare = resource.get("sha256")
+    return f"sha256:{bare}" if isinstance(bare, str) and bare else ""
 
 
 def normalised(resource: Mapping[str, Any]) -> dict[str, Any]:
