@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,11 +154,33 @@ def test_enterprise_requests_a_computation_and_sees_the_result(
     assert "mean(systolic_bp)" in table
 
 
-def test_auditor_verifies_an_inclusion_proof_in_the_browser(
-    page: Any, creds: dict[str, Any]
+def _grow_the_ledger(server: RealServer, creds: dict[str, Any]) -> None:
+    """Register a dataset and wait until a newer checkpoint covers it (two blocks at least)."""
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        size = int(api.get("/v1/ledger/checkpoint").text.split("\n")[1])
+        prov = login(api, creds, "provider-transport")  # type: ignore[arg-type]
+        register_dataset(api, prov, measure_csv(11, 30), "Depot readings", "general-2")  # type: ignore[arg-type]
+        deadline = time.monotonic() + 30
+        while int(api.get("/v1/ledger/checkpoint").text.split("\n")[1]) <= size:
+            assert time.monotonic() < deadline, "no newer checkpoint was sealed"
+            time.sleep(0.1)
+
+
+def _flip(text: str) -> str:
+    """`text` (standard base64) with one bit of its 11th byte flipped."""
+    raw = bytearray(base64.b64decode(text))
+    raw[10] ^= 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def test_auditor_verifies_proofs_and_signatures_in_the_browser(
+    page: Any, server: RealServer, creds: dict[str, Any]
 ) -> None:
+    _grow_the_ledger(server, creds)
     sign_in(page, creds["auditor"]["person"])
     assert page.url.endswith("/console/auditor")
+    page.wait_for_selector("button.consistency")  # the checkpoints panel arrived (htmx)
+    page.wait_for_selector("[data-testid=compliance-runs]")
     axe_clean(page)
     shot(page, "auditor")
     button = page.locator("button.verify").last  # the oldest shown: sealed
@@ -165,10 +188,12 @@ def test_auditor_verifies_an_inclusion_proof_in_the_browser(
     button.click()
     out = page.get_by_test_id(f"proof-{index}")
     expect(out).to_have_class(re.compile("^(ok|bad)$"))
+    # Inclusion checked, and the checkpoint's Ed25519 signature too (chromium has it).
     assert out.get_attribute("class") == "ok", out.inner_text()
+    assert out.inner_text() == "包含证明有效", out.inner_text()
 
     # A proof whose path was altered in transit fails in the browser.
-    def tamper(route: Any) -> None:
+    def tamper_path(route: Any) -> None:
         response = route.fetch()
         doc = response.json()
         first = bytearray(base64.b64decode(doc["hashes"][0]))
@@ -176,9 +201,65 @@ def test_auditor_verifies_an_inclusion_proof_in_the_browser(
         doc["hashes"][0] = base64.b64encode(bytes(first)).decode()
         route.fulfill(response=response, json=doc)
 
-    page.route("**/console/auditor/proof*", tamper)
+    page.route("**/console/auditor/proof*", tamper_path)
     button.click()
     expect(out).to_have_class("bad")
+    page.unroute("**/console/auditor/proof*")
+
+    # A checkpoint whose signature was altered fails, though the path itself is intact.
+    def tamper_signature(route: Any) -> None:
+        response = route.fetch()
+        doc = response.json()
+        text, _, sigs = doc["checkpoint"].rpartition("\n\n")
+        lines = sigs.split("\n")
+        log = doc["verifier_key"].split("+")[0]
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"\u2014 {log} "))
+        name, _, sig = lines[at].rpartition(" ")
+        lines[at] = f"{name} {_flip(sig)}"
+        doc["checkpoint"] = text + "\n\n" + "\n".join(lines)
+        route.fulfill(response=response, json=doc)
+
+    page.route("**/console/auditor/proof*", tamper_signature)
+    out.evaluate("e => { e.textContent = ''; e.className = ''; }")
+    button.click()
+    expect(out).to_have_class("bad")
+    page.unroute("**/console/auditor/proof*")
+
+    # Consistency of an older checkpoint with the newest: both signatures and the proof.
+    older = page.locator("button.consistency").last
+    height = older.get_attribute("data-height")
+    older.click()
+    cons = page.get_by_test_id(f"cons-{height}")
+    expect(cons).to_have_class(re.compile("^(ok|bad)$"))
+    assert cons.get_attribute("class") == "ok", cons.inner_text()
+
+    def tamper_consistency(route: Any) -> None:
+        response = route.fetch()
+        doc = response.json()
+        assert doc["hashes"], doc  # an older, smaller tree: the proof has hashes
+        doc["hashes"][-1] = _flip(doc["hashes"][-1])
+        route.fulfill(response=response, json=doc)
+
+    page.route("**/console/auditor/consistency*", tamper_consistency)
+    cons.evaluate("e => { e.textContent = ''; e.className = ''; }")
+    older.click()
+    expect(cons).to_have_class("bad")
+    page.unroute("**/console/auditor/consistency*")
+
+    # A browser without Ed25519 in WebCrypto: the proof is checked, the signature is said
+    # not to be, never reported as verified.
+    page.add_init_script(
+        "const real = crypto.subtle.importKey.bind(crypto.subtle);"
+        "crypto.subtle.importKey = (f, k, alg, ...rest) => (alg && alg.name === 'Ed25519')"
+        " ? Promise.reject(new DOMException('no Ed25519', 'NotSupportedError'))"
+        " : real(f, k, alg, ...rest);"
+    )
+    page.reload()
+    button = page.locator(f"button.verify[data-index='{index}']")
+    button.click()
+    out = page.get_by_test_id(f"proof-{index}")
+    expect(out).to_have_class("ok")
+    assert "此浏览器不支持 Ed25519，签名未检查" in out.inner_text()
 
 
 def test_security_admin_diffs_and_activates_a_policy_change(
@@ -186,6 +267,7 @@ def test_security_admin_diffs_and_activates_a_policy_change(
 ) -> None:
     sign_in(page, creds["security-admin"]["person"])
     assert page.url.endswith("/console/admin")
+    page.wait_for_selector("[data-testid=compliance-runs]")  # the panels arrived (htmx)
     axe_clean(page)
     shot(page, "admin")
     before = int(page.get_by_test_id("revision").inner_text())

@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from gateway.console import i18n
+from gateway.console import i18n, reads
 from gateway.console.dispatch import Api, ApiAnswer
 from gateway.console.sessions import (
     COOKIE,
@@ -69,6 +69,9 @@ class Console:
     ) -> None:
         self.gateway = gateway
         self.api = Api(gateway)
+        # The routes the server offers, read once: the console calls the newer path
+        # (e.g. approve-run) where there is one and the older one otherwise.
+        self.routes = reads.Routes(gateway.routes)
         self.clock = clock
         self.store = SessionStore(idle=idle, absolute=absolute, clock=clock)
         self.env = Environment(
@@ -76,6 +79,7 @@ class Console:
             autoescape=select_autoescape(("html",)),
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates ship with the package: no stat() per render
         )
 
     def session_of(self, request: Request) -> ConsoleSession | None:
@@ -127,6 +131,41 @@ class Ctx:
             return answer.json()
         self.session.flash.append(answer.problem())
         return None
+
+    async def get_all(
+        self, path: str, query: dict[str, Any], *, pages: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A list read page by page along `next` links (at most `pages` calls).
+
+        Returns the items and whether the list was read to its end. Each page is its
+        own API call: its own decision and, for audit reads, its own audit record.
+        """
+        out: list[dict[str, Any]] = []
+        for _ in range(pages):
+            body = await self.get_json(path, query=query)
+            if body is None:
+                return out, False
+            out.extend(reads.items(body))
+            following = reads.next_link(body)
+            if following is None:
+                return out, True
+            path, query = following
+        return out, False
+
+    async def remembered(self, key: str, ttl: timedelta, read: Callable[[], Awaitable[Any]]) -> Any:
+        """`read()`, reused by this session for `ttl`.
+
+        Only for what changes with a release of the server (the operator catalogue),
+        never for audit or party data.
+        """
+        now = self.console.clock()
+        held = self.session.cache.get(key)
+        if held is not None and now - held[0] < ttl:
+            return held[1]
+        value = await read()
+        if value is not None:
+            self.session.cache[key] = (now, value)
+        return value
 
     def render(self, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         template = self.console.env.get_template(name)

@@ -133,6 +133,33 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "organisations": ("机构与人员", "Organisations and people"),
     "kind": ("类型", "Kind"),
     "no_changes": ("没有差异。", "No differences."),
+    "loading": ("加载中…", "Loading…"),
+    "checkpoints": ("检查点（区块）", "Checkpoints (blocks)"),
+    "block": ("区块", "Block"),
+    "check_consistency": ("与最新检查点比对一致性", "Check consistency with the newest"),
+    "consistency_ok": ("签名与一致性证明有效", "Signatures and consistency proof verified"),
+    "consistency_bad": ("签名或一致性证明无效", "Signature or consistency proof FAILED"),
+    "sig_unchecked": (
+        "此浏览器不支持 Ed25519，签名未检查",
+        "Signature not checked in this browser (no Ed25519)",
+    ),
+    "plot_compliance": ("合规检查趋势（通过/不通过）", "Compliance trend (pass/fail)"),
+    "passed": ("通过", "Pass"),
+    "failed": ("不通过", "Fail"),
+    "changed": ("结论有变化的要求", "Requirements that changed"),
+    "dry_run": ("试运行（最近的决策）", "Dry run on recent decisions"),
+    "dry_run_summary": (
+        "重新判定最近 {evaluated} 条决策：{changed} 条结论会改变，{failed} 条无法判定。",
+        "Re-decided the last {evaluated} decisions: {changed} would change, {failed} failed.",
+    ),
+    "action": ("操作", "Action"),
+    "evaluated": ("判定数", "Decided"),
+    "allow_to_deny": ("允许→拒绝", "Allow → deny"),
+    "deny_to_allow": ("拒绝→允许", "Deny → allow"),
+    "suppressed": ("已抑制", "suppressed"),
+    "plot_histogram": ("直方图（分组 {group}）", "Histogram (group {group})"),
+    "plot_loss": ("联邦学习：每轮损失", "Federated learning: loss per round"),
+    "plot_accuracy": ("联邦学习：每轮准确率", "Federated learning: accuracy per round"),
 }
 
 _INDEX = {lang: i for i, lang in enumerate(LANGUAGES)}

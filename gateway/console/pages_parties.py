@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from exchange.levels import Level, OpenAttribute, ShareAttribute
 from exchange.schemas import ImpactDegree, ImpactObject
+from gateway.console import reads, results
 from gateway.console.core import BASE, Ctx, Refusal, signed_in
 from gateway.console.forms import FormError, fields, params_from_form
 
@@ -19,8 +21,14 @@ router = APIRouter()
 Provider = Annotated[Ctx, Depends(signed_in("provider"))]
 Enterprise = Annotated[Ctx, Depends(signed_in("enterprise"))]
 
-WAITING = ("awaiting-approval", "awaiting_approval", "review", "awaiting-release")
+# State words as `reads.state` gives them (snake_case, whichever field the server used).
+RUN_STAGE = ("awaiting_approval",)
+RELEASE_STAGE = ("review", "awaiting_release")
+WAITING = RUN_STAGE + RELEASE_STAGE
 TERMINAL = ("released", "rejected", "failed")
+# The operator catalogue changes only with a release of the server: one read per session
+# per few minutes is enough (it is the slowest list: each operator's JSON Schema).
+OPERATORS_TTL = timedelta(minutes=5)
 MAX_CSV_BYTES = 64 << 20  # the console's form upload; larger files go through the API/SDK
 ENUMS = {
     "level": [v.value for v in Level],
@@ -32,10 +40,23 @@ ENUMS = {
 
 
 def _items(body: Any) -> list[dict[str, Any]]:
-    """A list answer in either shape: a bare list, or the target style's `{"items": ...}`."""
-    if isinstance(body, dict):
-        return list(body.get("items", []))
-    return list(body or [])
+    """A list answer in any of the API's shapes (see `reads.items`)."""
+    return reads.items(body)
+
+
+async def _computations(ctx: Ctx) -> list[dict[str, Any]]:
+    """The caller's computations, `state` in snake_case whichever field the server used."""
+    found = _items(await ctx.get_json("/v1/computations", query={"limit": 200}))
+    return [reads.normalised(c) for c in found]
+
+
+async def _operators(ctx: Ctx) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]] | None:
+        body = await ctx.get_json("/v1/operators")
+        return None if body is None else _items(body)
+
+    found: list[dict[str, Any]] | None = await ctx.remembered("operators", OPERATORS_TTL, read)
+    return found or []
 
 
 # -- provider -----------------------------------------------------------------------------
@@ -46,8 +67,8 @@ async def provider_home(ctx: Provider) -> Response:
     datasets = _items(
         await ctx.get_json("/v1/datasets", query={"owner_org": ctx.person.org_id, "limit": 200})
     )
-    computations = _items(await ctx.get_json("/v1/computations", query={"limit": 200}))
-    waiting = [c for c in computations if c.get("state") in WAITING]
+    computations = await _computations(ctx)
+    waiting = [c for c in computations if c["state"] in WAITING]
     return ctx.render(
         "provider.html",
         title=ctx.t("provider_title"),
@@ -134,11 +155,27 @@ async def decide(computation_id: str, verdict: str, ctx: Provider) -> Response:
         raise Refusal(404, ctx.t("not_found"))
     form = await ctx.request.form()
     reason = str(form.get("reason", ""))[:500]
-    answer = await ctx.api(
-        "POST", f"/v1/computations/{computation_id}/{verdict}", json_body={"reason": reason}
-    )
+    route = verdict_route(ctx.console.routes, verdict, form.get("state"))
+    path = f"/v1/computations/{computation_id}/{route}"
+    answer = await ctx.api("POST", path, json_body={"reason": reason})
     ctx.session.flash.append(ctx.t("done") if answer.ok else answer.problem())
     return ctx.redirect(f"{BASE}/provider")
+
+
+def verdict_route(routes: reads.Routes, verdict: str, shown_state: Any) -> str:
+    """`approve-run` or `approve-release` where the server offers them, else `approve`.
+
+    The stage comes from the state the provider saw on the page: approving a release
+    when a run was shown (or the reverse) then fails with 409 instead of doing the
+    other thing. `reject` kept one path.
+    """
+    if verdict != "approve":
+        return verdict
+    shown = reads.word(shown_state)
+    stage = "run" if shown in RUN_STAGE else "release" if shown in RELEASE_STAGE else None
+    if stage and routes.offers("POST", f"/v1/computations/{{computation_id}}/approve-{stage}"):
+        return f"approve-{stage}"
+    return "approve"
 
 
 # -- enterprise ---------------------------------------------------------------------------
@@ -166,8 +203,8 @@ Q = Annotated[str, Query(max_length=200)]
 @router.get("/enterprise")
 async def enterprise_home(ctx: Enterprise, q: Q = "", level: Q = "") -> Response:
     catalog = await _catalog(ctx, q, level)
-    operators = _items(await ctx.get_json("/v1/operators"))
-    computations = _items(await ctx.get_json("/v1/computations", query={"limit": 200}))
+    operators = await _operators(ctx)
+    computations = await _computations(ctx)
     return ctx.render(
         "enterprise.html",
         title=ctx.t("enterprise_title"),
@@ -187,7 +224,7 @@ async def catalog_fragment(ctx: Enterprise, q: Q = "", level: Q = "") -> Respons
 
 
 async def _operator(ctx: Ctx, name: str) -> dict[str, Any]:
-    for op in _items(await ctx.get_json("/v1/operators")):
+    for op in await _operators(ctx):
         if op["name"] == name:
             return op
     raise Refusal(404, ctx.t("not_found"))
@@ -236,7 +273,8 @@ async def _progress(ctx: Ctx, computation_id: str) -> dict[str, Any]:
     comp = await ctx.get_json(f"/v1/computations/{computation_id}")
     if comp is None:
         raise Refusal(404, ctx.t("not_found"))
-    return {"comp": comp, "terminal": comp.get("state") in TERMINAL}
+    comp = reads.normalised(comp)
+    return {"comp": comp, "terminal": comp["state"] in TERMINAL}
 
 
 @router.get("/enterprise/computations/{computation_id}")
@@ -257,7 +295,14 @@ async def computation_result(computation_id: str, ctx: Enterprise) -> Response:
     result = await ctx.get_json(f"/v1/computations/{computation_id}/result")
     if result is None:
         return ctx.redirect(f"{BASE}/enterprise/computations/{computation_id}")
-    return ctx.render("result.html", title=ctx.t("result"), result=result, rows=_rows(result))
+    return ctx.render(
+        "result.html",
+        title=ctx.t("result"),
+        result=result,
+        digest=reads.digest(result),
+        rows=_rows(result),
+        charts=results.charts(result.get("output"), ctx.t),
+    )
 
 
 def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:

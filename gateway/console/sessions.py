@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 COOKIE = "pdx_console"
 # The pre-sign-in session (login CSRF) has its own cookie: a cross-site navigation to the
@@ -37,6 +38,8 @@ class ConsoleSession:
     token: str = ""
     token_expires_at: datetime | None = None
     flash: list[str] = field(default_factory=list)
+    # What this person already read, kept for reuse by this session only (see core.Ctx).
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

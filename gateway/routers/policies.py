@@ -19,6 +19,7 @@ import policies
 from audit.catalogue import Event
 from exchange.paging import in_memory
 from exchange.policy_activation import activate_policy
+from exchange.policy_dry_run import MAX_DECISIONS, as_json, candidate_bundle, dry_run
 from exchange.timestamps import Timestamp
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce
@@ -206,3 +207,26 @@ def put_module(
             {**previous.bundle.modules, name: body.source}, dict(previous.bundle.matrix)
         ),
     )
+
+
+class DryRunIn(BaseModel):
+    modules: dict[str, str] | None = Field(
+        default=None, description="Rego modules to add or replace (file name -> source)"
+    )
+    matrix: dict[str, Any] | None = Field(default=None, description="a new grading matrix")
+    limit: int = Field(default=200, ge=1, le=MAX_DECISIONS, description="recent decisions")
+
+
+@router.post("/dry-run", dependencies=[Depends(WritePolicy)])
+def post_dry_run(body: DryRunIn, platform: PlatformDep) -> dict[str, Any]:
+    """Re-decide the last `limit` decisions under the active and the changed bundle.
+
+    Nothing is stored or loaded. The answer counts, per action, the decisions that would
+    flip; it names no subject or resource (the security admin does not read the audit
+    trail).
+    """
+    platform.decision_logs.flush()  # the newest decisions are still in the buffer
+    with platform.session() as session:
+        active = policies.active(session)
+        candidate = candidate_bundle(active, body.modules, body.matrix)
+        return as_json(dry_run(session, active, candidate, limit=body.limit))
