@@ -5,7 +5,8 @@ creates three provider organisations (hospitals) and an enterprise, each hospita
 registers its ward readings (one keeps them on its own node, a PySyft Datasite), the
 enterprise signs a contract with each, then asks for the mean and the histogram of
 systolic blood pressure across all three and trains a federated readmission model. The
-hospitals approve each run and review each output before release; the enterprise
+hospitals approve each run and review each output before release, each decision signed
+with the hospital's own key (made by the SDK, public half registered); the enterprise
 fetches the results; an auditor checks the job's ledger entries and an inclusion proof.
 """
 
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pyotp
-from pdx_client import Auditor, Computation, Enterprise, PdxError, Provider
+from pdx_client import Auditor, Computation, Enterprise, PartyKey, PdxError, Provider
 from pdx_client.proofs import MerkleHasher, verify_inclusion
 
 __all__ = ["ComputeDemoError", "admit", "first_admin", "run_compute_demo", "ward_readings"]
@@ -200,7 +201,7 @@ def _run(
     if job.stage == "awaiting_approval":
         for h in hospitals:
             h["sdk"].approve(comp_id, "run")
-            print(f"    {h['name']} approves the run")
+            print(f"    {h['name']} approves the run (signed with its own key)")
     job = enterprise.wait(comp_id, {"review", "released"}, timeout=timeout)
     if job.stage in ("rejected", "failed"):
         raise ComputeDemoError(f"{operator} job {job.state}: {job.error}")
@@ -314,7 +315,10 @@ def _scenario(
     hospitals: list[dict[str, Any]] = []
     for name in HOSPITALS:
         org, issued = _organisation(client, admin, f"{name} District Hospital {stamp}", "provider")
-        hospitals.append({"name": name, "org": org, "sdk": _sdk(client, Provider, issued)})
+        hospital = _sdk(client, Provider, issued)
+        # Its signing key is made here, on the hospital's side; only the public half is sent.
+        hospital.use_key(PartyKey.generate())
+        hospitals.append({"name": name, "org": org, "sdk": hospital})
     ent_org, issued = _organisation(
         client, admin, f"Riverside Health Analytics {stamp}", "enterprise"
     )

@@ -37,6 +37,7 @@ from exchange.analysis_rules import AnalysisRulesViolation
 from exchange.approval_binding import ApprovalMismatch
 from exchange.backup import BackupError, RestoreRefused
 from exchange.budgets import BudgetExceeded
+from exchange.computations.signed_approvals import ApprovalSignatureInvalid, SigningKeyUnknown
 from exchange.custody import NodeAddressRefused, NodeDataShredded, NodeUnreachable
 from exchange.identity import StoreMismatch
 from exchange.market.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
@@ -275,6 +276,8 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     AnalysisRulesViolation: ProblemType(422),
     BudgetExceeded: ProblemType(409),
     ApprovalMismatch: ProblemType(409),
+    ApprovalSignatureInvalid: ProblemType(403),
+    SigningKeyUnknown: ProblemType(422),
     # crypto: key-management refusals a caller can act on (they name no key material);
     # every other crypto error is one opaque answer.
     ce.CryptoError: _OPAQUE_CRYPTO,

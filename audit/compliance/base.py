@@ -254,6 +254,7 @@ class MarketFacts:
     agreements: Sequence[AgreementFact]
     epsilon_budget: Mapping[str, float]  # dataset id -> the ε its budget allows
     unsigned_approvals: int  # provider approvals without the provider's own signature
+    signed_approvals: int = 0  # provider approvals whose signature verifies
 
 
 class DeploymentFacts(Protocol):

@@ -157,12 +157,18 @@ def _cry06(c: CheckContext) -> Finding:
     if m.unsigned_approvals:
         bad.append(
             f"{m.unsigned_approvals} provider approvals carry no signature by the provider's key"
+            " that verifies"
         )
-    if not m.agreements and not m.unsigned_approvals:
+    if not m.agreements and not m.unsigned_approvals and not m.signed_approvals:
         return na("CRY-06", "no agreement or approval to prove yet (blocks: AUD-03)")
     if bad:
         return fail("CRY-06", f"{len(bad)} acts cannot be proven to their party", offenders=bad)
-    return ok("CRY-06", "every agreement's party signatures verify", agreements=len(m.agreements))
+    return ok(
+        "CRY-06",
+        "every agreement's and provider approval's party signatures verify",
+        agreements=len(m.agreements),
+        approvals=m.signed_approvals,
+    )
 
 
 CHECKS: dict[str, Check] = {

@@ -25,6 +25,7 @@ from exchange.computations.job_keys import job_key_binding
 from exchange.computations.results import shred_result
 from exchange.computations.runs import submit
 from exchange.computations.schemas import ComputationPublic, to_public
+from exchange.computations.signed_approvals import PartySignature, verify_decision
 from exchange.computations.state import State, load, transition
 from exchange.errors import Conflict, Forbidden, NotFound
 from exchange.models import Computation, ComputationInput
@@ -43,6 +44,7 @@ def decide(
     decision_id: str | None,
     query_digest: str | None = None,
     stage: Literal["run", "release"] | None = None,
+    signature: PartySignature | None = None,
 ) -> ComputationPublic:
     """A provider approves or rejects: the run (awaiting_approval) or the release (review).
 
@@ -50,7 +52,9 @@ def decide(
     with `query_digest`, an approval naming another query is refused. `stage` names which
     of the two decisions the caller means (`approve-run`, `approve-release`); a
     computation awaiting the other one is a 409 and changes nothing. None (the deprecated
-    `/approve` and `/reject`) decides whichever is pending.
+    `/approve` and `/reject`) decides whichever is pending. With `signature` the decision
+    is signed by the provider's own key (`exchange.computations.signed_approvals`):
+    verified, kept in the decision, its digest written into the provider's ledger entry.
     """
     caller.require(Role.DATA_PROVIDER)
     now = ctx.clock()
@@ -69,6 +73,22 @@ def decide(
                 state=state.value,
             )
         subject = caller.subject()
+        which: Literal["run", "release"] = "release" if state is State.REVIEW else "run"
+        if state is State.AWAITING_APPROVAL and approve:
+            record_approval(
+                session,
+                comp,
+                provider_org=caller.org_id,
+                approved_by=caller.client_id,
+                presented=query_digest,
+                now=now,
+            )
+        signed = None
+        if signature is not None and pending is not None:
+            signed = verify_decision(
+                session, comp, org_id=caller.org_id, stage=which, approve=approve,
+                signature=signature,
+            )  # fmt: skip
         comp.decisions = [
             *comp.decisions,
             {
@@ -77,26 +97,19 @@ def decide(
                 "by": caller.client_id,
                 "org": caller.org_id,
                 "approve": approve,
-                "stage": "release" if state is State.REVIEW else "run",
+                "stage": which,
                 **job_key_binding(session, comp.id),
+                **({"signature": signed} if signed is not None else {}),
             },
         ]
+        sig = signed["digest"] if signed is not None else None
         if state is State.AWAITING_APPROVAL:
-            if approve:
-                record_approval(
-                    session,
-                    comp,
-                    provider_org=caller.org_id,
-                    approved_by=caller.client_id,
-                    presented=query_digest,
-                    now=now,
-                )
             index = _decide_stage(
-                _RUN, ctx, session, comp, mine, caller, subject, approve, reason, now
+                _RUN, ctx, session, comp, mine, caller, subject, approve, reason, now, sig
             )
         elif state is State.REVIEW:
             index = _decide_stage(
-                _RELEASE, ctx, session, comp, mine, caller, subject, approve, reason, now
+                _RELEASE, ctx, session, comp, mine, caller, subject, approve, reason, now, sig
             )
         else:
             raise Conflict(
@@ -164,8 +177,13 @@ def _decide_stage(
     approve: bool,
     reason: str,
     now: datetime,
+    signature_digest: str | None = None,
 ) -> int | None:
-    """Record this provider's decision; reject the job, or advance it once all agreed."""
+    """Record this provider's decision; reject the job, or advance it once all agreed.
+
+    A signed decision's entry names the signature record's digest (detail and payload).
+    """
+    signed = f" signature={signature_digest}" if signature_digest else ""
     approval = f"{stage.prefix}approval"
     if any(getattr(i, approval) != "pending" for i in mine):
         raise Conflict(stage.already)
@@ -186,7 +204,8 @@ def _decide_stage(
             now=now,
             expect=stage.pending_state,
             state=State.REJECTED,
-            detail=f"provider {caller.org_id} {stage.refused}: {reason}"[:512],
+            detail=f"provider {caller.org_id} {stage.refused}{signed}: {reason}"[:512],
+            digest=signature_digest,
         )
     index = transition(
         ctx,
@@ -197,7 +216,8 @@ def _decide_stage(
         action="approve",
         now=now,
         expect=stage.pending_state,
-        detail=f"provider {caller.org_id} {stage.approved}",
+        detail=f"provider {caller.org_id} {stage.approved}{signed}",
+        digest=signature_digest,
     )
     if all(getattr(i, approval) == "approved" for i in comp.inputs):
         index = transition(

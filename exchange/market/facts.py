@@ -37,6 +37,17 @@ def _signatures_verify(session: Session, signed: dict[str, Any], message: bytes)
     return True
 
 
+def _approval_verifies(session: Session, decision: dict[str, Any]) -> bool:
+    """A provider decision signed by a key of the deciding organisation, over what it says."""
+    record = decision.get("signature")
+    if not isinstance(record, dict) or record.get("org_id") != decision.get("org"):
+        return False
+    message = str(record.get("signed", ""))
+    if message.startswith("reject:") == bool(decision.get("approve")):
+        return False  # a refusal's signature kept as a yes, or the other way round
+    return bool(message) and _signatures_verify(session, {"": record}, message.encode())
+
+
 def _product(p: Product, offers: list[dict[str, Any]]) -> ProductFact:
     provenance = p.provenance or {}
     evidence = [e for e in provenance.get("evidence") or [] if isinstance(e, dict)]
@@ -88,11 +99,12 @@ def market_facts(session: Session) -> MarketFacts:
     budgets = {b.dataset_id: b.epsilon_limit for b in session.scalars(select(PrivacyBudgetAccount))}
     wanted = {d for a in agreements for d in a.datasets}
     budget = {d: budgets.get(d, DEFAULT_EPSILON_BUDGET) for d in wanted}
-    unsigned = 0
+    unsigned = signed = 0
     for decisions in session.scalars(select(Computation.decisions)):
-        unsigned += sum(
-            1
-            for d in decisions or []
-            if d.get("action") == "computation.approve" and not d.get("signature")
-        )
-    return MarketFacts(products, agreements, budget, unsigned)
+        for d in decisions or []:
+            if d.get("action") == "computation.approve":
+                if _approval_verifies(session, d):
+                    signed += 1
+                else:
+                    unsigned += 1
+    return MarketFacts(products, agreements, budget, unsigned, signed)

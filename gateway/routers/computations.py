@@ -21,6 +21,7 @@ import policies
 from audit.catalogue import Event
 from exchange import computations as xc
 from exchange import resources
+from exchange.computations.signed_approvals import PartySignature
 from exchange.paging import in_memory
 from gateway.deprecation import deprecated
 from gateway.pagination import Page, PagingDep
@@ -73,6 +74,13 @@ class DecisionIn(BaseModel):
         max_length=80,
         description="the `query_digest` of GET /v1/computations/{id}/query the provider "
         "approves; an approval naming another query is refused (409)",
+    )
+    signature: PartySignature | None = Field(
+        default=None,
+        description="the decision signed with a key the provider's organisation registered "
+        "(POST /v1/market/parties/{org}/keys): over the `query_digest` for a run, over "
+        "`{id}:release:sha256:<digest of the reviewed output>` for a release, `reject:` "
+        "before either for a rejection; a bad signature is 403, an unknown key 422",
     )
 
 
@@ -170,6 +178,7 @@ def _decide(
         decision_id=decision.decision_id,
         query_digest=body.query_digest if body else None,
         stage=stage,
+        signature=body.signature if body else None,
     )
 
 

@@ -18,6 +18,7 @@ from pdx_client.models import (
     TrailEntry,
     TrailVerification,
 )
+from pdx_client.partykeys import PartyKey
 from pdx_client.proofs import Checkpoint, open_checkpoint, verify_consistency, verify_receipt
 from pdx_client.roles import Auditor, Enterprise, Provider, SecurityAdmin
 from pdx_client.session import Session
@@ -37,6 +38,7 @@ __all__ = [
     "Dataset",
     "Enterprise",
     "Me",
+    "PartyKey",
     "PdxError",
     "Provider",
     "ScanReport",

@@ -20,6 +20,7 @@ from pdx_client.models import (
     ScanReport,
     TrailEntry,
 )
+from pdx_client.partykeys import PartyKey, release_message, run_message
 from pdx_client.proofs import Checkpoint
 from pdx_client.session import Session
 from pdx_client.trail import Trail
@@ -53,9 +54,10 @@ class _Role:
     def login(cls, url: str, client_id: str, client_secret: str, **kw: Any) -> Any:
         """Log in with client credentials (`cert=(crt, key)` for mTLS, `transport=` in tests)."""
         hash_name = kw.pop("hash_name", "sha256")
+        extra = {"party_key": kw.pop("party_key")} if "party_key" in kw else {}
         session = Session(url, client_id, client_secret, **kw)
         session.login()
-        return cls(session, hash_name=hash_name)
+        return cls(session, hash_name=hash_name, **extra)
 
     def close(self) -> None:
         self.session.close()
@@ -120,7 +122,40 @@ class _Role:
 
 
 class Provider(_Role):
-    """A data provider: register and scan datasets, sign agreements, approve computations."""
+    """A data provider: register and scan datasets, sign agreements, approve computations.
+
+    With a party key (`party_key=` or `use_key`), every decision on a computation is signed
+    with it (`pdx_client.partykeys`): the platform verifies and keeps the signature, and
+    never holds the private half.
+    """
+
+    def __init__(
+        self, session: Session, *, hash_name: str = "sha256", party_key: PartyKey | None = None
+    ) -> None:
+        super().__init__(session, hash_name=hash_name)
+        self.party_key = party_key
+
+    def use_key(self, key: PartyKey, *, register: bool = True) -> PartyKey:
+        """Sign decisions with `key` from now on; register its public half unless told not."""
+        if register:
+            key.register(self.session, self.me().org_id)
+        self.party_key = key
+        return key
+
+    def _signature(
+        self, computation_id: str, stage: str, approve: bool, query_digest: str | None = None
+    ) -> dict[str, Any]:
+        """The decision's `signature` field (empty without a party key)."""
+        if self.party_key is None:
+            return {}
+        if stage == "run":
+            if query_digest is None:
+                query = self.session.get(f"/v1/computations/{computation_id}/query")
+                query_digest = str(query["query_digest"])
+            message = run_message(query_digest, approve)
+        else:
+            message = release_message(computation_id, self.review(computation_id), approve)
+        return {"signature": self.party_key.sign(message)}
 
     def scan(self, metadata: dict[str, Any], data: str | bytes | Path | IO[bytes]) -> ScanReport:
         """Dry run: every problem registration would meet, at once; nothing is stored."""
@@ -195,11 +230,20 @@ class Provider(_Role):
         if stage == "run":
             query = self.session.get(f"/v1/computations/{computation_id}/query")
             decision["query_digest"] = query["query_digest"]
+        decision.update(self._signature(computation_id, stage, True, decision.get("query_digest")))
         body = self.session.post(f"/v1/computations/{computation_id}/approve-{stage}", decision)
         return Computation.model_validate(body)
 
     def reject(self, computation_id: str, reason: str = "") -> Computation:
-        body = self.session.post(f"/v1/computations/{computation_id}/reject", {"reason": reason})
+        """Reject the run or the release, whichever is pending (signed with a party key)."""
+        decision: dict[str, Any] = {"reason": reason}
+        if self.party_key is not None:
+            stage = {"awaiting_approval": "run", "review": "release"}.get(
+                self.computation(computation_id).stage
+            )
+            if stage is not None:
+                decision.update(self._signature(computation_id, stage, False))
+        body = self.session.post(f"/v1/computations/{computation_id}/reject", decision)
         return Computation.model_validate(body)
 
 
