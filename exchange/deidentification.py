@@ -2,8 +2,9 @@
 
 Compliance check PI-09 reads this catalogue; the composition root keeps only the entries
 whose component imports, so a technique cannot be declared without its code. A technique
-missing here is not offered: pseudonymisation (a keyed hash of identifiers, delivered
-as data) has no operator yet.
+missing here is not offered. Pseudonymisation is the keyed hash identifiers get before a
+private join (the pseudonyms never leave the parties' sandboxes); pdx does not deliver
+pseudonymised rows as data.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ TECHNIQUES: Mapping[str, str] = {
     "noise": "sandbox.dp:OpenDPNoise",
     # Every release is an aggregate over at least the minimum cohort.
     "aggregation": "sandbox.stats:run_stats",
+    # Join identifiers become HMAC-SHA256(job salt, job ‖ kind ‖ value) before PSI.
+    "pseudonymisation": "sandbox.identifiers:JobDomain",
 }
 
 

@@ -52,7 +52,6 @@ def failing(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # What the demo deployment honestly fails today, and why (the closing note lists them).
 KNOWN_GAPS: dict[str, str] = {
-    "PI-09": "no operator pseudonymises (a keyed hash delivered as data)",
     "CRY-06": "provider approvals are not signed with the provider's own key",
 }
 
