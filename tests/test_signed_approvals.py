@@ -57,7 +57,7 @@ def _snapshot(api: TestClient, platform: Platform, net: dict[str, Any], comp_id:
     """What a refused decision must leave as it was: the job and the ledger."""
     body = api.get(f"/v1/computations/{comp_id}", headers=net["ent"]).json()
     with platform.session() as s:
-        size = platform.ledger.size(s)  # type: ignore[arg-type]
+        size = platform.ledger.size(s)
     return body["state"], body["decisions"], body["transitions"], body["inputs"], size
 
 

@@ -51,12 +51,14 @@ class ApprovalSignatureInvalid(Forbidden):
     """The decision's signature does not verify over what this decision covers."""
 
     code = "approval-signature-invalid"
+    title = "The decision's signature does not verify"
 
 
 class SigningKeyUnknown(InvalidInput):
     """The decision names a key the provider's organisation has not registered."""
 
     code = "approval-signing-key-unknown"
+    title = "Unknown signing key"
 
 
 def decision_message(
