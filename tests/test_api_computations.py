@@ -439,3 +439,9 @@ def test_compute_demo_runs_end_to_end(
     types = [e["record"]["type"] for e in summary["ledger_entries"]]
     assert types[0] == "computation.requested" and "computation.released" in types
     assert summary["results"]["model"]["output"]["dp"]["epsilon"] == 0.5
+    # The hospitals signed every decision with their own keys (SDK-held): CRY-06 holds.
+    assert all(h["sdk"].party_key is not None for h in summary["hospitals"])
+    r = capi.post("/v1/compliance/runs", headers=login(capi, creds, "security-admin"))
+    assert r.status_code == 201, r.text
+    cry06 = next(f for f in r.json()["findings"] if f["id"] == "CRY-06")
+    assert cry06["status"] == "pass" and cry06["evidence"]["approvals"] == 18, cry06

@@ -341,7 +341,7 @@ class Auditor(_Role):
     """The auditor: the full ledger, proofs, policies; changes nothing."""
 
     def ledger_entries(self, **filters: Any) -> list[dict[str, Any]]:
-        return list(self.session.iterate("/v1/ledger/entries", limit=1000, **filters))
+        return list(self.session.iterate("/v1/ledger/entries", limit=500, **filters))
 
     def entries_of(self, org: str) -> list[TrailEntry]:
         """Any organisation's entries, with proofs (auditors read every party's trail)."""
