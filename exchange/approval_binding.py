@@ -6,9 +6,10 @@ place (the requester's job key fingerprint joins it with party-held keys). The b
 digest is shown to the parties (`GET /v1/computations/{id}/query`); a provider may name it
 when it approves (`query_digest`) and an approval naming another query is refused
 (`ApprovalMismatch`, 409). The binding a provider approved is recorded with its approval
-(until parties hold keys, on the provider's authenticated request; then signed with its
-key), and before an approved computation runs each recorded binding is compared with the
-computation as it stands: a run whose query differs from the approved one is refused.
+(on the provider's authenticated request, and, when it signs the decision, with its own
+key's signature over the digest: `exchange.computations.signed_approvals`), and before
+an approved computation runs each recorded binding is compared with the computation as
+it stands: a run whose query differs from the approved one is refused.
 """
 
 from __future__ import annotations
