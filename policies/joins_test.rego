@@ -22,7 +22,7 @@ contract := {
 	"provider_org": "org-p",
 	"datasets": ["ds-1"],
 	"purpose": "credit risk",
-	"agreement_id": "dua-1",
+	"dua_reference": "dua-1",
 	"not_before": now - 86400,
 	"not_after": now + 86400,
 }
@@ -51,10 +51,11 @@ dataset := {
 }
 
 cases := {
+	# general-3 conditional data: the grade's own ε per query (0.6) is stricter than the join's 1.0.
 	"declared_key_joins_with_join_obligations": {
 		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": declared})},
 		"allow": true,
-		"obligations": {"require_provider_approval": true, "min_intersection": 20, "dp_epsilon": 1.0},
+		"obligations": {"require_provider_approval": true, "min_intersection": 20, "dp_epsilon": 0.6},
 	},
 	"undeclared_key_is_denied": {
 		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": undeclared})},
