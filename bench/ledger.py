@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,8 +90,8 @@ def run(quick: bool = False) -> Path:
         ).verifier_key()
     first.engine.dispose()
     with _witness(work, log_key) as (witness_url, witness_key):
-        settings = replace(
-            plain, anchor="embedded", witnesses=(f"{WITNESS}={witness_url}={witness_key}",)
+        settings = plain.replace(
+            anchor="embedded", witnesses=(f"{WITNESS}={witness_url}={witness_key}",)
         )
         return _run(quick, work, settings, entries, naive_n)
 
