@@ -49,15 +49,15 @@ def _tighter(bundle: PolicyBundle) -> PolicyBundle:
     """The default bundle with a smaller DP budget per release on general-4 data.
 
     The bundle's own test expects 0.5, so the change updates the test with the data, as
-    the security team must.
+    the security team must. 0.3 keeps ε falling with the grade (important data has 0.3).
     """
     matrix = json.loads(json.dumps(bundle.matrix))
     for cell in ("general-4/open", "general-4/conditional"):
-        matrix["cells"][cell]["actions"]["computation.request"]["obligations"]["dp_epsilon"] = 0.25
+        matrix["cells"][cell]["actions"]["computation.request"]["obligations"]["dp_epsilon"] = 0.3
     modules = dict(bundle.modules)
     old = '"release_review": true, "dp_epsilon": 0.5}'
     assert old in modules["authz_test.rego"]
-    modules["authz_test.rego"] = modules["authz_test.rego"].replace(old, old.replace("0.5", "0.25"))
+    modules["authz_test.rego"] = modules["authz_test.rego"].replace(old, old.replace("0.5", "0.3"))
     return PolicyBundle(modules, matrix)
 
 
@@ -89,9 +89,9 @@ def test_activate_validates_records_and_describes(engine: Engine) -> None:
     assert act.changes == (
         "module authz_test.rego changed",
         "matrix.cells.general-4/conditional.actions.computation.request.obligations.dp_epsilon:"
-        " 0.5 → 0.25",
+        " 0.5 → 0.3",
         "matrix.cells.general-4/open.actions.computation.request.obligations.dp_epsilon:"
-        " 0.5 → 0.25",
+        " 0.5 → 0.3",
     )
     assert act.description.startswith(
         f"policy revision 1 (sha256:{new.digest[:16]}…) activated by c-s"
@@ -129,7 +129,7 @@ def test_rollback_is_a_new_revision_and_history_lists_all(engine: Engine) -> Non
     with Session(engine) as session:
         revisions = history(session)
         assert [r.revision for r in revisions] == [3, 2, 1]
-        assert revisions[0].changes and "0.25 → 0.5" in revisions[0].changes[1]
+        assert revisions[0].changes and "0.3 → 0.5" in revisions[0].changes[1]
         assert revision(session, 2).digest == new.digest
 
 
@@ -249,4 +249,4 @@ def test_decision_points_follow_activation(engine: Engine) -> None:
         act = activate(session, _tighter(default_bundle()), by="c-s", now=NOW, isolate=False)
         dp.load(act.policy)
     d = dp.decide(AUTHZ_DECISION, body)
-    assert d.obligations["dp_epsilon"] == 0.25 and d.revision == 1
+    assert d.obligations["dp_epsilon"] == 0.3 and d.revision == 1
