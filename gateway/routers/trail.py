@@ -44,7 +44,14 @@ def _listed_party(
 def _entry_parties(
     request: Request, caller: exchange.Caller, platform: Platform, session: Session
 ) -> list[Target]:
-    index = int(request.path_params["index"])
+    raw = str(request.path_params["index"])
+    # The enforcement point runs before FastAPI validates the path: refuse here what the
+    # route's own validation would (an index is a decimal integer 0..MAX_INDEX).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 16 or int(raw) > MAX_INDEX:
+        raise exchange.errors.InvalidInput(
+            f"index must be an integer from 0 to {MAX_INDEX}", field="index"
+        )
+    index = int(raw)
     stored = platform.ledger.entry(session, index)
     parties = _parties(session, index, decode_leaf(stored.leaf))
     return [Target({"type": "ledger.entry", "id": str(index), "parties": parties})]
