@@ -126,13 +126,20 @@ def test_dp_count_under_a_requester_key_is_opened_only_by_the_requester(
 def test_exact_mean_on_an_embedded_node_under_a_requester_key(
     capi: TestClient, creds: dict[str, Any], job_key: JobKey
 ) -> None:
-    """general-2 (no DP): the node's partial and two platform-held ones, masked; exact mean."""
-    net = setup_network(capi, creds, "general-2", rows=(50, 40, 30))
+    """Open general-1 data (no DP): the node's partial and two platform-held ones, masked;
+    the exact mean."""
+    net = setup_network(capi, creds, "general-1", rows=(50, 40, 30), open_attribute="open")
     org, prov = make_org(capi, creds, "Westbrook District Hospital", "provider")
     assert capi.put("/v1/nodes/me", headers=prov, json={"kind": "embedded"}).status_code == 200
     text = measure_csv(7, 55)
     ds = register_dataset(
-        capi, prov, text, "Westbrook ward readings", "general-2", path="/v1/nodes/datasets"
+        capi,
+        prov,
+        text,
+        "Westbrook ward readings",
+        "general-1",
+        path="/v1/nodes/datasets",
+        open_attribute="open",
     )
     active_contract(capi, net["ent"], prov, org, [ds["id"]], PURPOSE)
     body = {
