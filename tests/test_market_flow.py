@@ -212,7 +212,8 @@ def test_whole_flow_negotiate_compute_settle_with_refusals(
         return api.post(
             "/v1/computations",
             headers=ent.headers,
-            json={"operator": operator, "inputs": [ds["id"]], "params": {"columns": ["age"]}
+            json={"operator": operator, "inputs": [ds["id"]],
+                  "params": {"columns": ["age"], "clip": [0, 120]}
                   if operator != "stats.count" else {}, "purpose": purpose, "agreement_id": aid},
         )  # fmt: skip
 
@@ -222,7 +223,8 @@ def test_whole_flow_negotiate_compute_settle_with_refusals(
     assert first.status_code == 201 and second.status_code == 201, (first.text, second.text)
     assert_problem(ask("stats.count"), 403, "agreement-exhausted")
     agreement = api.get(f"/v1/market/agreements/{aid}", headers=prov.headers).json()
-    assert agreement["used"] == {"computations": 2, "rows": 80, "epsilon": 0.0}
+    # general-2 is DP now: ε 0.8 per request (privacy issue).
+    assert agreement["used"] == {"computations": 2, "rows": 80, "epsilon": 1.6}
     with platform.session() as s:
         leaves = [decode_leaf(e.leaf) for e in platform.ledger.entries(s)]
     metered = [m for m in leaves if m["type"] == "market.metered"]

@@ -90,8 +90,7 @@ def test_activate_validates_records_and_describes(engine: Engine) -> None:
         "module authz_test.rego changed",
         "matrix.cells.general-4/conditional.actions.computation.request.obligations.dp_epsilon:"
         " 0.5 → 0.3",
-        "matrix.cells.general-4/open.actions.computation.request.obligations.dp_epsilon:"
-        " 0.5 → 0.3",
+        "matrix.cells.general-4/open.actions.computation.request.obligations.dp_epsilon: 0.5 → 0.3",
     )
     assert act.description.startswith(
         f"policy revision 1 (sha256:{new.digest[:16]}…) activated by c-s"

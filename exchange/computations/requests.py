@@ -118,7 +118,12 @@ def request_computation(
         _recheck_contracts(session, loaded)
 
         def charge(comp: Computation) -> None:
-            """Charged at acceptance, in this transaction, before anything else is asked."""
+            """Charged at acceptance, in this transaction, before anything else is asked.
+
+            The agreement's own limits are metered first: an exhausted agreement is
+            refused as such, before it spends any privacy budget (both roll back alike).
+            """
+            _meter(ctx, session, caller, comp, loaded, ob, now)
             eps = ob.dp_epsilon or 0.0
             budgets.charge(
                 session,
@@ -135,7 +140,6 @@ def request_computation(
         comp = _record(ctx, session, caller, body, loaded, params, ob, decision, now, charge)
         if body.job_key is not None and job_n is not None:
             job_keys.store_job_key(session, comp, body.job_key, now)
-        _meter(ctx, session, caller, comp, loaded, ob, now)
         public = to_public(comp, ledger_index=comp.transitions[0]["ledger_index"])
     if public.state == State.APPROVED:
         submit(ctx, public.id, caller.org_id)

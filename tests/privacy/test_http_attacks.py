@@ -219,7 +219,7 @@ def test_an_approval_of_one_query_does_not_approve_another(
         f"/v1/computations/{other['id']}/approve", headers=prov, json={"query_digest": approved}
     )
     assert_problem(r, 409, "approval-query-mismatch")
-    assert parties.wait(other["id"], "awaiting-approval")["state"] == "awaiting-approval"
+    assert parties.wait(other["id"], "awaiting_approval")["state"] == "awaiting_approval"
     r = parties.api.post(
         f"/v1/computations/{first['id']}/approve", headers=prov, json={"query_digest": approved}
     )
