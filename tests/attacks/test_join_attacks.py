@@ -141,13 +141,10 @@ def test_differencing_two_joins_meets_noise_and_an_exhausted_budget(
         assert done["state"] == "released", done["error"]
         out = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()
         outputs.append(out["output"])
-    # Every release is noised (no exact count) and charged ε = 1 to the bank's dataset.
+    # Every release is noised (no exact count) and charged the grade's ε (general-3: 0.6).
     for out in outputs:
-        assert out["dp_epsilon"] == 1.0 and out["groups"][0]["exact"] == {}
-    # The bank's budget (3.0) is spent: a fourth join, whichever cohort, is refused.
+        assert out["dp_epsilon"] == 0.6 and out["groups"][0]["exact"] == {}
+    # The requester's share of the bank's lineage (2.0) is spent: a fourth join, whichever
+    # cohort, is refused when asked, before anything runs (exchange.budgets).
     r = ask_join(capi, net, "psi.cardinality", {"join": JOIN}, [plus["id"], net["values"]])
-    assert r.status_code == 201, r.text
-    approve_all(capi, net, r.json()["id"])
-    done = wait_for(capi, net["ent"], r.json()["id"], *DONE)
-    assert done["state"] == "rejected" and done["error"]["code"] == "privacy-budget-exhausted"
-    assert_problem(capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]), 409)
+    assert_problem(r, 409, "privacy-budget-exceeded")
