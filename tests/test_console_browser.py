@@ -125,7 +125,15 @@ def test_enterprise_requests_a_computation_and_sees_the_result(
     with httpx.Client(base_url=server.url, timeout=60) as api:
         prov = login(api, creds, "provider-transport")  # type: ignore[arg-type]
         ent = login(api, creds, "enterprise-fintech")  # type: ignore[arg-type]
-        ds = register_dataset(api, prov, measure_csv(7, 60), "Ward readings", "general-2")  # type: ignore[arg-type]
+        # Open general-1 data: the one grade released without DP, so the form needs no clip.
+        ds = register_dataset(
+            api,  # type: ignore[arg-type]
+            prov,
+            measure_csv(7, 60),
+            "Ward readings",
+            "general-1",
+            open_attribute="open",
+        )
         org = creds["provider-transport"]["org_id"]
         active_contract(api, ent, prov, org, [ds["id"]], PURPOSE)  # type: ignore[arg-type]
     sign_in(page, creds["enterprise-fintech"]["person"])

@@ -130,4 +130,4 @@ def test_client_vanishing_mid_upload_leaves_nothing(server: tuple[str, dict[str,
         time.sleep(0.2)
     assert list(objects.iterdir()) == []
     listed = httpx.get(url + "/v1/datasets", headers={"Authorization": f"Bearer {token}"}).json()
-    assert listed == []
+    assert listed["items"] == [] and listed["total"] == 0
