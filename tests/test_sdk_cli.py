@@ -50,8 +50,9 @@ def _login(server: RealServer, name: str, config: Path, capsys: Any, mp: Any) ->
             server.url,
             "--client-id",
             c["client_id"],
-            "--client-secret",
-            c["client_secret"],
+            # One argument with "=": a secret may begin with "-", which argparse would
+            # otherwise take for an option.
+            f"--client-secret={c['client_secret']}",
         ],
         config,
         capsys,
