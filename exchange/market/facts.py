@@ -6,33 +6,33 @@ only counted them would pass a tampered row.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import crypto
 from audit.compliance import AgreementFact, MarketFacts, ProductFact
+from exchange.errors import ExchangeError
 from exchange.jobs import DEFAULT_EPSILON_BUDGET
-from exchange.market.models import Agreement, Negotiation, Offer, PartyKey, Product
+from exchange.market.models import Agreement, Negotiation, Offer, Product
+from exchange.market.parties import check_signature
 from exchange.models import Computation, PrivacyBudgetAccount
 
 __all__ = ["market_facts"]
 
 
 def _signatures_verify(session: Session, signed: dict[str, Any], message: bytes) -> bool:
+    """Each stored signature record verifies again with the key its party registered."""
     for record in signed.values():
-        key = session.get(PartyKey, str(record.get("key_id")))
-        if key is None or key.org_id != record.get("org_id"):
-            return False
         try:
-            signature = base64.b64decode(str(record.get("signature")), validate=True)
-            public = base64.b64decode(key.public_key)
-        except (binascii.Error, ValueError):
-            return False
-        if not crypto.load_verifying_key(key.algorithm, public).verify(message, signature):
+            check_signature(
+                session,
+                str(record.get("org_id")),
+                str(record.get("key_id")),
+                message,
+                str(record.get("signature")),
+            )
+        except ExchangeError:
             return False
     return True
 
