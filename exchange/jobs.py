@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import crypto
@@ -177,18 +178,30 @@ class DbPrivacyBudget(PrivacyBudget):
 
     def _account(self, session: Session, dataset_id: str, *, lock: bool) -> PrivacyBudgetAccount:
         row = session.get(PrivacyBudgetAccount, dataset_id, with_for_update=lock)
-        if row is None:
-            row = PrivacyBudgetAccount(
-                dataset_id=dataset_id,
-                epsilon_limit=self._epsilon,
-                delta_limit=self._delta,
-                epsilon_spent=0.0,
-                delta_spent=0.0,
-                updated_at=self._clock(),
+        if row is not None:
+            return row
+        # First use. Locking a row that does not exist locks nothing, so two jobs charging
+        # a new dataset at once both insert: the loser's insert waits for the winner and
+        # then violates the key. It reads the winner's account under lock instead.
+        try:
+            with session.begin_nested():
+                row = PrivacyBudgetAccount(
+                    dataset_id=dataset_id,
+                    epsilon_limit=self._epsilon,
+                    delta_limit=self._delta,
+                    epsilon_spent=0.0,
+                    delta_spent=0.0,
+                    updated_at=self._clock(),
+                )
+                session.add(row)
+            return row
+        except IntegrityError:
+            found = session.get(
+                PrivacyBudgetAccount, dataset_id, with_for_update=lock, populate_existing=True
             )
-            session.add(row)
-            session.flush()
-        return row
+            if found is None:
+                raise
+            return found
 
     def remaining(self, dataset_id: str) -> tuple[float, float]:
         with self._sessions() as session:
