@@ -45,6 +45,7 @@ from exchange.accounts import Caller
 from exchange.analysis_rules import AnalysisRules, load_rules
 from exchange.catalog import CatalogContext, iter_plaintext
 from exchange.errors import Conflict, NotFound
+from exchange.first_use import locked_or_created
 from exchange.models import Dataset, Organisation
 from exchange.privacy_tables import DatasetLineage, LineageBudget, LineageCharge, RequesterBudget
 from exchange.resources import sees_everything
@@ -173,16 +174,20 @@ def lineage_of(
     else:
         lineage = _lineage_id(rows)
     if fix:
-        session.add(
-            DatasetLineage(
+        # Two first requests at once both get here: one lineage row, the other reads it.
+        fixed = locked_or_created(
+            session,
+            DatasetLineage,
+            ds.id,
+            lambda: DatasetLineage(
                 dataset_id=ds.id,
                 lineage=lineage,
                 rows_digest=rows,
                 derived_from=source,
                 fixed_at=now,
-            )
+            ),
         )
-        session.flush()
+        return fixed.lineage
     return lineage
 
 
@@ -190,12 +195,7 @@ def lineage_of(
 
 
 def _locked(session: Session, model: Any, key: Any, **init: Any) -> Any:
-    row = session.get(model, key, with_for_update=True)
-    if row is None:
-        row = model(**init)
-        session.add(row)
-        session.flush()
-    return row
+    return locked_or_created(session, model, key, lambda: model(**init))
 
 
 def charge(

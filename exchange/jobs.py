@@ -24,11 +24,11 @@ from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import crypto
 from exchange.fairshare import FairShare
+from exchange.first_use import locked_or_created
 from exchange.models import PrivacyBudgetAccount, PrivacyCharge
 from sandbox.coordinator import ResultParty
 from sandbox.errors import InvalidParameters, PrivacyBudgetExhausted
@@ -176,32 +176,20 @@ class DbPrivacyBudget(PrivacyBudget):
         self._epsilon = epsilon
         self._delta = delta
 
-    def _account(self, session: Session, dataset_id: str, *, lock: bool) -> PrivacyBudgetAccount:
-        row = session.get(PrivacyBudgetAccount, dataset_id, with_for_update=lock)
-        if row is not None:
-            return row
-        # First use. Locking a row that does not exist locks nothing, so two jobs charging
-        # a new dataset at once both insert: the loser's insert waits for the winner and
-        # then violates the key. It reads the winner's account under lock instead.
-        try:
-            with session.begin_nested():
-                row = PrivacyBudgetAccount(
-                    dataset_id=dataset_id,
-                    epsilon_limit=self._epsilon,
-                    delta_limit=self._delta,
-                    epsilon_spent=0.0,
-                    delta_spent=0.0,
-                    updated_at=self._clock(),
-                )
-                session.add(row)
-            return row
-        except IntegrityError:
-            found = session.get(
-                PrivacyBudgetAccount, dataset_id, with_for_update=lock, populate_existing=True
-            )
-            if found is None:
-                raise
-            return found
+    def _account(self, session: Session, dataset_id: str) -> PrivacyBudgetAccount:
+        return locked_or_created(
+            session,
+            PrivacyBudgetAccount,
+            dataset_id,
+            lambda: PrivacyBudgetAccount(
+                dataset_id=dataset_id,
+                epsilon_limit=self._epsilon,
+                delta_limit=self._delta,
+                epsilon_spent=0.0,
+                delta_spent=0.0,
+                updated_at=self._clock(),
+            ),
+        )
 
     def remaining(self, dataset_id: str) -> tuple[float, float]:
         with self._sessions() as session:
@@ -216,7 +204,7 @@ class DbPrivacyBudget(PrivacyBudget):
         ids = sorted(dict.fromkeys(dataset_ids))  # one lock order for every job
         now = self._clock()
         with self._sessions() as session, session.begin():
-            rows = [self._account(session, d, lock=True) for d in ids]
+            rows = [self._account(session, d) for d in ids]
             paid = session.scalar(
                 select(PrivacyCharge.job_id)
                 .where(PrivacyCharge.job_id == job_id, PrivacyCharge.dataset_id.in_(ids))

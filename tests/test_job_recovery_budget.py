@@ -8,16 +8,14 @@ that second charge fail, and the recovered job ended `failed` (internal-error).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from exchange.jobs import DbPrivacyBudget
 from exchange.models import PrivacyBudgetAccount, PrivacyCharge
 from gateway.platform import Platform
+from tests.helpers.locks import wait_until_blocked
 from tests.test_api_contracts import make_org, measure_csv, register_dataset
 
 
@@ -76,17 +74,3 @@ def test_two_jobs_charging_a_new_dataset_at_once_both_pay(
     assert not other.is_alive() and errors == []
     assert round(budget.remaining(ds)[0], 9) == 0.5
     assert sorted(c.job_id for c in budget.charges(ds)) == ["job-1", "job-2"]
-
-
-def wait_until_blocked(session: Session, other: threading.Thread) -> None:
-    """Until `other` waits on this transaction's row (PostgreSQL), or a moment (SQLite,
-    whose single writer blocks it before it reads anything)."""
-    if session.get_bind().dialect.name != "postgresql":
-        time.sleep(0.3)
-        return
-    deadline = time.monotonic() + 30
-    while other.is_alive() and time.monotonic() < deadline:
-        waiting = session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
-        if waiting:
-            return
-        time.sleep(0.02)
