@@ -119,7 +119,7 @@ def _listings(platform: Any, org: str, org_name: str, n: int, now: datetime) -> 
                     "listed_at": now + timedelta(microseconds=i), "ledger_index": None,
                 })  # fmt: skip
             s.execute(insert(Product), rows)
-            index_many(s, [(r["id"], r["search_tokens"]) for r in rows])
+            index_many(s, [Product(**r) for r in rows])
     return time.perf_counter() - started
 
 

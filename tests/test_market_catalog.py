@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from exchange.market import search as search_index
+from exchange.market.search import facet_terms
+from gateway.platform import Platform
 from tests.helpers.api import assert_problem, login
 from tests.helpers.i17_market import list_product, offer, party, product_body
 from tests.test_market_flow import register
@@ -101,3 +105,59 @@ def test_chinese_search_filters_and_pages(api: TestClient, creds: dict[str, Any]
     assert dsp["@type"] == "dcat:Catalog" and dsp["pdx:total"] == 2
     assert {d["id"] for d in dsp["dcat:dataset"]} == {ridership["id"], open_stops["id"]}
     assert_problem(api.post("/v1/dsp/catalog/request", headers=reader, json={"@type": "x"}), 422)
+
+
+def test_words_with_domain_and_grade_narrow_inside_the_index(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    """Domain, grade and state are index terms (counted there without a lookup per hit):
+    the totals agree with the products' own fields, and words a provider writes never act
+    as a filter term."""
+    prov = party(api, creds, "provider-transport")
+    cond = register(api, prov.headers, "ridership", "general-2", "conditional")
+    stops = register(api, prov.headers, "stops", "general-1", "open")
+    ridership = list_product(api, prov, product_body([cond["id"]]))
+    health_term = facet_terms(domain="health")[0]
+    forged = list_product(
+        api,
+        prov,
+        product_body(
+            [stops["id"]],
+            title="公共交通站点开放数据",
+            description=f"全市公交站点位置 {health_term} {facet_terms(grade='general-2')[0]}",
+            delivery_modes=["download"],
+            offers=[offer(delivery="download", operators=[], price_model="free", price="0")],
+        ),
+    )
+    draft = api.post("/v1/market/products", headers=prov.headers, json=product_body([cond["id"]]))
+    assert draft.status_code == 201
+    reader = login(api, creds, "enterprise-fintech")
+
+    def search(**params: Any) -> dict[str, Any]:
+        r = api.get("/v1/catalog", params=params, headers=reader)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    both = {ridership["id"], forged["id"]}
+    assert _ids(search(q="公共交通")) == both and search(q="公共交通")["total"] == 2
+    only_cond = search(q="公共交通", grade="general-2")
+    assert _ids(only_cond) == {ridership["id"]} and only_cond["total"] == 1
+    only_open = search(q="公共交通", grade="general-1", domain="transport")
+    assert _ids(only_open) == {forged["id"]} and only_open["total"] == 1
+    # The forged description names the health domain's and general-2's terms: no match.
+    assert search(q="公共交通", domain="health")["total"] == 0
+    assert search(q="站点", grade="general-2")["total"] == 0
+    # The same filters with one the index does not hold (a price cap) count by lookup.
+    assert search(q="公共交通", grade="general-2", max_price="1000")["total"] == 1
+    if platform.engine.dialect.name == "sqlite":
+        # An index made before facets existed is remade from the listed products.
+        with platform.session() as s, s.begin():
+            s.execute(text(f"DROP TABLE {search_index.FTS_TABLE}"))
+            s.execute(
+                text(f"CREATE VIRTUAL TABLE {search_index.FTS_TABLE} USING fts5(product_id "
+                     "UNINDEXED, tokens, tokenize = 'unicode61 remove_diacritics 0')")
+            )  # fmt: skip
+        search_index._ready.discard(platform.engine)  # as a restarted process
+        assert _ids(search(q="公共交通")) == both
+        assert search(q="公共交通", grade="general-1")["total"] == 1

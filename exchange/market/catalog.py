@@ -25,7 +25,7 @@ from exchange.errors import InvalidInput
 from exchange.market._common import z
 from exchange.market.models import Offer, Product, ProductOperator
 from exchange.market.odrl import DSP_CONTEXT, fen, yuan
-from exchange.market.search import query_tokens, restrict
+from exchange.market.search import count_in_index, facet_terms, query_tokens, restrict
 
 __all__ = ["CatalogQuery", "dsp_catalog", "search_catalog"]
 
@@ -105,9 +105,17 @@ def search_catalog(session: Session, query: CatalogQuery, *, path: str) -> dict[
         where.append(Product.min_price_fen <= cap)
     counted = select(func.count()).select_from(Product).where(*where)
     page = select(Product).where(*where)
+    total: int | None = None
     if terms:
-        counted, page = restrict(session, counted, terms), restrict(session, page, terms)
-    total = session.scalar(counted) or 0
+        # State, domain and grade are index terms too: the match is narrowed before any
+        # product is looked up, and without other filters the index alone counts.
+        facets = facet_terms(state="listed", domain=query.domain, grade=query.grade)
+        if not (query.provider or query.operator or query.max_price is not None):
+            total = count_in_index(session, terms, facets)
+        counted = restrict(session, counted, terms, facets)
+        page = restrict(session, page, terms, facets)
+    if total is None:
+        total = session.scalar(counted) or 0
     if query.cursor:
         at, pid = _uncursor(query.cursor)
         page = page.where(
