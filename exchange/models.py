@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -149,7 +150,13 @@ class Dataset(ExchangeBase):
         back_populates="dataset", order_by="DatasetField.position", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (UniqueConstraint("owner_org", "name", name="uq_datasets_owner_name"),)
+    __table_args__ = (
+        UniqueConstraint("owner_org", "name", name="uq_datasets_owner_name"),
+        # The listing (exchange.catalog.list_datasets): its visibility groups are counted
+        # from the first, and its pages walk the second in order.
+        Index("ix_datasets_visibility", "owner_org", "level", "open_attribute", "pi"),
+        Index("ix_datasets_registered", "registered_at", "id"),
+    )
 
 
 class DatasetField(ExchangeBase):
