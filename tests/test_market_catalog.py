@@ -15,6 +15,13 @@ from tests.helpers.i17_market import list_product, offer, party, product_body
 from tests.test_market_flow import register
 
 
+def _search(api: TestClient, reader: dict[str, str], **params: Any) -> dict[str, Any]:
+    r = api.get("/v1/catalog", params=params, headers=reader)
+    assert r.status_code == 200, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
 def _ids(page: dict[str, Any]) -> set[str]:
     return {item["id"] for item in page["items"]}
 
@@ -58,10 +65,7 @@ def test_chinese_search_filters_and_pages(api: TestClient, creds: dict[str, Any]
     reader = login(api, creds, "enterprise-fintech")
 
     def search(**params: Any) -> dict[str, Any]:
-        r = api.get("/v1/catalog", params=params, headers=reader)
-        assert r.status_code == 200, r.text
-        out: dict[str, Any] = r.json()
-        return out
+        return _search(api, reader, **params)
 
     assert _ids(search(q="公共交通")) == {ridership["id"], open_stops["id"]}  # not the draft
     assert _ids(search(q="客流")) == {ridership["id"]}
@@ -134,10 +138,7 @@ def test_words_with_domain_and_grade_narrow_inside_the_index(
     reader = login(api, creds, "enterprise-fintech")
 
     def search(**params: Any) -> dict[str, Any]:
-        r = api.get("/v1/catalog", params=params, headers=reader)
-        assert r.status_code == 200, r.text
-        out: dict[str, Any] = r.json()
-        return out
+        return _search(api, reader, **params)
 
     both = {ridership["id"], forged["id"]}
     assert _ids(search(q="公共交通")) == both and search(q="公共交通")["total"] == 2
