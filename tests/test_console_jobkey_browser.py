@@ -13,6 +13,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -101,6 +102,8 @@ def test_the_enterprise_decrypts_its_result_in_the_browser_with_its_own_key(
             providers.append(prov)
             inputs.append(ds["id"])
 
+    sent: list[str] = []  # every request the page makes: URL and body
+    page.on("request", lambda r: sent.append(r.url + "\n" + (r.post_data or "")))
     sign_in(page, creds["enterprise-fintech"]["person"])
     page.goto("/console/enterprise/request?operator=stats.variance")
     for ds_id in inputs:
@@ -145,6 +148,11 @@ def test_the_enterprise_decrypts_its_result_in_the_browser_with_its_own_key(
     }
     for secret in (p, q):
         assert format(secret, "x") not in body and str(secret) not in body
+    # The computation page offers the key as a download: the same p and q.
+    with page.expect_download() as download:
+        page.locator("#jobkey-download").click()
+    saved = json.loads(Path(download.value.path()).read_text())
+    assert (int(saved["p"], 16), int(saved["q"], 16)) == (p, q)
 
     with httpx.Client(base_url=server.url, timeout=60) as http:
         _approve(http, providers, comp_id)
@@ -197,3 +205,7 @@ def test_the_enterprise_decrypts_its_result_in_the_browser_with_its_own_key(
     expect(box).to_have_attribute("data-state", "missing")
     assert "本浏览器中没有此计算的私钥" in page.locator("#sealed-status").inner_text()
     assert page.locator("#sealed-table tbody tr").count() == 0
+    axe_clean(page)
+    # Nothing the page sent, from sign-in to here, carried p or q.
+    assert any(format(n, "x") in x for x in sent)  # control: the public n was sent, and seen
+    assert not [x for x in sent for k in (p, q) if format(k, "x") in x or str(k) in x]

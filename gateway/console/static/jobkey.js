@@ -36,6 +36,16 @@
     return rec;
   }
 
+  // Keys of requests the API refused stay under their fingerprint: dropped after a day.
+  function dropStale() {
+    var day = 24 * 3600 * 1000;
+    Object.keys(localStorage).forEach(function (name) {
+      if (name.indexOf(PREFIX + "fp.") !== 0) { return; }
+      var rec = load(name.slice(PREFIX.length));
+      if (!rec || !(Date.now() - Date.parse(rec.created) < day)) { localStorage.removeItem(name); }
+    });
+  }
+
   // -- the request form ---------------------------------------------------------------------
 
   function requestForm(box) {
@@ -73,6 +83,7 @@
       return pending;
     }
 
+    dropStale();
     if (on.checked) { start(); }
     on.addEventListener("change", function () { if (on.checked) { start(); } });
     form.addEventListener("submit", function (event) {
