@@ -22,11 +22,14 @@ import phe  # type: ignore[import-untyped]
 import pytest
 from pdx_client.jobkeys import JobKey, fingerprint_of
 
+from sandbox._stats_query import StatsQuery
+from sandbox.noise_shares import NoisePlan
 from tests.helpers.api import login
 from tests.helpers.i15_keys import files_under, search
 from tests.helpers.server import RealServer, start_server
 from tests.test_api_contracts import active_contract, measure_csv, register_dataset
 from tests.test_console_browser import axe_clean, shot, sign_in
+from tests.test_console_jobkey_js import encrypted_aggregate
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
@@ -185,6 +188,45 @@ def test_the_enterprise_decrypts_its_result_in_the_browser_with_its_own_key(
     assert any(k == "variance(systolic_bp)" for _, k, _ in want)
     facts = page.locator("#sealed-facts").inner_text()
     assert all(s in facts for s in expected["suppressed"]), (facts, expected["suppressed"])
+
+    # A histogram under the same key (laid out as the coordinator lays it out, served in
+    # place of the API's answer): the same cells as the SDK's, and a chart per group.
+    query = StatsQuery.from_params(
+        {"op": "stats.histogram", "columns": ["systolic_bp"], "group_by": "ward",
+         "groups": ["A", "B"], "bins": 4, "range": [80.0, 180.0]}
+    )  # fmt: skip
+    plan = NoisePlan.build(
+        query.fields(), clip=None, epsilon=0.5, delta=0.0, mechanism="laplace", providers=2,
+        per_partition=1,
+    )  # fmt: skip
+    cells = [[3, 14, 30, 21, 9, 0], [-2, 6, 11, 25, 4, 1], [0, 2, -1, 3, 0, 1]]
+    histogram = encrypted_aggregate(
+        JobKey(pk, phe.PaillierPrivateKey(pk, p, q)), query, [c for g in cells for c in g],
+        min_cohort=10, dp={"epsilon": 0.5, "delta": 0.0, "mechanism": "laplace"},
+        noise=plan.params(),
+    )  # fmt: skip
+    expected = JobKey(pk, phe.PaillierPrivateKey(pk, p, q)).decrypt(json.loads(histogram))
+    page.route(
+        f"**/{comp_id}/result.json",
+        lambda route: route.fulfill(status=200, content_type="application/json", body=histogram),
+    )
+    page.reload()
+    expect(box).to_have_attribute("data-state", re.compile("^(ok|bad)$"))
+    assert box.get_attribute("data-state") == "ok", page.locator("#sealed-status").inner_text()
+    shown = page.evaluate(
+        "() => [...document.querySelectorAll('#sealed-table tbody tr')].map(tr => ["
+        "tr.dataset.group, tr.querySelector('[data-value]').dataset.value])"
+    )
+    want = [
+        [g["group"], "" if c is None else c] for g in expected["groups"] for c in g["histogram"]
+    ]
+    assert [[g, float(v) if v else ""] for g, v in shown] == want
+    assert any(c == "" for _, c in want) and any(c != "" for _, c in want)  # both kinds shown
+    charts = page.get_by_test_id("result-charts").locator("svg")
+    assert charts.count() == len(expected["groups"]) == 2  # group "__other__" all suppressed
+    assert charts.first.locator("rect").count() == 6  # under, four bins, over
+    axe_clean(page)
+    page.unroute(f"**/{comp_id}/result.json")
 
     # No private key material on the platform: p, q, λ in no file of $PDX_HOME (the
     # database included); the same search finds the public n there (the control).

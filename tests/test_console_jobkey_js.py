@@ -72,7 +72,7 @@ def _run(tmp: Path, payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _aggregate(key: JobKey, query: StatsQuery, values: list[int], **facts: Any) -> str:
+def encrypted_aggregate(key: JobKey, query: StatsQuery, values: list[int], **facts: Any) -> str:
     """An encrypted aggregate as `sandbox.party_stats.encrypted_result` lays it out."""
     bias = 1 << (SLOT_BITS - HEADROOM - 1)
     per = (key.n.bit_length() - 1) // SLOT_BITS
@@ -143,7 +143,7 @@ def _cases(key: JobKey, rng: random.Random) -> list[str]:
                     )
                 else:  # a fixed-point sum, sometimes beyond what the clip allows
                     values.append(rng.randrange(-(10**12), 10**14))
-        out.append(_aggregate(key, query, values, **facts))
+        out.append(encrypted_aggregate(key, query, values, **facts))
     return out
 
 
@@ -152,7 +152,7 @@ def test_the_browser_opens_what_the_sdk_opens(tmp_path: Path) -> None:
     other = JobKey.generate()
     rng = random.Random(20)
     results = _cases(key, rng)
-    results.append(_aggregate(other, StatsQuery.from_params({"op": "stats.count"}), [40]))
+    results.append(encrypted_aggregate(other, StatsQuery.from_params({"op": "stats.count"}), [40]))
     bad = json.loads(results[0])
     bad["output"]["format"] = "something else"
     results.append(json.dumps(bad))
