@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from gateway.console import pages_auth, pages_oversight, pages_parties, panels
+from gateway.console import pages_auth, pages_jobkeys, pages_oversight, pages_parties, panels
 from gateway.console.core import BASE, HERE, SECURITY_HEADERS, Console, Refusal, anonymous
 
 __all__ = ["BASE", "mount_console"]
@@ -34,6 +34,7 @@ def mount_console(app: FastAPI) -> Console:
     sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     sub.include_router(pages_auth.router)
     sub.include_router(pages_parties.router)
+    sub.include_router(pages_jobkeys.router)
     sub.include_router(pages_oversight.router)
     sub.include_router(panels.router)
 

@@ -160,6 +160,54 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "plot_histogram": ("直方图（分组 {group}）", "Histogram (group {group})"),
     "plot_loss": ("联邦学习：每轮损失", "Federated learning: loss per round"),
     "plot_accuracy": ("联邦学习：每轮准确率", "Federated learning: accuracy per round"),
+    # The enterprise's own job key (pages_jobkeys, static/jobkey.js); {…} filled in the browser.
+    "jk_legend": ("任务密钥", "Job key"),
+    "jk_option": (
+        "在本浏览器中生成任务密钥（Paillier），结果只在本浏览器中解密",
+        "Generate the job key in this browser (Paillier); the result is decrypted only here",
+    ),
+    "jk_help": (
+        "请求只携带公钥（n 与指纹）；私钥保存在本浏览器中，可在计算页面下载。",
+        "The request carries the public key only (n and its fingerprint); the private key "
+        "stays in this browser and can be downloaded from the computation's page.",
+    ),
+    "jk_generating": ("正在生成 {bits} 位密钥…", "Generating a {bits}-bit key…"),
+    "jk_ready": (
+        "密钥已就绪：{bits} 位，用时 {seconds} 秒，指纹 {fingerprint}",
+        "Key ready: {bits} bits in {seconds} s, fingerprint {fingerprint}",
+    ),
+    "jk_failed": ("密钥生成失败：{error}", "Key generation failed: {error}"),
+    "jk_title": ("任务密钥（由本机构持有）", "Job key (held by your organisation)"),
+    "jk_fingerprint": ("公钥指纹", "Public key fingerprint"),
+    "jk_held": ("私钥保存在本浏览器中。", "The private key is in this browser."),
+    "jk_missing": (
+        "本浏览器中没有此计算的私钥。平台不持有明文结果：只有生成密钥的浏览器（或下载的密钥）能解密。",
+        "This browser does not hold this computation's private key. The platform has no "
+        "plaintext of the result: only the browser that made the key (or its download) "
+        "can decrypt it.",
+    ),
+    "jk_download": ("下载私钥（请妥善保管）", "Download the private key (keep it safe)"),
+    "jk_sealed": ("密文结果，在本浏览器中解密", "Encrypted result, decrypted in this browser"),
+    "jk_decrypting": ("正在获取并解密…", "Fetching and decrypting…"),
+    "jk_decrypted": (
+        "已在本浏览器中用密钥 {fingerprint} 解密。",
+        "Decrypted in this browser with key {fingerprint}.",
+    ),
+    "jk_fetch_failed": ("获取结果失败：{error}", "Could not fetch the result: {error}"),
+    "jk_decrypt_failed": ("解密失败：{error}", "Decryption failed: {error}"),
+    "jk_facts": (
+        "隐私预算 ε：{epsilon} · 已抑制：{suppressed} · 账本序号：{ledger} · 摘要：{digest}",
+        "Privacy budget ε: {epsilon} · suppressed: {suppressed} · ledger index: {ledger} · "
+        "digest: {digest}",
+    ),
+    "jk_group": ("分组", "Group"),
+    "jk_measure": ("指标", "Measure"),
+    "jk_value": ("值", "Value"),
+    "jk_exact": ("精确值", "Exact"),
+    "jk_no_key": (
+        "此浏览器没有生成任务密钥（需要启用 JavaScript）。",
+        "This browser made no job key (JavaScript is needed).",
+    ),
 }
 
 _INDEX = {lang: i for i, lang in enumerate(LANGUAGES)}

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from exchange.levels import Level, OpenAttribute, ShareAttribute
 from exchange.schemas import ImpactDegree, ImpactObject
-from gateway.console import reads, results
+from gateway.console import pages_jobkeys, reads, results
 from gateway.console.core import BASE, Ctx, Refusal, signed_in
 from gateway.console.forms import FormError, fields, params_from_form
 
@@ -239,6 +239,8 @@ async def request_form(ctx: Enterprise, operator: Q) -> Response:
         operator=op,
         fields=fields(op["parameters"]),
         catalog=await _catalog(ctx, "", ""),
+        job_key_option=pages_jobkeys.takes_job_key(op["name"]),
+        job_key_bits=pages_jobkeys.KEY_BITS,
     )
 
 
@@ -250,6 +252,7 @@ async def request_computation(ctx: Enterprise) -> Response:
     op = await _operator(ctx, values.get("operator", ""))
     try:
         params = params_from_form(op["parameters"], values)
+        job_key = pages_jobkeys.job_key_from_form(values, missing=ctx.t("jk_no_key"))
     except FormError as exc:
         ctx.session.flash.append(str(exc))
         return ctx.redirect(f"{BASE}/enterprise/request?operator={op['name']}")
@@ -262,6 +265,8 @@ async def request_computation(ctx: Enterprise) -> Response:
     for optional in ("legal_basis", "contract_id"):
         if values.get(optional, "").strip():
             body[optional] = values[optional].strip()
+    if job_key is not None:  # its public half only: the private half never leaves the browser
+        body["job_key"] = job_key
     answer = await ctx.api("POST", "/v1/computations", json_body=body)
     if not answer.ok:
         ctx.session.flash.append(answer.problem())
@@ -292,6 +297,12 @@ async def computation_progress(computation_id: str, ctx: Enterprise) -> Response
 @router.get("/enterprise/computations/{computation_id}/result")
 async def computation_result(computation_id: str, ctx: Enterprise) -> Response:
     """The released output (each fetch is a delivery on the ledger, as over the API)."""
+    comp = await ctx.get_json(f"/v1/computations/{computation_id}")
+    if comp is None:
+        return ctx.redirect(f"{BASE}/enterprise/computations/{computation_id}")
+    fingerprint = pages_jobkeys.fingerprint_of(comp)
+    if fingerprint is not None:  # an encrypted aggregate: the browser fetches and opens it
+        return pages_jobkeys.sealed_page(ctx, reads.normalised(comp), fingerprint)
     result = await ctx.get_json(f"/v1/computations/{computation_id}/result")
     if result is None:
         return ctx.redirect(f"{BASE}/enterprise/computations/{computation_id}")
