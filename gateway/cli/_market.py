@@ -1,6 +1,8 @@
 """`pdx market certificate verify FILE`: check a data-asset registration certificate offline.
 
-Registered through the `pdx.cli` entry point group (pyproject.toml), like the SDK's verbs.
+Registered through the `pdx.cli` entry point group (pyproject.toml), like the SDK's verbs,
+which add the rest of `pdx market` (pdx_client.cli.market): whichever registers first makes
+the group, and the SDK's offline `verify` stands in when it came first.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from pdx_client.cli.market import subcommands
 
 from exchange.market.certificates import CertificateInvalid, verify_certificate
 from gateway.cli._common import CliError
@@ -40,11 +44,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The market verbs."""
-    market = sub.add_parser("market", help="the data market").add_subparsers(
-        dest="market_command", required=True
-    )
-    cert = market.add_parser("certificate", help="data-asset registration certificates")
-    verbs = cert.add_subparsers(dest="certificate_command", required=True)
+    market = subcommands(sub, "market", "the data market")
+    verbs = subcommands(market, "certificate", "data-asset registration certificates")
+    if "verify" in verbs.choices:
+        return
     verify = verbs.add_parser(
         "verify", help="verify a certificate (GET /v1/market/certificates/{id}) offline"
     )
