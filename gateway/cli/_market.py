@@ -2,7 +2,8 @@
 
 Registered through the `pdx.cli` entry point group (pyproject.toml), like the SDK's verbs,
 which add the rest of `pdx market` (pdx_client.cli.market): whichever registers first makes
-the group, and the SDK's offline `verify` stands in when it came first.
+the group, and the SDK's offline `verify` stands in when it came first. (No import of the
+SDK here: an older installed SDK must not break the server's command.)
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-from pdx_client.cli.market import subcommands
 
 from exchange.market.certificates import CertificateInvalid, verify_certificate
 from gateway.cli._common import CliError
@@ -42,10 +41,21 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The sub-commands of verb `name`, the verb made if no other package made it first."""
+    parser = sub.choices.get(name) or sub.add_parser(name, help=help)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", required=True)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The market verbs."""
-    market = subcommands(sub, "market", "the data market")
-    verbs = subcommands(market, "certificate", "data-asset registration certificates")
+    market = _subcommands(sub, "market", "the data market")
+    verbs = _subcommands(market, "certificate", "data-asset registration certificates")
     if "verify" in verbs.choices:
         return
     verify = verbs.add_parser(
