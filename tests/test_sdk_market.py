@@ -14,15 +14,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from exchange.market.certificates import verify_certificate as server_verify
 from gateway.platform import Platform
 from tests.helpers.i15_sdk import demo, new_client, sdk_login
-from tests.helpers.i17_market import credit_code, product_body
+from tests.helpers.i17_market import credit_code, list_product, party, product_body
 from tests.test_api_contracts import measure_csv
-from tests.test_market_flow import ledger_types
+from tests.test_market_flow import ledger_types, register
 
 from pdx_client import (  # isort: skip
     ApiError,
@@ -258,3 +259,55 @@ def test_the_whole_market_through_the_sdk(
     with pytest.raises(VerificationError):
         ent.verify_certificate(bundle, "+".join(forged))
     json.dumps(bundle)  # the bundle is plain JSON, as saved for offline checks
+
+
+class _RewritesAgreements(httpx.BaseTransport):
+    """A party's path to the server through someone who rewrites the agreement it reads."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method != "GET" or "/v1/market/negotiations/" not in request.url.path:
+            return response
+        response.read()
+        body = json.loads(response.content)
+        if body.get("agreement_document"):
+            body["agreement_document"]["pdx:purpose"] = "营销推广"  # another purpose, same digest
+        return httpx.Response(response.status_code, json=body)
+
+
+def test_the_sdk_signs_only_a_document_whose_digest_it_recomputed(
+    api: TestClient, creds: dict[str, Any]
+) -> None:
+    prov = party(api, creds, "provider-transport")
+    ent = party(api, creds, "enterprise-fintech", seed=2)
+    ds = register(api, prov.headers, "ridership by line", "general-2", "conditional")
+    product = list_product(api, prov, product_body([ds["id"]]))
+    r = api.post(
+        "/v1/market/negotiations",
+        headers=ent.headers,
+        json={"offer_id": product["offers"][0]["id"], "purpose": PURPOSE, "dua_reference": "D-1"},
+    )
+    nid = r.json()["id"]
+    r = api.post(f"/v1/market/negotiations/{nid}/offer", headers=prov.headers,
+                 json={"terms": r.json()["terms"]})  # fmt: skip
+    assert api.post(f"/v1/market/negotiations/{nid}/accept", headers=ent.headers).status_code == 200
+    c = creds["provider-transport"]
+    key = PartyKey.generate()
+    with Provider.login(
+        "http://testserver", c["client_id"], c["client_secret"],
+        transport=_RewritesAgreements(api._transport),
+    ) as fooled:  # fmt: skip
+        fooled.use_key(key)
+        with pytest.raises(VerificationError) as refused:
+            fooled.agree(nid)
+        assert refused.value.code == "agreement-invalid"
+    # Nothing was signed or sent: the negotiation still waits for the provider's signature.
+    n = api.get(f"/v1/market/negotiations/{nid}", headers=prov.headers).json()
+    assert n["state"] == "accepted" and n["signatures"] == {}
+    honest = sdk_login(api, Provider, c["client_id"], c["client_secret"])
+    honest.use_key(key, register=False)
+    signed = honest.agree(nid)
+    assert signed.state == "agreed" and signed.signatures["provider"]["key_id"] == key.key_id
