@@ -24,6 +24,8 @@ read_actions := [
 	"ledger.verifier_key",
 	"computation.read",
 	"contract.read",
+	"market.agreement_read",
+	"market.statement_read",
 	"operator.read",
 	"node.read",
 	"compliance.read",

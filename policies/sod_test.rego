@@ -22,6 +22,14 @@ role_cases := {
 		"input": req(auditor, "audit.read", {"type": "audit"}),
 		"allow": true,
 	},
+	"auditor_reads_market_agreements": {
+		"input": req(auditor, "market.agreement_read", {"type": "agreement", "parties": ["org-b"]}),
+		"allow": true,
+	},
+	"auditor_reads_settlement_statements": {
+		"input": req(auditor, "market.statement_read", {"type": "statement", "owner_org": "org-a"}),
+		"allow": true,
+	},
 	"auditor_writes_nothing": {
 		"input": req(auditor, "policy.write", {"type": "policy"}),
 		"allow": false,

@@ -1,6 +1,9 @@
 """`pdx market certificate verify FILE`: check a data-asset registration certificate offline.
 
-Registered through the `pdx.cli` entry point group (pyproject.toml), like the SDK's verbs.
+Registered through the `pdx.cli` entry point group (pyproject.toml), like the SDK's verbs,
+which add the rest of `pdx market` (pdx_client.cli.market): whichever registers first makes
+the group, and the SDK's offline `verify` stands in when it came first. (No import of the
+SDK here: an older installed SDK must not break the server's command.)
 """
 
 from __future__ import annotations
@@ -38,13 +41,23 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The sub-commands of verb `name`, the verb made if no other package made it first."""
+    parser = sub.choices.get(name) or sub.add_parser(name, help=help)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", required=True)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The market verbs."""
-    market = sub.add_parser("market", help="the data market").add_subparsers(
-        dest="market_command", required=True
-    )
-    cert = market.add_parser("certificate", help="data-asset registration certificates")
-    verbs = cert.add_subparsers(dest="certificate_command", required=True)
+    market = _subcommands(sub, "market", "the data market")
+    verbs = _subcommands(market, "certificate", "data-asset registration certificates")
+    if "verify" in verbs.choices:
+        return
     verify = verbs.add_parser(
         "verify", help="verify a certificate (GET /v1/market/certificates/{id}) offline"
     )

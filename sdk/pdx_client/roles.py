@@ -11,6 +11,7 @@ from typing import IO, Any
 from pdx_client._results import JobKeyLike, open_result
 from pdx_client.errors import ComputationFailed, PdxError, TimedOut
 from pdx_client.jobkeys import JobKey, takes_job_key
+from pdx_client.market import AuditorMarket, EnterpriseMarket, OperatorMarket, ProviderMarket
 from pdx_client.models import (
     Agreement,
     Computation,
@@ -25,7 +26,7 @@ from pdx_client.proofs import Checkpoint
 from pdx_client.session import Session
 from pdx_client.trail import Trail
 
-__all__ = ["Auditor", "Enterprise", "Progress", "Provider", "SecurityAdmin"]
+__all__ = ["Auditor", "Enterprise", "Operator", "Progress", "Provider", "SecurityAdmin"]
 
 Progress = Callable[[Computation], None]
 """Called with the computation each time it is polled (a progress display hooks in here)."""
@@ -121,7 +122,7 @@ class _Role:
             delay = min(delay * 2, 5.0)
 
 
-class Provider(_Role):
+class Provider(_Role, ProviderMarket):
     """A data provider: register and scan datasets, sign agreements, approve computations.
 
     With a party key (`party_key=` or `use_key`), every decision on a computation is signed
@@ -247,8 +248,14 @@ class Provider(_Role):
         return Computation.model_validate(body)
 
 
-class Enterprise(_Role):
+class Enterprise(_Role, EnterpriseMarket):
     """A data consumer: propose agreements, request computations, fetch results."""
+
+    def __init__(
+        self, session: Session, *, hash_name: str = "sha256", party_key: PartyKey | None = None
+    ) -> None:
+        super().__init__(session, hash_name=hash_name)
+        self.party_key = party_key  # signs market agreements (`use_key`)
 
     def propose_agreement(
         self,
@@ -281,6 +288,7 @@ class Enterprise(_Role):
         *,
         legal_basis: str | None = None,
         job_key: dict[str, Any] | None = None,
+        agreement_id: str | None = None,
     ) -> Computation:
         body: dict[str, Any] = {
             "operator": operator,
@@ -292,6 +300,8 @@ class Enterprise(_Role):
             body["legal_basis"] = legal_basis
         if job_key is not None:
             body["job_key"] = job_key
+        if agreement_id:
+            body["agreement_id"] = agreement_id  # the market agreement it is metered under
         return Computation.model_validate(self.session.post("/v1/computations", body))
 
     def result(self, computation_id: str, job_key: JobKeyLike | None = None) -> ComputationResult:
@@ -309,6 +319,7 @@ class Enterprise(_Role):
         timeout: float = 600.0,
         progress: Progress | None = None,
         job_key: JobKey | None = None,
+        agreement_id: str | None = None,
     ) -> ComputationResult:
         """Request, wait through approvals (`approvers` approve when given), fetch the result.
 
@@ -318,7 +329,9 @@ class Enterprise(_Role):
         if job_key is None and takes_job_key(operator, params):
             job_key = JobKey.generate()
         public = job_key.public() if job_key is not None else None
-        job = self.request(operator, inputs, params, purpose, job_key=public)
+        job = self.request(
+            operator, inputs, params, purpose, job_key=public, agreement_id=agreement_id
+        )
         if progress:
             progress(job)
         for stage, state in (("run", "awaiting_approval"), ("release", "review")):
@@ -337,7 +350,7 @@ class Enterprise(_Role):
         return self.result(job.id, job_key)
 
 
-class Auditor(_Role):
+class Auditor(_Role, AuditorMarket):
     """The auditor: the full ledger, proofs, policies; changes nothing."""
 
     def ledger_entries(self, **filters: Any) -> list[dict[str, Any]]:
@@ -353,6 +366,10 @@ class Auditor(_Role):
 
     def audit_records(self, **filters: Any) -> list[dict[str, Any]]:
         return list(self.session.iterate("/v1/audit/records", **filters))
+
+
+class Operator(_Role, OperatorMarket):
+    """The platform operator: verifies market parties and settles (`pdx_client.market`)."""
 
 
 class SecurityAdmin(_Role):

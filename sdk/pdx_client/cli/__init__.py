@@ -13,11 +13,17 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from pdx_client.cli._verbs import register
+from pdx_client.cli import _verbs, market
 
 __all__ = ["main", "register"]
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The SDK's verbs for a `pdx` parser (entry point `pdx.cli` `user`): user and market."""
+    _verbs.register(sub)
+    market.register(sub)
 
 
 def _registers() -> list[Register]:
