@@ -80,7 +80,7 @@ def test_an_enterprise_negotiates_from_a_listing_and_signs_with_its_own_key(
     )
     assert r.status_code == 303 and "/console/market/negotiations/" in r.headers["location"]
     nid = r.headers["location"].rsplit("/", 1)[-1]
-    assert decisions(platform, "market.negotiate") == before + 1
+    assert decisions(platform, "market.negotiate", at_least=before + 1) == before + 1
     mine = [e for e in entries_since(platform, size) if e["actor"] == person]
     assert [e["type"] for e in mine] == ["market.negotiation_requested"]
 
@@ -160,6 +160,11 @@ def test_an_enterprise_negotiates_from_a_listing_and_signs_with_its_own_key(
     assert 'data-testid="meter-rows">80 / ' in page.text
     assert "exhausted" in page.text or "已用尽" in page.text
 
+    # The provider's market page plots ε spent on its dataset over time, named.
+    page = seller.get("/console/provider/market")
+    plot = page.text.split('id="eps-h"')[1].split("</section>")[0]
+    assert "<polyline" in plot and "ridership by lin: 1.6</title>" in plot  # name cut to 16
+
     # The privacy budget: ε per dataset it uses, and the plot of ε over time.
     page = api.get("/console/enterprise/budget")
     assert page.status_code == 200
@@ -222,7 +227,7 @@ def test_a_provider_lists_a_product_and_sees_the_precheck_but_not_anothers(
     r = api.post(
         f"/console/provider/market/products/{bare}/list", data={"csrf": csrf}, follow_redirects=True
     )
-    assert decisions(platform, "market.list") == before + 1
+    assert decisions(platform, "market.list", at_least=before + 1) == before + 1
     assert i18n.t("zh-CN", "precheck_refused", reason="")[:6] in r.text
     assert "provenance" in r.text and 'data-testid="product-state">draft<' in r.text
 
@@ -328,6 +333,18 @@ def test_an_enterprise_sees_only_its_own_agreements_statements_and_budget(
     ] == []
     assert api.get("/v1/market/disputes", headers=rival.headers).json()["total"] == 0
     assert _state(api, rival.headers, theirs["id"]) == "finalized"
+
+    # A dispute the rival opens is listed for it and the provider, never for this enterprise.
+    r = api.post(
+        f"/v1/market/statements/{their_statements[0]}/disputes",
+        headers=rival.headers,
+        json={"line": 1, "reason": "rival's own dispute"},
+    )
+    assert r.status_code == 201, r.text
+    assert api.get("/v1/market/disputes", headers=rival.headers).json()["total"] == 1
+    assert api.get("/v1/market/disputes", headers=prov.headers).json()["total"] == 1
+    assert api.get("/v1/market/disputes", headers=ent.headers).json()["total"] == 0
+    assert api.get(f"/console/market/statements/{their_statements[0]}").status_code == 404
 
     # The budget: its own ε on the shared lineage (0.8), not the rival's 1.6 nor the total.
     page = api.get("/console/enterprise/budget")

@@ -45,6 +45,10 @@ async def provider_market(ctx: Provider) -> Response:
     # The same per-session cache as the request form's (the catalogue changes per release).
     operators = await ctx.remembered("operators", OPERATORS_TTL, read_operators) or []
     negotiations = await _list(ctx, "/v1/market/negotiations")
+    # ε spent on its own datasets over time, by every requester (a provider sees them all).
+    computations = reads.items(await ctx.get_json("/v1/computations", query={"limit": 200}))
+    own = {d["id"]: str(d.get("name", d["id"])) for d in datasets if "id" in d}
+    series = mv.epsilon_by_dataset(computations, only=set(own))
     return ctx.render(
         "market_provider.html",
         title=ctx.t("market_provider_title"),
@@ -58,6 +62,7 @@ async def provider_market(ctx: Provider) -> Response:
         ],
         statements=await _list(ctx, "/v1/market/statements"),
         disputes=await _list(ctx, "/v1/market/disputes"),
+        plot=mv.epsilon_plot(ctx.t("plot_epsilon"), series, own),
         rights=RIGHTS,
         delivery=DELIVERY,
         price_models=PRICE_MODELS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -42,11 +43,21 @@ def rival_enterprise(api: TestClient, creds: dict[str, Any], name: str, seed: in
     return Party(org_id, headers, key, r.json()["keys"][-1]["id"])
 
 
-def decisions(platform: Platform, action: str) -> int:
-    platform.decision_logs.flush()
-    with platform.session() as s:
-        found = [json.loads(i) for i in s.scalars(select(DecisionLog.input))]
-    return sum(1 for d in found if d.get("action") == action)
+def decisions(platform: Platform, action: str, *, at_least: int = 0) -> int:
+    """Decision logs of `action`, waiting (≤ 5 s) until there are `at_least`.
+
+    The writer's own thread may hold a batch in its transaction while we flush, so a
+    decision already made can be a moment late in the table: poll with a deadline.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        platform.decision_logs.flush()
+        with platform.session() as s:
+            found = [json.loads(i) for i in s.scalars(select(DecisionLog.input))]
+        count = sum(1 for d in found if d.get("action") == action)
+        if count >= at_least or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
 
 
 def ledger_size(platform: Platform) -> int:
