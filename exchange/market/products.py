@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
@@ -40,6 +40,7 @@ __all__ = [
     "create_product",
     "get_product",
     "list_product",
+    "list_own_products",
     "offer_public",
     "product_public",
 ]
@@ -295,3 +296,17 @@ def get_product(session: Session, caller: Caller, product_id: str) -> ProductPub
     ):
         raise NotFound("no such product", product_id=product_id)
     return product_public(product, _offers(session, product.id))
+
+
+def list_own_products(
+    session: Session, caller: Caller, *, limit: int, offset: int
+) -> tuple[list[ProductPublic], int]:
+    """The caller's organisation's own products, drafts included, newest first."""
+    stmt = select(Product).where(Product.provider_org == caller.org_id)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = list(
+        session.scalars(
+            stmt.order_by(Product.created_at.desc(), Product.id).limit(limit).offset(offset)
+        )
+    )
+    return [product_public(p, _offers(session, p.id)) for p in rows], total

@@ -36,6 +36,7 @@ from exchange.trail import Trail
 __all__ = [
     "DisputeCreate",
     "get_statement",
+    "list_disputes",
     "list_statements",
     "SettlementCreate",
     "Signer",
@@ -283,6 +284,33 @@ def list_statements(
         stmt.order_by(Statement.created_at, Statement.id).limit(limit).offset(offset)
     )
     return [statement_public(s) for s in rows], total
+
+
+def list_disputes(
+    session: Session, caller: Caller, *, sees_all: bool, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Disputes on statements the caller is party to (all for overseers), newest first."""
+    stmt = select(Dispute, Statement).join(Statement, Statement.id == Dispute.statement_id)
+    if not sees_all:
+        mine = select(Agreement.id).where(
+            or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
+        )
+        stmt = stmt.where(or_(Statement.org_id == caller.org_id, Statement.agreement_id.in_(mine)))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.execute(
+        stmt.order_by(Dispute.created_at.desc(), Dispute.id).limit(limit).offset(offset)
+    ).all()
+    out = []
+    for d, st in rows:
+        lines = st.body.get("lines", [])
+        out.append(
+            {"id": d.id, "statement_id": st.id, "statement_kind": st.kind,
+             "agreement_id": st.agreement_id, "line": d.line,
+             "disputed": lines[d.line - 1] if 0 < d.line <= len(lines) else None,
+             "state": d.state, "opened_by_org": d.opened_by_org, "reason": d.reason,
+             "created_at": z(d.created_at), "ledger_index": d.ledger_index}
+        )  # fmt: skip
+    return out, total
 
 
 def open_dispute(

@@ -13,7 +13,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from gateway.console import pages_auth, pages_jobkeys, pages_oversight, pages_parties, panels
+from gateway.console import (
+    pages_auth,
+    pages_jobkeys,
+    pages_market,
+    pages_market_provider,
+    pages_oversight,
+    pages_parties,
+    panels,
+)
 from gateway.console.core import BASE, HERE, SECURITY_HEADERS, Console, Refusal, anonymous
 
 __all__ = ["BASE", "mount_console"]
@@ -37,6 +45,8 @@ def mount_console(app: FastAPI) -> Console:
     sub.include_router(pages_jobkeys.router)
     sub.include_router(pages_oversight.router)
     sub.include_router(panels.router)
+    sub.include_router(pages_market.router)
+    sub.include_router(pages_market_provider.router)
 
     @sub.exception_handler(Refusal)
     async def _refused(request: Request, exc: Refusal) -> Response:

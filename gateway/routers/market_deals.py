@@ -20,11 +20,12 @@ from audit.catalogue import Event
 from exchange import market, resources
 from exchange.market import agreements as xagr
 from exchange.market import negotiation as xneg
+from exchange.market import products as xprod
 from exchange.market import settlement as xset
 from exchange.resources import sees_everything
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
-from gateway.routers.market import platform_signer
+from gateway.routers.market import ReadCatalog, platform_signer
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/market", tags=["market"])
@@ -287,6 +288,31 @@ def get_statement(statement_id: str, caller: CallerDep, session: SessionDep) -> 
         session, caller, statement_id,
         sees_all=sees_everything(caller) or "system-admin" in caller.roles,
     )  # fmt: skip
+
+
+@router.get("/products", dependencies=[Depends(ReadCatalog)])
+def list_own_products(
+    caller: CallerDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
+    """The caller's own products, drafts included, each with its pre-check result."""
+    offset = _offset(cursor)
+    items, total = xprod.list_own_products(session, caller, limit=limit, offset=offset)
+    return _page(
+        [i.model_dump(mode="json") for i in items], total, offset, limit, "/v1/market/products"
+    )
+
+
+@router.get("/disputes", dependencies=[Depends(ReadStatements)])
+def list_disputes(
+    caller: CallerDep, session: SessionDep, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    """Disputes on statements the caller is party to (what each disputed line said)."""
+    offset = _offset(cursor)
+    items, total = xset.list_disputes(
+        session, caller, sees_all=sees_everything(caller) or "system-admin" in caller.roles,
+        limit=limit, offset=offset,
+    )  # fmt: skip
+    return _page(items, total, offset, limit, "/v1/market/disputes")
 
 
 @router.post(
