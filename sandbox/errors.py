@@ -133,6 +133,13 @@ class ProviderReviewRequired(ReleaseRefused):
     title = "Every provider must review the result before release"
 
 
+class MaskKeyUnverified(SandboxError):
+    """A provider's node refused relayed mask keys that its pinned peer keys do not vouch for."""
+
+    code = "mask-key-unverified"
+    title = "A relayed mask key is not signed by its provider"
+
+
 ERRORS_BY_CODE: dict[str, type[SandboxError]] = {
     cls.code: cls
     for cls in (
@@ -154,6 +161,7 @@ ERRORS_BY_CODE: dict[str, type[SandboxError]] = {
         RowLevelOutput,
         PrivacyBudgetExhausted,
         ProviderReviewRequired,
+        MaskKeyUnverified,
     )
 }
 """Every code above, so a refusal raised inside a sandbox is re-raised with its own class."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import crypto
-from sandbox import party_stats
+from sandbox import mask_signing, party_stats
 from sandbox._registry import REGISTRY, default_sandbox
 from sandbox.errors import SandboxError
 from sandbox.isolation import SandboxFailure, SandboxOutcome, SandboxResult
@@ -308,16 +308,20 @@ def node_call(data: object, binding: object, call: object) -> bytes:
     refusal = party_stats.check_binding(binding, params)
     if refusal is not None:
         return encode_outcome(_node_failure(operator, refusal, "node-binding-mismatch"))
-    if cmd == "keys":  # this node's mask key for the job (requester-held keys)
-        public = party_stats.mask_public(str(binding["job_id"]), str(binding["dataset_id"]))
-        return encode_outcome(SandboxResult(operator, public, 0.0))
-    if cmd == "run" and "party" in params:
-        blobs = {
-            **blobs,
-            **party_stats.mask_blobs(
-                str(binding["job_id"]), str(binding["dataset_id"]), params["party"]
-            ),
-        }
+    try:
+        if cmd == "keys":  # this node's mask key for the job, signed if it has a party key
+            public = party_stats.mask_public(str(binding["job_id"]), str(binding["dataset_id"]))
+            answer = mask_signing.signed_mask_key(binding, public)
+            return encode_outcome(SandboxResult(operator, answer, 0.0))
+        if cmd == "run" and "party" in params:
+            blobs = {
+                **blobs,
+                **party_stats.mask_blobs(
+                    str(binding["job_id"]), str(binding["dataset_id"]), params["party"], binding
+                ),
+            }
+    except SandboxError as exc:  # e.g. a peer's mask key without its pinned signature
+        return encode_outcome(_node_failure(operator, exc.detail, exc.code))
     if cmd == "run":
         path = _write_private(data, "run-")
         try:

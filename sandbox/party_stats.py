@@ -5,7 +5,9 @@ The protocol of one `stats.*` job when the requester sent a `job_key` (docs/priv
 
 1. Keys. The requester's SDK made a Paillier key pair and sent only n and its
    fingerprint. Each provider's node makes an X25519 key for the job (`mask_public`,
-   node-side memory only); the platform relays the public halves (`collect_mask_keys`).
+   node-side memory only); the platform relays the public halves (`collect_mask_keys`),
+   each signed by its provider's own party key; a node checks every peer's signature
+   against the keys it pins before it derives a seed (`sandbox.mask_signing`).
 2. Partial (`party_partial`, the vetted operator in the provider's sandbox): the
    provider's partial vector (`sandbox.stats.partial_vector`); its *own* record count
    must reach the minimum cohort or it refuses (`CohortTooSmall`); under DP each field is
@@ -43,7 +45,7 @@ from sandbox.coordinator import (
     SecurityModel,
     seal_vector,
 )
-from sandbox.errors import CohortTooSmall, HomomorphicMismatch, InvalidParameters
+from sandbox.errors import CohortTooSmall, InvalidParameters
 from sandbox.isolation import OperatorContext, Sandbox, SandboxFailure, run_parallel
 from sandbox.masks import apply_masks, mask_info
 from sandbox.noise_shares import NoisePlan, noise_share
@@ -75,8 +77,11 @@ SECURITY_MODEL = SecurityModel(
         "holds the public key and its fingerprint only",
         "each provider's node runs only the vetted operator its code request approved (job "
         "key fingerprint, epsilon, number of providers and cohort minimum are bound)",
-        "mask keys are relayed by the platform unauthenticated: a platform that substitutes "
-        "them can strip one provider's masks but still cannot decrypt anything",
+        "mask keys are signed by each provider's node with its organisation's party key and "
+        "checked by every node against the peers' keys its operator pinned "
+        "(sandbox.mask_signing); a node without a party key neither signs nor checks, and "
+        "a platform substituting such a node's relayed key can strip its masks (it still "
+        "cannot decrypt anything)",
         "Paillier (>= 2048-bit n; DCR and DJN short-exponent assumptions) is IND-CPA",
     ),
     parties=(
@@ -194,13 +199,30 @@ def forget_mask_keys(job_id: str | None = None) -> None:
             del _MASK_KEYS[k]
 
 
-def mask_blobs(job_id: str, dataset_id: str, party: Mapping[str, Any]) -> dict[str, bytes]:
-    """The pairwise seeds with every peer, for the sandboxed operator (then the key is gone)."""
+def mask_blobs(
+    job_id: str,
+    dataset_id: str,
+    party: Mapping[str, Any],
+    binding: Mapping[str, Any] | None = None,
+) -> dict[str, bytes]:
+    """The pairwise seeds with every peer, for the sandboxed operator (then the key is gone).
+
+    On a node with a party key (`sandbox.mask_signing.node_identity`), every peer's key
+    must carry its organisation's pinned signature first (`MaskKeyUnverified`); `binding`
+    is the node's approved code-request binding.
+    """
     from crypto.agreement import agreement_seed  # node process only, not the sandbox
+    from sandbox.mask_signing import node_identity, verify_peers
 
     with _LOCK:
         entry = _MASK_KEYS.pop((job_id, dataset_id), None)
+    identity = node_identity() if binding is not None else None
     peers = party.get("peers") or []
+    if identity is not None:
+        if entry is None:
+            raise InvalidParameters("this node has no mask key for the job")
+        assert binding is not None
+        verify_peers(identity, binding, party, entry[0][32:])
     if not peers:
         return {}
     if entry is None:
@@ -299,15 +321,17 @@ MaskKeyCall = Callable[[ProviderInput], bytes]
 """Fetches one provider's mask public key (a node call for node-held inputs)."""
 
 
-def collect_mask_keys(providers: Sequence[ProviderInput], fetch: MaskKeyCall) -> list[str]:
-    """Every provider's mask public key, hex, in provider order (relayed, not trusted)."""
-    out = []
-    for p in providers:
-        public = fetch(p)
-        if len(public) != 32:
-            raise HomomorphicMismatch("a node returned a malformed mask key")
-        out.append(public.hex())
-    return out
+def collect_mask_keys(
+    providers: Sequence[ProviderInput], fetch: MaskKeyCall
+) -> list[dict[str, Any]]:
+    """Every provider's mask key entry, in provider order (relayed as signed, not trusted).
+
+    An entry is `{org_id, dataset_id, public}` and, from a node with a party key, the
+    node's `key_id`, `algorithm` and `signature` (`sandbox.mask_signing.relayed_key`).
+    """
+    from sandbox.mask_signing import relayed_key
+
+    return [relayed_key(fetch(p), p.provider_id, p.dataset_id) for p in providers]
 
 
 def run_party_stats(
@@ -316,7 +340,7 @@ def run_party_stats(
     party: PartyJob,
     *,
     sandbox: Sandbox,
-    mask_keys: Sequence[str],
+    mask_keys: Sequence[Mapping[str, Any]],
     local_blobs: Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
 ) -> dict[str, Any]:
     """Run every provider's operator, add the envelopes; the encrypted result document.
@@ -328,7 +352,7 @@ def run_party_stats(
                         "stats.histogram"):  # fmt: skip
         raise InvalidParameters("requester-held keys support the statistics operators")
     sandbox.check()
-    peers = [{"index": i, "public": k} for i, k in enumerate(mask_keys)]
+    peers = [{**k, "index": i} for i, k in enumerate(mask_keys)]
     jobs = []
     for i, p in enumerate(providers):
         party_params = {**party.binding(), "index": i, "peers": peers}

@@ -314,6 +314,20 @@ def load_private(algorithm: SignatureAlgorithm | str, data: bytes) -> SigningKey
     return _Sm2KeyPair(sm2.Sm2PrivateKey(raw))
 
 
+def load_private_pem(data: bytes, passphrase: bytes | None = None) -> SigningKeyPair:
+    """An Ed25519 key pair from PKCS#8 PEM (what `pdx_client.partykeys.PartyKey.save` writes).
+
+    `InvalidKey` if `data` is not such a key or the passphrase does not open it.
+    """
+    try:
+        key = serialization.load_pem_private_key(_require_bytes(data, "PEM key"), passphrase)
+    except (ValueError, TypeError):
+        raise InvalidKey("not a PKCS#8 PEM private key (or the wrong passphrase)") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidKey("a PEM party key must be Ed25519")
+    return _Ed25519KeyPair(key)
+
+
 def load_public(algorithm: SignatureAlgorithm | str, data: bytes) -> VerifyingKey:
     """A verifying key from `public_bytes()`; `InvalidKey` if `data` cannot be one."""
     chosen = _algorithm(algorithm)

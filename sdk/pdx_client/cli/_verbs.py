@@ -24,6 +24,7 @@ from pdx_client.config import (
 from pdx_client.errors import PdxError
 from pdx_client.jobkeys import JobKey, takes_job_key
 from pdx_client.models import Computation
+from pdx_client.partykeys import PartyKey
 from pdx_client.roles import Enterprise, Provider, _Role
 from pdx_client.session import Session
 from pdx_client.trail import CheckpointStore
@@ -213,6 +214,29 @@ def _progress() -> tuple[Callable[[Computation], None], Any]:
     return show, status
 
 
+def _party_key(args: argparse.Namespace) -> PartyKey:
+    """The provider's own signing key, from this machine (`--key`, else the config dir).
+
+    Its passphrase is `$PDX_PARTY_KEY_PASSPHRASE` (none: an unencrypted file). With
+    `--register-key` a missing key is made here and its public half registered; without,
+    a missing key is a usage error (nothing is sent).
+    """
+    passphrase = os.environ.get("PDX_PARTY_KEY_PASSPHRASE") or None
+    org = str(load_profile().get("org_id") or "")
+    path = Path(args.key) if args.key else None
+    if args.register_key:
+        return PartyKey.load_or_create(org, path=path, passphrase=passphrase)
+    try:
+        return PartyKey.load(path, org_id=org, passphrase=passphrase)
+    except FileNotFoundError:
+        raise _Usage(
+            "no party key on this machine: give --key PATH, or add --register-key to make "
+            "one and register its public half"
+        ) from None
+    except (TypeError, ValueError):
+        raise _Usage("the party key cannot be opened (check PDX_PARTY_KEY_PASSPHRASE)") from None
+
+
 def _compute(args: argparse.Namespace) -> int:
     if args.action == "request":
         if not (args.operator and args.input and args.purpose):
@@ -242,7 +266,10 @@ def _compute(args: argparse.Namespace) -> int:
     if not args.id:
         raise _Usage(f"{args.action} needs the computation id")
     if args.action == "approve":
+        party_key = _party_key(args) if args.sign else None
         with _role(args, Provider) as p:
+            if party_key is not None:
+                p.use_key(party_key, register=args.register_key)
             job = p.approve(args.id, args.stage, args.reason or "")
         return _out(args, job, lambda: print(f"computation {job.id}: {job.state}"))
     if args.action == "status":
@@ -354,6 +381,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cp.add_argument("--purpose")
     cp.add_argument("--stage", choices=["run", "release"], default="run")
     cp.add_argument("--reason")
+    cp.add_argument(
+        "--sign",
+        action="store_true",
+        help="approve: sign the decision with your party key (query digest, or reviewed output)",
+    )
+    cp.add_argument("--key", help="approve --sign: the party key's PEM (default: config dir)")
+    cp.add_argument(
+        "--register-key",
+        action="store_true",
+        help="approve --sign: make the key if missing and register its public half",
+    )
     cp.add_argument("--wait", action="store_true", help="poll until a final state")
     cp.add_argument("--timeout", type=float, default=600.0)
     cp.set_defaults(func=_guarded(_compute))
