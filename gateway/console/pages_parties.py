@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from exchange.levels import Level, OpenAttribute, ShareAttribute
 from exchange.schemas import ImpactDegree, ImpactObject
-from gateway.console import pages_jobkeys, reads, results
+from gateway.console import pages_jobkeys, pages_rules, reads, results
 from gateway.console.core import BASE, Ctx, Refusal, signed_in
 from gateway.console.forms import FormError, fields, params_from_form
 
@@ -146,7 +146,14 @@ async def dataset_page(
         return ctx.redirect(f"{BASE}/provider")
     if dataset.get("ledger_index") is None:
         dataset["ledger_index"] = entry
-    return ctx.render("dataset.html", title=dataset["name"], dataset=dataset)
+    operators = [str(o.get("name", "")) for o in await _operators(ctx)]
+    return ctx.render(
+        "dataset.html",
+        title=dataset["name"],
+        dataset=dataset,
+        rules=await pages_rules.rules_of(ctx, dataset_id),
+        operators=[o for o in operators if o],
+    )
 
 
 @router.post("/provider/computations/{computation_id}/{verdict}")
