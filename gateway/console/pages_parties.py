@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from exchange.levels import Level, OpenAttribute, ShareAttribute
 from exchange.schemas import ImpactDegree, ImpactObject
-from gateway.console import pages_jobkeys, pages_rules, reads, results
+from gateway.console import job_plots, pages_jobkeys, pages_rules, reads, results
 from gateway.console.core import BASE, Ctx, Refusal, signed_in
 from gateway.console.forms import FormError, fields, params_from_form
 
@@ -218,6 +218,7 @@ async def enterprise_home(ctx: Enterprise, q: Q = "", level: Q = "") -> Response
         catalog=catalog,
         operators=operators,
         computations=computations,
+        durations=job_plots.durations_plot(computations, ctx.t),
         q=q,
         level=level,
         levels=ENUMS["level"],
