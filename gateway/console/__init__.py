@@ -20,6 +20,7 @@ from gateway.console import (
     pages_market_provider,
     pages_oversight,
     pages_parties,
+    pages_security,
     panels,
 )
 from gateway.console.core import BASE, HERE, SECURITY_HEADERS, Console, Refusal, anonymous
@@ -41,6 +42,7 @@ def mount_console(app: FastAPI) -> Console:
     sub.state.console = console
     sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     sub.include_router(pages_auth.router)
+    sub.include_router(pages_security.router)
     sub.include_router(pages_parties.router)
     sub.include_router(pages_jobkeys.router)
     sub.include_router(pages_oversight.router)
