@@ -24,7 +24,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Not removed: a valid one-time code is needed.",
     ),
     "passkey_failed": ("通行密钥操作失败。", "The passkey step failed."),
-    "sign_in_passkey": ("使用通行密钥登录", "Sign in with a passkey"),
+    "sign_in_passkey": ("改用通行密钥", "Use a passkey instead"),
     "no_passkey": (
         "此账户没有通行密钥，请输入动态口令。",
         "This account has no passkey; enter the one-time code.",
