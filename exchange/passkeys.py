@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, select
+from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.types import JSON
@@ -112,6 +112,12 @@ def _new_challenge(
     now: datetime,
     rand: Callable[[int], bytes],
 ) -> bytes:
+    # Expired challenges are dead weight: a late answer finds none and is refused anyway.
+    session.execute(
+        delete(PasskeyChallenge)
+        .where(PasskeyChallenge.person_id == person.id)
+        .where(PasskeyChallenge.expires_at <= now)
+    )
     challenge = rand(32)
     session.add(
         PasskeyChallenge(
