@@ -246,6 +246,16 @@ def test_challenges_are_single_use_and_expire(
     )
     assert again.status_code == 422 and "spent" in again.json()["detail"], again.text
     assert api.get("/v1/me/passkeys", headers=erin["headers"]).json()["total"] == 1
+    # A challenge serves one ceremony: a sign-in challenge does not register a key, and a
+    # registration challenge does not sign in.
+    crossed = api.post(
+        "/v1/me/passkeys",
+        json={"credential": other.create(challenge(api, "erin"))},
+        headers=erin["headers"],
+    )
+    assert crossed.status_code == 422, crossed.text
+    reg = api.post("/v1/me/passkeys/options", headers=erin["headers"]).json()["options"]
+    refused(token(api, "erin", passkey=auth.get(reg)))
     # Sign-in: a challenge two minutes old is refused, a fresh one works.
     options = challenge(api, "erin")
     clock.now += timedelta(minutes=2, seconds=1)
@@ -266,6 +276,8 @@ def test_another_persons_credential_or_challenge_cannot_be_used(
     refused(token(api, "grace", passkey=franks.get(challenge(api, "grace"))))
     # Frank's challenge and authenticator, submitted as Grace: refused (not her challenge).
     refused(token(api, "grace", passkey=franks.get(challenge(api, "frank"))))
+    # A challenge issued after Frank's password, answered by Grace for herself: refused.
+    refused(token(api, "grace", passkey=graces.get(challenge(api, "frank"))))
     # Frank's own challenge, answered by Grace's key under Frank's name: refused.
     refused(token(api, "frank", passkey=graces.get(challenge(api, "frank"))))
     assert token(api, "frank", passkey=franks.get(challenge(api, "frank"))).status_code == 200
