@@ -44,6 +44,10 @@ class Event(StrEnum):
     PERSON_INVITE_FAILED = "person.invite_failed"
     PERSON_REDEEM_DENIED = "person.redeem_denied"
     PERSON_CONFIRM_DENIED = "person.confirm_denied"
+    PERSON_PASSKEY_ADDED = "person.passkey_added"
+    PERSON_PASSKEY_USED = "person.passkey_used"
+    PERSON_PASSKEY_REMOVED = "person.passkey_removed"
+    PERSON_PASSKEY_DENIED = "person.passkey_denied"
 
     # -- certificates for mutual TLS (gateway/cli.py)
     CERTIFICATE_ISSUED = "certificate.issued"
@@ -158,6 +162,9 @@ class RecordType(StrEnum):
     PERSON_INVITED = Event.PERSON_INVITED.value
     PERSON_ENROLLED = Event.PERSON_ENROLLED.value
     PERSON_ACTIVATED = Event.PERSON_ACTIVATED.value
+    PERSON_PASSKEY_ADDED = Event.PERSON_PASSKEY_ADDED.value
+    PERSON_PASSKEY_USED = Event.PERSON_PASSKEY_USED.value
+    PERSON_PASSKEY_REMOVED = Event.PERSON_PASSKEY_REMOVED.value
     CERTIFICATE_ISSUED = Event.CERTIFICATE_ISSUED.value
     DATASET_REGISTERED = Event.DATASET_REGISTERED.value
     DATASET_ANALYSIS_RULES_SET = Event.DATASET_ANALYSIS_RULES_SET.value

@@ -1,6 +1,7 @@
 """Organisations and accounts, the dataset catalogue with grading, and the content pipeline."""
 
 import exchange.market.models  # noqa: F401  (the market's tables join ExchangeBase)
+import exchange.passkeys  # noqa: F401  (the passkey tables join ExchangeBase)
 from exchange.accounts import (
     Caller,
     IssuedClient,

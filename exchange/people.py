@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 import audit
 import crypto
 from audit.catalogue import Event
+from exchange import passkeys
 from exchange.accounts import ROLES_BY_KIND, SEPARATED_DUTIES, Caller, OrgKind, Role, _check_name
 from exchange.errors import (
     AuthenticationFailed,
@@ -303,8 +304,15 @@ def authenticate_person(
     now: datetime,
     enrolling: bool = False,
     verified_hash: str | None = None,
+    passkey: str = "",
+    rp: passkeys.RelyingParty | None = None,
+    trail: Trail | None = None,
 ) -> Person:
-    """Password and TOTP; one opaque failure whatever was wrong (no user enumeration).
+    """Password and TOTP (or a passkey); one opaque failure whatever was wrong.
+
+    With `passkey` (a WebAuthn assertion as JSON, answering a challenge from
+    `passkey_challenge`) the passkey is the second factor instead of the TOTP code;
+    its use is recorded on `trail`. The password stays the first factor.
 
     `enrolling` accepts (only) a person whose first code is not confirmed yet and
     activates them. The caller commits: the used TOTP step is remembered. With
@@ -325,7 +333,11 @@ def authenticate_person(
         password_ok = crypto.verify_secret(password, person.password_hash)
     if not password_ok or person.status != wanted:
         raise AuthenticationFailed("invalid person credentials")
-    if not _check_totp(session, keystore, person, totp, now):
+    if passkey and not enrolling:
+        if rp is None or trail is None:
+            raise AuthenticationFailed("invalid person credentials")
+        passkeys.check_assertion(session, person, passkey, rp=rp, now=now, trail=trail)
+    elif not _check_totp(session, keystore, person, totp, now):
         raise AuthenticationFailed("invalid person credentials")
     if enrolling:
         person.status = ACTIVE
@@ -366,6 +378,47 @@ def confirm_enrolment(
     )
     _record(session, trail, None, Event.PERSON_ACTIVATED, "update", person.id, now, person.org_id)
     return person
+
+
+def passkey_challenge(
+    session: Session, *, verified_hash: str, login: str, rp: passkeys.RelyingParty, now: datetime
+) -> dict[str, object] | None:
+    """After the password (checked by `verify_person_password`): the passkey options.
+
+    None when the person has no passkey (sign in with TOTP). The caller commits: the
+    challenge is stored, single use, for this person only.
+    """
+    person = session.scalar(select(Person).where(Person.login == login.strip().lower()))
+    if (
+        person is None
+        or person.status != ACTIVE
+        or not hmac.compare_digest(verified_hash, person.password_hash)
+    ):
+        raise AuthenticationFailed("invalid person credentials")
+    return passkeys.begin_authentication(session, person, rp=rp, now=now)
+
+
+def remove_passkey(
+    session: Session,
+    keystore: crypto.KeyStore,
+    caller: Caller,
+    passkey_id: str,
+    *,
+    totp: str,
+    passkey: str,
+    rp: passkeys.RelyingParty,
+    now: datetime,
+    trail: Trail,
+) -> int | None:
+    """Remove one of the caller's passkeys, after a fresh second factor (TOTP or passkey)."""
+    person = passkeys.signed_in_person(session, caller, lock=True)
+    if passkey:
+        passkeys.check_assertion(session, person, passkey, rp=rp, now=now, trail=trail)
+    elif not _check_totp(session, keystore, person, totp, now):
+        raise AuthenticationFailed("a fresh second factor is needed to remove a passkey")
+    return passkeys.remove_passkey(
+        session, person, passkey_id, now=now, trail=trail, subject=caller.subject()
+    )
 
 
 def person_caller_fields(session: Session, person_id: str | None) -> tuple[str | None, bool]:

@@ -39,6 +39,7 @@ from gateway.routers import (
     market_deals,
     nodes,
     organisations,
+    passkeys,
     people,
     policies,
     privacy,
@@ -56,6 +57,7 @@ PUBLIC_PATHS = frozenset(
         "/readyz",
         "/v1/auth/token",
         "/v1/auth/revoke",
+        "/v1/auth/passkey-options",  # the person's password authenticates
         "/v1/invitations/redeem",  # the one-time invitation code authenticates
         "/v1/invitations/confirm",  # login, password and the first TOTP code
         "/.well-known/jwks.json",
@@ -204,6 +206,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(auth.router)
     protected = [Depends(authenticate)]
     app.include_router(people.public)
+    app.include_router(passkeys.public)
+    app.include_router(passkeys.router, dependencies=protected)
     app.include_router(organisations.router, dependencies=protected)
     app.include_router(people.router, dependencies=protected)
     app.include_router(dataset_scan.router, dependencies=protected)  # before /{dataset_id}

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # without a request (idle) and, whatever happens, this long after the sign-in.
     console_idle_s: Count = 15 * 60
     console_absolute_s: Count = 8 * 3600
+    # Passkeys (WebAuthn) as a person's second factor: the relying party id (a domain,
+    # never an IP address) and the origins the browser reports, comma-separated; empty
+    # means http://localhost:<port> and https://localhost:<port>.
+    webauthn_rp_id: str = "localhost"
+    webauthn_origins: str = ""
     issuer: str = "pdx"
     audience: str = "pdx-api"
     environment: Literal["development", "production"] = Field(
@@ -271,6 +276,12 @@ class Settings(BaseSettings):
             raise ValueError("PDX_JOB_WORKERS=0 needs PDX_JOB_QUEUE=procrastinate (none would run)")
         self._check_publishing()
         return self
+
+    @property
+    def webauthn_origin_list(self) -> tuple[str, ...]:
+        """The origins a passkey ceremony may come from (WebAuthn §7.1 step 9)."""
+        given = tuple(o.strip().rstrip("/") for o in self.webauthn_origins.split(",") if o.strip())
+        return given or (f"http://localhost:{self.port}", f"https://localhost:{self.port}")
 
     @property
     def objects_dir(self) -> Path:

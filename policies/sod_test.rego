@@ -47,6 +47,10 @@ role_cases := {
 		"allow": false,
 		"reasons": ["the auditor changes nothing"],
 	},
+	"auditor_manages_own_passkeys": {
+		"input": req(auditor, "account.second_factor", {"type": "account", "owner_org": "org-a"}),
+		"allow": true,
+	},
 	"auditor_deactivates_no_accounts": {
 		"input": req(auditor, "account.deactivate", {
 			"type": "account", "org_kind": "auditor", "owner_org": "org-a", "roles": ["auditor"],

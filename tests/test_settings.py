@@ -20,6 +20,8 @@ VARIABLES: list[tuple[str, str, Any, str, Any]] = [
     ("PDX_TOKEN_TTL_S", "token_ttl_s", 900, "600", 600),
     ("PDX_REFRESH_TTL_S", "refresh_ttl_s", 8 * 3600, "60", 60),
     ("PDX_ISSUER", "issuer", "pdx", "other", "other"),
+    ("PDX_WEBAUTHN_RP_ID", "webauthn_rp_id", "localhost", "pdx.example.cn", "pdx.example.cn"),
+    ("PDX_WEBAUTHN_ORIGINS", "webauthn_origins", "", "https://pdx.example.cn", "https://pdx.example.cn"),
     ("PDX_AUDIENCE", "audience", "pdx-api", "aud", "aud"),
     ("PDX_SEED_DEMO", "seed_demo", True, "0", False),
     ("PDX_ENV", "environment", "development", "development", "development"),
@@ -202,3 +204,13 @@ def test_the_old_bench_switch_name_still_works_with_a_warning(tmp_path: Path) ->
 def test_unknown_fields_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="max_uplaod_bytes"):
         Settings(home=tmp_path, max_uplaod_bytes=1)
+
+
+def test_webauthn_origins_default_to_localhost_on_the_port(tmp_path: Path) -> None:
+    base = {"PDX_HOME": str(tmp_path), "PDX_PORT": "9100"}
+    assert Settings.from_env(base).webauthn_origin_list == (
+        "http://localhost:9100",
+        "https://localhost:9100",
+    )
+    given = Settings.from_env({**base, "PDX_WEBAUTHN_ORIGINS": " https://a.cn/, https://b.cn"})
+    assert given.webauthn_origin_list == ("https://a.cn", "https://b.cn")

@@ -21,6 +21,7 @@ from gateway.console import (
     pages_oversight,
     pages_parties,
     pages_rules,
+    pages_security,
     panels,
 )
 from gateway.console.core import BASE, HERE, SECURITY_HEADERS, Console, Refusal, anonymous
@@ -42,6 +43,7 @@ def mount_console(app: FastAPI) -> Console:
     sub.state.console = console
     sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     sub.include_router(pages_auth.router)
+    sub.include_router(pages_security.router)
     sub.include_router(pages_parties.router)
     sub.include_router(pages_rules.router)
     sub.include_router(pages_jobkeys.router)

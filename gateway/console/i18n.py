@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.console.i18n_market import MESSAGES as MARKET_MESSAGES
+from gateway.console.i18n_passkeys import MESSAGES as PASSKEY_MESSAGES
 
 DEFAULT = "zh-CN"
 LANGUAGES = ("zh-CN", "en")
@@ -232,6 +233,7 @@ _MESSAGES: dict[str, tuple[str, str]] = {
 _INDEX = {lang: i for i, lang in enumerate(LANGUAGES)}
 # The market pages' messages live beside them; none of their keys is one of the above.
 _MESSAGES.update({k: v for k, v in MARKET_MESSAGES.items() if k not in _MESSAGES})
+_MESSAGES.update({k: v for k, v in PASSKEY_MESSAGES.items() if k not in _MESSAGES})
 
 
 def t(lang: str, key: str, **values: Any) -> str:

@@ -1,4 +1,4 @@
-"""Sign-in with password and TOTP (the API's person grant), sign-out, language, home."""
+"""Sign-in with password and TOTP or a passkey (the person grant), sign-out, language, home."""
 
 from __future__ import annotations
 
@@ -32,17 +32,14 @@ async def login(ctx: AnyCtx) -> Response:
     await check_csrf(ctx)
     form = await ctx.request.form()
     fields = {k: str(form.get(k, ""))[:256] for k in ("login", "password", "totp")}
-    answer = await ctx.console.api.call(
-        ctx.request,
-        "POST",
-        "/v1/auth/token",
-        form={
-            "grant_type": PERSON_GRANT,
-            "username": fields["login"],
-            "password": fields["password"],
-            "totp": fields["totp"].strip(),
-        },
-    )
+    grant = {"grant_type": PERSON_GRANT, "username": fields["login"]}
+    grant["password"] = fields["password"]
+    passkey = str(form.get("passkey", ""))[:6000]  # static/passkeys.js: the assertion
+    if passkey:
+        grant["passkey"] = passkey
+    else:
+        grant["totp"] = fields["totp"].strip()
+    answer = await ctx.console.api.call(ctx.request, "POST", "/v1/auth/token", form=grant)
     if not answer.ok:
         key = "too_many" if answer.status == 429 else "bad_credentials"
         ctx.session.flash.append(ctx.t(key))

@@ -20,6 +20,7 @@ from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.ratelimit import Limits
+from gateway.routers import passkeys as passkeys_router
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
@@ -252,6 +253,9 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
                 totp=fields.get("totp", ""),
                 now=now,
                 verified_hash=verified,
+                passkey=fields.get("passkey", ""),
+                rp=passkeys_router.relying_party(platform),
+                trail=platform.trail,
             )
         except xe.AuthenticationFailed:
             raise _person_denied(request, login) from None
@@ -272,5 +276,9 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
 async def person_token(
     request: Request, platform: Platform, fields: dict[str, str]
 ) -> JSONResponse:
-    """`grant_type=urn:pdx:params:oauth:grant-type:person`: username, password and totp."""
+    """`grant_type=urn:pdx:params:oauth:grant-type:person`: username, password and totp.
+
+    Or, instead of `totp`, `passkey`: a WebAuthn assertion (JSON) answering the challenge
+    from /v1/auth/passkey-options.
+    """
     return await run_in_threadpool(_person_token, platform, request, fields)

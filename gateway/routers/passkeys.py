@@ -1,0 +1,199 @@
+"""/v1 passkeys (WebAuthn): a person enrols, lists and removes them; sign-in options."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+import exchange.people
+from audit.catalogue import Event
+from exchange import errors as xe
+from exchange import passkeys
+from exchange.timestamps import Timestamp
+from gateway.auditing import client_ip
+from gateway.errors import GatewayError
+from gateway.pagination import Page, PagingDep
+from gateway.pep import Enforce
+from gateway.platform import Platform
+from gateway.ratelimit import Limits
+from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+
+public = APIRouter(prefix="/v1", tags=["people"])  # the password authenticates
+# A person's own second factors: the decision point allows every role (the auditor too:
+# policies/sod.rego); the domain acts only on the signed-in person's own rows.
+SecondFactor = Enforce("account.second_factor")
+router = APIRouter(prefix="/v1/me/passkeys", tags=["people"], dependencies=[Depends(SecondFactor)])
+
+OPTIONS_PATH = "/v1/auth/passkey-options"
+
+
+def relying_party(platform: Platform) -> passkeys.RelyingParty:
+    """The RP id and origins from settings (PDX_WEBAUTHN_RP_ID, PDX_WEBAUTHN_ORIGINS)."""
+    s = platform.settings
+    return passkeys.RelyingParty(rp_id=s.webauthn_rp_id, origins=s.webauthn_origin_list)
+
+
+class PasskeyOut(BaseModel):
+    id: str
+    credential_id: str = Field(description="base64url, as the authenticator names it")
+    transports: list[str]
+    created_at: Timestamp
+    last_used_at: Timestamp | None = None
+    ledger_index: int | None = None
+
+
+class Ceremony(BaseModel):
+    """Options for navigator.credentials.create/get (WebAuthn JSON, base64url fields)."""
+
+    options: dict[str, Any] | None = Field(
+        description="null at sign-in when the person has no passkey: use TOTP"
+    )
+
+
+class CredentialIn(BaseModel):
+    credential: dict[str, Any] = Field(description="PublicKeyCredential.toJSON()")
+
+
+class Removal(BaseModel):
+    """A fresh second factor: a TOTP code, or an assertion answering a sign-in challenge."""
+
+    totp: str = Field("", max_length=6)
+    passkey: dict[str, Any] | None = None
+
+
+class PasswordIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+def _out(info: passkeys.PasskeyInfo) -> PasskeyOut:
+    return PasskeyOut(
+        id=info.id,
+        credential_id=info.credential_id,
+        transports=list(info.transports),
+        created_at=info.created_at,
+        last_used_at=info.last_used_at,
+        ledger_index=info.ledger_index,
+    )
+
+
+def _denied(request: Request, login: str) -> GatewayError:
+    request.state.audit_event = Event.AUTH_PERSON_DENIED
+    request.state.object_id = login[:64]
+    limits: Limits = request.app.state.limits
+    limits.failed(client_ip(request))
+    return GatewayError(
+        "invalid-grant",
+        "Invalid token request",
+        "invalid person credentials",
+        headers={"Cache-Control": "no-store"},
+        error="invalid_grant",
+    )
+
+
+def _signin_options(platform: Platform, request: Request, body: PasswordIn) -> JSONResponse:
+    now = platform.now()
+    try:
+        verified = exchange.people.verify_person_password(
+            platform.session, login=body.username, password=body.password
+        )
+        with platform.session() as session, session.begin():
+            options = exchange.people.passkey_challenge(
+                session,
+                verified_hash=verified,
+                login=body.username,
+                rp=relying_party(platform),
+                now=now,
+            )
+    except xe.AuthenticationFailed:
+        raise _denied(request, body.username) from None
+    return JSONResponse({"options": options}, headers={"Cache-Control": "no-store"})
+
+
+@public.post(OPTIONS_PATH.removeprefix("/v1"), response_model=Ceremony)
+async def signin_options(body: PasswordIn, request: Request, platform: PlatformDep) -> JSONResponse:
+    """After the password, a challenge for the person's passkeys (null: none, use TOTP).
+
+    Answer it with `grant_type=urn:pdx:params:oauth:grant-type:person`, `username`,
+    `password` and `passkey` (the assertion's JSON) at /v1/auth/token.
+    """
+    limits: Limits = request.app.state.limits
+    try:
+        limits.check_token_request("person:" + body.username[:64], client_ip(request))
+    except GatewayError:
+        request.state.audit_event = Event.AUTH_RATE_LIMITED
+        request.state.audit_deny = True
+        raise
+    return await run_in_threadpool(_signin_options, platform, request, body)
+
+
+@router.get("", response_model=Page[PasskeyOut])
+def list_passkeys(caller: CallerDep, session: SessionDep, paging: PagingDep) -> Page[PasskeyOut]:
+    """The signed-in person's passkeys, oldest first."""
+    return paging.page_as(passkeys.list_passkeys(session, caller, window=paging.window), _out)
+
+
+@router.post("/options", response_model=Ceremony)
+def registration_options(
+    caller: CallerDep, platform: PlatformDep, session: SessionDep, now: ClockDep
+) -> Ceremony:
+    """Creation options with a fresh challenge (single use, two minutes)."""
+    with session.begin():
+        options = passkeys.begin_registration(session, caller, rp=relying_party(platform), now=now)
+    return Ceremony(options=options)
+
+
+@router.post("", status_code=201, response_model=PasskeyOut)
+def enrol(
+    body: CredentialIn,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
+) -> PasskeyOut:
+    """Verify the authenticator's answer to the creation options and keep its public key."""
+    request.state.audit_event = Event.PERSON_PASSKEY_DENIED
+    with session.begin():
+        info = passkeys.finish_registration(
+            session,
+            caller,
+            json.dumps(body.credential),
+            rp=relying_party(platform),
+            now=now,
+            trail=platform.trail,
+        )
+    return _out(info)
+
+
+@router.post("/{passkey_id}/remove", status_code=200)
+def remove(
+    passkey_id: str,
+    body: Removal,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    session: SessionDep,
+    now: ClockDep,
+) -> dict[str, Any]:
+    """Remove a passkey; needs a fresh second factor (TOTP code or passkey assertion)."""
+    request.state.audit_event = Event.PERSON_PASSKEY_DENIED
+    request.state.object_id = passkey_id[:64]
+    with session.begin():
+        index = exchange.people.remove_passkey(
+            session,
+            platform.keystore,
+            caller,
+            passkey_id,
+            totp=body.totp,
+            passkey=json.dumps(body.passkey) if body.passkey else "",
+            rp=relying_party(platform),
+            now=now,
+            trail=platform.trail,
+        )
+    return {"id": passkey_id, "removed": True, "ledger_index": index}
