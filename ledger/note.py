@@ -22,6 +22,7 @@ __all__ = [
     "ALG_ED25519",
     "Ed25519NoteSigner",
     "Ed25519NoteVerifier",
+    "NoteKey",
     "NoteSigner",
     "NoteVerifier",
     "VerifierFactory",
@@ -145,17 +146,15 @@ def _ed25519_public_bytes(key: Ed25519Public) -> bytes:
     return raw
 
 
-class Ed25519NoteVerifier:
-    """Verifies Ed25519 (RFC 8032) note signatures, algorithm byte 0x01."""
+class NoteKey:
+    """A key as signed notes name it: `name`, the encoded key and its C2SP key hash."""
 
-    __slots__ = ("_key_hash", "_name", "_public_key")
+    __slots__ = ("_encoded", "_key_hash", "_name")
 
-    def __init__(self, name: str, public_key: Ed25519Public) -> None:
-        _check_name(name)
-        raw = _ed25519_public_bytes(public_key)
+    def __init__(self, name: str, encoded_key: bytes) -> None:
         self._name = name
-        self._public_key = load_verifying_key(SignatureAlgorithm.ED25519, raw)
-        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + raw)
+        self._encoded = encoded_key
+        self._key_hash = key_hash(name, encoded_key)
 
     @property
     def name(self) -> str:
@@ -164,6 +163,28 @@ class Ed25519NoteVerifier:
     @property
     def key_hash(self) -> int:
         return self._key_hash
+
+    @property
+    def encoded(self) -> bytes:
+        """The algorithm byte(s) followed by the public key."""
+        return self._encoded
+
+    def verifier_key(self) -> str:
+        """`<name>+<8 hex key hash>+<base64(encoded key)>`, the form Go's note.NewVerifier reads."""
+        encoded = base64.b64encode(self._encoded).decode("ascii")
+        return f"{self._name}+{self._key_hash:08x}+{encoded}"
+
+
+class Ed25519NoteVerifier(NoteKey):
+    """Verifies Ed25519 (RFC 8032) note signatures, algorithm byte 0x01."""
+
+    __slots__ = ("_public_key",)
+
+    def __init__(self, name: str, public_key: Ed25519Public) -> None:
+        _check_name(name)
+        raw = _ed25519_public_bytes(public_key)
+        super().__init__(name, bytes([ALG_ED25519]) + raw)
+        self._public_key = load_verifying_key(SignatureAlgorithm.ED25519, raw)
 
     @property
     def public_key(self) -> VerifyingKey:
@@ -174,25 +195,15 @@ class Ed25519NoteVerifier:
         return self._public_key.verify(msg, sig)
 
 
-class Ed25519NoteSigner:
+class Ed25519NoteSigner(NoteKey):
     """Signs notes with an Ed25519 key; signatures are deterministic (RFC 8032)."""
 
-    __slots__ = ("_key_hash", "_name", "_private_key")
+    __slots__ = ("_private_key",)
 
     def __init__(self, name: str, private_key: Ed25519Private) -> None:
         _check_name(name)
-        self._name = name
         self._private_key = ed25519_key_pair(private_key)
-        public = self._private_key.public_bytes()
-        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + public)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_hash(self) -> int:
-        return self._key_hash
+        super().__init__(name, bytes([ALG_ED25519]) + self._private_key.public_bytes())
 
     def sign(self, msg: bytes) -> bytes:
         return self._private_key.sign(msg)
@@ -233,8 +244,7 @@ def verifier_key(name: str, public_key: Ed25519Public) -> str:
         raw = _ed25519_public_bytes(public_key)
     except NoteError as exc:
         raise NoteError(exc.detail, name=name, **exc.extensions) from None
-    encoded = bytes([ALG_ED25519]) + raw
-    return f"{name}+{key_hash(name, encoded):08x}+{base64.b64encode(encoded).decode('ascii')}"
+    return NoteKey(name, bytes([ALG_ED25519]) + raw).verifier_key()
 
 
 def _b64decode_strict(text: str) -> bytes:
