@@ -26,6 +26,7 @@ __all__ = [
     "NoteSigner",
     "NoteVerifier",
     "VerifierFactory",
+    "b64decode_canonical",
     "key_hash",
     "open_note",
     "parse_verifier_key",
@@ -247,7 +248,7 @@ def verifier_key(name: str, public_key: Ed25519Public) -> str:
     return NoteKey(name, bytes([ALG_ED25519]) + raw).verifier_key()
 
 
-def _b64decode_strict(text: str) -> bytes:
+def b64decode_canonical(text: str) -> bytes:
     """Standard base64 (RFC 4648 4) with padding, canonical only; raises ValueError."""
     try:
         raw = base64.b64decode(text, validate=True)
@@ -270,7 +271,7 @@ def parse_verifier_key(text: str) -> NoteVerifier:
     if len(hash_hex) != 8 or not set(hash_hex) <= _HEX or not _valid_name(name):
         raise NoteError("malformed verifier key")
     try:
-        encoded = _b64decode_strict(key_b64)
+        encoded = b64decode_canonical(key_b64)
     except ValueError as exc:
         raise NoteError("malformed verifier key") from exc
     if not encoded:
@@ -360,7 +361,7 @@ def open_note(msg: bytes, verifiers: Iterable[NoteVerifier]) -> tuple[str, list[
             raise NoteError("malformed note: bad signature line")
         name, _, sig_b64 = line[len(_SIG_PREFIX) :].partition(" ")
         try:
-            raw = _b64decode_strict(sig_b64)
+            raw = b64decode_canonical(sig_b64)
         except ValueError as exc:
             raise NoteError("malformed note: signature is not base64") from exc
         if not _valid_name(name) or len(raw) < 5:
