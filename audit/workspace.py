@@ -89,6 +89,20 @@ def record_json(r: AuditRecord) -> dict[str, Any]:
     }
 
 
+def _time_and_subject(
+    f: RecordFilter, ts: InstrumentedAttribute[datetime], subject: InstrumentedAttribute[str | None]
+) -> list[ColumnElement[bool]]:
+    """The filters audit records and decision logs share: since <= ts < until, subject."""
+    conds: list[ColumnElement[bool]] = []
+    if f.since is not None:
+        conds.append(ts >= f.since)
+    if f.until is not None:
+        conds.append(ts < f.until)
+    if f.subject is not None:
+        conds.append(subject == f.subject)
+    return conds
+
+
 _Row = TypeVar("_Row", AuditRecord, DecisionLog)
 
 
@@ -116,13 +130,7 @@ def _oldest_first(
 
 def list_records(session: Session, f: RecordFilter, *, limit: int, cursor: str | None) -> Page:
     """Audit records, oldest first, filtered; `total` counts every match."""
-    conds = []
-    if f.since is not None:
-        conds.append(AuditRecord.ts >= f.since)
-    if f.until is not None:
-        conds.append(AuditRecord.ts < f.until)
-    if f.subject is not None:
-        conds.append(AuditRecord.subject_id == f.subject)
+    conds = _time_and_subject(f, AuditRecord.ts, AuditRecord.subject_id)
     if f.event_type is not None:
         conds.append(AuditRecord.event_type == f.event_type)
     if f.action is not None:
@@ -182,13 +190,7 @@ def list_decisions(
     labels: Mapping[str, str],
 ) -> Page:
     """Decision logs, oldest first, filtered by time, subject, action and result (allow/deny)."""
-    conds = []
-    if f.since is not None:
-        conds.append(DecisionLog.ts >= f.since)
-    if f.until is not None:
-        conds.append(DecisionLog.ts < f.until)
-    if f.subject is not None:
-        conds.append(DecisionLog.subject_id == f.subject)
+    conds = _time_and_subject(f, DecisionLog.ts, DecisionLog.subject_id)
     if f.result is not None:
         conds.append(DecisionLog.allow.is_(f.result == "allow"))
     if f.action is not None:
