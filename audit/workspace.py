@@ -16,11 +16,11 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from audit.compliance.models import SinkCursor
 from audit.decisions import DecisionLog
@@ -89,15 +89,48 @@ def record_json(r: AuditRecord) -> dict[str, Any]:
     }
 
 
+def _time_and_subject(
+    f: RecordFilter, ts: InstrumentedAttribute[datetime], subject: InstrumentedAttribute[str | None]
+) -> list[ColumnElement[bool]]:
+    """The filters audit records and decision logs share: since <= ts < until, subject."""
+    conds: list[ColumnElement[bool]] = []
+    if f.since is not None:
+        conds.append(ts >= f.since)
+    if f.until is not None:
+        conds.append(ts < f.until)
+    if f.subject is not None:
+        conds.append(subject == f.subject)
+    return conds
+
+
+_Row = TypeVar("_Row", AuditRecord, DecisionLog)
+
+
+def _oldest_first(
+    session: Session,
+    entity: type[_Row],
+    ts: InstrumentedAttribute[datetime],
+    key: InstrumentedAttribute[str],
+    conds: Sequence[ColumnElement[bool]],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[_Row], int, bool]:
+    """One keyset page of `entity` by (ts, key) after `cursor`: rows, total, whether more."""
+    where = and_(True, *conds)
+    total = session.scalar(select(func.count()).select_from(entity).where(where)) or 0
+    query = select(entity).where(where)
+    if cursor is not None:
+        after_ts, after_key = decode_cursor(cursor)
+        query = query.where(or_(ts > after_ts, and_(ts == after_ts, key > after_key)))
+    limit = max(1, min(limit, MAX_LIMIT))
+    rows = session.scalars(query.order_by(ts, key).limit(limit + 1)).all()
+    return list(rows[:limit]), total, len(rows) > limit
+
+
 def list_records(session: Session, f: RecordFilter, *, limit: int, cursor: str | None) -> Page:
     """Audit records, oldest first, filtered; `total` counts every match."""
-    conds = []
-    if f.since is not None:
-        conds.append(AuditRecord.ts >= f.since)
-    if f.until is not None:
-        conds.append(AuditRecord.ts < f.until)
-    if f.subject is not None:
-        conds.append(AuditRecord.subject_id == f.subject)
+    conds = _time_and_subject(f, AuditRecord.ts, AuditRecord.subject_id)
     if f.event_type is not None:
         conds.append(AuditRecord.event_type == f.event_type)
     if f.action is not None:
@@ -106,18 +139,9 @@ def list_records(session: Session, f: RecordFilter, *, limit: int, cursor: str |
         conds.append(AuditRecord.result == f.result)
     if f.object_id is not None:
         conds.append(AuditRecord.object_id == f.object_id)
-    where = and_(True, *conds)
-    total = session.scalar(select(func.count()).select_from(AuditRecord).where(where)) or 0
-    query = select(AuditRecord).where(where)
-    if cursor is not None:
-        ts, key = decode_cursor(cursor)
-        query = query.where(
-            or_(AuditRecord.ts > ts, and_(AuditRecord.ts == ts, AuditRecord.id > key))
-        )
-    limit = max(1, min(limit, MAX_LIMIT))
-    rows = session.scalars(query.order_by(AuditRecord.ts, AuditRecord.id).limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, total, more = _oldest_first(
+        session, AuditRecord, AuditRecord.ts, AuditRecord.id, conds, limit=limit, cursor=cursor
+    )
     nxt = encode_cursor(rows[-1].ts, rows[-1].id) if more and rows else None
     return Page([record_json(r) for r in rows], total, nxt)
 
@@ -166,33 +190,22 @@ def list_decisions(
     labels: Mapping[str, str],
 ) -> Page:
     """Decision logs, oldest first, filtered by time, subject, action and result (allow/deny)."""
-    conds = []
-    if f.since is not None:
-        conds.append(DecisionLog.ts >= f.since)
-    if f.until is not None:
-        conds.append(DecisionLog.ts < f.until)
-    if f.subject is not None:
-        conds.append(DecisionLog.subject_id == f.subject)
+    conds = _time_and_subject(f, DecisionLog.ts, DecisionLog.subject_id)
     if f.result is not None:
         conds.append(DecisionLog.allow.is_(f.result == "allow"))
     if f.action is not None:
         conds.append(DecisionLog.input.like(f'%"action": {json.dumps(f.action)}%'))
     if f.object_id is not None:
         conds.append(DecisionLog.input.like(f'%"id": {json.dumps(f.object_id)}%'))
-    where = and_(True, *conds)
-    total = session.scalar(select(func.count()).select_from(DecisionLog).where(where)) or 0
-    query = select(DecisionLog).where(where)
-    if cursor is not None:
-        ts, key = decode_cursor(cursor)
-        query = query.where(
-            or_(DecisionLog.ts > ts, and_(DecisionLog.ts == ts, DecisionLog.decision_id > key))
-        )
-    limit = max(1, min(limit, MAX_LIMIT))
-    rows = session.scalars(
-        query.order_by(DecisionLog.ts, DecisionLog.decision_id).limit(limit + 1)
-    ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, total, more = _oldest_first(
+        session,
+        DecisionLog,
+        DecisionLog.ts,
+        DecisionLog.decision_id,
+        conds,
+        limit=limit,
+        cursor=cursor,
+    )
     nxt = encode_cursor(rows[-1].ts, rows[-1].decision_id) if more and rows else None
     return Page([decision_json(r, masks, labels) for r in rows], total, nxt)
 

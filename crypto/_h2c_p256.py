@@ -17,9 +17,10 @@ process, where a timing side channel is out of scope (docs/privacy.md §1).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import gmpy2  # type: ignore[import-untyped]
+
+from crypto.suites._jacobian import double_a3
 
 P = 2**256 - 2**224 + 2**192 + 2**96 - 1
 A = P - 3
@@ -138,18 +139,6 @@ def lift_x(x: int) -> tuple[int, int] | None:
 # -- pure-Python/gmpy2 scalar multiplication (fallback and reference) ------------------------
 
 
-def _jdouble(x: Any, y: Any, z: Any) -> tuple[Any, Any, Any]:
-    # dbl-2001-b for a = -3 (Bernstein–Lange, Explicit-Formulas Database)
-    delta = z * z % _MP
-    gamma = y * y % _MP
-    beta = x * gamma % _MP
-    alpha = 3 * (x - delta) * (x + delta) % _MP
-    x3 = (alpha * alpha - 8 * beta) % _MP
-    z3 = ((y + z) ** 2 - gamma - delta) % _MP
-    y3 = (alpha * (4 * beta - x3) - 8 * gamma * gamma) % _MP
-    return x3, y3, z3
-
-
 def scalar_mult(k: int, point: tuple[int, int]) -> Affine:
     """k·point by double-and-add in Jacobian coordinates (gmpy2); variable time."""
     k %= N
@@ -161,7 +150,7 @@ def scalar_mult(k: int, point: tuple[int, int]) -> Affine:
     started = False
     for bit in bin(k)[2:]:
         if started:
-            x, y, z = _jdouble(x, y, z)
+            x, y, z = double_a3(x, y, z, _MP)
         if bit == "1":
             if not started:
                 x, y, z, started = px, py, gmpy2.mpz(1), True
@@ -174,7 +163,7 @@ def scalar_mult(k: int, point: tuple[int, int]) -> Affine:
             r = (s2 - y) % _MP
             if h == 0:
                 if r == 0:
-                    x, y, z = _jdouble(x, y, z)
+                    x, y, z = double_a3(x, y, z, _MP)
                     continue
                 return None  # pragma: no cover - only for k ≥ N, excluded above
             hh = h * h % _MP

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crypto._kms_views import DEFAULT_DESTROY_REQUEST_TTL
 from crypto.errors import KeyNotFound
+from crypto.events import KeyOperation
 from crypto.keymaterial import key_id_for
 from crypto.keystore import KeyStore
-from crypto.lifecycle import DEFAULT_ROTATION_POLICY, KeyPurpose, RotationPolicy
+from crypto.lifecycle import DEFAULT_ROTATION_POLICY, KeyPurpose, KeyState, RotationPolicy
 from crypto.models import DataKeyRecord, KeyRecord
+from crypto.roles import KeyActor
 
 
 class _KeyManagerCore:
@@ -48,6 +50,14 @@ class _KeyManagerCore:
     def platform_key_id(purpose: str) -> str:
         """The id of the platform-wide key of a signing purpose (e.g. "ledger-signing")."""
         return key_id_for(purpose, None)
+
+    def _deactivate(
+        self, session: Session, row: KeyRecord, now: datetime, detail: str, by: KeyActor
+    ) -> None:
+        """Take an older or doomed version out of use: → deactivated, as an `archive` event."""
+        self._store._change_state(
+            session, row, KeyState.DEACTIVATED, now, KeyOperation.ARCHIVE, detail, by.id
+        )
 
     # -- lookups ---------------------------------------------------------------------------
 

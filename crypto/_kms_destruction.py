@@ -154,15 +154,7 @@ class _KeyDestruction(_KeyManagerCore):
         )
         for row in targets:
             if row.state in (KeyState.ACTIVE, KeyState.SUSPENDED):
-                self._store._change_state(
-                    session,
-                    row,
-                    KeyState.DEACTIVATED,
-                    now,
-                    KeyOperation.ARCHIVE,
-                    f"deactivated for destruction ({approval})",
-                    by.id,
-                )
+                self._deactivate(session, row, now, f"deactivated for destruction ({approval})", by)
             shredded = 0
             if row.purpose == KeyPurpose.KEY_WRAPPING:
                 result = session.execute(

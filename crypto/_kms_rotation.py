@@ -224,12 +224,4 @@ class _KeyRotation(_KeyManagerCore):
     def _finish(self, session: Session, target: KeyRecord, now: datetime, by: KeyActor) -> None:
         for row in self._versions(session, target.id):
             if row.version < target.version and row.state == KeyState.ACTIVE:
-                self._store._change_state(
-                    session,
-                    row,
-                    KeyState.DEACTIVATED,
-                    now,
-                    KeyOperation.ARCHIVE,
-                    f"superseded by version {target.version}",
-                    by.id,
-                )
+                self._deactivate(session, row, now, f"superseded by version {target.version}", by)

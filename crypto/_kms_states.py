@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -22,6 +23,38 @@ from crypto.keymaterial import (
 from crypto.lifecycle import KeyPurpose, KeyState
 from crypto.roles import KeyActor, KmsAction
 from crypto.suites.suite import suite as cipher_suite
+
+
+@dataclass(frozen=True)
+class _StateChange:
+    """One state-change verb: the role action it needs, its event and its target state.
+
+    `only_from` names the one state it may start from and the past participle for the
+    refusal; otherwise `crypto.lifecycle.TRANSITIONS` alone decides (in `_change_state`).
+    """
+
+    action: KmsAction
+    operation: KeyOperation
+    target: KeyState
+    only_from: tuple[KeyState, str] | None = None
+
+
+_ACTIVATE = _StateChange(
+    KmsAction.ACTIVATE,
+    KeyOperation.ACTIVATE,
+    KeyState.ACTIVE,
+    only_from=(KeyState.PRE_ACTIVE, "activated"),
+)
+_SUSPEND = _StateChange(KmsAction.SUSPEND, KeyOperation.SUSPEND, KeyState.SUSPENDED)
+_RESUME = _StateChange(
+    KmsAction.RESUME,
+    KeyOperation.RESUME,
+    KeyState.ACTIVE,
+    only_from=(KeyState.SUSPENDED, "resumed"),
+)
+_ARCHIVE = _StateChange(KmsAction.ARCHIVE, KeyOperation.ARCHIVE, KeyState.DEACTIVATED)
+_REVOKE_COMPROMISED = _StateChange(KmsAction.REVOKE, KeyOperation.REVOKE, KeyState.COMPROMISED)
+_REVOKE_DEACTIVATED = _StateChange(KmsAction.REVOKE, KeyOperation.REVOKE, KeyState.DEACTIVATED)
 
 
 class _KeyStateChanges(_KeyManagerCore):
@@ -90,18 +123,7 @@ class _KeyStateChanges(_KeyManagerCore):
         self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
     ) -> KeyInfo:
         """pre-active → active."""
-        return self._set_state(
-            session,
-            key_id,
-            version,
-            by,
-            now,
-            KmsAction.ACTIVATE,
-            KeyOperation.ACTIVATE,
-            KeyState.ACTIVE,
-            f"by {by.id}",
-            only_from=(KeyState.PRE_ACTIVE, "activated"),
-        )
+        return self._set_state(session, key_id, version, _ACTIVATE, f"by {by.id}", by, now)
 
     def suspend(
         self,
@@ -114,50 +136,19 @@ class _KeyStateChanges(_KeyManagerCore):
         reason: str,
     ) -> KeyInfo:
         """Active → suspended: no protecting or processing until `resume`."""
-        return self._set_state(
-            session,
-            key_id,
-            version,
-            by,
-            now,
-            KmsAction.SUSPEND,
-            KeyOperation.SUSPEND,
-            KeyState.SUSPENDED,
-            reason,
-        )
+        return self._set_state(session, key_id, version, _SUSPEND, reason, by, now)
 
     def resume(
         self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
     ) -> KeyInfo:
         """Suspended → active."""
-        return self._set_state(
-            session,
-            key_id,
-            version,
-            by,
-            now,
-            KmsAction.RESUME,
-            KeyOperation.RESUME,
-            KeyState.ACTIVE,
-            f"by {by.id}",
-            only_from=(KeyState.SUSPENDED, "resumed"),
-        )
+        return self._set_state(session, key_id, version, _RESUME, f"by {by.id}", by, now)
 
     def archive(
         self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
     ) -> KeyInfo:
         """→ deactivated: the version only processes (unwraps, verifies) from now on."""
-        return self._set_state(
-            session,
-            key_id,
-            version,
-            by,
-            now,
-            KmsAction.ARCHIVE,
-            KeyOperation.ARCHIVE,
-            KeyState.DEACTIVATED,
-            f"by {by.id}",
-        )
+        return self._set_state(session, key_id, version, _ARCHIVE, f"by {by.id}", by, now)
 
     def revoke(
         self,
@@ -176,39 +167,25 @@ class _KeyStateChanges(_KeyManagerCore):
         to a fresh version (it appears in `due_for_rotation` until it does); a
         compromised signing key is no longer published.
         """
-        target = KeyState.COMPROMISED if compromised else KeyState.DEACTIVATED
-        return self._set_state(
-            session,
-            key_id,
-            version,
-            by,
-            now,
-            KmsAction.REVOKE,
-            KeyOperation.REVOKE,
-            target,
-            reason,
-        )
+        change = _REVOKE_COMPROMISED if compromised else _REVOKE_DEACTIVATED
+        return self._set_state(session, key_id, version, change, reason, by, now)
 
     def _set_state(
         self,
         session: Session,
         key_id: str,
         version: int,
+        change: _StateChange,
+        detail: str,
         by: KeyActor,
         now: datetime,
-        action: KmsAction,
-        operation: KeyOperation,
-        target: KeyState,
-        detail: str,
-        *,
-        only_from: tuple[KeyState, str] | None = None,
     ) -> KeyInfo:
         """The shared body of the state changes: role check, transition, event."""
-        by.require(action)
+        by.require(change.action)
         row = self._row(session, key_id, version)
-        if only_from is not None and row.state != only_from[0]:
-            raise KeyStateTransitionInvalid(f"a {row.state} key cannot be {only_from[1]}")
-        self._store._change_state(session, row, target, now, operation, detail, by.id)
+        if change.only_from is not None and row.state != change.only_from[0]:
+            raise KeyStateTransitionInvalid(f"a {row.state} key cannot be {change.only_from[1]}")
+        self._store._change_state(session, row, change.target, now, change.operation, detail, by.id)
         return _info(row, None)
 
     def distribute(

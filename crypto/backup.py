@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from crypto import shamir
 from crypto.errors import BackupInvalid, InconsistentShares, InvalidCiphertext
 from crypto.events import KeyOperation
-from crypto.keymaterial import algorithm_info, aware, event_for, require_aware
+from crypto.keymaterial import algorithm_info, aware, event_for, key_aad, require_aware
 from crypto.keystore import KeyStore
 from crypto.lifecycle import KeyState
 from crypto.models import DataKeyRecord, KeyRecord
@@ -352,14 +352,8 @@ def _restore_key(
         algorithm=algorithm,
         owner_org=owner_org,
         state=state.value,
-        wrapped_material=keystore._wrap_for_row(
-            secret,
-            key_id=key_id,
-            version=version,
-            purpose=purpose,
-            algorithm=algorithm,
-            owner_org=owner_org,
-            public_material=public,
+        wrapped_material=keystore.root.wrap(
+            secret, key_aad(key_id, version, purpose, algorithm, owner_org, public)
         ),
         public_material=public,
         parent_id=keystore.root.key_id,

@@ -152,20 +152,7 @@ class CertificateAuthority:
             .not_valid_after(now + timedelta(days=days))
             # RFC 5280 §4.2.1.9: a root that only issues end-entity certificates.
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage(signs_certificates=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         )
         return cls(key, builder.sign(key, _hash_for(key)))
@@ -381,20 +368,7 @@ class CertificateAuthority:
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage(signs_certificates=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
             .add_extension(san, critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -517,6 +491,21 @@ def _server_certificate_current(
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """RFC 5280 4.2.1.3: a CA key signs certificates and CRLs only; a leaf key signs only."""
+    return x509.KeyUsage(
+        digital_signature=not signs_certificates,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _now(now: datetime | None) -> datetime:

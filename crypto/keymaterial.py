@@ -311,7 +311,7 @@ def key_id_for(purpose: KeyPurpose | str, owner_org: str | None) -> str:
     return str(uuid.uuid5(_KEY_ID_NAMESPACE, f"{KeyPurpose(purpose).value}\x00{owner}"))
 
 
-def _key_aad(
+def key_aad(
     key_id: str,
     version: int,
     purpose: str,
@@ -319,6 +319,7 @@ def _key_aad(
     owner_org: str | None,
     public_material: bytes | None,
 ) -> bytes:
+    """The associated data a key version's secret is wrapped under (see `row_aad`)."""
     # Everything that says what the wrapped material is and who owns it; not the
     # lifecycle state, which changes, nor parent_id, which the wrapping key itself is.
     return keywrap.encode_aad(
@@ -328,7 +329,7 @@ def _key_aad(
 
 def row_aad(row: KeyRecord) -> bytes:
     """The associated data binding a key row's wrapped material to its identity."""
-    return _key_aad(
+    return key_aad(
         row.id, row.version, row.purpose, row.algorithm, row.owner_org, row.public_material
     )
 

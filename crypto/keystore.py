@@ -34,7 +34,6 @@ from crypto.keymaterial import (
     PublicKey,
     Signer,
     SigningKey,
-    _key_aad,
     _kid,
     _public_jwk,
     _purpose,
@@ -48,6 +47,7 @@ from crypto.keymaterial import (
     kek_algorithm,
     kek_unwrap,
     kek_wrap,
+    key_aad,
     key_id_for,
     require_aware,
     row_aad,
@@ -365,20 +365,6 @@ class KeyStore:
             )
         return self._root.unwrap(row.wrapped_material, row_aad(row))
 
-    def _wrap_for_row(
-        self,
-        secret: bytes,
-        *,
-        key_id: str,
-        version: int,
-        purpose: str,
-        algorithm: str,
-        owner_org: str | None,
-        public_material: bytes | None,
-    ) -> bytes:
-        aad = _key_aad(key_id, version, purpose, algorithm, owner_org, public_material)
-        return self._root.wrap(secret, aad)
-
     def _versions(self, session: Session, key_id: str) -> list[KeyRecord]:
         """Every version of a key, newest first."""
         return list(
@@ -442,15 +428,8 @@ class KeyStore:
         latest = session.scalar(select(func.max(KeyRecord.version)).where(KeyRecord.id == key_id))
         version = (latest or 0) + 1
         secret, public_material = generate_material(algorithm)
-        wrapped = self._wrap_for_row(
-            secret,
-            key_id=key_id,
-            version=version,
-            purpose=purpose.value,
-            algorithm=algorithm,
-            owner_org=owner_org,
-            public_material=public_material,
-        )
+        aad = key_aad(key_id, version, purpose.value, algorithm, owner_org, public_material)
+        wrapped = self._root.wrap(secret, aad)
         values: dict[str, Any] = {
             "id": key_id,
             "version": version,

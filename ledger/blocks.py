@@ -10,11 +10,12 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.canonical import canonical_json
 from ledger.errors import LedgerError
+from ledger.records import rfc3339_ms
 
 GENESIS_PREV = bytes(32)
 
@@ -37,9 +38,12 @@ def unb64(text: object, what: str) -> bytes:
         raise InvalidBlock(f"{what} is not valid base64") from exc
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def time_text(time_ms: int) -> str:
-    ts = datetime.fromtimestamp(time_ms / 1000, UTC)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{time_ms % 1000:03d}Z"
+    """A block's Unix-millisecond time in the leaves' format (`records.rfc3339_ms`)."""
+    return rfc3339_ms(_EPOCH + timedelta(milliseconds=time_ms))
 
 
 @dataclass(frozen=True)

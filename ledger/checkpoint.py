@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Final
 
 from ledger.errors import CheckpointError
+from ledger.note import b64decode_canonical
 
 __all__ = ["Checkpoint", "parse"]
 
@@ -79,11 +79,9 @@ class Checkpoint:
             raise CheckpointError("tree size does not fit in 64 bits")
         # tlog-checkpoint "Note text" 3: standard base64 (RFC 4648 4), canonical.
         try:
-            root_hash = base64.b64decode(hash_text, validate=True)
-        except (binascii.Error, UnicodeEncodeError) as exc:
-            raise CheckpointError("root hash is not base64") from exc
-        if base64.b64encode(root_hash).decode("ascii") != hash_text:
-            raise CheckpointError("root hash is not canonical base64")
+            root_hash = b64decode_canonical(hash_text)
+        except ValueError as exc:  # "not base64" / "not canonical base64"
+            raise CheckpointError(f"root hash is {exc}") from exc
         # __post_init__ checks the origin and every extension line is non-empty.
         return cls(origin, size, root_hash, tuple(extensions))
 

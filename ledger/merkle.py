@@ -412,18 +412,19 @@ def verify_consistency(
     calculated_first = chain_border_right(
         h, chain_inner_right(h, seed, rest[:inner], mask), rest[inner:]
     )
-    if not hmac.compare_digest(calculated_first, first_root):
-        raise ProofError(
-            f"consistency proof does not lead to the first root (size {first})",
-            first=first,
-            second=second,
-        )
+    _require_root(calculated_first, first_root, "first", first, second)
     calculated_second = chain_border_right(
         h, chain_inner(h, seed, rest[:inner], mask), rest[inner:]
     )
-    if not hmac.compare_digest(calculated_second, second_root):
+    _require_root(calculated_second, second_root, "second", first, second)
+
+
+def _require_root(calculated: bytes, root: bytes, which: str, first: int, second: int) -> None:
+    """Refuse a consistency proof whose chain does not end at the `which` tree's root."""
+    if not hmac.compare_digest(calculated, root):
+        size = first if which == "first" else second
         raise ProofError(
-            f"consistency proof does not lead to the second root (size {second})",
+            f"consistency proof does not lead to the {which} root (size {size})",
             first=first,
             second=second,
         )

@@ -22,9 +22,11 @@ __all__ = [
     "ALG_ED25519",
     "Ed25519NoteSigner",
     "Ed25519NoteVerifier",
+    "NoteKey",
     "NoteSigner",
     "NoteVerifier",
     "VerifierFactory",
+    "b64decode_canonical",
     "key_hash",
     "open_note",
     "parse_verifier_key",
@@ -145,17 +147,15 @@ def _ed25519_public_bytes(key: Ed25519Public) -> bytes:
     return raw
 
 
-class Ed25519NoteVerifier:
-    """Verifies Ed25519 (RFC 8032) note signatures, algorithm byte 0x01."""
+class NoteKey:
+    """A key as signed notes name it: `name`, the encoded key and its C2SP key hash."""
 
-    __slots__ = ("_key_hash", "_name", "_public_key")
+    __slots__ = ("_encoded", "_key_hash", "_name")
 
-    def __init__(self, name: str, public_key: Ed25519Public) -> None:
-        _check_name(name)
-        raw = _ed25519_public_bytes(public_key)
+    def __init__(self, name: str, encoded_key: bytes) -> None:
         self._name = name
-        self._public_key = load_verifying_key(SignatureAlgorithm.ED25519, raw)
-        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + raw)
+        self._encoded = encoded_key
+        self._key_hash = key_hash(name, encoded_key)
 
     @property
     def name(self) -> str:
@@ -164,6 +164,28 @@ class Ed25519NoteVerifier:
     @property
     def key_hash(self) -> int:
         return self._key_hash
+
+    @property
+    def encoded(self) -> bytes:
+        """The algorithm byte(s) followed by the public key."""
+        return self._encoded
+
+    def verifier_key(self) -> str:
+        """`<name>+<8 hex key hash>+<base64(encoded key)>`, the form Go's note.NewVerifier reads."""
+        encoded = base64.b64encode(self._encoded).decode("ascii")
+        return f"{self._name}+{self._key_hash:08x}+{encoded}"
+
+
+class Ed25519NoteVerifier(NoteKey):
+    """Verifies Ed25519 (RFC 8032) note signatures, algorithm byte 0x01."""
+
+    __slots__ = ("_public_key",)
+
+    def __init__(self, name: str, public_key: Ed25519Public) -> None:
+        _check_name(name)
+        raw = _ed25519_public_bytes(public_key)
+        super().__init__(name, bytes([ALG_ED25519]) + raw)
+        self._public_key = load_verifying_key(SignatureAlgorithm.ED25519, raw)
 
     @property
     def public_key(self) -> VerifyingKey:
@@ -174,25 +196,15 @@ class Ed25519NoteVerifier:
         return self._public_key.verify(msg, sig)
 
 
-class Ed25519NoteSigner:
+class Ed25519NoteSigner(NoteKey):
     """Signs notes with an Ed25519 key; signatures are deterministic (RFC 8032)."""
 
-    __slots__ = ("_key_hash", "_name", "_private_key")
+    __slots__ = ("_private_key",)
 
     def __init__(self, name: str, private_key: Ed25519Private) -> None:
         _check_name(name)
-        self._name = name
         self._private_key = ed25519_key_pair(private_key)
-        public = self._private_key.public_bytes()
-        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + public)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_hash(self) -> int:
-        return self._key_hash
+        super().__init__(name, bytes([ALG_ED25519]) + self._private_key.public_bytes())
 
     def sign(self, msg: bytes) -> bytes:
         return self._private_key.sign(msg)
@@ -233,11 +245,10 @@ def verifier_key(name: str, public_key: Ed25519Public) -> str:
         raw = _ed25519_public_bytes(public_key)
     except NoteError as exc:
         raise NoteError(exc.detail, name=name, **exc.extensions) from None
-    encoded = bytes([ALG_ED25519]) + raw
-    return f"{name}+{key_hash(name, encoded):08x}+{base64.b64encode(encoded).decode('ascii')}"
+    return NoteKey(name, bytes([ALG_ED25519]) + raw).verifier_key()
 
 
-def _b64decode_strict(text: str) -> bytes:
+def b64decode_canonical(text: str) -> bytes:
     """Standard base64 (RFC 4648 4) with padding, canonical only; raises ValueError."""
     try:
         raw = base64.b64decode(text, validate=True)
@@ -260,7 +271,7 @@ def parse_verifier_key(text: str) -> NoteVerifier:
     if len(hash_hex) != 8 or not set(hash_hex) <= _HEX or not _valid_name(name):
         raise NoteError("malformed verifier key")
     try:
-        encoded = _b64decode_strict(key_b64)
+        encoded = b64decode_canonical(key_b64)
     except ValueError as exc:
         raise NoteError("malformed verifier key") from exc
     if not encoded:
@@ -350,7 +361,7 @@ def open_note(msg: bytes, verifiers: Iterable[NoteVerifier]) -> tuple[str, list[
             raise NoteError("malformed note: bad signature line")
         name, _, sig_b64 = line[len(_SIG_PREFIX) :].partition(" ")
         try:
-            raw = _b64decode_strict(sig_b64)
+            raw = b64decode_canonical(sig_b64)
         except ValueError as exc:
             raise NoteError("malformed note: signature is not base64") from exc
         if not _valid_name(name) or len(raw) < 5:

@@ -6,7 +6,6 @@ Its public half is published as a signed-note verifier key
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Protocol
 
@@ -16,27 +15,24 @@ from ledger.note import (
     ALG_ED25519,
     Ed25519NoteSigner,
     Ed25519Private,
+    NoteKey,
     NoteSigner,
     NoteVerifier,
     ed25519_key_pair,
-    key_hash,
     register_verifier_algorithm,
-    verifier_key,
 )
 
 __all__ = ["SM2_KEY_TYPE", "Ed25519LedgerSigner", "KmsLedgerSigner", "signer_key_id"]
 
 
-class Ed25519LedgerSigner:
-    """A `LedgerSigner` over an Ed25519 private key, named after the log's origin."""
+class _NoteLedgerSigner:
+    """A `LedgerSigner` whose key is the note key named after the log's origin."""
 
-    def __init__(self, origin: str, private_key: Ed25519Private) -> None:
-        self._key = ed25519_key_pair(private_key)
-        self._note = Ed25519NoteSigner(origin, self._key)
-        self._origin = origin
+    def __init__(self, note: Ed25519NoteSigner | _NoteKey) -> None:
+        self._note = note
 
     def __repr__(self) -> str:
-        return f"Ed25519LedgerSigner({self.key_id!r})"
+        return f"{type(self).__name__}({self.key_id!r})"
 
     @property
     def key_id(self) -> str:
@@ -47,10 +43,17 @@ class Ed25519LedgerSigner:
         return self._note
 
     def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+        return self._note.sign(message)
 
     def verifier_key(self) -> str:
-        return verifier_key(self._origin, self._key.public_key())
+        return self._note.verifier_key()
+
+
+class Ed25519LedgerSigner(_NoteLedgerSigner):
+    """A `LedgerSigner` over an Ed25519 private key, named after the log's origin."""
+
+    def __init__(self, origin: str, private_key: Ed25519Private) -> None:
+        super().__init__(Ed25519NoteSigner(origin, ed25519_key_pair(private_key)))
 
 
 def signer_key_id(key: NoteSigner | NoteVerifier) -> str:
@@ -75,8 +78,10 @@ class _KmsSigner(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
-class _NoteKey:
+class _NoteKey(NoteKey):
     """A note signer/verifier over any `crypto.suites.signature` algorithm."""
+
+    __slots__ = ("_sign", "_verify")
 
     def __init__(
         self,
@@ -85,23 +90,9 @@ class _NoteKey:
         sign: Callable[[bytes], bytes] | None,
         verify: Callable[[bytes, bytes], bool],
     ) -> None:
-        self._name = name
-        self._encoded = encoded
-        self._hash = key_hash(name, encoded)
+        super().__init__(name, encoded)
         self._sign = sign
         self._verify = verify
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_hash(self) -> int:
-        return self._hash
-
-    @property
-    def encoded(self) -> bytes:
-        return self._encoded
 
     def sign(self, msg: bytes) -> bytes:
         if self._sign is None:
@@ -123,7 +114,7 @@ def _sm2_verifier(name: str, key: bytes) -> NoteVerifier:
 register_verifier_algorithm(0xFF, _sm2_verifier)
 
 
-class KmsLedgerSigner:
+class KmsLedgerSigner(_NoteLedgerSigner):
     """A `LedgerSigner` over the KMS's ledger-signing key: Ed25519 (intl) or SM2 (sm)."""
 
     def __init__(self, origin: str, signer: _KmsSigner) -> None:
@@ -135,24 +126,4 @@ class KmsLedgerSigner:
         else:
             raise LedgerError(f"no signed-note encoding for {algorithm} ledger keys")
         public = load_verifying_key(SignatureAlgorithm(algorithm), signer.public_key)
-        self._origin = origin
-        self._sign = signer.sign
-        self._note = _NoteKey(origin, encoded, signer.sign, public.verify)
-
-    def __repr__(self) -> str:
-        return f"KmsLedgerSigner({self.key_id!r})"
-
-    @property
-    def key_id(self) -> str:
-        return signer_key_id(self._note)
-
-    @property
-    def note_signer(self) -> NoteSigner:
-        return self._note
-
-    def sign(self, message: bytes) -> bytes:
-        return self._sign(message)
-
-    def verifier_key(self) -> str:
-        encoded = self._note.encoded
-        return f"{self._origin}+{self._note.key_hash:08x}+{base64.b64encode(encoded).decode()}"
+        super().__init__(_NoteKey(origin, encoded, signer.sign, public.verify))

@@ -30,8 +30,8 @@ from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError, NoteError, ProofError
 from ledger.merkle import hasher, verify_consistency
 from ledger.note import (
+    NoteKey,
     NoteVerifier,
-    key_hash,
     open_note,
     register_verifier_algorithm,
 )
@@ -65,28 +65,16 @@ def cosigned_message(body: str, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n".encode() + body.encode("utf-8")
 
 
-class CosignatureV1Verifier:
+class CosignatureV1Verifier(NoteKey):
     """A `NoteVerifier` for one witness key: checks time ‖ Ed25519 over the cosigned message."""
+
+    __slots__ = ("_public",)
 
     def __init__(self, name: str, public_key: bytes) -> None:
         if len(public_key) != 32:
             raise NoteError("a cosignature/v1 key is a 32-byte Ed25519 key", name=name)
-        self._name = name
+        super().__init__(name, bytes([ALG_COSIGNATURE_V1]) + public_key)
         self._public = load_verifying_key(SignatureAlgorithm.ED25519, public_key)
-        self._raw = public_key
-        self._key_hash = key_hash(name, bytes([ALG_COSIGNATURE_V1]) + public_key)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_hash(self) -> int:
-        return self._key_hash
-
-    def verifier_key(self) -> str:
-        encoded = bytes([ALG_COSIGNATURE_V1]) + self._raw
-        return f"{self._name}+{self._key_hash:08x}+{base64.b64encode(encoded).decode()}"
 
     def timestamp(self, sig: bytes) -> int:
         return int.from_bytes(sig[:8], "big")

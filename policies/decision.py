@@ -28,6 +28,7 @@ from crypto.rfc3339 import rfc3339
 from policies.bundle import AUTHZ_DECISION, ActivePolicy, canonical_json
 from policies.checks import nondeterministic_builtins
 from policies.errors import PolicyEngineUnavailable, PolicyError, PolicyEvaluationFailed
+from policies.matrix import OBLIGATIONS
 
 __all__ = [
     "AUTHZ_DECISION",
@@ -43,18 +44,9 @@ Clock = Callable[[], datetime]
 
 # Obligations the platform's enforcement point knows. A decision that carries another
 # one must be treated as a denial (an unknown duty cannot be discharged).
-KNOWN_OBLIGATIONS = frozenset(
-    {
-        "require_provider_approval",
-        "min_cohort",
-        "dp_epsilon",
-        "desensitise",
-        "release_review",
-        "log_delivery",
-        "max_rows",
-        "min_intersection",
-    }
-)
+# Those a grading matrix sets defaults for, plus `min_intersection`, which only the
+# join rules (policies/joins.rego) set.
+KNOWN_OBLIGATIONS = frozenset((*OBLIGATIONS, "min_intersection"))
 
 
 def _uuid4() -> str:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,7 +18,7 @@ from audit.compliance.base import (
     RunSigner,
 )
 from audit.compliance.models import ComplianceRun, RiskReport
-from audit.compliance.runner import canonical
+from audit.compliance.runner import canonical, signed_report
 from ledger.models import LedgerEntry
 
 IMPORTANT = ("important", "core")
@@ -104,10 +101,8 @@ def record(
     recorder: RunRecorder,
 ) -> dict[str, Any]:
     """Sign the report and put its digest on the ledger, in `session`'s transaction."""
-    report_id = str(uuid.uuid4())
-    body = {**body, "id": report_id, "by": by}
-    digest = "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
-    signature = base64.b64encode(signer.sign(digest.encode())).decode()
+    body, digest, signature = signed_report(body, by=by, signer=signer)
+    report_id = body["id"]
     index = recorder(
         session,
         event_type=RISK_REPORT,

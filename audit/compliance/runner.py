@@ -119,6 +119,16 @@ def evaluate(
     }
 
 
+def signed_report(
+    report: Mapping[str, Any], *, by: str, signer: RunSigner
+) -> tuple[dict[str, Any], str, str]:
+    """`report` with a fresh id and its author; its `sha256:` digest; the digest's signature."""
+    body = {**report, "id": str(uuid.uuid4()), "by": by}
+    digest = "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
+    signature = base64.b64encode(signer.sign(digest.encode())).decode()
+    return body, digest, signature
+
+
 def record_run(
     session: Session,
     report: dict[str, Any],
@@ -129,10 +139,8 @@ def record_run(
     recorder: RunRecorder,
 ) -> dict[str, Any]:
     """Sign the report, store it and put its digest on the ledger, in `session`'s transaction."""
-    run_id = str(uuid.uuid4())
-    body = {**report, "id": run_id, "by": by}
-    digest = "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
-    signature = base64.b64encode(signer.sign(digest.encode())).decode()
+    body, digest, signature = signed_report(report, by=by, signer=signer)
+    run_id = body["id"]
     summary = body["summary"]
     index = recorder(
         session,

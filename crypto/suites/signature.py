@@ -177,6 +177,7 @@ def _p1363_to_der(signature: bytes, order: int = _P256_ORDER) -> bytes | None:
 
 class _EcdsaP256VerifyingKey(VerifyingKey):
     algorithm = SignatureAlgorithm.ECDSA_P256_SHA256
+    _order: int = _P256_ORDER  # the group order r and s must lie below
 
     def __init__(self, key: ec.EllipticCurvePublicKey) -> None:
         self._key = key
@@ -187,7 +188,7 @@ class _EcdsaP256VerifyingKey(VerifyingKey):
         )
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        der = _p1363_to_der(signature)
+        der = _p1363_to_der(signature, self._order)
         if der is None:
             return False
         try:
@@ -199,10 +200,11 @@ class _EcdsaP256VerifyingKey(VerifyingKey):
 
 class _EcdsaP256KeyPair(SigningKeyPair):
     algorithm = SignatureAlgorithm.ECDSA_P256_SHA256
+    _verifying_key: type[_EcdsaP256VerifyingKey] = _EcdsaP256VerifyingKey
 
     def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
         self._key = key
-        self._public = _EcdsaP256VerifyingKey(key.public_key())
+        self._public = self._verifying_key(key.public_key())
 
     def public_key(self) -> VerifyingKey:
         return self._public
@@ -221,24 +223,12 @@ class _EcdsaP256KeyPair(SigningKeyPair):
 
 class _Secp256k1VerifyingKey(_EcdsaP256VerifyingKey):
     algorithm = SignatureAlgorithm.ECDSA_SECP256K1_SHA256
-
-    def verify(self, message: bytes, signature: bytes) -> bool:
-        der = _p1363_to_der(signature, _SECP256K1_ORDER)
-        if der is None:
-            return False
-        try:
-            self._key.verify(der, message, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            return False
-        return True
+    _order = _SECP256K1_ORDER
 
 
 class _Secp256k1KeyPair(_EcdsaP256KeyPair):
     algorithm = SignatureAlgorithm.ECDSA_SECP256K1_SHA256
-
-    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
-        self._key = key
-        self._public = _Secp256k1VerifyingKey(key.public_key())
+    _verifying_key = _Secp256k1VerifyingKey
 
 
 # -- SM2 with SM3 (GB/T 32918.2-2016) ------------------------------------------------------

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from crypto.errors import InvalidKey
+from crypto.suites._jacobian import double_a3
 
 # The elliptic-curve arithmetic of signing and verifying is GmSSL's (C, via `gmssl_pyx`).
 # pdx computes the user digest Z_A and e = SM3(Z_A ‖ M) itself (GB/T 32918.2-2016 6.1
@@ -108,14 +109,7 @@ def _double(point: _Jacobian) -> _Jacobian:
     x1, y1, z1 = point
     if z1 == 0 or y1 == 0:
         return _INFINITY
-    delta = z1 * z1 % P
-    gamma = y1 * y1 % P
-    beta = x1 * gamma % P
-    alpha = 3 * (x1 - delta) * (x1 + delta) % P
-    x3 = (alpha * alpha - 8 * beta) % P
-    z3 = ((y1 + z1) ** 2 - gamma - delta) % P
-    y3 = (alpha * (4 * beta - x3) - 8 * gamma * gamma) % P
-    return x3, y3, z3
+    return double_a3(x1, y1, z1, P)
 
 
 def _add(p1: _Jacobian, p2: _Jacobian) -> _Jacobian:
