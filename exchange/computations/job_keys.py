@@ -7,7 +7,10 @@ such a job. A job touching a provider's own node over HTTP must carry one
 (`check_request`); with it, every input's vetted operator adds its noise share and
 mask and encrypts under the requester's key (`sandbox.party_stats`), the coordinator
 adds ciphertexts, and the encrypted aggregate is the result, which only the requester
-can open. Budgets are charged here, before anything runs.
+can open. Budgets are charged here, before anything runs. A private join
+(`psi.cardinality`, `psi.sum`, `stats.*` with a `join`) under such a key runs as
+`sandbox.joins.JoinJob.run_under_party_key`: both parties add noise shares and the
+platform relays ciphertexts under the requester's key only.
 
 Inputs held by the platform (`custody: platform`) or on an embedded node run in the
 platform's own processes: the operator is trusted for them (docs/privacy.md).
@@ -28,7 +31,13 @@ from exchange.errors import InvalidInput
 from exchange.models import Computation, Dataset, ExchangeBase, ProviderNodeRecord
 from sandbox.node_side import decode_outcome
 from sandbox.nodes import NodeGrant, ProviderNode
-from sandbox.operators import OPERATORS, ProviderInput, StatsParams
+from sandbox.operators import (
+    OPERATORS,
+    ProviderInput,
+    PsiCardinalityParams,
+    PsiSumParams,
+    StatsParams,
+)
 from sandbox.party_stats import SECURITY_MODEL as PARTY_SECURITY_MODEL
 from sandbox.party_stats import (
     PartyJob,
@@ -52,6 +61,9 @@ __all__ = [
     "run_under_job_key",
     "store_job_key",
 ]
+
+JOB_KEY_PARAMS = (StatsParams, PsiCardinalityParams, PsiSumParams)
+"""Operators that run under a requester-held key (`pdx_client.jobkeys.takes_job_key`)."""
 
 MIN_PAILLIER_BITS = 2048
 """NIST SP 800-57 part 1, table 2: a 2048-bit factoring modulus for 112-bit security."""
@@ -115,7 +127,7 @@ def check_request(
     """The job key's modulus, or None; refuses what requester-held keys cannot do.
 
     A provider's own node (HTTP) never computes for the platform's key: such a request
-    without `job_key` is refused before anything is written.
+    without `job_key` is refused before anything is written (a join's included).
     """
     if job_key is None:
         if any(_on_http_node(session, d) for d in datasets):
@@ -126,9 +138,10 @@ def check_request(
             )
         return None
     n = job_key.modulus()
-    if not issubclass(OPERATORS[operator].params, StatsParams):
+    if not issubclass(OPERATORS[operator].params, JOB_KEY_PARAMS):
         raise InvalidInput(
-            "requester-held job keys support the statistics operators (stats.*) for now",
+            "requester-held job keys support the statistics operators (stats.*, with or "
+            "without a join) and the private joins psi.cardinality and psi.sum for now",
             field="job_key",
         )
     return n
