@@ -36,6 +36,7 @@ and HMAC key per job (`sandbox.identifiers.JobDomain`); scalars are fresh per se
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -110,7 +111,7 @@ def _start(ctx: OperatorContext) -> tuple[JoinPlan, JobPublic, JobDomain]:
 
 
 def _encrypted_noise(ctx: OperatorContext, groups: int, width: int) -> list[int]:
-    """This party's noise share (groups × fields, lattice units) as raw ciphertexts."""
+    """The calling party's noise share (groups × fields, lattice units), encrypted (raw)."""
     plan: NoisePlan | None = ctx.state.get("noise")
     if plan is None:
         return []
@@ -270,7 +271,7 @@ def _vector(plan: JoinPlan, row: list[str], lo: int | None, hi: int | None) -> l
     return out
 
 
-def _on_lattice(plan: NoisePlan, fields: list[str], vec: list[int], q: Any) -> list[int]:
+def _on_lattice(plan: NoisePlan, fields: Sequence[str], vec: list[int], q: Any) -> list[int]:
     """One record's fixed-point vector on the DP lattice (|each| stays within its sensitivity)."""
     out = []
     for i, (name, v) in enumerate(zip(fields, vec, strict=True)):

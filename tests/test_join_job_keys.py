@@ -40,10 +40,13 @@ from tests.helpers.i18_wiring import (
     PURPOSE,
     approve_all,
     ask_join,
+    declare_key,
     join_data,
     join_network,
+    register_pi,
 )
 from tests.test_api_computations import wait_for
+from tests.test_api_contracts import active_contract
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
 from pdx_client.jobkeys import JobKey, JobKeyError, takes_job_key  # noqa: E402
@@ -158,10 +161,14 @@ def test_below_the_minimum_intersection_the_matcher_refuses(
     plan = PsiCardinalityParams(join=CLAUSE).plan()
     job = _party_job(plan, files, tmp_path, job_key, "psi.cardinality", min_cohort=41)
     with pytest.raises(CohortTooSmall) as caught:
-        job.run_under_party_key(ReleaseGate(InMemoryPrivacyBudget()), ReleaseObligations(min_cohort=41))
+        job.run_under_party_key(
+            ReleaseGate(InMemoryPrivacyBudget()), ReleaseObligations(min_cohort=41)
+        )
     assert caught.value.code == "join-intersection-too-small"
     job = _party_job(plan, files, tmp_path, job_key, "psi.cardinality", min_cohort=40)
-    doc = job.run_under_party_key(ReleaseGate(InMemoryPrivacyBudget()), ReleaseObligations(min_cohort=40))
+    doc = job.run_under_party_key(
+        ReleaseGate(InMemoryPrivacyBudget()), ReleaseObligations(min_cohort=40)
+    )
     assert job_key.decrypt(doc.review())["intersection_size"] == 40
 
 
@@ -317,3 +324,44 @@ def test_the_server_and_the_sdk_agree_on_which_joins_take_a_job_key(
         },
     )
     assert_problem(r, 422)
+
+
+def test_a_node_held_join_under_a_requester_key_runs_its_side_on_the_node(
+    capi: TestClient, creds: dict[str, Any], platform: Platform, job_key: JobKey
+) -> None:
+    """The node checks every step's call against the job key its provider approved."""
+    data = join_data(44)
+    net = join_network(capi, creds, data, declare=False)
+    r = capi.put("/v1/nodes/me", headers=net["bank"], json={"kind": "embedded"})
+    assert r.status_code == 200, r.text
+    held = register_pi(
+        capi, net["bank"], data.values_csv, "balances (node)", path="/v1/nodes/datasets"
+    )
+    active_contract(capi, net["ent"], net["bank"], net["bank_org"], [held["id"]], PURPOSE)
+    declare_key(capi, net["tel"], net["cohort"], "mobile")
+    declare_key(capi, net["bank"], held["id"], "msisdn")
+    r = capi.post(
+        "/v1/computations",
+        headers=net["ent"],
+        json={
+            "operator": "psi.cardinality",
+            "inputs": [net["cohort"], held["id"]],
+            "params": {"join": JOIN},
+            "purpose": PURPOSE,
+            "legal_basis": LEGAL_BASIS,
+            "job_key": job_key.public(),
+        },
+    )
+    assert r.status_code == 201, r.text
+    approve_all(capi, net, r.json()["id"])
+    done = wait_for(capi, net["ent"], r.json()["id"], *DONE)
+    assert done["state"] == "released", done["error"]
+    assert done["inputs"][1]["custody"] == "node"
+    result = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()
+    opened = job_key.decrypt(result)
+    assert opened["operator"] == "psi.cardinality"
+    assert abs(opened["intersection_size"] - data.count()) < 20 * 2
+    with platform.session() as s:
+        row = s.get(Computation, done["id"])
+        assert row is not None and row.secret_sealed is None and row.secret_key_id is None
+    assert _key_events(platform, done["id"]) == []

@@ -191,7 +191,6 @@ class JobKey:
             raise JobKeyError("encrypted aggregate is shorter than its layout")
         return out
 
-
     def _open_plain(self, doc: dict[str, Any]) -> list[int]:
         try:
             length = int(doc["length"])
