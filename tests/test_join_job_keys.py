@@ -365,3 +365,46 @@ def test_a_node_held_join_under_a_requester_key_runs_its_side_on_the_node(
         row = s.get(Computation, done["id"])
         assert row is not None and row.secret_sealed is None and row.secret_key_id is None
     assert _key_events(platform, done["id"]) == []
+
+
+def test_grouped_mean_over_a_join_under_a_requester_key(
+    capi: TestClient, creds: dict[str, Any], job_key: JobKey
+) -> None:
+    """`stats.*` with a join: per-group noisy sums the SDK turns into clamped means."""
+    data = join_data(45, cohort=160, values=160, common=120)
+    net = join_network(capi, creds, data)
+    params = {
+        "columns": ["amount"],
+        "group_by": "tier",
+        "groups": ["A", "B"],
+        "clip": [0, 100],
+        "decimals": 2,
+        "join": JOIN,
+    }
+    r = capi.post(
+        "/v1/computations",
+        headers=net["ent"],
+        json={
+            "operator": "stats.mean",
+            "inputs": [net["cohort"], net["values"]],
+            "params": params,
+            "purpose": PURPOSE,
+            "legal_basis": LEGAL_BASIS,
+            "job_key": job_key.public(),
+        },
+    )
+    assert r.status_code == 201, r.text
+    approve_all(capi, net, r.json()["id"])
+    done = wait_for(capi, net["ent"], r.json()["id"], *DONE)
+    assert done["state"] == "released", done["error"]
+    result = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()
+    assert result["output"]["groups"] == ["A", "B", "__other__"]  # the layout, not the data
+    opened = job_key.decrypt(result)
+    assert opened["operator"] == "stats.mean" and opened["group_by"] == "tier"
+    released = {g["group"]: g for g in opened["groups"]}
+    assert {"A", "B"} <= set(released)
+    for tier in "AB":
+        g = released[tier]
+        # ε = 0.6 over 3 fields: count noise of scale 5 per share.
+        assert abs(g["rows"] - data.count(tier)) < 20 * 5
+        assert g["exact"] == {} and 0 <= g["values"]["mean(amount)"] <= 100
