@@ -44,7 +44,9 @@ from typing import Any
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 
+from crypto.errors import CryptoError
 from crypto.psi_ec import PsiGroup
+from crypto.relay import open_relay, relay_key, seal_relay
 from sandbox._stats_query import MAX_GROUPS, OTHER
 from sandbox.coordinator import JobPublic
 from sandbox.errors import GroupCardinalityExceeded, IntersectionTooSmall, InvalidParameters
@@ -106,8 +108,25 @@ def _start(ctx: OperatorContext) -> tuple[JoinPlan, JobPublic, JobDomain]:
         pj = PartyJob(job.job_id, int(job.paillier_n), providers=int(party["providers"]),
                       min_cohort=int(party["min_cohort"]), dp=party.get("dp"))  # fmt: skip
         noise = pj.plan(plan.query)
-    ctx.state.update(party=party, noise=noise)
+    ctx.state.update(party=party, noise=noise, relay=_relay_key(ctx, job.job_id), batch=0)
     return plan, job, JobDomain(job.job_id, salt)
+
+
+def _relay_key(ctx: OperatorContext, job_id: str) -> bytes | None:
+    """Requester-held key: the key both parties derive from their agreement seed."""
+    party = ctx.params.get("party")
+    if party is None:
+        return None
+    raw = ctx.blobs.get("mask_seeds")
+    seeds = json.loads(raw) if raw else {}
+    if not isinstance(seeds, dict) or len(seeds) != 1:
+        raise InvalidParameters("a join party needs its one peer's agreement seed")
+    (seed,) = seeds.values()
+    return relay_key(bytes.fromhex(str(seed)), job_id.encode())
+
+
+def _relay_aad(ctx: OperatorContext) -> bytes:
+    return f"pdx:join:value.pairs:{ctx.state['job'].job_id}".encode()
 
 
 def _encrypted_noise(ctx: OperatorContext, groups: int, width: int) -> list[int]:
@@ -185,9 +204,15 @@ def _matcher_pairs(ctx: OperatorContext) -> bytes:
     count, fields = int(header["count"]), len(ctx.state["acc"][0])
     n2 = ctx.state["n2"]
     width = _ct_width(int(ctx.state["job"].paillier_n))
-    if len(body) != count * (ELEMENT + fields * width):
-        raise InvalidParameters("malformed value pairs")
     elements, cts = body[: count * ELEMENT], body[count * ELEMENT :]
+    if ctx.state.get("relay") is not None:  # sealed by the value party for this sandbox
+        try:
+            cts = open_relay(ctx.state["relay"], ctx.state["batch"], _relay_aad(ctx), cts)
+        except CryptoError:
+            raise InvalidParameters("value pairs failed authentication") from None
+        ctx.state["batch"] += 1
+    if count < 0 or len(elements) != count * ELEMENT or len(cts) != count * fields * width:
+        raise InvalidParameters("malformed value pairs")
     mine = np.frombuffer(ctx.state["engine"].blind(elements), dtype=_DT)
     for g, members in enumerate(sets):
         acc = ctx.state["acc"][g]
@@ -337,6 +362,9 @@ def _value_pairs(ctx: OperatorContext) -> bytes:
     width = _ct_width(n)
     blinded = ctx.state["engine"].hash_blind(elements.tobytes())
     cts = b"".join(enc.encrypt_raw(v).to_bytes(width, "big") for vec in vectors for v in vec)
+    if ctx.state.get("relay") is not None:  # only the matcher's sandbox can open them
+        cts = seal_relay(ctx.state["relay"], ctx.state["batch"], _relay_aad(ctx), cts)
+        ctx.state["batch"] += 1
     ctx.state["next"] = start + len(vectors)
     final = ctx.state["next"] >= len(ctx.state["vectors"])
     return frame({"count": len(vectors), "final": final}, blinded + cts)

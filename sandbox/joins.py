@@ -36,7 +36,13 @@ from sandbox.errors import (
 from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
 from sandbox.join_party import unframe
-from sandbox.party_stats import ENCRYPTED_FORMAT, PartyJob
+from sandbox.party_stats import (
+    ENCRYPTED_FORMAT,
+    PartyJob,
+    collect_mask_keys,
+    mask_blobs,
+    mask_public,
+)
 from sandbox.release import GatedAggregate, Release, ReleaseGate, ReleaseObligations, unique
 from sandbox.stats import StatsResult, candidate, finish
 
@@ -119,6 +125,7 @@ class JoinJob:
         paillier_bits: int = 2048,
         batch: int = JOIN_BATCH,
         party: PartyJob | None = None,
+        relay: tuple[Callable[[ProviderInput], bytes], LocalBlobs] | None = None,
     ) -> None:
         if left.provider_id == right.provider_id:
             raise InvalidParameters("a join is between two providers' datasets")
@@ -130,6 +137,13 @@ class JoinJob:
         self.batch = batch
         self.party = party
         """The requester-held key's public facts: then no secret key is ever made here."""
+        self.relay = relay or (
+            lambda p: mask_public(job_id, p.dataset_id),
+            lambda p, pp: mask_blobs(job_id, p.dataset_id, pp),
+        )
+        """(a party's mask public key, its seeds when the platform is its node): the two
+        parties' agreement seed keys the sealing of the value party's ciphertexts; by
+        default both inputs are the platform's own (as in the sandbox tests)."""
         self.result_party: ResultParty | None = (
             None
             if party is not None
@@ -156,8 +170,18 @@ class JoinJob:
             pub = self.result_party.public
             bound = {}
         first = {"plan": self.plan.to_params(), "job": pub.params(), **bound}
-        salt = {"salt": os.urandom(32)}
         left, right = self.providers
+        starts: list[tuple[dict[str, Any], dict[str, bytes]]] = [({}, {}), ({}, {})]
+        if self.party is not None:
+            # The two sandboxes agree on a key the platform relays but cannot derive (for
+            # node-held inputs): the value party's ciphertexts travel sealed under it.
+            fetch, local_blobs = self.relay
+            keys = collect_mask_keys(self.providers, fetch)
+            peers = [{**k, "index": i} for i, k in enumerate(keys)]
+            for i, p in enumerate(self.providers):
+                pp = {**self.party.binding(), "index": i, "peers": peers}
+                starts[i] = ({"party": pp}, local_blobs(p, pp))
+        salt = {"salt": os.urandom(32)}
         seen = record or (lambda _to, _step, _data: None)
 
         def call(session: Any, to: str, step: str, blobs: dict[str, bytes], **params: Any) -> bytes:
@@ -173,8 +197,9 @@ class JoinJob:
             self.sandbox.open_session(SESSION_OPERATOR, [left.path]) as m,
             self.sandbox.open_session(SESSION_OPERATOR, [right.path]) as v,
         ):
-            blinded = call(m, "matcher", "matcher.start", salt, **first)
-            call(v, "value", "value.start", salt, **first)
+            blinded = call(m, "matcher", "matcher.start", {**salt, **starts[0][1]},
+                           **{**first, **starts[0][0]})  # fmt: skip
+            call(v, "value", "value.start", {**salt, **starts[1][1]}, **{**first, **starts[1][0]})
             doubles = call(v, "value", "value.respond", {"blinded": blinded})
             call(m, "matcher", "matcher.doubles", {"doubles": doubles})
             while True:
@@ -264,6 +289,9 @@ class JoinJob:
             unique(p.provider_id for p in self.providers),
             epsilon_spent=spent,
         )
+
+
+LocalBlobs = Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
 
 
 def encrypted_join_result(job: JoinJob, data: bytes) -> dict[str, Any]:

@@ -29,9 +29,11 @@ from sandbox._registry import ProviderInput
 from sandbox.errors import CohortTooSmall
 from sandbox.identifiers import IdKind
 from sandbox.join_params import JoinClause, JoinPlan, PsiCardinalityParams, PsiSumParams
+from sandbox.join_party import unframe
 from sandbox.joins import JoinJob
 from sandbox.operators import StatsParams, default_sandbox
 from sandbox.party_stats import PartyJob
+from sandbox.psi import ELEMENT
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 from tests.helpers.api import assert_problem
 from tests.helpers.i18_wiring import (
@@ -139,6 +141,22 @@ def test_psi_sum_under_a_requester_key_carries_both_noise_shares(
     relayed = b"".join(d for _, _, d in seen)
     for p in data.common:
         assert p.encode() not in relayed and p[-8:].encode() not in relayed
+    # The value party's per-record ciphertexts are sealed for the matcher's sandbox (the
+    # two parties' X25519 agreement): even the requester's key, handed to the platform,
+    # opens none of them. Unsealed, each record's first field decrypts to 1.
+    width = (2 * job_key.n.bit_length() + 7) // 8
+    opened_any = 0
+    for _, step, d in seen:
+        if step != "matcher.pairs":
+            continue
+        header, body = unframe(d)
+        cts = body[int(header["count"]) * ELEMENT :]
+        for at in range(0, len(cts) - width + 1, 3 * width):  # (rows, n, sum) per record
+            c = int.from_bytes(cts[at : at + width], "big")
+            if 0 < c < job_key.n**2 and job_key._sk.raw_decrypt(c) == 1:
+                opened_any += 1
+    assert sum(1 for _, step, _ in seen if step == "matcher.pairs") >= 2
+    assert opened_any == 0
     # Each party's sandbox adds a full share (n = 2, t = 1): the released values differ
     # from the plaintext join by noise, run after run, and stay within it.
     gate = ReleaseGate(InMemoryPrivacyBudget())

@@ -18,7 +18,7 @@ platform's own processes: the operator is trusted for them (docs/privacy.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -57,6 +57,7 @@ __all__ = [
     "check_request",
     "job_key_binding",
     "load_party",
+    "mask_relay",
     "party_job",
     "run_under_job_key",
     "store_job_key",
@@ -201,6 +202,38 @@ def party_job(
     )
 
 
+MaskRelay = tuple[
+    Callable[[ProviderInput], bytes],
+    Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
+]
+
+
+def mask_relay(
+    party: PartyJob, operator: str, routes: Mapping[Any, tuple[ProviderNode, NodeGrant]]
+) -> MaskRelay:
+    """(fetch one input's mask public key, its seeds when the platform is its node).
+
+    A node-held input's key comes from its node (`cmd: keys`, signed where the node has a
+    party key) and its seeds are derived there; a platform-held input's are the
+    platform's own (`sandbox.party_stats.mask_public`, `mask_blobs`).
+    """
+    job_params = {"job": party.public.params(), "party": party.binding()}
+
+    def fetch(p: ProviderInput) -> bytes:
+        route = routes.get(p.path)
+        if route is None:  # the platform is this input's node
+            return mask_public(party.job_id, p.dataset_id)
+        node, grant = route
+        request = {"cmd": "keys", "operator": operator, "session": "", "params": job_params,
+                   "blobs": {}}  # fmt: skip
+        return decode_outcome(node.call(grant, request), operator).unwrap()
+
+    def local_blobs(p: ProviderInput, party_params: dict[str, Any]) -> dict[str, bytes]:
+        return {} if p.path in routes else mask_blobs(party.job_id, p.dataset_id, party_params)
+
+    return fetch, local_blobs
+
+
 def run_under_job_key(
     party: PartyJob,
     operator: str,
@@ -217,20 +250,7 @@ def run_under_job_key(
     query = params.query(operator)
     datasets = unique(p.dataset_id for p in providers)
     spent = gate.charge(datasets, obligations, party.job_id)  # before anything runs
-    job_params = {"job": party.public.params(), "party": party.binding()}
-
-    def fetch(p: ProviderInput) -> bytes:
-        route = routes.get(p.path)
-        if route is None:  # the platform is this input's node
-            return mask_public(party.job_id, p.dataset_id)
-        node, grant = route
-        request = {"cmd": "keys", "operator": operator, "session": "", "params": job_params,
-                   "blobs": {}}  # fmt: skip
-        return decode_outcome(node.call(grant, request), operator).unwrap()
-
-    def local_blobs(p: ProviderInput, party_params: dict[str, Any]) -> dict[str, bytes]:
-        return {} if p.path in routes else mask_blobs(party.job_id, p.dataset_id, party_params)
-
+    fetch, local_blobs = mask_relay(party, operator, routes)
     keys = collect_mask_keys(providers, fetch)
     doc = run_party_stats(
         query, providers, party, sandbox=sandbox, mask_keys=keys, local_blobs=local_blobs

@@ -45,7 +45,7 @@ from exchange.jobs import export_secret, open_sealed, restore_result_party, seal
 from exchange.models import Computation, Dataset, NodeDataset, Organisation
 from sandbox.errors import ReleaseRefused, SandboxError
 from sandbox.fl import FlJob
-from sandbox.joins import JoinJob
+from sandbox.joins import SESSION_OPERATOR, JoinJob
 from sandbox.nodes import NodeGrant, NodeJob, NodeSandbox, ProviderNode, node_input_path
 from sandbox.operators import OPERATORS, FlParams, HeteroParams, ProviderInput, StatsParams
 from sandbox.party_stats import PartyJob
@@ -319,9 +319,10 @@ def _execute(
     plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
     if party is not None and plan is not None:
         # The requester's key: no secret is made, sealed or unsealed for this join.
+        relay = job_keys.mask_relay(party, SESSION_OPERATOR, prepared.routes)
         join = JoinJob(
             operator, plan, *prepared.providers, sandbox=sandbox, job_id=computation_id,
-            party=party,
+            party=party, relay=relay,
         )  # fmt: skip
         return join.run_under_party_key(gate, joins.join_release_obligations(ob))
     if party is not None:
