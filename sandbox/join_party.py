@@ -17,6 +17,8 @@ record's values on the DP lattice (`sandbox.noise_shares.NoisePlan`) and sends i
 encrypted noise share (`value.noise`); the matcher refuses when the exact intersection
 is below the minimum, then adds the value party's share and its own to the sums, so
 the only ciphertexts that leave are noisy aggregates only the requester's SDK opens.
+The value party's batches are then also sealed for the matcher (`crypto.relay`, keyed by
+the two parties' agreement seed, `mask_seeds` in each start step's blobs).
 
 Every message is produced and consumed here, inside the sandbox of the party that owns
 the rows; the platform relays opaque bytes. Who learns what:

@@ -55,6 +55,8 @@ __all__ = [
 
 JOIN_BATCH = 2048
 """Value pairs per relayed message (each a request to the matcher's session)."""
+LocalBlobs = Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
+"""A platform-held input's agreement seeds (`sandbox.party_stats.mask_blobs`)."""
 SESSION_OPERATOR = "psi.sum"
 """The registry entry whose code (`sandbox.join_party:party`) runs each party's side."""
 
@@ -72,10 +74,11 @@ JOIN_SECURITY: dict[str, Any] = {
         "requester": "only the released, cohort-checked (minimum intersection) and, under "
         "the policy's DP obligation, noised counts and sums; never the intersection's members",
     },
-    "under_requester_key": "the value party's per-record ciphertexts, relayed by the "
-    "platform, are under the requester's key: the platform alone reads nothing, but a "
-    "requester colluding with the platform could open them (not linked to identifiers, "
-    "which stay blinded)",
+    "under_requester_key": "the platform holds no secret key; the value party's "
+    "per-record ciphertexts are also sealed for the matcher's sandbox under the two "
+    "parties' X25519 agreement (AES-256-GCM), so a requester colluding with the platform "
+    "cannot open them either, unless an input is platform-held or the platform substitutes "
+    "the relayed key of a node without a party key (docs/privacy.md §6.1.1)",
 }
 
 
@@ -289,9 +292,6 @@ class JoinJob:
             unique(p.provider_id for p in self.providers),
             epsilon_spent=spent,
         )
-
-
-LocalBlobs = Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
 
 
 def encrypted_join_result(job: JoinJob, data: bytes) -> dict[str, Any]:
