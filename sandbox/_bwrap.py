@@ -26,9 +26,10 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # install of another checkout included).
 CODE_ROOT = Path("/opt/pdx")
 _CRYPTO_DIR = _PACKAGE_DIR.parent / "crypto"
-_CRYPTO_FILES = ("psi_ec.py", "_h2c_p256.py", "errors.py", "problem.py")
-"""The private-join operators' elliptic-curve group (issue 18), without the rest of `crypto`
-(no KMS, no key store): bound file by file, so `crypto/__init__.py` is never run inside."""
+_CRYPTO_FILES = ("psi_ec.py", "_h2c_p256.py", "errors.py", "problem.py", "relay.py")
+"""The private-join operators' elliptic-curve group (issue 18) and their relay sealing,
+without the rest of `crypto` (no KMS, no key store): bound file by file, so
+`crypto/__init__.py` is never run inside."""
 _WORKER_BOOT = (
     f"import sys; sys.path.insert(0, {str(CODE_ROOT)!r}); from sandbox._worker import main; main()"
 )

@@ -11,6 +11,15 @@ generalised to a vector of values per identifier and to groups of the cohort:
 4. matcher: per group g and field f, Π Enc(v_y,f) over the matches, re-randomised;
    → the result party, which decrypts only these per-group sums.
 
+Under a requester-held job key (`params.party`, `sandbox.joins_party_key`) the key is the
+requester's and nobody on the platform can decrypt: the value party encodes each
+record's values on the DP lattice (`sandbox.noise_shares.NoisePlan`) and sends its
+encrypted noise share (`value.noise`); the matcher refuses when the exact intersection
+is below the minimum, then adds the value party's share and its own to the sums, so
+the only ciphertexts that leave are noisy aggregates only the requester's SDK opens.
+The value party's batches are then also sealed for the matcher (`crypto.relay`, keyed by
+the two parties' agreement seed, `mask_seeds` in each start step's blobs).
+
 Every message is produced and consumed here, inside the sandbox of the party that owns
 the rows; the platform relays opaque bytes. Who learns what:
 
@@ -29,20 +38,26 @@ and HMAC key per job (`sandbox.identifiers.JobDomain`); scalars are fresh per se
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 
+from crypto.errors import CryptoError
 from crypto.psi_ec import PsiGroup
+from crypto.relay import open_relay, relay_key, seal_relay
 from sandbox._stats_query import MAX_GROUPS, OTHER
 from sandbox.coordinator import JobPublic
-from sandbox.errors import GroupCardinalityExceeded, InvalidParameters
+from sandbox.errors import GroupCardinalityExceeded, IntersectionTooSmall, InvalidParameters
 from sandbox.identifiers import JobDomain, normalise
 from sandbox.isolation import OperatorContext
 from sandbox.join_params import JoinPlan
+from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import FastEncryptor, encode_fixed, public_key_from_n
+from sandbox.party_stats import PartyJob
 from sandbox.psi import ELEMENT, EcEngine, _permutation, _SortedSet
 from sandbox.stats import _MISSING, _fixed, _rows
 
@@ -87,7 +102,46 @@ def _start(ctx: OperatorContext) -> tuple[JoinPlan, JobPublic, JobDomain]:
     if job.paillier_n is None:
         raise InvalidParameters("a join needs the job's Paillier key")
     salt = ctx.blobs.get("salt", b"")
+    party = ctx.params.get("party")
+    noise: NoisePlan | None = None
+    if party is not None:  # a requester-held key: this party adds its noise share
+        if not isinstance(party, dict):
+            raise InvalidParameters("malformed job key binding")
+        pj = PartyJob(job.job_id, int(job.paillier_n), providers=int(party["providers"]),
+                      min_cohort=int(party["min_cohort"]), dp=party.get("dp"))  # fmt: skip
+        noise = pj.plan(plan.query)
+    ctx.state.update(party=party, noise=noise, relay=_relay_key(ctx, job.job_id), batch=0)
     return plan, job, JobDomain(job.job_id, salt)
+
+
+def _relay_key(ctx: OperatorContext, job_id: str) -> bytes | None:
+    """Requester-held key: the key both parties derive from their agreement seed."""
+    party = ctx.params.get("party")
+    if party is None:
+        return None
+    raw = ctx.blobs.get("mask_seeds")
+    seeds = json.loads(raw) if raw else {}
+    if not isinstance(seeds, dict) or len(seeds) != 1:
+        raise InvalidParameters("a join party needs its one peer's agreement seed")
+    (seed,) = seeds.values()
+    return relay_key(bytes.fromhex(str(seed)), job_id.encode())
+
+
+def _relay_aad(ctx: OperatorContext) -> bytes:
+    return f"pdx:join:value.pairs:{ctx.state['job'].job_id}".encode()
+
+
+def _encrypted_noise(ctx: OperatorContext, groups: int, width: int) -> list[int]:
+    """The calling party's noise share (groups × fields, lattice units), encrypted (raw)."""
+    plan: NoisePlan | None = ctx.state.get("noise")
+    if plan is None:
+        return []
+    n = int(ctx.state["job"].paillier_n)
+    enc = FastEncryptor(public_key_from_n(n))
+    shares = noise_share(plan, groups)
+    if len(shares) != groups * width:
+        raise InvalidParameters("noise share does not match the layout")
+    return [enc.encrypt_raw(z) for z in shares]
 
 
 # -- the matcher (cohort) ----------------------------------------------------------------------
@@ -129,6 +183,7 @@ def _matcher_start(ctx: OperatorContext) -> bytes:
     n = int(job.paillier_n or 0)
     fields = len(q.fields())
     ctx.state["acc"] = [[gmpy2.mpz(1)] * fields for _ in q.group_keys]
+    ctx.state["hits"] = [0] * len(q.group_keys)
     ctx.state["n2"] = gmpy2.mpz(n) ** 2
     return frame({"counts": counts}, b"".join(chunks))
 
@@ -151,13 +206,21 @@ def _matcher_pairs(ctx: OperatorContext) -> bytes:
     count, fields = int(header["count"]), len(ctx.state["acc"][0])
     n2 = ctx.state["n2"]
     width = _ct_width(int(ctx.state["job"].paillier_n))
-    if len(body) != count * (ELEMENT + fields * width):
-        raise InvalidParameters("malformed value pairs")
     elements, cts = body[: count * ELEMENT], body[count * ELEMENT :]
+    if ctx.state.get("relay") is not None:  # sealed by the value party for this sandbox
+        try:
+            cts = open_relay(ctx.state["relay"], ctx.state["batch"], _relay_aad(ctx), cts)
+        except CryptoError:
+            raise InvalidParameters("value pairs failed authentication") from None
+        ctx.state["batch"] += 1
+    if count < 0 or len(elements) != count * ELEMENT or len(cts) != count * fields * width:
+        raise InvalidParameters("malformed value pairs")
     mine = np.frombuffer(ctx.state["engine"].blind(elements), dtype=_DT)
     for g, members in enumerate(sets):
         acc = ctx.state["acc"][g]
-        for i in np.flatnonzero(members.hits(mine)):
+        matched = np.flatnonzero(members.hits(mine))
+        ctx.state["hits"][g] += len(matched)
+        for i in matched:
             base = int(i) * fields * width
             for f in range(fields):
                 c = gmpy2.mpz(int.from_bytes(cts[base + f * width : base + (f + 1) * width], "big"))
@@ -173,6 +236,9 @@ def _matcher_result(ctx: OperatorContext) -> bytes:
     n = int(job.paillier_n or 0)
     enc = FastEncryptor(public_key_from_n(n))
     n2, width = ctx.state["n2"], _ct_width(n)
+    party = ctx.state.get("party")
+    if party is not None:
+        _add_noise(ctx, int(party["min_cohort"]), width)
     out = b"".join(
         int(c * enc.obfuscator() % n2).to_bytes(width, "big")
         for group in ctx.state["acc"]
@@ -181,6 +247,36 @@ def _matcher_result(ctx: OperatorContext) -> bytes:
     groups, fields = len(ctx.state["acc"]), len(ctx.state["acc"][0])
     ctx.state.clear()
     return frame({"job_id": job.job_id, "groups": groups, "fields": fields}, out)
+
+
+def _add_noise(ctx: OperatorContext, min_intersection: int, width: int) -> None:
+    """Requester-held key: refuse below the minimum, else add both parties' noise shares.
+
+    The refusal is on the exact intersection, inside this sandbox (as each provider's
+    own cohort check on the statistics path): only the refusal leaves it.
+    """
+    if sum(ctx.state["hits"]) < min_intersection:
+        ctx.state.clear()
+        raise IntersectionTooSmall(
+            "the intersection is below the minimum size; nothing is released",
+            min_intersection=min_intersection,
+        )
+    acc, n2 = ctx.state["acc"], ctx.state["n2"]
+    groups, fields = len(acc), len(acc[0])
+    header, body = unframe(ctx.blobs.get("noise", b""))
+    theirs = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
+    if ctx.state["noise"] is not None and (
+        (header.get("groups"), header.get("fields")) != (groups, fields)
+        or len(theirs) != groups * fields
+        or len(body) != len(theirs) * width
+    ):
+        raise InvalidParameters("the value party's noise share does not match the layout")
+    mine = _encrypted_noise(ctx, groups, fields)
+    for extra in (theirs, mine):
+        for i, c in enumerate(extra):
+            if not 0 < c < n2:
+                raise InvalidParameters("ciphertext outside Z*_{n^2}")
+            acc[i // fields][i % fields] = acc[i // fields][i % fields] * c % n2
 
 
 # -- the value party ---------------------------------------------------------------------------
@@ -202,6 +298,15 @@ def _vector(plan: JoinPlan, row: list[str], lo: int | None, hi: int | None) -> l
     return out
 
 
+def _on_lattice(plan: NoisePlan, fields: Sequence[str], vec: list[int], q: Any) -> list[int]:
+    """One record's fixed-point vector on the DP lattice (|each| stays within its sensitivity)."""
+    out = []
+    for i, (name, v) in enumerate(zip(fields, vec, strict=True)):
+        power = {"sum": 1, "sumsq": 2}.get(name.split(":", 1)[0], 0)
+        out.append(plan.encode(i, Fraction(v, 10 ** (q.decimals * power))))
+    return out
+
+
 def _value_start(ctx: OperatorContext) -> bytes:
     plan, job, domain = _start(ctx)
     q, key = plan.query, plan.join
@@ -210,17 +315,20 @@ def _value_start(ctx: OperatorContext) -> bytes:
         lo = encode_fixed(Decimal(repr(q.clip[0])), q.decimals)
         hi = encode_fixed(Decimal(repr(q.clip[1])), q.decimals)
     rows: dict[bytes, list[int]] = {}
+    lattice: NoisePlan | None = ctx.state.get("noise")
     for row in _rows(ctx.inputs, plan.right_columns):
         canonical = normalise(key.kind, row[0])
         if canonical is None:
             continue
         msg = domain.message(key.kind, canonical)
         if msg not in rows:  # one row per identifier: bounded influence per person
-            rows[msg] = _vector(plan, row, lo, hi)
+            vec = _vector(plan, row, lo, hi)
+            rows[msg] = vec if lattice is None else _on_lattice(lattice, q.fields(), vec, q)
     elements = np.frombuffer(b"".join(rows), dtype=_DT) if rows else np.empty(0, dtype=_DT)
     vectors = list(rows.values())
     perm = _permutation(len(vectors))
     ctx.state.update(
+        plan=plan,
         role="value",
         engine=EcEngine(PsiGroup(domain.dst)),
         job=job,
@@ -256,9 +364,24 @@ def _value_pairs(ctx: OperatorContext) -> bytes:
     width = _ct_width(n)
     blinded = ctx.state["engine"].hash_blind(elements.tobytes())
     cts = b"".join(enc.encrypt_raw(v).to_bytes(width, "big") for vec in vectors for v in vec)
+    if ctx.state.get("relay") is not None:  # only the matcher's sandbox can open them
+        cts = seal_relay(ctx.state["relay"], ctx.state["batch"], _relay_aad(ctx), cts)
+        ctx.state["batch"] += 1
     ctx.state["next"] = start + len(vectors)
     final = ctx.state["next"] >= len(ctx.state["vectors"])
     return frame({"count": len(vectors), "final": final}, blinded + cts)
+
+
+def _value_noise(ctx: OperatorContext) -> bytes:
+    """Requester-held key: this party's noise share, encrypted (nothing without DP)."""
+    if ctx.state.get("party") is None:
+        raise InvalidParameters("noise shares are for requester-held keys")
+    q = ctx.state["plan"].query
+    groups, fields = len(q.group_keys), len(q.fields())
+    width = _ct_width(int(ctx.state["job"].paillier_n))
+    cts = _encrypted_noise(ctx, groups, fields)
+    body = b"".join(c.to_bytes(width, "big") for c in cts)
+    return frame({"groups": groups, "fields": fields}, body)
 
 
 _STEPS = {
@@ -269,6 +392,7 @@ _STEPS = {
     "value.start": _value_start,
     "value.respond": _value_respond,
     "value.pairs": _value_pairs,
+    "value.noise": _value_noise,
 }
 _ROLE = {name: name.split(".", 1)[0] for name in _STEPS}
 

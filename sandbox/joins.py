@@ -7,6 +7,12 @@ intersection with the job key, and hands them to the release gate as a statistic
 candidate: cohort (here also the minimum intersection), DP noise charged to both inputs'
 budgets, suppression, provider review. The relay sees element counts and ciphertexts;
 the job salt goes to the two sandboxes only, in their first request.
+
+Under a requester-held job key (`party`, `sandbox.party_stats.PartyJob`) no secret key
+exists on the platform: both parties add a noise share inside their sandboxes, the
+matcher refuses below the minimum intersection, and the result is the encrypted
+document `encrypted_join_result` that only the requester's SDK opens
+(`pdx_client.jobkeys.JobKey.decrypt`, which then post-processes as for statistics).
 """
 
 from __future__ import annotations
@@ -30,7 +36,14 @@ from sandbox.errors import (
 from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
 from sandbox.join_party import unframe
-from sandbox.release import GatedAggregate, Release, ReleaseGate, ReleaseObligations
+from sandbox.party_stats import (
+    ENCRYPTED_FORMAT,
+    PartyJob,
+    collect_mask_keys,
+    mask_blobs,
+    mask_public,
+)
+from sandbox.release import GatedAggregate, Release, ReleaseGate, ReleaseObligations, unique
 from sandbox.stats import StatsResult, candidate, finish
 
 __all__ = [
@@ -42,6 +55,8 @@ __all__ = [
 
 JOIN_BATCH = 2048
 """Value pairs per relayed message (each a request to the matcher's session)."""
+LocalBlobs = Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
+"""A platform-held input's agreement seeds (`sandbox.party_stats.mask_blobs`)."""
 SESSION_OPERATOR = "psi.sum"
 """The registry entry whose code (`sandbox.join_party:party`) runs each party's side."""
 
@@ -53,10 +68,17 @@ JOIN_SECURITY: dict[str, Any] = {
         "the exact intersection size and returns only ciphertexts under the job key",
         "value provider (inputs[1])": "the cohort's size per declared group",
         "coordinator": "element counts and ciphertexts; never an identifier or a member",
-        "result party": "per-group sums over the intersection before the release gate",
+        "result party": "per-group sums over the intersection before the release gate "
+        "(under a requester-held job key: the requester's SDK, after both parties' noise "
+        "shares; the platform then holds no secret key)",
         "requester": "only the released, cohort-checked (minimum intersection) and, under "
         "the policy's DP obligation, noised counts and sums; never the intersection's members",
     },
+    "under_requester_key": "the platform holds no secret key; the value party's "
+    "per-record ciphertexts are also sealed for the matcher's sandbox under the two "
+    "parties' X25519 agreement (AES-256-GCM), so a requester colluding with the platform "
+    "cannot open them either, unless an input is platform-held or the platform substitutes "
+    "the relayed key of a node without a party key (docs/privacy.md §6.1.1)",
 }
 
 
@@ -105,6 +127,8 @@ class JoinJob:
         job_id: str,
         paillier_bits: int = 2048,
         batch: int = JOIN_BATCH,
+        party: PartyJob | None = None,
+        relay: tuple[Callable[[ProviderInput], bytes], LocalBlobs] | None = None,
     ) -> None:
         if left.provider_id == right.provider_id:
             raise InvalidParameters("a join is between two providers' datasets")
@@ -114,19 +138,53 @@ class JoinJob:
         self.sandbox = sandbox
         self.job_id = job_id
         self.batch = batch
-        self.result_party = ResultParty(
-            "paillier-packed", job_id=job_id, paillier_bits=paillier_bits
+        self.party = party
+        """The requester-held key's public facts: then no secret key is ever made here."""
+        self.relay = relay or (
+            lambda p: mask_public(job_id, p.dataset_id),
+            lambda p, pp: mask_blobs(job_id, p.dataset_id, pp),
+        )
+        """(a party's mask public key, its seeds when the platform is its node): the two
+        parties' agreement seed keys the sealing of the value party's ciphertexts; by
+        default both inputs are the platform's own (as in the sandbox tests)."""
+        self.result_party: ResultParty | None = (
+            None
+            if party is not None
+            else ResultParty("paillier-packed", job_id=job_id, paillier_bits=paillier_bits)
         )
         self.relayed: list[tuple[str, str, int]] = []
         """(to, step, bytes) of every message the platform relayed (what it saw)."""
 
     def run_protocol(self, record: Callable[[str, str, bytes], None] | None = None) -> Decrypted:
         """Run both parties' sides in their sandboxes; the decrypted per-group sums."""
+        if self.result_party is None:
+            raise InvalidParameters("a join under a requester-held key is not decrypted here")
+        return self.decrypt(self.exchange(record))
+
+    def exchange(self, record: Callable[[str, str, bytes], None] | None = None) -> bytes:
+        """Run both parties' sides in their sandboxes; the matcher's encrypted per-group sums."""
         self.sandbox.check()
-        pub = self.result_party.public
-        first = {"plan": self.plan.to_params(), "job": pub.params()}
-        salt = {"salt": os.urandom(32)}
+        if self.party is not None:
+            pub = self.party.public
+            # Every call carries the approved binding: a provider's node checks each one.
+            bound: dict[str, Any] = {"job": pub.params(), "party": self.party.binding()}
+        else:
+            assert self.result_party is not None
+            pub = self.result_party.public
+            bound = {}
+        first = {"plan": self.plan.to_params(), "job": pub.params(), **bound}
         left, right = self.providers
+        starts: list[tuple[dict[str, Any], dict[str, bytes]]] = [({}, {}), ({}, {})]
+        if self.party is not None:
+            # The two sandboxes agree on a key the platform relays but cannot derive (for
+            # node-held inputs): the value party's ciphertexts travel sealed under it.
+            fetch, local_blobs = self.relay
+            keys = collect_mask_keys(self.providers, fetch)
+            peers = [{**k, "index": i} for i, k in enumerate(keys)]
+            for i, p in enumerate(self.providers):
+                pp = {**self.party.binding(), "index": i, "peers": peers}
+                starts[i] = ({"party": pp}, local_blobs(p, pp))
+        salt = {"salt": os.urandom(32)}
         seen = record or (lambda _to, _step, _data: None)
 
         def call(session: Any, to: str, step: str, blobs: dict[str, bytes], **params: Any) -> bytes:
@@ -135,15 +193,16 @@ class JoinJob:
                     continue  # the salt goes to the party, it is not relayed data
                 seen(to, step, data)
                 self.relayed.append((to, step, len(data)))
-            out: bytes = session.call({"step": step, **params}, blobs).unwrap()
+            out: bytes = session.call({"step": step, **bound, **params}, blobs).unwrap()
             return out
 
         with (
             self.sandbox.open_session(SESSION_OPERATOR, [left.path]) as m,
             self.sandbox.open_session(SESSION_OPERATOR, [right.path]) as v,
         ):
-            blinded = call(m, "matcher", "matcher.start", salt, **first)
-            call(v, "value", "value.start", salt, **first)
+            blinded = call(m, "matcher", "matcher.start", {**salt, **starts[0][1]},
+                           **{**first, **starts[0][0]})  # fmt: skip
+            call(v, "value", "value.start", {**salt, **starts[1][1]}, **{**first, **starts[1][0]})
             doubles = call(v, "value", "value.respond", {"blinded": blinded})
             call(m, "matcher", "matcher.doubles", {"doubles": doubles})
             while True:
@@ -151,8 +210,11 @@ class JoinJob:
                 call(m, "matcher", "matcher.pairs", {"pairs": pairs})
                 if unframe(pairs)[0].get("final"):
                     break
-            result = call(m, "matcher", "matcher.result", {})
-        return self.decrypt(result)
+            noise = {}
+            if self.party is not None:
+                noise = {"noise": call(v, "value", "value.noise", {})}
+            result = call(m, "matcher", "matcher.result", noise)
+        return result
 
     def decrypt(self, data: bytes) -> Decrypted:
         header, body = unframe(data)
@@ -164,6 +226,7 @@ class JoinJob:
             fields,
         ):
             raise HomomorphicMismatch("join result belongs to another job or layout")
+        assert self.result_party is not None
         sk = _private_key(self.result_party)
         n = int(sk.public_key.n)
         width = (2 * n.bit_length() + 7) // 8
@@ -206,6 +269,72 @@ class JoinJob:
 
     def run(self, gate: ReleaseGate, obligations: ReleaseObligations) -> Release[JoinResult]:
         return self.release(self.run_protocol(), gate, obligations)
+
+    def run_under_party_key(
+        self, gate: ReleaseGate, obligations: ReleaseObligations
+    ) -> Release[dict[str, Any]]:
+        """Requester-held key: charge both budgets, run, hand back the encrypted sums.
+
+        What the gate can enforce before decryption it does here: the budget (charged
+        before anything runs) and provider review; the minimum intersection is checked
+        on the exact size inside the matcher's sandbox, the DP noise is the parties'
+        shares, and the requester's SDK suppresses small groups on noisy counts.
+        """
+        assert self.party is not None
+        datasets = unique(p.dataset_id for p in self.providers)
+        spent = gate.charge(datasets, obligations, self.job_id)
+        doc = encrypted_join_result(self, self.exchange())
+        return Release(
+            self.job_id,
+            self.operator,
+            doc,
+            obligations,
+            unique(p.provider_id for p in self.providers),
+            epsilon_spent=spent,
+        )
+
+
+def encrypted_join_result(job: JoinJob, data: bytes) -> dict[str, Any]:
+    """The result document `pdx_client.jobkeys.JobKey.decrypt` opens (one value per ciphertext)."""
+    party = job.party
+    assert party is not None
+    header, body = unframe(data)
+    q = job.plan.query
+    groups, fields = len(q.group_keys), len(q.fields())
+    if (header.get("job_id"), header.get("groups"), header.get("fields")) != (
+        job.job_id,
+        groups,
+        fields,
+    ):
+        raise HomomorphicMismatch("join result belongs to another job or layout")
+    width = (2 * party.n.bit_length() + 7) // 8
+    if len(body) != groups * fields * width:
+        raise HomomorphicMismatch("malformed join result")
+    cts = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
+    plan = party.plan(q)
+    return {
+        "format": ENCRYPTED_FORMAT,
+        "scheme": "paillier",
+        "key_fingerprint": party.fingerprint,
+        "operator": q.op,
+        "join_operator": job.operator,
+        "join": job.plan.join.model_dump(mode="json"),
+        "columns": list(q.columns),
+        "group_by": q.group_by,
+        "groups": list(q.group_keys),
+        "fields": list(q.fields()),
+        "decimals": q.decimals,
+        "clip": list(q.clip) if q.clip else None,
+        "bin_edges": None,
+        "min_cohort": party.min_cohort,
+        "providers": party.providers,
+        "dp": party.dp,
+        "noise": plan.params() if plan is not None else None,
+        "packing": None,
+        "length": len(cts),
+        "addends": 1,
+        "ciphertexts": [format(c, "x") for c in cts],
+    }
 
 
 def run_join(

@@ -313,7 +313,9 @@ def node_call(data: object, binding: object, call: object) -> bytes:
             public = party_stats.mask_public(str(binding["job_id"]), str(binding["dataset_id"]))
             answer = mask_signing.signed_mask_key(binding, public)
             return encode_outcome(SandboxResult(operator, answer, 0.0))
-        if cmd == "run" and "party" in params:
+        # A statistics run, or the first step of a join party's session (its relay key).
+        starts = cmd == "call" and str(params.get("step", "")).endswith(".start")
+        if (cmd == "run" or starts) and "party" in params:
             blobs = {
                 **blobs,
                 **party_stats.mask_blobs(

@@ -7,7 +7,10 @@ such a job. A job touching a provider's own node over HTTP must carry one
 (`check_request`); with it, every input's vetted operator adds its noise share and
 mask and encrypts under the requester's key (`sandbox.party_stats`), the coordinator
 adds ciphertexts, and the encrypted aggregate is the result, which only the requester
-can open. Budgets are charged here, before anything runs.
+can open. Budgets are charged here, before anything runs. A private join
+(`psi.cardinality`, `psi.sum`, `stats.*` with a `join`) under such a key runs as
+`sandbox.joins.JoinJob.run_under_party_key`: both parties add noise shares and the
+platform relays ciphertexts under the requester's key only.
 
 Inputs held by the platform (`custody: platform`) or on an embedded node run in the
 platform's own processes: the operator is trusted for them (docs/privacy.md).
@@ -15,7 +18,7 @@ platform's own processes: the operator is trusted for them (docs/privacy.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -28,7 +31,13 @@ from exchange.errors import InvalidInput
 from exchange.models import Computation, Dataset, ExchangeBase, ProviderNodeRecord
 from sandbox.node_side import decode_outcome
 from sandbox.nodes import NodeGrant, ProviderNode
-from sandbox.operators import OPERATORS, ProviderInput, StatsParams
+from sandbox.operators import (
+    OPERATORS,
+    ProviderInput,
+    PsiCardinalityParams,
+    PsiSumParams,
+    StatsParams,
+)
 from sandbox.party_stats import SECURITY_MODEL as PARTY_SECURITY_MODEL
 from sandbox.party_stats import (
     PartyJob,
@@ -48,10 +57,14 @@ __all__ = [
     "check_request",
     "job_key_binding",
     "load_party",
+    "mask_relay",
     "party_job",
     "run_under_job_key",
     "store_job_key",
 ]
+
+JOB_KEY_PARAMS = (StatsParams, PsiCardinalityParams, PsiSumParams)
+"""Operators that run under a requester-held key (`pdx_client.jobkeys.takes_job_key`)."""
 
 MIN_PAILLIER_BITS = 2048
 """NIST SP 800-57 part 1, table 2: a 2048-bit factoring modulus for 112-bit security."""
@@ -115,7 +128,7 @@ def check_request(
     """The job key's modulus, or None; refuses what requester-held keys cannot do.
 
     A provider's own node (HTTP) never computes for the platform's key: such a request
-    without `job_key` is refused before anything is written.
+    without `job_key` is refused before anything is written (a join's included).
     """
     if job_key is None:
         if any(_on_http_node(session, d) for d in datasets):
@@ -126,9 +139,10 @@ def check_request(
             )
         return None
     n = job_key.modulus()
-    if not issubclass(OPERATORS[operator].params, StatsParams):
+    if not issubclass(OPERATORS[operator].params, JOB_KEY_PARAMS):
         raise InvalidInput(
-            "requester-held job keys support the statistics operators (stats.*) for now",
+            "requester-held job keys support the statistics operators (stats.*, with or "
+            "without a join) and the private joins psi.cardinality and psi.sum for now",
             field="job_key",
         )
     return n
@@ -188,6 +202,38 @@ def party_job(
     )
 
 
+MaskRelay = tuple[
+    Callable[[ProviderInput], bytes],
+    Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
+]
+
+
+def mask_relay(
+    party: PartyJob, operator: str, routes: Mapping[Any, tuple[ProviderNode, NodeGrant]]
+) -> MaskRelay:
+    """(fetch one input's mask public key, its seeds when the platform is its node).
+
+    A node-held input's key comes from its node (`cmd: keys`, signed where the node has a
+    party key) and its seeds are derived there; a platform-held input's are the
+    platform's own (`sandbox.party_stats.mask_public`, `mask_blobs`).
+    """
+    job_params = {"job": party.public.params(), "party": party.binding()}
+
+    def fetch(p: ProviderInput) -> bytes:
+        route = routes.get(p.path)
+        if route is None:  # the platform is this input's node
+            return mask_public(party.job_id, p.dataset_id)
+        node, grant = route
+        request = {"cmd": "keys", "operator": operator, "session": "", "params": job_params,
+                   "blobs": {}}  # fmt: skip
+        return decode_outcome(node.call(grant, request), operator).unwrap()
+
+    def local_blobs(p: ProviderInput, party_params: dict[str, Any]) -> dict[str, bytes]:
+        return {} if p.path in routes else mask_blobs(party.job_id, p.dataset_id, party_params)
+
+    return fetch, local_blobs
+
+
 def run_under_job_key(
     party: PartyJob,
     operator: str,
@@ -204,20 +250,7 @@ def run_under_job_key(
     query = params.query(operator)
     datasets = unique(p.dataset_id for p in providers)
     spent = gate.charge(datasets, obligations, party.job_id)  # before anything runs
-    job_params = {"job": party.public.params(), "party": party.binding()}
-
-    def fetch(p: ProviderInput) -> bytes:
-        route = routes.get(p.path)
-        if route is None:  # the platform is this input's node
-            return mask_public(party.job_id, p.dataset_id)
-        node, grant = route
-        request = {"cmd": "keys", "operator": operator, "session": "", "params": job_params,
-                   "blobs": {}}  # fmt: skip
-        return decode_outcome(node.call(grant, request), operator).unwrap()
-
-    def local_blobs(p: ProviderInput, party_params: dict[str, Any]) -> dict[str, bytes]:
-        return {} if p.path in routes else mask_blobs(party.job_id, p.dataset_id, party_params)
-
+    fetch, local_blobs = mask_relay(party, operator, routes)
     keys = collect_mask_keys(providers, fetch)
     doc = run_party_stats(
         query, providers, party, sandbox=sandbox, mask_keys=keys, local_blobs=local_blobs

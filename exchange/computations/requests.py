@@ -101,15 +101,7 @@ def request_computation(
             joins.check_hetero(datasets, params, ob)
         else:
             _check_columns(datasets, params, ob)
-        if plan is not None and body.job_key is not None:
-            raise InvalidInput(
-                "joins run under the platform's job key for now: send no job_key", field="job_key"
-            )
-        job_n = (
-            job_keys.check_request(session, body.operator, datasets, body.job_key)
-            if plan is None
-            else None
-        )
+        job_n = job_keys.check_request(session, body.operator, datasets, body.job_key)
         if isinstance(params, StatsParams) and plan is None:
             _check_dp(body.operator, params, ob)
         # Fair use (exchange.quotas): size and cost first, then the organisation's quota.

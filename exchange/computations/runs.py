@@ -45,7 +45,7 @@ from exchange.jobs import export_secret, open_sealed, restore_result_party, seal
 from exchange.models import Computation, Dataset, NodeDataset, Organisation
 from sandbox.errors import ReleaseRefused, SandboxError
 from sandbox.fl import FlJob
-from sandbox.joins import JoinJob
+from sandbox.joins import SESSION_OPERATOR, JoinJob
 from sandbox.nodes import NodeGrant, NodeJob, NodeSandbox, ProviderNode, node_input_path
 from sandbox.operators import OPERATORS, FlParams, HeteroParams, ProviderInput, StatsParams
 from sandbox.party_stats import PartyJob
@@ -105,7 +105,7 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
     try:
         _check_query(ctx, computation_id)
         ctx.sandbox_runs += 1
-        party = _party(ctx, computation_id, ob)
+        party = _party(ctx, computation_id, ob, operator, params_raw)
         prepared = _prepare_inputs(ctx, computation_id, operator, params_raw, party)
         release = _execute(
             ctx, computation_id, requester, operator, params_raw, ob, prepared, party
@@ -150,14 +150,26 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
 
-def _party(ctx: ComputeContext, computation_id: str, ob: policies.Obligations) -> PartyJob | None:
+def _party(
+    ctx: ComputeContext,
+    computation_id: str,
+    ob: policies.Obligations,
+    operator: str,
+    params: dict[str, Any],
+) -> PartyJob | None:
     """The job under the requester's own key (`exchange.computations.job_keys`), or None."""
     with ctx.sessions() as session:
         key = job_keys.load_party(session, computation_id)
         if key is None:
             return None
         inputs = len(load(session, computation_id).inputs)
-    return job_keys.party_job(computation_id, key[0], inputs, release_obligations(ob))
+    # A join's cohort is its minimum intersection (as on the platform-key path).
+    obligations = (
+        joins.join_release_obligations(ob)
+        if joins.is_join_request(operator, params)
+        else release_obligations(ob)
+    )
+    return job_keys.party_job(computation_id, key[0], inputs, obligations)
 
 
 def _check_query(ctx: ComputeContext, computation_id: str) -> None:
@@ -303,6 +315,16 @@ def _execute(
     sandbox = NodeSandbox(ctx.sandbox(), prepared.routes, local_inputs=prepared.local)
     assert ctx.budget is not None
     gate = ReleaseGate(ctx.budget)
+    params = OPERATORS[operator].params.model_validate(params_raw)
+    plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
+    if party is not None and plan is not None:
+        # The requester's key: no secret is made, sealed or unsealed for this join.
+        relay = job_keys.mask_relay(party, SESSION_OPERATOR, prepared.routes)
+        join = JoinJob(
+            operator, plan, *prepared.providers, sandbox=sandbox, job_id=computation_id,
+            party=party, relay=relay,
+        )  # fmt: skip
+        return join.run_under_party_key(gate, joins.join_release_obligations(ob))
     if party is not None:
         return job_keys.run_under_job_key(
             party,
@@ -314,8 +336,6 @@ def _execute(
             gate,
             release_obligations(ob),
         )
-    params = OPERATORS[operator].params.model_validate(params_raw)
-    plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
     if plan is not None:
         join = JoinJob(
             operator,
@@ -325,6 +345,7 @@ def _execute(
             job_id=computation_id,
             paillier_bits=ctx.paillier_bits,
         )
+        assert join.result_party is not None  # the platform's key (platform custody)
         _store_job_key(ctx, computation_id, requester, export_secret(join.result_party))
         join.result_party = _load_job_key(ctx, computation_id)
         return join.run(gate, joins.join_release_obligations(ob))

@@ -45,16 +45,15 @@ MIN_PAILLIER_BITS = 2048
 ENCRYPTED_FORMAT = "pdx-encrypted-aggregate/1"
 _EXPORT_MAGIC = b"PDXJOBKEY1\n"
 # The operators whose results the platform computes under a requester-held key for now
-# (Paillier statistics); federated learning and joins still use the platform's keys.
+# (Paillier statistics, with or without a join, and the private joins); federated learning
+# still uses the platform's keys. As the server's `job_keys.check_request`.
 JOB_KEY_OPERATOR_PREFIX = "stats."
+JOB_KEY_JOIN_OPERATORS = ("psi.cardinality", "psi.sum")
 
 
 def takes_job_key(operator: str, params: dict[str, Any] | None = None) -> bool:
-    """Whether `operator` (with `params`) runs under a requester-held job key.
-
-    Statistics over a private join still run under the platform's key for now.
-    """
-    return operator.startswith(JOB_KEY_OPERATOR_PREFIX) and not (params or {}).get("join")
+    """Whether `operator` (with `params`) runs under a requester-held job key."""
+    return operator.startswith(JOB_KEY_OPERATOR_PREFIX) or operator in JOB_KEY_JOIN_OPERATORS
 
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
@@ -167,6 +166,8 @@ class JobKey:
         return _finish(doc, values)
 
     def _open(self, doc: dict[str, Any]) -> list[int]:
+        if doc.get("packing", {}) is None:  # one signed value per ciphertext (a private join)
+            return self._open_plain(doc)
         try:
             slot_bits = int(doc["packing"]["slot_bits"])
             headroom = int(doc["packing"]["headroom_bits"])
@@ -188,6 +189,21 @@ class JobKey:
                 out.append(((m >> (j * slot_bits)) & mask) - addends * bias)
         if len(out) != length:
             raise JobKeyError("encrypted aggregate is shorter than its layout")
+        return out
+
+    def _open_plain(self, doc: dict[str, Any]) -> list[int]:
+        try:
+            length = int(doc["length"])
+            cts = [int(c, 16) for c in doc["ciphertexts"]]
+        except (KeyError, TypeError, ValueError):
+            raise JobKeyError("malformed encrypted aggregate") from None
+        n, n2 = self.n, self.n * self.n
+        if len(cts) != length or any(not 0 < c < n2 for c in cts):
+            raise JobKeyError("malformed encrypted aggregate")
+        out = []
+        for c in cts:
+            m = int(self._sk.raw_decrypt(c))
+            out.append(m - n if m > n // 2 else m)
         return out
 
 
@@ -294,6 +310,15 @@ def _finish(doc: dict[str, Any], values: list[int]) -> dict[str, Any]:
         out_groups.append(_group(doc, g, vals, exact))
     if not out_groups:
         raise JobKeyError("every group is below the minimum cohort")
+    joined = doc.get("join_operator")
+    extra: dict[str, Any] = {}
+    if joined is not None:  # a private join: its released groups' (noisy) size, as the server's
+        extra = {
+            "operator": joined,
+            "statistic": doc["operator"],
+            "join": doc.get("join"),
+            "intersection_size": float(sum(g["rows"] for g in out_groups)),
+        }
     return {
         "operator": doc["operator"],
         "columns": list(doc.get("columns") or []),
@@ -303,6 +328,7 @@ def _finish(doc: dict[str, Any], values: list[int]) -> dict[str, Any]:
         "dp_epsilon": dp.get("epsilon") if dp else None,
         "suppressed": suppressed,
         "decrypted_by": "requester",
+        **extra,
     }
 
 

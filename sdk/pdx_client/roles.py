@@ -323,8 +323,9 @@ class Enterprise(_Role, EnterpriseMarket):
     ) -> ComputationResult:
         """Request, wait through approvals (`approvers` approve when given), fetch the result.
 
-        Statistics run under a job key generated here (or `job_key`, if given): only its
-        public half goes to the platform, and the encrypted aggregate is opened here.
+        Statistics and private joins run under a job key generated here (or `job_key`, if
+        given): only its public half goes to the platform, and the encrypted aggregate is
+        opened here.
         """
         if job_key is None and takes_job_key(operator, params):
             job_key = JobKey.generate()
