@@ -26,7 +26,14 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # install of another checkout included).
 CODE_ROOT = Path("/opt/pdx")
 _CRYPTO_DIR = _PACKAGE_DIR.parent / "crypto"
-_CRYPTO_FILES = ("psi_ec.py", "_h2c_p256.py", "errors.py", "problem.py", "relay.py")
+_CRYPTO_FILES = (
+    "psi_ec.py",
+    "_h2c_p256.py",
+    "suites/_jacobian.py",  # _h2c_p256's point doubling (`crypto/suites` is namespace inside)
+    "errors.py",
+    "problem.py",
+    "relay.py",
+)
 """The private-join operators' elliptic-curve group (issue 18) and their relay sealing,
 without the rest of `crypto` (no KMS, no key store): bound file by file, so
 `crypto/__init__.py` is never run inside."""
