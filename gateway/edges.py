@@ -183,7 +183,11 @@ def _int_params(dependant: Dependant) -> tuple[tuple[str, ...], tuple[str, ...]]
     return tuple(path), tuple(query)
 
 
-_ROUTE_PARAMS: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+# Kept on the route object itself, so it lives and dies with it. Keyed by `id(route)` in a
+# module dict before, a route of a later app (tests build many) could reuse a dead route's
+# address and be checked with that route's parameters. (Routes define __eq__ and are not
+# hashable, so a weak-keyed dict is not an option.)
+_ROUTE_PARAMS = "_pdx_int_params"
 
 
 def _out_of_range(values: Iterable[str]) -> bool:
@@ -212,10 +216,10 @@ async def bound_integers(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    params = _ROUTE_PARAMS.get(id(route))
+    params: tuple[tuple[str, ...], tuple[str, ...]] | None = getattr(route, _ROUTE_PARAMS, None)
     if params is None:
         params = _int_params(dependant)
-        _ROUTE_PARAMS[id(route)] = params
+        setattr(route, _ROUTE_PARAMS, params)
     path_names, query_names = params
     bad = [n for n in path_names if _out_of_range([str(request.path_params.get(n, ""))])]
     bad += [n for n in query_names if _out_of_range(request.query_params.getlist(n))]
