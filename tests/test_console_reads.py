@@ -21,6 +21,7 @@ from gateway.console.pages_parties import verdict_route
 from gateway.platform import Platform
 from tests.helpers.api import login
 from tests.helpers.i20_console import csrf_of, form_login
+from tests.helpers.s12_console_market import decisions
 from tests.test_console import _console
 
 ALLOWED_BAR = re.compile(r'fill="#1a7f37"><title>[^<]*: (\d+)</title>')
@@ -104,9 +105,14 @@ def test_the_decisions_chart_counts_every_decision_once_across_views(
     assert first.status_code == 200, first.text
     prov = login(api, creds, "provider-transport")
     ent = login(api, creds, "enterprise-fintech")
+    denied_before = decisions(platform, "audit.read")
     for _ in range(3):
         assert api.get("/v1/datasets", headers=prov).status_code == 200
     assert api.get("/v1/audit/records", headers=ent).status_code == 403
+    # The log writer's own thread may still hold these in its transaction when the view
+    # flushes (then they are counted by the next view, SETTLE later); this test reads with
+    # no settling, so it waits until they are written.
+    assert decisions(platform, "audit.read", at_least=denied_before + 1) > denied_before
     before = len(seen)
     second = api.get("/console/auditor/panels/decisions")
     assert second.status_code == 200, second.text
