@@ -13,24 +13,17 @@ from typing import Any
 
 from markupsafe import Markup
 
-from gateway.console import plots
+from gateway.console import plots, reads
 
 ENDS = ("released", "review", "awaiting_release", "rejected", "failed")
 
 
-def _when(text: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def durations(computation: dict[str, Any]) -> tuple[datetime, float, float] | None:
     """(ended at, seconds waiting, seconds running) of an ended computation, else None."""
-    created = _when(computation.get("created_at"))
+    created = reads.when(computation.get("created_at"))
     started = ended = None
     for step in computation.get("transitions") or ():
-        at = _when(step.get("at"))
+        at = reads.when(step.get("at"))
         if at is None:
             continue
         state = str(step.get("state", "")).replace("-", "_")

@@ -149,15 +149,6 @@ def parse_signature(key_id: str, pasted: str, uploaded: bytes | None) -> dict[st
     return {"key_id": key_id.strip(), "signature": text.strip()}
 
 
-def _at(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def epsilon_charged(computation: Mapping[str, Any]) -> float:
     """ε a computation charged its inputs' lineages (at acceptance; never refunded)."""
     obligations = computation.get("obligations") or {}
@@ -177,7 +168,7 @@ def epsilon_by_dataset(
     charges: list[tuple[datetime, str, float]] = []
     for comp in computations:
         eps = epsilon_charged(comp)
-        at = _at(comp.get("created_at"))
+        at = reads.when(comp.get("created_at"))
         if not eps or at is None:
             continue
         for inp in comp.get("inputs") or []:

@@ -38,13 +38,6 @@ WINDOW = timedelta(hours=24)
 CHECKPOINTS = 8
 
 
-def _when(text: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -66,7 +59,7 @@ async def _growth_points(ctx: Ctx) -> list[tuple[float, float]]:
         body = await ctx.get_json(path, query=query)
         got = reads.items(body)
         for b in got:
-            at = _when(b.get("time"))
+            at = reads.when(b.get("time"))
             if at is not None:
                 points.append((at.timestamp(), float(b["tree_size"])))
             start = int(b["height"]) + 1
@@ -137,7 +130,7 @@ async def _decision_counts(ctx: Ctx) -> dict[str, tuple[int, int]]:
             at = str(d.get("timestamp") or "")
             if at and at != last:  # a cut inside one millisecond: re-read from there
                 counts[(at[:13], allowed(d))] += 1
-        upto = until if complete else (_when(last) or since)
+        upto = until if complete else (reads.when(last) or since)
     keep = first_hour.isoformat()[:13]
     counts = Counter({k: v for k, v in counts.items() if k[0] >= keep})
     if ctx.session.cache.get("decisions") is held:

@@ -11,11 +11,20 @@ read once when the console is mounted) which paths the server offers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 # Keys under which older list answers carry their items.
 _LIST_KEYS = ("items", "entries", "runs", "points")
+
+
+def when(text: Any) -> datetime | None:
+    """An RFC 3339 timestamp as the API writes it (`…Z`), or None if it is not one."""
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def items(body: Any) -> list[dict[str, Any]]:
