@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,7 +16,7 @@ import audit
 from gateway import errors, jobs_root
 from gateway.auditing import BurstWriter
 from gateway.console import mount_console
-from gateway.edges import JsonDepthGuard, bound_integers
+from gateway.edges import JsonDepthGuard
 from gateway.limits import BodyLimit, BodyTooLarge, ClientAddress
 from gateway.openapi import install_docs, operation_id, secure_operations
 from gateway.pagination import cursor_key
@@ -24,29 +24,8 @@ from gateway.pep import unenforced_routes
 from gateway.platform import Platform
 from gateway.principals import Principals
 from gateway.ratelimit import Limits, RateLimiter
-from gateway.routers import audit as audit_router
-from gateway.routers import (
-    auth,
-    computations,
-    contracts,
-    dataset_scan,
-    datasets,
-    health,
-    joins,
-    kms,
-    ledger,
-    market,
-    market_deals,
-    nodes,
-    organisations,
-    passkeys,
-    people,
-    policies,
-    privacy,
-    trail,
-)
-from gateway.routers import compliance as compliance_router
-from gateway.security import authenticate, reject_control_characters, request_id_for
+from gateway.routes import api_routes
+from gateway.security import request_id_for
 from gateway.tokens import ALGORITHM as TOKEN_ALGORITHM
 from gateway.tokens import TokenService
 
@@ -141,7 +120,6 @@ def create_app(platform: Platform) -> FastAPI:
         summary="Privacy-preserving public-data exchange",
         description="Every /v1 endpoint except the token endpoint needs a bearer token. "
         "Errors are RFC 9457 problem details.",
-        dependencies=[Depends(reject_control_characters), Depends(bound_integers)],
         lifespan=_lifespan,
         docs_url=None,  # served from local assets (gateway.openapi.install_docs)
         redoc_url=None,
@@ -202,30 +180,9 @@ def create_app(platform: Platform) -> FastAPI:
             limit_bytes=exc.limit,
         )
 
-    app.include_router(health.router)
-    app.include_router(auth.router)
-    protected = [Depends(authenticate)]
-    app.include_router(people.public)
-    app.include_router(passkeys.public)
-    app.include_router(passkeys.router, dependencies=protected)
-    app.include_router(organisations.router, dependencies=protected)
-    app.include_router(people.router, dependencies=protected)
-    app.include_router(dataset_scan.router, dependencies=protected)  # before /{dataset_id}
-    app.include_router(datasets.router, dependencies=protected)
-    app.include_router(joins.router, dependencies=protected)
-    app.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
-    app.include_router(ledger.router, dependencies=protected)
-    app.include_router(trail.router, dependencies=protected)
-    app.include_router(kms.router, dependencies=protected)
-    app.include_router(policies.router, dependencies=protected)
-    app.include_router(contracts.router, dependencies=protected)
-    app.include_router(market.router, dependencies=protected)
-    app.include_router(market_deals.router, dependencies=protected)
-    app.include_router(computations.router, dependencies=protected)
-    app.include_router(privacy.router, dependencies=protected)
-    app.include_router(nodes.router, dependencies=protected)
-    app.include_router(compliance_router.router, dependencies=protected)
-    app.include_router(audit_router.router, dependencies=protected)
+    # The API's routes carry the app-wide guards (control characters, integer bounds) and
+    # the enforcement point; compiled once per process (gateway/routes.py).
+    app.router.routes.extend(api_routes())
     # The web console (a mounted sub-application, outside /v1): its actions are in-process
     # calls to the routes above, so it passes the same enforcement point and trail.
     mount_console(app)

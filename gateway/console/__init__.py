@@ -7,11 +7,13 @@ to the /v1 route it stands for (see `dispatch`), so one decision point and one t
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute
 
 from gateway.console import (
     pages_auth,
@@ -29,6 +31,25 @@ from gateway.console.core import BASE, HERE, SECURITY_HEADERS, Console, Refusal,
 __all__ = ["BASE", "mount_console"]
 
 
+@cache
+def _page_routes() -> tuple[BaseRoute, ...]:
+    """The console's pages, compiled once per process (they read `request.app.state`)."""
+    table = APIRouter()
+    for pages in (
+        pages_auth,
+        pages_security,
+        pages_parties,
+        pages_rules,
+        pages_jobkeys,
+        pages_oversight,
+        panels,
+        pages_market,
+        pages_market_provider,
+    ):
+        table.include_router(pages.router)
+    return tuple(table.routes)
+
+
 def mount_console(app: FastAPI) -> Console:
     """Mount the console on `app` (after its platform is set on `app.state`)."""
     platform: Any = app.state.platform
@@ -42,15 +63,7 @@ def mount_console(app: FastAPI) -> Console:
     sub = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     sub.state.console = console
     sub.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    sub.include_router(pages_auth.router)
-    sub.include_router(pages_security.router)
-    sub.include_router(pages_parties.router)
-    sub.include_router(pages_rules.router)
-    sub.include_router(pages_jobkeys.router)
-    sub.include_router(pages_oversight.router)
-    sub.include_router(panels.router)
-    sub.include_router(pages_market.router)
-    sub.include_router(pages_market_provider.router)
+    sub.router.routes.extend(_page_routes())
 
     @sub.exception_handler(Refusal)
     async def _refused(request: Request, exc: Refusal) -> Response:
