@@ -158,10 +158,10 @@ def hash_to_field_many(msgs: Sequence[bytes], dst: bytes) -> list[tuple[Any, Any
         b0 = h0.digest()
         b1 = sha256(b0 + b"\x01" + dst_prime).digest()
         b0_int = from_bytes(b0, "big")
-        b2 = sha256((b0_int ^ from_bytes(b1, "big")).to_bytes(32, "big") + b"\x02" + dst_prime)
-        b2 = b2.digest()
-        b3 = sha256((b0_int ^ from_bytes(b2, "big")).to_bytes(32, "big") + b"\x03" + dst_prime)
-        uniform = b1 + b2 + b3.digest()
+        mixed = (b0_int ^ from_bytes(b1, "big")).to_bytes(32, "big")
+        b2 = sha256(mixed + b"\x02" + dst_prime).digest()
+        mixed = (b0_int ^ from_bytes(b2, "big")).to_bytes(32, "big")
+        uniform = b1 + b2 + sha256(mixed + b"\x03" + dst_prime).digest()
         out.append(
             (mpz(from_bytes(uniform[:L], "big")) % p, mpz(from_bytes(uniform[L:], "big")) % p)
         )
@@ -191,23 +191,28 @@ def map_to_curve_sswu_many(us: Sequence[Any]) -> list[tuple[Any, Any]]:
     return out
 
 
-def hash_to_curve_many(msgs: Sequence[bytes], dst: bytes) -> list[Affine]:
-    """`hash_to_curve(msg, dst)` for each message (identical outputs; tests compare them)."""
-    fields = hash_to_field_many(msgs, dst)
-    q0 = map_to_curve_sswu_many([u0 for u0, _ in fields])
-    q1 = map_to_curve_sswu_many([u1 for _, u1 in fields])
+def add_many(q0s: Sequence[tuple[Any, Any]], q1s: Sequence[tuple[Any, Any]]) -> list[Affine]:
+    """`add(q0, q1)` pairwise, with the inversions batched (Q0 = ±Q1 through `add`)."""
     p = _MP
-    dx = [(b[0] - a[0]) % p for a, b in zip(q0, q1, strict=True)]
+    dx = [(b[0] - a[0]) % p for a, b in zip(q0s, q1s, strict=True)]
     invs = _invert_many([d or 1 for d in dx])
     out: list[Affine] = []
-    for (x1, y1), (x2, y2), d, inv in zip(q0, q1, dx, invs, strict=True):
-        if not d:  # Q0 = ±Q1: doubling or the identity, through the general addition
+    for (x1, y1), (x2, y2), d, inv in zip(q0s, q1s, dx, invs, strict=True):
+        if not d:  # doubling or the identity: the general addition handles both
             out.append(add((int(x1), int(y1)), (int(x2), int(y2))))
             continue
         lam = (y2 - y1) * inv % p
         x3 = (lam * lam - x1 - x2) % p
         out.append((int(x3), int((lam * (x1 - x3) - y1) % p)))
     return out
+
+
+def hash_to_curve_many(msgs: Sequence[bytes], dst: bytes) -> list[Affine]:
+    """`hash_to_curve(msg, dst)` for each message (identical outputs; tests compare them)."""
+    fields = hash_to_field_many(msgs, dst)
+    q0 = map_to_curve_sswu_many([u0 for u0, _ in fields])
+    q1 = map_to_curve_sswu_many([u1 for _, u1 in fields])
+    return add_many(q0, q1)
 
 
 def on_curve(x: int, y: int) -> bool:
