@@ -179,7 +179,7 @@ def map_to_curve_sswu_many(us: Sequence[Any]) -> list[tuple[Any, Any]]:
     out = []
     for u, u2, zu2, den, inv in zip(us, u2s, zu2s, dens, invs, strict=True):
         x1 = _MINUS_B_OVER_A * (1 + inv) % p if den else gmpy2.mpz(_B_OVER_ZA)
-        gx1 = (x1 * x1 % p * x1 + A * x1 + B) % p
+        gx1 = (x1 * (x1 * x1 - 3) + B) % p  # x³ + A·x + B with A = -3
         y1 = powmod(gx1, exp, p)
         if y1 * y1 % p == gx1:
             x, y = x1, y1

@@ -132,6 +132,20 @@ def test_libcrypto_refuses_bad_input_and_names_the_element() -> None:
     assert "secret" in repr(key)
 
 
+def test_runs_longer_than_one_affine_batch() -> None:
+    """Results are made affine 512 at a time: lengths around and past that boundary."""
+    g = psi_group(DST)
+    k = g.new_scalar()
+    elements = g.hash_blind_packed(b"".join(_msgs(1100)), k)
+    items = [elements[i : i + 32] for i in range(0, len(elements), 32)]
+    for n in (511, 512, 513, 1100):
+        assert g.blind_packed(elements[: 32 * n], k) == b"".join(g.blind_many(items[:n], k))
+    bad = next(x for x in range(2, 100) if h2c.lift_x(x) is None).to_bytes(32, "big")
+    with pytest.raises(ossl.OsslError) as err:
+        ossl.mul_x_only(k._ossl(), elements[: 32 * 700] + bad + elements[:32])
+    assert err.value.index == 700
+
+
 def test_group_bulk_path_equals_the_per_element_path() -> None:
     g = psi_group(DST)
     k = g.new_scalar()
