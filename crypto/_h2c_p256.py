@@ -168,23 +168,31 @@ def hash_to_field_many(msgs: Sequence[bytes], dst: bytes) -> list[tuple[Any, Any
     return out
 
 
+_M = {  # the curve constants as gmpy2 values: mixing them in as ints converts on every use
+    name: gmpy2.mpz(v)
+    for name, v in (("B", B), ("Z", Z), ("c1", _MINUS_B_OVER_A), ("x0", _B_OVER_ZA), ("c2", _C_X2))
+}
+
+
 def map_to_curve_sswu_many(us: Sequence[Any]) -> list[tuple[Any, Any]]:
     """`map_to_curve_sswu` for each field element, with the inversions batched."""
-    p = _MP
-    u2s = [u * u % p for u in us]
-    zu2s = [Z * u2 % p for u2 in u2s]
-    dens = [(zu2 * zu2 + zu2) % p for zu2 in zu2s]
-    invs = _invert_many([d or 1 for d in dens])  # den = 0 is §6.6.2's exceptional case
+    p, b, z, c1, x_exc, c2 = _MP, _M["B"], _M["Z"], _M["c1"], _M["x0"], _M["c2"]
+    pre = []
+    for u in us:
+        u2 = u * u % p
+        zu2 = z * u2 % p
+        pre.append((u, u2, zu2, zu2 * (zu2 + 1) % p))  # den = Z²u⁴ + Z·u²
+    invs = _invert_many([d or 1 for *_, d in pre])  # den = 0 is §6.6.2's exceptional case
     powmod, exp = gmpy2.powmod, _SQRT_EXP
     out = []
-    for u, u2, zu2, den, inv in zip(us, u2s, zu2s, dens, invs, strict=True):
-        x1 = _MINUS_B_OVER_A * (1 + inv) % p if den else gmpy2.mpz(_B_OVER_ZA)
-        gx1 = (x1 * (x1 * x1 - 3) + B) % p  # x³ + A·x + B with A = -3
+    for (u, u2, zu2, den), inv in zip(pre, invs, strict=True):
+        x1 = c1 * (inv + 1) % p if den else x_exc
+        gx1 = (x1 * (x1 * x1 - 3) + b) % p  # x³ + A·x + B with A = -3
         y1 = powmod(gx1, exp, p)
         if y1 * y1 % p == gx1:
             x, y = x1, y1
         else:
-            x, y = zu2 * x1 % p, _C_X2 * u2 % p * u % p * y1 % p
+            x, y = zu2 * x1 % p, c2 * u2 * u % p * y1 % p
         if (u & 1) != (y & 1):
             y = p - y
         out.append((x, y))
