@@ -170,7 +170,14 @@ def hash_to_field_many(msgs: Sequence[bytes], dst: bytes) -> list[tuple[Any, Any
 
 _M = {  # the curve constants as gmpy2 values: mixing them in as ints converts on every use
     name: gmpy2.mpz(v)
-    for name, v in (("B", B), ("Z", Z), ("c1", _MINUS_B_OVER_A), ("x0", _B_OVER_ZA), ("c2", _C_X2))
+    for name, v in (
+        ("B", B),
+        ("Z", Z),
+        ("c1", _MINUS_B_OVER_A),
+        ("x0", _B_OVER_ZA),
+        ("c2", _C_X2),
+        ("e", _SQRT_EXP),
+    )
 }
 
 
@@ -183,7 +190,7 @@ def map_to_curve_sswu_many(us: Sequence[Any]) -> list[tuple[Any, Any]]:
         zu2 = z * u2 % p
         pre.append((u, u2, zu2, zu2 * (zu2 + 1) % p))  # den = Z²u⁴ + Z·u²
     invs = _invert_many([d or 1 for *_, d in pre])  # den = 0 is §6.6.2's exceptional case
-    powmod, exp = gmpy2.powmod, _SQRT_EXP
+    powmod, exp = gmpy2.powmod, _M["e"]
     out = []
     for (u, u2, zu2, den), inv in zip(pre, invs, strict=True):
         x1 = c1 * (inv + 1) % p if den else x_exc
