@@ -17,6 +17,8 @@ process, where a timing side channel is out of scope (docs/privacy.md §1).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
 import gmpy2  # type: ignore[import-untyped]
 
@@ -117,6 +119,115 @@ def hash_to_curve(msg: bytes, dst: bytes) -> Affine:
     """RFC 9380 §3 hash_to_curve for P256_XMD:SHA-256_SSWU_RO_ (cofactor 1)."""
     u0, u1 = hash_to_field(msg, dst, 2)
     return add(map_to_curve_sswu(u0), map_to_curve_sswu(u1))
+
+
+# -- batches: the same functions with one field inversion per batch (Montgomery's trick) ---
+
+
+def _invert_many(values: list[Any]) -> list[Any]:
+    """Inverses modulo p of nonzero `values` with one inversion (Montgomery's trick)."""
+    prefix = []
+    acc = gmpy2.mpz(1)
+    for v in values:
+        prefix.append(acc)
+        acc = acc * v % _MP
+    inv = gmpy2.invert(acc, _MP)
+    out = [inv] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % _MP
+        inv = inv * values[i] % _MP
+    return out
+
+
+def hash_to_field_many(msgs: Sequence[bytes], dst: bytes) -> list[tuple[Any, Any]]:
+    """`hash_to_field(msg, dst, 2)` for each message, as gmpy2 values (§5.2, §5.3.1).
+
+    The 64 zero bytes that open msg_prime are one SHA-256 block: its state is hashed once
+    and copied per message.
+    """
+    if len(dst) > 255:
+        raise ValueError("expand_message_xmd: DST too long")
+    dst_prime = dst + bytes([len(dst)])
+    tail = (2 * L).to_bytes(2, "big") + b"\x00" + dst_prime
+    z_pad = hashlib.sha256(bytes(64))
+    sha256, mpz, from_bytes, p = hashlib.sha256, gmpy2.mpz, int.from_bytes, _MP
+    out = []
+    for msg in msgs:
+        h0 = z_pad.copy()
+        h0.update(msg + tail)
+        b0 = h0.digest()
+        b1 = sha256(b0 + b"\x01" + dst_prime).digest()
+        b0_int = from_bytes(b0, "big")
+        mixed = (b0_int ^ from_bytes(b1, "big")).to_bytes(32, "big")
+        b2 = sha256(mixed + b"\x02" + dst_prime).digest()
+        mixed = (b0_int ^ from_bytes(b2, "big")).to_bytes(32, "big")
+        uniform = b1 + b2 + sha256(mixed + b"\x03" + dst_prime).digest()
+        out.append(
+            (mpz(from_bytes(uniform[:L], "big")) % p, mpz(from_bytes(uniform[L:], "big")) % p)
+        )
+    return out
+
+
+_M = {  # the curve constants as gmpy2 values: mixing them in as ints converts on every use
+    name: gmpy2.mpz(v)
+    for name, v in (
+        ("B", B),
+        ("Z", Z),
+        ("c1", _MINUS_B_OVER_A),
+        ("x0", _B_OVER_ZA),
+        ("c2", _C_X2),
+        ("e", _SQRT_EXP),
+    )
+}
+
+
+def map_to_curve_sswu_many(us: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """`map_to_curve_sswu` for each field element, with the inversions batched."""
+    p, b, z, c1, x_exc, c2 = _MP, _M["B"], _M["Z"], _M["c1"], _M["x0"], _M["c2"]
+    pre = []
+    for u in us:
+        u2 = u * u % p
+        zu2 = z * u2 % p
+        pre.append((u, u2, zu2, zu2 * (zu2 + 1) % p))  # den = Z²u⁴ + Z·u²
+    invs = _invert_many([d or 1 for *_, d in pre])  # den = 0 is §6.6.2's exceptional case
+    powmod, exp = gmpy2.powmod, _M["e"]
+    out = []
+    for (u, u2, zu2, den), inv in zip(pre, invs, strict=True):
+        x1 = c1 * (inv + 1) % p if den else x_exc
+        gx1 = (x1 * (x1 * x1 - 3) + b) % p  # x³ + A·x + B with A = -3
+        y1 = powmod(gx1, exp, p)
+        if y1 * y1 % p == gx1:
+            x, y = x1, y1
+        else:
+            x, y = zu2 * x1 % p, c2 * u2 * u % p * y1 % p
+        if (u & 1) != (y & 1):
+            y = p - y
+        out.append((x, y))
+    return out
+
+
+def add_many(q0s: Sequence[tuple[Any, Any]], q1s: Sequence[tuple[Any, Any]]) -> list[Affine]:
+    """`add(q0, q1)` pairwise, with the inversions batched (Q0 = ±Q1 through `add`)."""
+    p = _MP
+    dx = [(b[0] - a[0]) % p for a, b in zip(q0s, q1s, strict=True)]
+    invs = _invert_many([d or 1 for d in dx])
+    out: list[Affine] = []
+    for (x1, y1), (x2, y2), d, inv in zip(q0s, q1s, dx, invs, strict=True):
+        if not d:  # doubling or the identity: the general addition handles both
+            out.append(add((int(x1), int(y1)), (int(x2), int(y2))))
+            continue
+        lam = (y2 - y1) * inv % p
+        x3 = (lam * lam - x1 - x2) % p
+        out.append((int(x3), int((lam * (x1 - x3) - y1) % p)))
+    return out
+
+
+def hash_to_curve_many(msgs: Sequence[bytes], dst: bytes) -> list[Affine]:
+    """`hash_to_curve(msg, dst)` for each message (identical outputs; tests compare them)."""
+    fields = hash_to_field_many(msgs, dst)
+    q0 = map_to_curve_sswu_many([u0 for u0, _ in fields])
+    q1 = map_to_curve_sswu_many([u1 for _, u1 in fields])
+    return add_many(q0, q1)
 
 
 def on_curve(x: int, y: int) -> bool:

@@ -17,6 +17,14 @@ agree whatever root each picks, and encodings are 32 bytes instead of 33.
 `blind_reference` is the same operation in pure Python/gmpy2 (crypto._h2c_p256.scalar_mult):
 the fallback and the cross-check of the OpenSSL path (7× slower in a quick run here;
 `pdx bench vertical` measures both in the same run).
+
+Bulk path (`blind_packed`, `hash_blind_packed`, and the worker entries `blind_chunk`,
+`hash_blind_chunk`): concatenated 32-byte inputs in, concatenated encodings out, no
+per-element Python objects between the parties' steps. It hashes a whole chunk with one
+field inversion per batch (`_h2c_p256.hash_to_curve_many`) and multiplies through the system
+libcrypto in one loop (`_ossl_p256`); the outputs are byte-for-byte those of `blind` and
+`hash_and_blind_many` (tests/test_psi_fast.py), which remain the path when libcrypto.so.3
+cannot be loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto import _h2c_p256 as h2c
+from crypto import _ossl_p256 as ossl
 from crypto.errors import CryptoError
 
 SUITE = "P256_XMD:SHA-256_SSWU_RO_"
@@ -54,10 +63,17 @@ class GroupPoint:
 class PsiScalar:
     """A secret exponent in [1, n); opaque apart from `export` (for the party's own workers)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_fast", "_key")
 
     def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
         self._key = key
+        self._fast: ossl.Scalar | None = None
+
+    def _ossl(self) -> ossl.Scalar:
+        """The same exponent as a libcrypto BIGNUM (made once, for the bulk path)."""
+        if self._fast is None:
+            self._fast = ossl.Scalar(self.export())
+        return self._fast
 
     def export(self) -> bytes:
         """32 bytes big-endian: only for handing the key to the same party's worker processes."""
@@ -141,6 +157,36 @@ class PsiGroup:
             out.append(private.exchange(_ECDH, public))
         return out
 
+    def blind_packed(self, elements: bytes, key: PsiScalar) -> bytes:
+        """`blind_many` over concatenated 32-byte encodings, returning them concatenated."""
+        if len(elements) % ELEMENT_BYTES:
+            raise InvalidGroupElement("group elements must be 32 bytes")
+        if not ossl.available():
+            items = [elements[i : i + ELEMENT_BYTES] for i in range(0, len(elements), 32)]
+            return b"".join(self.blind_many(items, key))
+        try:
+            return ossl.mul_x_only(key._ossl(), elements)
+        except ossl.OsslError as exc:
+            raise InvalidGroupElement("not a P-256 abscissa") from exc
+
+    def hash_blind_packed(self, messages: bytes, key: PsiScalar) -> bytes:
+        """`hash_and_blind_many` over concatenated 32-byte messages, concatenated out."""
+        if len(messages) % ELEMENT_BYTES:
+            raise InvalidGroupElement("PSI messages must be 32 bytes")
+        items = [messages[i : i + ELEMENT_BYTES] for i in range(0, len(messages), 32)]
+        if not ossl.available():
+            return b"".join(self.hash_and_blind_many(items, key))
+        points = h2c.hash_to_curve_many(items, self.dst)
+        if any(p is None for p in points):
+            raise InvalidGroupElement("hash to the identity")
+        packed = b"".join(
+            p[0].to_bytes(32, "big") + p[1].to_bytes(32, "big") for p in points if p is not None
+        )
+        try:
+            return ossl.mul_affine(key._ossl(), packed)
+        except ossl.OsslError as exc:  # pragma: no cover - hash_to_curve's points are on P-256
+            raise InvalidGroupElement("hash to an invalid point") from exc
+
     def blind_reference(self, element: GroupPoint | bytes, key: PsiScalar) -> bytes:
         """`blind` in pure Python/gmpy2 (fallback and cross-check; variable time)."""
         point = element if isinstance(element, GroupPoint) else self.decode(element)
@@ -175,3 +221,15 @@ def hash_blind_batch(dst: bytes, key_bytes: bytes, messages: Sequence[bytes]) ->
     """Picklable worker entry: `hash_and_blind_many` with an exported key."""
     group = PsiGroup(dst)
     return group.hash_and_blind_many(messages, group.load_scalar(key_bytes))
+
+
+def blind_chunk(dst: bytes, key_bytes: bytes, elements: bytes) -> bytes:
+    """Picklable worker entry: `blind_packed` with an exported key (one bytes in, one out)."""
+    group = PsiGroup(dst)
+    return group.blind_packed(elements, group.load_scalar(key_bytes))
+
+
+def hash_blind_chunk(dst: bytes, key_bytes: bytes, messages: bytes) -> bytes:
+    """Picklable worker entry: `hash_blind_packed` with an exported key."""
+    group = PsiGroup(dst)
+    return group.hash_blind_packed(messages, group.load_scalar(key_bytes))

@@ -73,7 +73,7 @@ from typing import Any
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 
-from crypto.psi_ec import PsiGroup, blind_batch, hash_blind_batch
+from crypto.psi_ec import PsiGroup, PsiScalar, blind_chunk, hash_blind_chunk
 from sandbox.errors import InvalidParameters
 from sandbox.paillier import FastEncryptor
 
@@ -137,23 +137,31 @@ class EcEngine:
         self._executor = executor
         self._split = max(1, split)
 
-    def _run(self, fn: Callable[[bytes, bytes, Sequence[bytes]], list[bytes]], buf: bytes) -> bytes:
-        items = _items(buf)
-        if self._executor is None or self._split == 1 or len(items) < 2 * self._split:
-            return b"".join(fn(self.group.dst, self._key.export(), items))
-        size = -(-len(items) // self._split)
-        parts = [items[i : i + size] for i in range(0, len(items), size)]
+    def _run(
+        self,
+        fn: Callable[[bytes, bytes, bytes], bytes],
+        local: Callable[[bytes, PsiScalar], bytes],
+        buf: bytes,
+    ) -> bytes:
+        """`buf` (concatenated 32-byte items) in-process, or one slice per worker via `fn`.
+
+        Slices travel as single bytes objects (one pickle each way, no per-element objects).
+        """
+        count = len(buf) // ELEMENT
+        if self._executor is None or self._split == 1 or count < 2 * self._split:
+            return local(buf, self._key)
         key, dst = self._key.export(), self.group.dst
-        results = self._executor.map(fn, [dst] * len(parts), [key] * len(parts), parts)
-        return b"".join(b"".join(r) for r in results)
+        step = ELEMENT * -(-count // self._split)
+        parts = [buf[i : i + step] for i in range(0, len(buf), step)]
+        return b"".join(self._executor.map(fn, [dst] * len(parts), [key] * len(parts), parts))
 
     def hash_blind(self, messages: bytes) -> bytes:
         """key·H(m) for each 32-byte message in `messages` (concatenated)."""
-        return self._run(hash_blind_batch, messages)
+        return self._run(hash_blind_chunk, self.group.hash_blind_packed, messages)
 
     def blind(self, elements: bytes) -> bytes:
         """key·E for each encoded element in `elements` (concatenated)."""
-        return self._run(blind_batch, elements)
+        return self._run(blind_chunk, self.group.blind_packed, elements)
 
 
 class _SortedSet:

@@ -1,0 +1,168 @@
+"""Batch P-256 scalar multiplication through the system libcrypto (ctypes), for ECDH-PSI blinding.
+
+Hazmat layer under `crypto.psi_ec`. `cryptography`'s `exchange` costs one key object per
+peer point, a fresh derive context and the Python objects around them for every element;
+ECDH-PSI does 4·10^6 of them at 10^6 × 10^6 (issue 18). Here a whole chunk of
+concatenated encodings goes through one loop of three libcrypto calls per element:
+`EC_POINT_oct2point` (decompression or an on-curve check), `EC_POINT_mul` (OpenSSL's P-256
+variable-base multiplication: constant-time, the same code `exchange` runs) and
+`EC_POINT_point2oct`, whose compressed form starts with the x-coordinate ECDH returns.
+
+Every result equals `ECDH.exchange` on the same point and key (tests/test_psi_fast.py
+checks both ways and the pure-Python reference). When `libcrypto.so.3` cannot be loaded,
+`available()` is False and `crypto.psi_ec` keeps the `cryptography` path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import weakref
+from typing import Any
+
+NID_P256 = 415  # NID_X9_62_prime256v1
+_BN_FLG_CONSTTIME = 0x04
+_VP = ctypes.c_void_p
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "EC_GROUP_new_by_curve_name": (_VP, [ctypes.c_int]),
+    "EC_GROUP_free": (None, [_VP]),
+    "BN_CTX_new": (_VP, []),
+    "BN_CTX_free": (None, [_VP]),
+    "BN_bin2bn": (_VP, [ctypes.c_char_p, ctypes.c_int, _VP]),
+    "BN_set_flags": (None, [_VP, ctypes.c_int]),
+    "BN_clear_free": (None, [_VP]),
+    "EC_POINT_new": (_VP, [_VP]),
+    "EC_POINT_free": (None, [_VP]),
+    "EC_POINT_oct2point": (ctypes.c_int, [_VP, _VP, _VP, ctypes.c_size_t, _VP]),
+    "EC_POINT_mul": (ctypes.c_int, [_VP, _VP, _VP, _VP, _VP, _VP]),
+    "EC_POINTs_make_affine": (ctypes.c_int, [_VP, ctypes.c_size_t, ctypes.POINTER(_VP), _VP]),
+    "EC_POINT_get_Jprojective_coordinates_GFp": (ctypes.c_int, [_VP, _VP, _VP, _VP, _VP, _VP]),
+    "EC_POINT_is_at_infinity": (ctypes.c_int, [_VP, _VP]),
+    "BN_new": (_VP, []),
+    "BN_free": (None, [_VP]),
+    "BN_bn2binpad": (ctypes.c_int, [_VP, _VP, ctypes.c_int]),
+    "ERR_clear_error": (None, []),
+}
+_RUN = 512
+"""Results made affine together: one field inversion per run instead of one per element
+(`EC_POINT_point2oct` inverts Z for every point, about 5 µs each here)."""
+
+
+class OsslError(ValueError):
+    """An input is not a point of P-256 (`index` says which element), or libcrypto failed."""
+
+    def __init__(self, message: str, index: int = -1) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def _load() -> Any:
+    try:
+        lib = ctypes.CDLL("libcrypto.so.3")
+        for name, (res, args) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        group = lib.EC_GROUP_new_by_curve_name(NID_P256)
+    except (OSError, AttributeError):
+        return None
+    return (lib, group) if group else None
+
+
+_LOADED = _load()
+
+
+def available() -> bool:
+    """Whether the libcrypto fast path is usable in this process."""
+    return _LOADED is not None
+
+
+class Scalar:
+    """A secret exponent as a libcrypto BIGNUM (constant-time flag set, cleared on free)."""
+
+    __slots__ = ("__weakref__", "_bn")
+
+    def __init__(self, value: bytes) -> None:
+        if _LOADED is None:
+            raise OsslError("libcrypto is not available")
+        lib = _LOADED[0]
+        bn = lib.BN_bin2bn(value, len(value), None)
+        if not bn:
+            raise OsslError("BN_bin2bn failed")
+        lib.BN_set_flags(bn, _BN_FLG_CONSTTIME)
+        self._bn = bn
+        weakref.finalize(self, lib.BN_clear_free, bn)
+
+    def __repr__(self) -> str:
+        return "Scalar(<secret>)"
+
+
+def _interleave(data: bytes, width: int, prefix: bytes) -> bytearray:
+    """`prefix + slice` for each `width`-byte slice, built with strided copies (no loop)."""
+    n = len(data) // width
+    out = bytearray(n * (width + 1))
+    out[0 :: width + 1] = prefix * n
+    for j in range(width):
+        out[1 + j :: width + 1] = data[j::width]
+    return out
+
+
+def _multiply(key: Scalar, data: bytes, width: int, prefix: bytes) -> bytes:
+    """x(key·P) for each `width`-byte slice of `data`, decoded as `prefix + slice`."""
+    if _LOADED is None:
+        raise OsslError("libcrypto is not available")
+    if len(data) % width:
+        raise OsslError(f"input is not a whole number of {width}-byte elements")
+    lib, group = _LOADED
+    n, enc_len = len(data) // width, width + 1
+    if n == 0:
+        return b""
+    encoded = _interleave(data, width, prefix)
+    src = ctypes.addressof((ctypes.c_char * len(encoded)).from_buffer(encoded))
+    result = ctypes.create_string_buffer(32 * n)
+    dst = ctypes.addressof(result)
+    ctx, point, x, y, z = lib.BN_CTX_new(), lib.EC_POINT_new(group), *(lib.BN_new() for _ in "xyz")
+    run = (_VP * _RUN)(*(lib.EC_POINT_new(group) for _ in range(_RUN)))
+    try:
+        if not (ctx and point and x and y and z and all(run)):
+            raise OsslError("libcrypto allocation failed")
+        oct2point, mul, k = lib.EC_POINT_oct2point, lib.EC_POINT_mul, key._bn
+        coords, to_bin = lib.EC_POINT_get_Jprojective_coordinates_GFp, lib.BN_bn2binpad
+        for start in range(0, n, _RUN):
+            count = min(_RUN, n - start)
+            for j in range(count):
+                i = start + j
+                if oct2point(group, point, src + i * enc_len, enc_len, ctx) != 1:
+                    lib.ERR_clear_error()
+                    raise OsslError("not a P-256 point", i)
+                if mul(group, run[j], None, point, k, ctx) != 1:
+                    lib.ERR_clear_error()
+                    raise OsslError("EC_POINT_mul failed", i)
+                if lib.EC_POINT_is_at_infinity(group, run[j]):  # k ∈ [1, n) and P ≠ O: never
+                    raise OsslError("blinded to the identity", i)
+            if lib.EC_POINTs_make_affine(group, count, run, ctx) != 1:
+                lib.ERR_clear_error()
+                raise OsslError("EC_POINTs_make_affine failed", start)
+            for j in range(count):  # Z = 1 now: X is the affine abscissa
+                if (
+                    coords(group, run[j], x, y, z, ctx) != 1
+                    or to_bin(x, dst + 32 * (start + j), 32) != 32
+                ):
+                    lib.ERR_clear_error()
+                    raise OsslError("reading the abscissa failed", start + j)
+    finally:
+        for p in run:
+            lib.EC_POINT_free(p)
+        for bn in (x, y, z):
+            lib.BN_free(bn)
+        lib.EC_POINT_free(point)
+        lib.BN_CTX_free(ctx)
+    return result.raw[: 32 * n]
+
+
+def mul_x_only(key: Scalar, xs: bytes) -> bytes:
+    """x(key·P) for each 32-byte abscissa in `xs` (either root: x(k·P) = x(k·(−P)))."""
+    return _multiply(key, xs, 32, b"\x02")
+
+
+def mul_affine(key: Scalar, points: bytes) -> bytes:
+    """x(key·P) for each 64-byte x‖y in `points` (libcrypto checks each is on the curve)."""
+    return _multiply(key, points, 64, b"\x04")
