@@ -13,6 +13,7 @@ Every transition is an audit record and a ledger entry in the transaction that m
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -280,16 +281,66 @@ def _load(session: Session, caller: Caller, negotiation_id: str) -> tuple[Negoti
     return n, side
 
 
-def _expect(
-    n: Negotiation, side: str, want_side: str, *states: NegotiationState, doing: str
-) -> None:
-    if side != want_side:
-        raise Forbidden(f"the {want_side} {doing}, not the {side}")
-    if n.state not in states:
+@dataclass(frozen=True)
+class _Move:
+    """One of the parties' moves: who makes it, from which state, to which, and its name."""
+
+    side: str
+    expect: NegotiationState
+    state: NegotiationState
+    action: str
+    doing: str
+
+
+_OFFER = _Move("provider", NegotiationState.REQUESTED, NegotiationState.OFFERED, "offer", "offers")
+_COUNTER = _Move(
+    "consumer", NegotiationState.OFFERED, NegotiationState.REQUESTED, "counter",
+    "counters an offer",
+)  # fmt: skip
+_ACCEPT = _Move(
+    "consumer", NegotiationState.OFFERED, NegotiationState.ACCEPTED, "accept", "accepts"
+)
+_AGREE = _Move("provider", NegotiationState.ACCEPTED, NegotiationState.AGREED, "agree", "agrees")
+_VERIFY = _Move(
+    "consumer", NegotiationState.AGREED, NegotiationState.VERIFIED, "verify", "verifies"
+)
+_FINALIZE = _Move(
+    "provider", NegotiationState.VERIFIED, NegotiationState.FINALIZED, "finalize", "finalizes"
+)
+
+
+def _step(session: Session, caller: Caller, negotiation_id: str, move: _Move) -> Negotiation:
+    """The negotiation, locked, once the caller is on the move's side and it is in its state."""
+    n, side = _load(session, caller, negotiation_id)
+    if side != move.side:
+        raise Forbidden(f"the {move.side} {move.doing}, not the {side}")
+    if n.state != move.expect:
         raise Conflict(
-            f"the negotiation is {n.state}; {doing} needs " + " or ".join(s.value for s in states),
+            f"the negotiation is {n.state}; {move.doing} needs {move.expect.value}",
             negotiation_state=n.state,
         )
+    return n
+
+
+def _moved(
+    session: Session, trail: Trail, caller: Caller, n: Negotiation, move: _Move, now: datetime
+) -> NegotiationPublic:
+    """The negotiation after the move (recorded in this transaction)."""
+    return _public(n, _transition(session, trail, caller, n, move.state, move.action, now))
+
+
+def _counter(
+    session: Session, caller: Caller, negotiation_id: str, terms: Terms, move: _Move, *,
+    now: datetime, trail: Trail,
+) -> NegotiationPublic:  # fmt: skip
+    """New terms, checked against the offer and the requirements."""
+    n = _step(session, caller, negotiation_id, move)
+    product = session.get(Product, n.product_id)
+    offer = session.get(Offer, n.offer_id)
+    assert product is not None and offer is not None
+    _check_requirements(session, product, offer.terms, terms, n.requirements)
+    n.terms = terms.model_dump(mode="json")
+    return _moved(session, trail, caller, n, move, now)
 
 
 def counter_offer(
@@ -297,16 +348,7 @@ def counter_offer(
     trail: Trail,
 ) -> NegotiationPublic:  # fmt: skip
     """The provider offers (or counter-offers) terms (DSP ContractOfferMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "provider", NegotiationState.REQUESTED, doing="offers")
-    product = session.get(Product, n.product_id)
-    offer = session.get(Offer, n.offer_id)
-    assert product is not None and offer is not None
-    _check_requirements(session, product, offer.terms, terms, n.requirements)
-    n.terms = terms.model_dump(mode="json")
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.OFFERED, "offer", now)
-    )
+    return _counter(session, caller, negotiation_id, terms, _OFFER, now=now, trail=trail)
 
 
 def counter_request(
@@ -314,16 +356,7 @@ def counter_request(
     trail: Trail,
 ) -> NegotiationPublic:  # fmt: skip
     """The consumer answers an offer with a counter-offer (DSP ContractRequestMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "consumer", NegotiationState.OFFERED, doing="counters an offer")
-    product = session.get(Product, n.product_id)
-    offer = session.get(Offer, n.offer_id)
-    assert product is not None and offer is not None
-    _check_requirements(session, product, offer.terms, terms, n.requirements)
-    n.terms = terms.model_dump(mode="json")
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.REQUESTED, "counter", now)
-    )
+    return _counter(session, caller, negotiation_id, terms, _COUNTER, now=now, trail=trail)
 
 
 def _draft(session: Session, n: Negotiation, now: datetime) -> dict[str, Any]:
@@ -358,19 +391,26 @@ def accept(
     session: Session, caller: Caller, negotiation_id: str, *, now: datetime, trail: Trail
 ) -> NegotiationPublic:
     """The consumer accepts the provider's offer; the agreement document is fixed."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "consumer", NegotiationState.OFFERED, doing="accepts")
+    n = _step(session, caller, negotiation_id, _ACCEPT)
     n.draft = _draft(session, n, now)
     n.draft_digest = digest_of(n.draft)
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.ACCEPTED, "accept", now)
-    )
+    return _moved(session, trail, caller, n, _ACCEPT, now)
 
 
-def _sign(session: Session, n: Negotiation, org_id: str, body: SignIn) -> dict[str, Any]:
+def _sign(
+    session: Session, caller: Caller, negotiation_id: str, body: SignIn, move: _Move, *,
+    now: datetime, trail: Trail,
+) -> NegotiationPublic:  # fmt: skip
+    """The move's side signs the fixed agreement document's digest with a key it registered."""
+    n = _step(session, caller, negotiation_id, move)
     assert n.draft_digest is not None
     require_verified(session, n.consumer_org, n.provider_org)
-    return check_signature(session, org_id, body.key_id, n.draft_digest.encode(), body.signature)
+    org_id = n.provider_org if move.side == "provider" else n.consumer_org
+    signature = check_signature(
+        session, org_id, body.key_id, n.draft_digest.encode(), body.signature
+    )
+    n.signatures = {**n.signatures, move.side: signature}
+    return _moved(session, trail, caller, n, move, now)
 
 
 def agree(
@@ -378,10 +418,7 @@ def agree(
     trail: Trail,
 ) -> NegotiationPublic:  # fmt: skip
     """The provider signs the accepted agreement (DSP ContractAgreementMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "provider", NegotiationState.ACCEPTED, doing="agrees")
-    n.signatures = {**n.signatures, "provider": _sign(session, n, n.provider_org, body)}
-    return _public(n, _transition(session, trail, caller, n, NegotiationState.AGREED, "agree", now))
+    return _sign(session, caller, negotiation_id, body, _AGREE, now=now, trail=trail)
 
 
 def verify(
@@ -389,20 +426,14 @@ def verify(
     trail: Trail,
 ) -> NegotiationPublic:  # fmt: skip
     """The consumer signs the same document (DSP ContractAgreementVerificationMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "consumer", NegotiationState.AGREED, doing="verifies")
-    n.signatures = {**n.signatures, "consumer": _sign(session, n, n.consumer_org, body)}
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.VERIFIED, "verify", now)
-    )
+    return _sign(session, caller, negotiation_id, body, _VERIFY, now=now, trail=trail)
 
 
 def finalize(
     session: Session, caller: Caller, negotiation_id: str, *, now: datetime, trail: Trail
 ) -> NegotiationPublic:
     """The provider finalizes: the agreement is recorded and in force (DSP FINALIZED)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "provider", NegotiationState.VERIFIED, doing="finalizes")
+    n = _step(session, caller, negotiation_id, _FINALIZE)
     require_verified(session, n.consumer_org, n.provider_org)
     assert n.draft is not None and n.draft_digest is not None
     if set(n.signatures) != {"consumer", "provider"}:
@@ -439,7 +470,7 @@ def finalize(
     session.add(agreement)
     n.agreement_id = agreement.id
     session.flush()
-    index = _transition(session, trail, caller, n, NegotiationState.FINALIZED, "finalize", now,
+    index = _transition(session, trail, caller, n, _FINALIZE.state, _FINALIZE.action, now,
                         f"agreement={agreement.id}")  # fmt: skip
     agreement.ledger_index = index
     agreement_public(agreement, now=now)  # validates the stored agreement
