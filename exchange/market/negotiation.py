@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -343,20 +344,10 @@ def _counter(
     return _moved(session, trail, caller, n, move, now)
 
 
-def counter_offer(
-    session: Session, caller: Caller, negotiation_id: str, terms: Terms, *, now: datetime,
-    trail: Trail,
-) -> NegotiationPublic:  # fmt: skip
-    """The provider offers (or counter-offers) terms (DSP ContractOfferMessage)."""
-    return _counter(session, caller, negotiation_id, terms, _OFFER, now=now, trail=trail)
-
-
-def counter_request(
-    session: Session, caller: Caller, negotiation_id: str, terms: Terms, *, now: datetime,
-    trail: Trail,
-) -> NegotiationPublic:  # fmt: skip
-    """The consumer answers an offer with a counter-offer (DSP ContractRequestMessage)."""
-    return _counter(session, caller, negotiation_id, terms, _COUNTER, now=now, trail=trail)
+# The provider offers (or counter-offers) terms (DSP ContractOfferMessage); the consumer
+# answers an offer with a counter-offer (DSP ContractRequestMessage).
+counter_offer = partial(_counter, move=_OFFER)
+counter_request = partial(_counter, move=_COUNTER)
 
 
 def _draft(session: Session, n: Negotiation, now: datetime) -> dict[str, Any]:
@@ -413,20 +404,10 @@ def _sign(
     return _moved(session, trail, caller, n, move, now)
 
 
-def agree(
-    session: Session, caller: Caller, negotiation_id: str, body: SignIn, *, now: datetime,
-    trail: Trail,
-) -> NegotiationPublic:  # fmt: skip
-    """The provider signs the accepted agreement (DSP ContractAgreementMessage)."""
-    return _sign(session, caller, negotiation_id, body, _AGREE, now=now, trail=trail)
-
-
-def verify(
-    session: Session, caller: Caller, negotiation_id: str, body: SignIn, *, now: datetime,
-    trail: Trail,
-) -> NegotiationPublic:  # fmt: skip
-    """The consumer signs the same document (DSP ContractAgreementVerificationMessage)."""
-    return _sign(session, caller, negotiation_id, body, _VERIFY, now=now, trail=trail)
+# The provider signs the accepted agreement (DSP ContractAgreementMessage); the consumer
+# signs the same document (DSP ContractAgreementVerificationMessage).
+agree = partial(_sign, move=_AGREE)
+verify = partial(_sign, move=_VERIFY)
 
 
 def finalize(
