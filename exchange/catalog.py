@@ -91,6 +91,20 @@ def _field_counts(field: FieldScan) -> tuple[bool, bool]:
     return bool(cats & PI_CATEGORIES), bool(cats & SENSITIVE_PI_CATEGORIES)
 
 
+NAME_TAKEN = "this provider already has a dataset with this name"
+
+
+def name_taken(session_factory: SessionFactory, org_id: str, name: str) -> bool:
+    """Whether the organisation already has a dataset of this name."""
+    with session_factory() as session:
+        taken = session.scalar(
+            select(func.count())
+            .select_from(Dataset)
+            .where(Dataset.owner_org == org_id, Dataset.name == name)
+        )
+    return bool(taken)
+
+
 class Registration:
     """One dataset registration, fed part by part by the transport.
 
@@ -133,14 +147,8 @@ class Registration:
             raise InvalidMetadata(
                 f"invalid metadata{where}: {first['message']}", errors=errors
             ) from None
-        with session_factory() as session:
-            taken = session.scalar(
-                select(func.count())
-                .select_from(Dataset)
-                .where(Dataset.owner_org == self._caller.org_id, Dataset.name == meta.name)
-            )
-        if taken:
-            raise DuplicateDatasetName("this provider already has a dataset with this name")
+        if name_taken(session_factory, self._caller.org_id, meta.name):
+            raise DuplicateDatasetName(NAME_TAKEN)
         self.meta = meta
         return meta
 
@@ -161,14 +169,10 @@ class Registration:
 
     def complete(self, session_factory: SessionFactory) -> DatasetPublic:
         """Finish the scan, grade, and commit dataset + key + audit record together."""
-        if self.meta is None:
-            raise InvalidMetadata("the metadata part is missing")
-        if self._ingest is None or self._sink is None:
-            raise InvalidInput("the file part is missing or empty", field="file")
+        meta, ingest, sink = self._parts()
         with storage_errors():
-            content = self._ingest.finish()
-            self._sink.close()
-        meta = self.meta
+            content = ingest.finish()
+            sink.close()
         self._check_grading(meta, content.scan)
         try:
             with storage_errors(), session_factory() as session, session.begin():
@@ -177,31 +181,11 @@ class Registration:
                 )
                 dataset = self._dataset_row(meta, content)
                 session.add(dataset)
-                receipt = self._ctx.trail.record(
-                    session,
-                    self._caller.subject(),
-                    audit.AuditEvent(
-                        Event.DATASET_REGISTERED,
-                        "register",
-                        audit.Result.SUCCESS,
-                        object_id=dataset.id,
-                        data_level=dataset.level,
-                        detail=f"rows={content.rows} sha256={content.digests['sha256']}",
-                    ),
-                    object_type="dataset",
-                    payload_digest=f"sha256:{content.digests['sha256']}",
-                    now=self._now,
-                )
-                session.flush()
-                public = to_public(dataset).model_copy(
-                    update={"ledger_index": receipt.ledger_index}
-                )
+                public = self._registered(session, dataset, content)
                 self._ctx.objects.publish(self.dataset_id)
         except IntegrityError:
             self._ctx.objects.discard(self.dataset_id)
-            raise DuplicateDatasetName(
-                "this provider already has a dataset with this name"
-            ) from None
+            raise DuplicateDatasetName(NAME_TAKEN) from None
         except BaseException:
             self._ctx.objects.discard(self.dataset_id)
             raise
@@ -226,6 +210,36 @@ class Registration:
                 self._ctx.objects.discard(self.dataset_id)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _parts(self) -> tuple[DatasetCreate, Ingest, BinaryIO]:
+        """The metadata, the file's ingest and its sink, once both parts have come."""
+        if self.meta is None:
+            raise InvalidMetadata("the metadata part is missing")
+        if self._ingest is None or self._sink is None:
+            raise InvalidInput("the file part is missing or empty", field="file")
+        return self.meta, self._ingest, self._sink
+
+    def _registered(
+        self, session: Session, dataset: Dataset, content: IngestResult, *, custody: str = ""
+    ) -> DatasetPublic:
+        """The registration's audit record and ledger entry, and the entry as answered."""
+        receipt = self._ctx.trail.record(
+            session,
+            self._caller.subject(),
+            audit.AuditEvent(
+                Event.DATASET_REGISTERED,
+                "register",
+                audit.Result.SUCCESS,
+                object_id=dataset.id,
+                data_level=dataset.level,
+                detail=f"{custody}rows={content.rows} sha256={content.digests['sha256']}",
+            ),
+            object_type="dataset",
+            payload_digest=f"sha256:{content.digests['sha256']}",
+            now=self._now,
+        )
+        session.flush()
+        return to_public(dataset).model_copy(update={"ledger_index": receipt.ledger_index})
 
     def _check_grading(self, meta: DatasetCreate, scan: ScanResult) -> None:
         # 就高从严 (GB/T 43697-2024 §5): never lower than the most sensitive field.
