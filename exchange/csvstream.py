@@ -33,7 +33,7 @@ from exchange.errors import (
 )
 from exchange.scan import mask_column_name, value_like_cells
 
-__all__ = ["CsvStream", "iter_batches"]
+__all__ = ["CsvStream", "iter_batches", "put_until"]
 
 DEFAULT_BLOCK_SIZE = 4 << 20
 _HEADER_CHUNK = 64 << 10
@@ -54,6 +54,17 @@ _STARVED_S = 0.25
 # Only numbers are taken from pyarrow's messages; the rest of them may quote data.
 _ARROW_ROW = re.compile(r"Row #(\d+)")
 _ARROW_COLUMN = re.compile(r"column #(\d+)")
+
+
+def put_until(chunks: queue.Queue[bytes], data: bytes, stop: threading.Event) -> bool:
+    """Put `data` on a bounded queue, waiting while it is full; False once `stop` is set."""
+    while not stop.is_set():
+        try:
+            chunks.put(data, timeout=_PUMP_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class _Pump:
@@ -105,12 +116,7 @@ class _Pump:
             self._put(b"")
 
     def _put(self, data: bytes) -> None:
-        while not self._stop.is_set():
-            try:
-                self._chunks.put(data, timeout=_PUMP_POLL_S)
-                return
-            except queue.Full:
-                continue
+        put_until(self._chunks, data, self._stop)
 
     def readable(self) -> bool:
         return True
