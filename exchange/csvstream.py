@@ -33,7 +33,7 @@ from exchange.errors import (
 )
 from exchange.scan import mask_column_name, value_like_cells
 
-__all__ = ["CsvStream", "iter_batches", "put_until"]
+__all__ = ["CsvStream", "end_queue", "iter_batches", "put_until"]
 
 DEFAULT_BLOCK_SIZE = 4 << 20
 _HEADER_CHUNK = 64 << 10
@@ -65,6 +65,19 @@ def put_until(chunks: queue.Queue[bytes], data: bytes, stop: threading.Event) ->
         except queue.Full:
             continue
     return False
+
+
+def end_queue(chunks: queue.Queue[bytes]) -> None:
+    """Drop what is queued (unblocking a waiting producer) and queue the end of the stream."""
+    while True:
+        try:
+            chunks.get_nowait()
+        except queue.Empty:
+            break
+    try:
+        chunks.put_nowait(b"")
+    except queue.Full:
+        pass
 
 
 class _Pump:
@@ -203,15 +216,7 @@ class _Pump:
         self._stop.set()
         with self._flow:
             self._flow.notify_all()
-        while True:
-            try:
-                self._chunks.get_nowait()
-            except queue.Empty:
-                break
-        try:
-            self._chunks.put_nowait(b"")
-        except queue.Full:
-            pass
+        end_queue(self._chunks)
 
 
 _OPEN_PUMPS: weakref.WeakSet[_Pump] = weakref.WeakSet()

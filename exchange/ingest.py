@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import crypto
-from exchange.csvstream import iter_batches, put_until
+from exchange.csvstream import end_queue, iter_batches, put_until
 from exchange.errors import ExchangeError, UploadTooLarge
 from exchange.scan import ScanResult, SensitivityScanner
 from exchange.synth import ShapeProfile, ShapeProfiler
@@ -122,17 +122,9 @@ class Ingest:
             self._error = exc
         finally:
             self._done.set()
-            # Unblock a producer waiting on a full queue: nobody reads any more.
-            while True:
-                try:
-                    self._chunks.get_nowait()
-                except queue.Empty:
-                    break
-            # The CSV reader may still wait on its source thread: end that stream too.
-            try:
-                self._chunks.put_nowait(_EOF)
-            except queue.Full:
-                pass
+            # Unblock a producer waiting on a full queue: nobody reads any more. The CSV
+            # reader may still wait on its source thread: end that stream too.
+            end_queue(self._chunks)
 
     def _raise_worker_error(self) -> None:
         err = self._error
