@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -13,7 +13,7 @@ from exchange.accounts import Caller
 from exchange.trail import Receipt, Trail
 from ledger import canonical_json
 
-__all__ = ["aware", "digest_of", "record", "z"]
+__all__ = ["Indexed", "aware", "digest_of", "record", "z"]
 
 
 def aware(value: datetime) -> datetime:
@@ -32,6 +32,12 @@ def digest_of(document: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
 
 
+class Indexed(Protocol):
+    """A market row that keeps the ledger index of the entry that created or changed it."""
+
+    ledger_index: int | None
+
+
 def record(
     session: Session,
     trail: Trail,
@@ -45,10 +51,16 @@ def record(
     detail: str | None = None,
     purpose: str | None = None,
     digest: str | None = None,
+    row: Indexed | None = None,
 ) -> Receipt:
-    """One market transition: its audit record and ledger entry, in the caller's transaction."""
+    """One market transition: its audit record and ledger entry, in the caller's transaction.
+
+    With `row`, the row is flushed first and keeps the entry's ledger index.
+    """
     subject = caller if isinstance(caller, audit.Subject) else caller.subject()
-    return trail.record(
+    if row is not None:
+        session.flush()
+    receipt = trail.record(
         session,
         subject,
         audit.AuditEvent(
@@ -63,3 +75,6 @@ def record(
         now=now,
         payload_digest=digest,
     )
+    if row is not None:
+        row.ledger_index = receipt.ledger_index
+    return receipt

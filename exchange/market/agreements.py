@@ -243,21 +243,19 @@ def meter_computation(
         statement_id=None,
     )
     session.add(meter)
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_METERED, "meter",
+    index = record(
+        session, trail, caller, Event.MARKET_METERED, "meter", row=meter,
         object_type="meter", object_id=meter.id, now=now, purpose=purpose,
         detail=f"agreement={agreement.id} computation={computation_id} rows={rows} "
         f"epsilon={epsilon} amount={yuan(amount)}",
-    )  # fmt: skip
-    meter.ledger_index = receipt.ledger_index
+    ).ledger_index  # fmt: skip
     return Metered(
         agreement_id=agreement.id,
         meter_id=meter.id,
         rows=rows,
         epsilon=epsilon,
         amount=yuan(amount),
-        ledger_index=receipt.ledger_index,
+        ledger_index=index,
     )
 
 

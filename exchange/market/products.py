@@ -237,14 +237,12 @@ def create_product(
     offers = [_add_offer(session, product, terms, now) for terms in body.offers]
     for op in sorted({o for t in body.offers for o in t.operators}):
         session.add(ProductOperator(product_id=product.id, operator=op))
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_PRODUCT_CREATED, "create",
+    index = record(
+        session, trail, caller, Event.MARKET_PRODUCT_CREATED, "create", row=product,
         object_type="product", object_id=product.id, now=now,
         detail=f"datasets={len(wanted)} offers={len(offers)} grade={product.grade}",
-    )  # fmt: skip
-    product.ledger_index = receipt.ledger_index
-    return product_public(product, offers, ledger_index=receipt.ledger_index)
+    ).ledger_index  # fmt: skip
+    return product_public(product, offers, ledger_index=index)
 
 
 def list_product(

@@ -112,13 +112,11 @@ def _issue(
         digest=digest, signature=base64.b64encode(signature).decode(), created_at=now,
     )  # fmt: skip
     session.add(st)
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_STATEMENT_ISSUED, "settle",
+    record(
+        session, trail, caller, Event.MARKET_STATEMENT_ISSUED, "settle", row=st,
         object_type="statement", object_id=statement_id, now=now, digest=digest,
         detail=f"kind={kind} org={org_id} total={body.get('total') or body.get('gross')}",
     )  # fmt: skip
-    st.ledger_index = receipt.ledger_index
     return st
 
 
@@ -331,13 +329,11 @@ def open_dispute(
         opened_by=caller.client_id, reason=body.reason, state="open", created_at=now,
     )  # fmt: skip
     session.add(dispute)
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_DISPUTE_OPENED, "dispute",
+    index = record(
+        session, trail, caller, Event.MARKET_DISPUTE_OPENED, "dispute", row=dispute,
         object_type="dispute", object_id=dispute.id, now=now,
         detail=f"statement={st.id} line={body.line}",
-    )  # fmt: skip
-    dispute.ledger_index = receipt.ledger_index
+    ).ledger_index  # fmt: skip
     return {
         "id": dispute.id,
         "statement_id": st.id,
@@ -347,5 +343,5 @@ def open_dispute(
         "opened_by_org": caller.org_id,
         "reason": body.reason,
         "created_at": z(now),
-        "ledger_index": receipt.ledger_index,
+        "ledger_index": index,
     }
