@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import UnaryExpression
 
 import audit
 from exchange.accounts import Caller
 from exchange.trail import Receipt, Trail
 from ledger import canonical_json
 
-__all__ = ["Indexed", "aware", "digest_of", "record", "z"]
+__all__ = ["Indexed", "aware", "digest_of", "offset_page", "record", "z"]
+
+
+R = TypeVar("R")
 
 
 def aware(value: datetime) -> datetime:
@@ -78,3 +83,16 @@ def record(
     if row is not None:
         row.ledger_index = receipt.ledger_index
     return receipt
+
+
+def offset_page(
+    session: Session,
+    stmt: Select[tuple[R]],
+    order: tuple[InstrumentedAttribute[Any] | UnaryExpression[Any], ...],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[R], int]:
+    """One page of the query's rows in `order` (`limit` from `offset`) and its total."""
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    return list(session.scalars(stmt.order_by(*order).limit(limit).offset(offset))), total

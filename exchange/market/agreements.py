@@ -17,13 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
 from exchange.errors import NotFound
-from exchange.market._common import aware, record, z
+from exchange.market._common import aware, offset_page, record, z
 from exchange.market.errors import AgreementExhausted, OutsideAgreement
 from exchange.market.models import Agreement, MeterRecord
 from exchange.market.odrl import PriceModel, round_fen, yuan
@@ -305,8 +305,6 @@ def list_agreements(
         stmt = stmt.where(
             or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
         )
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(Agreement.created_at.desc(), Agreement.id).limit(limit).offset(offset)
-    )
+    order = (Agreement.created_at.desc(), Agreement.id)
+    rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [agreement_public(a, now=now) for a in rows], total

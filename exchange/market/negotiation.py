@@ -20,14 +20,14 @@ from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.jobs import DEFAULT_EPSILON_BUDGET
-from exchange.market._common import digest_of, record, z
+from exchange.market._common import digest_of, offset_page, record, z
 from exchange.market.agreements import FINALIZED, agreement_public
 from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.market.odrl import Delivery, Terms, odrl_policy
@@ -490,8 +490,6 @@ def list_negotiations(
                 Negotiation.consumer_org == caller.org_id, Negotiation.provider_org == caller.org_id
             )
         )
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(Negotiation.created_at.desc(), Negotiation.id).limit(limit).offset(offset)
-    )
+    order = (Negotiation.created_at.desc(), Negotiation.id)
+    rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [_public(n) for n in rows], total

@@ -24,11 +24,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
 from exchange.errors import Forbidden, InvalidInput, NotFound
-from exchange.market._common import aware, digest_of, record, z
+from exchange.market._common import aware, digest_of, offset_page, record, z
 from exchange.market.models import Agreement, Dispute, MeterRecord, Statement
 from exchange.market.odrl import PriceModel, fen, round_fen, yuan
 from exchange.trail import Trail
@@ -265,6 +266,14 @@ def get_statement(
     return statement_public(st)
 
 
+def _party_to_statement(org_id: str) -> ColumnElement[bool]:
+    """A statement issued to the organisation or on an agreement it is party to."""
+    mine = select(Agreement.id).where(
+        or_(Agreement.consumer_org == org_id, Agreement.provider_org == org_id)
+    )
+    return or_(Statement.org_id == org_id, Statement.agreement_id.in_(mine))
+
+
 def list_statements(
     session: Session, caller: Caller, *, sees_all: bool, settlement_id: str | None,
     limit: int, offset: int,
@@ -273,14 +282,9 @@ def list_statements(
     if settlement_id:
         stmt = stmt.where(Statement.settlement_id == settlement_id)
     if not sees_all:
-        mine = select(Agreement.id).where(
-            or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
-        )
-        stmt = stmt.where(or_(Statement.org_id == caller.org_id, Statement.agreement_id.in_(mine)))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(Statement.created_at, Statement.id).limit(limit).offset(offset)
-    )
+        stmt = stmt.where(_party_to_statement(caller.org_id))
+    order = (Statement.created_at, Statement.id)
+    rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [statement_public(s) for s in rows], total
 
 
@@ -290,10 +294,7 @@ def list_disputes(
     """Disputes on statements the caller is party to (all for overseers), newest first."""
     stmt = select(Dispute, Statement).join(Statement, Statement.id == Dispute.statement_id)
     if not sees_all:
-        mine = select(Agreement.id).where(
-            or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
-        )
-        stmt = stmt.where(or_(Statement.org_id == caller.org_id, Statement.agreement_id.in_(mine)))
+        stmt = stmt.where(_party_to_statement(caller.org_id))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(
         stmt.order_by(Dispute.created_at.desc(), Dispute.id).limit(limit).offset(offset)
