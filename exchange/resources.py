@@ -42,7 +42,6 @@ __all__ = [
     "negotiation_resource",
     "policy_resource",
     "product_resource",
-    "request_resources",
     "sees_computation",
     "sees_dataset_digests",
     "sees_everything",
@@ -235,22 +234,6 @@ def load_request_inputs(
             resource["contract"] = covering_view(covering)
         out.append(RequestInput(ds, covering, resource))
     return out
-
-
-def request_resources(
-    session: Session,
-    caller: Caller,
-    *,
-    inputs: Sequence[str],
-    purpose: str,
-    contract_id: str | None,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """One policy `resource` per input dataset, each with the contract that covers it."""
-    loaded = load_request_inputs(
-        session, caller, inputs=inputs, purpose=purpose, contract_id=contract_id, now=now
-    )
-    return [i.resource for i in loaded]
 
 
 def approval_resources(
