@@ -209,35 +209,38 @@ def settle(
             {"agreement_id": a.id, "provider_org": a.provider_org, "statement_id": st.id,
              "gross_fen": gross}
         )  # fmt: skip
+
+    def summary(
+        kind: str, party: str, org_id: str, lines: list[dict[str, Any]], totals: dict[str, str]
+    ) -> Statement:
+        """A party's statement over its agreement statements of the period."""
+        return _issue(
+            session, trail, caller, sign,
+            {party: org_id, "period_start": z(start), "period_end": z(end), "currency": "CNY",
+             "lines": [{"line": i + 1, **line} for i, line in enumerate(lines)], **totals},
+            settlement_id=settlement_id, kind=kind, org_id=org_id, agreement_id=None,
+            start=start, end=end, now=now,
+        )  # fmt: skip
+
     for org_id, plines in sorted(provider_lines.items()):
         gross = sum(p["gross_fen"] for p in plines)
         fee = sum(p["fee_fen"] for p in plines)
-        issued.append(_issue(
-            session, trail, caller, sign,
-            {"provider_org": org_id, "period_start": z(start), "period_end": z(end),
-             "currency": "CNY",
-             "lines": [{"line": i + 1, "agreement_id": p["agreement_id"],
-                        "requester_org": p["requester_org"], "statement_id": p["statement_id"],
-                        "gross": yuan(p["gross_fen"]), "fee": yuan(p["fee_fen"]),
-                        "net": yuan(p["gross_fen"] - p["fee_fen"])}
-                       for i, p in enumerate(plines)],
-             "gross": yuan(gross), "fee": yuan(fee), "net": yuan(gross - fee)},
-            settlement_id=settlement_id, kind="provider", org_id=org_id, agreement_id=None,
-            start=start, end=end, now=now,
+        issued.append(summary(
+            "provider", "provider_org", org_id,
+            [{"agreement_id": p["agreement_id"], "requester_org": p["requester_org"],
+              "statement_id": p["statement_id"], "gross": yuan(p["gross_fen"]),
+              "fee": yuan(p["fee_fen"]), "net": yuan(p["gross_fen"] - p["fee_fen"])}
+             for p in plines],
+            {"gross": yuan(gross), "fee": yuan(fee), "net": yuan(gross - fee)},
         ))  # fmt: skip
     for org_id, clines in sorted(consumer_lines.items()):
         total = sum(c["gross_fen"] for c in clines)
-        issued.append(_issue(
-            session, trail, caller, sign,
-            {"requester_org": org_id, "period_start": z(start), "period_end": z(end),
-             "currency": "CNY",
-             "lines": [{"line": i + 1, "agreement_id": c["agreement_id"],
-                        "provider_org": c["provider_org"], "statement_id": c["statement_id"],
-                        "amount": yuan(c["gross_fen"])}
-                       for i, c in enumerate(clines)],
-             "total": yuan(total)},
-            settlement_id=settlement_id, kind="requester", org_id=org_id, agreement_id=None,
-            start=start, end=end, now=now,
+        issued.append(summary(
+            "requester", "requester_org", org_id,
+            [{"agreement_id": c["agreement_id"], "provider_org": c["provider_org"],
+              "statement_id": c["statement_id"], "amount": yuan(c["gross_fen"])}
+             for c in clines],
+            {"total": yuan(total)},
         ))  # fmt: skip
     return {
         "settlement_id": settlement_id,
