@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 import audit
 import crypto
@@ -23,11 +23,10 @@ from exchange.errors import (
     InvalidInput,
     InvalidMetadata,
     LevelTooLow,
-    NotFound,
 )
 from exchange.ingest import Ingest, IngestResult
 from exchange.levels import Level
-from exchange.models import Dataset, DatasetField
+from exchange.models import Dataset, DatasetField, load_dataset
 from exchange.paging import Slice, Window, after_clause
 from exchange.resources import sees_dataset_digests
 from exchange.scan import FieldScan, ScanResult
@@ -374,15 +373,8 @@ def to_public(ds: Dataset, *, digests: bool = True) -> DatasetPublic:
     )
 
 
-def _load(session: Session, dataset_id: str) -> Dataset:
-    ds = session.get(Dataset, dataset_id, options=[selectinload(Dataset.fields)])
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
-    return ds
-
-
 def get_dataset(session: Session, dataset_id: str, *, viewer: Caller) -> DatasetPublic:
-    ds = _load(session, dataset_id)
+    ds = load_dataset(session, dataset_id, fields=True)
     return to_public(ds, digests=sees_digests(viewer, ds))
 
 
@@ -461,7 +453,7 @@ def preview(session: Session, dataset_id: str, *, rows: int = 20) -> PreviewPubl
     """Synthetic rows generated from the stored shape profile; no real value is read."""
     if not 1 <= rows <= 200:
         raise InvalidInput("rows must be 1-200")
-    ds = _load(session, dataset_id)
+    ds = load_dataset(session, dataset_id, fields=True)
     profile = ShapeProfile.from_dict(ds.profile)
     scan = ScanResult.from_dict(ds.scan)
     seed = uuid.UUID(ds.id).int & 0xFFFFFFFF
@@ -478,7 +470,7 @@ def iter_plaintext(ctx: CatalogContext, session: Session, dataset_id: str) -> It
     Authenticity is checked per chunk (the STREAM construction), so a truncated or
     altered object fails with `crypto.InvalidCiphertext` before it ends.
     """
-    ds = _load(session, dataset_id)
+    ds = load_dataset(session, dataset_id, fields=True)
     ref = f"dataset:{ds.id}"
     key = ctx.keystore.data_key(session, ds.data_key_id, object_ref=ref)
     with ctx.objects.open(ds.id) as f:

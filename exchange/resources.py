@@ -22,7 +22,7 @@ from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
 from exchange.market.agreements import agreement_for, agreement_policy_view
 from exchange.market.models import Agreement, Negotiation, Offer, Product
-from exchange.models import Client, Computation, Contract, Dataset, Organisation
+from exchange.models import Client, Computation, Contract, Dataset, Organisation, load_dataset
 
 __all__ = [
     "RequestInput",
@@ -90,9 +90,7 @@ def dataset_resource(ds: Dataset) -> dict[str, Any]:
 
 def policy_resource(session: Session, dataset_id: str) -> dict[str, Any]:
     """The dataset as the policy sees it (policies/README.md, "Decision input")."""
-    ds = session.get(Dataset, dataset_id)
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
+    ds = load_dataset(session, dataset_id)
     return dataset_resource(ds)
 
 
@@ -218,9 +216,7 @@ def load_request_inputs(
     """
     out = []
     for dataset_id in dict.fromkeys(inputs):
-        ds = session.get(Dataset, dataset_id, options=[selectinload(Dataset.fields)])
-        if ds is None:
-            raise NotFound("no such dataset", dataset_id=dataset_id)
+        ds = load_dataset(session, dataset_id, fields=True)
         resource = dataset_resource(ds)
         covering = agreement_for(
             session,
