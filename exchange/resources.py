@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 from crypto.models import DestroyRequestRecord
 from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
-from exchange.market.agreements import agreement_for, agreement_policy_view
+from exchange.market.agreements import agreement_for
 from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.models import Client, Computation, Contract, Dataset, Organisation, load_dataset
 
@@ -32,7 +32,6 @@ __all__ = [
     "computation_resource",
     "contract_for",
     "contract_in_force",
-    "contract_policy_view",
     "contract_resource",
     "covering_view",
     "dataset_resource",
@@ -108,18 +107,28 @@ def contract_in_force(contract: Contract, now: datetime) -> bool:
     )
 
 
-def contract_policy_view(contract: Contract) -> dict[str, Any]:
-    """The contract as the policy sees it (`resource.contract`; times in epoch seconds)."""
+def covering_view(covering: Contract | Agreement) -> dict[str, Any]:
+    """The policy's `resource.contract` for an agreement or a deprecated contract.
+
+    Times in epoch seconds; a contract's `agreement_id` stands as its DUA reference.
+    """
+    extra: dict[str, Any]
+    if isinstance(covering, Agreement):
+        status, dua = covering.state, covering.dua_reference
+        extra = {"legal_basis": covering.legal_basis}
+    else:
+        status, dua, extra = covering.status, covering.agreement_id, {}
     return {
-        "id": contract.id,
-        "status": contract.status,
-        "consumer_org": contract.consumer_org,
-        "provider_org": contract.provider_org,
-        "datasets": list(contract.datasets),
-        "purpose": contract.purpose,
-        "dua_reference": contract.agreement_id,
-        "not_before": int(_aware(contract.not_before).timestamp()),
-        "not_after": int(_aware(contract.not_after).timestamp()),
+        "id": covering.id,
+        "status": status,
+        "consumer_org": covering.consumer_org,
+        "provider_org": covering.provider_org,
+        "datasets": list(covering.datasets),
+        "purpose": covering.purpose,
+        "dua_reference": dua,
+        **extra,
+        "not_before": int(_aware(covering.not_before).timestamp()),
+        "not_after": int(_aware(covering.not_after).timestamp()),
     }
 
 
@@ -191,13 +200,6 @@ class RequestInput:
     dataset: Dataset
     contract: Contract | Agreement | None
     resource: dict[str, Any]
-
-
-def covering_view(covering: Contract | Agreement) -> dict[str, Any]:
-    """The policy's `resource.contract` for an agreement or a deprecated contract."""
-    if isinstance(covering, Agreement):
-        return agreement_policy_view(covering)
-    return contract_policy_view(covering)
 
 
 def load_request_inputs(

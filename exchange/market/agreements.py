@@ -34,7 +34,6 @@ __all__ = [
     "AgreementPublic",
     "Metered",
     "agreement_for",
-    "agreement_policy_view",
     "agreement_public",
     "get_agreement",
     "in_force",
@@ -104,22 +103,6 @@ def agreement_public(agreement: Agreement, *, now: datetime) -> AgreementPublic:
         created_at=z(agreement.created_at) or "",
         ledger_index=agreement.ledger_index,
     )
-
-
-def agreement_policy_view(agreement: Agreement) -> dict[str, Any]:
-    """The agreement as the policy sees it (`resource.contract`; times in epoch seconds)."""
-    return {
-        "id": agreement.id,
-        "status": agreement.state,
-        "consumer_org": agreement.consumer_org,
-        "provider_org": agreement.provider_org,
-        "datasets": list(agreement.datasets),
-        "purpose": agreement.purpose,
-        "dua_reference": agreement.dua_reference,
-        "legal_basis": agreement.legal_basis,
-        "not_before": int(aware(agreement.not_before).timestamp()),
-        "not_after": int(aware(agreement.not_after).timestamp()),
-    }
 
 
 def _rank(
