@@ -136,6 +136,8 @@ class NodeCreate(BaseModel):
 
 
 class NodePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from a ProviderNodeRecord
+
     org_id: str
     kind: str
     url: str | None
@@ -339,14 +341,9 @@ def _record_node(
 
 
 def _public(record: ProviderNodeRecord, ledger_index: int | None = None) -> NodePublic:
-    return NodePublic(
-        org_id=record.org_id,
-        kind=record.kind,
-        url=record.url,
-        registered_by=record.registered_by,
-        registered_at=record.registered_at,
-        ledger_index=ledger_index,
-    )
+    node = NodePublic.model_validate(record)
+    node.ledger_index = ledger_index
+    return node
 
 
 def list_nodes(session: Session, caller: Caller, *, window: Window) -> Slice[NodePublic]:
