@@ -31,7 +31,6 @@ from exchange.paging import Slice, Window, after_clause
 from exchange.resources import sees_dataset_digests
 from exchange.scan import FieldScan, ScanResult
 from exchange.schemas import (
-    CategoryHitPublic,
     DatasetCreate,
     DatasetPublic,
     DatasetSummary,
@@ -357,19 +356,7 @@ def to_public(ds: Dataset, *, digests: bool = True) -> DatasetPublic:
         digests={"sha256": f"sha256:{ds.sha256}", "sm3": f"sm3:{ds.sm3}"} if digests else None,
         registered_at=ds.registered_at,
         registered_by=ds.registered_by,
-        fields=[
-            FieldPublic(
-                position=f.position,
-                name=f.name,
-                level=Level(f.level),
-                pi=f.pi,
-                sensitive_pi=f.sensitive_pi,
-                non_empty=f.non_empty,
-                detections={k: CategoryHitPublic(**v) for k, v in f.detections.items()},
-                reason=f.reason,
-            )
-            for f in ds.fields
-        ],
+        fields=[FieldPublic.model_validate(f) for f in ds.fields],
     )
 
 
