@@ -37,8 +37,8 @@ import audit
 import policies
 from audit.catalogue import Event
 from exchange.accounts import Caller, Role
-from exchange.errors import Forbidden, InvalidInput, NotFound
-from exchange.models import Dataset
+from exchange.errors import Forbidden, InvalidInput
+from exchange.models import Dataset, load_dataset
 from exchange.privacy_tables import AnalysisRulesRecord, DatasetLineage
 from exchange.trail import Trail
 from sandbox.operators import OPERATORS, FlParams, OperatorParams, StatsParams
@@ -131,9 +131,7 @@ def set_rules(
 ) -> AnalysisRulesPublic:
     """Replace a dataset's rules (its provider only); ledger entry and audit record included."""
     caller.require(Role.DATA_PROVIDER)
-    ds = session.get(Dataset, dataset_id)
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
+    ds = load_dataset(session, dataset_id)
     if ds.owner_org != caller.org_id:
         raise Forbidden("only the dataset's provider sets its analysis rules")
     try:
@@ -209,8 +207,7 @@ def load_rules(session: Session, dataset_id: str) -> AnalysisRules | None:
 
 def get_rules(session: Session, dataset_id: str) -> AnalysisRulesPublic:
     """The rules of a dataset (empty rules, version 0, when its provider has set none)."""
-    if session.get(Dataset, dataset_id) is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
+    load_dataset(session, dataset_id)
     row = session.get(AnalysisRulesRecord, dataset_id)
     if row is None:
         return AnalysisRulesPublic(

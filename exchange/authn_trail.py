@@ -7,6 +7,7 @@ revokes (the gateway knows HTTP; this module knows which event each outcome is).
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.orm import Session
 
@@ -21,14 +22,28 @@ __all__ = [
 ]
 
 
-def record_token_issued(
-    session: Session, subject: audit.Subject, client_id: str, *, now: datetime
+def _succeeded(
+    session: Session,
+    subject: audit.Subject,
+    object_id: str,
+    *,
+    event: Event,
+    action: str,
+    now: datetime,
 ) -> None:
-    """A client authenticated with its credentials and got a new login."""
-    event = audit.AuditEvent(
-        Event.AUTH_TOKEN_ISSUED, "authenticate", audit.Result.SUCCESS, object_id=client_id
-    )
-    audit.record(session, subject, event, now=now)
+    """One successful authentication step, recorded against the client or person it names."""
+    entry = audit.AuditEvent(event, action, audit.Result.SUCCESS, object_id=object_id)
+    audit.record(session, subject, entry, now=now)
+
+
+# A client authenticated with its credentials and got a new login.
+record_token_issued = partial(_succeeded, event=Event.AUTH_TOKEN_ISSUED, action="authenticate")
+# RFC 7009: a client revoked one of its tokens.
+record_token_revoked = partial(_succeeded, event=Event.AUTH_TOKEN_REVOKED, action="revoke")
+# A person signed in with login, password and a TOTP code.
+record_person_token_issued = partial(
+    _succeeded, event=Event.AUTH_PERSON_TOKEN_ISSUED, action="authenticate"
+)
 
 
 def record_refresh(
@@ -41,25 +56,5 @@ def record_refresh(
         audit.Result.DENY if reused else audit.Result.SUCCESS,
         object_id=client_id,
         detail="refresh token reused: family revoked" if reused else None,
-    )
-    audit.record(session, subject, event, now=now)
-
-
-def record_token_revoked(
-    session: Session, subject: audit.Subject, client_id: str, *, now: datetime
-) -> None:
-    """RFC 7009: a client revoked one of its tokens."""
-    event = audit.AuditEvent(
-        Event.AUTH_TOKEN_REVOKED, "revoke", audit.Result.SUCCESS, object_id=client_id
-    )
-    audit.record(session, subject, event, now=now)
-
-
-def record_person_token_issued(
-    session: Session, subject: audit.Subject, person_id: str, *, now: datetime
-) -> None:
-    """A person signed in with login, password and a TOTP code."""
-    event = audit.AuditEvent(
-        Event.AUTH_PERSON_TOKEN_ISSUED, "authenticate", audit.Result.SUCCESS, object_id=person_id
     )
     audit.record(session, subject, event, now=now)

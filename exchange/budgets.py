@@ -46,7 +46,7 @@ from exchange.analysis_rules import AnalysisRules, load_rules
 from exchange.catalog import CatalogContext, iter_plaintext
 from exchange.errors import Conflict, NotFound
 from exchange.first_use import locked_or_created
-from exchange.models import Dataset, Organisation
+from exchange.models import Dataset, Organisation, load_dataset
 from exchange.privacy_tables import DatasetLineage, LineageBudget, LineageCharge, RequesterBudget
 from exchange.resources import sees_everything
 
@@ -316,9 +316,7 @@ def budget_view(
     now: datetime,
 ) -> BudgetPublic:
     """`GET /v1/datasets/{id}/privacy-budget` (the caller passed `dataset.read_metadata`)."""
-    ds = session.get(Dataset, dataset_id)
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
+    ds = load_dataset(session, dataset_id)
     lineage = lineage_of(session, catalog, ds, now=now, fix=False)
     lim = limits.under([load_rules(session, ds.id)])
     total = session.get(LineageBudget, lineage)

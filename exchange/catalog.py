@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 import audit
 import crypto
@@ -23,16 +23,14 @@ from exchange.errors import (
     InvalidInput,
     InvalidMetadata,
     LevelTooLow,
-    NotFound,
 )
 from exchange.ingest import Ingest, IngestResult
 from exchange.levels import Level
-from exchange.models import Dataset, DatasetField
+from exchange.models import Dataset, DatasetField, load_dataset
 from exchange.paging import Slice, Window, after_clause
 from exchange.resources import sees_dataset_digests
 from exchange.scan import FieldScan, ScanResult
 from exchange.schemas import (
-    CategoryHitPublic,
     DatasetCreate,
     DatasetPublic,
     DatasetSummary,
@@ -91,6 +89,20 @@ def _field_counts(field: FieldScan) -> tuple[bool, bool]:
     return bool(cats & PI_CATEGORIES), bool(cats & SENSITIVE_PI_CATEGORIES)
 
 
+NAME_TAKEN = "this provider already has a dataset with this name"
+
+
+def name_taken(session_factory: SessionFactory, org_id: str, name: str) -> bool:
+    """Whether the organisation already has a dataset of this name."""
+    with session_factory() as session:
+        taken = session.scalar(
+            select(func.count())
+            .select_from(Dataset)
+            .where(Dataset.owner_org == org_id, Dataset.name == name)
+        )
+    return bool(taken)
+
+
 class Registration:
     """One dataset registration, fed part by part by the transport.
 
@@ -133,14 +145,8 @@ class Registration:
             raise InvalidMetadata(
                 f"invalid metadata{where}: {first['message']}", errors=errors
             ) from None
-        with session_factory() as session:
-            taken = session.scalar(
-                select(func.count())
-                .select_from(Dataset)
-                .where(Dataset.owner_org == self._caller.org_id, Dataset.name == meta.name)
-            )
-        if taken:
-            raise DuplicateDatasetName("this provider already has a dataset with this name")
+        if name_taken(session_factory, self._caller.org_id, meta.name):
+            raise DuplicateDatasetName(NAME_TAKEN)
         self.meta = meta
         return meta
 
@@ -161,14 +167,10 @@ class Registration:
 
     def complete(self, session_factory: SessionFactory) -> DatasetPublic:
         """Finish the scan, grade, and commit dataset + key + audit record together."""
-        if self.meta is None:
-            raise InvalidMetadata("the metadata part is missing")
-        if self._ingest is None or self._sink is None:
-            raise InvalidInput("the file part is missing or empty", field="file")
+        meta, ingest, sink = self._parts()
         with storage_errors():
-            content = self._ingest.finish()
-            self._sink.close()
-        meta = self.meta
+            content = ingest.finish()
+            sink.close()
         self._check_grading(meta, content.scan)
         try:
             with storage_errors(), session_factory() as session, session.begin():
@@ -177,31 +179,11 @@ class Registration:
                 )
                 dataset = self._dataset_row(meta, content)
                 session.add(dataset)
-                receipt = self._ctx.trail.record(
-                    session,
-                    self._caller.subject(),
-                    audit.AuditEvent(
-                        Event.DATASET_REGISTERED,
-                        "register",
-                        audit.Result.SUCCESS,
-                        object_id=dataset.id,
-                        data_level=dataset.level,
-                        detail=f"rows={content.rows} sha256={content.digests['sha256']}",
-                    ),
-                    object_type="dataset",
-                    payload_digest=f"sha256:{content.digests['sha256']}",
-                    now=self._now,
-                )
-                session.flush()
-                public = to_public(dataset).model_copy(
-                    update={"ledger_index": receipt.ledger_index}
-                )
+                public = self._registered(session, dataset, content)
                 self._ctx.objects.publish(self.dataset_id)
         except IntegrityError:
             self._ctx.objects.discard(self.dataset_id)
-            raise DuplicateDatasetName(
-                "this provider already has a dataset with this name"
-            ) from None
+            raise DuplicateDatasetName(NAME_TAKEN) from None
         except BaseException:
             self._ctx.objects.discard(self.dataset_id)
             raise
@@ -226,6 +208,36 @@ class Registration:
                 self._ctx.objects.discard(self.dataset_id)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _parts(self) -> tuple[DatasetCreate, Ingest, BinaryIO]:
+        """The metadata, the file's ingest and its sink, once both parts have come."""
+        if self.meta is None:
+            raise InvalidMetadata("the metadata part is missing")
+        if self._ingest is None or self._sink is None:
+            raise InvalidInput("the file part is missing or empty", field="file")
+        return self.meta, self._ingest, self._sink
+
+    def _registered(
+        self, session: Session, dataset: Dataset, content: IngestResult, *, custody: str = ""
+    ) -> DatasetPublic:
+        """The registration's audit record and ledger entry, and the entry as answered."""
+        receipt = self._ctx.trail.record(
+            session,
+            self._caller.subject(),
+            audit.AuditEvent(
+                Event.DATASET_REGISTERED,
+                "register",
+                audit.Result.SUCCESS,
+                object_id=dataset.id,
+                data_level=dataset.level,
+                detail=f"{custody}rows={content.rows} sha256={content.digests['sha256']}",
+            ),
+            object_type="dataset",
+            payload_digest=f"sha256:{content.digests['sha256']}",
+            now=self._now,
+        )
+        session.flush()
+        return to_public(dataset).model_copy(update={"ledger_index": receipt.ledger_index})
 
     def _check_grading(self, meta: DatasetCreate, scan: ScanResult) -> None:
         # 就高从严 (GB/T 43697-2024 §5): never lower than the most sensitive field.
@@ -344,31 +356,12 @@ def to_public(ds: Dataset, *, digests: bool = True) -> DatasetPublic:
         digests={"sha256": f"sha256:{ds.sha256}", "sm3": f"sm3:{ds.sm3}"} if digests else None,
         registered_at=ds.registered_at,
         registered_by=ds.registered_by,
-        fields=[
-            FieldPublic(
-                position=f.position,
-                name=f.name,
-                level=Level(f.level),
-                pi=f.pi,
-                sensitive_pi=f.sensitive_pi,
-                non_empty=f.non_empty,
-                detections={k: CategoryHitPublic(**v) for k, v in f.detections.items()},
-                reason=f.reason,
-            )
-            for f in ds.fields
-        ],
+        fields=[FieldPublic.model_validate(f) for f in ds.fields],
     )
 
 
-def _load(session: Session, dataset_id: str) -> Dataset:
-    ds = session.get(Dataset, dataset_id, options=[selectinload(Dataset.fields)])
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
-    return ds
-
-
 def get_dataset(session: Session, dataset_id: str, *, viewer: Caller) -> DatasetPublic:
-    ds = _load(session, dataset_id)
+    ds = load_dataset(session, dataset_id, fields=True)
     return to_public(ds, digests=sees_digests(viewer, ds))
 
 
@@ -447,7 +440,7 @@ def preview(session: Session, dataset_id: str, *, rows: int = 20) -> PreviewPubl
     """Synthetic rows generated from the stored shape profile; no real value is read."""
     if not 1 <= rows <= 200:
         raise InvalidInput("rows must be 1-200")
-    ds = _load(session, dataset_id)
+    ds = load_dataset(session, dataset_id, fields=True)
     profile = ShapeProfile.from_dict(ds.profile)
     scan = ScanResult.from_dict(ds.scan)
     seed = uuid.UUID(ds.id).int & 0xFFFFFFFF
@@ -464,7 +457,7 @@ def iter_plaintext(ctx: CatalogContext, session: Session, dataset_id: str) -> It
     Authenticity is checked per chunk (the STREAM construction), so a truncated or
     altered object fails with `crypto.InvalidCiphertext` before it ends.
     """
-    ds = _load(session, dataset_id)
+    ds = load_dataset(session, dataset_id, fields=True)
     ref = f"dataset:{ds.id}"
     key = ctx.keystore.data_key(session, ds.data_key_id, object_ref=ref)
     with ctx.objects.open(ds.id) as f:

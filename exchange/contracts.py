@@ -26,7 +26,6 @@ from exchange.paging import Slice, Window, keyset
 from exchange.resources import (
     contract_for,
     contract_in_force,
-    contract_policy_view,
     sees_everything,
 )
 from exchange.timestamps import Timestamp
@@ -37,7 +36,6 @@ __all__ = [
     "ContractPublic",
     "ContractStatus",
     "contract_for",
-    "contract_policy_view",
     "get_contract",
     "list_contracts",
     "propose_contract",

@@ -33,7 +33,7 @@ from exchange.errors import (
 )
 from exchange.scan import mask_column_name, value_like_cells
 
-__all__ = ["CsvStream", "iter_batches"]
+__all__ = ["CsvStream", "end_queue", "iter_batches", "put_until"]
 
 DEFAULT_BLOCK_SIZE = 4 << 20
 _HEADER_CHUNK = 64 << 10
@@ -54,6 +54,30 @@ _STARVED_S = 0.25
 # Only numbers are taken from pyarrow's messages; the rest of them may quote data.
 _ARROW_ROW = re.compile(r"Row #(\d+)")
 _ARROW_COLUMN = re.compile(r"column #(\d+)")
+
+
+def put_until(chunks: queue.Queue[bytes], data: bytes, stop: threading.Event) -> bool:
+    """Put `data` on a bounded queue, waiting while it is full; False once `stop` is set."""
+    while not stop.is_set():
+        try:
+            chunks.put(data, timeout=_PUMP_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def end_queue(chunks: queue.Queue[bytes]) -> None:
+    """Drop what is queued (unblocking a waiting producer) and queue the end of the stream."""
+    while True:
+        try:
+            chunks.get_nowait()
+        except queue.Empty:
+            break
+    try:
+        chunks.put_nowait(b"")
+    except queue.Full:
+        pass
 
 
 class _Pump:
@@ -105,12 +129,7 @@ class _Pump:
             self._put(b"")
 
     def _put(self, data: bytes) -> None:
-        while not self._stop.is_set():
-            try:
-                self._chunks.put(data, timeout=_PUMP_POLL_S)
-                return
-            except queue.Full:
-                continue
+        put_until(self._chunks, data, self._stop)
 
     def readable(self) -> bool:
         return True
@@ -197,15 +216,7 @@ class _Pump:
         self._stop.set()
         with self._flow:
             self._flow.notify_all()
-        while True:
-            try:
-                self._chunks.get_nowait()
-            except queue.Empty:
-                break
-        try:
-            self._chunks.put_nowait(b"")
-        except queue.Full:
-            pass
+        end_queue(self._chunks)
 
 
 _OPEN_PUMPS: weakref.WeakSet[_Pump] = weakref.WeakSet()

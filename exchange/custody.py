@@ -49,13 +49,18 @@ import crypto
 from audit.catalogue import Event
 from crypto.errors import KeyDestroyed
 from exchange.accounts import Caller, OrgKind, Role
-from exchange.catalog import CatalogContext, Registration, SessionFactory, object_aad, to_public
+from exchange.catalog import (
+    NAME_TAKEN,
+    CatalogContext,
+    Registration,
+    SessionFactory,
+    object_aad,
+)
 from exchange.errors import (
     DuplicateDatasetName,
     ExchangeError,
     Forbidden,
     InvalidInput,
-    InvalidMetadata,
 )
 from exchange.ingest import Ingest
 from exchange.jobs import open_sealed, seal
@@ -131,6 +136,8 @@ class NodeCreate(BaseModel):
 
 
 class NodePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from a ProviderNodeRecord
+
     org_id: str
     kind: str
     url: str | None
@@ -334,14 +341,9 @@ def _record_node(
 
 
 def _public(record: ProviderNodeRecord, ledger_index: int | None = None) -> NodePublic:
-    return NodePublic(
-        org_id=record.org_id,
-        kind=record.kind,
-        url=record.url,
-        registered_by=record.registered_by,
-        registered_at=record.registered_at,
-        ledger_index=ledger_index,
-    )
+    node = NodePublic.model_validate(record)
+    node.ledger_index = ledger_index
+    return node
 
 
 def list_nodes(session: Session, caller: Caller, *, window: Window) -> Slice[NodePublic]:
@@ -392,19 +394,15 @@ class NodeRegistration(Registration):
 
     def complete(self, session_factory: SessionFactory) -> DatasetPublic:
         """Grade, upload the rows to the node, then commit the catalogue entry and its trail."""
-        if self.meta is None:
-            raise InvalidMetadata("the metadata part is missing")
-        if self._ingest is None or self._spool is None:
-            raise InvalidInput("the file part is missing or empty", field="file")
-        content = self._ingest.finish()
-        meta = self.meta
+        meta, ingest, spool = self._parts()  # the sink is the spool
+        content = ingest.finish()
         self._check_grading(meta, content.scan)
-        self._spool.flush()
-        self._spool.seek(0)
+        spool.flush()
+        spool.seek(0)
         rows = b"".join(
-            crypto.decrypt_stream(self._data_key.key, self._spool, aad=object_aad(self.dataset_id))
+            crypto.decrypt_stream(self._data_key.key, spool, aad=object_aad(self.dataset_id))
         ).decode("utf-8")
-        self._spool.close()
+        spool.close()
         mock = _mock_csv(
             list(content.columns),
             synthesize(
@@ -448,35 +446,14 @@ class NodeRegistration(Registration):
                         uploaded_at=self._now,
                     )
                 )
-                receipt = self._ctx.trail.record(
-                    session,
-                    self._caller.subject(),
-                    audit.AuditEvent(
-                        Event.DATASET_REGISTERED,
-                        "register",
-                        audit.Result.SUCCESS,
-                        object_id=dataset.id,
-                        data_level=dataset.level,
-                        detail=f"custody=node rows={content.rows} "
-                        f"sha256={content.digests['sha256']}",
-                    ),
-                    object_type="dataset",
-                    payload_digest=f"sha256:{content.digests['sha256']}",
-                    now=self._now,
-                )
-                session.flush()
-                public = to_public(dataset).model_copy(
-                    update={"ledger_index": receipt.ledger_index}
-                )
+                public = self._registered(session, dataset, content, custody="custody=node ")
         except BaseException as exc:
             try:
                 node.remove(asset_ref)
             except SandboxError:
                 pass
             if isinstance(exc, IntegrityError):
-                raise DuplicateDatasetName(
-                    "this provider already has a dataset with this name"
-                ) from None
+                raise DuplicateDatasetName(NAME_TAKEN) from None
             raise
         return public
 

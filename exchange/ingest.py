@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import crypto
-from exchange.csvstream import iter_batches
+from exchange.csvstream import end_queue, iter_batches, put_until
 from exchange.errors import ExchangeError, UploadTooLarge
 from exchange.scan import ScanResult, SensitivityScanner
 from exchange.synth import ShapeProfile, ShapeProfiler
 
 _EOF = b""
 _QUEUE_CHUNKS = 8
-_PUT_POLL_S = 0.1
 
 
 def configure_arrow_memory() -> None:
@@ -123,17 +122,9 @@ class Ingest:
             self._error = exc
         finally:
             self._done.set()
-            # Unblock a producer waiting on a full queue: nobody reads any more.
-            while True:
-                try:
-                    self._chunks.get_nowait()
-                except queue.Empty:
-                    break
-            # The CSV reader may still wait on its source thread: end that stream too.
-            try:
-                self._chunks.put_nowait(_EOF)
-            except queue.Full:
-                pass
+            # Unblock a producer waiting on a full queue: nobody reads any more. The CSV
+            # reader may still wait on its source thread: end that stream too.
+            end_queue(self._chunks)
 
     def _raise_worker_error(self) -> None:
         err = self._error
@@ -144,12 +135,8 @@ class Ingest:
         raise RuntimeError("CSV scan failed") from err
 
     def _put(self, chunk: bytes) -> None:
-        while not self._done.is_set():
-            try:
-                self._chunks.put(chunk, timeout=_PUT_POLL_S)
-                return
-            except queue.Full:
-                continue
+        if put_until(self._chunks, chunk, self._done):
+            return
         # The worker stopped early (a CSV error at row 5 of a 1 GB upload): fail now.
         self._raise_worker_error()
         if not self._finished:

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 import audit
 from exchange.accounts import Caller, Role
-from exchange.errors import Forbidden, InvalidInput, NotFound
-from exchange.models import Dataset, DatasetJoinKey
+from exchange.errors import Forbidden, InvalidInput
+from exchange.models import DatasetJoinKey, load_dataset
 from exchange.trail import Trail
 from sandbox.identifiers import IdKind
 
@@ -71,9 +71,7 @@ def declare_join_keys(
     trail: Trail,
 ) -> JoinKeys:
     """Replace the dataset's joinable columns (its provider only; columns must exist)."""
-    ds = session.get(Dataset, dataset_id)
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
+    ds = load_dataset(session, dataset_id)
     caller.require(Role.DATA_PROVIDER)
     if ds.owner_org != caller.org_id:
         raise Forbidden("only the dataset's provider declares its join keys")

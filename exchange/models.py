@@ -18,9 +18,17 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 from audit.models import NAMING_CONVENTION, UtcDateTime
+from exchange.errors import NotFound
 
 
 class ExchangeBase(DeclarativeBase):
@@ -175,6 +183,15 @@ class DatasetField(ExchangeBase):
     reason: Mapped[str | None] = mapped_column(String(500))
 
     dataset: Mapped[Dataset] = relationship(back_populates="fields")
+
+
+def load_dataset(session: Session, dataset_id: str, *, fields: bool = False) -> Dataset:
+    """The dataset (with its fields loaded at once if `fields`), or NotFound."""
+    options = [selectinload(Dataset.fields)] if fields else []
+    ds = session.get(Dataset, dataset_id, options=options)
+    if ds is None:
+        raise NotFound("no such dataset", dataset_id=dataset_id)
+    return ds
 
 
 class TokenFamily(ExchangeBase):

@@ -28,7 +28,7 @@ from exchange.errors import (
 )
 from exchange.models import ExchangeBase, Person
 from exchange.paging import Slice, Window, keyset
-from exchange.trail import Receipt, Trail
+from exchange.trail import Trail
 
 CHALLENGE_TTL = timedelta(minutes=2)  # the options' timeout (120 s)
 REGISTER = "register"
@@ -258,8 +258,7 @@ def finish_registration(
             session.add(row)
     except IntegrityError:
         raise Conflict("this passkey is already registered") from None
-    receipt = _record(session, trail, subject, Event.PERSON_PASSKEY_ADDED, "create", row, now)
-    return _info(row, receipt.ledger_index)
+    return _record(session, trail, subject, Event.PERSON_PASSKEY_ADDED, "create", row, now)
 
 
 def begin_authentication(
@@ -325,8 +324,7 @@ def check_assertion(
         raise AuthenticationFailed("invalid person credentials") from None
     row.last_used_at = now
     subject = audit.Subject(person.id, person.org_id, None, None, None)
-    receipt = _record(session, trail, subject, Event.PERSON_PASSKEY_USED, "authenticate", row, now)
-    return _info(row, receipt.ledger_index)
+    return _record(session, trail, subject, Event.PERSON_PASSKEY_USED, "authenticate", row, now)
 
 
 def remove_passkey(
@@ -349,8 +347,9 @@ def remove_passkey(
         raise NotFound("no such passkey", passkey_id=passkey_id)
     session.delete(row)
     session.flush()
-    receipt = _record(session, trail, subject, Event.PERSON_PASSKEY_REMOVED, "delete", row, now)
-    return receipt.ledger_index
+    return _record(
+        session, trail, subject, Event.PERSON_PASSKEY_REMOVED, "delete", row, now
+    ).ledger_index
 
 
 def _record(
@@ -361,11 +360,13 @@ def _record(
     action: str,
     row: PersonPasskey,
     now: datetime,
-) -> Receipt:
-    return trail.record(
+) -> PasskeyInfo:
+    """The change's audit record and ledger entry; the passkey as answered, with the index."""
+    receipt = trail.record(
         session,
         subject,
         audit.AuditEvent(event_type, action, audit.Result.SUCCESS, object_id=row.id),
         object_type="passkey",
         now=now,
     )
+    return _info(row, receipt.ledger_index)

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session, selectinload
 from crypto.models import DestroyRequestRecord
 from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
-from exchange.market.agreements import agreement_for, agreement_policy_view
+from exchange.market.agreements import agreement_for
 from exchange.market.models import Agreement, Negotiation, Offer, Product
-from exchange.models import Client, Computation, Contract, Dataset, Organisation
+from exchange.models import Client, Computation, Contract, Dataset, Organisation, load_dataset
 
 __all__ = [
     "RequestInput",
@@ -32,7 +32,6 @@ __all__ = [
     "computation_resource",
     "contract_for",
     "contract_in_force",
-    "contract_policy_view",
     "contract_resource",
     "covering_view",
     "dataset_resource",
@@ -42,7 +41,6 @@ __all__ = [
     "negotiation_resource",
     "policy_resource",
     "product_resource",
-    "request_resources",
     "sees_computation",
     "sees_dataset_digests",
     "sees_everything",
@@ -91,9 +89,7 @@ def dataset_resource(ds: Dataset) -> dict[str, Any]:
 
 def policy_resource(session: Session, dataset_id: str) -> dict[str, Any]:
     """The dataset as the policy sees it (policies/README.md, "Decision input")."""
-    ds = session.get(Dataset, dataset_id)
-    if ds is None:
-        raise NotFound("no such dataset", dataset_id=dataset_id)
+    ds = load_dataset(session, dataset_id)
     return dataset_resource(ds)
 
 
@@ -111,18 +107,28 @@ def contract_in_force(contract: Contract, now: datetime) -> bool:
     )
 
 
-def contract_policy_view(contract: Contract) -> dict[str, Any]:
-    """The contract as the policy sees it (`resource.contract`; times in epoch seconds)."""
+def covering_view(covering: Contract | Agreement) -> dict[str, Any]:
+    """The policy's `resource.contract` for an agreement or a deprecated contract.
+
+    Times in epoch seconds; a contract's `agreement_id` stands as its DUA reference.
+    """
+    extra: dict[str, Any]
+    if isinstance(covering, Agreement):
+        status, dua = covering.state, covering.dua_reference
+        extra = {"legal_basis": covering.legal_basis}
+    else:
+        status, dua, extra = covering.status, covering.agreement_id, {}
     return {
-        "id": contract.id,
-        "status": contract.status,
-        "consumer_org": contract.consumer_org,
-        "provider_org": contract.provider_org,
-        "datasets": list(contract.datasets),
-        "purpose": contract.purpose,
-        "dua_reference": contract.agreement_id,
-        "not_before": int(_aware(contract.not_before).timestamp()),
-        "not_after": int(_aware(contract.not_after).timestamp()),
+        "id": covering.id,
+        "status": status,
+        "consumer_org": covering.consumer_org,
+        "provider_org": covering.provider_org,
+        "datasets": list(covering.datasets),
+        "purpose": covering.purpose,
+        "dua_reference": dua,
+        **extra,
+        "not_before": int(_aware(covering.not_before).timestamp()),
+        "not_after": int(_aware(covering.not_after).timestamp()),
     }
 
 
@@ -196,13 +202,6 @@ class RequestInput:
     resource: dict[str, Any]
 
 
-def covering_view(covering: Contract | Agreement) -> dict[str, Any]:
-    """The policy's `resource.contract` for an agreement or a deprecated contract."""
-    if isinstance(covering, Agreement):
-        return agreement_policy_view(covering)
-    return contract_policy_view(covering)
-
-
 def load_request_inputs(
     session: Session,
     caller: Caller,
@@ -219,9 +218,7 @@ def load_request_inputs(
     """
     out = []
     for dataset_id in dict.fromkeys(inputs):
-        ds = session.get(Dataset, dataset_id, options=[selectinload(Dataset.fields)])
-        if ds is None:
-            raise NotFound("no such dataset", dataset_id=dataset_id)
+        ds = load_dataset(session, dataset_id, fields=True)
         resource = dataset_resource(ds)
         covering = agreement_for(
             session,
@@ -235,22 +232,6 @@ def load_request_inputs(
             resource["contract"] = covering_view(covering)
         out.append(RequestInput(ds, covering, resource))
     return out
-
-
-def request_resources(
-    session: Session,
-    caller: Caller,
-    *,
-    inputs: Sequence[str],
-    purpose: str,
-    contract_id: str | None,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """One policy `resource` per input dataset, each with the contract that covers it."""
-    loaded = load_request_inputs(
-        session, caller, inputs=inputs, purpose=purpose, contract_id=contract_id, now=now
-    )
-    return [i.resource for i in loaded]
 
 
 def approval_resources(

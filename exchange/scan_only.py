@@ -14,13 +14,17 @@ import os
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import func, select
 
 from exchange.accounts import Caller, Role
-from exchange.catalog import MAX_METADATA_BYTES, SessionFactory, _field_counts
+from exchange.catalog import (
+    MAX_METADATA_BYTES,
+    NAME_TAKEN,
+    SessionFactory,
+    _field_counts,
+    name_taken,
+)
 from exchange.errors import ExchangeError
 from exchange.ingest import Ingest, IngestResult
-from exchange.models import Dataset
 from exchange.schemas import DatasetCreate
 
 __all__ = ["ScanFinding", "ScanOnly", "ScanReport"]
@@ -105,18 +109,8 @@ class ScanOnly:
                 where = ".".join(str(p) for p in e["loc"]) or None
                 self._add("invalid-metadata", f"invalid metadata: {e['msg']}", field=where)
             return
-        with session_factory() as session:
-            taken = session.scalar(
-                select(func.count())
-                .select_from(Dataset)
-                .where(Dataset.owner_org == self._caller.org_id, Dataset.name == meta.name)
-            )
-        if taken:
-            self._add(
-                "dataset-name-taken",
-                "this provider already has a dataset with this name",
-                field="name",
-            )
+        if name_taken(session_factory, self._caller.org_id, meta.name):
+            self._add("dataset-name-taken", NAME_TAKEN, field="name")
         self.meta = meta
 
     def write(self, data: bytes) -> None:

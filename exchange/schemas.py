@@ -97,6 +97,8 @@ class CategoryHitPublic(BaseModel):
 
 
 class FieldPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from a DatasetField
+
     position: int
     name: str
     level: Level

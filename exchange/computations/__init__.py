@@ -69,7 +69,7 @@ from exchange.computations.schemas import (
     to_public,
 )
 from exchange.computations.state import PLATFORM_PARTY, TERMINAL, State
-from exchange.resources import approval_resources, request_resources
+from exchange.resources import approval_resources
 from policies import Obligations
 from sandbox.operators import OPERATORS, FlParams, StatsParams
 
@@ -104,7 +104,6 @@ __all__ = [
     "recover",
     "release_obligations",
     "request_computation",
-    "request_resources",
     "review_output",
     "run_job",
     "to_public",

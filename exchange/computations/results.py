@@ -82,18 +82,33 @@ def _open_result(ctx: ComputeContext, session: Session, comp: Computation) -> di
     return out
 
 
+def _require_reader(
+    caller: Caller, comp: Computation, allowed: bool, refusal: str, role: Role, state: State,
+    state_text: str,
+) -> None:  # fmt: skip
+    """Only `allowed` callers, holding `role`, read the output once it is in `state`.
+
+    Others who see the computation are refused; the rest are told it does not exist.
+    """
+    if not allowed:
+        if sees_computation(caller, comp):
+            raise Forbidden(refusal)
+        raise NotFound("no such computation", computation_id=comp.id)
+    caller.require(role)
+    if comp.state != state:
+        raise Conflict(f"the computation is {comp.state}, not {state_text}", state=comp.state)
+
+
 def get_result(ctx: ComputeContext, caller: Caller, computation_id: str) -> ComputationResult:
     """The released output, for the result party only; every fetch is a recorded delivery."""
     now = ctx.clock()
     with ctx.sessions() as session, session.begin():
         comp = load(session, computation_id, lock=True)
-        if caller.org_id != comp.requester_org:
-            if sees_computation(caller, comp):
-                raise Forbidden("only the requesting organisation receives the result")
-            raise NotFound("no such computation", computation_id=computation_id)
-        caller.require(Role.DATA_CONSUMER)
-        if comp.state != State.RELEASED:
-            raise Conflict(f"the computation is {comp.state}, not released", state=comp.state)
+        _require_reader(
+            caller, comp, caller.org_id == comp.requester_org,
+            "only the requesting organisation receives the result",
+            Role.DATA_CONSUMER, State.RELEASED, "released",
+        )  # fmt: skip
         if comp.result_sealed is None:
             raise NotFound("the result is past its retention and was destroyed")
         output = _open_result(ctx, session, comp)
@@ -123,13 +138,11 @@ def review_output(ctx: ComputeContext, caller: Caller, computation_id: str) -> d
     """The gated output held for review, shown to the inputs' providers (not a release)."""
     with ctx.sessions() as session:
         comp = load(session, computation_id)
-        if not any(i.provider_org == caller.org_id for i in comp.inputs):
-            if sees_computation(caller, comp):
-                raise Forbidden("only the inputs' providers review the output")
-            raise NotFound("no such computation", computation_id=computation_id)
-        caller.require(Role.DATA_PROVIDER)
-        if comp.state != State.REVIEW:
-            raise Conflict(f"the computation is {comp.state}, not in review", state=comp.state)
+        _require_reader(
+            caller, comp, any(i.provider_org == caller.org_id for i in comp.inputs),
+            "only the inputs' providers review the output",
+            Role.DATA_PROVIDER, State.REVIEW, "in review",
+        )  # fmt: skip
         return _open_result(ctx, session, comp)
 
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import UnaryExpression
 
 import audit
 from exchange.accounts import Caller
 from exchange.trail import Receipt, Trail
 from ledger import canonical_json
 
-__all__ = ["aware", "digest_of", "record", "z"]
+__all__ = ["Indexed", "aware", "digest_of", "offset_page", "record", "z"]
+
+
+R = TypeVar("R")
 
 
 def aware(value: datetime) -> datetime:
@@ -32,6 +37,12 @@ def digest_of(document: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
 
 
+class Indexed(Protocol):
+    """A market row that keeps the ledger index of the entry that created or changed it."""
+
+    ledger_index: int | None
+
+
 def record(
     session: Session,
     trail: Trail,
@@ -45,10 +56,16 @@ def record(
     detail: str | None = None,
     purpose: str | None = None,
     digest: str | None = None,
+    row: Indexed | None = None,
 ) -> Receipt:
-    """One market transition: its audit record and ledger entry, in the caller's transaction."""
+    """One market transition: its audit record and ledger entry, in the caller's transaction.
+
+    With `row`, the row is flushed first and keeps the entry's ledger index.
+    """
     subject = caller if isinstance(caller, audit.Subject) else caller.subject()
-    return trail.record(
+    if row is not None:
+        session.flush()
+    receipt = trail.record(
         session,
         subject,
         audit.AuditEvent(
@@ -63,3 +80,19 @@ def record(
         now=now,
         payload_digest=digest,
     )
+    if row is not None:
+        row.ledger_index = receipt.ledger_index
+    return receipt
+
+
+def offset_page(
+    session: Session,
+    stmt: Select[tuple[R]],
+    order: tuple[InstrumentedAttribute[Any] | UnaryExpression[Any], ...],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[R], int]:
+    """One page of the query's rows in `order` (`limit` from `offset`) and its total."""
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    return list(session.scalars(stmt.order_by(*order).limit(limit).offset(offset))), total

@@ -17,13 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
 from exchange.errors import NotFound
-from exchange.market._common import aware, record, z
+from exchange.market._common import aware, offset_page, record, z
 from exchange.market.errors import AgreementExhausted, OutsideAgreement
 from exchange.market.models import Agreement, MeterRecord
 from exchange.market.odrl import PriceModel, round_fen, yuan
@@ -34,7 +34,6 @@ __all__ = [
     "AgreementPublic",
     "Metered",
     "agreement_for",
-    "agreement_policy_view",
     "agreement_public",
     "get_agreement",
     "in_force",
@@ -104,22 +103,6 @@ def agreement_public(agreement: Agreement, *, now: datetime) -> AgreementPublic:
         created_at=z(agreement.created_at) or "",
         ledger_index=agreement.ledger_index,
     )
-
-
-def agreement_policy_view(agreement: Agreement) -> dict[str, Any]:
-    """The agreement as the policy sees it (`resource.contract`; times in epoch seconds)."""
-    return {
-        "id": agreement.id,
-        "status": agreement.state,
-        "consumer_org": agreement.consumer_org,
-        "provider_org": agreement.provider_org,
-        "datasets": list(agreement.datasets),
-        "purpose": agreement.purpose,
-        "dua_reference": agreement.dua_reference,
-        "legal_basis": agreement.legal_basis,
-        "not_before": int(aware(agreement.not_before).timestamp()),
-        "not_after": int(aware(agreement.not_after).timestamp()),
-    }
 
 
 def _rank(
@@ -243,21 +226,19 @@ def meter_computation(
         statement_id=None,
     )
     session.add(meter)
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_METERED, "meter",
+    index = record(
+        session, trail, caller, Event.MARKET_METERED, "meter", row=meter,
         object_type="meter", object_id=meter.id, now=now, purpose=purpose,
         detail=f"agreement={agreement.id} computation={computation_id} rows={rows} "
         f"epsilon={epsilon} amount={yuan(amount)}",
-    )  # fmt: skip
-    meter.ledger_index = receipt.ledger_index
+    ).ledger_index  # fmt: skip
     return Metered(
         agreement_id=agreement.id,
         meter_id=meter.id,
         rows=rows,
         epsilon=epsilon,
         amount=yuan(amount),
-        ledger_index=receipt.ledger_index,
+        ledger_index=index,
     )
 
 
@@ -307,8 +288,6 @@ def list_agreements(
         stmt = stmt.where(
             or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
         )
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(Agreement.created_at.desc(), Agreement.id).limit(limit).offset(offset)
-    )
+    order = (Agreement.created_at.desc(), Agreement.id)
+    rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [agreement_public(a, now=now) for a in rows], total

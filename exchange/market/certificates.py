@@ -91,15 +91,13 @@ def issue_certificate(
         created_at=now,
     )  # fmt: skip
     session.add(row)
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_CERTIFICATE_ISSUED, "certify",
+    index = record(
+        session, trail, caller, Event.MARKET_CERTIFICATE_ISSUED, "certify", row=row,
         object_type="certificate", object_id=cert_id, now=now, digest=digest,
         detail=f"product={product.id} datasets={len(datasets)}",
-    )  # fmt: skip
-    row.ledger_index = receipt.ledger_index
+    ).ledger_index  # fmt: skip
     return {"certificate": body, "digest": digest, "signature": row.signature,
-            "signer": signer, "ledger_index": receipt.ledger_index}  # fmt: skip
+            "signer": signer, "ledger_index": index}  # fmt: skip
 
 
 def certificate_bundle(

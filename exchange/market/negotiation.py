@@ -13,19 +13,21 @@ Every transition is an audit record and a ledger entry in the transaction that m
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.jobs import DEFAULT_EPSILON_BUDGET
-from exchange.market._common import digest_of, record, z
+from exchange.market._common import digest_of, offset_page, record, z
 from exchange.market.agreements import FINALIZED, agreement_public
 from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.market.odrl import Delivery, Terms, odrl_policy
@@ -280,50 +282,72 @@ def _load(session: Session, caller: Caller, negotiation_id: str) -> tuple[Negoti
     return n, side
 
 
-def _expect(
-    n: Negotiation, side: str, want_side: str, *states: NegotiationState, doing: str
-) -> None:
-    if side != want_side:
-        raise Forbidden(f"the {want_side} {doing}, not the {side}")
-    if n.state not in states:
+@dataclass(frozen=True)
+class _Move:
+    """One of the parties' moves: who makes it, from which state, to which, and its name."""
+
+    side: str
+    expect: NegotiationState
+    state: NegotiationState
+    action: str
+    doing: str
+
+
+_OFFER = _Move("provider", NegotiationState.REQUESTED, NegotiationState.OFFERED, "offer", "offers")
+_COUNTER = _Move(
+    "consumer", NegotiationState.OFFERED, NegotiationState.REQUESTED, "counter",
+    "counters an offer",
+)  # fmt: skip
+_ACCEPT = _Move(
+    "consumer", NegotiationState.OFFERED, NegotiationState.ACCEPTED, "accept", "accepts"
+)
+_AGREE = _Move("provider", NegotiationState.ACCEPTED, NegotiationState.AGREED, "agree", "agrees")
+_VERIFY = _Move(
+    "consumer", NegotiationState.AGREED, NegotiationState.VERIFIED, "verify", "verifies"
+)
+_FINALIZE = _Move(
+    "provider", NegotiationState.VERIFIED, NegotiationState.FINALIZED, "finalize", "finalizes"
+)
+
+
+def _step(session: Session, caller: Caller, negotiation_id: str, move: _Move) -> Negotiation:
+    """The negotiation, locked, once the caller is on the move's side and it is in its state."""
+    n, side = _load(session, caller, negotiation_id)
+    if side != move.side:
+        raise Forbidden(f"the {move.side} {move.doing}, not the {side}")
+    if n.state != move.expect:
         raise Conflict(
-            f"the negotiation is {n.state}; {doing} needs " + " or ".join(s.value for s in states),
+            f"the negotiation is {n.state}; {move.doing} needs {move.expect.value}",
             negotiation_state=n.state,
         )
+    return n
 
 
-def counter_offer(
-    session: Session, caller: Caller, negotiation_id: str, terms: Terms, *, now: datetime,
-    trail: Trail,
+def _moved(
+    session: Session, trail: Trail, caller: Caller, n: Negotiation, move: _Move, now: datetime
+) -> NegotiationPublic:
+    """The negotiation after the move (recorded in this transaction)."""
+    return _public(n, _transition(session, trail, caller, n, move.state, move.action, now))
+
+
+def _counter(
+    session: Session, caller: Caller, negotiation_id: str, terms: Terms, move: _Move, *,
+    now: datetime, trail: Trail,
 ) -> NegotiationPublic:  # fmt: skip
-    """The provider offers (or counter-offers) terms (DSP ContractOfferMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "provider", NegotiationState.REQUESTED, doing="offers")
+    """New terms, checked against the offer and the requirements."""
+    n = _step(session, caller, negotiation_id, move)
     product = session.get(Product, n.product_id)
     offer = session.get(Offer, n.offer_id)
     assert product is not None and offer is not None
     _check_requirements(session, product, offer.terms, terms, n.requirements)
     n.terms = terms.model_dump(mode="json")
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.OFFERED, "offer", now)
-    )
+    return _moved(session, trail, caller, n, move, now)
 
 
-def counter_request(
-    session: Session, caller: Caller, negotiation_id: str, terms: Terms, *, now: datetime,
-    trail: Trail,
-) -> NegotiationPublic:  # fmt: skip
-    """The consumer answers an offer with a counter-offer (DSP ContractRequestMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "consumer", NegotiationState.OFFERED, doing="counters an offer")
-    product = session.get(Product, n.product_id)
-    offer = session.get(Offer, n.offer_id)
-    assert product is not None and offer is not None
-    _check_requirements(session, product, offer.terms, terms, n.requirements)
-    n.terms = terms.model_dump(mode="json")
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.REQUESTED, "counter", now)
-    )
+# The provider offers (or counter-offers) terms (DSP ContractOfferMessage); the consumer
+# answers an offer with a counter-offer (DSP ContractRequestMessage).
+counter_offer = partial(_counter, move=_OFFER)
+counter_request = partial(_counter, move=_COUNTER)
 
 
 def _draft(session: Session, n: Negotiation, now: datetime) -> dict[str, Any]:
@@ -358,51 +382,39 @@ def accept(
     session: Session, caller: Caller, negotiation_id: str, *, now: datetime, trail: Trail
 ) -> NegotiationPublic:
     """The consumer accepts the provider's offer; the agreement document is fixed."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "consumer", NegotiationState.OFFERED, doing="accepts")
+    n = _step(session, caller, negotiation_id, _ACCEPT)
     n.draft = _draft(session, n, now)
     n.draft_digest = digest_of(n.draft)
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.ACCEPTED, "accept", now)
-    )
+    return _moved(session, trail, caller, n, _ACCEPT, now)
 
 
-def _sign(session: Session, n: Negotiation, org_id: str, body: SignIn) -> dict[str, Any]:
+def _sign(
+    session: Session, caller: Caller, negotiation_id: str, body: SignIn, move: _Move, *,
+    now: datetime, trail: Trail,
+) -> NegotiationPublic:  # fmt: skip
+    """The move's side signs the fixed agreement document's digest with a key it registered."""
+    n = _step(session, caller, negotiation_id, move)
     assert n.draft_digest is not None
     require_verified(session, n.consumer_org, n.provider_org)
-    return check_signature(session, org_id, body.key_id, n.draft_digest.encode(), body.signature)
-
-
-def agree(
-    session: Session, caller: Caller, negotiation_id: str, body: SignIn, *, now: datetime,
-    trail: Trail,
-) -> NegotiationPublic:  # fmt: skip
-    """The provider signs the accepted agreement (DSP ContractAgreementMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "provider", NegotiationState.ACCEPTED, doing="agrees")
-    n.signatures = {**n.signatures, "provider": _sign(session, n, n.provider_org, body)}
-    return _public(n, _transition(session, trail, caller, n, NegotiationState.AGREED, "agree", now))
-
-
-def verify(
-    session: Session, caller: Caller, negotiation_id: str, body: SignIn, *, now: datetime,
-    trail: Trail,
-) -> NegotiationPublic:  # fmt: skip
-    """The consumer signs the same document (DSP ContractAgreementVerificationMessage)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "consumer", NegotiationState.AGREED, doing="verifies")
-    n.signatures = {**n.signatures, "consumer": _sign(session, n, n.consumer_org, body)}
-    return _public(
-        n, _transition(session, trail, caller, n, NegotiationState.VERIFIED, "verify", now)
+    org_id = n.provider_org if move.side == "provider" else n.consumer_org
+    signature = check_signature(
+        session, org_id, body.key_id, n.draft_digest.encode(), body.signature
     )
+    n.signatures = {**n.signatures, move.side: signature}
+    return _moved(session, trail, caller, n, move, now)
+
+
+# The provider signs the accepted agreement (DSP ContractAgreementMessage); the consumer
+# signs the same document (DSP ContractAgreementVerificationMessage).
+agree = partial(_sign, move=_AGREE)
+verify = partial(_sign, move=_VERIFY)
 
 
 def finalize(
     session: Session, caller: Caller, negotiation_id: str, *, now: datetime, trail: Trail
 ) -> NegotiationPublic:
     """The provider finalizes: the agreement is recorded and in force (DSP FINALIZED)."""
-    n, side = _load(session, caller, negotiation_id)
-    _expect(n, side, "provider", NegotiationState.VERIFIED, doing="finalizes")
+    n = _step(session, caller, negotiation_id, _FINALIZE)
     require_verified(session, n.consumer_org, n.provider_org)
     assert n.draft is not None and n.draft_digest is not None
     if set(n.signatures) != {"consumer", "provider"}:
@@ -439,7 +451,7 @@ def finalize(
     session.add(agreement)
     n.agreement_id = agreement.id
     session.flush()
-    index = _transition(session, trail, caller, n, NegotiationState.FINALIZED, "finalize", now,
+    index = _transition(session, trail, caller, n, _FINALIZE.state, _FINALIZE.action, now,
                         f"agreement={agreement.id}")  # fmt: skip
     agreement.ledger_index = index
     agreement_public(agreement, now=now)  # validates the stored agreement
@@ -478,8 +490,6 @@ def list_negotiations(
                 Negotiation.consumer_org == caller.org_id, Negotiation.provider_org == caller.org_id
             )
         )
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(Negotiation.created_at.desc(), Negotiation.id).limit(limit).offset(offset)
-    )
+    order = (Negotiation.created_at.desc(), Negotiation.id)
+    rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [_public(n) for n in rows], total

@@ -128,13 +128,11 @@ def verify_party(
         session.add(party)
     else:
         party.credit_code, party.verified_by, party.verified_at = code, caller.client_id, now
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_PARTY_VERIFIED, "verify",
+    index = record(
+        session, trail, caller, Event.MARKET_PARTY_VERIFIED, "verify", row=party,
         object_type="party", object_id=org.id, now=now, detail=f"credit_code={code}",
-    )  # fmt: skip
-    party.ledger_index = receipt.ledger_index
-    return _public(session, org, receipt.ledger_index)
+    ).ledger_index  # fmt: skip
+    return _public(session, org, index)
 
 
 def register_key(

@@ -15,14 +15,14 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.levels import Level
-from exchange.market._common import record, z
+from exchange.market._common import offset_page, record, z
 from exchange.market.models import Offer, Product, ProductOperator
 from exchange.market.odrl import Delivery, Terms, odrl_policy, yuan
 from exchange.market.search import index_product, index_tokens
@@ -237,14 +237,12 @@ def create_product(
     offers = [_add_offer(session, product, terms, now) for terms in body.offers]
     for op in sorted({o for t in body.offers for o in t.operators}):
         session.add(ProductOperator(product_id=product.id, operator=op))
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_PRODUCT_CREATED, "create",
+    index = record(
+        session, trail, caller, Event.MARKET_PRODUCT_CREATED, "create", row=product,
         object_type="product", object_id=product.id, now=now,
         detail=f"datasets={len(wanted)} offers={len(offers)} grade={product.grade}",
-    )  # fmt: skip
-    product.ledger_index = receipt.ledger_index
-    return product_public(product, offers, ledger_index=receipt.ledger_index)
+    ).ledger_index  # fmt: skip
+    return product_public(product, offers, ledger_index=index)
 
 
 def list_product(
@@ -303,10 +301,6 @@ def list_own_products(
 ) -> tuple[list[ProductPublic], int]:
     """The caller's organisation's own products, drafts included, newest first."""
     stmt = select(Product).where(Product.provider_org == caller.org_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = list(
-        session.scalars(
-            stmt.order_by(Product.created_at.desc(), Product.id).limit(limit).offset(offset)
-        )
-    )
+    order = (Product.created_at.desc(), Product.id)
+    rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [product_public(p, _offers(session, p.id)) for p in rows], total

@@ -24,11 +24,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
 from exchange.errors import Forbidden, InvalidInput, NotFound
-from exchange.market._common import aware, digest_of, record, z
+from exchange.market._common import aware, digest_of, offset_page, record, z
 from exchange.market.models import Agreement, Dispute, MeterRecord, Statement
 from exchange.market.odrl import PriceModel, fen, round_fen, yuan
 from exchange.trail import Trail
@@ -112,13 +113,11 @@ def _issue(
         digest=digest, signature=base64.b64encode(signature).decode(), created_at=now,
     )  # fmt: skip
     session.add(st)
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_STATEMENT_ISSUED, "settle",
+    record(
+        session, trail, caller, Event.MARKET_STATEMENT_ISSUED, "settle", row=st,
         object_type="statement", object_id=statement_id, now=now, digest=digest,
         detail=f"kind={kind} org={org_id} total={body.get('total') or body.get('gross')}",
     )  # fmt: skip
-    st.ledger_index = receipt.ledger_index
     return st
 
 
@@ -210,35 +209,38 @@ def settle(
             {"agreement_id": a.id, "provider_org": a.provider_org, "statement_id": st.id,
              "gross_fen": gross}
         )  # fmt: skip
+
+    def summary(
+        kind: str, party: str, org_id: str, lines: list[dict[str, Any]], totals: dict[str, str]
+    ) -> Statement:
+        """A party's statement over its agreement statements of the period."""
+        return _issue(
+            session, trail, caller, sign,
+            {party: org_id, "period_start": z(start), "period_end": z(end), "currency": "CNY",
+             "lines": [{"line": i + 1, **line} for i, line in enumerate(lines)], **totals},
+            settlement_id=settlement_id, kind=kind, org_id=org_id, agreement_id=None,
+            start=start, end=end, now=now,
+        )  # fmt: skip
+
     for org_id, plines in sorted(provider_lines.items()):
         gross = sum(p["gross_fen"] for p in plines)
         fee = sum(p["fee_fen"] for p in plines)
-        issued.append(_issue(
-            session, trail, caller, sign,
-            {"provider_org": org_id, "period_start": z(start), "period_end": z(end),
-             "currency": "CNY",
-             "lines": [{"line": i + 1, "agreement_id": p["agreement_id"],
-                        "requester_org": p["requester_org"], "statement_id": p["statement_id"],
-                        "gross": yuan(p["gross_fen"]), "fee": yuan(p["fee_fen"]),
-                        "net": yuan(p["gross_fen"] - p["fee_fen"])}
-                       for i, p in enumerate(plines)],
-             "gross": yuan(gross), "fee": yuan(fee), "net": yuan(gross - fee)},
-            settlement_id=settlement_id, kind="provider", org_id=org_id, agreement_id=None,
-            start=start, end=end, now=now,
+        issued.append(summary(
+            "provider", "provider_org", org_id,
+            [{"agreement_id": p["agreement_id"], "requester_org": p["requester_org"],
+              "statement_id": p["statement_id"], "gross": yuan(p["gross_fen"]),
+              "fee": yuan(p["fee_fen"]), "net": yuan(p["gross_fen"] - p["fee_fen"])}
+             for p in plines],
+            {"gross": yuan(gross), "fee": yuan(fee), "net": yuan(gross - fee)},
         ))  # fmt: skip
     for org_id, clines in sorted(consumer_lines.items()):
         total = sum(c["gross_fen"] for c in clines)
-        issued.append(_issue(
-            session, trail, caller, sign,
-            {"requester_org": org_id, "period_start": z(start), "period_end": z(end),
-             "currency": "CNY",
-             "lines": [{"line": i + 1, "agreement_id": c["agreement_id"],
-                        "provider_org": c["provider_org"], "statement_id": c["statement_id"],
-                        "amount": yuan(c["gross_fen"])}
-                       for i, c in enumerate(clines)],
-             "total": yuan(total)},
-            settlement_id=settlement_id, kind="requester", org_id=org_id, agreement_id=None,
-            start=start, end=end, now=now,
+        issued.append(summary(
+            "requester", "requester_org", org_id,
+            [{"agreement_id": c["agreement_id"], "provider_org": c["provider_org"],
+              "statement_id": c["statement_id"], "amount": yuan(c["gross_fen"])}
+             for c in clines],
+            {"total": yuan(total)},
         ))  # fmt: skip
     return {
         "settlement_id": settlement_id,
@@ -267,6 +269,14 @@ def get_statement(
     return statement_public(st)
 
 
+def _party_to_statement(org_id: str) -> ColumnElement[bool]:
+    """A statement issued to the organisation or on an agreement it is party to."""
+    mine = select(Agreement.id).where(
+        or_(Agreement.consumer_org == org_id, Agreement.provider_org == org_id)
+    )
+    return or_(Statement.org_id == org_id, Statement.agreement_id.in_(mine))
+
+
 def list_statements(
     session: Session, caller: Caller, *, sees_all: bool, settlement_id: str | None,
     limit: int, offset: int,
@@ -275,14 +285,9 @@ def list_statements(
     if settlement_id:
         stmt = stmt.where(Statement.settlement_id == settlement_id)
     if not sees_all:
-        mine = select(Agreement.id).where(
-            or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
-        )
-        stmt = stmt.where(or_(Statement.org_id == caller.org_id, Statement.agreement_id.in_(mine)))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.order_by(Statement.created_at, Statement.id).limit(limit).offset(offset)
-    )
+        stmt = stmt.where(_party_to_statement(caller.org_id))
+    order = (Statement.created_at, Statement.id)
+    rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [statement_public(s) for s in rows], total
 
 
@@ -292,10 +297,7 @@ def list_disputes(
     """Disputes on statements the caller is party to (all for overseers), newest first."""
     stmt = select(Dispute, Statement).join(Statement, Statement.id == Dispute.statement_id)
     if not sees_all:
-        mine = select(Agreement.id).where(
-            or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
-        )
-        stmt = stmt.where(or_(Statement.org_id == caller.org_id, Statement.agreement_id.in_(mine)))
+        stmt = stmt.where(_party_to_statement(caller.org_id))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(
         stmt.order_by(Dispute.created_at.desc(), Dispute.id).limit(limit).offset(offset)
@@ -331,13 +333,11 @@ def open_dispute(
         opened_by=caller.client_id, reason=body.reason, state="open", created_at=now,
     )  # fmt: skip
     session.add(dispute)
-    session.flush()
-    receipt = record(
-        session, trail, caller, Event.MARKET_DISPUTE_OPENED, "dispute",
+    index = record(
+        session, trail, caller, Event.MARKET_DISPUTE_OPENED, "dispute", row=dispute,
         object_type="dispute", object_id=dispute.id, now=now,
         detail=f"statement={st.id} line={body.line}",
-    )  # fmt: skip
-    dispute.ledger_index = receipt.ledger_index
+    ).ledger_index  # fmt: skip
     return {
         "id": dispute.id,
         "statement_id": st.id,
@@ -347,5 +347,5 @@ def open_dispute(
         "opened_by_org": caller.org_id,
         "reason": body.reason,
         "created_at": z(now),
-        "ledger_index": receipt.ledger_index,
+        "ledger_index": index,
     }
