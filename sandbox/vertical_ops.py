@@ -123,6 +123,7 @@ class HeteroJob:
         min_rows: int = 1,
         party: PartyJob | None = None,
         relay: Relay | None = None,
+        clip_rows: bool = True,
     ) -> None:
         if len(providers) != len(params.keys):
             raise InvalidParameters("one key column per input")
@@ -147,6 +148,8 @@ class HeteroJob:
         self.record: Callable[[str, str, bytes], None] | None = None
         """Called with (to, step, bytes) for every relayed message and every party's output."""
         self.rows = 0
+        self.clip_rows = clip_rows
+        """Platform-key path: clip rows for DP (under a requester key the binding decides)."""
         self._bound: dict[str, Any] = {}
 
     def train(self) -> tuple[list[np.ndarray[Any, Any]], int]:
@@ -162,7 +165,8 @@ class HeteroJob:
         """Run every party's side; each party's final output (guest first) and the rows."""
         self.sandbox.check()
         salt = os.urandom(32)
-        job: dict[str, Any] = {"hetero": self.params.as_job(), "job_id": self.job_id}
+        job: dict[str, Any] = {"hetero": self.params.as_job(), "job_id": self.job_id,
+                               "clip_rows": self.clip_rows}  # fmt: skip
         starts: list[tuple[dict[str, Any], dict[str, bytes]]] = [({}, {})] * len(self.providers)
         if self.party is not None:
             # Every call carries the approved binding: a provider's node checks each one.

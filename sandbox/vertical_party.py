@@ -10,8 +10,8 @@ every host holds and sends each host the stream positions of those rows (the pla
 sees how many; under a requester-held job key the positions and the guest's public key
 travel sealed for each host, `sandbox.vertical_keys`). Then the rounds of
 `sandbox.hetero_lr` (masked residuals and gradients under the guest's key). Each party
-standardises its own aligned features and clips its part of a row to norm 1/√parties, so
-every joint row has norm ≤ 1 (the DP bound of `sandbox.vertical_dp`). At the end each
+standardises its own aligned features and, under DP, clips its part of a row to norm
+1/√parties, so every joint row has norm ≤ 1 (the DP bound of `sandbox.vertical_dp`). At the end each
 party returns its own weights, which the platform assembles and releases through the gate
 (DP noise there); under a requester-held job key each party instead returns its block
 noised and encrypted to the requester.
@@ -104,8 +104,14 @@ def _load(ctx: OperatorContext, position: int) -> tuple[HeteroParams, list[bytes
     return params, msgs, rows
 
 
-def _features(rows: list[list[str]], count: int, parties: int) -> np.ndarray[Any, Any]:
-    """Standardised on the aligned rows, each party's part of a row clipped to 1/√parties."""
+def _features(
+    rows: list[list[str]], count: int, parties: int, clip: bool = True
+) -> np.ndarray[Any, Any]:
+    """Standardised on the aligned rows, each party's part of a row clipped to 1/√parties.
+
+    The clip bounds the DP sensitivity (`sandbox.vertical_dp`); without DP (`clip` False)
+    the rows are only standardised, as centralised logistic regression would take them.
+    """
     try:
         x = np.asarray([[float(v) for v in r[:count]] for r in rows], dtype=float)
     except ValueError:
@@ -114,10 +120,23 @@ def _features(rows: list[list[str]], count: int, parties: int) -> np.ndarray[Any
         return x.reshape(len(rows), count)
     sd = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    if not clip:
+        standardised: np.ndarray[Any, Any] = x
+        return standardised
     limit = 1.0 / math.sqrt(parties)
     norms = np.linalg.norm(x, axis=1) / limit
     out: np.ndarray[Any, Any] = x / np.maximum(norms, 1.0)[:, None]
     return out
+
+
+def _clip(ctx: OperatorContext) -> bool:
+    """Whether rows are clipped for DP (the approved binding's DP under a requester key).
+
+    Under the platform's key the platform says (`clip_rows`, default on).
+    """
+    if "party" in ctx.state:
+        return bool(ctx.state["party"]["binding"].get("dp"))
+    return bool(ctx.state.get("clip_rows", True))
 
 
 # -- guest ---------------------------------------------------------------------------------
@@ -131,7 +150,8 @@ def _guest_start(ctx: OperatorContext) -> bytes:
         for _ in range(hosts)
     ]
     requests = [b"".join(m.elements for m in r.requests()) for r in receivers]
-    ctx.state.update(role="guest", params=params, rows=rows, receivers=receivers)
+    ctx.state.update(role="guest", params=params, rows=rows, receivers=receivers,
+                     clip_rows=bool(ctx.params.get("clip_rows", True)))  # fmt: skip
     return _frame({}, *requests)
 
 
@@ -156,7 +176,7 @@ def _guest_align(ctx: OperatorContext) -> bytes:
     order = [common[int(i)] for i in np.argsort(keys, kind="stable")]
     rows = [ctx.state["rows"][g] for g in order]
     feats = len(params.features[0])
-    x = _features(rows, feats, len(params.keys))
+    x = _features(rows, feats, len(params.keys), _clip(ctx))
     try:
         y = np.asarray([int(r[feats]) for r in rows])
     except ValueError:
@@ -214,7 +234,8 @@ def _host_start(ctx: OperatorContext) -> bytes:
     request = PsiMessage("psi.r.blinded", 0, ctx.blobs.get("request", b""), final=True)
     doubles = b"".join(m.elements for m in sender.respond(request))
     own = b"".join(m.elements for m in sender.own())
-    ctx.state.update(role="host", params=params, rows=rows, sender=sender, position=position)
+    ctx.state.update(role="host", params=params, rows=rows, sender=sender, position=position,
+                     clip_rows=bool(ctx.params.get("clip_rows", True)))  # fmt: skip
     return _frame({}, doubles, own)
 
 
@@ -228,7 +249,7 @@ def _host_align(ctx: OperatorContext) -> bytes:
     else:
         positions, n, setup = ctx.params["positions"], ctx.params["n"], ctx.blobs.get("setup")
     rows = [ctx.state["rows"][i] for i in ctx.state["sender"].rows_at(positions)]
-    x = _features(rows, len(params.features[position]), len(params.keys))
+    x = _features(rows, len(params.features[position]), len(params.keys), _clip(ctx))
     public = paillier.public_key_from_n(int(n))
     host = Host(x, params.config(public.n.bit_length()), public)
     if setup:

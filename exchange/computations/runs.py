@@ -368,6 +368,7 @@ def _execute(
             job_id=computation_id,
             key_bits=ctx.paillier_bits,
             min_rows=joins.min_intersection(ob),
+            clip_rows=ob.dp_epsilon is not None,  # the DP bound; without DP, as centralised
         )
         return hetero.run(gate, joins.join_release_obligations(ob))
     job: StatsJob | FlJob
