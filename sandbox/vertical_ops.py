@@ -67,9 +67,12 @@ HETERO_SECURITY: dict[str, Any] = {
         "host providers": "inside their sandboxes: which of their rows are aligned, their own "
         "gradients; ciphertexts under the guest's key otherwise",
         "coordinator": "group elements, the aligned row count, ciphertexts, masked integers, "
-        "and each party's final weights before the release gate's noise",
+        "and each party's final weights before the release gate's noise (under a "
+        "requester-held job key: only the noisy weights' ciphertexts under that key, and "
+        "the alignment sealed)",
         "requester": "the assembled weights (standardised feature units), with DP noise when "
-        "the policy requires it; never a row, a label, the alignment or a per-round metric",
+        "the policy requires it; never a row, a label, the alignment or a per-round metric "
+        "(under a requester-held job key its SDK decrypts them)",
     },
     "under_requester_key": "each party adds the Gaussian output perturbation to its own "
     "block of weights in its sandbox and encrypts it under the requester's key: the "
