@@ -348,3 +348,29 @@ def test_hetero_lr_under_a_requester_key_through_the_server_matches_the_platform
         assert repr(float(w))[:9] not in held
     plain_text = json.dumps(plain)
     assert all(repr(float(w))[:9] in plain_text for w in _opened_flat(plain, net["inputs"]))
+
+
+def test_hetero_lr_with_a_host_on_an_embedded_node_under_a_requester_key(
+    capi: TestClient, creds: dict[str, Any], platform: Platform, job_key: JobKey
+) -> None:
+    """The host's side runs on its node, which checks every call against the approved key."""
+    guest_csv, host_csv, _ = vertical_csvs(63)
+    net: dict[str, Any] = join_network(capi, creds, join_data(63), declare=False)
+    r = capi.put("/v1/nodes/me", headers=net["bank"], json={"kind": "embedded"})
+    assert r.status_code == 200, r.text
+    guest = register_pi(capi, net["tel"], guest_csv, "churn labels")["id"]
+    held = register_pi(capi, net["bank"], host_csv, "features (node)", path="/v1/nodes/datasets")
+    assert held["custody"] == "node"
+    host = held["id"]
+    for who, ds in (("tel", guest), ("bank", host)):
+        active_contract(capi, net["ent"], net[who], net[f"{who}_org"], [ds], PURPOSE)
+        declare_key(capi, net[who], ds, "tel")
+    net["inputs"] = [guest, host]
+    run = _run(capi, net, job_key)
+    assert run["done"]["inputs"][1]["custody"] == "node"
+    opened = job_key.decrypt(run["result"])
+    assert set(opened["weights"]) == {guest, host} and opened["dp_epsilon"] == 0.6
+    with platform.session() as s:
+        row = s.get(Computation, run["done"]["id"])
+        assert row is not None and row.secret_sealed is None and row.secret_key_id is None
+    assert _key_events(platform, run["done"]["id"]) == []
