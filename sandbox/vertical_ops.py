@@ -6,6 +6,13 @@ features and the alignment stay in the parties' sandboxes (`sandbox.vertical_par
 The assembled weights are released through the gate: ε charged to every input's budget
 first, then output perturbation (`sandbox.vertical_dp`), then the cohort check on the
 aligned row count (the minimum intersection).
+
+Under a requester-held job key (`party`, `sandbox.party_stats.PartyJob`) every call
+carries the binding each provider approved (its node checks it on every call), the
+guest's alignment travels sealed for each host, and each party returns its own block of
+weights noised and encrypted under the requester's key (`sandbox.vertical_keys`): the
+platform relays, charges the budget and stores the ciphertexts (`encrypted_model`),
+which only the requester's SDK opens (`pdx_client.jobkeys.JobKey.decrypt`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -23,6 +30,13 @@ from sandbox._registry import ProviderInput
 from sandbox.coordinator import SECURITY_MODEL
 from sandbox.errors import IntersectionTooSmall, InvalidParameters
 from sandbox.isolation import Sandbox
+from sandbox.party_stats import (
+    ENCRYPTED_FORMAT,
+    PartyJob,
+    collect_mask_keys,
+    mask_blobs,
+    mask_public,
+)
 from sandbox.release import (
     Candidate,
     Measure,
@@ -32,11 +46,12 @@ from sandbox.release import (
     ReleaseObligations,
     unique,
 )
-from sandbox.vertical_dp import perturb_weights
+from sandbox.vertical_dp import gaussian_sigma, perturb_weights
+from sandbox.vertical_keys import SCALE_BITS
 from sandbox.vertical_params import HeteroParams
 from sandbox.vertical_party import _unframe
 
-__all__ = ["HETERO_SECURITY", "HeteroJob", "HeteroModel"]
+__all__ = ["HETERO_SECURITY", "HeteroJob", "HeteroModel", "encrypted_model", "model_obligations"]
 
 OPERATOR = "fl.hetero_logreg"
 MODEL_DELTA = 1e-6
@@ -52,11 +67,34 @@ HETERO_SECURITY: dict[str, Any] = {
         "host providers": "inside their sandboxes: which of their rows are aligned, their own "
         "gradients; ciphertexts under the guest's key otherwise",
         "coordinator": "group elements, the aligned row count, ciphertexts, masked integers, "
-        "and each party's final weights before the release gate's noise",
+        "and each party's final weights before the release gate's noise (under a "
+        "requester-held job key: only the noisy weights' ciphertexts under that key, and "
+        "the alignment sealed)",
         "requester": "the assembled weights (standardised feature units), with DP noise when "
-        "the policy requires it; never a row, a label, the alignment or a per-round metric",
+        "the policy requires it; never a row, a label, the alignment or a per-round metric "
+        "(under a requester-held job key its SDK decrypts them)",
     },
+    "under_requester_key": "each party adds the Gaussian output perturbation to its own "
+    "block of weights in its sandbox and encrypts it under the requester's key: the "
+    "coordinator relays and stores ciphertexts only and never sees a weight; the guest's "
+    "alignment message (host row positions, its public key) is sealed for each host under "
+    "the two parties' X25519 agreement (docs/privacy.md)",
 }
+
+Relay = tuple[
+    Callable[[ProviderInput], bytes],
+    Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
+]
+"""(a party's mask public key, its seeds when the platform is its node), as for joins."""
+
+
+def model_obligations(obligations: ReleaseObligations) -> ReleaseObligations:
+    """The Gaussian output perturbation needs δ > 0: (ε, `MODEL_DELTA`) where none is named."""
+    if obligations.dp_epsilon is not None and obligations.dp_delta <= 0:
+        return replace(obligations, dp_delta=MODEL_DELTA, dp_mechanism="gaussian")
+    if obligations.dp_epsilon is not None:
+        return replace(obligations, dp_mechanism="gaussian")
+    return obligations
 
 
 @dataclass(frozen=True)
@@ -86,6 +124,9 @@ class HeteroJob:
         job_id: str,
         key_bits: int = 2048,
         min_rows: int = 1,
+        party: PartyJob | None = None,
+        relay: Relay | None = None,
+        clip_rows: bool = True,
     ) -> None:
         if len(providers) != len(params.keys):
             raise InvalidParameters("one key column per input")
@@ -99,37 +140,92 @@ class HeteroJob:
         self.min_rows = min_rows
         self.relayed: list[tuple[str, str, int]] = []
         self.round_seconds: list[float] = []
+        self.party = party
+        """The requester-held key's public facts: the weights leave encrypted under it."""
+        self.relay = relay or (
+            lambda p: mask_public(job_id, p.dataset_id),
+            lambda p, pp: mask_blobs(job_id, p.dataset_id, pp),
+        )
+        """(a party's mask public key, its seeds when the platform is its node): by default
+        every input is the platform's own (as in the sandbox tests)."""
+        self.record: Callable[[str, str, bytes], None] | None = None
+        """Called with (to, step, bytes) for every relayed message and every party's output."""
+        self.rows = 0
+        self.clip_rows = clip_rows
+        """Platform-key path: clip rows for DP (under a requester key the binding decides)."""
+        self._bound: dict[str, Any] = {}
 
     def train(self) -> tuple[list[np.ndarray[Any, Any]], int]:
         """Every party's final weights (guest last entry: intercept) and the aligned rows."""
+        if self.party is not None:
+            raise InvalidParameters("under a requester-held key the weights leave encrypted")
+        outputs, rows = self.exchange()
+        g = json.loads(outputs[0])
+        weights = [json.loads(o)["weights"] for o in outputs[1:]]
+        return [np.asarray(g["weights"]), *(np.asarray(w) for w in weights)], rows
+
+    def exchange(self) -> tuple[list[bytes], int]:
+        """Run every party's side; each party's final output (guest first) and the rows."""
         self.sandbox.check()
         salt = os.urandom(32)
-        job = {"job": self.params.as_job(), "job_id": self.job_id}
+        job: dict[str, Any] = {"hetero": self.params.as_job(), "job_id": self.job_id,
+                               "clip_rows": self.clip_rows}  # fmt: skip
+        starts: list[tuple[dict[str, Any], dict[str, bytes]]] = [({}, {})] * len(self.providers)
+        if self.party is not None:
+            # Every call carries the approved binding: a provider's node checks each one.
+            self._bound = {"job": self.party.public.params(), "party": self.party.binding()}
+            starts = self._agreement()
         sessions = [self.sandbox.open_session(OPERATOR, [p.path]) for p in self.providers]
         try:
-            return self._run(sessions, salt, job)
+            return self._run(sessions, salt, job, starts)
         finally:
             for s in sessions:
                 s.close()
 
-    def _call(self, session: Any, to: str, step: str, blobs: dict[str, bytes], **p: Any) -> bytes:
-        for name, data in blobs.items():
-            if name != "salt":
-                self.relayed.append((to, step, len(data)))
-        out: bytes = session.call({"step": step, **p}, blobs).unwrap()
+    def _agreement(self) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+        """Each party's start parameters and seeds: the relayed (signed) X25519 keys."""
+        assert self.party is not None
+        fetch, local_blobs = self.relay
+        keys = collect_mask_keys(self.providers, fetch)
+        peers = [{**k, "index": i} for i, k in enumerate(keys)]
+        out = []
+        for i, p in enumerate(self.providers):
+            pp = {**self.party.binding(), "index": i, "peers": peers}
+            out.append(({"party": pp}, local_blobs(p, pp)))
         return out
 
-    def _run(self, s: list[Any], salt: bytes, job: dict[str, Any]) -> tuple[list[Any], int]:
+    def _call(self, session: Any, to: str, step: str, blobs: dict[str, bytes], **p: Any) -> bytes:
+        for name, data in blobs.items():
+            if name not in ("salt", "mask_seeds"):
+                self.relayed.append((to, step, len(data)))
+                if self.record is not None:
+                    self.record(to, step, data)
+        out: bytes = session.call({"step": step, **self._bound, **p}, blobs).unwrap()
+        if step.endswith(".finish") and self.record is not None:
+            self.record("platform", step, out)
+        return out
+
+    def _run(
+        self,
+        s: list[Any],
+        salt: bytes,
+        job: dict[str, Any],
+        starts: list[tuple[dict[str, Any], dict[str, bytes]]],
+    ) -> tuple[list[bytes], int]:
         guest, hosts = s[0], s[1:]
         last = len(hosts) - 1
-        _, requests = _unframe(self._call(guest, "guest", "guest.start", {"salt": salt}, **job))
+        g0, gb = starts[0]
+        _, requests = _unframe(
+            self._call(guest, "guest", "guest.start", {"salt": salt, **gb}, **job, **g0)
+        )
         replies = {}
         for i, h in enumerate(hosts):
-            blobs = {"salt": salt, "request": requests[i]}
+            h0, hb = starts[i + 1]
+            blobs = {"salt": salt, "request": requests[i], **hb}
             replies[f"host{i}"] = self._call(
-                h, f"host{i}", "host.start", blobs, position=i + 1, **job
+                h, f"host{i}", "host.start", blobs, position=i + 1, **job, **h0
             )
-        head, (setup,) = _unframe(
+        head, parts = _unframe(
             self._call(
                 guest,
                 "guest",
@@ -139,12 +235,22 @@ class HeteroJob:
                 min_rows=self.min_rows,
             )
         )
-        for i, h in enumerate(hosts):
-            blobs = {"setup": setup} if i == last else {}
-            self._call(
-                h, f"host{i}", "host.align", blobs, positions=head["positions"][i], n=head["n"]
-            )
-        rows = len(head["positions"][0])
+        if head.get("sealed"):  # one sealed alignment per host (requester-held key)
+            if len(parts) != len(hosts):
+                raise InvalidParameters("the guest's alignment does not match the hosts")
+            for i, h in enumerate(hosts):
+                self._call(h, f"host{i}", "host.align", {"sealed": parts[i]})
+            rows = int(head["rows"])
+        else:
+            (setup,) = parts
+            for i, h in enumerate(hosts):
+                blobs = {"setup": setup} if i == last else {}
+                self._call(
+                    h, f"host{i}", "host.align", blobs, positions=head["positions"][i],
+                    n=head["n"],
+                )  # fmt: skip
+            rows = len(head["positions"][0])
+        self.rows = rows
         for _ in range(self.params.iterations):
             started = time.perf_counter()
             msg = self._call(guest, "guest", "guest.round", {})
@@ -160,12 +266,8 @@ class HeteroJob:
                 reply = self._call(guest, "guest", "guest.unmask", {"request": req})
                 self._call(h, f"host{i}", "host.apply", {"reply": reply})
             self.round_seconds.append(time.perf_counter() - started)
-        weights = [
-            json.loads(self._call(h, f"host{i}", "host.finish", {}))["weights"]
-            for i, h in enumerate(hosts)
-        ]
-        g = json.loads(self._call(guest, "guest", "guest.finish", {}))
-        return [np.asarray(g["weights"]), *(np.asarray(w) for w in weights)], rows
+        outputs = [self._call(h, f"host{i}", "host.finish", {}) for i, h in enumerate(hosts)]
+        return [self._call(guest, "guest", "guest.finish", {}), *outputs], rows
 
     def release(
         self,
@@ -177,9 +279,8 @@ class HeteroJob:
         """Charge, noise, check the cohort (the minimum intersection), release."""
         flat = np.concatenate([weights[0][:-1], *weights[1:], weights[0][-1:]])
         datasets = unique(p.dataset_id for p in self.providers)
-        if obligations.dp_epsilon is not None and obligations.dp_delta <= 0:
-            # The Gaussian mechanism needs δ > 0: charged as (ε, δ) to every input.
-            obligations = replace(obligations, dp_delta=MODEL_DELTA, dp_mechanism="gaussian")
+        # The Gaussian mechanism needs δ > 0: charged as (ε, δ) to every input.
+        obligations = model_obligations(obligations)
         spent = gate.charge(datasets, obligations, self.job_id)
         if obligations.dp_epsilon is not None:
             flat = perturb_weights(
@@ -221,3 +322,80 @@ class HeteroJob:
     def run(self, gate: ReleaseGate, obligations: ReleaseObligations) -> Release[HeteroModel]:
         weights, rows = self.train()
         return self.release(weights, rows, gate, obligations)
+
+    def run_under_party_key(
+        self, gate: ReleaseGate, obligations: ReleaseObligations
+    ) -> Release[dict[str, Any]]:
+        """Requester-held key: charge every input's budget, train, hand back the ciphertexts.
+
+        The minimum intersection is checked on the exact aligned rows in the guest's
+        sandbox (against the approved binding); the noise is each party's, added to its own
+        block before encryption; provider review, when required, holds the ciphertexts.
+        """
+        if self.party is None:
+            raise InvalidParameters("no requester-held key for this job")
+        obligations = model_obligations(obligations)
+        datasets = unique(p.dataset_id for p in self.providers)
+        spent = gate.charge(datasets, obligations, self.job_id)  # before anything runs
+        outputs, _rows = self.exchange()  # the exact count stays unreleased
+        return Release(
+            self.job_id,
+            OPERATOR,
+            encrypted_model(self, outputs),
+            obligations,
+            unique(p.provider_id for p in self.providers),
+            epsilon_spent=spent,
+            security_model={**SECURITY_MODEL.as_dict(), "vertical": HETERO_SECURITY},
+        )
+
+
+def encrypted_model(job: HeteroJob, outputs: Sequence[bytes]) -> dict[str, Any]:
+    """The result document `pdx_client.jobkeys.JobKey.decrypt` opens: each block's ciphertexts.
+
+    Order as the platform-key path's flat vector: the guest's features, each host's, then
+    the intercept (the guest's last weight).
+    """
+    party = job.party
+    assert party is not None
+    n2 = party.n * party.n
+    blocks: list[list[str]] = []
+    for i, out in enumerate(outputs):
+        try:
+            doc = json.loads(out)
+            cts = [str(c) for c in doc["ciphertexts"]]
+            ok = int(doc["scale_bits"]) == SCALE_BITS and all(0 < int(c, 16) < n2 for c in cts)
+        except (ValueError, TypeError, KeyError):
+            ok, cts = False, []
+        want = len(job.params.features[i]) + (1 if i == 0 else 0)
+        if not ok or len(cts) != want:
+            raise InvalidParameters("a party's encrypted weights do not match the model")
+        blocks.append(cts)
+    flat = [*blocks[0][:-1], *(c for b in blocks[1:] for c in b), blocks[0][-1]]
+    dp = party.dp
+    noise = None
+    if dp is not None:
+        sigma = gaussian_sigma(job.params.C, float(dp["epsilon"]), float(dp["delta"]))
+        noise = {"mechanism": "gaussian", "sigma": sigma, "added_by": "each party, own block"}
+    return {
+        "format": ENCRYPTED_FORMAT,
+        "scheme": "paillier",
+        "key_fingerprint": party.fingerprint,
+        "operator": OPERATOR,
+        "model": {
+            "inputs": [
+                {"dataset_id": p.dataset_id, "features": list(f)}
+                for p, f in zip(job.providers, job.params.features, strict=True)
+            ],
+            "intercept": True,
+            "scale_bits": SCALE_BITS,
+        },
+        "iterations": job.params.iterations,
+        "min_cohort": party.min_cohort,
+        "providers": party.providers,
+        "dp": dp,
+        "noise": noise,
+        "packing": None,
+        "length": len(flat),
+        "addends": 1,
+        "ciphertexts": flat,
+    }

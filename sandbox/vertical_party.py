@@ -7,11 +7,14 @@ session; the platform relays opaque messages between the sessions (`sandbox.vert
 Alignment: ECDH-PSI with the guest as receiver of each host (`sandbox.psi`, members
 revealed to the guest's sandbox only); the guest draws one random order of the rows
 every host holds and sends each host the stream positions of those rows (the platform
-sees how many). Then the rounds of `sandbox.hetero_lr` (masked residuals and gradients
-under the guest's key). Each party standardises its own aligned features and clips its
-part of a row to norm 1/√parties, so every joint row has norm ≤ 1 (the DP bound of
-`sandbox.vertical_dp`). At the end each party returns its own weights, which the
-platform assembles and releases through the gate (DP noise there).
+sees how many; under a requester-held job key the positions and the guest's public key
+travel sealed for each host, `sandbox.vertical_keys`). Then the rounds of
+`sandbox.hetero_lr` (masked residuals and gradients under the guest's key). Each party
+standardises its own aligned features and, under DP, clips its part of a row to norm
+1/√parties, so every joint row has norm ≤ 1 (the DP bound of `sandbox.vertical_dp`). At the end each
+party returns its own weights, which the platform assembles and releases through the gate
+(DP noise there); under a requester-held job key each party instead returns its block
+noised and encrypted to the requester.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sandbox.identifiers import JobDomain, normalise
 from sandbox.isolation import OperatorContext
 from sandbox.psi import EcEngine, PsiMessage, PsiReceiver, PsiSender
 from sandbox.stats import _rows
+from sandbox.vertical_keys import encrypt_weights, open_alignment, party_state, seal_alignment
 from sandbox.vertical_params import HeteroParams
 
 __all__ = ["lr_bytes", "lr_from", "party"]
@@ -80,7 +84,8 @@ def _unframe(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
 
 
 def _load(ctx: OperatorContext, position: int) -> tuple[HeteroParams, list[bytes], list[list[str]]]:
-    params = HeteroParams.model_validate(ctx.params["job"])
+    params = HeteroParams.model_validate(ctx.params["hetero"])
+    party_state(ctx)  # a requester-held key: its binding, n and the agreement seeds
     domain = JobDomain(str(ctx.params["job_id"]), ctx.blobs.get("salt", b""))
     ctx.state["group"] = PsiGroup(domain.dst)
     msgs: list[bytes] = []
@@ -99,8 +104,14 @@ def _load(ctx: OperatorContext, position: int) -> tuple[HeteroParams, list[bytes
     return params, msgs, rows
 
 
-def _features(rows: list[list[str]], count: int, parties: int) -> np.ndarray[Any, Any]:
-    """Standardised on the aligned rows, each party's part of a row clipped to 1/√parties."""
+def _features(
+    rows: list[list[str]], count: int, parties: int, clip: bool = True
+) -> np.ndarray[Any, Any]:
+    """Standardised on the aligned rows, each party's part of a row clipped to 1/√parties.
+
+    The clip bounds the DP sensitivity (`sandbox.vertical_dp`); without DP (`clip` False)
+    the rows are only standardised, as centralised logistic regression would take them.
+    """
     try:
         x = np.asarray([[float(v) for v in r[:count]] for r in rows], dtype=float)
     except ValueError:
@@ -109,10 +120,23 @@ def _features(rows: list[list[str]], count: int, parties: int) -> np.ndarray[Any
         return x.reshape(len(rows), count)
     sd = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    if not clip:
+        standardised: np.ndarray[Any, Any] = x
+        return standardised
     limit = 1.0 / math.sqrt(parties)
     norms = np.linalg.norm(x, axis=1) / limit
     out: np.ndarray[Any, Any] = x / np.maximum(norms, 1.0)[:, None]
     return out
+
+
+def _clip(ctx: OperatorContext) -> bool:
+    """Whether rows are clipped for DP (the approved binding's DP under a requester key).
+
+    Under the platform's key the platform says (`clip_rows`, default on).
+    """
+    if "party" in ctx.state:
+        return bool(ctx.state["party"]["binding"].get("dp"))
+    return bool(ctx.state.get("clip_rows", True))
 
 
 # -- guest ---------------------------------------------------------------------------------
@@ -126,7 +150,8 @@ def _guest_start(ctx: OperatorContext) -> bytes:
         for _ in range(hosts)
     ]
     requests = [b"".join(m.elements for m in r.requests()) for r in receivers]
-    ctx.state.update(role="guest", params=params, rows=rows, receivers=receivers)
+    ctx.state.update(role="guest", params=params, rows=rows, receivers=receivers,
+                     clip_rows=bool(ctx.params.get("clip_rows", True)))  # fmt: skip
     return _frame({}, *requests)
 
 
@@ -140,6 +165,8 @@ def _guest_align(ctx: OperatorContext) -> bytes:
         maps.append(dict(r.aligned()))
     common = sorted(set.intersection(*(set(m) for m in maps)))
     minimum = int(ctx.params.get("min_rows", 1))
+    if "party" in ctx.state:  # the minimum the provider approved, whatever the relay says
+        minimum = max(minimum, int(ctx.state["party"]["binding"]["min_cohort"]))
     if len(common) < minimum:
         raise IntersectionTooSmall(
             "the aligned rows are fewer than the minimum intersection",
@@ -149,7 +176,7 @@ def _guest_align(ctx: OperatorContext) -> bytes:
     order = [common[int(i)] for i in np.argsort(keys, kind="stable")]
     rows = [ctx.state["rows"][g] for g in order]
     feats = len(params.features[0])
-    x = _features(rows, feats, len(params.keys))
+    x = _features(rows, feats, len(params.keys), _clip(ctx))
     try:
         y = np.asarray([int(r[feats]) for r in rows])
     except ValueError:
@@ -159,6 +186,14 @@ def _guest_align(ctx: OperatorContext) -> bytes:
     ctx.state.update(guest=guest, receivers=None, rows=None)
     positions = [[m[g] for g in order] for m in maps]
     setup = lr_bytes(guest.setup())
+    if "party" in ctx.state:  # each host's alignment sealed for its sandbox alone
+        last = len(maps) - 1
+        sealed = [
+            seal_alignment(ctx, i + 1, {"positions": p, "n": str(int(guest.public.n))},
+                           setup if i == last else b"")
+            for i, p in enumerate(positions)
+        ]  # fmt: skip
+        return _frame({"rows": len(order), "sealed": True}, *sealed)
     head = {"positions": positions, "n": str(int(guest.public.n))}
     return _frame(head, setup)
 
@@ -180,6 +215,10 @@ def _guest_unmask(ctx: OperatorContext) -> bytes:
 
 def _guest_finish(ctx: OperatorContext) -> bytes:
     guest: Guest = ctx.state["guest"]
+    if "party" in ctx.state:  # noised and encrypted to the requester: nothing else leaves
+        sealed = encrypt_weights(ctx, guest.w, ctx.state["params"].C)
+        ctx.state.clear()
+        return sealed
     out = {"weights": [float(w) for w in guest.w], "rows": len(guest.y)}
     ctx.state.clear()
     return json.dumps(out).encode()
@@ -195,19 +234,26 @@ def _host_start(ctx: OperatorContext) -> bytes:
     request = PsiMessage("psi.r.blinded", 0, ctx.blobs.get("request", b""), final=True)
     doubles = b"".join(m.elements for m in sender.respond(request))
     own = b"".join(m.elements for m in sender.own())
-    ctx.state.update(role="host", params=params, rows=rows, sender=sender, position=position)
+    ctx.state.update(role="host", params=params, rows=rows, sender=sender, position=position,
+                     clip_rows=bool(ctx.params.get("clip_rows", True)))  # fmt: skip
     return _frame({}, doubles, own)
 
 
 def _host_align(ctx: OperatorContext) -> bytes:
     params: HeteroParams = ctx.state["params"]
     position = ctx.state["position"]
-    rows = [ctx.state["rows"][i] for i in ctx.state["sender"].rows_at(ctx.params["positions"])]
-    x = _features(rows, len(params.features[position]), len(params.keys))
-    public = paillier.public_key_from_n(int(ctx.params["n"]))
+    setup: bytes | None
+    if "party" in ctx.state:  # sealed by the guest's sandbox for this one
+        header, setup = open_alignment(ctx, ctx.blobs.get("sealed", b""))
+        positions, n = header["positions"], header["n"]
+    else:
+        positions, n, setup = ctx.params["positions"], ctx.params["n"], ctx.blobs.get("setup")
+    rows = [ctx.state["rows"][i] for i in ctx.state["sender"].rows_at(positions)]
+    x = _features(rows, len(params.features[position]), len(params.keys), _clip(ctx))
+    public = paillier.public_key_from_n(int(n))
     host = Host(x, params.config(public.n.bit_length()), public)
-    if "setup" in ctx.blobs:
-        host.receive_guest_features(lr_from(ctx.blobs["setup"]))
+    if setup:
+        host.receive_guest_features(lr_from(setup))
     ctx.state.update(host=host, sender=None, rows=None)
     return b"{}"
 
@@ -235,6 +281,10 @@ def _host_apply(ctx: OperatorContext) -> bytes:
 
 
 def _host_finish(ctx: OperatorContext) -> bytes:
+    if "party" in ctx.state:  # noised and encrypted to the requester: nothing else leaves
+        sealed = encrypt_weights(ctx, ctx.state["host"].w, ctx.state["params"].C)
+        ctx.state.clear()
+        return sealed
     out = {"weights": [float(w) for w in ctx.state["host"].w]}
     ctx.state.clear()
     return json.dumps(out).encode()

@@ -33,6 +33,7 @@ from sandbox.node_side import decode_outcome
 from sandbox.nodes import NodeGrant, ProviderNode
 from sandbox.operators import (
     OPERATORS,
+    HeteroParams,
     ProviderInput,
     PsiCardinalityParams,
     PsiSumParams,
@@ -63,7 +64,7 @@ __all__ = [
     "store_job_key",
 ]
 
-JOB_KEY_PARAMS = (StatsParams, PsiCardinalityParams, PsiSumParams)
+JOB_KEY_PARAMS = (StatsParams, PsiCardinalityParams, PsiSumParams, HeteroParams)
 """Operators that run under a requester-held key (`pdx_client.jobkeys.takes_job_key`)."""
 
 MIN_PAILLIER_BITS = 2048
@@ -142,7 +143,8 @@ def check_request(
     if not issubclass(OPERATORS[operator].params, JOB_KEY_PARAMS):
         raise InvalidInput(
             "requester-held job keys support the statistics operators (stats.*, with or "
-            "without a join) and the private joins psi.cardinality and psi.sum for now",
+            "without a join), the private joins psi.cardinality and psi.sum, and "
+            "fl.hetero_logreg for now",
             field="job_key",
         )
     return n

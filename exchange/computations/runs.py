@@ -51,7 +51,7 @@ from sandbox.operators import OPERATORS, FlParams, HeteroParams, ProviderInput, 
 from sandbox.party_stats import PartyJob
 from sandbox.release import Release, ReleaseGate
 from sandbox.stats import StatsJob
-from sandbox.vertical_ops import HeteroJob
+from sandbox.vertical_ops import HeteroJob, model_obligations
 
 __all__ = ["MAX_ATTEMPTS", "recover", "run_job", "submit"]
 
@@ -169,6 +169,8 @@ def _party(
         if joins.is_join_request(operator, params)
         else release_obligations(ob)
     )
+    if operator == joins.HETERO:  # the model's Gaussian output perturbation (δ > 0)
+        obligations = model_obligations(obligations)
     return job_keys.party_job(computation_id, key[0], inputs, obligations)
 
 
@@ -325,6 +327,14 @@ def _execute(
             party=party, relay=relay,
         )  # fmt: skip
         return join.run_under_party_key(gate, joins.join_release_obligations(ob))
+    if party is not None and isinstance(params, HeteroParams):
+        # The requester's key: each party's block of weights leaves encrypted under it.
+        hetero = HeteroJob(
+            params, prepared.providers, sandbox=sandbox, job_id=computation_id,
+            key_bits=ctx.paillier_bits, min_rows=joins.min_intersection(ob), party=party,
+            relay=job_keys.mask_relay(party, joins.HETERO, prepared.routes),
+        )  # fmt: skip
+        return hetero.run_under_party_key(gate, joins.join_release_obligations(ob))
     if party is not None:
         return job_keys.run_under_job_key(
             party,
@@ -358,6 +368,7 @@ def _execute(
             job_id=computation_id,
             key_bits=ctx.paillier_bits,
             min_rows=joins.min_intersection(ob),
+            clip_rows=ob.dp_epsilon is not None,  # the DP bound; without DP, as centralised
         )
         return hetero.run(gate, joins.join_release_obligations(ob))
     job: StatsJob | FlJob

@@ -6,8 +6,10 @@ the providers' nodes encrypt their noisy, masked partials under it and the platf
 adds ciphertexts, so the result (GET /v1/computations/{id}/result) is an encrypted
 aggregate that `decrypt` opens and post-processes here: noisy counts kept ≥ 0, sums
 clamped to their declared bounds, groups below the minimum cohort suppressed (on noisy
-counts only), means and variances from the noisy sums. `export`/`load` keep the key on
-disk under a passphrase (scrypt + AES-256-GCM).
+counts only), means and variances from the noisy sums. A vertical logistic regression
+(`fl.hetero_logreg`) comes back as each party's noisy weights, encrypted in fixed point:
+`decrypt` returns the model. `export`/`load` keep the key on disk under a passphrase
+(scrypt + AES-256-GCM).
 
 This module needs only the standard library, `phe`, `gmpy2` (through phe) and
 `cryptography`: none of the server's packages.
@@ -45,15 +47,21 @@ MIN_PAILLIER_BITS = 2048
 ENCRYPTED_FORMAT = "pdx-encrypted-aggregate/1"
 _EXPORT_MAGIC = b"PDXJOBKEY1\n"
 # The operators whose results the platform computes under a requester-held key for now
-# (Paillier statistics, with or without a join, and the private joins); federated learning
-# still uses the platform's keys. As the server's `job_keys.check_request`.
+# (Paillier statistics, with or without a join, the private joins, and vertical logistic
+# regression); horizontal federated learning still uses the platform's keys. As the
+# server's `job_keys.check_request`.
 JOB_KEY_OPERATOR_PREFIX = "stats."
 JOB_KEY_JOIN_OPERATORS = ("psi.cardinality", "psi.sum")
+JOB_KEY_MODEL_OPERATORS = ("fl.hetero_logreg",)
 
 
 def takes_job_key(operator: str, params: dict[str, Any] | None = None) -> bool:
     """Whether `operator` (with `params`) runs under a requester-held job key."""
-    return operator.startswith(JOB_KEY_OPERATOR_PREFIX) or operator in JOB_KEY_JOIN_OPERATORS
+    return (
+        operator.startswith(JOB_KEY_OPERATOR_PREFIX)
+        or operator in JOB_KEY_JOIN_OPERATORS
+        or operator in JOB_KEY_MODEL_OPERATORS
+    )
 
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
@@ -163,6 +171,8 @@ class JobKey:
         if doc.get("key_fingerprint") != self.fingerprint:
             raise JobKeyError("the result was encrypted under another job key")
         values = self._open(doc)
+        if doc.get("model") is not None:  # a model's weights, not an aggregate
+            return _finish_model(doc, values)
         return _finish(doc, values)
 
     def _open(self, doc: dict[str, Any]) -> list[int]:
@@ -329,6 +339,36 @@ def _finish(doc: dict[str, Any], values: list[int]) -> dict[str, Any]:
         "suppressed": suppressed,
         "decrypted_by": "requester",
         **extra,
+    }
+
+
+def _finish_model(doc: dict[str, Any], values: list[int]) -> dict[str, Any]:
+    """The weights per input's features (standardised units) and the intercept.
+
+    The parties added the output perturbation before encrypting (under DP): this only
+    undoes the fixed point, in the order the server's `vertical_ops.encrypted_model` gives.
+    """
+    try:
+        model = doc["model"]
+        scale = 1 << int(model["scale_bits"])
+        inputs = [(str(i["dataset_id"]), [str(f) for f in i["features"]]) for i in model["inputs"]]
+    except (KeyError, TypeError, ValueError):
+        raise JobKeyError("malformed encrypted model") from None
+    if len(values) != sum(len(f) for _, f in inputs) + 1:
+        raise JobKeyError("encrypted model does not match its layout")
+    weights: dict[str, dict[str, float]] = {}
+    at = 0
+    for dataset_id, features in inputs:
+        weights[dataset_id] = {f: values[at + j] / scale for j, f in enumerate(features)}
+        at += len(features)
+    dp = doc.get("dp")
+    return {
+        "operator": doc["operator"],
+        "weights": weights,
+        "intercept": values[-1] / scale,
+        "iterations": doc.get("iterations"),
+        "dp_epsilon": dp.get("epsilon") if dp else None,
+        "decrypted_by": "requester",
     }
 
 

@@ -13,145 +13,39 @@ refuses the request instead of computing for its own key.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD, _large_integers
-from tests.helpers.i15_keys import REPO, REQUESTER, core_dump, files_under, search, start_node
-from tests.helpers.i18_wiring import (
-    JOIN,
-    LEGAL_BASIS,
-    PURPOSE,
-    declare_key,
-    join_data,
-    register_pi,
-)
-from tests.helpers.net import free_port
-from tests.helpers.server import start_server
-from tests.test_api_contracts import active_contract, make_org
+from tests.attacks.test_party_held_keys import _large_integers
+from tests.helpers.i15_keys import files_under, search
+from tests.helpers.i18_wiring import JOIN, LEGAL_BASIS, PURPOSE, join_data
+from tests.helpers.s13_hetero_keys import party_key_run
 
 pytestmark = pytest.mark.slow
-
-_PRINT_ID = 'comp_id = r.json()["id"]\n'
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("join-party-keys")
-    server_tmp = tmp / "server-tmp"
-    server_tmp.mkdir()
-    server = start_server(
-        tmp / "home",
-        {
-            "TMPDIR": str(server_tmp),
-            "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
-            "PDX_NODE_READ_TIMEOUT_MS": "120000",
-            "PDX_NODE_PROBE_TIMEOUT_MS": "120000",
-            "PDX_NODE_CONNECT_TIMEOUT_MS": "10000",
-        },
-        deadline_s=180,
-    )
-    nodes = []
-    requester: subprocess.Popen[str] | None = None
     data = join_data(51)
-    try:
-        creds = json.loads((server.home / "demo-credentials.json").read_text())
-        api = httpx.Client(base_url=server.url, timeout=300)
-        _, ent = make_org(api, creds, "Harbour Mutual Insurance", "enterprise")
-        parties = []
-        for i, (name, text, column) in enumerate(
-            (
-                ("City Telecom", data.cohort_csv, "mobile"),
-                ("Riverside Bank", data.values_csv, "msisdn"),
-            )
-        ):
-            node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
-            nodes.append(node)
-            org, prov = make_org(api, creds, name, "provider")
-            body = {
-                "kind": "http",
-                "url": node.url,
-                "email": NODE_EMAIL,
-                "password": NODE_PASSWORD,
-                "can_approve": True,
-            }
-            r = api.put("/v1/nodes/me", headers=prov, json=body)
-            assert r.status_code == 200, r.text
-            ds = register_pi(api, prov, text, f"{name} (node)", path="/v1/nodes/datasets")
-            assert ds["custody"] == "node"
-            active_contract(api, ent, prov, org, [ds["id"]], PURPOSE)
-            declare_key(api, prov, ds["id"], column)
-            parties.append((prov, ds["id"]))
-        request = {
+    parties = [
+        ("City Telecom", data.cohort_csv, "mobile"),
+        ("Riverside Bank", data.values_csv, "msisdn"),
+    ]
+
+    def request(inputs: list[str]) -> dict[str, Any]:
+        return {
             "operator": "psi.sum",
-            "inputs": [d for _, d in parties],
+            "inputs": inputs,
             "params": {"join": JOIN, "value": "amount", "clip": [0, 100], "decimals": 2},
             "purpose": PURPOSE,
             "legal_basis": LEGAL_BASIS,
         }
-        # Without a job key, a join over providers' own nodes is refused before anything
-        # is written (it used to run under the platform's key).
-        r = api.post("/v1/computations", headers=ent, json=request)
-        assert r.status_code == 422 and r.json()["field"] == "job_key", r.text
-        out = tmp / "requester"
-        out.mkdir()
-        script = REQUESTER.replace(_PRINT_ID, _PRINT_ID + 'print("ID", comp_id, flush=True)\n')
-        (out / "requester.py").write_text(script)
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(REPO / "sdk"),
-            "PYTHONNOUSERSITE": "1",
-            "PDX_URL": server.url,
-            "PDX_TOKEN": ent["Authorization"].removeprefix("Bearer "),
-            "REQUESTER_OUT": str(out),
-            "REQUEST_BODY": json.dumps(request),
-        }
-        requester = subprocess.Popen(
-            [sys.executable, str(out / "requester.py")],
-            cwd=out,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert requester.stdout is not None
-        line = requester.stdout.readline()
-        assert line.startswith("ID "), line + requester.stdout.read()[-3000:]
-        comp_id = line.split()[1]
-        for prov, _ in parties:  # both providers approve the query (join policy)
-            r = api.post(f"/v1/computations/{comp_id}/approve", headers=prov, json={})
-            assert r.status_code == 200, r.text
-        line = requester.stdout.readline()
-        assert line.strip() == "DONE", line + requester.stdout.read()[-3000:]
-        facts = json.loads((out / "requester.json").read_text())
-        dumps = tmp / "dumps"
-        yield {
-            "server": server,
-            "server_tmp": server_tmp,
-            "data": data,
-            "facts": facts,
-            "server_core": core_dump(server.proc.pid, dumps / "server"),
-            "requester_core": core_dump(requester.pid, dumps / "requester"),
-        }
-    finally:
-        if requester is not None and requester.poll() is None:
-            assert requester.stdin is not None
-            requester.stdin.close()
-            requester.wait(timeout=30)
-        server.stop()
-        for node in nodes:
-            node.stop()
-        shutil.rmtree(tmp / "dumps", ignore_errors=True)  # core dumps are large
+
+    with party_key_run(tmp_path_factory.mktemp("join-party-keys"), parties, request) as run:
+        yield {**run, "data": data}
 
 
 def test_the_requester_decrypts_a_noisy_join_the_platform_cannot(

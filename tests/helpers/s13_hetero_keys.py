@@ -1,0 +1,137 @@
+"""A requester-key computation over providers' own HTTP nodes, as separate processes.
+
+The harness of `tests/attacks/test_join_party_keys.py`, shared with
+`tests/attacks/test_hetero_party_keys.py`: the real server (`pdx run`), one PySyft
+Datasite per provider over HTTP holding that provider's table, and a requester with only
+`sdk/` importable that generates its job key, asks, waits and decrypts. The providers
+approve; the request without a job key is refused first (422, `field: job_key`). Yields
+what the attack tests search: the server's home and temp dir, core dumps of the server
+and of the requester (the control that holds the key), and the requester's facts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers.i15_keys import REPO, REQUESTER, core_dump, start_node
+from tests.helpers.i18_wiring import PURPOSE, declare_key, register_pi
+from tests.helpers.net import free_port
+from tests.helpers.server import start_server
+from tests.test_api_contracts import active_contract, make_org
+
+NODE_EMAIL, NODE_PASSWORD = "coordinator@pdx.dev", "pw-4567-node"
+"""As `tests/attacks/test_party_held_keys.py`."""
+_PRINT_ID = 'comp_id = r.json()["id"]\n'
+
+Party = tuple[str, str, str]
+"""(organisation name, CSV text on its node, the key column it declares joinable)."""
+
+
+@contextmanager
+def party_key_run(
+    tmp: Path, parties: Sequence[Party], request_for: Callable[[list[str]], dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """Run `request_for(dataset ids)` under the requester's key; yield what there is to search."""
+    server_tmp = tmp / "server-tmp"
+    server_tmp.mkdir()
+    server = start_server(
+        tmp / "home",
+        {
+            "TMPDIR": str(server_tmp),
+            "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
+            "PDX_NODE_READ_TIMEOUT_MS": "120000",
+            "PDX_NODE_PROBE_TIMEOUT_MS": "120000",
+            "PDX_NODE_CONNECT_TIMEOUT_MS": "10000",
+        },
+        deadline_s=180,
+    )
+    nodes = []
+    requester: subprocess.Popen[str] | None = None
+    try:
+        creds = json.loads((server.home / "demo-credentials.json").read_text())
+        api = httpx.Client(base_url=server.url, timeout=300)
+        _, ent = make_org(api, creds, "Harbour Mutual Insurance", "enterprise")
+        held = []
+        for i, (name, text, column) in enumerate(parties):
+            node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
+            nodes.append(node)
+            org, prov = make_org(api, creds, name, "provider")
+            body = {
+                "kind": "http",
+                "url": node.url,
+                "email": NODE_EMAIL,
+                "password": NODE_PASSWORD,
+                "can_approve": True,
+            }
+            r = api.put("/v1/nodes/me", headers=prov, json=body)
+            assert r.status_code == 200, r.text
+            ds = register_pi(api, prov, text, f"{name} (node)", path="/v1/nodes/datasets")
+            assert ds["custody"] == "node"
+            active_contract(api, ent, prov, org, [ds["id"]], PURPOSE)
+            declare_key(api, prov, ds["id"], column)
+            held.append((prov, ds["id"]))
+        request = request_for([d for _, d in held])
+        # Without a job key, a computation over providers' own nodes is refused before
+        # anything is written (it would have run under the platform's key).
+        r = api.post("/v1/computations", headers=ent, json=request)
+        assert r.status_code == 422 and r.json()["field"] == "job_key", r.text
+        out = tmp / "requester"
+        out.mkdir()
+        script = REQUESTER.replace(_PRINT_ID, _PRINT_ID + 'print("ID", comp_id, flush=True)\n')
+        (out / "requester.py").write_text(script)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(REPO / "sdk"),
+            "PYTHONNOUSERSITE": "1",
+            "PDX_URL": server.url,
+            "PDX_TOKEN": ent["Authorization"].removeprefix("Bearer "),
+            "REQUESTER_OUT": str(out),
+            "REQUEST_BODY": json.dumps(request),
+        }
+        requester = subprocess.Popen(
+            [sys.executable, str(out / "requester.py")],
+            cwd=out,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert requester.stdout is not None
+        line = requester.stdout.readline()
+        assert line.startswith("ID "), line + requester.stdout.read()[-3000:]
+        comp_id = line.split()[1]
+        for prov, _ in held:  # every provider approves the query (join policy)
+            r = api.post(f"/v1/computations/{comp_id}/approve", headers=prov, json={})
+            assert r.status_code == 200, r.text
+        line = requester.stdout.readline()
+        assert line.strip() == "DONE", line + requester.stdout.read()[-3000:]
+        facts = json.loads((out / "requester.json").read_text())
+        dumps = tmp / "dumps"
+        yield {
+            "server": server,
+            "server_tmp": server_tmp,
+            "datasets": [d for _, d in held],
+            "facts": facts,
+            "server_core": core_dump(server.proc.pid, dumps / "server"),
+            "requester_core": core_dump(requester.pid, dumps / "requester"),
+        }
+    finally:
+        if requester is not None and requester.poll() is None:
+            assert requester.stdin is not None
+            requester.stdin.close()
+            requester.wait(timeout=30)
+        server.stop()
+        for node in nodes:
+            node.stop()
+        shutil.rmtree(tmp / "dumps", ignore_errors=True)  # core dumps are large
