@@ -201,7 +201,8 @@ def node_party_logreg(ctx: OperatorContext) -> bytes:
         if plan is not None:
             share = plan.count_sigma / math.sqrt(nodes - tolerated(nodes))
             noisy = OpenDPNoise().gaussian([len(y)], share)
-            return _seal(st, 0, "count", {"fields": ["rows"]}, [int(v) for v in noisy])
+            layout = {"fields": ["rows"], "d": x.shape[1]}
+            return _seal(st, 0, "count", layout, [int(v) for v in noisy])
         moments = [*np.sum(x, axis=0).tolist(), *np.sum(x * x, axis=0).tolist()]
         values = [len(y), *_fixed(moments, MOMENT_BITS)]
         layout = {"fields": ["rows", "sum", "sumsq"], "d": x.shape[1], "fixed_bits": MOMENT_BITS}

@@ -64,7 +64,7 @@ class FlTrainer:
         self._check(doc)
         values = self.key.open_vector(doc)
         layout = doc["layout"]
-        d = int(layout["d"])
+        d = int(layout.get("d", len(doc["features"])))
         if int(doc["step"]) == 0:
             return self._setup(doc, values, d)
         return self._round(doc, _fixed(values, int(layout["fixed_bits"])), d)
