@@ -247,7 +247,9 @@ def node_party_logreg(ctx: OperatorContext) -> bytes:
     return _seal(st, r + 1, "update", layout, _fixed(vec, UPDATE_BITS))
 
 
-def _seal(st: dict[str, Any], step: int, kind: str, layout: dict[str, Any], values: list[int]) -> bytes:
+def _seal(
+    st: dict[str, Any], step: int, kind: str, layout: dict[str, Any], values: list[int]
+) -> bytes:
     """Mask with this step's pairwise masks (once per step) and encrypt under the job key."""
     if step in st["sent"]:
         raise InvalidParameters("this step was already sent")

@@ -7,6 +7,7 @@ the code before this change the server refused `job_key` for `fl.logreg` (422).
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.helpers.api import assert_problem
 from tests.helpers.s13_fl_keys import FEATURES, LABEL, PURPOSE, fl_network, rows_of
 from tests.test_api_computations import wait_for
 
+assert any(p.endswith("sdk") for p in sys.path)  # tests.helpers.s13_fl_keys's import put it there
 from pdx_client.fl import FlTrainer, predict  # noqa: E402
 from pdx_client.jobkeys import JobKey, takes_job_key  # noqa: E402
 

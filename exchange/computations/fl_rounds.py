@@ -159,7 +159,9 @@ def _check_reply(reply: dict[str, Any], step: int) -> str:
     if extra:
         raise InvalidInput(f"unexpected field(s) in the reply: {', '.join(sorted(extra))}")
     if reply.get("stop") is not True and not isinstance(reply.get("weights"), list):
-        raise InvalidInput("the reply needs the next global model (weights) or stop", field="weights")
+        raise InvalidInput(
+            "the reply needs the next global model (weights) or stop", field="weights"
+        )
     if step == 0 and "n_total" not in reply:
         raise InvalidInput("the setup reply needs the row count n_total", field="n_total")
     text = json.dumps(reply, sort_keys=True, separators=(",", ":"))

@@ -29,9 +29,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from audit.models import UtcDateTime
 from exchange.errors import InvalidInput
 from exchange.models import Computation, Dataset, ExchangeBase, ProviderNodeRecord
+from sandbox.accounting import DEFAULT_DELTA
 from sandbox.node_side import decode_outcome
 from sandbox.nodes import NodeGrant, ProviderNode
-from sandbox.accounting import DEFAULT_DELTA
 from sandbox.operators import (
     OPERATORS,
     FlParams,

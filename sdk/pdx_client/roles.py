@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pdx_client import fl
 from pdx_client._results import JobKeyLike, open_result
 from pdx_client.errors import ComputationFailed, PdxError, TimedOut
-from pdx_client import fl
 from pdx_client.jobkeys import JOB_KEY_FL_OPERATORS, JobKey, takes_job_key
 from pdx_client.market import AuditorMarket, EnterpriseMarket, OperatorMarket, ProviderMarket
 from pdx_client.models import (

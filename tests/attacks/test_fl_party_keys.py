@@ -94,8 +94,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             assert r.status_code == 200, r.text
             ids = []
             for attribute in ("open", "conditional"):  # no DP; DP with ε = 1 (general-1)
-                ds = register_dataset(api, prov, text, f"Hospital {i} {attribute}", "general-1",
-                                      path="/v1/nodes/datasets", open_attribute=attribute)  # fmt: skip
+                name, nodes_path = f"Hospital {i} {attribute}", "/v1/nodes/datasets"
+                ds = register_dataset(
+                    api, prov, text, name, "general-1", path=nodes_path, open_attribute=attribute
+                )
                 assert ds["custody"] == "node"
                 ids.append(ds["id"])
             active_contract(api, ent, prov, org, ids, PURPOSE)
@@ -220,7 +222,8 @@ def test_no_secret_key_and_no_providers_update_anywhere_on_the_platform(
     assert len(sums) == len(per_provider[0]) == 5
     for r, total in enumerate(sums):
         fixed = [[round(v * (1 << UPDATE_BITS)) for v in p[r]] for p in per_provider]
-        assert all(abs(sum(c) - t) <= 2 for c, t in zip(zip(*fixed), total, strict=True))
+        columns = zip(*fixed, strict=True)
+        assert all(abs(sum(c) - t) <= 2 for c, t in zip(columns, total, strict=True))
     patterns = {}
     for k, rounds in enumerate(per_provider):
         for r, vec in enumerate(rounds):

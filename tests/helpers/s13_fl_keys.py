@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.helpers.i15_sdk import new_client, sdk_login
+from tests.helpers.i15_sdk import SDK, new_client, sdk_login
 from tests.test_api_contracts import active_contract, make_org, measure_csv, register_dataset
 
-from pdx_client.roles import Enterprise  # noqa: E402  (tests.helpers.i15_sdk puts sdk/ on the path)
+assert str(SDK) in sys.path  # tests.helpers.i15_sdk puts sdk/ on the path
+from pdx_client.roles import Enterprise  # noqa: E402
 
 PURPOSE = "readmission risk research"
 FEATURES = ["systolic_bp", "age"]
