@@ -8,6 +8,7 @@ the node ran `fl.logreg` only under the platform's CKKS key (no requester key, n
 from __future__ import annotations
 
 import hashlib
+import sys
 import uuid
 from typing import Any
 
@@ -21,7 +22,8 @@ from sandbox.party_fl import MOMENT_BITS
 from sandbox.party_stats import PartyJob
 from tests.helpers.s13_fl_keys import FEATURES, LABEL
 
-from pdx_client.jobkeys import JobKey  # noqa: E402  (tests.helpers.s13_fl_keys: sdk/ on the path)
+assert any(p.endswith("sdk") for p in sys.path)  # tests.helpers.s13_fl_keys's import put it there
+from pdx_client.jobkeys import JobKey  # noqa: E402
 
 CSVS = [
     "patient_ref,systolic_bp,age,readmitted\n"
