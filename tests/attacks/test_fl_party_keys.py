@@ -4,7 +4,8 @@ Separate processes, as `test_join_party_keys`: the real server (`pdx run`), two
 hospitals' PySyft Datasites over HTTP, and a requester with only `sdk/` importable. The
 requester asks for `fl.logreg` twice (DP off, then DP on, ε from the policy), each under
 a key it generates; its SDK closes every round (decrypts the aggregate, posts the next
-global model) and adds the final update itself.
+global model) and adds the final update itself. Each node holds its organisation's party
+key and signs its mask keys; each checks its peer's against the keys its operator pinned.
 
 * The DP-off model matches plaintext FedAvg (`FlJob`, `unsafe-plain`) on the same rows;
   the DP-on model still trains.
@@ -52,6 +53,10 @@ from tests.helpers.s13_fl_keys import (
 from tests.helpers.server import start_server
 from tests.test_api_contracts import active_contract, make_org, measure_csv, register_dataset
 
+assert any(p.endswith("sdk") for p in sys.path)  # tests.helpers.s13_fl_keys's import put it there
+from pdx_client.fl import predict  # noqa: E402
+from pdx_client.partykeys import PartyKey  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 ROWS = (300, 260)
@@ -79,19 +84,32 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     nodes = []
     requester: subprocess.Popen[str] | None = None
     texts = [measure_csv(20 + i, n) for i, n in enumerate(ROWS)]
+    trust, parties = tmp / "trusted-parties.json", {}
     try:
         creds = json.loads((server.home / "demo-credentials.json").read_text())
         api = httpx.Client(base_url=server.url, timeout=300)
         _, ent = make_org(api, creds, "Riverside Health Analytics", "enterprise")
         plain_inputs, private_inputs = [], []
         for i, text in enumerate(texts):
-            node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
+            # Each node signs its mask keys with its organisation's party key and checks its
+            # peer's against the trusted-parties file (test_signed_mask_keys).
+            party_key = PartyKey.generate()
+            pem = party_key.save(tmp / f"party-{i}.pem", passphrase=f"node pass {i}")
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("PDX_NODE_PARTY_KEY", str(pem))
+                mp.setenv("PDX_NODE_PARTY_KEY_PASSPHRASE", f"node pass {i}")
+                mp.setenv("PDX_NODE_TRUSTED_PARTIES", str(trust))
+                node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
             nodes.append(node)
             org, prov = make_org(api, creds, f"Hospital {i} District", "provider")
             body = {"kind": "http", "url": node.url, "email": NODE_EMAIL,
                     "password": NODE_PASSWORD, "can_approve": True}  # fmt: skip
             r = api.put("/v1/nodes/me", headers=prov, json=body)
             assert r.status_code == 200, r.text
+            pinned = {"algorithm": "ed25519", "public_key": party_key.public_b64}
+            r = api.post(f"/v1/market/parties/{org}/keys", headers=prov, json=pinned)
+            assert r.status_code in (200, 201), r.text
+            parties[org] = [pinned]
             ids = []
             for attribute in ("open", "conditional"):  # no DP; DP with ε = 1 (general-1)
                 name, nodes_path = f"Hospital {i} {attribute}", "/v1/nodes/datasets"
@@ -103,6 +121,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             active_contract(api, ent, prov, org, ids, PURPOSE)
             plain_inputs.append(ids[0])
             private_inputs.append(ids[1])
+        trust.write_text(json.dumps({"parties": parties}))
         request = {"operator": "fl.logreg", "inputs": plain_inputs, "params": PLAIN,
                    "purpose": PURPOSE}  # fmt: skip
         # Without a job key, training over providers' own nodes is refused, nothing written.
@@ -159,8 +178,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
 
 def _accuracy(model: dict[str, Any], texts: list[str]) -> float:
-    from pdx_client.fl import predict
-
     xs, ys = rows_of(texts)
     return sum(int(p == y) for p, y in zip(predict(model, xs), ys, strict=True)) / len(ys)
 
