@@ -71,6 +71,7 @@ class FlTrainer:
 
     def _setup(self, doc: dict[str, Any], values: list[int], d: int) -> dict[str, Any]:
         self.weights = [0.0] * (len(doc["features"]) + 1)
+        self.history, self._best, self._stale = [], math.inf, 0  # (again, after a recovery)
         if doc["kind"] == "count":  # DP: the noisy row count N̂ only
             n_hat = max(float(values[0]), 1.0)
             self.standardisation = {"n_total": n_hat}
@@ -127,7 +128,6 @@ def drive(
 ) -> FlTrainer:
     """Close every round of a running federated job until it ends (released, review...)."""
     trainer = FlTrainer(key)
-    answered = -1
     deadline = time.monotonic() + timeout
     base = f"/v1/computations/{computation_id}"
     while True:
@@ -141,10 +141,10 @@ def drive(
                 if exc.status != 409:
                     raise
                 step = None  # no step open yet (or the job just ended)
-            if step is not None and not step["posted"] and int(step["step"]) > answered:
+            # Any step not yet answered: a run recovered after a restart begins again at 0.
+            if step is not None and not step["posted"]:
                 k = int(step["step"])
                 http.post(f"{base}/fl-round/{k}", trainer.reply(step["aggregate"]))
-                answered = k
                 deadline = time.monotonic() + timeout
                 if on_step:
                     on_step(k)
