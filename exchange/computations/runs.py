@@ -250,8 +250,12 @@ def _prepare_inputs(
     # swept by recovery if this process dies.
     workdir = ctx.job_dirs.new(f"job-{computation_id[:8]}-")
     prepared = _Prepared([], {}, False, workdir)
+    # Under the requester's key FL standardises inside fl.logreg itself: the node approves
+    # that operator alone, so no extra statistic can be run on it for this job.
     operators = joins.node_operators(operator, params) or (
-        ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
+        ("stats.variance", "fl.logreg")
+        if operator == "fl.logreg" and party is None
+        else (operator,)
     )
     rounds = int(params.get("rounds", 1))
     node_jobs: list[tuple[str, Path, NodeJob]] = []
