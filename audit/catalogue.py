@@ -88,6 +88,8 @@ class Event(StrEnum):
     COMPUTATION_APPROVE_FAILED = "computation.approve_failed"
     COMPUTATION_REJECT_FAILED = "computation.reject_failed"
     COMPUTATION_DELIVERY_FAILED = "computation.delivery_failed"
+    COMPUTATION_FL_ROUND_POSTED = "computation.fl_round_posted"
+    COMPUTATION_FL_ROUND_FAILED = "computation.fl_round_failed"
 
     # -- policies (gateway/platform.py, gateway/routers/policies.py)
     POLICY_ACTIVATED = "policy.activated"
@@ -186,6 +188,7 @@ class RecordType(StrEnum):
     COMPUTATION_RESULT_DELIVERED = Event.COMPUTATION_RESULT_DELIVERED.value
     COMPUTATION_RESULT_DESTROYED = Event.COMPUTATION_RESULT_DESTROYED.value
     COMPUTATION_RECOVERED = Event.COMPUTATION_RECOVERED.value
+    COMPUTATION_FL_ROUND_POSTED = Event.COMPUTATION_FL_ROUND_POSTED.value
     POLICY_ACTIVATED = Event.POLICY_ACTIVATED.value
     KEY_GENERATED = Event.KEY_GENERATED.value
     KEY_DISTRIBUTED = Event.KEY_DISTRIBUTED.value

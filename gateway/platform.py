@@ -282,6 +282,7 @@ def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
                 workers=max(1, settings.job_workers), per_key=settings.quota_running_per_org
             ),
             lease_s=float(settings.job_lease_s),
+            fl_round_timeout_s=float(settings.fl_round_timeout_s),
             job_dirs_base=settings.job_workdir,
             quotas=Quotas(
                 queued=settings.quota_queued_per_org, running=settings.quota_running_per_org

@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     """A run not renewed (heartbeat every third of this) for this long is run again."""
     job_recovery_interval_s: Count = 5
     """How often each gateway and worker looks for lapsed runs and dead workers' files."""
+    fl_round_timeout_s: Count = 600
+    """`fl.logreg` under a requester key: how long a run waits for the requester's next
+    global model before the job fails (exchange/computations/fl_rounds.py)."""
     job_workdir: Path = Path("/dev/shm")
     """Memory-backed directory for decrypted job inputs; start-up refuses disk-backed ones."""
     decision_log_max_pending: Count = 100_000

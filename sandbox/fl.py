@@ -238,6 +238,10 @@ _COUNT_UNIT = 1024.0
 
 def node_logreg(ctx: OperatorContext) -> bytes:
     """Vetted operator `fl.logreg`: `init` loads and standardises, `round` trains and seals."""
+    if "party" in ctx.params:  # under the requester's own key (`sandbox.party_fl`)
+        from sandbox.party_fl import node_party_logreg
+
+        return node_party_logreg(ctx)
     cmd = ctx.params.get("cmd")
     st = ctx.state
     if cmd == "init":

@@ -32,7 +32,8 @@ the ledger index of each.
 The package, by responsibility: `schemas` (API models), `state` (states, moves,
 transitions), `requests` (one load of inputs, decision, checks, write), `approvals`
 (run and release), `runs` (preparation, execution, job key, recovery), `results`
-(views, delivery, review, retention); `context` holds what the composition root passes
+(views, delivery, review, retention), `fl_rounds` (the requester's replies to a
+federated job's rounds under its own key); `context` holds what the composition root passes
 in. Operator parameters live in `sandbox.operators`, obligations in `policies`, policy
 resources in `exchange.resources`; every public name is importable from here.
 """
@@ -47,6 +48,8 @@ from exchange.computations.context import (
     ComputeContext,
     release_obligations,
 )
+from exchange.computations.fl_rounds import current_round as fl_current_round
+from exchange.computations.fl_rounds import post_reply as fl_post_reply
 from exchange.computations.requests import Decide, request_computation
 from exchange.computations.results import (
     get_computation,
@@ -96,6 +99,8 @@ __all__ = [
     "TransitionPublic",
     "approval_resources",
     "decide",
+    "fl_current_round",
+    "fl_post_reply",
     "get_computation",
     "get_result",
     "list_computations",

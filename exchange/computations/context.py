@@ -67,6 +67,8 @@ class ComputeContext:
     job_dirs: JobDirs = field(init=False)
     job_dirs_base: Path = DEFAULT_BASE
     """Memory-backed storage for decrypted inputs (`exchange.workdirs`)."""
+    fl_round_timeout_s: float = 600.0
+    """How long a federated run under a requester key waits for each reply (fl_rounds)."""
 
     def __post_init__(self) -> None:
         if self.budget is None:

@@ -29,16 +29,20 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from audit.models import UtcDateTime
 from exchange.errors import InvalidInput
 from exchange.models import Computation, Dataset, ExchangeBase, ProviderNodeRecord
+from sandbox.accounting import DEFAULT_DELTA
 from sandbox.node_side import decode_outcome
 from sandbox.nodes import NodeGrant, ProviderNode
 from sandbox.operators import (
     OPERATORS,
+    FlParams,
     HeteroParams,
     ProviderInput,
     PsiCardinalityParams,
     PsiSumParams,
     StatsParams,
 )
+from sandbox.party_fl import SECURITY_MODEL as FL_SECURITY_MODEL
+from sandbox.party_fl import PartyFlJob
 from sandbox.party_stats import SECURITY_MODEL as PARTY_SECURITY_MODEL
 from sandbox.party_stats import (
     PartyJob,
@@ -60,11 +64,12 @@ __all__ = [
     "load_party",
     "mask_relay",
     "party_job",
+    "run_fl_under_job_key",
     "run_under_job_key",
     "store_job_key",
 ]
 
-JOB_KEY_PARAMS = (StatsParams, PsiCardinalityParams, PsiSumParams, HeteroParams)
+JOB_KEY_PARAMS = (StatsParams, PsiCardinalityParams, PsiSumParams, HeteroParams, FlParams)
 """Operators that run under a requester-held key (`pdx_client.jobkeys.takes_job_key`)."""
 
 MIN_PAILLIER_BITS = 2048
@@ -143,8 +148,8 @@ def check_request(
     if not issubclass(OPERATORS[operator].params, JOB_KEY_PARAMS):
         raise InvalidInput(
             "requester-held job keys support the statistics operators (stats.*, with or "
-            "without a join), the private joins psi.cardinality and psi.sum, and "
-            "fl.hetero_logreg for now",
+            "without a join), the private joins psi.cardinality and psi.sum, "
+            "fl.hetero_logreg and fl.logreg for now",
             field="job_key",
         )
     return n
@@ -174,6 +179,17 @@ def store_job_key(session: Session, comp: Computation, job_key: JobKeyIn, now: d
         "noise": "distributed: each provider's sandbox adds a noise share (docs/privacy.md)",
         "threat_model": PARTY_SECURITY_MODEL.as_dict(),
     }
+    if comp.operator == "fl.logreg":
+        comp.security_model = {
+            **comp.security_model,
+            "noise": "under DP, each provider's node runs record-level DP-SGD with the noise "
+            "its own approved epsilon and delta call for; the row count gets noise shares",
+            "rounds": "the requester's SDK decrypts each round's aggregate and posts the next "
+            "global model; the platform forwards it to the nodes and so sees the "
+            "standardisation and every global model but the final one, never one "
+            "provider's update (sandbox.party_fl)",
+            "threat_model": FL_SECURITY_MODEL.as_dict(),
+        }
 
 
 def load_party(session: Session, computation_id: str) -> tuple[int, str] | None:
@@ -264,4 +280,44 @@ def run_under_job_key(
         obligations,
         unique(p.provider_id for p in providers),
         epsilon_spent=spent,
+    )
+
+
+def run_fl_under_job_key(
+    party: PartyJob,
+    params_raw: dict[str, Any],
+    providers: Sequence[ProviderInput],
+    routes: dict[Any, tuple[ProviderNode, NodeGrant]],
+    sandbox: Any,
+    gate: ReleaseGate,
+    obligations: ReleaseObligations,
+    exchange: Callable[[int, dict[str, Any]], dict[str, Any]],
+) -> Release[dict[str, Any]]:
+    """`fl.logreg` under the requester's key: charge, relay mask keys, run the rounds.
+
+    `exchange` hands each step's encrypted aggregate to the requester and returns its
+    reply (`exchange.computations.fl_rounds`). The result is the last step's encrypted
+    aggregate with the model it updates; the SDK adds the two.
+    """
+    config = FlParams.model_validate(params_raw).config()
+    datasets = unique(p.dataset_id for p in providers)
+    spent = None
+    if obligations.dp_epsilon is not None:  # before any data is touched
+        delta = obligations.dp_delta or DEFAULT_DELTA
+        gate.budget.charge(datasets, obligations.dp_epsilon, delta, party.job_id)
+        spent = obligations.dp_epsilon
+    fetch, local_blobs = mask_relay(party, "fl.logreg", routes)
+    keys = collect_mask_keys(providers, fetch)
+    job = PartyFlJob(
+        config, providers, party, sandbox=sandbox, mask_keys=keys, local_blobs=local_blobs
+    )
+    doc = job.run(exchange)
+    return Release(
+        party.job_id,
+        "fl.logreg",
+        doc,
+        obligations,
+        unique(p.provider_id for p in providers),
+        epsilon_spent=spent,
+        security_model=FL_SECURITY_MODEL.as_dict(),
     )

@@ -35,7 +35,7 @@ import policies
 from exchange.approval_binding import ApprovalMismatch, check_bindings
 from exchange.catalog import iter_plaintext
 from exchange.commitments import record_commitment
-from exchange.computations import job_keys, joins, leases
+from exchange.computations import fl_rounds, job_keys, joins, leases
 from exchange.computations.context import ComputeContext, release_obligations
 from exchange.computations.results import result_aad, result_ref
 from exchange.computations.state import State, load, platform_subject, transition
@@ -209,6 +209,7 @@ def _start(ctx: ComputeContext, computation_id: str) -> leases.Lease | None:
             return None  # its run's lease is live: another worker runs it
         # The lapsed run's job key is useless to this run (it makes its own).
         _drop_job_key(ctx, session, comp)
+        fl_rounds.forget(session, comp.id)  # and its open federated round with it
         if lease.attempt > MAX_ATTEMPTS:
             comp.error = {"code": "interrupted", "detail": f"{lease.attempt - 1} runs lapsed"}
             leases.end(session, lease)
@@ -251,8 +252,12 @@ def _prepare_inputs(
     # swept by recovery if this process dies.
     workdir = ctx.job_dirs.new(f"job-{computation_id[:8]}-")
     prepared = _Prepared([], {}, False, workdir)
+    # Under the requester's key FL standardises inside fl.logreg itself: the node approves
+    # that operator alone, so no extra statistic can be run on it for this job.
     operators = joins.node_operators(operator, params) or (
-        ("stats.variance", "fl.logreg") if operator == "fl.logreg" else (operator,)
+        ("stats.variance", "fl.logreg")
+        if operator == "fl.logreg" and party is None
+        else (operator,)
     )
     rounds = int(params.get("rounds", 1))
     node_jobs: list[tuple[str, Path, NodeJob]] = []
@@ -335,6 +340,18 @@ def _execute(
             relay=job_keys.mask_relay(party, joins.HETERO, prepared.routes),
         )  # fmt: skip
         return hetero.run_under_party_key(gate, joins.join_release_obligations(ob))
+    if party is not None and isinstance(params, FlParams):
+        # The requester closes every round from its SDK (exchange.computations.fl_rounds).
+        return job_keys.run_fl_under_job_key(
+            party,
+            params_raw,
+            prepared.providers,
+            prepared.routes,
+            sandbox,
+            gate,
+            release_obligations(ob),
+            fl_rounds.requester_exchange(ctx, computation_id),
+        )
     if party is not None:
         return job_keys.run_under_job_key(
             party,
@@ -460,6 +477,7 @@ def _finish(
         leases.fence(session, lease)  # under the row lock: a taken-over run stops here
         leases.end(session, lease)
         _drop_job_key(ctx, session, comp)
+        fl_rounds.forget(session, comp.id)
         key = ctx.keystore.new_data_key(
             session,
             owner_org=comp.requester_org,
@@ -506,6 +524,7 @@ def _end(
             leases.fence(session, lease)
             leases.end(session, lease)
             _drop_job_key(ctx, session, comp)
+            fl_rounds.forget(session, comp.id)
             comp.error = {"code": code, "detail": detail[:500]}
             transition(
                 ctx,

@@ -276,3 +276,68 @@ def result(
     request.state.audit_event = Event.COMPUTATION_DELIVERY_FAILED
     request.state.object_id = computation_id
     return xc.get_result(compute, caller, computation_id)
+
+
+# -- federated learning under the requester's key: the requester closes each round ---------
+
+
+class FlRoundPublic(BaseModel):
+    """The open step of a federated job under the requester's key (an encrypted aggregate)."""
+
+    computation_id: str
+    step: int
+    posted: bool
+    deadline: str
+    aggregate: dict[str, Any]
+
+
+class FlReplyIn(BaseModel):
+    """The requester's reply to a step: the next global model (step 0: and the setup), or stop."""
+
+    model_config = {"extra": "forbid"}
+
+    weights: list[float] | None = Field(default=None, max_length=65)
+    stop: bool | None = None
+    n_total: float | None = Field(default=None, gt=0)
+    mean: list[float] | None = Field(default=None, max_length=64)
+    scale: list[float] | None = Field(default=None, max_length=64)
+
+
+class FlReplyPublic(BaseModel):
+    computation_id: str
+    step: int
+    ledger_index: int | None
+
+
+@router.get(
+    "/computations/{computation_id}/fl-round",
+    response_model=FlRoundPublic,
+    dependencies=[Depends(ReadResult)],
+)
+def fl_round(
+    computation_id: str, request: Request, caller: CallerDep, compute: ComputeDep
+) -> FlRoundPublic:
+    """The encrypted aggregate of the open federated step, for the requester (409: none)."""
+    request.state.audit_event = Event.COMPUTATION_DELIVERY_FAILED
+    request.state.object_id = computation_id
+    return FlRoundPublic(**xc.fl_current_round(compute, caller, computation_id))
+
+
+@router.post(
+    "/computations/{computation_id}/fl-round/{step}",
+    response_model=FlReplyPublic,
+    dependencies=[Depends(ReadResult)],
+)
+def fl_round_reply(
+    computation_id: str,
+    step: int,
+    body: FlReplyIn,
+    request: Request,
+    caller: CallerDep,
+    compute: ComputeDep,
+) -> FlReplyPublic:
+    """The requester's next global model for the open step (decrypted by its SDK)."""
+    request.state.audit_event = Event.COMPUTATION_FL_ROUND_FAILED
+    request.state.object_id = computation_id
+    reply = body.model_dump(exclude_none=True)
+    return FlReplyPublic(**xc.fl_post_reply(compute, caller, computation_id, step, reply))

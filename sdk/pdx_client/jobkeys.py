@@ -47,12 +47,13 @@ MIN_PAILLIER_BITS = 2048
 ENCRYPTED_FORMAT = "pdx-encrypted-aggregate/1"
 _EXPORT_MAGIC = b"PDXJOBKEY1\n"
 # The operators whose results the platform computes under a requester-held key for now
-# (Paillier statistics, with or without a join, the private joins, and vertical logistic
-# regression); horizontal federated learning still uses the platform's keys. As the
-# server's `job_keys.check_request`.
+# (Paillier statistics, with or without a join, the private joins, vertical logistic
+# regression, and federated logistic regression, whose rounds the SDK closes:
+# `pdx_client.fl`). As the server's `job_keys.check_request`.
 JOB_KEY_OPERATOR_PREFIX = "stats."
 JOB_KEY_JOIN_OPERATORS = ("psi.cardinality", "psi.sum")
 JOB_KEY_MODEL_OPERATORS = ("fl.hetero_logreg",)
+JOB_KEY_FL_OPERATORS = ("fl.logreg",)
 
 
 def takes_job_key(operator: str, params: dict[str, Any] | None = None) -> bool:
@@ -61,6 +62,7 @@ def takes_job_key(operator: str, params: dict[str, Any] | None = None) -> bool:
         operator.startswith(JOB_KEY_OPERATOR_PREFIX)
         or operator in JOB_KEY_JOIN_OPERATORS
         or operator in JOB_KEY_MODEL_OPERATORS
+        or operator in JOB_KEY_FL_OPERATORS
     )
 
 
@@ -166,6 +168,12 @@ class JobKey:
         noisy total is below the minimum cohort (nothing is released then).
         """
         doc = result.get("output", result)
+        if isinstance(doc, dict) and doc.get("format") == "pdx-fl-result/1":
+            from pdx_client.fl import open_model  # federated learning: the model is added here
+
+            if doc.get("key_fingerprint") != self.fingerprint:
+                raise JobKeyError("the result was encrypted under another job key")
+            return open_model(self, doc)
         if not isinstance(doc, dict) or doc.get("format") != ENCRYPTED_FORMAT:
             raise JobKeyError("the result is not an encrypted pdx aggregate")
         if doc.get("key_fingerprint") != self.fingerprint:
@@ -174,6 +182,14 @@ class JobKey:
         if doc.get("model") is not None:  # a model's weights, not an aggregate
             return _finish_model(doc, values)
         return _finish(doc, values)
+
+    def open_vector(self, doc: dict[str, Any]) -> list[int]:
+        """The signed integers of one packed encrypted vector under this key (a round's sum)."""
+        if doc.get("key_fingerprint") != self.fingerprint:
+            raise JobKeyError("the aggregate was encrypted under another job key")
+        if not isinstance(doc.get("packing"), dict):
+            raise JobKeyError("malformed encrypted aggregate")
+        return self._open(doc)
 
     def _open(self, doc: dict[str, Any]) -> list[int]:
         if doc.get("packing", {}) is None:  # one signed value per ciphertext (a private join)

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pdx_client import fl
 from pdx_client._results import JobKeyLike, open_result
 from pdx_client.errors import ComputationFailed, PdxError, TimedOut
-from pdx_client.jobkeys import JobKey, takes_job_key
+from pdx_client.jobkeys import JOB_KEY_FL_OPERATORS, JobKey, takes_job_key
 from pdx_client.market import AuditorMarket, EnterpriseMarket, OperatorMarket, ProviderMarket
 from pdx_client.models import (
     Agreement,
@@ -335,6 +336,8 @@ class Enterprise(_Role, EnterpriseMarket):
         )
         if progress:
             progress(job)
+        if job_key is not None and operator in JOB_KEY_FL_OPERATORS:
+            return self._compute_fl(job, job_key, approvers, timeout, progress)
         for stage, state in (("run", "awaiting_approval"), ("release", "review")):
             job = self.wait(job.id, {state, "released"}, timeout=timeout, progress=progress)
             if job.stage == state and approvers:
@@ -349,6 +352,42 @@ class Enterprise(_Role, EnterpriseMarket):
                 title="Computation did not release",
             )
         return self.result(job.id, job_key)
+
+    def _compute_fl(
+        self,
+        job: Computation,
+        job_key: JobKey,
+        approvers: list[Provider] | None,
+        timeout: float,
+        progress: Progress | None,
+    ) -> ComputationResult:
+        """A federated job under `job_key`: approvals, then every round closed here.
+
+        The SDK decrypts each round's aggregate and posts the next global model
+        (`pdx_client.fl.drive`); the final model is added here from the result.
+        """
+        job = self.wait(
+            job.id, {"awaiting_approval", "running"}, timeout=timeout, progress=progress
+        )
+        if job.stage == "awaiting_approval" and approvers:
+            for p in approvers:
+                p.approve(job.id, "run")
+        trainer = fl.drive(self.session, job.id, job_key, timeout=timeout)
+        job = self.wait(job.id, {"review", "released"}, timeout=timeout, progress=progress)
+        if job.stage == "review" and approvers:
+            for p in approvers:
+                p.approve(job.id, "release")
+        job = self.wait(job.id, {"released"}, timeout=timeout, progress=progress)
+        if job.stage != "released":
+            detail = (job.error or {}).get("detail") or job.state
+            raise ComputationFailed(
+                f"computation {job.id} {job.state}: {detail}",
+                type="https://pdx.dev/problems/computation-" + job.stage,
+                title="Computation did not release",
+            )
+        result = self.result(job.id, job_key)
+        result.output["rounds"] = list(trainer.history)
+        return result
 
 
 class Auditor(_Role, AuditorMarket):

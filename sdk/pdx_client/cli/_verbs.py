@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from rich.console import Console
 
+from pdx_client import fl
 from pdx_client.config import (
     config_dir,
     job_key_passphrase,
@@ -22,7 +23,7 @@ from pdx_client.config import (
     save_profile,
 )
 from pdx_client.errors import PdxError
-from pdx_client.jobkeys import JobKey, takes_job_key
+from pdx_client.jobkeys import JOB_KEY_FL_OPERATORS, JobKey, takes_job_key
 from pdx_client.models import Computation
 from pdx_client.partykeys import PartyKey
 from pdx_client.roles import Enterprise, Provider, _Role
@@ -237,6 +238,17 @@ def _party_key(args: argparse.Namespace) -> PartyKey:
         raise _Usage("the party key cannot be opened (check PDX_PARTY_KEY_PASSPHRASE)") from None
 
 
+def _close_fl_rounds(e: Enterprise, args: argparse.Namespace) -> None:
+    """A federated job under this machine's job key: close its rounds here (`pdx_client.fl`)."""
+    stored = load_job_key(args.id)
+    if stored is None or e.computation(args.id).operator not in JOB_KEY_FL_OPERATORS:
+        return
+    passphrase = job_key_passphrase()
+    if passphrase is None:
+        raise _Usage("set PDX_JOB_KEY_PASSPHRASE to close this computation's rounds")
+    fl.drive(e.session, args.id, JobKey.load(stored, passphrase), timeout=args.timeout)
+
+
 def _compute(args: argparse.Namespace) -> int:
     if args.action == "request":
         if not (args.operator and args.input and args.purpose):
@@ -261,6 +273,8 @@ def _compute(args: argparse.Namespace) -> int:
             if args.wait:
                 show, status = _progress()
                 with status:
+                    if key is not None and args.operator in JOB_KEY_FL_OPERATORS:
+                        fl.drive(e.session, job.id, key, timeout=args.timeout)  # every round
                     job = e.wait(job.id, progress=show, timeout=args.timeout)
         return _out(args, job, lambda: print(f"computation {job.id}: {job.state}"))
     if not args.id:
@@ -277,6 +291,7 @@ def _compute(args: argparse.Namespace) -> int:
             if args.wait:
                 show, status = _progress()
                 with status:
+                    _close_fl_rounds(e, args)
                     job = e.wait(args.id, progress=show, timeout=args.timeout)
             else:
                 job = e.computation(args.id)

@@ -1,0 +1,198 @@
+"""The requester in the loop of `fl.logreg` under its own key: each step's aggregate and reply.
+
+A federated job under a requester-held key (`sandbox.party_fl`) needs each round's global
+model, which only the requester can compute (it alone decrypts the aggregate). The run
+keeps one row per job (`ComputationFlRound`): the step's encrypted aggregate, and the
+requester's reply once posted. The requester's SDK fetches the step
+(GET /v1/computations/{id}/fl-round), decrypts it on its machine and posts the next
+global model (POST /v1/computations/{id}/fl-round/{step}); the run waits for it up to
+its deadline, then fails the job. The row is deleted in the transaction that ends the
+job, whatever the end: no aggregate or model is left behind.
+
+What the platform sees here is what it forwards to the nodes: the standardisation and
+the global models the requester posts (`sandbox.party_fl.SECURITY_MODEL`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, Text, delete
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from audit.models import UtcDateTime
+from exchange.accounts import Caller, Role
+from exchange.computations.context import ComputeContext
+from exchange.computations.state import State, load, transition
+from exchange.errors import Conflict, ExchangeError, Forbidden, InvalidInput, NotFound
+from exchange.models import ExchangeBase
+from exchange.resources import sees_computation
+
+__all__ = [
+    "DEFAULT_ROUND_TIMEOUT_S",
+    "ComputationFlRound",
+    "FlRoundTimeout",
+    "current_round",
+    "forget",
+    "post_reply",
+    "requester_exchange",
+]
+
+DEFAULT_ROUND_TIMEOUT_S = 600.0
+"""How long a run waits for the requester's reply to one step (`PDX_FL_ROUND_TIMEOUT_S`)."""
+MAX_REPLY_BYTES = 64 << 10
+_POLL_S = 0.2
+
+
+class FlRoundTimeout(ExchangeError):
+    """The requester did not post the next global model before the step's deadline."""
+
+    code = "fl-round-timeout"
+    title = "The requester did not close the federated round in time"
+
+
+class ComputationFlRound(ExchangeBase):
+    """The open step of a running federated job under a requester key (one row per job)."""
+
+    __tablename__ = "computation_fl_rounds"
+
+    computation_id: Mapped[str] = mapped_column(ForeignKey("computations.id"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    aggregate: Mapped[str] = mapped_column(Text)
+    """The step's encrypted aggregate (`sandbox.party_fl.FL_ROUND_FORMAT`), JSON."""
+    reply: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The requester's reply (global model, standardisation), JSON; None until posted."""
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+def forget(session: Session, computation_id: str) -> None:
+    """Delete the job's round row (in the transaction that ends the job)."""
+    session.execute(
+        delete(ComputationFlRound).where(ComputationFlRound.computation_id == computation_id)
+    )
+
+
+def requester_exchange(
+    ctx: ComputeContext,
+    computation_id: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Callable[[int, dict[str, Any]], dict[str, Any]]:
+    """The run's side: open step k with its aggregate, wait for the reply (or time out)."""
+    timeout = ctx.fl_round_timeout_s
+
+    def exchange(step: int, doc: dict[str, Any]) -> dict[str, Any]:
+        now = ctx.clock()
+        with ctx.sessions() as session, session.begin():
+            comp = load(session, computation_id, lock=True)
+            if comp.state != State.RUNNING:
+                raise Conflict("the computation is no longer running", state=comp.state)
+            row = session.get(ComputationFlRound, computation_id)
+            if row is None:
+                row = ComputationFlRound(computation_id=computation_id)
+                session.add(row)
+            row.step = step
+            row.aggregate = json.dumps(doc, separators=(",", ":"))
+            row.reply = None
+            row.opened_at = now
+            row.deadline = now + timedelta(seconds=timeout)
+        give_up = time.monotonic() + timeout
+        while True:
+            with ctx.sessions() as session:
+                found = session.get(ComputationFlRound, computation_id)
+                reply = found.reply if found is not None and found.step == step else None
+                state = load(session, computation_id).state
+            if reply is not None:
+                out: dict[str, Any] = json.loads(reply)
+                return out
+            if state != State.RUNNING:
+                raise Conflict("the computation is no longer running", state=state)
+            if time.monotonic() >= give_up:
+                raise FlRoundTimeout(
+                    f"no global model was posted for step {step} within {timeout:g} s"
+                )
+            sleep(_POLL_S)
+
+    return exchange
+
+
+def _requester_row(
+    session: Session, caller: Caller, computation_id: str
+) -> tuple[Any, ComputationFlRound]:
+    comp = load(session, computation_id, lock=True)
+    if caller.org_id != comp.requester_org:
+        if sees_computation(caller, comp):
+            raise Forbidden("only the requesting organisation takes part in the rounds")
+        raise NotFound("no such computation", computation_id=computation_id)
+    caller.require(Role.DATA_CONSUMER)
+    if comp.state != State.RUNNING:
+        raise Conflict(f"the computation is {comp.state}, not running", state=comp.state)
+    row = session.get(ComputationFlRound, computation_id)
+    if row is None:
+        raise Conflict("no federated round is waiting for the requester", state=comp.state)
+    return comp, row
+
+
+def current_round(ctx: ComputeContext, caller: Caller, computation_id: str) -> dict[str, Any]:
+    """The open step's encrypted aggregate, for the requester (409 when none is waiting)."""
+    with ctx.sessions() as session, session.begin():
+        _, row = _requester_row(session, caller, computation_id)
+        return {
+            "computation_id": computation_id,
+            "step": row.step,
+            "posted": row.reply is not None,
+            "deadline": row.deadline.isoformat(),
+            "aggregate": json.loads(row.aggregate),
+        }
+
+
+def _check_reply(reply: dict[str, Any], step: int) -> str:
+    """The reply as canonical JSON; refuses what cannot be a global model or setup."""
+    allowed = {"weights", "stop", "n_total", "mean", "scale"} if step == 0 else {"weights", "stop"}
+    extra = set(reply) - allowed
+    if extra:
+        raise InvalidInput(f"unexpected field(s) in the reply: {', '.join(sorted(extra))}")
+    if reply.get("stop") is not True and not isinstance(reply.get("weights"), list):
+        raise InvalidInput(
+            "the reply needs the next global model (weights) or stop", field="weights"
+        )
+    if step == 0 and "n_total" not in reply:
+        raise InvalidInput("the setup reply needs the row count n_total", field="n_total")
+    text = json.dumps(reply, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_REPLY_BYTES:
+        raise InvalidInput("the reply is too large")
+    return text
+
+
+def post_reply(
+    ctx: ComputeContext, caller: Caller, computation_id: str, step: int, reply: dict[str, Any]
+) -> dict[str, Any]:
+    """The requester's reply to step `step`: recorded (ledger + audit) with the job's row."""
+    now = ctx.clock()
+    with ctx.sessions() as session, session.begin():
+        comp, row = _requester_row(session, caller, computation_id)
+        if row.step != step:
+            raise Conflict(f"step {row.step} is open, not {step}", state=comp.state)
+        if row.reply is not None:
+            raise Conflict(f"step {step} was already answered", state=comp.state)
+        text = _check_reply(reply, step)
+        row.reply = text
+        index = transition(
+            ctx,
+            session,
+            comp,
+            caller.subject(),
+            event="fl_round_posted",
+            action="fl_round",
+            now=now,
+            expect=State.RUNNING,
+            detail=f"step={step}" + (" stop" if reply.get("stop") is True else ""),
+            digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+        )
+        return {"computation_id": computation_id, "step": step, "ledger_index": index}

@@ -1,0 +1,199 @@
+"""Federated learning under your own job key: the SDK decrypts each round and posts the next model.
+
+`fl.logreg` over node-held data runs under the requester's Paillier key
+(`pdx_client.jobkeys`). The platform adds the providers' masked, encrypted updates but
+cannot open them, so the requester closes every round: `drive` fetches the open step's
+encrypted aggregate (GET /v1/computations/{id}/fl-round), decrypts it here, computes the
+FedAvg step and posts the next global model (POST .../fl-round/{step}). Step 0 is the
+setup: exact feature moments (the standardisation) or, under DP, a noisy row count.
+The job's result is the last step's encrypted aggregate and the model it updates:
+`open_model` adds them here, so the final model never exists on the platform.
+
+What the platform sees: the standardisation and every global model posted here (the
+last one excepted), never one provider's update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pdx_client.errors import ApiError, PdxError, TimedOut
+
+__all__ = ["FL_RESULT_FORMAT", "FL_ROUND_FORMAT", "FlTrainer", "drive", "open_model", "predict"]
+
+FL_ROUND_FORMAT = "pdx-fl-round/1"
+FL_RESULT_FORMAT = "pdx-fl-result/1"
+_ENDED = frozenset({"released", "rejected", "failed", "review"})
+
+
+class _Key(Protocol):
+    def open_vector(self, doc: dict[str, Any]) -> list[int]: ...
+
+
+class _Http(Protocol):
+    def get(self, path: str, **params: Any) -> Any: ...
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> Any: ...
+
+
+def _fixed(values: list[int], bits: int) -> list[float]:
+    return [v / float(1 << bits) for v in values]
+
+
+@dataclass
+class FlTrainer:
+    """The requester's side of the rounds: decrypts a step and says what comes next."""
+
+    key: _Key
+    weights: list[float] = field(default_factory=list)
+    standardisation: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    _best: float = math.inf
+    _stale: int = 0
+
+    def _check(self, doc: dict[str, Any]) -> None:
+        if doc.get("format") != FL_ROUND_FORMAT:
+            raise PdxError("not an encrypted federated round", type="about:blank")
+
+    def reply(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The reply to one step's aggregate: the setup and first model, next model, or stop."""
+        self._check(doc)
+        values = self.key.open_vector(doc)
+        layout = doc["layout"]
+        d = int(layout.get("d", len(doc["features"])))
+        if int(doc["step"]) == 0:
+            return self._setup(doc, values, d)
+        return self._round(doc, _fixed(values, int(layout["fixed_bits"])), d)
+
+    def _setup(self, doc: dict[str, Any], values: list[int], d: int) -> dict[str, Any]:
+        self.weights = [0.0] * (len(doc["features"]) + 1)
+        self.history, self._best, self._stale = [], math.inf, 0  # (again, after a recovery)
+        if doc["kind"] == "count":  # DP: the noisy row count N̂ only
+            n_hat = max(float(values[0]), 1.0)
+            self.standardisation = {"n_total": n_hat}
+            return {"n_total": n_hat, "weights": self.weights}
+        bits = int(doc["layout"]["fixed_bits"])
+        n = float(values[0])
+        if n < 1:
+            raise PdxError("the setup aggregate counts no rows", type="about:blank")
+        sums = _fixed(values[1 : 1 + d], bits)
+        squares = _fixed(values[1 + d : 1 + 2 * d], bits)
+        mean = [s / n for s in sums]
+        var = [q / n - m * m for q, m in zip(squares, mean, strict=True)]
+        scale = [math.sqrt(v) if v > 0 else 1.0 for v in var]
+        self.standardisation = {"n_total": n, "mean": mean, "scale": scale}
+        return {**self.standardisation, "weights": self.weights}
+
+    def _round(self, doc: dict[str, Any], v: list[float], d: int) -> dict[str, Any]:
+        weight = v[d]
+        if not weight > 0:
+            raise PdxError("the aggregate update has no weight", type="about:blank")
+        update = [x / weight for x in v[:d]]
+        w = self.weights
+        train = doc.get("training") or {}
+        private = bool(doc.get("dp"))
+        loss = acc = None
+        if not private:
+            lam = 1.0 / (float(train.get("C", 1.0)) * float(self.standardisation["n_total"]))
+            loss = v[d + 1] + 0.5 * lam * sum(x * x for x in w[:-1])
+            acc = v[d + 2]
+        self.weights = [a + b for a, b in zip(w, update, strict=True)]
+        self.history.append(
+            {"round": int(doc["step"]) - 1, "loss": loss, "accuracy": acc,
+             "update_norm": math.sqrt(sum(x * x for x in update))}
+        )  # fmt: skip
+        if loss is not None and train.get("early_stopping", True):
+            if loss < self._best * (1.0 - float(train.get("tol", 1e-4))):
+                self._best, self._stale = loss, 0
+            else:
+                self._stale += 1
+                if self._stale >= int(train.get("patience", 5)):
+                    return {"stop": True}
+        return {"weights": self.weights}
+
+
+def drive(
+    http: _Http,
+    computation_id: str,
+    key: _Key,
+    *,
+    timeout: float = 600.0,
+    poll: float = 0.2,
+    on_step: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FlTrainer:
+    """Close every round of a running federated job until it ends (released, review...)."""
+    trainer = FlTrainer(key)
+    deadline = time.monotonic() + timeout
+    base = f"/v1/computations/{computation_id}"
+    while True:
+        state = str(http.get(base)["state"]).replace("-", "_")
+        if state in _ENDED:
+            return trainer
+        if state == "running":
+            try:
+                step = http.get(base + "/fl-round")
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                step = None  # no step open yet (or the job just ended)
+            # Any step not yet answered: a run recovered after a restart begins again at 0.
+            if step is not None and not step["posted"]:
+                k = int(step["step"])
+                http.post(f"{base}/fl-round/{k}", trainer.reply(step["aggregate"]))
+                deadline = time.monotonic() + timeout
+                if on_step:
+                    on_step(k)
+                continue
+        if time.monotonic() > deadline:
+            raise TimedOut(f"computation {computation_id} still {state} after {timeout:.0f} s")
+        sleep(poll)
+
+
+def open_model(key: _Key, doc: dict[str, Any], trainer: FlTrainer | None = None) -> dict[str, Any]:
+    """The final model from the job's result: its last global model plus the last update."""
+    final = doc["final"]
+    if final.get("format") != FL_ROUND_FORMAT or final.get("kind") != "update":
+        raise PdxError("malformed federated result", type="about:blank")
+    layout = final["layout"]
+    d = int(layout["d"])
+    v = _fixed(key.open_vector(final), int(layout["fixed_bits"]))
+    weight = v[d]
+    if not weight > 0:
+        raise PdxError("the aggregate update has no weight", type="about:blank")
+    w = [float(a) + b / weight for a, b in zip(doc["model_in"], v[:d], strict=True)]
+    std = doc["standardisation"]
+    return {
+        "operator": "fl.logreg",
+        "features": list(doc["features"]),
+        "coef": w[:-1],
+        "intercept": w[-1],
+        "mean": list(std["mean"]),
+        "scale": list(std["scale"]),
+        "rows": std["n_total"],
+        "bounds": doc.get("bounds"),
+        "rounds_run": int(doc["rounds_run"]),
+        "rounds": list(trainer.history) if trainer is not None else [],
+        "dp": doc.get("dp"),
+        "decrypted_by": "requester",
+    }
+
+
+def predict(model: dict[str, Any], rows: list[list[float]]) -> list[int]:
+    """Class predictions of an opened model on raw feature rows (bounds clipped, standardised)."""
+    out = []
+    bounds = model.get("bounds")
+    for row in rows:
+        x = [float(v) for v in row]
+        if bounds:
+            x = [min(max(v, lo), hi) for v, (lo, hi) in zip(x, bounds, strict=True)]
+        z = sum(
+            c * (v - m) / s
+            for c, v, m, s in zip(model["coef"], x, model["mean"], model["scale"], strict=True)
+        )
+        out.append(int(z + model["intercept"] > 0))
+    return out

@@ -1,0 +1,259 @@
+"""Federated learning over two providers' own nodes under the requester's key (issue 15).
+
+Separate processes, as `test_join_party_keys`: the real server (`pdx run`), two
+hospitals' PySyft Datasites over HTTP, and a requester with only `sdk/` importable. The
+requester asks for `fl.logreg` twice (DP off, then DP on, ε from the policy), each under
+a key it generates; its SDK closes every round (decrypts the aggregate, posts the next
+global model) and adds the final update itself. Each node holds its organisation's party
+key and signs its mask keys; each checks its peer's against the keys its operator pinned.
+
+* The DP-off model matches plaintext FedAvg (`FlJob`, `unsafe-plain`) on the same rows;
+  the DP-on model still trains.
+* The platform's database, `$PDX_HOME`, its temp directory and a `gcore` dump of the
+  server hold no p, q or λ of either key and none of the providers' plaintext updates
+  (replayed here from the rows and the posted models, and checked to sum to what the
+  requester decrypted). Control: the requester's dump holds p and q.
+
+On the code before this change the server refused the request (422, `field: job_key`),
+so the requester process fails at its request; without a job key a federated job over
+providers' own nodes is still refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from sandbox._registry import ProviderInput
+from sandbox.fl import FlConfig, FlJob, _local_train, _logloss_sum
+from sandbox.party_fl import UPDATE_BITS
+from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
+from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
+from tests.helpers.i15_keys import REPO, core_dump, files_under, search, start_node
+from tests.helpers.net import free_port
+from tests.helpers.s13_fl_keys import (
+    FEATURES,
+    LABEL,
+    PURPOSE,
+    byte_hits,
+    fl_requester_script,
+    rows_of,
+)
+from tests.helpers.server import start_server
+from tests.test_api_contracts import active_contract, make_org, measure_csv, register_dataset
+
+assert any(p.endswith("sdk") for p in sys.path)  # tests.helpers.s13_fl_keys's import put it there
+from pdx_client.fl import predict  # noqa: E402
+from pdx_client.partykeys import PartyKey  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ROWS = (300, 260)
+PLAIN = {"features": FEATURES, "label": LABEL, "rounds": 5, "local_epochs": 10,
+         "early_stopping": False}  # fmt: skip
+PRIVATE = {**PLAIN, "rounds": 3, "local_epochs": 5, "feature_bounds": [[60, 200], [18, 95]]}
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("fl-party-keys")
+    server_tmp = tmp / "server-tmp"
+    server_tmp.mkdir()
+    server = start_server(
+        tmp / "home",
+        {
+            "TMPDIR": str(server_tmp),
+            "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
+            "PDX_NODE_READ_TIMEOUT_MS": "120000",
+            "PDX_NODE_PROBE_TIMEOUT_MS": "120000",
+            "PDX_NODE_CONNECT_TIMEOUT_MS": "10000",
+        },
+        deadline_s=180,
+    )
+    nodes = []
+    requester: subprocess.Popen[str] | None = None
+    texts = [measure_csv(20 + i, n) for i, n in enumerate(ROWS)]
+    trust, parties = tmp / "trusted-parties.json", {}
+    try:
+        creds = json.loads((server.home / "demo-credentials.json").read_text())
+        api = httpx.Client(base_url=server.url, timeout=300)
+        _, ent = make_org(api, creds, "Riverside Health Analytics", "enterprise")
+        plain_inputs, private_inputs = [], []
+        for i, text in enumerate(texts):
+            # Each node signs its mask keys with its organisation's party key and checks its
+            # peer's against the trusted-parties file (test_signed_mask_keys).
+            party_key = PartyKey.generate()
+            pem = party_key.save(tmp / f"party-{i}.pem", passphrase=f"node pass {i}")
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("PDX_NODE_PARTY_KEY", str(pem))
+                mp.setenv("PDX_NODE_PARTY_KEY_PASSPHRASE", f"node pass {i}")
+                mp.setenv("PDX_NODE_TRUSTED_PARTIES", str(trust))
+                node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
+            nodes.append(node)
+            org, prov = make_org(api, creds, f"Hospital {i} District", "provider")
+            body = {"kind": "http", "url": node.url, "email": NODE_EMAIL,
+                    "password": NODE_PASSWORD, "can_approve": True}  # fmt: skip
+            r = api.put("/v1/nodes/me", headers=prov, json=body)
+            assert r.status_code == 200, r.text
+            pinned = {"algorithm": "ed25519", "public_key": party_key.public_b64}
+            r = api.post(f"/v1/market/parties/{org}/keys", headers=prov, json=pinned)
+            assert r.status_code in (200, 201), r.text
+            parties[org] = [pinned]
+            ids = []
+            for attribute in ("open", "conditional"):  # no DP; DP with ε = 1 (general-1)
+                name, nodes_path = f"Hospital {i} {attribute}", "/v1/nodes/datasets"
+                ds = register_dataset(
+                    api, prov, text, name, "general-1", path=nodes_path, open_attribute=attribute
+                )
+                assert ds["custody"] == "node"
+                ids.append(ds["id"])
+            active_contract(api, ent, prov, org, ids, PURPOSE)
+            plain_inputs.append(ids[0])
+            private_inputs.append(ids[1])
+        trust.write_text(json.dumps({"parties": parties}))
+        request = {"operator": "fl.logreg", "inputs": plain_inputs, "params": PLAIN,
+                   "purpose": PURPOSE}  # fmt: skip
+        # Without a job key, training over providers' own nodes is refused, nothing written.
+        r = api.post("/v1/computations", headers=ent, json=request)
+        assert r.status_code == 422 and r.json()["field"] == "job_key", r.text
+        out = tmp / "requester"
+        out.mkdir()
+        (out / "requester.py").write_text(fl_requester_script())
+        bodies = [request, {**request, "inputs": private_inputs, "params": PRIVATE}]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(REPO / "sdk"),
+            "PYTHONNOUSERSITE": "1",
+            "PDX_URL": server.url,
+            "PDX_TOKEN": ent["Authorization"].removeprefix("Bearer "),
+            "REQUESTER_OUT": str(out),
+            "REQUEST_BODIES": json.dumps(bodies),
+        }
+        requester = subprocess.Popen(
+            [sys.executable, str(out / "requester.py")],
+            cwd=out,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert requester.stdout is not None
+        for _ in bodies:
+            line = requester.stdout.readline()
+            assert line.startswith("ID "), line + requester.stdout.read()[-3000:]
+        line = requester.stdout.readline()
+        assert line.strip() == "DONE", line + requester.stdout.read()[-3000:]
+        facts = json.loads((out / "requester.json").read_text())
+        dumps = tmp / "dumps"
+        yield {
+            "server": server,
+            "server_tmp": server_tmp,
+            "texts": texts,
+            "tmp": tmp,
+            "facts": facts,
+            "server_core": core_dump(server.proc.pid, dumps / "server"),
+            "requester_core": core_dump(requester.pid, dumps / "requester"),
+        }
+    finally:
+        if requester is not None and requester.poll() is None:
+            assert requester.stdin is not None
+            requester.stdin.close()
+            requester.wait(timeout=30)
+        server.stop()
+        for node in nodes:
+            node.stop()
+        shutil.rmtree(tmp / "dumps", ignore_errors=True)  # core dumps are large
+
+
+def _accuracy(model: dict[str, Any], texts: list[str]) -> float:
+    xs, ys = rows_of(texts)
+    return sum(int(p == y) for p, y in zip(predict(model, xs), ys, strict=True)) / len(ys)
+
+
+def _plain_fedavg(texts: list[str], tmp: Path) -> Any:
+    paths = []
+    for i, text in enumerate(texts):
+        paths.append(tmp / f"ref-{i}.csv")
+        paths[-1].write_text(text)
+    cfg = FlConfig(features=tuple(FEATURES), label=LABEL, rounds=5, local_epochs=10,
+                   early_stopping=False, encrypted=False)  # fmt: skip
+    providers = [ProviderInput(f"org-{i}", f"ds-{i}", p) for i, p in enumerate(paths)]
+    gate = ReleaseGate(InMemoryPrivacyBudget())
+    return FlJob(cfg, providers).run(gate, ReleaseObligations(min_cohort=10)).review()
+
+
+def test_the_sdk_trains_under_its_key_as_plaintext_fedavg_and_with_dp(
+    scenario: dict[str, Any],
+) -> None:
+    plain, private = scenario["facts"]
+    ref = _plain_fedavg(scenario["texts"], scenario["tmp"])
+    model = plain["model"]
+    assert model["decrypted_by"] == "requester" and model["rows"] == sum(ROWS)
+    assert model["coef"] == pytest.approx(list(ref.coef), abs=1e-4)
+    assert model["intercept"] == pytest.approx(ref.intercept, abs=1e-4)
+    acc, ref_acc = _accuracy(model, scenario["texts"]), ref.accuracy(*rows_of(scenario["texts"]))
+    assert acc > 0.7 and abs(acc - ref_acc) < 0.01
+    dp = private["model"]
+    assert dp["dp"]["epsilon"] == 1.0 and dp["rounds_run"] == 3
+    assert abs(dp["rows"] - sum(ROWS)) < 200  # N̂: the noisy count only
+    assert _accuracy(dp, scenario["texts"]) > 0.65  # still trains
+
+
+def _updates(text: str, facts: dict[str, Any]) -> list[list[float]]:
+    """A provider's plaintext weighted updates of each round, replayed from its rows."""
+    xs, ys = rows_of([text])
+    std = facts["posts"][0]
+    x, y = np.asarray(xs), np.asarray(ys, dtype=np.float64)
+    xb = np.hstack([(x - np.asarray(std["mean"])) / np.asarray(std["scale"]), np.ones((len(y), 1))])
+    n_total = float(std["n_total"])
+    out = []
+    for post in facts["posts"]:
+        w = np.asarray(post["weights"], dtype=np.float64)
+        loss, correct = _logloss_sum(xb, y, w)
+        delta = _local_train(xb, y, w, 1.0 / n_total, 0.5, 10) - w
+        weight = len(y) / n_total
+        out.append([*(weight * delta).tolist(), weight, loss / n_total, correct / n_total])
+    return out
+
+
+def test_no_secret_key_and_no_providers_update_anywhere_on_the_platform(
+    scenario: dict[str, Any],
+) -> None:
+    plain = scenario["facts"][0]
+    per_provider = [_updates(t, plain) for t in scenario["texts"]]
+    # The replay is right: the providers' fixed-point updates sum to what the requester
+    # decrypted (steps 1..4 answered, step 5 the result).
+    sums = [*plain["sums"][1:], plain["final_sum"]]
+    assert len(sums) == len(per_provider[0]) == 5
+    for r, total in enumerate(sums):
+        fixed = [[round(v * (1 << UPDATE_BITS)) for v in p[r]] for p in per_provider]
+        columns = zip(*fixed, strict=True)
+        assert all(abs(sum(c) - t) <= 2 for c, t in zip(columns, total, strict=True))
+    patterns = {}
+    for k, rounds in enumerate(per_provider):
+        for r, vec in enumerate(rounds):
+            for i, v in enumerate(vec[:3]):  # the weighted update of each coordinate
+                patterns[f"provider {k} round {r} coef {i}: double"] = struct.pack("<d", v)
+                patterns[f"provider {k} round {r} coef {i}: text"] = repr(v).encode()
+    server = scenario["server"]
+    platform_files = list(files_under(server.home, scenario["server_tmp"]))
+    assert byte_hits(platform_files + [scenario["server_core"]], patterns) == []
+    for facts in scenario["facts"]:
+        p, q = int(facts["p"]), int(facts["q"])
+        needles = {"p": p, "q": q, "lambda": (p - 1) * (q - 1)}
+        assert search(platform_files, needles) == []
+        assert search([scenario["server_core"]], needles) == []
+        found = search([scenario["requester_core"]], needles)  # control: the search works
+        assert any(h.startswith("p: ") for h in found) and any(h.startswith("q: ") for h in found)
