@@ -12,7 +12,8 @@ from exchange import joinkeys as xj
 from exchange import resources
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.security import SessionDep
+from gateway.writes import WriteDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -39,26 +40,14 @@ class JoinKeysIn(BaseModel):
     response_model=xj.JoinKeys,
     dependencies=[Depends(DeclareJoinKeys)],
 )
-def declare_join_keys(
-    dataset_id: str,
-    body: JoinKeysIn,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> xj.JoinKeys:
+def declare_join_keys(dataset_id: str, body: JoinKeysIn, w: WriteDep) -> xj.JoinKeys:
     """Declare the dataset's joinable identifier columns (replaces the previous set).
 
     Only a declared column may be the key of a private join (`psi.*`, `stats.*` with a
     `join` clause); 422 when a column does not exist.
     """
-    request.state.audit_event = Event.DATASET_JOIN_KEYS_FAILED
-    request.state.object_id = dataset_id
-    with session.begin():
-        return xj.declare_join_keys(
-            session, caller, dataset_id, body.keys, now=now, trail=platform.trail
-        )
+    w.failing_as(Event.DATASET_JOIN_KEYS_FAILED, dataset_id)
+    return w.run(xj.declare_join_keys, dataset_id, body.keys)
 
 
 @router.get(

@@ -14,7 +14,8 @@ from exchange.timestamps import Timestamp
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.security import CallerDep, SessionDep
+from gateway.writes import WriteDep
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -88,25 +89,10 @@ CreateClient = Enforce("account.create", resources=_new_client)
     response_model=OrganisationPublic,
     dependencies=[Depends(CreateOrganisation)],
 )
-def create_organisation(
-    body: OrganisationCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> OrganisationPublic:
-    request.state.audit_event = Event.ORGANISATION_CREATE_FAILED
-    with session.begin():
-        org, receipt = exchange.create_organisation(
-            session,
-            caller,
-            name=body.name,
-            kind=body.kind,
-            now=now,
-            trail=platform.trail,
-        )
-        return _public(org, receipt.ledger_index)
+def create_organisation(body: OrganisationCreate, w: WriteDep) -> OrganisationPublic:
+    w.failing_as(Event.ORGANISATION_CREATE_FAILED)
+    org, receipt = w.run(exchange.create_organisation, name=body.name, kind=body.kind)
+    return _public(org, receipt.ledger_index)
 
 
 @router.get(
@@ -138,29 +124,16 @@ async def _requested_roles(request: Request) -> None:
     response_model=ClientIssued,
     dependencies=[Depends(_requested_roles), Depends(CreateClient)],
 )
-def create_client(
-    org_id: str,
-    body: ClientCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> ClientIssued:
-    request.state.audit_event = Event.CLIENT_CREATE_FAILED
-    request.state.object_id = org_id
-    with session.begin():
-        issued = exchange.create_client(
-            session,
-            caller,
-            org_id=org_id,
-            name=body.name,
-            roles=body.roles,
-            now=now,
-            trail=platform.trail,
-            owner_person_id=body.owner_person_id,
-        )
-    request.app.state.principals.invalidate()
+def create_client(org_id: str, body: ClientCreate, w: WriteDep) -> ClientIssued:
+    w.failing_as(Event.CLIENT_CREATE_FAILED, org_id)
+    issued = w.run(
+        exchange.create_client,
+        org_id=org_id,
+        name=body.name,
+        roles=body.roles,
+        owner_person_id=body.owner_person_id,
+    )
+    w.request.app.state.principals.invalidate()
     return ClientIssued(
         client_id=issued.client_id,
         client_secret=issued.client_secret,
@@ -223,28 +196,11 @@ def _state(change: exchange.clients.ClientChange) -> ClientState:
     response_model_exclude_none=True,
     dependencies=[Depends(DeactivateClient)],
 )
-def deactivate_client(
-    org_id: str,
-    client_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> ClientState:
+def deactivate_client(org_id: str, client_id: str, w: WriteDep) -> ClientState:
     """Deactivate a client: it gets no tokens, and its live tokens stop working."""
-    request.state.audit_event = Event.CLIENT_DEACTIVATE_FAILED
-    request.state.object_id = client_id
-    with session.begin():
-        change = exchange.clients.deactivate_client(
-            session,
-            caller,
-            org_id=org_id,
-            client_id=client_id,
-            now=now,
-            trail=platform.trail,
-        )
-    request.app.state.principals.invalidate()
+    w.failing_as(Event.CLIENT_DEACTIVATE_FAILED, client_id)
+    change = w.run(exchange.clients.deactivate_client, org_id=org_id, client_id=client_id)
+    w.request.app.state.principals.invalidate()
     return _state(change)
 
 
@@ -253,28 +209,12 @@ def deactivate_client(
     response_model=ClientState,
     dependencies=[Depends(RotateClientSecret)],
 )
-def rotate_client_secret(
-    org_id: str,
-    client_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> ClientState:
+def rotate_client_secret(org_id: str, client_id: str, w: WriteDep) -> ClientState:
     """A new secret for a client (shown once); the old one and its logins stop working."""
-    request.state.audit_event = Event.CLIENT_ROTATE_FAILED
-    request.state.object_id = client_id
+    w.failing_as(Event.CLIENT_ROTATE_FAILED, client_id)
     secret = exchange.clients.new_client_secret()  # scrypt before the transaction
-    with session.begin():
-        change = exchange.clients.rotate_client_secret(
-            session,
-            caller,
-            org_id=org_id,
-            client_id=client_id,
-            secret=secret,
-            now=now,
-            trail=platform.trail,
-        )
-    request.app.state.principals.invalidate()
+    change = w.run(
+        exchange.clients.rotate_client_secret, org_id=org_id, client_id=client_id, secret=secret
+    )
+    w.request.app.state.principals.invalidate()
     return _state(change)

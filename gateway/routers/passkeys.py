@@ -22,6 +22,7 @@ from gateway.pep import Enforce
 from gateway.platform import Platform
 from gateway.ratelimit import Limits
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.writes import WriteDep
 
 public = APIRouter(prefix="/v1", tags=["people"])  # the password authenticates
 # A person's own second factors: the decision point allows every role (the auditor too:
@@ -149,51 +150,27 @@ def registration_options(
 
 
 @router.post("", status_code=201, response_model=PasskeyOut)
-def enrol(
-    body: CredentialIn,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> PasskeyOut:
+def enrol(body: CredentialIn, w: WriteDep) -> PasskeyOut:
     """Verify the authenticator's answer to the creation options and keep its public key."""
-    request.state.audit_event = Event.PERSON_PASSKEY_DENIED
-    with session.begin():
-        info = passkeys.finish_registration(
-            session,
-            caller,
-            json.dumps(body.credential),
-            rp=relying_party(platform),
-            now=now,
-            trail=platform.trail,
-        )
-    return _out(info)
+    w.failing_as(Event.PERSON_PASSKEY_DENIED)
+    rp = relying_party(w.platform)
+    return _out(w.run(passkeys.finish_registration, json.dumps(body.credential), rp=rp))
 
 
 @router.post("/{passkey_id}/remove", status_code=200)
-def remove(
-    passkey_id: str,
-    body: Removal,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> dict[str, Any]:
+def remove(passkey_id: str, body: Removal, w: WriteDep) -> dict[str, Any]:
     """Remove a passkey; needs a fresh second factor (TOTP code or passkey assertion)."""
-    request.state.audit_event = Event.PERSON_PASSKEY_DENIED
-    request.state.object_id = passkey_id[:64]
-    with session.begin():
+    w.failing_as(Event.PERSON_PASSKEY_DENIED, passkey_id[:64])
+    with w.session.begin():
         index = exchange.people.remove_passkey(
-            session,
-            platform.keystore,
-            caller,
+            w.session,
+            w.platform.keystore,
+            w.caller,
             passkey_id,
             totp=body.totp,
             passkey=json.dumps(body.passkey) if body.passkey else "",
-            rp=relying_party(platform),
-            now=now,
-            trail=platform.trail,
+            rp=relying_party(w.platform),
+            now=w.now,
+            trail=w.platform.trail,
         )
     return {"id": passkey_id, "removed": True, "ledger_index": index}

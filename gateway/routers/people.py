@@ -21,7 +21,8 @@ from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.ratelimit import Limits
 from gateway.routers import passkeys as passkeys_router
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.security import ClockDep, PlatformDep, SessionDep
+from gateway.writes import WriteDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
 public = APIRouter(prefix="/v1", tags=["people"])  # enrolment: the invitation code authenticates
@@ -113,27 +114,10 @@ def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
     response_model=InvitationIssued,
     dependencies=[Depends(InviteFirstAdmin)],
 )
-def invite_first_admin(
-    org_id: str,
-    body: FirstAdminInvite,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> InvitationIssued:
+def invite_first_admin(org_id: str, body: FirstAdminInvite, w: WriteDep) -> InvitationIssued:
     """The operator invites a new organisation's first administrator (once, nothing more)."""
-    request.state.audit_event = Event.PERSON_INVITE_FAILED
-    request.state.object_id = org_id
-    with session.begin():
-        inv = exchange.people.invite_first_admin(
-            session,
-            caller,
-            org_id=org_id,
-            display_name=body.display_name,
-            now=now,
-            trail=platform.trail,
-        )
+    w.failing_as(Event.PERSON_INVITE_FAILED, org_id)
+    inv = w.run(exchange.people.invite_first_admin, org_id=org_id, display_name=body.display_name)
     return _issued(inv)
 
 
@@ -143,29 +127,16 @@ def invite_first_admin(
     response_model=InvitationIssued,
     dependencies=[Depends(_requested_roles), Depends(InvitePerson)],
 )
-def invite_person(
-    org_id: str,
-    body: PersonInvite,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> InvitationIssued:
+def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIssued:
     """An organisation's administrator invites another person of that organisation."""
-    request.state.audit_event = Event.PERSON_INVITE_FAILED
-    request.state.object_id = org_id
-    with session.begin():
-        inv = exchange.people.invite_person(
-            session,
-            caller,
-            org_id=org_id,
-            display_name=body.display_name,
-            roles=body.roles,
-            org_admin=body.org_admin,
-            now=now,
-            trail=platform.trail,
-        )
+    w.failing_as(Event.PERSON_INVITE_FAILED, org_id)
+    inv = w.run(
+        exchange.people.invite_person,
+        org_id=org_id,
+        display_name=body.display_name,
+        roles=body.roles,
+        org_admin=body.org_admin,
+    )
     return _issued(inv)
 
 
