@@ -25,7 +25,7 @@ from exchange.computations.signed_approvals import PartySignature
 from exchange.paging import in_memory
 from gateway.deprecation import deprecated
 from gateway.pagination import Page, PagingDep
-from gateway.pep import Deferred, Enforce, Target
+from gateway.pep import Deferred, Enforce, Target, path_resource
 from gateway.platform import Platform
 from gateway.security import CallerDep, ComputeDep
 
@@ -42,11 +42,7 @@ def _approval_targets(
     return [Target(r) for r in resources.approval_resources(session, caller, comp_id)]
 
 
-def _computation_target(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    comp_id = request.path_params["computation_id"]
-    return [Target(resources.computation_resource(session, comp_id))]
+_computation_target = path_resource(resources.computation_resource, "computation_id")
 
 
 def _own_computations(

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
-import exchange
 from audit.catalogue import Event
 from exchange import joinkeys as xj
 from exchange import resources
-from gateway.pep import Enforce, Target
-from gateway.platform import Platform
+from gateway.pep import Enforce, path_resource
 from gateway.security import SessionDep
 from gateway.writes import WriteDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-def _own_dataset(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.policy_resource(session, request.path_params["dataset_id"]))]
+_own_dataset = path_resource(resources.policy_resource, "dataset_id")
 
 
 # Declaring join keys is part of the provider's registration of its own dataset.

@@ -21,7 +21,7 @@ from exchange.market import certificates as xcert
 from exchange.market import parties as xparty
 from exchange.market import products as xprod
 from exchange.market.models import Product
-from gateway.pep import Deferred, Enforce, Target
+from gateway.pep import Deferred, Enforce, Target, path_resource
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep, SessionDep
 from gateway.writes import WriteDep
@@ -57,10 +57,7 @@ def _own(kind: str) -> Any:
     return targets
 
 
-def _product_owner(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.product_resource(session, request.path_params["product_id"]))]
+_product_owner = path_resource(resources.product_resource, "product_id")
 
 
 def _party(

@@ -23,7 +23,7 @@ from exchange.market import negotiation as xneg
 from exchange.market import products as xprod
 from exchange.market import settlement as xset
 from exchange.resources import sees_everything
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce, Target, path_resource
 from gateway.platform import Platform
 from gateway.routers.market import ReadCatalog, platform_signer
 from gateway.security import CallerDep, ClockDep, SessionDep
@@ -45,16 +45,8 @@ def _mine(kind: str) -> Callable[..., list[Target]]:
     return targets
 
 
-def _negotiation(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.negotiation_resource(session, request.path_params["negotiation_id"]))]
-
-
-def _agreement(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.agreement_resource(session, request.path_params["agreement_id"]))]
+_negotiation = path_resource(resources.negotiation_resource, "negotiation_id")
+_agreement = path_resource(resources.agreement_resource, "agreement_id")
 
 
 StartNegotiation = Enforce("market.negotiate", resources=_mine("negotiation"))
