@@ -12,7 +12,7 @@ from audit.catalogue import Event
 from exchange import resources
 from exchange.timestamps import Timestamp
 from gateway.pagination import Page, PagingDep
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce, Resources, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, SessionDep
 from gateway.writes import WriteDep
@@ -70,17 +70,33 @@ def _public(org: exchange.Organisation, ledger_index: int | None = None) -> Orga
     )
 
 
-def _new_client(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    roles = getattr(request.state, "requested_roles", None) or []
-    org_id = request.path_params["org_id"]
-    return [Target(resources.account_resource(session, "account", org_id, roles=roles))]
+def new_account(kind: str) -> Resources:
+    """Resources: an account of `kind` the body asks for in the path's organisation."""
+
+    def targets(
+        request: Request, caller: exchange.Caller, platform: Platform, session: Session
+    ) -> list[Target]:
+        roles = getattr(request.state, "requested_roles", None) or []
+        org_id = request.path_params["org_id"]
+        return [Target(resources.account_resource(session, kind, org_id, roles=roles))]
+
+    return targets
+
+
+async def requested_roles(request: Request) -> None:
+    """Expose the body's roles to the policy input (the body is read once and cached)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return
+    roles = body.get("roles") if isinstance(body, dict) else None
+    if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
+        request.state.requested_roles = roles[:10]
 
 
 CreateOrganisation = Enforce("organisation.create")
 ReadAccounts = Enforce("account.read")
-CreateClient = Enforce("account.create", resources=_new_client)
+CreateClient = Enforce("account.create", resources=new_account("account"))
 
 
 @router.post(
@@ -107,22 +123,11 @@ def list_organisations(
     return paging.page_as(exchange.list_organisations(session, window=paging.window), _public)
 
 
-async def _requested_roles(request: Request) -> None:
-    """Expose the body's roles to the policy input (the body is read once and cached)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        return
-    roles = body.get("roles") if isinstance(body, dict) else None
-    if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
-        request.state.requested_roles = roles[:10]
-
-
 @router.post(
     "/organisations/{org_id}/clients",
     status_code=201,
     response_model=ClientIssued,
-    dependencies=[Depends(_requested_roles), Depends(CreateClient)],
+    dependencies=[Depends(requested_roles), Depends(CreateClient)],
 )
 def create_client(org_id: str, body: ClientCreate, w: WriteDep) -> ClientIssued:
     w.failing_as(Event.CLIENT_CREATE_FAILED, org_id)

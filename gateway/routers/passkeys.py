@@ -83,11 +83,12 @@ def _out(info: passkeys.PasskeyInfo) -> PasskeyOut:
     )
 
 
-def _denied(request: Request, login: str) -> GatewayError:
+def person_denied(request: Request, login: str) -> GatewayError:
+    """A person's sign-in refused: audited, and it spends the address's failure budget."""
     request.state.audit_event = Event.AUTH_PERSON_DENIED
     request.state.object_id = login[:64]
     limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))
+    limits.failed(client_ip(request))  # issue 11
     return GatewayError(
         "invalid-grant",
         "Invalid token request",
@@ -112,7 +113,7 @@ def _signin_options(platform: Platform, request: Request, body: PasswordIn) -> J
                 now=now,
             )
     except xe.AuthenticationFailed:
-        raise _denied(request, body.username) from None
+        raise person_denied(request, body.username) from None
     return JSONResponse({"options": options}, headers={"Cache-Control": "no-store"})
 
 

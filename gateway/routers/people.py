@@ -5,22 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
 import exchange.people
 from audit.catalogue import Event
-from exchange import authn_trail, resources
+from exchange import authn_trail
 from exchange import errors as xe
 from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
-from gateway.errors import GatewayError
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.ratelimit import Limits
 from gateway.routers import passkeys as passkeys_router
+from gateway.routers.organisations import new_account, requested_roles
 from gateway.security import ClockDep, PlatformDep, SessionDep
 from gateway.writes import WriteDep
 
@@ -74,26 +72,8 @@ class Confirm(BaseModel):
     totp: str = Field(min_length=6, max_length=6)
 
 
-def _invitee(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    roles = getattr(request.state, "requested_roles", None) or []
-    org_id = request.path_params["org_id"]
-    return [Target(resources.account_resource(session, "person", org_id, roles=roles))]
-
-
-async def _requested_roles(request: Request) -> None:
-    try:
-        body = await request.json()
-    except ValueError:
-        return
-    roles = body.get("roles") if isinstance(body, dict) else None
-    if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
-        request.state.requested_roles = roles[:10]
-
-
 InviteFirstAdmin = Enforce("organisation.create")
-InvitePerson = Enforce("account.create", resources=_invitee)
+InvitePerson = Enforce("account.create", resources=new_account("person"))
 
 
 def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
@@ -125,7 +105,7 @@ def invite_first_admin(org_id: str, body: FirstAdminInvite, w: WriteDep) -> Invi
     "/organisations/{org_id}/invitations",
     status_code=201,
     response_model=InvitationIssued,
-    dependencies=[Depends(_requested_roles), Depends(InvitePerson)],
+    dependencies=[Depends(requested_roles), Depends(InvitePerson)],
 )
 def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIssued:
     """An organisation's administrator invites another person of that organisation."""
@@ -190,20 +170,6 @@ def confirm(
         return Confirmed(person_id=person.id, state=person.status)
 
 
-def _person_denied(request: Request, login: str) -> GatewayError:
-    request.state.audit_event = Event.AUTH_PERSON_DENIED
-    request.state.object_id = login[:64]
-    limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))  # spends the address's failure budget (issue 11)
-    return GatewayError(
-        "invalid-grant",
-        "Invalid token request",
-        "invalid person credentials",
-        headers={"Cache-Control": "no-store"},
-        error="invalid_grant",
-    )
-
-
 def _person_token(platform: Platform, request: Request, fields: dict[str, str]) -> JSONResponse:
     now = platform.now()
     login = fields.get("username", "")
@@ -213,7 +179,7 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
             platform.session, login=login, password=password
         )
     except xe.AuthenticationFailed:
-        raise _person_denied(request, login) from None
+        raise passkeys_router.person_denied(request, login) from None
     with platform.session() as session, session.begin():
         try:
             person = exchange.people.authenticate_person(
@@ -229,7 +195,7 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
                 trail=platform.trail,
             )
         except xe.AuthenticationFailed:
-            raise _person_denied(request, login) from None
+            raise passkeys_router.person_denied(request, login) from None
         subject = audit.Subject(
             person.id, person.org_id, client_ip(request), request.state.request_id, None
         )
