@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from exchange.backup import record_published
 from exchange.paging import Key, Slice
-from gateway.ledger_signer import ledger_signer_for
 from gateway.pagination import Page, Paging, invalid_cursor, pager
 from gateway.pep import Enforce
 from gateway.platform import Platform
@@ -96,12 +95,7 @@ PathIndex = Annotated[int, Path(ge=0, le=MAX_INDEX)]
 def verifier_key(platform: PlatformDep) -> PlainTextResponse:
     """The log's public key as a signed-note verifier key (`origin+hash+base64`)."""
     with platform.session() as session:
-        signer = ledger_signer_for(
-            platform_keystore=platform.keystore,
-            settings=platform.settings,
-            session=session,
-            now=platform.now(),
-        )
+        signer = platform.ledger_signer(session)
     return PlainTextResponse(signer.verifier_key() + "\n", media_type=NOTE_TEXT)
 
 
