@@ -204,28 +204,32 @@ def create_app(platform: Platform) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(auth.router)
-    protected = [Depends(authenticate)]
     app.include_router(people.public)
     app.include_router(passkeys.public)
-    app.include_router(passkeys.router, dependencies=protected)
-    app.include_router(organisations.router, dependencies=protected)
-    app.include_router(people.router, dependencies=protected)
-    app.include_router(dataset_scan.router, dependencies=protected)  # before /{dataset_id}
-    app.include_router(datasets.router, dependencies=protected)
-    app.include_router(joins.router, dependencies=protected)
-    app.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
-    app.include_router(ledger.router, dependencies=protected)
-    app.include_router(trail.router, dependencies=protected)
-    app.include_router(kms.router, dependencies=protected)
-    app.include_router(policies.router, dependencies=protected)
-    app.include_router(contracts.router, dependencies=protected)
-    app.include_router(market.router, dependencies=protected)
-    app.include_router(market_deals.router, dependencies=protected)
-    app.include_router(computations.router, dependencies=protected)
-    app.include_router(privacy.router, dependencies=protected)
-    app.include_router(nodes.router, dependencies=protected)
-    app.include_router(compliance_router.router, dependencies=protected)
-    app.include_router(audit_router.router, dependencies=protected)
+    protected = [Depends(authenticate)]
+    for router in (
+        passkeys.router,
+        organisations.router,
+        people.router,
+        dataset_scan.router,  # before datasets' /{dataset_id}
+        datasets.router,
+        joins.router,
+        ledger.router,
+        trail.router,
+        kms.router,
+        policies.router,
+        contracts.router,
+        market.router,
+        market_deals.router,
+        computations.router,
+        privacy.router,
+        nodes.router,
+        compliance_router.router,
+        audit_router.router,
+    ):
+        if router is ledger.router:
+            app.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
+        app.include_router(router, dependencies=protected)
     # The web console (a mounted sub-application, outside /v1): its actions are in-process
     # calls to the routes above, so it passes the same enforcement point and trail.
     mount_console(app)
