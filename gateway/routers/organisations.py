@@ -186,13 +186,7 @@ RotateClientSecret = Enforce("account.rotate_secret", resources=_managed_client)
 
 
 def _state(change: exchange.clients.ClientChange) -> ClientState:
-    return ClientState(
-        client_id=change.client_id,
-        org_id=change.org_id,
-        active=change.active,
-        client_secret=change.client_secret,
-        ledger_index=change.ledger_index,
-    )
+    return ClientState.model_validate(change, from_attributes=True)
 
 
 @router.post(

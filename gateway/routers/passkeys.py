@@ -73,14 +73,7 @@ class PasswordIn(BaseModel):
 
 
 def _out(info: passkeys.PasskeyInfo) -> PasskeyOut:
-    return PasskeyOut(
-        id=info.id,
-        credential_id=info.credential_id,
-        transports=list(info.transports),
-        created_at=info.created_at,
-        last_used_at=info.last_used_at,
-        ledger_index=info.ledger_index,
-    )
+    return PasskeyOut.model_validate(info, from_attributes=True)
 
 
 def person_denied(request: Request, login: str) -> GatewayError:

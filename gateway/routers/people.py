@@ -77,15 +77,7 @@ InvitePerson = Enforce("account.create", resources=new_account("person"))
 
 
 def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
-    return InvitationIssued(
-        id=inv.id,
-        org_id=inv.org_id,
-        code=inv.code,
-        expires_at=inv.expires_at,
-        roles=list(inv.roles),
-        org_admin=inv.org_admin,
-        ledger_index=inv.ledger_index,
-    )
+    return InvitationIssued.model_validate(inv, from_attributes=True)
 
 
 @router.post(
@@ -136,14 +128,7 @@ def redeem(
             now=now,
             trail=platform.trail,
         )
-    return Enrolled(
-        person_id=e.person_id,
-        org_id=e.org_id,
-        login=e.login,
-        totp_secret=e.totp_secret,
-        provisioning_uri=e.provisioning_uri,
-        ledger_index=e.ledger_index,
-    )
+    return Enrolled.model_validate(e, from_attributes=True)
 
 
 class Confirmed(BaseModel):
