@@ -19,8 +19,7 @@ from gateway.pep import Enforce
 from gateway.platform import Platform
 from gateway.routers import passkeys as passkeys_router
 from gateway.routers.organisations import new_account, requested_roles
-from gateway.security import ClockDep, PlatformDep, SessionDep
-from gateway.writes import WriteDep
+from gateway.writes import EnrolmentWriteDep, WriteDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
 public = APIRouter(prefix="/v1", tags=["people"])  # enrolment: the invitation code authenticates
@@ -113,21 +112,11 @@ def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIss
 
 
 @public.post(REDEEM_PATH, status_code=201, response_model=Enrolled)
-def redeem(
-    body: Redeem, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
-) -> Enrolled:
+def redeem(body: Redeem, w: EnrolmentWriteDep) -> Enrolled:
     """Spend an invitation code: set a login and password, receive the TOTP secret."""
-    request.state.audit_event = Event.PERSON_REDEEM_DENIED
-    with session.begin():
-        e = exchange.people.redeem_invitation(
-            session,
-            platform.keystore,
-            code=body.code,
-            login=body.login,
-            password=body.password,
-            now=now,
-            trail=platform.trail,
-        )
+    e = w.failing_as(Event.PERSON_REDEEM_DENIED).run(
+        exchange.people.redeem_invitation, code=body.code, login=body.login, password=body.password
+    )
     return Enrolled.model_validate(e, from_attributes=True)
 
 
@@ -137,22 +126,12 @@ class Confirmed(BaseModel):
 
 
 @public.post(CONFIRM_PATH, response_model=Confirmed)
-def confirm(
-    body: Confirm, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
-) -> Confirmed:
+def confirm(body: Confirm, w: EnrolmentWriteDep) -> Confirmed:
     """The first TOTP code from the authenticator activates the person."""
-    request.state.audit_event = Event.PERSON_CONFIRM_DENIED
-    with session.begin():
-        person = exchange.people.confirm_enrolment(
-            session,
-            platform.keystore,
-            login=body.login,
-            password=body.password,
-            totp=body.totp,
-            now=now,
-            trail=platform.trail,
-        )
-        return Confirmed(person_id=person.id, state=person.status)
+    person = w.failing_as(Event.PERSON_CONFIRM_DENIED).run(
+        exchange.people.confirm_enrolment, login=body.login, password=body.password, totp=body.totp
+    )
+    return Confirmed(person_id=person.id, state=person.status)
 
 
 def _person_token(platform: Platform, request: Request, fields: dict[str, str]) -> JSONResponse:
