@@ -71,12 +71,18 @@ class BlockOut(BaseModel):
     checkpoint: str
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def consistency_hashes(platform: Platform, first: int, second: int) -> list[str]:
+    """RFC 9162 §2.1.4: the proof that the tree of `first` entries is a prefix of `second`."""
+    with platform.session() as session:
+        return [b64(h) for h in platform.ledger.consistency_proof(session, first, second)]
+
+
 def _entry(stored: StoredEntry) -> Entry:
-    return Entry(index=stored.index, leaf=_b64(stored.leaf), record=decode_leaf(stored.leaf))
+    return Entry(index=stored.index, leaf=b64(stored.leaf), record=decode_leaf(stored.leaf))
 
 
 def _block(sealed: SealedBlock) -> BlockOut:
@@ -191,7 +197,7 @@ def inclusion(
     """RFC 9162 §2.1.3 inclusion proof of entry `index` in the tree of `tree_size`."""
     with platform.session() as session:
         hashes = platform.ledger.inclusion_proof(session, index, tree_size)
-    return InclusionProof(index=index, tree_size=tree_size, hashes=[_b64(h) for h in hashes])
+    return InclusionProof(index=index, tree_size=tree_size, hashes=[b64(h) for h in hashes])
 
 
 @router.get(
@@ -201,9 +207,8 @@ def consistency(
     caller: CallerDep, platform: PlatformDep, first: Index, second: Index
 ) -> ConsistencyProof:
     """RFC 9162 §2.1.4 proof that the tree of `first` entries is a prefix of `second`."""
-    with platform.session() as session:
-        hashes = platform.ledger.consistency_proof(session, first, second)
-    return ConsistencyProof(first=first, second=second, hashes=[_b64(h) for h in hashes])
+    hashes = consistency_hashes(platform, first, second)
+    return ConsistencyProof(first=first, second=second, hashes=hashes)
 
 
 @router.get("/blocks", response_model=Page[BlockOut], dependencies=[Depends(ReadLedger)])
