@@ -145,17 +145,7 @@ class ComplianceServices:
                 ledger_=p.ledger,
                 sample=sample,
             )
-            signer = ledger_signer_for(
-                platform_keystore=p.keystore, settings=p.settings, session=session, now=now
-            )
-            stored = audit.compliance.record_run(
-                session,
-                report,
-                by=by.subject_id or "platform",
-                now=now,
-                signer=signer,
-                recorder=self._recorder(by),
-            )
+            stored = self._signed(audit.compliance.record_run, session, report, by=by, now=now)
         return stored
 
     def risk_report(self, by: audit.Subject) -> dict[str, Any]:
@@ -167,17 +157,30 @@ class ComplianceServices:
         facts = self.facts()
         with p.session() as session, session.begin():
             body = risk.build(session, facts, self.policy.active(session)[2], now=now)
-            signer = ledger_signer_for(
-                platform_keystore=p.keystore, settings=p.settings, session=session, now=now
-            )
-            return risk.record(
-                session,
-                body,
-                by=by.subject_id or "platform",
-                now=now,
-                signer=signer,
-                recorder=self._recorder(by),
-            )
+            return self._signed(risk.record, session, body, by=by, now=now)
+
+    def _signed(
+        self,
+        record: Callable[..., dict[str, Any]],
+        session: Session,
+        body: dict[str, Any],
+        *,
+        by: audit.Subject,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Store a report signed with the platform's ledger key, on the ledger and audited."""
+        p = self.platform
+        signer = ledger_signer_for(
+            platform_keystore=p.keystore, settings=p.settings, session=session, now=now
+        )
+        return record(
+            session,
+            body,
+            by=by.subject_id or "platform",
+            now=now,
+            signer=signer,
+            recorder=self._recorder(by),
+        )
 
     def _recorder(self, by: audit.Subject) -> Callable[..., int | None]:
         def record(

@@ -49,6 +49,17 @@ class Target:
 Resources = Callable[[Request, Caller, Platform, Session], Sequence[Target]]
 
 
+def path_resource(build: Callable[[Session, str], Mapping[str, Any]], param: str) -> Resources:
+    """Resources: the one thing `build(session, id)` describes, its id a path parameter."""
+
+    def targets(
+        request: Request, caller: Caller, platform: Platform, session: Session
+    ) -> list[Target]:
+        return [Target(build(session, request.path_params[param]))]
+
+    return targets
+
+
 def subject_of(caller: Caller) -> dict[str, Any]:
     subject: dict[str, Any] = {
         "id": caller.client_id,

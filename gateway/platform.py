@@ -210,6 +210,12 @@ class Platform:
     def now(self) -> datetime:
         return self.clock()
 
+    def ledger_signer(self, session: Session) -> KmsLedgerSigner:
+        """The ledger's signer (the KMS ledger-signing key) as of now, read in `session`."""
+        return ledger_signer_for(
+            platform_keystore=self.keystore, settings=self.settings, session=session, now=self.now()
+        )
+
 
 def build_platform(settings: Settings, *, clock: Clock = utc_now) -> Platform:
     exchange.configure_arrow_memory()
@@ -418,12 +424,7 @@ def _initialise(platform: Platform) -> dict[str, dict[str, Any]] | None:
         platform.keystore.signing_key(
             session, purpose=crypto.KeyPurpose.TOKEN_SIGNING, now=platform.now()
         )
-        ledger_key = ledger_signer_for(
-            platform_keystore=platform.keystore,
-            settings=platform.settings,
-            session=session,
-            now=platform.now(),
-        ).verifier_key()
+        ledger_key = platform.ledger_signer(session).verifier_key()
     platform.identity = _establish_identity(
         platform, start, exchange.identity.key_fingerprint(ledger_key)
     )

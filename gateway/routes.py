@@ -52,26 +52,30 @@ def api_routes() -> tuple[BaseRoute, ...]:
     )
     table.include_router(health.router)
     table.include_router(auth.router)
-    protected = [Depends(authenticate)]
     table.include_router(people.public)
     table.include_router(passkeys.public)
-    table.include_router(passkeys.router, dependencies=protected)
-    table.include_router(organisations.router, dependencies=protected)
-    table.include_router(people.router, dependencies=protected)
-    table.include_router(dataset_scan.router, dependencies=protected)  # before /{dataset_id}
-    table.include_router(datasets.router, dependencies=protected)
-    table.include_router(joins.router, dependencies=protected)
-    table.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
-    table.include_router(ledger.router, dependencies=protected)
-    table.include_router(trail.router, dependencies=protected)
-    table.include_router(kms.router, dependencies=protected)
-    table.include_router(policies.router, dependencies=protected)
-    table.include_router(contracts.router, dependencies=protected)
-    table.include_router(market.router, dependencies=protected)
-    table.include_router(market_deals.router, dependencies=protected)
-    table.include_router(computations.router, dependencies=protected)
-    table.include_router(privacy.router, dependencies=protected)
-    table.include_router(nodes.router, dependencies=protected)
-    table.include_router(compliance_router.router, dependencies=protected)
-    table.include_router(audit_router.router, dependencies=protected)
+    protected = [Depends(authenticate)]
+    for router in (
+        passkeys.router,
+        organisations.router,
+        people.router,
+        dataset_scan.router,  # before datasets' /{dataset_id}
+        datasets.router,
+        joins.router,
+        ledger.router,
+        trail.router,
+        kms.router,
+        policies.router,
+        contracts.router,
+        market.router,
+        market_deals.router,
+        computations.router,
+        privacy.router,
+        nodes.router,
+        compliance_router.router,
+        audit_router.router,
+    ):
+        if router is ledger.router:
+            table.include_router(ledger.public)  # the checkpoint and its key (PUBLIC_PATHS)
+        table.include_router(router, dependencies=protected)
     return tuple(table.routes)

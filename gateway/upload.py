@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from exchange import errors as xe
+from gateway.edges import MAX_JSON_DEPTH, DepthMeter
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:  # a TypedDict that exists for type checkers only
@@ -25,6 +26,38 @@ if TYPE_CHECKING:  # a TypedDict that exists for type checkers only
 _FEED_BYTES = 1 << 20
 _MAX_HEADER_BYTES = 8 * 1024
 _MAX_HEADERS = 16
+
+
+def registration_body(metadata_schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a registration: a `metadata` part and a `file` part."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["metadata", "file"],
+                        "properties": {
+                            "metadata": metadata_schema,
+                            "file": {"type": "string", "format": "binary"},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+
+def check_metadata_depth(raw: bytes) -> None:
+    """Refuse metadata nested too deeply before it is parsed (json.loads would recurse out)."""
+    if not DepthMeter().feed(raw):
+        raise GatewayError(
+            "json-too-deep",
+            "Request body nested too deeply",
+            f"the metadata may nest at most {MAX_JSON_DEPTH} arrays or objects",
+            max_depth=MAX_JSON_DEPTH,
+        )
 
 
 class _Parts:

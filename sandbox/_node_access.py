@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from sandbox._registry import STATS_OPERATORS
@@ -176,19 +175,8 @@ class _RemoteSession(SandboxSession):
             except Exception:  # noqa: BLE001 - the node reaps idle sessions itself
                 pass
 
-    def __enter__(self) -> SandboxSession:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __del__(self) -> None:
-        pass
+        pass  # nothing of the base's worker to reap; `with` and close() are the base's
 
 
 class NodeSandbox(Sandbox):

@@ -66,7 +66,6 @@ def _backup_create(settings: Settings, out: Path) -> int:
     import audit
     from exchange.backup import Signer, create_backup
     from exchange.backup_record import check_location, record_backup
-    from gateway.ledger_signer import ledger_signer_for
     from gateway.platform import SCHEMA, build_platform, initialise
 
     out = check_location(out)
@@ -75,12 +74,7 @@ def _backup_create(settings: Settings, out: Path) -> int:
         initialise(platform)
         platform.sealer.seal_now()
         with platform.session() as session, session.begin():
-            signer = ledger_signer_for(
-                platform_keystore=platform.keystore,
-                settings=settings,
-                session=session,
-                now=platform.now(),
-            )
+            signer = platform.ledger_signer(session)
         summary = create_backup(
             engine=platform.engine,
             schema=SCHEMA,

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import CliError, text_arg
+from gateway.cli._common import CliError, migrated_platform, text_arg
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ def _kms(args: argparse.Namespace) -> int:
     from crypto.backup import create_recovery_key, export_backup, restore_backup, share_to_text
     from crypto.errors import CryptoError
     from crypto.roles import KeyActor, KeyRole
-    from gateway.platform import build_platform, upgrade_database
 
     settings = Settings.from_env()
     if args.kms_command == "seal-root-key":
@@ -54,8 +53,7 @@ def _kms(args: argparse.Namespace) -> int:
         print(f"pdx: recovery key {args.threshold}-of-{args.shares}: give each custodian one")
         print(f"     share file from {out} and delete it here; recovery.pub stays")
         return 0
-    platform = build_platform(settings)
-    upgrade_database(platform.engine)
+    platform = migrated_platform(settings)
     by = KeyActor(id=f"cli:{getpass.getuser()}", roles=frozenset({KeyRole.KEY_ADMINISTRATOR}))
     now = platform.now()
     try:
@@ -110,11 +108,8 @@ def _ca_issue(args: argparse.Namespace) -> int:
     import exchange
     from crypto.ca import CertificateAuthority
     from crypto.errors import CertificateError
-    from gateway.platform import build_platform, upgrade_database
 
-    settings = Settings.from_env()
-    platform = build_platform(settings)
-    upgrade_database(platform.engine)
+    platform = migrated_platform()
     with platform.session() as session, session.begin():
         client = session.get(exchange.Client, args.client)
         if client is None or not client.active:
@@ -122,7 +117,9 @@ def _ca_issue(args: argparse.Namespace) -> int:
         if args.org and args.org != client.org_id:
             raise CliError(f"client {args.client} belongs to another organisation")
         try:
-            ca = CertificateAuthority.create_or_load(settings.tls_dir / "ca", now=platform.now())
+            ca = CertificateAuthority.create_or_load(
+                platform.settings.tls_dir / "ca", now=platform.now()
+            )
             issued = ca.issue_client(client.org_id, client.id, days=args.days)
             issued.write(Path(args.out), client.id, ca_pem=ca.cert_pem)
         except CertificateError as exc:

@@ -9,19 +9,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import CliError, text_arg
-from gateway.settings import Settings
+from gateway.cli._common import CliError, migrated_platform, text_arg
 
 if TYPE_CHECKING:
     from audit.verify import VerifyReport, WitnessPolicy
 
 
 def _ledger_export(args: argparse.Namespace) -> int:
-    from gateway.platform import build_platform, upgrade_database
     from ledger import LedgerError, export
 
-    platform = build_platform(Settings.from_env())
-    upgrade_database(platform.engine)
+    platform = migrated_platform()
     platform.sealer.seal_now()  # the unsealed tail has no signature yet: seal it first
     try:
         with platform.session() as session:
@@ -36,19 +33,9 @@ def _ledger_export(args: argparse.Namespace) -> int:
 
 
 def _ledger_key(args: argparse.Namespace) -> int:
-    from gateway.ledger_signer import ledger_signer_for
-    from gateway.platform import build_platform, upgrade_database
-
-    settings = Settings.from_env()
-    platform = build_platform(settings)
-    upgrade_database(platform.engine)
+    platform = migrated_platform()
     with platform.session() as session, session.begin():
-        signer = ledger_signer_for(
-            platform_keystore=platform.keystore,
-            settings=settings,
-            session=session,
-            now=platform.now(),
-        )
+        signer = platform.ledger_signer(session)
     print(signer.verifier_key())
     return 0
 

@@ -132,6 +132,13 @@ class Ctx:
         self.session.flash.append(answer.problem())
         return None
 
+    async def found_json(self, path: str) -> Any:
+        """GET a page's subject; a refusal is the console's 404 (its detail flashed)."""
+        body = await self.get_json(path)
+        if body is None:
+            raise Refusal(404, self.t("not_found"))
+        return body
+
     async def get_all(
         self, path: str, query: dict[str, Any], *, pages: int
     ) -> tuple[list[dict[str, Any]], bool]:

@@ -70,9 +70,7 @@ async def enterprise_market(ctx: Enterprise, q: Q = "") -> Response:
 @router.get("/enterprise/market/products/{product_id}")
 async def offer_page(product_id: str, ctx: Enterprise) -> Response:
     """A listed product's offers, each with the form that requests an agreement from it."""
-    product = await ctx.get_json(f"/v1/market/products/{product_id}")
-    if product is None:
-        raise Refusal(404, ctx.t("not_found"))
+    product = await ctx.found_json(f"/v1/market/products/{product_id}")
     return ctx.render(
         "market_product.html", title=product["title"], product=product, side="consumer"
     )
@@ -137,9 +135,7 @@ async def budget_page(ctx: Enterprise) -> Response:
 
 @router.get("/market/negotiations/{negotiation_id}")
 async def negotiation_page(negotiation_id: str, ctx: Party) -> Response:
-    n = await ctx.get_json(f"/v1/market/negotiations/{negotiation_id}")
-    if n is None:
-        raise Refusal(404, ctx.t("not_found"))
+    n = await ctx.found_json(f"/v1/market/negotiations/{negotiation_id}")
     n = reads.normalised(n)
     side = mv.side_of(n, ctx.person.org_id)
     offered = None
@@ -205,9 +201,7 @@ async def negotiation_step(negotiation_id: str, step: str, ctx: Party) -> Respon
 
 @router.get("/market/agreements/{agreement_id}")
 async def agreement_page(agreement_id: str, ctx: Party) -> Response:
-    a = await ctx.get_json(f"/v1/market/agreements/{agreement_id}")
-    if a is None:
-        raise Refusal(404, ctx.t("not_found"))
+    a = await ctx.found_json(f"/v1/market/agreements/{agreement_id}")
     return ctx.render(
         "market_agreement.html",
         title=ctx.t("agreement"),
@@ -219,9 +213,7 @@ async def agreement_page(agreement_id: str, ctx: Party) -> Response:
 
 @router.get("/market/statements/{statement_id}")
 async def statement_page(statement_id: str, ctx: Party) -> Response:
-    st = await ctx.get_json(f"/v1/market/statements/{statement_id}")
-    if st is None:
-        raise Refusal(404, ctx.t("not_found"))
+    st = await ctx.found_json(f"/v1/market/statements/{statement_id}")
     disputes = [
         d
         for d in reads.items(await ctx.get_json("/v1/market/disputes", query={"limit": 200}))

@@ -166,9 +166,7 @@ async def consistency(ctx: Auditor, height: Index) -> Response:
     Both signed notes, the verifier key and the RFC 9162 §2.1.4 consistency proof; the
     browser (static/proof.js) checks both signatures and the proof itself.
     """
-    block = await ctx.get_json(f"/v1/ledger/blocks/{height}")
-    if block is None:
-        raise Refusal(404, ctx.t("not_found"))
+    block = await ctx.found_json(f"/v1/ledger/blocks/{height}")
     size, text = await checkpoint(ctx)
     first = int(block["tree_size"])
     hashes: list[str] = []

@@ -283,9 +283,7 @@ async def request_computation(ctx: Enterprise) -> Response:
 
 
 async def _progress(ctx: Ctx, computation_id: str) -> dict[str, Any]:
-    comp = await ctx.get_json(f"/v1/computations/{computation_id}")
-    if comp is None:
-        raise Refusal(404, ctx.t("not_found"))
+    comp = await ctx.found_json(f"/v1/computations/{computation_id}")
     comp = reads.normalised(comp)
     return {"comp": comp, "terminal": comp["state"] in TERMINAL}
 

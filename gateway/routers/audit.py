@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.types import DecoratedCallable
 from sqlalchemy.orm import Session
 
 import audit
+import exchange
 from audit.compliance import AUDIT_DECISIONS_READ, AUDIT_RECORDS_READ
 from audit.workspace import BadCursor, RecordFilter, list_decisions, list_records
 from audit.workspace import Page as AuditPage
@@ -59,123 +62,111 @@ def _audit_cursor(paging: Paging) -> str | None:
     return after[0]
 
 
-def _answer(request: Request, paging: Paging, page: AuditPage, fmt: str | None) -> Response:
-    last = (page.next_cursor,) if page.next_cursor is not None else None
-    body = paging.page(Slice(items=page.items, total=page.total, last=last))
-    headers = {"X-Total-Count": str(page.total)}
-    if body.next:
-        headers["Link"] = f'<{body.next}>; rel="next"'
-    wants_lines = fmt == "jsonl" or (fmt is None and NDJSON in request.headers.get("accept", ""))
-    if wants_lines:
-        text = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in page.items)
-        return Response(text, media_type=NDJSON, headers=headers)
-    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+@dataclass(frozen=True)
+class _Read:
+    """One audited read of the workspace: who asks, the filters, the page, the answer's format."""
+
+    request: Request
+    caller: exchange.Caller
+    platform: Platform
+    f: RecordFilter
+    paging: Paging
+    format: Literal["json", "jsonl"] | None
+
+    def answer(self, event: str, query: Callable[[Session], AuditPage], what: str) -> Response:
+        """Run the query and audit the read itself in one transaction (AUD-09); answer a page."""
+        try:
+            with self.platform.session() as session, session.begin():
+                page = query(session)
+                audit.record(
+                    session,
+                    self.caller.subject(),
+                    audit.AuditEvent(
+                        event,
+                        "read",
+                        audit.Result.SUCCESS,
+                        object_id=what,
+                        detail=f"{len(page.items)} of {page.total}; {self.request.url.query}"[:512],
+                    ),
+                    now=self.platform.now(),
+                )
+        except BadCursor:
+            raise invalid_cursor() from None
+        last = (page.next_cursor,) if page.next_cursor is not None else None
+        body = self.paging.page(Slice(items=page.items, total=page.total, last=last))
+        headers = {"X-Total-Count": str(page.total)}
+        if body.next:
+            headers["Link"] = f'<{body.next}>; rel="next"'
+        accepts = self.request.headers.get("accept", "")
+        if self.format == "jsonl" or (self.format is None and NDJSON in accepts):
+            text = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in page.items)
+            return Response(text, media_type=NDJSON, headers=headers)
+        return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
-def _read(
+async def _read_of(
     request: Request,
-    caller: Any,
-    platform: Platform,
-    event: str,
-    query: Callable[[Session], AuditPage],
-    what: str,
-) -> AuditPage:
-    """Run the query and audit the read itself in one transaction (AUD-09)."""
-    try:
-        with platform.session() as session, session.begin():
-            page = query(session)
-            audit.record(
-                session,
-                caller.subject(),
-                audit.AuditEvent(
-                    event,
-                    "read",
-                    audit.Result.SUCCESS,
-                    object_id=what,
-                    detail=f"{len(page.items)} of {page.total}; {request.url.query}"[:512],
-                ),
-                now=platform.now(),
-            )
-    except BadCursor:
-        raise invalid_cursor() from None
-    return page
+    caller: CallerDep,
+    platform: PlatformDep,
+    f: FilterDep,
+    paging: AuditPagingDep,
+    format: Format = None,
+) -> _Read:
+    return _Read(request, caller, platform, f, paging, format)
+
+
+ReadDep = Annotated[_Read, Depends(_read_of)]
 
 
 def _settings(platform: Platform) -> ComplianceSettings:
     return platform.compliance.settings if platform.compliance else ComplianceSettings()
 
 
-@router.get(
-    "/records",
-    dependencies=[Depends(ReadAudit)],
-    response_model=None,
-    responses={
-        200: {
-            "model": Page[dict[str, Any]],
-            "content": {NDJSON: {"schema": {"type": "string"}}},
-            "description": "a page; JSON Lines of the items with `format=jsonl`",
-        }
-    },
-)
-def records(
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    f: FilterDep,
-    paging: AuditPagingDep,
-    format: Format = None,
-) -> Response:
+def _listing(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A list route: a page, or JSON Lines of its items with `format=jsonl`."""
+    return router.get(
+        path,
+        dependencies=[Depends(ReadAudit)],
+        response_model=None,
+        responses={
+            200: {
+                "model": Page[dict[str, Any]],
+                "content": {NDJSON: {"schema": {"type": "string"}}},
+                "description": "a page; JSON Lines of the items with `format=jsonl`",
+            }
+        },
+    )
+
+
+@_listing("/records")
+def records(r: ReadDep) -> Response:
     """Audit records, oldest first; `next` pages on; JSON Lines with `format=jsonl`."""
-    page = _read(
-        request,
-        caller,
-        platform,
+    cursor = _audit_cursor(r.paging)
+    return r.answer(
         AUDIT_RECORDS_READ,
-        lambda s: list_records(s, f, limit=paging.window.limit, cursor=_audit_cursor(paging)),
+        lambda s: list_records(s, r.f, limit=r.paging.window.limit, cursor=cursor),
         "audit_records",
     )
-    return _answer(request, paging, page, format)
 
 
-@router.get(
-    "/decisions",
-    dependencies=[Depends(ReadAudit)],
-    response_model=None,
-    responses={
-        200: {
-            "model": Page[dict[str, Any]],
-            "content": {NDJSON: {"schema": {"type": "string"}}},
-            "description": "a page; JSON Lines of the items with `format=jsonl`",
-        }
-    },
-)
-def decisions(
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    f: FilterDep,
-    paging: AuditPagingDep,
-    format: Format = None,
-) -> Response:
+@_listing("/decisions")
+def decisions(r: ReadDep) -> Response:
     """Decision logs in OPA's shape (masked); `result` filters `allow` or `deny`."""
-    cs = _settings(platform)
-    platform.decision_logs.flush()
-    page = _read(
-        request,
-        caller,
-        platform,
+    cs = _settings(r.platform)
+    r.platform.decision_logs.flush()
+    cursor = _audit_cursor(r.paging)
+    return r.answer(
         AUDIT_DECISIONS_READ,
         lambda s: list_decisions(
             s,
-            f,
-            limit=paging.window.limit,
-            cursor=_audit_cursor(paging),
+            r.f,
+            limit=r.paging.window.limit,
+            cursor=cursor,
             masks=cs.decision_masks,
             labels=dict(cs.labels),
         ),
         "audit_decisions",
     )
-    return _answer(request, paging, page, format)
 
 
 @router.get("/sink", dependencies=[Depends(ReadAudit)])

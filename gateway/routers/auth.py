@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, unquote
 
@@ -102,10 +104,7 @@ def _issue(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool
 ) -> TokenResponse:
     """client_credentials: a new access token and the first refresh token of a family."""
-    verified = _verify(platform, request, client_id, secret, basic)
-    now = platform.now()
-    with platform.session() as session, session.begin():
-        client = _confirm(session, request, verified, basic)
+    with _confirmed(platform, request, client_id, secret, basic) as (session, client, now):
         cnf = _certificate_binding(platform, request, client)
         refresh = exchange.sessions.start_family(
             session,
@@ -126,10 +125,7 @@ def _refresh(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
 ) -> TokenResponse:
     """refresh_token: spend the token, return its successor; reuse revokes the family."""
-    verified = _verify(platform, request, client_id, secret, basic)
-    now = platform.now()
-    with platform.session() as session, session.begin():
-        client = _confirm(session, request, verified, basic)
+    with _confirmed(platform, request, client_id, secret, basic) as (session, client, now):
         cnf = _certificate_binding(platform, request, client)
         try:
             rotation = exchange.sessions.rotate(
@@ -208,6 +204,17 @@ def _confirm(
         raise _denied(request, verified.client_id, basic) from None
 
 
+@contextmanager
+def _confirmed(
+    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
+) -> Iterator[tuple[Session, exchange.Client, datetime]]:
+    """The client's secret checked, then one write transaction in which it is still current."""
+    verified = _verify(platform, request, client_id, secret, basic)
+    now = platform.now()
+    with platform.session() as session, session.begin():
+        yield session, _confirm(session, request, verified, basic), now
+
+
 def _rate_limit(request: Request, client_id: str) -> None:
     """Before any secret is checked: the address's failure budget and the client's rate."""
     limits: Limits = request.app.state.limits
@@ -224,10 +231,7 @@ def _revoke(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
 ) -> None:
     """RFC 7009: revoke a refresh token (its family) or an access token (its jti)."""
-    verified = _verify(platform, request, client_id, secret, basic)
-    now = platform.now()
-    with platform.session() as session, session.begin():
-        client = _confirm(session, request, verified, basic)
+    with _confirmed(platform, request, client_id, secret, basic) as (session, client, now):
         if token.startswith(exchange.sessions.PREFIX):
             done = exchange.sessions.revoke_refresh(session, token, client_id=client.id, now=now)
         else:

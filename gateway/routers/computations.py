@@ -10,6 +10,7 @@ on its own inputs. The combined decision's obligations travel into `exchange` as
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -25,7 +26,7 @@ from exchange.computations.signed_approvals import PartySignature
 from exchange.paging import in_memory
 from gateway.deprecation import deprecated
 from gateway.pagination import Page, PagingDep
-from gateway.pep import Deferred, Enforce, Target
+from gateway.pep import Deferred, Enforce, Target, path_resource
 from gateway.platform import Platform
 from gateway.security import CallerDep, ComputeDep
 
@@ -42,11 +43,7 @@ def _approval_targets(
     return [Target(r) for r in resources.approval_resources(session, caller, comp_id)]
 
 
-def _computation_target(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    comp_id = request.path_params["computation_id"]
-    return [Target(resources.computation_resource(session, comp_id))]
+_computation_target = path_resource(resources.computation_resource, "computation_id")
 
 
 def _own_computations(
@@ -154,66 +151,66 @@ def get_computation(
     return xc.get_computation(compute, caller, computation_id)
 
 
-def _decide(
+@dataclass(frozen=True)
+class _Verdict:
+    """A provider's approval or rejection of a computation, before its stage is named."""
+
+    computation_id: str
+    decision: policies.Decision
+    request: Request
+    caller: exchange.Caller
+    compute: exchange.ComputeContext
+    body: DecisionIn | None
+
+    def give(
+        self, *, approve: bool, stage: Literal["run", "release"] | None
+    ) -> exchange.ComputationPublic:
+        body = self.body
+        self.request.state.audit_event = (
+            Event.COMPUTATION_APPROVE_FAILED if approve else Event.COMPUTATION_REJECT_FAILED
+        )
+        self.request.state.object_id = self.computation_id
+        return xc.decide(
+            self.compute,
+            self.caller,
+            self.computation_id,
+            approve=approve,
+            reason=body.reason if body else "",
+            decision_id=self.decision.decision_id,
+            query_digest=body.query_digest if body else None,
+            stage=stage,
+            signature=body.signature if body else None,
+        )
+
+
+async def _verdict(
     computation_id: str,
-    decision: policies.Decision,
+    decision: ApprovalDep,
     request: Request,
-    caller: exchange.Caller,
-    compute: exchange.ComputeContext,
-    body: DecisionIn | None,
-    *,
-    approve: bool,
-    stage: Literal["run", "release"] | None,
-) -> exchange.ComputationPublic:
-    request.state.audit_event = (
-        Event.COMPUTATION_APPROVE_FAILED if approve else Event.COMPUTATION_REJECT_FAILED
-    )
-    request.state.object_id = computation_id
-    return xc.decide(
-        compute,
-        caller,
-        computation_id,
-        approve=approve,
-        reason=body.reason if body else "",
-        decision_id=decision.decision_id,
-        query_digest=body.query_digest if body else None,
-        stage=stage,
-        signature=body.signature if body else None,
-    )
+    caller: CallerDep,
+    compute: ComputeDep,
+    body: DecisionIn | None = None,
+) -> _Verdict:
+    return _Verdict(computation_id, decision, request, caller, compute, body)
+
+
+VerdictDep = Annotated[_Verdict, Depends(_verdict)]
 
 
 @router.post(
     "/computations/{computation_id}/approve-run", response_model=exchange.ComputationPublic
 )
-def approve_run(
-    computation_id: str,
-    decision: ApprovalDep,
-    request: Request,
-    caller: CallerDep,
-    compute: ComputeDep,
-    body: DecisionIn | None = None,
-) -> exchange.ComputationPublic:
+def approve_run(v: VerdictDep) -> exchange.ComputationPublic:
     """A provider approves the run of a computation `awaiting_approval` (409 otherwise)."""
-    return _decide(
-        computation_id, decision, request, caller, compute, body, approve=True, stage="run"
-    )
+    return v.give(approve=True, stage="run")
 
 
 @router.post(
     "/computations/{computation_id}/approve-release", response_model=exchange.ComputationPublic
 )
-def approve_release(
-    computation_id: str,
-    decision: ApprovalDep,
-    request: Request,
-    caller: CallerDep,
-    compute: ComputeDep,
-    body: DecisionIn | None = None,
-) -> exchange.ComputationPublic:
+def approve_release(v: VerdictDep) -> exchange.ComputationPublic:
     """A provider approves the release of a computation in `review` (409 otherwise)."""
-    return _decide(
-        computation_id, decision, request, caller, compute, body, approve=True, stage="release"
-    )
+    return v.give(approve=True, stage="release")
 
 
 @router.post(
@@ -229,33 +226,15 @@ def approve_release(
         )
     ],
 )
-def approve(
-    computation_id: str,
-    decision: ApprovalDep,
-    request: Request,
-    caller: CallerDep,
-    compute: ComputeDep,
-    body: DecisionIn | None = None,
-) -> exchange.ComputationPublic:
+def approve(v: VerdictDep) -> exchange.ComputationPublic:
     """Deprecated (0.2): use `approve-run` or `approve-release`; approves whichever is pending."""
-    return _decide(
-        computation_id, decision, request, caller, compute, body, approve=True, stage=None
-    )
+    return v.give(approve=True, stage=None)
 
 
 @router.post("/computations/{computation_id}/reject", response_model=exchange.ComputationPublic)
-def reject(
-    computation_id: str,
-    decision: ApprovalDep,
-    request: Request,
-    caller: CallerDep,
-    compute: ComputeDep,
-    body: DecisionIn | None = None,
-) -> exchange.ComputationPublic:
+def reject(v: VerdictDep) -> exchange.ComputationPublic:
     """A provider rejects the run or the release; nothing runs, or nothing is released."""
-    return _decide(
-        computation_id, decision, request, caller, compute, body, approve=False, stage=None
-    )
+    return v.give(approve=False, stage=None)
 
 
 @router.get("/computations/{computation_id}/review", dependencies=[Depends(DecideComputation)])

@@ -18,7 +18,8 @@ from exchange import resources
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce, Resources, Target, body_before_decision
 from gateway.platform import Platform
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.security import CallerDep, ClockDep, SessionDep
+from gateway.writes import WriteDep
 
 
 def _deprecated(response: Response) -> None:
@@ -85,18 +86,9 @@ class TerminateIn(BaseModel):
     response_model=exchange.ContractPublic,
     dependencies=[Depends(_proposal_body), Depends(Propose)],
 )
-def propose(
-    body: exchange.ContractCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> exchange.ContractPublic:
+def propose(body: exchange.ContractCreate, w: WriteDep) -> exchange.ContractPublic:
     """An enterprise proposes a purpose-bound contract over some of a provider's datasets."""
-    request.state.audit_event = Event.CONTRACT_PROPOSE_FAILED
-    with session.begin():
-        return xk.propose_contract(session, caller, body, now=now, trail=platform.trail)
+    return w.failing_as(Event.CONTRACT_PROPOSE_FAILED).run(xk.propose_contract, body)
 
 
 @router.get("", response_model=Page[exchange.ContractPublic], dependencies=[Depends(ListContracts)])
@@ -129,19 +121,10 @@ def get_contract(
     response_model=exchange.ContractPublic,
     dependencies=[Depends(Sign)],
 )
-def sign(
-    contract_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> exchange.ContractPublic:
+def sign(contract_id: str, w: WriteDep) -> exchange.ContractPublic:
     """The provider signs: the contract becomes active."""
-    request.state.audit_event = Event.CONTRACT_SIGN_FAILED
-    request.state.object_id = contract_id
-    with session.begin():
-        return xk.sign_contract(session, caller, contract_id, now=now, trail=platform.trail)
+    w.failing_as(Event.CONTRACT_SIGN_FAILED, contract_id)
+    return w.run(xk.sign_contract, contract_id)
 
 
 @router.post(
@@ -150,23 +133,8 @@ def sign(
     dependencies=[Depends(Terminate)],
 )
 def terminate(
-    contract_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-    body: TerminateIn | None = None,
+    contract_id: str, w: WriteDep, body: TerminateIn | None = None
 ) -> exchange.ContractPublic:
     """Either party ends the contract; later computations under it are denied."""
-    request.state.audit_event = Event.CONTRACT_TERMINATE_FAILED
-    request.state.object_id = contract_id
-    with session.begin():
-        return xk.terminate_contract(
-            session,
-            caller,
-            contract_id,
-            reason=body.reason if body else "",
-            now=now,
-            trail=platform.trail,
-        )
+    w.failing_as(Event.CONTRACT_TERMINATE_FAILED, contract_id)
+    return w.run(xk.terminate_contract, contract_id, reason=body.reason if body else "")

@@ -8,12 +8,10 @@ from starlette.concurrency import run_in_threadpool
 
 import exchange
 from exchange.scan_only import ScanOnly, ScanReport
-from gateway.edges import MAX_JSON_DEPTH, DepthMeter
-from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
-from gateway.upload import stream_registration
+from gateway.upload import check_metadata_depth, registration_body, stream_registration
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -44,23 +42,7 @@ ScanRegistration = Enforce("dataset.register", resources=_own_registration)
     "/scan",
     response_model=ScanReport,
     dependencies=[Depends(ScanRegistration)],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["metadata", "file"],
-                        "properties": {
-                            "metadata": {"type": "string", "description": "JSON metadata"},
-                            "file": {"type": "string", "format": "binary"},
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=registration_body({"type": "string", "description": "JSON metadata"}),
 )
 async def scan_dataset(request: Request, caller: CallerDep, platform: PlatformDep) -> ScanReport:
     """Run registration's checks (metadata, CSV, sensitivity scan, grading) without storing.
@@ -71,13 +53,7 @@ async def scan_dataset(request: Request, caller: CallerDep, platform: PlatformDe
     dry = ScanOnly(caller, max_bytes=platform.settings.max_upload_bytes)
 
     def metadata(raw: bytes) -> None:
-        if not DepthMeter().feed(raw):  # json.loads would recurse out (a 500)
-            raise GatewayError(
-                "json-too-deep",
-                "Request body nested too deeply",
-                f"the metadata may nest at most {MAX_JSON_DEPTH} arrays or objects",
-                max_depth=MAX_JSON_DEPTH,
-            )
+        check_metadata_depth(raw)  # json.loads would recurse out (a 500)
         dry.metadata(raw, platform.session)
 
     try:

@@ -15,13 +15,11 @@ from audit.catalogue import Event
 from exchange import resources
 from exchange.levels import Level
 from gateway.cache import TtlCache
-from gateway.edges import MAX_JSON_DEPTH, DepthMeter
-from gateway.errors import GatewayError
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Deferred, Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, PlatformDep
-from gateway.upload import stream_registration
+from gateway.upload import check_metadata_depth, registration_body, stream_registration
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -77,23 +75,7 @@ declared `level` below the most sensitive field's level is refused (就高从严
     status_code=201,
     response_model=exchange.DatasetPublic,
     description=_REGISTER_DOC,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["metadata", "file"],
-                        "properties": {
-                            "metadata": exchange.DatasetCreate.model_json_schema(),
-                            "file": {"type": "string", "format": "binary"},
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=registration_body(exchange.DatasetCreate.model_json_schema()),
 )
 async def register_dataset(
     request: Request,
@@ -140,13 +122,7 @@ async def register_streamed(
     """
 
     def metadata(raw: bytes) -> None:
-        if not DepthMeter().feed(raw):  # json.loads would recurse out (a 500)
-            raise GatewayError(
-                "json-too-deep",
-                "Request body nested too deeply",
-                f"the metadata may nest at most {MAX_JSON_DEPTH} arrays or objects",
-                max_depth=MAX_JSON_DEPTH,
-            )
+        check_metadata_depth(raw)  # json.loads would recurse out (a 500)
         registration.metadata(raw, platform.session)
         meta = registration.meta
         assert meta is not None

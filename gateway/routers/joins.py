@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
-import exchange
 from audit.catalogue import Event
 from exchange import joinkeys as xj
 from exchange import resources
-from gateway.pep import Enforce, Target
-from gateway.platform import Platform
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.pep import Enforce, path_resource
+from gateway.security import SessionDep
+from gateway.writes import WriteDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
-def _own_dataset(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.policy_resource(session, request.path_params["dataset_id"]))]
+_own_dataset = path_resource(resources.policy_resource, "dataset_id")
 
 
 # Declaring join keys is part of the provider's registration of its own dataset.
@@ -39,26 +34,14 @@ class JoinKeysIn(BaseModel):
     response_model=xj.JoinKeys,
     dependencies=[Depends(DeclareJoinKeys)],
 )
-def declare_join_keys(
-    dataset_id: str,
-    body: JoinKeysIn,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> xj.JoinKeys:
+def declare_join_keys(dataset_id: str, body: JoinKeysIn, w: WriteDep) -> xj.JoinKeys:
     """Declare the dataset's joinable identifier columns (replaces the previous set).
 
     Only a declared column may be the key of a private join (`psi.*`, `stats.*` with a
     `join` clause); 422 when a column does not exist.
     """
-    request.state.audit_event = Event.DATASET_JOIN_KEYS_FAILED
-    request.state.object_id = dataset_id
-    with session.begin():
-        return xj.declare_join_keys(
-            session, caller, dataset_id, body.keys, now=now, trail=platform.trail
-        )
+    w.failing_as(Event.DATASET_JOIN_KEYS_FAILED, dataset_id)
+    return w.run(xj.declare_join_keys, dataset_id, body.keys)
 
 
 @router.get(

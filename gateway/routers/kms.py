@@ -8,6 +8,7 @@ ledger entry (the key store's event sink is `exchange.Trail.key_event`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from crypto.roles import KeyActor, KeyRole
 from exchange import resources
 from exchange.paging import Key, in_memory
 from exchange.timestamps import Timestamp
-from gateway.pagination import Page, PagingDep
+from gateway.pagination import Page, Paging, PagingDep
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
@@ -152,6 +153,11 @@ def _key(value: Any) -> KeyVersionPublic:
     return KeyVersionPublic.model_validate(value)
 
 
+def _versions(versions: Iterable[Any], paging: Paging) -> Page[KeyVersionPublic]:
+    """A page of key versions, by key id and version."""
+    return paging.page(in_memory([_key(k) for k in versions], _version_key, paging.window))
+
+
 def _requested(r: DestroyRequestPublic) -> Key:
     return (r.requested_at or _EPOCH, r.id)
 
@@ -175,8 +181,7 @@ def inventory(
     caller: CallerDep, session: SessionDep, platform: PlatformDep, paging: PagingDep
 ) -> Page[KeyVersionPublic]:
     """Every key version: type, length, owner, purpose, algorithm, validity, state."""
-    found = [_key(k) for k in platform.kms.inventory(session, by=actor(caller))]
-    return paging.page(in_memory(found, _version_key, paging.window))
+    return _versions(platform.kms.inventory(session, by=actor(caller)), paging)
 
 
 @router.get(
@@ -186,8 +191,7 @@ def key(
     key_id: KeyId, caller: CallerDep, session: SessionDep, platform: PlatformDep, paging: PagingDep
 ) -> Page[KeyVersionPublic]:
     """The versions of one key, oldest first."""
-    found = [_key(k) for k in platform.kms.key(session, key_id, by=actor(caller))]
-    return paging.page(in_memory(found, _version_key, paging.window))
+    return _versions(platform.kms.key(session, key_id, by=actor(caller)), paging)
 
 
 @router.get(
@@ -254,8 +258,7 @@ def destroy_requests(
         _destroy_public(r)
         for r in platform.kms.destroy_requests(session, by=actor(caller), now=now)
     ]
-    order = lambda r: (r.requested_at or _EPOCH, r.id)  # noqa: E731
-    return paging.page(in_memory(found, order, paging.window))
+    return paging.page(in_memory(found, _requested, paging.window))
 
 
 @router.post(

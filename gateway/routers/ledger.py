@@ -7,7 +7,8 @@ a C2SP signed note, checkable with the key from `/v1/ledger/verifier-key` alone.
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
@@ -16,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from exchange.backup import record_published
 from exchange.paging import Key, Slice
-from gateway.ledger_signer import ledger_signer_for
 from gateway.pagination import Page, Paging, invalid_cursor, pager
 from gateway.pep import Enforce
 from gateway.platform import Platform
@@ -35,6 +35,9 @@ ReadVerifierKey = Enforce("ledger.verifier_key")
 
 NOTE_TEXT = "text/plain; charset=utf-8"
 # One more than a page is read to know whether another follows: below the log's MAX_PAGE.
+T = TypeVar("T")
+U = TypeVar("U")
+
 LedgerPagingDep = Annotated[Paging, Depends(pager(default=100, maximum=MAX_PAGE // 2))]
 
 
@@ -68,12 +71,18 @@ class BlockOut(BaseModel):
     checkpoint: str
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def consistency_hashes(platform: Platform, first: int, second: int) -> list[str]:
+    """RFC 9162 §2.1.4: the proof that the tree of `first` entries is a prefix of `second`."""
+    with platform.session() as session:
+        return [b64(h) for h in platform.ledger.consistency_proof(session, first, second)]
+
+
 def _entry(stored: StoredEntry) -> Entry:
-    return Entry(index=stored.index, leaf=_b64(stored.leaf), record=decode_leaf(stored.leaf))
+    return Entry(index=stored.index, leaf=b64(stored.leaf), record=decode_leaf(stored.leaf))
 
 
 def _block(sealed: SealedBlock) -> BlockOut:
@@ -92,12 +101,7 @@ PathIndex = Annotated[int, Path(ge=0, le=MAX_INDEX)]
 def verifier_key(platform: PlatformDep) -> PlainTextResponse:
     """The log's public key as a signed-note verifier key (`origin+hash+base64`)."""
     with platform.session() as session:
-        signer = ledger_signer_for(
-            platform_keystore=platform.keystore,
-            settings=platform.settings,
-            session=session,
-            now=platform.now(),
-        )
+        signer = platform.ledger_signer(session)
     return PlainTextResponse(signer.verifier_key() + "\n", media_type=NOTE_TEXT)
 
 
@@ -152,24 +156,32 @@ def entries(
     object_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Page[Entry]:
     """Entries with start <= index < end (sealed or not), optionally filtered, by index."""
-    window = paging.window
-    after = start if window.after is None else max(start, _index_after(window.after))
+    after, limit = _after(start, paging), paging.window.limit
     with platform.session() as session:
         found = platform.ledger.entries(
-            session, start=after, end=end, type=type, object_id=object_id, limit=window.limit + 1
+            session, start=after, end=end, type=type, object_id=object_id, limit=limit + 1
         )
         total = _count(platform, session, start, end, type, object_id)
-    more = len(found) > window.limit
-    found = found[: window.limit]
-    last: Key | None = (found[-1].index,) if more and found else None
-    return paging.page(Slice(items=[_entry(e) for e in found], total=total, last=last))
+    return _page(paging, found, lambda e: e.index, total, _entry)
 
 
-def _index_after(key: Key) -> int:
-    """The first index after a ledger cursor's key (its last entry's index or height)."""
+def _after(start: int, paging: Paging) -> int:
+    """The first index (or height) of the page: `start`, or the one after the cursor's."""
+    key = paging.window.after
+    if key is None:
+        return start
     if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
         raise invalid_cursor()
-    return key[0] + 1
+    return max(start, key[0] + 1)
+
+
+def _page(
+    paging: Paging, found: list[T], position: Callable[[T], int], total: int, out: Callable[[T], U]
+) -> Page[U]:
+    """A page of what was read (one more than the page, to know whether there is a next)."""
+    limit = paging.window.limit
+    last: Key | None = (position(found[limit - 1]),) if len(found) > limit else None
+    return paging.page(Slice(items=[out(x) for x in found[:limit]], total=total, last=last))
 
 
 @router.get("/entries/{index}", response_model=Entry, dependencies=[Depends(ReadLedger)])
@@ -185,7 +197,7 @@ def inclusion(
     """RFC 9162 §2.1.3 inclusion proof of entry `index` in the tree of `tree_size`."""
     with platform.session() as session:
         hashes = platform.ledger.inclusion_proof(session, index, tree_size)
-    return InclusionProof(index=index, tree_size=tree_size, hashes=[_b64(h) for h in hashes])
+    return InclusionProof(index=index, tree_size=tree_size, hashes=[b64(h) for h in hashes])
 
 
 @router.get(
@@ -195,9 +207,8 @@ def consistency(
     caller: CallerDep, platform: PlatformDep, first: Index, second: Index
 ) -> ConsistencyProof:
     """RFC 9162 §2.1.4 proof that the tree of `first` entries is a prefix of `second`."""
-    with platform.session() as session:
-        hashes = platform.ledger.consistency_proof(session, first, second)
-    return ConsistencyProof(first=first, second=second, hashes=[_b64(h) for h in hashes])
+    hashes = consistency_hashes(platform, first, second)
+    return ConsistencyProof(first=first, second=second, hashes=hashes)
 
 
 @router.get("/blocks", response_model=Page[BlockOut], dependencies=[Depends(ReadLedger)])
@@ -209,18 +220,13 @@ def blocks(
     end: OptionalIndex = None,
 ) -> Page[BlockOut]:
     """Blocks with start <= height < end, by height."""
-    window = paging.window
-    after = start if window.after is None else max(start, _index_after(window.after))
+    after, limit = _after(start, paging), paging.window.limit
     with platform.session() as session:
         latest = platform.ledger.latest(session)
         height = latest.block.height + 1 if latest is not None else 0
         stop = height if end is None else min(end, height)
-        found = platform.ledger.blocks(session, after, min(stop, after + window.limit + 1))
-    more = len(found) > window.limit
-    found = found[: window.limit]
-    last: Key | None = (found[-1].block.height,) if more and found else None
-    total = max(0, stop - start)
-    return paging.page(Slice(items=[_block(b) for b in found], total=total, last=last))
+        found = platform.ledger.blocks(session, after, min(stop, after + limit + 1))
+    return _page(paging, found, lambda b: b.block.height, max(0, stop - start), _block)
 
 
 @router.get("/blocks/{height}", response_model=BlockOut, dependencies=[Depends(ReadLedger)])

@@ -21,9 +21,10 @@ from exchange.market import certificates as xcert
 from exchange.market import parties as xparty
 from exchange.market import products as xprod
 from exchange.market.models import Product
-from gateway.pep import Deferred, Enforce, Target
+from gateway.pep import Deferred, Enforce, Target, path_resource
 from gateway.platform import Platform
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.security import CallerDep, PlatformDep, SessionDep
+from gateway.writes import WriteDep
 
 router = APIRouter(tags=["market"])
 
@@ -56,10 +57,7 @@ def _own(kind: str) -> Any:
     return targets
 
 
-def _product_owner(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.product_resource(session, request.path_params["product_id"]))]
+_product_owner = path_resource(resources.product_resource, "product_id")
 
 
 def _party(
@@ -82,44 +80,29 @@ RegisterKey = Enforce("market.key_register", resources=_party)
     response_model=market.ProductPublic,
     dependencies=[Depends(CreateProduct)],
 )
-def create_product(
-    body: market.ProductCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> market.ProductPublic:
+def create_product(body: market.ProductCreate, w: WriteDep) -> market.ProductPublic:
     """A provider packages datasets with provenance, rights and ODRL offers (a draft)."""
-    request.state.audit_event = FAILED
-    with session.begin():
-        return xprod.create_product(session, caller, body, now=now, trail=platform.trail)
+    return w.failing_as(FAILED).run(xprod.create_product, body)
 
 
 @router.post("/v1/market/products/{product_id}/list", response_model=market.ProductPublic)
 def list_product(
-    product_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-    gate: Annotated[Deferred, Depends(ListProduct)],
+    product_id: str, w: WriteDep, gate: Annotated[Deferred, Depends(ListProduct)]
 ) -> market.ProductPublic:
     """Run the compliance pre-check (policy `market.list`) and publish the product if it passes.
 
     Refusals name what failed: no provenance, a download offer on data that is not
     open, personal information offered for download, closed data.
     """
-    request.state.object_id = product_id
-    with session.begin():
-        session.get(Product, product_id, with_for_update=True)
-        checked = resources.listing_resource(session, product_id)
+    w.request.state.object_id = product_id
+    with w.session.begin():
+        w.session.get(Product, product_id, with_for_update=True)
+        checked = resources.listing_resource(w.session, product_id)
         decision = gate.decide([Target(checked)])
-        request.state.audit_event = FAILED
+        w.failing_as(FAILED)
         return xprod.list_product(
-            session, caller, product_id, decision_id=decision.decision_id, checked=checked,
-            now=now, trail=platform.trail,
+            w.session, w.caller, product_id, decision_id=decision.decision_id, checked=checked,
+            now=w.now, trail=w.platform.trail,
         )  # fmt: skip
 
 
@@ -137,20 +120,13 @@ def get_product(product_id: str, caller: CallerDep, session: SessionDep) -> mark
     status_code=201,
     dependencies=[Depends(Certify)],
 )
-def issue_certificate(
-    product_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> dict[str, Any]:
+def issue_certificate(product_id: str, w: WriteDep) -> dict[str, Any]:
     """A data-asset registration certificate for a listed product, signed and on the ledger."""
-    request.state.audit_event = FAILED
-    with session.begin():
-        sign = platform_signer(platform, session)
+    w.failing_as(FAILED)
+    with w.session.begin():
+        sign = platform_signer(w.platform, w.session)
         return xcert.issue_certificate(
-            session, caller, product_id, sign=sign, now=now, trail=platform.trail
+            w.session, w.caller, product_id, sign=sign, now=w.now, trail=w.platform.trail
         )
 
 
@@ -172,19 +148,9 @@ def get_certificate(
     response_model=xparty.PartyPublic,
     dependencies=[Depends(VerifyParty)],
 )
-def verify_party(
-    org_id: str,
-    body: xparty.VerifyParty,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> xparty.PartyPublic:
+def verify_party(org_id: str, body: xparty.VerifyParty, w: WriteDep) -> xparty.PartyPublic:
     """The operator records that it verified an organisation's identity (DSL art. 33)."""
-    request.state.audit_event = FAILED
-    with session.begin():
-        return xparty.verify_party(session, caller, org_id, body, now=now, trail=platform.trail)
+    return w.failing_as(FAILED).run(xparty.verify_party, org_id, body)
 
 
 @router.post(
@@ -193,19 +159,9 @@ def verify_party(
     response_model=xparty.PartyPublic,
     dependencies=[Depends(RegisterKey)],
 )
-def register_key(
-    org_id: str,
-    body: xparty.KeyCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> xparty.PartyPublic:
+def register_key(org_id: str, body: xparty.KeyCreate, w: WriteDep) -> xparty.PartyPublic:
     """A party registers the public half of a key it signs agreements with."""
-    request.state.audit_event = FAILED
-    with session.begin():
-        return xparty.register_key(session, caller, org_id, body, now=now, trail=platform.trail)
+    return w.failing_as(FAILED).run(xparty.register_key, org_id, body)
 
 
 @router.get(

@@ -23,10 +23,11 @@ from exchange.market import negotiation as xneg
 from exchange.market import products as xprod
 from exchange.market import settlement as xset
 from exchange.resources import sees_everything
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce, Target, path_resource
 from gateway.platform import Platform
 from gateway.routers.market import ReadCatalog, platform_signer
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.security import CallerDep, ClockDep, SessionDep
+from gateway.writes import WriteDep
 
 router = APIRouter(prefix="/v1/market", tags=["market"])
 
@@ -44,16 +45,8 @@ def _mine(kind: str) -> Callable[..., list[Target]]:
     return targets
 
 
-def _negotiation(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.negotiation_resource(session, request.path_params["negotiation_id"]))]
-
-
-def _agreement(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.agreement_resource(session, request.path_params["agreement_id"]))]
+_negotiation = path_resource(resources.negotiation_resource, "negotiation_id")
+_agreement = path_resource(resources.agreement_resource, "agreement_id")
 
 
 StartNegotiation = Enforce("market.negotiate", resources=_mine("negotiation"))
@@ -95,18 +88,9 @@ class ReasonIn(BaseModel):
     response_model=xneg.NegotiationPublic,
     dependencies=[Depends(StartNegotiation)],
 )
-def start_negotiation(
-    body: market.NegotiationCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> xneg.NegotiationPublic:
+def start_negotiation(body: market.NegotiationCreate, w: WriteDep) -> xneg.NegotiationPublic:
     """An enterprise requests an offer (DSP ContractRequestMessage), or counters it at once."""
-    request.state.audit_event = FAILED
-    with session.begin():
-        return xneg.start_negotiation(session, caller, body, now=now, trail=platform.trail)
+    return w.failing_as(FAILED).run(xneg.start_negotiation, body)
 
 
 @router.get("/negotiations", dependencies=[Depends(ReadNegotiations)])
@@ -131,96 +115,53 @@ def get_negotiation(
     return xneg.get_negotiation(session, caller, negotiation_id, sees_all=False)
 
 
-def _transition(request: Request, negotiation_id: str) -> None:
-    request.state.audit_event = FAILED
-    request.state.object_id = negotiation_id
-
-
 _NEGOTIATION = {"response_model": xneg.NegotiationPublic, "dependencies": [Depends(Negotiate)]}
 
 
 @router.post("/negotiations/{negotiation_id}/offer", **_NEGOTIATION)  # type: ignore[arg-type]
-def offer(
-    negotiation_id: str, body: xneg.TermsIn, request: Request, caller: CallerDep,
-    platform: PlatformDep, session: SessionDep, now: ClockDep,
-) -> xneg.NegotiationPublic:  # fmt: skip
+def offer(negotiation_id: str, body: xneg.TermsIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider offers or counter-offers terms (DSP ContractOfferMessage)."""
-    _transition(request, negotiation_id)
-    with session.begin():
-        return xneg.counter_offer(
-            session, caller, negotiation_id, body.terms, now=now, trail=platform.trail
-        )
+    return w.failing_as(FAILED, negotiation_id).run(xneg.counter_offer, negotiation_id, body.terms)
 
 
 @router.post("/negotiations/{negotiation_id}/request", **_NEGOTIATION)  # type: ignore[arg-type]
-def counter(
-    negotiation_id: str, body: xneg.TermsIn, request: Request, caller: CallerDep,
-    platform: PlatformDep, session: SessionDep, now: ClockDep,
-) -> xneg.NegotiationPublic:  # fmt: skip
+def counter(negotiation_id: str, body: xneg.TermsIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester counters the provider's offer (DSP ContractRequestMessage)."""
-    _transition(request, negotiation_id)
-    with session.begin():
-        return xneg.counter_request(
-            session, caller, negotiation_id, body.terms, now=now, trail=platform.trail
-        )
+    w.failing_as(FAILED, negotiation_id)
+    return w.run(xneg.counter_request, negotiation_id, body.terms)
 
 
 @router.post("/negotiations/{negotiation_id}/accept", **_NEGOTIATION)  # type: ignore[arg-type]
-def accept(
-    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
-    session: SessionDep, now: ClockDep,
-) -> xneg.NegotiationPublic:  # fmt: skip
+def accept(negotiation_id: str, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester accepts the offer; the agreement document and its digest are fixed."""
-    _transition(request, negotiation_id)
-    with session.begin():
-        return xneg.accept(session, caller, negotiation_id, now=now, trail=platform.trail)
+    return w.failing_as(FAILED, negotiation_id).run(xneg.accept, negotiation_id)
 
 
 @router.post("/negotiations/{negotiation_id}/agree", **_NEGOTIATION)  # type: ignore[arg-type]
-def agree(
-    negotiation_id: str, body: market.SignIn, request: Request, caller: CallerDep,
-    platform: PlatformDep, session: SessionDep, now: ClockDep,
-) -> xneg.NegotiationPublic:  # fmt: skip
+def agree(negotiation_id: str, body: market.SignIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider signs the agreement's digest with a key it registered (DSP AGREED)."""
-    _transition(request, negotiation_id)
-    with session.begin():
-        return xneg.agree(session, caller, negotiation_id, body, now=now, trail=platform.trail)
+    return w.failing_as(FAILED, negotiation_id).run(xneg.agree, negotiation_id, body)
 
 
 @router.post("/negotiations/{negotiation_id}/verify", **_NEGOTIATION)  # type: ignore[arg-type]
-def verify(
-    negotiation_id: str, body: market.SignIn, request: Request, caller: CallerDep,
-    platform: PlatformDep, session: SessionDep, now: ClockDep,
-) -> xneg.NegotiationPublic:  # fmt: skip
+def verify(negotiation_id: str, body: market.SignIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester signs the same digest with a key it registered (DSP VERIFIED)."""
-    _transition(request, negotiation_id)
-    with session.begin():
-        return xneg.verify(session, caller, negotiation_id, body, now=now, trail=platform.trail)
+    return w.failing_as(FAILED, negotiation_id).run(xneg.verify, negotiation_id, body)
 
 
 @router.post("/negotiations/{negotiation_id}/finalize", **_NEGOTIATION)  # type: ignore[arg-type]
-def finalize(
-    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
-    session: SessionDep, now: ClockDep,
-) -> xneg.NegotiationPublic:  # fmt: skip
+def finalize(negotiation_id: str, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider finalizes: the agreement is in force (DSP FINALIZED)."""
-    _transition(request, negotiation_id)
-    with session.begin():
-        return xneg.finalize(session, caller, negotiation_id, now=now, trail=platform.trail)
+    return w.failing_as(FAILED, negotiation_id).run(xneg.finalize, negotiation_id)
 
 
 @router.post("/negotiations/{negotiation_id}/terminate", **_NEGOTIATION)  # type: ignore[arg-type]
 def terminate(
-    negotiation_id: str, request: Request, caller: CallerDep, platform: PlatformDep,
-    session: SessionDep, now: ClockDep, body: ReasonIn | None = None,
-) -> xneg.NegotiationPublic:  # fmt: skip
+    negotiation_id: str, w: WriteDep, body: ReasonIn | None = None
+) -> xneg.NegotiationPublic:
     """Either party ends the negotiation before it is finalized (DSP TERMINATED)."""
-    _transition(request, negotiation_id)
-    with session.begin():
-        return xneg.terminate(
-            session, caller, negotiation_id, reason=body.reason if body else "", now=now,
-            trail=platform.trail,
-        )  # fmt: skip
+    w.failing_as(FAILED, negotiation_id)
+    return w.run(xneg.terminate, negotiation_id, reason=body.reason if body else "")
 
 
 @router.get("/agreements", dependencies=[Depends(ReadAgreements)])
@@ -248,21 +189,15 @@ def get_agreement(
 
 
 @router.post("/settlements", status_code=201, dependencies=[Depends(Settle)])
-def settle(
-    body: market.SettlementCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> dict[str, Any]:
+def settle(body: market.SettlementCreate, w: WriteDep) -> dict[str, Any]:
     """Settle a period: signed statements per agreement, provider and requester."""
-    request.state.audit_event = FAILED
-    with session.begin():
-        sign = platform_signer(platform, session)
+    w.failing_as(FAILED)
+    fee_rate = w.platform.settings.market_fee_rate
+    with w.session.begin():
+        sign = platform_signer(w.platform, w.session)
         return xset.settle(
-            session, caller, body, fee_rate=platform.settings.market_fee_rate, sign=sign,
-            now=now, trail=platform.trail,
+            w.session, w.caller, body, fee_rate=fee_rate, sign=sign, now=w.now,
+            trail=w.platform.trail,
         )  # fmt: skip
 
 
@@ -318,16 +253,6 @@ def list_disputes(
 @router.post(
     "/statements/{statement_id}/disputes", status_code=201, dependencies=[Depends(OpenDispute)]
 )
-def open_dispute(
-    statement_id: str,
-    body: market.DisputeCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> dict[str, Any]:
+def open_dispute(statement_id: str, body: market.DisputeCreate, w: WriteDep) -> dict[str, Any]:
     """A party disputes one line of a statement it is party to."""
-    request.state.audit_event = FAILED
-    with session.begin():
-        return xset.open_dispute(session, caller, statement_id, body, now=now, trail=platform.trail)
+    return w.failing_as(FAILED).run(xset.open_dispute, statement_id, body)

@@ -12,9 +12,10 @@ from audit.catalogue import Event
 from exchange import resources
 from exchange.timestamps import Timestamp
 from gateway.pagination import Page, PagingDep
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce, Resources, Target
 from gateway.platform import Platform
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.security import CallerDep, SessionDep
+from gateway.writes import WriteDep
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -69,17 +70,33 @@ def _public(org: exchange.Organisation, ledger_index: int | None = None) -> Orga
     )
 
 
-def _new_client(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    roles = getattr(request.state, "requested_roles", None) or []
-    org_id = request.path_params["org_id"]
-    return [Target(resources.account_resource(session, "account", org_id, roles=roles))]
+def new_account(kind: str) -> Resources:
+    """Resources: an account of `kind` the body asks for in the path's organisation."""
+
+    def targets(
+        request: Request, caller: exchange.Caller, platform: Platform, session: Session
+    ) -> list[Target]:
+        roles = getattr(request.state, "requested_roles", None) or []
+        org_id = request.path_params["org_id"]
+        return [Target(resources.account_resource(session, kind, org_id, roles=roles))]
+
+    return targets
+
+
+async def requested_roles(request: Request) -> None:
+    """Expose the body's roles to the policy input (the body is read once and cached)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return
+    roles = body.get("roles") if isinstance(body, dict) else None
+    if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
+        request.state.requested_roles = roles[:10]
 
 
 CreateOrganisation = Enforce("organisation.create")
 ReadAccounts = Enforce("account.read")
-CreateClient = Enforce("account.create", resources=_new_client)
+CreateClient = Enforce("account.create", resources=new_account("account"))
 
 
 @router.post(
@@ -88,25 +105,10 @@ CreateClient = Enforce("account.create", resources=_new_client)
     response_model=OrganisationPublic,
     dependencies=[Depends(CreateOrganisation)],
 )
-def create_organisation(
-    body: OrganisationCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> OrganisationPublic:
-    request.state.audit_event = Event.ORGANISATION_CREATE_FAILED
-    with session.begin():
-        org, receipt = exchange.create_organisation(
-            session,
-            caller,
-            name=body.name,
-            kind=body.kind,
-            now=now,
-            trail=platform.trail,
-        )
-        return _public(org, receipt.ledger_index)
+def create_organisation(body: OrganisationCreate, w: WriteDep) -> OrganisationPublic:
+    w.failing_as(Event.ORGANISATION_CREATE_FAILED)
+    org, receipt = w.run(exchange.create_organisation, name=body.name, kind=body.kind)
+    return _public(org, receipt.ledger_index)
 
 
 @router.get(
@@ -121,46 +123,22 @@ def list_organisations(
     return paging.page_as(exchange.list_organisations(session, window=paging.window), _public)
 
 
-async def _requested_roles(request: Request) -> None:
-    """Expose the body's roles to the policy input (the body is read once and cached)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        return
-    roles = body.get("roles") if isinstance(body, dict) else None
-    if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
-        request.state.requested_roles = roles[:10]
-
-
 @router.post(
     "/organisations/{org_id}/clients",
     status_code=201,
     response_model=ClientIssued,
-    dependencies=[Depends(_requested_roles), Depends(CreateClient)],
+    dependencies=[Depends(requested_roles), Depends(CreateClient)],
 )
-def create_client(
-    org_id: str,
-    body: ClientCreate,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> ClientIssued:
-    request.state.audit_event = Event.CLIENT_CREATE_FAILED
-    request.state.object_id = org_id
-    with session.begin():
-        issued = exchange.create_client(
-            session,
-            caller,
-            org_id=org_id,
-            name=body.name,
-            roles=body.roles,
-            now=now,
-            trail=platform.trail,
-            owner_person_id=body.owner_person_id,
-        )
-    request.app.state.principals.invalidate()
+def create_client(org_id: str, body: ClientCreate, w: WriteDep) -> ClientIssued:
+    w.failing_as(Event.CLIENT_CREATE_FAILED, org_id)
+    issued = w.run(
+        exchange.create_client,
+        org_id=org_id,
+        name=body.name,
+        roles=body.roles,
+        owner_person_id=body.owner_person_id,
+    )
+    w.request.app.state.principals.invalidate()
     return ClientIssued(
         client_id=issued.client_id,
         client_secret=issued.client_secret,
@@ -208,13 +186,7 @@ RotateClientSecret = Enforce("account.rotate_secret", resources=_managed_client)
 
 
 def _state(change: exchange.clients.ClientChange) -> ClientState:
-    return ClientState(
-        client_id=change.client_id,
-        org_id=change.org_id,
-        active=change.active,
-        client_secret=change.client_secret,
-        ledger_index=change.ledger_index,
-    )
+    return ClientState.model_validate(change, from_attributes=True)
 
 
 @router.post(
@@ -223,28 +195,11 @@ def _state(change: exchange.clients.ClientChange) -> ClientState:
     response_model_exclude_none=True,
     dependencies=[Depends(DeactivateClient)],
 )
-def deactivate_client(
-    org_id: str,
-    client_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> ClientState:
+def deactivate_client(org_id: str, client_id: str, w: WriteDep) -> ClientState:
     """Deactivate a client: it gets no tokens, and its live tokens stop working."""
-    request.state.audit_event = Event.CLIENT_DEACTIVATE_FAILED
-    request.state.object_id = client_id
-    with session.begin():
-        change = exchange.clients.deactivate_client(
-            session,
-            caller,
-            org_id=org_id,
-            client_id=client_id,
-            now=now,
-            trail=platform.trail,
-        )
-    request.app.state.principals.invalidate()
+    w.failing_as(Event.CLIENT_DEACTIVATE_FAILED, client_id)
+    change = w.run(exchange.clients.deactivate_client, org_id=org_id, client_id=client_id)
+    w.request.app.state.principals.invalidate()
     return _state(change)
 
 
@@ -253,28 +208,12 @@ def deactivate_client(
     response_model=ClientState,
     dependencies=[Depends(RotateClientSecret)],
 )
-def rotate_client_secret(
-    org_id: str,
-    client_id: str,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> ClientState:
+def rotate_client_secret(org_id: str, client_id: str, w: WriteDep) -> ClientState:
     """A new secret for a client (shown once); the old one and its logins stop working."""
-    request.state.audit_event = Event.CLIENT_ROTATE_FAILED
-    request.state.object_id = client_id
+    w.failing_as(Event.CLIENT_ROTATE_FAILED, client_id)
     secret = exchange.clients.new_client_secret()  # scrypt before the transaction
-    with session.begin():
-        change = exchange.clients.rotate_client_secret(
-            session,
-            caller,
-            org_id=org_id,
-            client_id=client_id,
-            secret=secret,
-            now=now,
-            trail=platform.trail,
-        )
-    request.app.state.principals.invalidate()
+    change = w.run(
+        exchange.clients.rotate_client_secret, org_id=org_id, client_id=client_id, secret=secret
+    )
+    w.request.app.state.principals.invalidate()
     return _state(change)

@@ -22,6 +22,7 @@ from gateway.pep import Enforce
 from gateway.platform import Platform
 from gateway.ratelimit import Limits
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.writes import WriteDep
 
 public = APIRouter(prefix="/v1", tags=["people"])  # the password authenticates
 # A person's own second factors: the decision point allows every role (the auditor too:
@@ -72,21 +73,15 @@ class PasswordIn(BaseModel):
 
 
 def _out(info: passkeys.PasskeyInfo) -> PasskeyOut:
-    return PasskeyOut(
-        id=info.id,
-        credential_id=info.credential_id,
-        transports=list(info.transports),
-        created_at=info.created_at,
-        last_used_at=info.last_used_at,
-        ledger_index=info.ledger_index,
-    )
+    return PasskeyOut.model_validate(info, from_attributes=True)
 
 
-def _denied(request: Request, login: str) -> GatewayError:
+def person_denied(request: Request, login: str) -> GatewayError:
+    """A person's sign-in refused: audited, and it spends the address's failure budget."""
     request.state.audit_event = Event.AUTH_PERSON_DENIED
     request.state.object_id = login[:64]
     limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))
+    limits.failed(client_ip(request))  # issue 11
     return GatewayError(
         "invalid-grant",
         "Invalid token request",
@@ -111,7 +106,7 @@ def _signin_options(platform: Platform, request: Request, body: PasswordIn) -> J
                 now=now,
             )
     except xe.AuthenticationFailed:
-        raise _denied(request, body.username) from None
+        raise person_denied(request, body.username) from None
     return JSONResponse({"options": options}, headers={"Cache-Control": "no-store"})
 
 
@@ -149,51 +144,27 @@ def registration_options(
 
 
 @router.post("", status_code=201, response_model=PasskeyOut)
-def enrol(
-    body: CredentialIn,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> PasskeyOut:
+def enrol(body: CredentialIn, w: WriteDep) -> PasskeyOut:
     """Verify the authenticator's answer to the creation options and keep its public key."""
-    request.state.audit_event = Event.PERSON_PASSKEY_DENIED
-    with session.begin():
-        info = passkeys.finish_registration(
-            session,
-            caller,
-            json.dumps(body.credential),
-            rp=relying_party(platform),
-            now=now,
-            trail=platform.trail,
-        )
-    return _out(info)
+    w.failing_as(Event.PERSON_PASSKEY_DENIED)
+    rp = relying_party(w.platform)
+    return _out(w.run(passkeys.finish_registration, json.dumps(body.credential), rp=rp))
 
 
 @router.post("/{passkey_id}/remove", status_code=200)
-def remove(
-    passkey_id: str,
-    body: Removal,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> dict[str, Any]:
+def remove(passkey_id: str, body: Removal, w: WriteDep) -> dict[str, Any]:
     """Remove a passkey; needs a fresh second factor (TOTP code or passkey assertion)."""
-    request.state.audit_event = Event.PERSON_PASSKEY_DENIED
-    request.state.object_id = passkey_id[:64]
-    with session.begin():
+    w.failing_as(Event.PERSON_PASSKEY_DENIED, passkey_id[:64])
+    with w.session.begin():
         index = exchange.people.remove_passkey(
-            session,
-            platform.keystore,
-            caller,
+            w.session,
+            w.platform.keystore,
+            w.caller,
             passkey_id,
             totp=body.totp,
             passkey=json.dumps(body.passkey) if body.passkey else "",
-            rp=relying_party(platform),
-            now=now,
-            trail=platform.trail,
+            rp=relying_party(w.platform),
+            now=w.now,
+            trail=w.platform.trail,
         )
     return {"id": passkey_id, "removed": True, "ledger_index": index}

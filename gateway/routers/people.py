@@ -5,23 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
 import exchange.people
 from audit.catalogue import Event
-from exchange import authn_trail, resources
+from exchange import authn_trail
 from exchange import errors as xe
 from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
-from gateway.errors import GatewayError
-from gateway.pep import Enforce, Target
+from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.ratelimit import Limits
 from gateway.routers import passkeys as passkeys_router
-from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
+from gateway.routers.organisations import new_account, requested_roles
+from gateway.writes import EnrolmentWriteDep, WriteDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
 public = APIRouter(prefix="/v1", tags=["people"])  # enrolment: the invitation code authenticates
@@ -73,38 +71,12 @@ class Confirm(BaseModel):
     totp: str = Field(min_length=6, max_length=6)
 
 
-def _invitee(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    roles = getattr(request.state, "requested_roles", None) or []
-    org_id = request.path_params["org_id"]
-    return [Target(resources.account_resource(session, "person", org_id, roles=roles))]
-
-
-async def _requested_roles(request: Request) -> None:
-    try:
-        body = await request.json()
-    except ValueError:
-        return
-    roles = body.get("roles") if isinstance(body, dict) else None
-    if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
-        request.state.requested_roles = roles[:10]
-
-
 InviteFirstAdmin = Enforce("organisation.create")
-InvitePerson = Enforce("account.create", resources=_invitee)
+InvitePerson = Enforce("account.create", resources=new_account("person"))
 
 
 def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
-    return InvitationIssued(
-        id=inv.id,
-        org_id=inv.org_id,
-        code=inv.code,
-        expires_at=inv.expires_at,
-        roles=list(inv.roles),
-        org_admin=inv.org_admin,
-        ledger_index=inv.ledger_index,
-    )
+    return InvitationIssued.model_validate(inv, from_attributes=True)
 
 
 @router.post(
@@ -113,27 +85,10 @@ def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
     response_model=InvitationIssued,
     dependencies=[Depends(InviteFirstAdmin)],
 )
-def invite_first_admin(
-    org_id: str,
-    body: FirstAdminInvite,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> InvitationIssued:
+def invite_first_admin(org_id: str, body: FirstAdminInvite, w: WriteDep) -> InvitationIssued:
     """The operator invites a new organisation's first administrator (once, nothing more)."""
-    request.state.audit_event = Event.PERSON_INVITE_FAILED
-    request.state.object_id = org_id
-    with session.begin():
-        inv = exchange.people.invite_first_admin(
-            session,
-            caller,
-            org_id=org_id,
-            display_name=body.display_name,
-            now=now,
-            trail=platform.trail,
-        )
+    w.failing_as(Event.PERSON_INVITE_FAILED, org_id)
+    inv = w.run(exchange.people.invite_first_admin, org_id=org_id, display_name=body.display_name)
     return _issued(inv)
 
 
@@ -141,58 +96,28 @@ def invite_first_admin(
     "/organisations/{org_id}/invitations",
     status_code=201,
     response_model=InvitationIssued,
-    dependencies=[Depends(_requested_roles), Depends(InvitePerson)],
+    dependencies=[Depends(requested_roles), Depends(InvitePerson)],
 )
-def invite_person(
-    org_id: str,
-    body: PersonInvite,
-    request: Request,
-    caller: CallerDep,
-    platform: PlatformDep,
-    session: SessionDep,
-    now: ClockDep,
-) -> InvitationIssued:
+def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIssued:
     """An organisation's administrator invites another person of that organisation."""
-    request.state.audit_event = Event.PERSON_INVITE_FAILED
-    request.state.object_id = org_id
-    with session.begin():
-        inv = exchange.people.invite_person(
-            session,
-            caller,
-            org_id=org_id,
-            display_name=body.display_name,
-            roles=body.roles,
-            org_admin=body.org_admin,
-            now=now,
-            trail=platform.trail,
-        )
+    w.failing_as(Event.PERSON_INVITE_FAILED, org_id)
+    inv = w.run(
+        exchange.people.invite_person,
+        org_id=org_id,
+        display_name=body.display_name,
+        roles=body.roles,
+        org_admin=body.org_admin,
+    )
     return _issued(inv)
 
 
 @public.post(REDEEM_PATH, status_code=201, response_model=Enrolled)
-def redeem(
-    body: Redeem, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
-) -> Enrolled:
+def redeem(body: Redeem, w: EnrolmentWriteDep) -> Enrolled:
     """Spend an invitation code: set a login and password, receive the TOTP secret."""
-    request.state.audit_event = Event.PERSON_REDEEM_DENIED
-    with session.begin():
-        e = exchange.people.redeem_invitation(
-            session,
-            platform.keystore,
-            code=body.code,
-            login=body.login,
-            password=body.password,
-            now=now,
-            trail=platform.trail,
-        )
-    return Enrolled(
-        person_id=e.person_id,
-        org_id=e.org_id,
-        login=e.login,
-        totp_secret=e.totp_secret,
-        provisioning_uri=e.provisioning_uri,
-        ledger_index=e.ledger_index,
+    e = w.failing_as(Event.PERSON_REDEEM_DENIED).run(
+        exchange.people.redeem_invitation, code=body.code, login=body.login, password=body.password
     )
+    return Enrolled.model_validate(e, from_attributes=True)
 
 
 class Confirmed(BaseModel):
@@ -201,36 +126,12 @@ class Confirmed(BaseModel):
 
 
 @public.post(CONFIRM_PATH, response_model=Confirmed)
-def confirm(
-    body: Confirm, request: Request, platform: PlatformDep, session: SessionDep, now: ClockDep
-) -> Confirmed:
+def confirm(body: Confirm, w: EnrolmentWriteDep) -> Confirmed:
     """The first TOTP code from the authenticator activates the person."""
-    request.state.audit_event = Event.PERSON_CONFIRM_DENIED
-    with session.begin():
-        person = exchange.people.confirm_enrolment(
-            session,
-            platform.keystore,
-            login=body.login,
-            password=body.password,
-            totp=body.totp,
-            now=now,
-            trail=platform.trail,
-        )
-        return Confirmed(person_id=person.id, state=person.status)
-
-
-def _person_denied(request: Request, login: str) -> GatewayError:
-    request.state.audit_event = Event.AUTH_PERSON_DENIED
-    request.state.object_id = login[:64]
-    limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))  # spends the address's failure budget (issue 11)
-    return GatewayError(
-        "invalid-grant",
-        "Invalid token request",
-        "invalid person credentials",
-        headers={"Cache-Control": "no-store"},
-        error="invalid_grant",
+    person = w.failing_as(Event.PERSON_CONFIRM_DENIED).run(
+        exchange.people.confirm_enrolment, login=body.login, password=body.password, totp=body.totp
     )
+    return Confirmed(person_id=person.id, state=person.status)
 
 
 def _person_token(platform: Platform, request: Request, fields: dict[str, str]) -> JSONResponse:
@@ -242,7 +143,7 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
             platform.session, login=login, password=password
         )
     except xe.AuthenticationFailed:
-        raise _person_denied(request, login) from None
+        raise passkeys_router.person_denied(request, login) from None
     with platform.session() as session, session.begin():
         try:
             person = exchange.people.authenticate_person(
@@ -258,7 +159,7 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
                 trail=platform.trail,
             )
         except xe.AuthenticationFailed:
-            raise _person_denied(request, login) from None
+            raise passkeys_router.person_denied(request, login) from None
         subject = audit.Subject(
             person.id, person.org_id, client_ip(request), request.state.request_id, None
         )

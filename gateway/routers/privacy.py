@@ -13,32 +13,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
-import exchange
 from audit.catalogue import Event
 from exchange import analysis_rules, budgets, commitments, resources
 from exchange.approval_binding import binding_for
 from exchange.computations.state import load
 from exchange.errors import NotFound
-from gateway.pep import Enforce, Target
-from gateway.platform import Platform
+from gateway.pep import Enforce, path_resource
 from gateway.security import CallerDep, ComputeDep
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
 
 
-def _dataset(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    return [Target(resources.policy_resource(session, request.path_params["dataset_id"]))]
-
-
-def _computation(
-    request: Request, caller: exchange.Caller, platform: Platform, session: Session
-) -> list[Target]:
-    comp_id = request.path_params["computation_id"]
-    return [Target(resources.computation_resource(session, comp_id))]
+_dataset = path_resource(resources.policy_resource, "dataset_id")
+_computation = path_resource(resources.computation_resource, "computation_id")
 
 
 SetRules = Enforce("dataset.register", resources=_dataset)

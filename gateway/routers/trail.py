@@ -8,7 +8,6 @@ party checks what it reads against a checkpoint it remembers (`pdx trail verify`
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -20,6 +19,7 @@ import exchange
 from exchange import party_trail
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
+from gateway.routers.ledger import b64, consistency_hashes
 from gateway.security import CallerDep, PlatformDep
 from ledger.log import MAX_PAGE
 from ledger.records import decode_leaf
@@ -98,19 +98,15 @@ def _parties(session: Session, index: int, record: dict[str, Any]) -> list[str]:
     return sorted({*named, *party_trail.indexed_parties(session, index)})
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _public(entry: party_trail.PartyEntry, parties: list[str]) -> TrailEntryPublic:
     proof = (
-        InclusionProofPublic(tree_size=entry.tree_size, hashes=[_b64(h) for h in entry.proof])
+        InclusionProofPublic(tree_size=entry.tree_size, hashes=[b64(h) for h in entry.proof])
         if entry.tree_size is not None and entry.proof is not None
         else None
     )
     return TrailEntryPublic(
         index=entry.index,
-        leaf=_b64(entry.leaf),
+        leaf=b64(entry.leaf),
         record=entry.record,
         parties=parties,
         inclusion=proof,
@@ -174,6 +170,5 @@ def consistency(
     second: Annotated[int, Query(ge=0, le=MAX_INDEX)],
 ) -> ConsistencyPublic:
     """RFC 9162 §2.1.4 proof that the tree of `first` entries is a prefix of `second`."""
-    with platform.session() as session:
-        hashes = platform.ledger.consistency_proof(session, first, second)
-    return ConsistencyPublic(first=first, second=second, hashes=[_b64(h) for h in hashes])
+    hashes = consistency_hashes(platform, first, second)
+    return ConsistencyPublic(first=first, second=second, hashes=hashes)
