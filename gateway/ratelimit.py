@@ -68,6 +68,47 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
             return 0.0
 
+    def give_back(self, key: Hashable) -> None:
+        """Return one request `take` spent (its work turned out not to count)."""
+        with self._lock:
+            if key in self._buckets:
+                now = self._clock()
+                self._buckets[key] = (min(self.capacity, self._level(key, now) + 1.0), now)
+
+
+class Attempt:
+    """One authentication attempt that holds a slot of its address's failure budget.
+
+    The slot is taken before the secret is checked, so concurrent guesses from one
+    address can never start more (costly) checks than the budget has room for: when
+    the budget was checked and only counted after the check, every guess arriving while
+    others were being verified went through too (a flood of 12 users ran ~10x the
+    budget's scrypt checks). The slot is spent when the attempt fails and given back
+    otherwise; a failure after it was given back (e.g. the client was deactivated
+    between the check and the transaction) counts anew.
+    """
+
+    def __init__(self, failures: RateLimiter, address: str | None) -> None:
+        self._failures = failures
+        self._address = address
+        self._state = "held"  # held → spent | returned
+        self._lock = threading.Lock()
+
+    def failed(self) -> float:
+        """Count this attempt as a failure (as `Limits.failed`: the wait if over budget)."""
+        with self._lock:
+            held, self._state = self._state == "held", "spent"
+        return 0.0 if held else self._failures.take(self._address)
+
+    def release(self) -> None:
+        """The attempt did not fail its authentication: give its slot back (idempotent)."""
+        with self._lock:
+            held = self._state == "held"
+            if held:
+                self._state = "returned"
+        if held:
+            self._failures.give_back(self._address)
+
 
 def too_many(retry_after: float, detail: str) -> GatewayError:
     """429 problem+json with `Retry-After` in whole seconds (RFC 9110 §10.2.3)."""
@@ -94,6 +135,22 @@ class Limits:
         wait = self.tokens.take((client_id, address))
         if wait > 0:
             raise too_many(wait, "too many token requests for this client from this address")
+
+    def admit(self, client_id: str, address: str | None) -> Attempt:
+        """Before any secret is checked: hold a failure slot, spend a request of the rate.
+
+        429 when the address's failure budget or the client's rate is exhausted. Settle
+        the attempt afterwards (`Attempt.failed` or `Attempt.release`).
+        """
+        wait = self.failures.take(address)
+        if wait > 0:
+            raise too_many(wait, "too many failed authentications from this address")
+        attempt = Attempt(self.failures, address)
+        wait = self.tokens.take((client_id, address))
+        if wait > 0:
+            attempt.release()
+            raise too_many(wait, "too many token requests for this client from this address")
+        return attempt
 
     def failed(self, address: str | None) -> float:
         """Count an authentication failure; the wait if the address is now over budget."""

@@ -27,7 +27,7 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
-from gateway.ratelimit import Limits
+from gateway.ratelimit import Attempt, Limits
 from gateway.routers.people import person_token
 from gateway.security import PlatformDep
 
@@ -181,8 +181,12 @@ def _tokens(
 def _denied(request: Request, client_id: str, basic: bool) -> GatewayError:
     request.state.audit_event = Event.AUTH_TOKEN_DENIED
     request.state.object_id = client_id[:64]
-    limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))
+    attempt: Attempt | None = getattr(request.state, "auth_attempt", None)
+    if attempt is not None:
+        attempt.failed()  # spends the failure slot the attempt holds
+    else:
+        limits: Limits = request.app.state.limits
+        limits.failed(client_ip(request))
     return _oauth_error(
         "invalid-client", "invalid_client", "invalid client credentials", basic=basic
     )
@@ -193,9 +197,13 @@ def _verify(
 ) -> exchange.clients.VerifiedClient:
     """The secret check (scrypt) with no transaction open (issue 11)."""
     try:
-        return exchange.clients.verify_client_credentials(platform.session, client_id, secret)
+        verified = exchange.clients.verify_client_credentials(platform.session, client_id, secret)
     except xe.AuthenticationFailed:
         raise _denied(request, client_id, basic) from None
+    attempt: Attempt | None = getattr(request.state, "auth_attempt", None)
+    if attempt is not None:
+        attempt.release()  # the secret was right: its failure slot goes back at once
+    return verified
 
 
 def _confirm(
@@ -214,10 +222,29 @@ def _rate_limit(request: Request, client_id: str) -> None:
     try:
         limits.check_token_request(client_id, client_ip(request))
     except GatewayError:
-        request.state.audit_event = Event.AUTH_RATE_LIMITED
-        request.state.audit_deny = True
-        request.state.object_id = client_id[:64]
+        _rate_limited(request, client_id)
         raise
+
+
+def _admit(request: Request, client_id: str) -> Attempt:
+    """As `_rate_limit`, holding a failure slot while the secret is checked (see `Attempt`).
+
+    The caller releases it when the request ends, a no-op when a failure spent it.
+    """
+    limits: Limits = request.app.state.limits
+    try:
+        attempt = limits.admit(client_id, client_ip(request))
+    except GatewayError:
+        _rate_limited(request, client_id)
+        raise
+    request.state.auth_attempt = attempt
+    return attempt
+
+
+def _rate_limited(request: Request, client_id: str) -> None:
+    request.state.audit_event = Event.AUTH_RATE_LIMITED
+    request.state.audit_deny = True
+    request.state.object_id = client_id[:64]
 
 
 def _revoke(
@@ -316,16 +343,19 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
             "grant_type must be client_credentials or refresh_token",
         )
     client_id, secret, basic = _client_credentials(request, fields)
-    _rate_limit(request, client_id)
-    if grant == "refresh_token":
-        refresh = fields.get("refresh_token", "")
-        if not refresh:
-            raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
-        body = await run_in_threadpool(
-            _refresh, platform, request, client_id, secret, basic, refresh
-        )
-    else:
-        body = await run_in_threadpool(_issue, platform, request, client_id, secret, basic)
+    refresh = fields.get("refresh_token", "")
+    if grant == "refresh_token" and not refresh:
+        raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
+    attempt = _admit(request, client_id)
+    try:
+        if grant == "refresh_token":
+            body = await run_in_threadpool(
+                _refresh, platform, request, client_id, secret, basic, refresh
+            )
+        else:
+            body = await run_in_threadpool(_issue, platform, request, client_id, secret, basic)
+    finally:
+        attempt.release()  # no-op when a failure spent the slot
     return JSONResponse(body.model_dump(), headers=_NO_STORE)
 
 
@@ -337,11 +367,14 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     """
     fields = await _form(request)
     client_id, secret, basic = _client_credentials(request, fields)
-    _rate_limit(request, client_id)
     token = fields.get("token", "")
     if not token:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")
-    await run_in_threadpool(_revoke, platform, request, client_id, secret, basic, token)
+    attempt = _admit(request, client_id)
+    try:
+        await run_in_threadpool(_revoke, platform, request, client_id, secret, basic, token)
+    finally:
+        attempt.release()
     request.app.state.principals.invalidate()
     return JSONResponse({}, headers=_NO_STORE)
 
