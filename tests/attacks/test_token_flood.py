@@ -1,0 +1,83 @@
+"""Issue 11, the token endpoint under a credential flood: budgets hold under concurrency.
+
+Through a real `pdx run` (real sockets, so each source address has its own budgets):
+guesses sent at once from one address must not run more secret checks than the
+address's failure budget allows, and a flood naming a new made-up client id in every
+request must not write an audit row per request (each such write took the database's
+write lock from the legitimate client's login).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from tests.helpers.s13_token_flood import (
+    FloodServer,
+    at_once,
+    burst_count,
+    flood_server,
+    token,
+)
+
+__all__ = ["flood_server"]  # the fixture, imported for pytest
+
+
+def test_guesses_sent_at_once_run_no_more_secret_checks_than_the_failure_budget(
+    flood_server: Callable[..., FloodServer],
+) -> None:
+    """The budget was checked before the (slow) check and counted after it: 24 guesses
+    sent together all passed the check, and all 24 ran scrypt against a budget of 3."""
+    server = flood_server(PDX_AUTH_FAILURE_BURST="3", PDX_AUTH_FAILURES_PER_MIN="1")
+    victim = server.creds("enterprise-fintech")
+
+    def guess(i: int) -> int:
+        with server.client("127.0.0.6") as c:
+            return token(c, victim["client_id"], f"guess-{i}").status_code
+
+    codes = at_once(24, guess)
+    # Only the budget's 3 guesses were checked (401); the rest were refused first (429).
+    assert sorted(codes) == [401] * 3 + [429] * 21, codes
+    # Counted in the audit as well: the refused checks and the rate-limited requests.
+    denied = server.audit_rows("event_type = 'auth.token_denied'")
+    assert len(denied) == 1 and denied[0]["subject_ip"] == "127.0.0.6"
+    limited = server.audit_rows("event_type = 'auth.rate_limited'")
+    assert len(limited) == 1 and limited[0]["object_id"] == victim["client_id"]
+    # The victim's right secret still works from another address, and its own
+    # success gives its slot back: its budget there is whole.
+    with server.client("127.0.0.7") as c:
+        for _ in range(5):
+            r = token(c, victim["client_id"], victim["client_secret"])
+            assert r.status_code == 200, r.text
+        assert token(c, victim["client_id"], "wrong").status_code == 401
+    # Once stopped, the open windows are written: every refusal is in the audit.
+    server.stop()
+    bursts = server.audit_rows("event_type = 'auth.failure_burst'")
+    by_event = {
+        event: sum(burst_count(b["detail"]) for b in bursts if f"event={event}" in b["detail"])
+        for event in ("auth.token_denied", "auth.rate_limited")
+    }
+    assert by_event == {"auth.token_denied": 2, "auth.rate_limited": 20}, by_event
+
+
+def test_a_flood_of_made_up_client_ids_writes_a_bounded_number_of_audit_rows(
+    flood_server: Callable[..., FloodServer],
+) -> None:
+    """Each made-up id opened its own burst window, so each request wrote a row."""
+    server = flood_server(PDX_AUTH_FAILURE_BURST="5", PDX_AUTH_FAILURES_PER_MIN="1")
+    sent = 150
+    with server.client("127.0.0.8") as c:
+        codes = [token(c, f"pdx-{uuid.uuid4().hex[:16]}", "guess").status_code for _ in range(sent)]
+    assert codes == [401] * 5 + [429] * (sent - 5), codes
+    rows = server.audit_rows("subject_ip = '127.0.0.8'")
+    # At most 8 subjects recorded one by one per event type, then one folded window.
+    assert len(rows) <= 2 * (8 + 1), len(rows)
+    assert {r["event_type"] for r in rows} == {"auth.token_denied", "auth.rate_limited"}
+    server.stop()
+    rows = server.audit_rows("subject_ip = '127.0.0.8'")
+    bursts = [r for r in rows if r["event_type"] == "auth.failure_burst"]
+    singles = [r for r in rows if r["event_type"] != "auth.failure_burst"]
+    # Nothing is lost: the single records and the burst counts add up to every request.
+    assert len(singles) + sum(burst_count(b["detail"]) for b in bursts) == sent
+    folded = [b for b in bursts if "folded=" in b["detail"]]
+    assert folded and all(b["subject_id"] is None for b in folded)
