@@ -10,13 +10,20 @@ up to N times the setting, which still bounds the work a flood can cause.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
 
 from gateway.errors import GatewayError
+
+T = TypeVar("T")
 
 # Buckets kept at most; the least recently used are dropped first (a dropped key
 # starts again with a full bucket, so the bound trades a little precision for memory).
@@ -110,6 +117,40 @@ class Attempt:
             self._failures.give_back(self._address)
 
 
+class SecretChecks:
+    """Runs secret checks (scrypt) on their own few worker threads, a few per address.
+
+    At most `total` checks run at once, so they never hold the shared thread pool every
+    other route needs (40 threads), and at most `per_address` for one source address: a
+    flood from one address queues behind its own checks while a client elsewhere finds a
+    free slot. Used on the event loop only (no locking needed).
+    """
+
+    def __init__(self, *, total: int, per_address: int) -> None:
+        if total < 1 or per_address < 1:
+            raise ValueError("secret checks need total >= 1 and per_address >= 1")
+        self.total = total
+        self.per_address = per_address
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._addresses: dict[str | None, tuple[anyio.Semaphore, int]] = {}
+
+    async def run(self, address: str | None, check: Callable[[], T]) -> T:
+        """`check()` in a worker thread once a slot of `address` and an overall one are free."""
+        if self._limiter is None:  # created on the event loop, at first use
+            self._limiter = anyio.CapacityLimiter(self.total)
+        slots, users = self._addresses.get(address) or (anyio.Semaphore(self.per_address), 0)
+        self._addresses[address] = (slots, users + 1)
+        try:
+            async with slots:
+                return await anyio.to_thread.run_sync(check, limiter=self._limiter)
+        finally:
+            slots, users = self._addresses[address]
+            if users > 1:
+                self._addresses[address] = (slots, users - 1)
+            else:
+                del self._addresses[address]  # only addresses with checks waiting are kept
+
+
 def too_many(retry_after: float, detail: str) -> GatewayError:
     """429 problem+json with `Retry-After` in whole seconds (RFC 9110 §10.2.3)."""
     return GatewayError(
@@ -126,6 +167,9 @@ class Limits:
 
     tokens: RateLimiter  # token requests per (client id, source address)
     failures: RateLimiter  # authentication failures per source address
+    checks: SecretChecks = field(  # client-secret checks running at once
+        default_factory=lambda: SecretChecks(total=max(4, 2 * (os.cpu_count() or 1)), per_address=2)
+    )
 
     def check_token_request(self, client_id: str, address: str | None) -> None:
         """Before any secret is checked: the address's failure budget, then the client's."""

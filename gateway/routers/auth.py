@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime, timedelta
+from functools import partial
 from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Request
@@ -99,10 +100,10 @@ def _subject(request: Request, client_id: str, org_id: str | None) -> audit.Subj
 
 
 def _issue(
-    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
+    platform: Platform, request: Request, verified: exchange.clients.VerifiedClient, basic: bool
 ) -> TokenResponse:
     """client_credentials: a new access token and the first refresh token of a family."""
-    verified = _verify(platform, request, client_id, secret, basic)
+    client_id = verified.client_id
     now = platform.now()
     with platform.session() as session, session.begin():
         client = _confirm(session, request, verified, basic)
@@ -123,10 +124,14 @@ def _issue(
 
 
 def _refresh(
-    platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
+    platform: Platform,
+    request: Request,
+    verified: exchange.clients.VerifiedClient,
+    basic: bool,
+    token: str,
 ) -> TokenResponse:
     """refresh_token: spend the token, return its successor; reuse revokes the family."""
-    verified = _verify(platform, request, client_id, secret, basic)
+    client_id = verified.client_id
     now = platform.now()
     with platform.session() as session, session.begin():
         client = _confirm(session, request, verified, basic)
@@ -192,6 +197,16 @@ def _denied(request: Request, client_id: str, basic: bool) -> GatewayError:
     )
 
 
+async def _check(
+    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
+) -> exchange.clients.VerifiedClient:
+    """`_verify` on the bounded secret-check threads (`SecretChecks`), not the shared pool."""
+    limits: Limits = request.app.state.limits
+    return await limits.checks.run(
+        client_ip(request), partial(_verify, platform, request, client_id, secret, basic)
+    )
+
+
 def _verify(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool
 ) -> exchange.clients.VerifiedClient:
@@ -248,10 +263,13 @@ def _rate_limited(request: Request, client_id: str) -> None:
 
 
 def _revoke(
-    platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
+    platform: Platform,
+    request: Request,
+    verified: exchange.clients.VerifiedClient,
+    basic: bool,
+    token: str,
 ) -> None:
     """RFC 7009: revoke a refresh token (its family) or an access token (its jti)."""
-    verified = _verify(platform, request, client_id, secret, basic)
     now = platform.now()
     with platform.session() as session, session.begin():
         client = _confirm(session, request, verified, basic)
@@ -348,12 +366,11 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
         raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
     attempt = _admit(request, client_id)
     try:
+        verified = await _check(platform, request, client_id, secret, basic)
         if grant == "refresh_token":
-            body = await run_in_threadpool(
-                _refresh, platform, request, client_id, secret, basic, refresh
-            )
+            body = await run_in_threadpool(_refresh, platform, request, verified, basic, refresh)
         else:
-            body = await run_in_threadpool(_issue, platform, request, client_id, secret, basic)
+            body = await run_in_threadpool(_issue, platform, request, verified, basic)
     finally:
         attempt.release()  # no-op when a failure spent the slot
     return JSONResponse(body.model_dump(), headers=_NO_STORE)
@@ -372,7 +389,8 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")
     attempt = _admit(request, client_id)
     try:
-        await run_in_threadpool(_revoke, platform, request, client_id, secret, basic, token)
+        verified = await _check(platform, request, client_id, secret, basic)
+        await run_in_threadpool(_revoke, platform, request, verified, basic, token)
     finally:
         attempt.release()
     request.app.state.principals.invalidate()

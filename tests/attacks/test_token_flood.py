@@ -9,6 +9,7 @@ write lock from the legitimate client's login).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 
@@ -81,3 +82,47 @@ def test_a_flood_of_made_up_client_ids_writes_a_bounded_number_of_audit_rows(
     assert len(singles) + sum(burst_count(b["detail"]) for b in bursts) == sent
     folded = [b for b in bursts if "folded=" in b["detail"]]
     assert folded and all(b["subject_id"] is None for b in folded)
+
+
+def test_a_client_elsewhere_is_checked_while_a_flood_waits_for_its_own_check_slots(
+    flood_server: Callable[..., FloodServer],
+) -> None:
+    """Every admitted guess ran its scrypt check at once on the shared thread pool, so a
+    login from elsewhere shared the CPU with all of them and finished with the last."""
+    # A failure budget big enough that all the guesses are checked (none refused first).
+    server = flood_server(PDX_AUTH_FAILURE_BURST="60")
+    victim = server.creds("enterprise-fintech")
+    guesses = 24
+    done: list[str] = []  # completion order: "flood" or "legit"
+    first_answer = threading.Event()
+
+    def guess(i: int) -> int:
+        with server.client("127.0.0.9") as c:
+            status = token(c, victim["client_id"], f"guess-{i}").status_code
+        done.append("flood")
+        first_answer.set()
+        return status
+
+    def legit() -> None:
+        # Once the first guess is answered, the others are in the server, waiting.
+        assert first_answer.wait(timeout=120)
+        with server.client("127.0.0.10") as c:
+            r = token(c, victim["client_id"], victim["client_secret"])
+        assert r.status_code == 200, r.text
+        done.append("legit")
+
+    legit_thread = threading.Thread(target=legit)
+    legit_thread.start()
+    codes = at_once(guesses, guess)
+    legit_thread.join(timeout=120)
+    assert codes == [401] * guesses, codes  # every guess was checked, and refused
+    assert "legit" in done, done
+    # The flood checks two at a time from its address, so most guesses were still
+    # waiting when the login from elsewhere completed (before: at most a few).
+    assert done[done.index("legit") + 1 :].count("flood") >= guesses // 3, done
+    # And every one of the guesses is in the audit.
+    server.stop()
+    rows = server.audit_rows("subject_ip = '127.0.0.9'")
+    singles = [r for r in rows if r["event_type"] == "auth.token_denied"]
+    bursts = [r for r in rows if r["event_type"] == "auth.failure_burst"]
+    assert len(singles) + sum(burst_count(b["detail"]) for b in bursts) == guesses
