@@ -151,6 +151,32 @@ class SecretChecks:
                 del self._addresses[address]  # only addresses with checks waiting are kept
 
 
+class Tarpit:
+    """Answers refused token requests late, so a flood that waits for answers goes slowly.
+
+    A flooder over its budget was refused as fast as the event loop could answer (780 a
+    second from 12 users), and each refusal took a turn of the loop a legitimate login
+    waited for. Held back `delay_s` (at most the `Retry-After` it is told), a flooder that
+    waits for its answers (most do) sends one request per connection and delay. At most
+    `max_held` refusals are held at once; past that they are answered at once.
+    """
+
+    def __init__(self, delay_s: float, *, max_held: int = 1000) -> None:
+        self.delay_s = delay_s
+        self.max_held = max_held
+        self._held = 0  # on the event loop only
+
+    async def hold(self, retry_after: float) -> None:
+        delay = min(self.delay_s, retry_after)
+        if delay <= 0 or self._held >= self.max_held:
+            return
+        self._held += 1
+        try:
+            await anyio.sleep(delay)
+        finally:
+            self._held -= 1
+
+
 def too_many(retry_after: float, detail: str) -> GatewayError:
     """429 problem+json with `Retry-After` in whole seconds (RFC 9110 §10.2.3)."""
     return GatewayError(
@@ -167,6 +193,7 @@ class Limits:
 
     tokens: RateLimiter  # token requests per (client id, source address)
     failures: RateLimiter  # authentication failures per source address
+    tarpit: Tarpit = field(default_factory=lambda: Tarpit(0.0))  # refusals answered late
     checks: SecretChecks = field(  # client-secret checks running at once
         default_factory=lambda: SecretChecks(total=max(4, 2 * (os.cpu_count() or 1)), per_address=2)
     )

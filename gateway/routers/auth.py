@@ -231,17 +231,17 @@ def _confirm(
         raise _denied(request, verified.client_id, basic) from None
 
 
-def _rate_limit(request: Request, client_id: str) -> None:
+async def _rate_limit(request: Request, client_id: str) -> None:
     """Before any secret is checked: the address's failure budget and the client's rate."""
     limits: Limits = request.app.state.limits
     try:
         limits.check_token_request(client_id, client_ip(request))
-    except GatewayError:
-        _rate_limited(request, client_id)
+    except GatewayError as exc:
+        await _rate_limited(request, client_id, exc)
         raise
 
 
-def _admit(request: Request, client_id: str) -> Attempt:
+async def _admit(request: Request, client_id: str) -> Attempt:
     """As `_rate_limit`, holding a failure slot while the secret is checked (see `Attempt`).
 
     The caller releases it when the request ends, a no-op when a failure spent it.
@@ -249,17 +249,20 @@ def _admit(request: Request, client_id: str) -> Attempt:
     limits: Limits = request.app.state.limits
     try:
         attempt = limits.admit(client_id, client_ip(request))
-    except GatewayError:
-        _rate_limited(request, client_id)
+    except GatewayError as exc:
+        await _rate_limited(request, client_id, exc)
         raise
     request.state.auth_attempt = attempt
     return attempt
 
 
-def _rate_limited(request: Request, client_id: str) -> None:
+async def _rate_limited(request: Request, client_id: str, exc: GatewayError) -> None:
+    """Mark the refusal for the audit, and answer it late (`Tarpit`)."""
     request.state.audit_event = Event.AUTH_RATE_LIMITED
     request.state.audit_deny = True
     request.state.object_id = client_id[:64]
+    limits: Limits = request.app.state.limits
+    await limits.tarpit.hold(float(exc.headers.get("Retry-After", "1")))
 
 
 def _revoke(
@@ -352,7 +355,7 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     fields = await _form(request)
     grant = fields.get("grant_type")
     if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
-        _rate_limit(request, "person:" + fields.get("username", "")[:64])
+        await _rate_limit(request, "person:" + fields.get("username", "")[:64])
         return await person_token(request, platform, fields)
     if grant not in ("client_credentials", "refresh_token"):
         raise _oauth_error(
@@ -364,7 +367,7 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     refresh = fields.get("refresh_token", "")
     if grant == "refresh_token" and not refresh:
         raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
-    attempt = _admit(request, client_id)
+    attempt = await _admit(request, client_id)
     try:
         verified = await _check(platform, request, client_id, secret, basic)
         if grant == "refresh_token":
@@ -387,7 +390,7 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     token = fields.get("token", "")
     if not token:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")
-    attempt = _admit(request, client_id)
+    attempt = await _admit(request, client_id)
     try:
         verified = await _check(platform, request, client_id, secret, basic)
         await run_in_threadpool(_revoke, platform, request, verified, basic, token)

@@ -10,6 +10,7 @@ write lock from the legitimate client's login).
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -65,7 +66,9 @@ def test_a_flood_of_made_up_client_ids_writes_a_bounded_number_of_audit_rows(
     flood_server: Callable[..., FloodServer],
 ) -> None:
     """Each made-up id opened its own burst window, so each request wrote a row."""
-    server = flood_server(PDX_AUTH_FAILURE_BURST="5", PDX_AUTH_FAILURES_PER_MIN="1")
+    server = flood_server(
+        PDX_AUTH_FAILURE_BURST="5", PDX_AUTH_FAILURES_PER_MIN="1", PDX_AUTH_TARPIT_MS="0"
+    )
     sent = 150
     with server.client("127.0.0.8") as c:
         codes = [token(c, f"pdx-{uuid.uuid4().hex[:16]}", "guess").status_code for _ in range(sent)]
@@ -126,3 +129,25 @@ def test_a_client_elsewhere_is_checked_while_a_flood_waits_for_its_own_check_slo
     singles = [r for r in rows if r["event_type"] == "auth.token_denied"]
     bursts = [r for r in rows if r["event_type"] == "auth.failure_burst"]
     assert len(singles) + sum(burst_count(b["detail"]) for b in bursts) == guesses
+
+
+def test_refusals_over_the_budget_are_answered_late_and_a_client_elsewhere_at_once(
+    flood_server: Callable[..., FloodServer],
+) -> None:
+    """A flooder over its budget was refused in milliseconds, so 12 users that wait for
+    their answers still drove ~780 refusals a second through the event loop."""
+    server = flood_server(
+        PDX_AUTH_FAILURE_BURST="2", PDX_AUTH_FAILURES_PER_MIN="1", PDX_AUTH_TARPIT_MS="600"
+    )
+    victim = server.creds("enterprise-fintech")
+    with server.client("127.0.0.11") as c:
+        assert [token(c, victim["client_id"], "wrong").status_code for _ in range(2)] == [401] * 2
+        for _ in range(3):
+            started = time.monotonic()
+            r = token(c, victim["client_id"], "wrong")
+            elapsed = time.monotonic() - started
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+            assert elapsed >= 0.6, elapsed  # held back, not answered at once
+    # Only refusals wait: the victim's own login from elsewhere is not held back.
+    with server.client("127.0.0.12") as c:
+        assert token(c, victim["client_id"], victim["client_secret"]).status_code == 200
