@@ -231,20 +231,11 @@ def _confirm(
         raise _denied(request, verified.client_id, basic) from None
 
 
-async def _rate_limit(request: Request, client_id: str) -> None:
-    """Before any secret is checked: the address's failure budget and the client's rate."""
-    limits: Limits = request.app.state.limits
-    try:
-        limits.check_token_request(client_id, client_ip(request))
-    except GatewayError as exc:
-        await _rate_limited(request, client_id, exc)
-        raise
-
-
 async def _admit(request: Request, client_id: str) -> Attempt:
-    """As `_rate_limit`, holding a failure slot while the secret is checked (see `Attempt`).
+    """Before any secret is checked: the address's failure budget and the client's rate.
 
-    The caller releases it when the request ends, a no-op when a failure spent it.
+    The attempt holds a failure slot while the secret is checked (see `Attempt`); the
+    caller releases it when the request ends, a no-op when a failure spent it.
     """
     limits: Limits = request.app.state.limits
     try:
@@ -355,8 +346,11 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     fields = await _form(request)
     grant = fields.get("grant_type")
     if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
-        await _rate_limit(request, "person:" + fields.get("username", "")[:64])
-        return await person_token(request, platform, fields)
+        attempt = await _admit(request, "person:" + fields.get("username", "")[:64])
+        try:
+            return await person_token(request, platform, fields)
+        finally:
+            attempt.release()  # no-op when a failure spent the slot
     if grant not in ("client_credentials", "refresh_token"):
         raise _oauth_error(
             "unsupported-grant-type",

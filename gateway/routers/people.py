@@ -19,7 +19,7 @@ from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.pep import Enforce, Target
 from gateway.platform import Platform
-from gateway.ratelimit import Limits
+from gateway.ratelimit import Attempt, Limits
 from gateway.routers import passkeys as passkeys_router
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 
@@ -222,8 +222,12 @@ def confirm(
 def _person_denied(request: Request, login: str) -> GatewayError:
     request.state.audit_event = Event.AUTH_PERSON_DENIED
     request.state.object_id = login[:64]
-    limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))  # spends the address's failure budget (issue 11)
+    attempt: Attempt | None = getattr(request.state, "auth_attempt", None)
+    if attempt is not None:
+        attempt.failed()  # spends the failure slot the attempt holds (gateway/ratelimit.py)
+    else:
+        limits: Limits = request.app.state.limits
+        limits.failed(client_ip(request))  # spends the address's failure budget (issue 11)
     return GatewayError(
         "invalid-grant",
         "Invalid token request",

@@ -151,3 +151,23 @@ def test_refusals_over_the_budget_are_answered_late_and_a_client_elsewhere_at_on
     # Only refusals wait: the victim's own login from elsewhere is not held back.
     with server.client("127.0.0.12") as c:
         assert token(c, victim["client_id"], victim["client_secret"]).status_code == 200
+
+
+def test_person_logins_sent_at_once_run_no_more_checks_than_the_failure_budget(
+    flood_server: Callable[..., FloodServer],
+) -> None:
+    """The person grant had the same check-then-count race as client credentials."""
+    server = flood_server(PDX_AUTH_FAILURE_BURST="3", PDX_AUTH_FAILURES_PER_MIN="1")
+
+    def guess(i: int) -> int:
+        with server.client("127.0.0.13") as c:
+            form = {
+                "grant_type": "urn:pdx:params:oauth:grant-type:person",
+                "username": "someone",
+                "password": f"guess-{i}",
+                "totp": "123456",
+            }
+            return c.post("/v1/auth/token", data=form).status_code
+
+    codes = at_once(16, guess)
+    assert sorted(codes) == [400] * 3 + [429] * 13, codes
