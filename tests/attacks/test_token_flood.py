@@ -171,3 +171,18 @@ def test_person_logins_sent_at_once_run_no_more_checks_than_the_failure_budget(
 
     codes = at_once(16, guess)
     assert sorted(codes) == [400] * 3 + [429] * 13, codes
+
+
+def test_passkey_sign_in_options_sent_at_once_run_no_more_checks_than_the_budget(
+    flood_server: Callable[..., FloodServer],
+) -> None:
+    """The passkey challenge checks the password first: the same race, the same budget."""
+    server = flood_server(PDX_AUTH_FAILURE_BURST="3", PDX_AUTH_FAILURES_PER_MIN="1")
+
+    def guess(i: int) -> int:
+        with server.client("127.0.0.14") as c:
+            body = {"username": "someone", "password": f"guess-{i}"}
+            return c.post("/v1/auth/passkey-options", json=body).status_code
+
+    codes = at_once(16, guess)
+    assert sorted(codes) == [400] * 3 + [429] * 13, codes
