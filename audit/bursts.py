@@ -24,6 +24,8 @@ BurstKey = tuple[str | None, str, str | None]  # (address, event type, subject i
 
 # Open windows kept at most; beyond this the oldest are closed early (written sooner).
 MAX_OPEN = 10_000
+# Subject windows open at once per (address, event type); further subjects fold.
+MAX_SUBJECTS = 8
 
 
 @dataclass
@@ -38,17 +40,36 @@ class Burst:
     count: int = 0
     first: datetime | None = None
     last: datetime | None = None
+    folded: int = 0  # of `count`: failures naming other subjects (past `MAX_SUBJECTS`)
 
 
 class BurstAggregator:
     """Counts repeated failures per key within `window`; thread-safe."""
 
-    def __init__(self, *, window: timedelta, max_open: int = MAX_OPEN) -> None:
+    def __init__(
+        self, *, window: timedelta, max_open: int = MAX_OPEN, max_subjects: int = MAX_SUBJECTS
+    ) -> None:
         self.window = window
         self._max_open = max_open
+        self._max_subjects = max_subjects
         self._open: dict[BurstKey, Burst] = {}
+        self._subjects: dict[tuple[str | None, str], int] = {}  # open subject windows
         self._closed: list[Burst] = []
         self._lock = threading.Lock()
+
+    def _opened(self, key: BurstKey, delta: int) -> None:
+        if key[2] is None:
+            return
+        source = (key[0], key[1])
+        n = self._subjects.get(source, 0) + delta
+        if n > 0:
+            self._subjects[source] = n
+        else:
+            self._subjects.pop(source, None)
+
+    def _pop(self, key: BurstKey) -> Burst:
+        self._opened(key, -1)
+        return self._open.pop(key)
 
     def observe(
         self,
@@ -60,18 +81,29 @@ class BurstAggregator:
         now: datetime,
     ) -> bool:
         """Note one failure; True when the caller should record it individually now."""
-        key = (address, event_type, subject_id)
+        key: BurstKey = (address, event_type, subject_id)
+        folded = False
         with self._lock:
             burst = self._open.get(key)
+            if (
+                burst is None
+                and subject_id is not None
+                and self._subjects.get((address, event_type), 0) >= self._max_subjects
+            ):
+                key, folded = (address, event_type, None), True
+                burst = self._open.get(key)
             if burst is not None and now - burst.opened < self.window:
                 burst.count += 1
+                burst.folded += folded
                 burst.first = burst.first or now
                 burst.last = now
                 burst.action = action
                 return False
             if burst is not None and burst.count:
                 self._closed.append(burst)  # window over: `due` writes it
-            self._open[key] = Burst(address, event_type, subject_id, action, opened=now)
+            if burst is None:
+                self._opened(key, +1)
+            self._open[key] = Burst(address, event_type, key[2], action, opened=now)
             return True
 
     def due(self, now: datetime) -> list[Burst]:
@@ -86,7 +118,7 @@ class BurstAggregator:
                     key=lambda k: self._open[k].opened,
                 )
                 ended.extend(rest[:overflow])
-            taken = [self._open.pop(k) for k in ended] + self._closed
+            taken = [self._pop(k) for k in ended] + self._closed
             self._closed = []
         return [b for b in taken if b.count]
 
@@ -95,6 +127,7 @@ class BurstAggregator:
         with self._lock:
             taken = list(self._open.values()) + self._closed
             self._open.clear()
+            self._subjects.clear()
             self._closed = []
         return [b for b in taken if b.count]
 
@@ -112,6 +145,8 @@ def record_burst(session: Session, burst: Burst) -> AuditRecord:
         f"count={burst.count} first={burst.first.isoformat()} "
         f"last={burst.last.isoformat()} event={burst.event_type}"
     )
+    if burst.folded:
+        detail += f" folded={burst.folded}"  # failures naming subjects past the cap
     return record(
         session,
         Subject(burst.subject_id, None, burst.address, None, None),

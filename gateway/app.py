@@ -23,7 +23,7 @@ from gateway.pagination import cursor_key
 from gateway.pep import unenforced_routes
 from gateway.platform import Platform
 from gateway.principals import Principals
-from gateway.ratelimit import Limits, RateLimiter
+from gateway.ratelimit import Limits, RateLimiter, Tarpit
 from gateway.routes import api_routes
 from gateway.security import request_id_for
 from gateway.tokens import ALGORITHM as TOKEN_ALGORITHM
@@ -150,6 +150,7 @@ def create_app(platform: Platform) -> FastAPI:
         failures=RateLimiter(
             capacity=settings.auth_failure_burst, per_minute=settings.auth_failures_per_min
         ),
+        tarpit=Tarpit(settings.auth_tarpit_ms / 1000),
     )
     app.state.audit_bursts = audit.BurstAggregator(
         window=timedelta(seconds=settings.audit_burst_window_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from fastapi import Request
 
@@ -30,12 +31,26 @@ def audit_failure(request: Request, *, status: int, code: str, detail: str | Non
     Successful changes are audited inside their own transaction by `exchange`; this
     covers what rolled back or never started (docs/compliance.md AUD-02: denials and failures).
     """
+    write = failure_record(request, status=status, code=code, detail=detail)
+    if write is not None:
+        write()
+
+
+def failure_record(
+    request: Request, *, status: int, code: str, detail: str | None
+) -> Callable[[], None] | None:
+    """As `audit_failure`, in two steps: what is left to write (None: nothing).
+
+    Deciding is cheap and safe on the event loop (a repeated flood failure is only counted
+    in its burst); only the returned write touches the database, so a flood's refusals
+    need no worker thread each.
+    """
     denied = status in (401, 403) or getattr(request.state, "audit_deny", False)
     if not denied and request.method in _SAFE_METHODS:
-        return
+        return None
     platform: Platform | None = getattr(request.app.state, "platform", None)
     if platform is None:
-        return
+        return None
     caller: exchange.Caller | None = getattr(request.state, "caller", None)
     subject = (
         caller.subject()
@@ -71,12 +86,17 @@ def audit_failure(request: Request, *, status: int, code: str, detail: str | Non
             now=now,
         )
     ):
-        return  # counted in the open burst; written when its window ends
-    try:
-        with platform.session() as session, session.begin():
-            audit.record(session, subject, event, now=now)
-    except Exception:  # noqa: BLE001 - never mask the original error; alert loudly instead
-        log.critical("AUDIT PIPELINE FAILURE: could not record %s for %s", code, request.url.path)
+        return None  # counted in the open burst; written when its window ends
+    path = request.url.path
+
+    def write() -> None:
+        try:
+            with platform.session() as session, session.begin():
+                audit.record(session, subject, event, now=now)
+        except Exception:  # noqa: BLE001 - never mask the original error; alert loudly instead
+            log.critical("AUDIT PIPELINE FAILURE: could not record %s for %s", code, path)
+
+    return write
 
 
 class BurstWriter:

@@ -43,7 +43,7 @@ from exchange.identity import StoreMismatch
 from exchange.market.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
 from exchange.quotas import ComputationTooCostly, OutputTooLarge, QuotaExceeded
 from exchange.sessions import InvalidGrant as ExchangeInvalidGrant
-from gateway.auditing import audit_failure
+from gateway.auditing import failure_record
 from gateway.limits import BodyTooLarge
 from ledger.anchor import AnchorError, AnchorRefused
 from ledger.blocks import InvalidBlock
@@ -437,7 +437,9 @@ async def respond(
     request: Request, *, status: int, code: str, detail: str | None = None, **fields: Any
 ) -> JSONResponse:
     """Audit (denials, failed changes), then answer with `problem(...)`."""
-    await run_in_threadpool(audit_failure, request, status=status, code=code, detail=detail)
+    write = failure_record(request, status=status, code=code, detail=detail)
+    if write is not None:
+        await run_in_threadpool(write)
     return problem(request, status=status, code=code, detail=detail, **fields)
 
 

@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     auth_failures_per_min: Count = 30
     auth_failure_burst: Count = 20
     audit_burst_window_s: Count = 60
+    auth_tarpit_ms: Annotated[int, Field(ge=0, le=10_000)] = 1000
+    """How late a token request refused by a rate limit is answered (0: at once)."""
     trusted_proxies: Csv = ()
     node_allow_networks: Csv = ()
     """CIDRs HTTP nodes may be in besides public addresses (e.g. a provider LAN)."""

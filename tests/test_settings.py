@@ -45,6 +45,7 @@ VARIABLES: list[tuple[str, str, Any, str, Any]] = [
     ("PDX_AUTH_FAILURES_PER_MIN", "auth_failures_per_min", 30, "5", 5),
     ("PDX_AUTH_FAILURE_BURST", "auth_failure_burst", 20, "5", 5),
     ("PDX_AUDIT_BURST_WINDOW_S", "audit_burst_window_s", 60, "5", 5),
+    ("PDX_AUTH_TARPIT_MS", "auth_tarpit_ms", 1000, "0", 0),
     ("PDX_TRUSTED_PROXIES", "trusted_proxies", (), "10.0.0.1, ::1/128", ("10.0.0.1", "::1/128")),
     ("PDX_NODE_ALLOW_NETWORKS", "node_allow_networks", (), "192.168.0.0/16", ("192.168.0.0/16",)),
     ("PDX_NODE_CONNECT_TIMEOUT_MS", "node_connect_timeout_ms", 5000, "7", 7),

@@ -7,6 +7,7 @@ import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Request
@@ -29,7 +30,7 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
-from gateway.ratelimit import Limits
+from gateway.ratelimit import Attempt, Limits
 from gateway.routers.people import person_token
 from gateway.security import PlatformDep
 
@@ -101,10 +102,11 @@ def _subject(request: Request, client_id: str, org_id: str | None) -> audit.Subj
 
 
 def _issue(
-    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
+    platform: Platform, request: Request, verified: exchange.clients.VerifiedClient, basic: bool
 ) -> TokenResponse:
     """client_credentials: a new access token and the first refresh token of a family."""
-    with _confirmed(platform, request, client_id, secret, basic) as (session, client, now):
+    client_id = verified.client_id
+    with _confirmed(platform, request, verified, basic) as (session, client, now):
         cnf = _certificate_binding(platform, request, client)
         refresh = exchange.sessions.start_family(
             session,
@@ -122,10 +124,15 @@ def _issue(
 
 
 def _refresh(
-    platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
+    platform: Platform,
+    request: Request,
+    verified: exchange.clients.VerifiedClient,
+    basic: bool,
+    token: str,
 ) -> TokenResponse:
     """refresh_token: spend the token, return its successor; reuse revokes the family."""
-    with _confirmed(platform, request, client_id, secret, basic) as (session, client, now):
+    client_id = verified.client_id
+    with _confirmed(platform, request, verified, basic) as (session, client, now):
         cnf = _certificate_binding(platform, request, client)
         try:
             rotation = exchange.sessions.rotate(
@@ -177,10 +184,24 @@ def _tokens(
 def _denied(request: Request, client_id: str, basic: bool) -> GatewayError:
     request.state.audit_event = Event.AUTH_TOKEN_DENIED
     request.state.object_id = client_id[:64]
-    limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))
+    attempt: Attempt | None = getattr(request.state, "auth_attempt", None)
+    if attempt is not None:
+        attempt.failed()  # spends the failure slot the attempt holds
+    else:
+        limits: Limits = request.app.state.limits
+        limits.failed(client_ip(request))
     return _oauth_error(
         "invalid-client", "invalid_client", "invalid client credentials", basic=basic
+    )
+
+
+async def _check(
+    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
+) -> exchange.clients.VerifiedClient:
+    """`_verify` on the bounded secret-check threads (`SecretChecks`), not the shared pool."""
+    limits: Limits = request.app.state.limits
+    return await limits.checks.run(
+        client_ip(request), partial(_verify, platform, request, client_id, secret, basic)
     )
 
 
@@ -189,9 +210,26 @@ def _verify(
 ) -> exchange.clients.VerifiedClient:
     """The secret check (scrypt) with no transaction open (issue 11)."""
     try:
-        return exchange.clients.verify_client_credentials(platform.session, client_id, secret)
+        verified = exchange.clients.verify_client_credentials(platform.session, client_id, secret)
     except xe.AuthenticationFailed:
         raise _denied(request, client_id, basic) from None
+    attempt: Attempt | None = getattr(request.state, "auth_attempt", None)
+    if attempt is not None:
+        attempt.release()  # the secret was right: its failure slot goes back at once
+    return verified
+
+
+@contextmanager
+def _confirmed(
+    platform: Platform,
+    request: Request,
+    verified: exchange.clients.VerifiedClient,
+    basic: bool,
+) -> Iterator[tuple[Session, exchange.Client, datetime]]:
+    """One write transaction in which the checked client is still current."""
+    now = platform.now()
+    with platform.session() as session, session.begin():
+        yield session, _confirm(session, request, verified, basic), now
 
 
 def _confirm(
@@ -204,34 +242,40 @@ def _confirm(
         raise _denied(request, verified.client_id, basic) from None
 
 
-@contextmanager
-def _confirmed(
-    platform: Platform, request: Request, client_id: str, secret: str, basic: bool
-) -> Iterator[tuple[Session, exchange.Client, datetime]]:
-    """The client's secret checked, then one write transaction in which it is still current."""
-    verified = _verify(platform, request, client_id, secret, basic)
-    now = platform.now()
-    with platform.session() as session, session.begin():
-        yield session, _confirm(session, request, verified, basic), now
+async def _admit(request: Request, client_id: str) -> Attempt:
+    """Before any secret is checked: the address's failure budget and the client's rate.
 
-
-def _rate_limit(request: Request, client_id: str) -> None:
-    """Before any secret is checked: the address's failure budget and the client's rate."""
+    The attempt holds a failure slot while the secret is checked (see `Attempt`); the
+    caller releases it when the request ends, a no-op when a failure spent it.
+    """
     limits: Limits = request.app.state.limits
     try:
-        limits.check_token_request(client_id, client_ip(request))
-    except GatewayError:
-        request.state.audit_event = Event.AUTH_RATE_LIMITED
-        request.state.audit_deny = True
-        request.state.object_id = client_id[:64]
+        attempt = limits.admit(client_id, client_ip(request))
+    except GatewayError as exc:
+        await _rate_limited(request, client_id, exc)
         raise
+    request.state.auth_attempt = attempt
+    return attempt
+
+
+async def _rate_limited(request: Request, client_id: str, exc: GatewayError) -> None:
+    """Mark the refusal for the audit, and answer it late (`Tarpit`)."""
+    request.state.audit_event = Event.AUTH_RATE_LIMITED
+    request.state.audit_deny = True
+    request.state.object_id = client_id[:64]
+    limits: Limits = request.app.state.limits
+    await limits.tarpit.hold(float(exc.headers.get("Retry-After", "1")))
 
 
 def _revoke(
-    platform: Platform, request: Request, client_id: str, secret: str, basic: bool, token: str
+    platform: Platform,
+    request: Request,
+    verified: exchange.clients.VerifiedClient,
+    basic: bool,
+    token: str,
 ) -> None:
     """RFC 7009: revoke a refresh token (its family) or an access token (its jti)."""
-    with _confirmed(platform, request, client_id, secret, basic) as (session, client, now):
+    with _confirmed(platform, request, verified, basic) as (session, client, now):
         if token.startswith(exchange.sessions.PREFIX):
             done = exchange.sessions.revoke_refresh(session, token, client_id=client.id, now=now)
         else:
@@ -311,8 +355,11 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     fields = await _form(request)
     grant = fields.get("grant_type")
     if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
-        _rate_limit(request, "person:" + fields.get("username", "")[:64])
-        return await person_token(request, platform, fields)
+        attempt = await _admit(request, "person:" + fields.get("username", "")[:64])
+        try:
+            return await person_token(request, platform, fields)
+        finally:
+            attempt.release()  # no-op when a failure spent the slot
     if grant not in ("client_credentials", "refresh_token"):
         raise _oauth_error(
             "unsupported-grant-type",
@@ -320,16 +367,18 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
             "grant_type must be client_credentials or refresh_token",
         )
     client_id, secret, basic = _client_credentials(request, fields)
-    _rate_limit(request, client_id)
-    if grant == "refresh_token":
-        refresh = fields.get("refresh_token", "")
-        if not refresh:
-            raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
-        body = await run_in_threadpool(
-            _refresh, platform, request, client_id, secret, basic, refresh
-        )
-    else:
-        body = await run_in_threadpool(_issue, platform, request, client_id, secret, basic)
+    refresh = fields.get("refresh_token", "")
+    if grant == "refresh_token" and not refresh:
+        raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
+    attempt = await _admit(request, client_id)
+    try:
+        verified = await _check(platform, request, client_id, secret, basic)
+        if grant == "refresh_token":
+            body = await run_in_threadpool(_refresh, platform, request, verified, basic, refresh)
+        else:
+            body = await run_in_threadpool(_issue, platform, request, verified, basic)
+    finally:
+        attempt.release()  # no-op when a failure spent the slot
     return JSONResponse(body.model_dump(), headers=_NO_STORE)
 
 
@@ -341,11 +390,15 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     """
     fields = await _form(request)
     client_id, secret, basic = _client_credentials(request, fields)
-    _rate_limit(request, client_id)
     token = fields.get("token", "")
     if not token:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")
-    await run_in_threadpool(_revoke, platform, request, client_id, secret, basic, token)
+    attempt = await _admit(request, client_id)
+    try:
+        verified = await _check(platform, request, client_id, secret, basic)
+        await run_in_threadpool(_revoke, platform, request, verified, basic, token)
+    finally:
+        attempt.release()
     request.app.state.principals.invalidate()
     return JSONResponse({}, headers=_NO_STORE)
 

@@ -20,7 +20,7 @@ from gateway.errors import GatewayError
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.ratelimit import Limits
+from gateway.ratelimit import Attempt, Limits
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 from gateway.writes import WriteDep
 
@@ -80,8 +80,12 @@ def person_denied(request: Request, login: str) -> GatewayError:
     """A person's sign-in refused: audited, and it spends the address's failure budget."""
     request.state.audit_event = Event.AUTH_PERSON_DENIED
     request.state.object_id = login[:64]
-    limits: Limits = request.app.state.limits
-    limits.failed(client_ip(request))  # issue 11
+    attempt: Attempt | None = getattr(request.state, "auth_attempt", None)
+    if attempt is not None:
+        attempt.failed()  # spends the failure slot the attempt holds (gateway/ratelimit.py)
+    else:
+        limits: Limits = request.app.state.limits
+        limits.failed(client_ip(request))
     return GatewayError(
         "invalid-grant",
         "Invalid token request",
@@ -119,12 +123,17 @@ async def signin_options(body: PasswordIn, request: Request, platform: PlatformD
     """
     limits: Limits = request.app.state.limits
     try:
-        limits.check_token_request("person:" + body.username[:64], client_ip(request))
+        # Holds a failure slot while the password is checked (no check-then-count race).
+        attempt = limits.admit("person:" + body.username[:64], client_ip(request))
     except GatewayError:
         request.state.audit_event = Event.AUTH_RATE_LIMITED
         request.state.audit_deny = True
         raise
-    return await run_in_threadpool(_signin_options, platform, request, body)
+    request.state.auth_attempt = attempt
+    try:
+        return await run_in_threadpool(_signin_options, platform, request, body)
+    finally:
+        attempt.release()  # no-op when a failure spent the slot
 
 
 @router.get("", response_model=Page[PasskeyOut])
