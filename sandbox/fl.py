@@ -52,7 +52,6 @@ measuring what encryption costs, never for real jobs.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Sequence
@@ -75,6 +74,7 @@ from sandbox.coordinator import (
     ResultParty,
 )
 from sandbox.errors import InvalidParameters, OperatorFailed
+from sandbox.fl_local import load_rows, local_train, logloss_sum
 from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
 from sandbox.release import (
     Candidate,
@@ -188,51 +188,6 @@ class FlModel:
 # -- node side (runs inside the sandbox, one session per provider) ----------------------------
 
 
-def _load(ctx: OperatorContext, features: Sequence[str], label: str) -> tuple[Array, Array]:
-    xs: list[list[float]] = []
-    ys: list[float] = []
-    for path in ctx.inputs:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in (*features, label) if c not in header]
-            if missing:
-                raise InvalidParameters("input has no column named " + ", ".join(missing))
-            idx = [header.index(c) for c in features]
-            li = header.index(label)
-            for row in reader:
-                if not row:
-                    continue
-                try:
-                    xs.append([float(row[i]) for i in idx])
-                    ys.append(float(row[li]))
-                except (ValueError, IndexError):
-                    raise InvalidParameters("input has a malformed row") from None
-    y = np.asarray(ys)
-    if not np.all((y == 0) | (y == 1)):
-        raise InvalidParameters("label must be 0 or 1")
-    return np.asarray(xs, dtype=np.float64).reshape(len(ys), len(features)), y
-
-
-def _logloss_sum(xb: Array, y: Array, w: Array) -> tuple[float, float]:
-    z = xb @ w
-    loss = float(np.sum(np.logaddexp(0.0, z) - y * z))
-    correct = float(np.sum((z > 0) == (y == 1)))
-    return loss, correct
-
-
-def _local_train(xb: Array, y: Array, w: Array, lam: float, lr: float, epochs: int) -> Array:
-    """Full-batch gradient descent on (1/n)Σ logloss + (λ/2)‖w_features‖²."""
-    n = max(len(y), 1)
-    penal = np.ones_like(w)
-    penal[-1] = 0.0
-    for _ in range(epochs):
-        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
-        grad = xb.T @ (p - y) / n + lam * penal * w
-        w = w - lr * grad
-    return w
-
-
 _COUNT_UNIT = 1024.0
 
 
@@ -246,7 +201,7 @@ def node_logreg(ctx: OperatorContext) -> bytes:
     st = ctx.state
     if cmd == "init":
         p = ctx.params
-        x, y = _load(ctx, p["features"], p["label"])
+        x, y = load_rows(ctx, p["features"], p["label"])
         if p.get("bounds") is not None:
             lo, hi = np.asarray(p["bounds"], dtype=np.float64).T
             x = np.clip(x, lo, hi)
@@ -285,8 +240,8 @@ def node_logreg(ctx: OperatorContext) -> bytes:
         raise InvalidParameters("weights do not match the features")
     dp = st["dp"]
     if dp is None:
-        loss, correct = _logloss_sum(xb, y, w)
-        delta = _local_train(xb, y, w, st["lam"], st["lr"], st["epochs"]) - w
+        loss, correct = logloss_sum(xb, y, w)
+        delta = local_train(xb, y, w, st["lam"], st["lr"], st["epochs"]) - w
         weight = len(y) / st["n_total"]
         metrics = [loss / st["n_total"], correct / st["n_total"]]
     else:

@@ -51,6 +51,7 @@ from sandbox.coordinator import (
 )
 from sandbox.dp import OpenDPNoise
 from sandbox.errors import CohortTooSmall, InvalidParameters, OperatorFailed
+from sandbox.fl_local import load_rows, local_train, logloss_sum
 from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
 from sandbox.masks import apply_masks
 from sandbox.noise_shares import tolerated
@@ -159,8 +160,6 @@ def _fixed(values: Sequence[float], bits: int) -> list[int]:
 
 def node_party_logreg(ctx: OperatorContext) -> bytes:
     """`fl.logreg` under a requester key: `init` loads and sends the setup, `round` trains."""
-    from sandbox.fl import _load, _local_train, _logloss_sum  # fl dispatches here
-
     p, st = ctx.params, ctx.state
     job = JobPublic.from_request(p["job"], {})
     party = p["party"]
@@ -170,7 +169,7 @@ def node_party_logreg(ctx: OperatorContext) -> bytes:
     if cmd == "init":
         if "x" in st:
             raise InvalidParameters("this session was already set up")
-        x, y = _load(ctx, p["features"], p["label"])
+        x, y = load_rows(ctx, p["features"], p["label"])
         min_cohort = int(party["min_cohort"])
         if len(y) < min_cohort:  # per-provider cohort (docs/privacy.md)
             raise CohortTooSmall(
@@ -233,8 +232,8 @@ def node_party_logreg(ctx: OperatorContext) -> bytes:
     lam = 1.0 / (st["C"] * n_total)
     plan = st["plan"]
     if plan is None:
-        loss, correct = _logloss_sum(xb, y, w)
-        delta = _local_train(xb, y, w, lam, st["lr"], st["epochs"]) - w
+        loss, correct = logloss_sum(xb, y, w)
+        delta = local_train(xb, y, w, lam, st["lr"], st["epochs"]) - w
         weight = len(y) / n_total
         vec = [*(weight * delta).tolist(), weight, loss / n_total, correct / n_total]
     else:

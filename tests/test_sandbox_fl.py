@@ -13,7 +13,8 @@ from bench.fl import breast_cancer_split, central_accuracy, node_indices, write_
 from sandbox import errors
 from sandbox.accounting import rho_for
 from sandbox.coordinator import Envelope
-from sandbox.fl import FlConfig, FlJob, FlModel, _local_train, run_fl_logreg
+from sandbox.fl import FlConfig, FlJob, FlModel, run_fl_logreg
+from sandbox.fl_local import local_train
 from sandbox.operators import ProviderInput
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 
@@ -90,7 +91,7 @@ def test_coordinator_sees_only_ciphertexts_of_updates(
     for i, idx in enumerate(node_indices(y, skewed=False)):
         xb = np.hstack([(x[idx] - mean) / std, np.ones((len(idx), 1))])
         w0 = np.zeros(xb.shape[1])
-        delta = _local_train(xb, y[idx].astype(float), w0, 1.0 / n, 0.5, 20)
+        delta = local_train(xb, y[idx].astype(float), w0, 1.0 / n, 0.5, 20)
         payload = np.concatenate([len(idx) / n * delta, [len(idx) / n]])
         # Test-only oracle: the secret key shows this really is what node i encrypted.
         party, data = received[i]

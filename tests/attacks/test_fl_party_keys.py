@@ -36,7 +36,8 @@ import numpy as np
 import pytest
 
 from sandbox._registry import ProviderInput
-from sandbox.fl import FlConfig, FlJob, _local_train, _logloss_sum
+from sandbox.fl import FlConfig, FlJob
+from sandbox.fl_local import local_train, logloss_sum
 from sandbox.party_fl import UPDATE_BITS
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
@@ -221,8 +222,8 @@ def _updates(text: str, facts: dict[str, Any]) -> list[list[float]]:
     out = []
     for post in facts["posts"]:
         w = np.asarray(post["weights"], dtype=np.float64)
-        loss, correct = _logloss_sum(xb, y, w)
-        delta = _local_train(xb, y, w, 1.0 / n_total, 0.5, 10) - w
+        loss, correct = logloss_sum(xb, y, w)
+        delta = local_train(xb, y, w, 1.0 / n_total, 0.5, 10) - w
         weight = len(y) / n_total
         out.append([*(weight * delta).tolist(), weight, loss / n_total, correct / n_total])
     return out
