@@ -28,12 +28,14 @@ lint: install
 type: install
 	$(BIN)/mypy
 
+# Every core (pytest-xdist); the tests that start real processes run one after the other
+# in their own group (tests/conftest.py PROCESS_TESTS).
 test: lint
-	scripts/with-postgres $(BIN)/python -m pytest
+	scripts/with-postgres $(BIN)/python -m pytest -n auto --dist loadgroup
 
 # The inner loop: no lint, SQLite only, no slow tests, stop at the first failure.
 test-fast: install
-	$(BIN)/python -m pytest -x -q -m "not slow and not postgres"
+	$(BIN)/python -m pytest -x -q -n auto -m "not slow and not postgres"
 
 loadtest: install
 	$(BIN)/python -m loadtest.run

@@ -31,7 +31,47 @@ EXAMPLE_CSV = _api_helpers.EXAMPLE_CSV
 POSTGRES_URL = os.environ.get("PDX_TEST_POSTGRES_URL")
 
 
+# Tests that start real processes (servers, nodes, browsers, witnesses, chains) or kill
+# them. Under `pytest -n` (make test) they form one xdist group, so they run one after the
+# other on one worker while the other workers take the in-process tests: two of them at
+# once on a 2-core machine would push each other past their start-up deadlines.
+PROCESS_TESTS = frozenset(
+    {
+        "test_api_consistency.py",
+        "test_console_browser.py",
+        "test_console_jobkey_browser.py",
+        "test_e2e.py",
+        "test_fl_job_keys_cli.py",
+        "test_ledger_anchor.py",
+        "test_ledger_log.py",
+        "test_ledger_publish.py",
+        "test_nodes.py",
+        "test_passkeys_browser.py",
+        "test_platform_anchor.py",
+        "test_sdk_cli.py",
+        "test_sdk_cli_signed_approvals.py",
+        "test_sdk_clients.py",
+        "test_sdk_fresh_venv.py",
+        "test_sdk_market_cli.py",
+        "test_store_startup.py",
+    }
+)
+PROCESS_DIRS = frozenset({"attacks", "faults"})
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    path = item.path
+    return (
+        path.name in PROCESS_TESTS
+        or path.parent.name in PROCESS_DIRS
+        or item.get_closest_marker("e2e") is not None
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _starts_processes(item):
+            item.add_marker(pytest.mark.xdist_group("processes"))
     if POSTGRES_URL:
         return
     if os.environ.get("CI") == "true":
