@@ -4,9 +4,14 @@ Workloads (full size; `--quick` shrinks them for a smoke run whose figures are n
 
 - PSI: two sets of 10^6 distinct e-mail-like identifiers sharing 10^5, keyed per job by
   `sandbox.identifiers.JobDomain`; `psi.cardinality` with both parties' elliptic-curve work
-  on a 2-process pool (batches split in two), in a fresh child process so its peak RSS is
+  on a 2-process pool (batches split in two), in a fresh child process so its memory is
   the protocol's own (the parent holds nothing). About 2·10^6 hash-to-curve evaluations and
-  4·10^6 scalar multiplications.
+  4·10^6 scalar multiplications. `psi_peak_rss_mb` is the peak of the summed RSS of that
+  child and its pool workers, sampled every 0.1 s with psutil (pages the workers share
+  with the child after fork count once per process, so the sum overstates the footprint);
+  beside it the peak summed PSS (shared pages split among their sharers: the footprint)
+  and `psi_rss_bound_mb`, the child's ru_maxrss plus workers × the largest worker's
+  ru_maxrss (RUSAGE_CHILDREN): an upper bound that misses no spike between samples.
 - Group operations, measured in the same run so their ratio survives a noisy machine:
   OpenSSL ECDH on a decoded x-only element vs the pure-Python/gmpy2 fallback, and RFC 9380
   hash-to-curve, in µs per operation (median of 5 timed runs after a warm-up); and the bulk
@@ -41,6 +46,7 @@ from typing import Any
 
 from bench import report
 
+PSI_WORKERS = 2
 DP_EPSILON, DP_DELTA, DP_DRAWS = 3.0, 1e-6, 10
 DP_C, DP_LR = 0.2, 16.0
 """Regularisation and step of the DP run: the sensitivity is 2·C, so a smaller C trades bias
@@ -61,18 +67,61 @@ def _psi_child(n: int, common: int, out: Any) -> None:
     a = [m for m in d.messages(IdKind.EMAIL, _ids(0, n)) if m is not None]
     b = [m for m in d.messages(IdKind.EMAIL, _ids(n - common, 2 * n - common)) if m is not None]
     cpu_before = _cpu_seconds()
-    with ProcessPoolExecutor(2) as pool:
+    sampler = _TreeMemory()
+    with ProcessPoolExecutor(PSI_WORKERS) as pool:
         started = time.perf_counter()
-        result = psi.run_psi(a, b, d.dst, batch=16384, executor=pool, split=2)
+        result = psi.run_psi(a, b, d.dst, batch=16384, executor=pool, split=PSI_WORKERS)
         elapsed = time.perf_counter() - started
+        sampler.sample()  # the workers are still alive: one last look at the whole tree
+    rss_mb, pss_mb = sampler.stop()
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest
     out.put(
         {
             "seconds": elapsed,
             "cpu_seconds": _cpu_seconds() - cpu_before,  # the pool's workers included
             "cardinality": result.cardinality,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": rss_mb,
+            "peak_pss_mb": pss_mb,
+            "rss_bound_mb": me + PSI_WORKERS * worker,
         }
     )
+
+
+class _TreeMemory:
+    """Peak summed RSS and PSS of this process and its descendants, sampled on a thread."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import threading
+
+        self.rss = self.pss = 0
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        rss = pss = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                info = proc.memory_full_info()  # /proc/<pid>/smaps_rollup: rss and pss
+            except psutil.Error:  # a worker that exited between listing and reading
+                continue
+            rss, pss = rss + info.rss, pss + info.pss
+        self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+    def stop(self) -> tuple[float, float]:
+        """(peak RSS, peak PSS) in MB."""
+        self._stop.set()
+        self._thread.join()
+        return self.rss / 2**20, self.pss / 2**20
 
 
 def _cpu_seconds() -> float:
@@ -99,7 +148,9 @@ def bench_group(ops: int) -> dict[str, float]:
 
     g = psi_group()
     key = g.new_scalar()
-    elements = [g.encode(g.hash_to_point(i.to_bytes(4, "big"))) for i in range(ops)]
+    hashed = [g.hash_to_point(i.to_bytes(4, "big")) for i in range(ops)]
+    elements = [g.encode(p) for p in hashed]  # x-only: what the ECDH figures decompress
+    points = [g.encode_point(p) for p in hashed]  # 65-byte SEC1: what PSI sends
     messages = [os.urandom(32) for _ in range(ops)]
     g.blind_many(elements[:50], key)  # warm-up
 
@@ -115,7 +166,7 @@ def bench_group(ops: int) -> dict[str, float]:
     fallback = per_op(lambda xs: [g.blind_reference(x, key) for x in xs], elements[: ops // 10])
     h2c = per_op(lambda xs: [g.hash_to_point(x) for x in xs], messages)
     # the bulk path PSI runs: one call per chunk (per_op divides by the element count)
-    bulk = per_op(lambda xs: [g.blind_packed(b"".join(xs), key)], elements)
+    bulk = per_op(lambda xs: [g.blind_packed(b"".join(xs), key)], points)
     bulk_hash = per_op(lambda xs: [g.hash_blind_packed(b"".join(xs), key)], messages)
     return {
         "openssl_us": openssl,
@@ -229,7 +280,11 @@ def run(
             "paillier_key_bits": key_bits,
             "hetero_lr_iterations": iterations,
             "hetero_lr_split": "guest: labels + features 0-9; hosts: 10-19, 20-29",
-            "group": "P-256, RFC 9380 P256_XMD:SHA-256_SSWU_RO_, x-only encodings",
+            "group": "P-256, RFC 9380 P256_XMD:SHA-256_SSWU_RO_; singly blinded points "
+            "sent as 65-byte SEC1, doubly blinded compared x-only",
+            "psi_memory": "peak summed RSS (and PSS) of the PSI process and its "
+            f"{PSI_WORKERS} pool workers, psutil samples every 0.1 s; bound = ru_maxrss of "
+            f"the process + {PSI_WORKERS} x the largest worker's",
             "hetero_lr_per_round_accuracy": lr["per_round_accuracy"],
             "hetero_lr_dp": f"eps={DP_EPSILON}, delta={DP_DELTA}, C={DP_C}, step={DP_LR} "
             "(tuned on this "
@@ -255,6 +310,8 @@ def run(
             ),
             # Per identifier of either set (2n identifiers): wall on the 2-process pool, and
             # CPU of all processes, which a busy shared machine inflates far less than wall.
+            "psi_peak_pss_mb": report.Metric(round(psi_run["peak_pss_mb"], 1), "MB"),
+            "psi_rss_bound_mb": report.Metric(round(psi_run["rss_bound_mb"], 1), "MB"),
             "psi_us_per_identifier": report.Metric(
                 round(psi_run["seconds"] / (2 * n) * 1e6, 1), "us"
             ),
