@@ -101,6 +101,24 @@ def _x1(u: int) -> int:
     return h2c._B_OVER_ZA if den == 0 else h2c._MINUS_B_OVER_A * (1 + pow(den, -1, p)) % p
 
 
+def test_libcrypto_square_roots_equal_gmpy2(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = h2c.P
+    values = [0, 1, 2, 3, p - 1, p - 2, *(rng.randrange(p) for _ in range(300))]
+    packed = b"".join(v.to_bytes(32, "big") for v in values)
+    roots = ossl.sqrt_candidates(packed)
+    want = [pow(v, h2c._SQRT_EXP, p) for v in values]
+    assert [int.from_bytes(roots[i : i + 32]) for i in range(0, len(roots), 32)] == want
+    squares = sum(1 for v, r in zip(values, want, strict=True) if r * r % p == v)
+    assert 0 < squares < len(values)  # both squares and non-squares went through
+    assert ossl.sqrt_candidates(b"") == b""
+    with pytest.raises(ossl.OsslError):
+        ossl.sqrt_candidates(packed[:31])
+    us = [gmpy2.mpz(rng.randrange(p)) for _ in range(50)]
+    fast = h2c.map_to_curve_sswu_many(us)
+    monkeypatch.setattr(ossl, "_LOADED", None)  # the gmpy2 path, as without libcrypto
+    assert h2c.map_to_curve_sswu_many(us) == fast
+
+
 def test_batched_inversion_and_point_sums_match_the_general_addition() -> None:
     p = h2c.P
     vals = [gmpy2.mpz(rng.randrange(1, p)) for _ in range(50)]
