@@ -10,7 +10,8 @@ Workloads (full size; `--quick` shrinks them for a smoke run whose figures are n
   4·10^6 scalar multiplications. `psi_peak_rss_mb` is the peak of the summed RSS of that
   child and its pool workers, sampled every 0.1 s with psutil (pages the workers share
   with the child after fork count once per process, so the sum overstates the footprint);
-  beside it the peak summed PSS (shared pages split among their sharers: the footprint)
+  beside it the peak summed PSS, sampled every 1 s (shared pages split among their
+  sharers: the footprint)
   and `psi_rss_bound_mb`, the child's ru_maxrss plus workers × the largest worker's
   ru_maxrss (RUSAGE_CHILDREN): an upper bound that misses no spike between samples.
 - Group operations, measured in the same run so their ratio survives a noisy machine:
@@ -71,19 +72,24 @@ def _psi_child(n: int, common: int, out: Any) -> None:
         d = JobDomain("bench-psi", os.urandom(32))
         a = [m for m in d.messages(IdKind.EMAIL, _ids(0, n)) if m is not None]
         b = [m for m in d.messages(IdKind.EMAIL, _ids(n - common, 2 * n - common)) if m]
-        cpu_before = _cpu_seconds()
-        sampler = _TreeMemory()  # after the fork: the workers inherit no sampling thread
+        cpu_before, own_before = _cpu_seconds(), _cpu_seconds(children=False)
+        # after the fork: the workers inherit no sampling thread
+        sampler = _TreeMemory(list(pool._processes))
         started = time.perf_counter()
         result = psi.run_psi(a, b, d.dst, batch=16384, executor=pool, split=PSI_WORKERS)
         elapsed = time.perf_counter() - started
+        sampler.stop()
         sampler.sample()  # the workers are still alive: one last look at the whole tree
-    rss_mb, pss_mb = sampler.stop()
+    rss_mb, pss_mb = sampler.rss / 2**20, sampler.pss / 2**20
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest
     out.put(
         {
             "seconds": elapsed,
-            "cpu_seconds": _cpu_seconds() - cpu_before,  # the pool's workers included
+            # the pool's workers included, the memory sampler's thread not
+            "cpu_seconds": _cpu_seconds() - cpu_before - sampler.cpu,
+            # this process alone: both parties' serial work (sorting, joins, pickling)
+            "serial_cpu_seconds": _cpu_seconds(children=False) - own_before - sampler.cpu,
             "cardinality": result.cardinality,
             "peak_rss_mb": rss_mb,
             "peak_pss_mb": pss_mb,
@@ -93,44 +99,60 @@ def _psi_child(n: int, common: int, out: Any) -> None:
 
 
 class _TreeMemory:
-    """Peak summed RSS and PSS of this process and its descendants, sampled on a thread."""
+    """Peak summed RSS (every 0.1 s) and PSS (every 1 s) of this process and `workers`.
 
-    def __init__(self, interval: float = 0.1) -> None:
+    Sampled on a thread whose own CPU time (`cpu`: reading /proc/<pid>/smaps_rollup costs
+    ~2 ms a process) is measurement, not PSI: the caller subtracts it.
+    """
+
+    def __init__(self, workers: list[int], interval: float = 0.1, pss_every: int = 10) -> None:
         import threading
 
+        import psutil
+
         self.rss = self.pss = 0
+        self.cpu = 0.0
+        self._procs = [psutil.Process(), *(psutil.Process(pid) for pid in workers)]
         self._stop = threading.Event()
-        self._interval = interval
+        self._interval, self._pss_every = interval, pss_every
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def sample(self) -> None:
+    def sample(self, pss: bool = True) -> None:
         import psutil
 
-        me = psutil.Process()
-        rss = pss = 0
-        for proc in [me, *me.children(recursive=True)]:
+        rss = proportional = 0
+        for proc in self._procs:
             try:
-                info = proc.memory_full_info()  # /proc/<pid>/smaps_rollup: rss and pss
-            except psutil.Error:  # a worker that exited between listing and reading
+                if pss:
+                    info = proc.memory_full_info()  # smaps_rollup: rss and pss
+                    proportional += info.pss
+                else:
+                    info = proc.memory_info()
+            except psutil.Error:  # pragma: no cover - a worker that died
                 continue
-            rss, pss = rss + info.rss, pss + info.pss
-        self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            rss += info.rss
+        self.rss = max(self.rss, rss)
+        if pss:
+            self.pss = max(self.pss, proportional)
 
     def _loop(self) -> None:
+        started, tick = time.thread_time(), 0
         while not self._stop.wait(self._interval):
-            self.sample()
+            tick += 1
+            self.sample(pss=tick % self._pss_every == 0)
+        self.cpu = time.thread_time() - started
 
-    def stop(self) -> tuple[float, float]:
-        """(peak RSS, peak PSS) in MB."""
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        return self.rss / 2**20, self.pss / 2**20
 
 
-def _cpu_seconds() -> float:
+def _cpu_seconds(children: bool = True) -> float:
     """User + system CPU of this process and its reaped children (the pool's workers)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
+    if not children:
+        return me.ru_utime + me.ru_stime
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
@@ -287,8 +309,8 @@ def run(
             "group": "P-256, RFC 9380 P256_XMD:SHA-256_SSWU_RO_; singly blinded points "
             "sent as 65-byte SEC1, doubly blinded compared x-only",
             "psi_memory": "peak summed RSS (and PSS) of the PSI process and its "
-            f"{PSI_WORKERS} pool workers, psutil samples every 0.1 s; bound = ru_maxrss of "
-            f"the process + {PSI_WORKERS} x the largest worker's",
+            f"{PSI_WORKERS} pool workers, psutil samples every 0.1 s (PSS every 1 s); "
+            f"bound = ru_maxrss of the process + {PSI_WORKERS} x the largest worker's",
             "hetero_lr_per_round_accuracy": lr["per_round_accuracy"],
             "hetero_lr_dp": f"eps={DP_EPSILON}, delta={DP_DELTA}, C={DP_C}, step={DP_LR} "
             "(tuned on this "
