@@ -9,6 +9,8 @@ square root), `EC_POINT_mul` (OpenSSL's P-256 variable-base multiplication: cons
 the same code `exchange` runs) and `EC_POINT_is_at_infinity`; then each run of results is
 made affine with one inversion and its x (and y for points passed on) read out.
 
+`sqrt_candidates` gives hash-to-curve's square roots through `BN_mod_exp_mont`.
+
 Every result equals `ECDH.exchange` on the same point and key (tests/test_psi_fast.py
 checks both ways and the pure-Python reference). When `libcrypto.so.3` cannot be loaded,
 `available()` is False and `crypto.psi_ec` keeps the `cryptography` path.
