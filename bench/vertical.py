@@ -4,9 +4,16 @@ Workloads (full size; `--quick` shrinks them for a smoke run whose figures are n
 
 - PSI: two sets of 10^6 distinct e-mail-like identifiers sharing 10^5, keyed per job by
   `sandbox.identifiers.JobDomain`; `psi.cardinality` with both parties' elliptic-curve work
-  on a 2-process pool (batches split in two), in a fresh child process so its peak RSS is
-  the protocol's own (the parent holds nothing). About 2·10^6 hash-to-curve evaluations and
-  4·10^6 scalar multiplications.
+  on a 2-process pool (batches split in two), in a fresh child process so its memory is
+  the protocol's own (the parent holds nothing); the pool's workers are forked before the
+  identifiers are made (they need none). About 2·10^6 hash-to-curve evaluations and
+  4·10^6 scalar multiplications. `psi_peak_rss_mb` is the peak of the summed RSS of that
+  child and its pool workers, sampled every 0.1 s with psutil (pages the workers share
+  with the child after fork count once per process, so the sum overstates the footprint);
+  beside it the peak summed PSS, sampled every 1 s (shared pages split among their
+  sharers: the footprint)
+  and `psi_rss_bound_mb`, the child's ru_maxrss plus workers × the largest worker's
+  ru_maxrss (RUSAGE_CHILDREN): an upper bound that misses no spike between samples.
 - Group operations, measured in the same run so their ratio survives a noisy machine:
   OpenSSL ECDH on a decoded x-only element vs the pure-Python/gmpy2 fallback, and RFC 9380
   hash-to-curve, in µs per operation (median of 5 timed runs after a warm-up); and the bulk
@@ -41,6 +48,7 @@ from typing import Any
 
 from bench import report
 
+PSI_WORKERS = 2
 DP_EPSILON, DP_DELTA, DP_DRAWS = 3.0, 1e-6, 10
 DP_C, DP_LR = 0.2, 16.0
 """Regularisation and step of the DP run: the sensitivity is 2·C, so a smaller C trades bias
@@ -57,27 +65,94 @@ def _psi_child(n: int, common: int, out: Any) -> None:
     from sandbox import psi
     from sandbox.identifiers import IdKind, JobDomain
 
-    d = JobDomain("bench-psi", os.urandom(32))
-    a = [m for m in d.messages(IdKind.EMAIL, _ids(0, n)) if m is not None]
-    b = [m for m in d.messages(IdKind.EMAIL, _ids(n - common, 2 * n - common)) if m is not None]
-    cpu_before = _cpu_seconds()
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(PSI_WORKERS) as pool:
+        # fork the workers now, before the identifiers exist: they need none of them, and
+        # pages they would share with this process would count again in each one's RSS
+        pool.submit(os.getpid).result()  # with "fork", the first task starts every worker
+        d = JobDomain("bench-psi", os.urandom(32))
+        a = [m for m in d.messages(IdKind.EMAIL, _ids(0, n)) if m is not None]
+        b = [m for m in d.messages(IdKind.EMAIL, _ids(n - common, 2 * n - common)) if m]
+        cpu_before, own_before = _cpu_seconds(), _cpu_seconds(children=False)
+        # after the fork: the workers inherit no sampling thread
+        sampler = _TreeMemory(list(pool._processes))
         started = time.perf_counter()
-        result = psi.run_psi(a, b, d.dst, batch=16384, executor=pool, split=2)
+        result = psi.run_psi(a, b, d.dst, batch=16384, executor=pool, split=PSI_WORKERS)
         elapsed = time.perf_counter() - started
+        sampler.stop()
+        sampler.sample()  # the workers are still alive: one last look at the whole tree
+    rss_mb, pss_mb = sampler.rss / 2**20, sampler.pss / 2**20
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest
     out.put(
         {
             "seconds": elapsed,
-            "cpu_seconds": _cpu_seconds() - cpu_before,  # the pool's workers included
+            # the pool's workers included, the memory sampler's thread not
+            "cpu_seconds": _cpu_seconds() - cpu_before - sampler.cpu,
+            # this process alone: both parties' serial work (sorting, joins, pickling)
+            "serial_cpu_seconds": _cpu_seconds(children=False) - own_before - sampler.cpu,
             "cardinality": result.cardinality,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": rss_mb,
+            "peak_pss_mb": pss_mb,
+            "rss_bound_mb": me + PSI_WORKERS * worker,
         }
     )
 
 
-def _cpu_seconds() -> float:
+class _TreeMemory:
+    """Peak summed RSS (every 0.1 s) and PSS (every 1 s) of this process and `workers`.
+
+    Sampled on a thread whose own CPU time (`cpu`: reading /proc/<pid>/smaps_rollup costs
+    ~2 ms a process) is measurement, not PSI: the caller subtracts it.
+    """
+
+    def __init__(self, workers: list[int], interval: float = 0.1, pss_every: int = 10) -> None:
+        import threading
+
+        import psutil
+
+        self.rss = self.pss = 0
+        self.cpu = 0.0
+        self._procs = [psutil.Process(), *(psutil.Process(pid) for pid in workers)]
+        self._stop = threading.Event()
+        self._interval, self._pss_every = interval, pss_every
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def sample(self, pss: bool = True) -> None:
+        import psutil
+
+        rss = proportional = 0
+        for proc in self._procs:
+            try:
+                if pss:
+                    info = proc.memory_full_info()  # smaps_rollup: rss and pss
+                    proportional += info.pss
+                else:
+                    info = proc.memory_info()
+            except psutil.Error:  # pragma: no cover - a worker that died
+                continue
+            rss += info.rss
+        self.rss = max(self.rss, rss)
+        if pss:
+            self.pss = max(self.pss, proportional)
+
+    def _loop(self) -> None:
+        started, tick = time.thread_time(), 0
+        while not self._stop.wait(self._interval):
+            tick += 1
+            self.sample(pss=tick % self._pss_every == 0)
+        self.cpu = time.thread_time() - started
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _cpu_seconds(children: bool = True) -> float:
     """User + system CPU of this process and its reaped children (the pool's workers)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
+    if not children:
+        return me.ru_utime + me.ru_stime
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
@@ -99,7 +174,9 @@ def bench_group(ops: int) -> dict[str, float]:
 
     g = psi_group()
     key = g.new_scalar()
-    elements = [g.encode(g.hash_to_point(i.to_bytes(4, "big"))) for i in range(ops)]
+    hashed = [g.hash_to_point(i.to_bytes(4, "big")) for i in range(ops)]
+    elements = [g.encode(p) for p in hashed]  # x-only: what the ECDH figures decompress
+    points = [g.encode_point(p) for p in hashed]  # 65-byte SEC1: what PSI sends
     messages = [os.urandom(32) for _ in range(ops)]
     g.blind_many(elements[:50], key)  # warm-up
 
@@ -115,7 +192,7 @@ def bench_group(ops: int) -> dict[str, float]:
     fallback = per_op(lambda xs: [g.blind_reference(x, key) for x in xs], elements[: ops // 10])
     h2c = per_op(lambda xs: [g.hash_to_point(x) for x in xs], messages)
     # the bulk path PSI runs: one call per chunk (per_op divides by the element count)
-    bulk = per_op(lambda xs: [g.blind_packed(b"".join(xs), key)], elements)
+    bulk = per_op(lambda xs: [g.blind_packed(b"".join(xs), key)], points)
     bulk_hash = per_op(lambda xs: [g.hash_blind_packed(b"".join(xs), key)], messages)
     return {
         "openssl_us": openssl,
@@ -229,7 +306,11 @@ def run(
             "paillier_key_bits": key_bits,
             "hetero_lr_iterations": iterations,
             "hetero_lr_split": "guest: labels + features 0-9; hosts: 10-19, 20-29",
-            "group": "P-256, RFC 9380 P256_XMD:SHA-256_SSWU_RO_, x-only encodings",
+            "group": "P-256, RFC 9380 P256_XMD:SHA-256_SSWU_RO_; singly blinded points "
+            "sent as 65-byte SEC1, doubly blinded compared x-only",
+            "psi_memory": "peak summed RSS (and PSS) of the PSI process and its "
+            f"{PSI_WORKERS} pool workers, psutil samples every 0.1 s (PSS every 1 s); "
+            f"bound = ru_maxrss of the process + {PSI_WORKERS} x the largest worker's",
             "hetero_lr_per_round_accuracy": lr["per_round_accuracy"],
             "hetero_lr_dp": f"eps={DP_EPSILON}, delta={DP_DELTA}, C={DP_C}, step={DP_LR} "
             "(tuned on this "
@@ -255,6 +336,8 @@ def run(
             ),
             # Per identifier of either set (2n identifiers): wall on the 2-process pool, and
             # CPU of all processes, which a busy shared machine inflates far less than wall.
+            "psi_peak_pss_mb": report.Metric(round(psi_run["peak_pss_mb"], 1), "MB"),
+            "psi_rss_bound_mb": report.Metric(round(psi_run["rss_bound_mb"], 1), "MB"),
             "psi_us_per_identifier": report.Metric(
                 round(psi_run["seconds"] / (2 * n) * 1e6, 1), "us"
             ),

@@ -4,9 +4,12 @@ Hazmat layer under `crypto.psi_ec`. `cryptography`'s `exchange` costs one key ob
 peer point, a fresh derive context and the Python objects around them for every element;
 ECDH-PSI does 4·10^6 of them at 10^6 × 10^6 (issue 18). Here a whole chunk of
 concatenated encodings goes through one loop of three libcrypto calls per element:
-`EC_POINT_oct2point` (decompression or an on-curve check), `EC_POINT_mul` (OpenSSL's P-256
-variable-base multiplication: constant-time, the same code `exchange` runs) and
-`EC_POINT_point2oct`, whose compressed form starts with the x-coordinate ECDH returns.
+`EC_POINT_oct2point` (an on-curve check of an uncompressed point, or a decompression: one
+square root), `EC_POINT_mul` (OpenSSL's P-256 variable-base multiplication: constant-time,
+the same code `exchange` runs) and `EC_POINT_is_at_infinity`; then each run of results is
+made affine with one inversion and its x (and y for points passed on) read out.
+
+`sqrt_candidates` gives hash-to-curve's square roots through `BN_mod_exp_mont`.
 
 Every result equals `ECDH.exchange` on the same point and key (tests/test_psi_fast.py
 checks both ways and the pure-Python reference). When `libcrypto.so.3` cannot be loaded,
@@ -27,7 +30,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "EC_GROUP_free": (None, [_VP]),
     "BN_CTX_new": (_VP, []),
     "BN_CTX_free": (None, [_VP]),
-    "BN_bin2bn": (_VP, [ctypes.c_char_p, ctypes.c_int, _VP]),
+    "BN_bin2bn": (_VP, [_VP, ctypes.c_int, _VP]),  # bytes or an address
     "BN_set_flags": (None, [_VP, ctypes.c_int]),
     "BN_clear_free": (None, [_VP]),
     "EC_POINT_new": (_VP, [_VP]),
@@ -41,7 +44,13 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "BN_free": (None, [_VP]),
     "BN_bn2binpad": (ctypes.c_int, [_VP, _VP, ctypes.c_int]),
     "ERR_clear_error": (None, []),
+    "BN_MONT_CTX_new": (_VP, []),
+    "BN_MONT_CTX_set": (ctypes.c_int, [_VP, _VP, _VP]),
+    "BN_mod_exp_mont": (ctypes.c_int, [_VP, _VP, _VP, _VP, _VP, _VP]),
 }
+P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+POINT_BYTES = 65
+"""An uncompressed SEC1 point: 0x04, x, y (32 bytes each, big-endian)."""
 _RUN = 512
 """Results made affine together: one field inversion per run instead of one per element
 (`EC_POINT_point2oct` inverts Z for every point, about 5 µs each here)."""
@@ -97,6 +106,8 @@ class Scalar:
 
 def _interleave(data: bytes, width: int, prefix: bytes) -> bytearray:
     """`prefix + slice` for each `width`-byte slice, built with strided copies (no loop)."""
+    if len(data) % width:
+        raise OsslError(f"input is not a whole number of {width}-byte elements")
     n = len(data) // width
     out = bytearray(n * (width + 1))
     out[0 :: width + 1] = prefix * n
@@ -105,64 +116,142 @@ def _interleave(data: bytes, width: int, prefix: bytes) -> bytearray:
     return out
 
 
-def _multiply(key: Scalar, data: bytes, width: int, prefix: bytes) -> bytes:
-    """x(key·P) for each `width`-byte slice of `data`, decoded as `prefix + slice`."""
+def _multiply(key: Scalar, encoded: bytes | bytearray, enc_len: int, full: bool) -> bytes:
+    """key·P for each `enc_len`-byte SEC1 encoding in `encoded`.
+
+    Out: x(key·P) (32 bytes each), or with `full` the uncompressed SEC1 encoding 04‖x‖y
+    (65 bytes each).
+    """
     if _LOADED is None:
         raise OsslError("libcrypto is not available")
-    if len(data) % width:
-        raise OsslError(f"input is not a whole number of {width}-byte elements")
+    if len(encoded) % enc_len:
+        raise OsslError(f"input is not a whole number of {enc_len}-byte encodings")
     lib, group = _LOADED
-    n, enc_len = len(data) // width, width + 1
+    n, out_len = len(encoded) // enc_len, POINT_BYTES if full else 32
     if n == 0:
         return b""
-    encoded = _interleave(data, width, prefix)
-    src = ctypes.addressof((ctypes.c_char * len(encoded)).from_buffer(encoded))
-    result = ctypes.create_string_buffer(32 * n)
-    dst = ctypes.addressof(result)
-    ctx, point, x, y, z = lib.BN_CTX_new(), lib.EC_POINT_new(group), *(lib.BN_new() for _ in "xyz")
+    # read in place (libcrypto only reads it): no copy of the chunk
+    if isinstance(encoded, bytearray):
+        src = ctypes.addressof((ctypes.c_char * len(encoded)).from_buffer(encoded))
+    else:
+        src = ctypes.cast(ctypes.c_char_p(encoded), _VP).value or 0
+    result = bytearray(out_len * n)
+    dst = ctypes.addressof((ctypes.c_char * len(result)).from_buffer(result)) + (1 if full else 0)
+    ctx, point, x, y = lib.BN_CTX_new(), lib.EC_POINT_new(group), lib.BN_new(), lib.BN_new()
     run = (_VP * _RUN)(*(lib.EC_POINT_new(group) for _ in range(_RUN)))
     try:
-        if not (ctx and point and x and y and z and all(run)):
+        if not (ctx and point and x and y and all(run)):
             raise OsslError("libcrypto allocation failed")
         oct2point, mul, k = lib.EC_POINT_oct2point, lib.EC_POINT_mul, key._bn
+        at_infinity = lib.EC_POINT_is_at_infinity
         coords, to_bin = lib.EC_POINT_get_Jprojective_coordinates_GFp, lib.BN_bn2binpad
+        yy = y if full else None  # x-only: libcrypto skips decoding y (and z, never read)
         for start in range(0, n, _RUN):
             count = min(_RUN, n - start)
+            at = src + start * enc_len
             for j in range(count):
-                i = start + j
-                if oct2point(group, point, src + i * enc_len, enc_len, ctx) != 1:
+                if oct2point(group, point, at, enc_len, ctx) != 1:
                     lib.ERR_clear_error()
-                    raise OsslError("not a P-256 point", i)
+                    raise OsslError("not a P-256 point", start + j)
                 if mul(group, run[j], None, point, k, ctx) != 1:
                     lib.ERR_clear_error()
-                    raise OsslError("EC_POINT_mul failed", i)
-                if lib.EC_POINT_is_at_infinity(group, run[j]):  # k ∈ [1, n) and P ≠ O: never
-                    raise OsslError("blinded to the identity", i)
+                    raise OsslError("EC_POINT_mul failed", start + j)
+                if at_infinity(group, run[j]):  # k ∈ [1, n) and P ≠ O: never
+                    raise OsslError("blinded to the identity", start + j)
+                at += enc_len
             if lib.EC_POINTs_make_affine(group, count, run, ctx) != 1:
                 lib.ERR_clear_error()
                 raise OsslError("EC_POINTs_make_affine failed", start)
-            for j in range(count):  # Z = 1 now: X is the affine abscissa
-                if (
-                    coords(group, run[j], x, y, z, ctx) != 1
-                    or to_bin(x, dst + 32 * (start + j), 32) != 32
-                ):
+            out = dst + out_len * start
+            for j in range(count):  # Z = 1 now: X, Y are the affine coordinates
+                if coords(group, run[j], x, yy, None, ctx) != 1 or to_bin(x, out, 32) != 32:
                     lib.ERR_clear_error()
-                    raise OsslError("reading the abscissa failed", start + j)
+                    raise OsslError("reading the coordinates failed", start + j)
+                if full and to_bin(y, out + 32, 32) != 32:
+                    raise OsslError("reading the coordinates failed", start + j)
+                out += out_len
     finally:
         for p in run:
             lib.EC_POINT_free(p)
-        for bn in (x, y, z):
+        for bn in (x, y):
             lib.BN_free(bn)
         lib.EC_POINT_free(point)
         lib.BN_CTX_free(ctx)
-    return result.raw[: 32 * n]
+    if full:
+        result[0::out_len] = b"\x04" * n
+    return bytes(result)
 
 
 def mul_x_only(key: Scalar, xs: bytes) -> bytes:
-    """x(key·P) for each 32-byte abscissa in `xs` (either root: x(k·P) = x(k·(−P)))."""
-    return _multiply(key, xs, 32, b"\x02")
+    """x(key·P) for each 32-byte abscissa in `xs` (either root: x(k·P) = x(k·(−P))).
+
+    Decompression costs a square root per element; PSI sends full points instead (`mul_sec1`).
+    """
+    return _multiply(key, _interleave(xs, 32, b"\x02"), 33, False)
 
 
 def mul_affine(key: Scalar, points: bytes) -> bytes:
     """x(key·P) for each 64-byte x‖y in `points` (libcrypto checks each is on the curve)."""
-    return _multiply(key, points, 64, b"\x04")
+    return _multiply(key, _interleave(points, 64, b"\x04"), 65, False)
+
+
+def mul_sec1(key: Scalar, points: bytes | bytearray, *, full: bool) -> bytes:
+    """key·P for each 65-byte uncompressed SEC1 point 04‖x‖y.
+
+    `EC_POINT_oct2point` checks each is on the curve (no square root; only the 0x04 form is
+    taken). Out: 65-byte points with `full`, else 32-byte abscissae.
+    """
+    if len(points) % POINT_BYTES:
+        raise OsslError(f"input is not a whole number of {POINT_BYTES}-byte points")
+    n = len(points) // POINT_BYTES
+    if points[0 : n * POINT_BYTES : POINT_BYTES] != b"\x04" * n:  # not hybrid or compressed
+        bad = next(i for i in range(n) if points[i * POINT_BYTES] != 4)
+        raise OsslError("not an uncompressed SEC1 point", bad)
+    return _multiply(key, points, POINT_BYTES, full)
+
+
+_SQRT: list[Any] = []  # [p, (p+1)/4, its Montgomery context]: made once per process, kept
+
+
+def sqrt_candidates(values: bytes) -> bytes:
+    """v^((p+1)/4) mod p for each 32-byte big-endian v (p = P-256's prime): √v if v is a square.
+
+    For RFC 9380's SSWU map (`crypto._h2c_p256`): OpenSSL's Montgomery exponentiation takes
+    ~8 µs here where gmpy2's `powmod` takes ~13. Variable time, like the rest of hashing to
+    the curve (the inputs are the party's own, hashed in its own process).
+    """
+    if _LOADED is None:
+        raise OsslError("libcrypto is not available")
+    if len(values) % 32:
+        raise OsslError("input is not a whole number of 32-byte values")
+    lib = _LOADED[0]
+    if not _SQRT:
+        ctx, mont = lib.BN_CTX_new(), lib.BN_MONT_CTX_new()
+        p = lib.BN_bin2bn(P256_P.to_bytes(32, "big"), 32, None)
+        e = lib.BN_bin2bn(((P256_P + 1) // 4).to_bytes(32, "big"), 32, None)
+        ok = ctx and mont and p and e and lib.BN_MONT_CTX_set(mont, p, ctx) == 1
+        lib.BN_CTX_free(ctx)
+        if not ok:
+            raise OsslError("libcrypto allocation failed")
+        _SQRT.extend((p, e, mont))
+    p, e, mont = _SQRT
+    n = len(values) // 32
+    out = bytearray(32 * n)
+    dst = ctypes.addressof((ctypes.c_char * len(out)).from_buffer(out)) if n else 0
+    src = ctypes.cast(ctypes.c_char_p(values), _VP).value or 0
+    ctx, a, r = lib.BN_CTX_new(), lib.BN_new(), lib.BN_new()
+    try:
+        if not (ctx and a and r):
+            raise OsslError("libcrypto allocation failed")
+        load, exp, store = lib.BN_bin2bn, lib.BN_mod_exp_mont, lib.BN_bn2binpad
+        for i in range(n):
+            if not load(src, 32, a) or exp(r, a, e, p, ctx, mont) != 1 or store(r, dst, 32) != 32:
+                lib.ERR_clear_error()
+                raise OsslError("modular exponentiation failed", i)
+            src += 32
+            dst += 32
+    finally:
+        lib.BN_clear_free(a)
+        lib.BN_clear_free(r)
+        lib.BN_CTX_free(ctx)
+    return bytes(out)

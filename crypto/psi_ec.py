@@ -1,4 +1,4 @@
-"""The prime-order group of ECDH-PSI: P-256, RFC 9380 hashing, x-only encoded blinding.
+"""The prime-order group of ECDH-PSI: P-256, RFC 9380 hashing, x-only compared blindings.
 
 Safe surface for `sandbox.psi`: `psi_group(dst)` gives a `PsiGroup` with
 
@@ -6,7 +6,8 @@ Safe surface for `sandbox.psi`: `psi_group(dst)` gives a `PsiGroup` with
   (crypto._h2c_p256, checked against RFC 9380 Appendix J.1.1);
 - `new_scalar()`: a fresh secret exponent (an OpenSSL P-256 private key);
 - `blind(element, key)`: x(key·P), 32 bytes, computed by OpenSSL ECDH (`exchange`);
-- `encode(point)` / `decode(bytes)`: the x-only encoding and its validated inverse.
+- `encode(point)` / `decode(bytes)`: the x-only encoding and its validated inverse;
+- `encode_point(point)`: the 65-byte uncompressed SEC1 encoding 04‖x‖y.
 
 Why x-only works (the "x-only" ECDH-PSI encoding): ECDH returns only the abscissa of
 key·P. x(k·P) = x(k·(−P)) because −P = (x, −y) and k·(−P) = −(k·P), so decompressing an
@@ -14,17 +15,25 @@ encoded element to either root and blinding it again gives the same next encodin
 x(k2·(±k1·P)) = x(k1·k2·P). Two parties' double blindings of the same identifier therefore
 agree whatever root each picks, and encodings are 32 bytes instead of 33.
 
+What travels (the bulk path): a singly blinded element, which the peer blinds again, is
+sent as an uncompressed SEC1 point (65 bytes): the peer's libcrypto checks it is on the
+curve without the square root an x-only element costs to decompress (~13 µs of ~150 µs
+per identifier). Sending y hides nothing less: y is determined by x up to sign, which the
+peer could compute itself. The doubly blinded values that are compared stay x-only.
+
 `blind_reference` is the same operation in pure Python/gmpy2 (crypto._h2c_p256.scalar_mult):
 the fallback and the cross-check of the OpenSSL path (7× slower in a quick run here;
 `pdx bench vertical` measures both in the same run).
 
-Bulk path (`blind_packed`, `hash_blind_packed`, and the worker entries `blind_chunk`,
-`hash_blind_chunk`): concatenated 32-byte inputs in, concatenated encodings out, no
-per-element Python objects between the parties' steps. It hashes a whole chunk with one
-field inversion per batch (`_h2c_p256.hash_to_curve_many`) and multiplies through the system
-libcrypto in one loop (`_ossl_p256`); the outputs are byte-for-byte those of `blind` and
-`hash_and_blind_many` (tests/test_psi_fast.py), which remain the path when libcrypto.so.3
-cannot be loaded.
+Bulk path (`hash_blind_packed`: 32-byte messages in, 65-byte points out; `blind_packed`:
+65-byte points in, 32-byte abscissae out; and the worker entries `hash_blind_chunk`,
+`blind_chunk`): concatenated inputs in, concatenated encodings out, no per-element Python
+objects between the parties' steps. It hashes a whole chunk with one field inversion per
+batch (`_h2c_p256.hash_to_curve_many`) and multiplies through the system libcrypto in one
+loop (`_ossl_p256`); the abscissae are byte-for-byte those of `blind` and
+`hash_and_blind_many` (tests/test_psi_fast.py). When libcrypto.so.3 cannot be loaded those
+remain the path; the fallback's points then carry the even-y root of ±key·H(m), which
+blinds again to the same abscissa.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from crypto.errors import CryptoError
 
 SUITE = "P256_XMD:SHA-256_SSWU_RO_"
 ELEMENT_BYTES = 32
+POINT_BYTES = ossl.POINT_BYTES  # 04‖x‖y: the singly blinded elements the peer blinds again
 DEFAULT_DST = b"PDX-PSI-V01-CS01-with-" + SUITE.encode()
 _CURVE = ec.SECP256R1()
 _ECDH = ec.ECDH()
@@ -89,6 +99,7 @@ class PsiGroup:
 
     suite = SUITE
     element_bytes = ELEMENT_BYTES
+    point_bytes = POINT_BYTES
 
     def __init__(self, dst: bytes = DEFAULT_DST) -> None:
         if not 16 <= len(dst) <= 255:  # RFC 9380 §3.1: at least 16 bytes recommended
@@ -107,6 +118,10 @@ class PsiGroup:
     def encode(self, point: GroupPoint) -> bytes:
         """The x-only encoding (32 bytes big-endian)."""
         return point.x.to_bytes(ELEMENT_BYTES, "big")
+
+    def encode_point(self, point: GroupPoint) -> bytes:
+        """The uncompressed SEC1 encoding 04‖x‖y (65 bytes)."""
+        return b"\x04" + point.x.to_bytes(32, "big") + point.y.to_bytes(32, "big")
 
     def decode(self, data: bytes) -> GroupPoint:
         """The point with abscissa `data` and even ordinate; refuses anything off the curve."""
@@ -133,7 +148,7 @@ class PsiGroup:
     # -- blinding ------------------------------------------------------------------------
 
     def blind(self, element: GroupPoint | bytes, key: PsiScalar) -> bytes:
-        """x(key·P) for a point or an encoded element (OpenSSL ECDH)."""
+        """x(key·P) for a point or an encoded element, x-only or SEC1 (OpenSSL ECDH)."""
         if isinstance(element, GroupPoint):
             public = ec.EllipticCurvePublicNumbers(element.x, element.y, _CURVE).public_key()
         else:
@@ -157,33 +172,38 @@ class PsiGroup:
             out.append(private.exchange(_ECDH, public))
         return out
 
-    def blind_packed(self, elements: bytes, key: PsiScalar) -> bytes:
-        """`blind_many` over concatenated 32-byte encodings, returning them concatenated."""
-        if len(elements) % ELEMENT_BYTES:
-            raise InvalidGroupElement("group elements must be 32 bytes")
+    def blind_packed(self, points: bytes, key: PsiScalar) -> bytes:
+        """x(key·P) for concatenated 65-byte SEC1 points, concatenated 32-byte abscissae out.
+
+        Each point is checked on the curve; the error names the first bad one (`index`).
+        """
+        if len(points) % POINT_BYTES:
+            raise InvalidGroupElement("blinded points must be 65-byte SEC1 encodings")
         if not ossl.available():
-            items = [elements[i : i + ELEMENT_BYTES] for i in range(0, len(elements), 32)]
+            items = [points[i : i + POINT_BYTES] for i in range(0, len(points), POINT_BYTES)]
             return b"".join(self.blind_many(items, key))
         try:
-            return ossl.mul_x_only(key._ossl(), elements)
+            return ossl.mul_sec1(key._ossl(), points, full=False)
         except ossl.OsslError as exc:
-            raise InvalidGroupElement("not a P-256 abscissa") from exc
+            raise InvalidGroupElement("not a P-256 point", index=exc.index) from exc
 
     def hash_blind_packed(self, messages: bytes, key: PsiScalar) -> bytes:
-        """`hash_and_blind_many` over concatenated 32-byte messages, concatenated out."""
+        """key·H(m) as 65-byte SEC1 points, for concatenated 32-byte messages."""
         if len(messages) % ELEMENT_BYTES:
             raise InvalidGroupElement("PSI messages must be 32 bytes")
         items = [messages[i : i + ELEMENT_BYTES] for i in range(0, len(messages), 32)]
         if not ossl.available():
-            return b"".join(self.hash_and_blind_many(items, key))
+            return b"".join(_even_point(x) for x in self.hash_and_blind_many(items, key))
         points = h2c.hash_to_curve_many(items, self.dst)
         if any(p is None for p in points):
             raise InvalidGroupElement("hash to the identity")
         packed = b"".join(
-            p[0].to_bytes(32, "big") + p[1].to_bytes(32, "big") for p in points if p is not None
+            b"\x04" + p[0].to_bytes(32, "big") + p[1].to_bytes(32, "big")
+            for p in points
+            if p is not None
         )
         try:
-            return ossl.mul_affine(key._ossl(), packed)
+            return ossl.mul_sec1(key._ossl(), packed, full=True)
         except ossl.OsslError as exc:  # pragma: no cover - hash_to_curve's points are on P-256
             raise InvalidGroupElement("hash to an invalid point") from exc
 
@@ -198,12 +218,25 @@ class PsiGroup:
 
 
 def _load_x(data: bytes) -> ec.EllipticCurvePublicKey:
-    if len(data) != ELEMENT_BYTES:
-        raise InvalidGroupElement("group element must be 32 bytes")
+    """An x-only element (32 bytes) or an uncompressed SEC1 point (65), validated."""
+    if len(data) == ELEMENT_BYTES:
+        encoded = b"\x02" + data
+    elif len(data) == POINT_BYTES and data[0] == 4:
+        encoded = data
+    else:
+        raise InvalidGroupElement("group element must be 32 bytes or an uncompressed point")
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, b"\x02" + data)
+        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, encoded)
     except ValueError:
-        raise InvalidGroupElement("not a P-256 abscissa") from None
+        raise InvalidGroupElement("not a P-256 point") from None
+
+
+def _even_point(x: bytes) -> bytes:
+    """04‖x‖y with the even root y (fallback path: ±P blind to the same abscissa)."""
+    point = h2c.lift_x(int.from_bytes(x, "big"))
+    if point is None:  # pragma: no cover - x came out of ECDH on P-256
+        raise InvalidGroupElement("not a P-256 abscissa")
+    return b"\x04" + x + point[1].to_bytes(32, "big")
 
 
 def psi_group(dst: bytes = DEFAULT_DST) -> PsiGroup:
@@ -224,7 +257,10 @@ def hash_blind_batch(dst: bytes, key_bytes: bytes, messages: Sequence[bytes]) ->
 
 
 def blind_chunk(dst: bytes, key_bytes: bytes, elements: bytes) -> bytes:
-    """Picklable worker entry: `blind_packed` with an exported key (one bytes in, one out)."""
+    """Picklable worker entry: `blind_packed` with an exported key (one bytes in, one out).
+
+    Points arrive 65 bytes each, abscissae leave 32 bytes each.
+    """
     group = PsiGroup(dst)
     return group.blind_packed(elements, group.load_scalar(key_bytes))
 

@@ -58,7 +58,7 @@ from sandbox.join_params import JoinPlan
 from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import FastEncryptor, encode_fixed, public_key_from_n
 from sandbox.party_stats import PartyJob
-from sandbox.psi import ELEMENT, EcEngine, _permutation, _SortedSet
+from sandbox.psi import ELEMENT, POINT, EcEngine, _permutation, _SortedSet
 from sandbox.stats import _MISSING, _fixed, _rows
 
 __all__ = ["frame", "party", "unframe"]
@@ -86,13 +86,14 @@ def _ct_width(n: int) -> int:
     return (2 * n.bit_length() + 7) // 8
 
 
-def _split(body: bytes, counts: list[int]) -> list[bytes]:
-    if any(c < 0 for c in counts) or sum(counts) * ELEMENT != len(body):
+def _split(body: bytes, counts: list[int], width: int) -> list[bytes]:
+    """`body` cut into runs of counts[i] elements of `width` bytes (POINT or ELEMENT)."""
+    if any(c < 0 for c in counts) or sum(counts) * width != len(body):
         raise InvalidParameters("element counts do not match the message")
     out, at = [], 0
     for c in counts:
-        out.append(body[at : at + c * ELEMENT])
-        at += c * ELEMENT
+        out.append(body[at : at + c * width])
+        at += c * width
     return out
 
 
@@ -192,7 +193,7 @@ def _matcher_doubles(ctx: OperatorContext) -> bytes:
     header, body = unframe(ctx.blobs.get("doubles", b""))
     sets = [
         _SortedSet(np.frombuffer(chunk, dtype=_DT).copy())
-        for chunk in _split(body, [int(c) for c in header["counts"]])
+        for chunk in _split(body, [int(c) for c in header["counts"]], ELEMENT)
     ]
     ctx.state["sets"] = sets
     return frame({"ok": True})
@@ -206,14 +207,14 @@ def _matcher_pairs(ctx: OperatorContext) -> bytes:
     count, fields = int(header["count"]), len(ctx.state["acc"][0])
     n2 = ctx.state["n2"]
     width = _ct_width(int(ctx.state["job"].paillier_n))
-    elements, cts = body[: count * ELEMENT], body[count * ELEMENT :]
+    elements, cts = body[: count * POINT], body[count * POINT :]
     if ctx.state.get("relay") is not None:  # sealed by the value party for this sandbox
         try:
             cts = open_relay(ctx.state["relay"], ctx.state["batch"], _relay_aad(ctx), cts)
         except CryptoError:
             raise InvalidParameters("value pairs failed authentication") from None
         ctx.state["batch"] += 1
-    if count < 0 or len(elements) != count * ELEMENT or len(cts) != count * fields * width:
+    if count < 0 or len(elements) != count * POINT or len(cts) != count * fields * width:
         raise InvalidParameters("malformed value pairs")
     mine = np.frombuffer(ctx.state["engine"].blind(elements), dtype=_DT)
     for g, members in enumerate(sets):
@@ -344,7 +345,7 @@ def _value_respond(ctx: OperatorContext) -> bytes:
     counts = [int(c) for c in header["counts"]]
     engine: EcEngine = ctx.state["engine"]
     out = []
-    for chunk in _split(body, counts):
+    for chunk in _split(body, counts, POINT):
         arr = np.frombuffer(engine.blind(chunk), dtype=_DT)
         out.append(arr[_permutation(len(arr))].tobytes())
     return frame({"counts": counts}, b"".join(out))

@@ -4,7 +4,10 @@ Each operator is a pair (or trio) of parties exchanging explicit `PsiMessage`s i
 so a driver can put any transport between them (in-process here and in the tests; nodes and
 the `pdx-client` SDK once the integrator wires them). Inputs are 32-byte PSI messages made
 by `sandbox.identifiers.JobDomain` (normalised, keyed per job); the group is
-`crypto.psi_ec` (P-256, RFC 9380 hashing, x-only encodings, see its docstring).
+`crypto.psi_ec` (P-256, RFC 9380 hashing, see its docstring). Singly blinded elements
+(a·H(x), b·H(y), k1·H(x), k2·H(y)), which the peer blinds again, travel as 65-byte
+uncompressed SEC1 points (the peer validates them without a square root); the doubly
+blinded values that are compared travel and are kept x-only (32 bytes).
 
 Notation: H = hash_to_curve under the job's DST, a / b / k1 / k2 secret scalars (fresh per
 job), X the receiver's (or matching party's) set, Y the sender's (or value party's) set,
@@ -73,19 +76,28 @@ from typing import Any
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 
-from crypto.psi_ec import PsiGroup, PsiScalar, blind_chunk, hash_blind_chunk
+from crypto.psi_ec import POINT_BYTES, PsiGroup, PsiScalar, blind_chunk, hash_blind_chunk
 from sandbox.errors import InvalidParameters
 from sandbox.paillier import FastEncryptor
 
 ELEMENT = 32
+"""A PSI message (input) or a doubly blinded abscissa: the values compared."""
+POINT = POINT_BYTES
+"""A singly blinded element, 04‖x‖y, which the peer blinds again."""
 DEFAULT_BATCH = 8192
 _DT = f"S{ELEMENT}"
 Transcript = Callable[[str, "PsiMessage"], None]
+POINT_STEPS = frozenset({"psi.r.blinded", "psi.s.blinded", "pjc.p1.blinded", "pjc.p2.pairs"})
+"""Steps whose elements are singly blinded points (`POINT` bytes each); the rest carry
+doubly blinded abscissae (`ELEMENT` bytes each)."""
 
 
 @dataclass(frozen=True)
 class PsiMessage:
-    """One batch of one protocol step: 32-byte group elements, optionally Paillier ciphertexts."""
+    """One batch of one protocol step: group elements, optionally Paillier ciphertexts.
+
+    Elements are 65-byte SEC1 points in `POINT_STEPS`, 32-byte abscissae otherwise.
+    """
 
     step: str
     seq: int
@@ -94,8 +106,12 @@ class PsiMessage:
     final: bool = False
 
     @property
+    def width(self) -> int:
+        return POINT if self.step in POINT_STEPS else ELEMENT
+
+    @property
     def count(self) -> int:
-        return len(self.elements) // ELEMENT
+        return len(self.elements) // self.width
 
     def to_bytes(self) -> bytes:
         """Wire form: a JSON header line, the elements, then each ciphertext length-prefixed."""
@@ -118,8 +134,29 @@ def unique_messages(messages: Sequence[bytes]) -> tuple[np.ndarray[Any, Any], np
     if any(len(m) != ELEMENT for m in messages):
         raise InvalidParameters("PSI messages must be 32 bytes (use identifiers.JobDomain)")
     arr = np.frombuffer(b"".join(messages), dtype=_DT)
-    uniq, inverse = np.unique(arr, return_inverse=True)
-    return uniq, inverse
+    order = _prefix_order(arr)
+    if order is None:  # repeated 8-byte prefixes (duplicates, or a 2^-64 coincidence)
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        return uniq, inverse
+    inverse = np.empty(len(arr), dtype=np.intp)
+    inverse[order] = np.arange(len(arr))
+    return arr[order], inverse
+
+
+def _prefixes(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The first 8 bytes of each 32-byte element as a native uint64 (same order as bytes)."""
+    return np.ascontiguousarray(arr).view(">u8").reshape(-1, ELEMENT // 8)[:, 0].astype(np.uint64)
+
+
+def _prefix_order(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
+    """The byte order of `arr`, sorting 8-byte prefixes (half the cost of sorting S32).
+
+    None when two prefixes are equal (then only the full bytes decide).
+    """
+    keys = _prefixes(arr)
+    order = np.argsort(keys)
+    ranked = keys[order]
+    return None if bool(np.any(ranked[1:] == ranked[:-1])) else order
 
 
 def _items(buf: bytes) -> list[bytes]:
@@ -142,40 +179,52 @@ class EcEngine:
         fn: Callable[[bytes, bytes, bytes], bytes],
         local: Callable[[bytes, PsiScalar], bytes],
         buf: bytes,
+        width: int,
     ) -> bytes:
-        """`buf` (concatenated 32-byte items) in-process, or one slice per worker via `fn`.
+        """`buf` (concatenated `width`-byte items) in-process, or one slice per worker via `fn`.
 
         Slices travel as single bytes objects (one pickle each way, no per-element objects).
         """
-        count = len(buf) // ELEMENT
+        count = len(buf) // width
         if self._executor is None or self._split == 1 or count < 2 * self._split:
             return local(buf, self._key)
         key, dst = self._key.export(), self.group.dst
-        step = ELEMENT * -(-count // self._split)
+        step = width * -(-count // self._split)
         parts = [buf[i : i + step] for i in range(0, len(buf), step)]
         return b"".join(self._executor.map(fn, [dst] * len(parts), [key] * len(parts), parts))
 
     def hash_blind(self, messages: bytes) -> bytes:
-        """key·H(m) for each 32-byte message in `messages` (concatenated)."""
-        return self._run(hash_blind_chunk, self.group.hash_blind_packed, messages)
+        """key·H(m) as 65-byte points, for each 32-byte message in `messages` (concatenated)."""
+        return self._run(hash_blind_chunk, self.group.hash_blind_packed, messages, ELEMENT)
 
-    def blind(self, elements: bytes) -> bytes:
-        """key·E for each encoded element in `elements` (concatenated)."""
-        return self._run(blind_chunk, self.group.blind_packed, elements)
+    def blind(self, points: bytes) -> bytes:
+        """x(key·P) (32 bytes) for each 65-byte point in `points` (concatenated)."""
+        return self._run(blind_chunk, self.group.blind_packed, points, POINT)
 
 
 class _SortedSet:
-    """Membership in a fixed set of encoded elements (sorted once, binary search per batch)."""
+    """Membership in a fixed set of encoded elements (sorted once, binary search per batch).
+
+    Blinded abscissae are uniform, so their first 8 bytes almost surely differ: then the set
+    is sorted and searched on those prefixes as uint64 and each candidate is confirmed on
+    all 32 bytes; if two prefixes coincide, it sorts and searches the full bytes instead.
+    """
 
     def __init__(self, elements: np.ndarray[Any, Any]) -> None:
-        self.order = np.argsort(elements, kind="stable")
+        order = _prefix_order(elements)
+        self.order = order if order is not None else np.argsort(elements, kind="stable")
         self.sorted = elements[self.order]
+        self._keys = _prefixes(self.sorted) if order is not None else None
 
     def hits(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Boolean mask over `batch`: which elements are in the set."""
         if len(self.sorted) == 0:
             return np.zeros(len(batch), dtype=bool)
-        pos = np.minimum(np.searchsorted(self.sorted, batch), len(self.sorted) - 1)
+        if self._keys is None:
+            pos = np.searchsorted(self.sorted, batch)
+        else:
+            pos = np.searchsorted(self._keys, _prefixes(batch))
+        pos = np.minimum(pos, len(self.sorted) - 1)
         return np.asarray(self.sorted[pos] == batch)
 
 

@@ -36,6 +36,19 @@ def _xy(p: tuple[int, int]) -> bytes:
     return p[0].to_bytes(32, "big") + p[1].to_bytes(32, "big")
 
 
+def _sec1(p: tuple[int, int]) -> bytes:
+    return b"\x04" + _xy(p)
+
+
+def _points(packed: bytes) -> list[bytes]:
+    return [packed[i : i + 65] for i in range(0, len(packed), 65)]
+
+
+def _off_curve_point() -> bytes:
+    """04‖x‖y with x a P-256 abscissa and y not one of its roots."""
+    return _sec1((G[0], (G[1] + 1) % h2c.P))
+
+
 def _exchange(k: int, point: tuple[int, int]) -> bytes:
     """x(k·P) through `cryptography`'s ECDH: the path the bulk one replaces."""
     priv = ec.derive_private_key(k, ec.SECP256R1())
@@ -88,6 +101,24 @@ def _x1(u: int) -> int:
     return h2c._B_OVER_ZA if den == 0 else h2c._MINUS_B_OVER_A * (1 + pow(den, -1, p)) % p
 
 
+def test_libcrypto_square_roots_equal_gmpy2(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = h2c.P
+    values = [0, 1, 2, 3, p - 1, p - 2, *(rng.randrange(p) for _ in range(300))]
+    packed = b"".join(v.to_bytes(32, "big") for v in values)
+    roots = ossl.sqrt_candidates(packed)
+    want = [pow(v, h2c._SQRT_EXP, p) for v in values]
+    assert [int.from_bytes(roots[i : i + 32]) for i in range(0, len(roots), 32)] == want
+    squares = sum(1 for v, r in zip(values, want, strict=True) if r * r % p == v)
+    assert 0 < squares < len(values)  # both squares and non-squares went through
+    assert ossl.sqrt_candidates(b"") == b""
+    with pytest.raises(ossl.OsslError):
+        ossl.sqrt_candidates(packed[:31])
+    us = [gmpy2.mpz(rng.randrange(p)) for _ in range(50)]
+    fast = h2c.map_to_curve_sswu_many(us)
+    monkeypatch.setattr(ossl, "_LOADED", None)  # the gmpy2 path, as without libcrypto
+    assert h2c.map_to_curve_sswu_many(us) == fast
+
+
 def test_batched_inversion_and_point_sums_match_the_general_addition() -> None:
     p = h2c.P
     vals = [gmpy2.mpz(rng.randrange(1, p)) for _ in range(50)]
@@ -112,10 +143,15 @@ def test_libcrypto_multiplication_equals_ecdh_and_the_reference(k: int | None) -
     key = ossl.Scalar(k.to_bytes(32, "big"))
     affine = ossl.mul_affine(key, b"".join(_xy(q) for q in pts if q is not None))
     x_only = ossl.mul_x_only(key, b"".join(q[0].to_bytes(32, "big") for q in pts if q))
+    sec1 = b"".join(_sec1(q) for q in pts if q is not None)
+    from_sec1 = ossl.mul_sec1(key, sec1, full=False)
     want = b"".join(_exchange(k, q) for q in pts if q is not None)
-    assert affine == x_only == want
-    ref = h2c.scalar_mult(k, G)
-    assert ref is not None and affine[:32] == ref[0].to_bytes(32, "big")
+    assert affine == x_only == from_sec1 == want
+    # full points: k·P itself (x and y), as the reference computes it
+    full = _points(ossl.mul_sec1(key, sec1, full=True))
+    refs = [h2c.scalar_mult(k, q) for q in pts if q is not None]
+    assert full == [_sec1(r) for r in refs if r is not None]
+    assert b"".join(f[1:33] for f in full) == want
 
 
 def test_libcrypto_refuses_bad_input_and_names_the_element() -> None:
@@ -129,6 +165,20 @@ def test_libcrypto_refuses_bad_input_and_names_the_element() -> None:
         ossl.mul_affine(key, G[0].to_bytes(32, "big") + (G[1] + 1).to_bytes(32, "big"))
     with pytest.raises(ossl.OsslError):
         ossl.mul_x_only(key, good[:31])
+    ok = _sec1(G)
+    with pytest.raises(ossl.OsslError) as err:  # off the curve: y is not a root of g(x)
+        ossl.mul_sec1(key, ok + ok + ok + _off_curve_point(), full=False)
+    assert err.value.index == 3
+    for prefix in (b"\x02", b"\x03", b"\x06", b"\x07", b"\x00"):  # only uncompressed
+        with pytest.raises(ossl.OsslError) as err:
+            ossl.mul_sec1(key, ok + prefix + ok[1:], full=True)
+        assert err.value.index == 1
+    with pytest.raises(ossl.OsslError) as err:  # out of range coordinates: x + p
+        big = b"\x04" + (G[0] + h2c.P).to_bytes(33, "big")[1:] + G[1].to_bytes(32, "big")
+        ossl.mul_sec1(key, ok + big, full=False)
+    with pytest.raises(ossl.OsslError):
+        ossl.mul_sec1(key, ok[:64], full=False)
+    assert ossl.mul_sec1(key, b"", full=True) == b""
     assert "secret" in repr(key)
 
 
@@ -137,13 +187,12 @@ def test_runs_longer_than_one_affine_batch() -> None:
     g = psi_group(DST)
     k = g.new_scalar()
     elements = g.hash_blind_packed(b"".join(_msgs(1100)), k)
-    items = [elements[i : i + 32] for i in range(0, len(elements), 32)]
+    items = _points(elements)
     for n in (511, 512, 513, 1100):
-        assert g.blind_packed(elements[: 32 * n], k) == b"".join(g.blind_many(items[:n], k))
-    bad = next(x for x in range(2, 100) if h2c.lift_x(x) is None).to_bytes(32, "big")
-    with pytest.raises(ossl.OsslError) as err:
-        ossl.mul_x_only(k._ossl(), elements[: 32 * 700] + bad + elements[:32])
-    assert err.value.index == 700
+        assert g.blind_packed(elements[: 65 * n], k) == b"".join(g.blind_many(items[:n], k))
+    with pytest.raises(InvalidGroupElement) as err:
+        g.blind_packed(elements[: 65 * 700] + _off_curve_point() + elements[:65], k)
+    assert err.value.extensions["index"] == 700
 
 
 def test_group_bulk_path_equals_the_per_element_path() -> None:
@@ -151,13 +200,23 @@ def test_group_bulk_path_equals_the_per_element_path() -> None:
     k = g.new_scalar()
     msgs = _msgs(100)
     hashed = g.hash_blind_packed(b"".join(msgs), k)
-    assert hashed == b"".join(g.hash_and_blind_many(msgs, k))
-    items = [hashed[i : i + 32] for i in range(0, len(hashed), 32)]
-    assert g.blind_packed(hashed, k) == b"".join(g.blind_many(items, k))
+    points = _points(hashed)
+    assert len(hashed) == 65 * 100 and all(p[0] == 4 for p in points)
+    # the abscissae are ECDH's; each y makes an on-curve point (k·H(m) itself)
+    assert [p[1:33] for p in points] == g.hash_and_blind_many(msgs, k)
+    assert all(h2c.on_curve(int.from_bytes(p[1:33]), int.from_bytes(p[33:])) for p in points)
+    scalar = int.from_bytes(k.export(), "big")
+    ref = h2c.scalar_mult(scalar, (lambda q: (q.x, q.y))(g.hash_to_point(msgs[0])))
+    assert ref is not None and points[0] == _sec1(ref)
+    assert g.blind_packed(hashed, k) == b"".join(g.blind_many(points, k))
+    # a second blinding of either root gives the same abscissa (x-only comparison)
+    negated = [p[:33] + (h2c.P - int.from_bytes(p[33:])).to_bytes(32, "big") for p in points]
+    assert g.blind_packed(b"".join(negated), k) == g.blind_packed(hashed, k)
     assert g.blind_packed(b"", k) == b"" and g.hash_blind_packed(b"", k) == b""
-    bad = next(x for x in range(2, 100) if h2c.lift_x(x) is None).to_bytes(32, "big")
     with pytest.raises(InvalidGroupElement):
-        g.blind_packed(hashed + bad, k)
+        g.blind_packed(hashed + _off_curve_point(), k)
+    with pytest.raises(InvalidGroupElement):  # an x-only element is not a point here
+        g.blind_packed(hashed[1:33], k)
     with pytest.raises(InvalidGroupElement):
         g.hash_blind_packed(b"short", k)
 
@@ -209,3 +268,63 @@ def test_psi_on_the_bulk_path_equals_the_set_intersection() -> None:
     y = x[:120] + [os.urandom(32) for _ in range(200)]
     out = psi.run_psi(x, y, DST, reveal_members=True, batch=64)
     assert out.cardinality == 120 and out.members == list(range(120))
+
+
+# -- what travels: singly blinded points as SEC1, doubly blinded values x-only ----------------
+
+
+def test_singly_blinded_elements_travel_as_uncompressed_points() -> None:
+    x = [os.urandom(32) for _ in range(90)]
+    y = x[:30] + [os.urandom(32) for _ in range(70)]
+    seen: list[psi.PsiMessage] = []
+    out = psi.run_psi(x, y, DST, batch=40, transcript=lambda _to, m: seen.append(m))
+    assert out.cardinality == 30
+    by_step: dict[str, list[psi.PsiMessage]] = {}
+    for m in seen:
+        by_step.setdefault(m.step, []).append(m)
+    for step, width, total in (("psi.r.blinded", 65, 90), ("psi.s.blinded", 65, 100)):
+        msgs = by_step[step]
+        assert sum(m.count for m in msgs) == total
+        assert all(len(m.elements) == width * m.count and m.width == width for m in msgs)
+        assert all(p[0] == 4 for m in msgs for p in _points(m.elements))
+        assert all(json.loads(m.to_bytes().split(b"\n")[0])["count"] == m.count for m in msgs)
+    doubled = by_step["psi.s.doubled"]
+    assert sum(m.count for m in doubled) == 90
+    assert all(len(m.elements) == 32 * m.count for m in doubled)
+
+
+def test_a_peer_sending_an_off_curve_point_is_refused_with_its_index() -> None:
+    g = psi_group(DST)
+    good = [os.urandom(32) for _ in range(10)]
+    r = psi.PsiReceiver(good, psi.EcEngine(g), reveal_members=False, batch=10)
+    s = psi.PsiSender(good, psi.EcEngine(g), reveal_members=False, batch=10)
+    (req,) = list(r.requests())
+    pts = _points(req.elements)
+    forged = psi.PsiMessage(req.step, 0, b"".join(pts[:6]) + _off_curve_point() + pts[7])
+    with pytest.raises(InvalidGroupElement) as err:
+        s.respond(forged)
+    assert err.value.extensions["index"] == 6
+    with pytest.raises(InvalidGroupElement):  # x-only elements are no longer accepted here
+        s.respond(psi.PsiMessage(req.step, 0, b"".join(p[1:33] for p in pts)))
+
+
+def test_sorted_set_and_unique_fall_back_when_prefixes_collide() -> None:
+    """Membership and dedup sort on 8-byte prefixes; equal prefixes use the full bytes."""
+    import numpy as np
+
+    base = [os.urandom(32) for _ in range(200)]
+    tied = [base[0][:8] + os.urandom(24) for _ in range(5)]  # same prefix, other bytes
+    for elems in (base, base + tied):
+        arr = np.frombuffer(b"".join(elems), dtype="S32")
+        s = psi._SortedSet(arr)
+        want_sorted = b"".join(sorted(elems))  # (S32 items drop trailing NULs: compare bytes)
+        assert s.sorted.tobytes() == want_sorted == arr[s.order].tobytes()
+        probes = elems[::3] + [os.urandom(32), base[0][:8] + os.urandom(24)] + tied[:2]
+        mask = s.hits(np.frombuffer(b"".join(probes), dtype="S32"))
+        assert list(mask) == [p in set(elems) for p in probes]
+        rows = elems + elems[:7]  # duplicates too
+        uniq, inverse = psi.unique_messages(rows)
+        want, want_inv = np.unique(np.frombuffer(b"".join(rows), dtype="S32"), return_inverse=True)
+        assert uniq.tobytes() == want.tobytes() and list(inverse) == list(want_inv)
+    empty = psi._SortedSet(np.empty(0, dtype="S32"))
+    assert list(empty.hits(np.frombuffer(base[0], dtype="S32"))) == [False]

@@ -32,6 +32,7 @@ def _id_encodings(raw: str, d: JobDomain) -> list[bytes]:
     canon = normalise(IdKind.ID_NUMBER, raw) or raw
     msg = d.message(IdKind.ID_NUMBER, canon)
     group = psi_group(d.dst)
+    point = group.hash_to_point(msg)
     return [
         raw.encode(),
         canon.encode(),
@@ -39,7 +40,8 @@ def _id_encodings(raw: str, d: JobDomain) -> list[bytes]:
         hashlib.sha256(canon.encode()).digest(),
         hashlib.sha256(canon.encode()).hexdigest().encode(),
         msg,
-        group.encode(group.hash_to_point(msg)),  # H(x) without any blinding
+        group.encode(point),  # H(x) without any blinding: x, and y (points travel as SEC1)
+        point.y.to_bytes(32, "big"),
     ]
 
 
