@@ -29,9 +29,9 @@ type: install
 	$(BIN)/mypy
 
 # Every core (pytest-xdist); the tests that start real processes run one after the other
-# in their own group (tests/conftest.py PROCESS_TESTS).
+# on one worker (tests/conftest.py PROCESS_TESTS).
 test: lint
-	scripts/with-postgres $(BIN)/python -m pytest -n auto --dist loadgroup
+	scripts/with-postgres $(BIN)/python -m pytest -n auto
 
 # The inner loop: no lint, SQLite only, no slow tests, stop at the first failure.
 test-fast: install

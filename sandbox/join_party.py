@@ -58,12 +58,11 @@ from sandbox.join_params import JoinPlan
 from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import FastEncryptor, encode_fixed, public_key_from_n
 from sandbox.party_stats import PartyJob
-from sandbox.psi import ELEMENT, POINT, EcEngine, _permutation, _SortedSet
+from sandbox.psi import POINT, EcEngine
+from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation
 from sandbox.stats import _MISSING, _fixed, _rows
 
 __all__ = ["frame", "party", "unframe"]
-
-_DT = f"S{ELEMENT}"
 
 
 def frame(header: dict[str, Any], body: bytes = b"") -> bytes:
@@ -178,8 +177,8 @@ def _matcher_start(ctx: OperatorContext) -> bytes:
     ctx.state.update(role="matcher", engine=engine, plan=plan, job=job, sets=None)
     counts, chunks = [], []
     for msgs in per_group:
-        uniq = np.unique(np.frombuffer(b"".join(msgs), dtype=_DT)) if msgs else []
-        chunks.append(engine.hash_blind(bytes(np.asarray(uniq, dtype=_DT).tobytes())))
+        uniq = np.unique(np.frombuffer(b"".join(msgs), dtype=ELEMENT_DTYPE)) if msgs else []
+        chunks.append(engine.hash_blind(bytes(np.asarray(uniq, dtype=ELEMENT_DTYPE).tobytes())))
         counts.append(len(uniq))
     n = int(job.paillier_n or 0)
     fields = len(q.fields())
@@ -192,7 +191,7 @@ def _matcher_start(ctx: OperatorContext) -> bytes:
 def _matcher_doubles(ctx: OperatorContext) -> bytes:
     header, body = unframe(ctx.blobs.get("doubles", b""))
     sets = [
-        _SortedSet(np.frombuffer(chunk, dtype=_DT).copy())
+        SortedSet(np.frombuffer(chunk, dtype=ELEMENT_DTYPE).copy())
         for chunk in _split(body, [int(c) for c in header["counts"]], ELEMENT)
     ]
     ctx.state["sets"] = sets
@@ -216,7 +215,7 @@ def _matcher_pairs(ctx: OperatorContext) -> bytes:
         ctx.state["batch"] += 1
     if count < 0 or len(elements) != count * POINT or len(cts) != count * fields * width:
         raise InvalidParameters("malformed value pairs")
-    mine = np.frombuffer(ctx.state["engine"].blind(elements), dtype=_DT)
+    mine = np.frombuffer(ctx.state["engine"].blind(elements), dtype=ELEMENT_DTYPE)
     for g, members in enumerate(sets):
         acc = ctx.state["acc"][g]
         matched = np.flatnonzero(members.hits(mine))
@@ -325,9 +324,13 @@ def _value_start(ctx: OperatorContext) -> bytes:
         if msg not in rows:  # one row per identifier: bounded influence per person
             vec = _vector(plan, row, lo, hi)
             rows[msg] = vec if lattice is None else _on_lattice(lattice, q.fields(), vec, q)
-    elements = np.frombuffer(b"".join(rows), dtype=_DT) if rows else np.empty(0, dtype=_DT)
+    elements = (
+        np.frombuffer(b"".join(rows), dtype=ELEMENT_DTYPE)
+        if rows
+        else np.empty(0, dtype=ELEMENT_DTYPE)
+    )
     vectors = list(rows.values())
-    perm = _permutation(len(vectors))
+    perm = permutation(len(vectors))
     ctx.state.update(
         plan=plan,
         role="value",
@@ -346,8 +349,8 @@ def _value_respond(ctx: OperatorContext) -> bytes:
     engine: EcEngine = ctx.state["engine"]
     out = []
     for chunk in _split(body, counts, POINT):
-        arr = np.frombuffer(engine.blind(chunk), dtype=_DT)
-        out.append(arr[_permutation(len(arr))].tobytes())
+        arr = np.frombuffer(engine.blind(chunk), dtype=ELEMENT_DTYPE)
+        out.append(arr[permutation(len(arr))].tobytes())
     return frame({"counts": counts}, b"".join(out))
 
 

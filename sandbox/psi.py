@@ -12,7 +12,7 @@ blinded values that are compared travel and are kept x-only (32 bytes).
 Notation: H = hash_to_curve under the job's DST, a / b / k1 / k2 secret scalars (fresh per
 job), X the receiver's (or matching party's) set, Y the sender's (or value party's) set,
 I = X ∩ Y (sets: each party removes its own duplicates first). Shuffles use permutations
-drawn from `os.urandom` (`_permutation`), never a predictable PRNG.
+drawn from `os.urandom` (`psi_sets.permutation`), never a predictable PRNG.
 
 psi.cardinality (DH-PSI-CA, De Cristofaro–Gasti–Tsudik 2012)
     1. R → S: {a·H(x)}                      (R's order: sorted by keyed digest, meaningless)
@@ -67,7 +67,6 @@ Everything is semi-honest (docs/privacy.md §1). Memory: every party keeps at mo
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -79,13 +78,11 @@ import numpy as np
 from crypto.psi_ec import POINT_BYTES, PsiGroup, PsiScalar, blind_chunk, hash_blind_chunk
 from sandbox.errors import InvalidParameters
 from sandbox.paillier import FastEncryptor
+from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation, unique_messages
 
-ELEMENT = 32
-"""A PSI message (input) or a doubly blinded abscissa: the values compared."""
 POINT = POINT_BYTES
 """A singly blinded element, 04‖x‖y, which the peer blinds again."""
 DEFAULT_BATCH = 8192
-_DT = f"S{ELEMENT}"
 Transcript = Callable[[str, "PsiMessage"], None]
 POINT_STEPS = frozenset({"psi.r.blinded", "psi.s.blinded", "pjc.p1.blinded", "pjc.p2.pairs"})
 """Steps whose elements are singly blinded points (`POINT` bytes each); the rest carry
@@ -121,42 +118,6 @@ class PsiMessage:
             for c in self.ciphertexts
         )
         return json.dumps(head).encode() + b"\n" + self.elements + cts
-
-
-def _permutation(n: int) -> np.ndarray[Any, Any]:
-    """A uniform permutation of range(n) from os.urandom (ties have probability ~n²/2^65)."""
-    keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) if n else np.empty(0, np.uint64)
-    return np.argsort(keys, kind="stable")
-
-
-def unique_messages(messages: Sequence[bytes]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """(sorted distinct messages as S32, index of each input row into them)."""
-    if any(len(m) != ELEMENT for m in messages):
-        raise InvalidParameters("PSI messages must be 32 bytes (use identifiers.JobDomain)")
-    arr = np.frombuffer(b"".join(messages), dtype=_DT)
-    order = _prefix_order(arr)
-    if order is None:  # repeated 8-byte prefixes (duplicates, or a 2^-64 coincidence)
-        uniq, inverse = np.unique(arr, return_inverse=True)
-        return uniq, inverse
-    inverse = np.empty(len(arr), dtype=np.intp)
-    inverse[order] = np.arange(len(arr))
-    return arr[order], inverse
-
-
-def _prefixes(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """The first 8 bytes of each 32-byte element as a native uint64 (same order as bytes)."""
-    return np.ascontiguousarray(arr).view(">u8").reshape(-1, ELEMENT // 8)[:, 0].astype(np.uint64)
-
-
-def _prefix_order(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
-    """The byte order of `arr`, sorting 8-byte prefixes (half the cost of sorting S32).
-
-    None when two prefixes are equal (then only the full bytes decide).
-    """
-    keys = _prefixes(arr)
-    order = np.argsort(keys)
-    ranked = keys[order]
-    return None if bool(np.any(ranked[1:] == ranked[:-1])) else order
 
 
 def _items(buf: bytes) -> list[bytes]:
@@ -202,32 +163,6 @@ class EcEngine:
         return self._run(blind_chunk, self.group.blind_packed, points, POINT)
 
 
-class _SortedSet:
-    """Membership in a fixed set of encoded elements (sorted once, binary search per batch).
-
-    Blinded abscissae are uniform, so their first 8 bytes almost surely differ: then the set
-    is sorted and searched on those prefixes as uint64 and each candidate is confirmed on
-    all 32 bytes; if two prefixes coincide, it sorts and searches the full bytes instead.
-    """
-
-    def __init__(self, elements: np.ndarray[Any, Any]) -> None:
-        order = _prefix_order(elements)
-        self.order = order if order is not None else np.argsort(elements, kind="stable")
-        self.sorted = elements[self.order]
-        self._keys = _prefixes(self.sorted) if order is not None else None
-
-    def hits(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Boolean mask over `batch`: which elements are in the set."""
-        if len(self.sorted) == 0:
-            return np.zeros(len(batch), dtype=bool)
-        if self._keys is None:
-            pos = np.searchsorted(self.sorted, batch)
-        else:
-            pos = np.searchsorted(self._keys, _prefixes(batch))
-        pos = np.minimum(pos, len(self.sorted) - 1)
-        return np.asarray(self.sorted[pos] == batch)
-
-
 # -- psi.cardinality and psi.intersection ------------------------------------------------------
 
 
@@ -241,9 +176,9 @@ class PsiReceiver:
         self._engine = engine
         self._reveal = reveal_members
         self._batch = batch
-        self._doubles = np.empty(len(self._uniq), dtype=_DT)
+        self._doubles = np.empty(len(self._uniq), dtype=ELEMENT_DTYPE)
         self._filled = 0
-        self._set: _SortedSet | None = None
+        self._set: SortedSet | None = None
         self._hits: list[np.ndarray[Any, Any]] = []
         self._pairs: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
         self.sender_size = 0
@@ -265,7 +200,7 @@ class PsiReceiver:
 
     def receive_doubles(self, msg: PsiMessage) -> None:
         """Step 2: b·a·H(x) (R's order for intersection, shuffled for cardinality)."""
-        arr = np.frombuffer(msg.elements, dtype=_DT)
+        arr = np.frombuffer(msg.elements, dtype=ELEMENT_DTYPE)
         if self._filled + len(arr) > len(self._doubles):
             raise InvalidParameters("more double blindings than elements sent")
         self._doubles[self._filled : self._filled + len(arr)] = arr
@@ -276,8 +211,8 @@ class PsiReceiver:
         if self._filled != len(self._doubles):
             raise InvalidParameters("sender elements before all double blindings")
         if self._set is None:
-            self._set = _SortedSet(self._doubles)
-        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=_DT)
+            self._set = SortedSet(self._doubles)
+        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=ELEMENT_DTYPE)
         hit = self._set.hits(mine)
         self._hits.append(mine[hit])
         if self._reveal:  # which of R's elements each hit is, and where it was in S's stream
@@ -294,7 +229,7 @@ class PsiReceiver:
         """Indices of R's input rows whose identifier is in Y (intersection mode only)."""
         if not self._reveal:
             raise InvalidParameters("this receiver runs psi.cardinality: members are not revealed")
-        hits = np.concatenate(self._hits) if self._hits else np.empty(0, dtype=_DT)
+        hits = np.concatenate(self._hits) if self._hits else np.empty(0, dtype=ELEMENT_DTYPE)
         in_set = np.isin(self._doubles, hits)
         return [int(i) for i in np.flatnonzero(in_set[self._inverse])]
 
@@ -346,13 +281,13 @@ class PsiSender:
 
     def shuffled_doubles(self) -> Iterator[PsiMessage]:
         """Step 2 (cardinality): every held double blinding, in one uniform random order."""
-        arr = np.frombuffer(b"".join(self._held), dtype=_DT)
+        arr = np.frombuffer(b"".join(self._held), dtype=ELEMENT_DTYPE)
         self._held = []
-        yield from _batches("psi.s.doubled", arr[_permutation(len(arr))], self._batch)
+        yield from _batches("psi.s.doubled", arr[permutation(len(arr))], self._batch)
 
     def own(self) -> Iterator[PsiMessage]:
         """Step 3: {b·H(y)} in a uniform random order, hashed batch by batch."""
-        perm = self._perm = _permutation(len(self._uniq))
+        perm = self._perm = permutation(len(self._uniq))
         total = max(1, -(-len(perm) // self._batch))
         for seq in range(total):
             rows = self._uniq[perm[seq * self._batch : (seq + 1) * self._batch]]
@@ -447,9 +382,9 @@ class SumMatcher:
         self._batch = batch
         self._encryptor = FastEncryptor(public_key)
         self._n2 = gmpy2.mpz(public_key.n) ** 2
-        self._doubles = np.empty(len(self._uniq), dtype=_DT)
+        self._doubles = np.empty(len(self._uniq), dtype=ELEMENT_DTYPE)
         self._filled = 0
-        self._set: _SortedSet | None = None
+        self._set: SortedSet | None = None
         self._acc = gmpy2.mpz(1)
         self.intersection_size = 0  # exact: noise it or charge it (module docstring)
 
@@ -464,7 +399,7 @@ class SumMatcher:
 
     def receive_doubles(self, msg: PsiMessage) -> None:
         """Step 2: shuffled k2·k1·H(x)."""
-        arr = np.frombuffer(msg.elements, dtype=_DT)
+        arr = np.frombuffer(msg.elements, dtype=ELEMENT_DTYPE)
         if self._filled + len(arr) > len(self._doubles):
             raise InvalidParameters("more double blindings than elements sent")
         self._doubles[self._filled : self._filled + len(arr)] = arr
@@ -477,8 +412,8 @@ class SumMatcher:
         if len(msg.ciphertexts) != msg.count:
             raise InvalidParameters("one ciphertext per element is required")
         if self._set is None:
-            self._set = _SortedSet(self._doubles)
-        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=_DT)
+            self._set = SortedSet(self._doubles)
+        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=ELEMENT_DTYPE)
         acc, n2 = self._acc, self._n2
         for i in np.flatnonzero(self._set.hits(mine)):
             c = msg.ciphertexts[int(i)]
@@ -525,13 +460,13 @@ class SumValueParty:
         self._held.append(self._engine.blind(msg.elements))
 
     def shuffled_doubles(self) -> Iterator[PsiMessage]:
-        arr = np.frombuffer(b"".join(self._held), dtype=_DT)
+        arr = np.frombuffer(b"".join(self._held), dtype=ELEMENT_DTYPE)
         self._held = []
-        yield from _batches("pjc.p2.doubled", arr[_permutation(len(arr))], self._batch)
+        yield from _batches("pjc.p2.doubled", arr[permutation(len(arr))], self._batch)
 
     def pairs(self) -> Iterator[PsiMessage]:
         """Step 3: (k2·H(y), Enc(t)) in a uniform random order, batch by batch."""
-        perm = _permutation(len(self._uniq))
+        perm = permutation(len(self._uniq))
         if len(perm) > 32:
             self._encryptor.precompute()
         total = max(1, -(-len(perm) // self._batch))

@@ -32,9 +32,11 @@ POSTGRES_URL = os.environ.get("PDX_TEST_POSTGRES_URL")
 
 
 # Tests that start real processes (servers, nodes, browsers, witnesses, chains) or kill
-# them. Under `pytest -n` (make test) they form one xdist group, so they run one after the
-# other on one worker while the other workers take the in-process tests: two of them at
-# once on a 2-core machine would push each other past their start-up deadlines.
+# them. Under `pytest -n` (make test) they are one unit of work, run one after the other on
+# one worker while the other workers take the in-process tests: two of them at once on a
+# 2-core machine would push each other past their start-up deadlines. (The scheduler
+# below, not `xdist_group`: pytest-xdist 3.8 renames node ids that pytest 9 no longer
+# reads, so `--dist loadgroup` does not group.)
 PROCESS_TESTS = frozenset(
     {
         "test_api_consistency.py",
@@ -59,19 +61,29 @@ PROCESS_TESTS = frozenset(
 PROCESS_DIRS = frozenset({"attacks", "faults"})
 
 
-def _starts_processes(item: pytest.Item) -> bool:
-    path = item.path
-    return (
-        path.name in PROCESS_TESTS
-        or path.parent.name in PROCESS_DIRS
-        or item.get_closest_marker("e2e") is not None
-    )
+def starts_processes(nodeid: str) -> bool:
+    """Whether the test `nodeid` names is one of the process tests above."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    return parts[-1] in PROCESS_TESTS or (len(parts) > 2 and parts[-2] in PROCESS_DIRS)
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pragma: no cover - pytest without xdist runs everything in order
+    pass
+else:
+
+    class _ProcessTestsTogether(LoadScopeScheduling):
+        """Every in-process test its own unit of work; the process tests one unit."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "process-tests" if starts_processes(nodeid) else nodeid
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        return _ProcessTestsTogether(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _starts_processes(item):
-            item.add_marker(pytest.mark.xdist_group("processes"))
     if POSTGRES_URL:
         return
     if os.environ.get("CI") == "true":

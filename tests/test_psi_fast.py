@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from crypto import InvalidGroupElement, psi_group
 from crypto import _h2c_p256 as h2c
 from crypto import _ossl_p256 as ossl
-from sandbox import psi
+from sandbox import psi, psi_sets
 from sandbox.isolation import Limits, OperatorRegistry, OperatorSpec, Sandbox, SandboxResult
 
 TESTS = Path(__file__).resolve().parent
@@ -316,7 +316,7 @@ def test_sorted_set_and_unique_fall_back_when_prefixes_collide() -> None:
     tied = [base[0][:8] + os.urandom(24) for _ in range(5)]  # same prefix, other bytes
     for elems in (base, base + tied):
         arr = np.frombuffer(b"".join(elems), dtype="S32")
-        s = psi._SortedSet(arr)
+        s = psi_sets.SortedSet(arr)
         want_sorted = b"".join(sorted(elems))  # (S32 items drop trailing NULs: compare bytes)
         assert s.sorted.tobytes() == want_sorted == arr[s.order].tobytes()
         probes = elems[::3] + [os.urandom(32), base[0][:8] + os.urandom(24)] + tied[:2]
@@ -326,5 +326,5 @@ def test_sorted_set_and_unique_fall_back_when_prefixes_collide() -> None:
         uniq, inverse = psi.unique_messages(rows)
         want, want_inv = np.unique(np.frombuffer(b"".join(rows), dtype="S32"), return_inverse=True)
         assert uniq.tobytes() == want.tobytes() and list(inverse) == list(want_inv)
-    empty = psi._SortedSet(np.empty(0, dtype="S32"))
+    empty = psi_sets.SortedSet(np.empty(0, dtype="S32"))
     assert list(empty.hits(np.frombuffer(base[0], dtype="S32"))) == [False]
