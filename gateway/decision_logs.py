@@ -103,6 +103,9 @@ class DecisionLogWriter:
         self._unreported = 0
         self._pending: list[tuple[policies.Decision, str | None]] = []
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        """Held through a write: a flush returns only once every log taken before it is
+        committed, also those the writer's own thread took a moment earlier."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,6 +132,11 @@ class DecisionLogWriter:
             log.error("decision logs: %d dropped over the cap of %d", over, self.max_pending)
 
     def flush(self) -> int:
+        """Write what is pending; on return, every log added before the call is stored."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self._lock:
             pending, self._pending = self._pending, []
             unreported = self._unreported

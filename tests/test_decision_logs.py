@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -50,6 +51,40 @@ def test_failed_flush_keeps_the_batch_for_the_next_one(platform: Platform, creds
         ids = session.scalars(select(DecisionLog.decision_id).order_by(DecisionLog.decision_id))
         assert list(ids) == ["d-0", "d-1", "d-2", "d-3"]
         assert session.scalar(select(func.count()).select_from(DecisionLog)) == 4
+
+
+def test_a_flush_returns_only_after_a_batch_another_thread_took_is_committed(
+    platform: Platform, creds: object
+) -> None:
+    # The writer's thread takes the batch, then waits inside its write; a reader's flush
+    # (the console, a policy dry run, AUD-10) must not return before that write commits.
+    inside, release = threading.Event(), threading.Event()
+
+    def sessions() -> Session:
+        if threading.current_thread().name == "writer":
+            inside.set()
+            release.wait(30)
+        return platform.session()
+
+    writer = DecisionLogWriter(sessions)
+    writer.add(_decision(0), request_id="req-0")
+    background = threading.Thread(target=writer.flush, name="writer")
+    background.start()
+    assert inside.wait(30)
+    seen: list[int] = []
+
+    def read_after_flush() -> None:
+        writer.flush()
+        with platform.session() as session:
+            seen.append(session.scalar(select(func.count()).select_from(DecisionLog)) or 0)
+
+    reader = threading.Thread(target=read_after_flush)
+    reader.start()
+    reader.join(0.5)  # the old flush returned here at once, with nothing written yet
+    release.set()
+    reader.join(30)
+    background.join(30)
+    assert seen == [1]
 
 
 def test_over_the_cap_the_oldest_are_dropped_counted_reported_and_not_ready(
