@@ -37,6 +37,7 @@ from exchange.analysis_rules import AnalysisRulesViolation
 from exchange.approval_binding import ApprovalMismatch
 from exchange.backup import BackupError, RestoreRefused
 from exchange.budgets import BudgetExceeded
+from exchange.computations.fl_rounds import FlRoundTimeout
 from exchange.computations.signed_approvals import ApprovalSignatureInvalid, SigningKeyUnknown
 from exchange.custody import NodeAddressRefused, NodeDataShredded, NodeUnreachable
 from exchange.identity import StoreMismatch
@@ -278,6 +279,9 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     ApprovalMismatch: ProblemType(409),
     ApprovalSignatureInvalid: ProblemType(403),
     SigningKeyUnknown: ProblemType(422),
+    # A federated job under a requester key whose requester left a round open past its
+    # deadline: the job's failure code, and the answer to a late reply.
+    FlRoundTimeout: ProblemType(409),
     # crypto: key-management refusals a caller can act on (they name no key material);
     # every other crypto error is one opaque answer.
     ce.CryptoError: _OPAQUE_CRYPTO,

@@ -54,6 +54,7 @@ VARIABLES: list[tuple[str, str, Any, str, Any]] = [
     ("PDX_QUOTA_QUEUED_PER_ORG", "quota_queued_per_org", 20, "0", 0),
     ("PDX_QUOTA_RUNNING_PER_ORG", "quota_running_per_org", 1, "3", 3),
     ("PDX_JOB_WORKERS", "job_workers", 2, "4", 4),
+    ("PDX_FL_ROUND_TIMEOUT_S", "fl_round_timeout_s", 600, "30", 30),
     ("PDX_MAX_OUTPUT_VALUES", "max_output_values", 10_000, "9", 9),
     ("PDX_MAX_ROW_PASSES", "max_row_passes", 2_000_000_000, "9", 9),
     ("PDX_PRIVACY_LINEAGE_EPSILON", "privacy_lineage_epsilon", 3.0, "5", 5.0),
