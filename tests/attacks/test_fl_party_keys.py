@@ -22,7 +22,6 @@ providers' own nodes is still refused.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -41,7 +40,7 @@ from sandbox.fl_local import local_train, logloss_sum
 from sandbox.party_fl import UPDATE_BITS
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
-from tests.helpers.i15_keys import REPO, core_dump, files_under, search, start_node
+from tests.helpers.i15_keys import core_dump, files_under, search, start_node, start_requester
 from tests.helpers.net import free_port
 from tests.helpers.s13_fl_keys import (
     FEATURES,
@@ -129,26 +128,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         r = api.post("/v1/computations", headers=ent, json=request)
         assert r.status_code == 422 and r.json()["field"] == "job_key", r.text
         out = tmp / "requester"
-        out.mkdir()
-        (out / "requester.py").write_text(fl_requester_script())
         bodies = [request, {**request, "inputs": private_inputs, "params": PRIVATE}]
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(REPO / "sdk"),
-            "PYTHONNOUSERSITE": "1",
-            "PDX_URL": server.url,
-            "PDX_TOKEN": ent["Authorization"].removeprefix("Bearer "),
-            "REQUESTER_OUT": str(out),
-            "REQUEST_BODIES": json.dumps(bodies),
-        }
-        requester = subprocess.Popen(
-            [sys.executable, str(out / "requester.py")],
-            cwd=out,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        token = ent["Authorization"].removeprefix("Bearer ")
+        requester = start_requester(
+            out, fl_requester_script(), server.url, token, REQUEST_BODIES=json.dumps(bodies)
         )
         assert requester.stdout is not None
         for _ in bodies:

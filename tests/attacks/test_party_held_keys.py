@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -41,12 +39,12 @@ import pytest
 
 from sandbox.coordinator import ResultParty
 from tests.helpers.i15_keys import (
-    REPO,
     REQUESTER,
     core_dump,
     files_under,
     search,
     start_node,
+    start_requester,
 )
 from tests.helpers.net import free_port
 from tests.helpers.server import start_server
@@ -133,25 +131,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         r = api.post("/v1/computations", headers=ent, json=request)
         assert r.status_code == 422 and r.json()["field"] == "job_key", r.text
         out = tmp / "requester"
-        out.mkdir()
-        (out / "requester.py").write_text(REQUESTER)
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(REPO / "sdk"),
-            "PYTHONNOUSERSITE": "1",
-            "PDX_URL": server.url,
-            "PDX_TOKEN": ent["Authorization"].removeprefix("Bearer "),
-            "REQUESTER_OUT": str(out),
-            "REQUEST_BODY": json.dumps(request),
-        }
-        requester = subprocess.Popen(
-            [sys.executable, str(out / "requester.py")],
-            cwd=out,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        token = ent["Authorization"].removeprefix("Bearer ")
+        requester = start_requester(
+            out, REQUESTER, server.url, token, REQUEST_BODY=json.dumps(request)
         )
         assert requester.stdout is not None
         line = requester.stdout.readline()

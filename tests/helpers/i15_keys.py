@@ -131,6 +131,38 @@ def start_node(
     raise AssertionError("the node did not start: " + "".join(lines)[-2000:])
 
 
+def start_requester(
+    out: Path, script: str, url: str, token: str, **extra: str
+) -> subprocess.Popen[str]:
+    """The requester as its own process: `script` run with only the SDK on its path.
+
+    It writes what it learns under `out` (`REQUESTER_OUT`); `extra` adds environment
+    variables (the request bodies). Its stdout is the caller's to read.
+    """
+    out.mkdir()
+    (out / "requester.py").write_text(script)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO / "sdk"),
+        "PYTHONNOUSERSITE": "1",
+        "PDX_URL": url,
+        "PDX_TOKEN": token,
+        "REQUESTER_OUT": str(out),
+        **extra,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(out / "requester.py")],
+        cwd=out,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc
+
+
 def _serve_node(port: int, email: str, password: str) -> None:
     import syft as sy  # type: ignore[import-untyped]
     from syft.service.user.user_roles import ServiceRole  # type: ignore[import-untyped]

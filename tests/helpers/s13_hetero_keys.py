@@ -12,10 +12,8 @@ and of the requester (the control that holds the key), and the requester's facts
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.i15_keys import REPO, REQUESTER, core_dump, start_node
+from tests.helpers.i15_keys import REQUESTER, core_dump, start_node, start_requester
 from tests.helpers.i18_wiring import PURPOSE, declare_key, register_pi
 from tests.helpers.net import free_port
 from tests.helpers.server import start_server
@@ -86,26 +84,10 @@ def party_key_run(
         r = api.post("/v1/computations", headers=ent, json=request)
         assert r.status_code == 422 and r.json()["field"] == "job_key", r.text
         out = tmp / "requester"
-        out.mkdir()
         script = REQUESTER.replace(_PRINT_ID, _PRINT_ID + 'print("ID", comp_id, flush=True)\n')
-        (out / "requester.py").write_text(script)
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(REPO / "sdk"),
-            "PYTHONNOUSERSITE": "1",
-            "PDX_URL": server.url,
-            "PDX_TOKEN": ent["Authorization"].removeprefix("Bearer "),
-            "REQUESTER_OUT": str(out),
-            "REQUEST_BODY": json.dumps(request),
-        }
-        requester = subprocess.Popen(
-            [sys.executable, str(out / "requester.py")],
-            cwd=out,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        token = ent["Authorization"].removeprefix("Bearer ")
+        requester = start_requester(
+            out, script, server.url, token, REQUEST_BODY=json.dumps(request)
         )
         assert requester.stdout is not None
         line = requester.stdout.readline()
