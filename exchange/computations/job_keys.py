@@ -19,6 +19,7 @@ platform's own processes: the operator is trusted for them (docs/privacy.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -301,11 +302,9 @@ def run_fl_under_job_key(
     """
     config = FlParams.model_validate(params_raw).config()
     datasets = unique(p.dataset_id for p in providers)
-    spent = None
-    if obligations.dp_epsilon is not None:  # before any data is touched
-        delta = obligations.dp_delta or DEFAULT_DELTA
-        gate.budget.charge(datasets, obligations.dp_epsilon, delta, party.job_id)
-        spent = obligations.dp_epsilon
+    # Before any data is touched; DP-SGD needs δ > 0, so the nodes' default δ is charged.
+    charged = replace(obligations, dp_delta=obligations.dp_delta or DEFAULT_DELTA)
+    spent = gate.charge(datasets, charged, party.job_id)
     fetch, local_blobs = mask_relay(party, "fl.logreg", routes)
     keys = collect_mask_keys(providers, fetch)
     job = PartyFlJob(
