@@ -20,6 +20,7 @@ from exchange.jobs import DbPrivacyBudget, JobRunner, ThreadRunner
 from exchange.quotas import DEFAULT_QUOTAS, DEFAULT_USAGE_LIMITS, Quotas
 from exchange.trail import Trail
 from exchange.workdirs import DEFAULT_BASE, JobDirs
+from sandbox.dp import NoiseSource
 from sandbox.isolation import Sandbox
 from sandbox.nodes import NodeRegistry
 from sandbox.operators import UsageLimits, default_sandbox
@@ -69,6 +70,8 @@ class ComputeContext:
     """Memory-backed storage for decrypted inputs (`exchange.workdirs`)."""
     fl_round_timeout_s: float = 600.0
     """How long a federated run under a requester key waits for each reply (fl_rounds)."""
+    noise: NoiseSource | None = None
+    """The release gate's samplers (None: OpenDP's vetted ones); tests inject a seeded source."""
 
     def __post_init__(self) -> None:
         if self.budget is None:

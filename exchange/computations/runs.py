@@ -321,7 +321,7 @@ def _execute(
     """
     sandbox = NodeSandbox(ctx.sandbox(), prepared.routes, local_inputs=prepared.local)
     assert ctx.budget is not None
-    gate = ReleaseGate(ctx.budget)
+    gate = ReleaseGate(ctx.budget, noise=ctx.noise)
     params = OPERATORS[operator].params.model_validate(params_raw)
     plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
     if party is not None and plan is not None:
