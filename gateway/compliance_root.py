@@ -23,7 +23,7 @@ import audit
 import audit.compliance
 import exchange.computations
 import policies
-from audit.compliance import ComplianceRun, ConfigFacts, RetentionRun
+from audit.compliance import ComplianceRun, ConfigFacts, RetentionRun, RunRecorder
 from audit.workspace import DecisionSink
 from exchange import deidentification
 from exchange.computations import DEFAULT_RETENTION
@@ -182,26 +182,15 @@ class ComplianceServices:
             recorder=self._recorder(by),
         )
 
-    def _recorder(self, by: audit.Subject) -> Callable[..., int | None]:
+    def _recorder(self, by: audit.Subject) -> RunRecorder:
+        """Records a run's event as `by`, with its ledger entry; returns the entry's index."""
+
         def record(
-            session: Session,
-            *,
-            event_type: str,
-            action: str,
-            object_id: str,
-            detail: str,
-            payload_digest: str,
-            now: datetime,
+            session: Session, event: audit.AuditEvent, *, payload_digest: str, now: datetime
         ) -> int | None:
+            object_type = str(event.event_type).split(".")[0]
             receipt = self.platform.trail.record(
-                session,
-                by,
-                audit.AuditEvent(
-                    event_type, action, audit.Result.SUCCESS, object_id=object_id, detail=detail
-                ),
-                object_type=event_type.split(".")[0],
-                payload_digest=payload_digest,
-                now=now,
+                session, by, event, object_type=object_type, payload_digest=payload_digest, now=now
             )
             return receipt.ledger_index
 
