@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from fastapi import Request
@@ -11,6 +10,7 @@ from fastapi import Request
 import audit
 import exchange
 from audit.catalogue import Event
+from gateway.periodic import Ticking, every
 from gateway.platform import Platform
 
 log = logging.getLogger("pdx.gateway")
@@ -108,22 +108,20 @@ class BurstWriter:
         self._platform = platform
         self._bursts = bursts
         self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticking: Ticking | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pdx-audit-bursts", daemon=True)
-        self._thread.start()
+        self._ticking = every("audit-bursts", self._interval, self._write_due, log)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._ticking is not None:
+            stop, thread = self._ticking
+            stop.set()
+            thread.join(timeout=10)
         self._write(self._bursts.drain())
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._write(self._bursts.due(self._platform.now()))
+    def _write_due(self) -> None:
+        self._write(self._bursts.due(self._platform.now()))
 
     def _write(self, bursts: list[audit.Burst]) -> None:
         if not bursts:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +22,14 @@ import audit
 import audit.compliance
 import exchange.computations
 import policies
-from audit.compliance import ComplianceRun, ConfigFacts, RetentionRun
+from audit.compliance import ComplianceRun, ConfigFacts, RetentionRun, RunRecorder
 from audit.workspace import DecisionSink
 from exchange import deidentification
 from exchange.computations import DEFAULT_RETENTION
 from exchange.facts import DeploymentFactsReader
 from exchange.jobs import DEFAULT_DELTA_BUDGET, DEFAULT_EPSILON_BUDGET
 from gateway.ledger_signer import ledger_signer_for
+from gateway.periodic import Ticking, every
 from gateway.settings import ComplianceSettings, Settings
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class ComplianceServices:
     token_algorithm: str | None = None
     """CRY-02: the signature algorithm of the app's access tokens (set once an app exists)."""
     sink: DecisionSink | None = None
-    _threads: list[tuple[threading.Event, threading.Thread]] = field(default_factory=list)
+    _threads: list[Ticking] = field(default_factory=list)
 
     def facts(self, settings: Settings | None = None) -> DeploymentFactsReader:
         s = settings or self.platform.settings
@@ -182,26 +182,15 @@ class ComplianceServices:
             recorder=self._recorder(by),
         )
 
-    def _recorder(self, by: audit.Subject) -> Callable[..., int | None]:
+    def _recorder(self, by: audit.Subject) -> RunRecorder:
+        """Records a run's event as `by`, with its ledger entry; returns the entry's index."""
+
         def record(
-            session: Session,
-            *,
-            event_type: str,
-            action: str,
-            object_id: str,
-            detail: str,
-            payload_digest: str,
-            now: datetime,
+            session: Session, event: audit.AuditEvent, *, payload_digest: str, now: datetime
         ) -> int | None:
+            object_type = str(event.event_type).split(".")[0]
             receipt = self.platform.trail.record(
-                session,
-                by,
-                audit.AuditEvent(
-                    event_type, action, audit.Result.SUCCESS, object_id=object_id, detail=detail
-                ),
-                object_type=event_type.split(".")[0],
-                payload_digest=payload_digest,
-                now=now,
+                session, by, event, object_type=object_type, payload_digest=payload_digest, now=now
             )
             return receipt.ledger_index
 
@@ -253,18 +242,8 @@ class ComplianceServices:
     # -- schedules ------------------------------------------------------------------------
 
     def _every(self, name: str, interval_s: int, job: Callable[[], Any]) -> None:
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(interval_s):
-                try:
-                    job()
-                except Exception:  # the next tick tries again; ZT-06/PI-11 report lateness
-                    log.exception("scheduled %s failed", name)
-
-        thread = threading.Thread(target=loop, name=f"pdx-{name}", daemon=True)
-        self._threads.append((stop, thread))
-        thread.start()
+        # A failed run is logged and tried at the next tick; ZT-06/PI-11 report lateness.
+        self._threads.append(every(name, interval_s, job, log))
 
     def start(self) -> None:
         if self.settings.retention_interval_s:

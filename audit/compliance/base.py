@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
+from audit.events import AuditEvent
 
 # The requirements document ships with the repository (docs/compliance.md).
 DEFAULT_DOC = Path(__file__).resolve().parents[2] / "docs" / "compliance.md"
@@ -302,15 +303,7 @@ class RunRecorder(Protocol):
     """Writes an audit record + ledger entry in the caller's transaction; returns the index."""
 
     def __call__(
-        self,
-        session: Session,
-        *,
-        event_type: str,
-        action: str,
-        object_id: str,
-        detail: str,
-        payload_digest: str,
-        now: datetime,
+        self, session: Session, event: AuditEvent, *, payload_digest: str, now: datetime
     ) -> int | None: ...
 
 

@@ -19,6 +19,7 @@ from audit.compliance.base import (
 )
 from audit.compliance.models import ComplianceRun, RiskReport
 from audit.compliance.runner import canonical, signed_report
+from audit.events import AuditEvent, Result
 from ledger.models import LedgerEntry
 
 IMPORTANT = ("important", "core")
@@ -103,15 +104,14 @@ def record(
     """Sign the report and put its digest on the ledger, in `session`'s transaction."""
     body, digest, signature = signed_report(body, by=by, signer=signer)
     report_id = body["id"]
-    index = recorder(
-        session,
-        event_type=RISK_REPORT,
-        action="assess",
+    event = AuditEvent(
+        RISK_REPORT,
+        "assess",
+        Result.SUCCESS,
         object_id=f"risk-report-{report_id}",
         detail=f"{body['volumes']['datasets']} important datasets, {len(body['risks'])} risks",
-        payload_digest=digest,
-        now=now,
     )
+    index = recorder(session, event, payload_digest=digest, now=now)
     session.add(
         RiskReport(
             id=report_id,

@@ -30,6 +30,7 @@ from audit.compliance.base import (
     load_requirements,
 )
 from audit.compliance.models import ComplianceRun
+from audit.events import AuditEvent, Result
 
 CHECKS: dict[str, Check] = {
     **config.CHECKS,
@@ -142,16 +143,15 @@ def record_run(
     body, digest, signature = signed_report(report, by=by, signer=signer)
     run_id = body["id"]
     summary = body["summary"]
-    index = recorder(
-        session,
-        event_type=COMPLIANCE_RUN,
-        action="check",
+    event = AuditEvent(
+        COMPLIANCE_RUN,
+        "check",
+        Result.SUCCESS,
         object_id=f"compliance-run-{run_id}",
         detail=f"pass {summary['pass']} fail {summary['fail']} "
         f"n/a {summary['not-applicable']} not-automated {summary['not-automated']}",
-        payload_digest=digest,
-        now=now,
     )
+    index = recorder(session, event, payload_digest=digest, now=now)
     stored = {
         **body,
         "digest": digest,

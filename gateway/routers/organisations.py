@@ -61,13 +61,9 @@ class Me(BaseModel):
 
 
 def _public(org: exchange.Organisation, ledger_index: int | None = None) -> OrganisationPublic:
-    return OrganisationPublic(
-        id=org.id,
-        name=org.name,
-        kind=org.kind,
-        created_at=org.created_at,
-        ledger_index=ledger_index,
-    )
+    public = OrganisationPublic.model_validate(org, from_attributes=True)
+    public.ledger_index = ledger_index
+    return public
 
 
 def new_account(kind: str) -> Resources:
