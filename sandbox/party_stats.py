@@ -66,6 +66,7 @@ __all__ = [
     "mask_blobs",
     "mask_public",
     "party_partial",
+    "result_document",
     "run_party_stats",
     "unpack_aggregate",
 ]
@@ -410,19 +411,36 @@ def unpack_aggregate(party: PartyJob, aggregate: bytes) -> tuple[Envelope, dict[
 def encrypted_result(query: StatsQuery, party: PartyJob, aggregate: bytes) -> dict[str, Any]:
     """The result document the requester's `JobKey.decrypt` opens (public facts + ciphertext)."""
     _, ciphertexts = unpack_aggregate(party, aggregate)
+    edges = query.edges() if query.op == "stats.histogram" else None
+    return result_document(query, party, ciphertexts, bin_edges=edges)
+
+
+def result_document(
+    query: StatsQuery,
+    party: PartyJob,
+    ciphertexts: Mapping[str, Any],
+    *,
+    bin_edges: list[float] | None,
+    **head: Any,
+) -> dict[str, Any]:
+    """A requester-key result: the query's and job's public facts, then `ciphertexts`.
+
+    `head` (a join's own facts) follows the operator.
+    """
     plan = party.plan(query)
     return {
         "format": ENCRYPTED_FORMAT,
         "scheme": "paillier",
         "key_fingerprint": party.fingerprint,
         "operator": query.op,
+        **head,
         "columns": list(query.columns),
         "group_by": query.group_by,
         "groups": list(query.group_keys),
         "fields": list(query.fields()),
         "decimals": query.decimals,
         "clip": list(query.clip) if query.clip else None,
-        "bin_edges": query.edges() if query.op == "stats.histogram" else None,
+        "bin_edges": bin_edges,
         "min_cohort": party.min_cohort,
         "providers": party.providers,
         "dp": party.dp,
