@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from webauthn import (
@@ -146,11 +148,22 @@ def credential_id_of(credential_json: str) -> str:
         raise PasskeyRejected("malformed credential") from None
 
 
+@contextmanager
+def _refused(invalid: type[Exception]) -> Iterator[None]:
+    """py_webauthn's refusals (`invalid`, bad JSON) and malformed input as `PasskeyRejected`."""
+    try:
+        yield
+    except (invalid, InvalidJSONStructure, WebAuthnException) as exc:
+        raise PasskeyRejected(str(exc)) from None
+    except (ValueError, TypeError, KeyError):
+        raise PasskeyRejected("malformed credential") from None
+
+
 def verify_attestation(
     credential_json: str, *, challenge: bytes, rp_id: str, origins: list[str]
 ) -> RegisteredKey:
     """Verify a registration (attestation 'none' or self/packed) for this RP and origin."""
-    try:
+    with _refused(InvalidRegistrationResponse):
         cred = parse_registration_credential_json(credential_json)
         verified = verify_registration_response(
             credential=cred,
@@ -158,10 +171,6 @@ def verify_attestation(
             expected_rp_id=rp_id,
             expected_origin=origins,
         )
-    except (InvalidRegistrationResponse, InvalidJSONStructure, WebAuthnException) as exc:
-        raise PasskeyRejected(str(exc)) from None
-    except (ValueError, TypeError, KeyError):
-        raise PasskeyRejected("malformed credential") from None
     transports = tuple(t.value for t in (cred.response.transports or []))
     return RegisteredKey(
         credential_id=bytes_to_base64url(verified.credential_id),
@@ -185,7 +194,7 @@ def verify_assertion(
     A counter that does not move forward (when either side is non-zero) is refused:
     the mark of a cloned authenticator (WebAuthn §6.1.1).
     """
-    try:
+    with _refused(InvalidAuthenticationResponse):
         verified = verify_authentication_response(
             credential=parse_authentication_credential_json(credential_json),
             expected_challenge=challenge,
@@ -194,10 +203,6 @@ def verify_assertion(
             credential_public_key=public_key,
             credential_current_sign_count=sign_count,
         )
-    except (InvalidAuthenticationResponse, InvalidJSONStructure, WebAuthnException) as exc:
-        raise PasskeyRejected(str(exc)) from None
-    except (ValueError, TypeError, KeyError):
-        raise PasskeyRejected("malformed credential") from None
     if (sign_count or verified.new_sign_count) and verified.new_sign_count <= sign_count:
         raise PasskeyRejected("sign count did not increase: possibly a cloned authenticator")
     return verified.new_sign_count

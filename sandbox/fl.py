@@ -78,8 +78,6 @@ from sandbox.fl_local import load_rows, local_train, logloss_sum
 from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
 from sandbox.release import (
     Candidate,
-    Measure,
-    Partition,
     Release,
     ReleaseGate,
     ReleaseObligations,
@@ -410,14 +408,8 @@ class FlJob:
             setup_seconds=setup,
             bounds=cfg.feature_bounds if plan else None,
         )
-        cand = Candidate(
-            "fl.logreg",
-            (Partition("*", n_total, tuple(Measure(f"w{i}", float(v)) for i, v in enumerate(w))),),
-            datasets,
-            unique(p.provider_id for p in self.providers),
-        )
         return gate.release_model(
-            cand,
+            Candidate.model("fl.logreg", "*", n_total, w, self.providers),
             obligations,
             self.job_id,
             model,

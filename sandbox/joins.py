@@ -26,6 +26,7 @@ from typing import Any
 import phe  # type: ignore[import-untyped]
 
 from sandbox._registry import ProviderInput
+from sandbox._stats_query import StatsQuery
 from sandbox.coordinator import SECURITY_MODEL, Decrypted, ResultParty
 from sandbox.errors import (
     CohortTooSmall,
@@ -37,11 +38,11 @@ from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
 from sandbox.join_party import unframe
 from sandbox.party_stats import (
-    ENCRYPTED_FORMAT,
     PartyJob,
     collect_mask_keys,
     mask_blobs,
     mask_public,
+    result_document,
 )
 from sandbox.release import GatedAggregate, Release, ReleaseGate, ReleaseObligations, unique
 from sandbox.stats import StatsResult, candidate, finish
@@ -217,24 +218,13 @@ class JoinJob:
         return result
 
     def decrypt(self, data: bytes) -> Decrypted:
-        header, body = unframe(data)
         q = self.plan.query
-        groups, fields = len(q.group_keys), len(q.fields())
-        if (header.get("job_id"), header.get("groups"), header.get("fields")) != (
-            self.job_id,
-            groups,
-            fields,
-        ):
-            raise HomomorphicMismatch("join result belongs to another job or layout")
         assert self.result_party is not None
         sk = _private_key(self.result_party)
         n = int(sk.public_key.n)
-        width = (2 * n.bit_length() + 7) // 8
-        if len(body) != groups * fields * width:
-            raise HomomorphicMismatch("malformed join result")
         values = []
-        for i in range(groups * fields):
-            m = int(sk.raw_decrypt(int.from_bytes(body[i * width : (i + 1) * width], "big")))
+        for c in _result_ciphertexts(data, self.job_id, q, n):
+            m = int(sk.raw_decrypt(c))
             values.append(m - n if m > n // 2 else m)
         return Decrypted(q.op, q.layout(), values, 1)
 
@@ -298,43 +288,37 @@ def encrypted_join_result(job: JoinJob, data: bytes) -> dict[str, Any]:
     """The result document `pdx_client.jobkeys.JobKey.decrypt` opens (one value per ciphertext)."""
     party = job.party
     assert party is not None
-    header, body = unframe(data)
-    q = job.plan.query
-    groups, fields = len(q.group_keys), len(q.fields())
-    if (header.get("job_id"), header.get("groups"), header.get("fields")) != (
-        job.job_id,
-        groups,
-        fields,
-    ):
-        raise HomomorphicMismatch("join result belongs to another job or layout")
-    width = (2 * party.n.bit_length() + 7) // 8
-    if len(body) != groups * fields * width:
-        raise HomomorphicMismatch("malformed join result")
-    cts = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
-    plan = party.plan(q)
-    return {
-        "format": ENCRYPTED_FORMAT,
-        "scheme": "paillier",
-        "key_fingerprint": party.fingerprint,
-        "operator": q.op,
-        "join_operator": job.operator,
-        "join": job.plan.join.model_dump(mode="json"),
-        "columns": list(q.columns),
-        "group_by": q.group_by,
-        "groups": list(q.group_keys),
-        "fields": list(q.fields()),
-        "decimals": q.decimals,
-        "clip": list(q.clip) if q.clip else None,
-        "bin_edges": None,
-        "min_cohort": party.min_cohort,
-        "providers": party.providers,
-        "dp": party.dp,
-        "noise": plan.params() if plan is not None else None,
+    cts = _result_ciphertexts(data, job.job_id, job.plan.query, party.n)
+    ciphertexts = {
         "packing": None,
         "length": len(cts),
         "addends": 1,
         "ciphertexts": [format(c, "x") for c in cts],
     }
+    return result_document(
+        job.plan.query,
+        party,
+        ciphertexts,
+        bin_edges=None,
+        join_operator=job.operator,
+        join=job.plan.join.model_dump(mode="json"),
+    )
+
+
+def _result_ciphertexts(data: bytes, job_id: str, query: StatsQuery, n: int) -> list[int]:
+    """The ciphertexts (mod n²) of a join result framed for `job_id` in `query`'s layout."""
+    header, body = unframe(data)
+    groups, fields = len(query.group_keys), len(query.fields())
+    if (header.get("job_id"), header.get("groups"), header.get("fields")) != (
+        job_id,
+        groups,
+        fields,
+    ):
+        raise HomomorphicMismatch("join result belongs to another job or layout")
+    width = (2 * n.bit_length() + 7) // 8
+    if len(body) != groups * fields * width:
+        raise HomomorphicMismatch("malformed join result")
+    return [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
 
 
 def run_join(

@@ -31,13 +31,13 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import crypto
 from sandbox import mask_signing, party_stats
 from sandbox._registry import REGISTRY, default_sandbox
 from sandbox.errors import SandboxError
-from sandbox.isolation import SandboxFailure, SandboxOutcome, SandboxResult
+from sandbox.isolation import FailureReason, SandboxFailure, SandboxOutcome, SandboxResult
 
 __all__ = [
     "MOCK_OUTPUT",
@@ -54,16 +54,7 @@ __all__ = [
 
 MOCK_OUTPUT = b"PDXMOCK\n"
 _OUT_MAGIC = b"PDXNODE1\n"
-_REASONS = frozenset(
-    {
-        "memory-limit",
-        "cpu-limit",
-        "timeout",
-        "operator-error",
-        "isolation-unavailable",
-        "output-too-large",
-    }
-)
+_REASONS: frozenset[str] = frozenset(get_args(FailureReason))
 
 
 class NodeError(SandboxError):

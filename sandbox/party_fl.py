@@ -43,7 +43,6 @@ from sandbox._registry import ProviderInput
 from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import (
     Coordinator,
-    Envelope,
     JobPublic,
     PartyView,
     SecurityModel,
@@ -55,8 +54,13 @@ from sandbox.fl_local import load_rows, local_train, logloss_sum
 from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
 from sandbox.masks import apply_masks
 from sandbox.noise_shares import tolerated
-from sandbox.paillier import PackedVector
-from sandbox.party_stats import PartyJob
+from sandbox.party_stats import (
+    ADVERSARY,
+    REQUESTER_HOLDS_KEY,
+    PartyJob,
+    add_envelopes,
+    unpack_aggregate,
+)
 
 __all__ = [
     "FL_RESULT_FORMAT",
@@ -79,11 +83,9 @@ _MAX_FIXED = 1 << 80
 """A fixed-point value this large is refused: it would weaken the masks' hiding."""
 
 SECURITY_MODEL = SecurityModel(
-    adversary="semi-honest providers; a curious platform operator; a curious requester "
-    "colluding with up to t = floor(n/2) providers",
+    adversary=ADVERSARY,
     assumptions=(
-        "the requester's SDK generates and keeps the job's Paillier secret key; the platform "
-        "holds the public key and its fingerprint only",
+        REQUESTER_HOLDS_KEY,
         "each provider's node runs only the vetted fl.logreg operator its code request "
         "approved (job key fingerprint, epsilon, number of providers and cohort minimum are "
         "bound and checked on every call)",
@@ -308,16 +310,10 @@ class PartyFlJob:
     def _collect(self, sessions: Sequence[SandboxSession], step: int) -> dict[str, Any]:
         self.coordinator.reset()
         outcomes = [s.receive() for s in sessions]
-        for o in outcomes:
-            if not o.ok:
-                o.unwrap()
-        for provider, o in zip(self.providers, outcomes, strict=True):
-            self.coordinator.submit(provider.provider_id, o.unwrap())
-        return self._document(step, self.coordinator.aggregate())
+        return self._document(step, add_envelopes(self.coordinator, self.providers, outcomes))
 
     def _document(self, step: int, aggregate: bytes) -> dict[str, Any]:
-        env = Envelope.from_bytes(aggregate)
-        vec = PackedVector.from_bytes(env.payload, expect_n=self.party.n)
+        env, ciphertexts = unpack_aggregate(self.party, aggregate)
         return {
             "format": FL_ROUND_FORMAT,
             "scheme": "paillier",
@@ -336,13 +332,7 @@ class PartyFlJob:
             },
             "dp": self.party.dp,
             "min_cohort": self.party.min_cohort,
-            "packing": {
-                "slot_bits": vec.packing.slot_bits,
-                "headroom_bits": vec.packing.headroom_bits,
-            },
-            "length": vec.length,
-            "addends": vec.addends,
-            "ciphertexts": [format(c, "x") for c in vec.ciphertexts],
+            **ciphertexts,
         }
 
     def _standardisation(self, reply: Mapping[str, Any]) -> dict[str, Any]:

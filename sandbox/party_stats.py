@@ -46,7 +46,7 @@ from sandbox.coordinator import (
     seal_vector,
 )
 from sandbox.errors import CohortTooSmall, InvalidParameters
-from sandbox.isolation import OperatorContext, Sandbox, SandboxFailure, run_parallel
+from sandbox.isolation import OperatorContext, Sandbox, SandboxOutcome, run_parallel
 from sandbox.masks import apply_masks, mask_info
 from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import PackedVector
@@ -54,7 +54,10 @@ from sandbox.paillier import PackedVector
 __all__ = [
     "ENCRYPTED_FORMAT",
     "SECURITY_MODEL",
+    "ADVERSARY",
+    "REQUESTER_HOLDS_KEY",
     "PartyJob",
+    "add_envelopes",
     "check_binding",
     "collect_mask_keys",
     "encrypted_result",
@@ -63,18 +66,28 @@ __all__ = [
     "mask_blobs",
     "mask_public",
     "party_partial",
+    "result_document",
     "run_party_stats",
+    "unpack_aggregate",
 ]
 
 ENCRYPTED_FORMAT = "pdx-encrypted-aggregate/1"
 """Must equal `pdx_client.jobkeys.ENCRYPTED_FORMAT` (the SDK cannot import this package)."""
 
+ADVERSARY = (
+    "semi-honest providers; a curious platform operator; a curious requester "
+    "colluding with up to t = floor(n/2) providers"
+)
+"""Whom a requester-key job (statistics or `fl.logreg`) is safe against."""
+REQUESTER_HOLDS_KEY = (
+    "the requester's SDK generates and keeps the job's Paillier secret key; the platform "
+    "holds the public key and its fingerprint only"
+)
+
 SECURITY_MODEL = SecurityModel(
-    adversary="semi-honest providers; a curious platform operator; a curious requester "
-    "colluding with up to t = floor(n/2) providers",
+    adversary=ADVERSARY,
     assumptions=(
-        "the requester's SDK generates and keeps the job's Paillier secret key; the platform "
-        "holds the public key and its fingerprint only",
+        REQUESTER_HOLDS_KEY,
         "each provider's node runs only the vetted operator its code request approved (job "
         "key fingerprint, epsilon, number of providers and cohort minimum are bound)",
         "mask keys are signed by each provider's node with its organisation's party key and "
@@ -362,37 +375,29 @@ def run_party_stats(
             "party": party_params,
         }
         jobs.append((query.op, [p.path], params, local_blobs(p, party_params)))
-    outcomes = run_parallel(sandbox, jobs)
+    aggregate = add_envelopes(Coordinator(party.public), providers, run_parallel(sandbox, jobs))
+    return encrypted_result(query, party, aggregate)
+
+
+def add_envelopes(
+    coordinator: Coordinator,
+    providers: Sequence[ProviderInput],
+    outcomes: Sequence[SandboxOutcome],
+) -> bytes:
+    """The providers' envelopes added up; any provider's failure raises before one is added."""
     for o in outcomes:
-        if isinstance(o, SandboxFailure):
+        if not o.ok:
             o.unwrap()
-    coordinator = Coordinator(party.public)
     for p, o in zip(providers, outcomes, strict=True):
         coordinator.submit(p.provider_id, o.unwrap())
-    return encrypted_result(query, party, coordinator.aggregate())
+    return coordinator.aggregate()
 
 
-def encrypted_result(query: StatsQuery, party: PartyJob, aggregate: bytes) -> dict[str, Any]:
-    """The result document the requester's `JobKey.decrypt` opens (public facts + ciphertext)."""
+def unpack_aggregate(party: PartyJob, aggregate: bytes) -> tuple[Envelope, dict[str, Any]]:
+    """The added envelope, and its packed ciphertexts as every result document ends with them."""
     env = Envelope.from_bytes(aggregate)
     vec = PackedVector.from_bytes(env.payload, expect_n=party.n)
-    plan = party.plan(query)
-    return {
-        "format": ENCRYPTED_FORMAT,
-        "scheme": "paillier",
-        "key_fingerprint": party.fingerprint,
-        "operator": query.op,
-        "columns": list(query.columns),
-        "group_by": query.group_by,
-        "groups": list(query.group_keys),
-        "fields": list(query.fields()),
-        "decimals": query.decimals,
-        "clip": list(query.clip) if query.clip else None,
-        "bin_edges": query.edges() if query.op == "stats.histogram" else None,
-        "min_cohort": party.min_cohort,
-        "providers": party.providers,
-        "dp": party.dp,
-        "noise": plan.params() if plan is not None else None,
+    return env, {
         "packing": {
             "slot_bits": vec.packing.slot_bits,
             "headroom_bits": vec.packing.headroom_bits,
@@ -400,4 +405,45 @@ def encrypted_result(query: StatsQuery, party: PartyJob, aggregate: bytes) -> di
         "length": vec.length,
         "addends": vec.addends,
         "ciphertexts": [format(c, "x") for c in vec.ciphertexts],
+    }
+
+
+def encrypted_result(query: StatsQuery, party: PartyJob, aggregate: bytes) -> dict[str, Any]:
+    """The result document the requester's `JobKey.decrypt` opens (public facts + ciphertext)."""
+    _, ciphertexts = unpack_aggregate(party, aggregate)
+    edges = query.edges() if query.op == "stats.histogram" else None
+    return result_document(query, party, ciphertexts, bin_edges=edges)
+
+
+def result_document(
+    query: StatsQuery,
+    party: PartyJob,
+    ciphertexts: Mapping[str, Any],
+    *,
+    bin_edges: list[float] | None,
+    **head: Any,
+) -> dict[str, Any]:
+    """A requester-key result: the query's and job's public facts, then `ciphertexts`.
+
+    `head` (a join's own facts) follows the operator.
+    """
+    plan = party.plan(query)
+    return {
+        "format": ENCRYPTED_FORMAT,
+        "scheme": "paillier",
+        "key_fingerprint": party.fingerprint,
+        "operator": query.op,
+        **head,
+        "columns": list(query.columns),
+        "group_by": query.group_by,
+        "groups": list(query.group_keys),
+        "fields": list(query.fields()),
+        "decimals": query.decimals,
+        "clip": list(query.clip) if query.clip else None,
+        "bin_edges": bin_edges,
+        "min_cohort": party.min_cohort,
+        "providers": party.providers,
+        "dp": party.dp,
+        "noise": plan.params() if plan is not None else None,
+        **ciphertexts,
     }

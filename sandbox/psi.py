@@ -70,7 +70,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
@@ -166,19 +166,101 @@ class EcEngine:
 # -- psi.cardinality and psi.intersection ------------------------------------------------------
 
 
-class PsiReceiver:
+def _slices(n: int, batch: int) -> Iterator[tuple[int, slice, bool]]:
+    """(seq, rows, final) for each batch of `n` rows; one empty batch when there are none."""
+    total = max(1, -(-n // batch))
+    for seq in range(total):
+        yield seq, slice(seq * batch, (seq + 1) * batch), seq + 1 == total
+
+
+def _first_rows(inverse: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, Any]:
+    """The first input row of each of `size` unique elements (`inverse` maps row → element)."""
+    first = np.empty(size, dtype=np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    return first
+
+
+class _Party:
+    """One party's own set (unique elements), its blinding key and batch size."""
+
+    def __init__(self, uniq: np.ndarray[Any, Any], engine: EcEngine, batch: int) -> None:
+        self._uniq = uniq
+        self._engine = engine
+        self._batch = batch
+
+
+class _Matcher(_Party):
+    """Keeps its set's double blindings and matches the peer's elements: R, or P1 in psi.sum."""
+
+    _BLINDED: ClassVar[str]
+    """Step name of its singly blinded elements (step 1)."""
+
+    def __init__(self, uniq: np.ndarray[Any, Any], engine: EcEngine, batch: int) -> None:
+        super().__init__(uniq, engine, batch)
+        self._doubles = np.empty(len(uniq), dtype=ELEMENT_DTYPE)
+        self._filled = 0
+        self._set: SortedSet | None = None
+
+    def requests(self) -> Iterator[PsiMessage]:
+        """Step 1: its own set blinded with its key, {a·H(x)} or {k1·H(x)}, in batches."""
+        for seq, rows, final in _slices(len(self._uniq), self._batch):
+            chunk = self._engine.hash_blind(self._uniq[rows].tobytes())
+            yield PsiMessage(self._BLINDED, seq, chunk, final=final)
+
+    def receive_doubles(self, msg: PsiMessage) -> None:
+        """Step 2: its elements blinded again by the peer (b·a·H(x) or k2·k1·H(x))."""
+        arr = np.frombuffer(msg.elements, dtype=ELEMENT_DTYPE)
+        if self._filled + len(arr) > len(self._doubles):
+            raise InvalidParameters("more double blindings than elements sent")
+        self._doubles[self._filled : self._filled + len(arr)] = arr
+        self._filled += len(arr)
+
+    def _require_doubles(self, what: str) -> None:
+        if self._filled != len(self._doubles):
+            raise InvalidParameters(f"{what} before all double blindings")
+
+    @property
+    def _sorted(self) -> SortedSet:
+        """The double blindings as a sorted set, built on first use (step 3)."""
+        if self._set is None:
+            self._set = SortedSet(self._doubles)
+        return self._set
+
+    def _match(self, msg: PsiMessage) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Step 3: the peer's elements raised to its own key, and which of them it holds."""
+        matched = self._sorted
+        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=ELEMENT_DTYPE)
+        return mine, matched.hits(mine)
+
+
+class _Doubler(_Party):
+    """Blinds the matcher's elements again and sends its own set: S, or P2 in psi.sum."""
+
+    _DOUBLED: ClassVar[str]
+    """Step name of the double blindings it returns (step 2)."""
+
+    def __init__(self, uniq: np.ndarray[Any, Any], engine: EcEngine, batch: int) -> None:
+        super().__init__(uniq, engine, batch)
+        self._held: list[bytes] = []
+
+    def shuffled_doubles(self) -> Iterator[PsiMessage]:
+        """Step 2: every held double blinding, in one uniform random order."""
+        arr = np.frombuffer(b"".join(self._held), dtype=ELEMENT_DTYPE)
+        self._held = []
+        yield from _batches(self._DOUBLED, arr[permutation(len(arr))], self._batch)
+
+
+class PsiReceiver(_Matcher):
     """R: sends its blinded set, receives the double blindings and S's set, learns the result."""
+
+    _BLINDED = "psi.r.blinded"
 
     def __init__(
         self, messages: Sequence[bytes], engine: EcEngine, *, reveal_members: bool, batch: int
     ) -> None:
-        self._uniq, self._inverse = unique_messages(messages)
-        self._engine = engine
+        uniq, self._inverse = unique_messages(messages)
+        super().__init__(uniq, engine, batch)
         self._reveal = reveal_members
-        self._batch = batch
-        self._doubles = np.empty(len(self._uniq), dtype=ELEMENT_DTYPE)
-        self._filled = 0
-        self._set: SortedSet | None = None
         self._hits: list[np.ndarray[Any, Any]] = []
         self._pairs: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
         self.sender_size = 0
@@ -187,38 +269,19 @@ class PsiReceiver:
     def size(self) -> int:
         return len(self._uniq)
 
-    def requests(self) -> Iterator[PsiMessage]:
-        """Step 1: {a·H(x)} in batches."""
-        buf = self._uniq.tobytes()
-        step = ELEMENT * self._batch
-        total = max(1, -(-len(buf) // step))
-        for seq in range(total):
-            chunk = buf[seq * step : (seq + 1) * step]
-            yield PsiMessage(
-                "psi.r.blinded", seq, self._engine.hash_blind(chunk), final=seq + 1 == total
-            )
-
-    def receive_doubles(self, msg: PsiMessage) -> None:
-        """Step 2: b·a·H(x) (R's order for intersection, shuffled for cardinality)."""
-        arr = np.frombuffer(msg.elements, dtype=ELEMENT_DTYPE)
-        if self._filled + len(arr) > len(self._doubles):
-            raise InvalidParameters("more double blindings than elements sent")
-        self._doubles[self._filled : self._filled + len(arr)] = arr
-        self._filled += len(arr)
-
     def receive_sender(self, msg: PsiMessage) -> None:
-        """Step 3: S's b·H(y); R raises to a and keeps the hits."""
-        if self._filled != len(self._doubles):
-            raise InvalidParameters("sender elements before all double blindings")
-        if self._set is None:
-            self._set = SortedSet(self._doubles)
-        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=ELEMENT_DTYPE)
-        hit = self._set.hits(mine)
+        """Step 3: S's b·H(y); R raises to a and keeps the hits.
+
+        Step 2's b·a·H(x) (`receive_doubles`) come in R's order for intersection, shuffled
+        for cardinality.
+        """
+        self._require_doubles("sender elements")
+        mine, hit = self._match(msg)
         self._hits.append(mine[hit])
         if self._reveal:  # which of R's elements each hit is, and where it was in S's stream
             where = np.flatnonzero(hit)
-            pos = np.searchsorted(self._set.sorted, mine[where])
-            self._pairs.append((self._set.order[pos], where + self.sender_size))
+            pos = np.searchsorted(self._sorted.sorted, mine[where])
+            self._pairs.append((self._sorted.order[pos], where + self.sender_size))
         self.sender_size += len(mine)
 
     def cardinality(self) -> int:
@@ -241,8 +304,7 @@ class PsiReceiver:
         """
         if not self._reveal:
             raise InvalidParameters("this receiver runs psi.cardinality: members are not revealed")
-        first = np.empty(len(self._uniq), dtype=np.int64)
-        first[self._inverse[::-1]] = np.arange(len(self._inverse))[::-1]
+        first = _first_rows(self._inverse, len(self._uniq))
         return [
             (int(first[u]), int(p))
             for uniq_idx, pos in self._pairs
@@ -250,19 +312,18 @@ class PsiReceiver:
         ]
 
 
-class PsiSender:
+class PsiSender(_Doubler):
     """S: double-blinds R's elements (shuffled unless members are revealed) and sends its own."""
+
+    _DOUBLED = "psi.s.doubled"
 
     def __init__(
         self, messages: Sequence[bytes], engine: EcEngine, *, reveal_members: bool, batch: int
     ) -> None:
-        self._uniq, inverse = unique_messages(messages)
-        self._first = np.empty(len(self._uniq), dtype=np.int64)
-        self._first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-        self._engine = engine
+        uniq, inverse = unique_messages(messages)
+        super().__init__(uniq, engine, batch)
+        self._first = _first_rows(inverse, len(uniq))
         self._reveal = reveal_members
-        self._batch = batch
-        self._held: list[bytes] = []
         self._perm: np.ndarray[Any, Any] | None = None
         self.receiver_size = 0
 
@@ -279,20 +340,12 @@ class PsiSender:
         self._held.append(doubled)
         return []
 
-    def shuffled_doubles(self) -> Iterator[PsiMessage]:
-        """Step 2 (cardinality): every held double blinding, in one uniform random order."""
-        arr = np.frombuffer(b"".join(self._held), dtype=ELEMENT_DTYPE)
-        self._held = []
-        yield from _batches("psi.s.doubled", arr[permutation(len(arr))], self._batch)
-
     def own(self) -> Iterator[PsiMessage]:
         """Step 3: {b·H(y)} in a uniform random order, hashed batch by batch."""
         perm = self._perm = permutation(len(self._uniq))
-        total = max(1, -(-len(perm) // self._batch))
-        for seq in range(total):
-            rows = self._uniq[perm[seq * self._batch : (seq + 1) * self._batch]]
-            blinded = self._engine.hash_blind(rows.tobytes())
-            yield PsiMessage("psi.s.blinded", seq, blinded, final=seq + 1 == total)
+        for seq, rows, final in _slices(len(perm), self._batch):
+            blinded = self._engine.hash_blind(self._uniq[perm[rows]].tobytes())
+            yield PsiMessage("psi.s.blinded", seq, blinded, final=final)
 
     def rows_at(self, positions: Sequence[int]) -> list[int]:
         """S's own input rows at positions of its shuffled stream (alignment, see `aligned`)."""
@@ -302,10 +355,8 @@ class PsiSender:
 
 
 def _batches(step: str, arr: np.ndarray[Any, Any], batch: int) -> Iterator[PsiMessage]:
-    total = max(1, -(-len(arr) // batch))
-    for seq in range(total):
-        chunk = arr[seq * batch : (seq + 1) * batch].tobytes()
-        yield PsiMessage(step, seq, chunk, final=seq + 1 == total)
+    for seq, rows, final in _slices(len(arr), batch):
+        yield PsiMessage(step, seq, arr[rows].tobytes(), final=final)
 
 
 @dataclass
@@ -371,51 +422,31 @@ def run_psi(
 # -- psi.sum: Private Join and Compute ---------------------------------------------------------
 
 
-class SumMatcher:
-    """P1: holds identifiers only; matches and multiplies ciphertexts it cannot decrypt."""
+class SumMatcher(_Matcher):
+    """P1: holds identifiers only; matches and multiplies ciphertexts it cannot decrypt.
+
+    Step 1's {k1·H(x)} go in any order: P2 returns the double blindings shuffled.
+    """
+
+    _BLINDED = "pjc.p1.blinded"
 
     def __init__(
         self, messages: Sequence[bytes], engine: EcEngine, public_key: Any, *, batch: int
     ) -> None:
-        self._uniq, _ = unique_messages(messages)
-        self._engine = engine
-        self._batch = batch
+        super().__init__(unique_messages(messages)[0], engine, batch)
         self._encryptor = FastEncryptor(public_key)
         self._n2 = gmpy2.mpz(public_key.n) ** 2
-        self._doubles = np.empty(len(self._uniq), dtype=ELEMENT_DTYPE)
-        self._filled = 0
-        self._set: SortedSet | None = None
         self._acc = gmpy2.mpz(1)
         self.intersection_size = 0  # exact: noise it or charge it (module docstring)
 
-    def requests(self) -> Iterator[PsiMessage]:
-        """Step 1: {k1·H(x)} (order irrelevant: P2 returns the double blindings shuffled)."""
-        buf = self._uniq.tobytes()
-        step = ELEMENT * self._batch
-        total = max(1, -(-len(buf) // step))
-        for seq in range(total):
-            chunk = self._engine.hash_blind(buf[seq * step : (seq + 1) * step])
-            yield PsiMessage("pjc.p1.blinded", seq, chunk, final=seq + 1 == total)
-
-    def receive_doubles(self, msg: PsiMessage) -> None:
-        """Step 2: shuffled k2·k1·H(x)."""
-        arr = np.frombuffer(msg.elements, dtype=ELEMENT_DTYPE)
-        if self._filled + len(arr) > len(self._doubles):
-            raise InvalidParameters("more double blindings than elements sent")
-        self._doubles[self._filled : self._filled + len(arr)] = arr
-        self._filled += len(arr)
-
     def receive_pairs(self, msg: PsiMessage) -> None:
         """Step 3: (k2·H(y), Enc(t)) pairs; multiply in the ciphertexts of the matches."""
-        if self._filled != len(self._doubles):
-            raise InvalidParameters("value pairs before all double blindings")
+        self._require_doubles("value pairs")
         if len(msg.ciphertexts) != msg.count:
             raise InvalidParameters("one ciphertext per element is required")
-        if self._set is None:
-            self._set = SortedSet(self._doubles)
-        mine = np.frombuffer(self._engine.blind(msg.elements), dtype=ELEMENT_DTYPE)
+        _, hit = self._match(msg)
         acc, n2 = self._acc, self._n2
-        for i in np.flatnonzero(self._set.hits(mine)):
+        for i in np.flatnonzero(hit):
             c = msg.ciphertexts[int(i)]
             if not 0 < c < n2:
                 raise InvalidParameters("ciphertext outside Z*_{n^2}")
@@ -429,8 +460,10 @@ class SumMatcher:
         return PsiMessage("pjc.p1.sum", 0, b"", (ct,), final=True)
 
 
-class SumValueParty:
+class SumValueParty(_Doubler):
     """P2: blinds P1's elements (shuffled) and sends its own (element, Enc(value)) pairs."""
+
+    _DOUBLED = "pjc.p2.doubled"
 
     def __init__(
         self,
@@ -449,32 +482,24 @@ class SumValueParty:
         # rows in uniq's order: inverse maps input row → uniq index
         ordered = np.empty(len(values), dtype=object)
         ordered[inverse] = np.asarray(values, dtype=object)
-        self._uniq, self._values = uniq, ordered
-        self._engine = engine
-        self._batch = batch
+        super().__init__(uniq, engine, batch)
+        self._values = ordered
         self._encryptor = FastEncryptor(public_key)
-        self._held: list[bytes] = []
 
     def respond(self, msg: PsiMessage) -> None:
         """Step 2 for one batch (held: released only shuffled)."""
         self._held.append(self._engine.blind(msg.elements))
-
-    def shuffled_doubles(self) -> Iterator[PsiMessage]:
-        arr = np.frombuffer(b"".join(self._held), dtype=ELEMENT_DTYPE)
-        self._held = []
-        yield from _batches("pjc.p2.doubled", arr[permutation(len(arr))], self._batch)
 
     def pairs(self) -> Iterator[PsiMessage]:
         """Step 3: (k2·H(y), Enc(t)) in a uniform random order, batch by batch."""
         perm = permutation(len(self._uniq))
         if len(perm) > 32:
             self._encryptor.precompute()
-        total = max(1, -(-len(perm) // self._batch))
-        for seq in range(total):
-            idx = perm[seq * self._batch : (seq + 1) * self._batch]
+        for seq, rows, final in _slices(len(perm), self._batch):
+            idx = perm[rows]
             elements = self._engine.hash_blind(self._uniq[idx].tobytes())
             cts = tuple(self._encryptor.encrypt_raw(int(v)) for v in self._values[idx])
-            yield PsiMessage("pjc.p2.pairs", seq, elements, cts, final=seq + 1 == total)
+            yield PsiMessage("pjc.p2.pairs", seq, elements, cts, final=final)
 
 
 class SumResultHolder:

@@ -41,7 +41,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from sandbox.errors import (
     ProviderReviewRequired,
     RowLevelOutput,
 )
+
+if TYPE_CHECKING:
+    from sandbox._registry import ProviderInput
 
 T = TypeVar("T")
 
@@ -200,6 +203,24 @@ class Candidate:
     partitions: tuple[Partition, ...]
     datasets: tuple[str, ...]
     providers: tuple[str, ...]
+
+    @classmethod
+    def model(
+        cls,
+        operator: str,
+        key: str,
+        rows: int,
+        weights: Iterable[float],
+        inputs: Sequence[ProviderInput],
+    ) -> Candidate:
+        """A trained model over `inputs`: its weights w0, w1, ... as one partition of `rows`."""
+        measures = tuple(Measure(f"w{i}", float(v)) for i, v in enumerate(weights))
+        return cls(
+            operator,
+            (Partition(key, rows, measures),),
+            unique(p.dataset_id for p in inputs),
+            unique(p.provider_id for p in inputs),
+        )
 
     @property
     def rows(self) -> int:

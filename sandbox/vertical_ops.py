@@ -39,8 +39,6 @@ from sandbox.party_stats import (
 )
 from sandbox.release import (
     Candidate,
-    Measure,
-    Partition,
     Release,
     ReleaseGate,
     ReleaseObligations,
@@ -300,18 +298,8 @@ class HeteroJob:
         model = HeteroModel(
             OPERATOR, out, float(flat[-1]), self.params.iterations, spent, self.round_seconds
         )
-        cand = Candidate(
-            OPERATOR,
-            (
-                Partition(
-                    "model", rows, tuple(Measure(f"w{i}", float(v)) for i, v in enumerate(flat))
-                ),
-            ),
-            datasets,
-            unique(p.provider_id for p in self.providers),
-        )
         return gate.release_model(
-            cand,
+            Candidate.model(OPERATOR, "model", rows, flat, self.providers),
             obligations,
             self.job_id,
             model,

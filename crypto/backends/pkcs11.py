@@ -7,7 +7,6 @@ import hmac
 import os
 import threading
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, cast
 
 import pkcs11
@@ -158,12 +157,7 @@ class Pkcs11RootKey:
     def __enter__(self) -> Pkcs11RootKey:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     @property

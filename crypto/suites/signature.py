@@ -178,9 +178,25 @@ def _p1363_to_der(signature: bytes, order: int = _P256_ORDER) -> bytes | None:
 class _EcdsaP256VerifyingKey(VerifyingKey):
     algorithm = SignatureAlgorithm.ECDSA_P256_SHA256
     _order: int = _P256_ORDER  # the group order r and s must lie below
+    _curve: type[ec.EllipticCurve] = ec.SECP256R1
+    _curve_name = "P-256"
 
     def __init__(self, key: ec.EllipticCurvePublicKey) -> None:
         self._key = key
+
+    @classmethod
+    def from_point(cls, raw: bytes) -> _EcdsaP256VerifyingKey:
+        """From the uncompressed point; `InvalidKey` unless it is a point on the curve."""
+        if len(raw) != _P256_PUBLIC_SIZE or raw[0] != 0x04:
+            raise InvalidKey(f"a {cls._curve_name} public key is 65 bytes (0x04 ‖ x ‖ y)")
+        try:
+            # Checks that the point is on the curve (SEC 1 3.2.2.1).
+            key = ec.EllipticCurvePublicKey.from_encoded_point(cls._curve(), raw)
+        except ValueError:
+            raise InvalidKey(
+                f"the {cls._curve_name} public key is not a point on the curve"
+            ) from None
+        return cls(key)
 
     def public_bytes(self) -> bytes:
         return self._key.public_bytes(
@@ -206,6 +222,17 @@ class _EcdsaP256KeyPair(SigningKeyPair):
         self._key = key
         self._public = self._verifying_key(key.public_key())
 
+    @classmethod
+    def from_scalar(cls, raw: bytes) -> _EcdsaP256KeyPair:
+        """From the 32-byte scalar d; `InvalidKey` unless 0 < d < n."""
+        curve = cls._verifying_key
+        if len(raw) != _SCALAR_SIZE:
+            raise InvalidKey(f"a {curve._curve_name} private key is 32 bytes")
+        d = int.from_bytes(raw, "big")
+        if not 0 < d < curve._order:
+            raise InvalidKey(f"the {curve._curve_name} private key is out of range [1, n-1]")
+        return cls(ec.derive_private_key(d, curve._curve()))
+
     def public_key(self) -> VerifyingKey:
         return self._public
 
@@ -224,6 +251,8 @@ class _EcdsaP256KeyPair(SigningKeyPair):
 class _Secp256k1VerifyingKey(_EcdsaP256VerifyingKey):
     algorithm = SignatureAlgorithm.ECDSA_SECP256K1_SHA256
     _order = _SECP256K1_ORDER
+    _curve = ec.SECP256K1
+    _curve_name = "secp256k1"
 
 
 class _Secp256k1KeyPair(_EcdsaP256KeyPair):
@@ -266,6 +295,11 @@ class _Sm2KeyPair(SigningKeyPair):
 
 # -- the uniform entry points ----------------------------------------------------------
 
+_ECDSA_PAIRS: dict[SignatureAlgorithm, type[_EcdsaP256KeyPair]] = {
+    SignatureAlgorithm.ECDSA_P256_SHA256: _EcdsaP256KeyPair,
+    SignatureAlgorithm.ECDSA_SECP256K1_SHA256: _Secp256k1KeyPair,
+}
+
 
 def generate(algorithm: SignatureAlgorithm | str) -> SigningKeyPair:
     """A fresh key pair of `algorithm`; `UnsupportedAlgorithm` for an unknown name."""
@@ -287,20 +321,8 @@ def load_private(algorithm: SignatureAlgorithm | str, data: bytes) -> SigningKey
         if len(raw) != _SCALAR_SIZE:
             raise InvalidKey("an Ed25519 private key is 32 bytes")
         return _Ed25519KeyPair(Ed25519PrivateKey.from_private_bytes(raw))
-    if chosen is SignatureAlgorithm.ECDSA_P256_SHA256:
-        if len(raw) != _SCALAR_SIZE:
-            raise InvalidKey("a P-256 private key is 32 bytes")
-        d = int.from_bytes(raw, "big")
-        if not 0 < d < _P256_ORDER:
-            raise InvalidKey("the P-256 private key is out of range [1, n-1]")
-        return _EcdsaP256KeyPair(ec.derive_private_key(d, ec.SECP256R1()))
-    if chosen is SignatureAlgorithm.ECDSA_SECP256K1_SHA256:
-        if len(raw) != _SCALAR_SIZE:
-            raise InvalidKey("a secp256k1 private key is 32 bytes")
-        d = int.from_bytes(raw, "big")
-        if not 0 < d < _SECP256K1_ORDER:
-            raise InvalidKey("the secp256k1 private key is out of range [1, n-1]")
-        return _Secp256k1KeyPair(ec.derive_private_key(d, ec.SECP256K1()))
+    if chosen in _ECDSA_PAIRS:
+        return _ECDSA_PAIRS[chosen].from_scalar(raw)
     return _Sm2KeyPair(sm2.Sm2PrivateKey(raw))
 
 
@@ -326,21 +348,6 @@ def load_public(algorithm: SignatureAlgorithm | str, data: bytes) -> VerifyingKe
         if len(raw) != _SCALAR_SIZE:
             raise InvalidKey("an Ed25519 public key is 32 bytes")
         return _Ed25519VerifyingKey(Ed25519PublicKey.from_public_bytes(raw))
-    if chosen is SignatureAlgorithm.ECDSA_P256_SHA256:
-        if len(raw) != _P256_PUBLIC_SIZE or raw[0] != 0x04:
-            raise InvalidKey("a P-256 public key is 65 bytes (0x04 ‖ x ‖ y)")
-        try:
-            # Checks that the point is on the curve (SEC 1 3.2.2.1).
-            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
-        except ValueError:
-            raise InvalidKey("the P-256 public key is not a point on the curve") from None
-        return _EcdsaP256VerifyingKey(key)
-    if chosen is SignatureAlgorithm.ECDSA_SECP256K1_SHA256:
-        if len(raw) != _P256_PUBLIC_SIZE or raw[0] != 0x04:
-            raise InvalidKey("a secp256k1 public key is 65 bytes (0x04 ‖ x ‖ y)")
-        try:
-            k1 = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), raw)
-        except ValueError:
-            raise InvalidKey("the secp256k1 public key is not a point on the curve") from None
-        return _Secp256k1VerifyingKey(k1)
+    if chosen in _ECDSA_PAIRS:
+        return _ECDSA_PAIRS[chosen]._verifying_key.from_point(raw)
     return _Sm2VerifyingKey(sm2.Sm2PublicKey(raw))
