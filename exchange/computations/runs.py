@@ -340,29 +340,14 @@ def _execute(
             relay=job_keys.mask_relay(party, joins.HETERO, prepared.routes),
         )  # fmt: skip
         return hetero.run_under_party_key(gate, joins.join_release_obligations(ob))
-    if party is not None and isinstance(params, FlParams):
-        # The requester closes every round from its SDK (exchange.computations.fl_rounds).
-        return job_keys.run_fl_under_job_key(
-            party,
-            params_raw,
-            prepared.providers,
-            prepared.routes,
-            sandbox,
-            gate,
-            release_obligations(ob),
-            fl_rounds.requester_exchange(ctx, computation_id),
-        )
     if party is not None:
-        return job_keys.run_under_job_key(
-            party,
-            operator,
-            params_raw,
-            prepared.providers,
-            prepared.routes,
-            sandbox,
-            gate,
-            release_obligations(ob),
+        keyed = job_keys.KeyedRun(
+            party, prepared.providers, prepared.routes, sandbox, gate, release_obligations(ob)
         )
+        if isinstance(params, FlParams):
+            # The requester closes every round from its SDK (exchange.computations.fl_rounds).
+            return keyed.fl(params_raw, fl_rounds.requester_exchange(ctx, computation_id))
+        return keyed.stats(operator, params_raw)
     if plan is not None:
         join = JoinJob(
             operator,
