@@ -32,7 +32,7 @@ from exchange.computations.state import State, transition
 from exchange.errors import Conflict, Forbidden, InvalidInput
 from exchange.market.agreements import meter_computation
 from exchange.market.models import Agreement
-from exchange.models import Computation, ComputationInput, Contract, Dataset, DatasetField
+from exchange.models import Computation, ComputationInput, Contract, Dataset
 from exchange.quotas import admit, check_usage
 from exchange.resources import RequestInput, covering_view, load_request_inputs
 from sandbox.accounting import DEFAULT_DELTA
@@ -357,14 +357,7 @@ def _check_columns(
     """Every column the operator reads exists in every input; none is PI if desensitise."""
     used = list(dict.fromkeys(params.used_columns()))
     for ds in datasets:
-        fields: dict[str, DatasetField] = {f.name: f for f in ds.fields}
-        missing = [c for c in used if c not in fields]
-        if missing:
-            raise InvalidInput(
-                f"dataset {ds.id} has no column named {', '.join(missing)}",
-                field="params",
-                dataset_id=ds.id,
-            )
+        fields = joins.require_columns(ds, used)
         if ob.desensitise:
             personal = [c for c in used if fields[c].pi]
             if personal:
