@@ -265,33 +265,21 @@ def _record(
         detail=f"operator={comp.operator} inputs={len(inputs)}",
         digest=digest,
     )
-    if ob.require_provider_approval:
-        providers = sorted({i.dataset.owner_org for i in loaded})
-        transition(
-            ctx,
-            session,
-            comp,
-            subject,
-            event="awaiting_approval",
-            action="park",
-            now=now,
-            expect=State.REQUESTED,
-            state=State.AWAITING_APPROVAL,
-            detail="providers: " + ", ".join(providers),
-        )
-    else:
-        transition(
-            ctx,
-            session,
-            comp,
-            subject,
-            event="approved",
-            action="approve",
-            now=now,
-            expect=State.REQUESTED,
-            state=State.APPROVED,
-            detail="no provider approval required by policy",
-        )
+    # Parked for its providers' approval, or approved at once where the policy needs none.
+    parked = ob.require_provider_approval
+    providers = ", ".join(sorted({i.dataset.owner_org for i in loaded}))
+    transition(
+        ctx,
+        session,
+        comp,
+        subject,
+        event="awaiting_approval" if parked else "approved",
+        action="park" if parked else "approve",
+        now=now,
+        expect=State.REQUESTED,
+        state=State.AWAITING_APPROVAL if parked else State.APPROVED,
+        detail=f"providers: {providers}" if parked else "no provider approval required by policy",
+    )
     return comp
 
 
