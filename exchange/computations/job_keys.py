@@ -273,13 +273,9 @@ class KeyedRun:
         query = params.query(operator)
         spent, keys, local_blobs = self._charge_and_relay(operator, self.obligations)
         doc = run_party_stats(
-            query,
-            self.providers,
-            self.party,
-            sandbox=self.sandbox,
-            mask_keys=keys,
+            query, self.providers, self.party, sandbox=self.sandbox, mask_keys=keys,
             local_blobs=local_blobs,
-        )
+        )  # fmt: skip
         return self._release(operator, doc, spent)
 
     def fl(
@@ -299,13 +295,9 @@ class KeyedRun:
         charged = replace(ob, dp_delta=ob.dp_delta or DEFAULT_DELTA)
         spent, keys, local_blobs = self._charge_and_relay("fl.logreg", charged)
         job = PartyFlJob(
-            config,
-            self.providers,
-            self.party,
-            sandbox=self.sandbox,
-            mask_keys=keys,
+            config, self.providers, self.party, sandbox=self.sandbox, mask_keys=keys,
             local_blobs=local_blobs,
-        )
+        )  # fmt: skip
         doc = job.run(exchange)
         return self._release("fl.logreg", doc, spent, FL_SECURITY_MODEL.as_dict())
 
