@@ -25,7 +25,7 @@ bank card number is enough to grade a field.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -145,13 +145,7 @@ class CategoryHit:
     in_name: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "hits": self.hits,
-            "ratio": self.ratio,
-            "embedded": self.embedded,
-            "counted": self.counted,
-            "in_name": self.in_name,
-        }
+        return asdict(self)  # every field, as the dataset row keeps it (`Dataset.scan`)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CategoryHit:
