@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from audit.compliance.models import SinkCursor
 from audit.decisions import DecisionLog
 from audit.models import AuditRecord
+from crypto.periodic import Periodic
 from crypto.rfc3339 import rfc3339
 
 log = logging.getLogger("pdx.audit.workspace")
@@ -210,7 +210,7 @@ def list_decisions(
     return Page([decision_json(r, masks, labels) for r in rows], total, nxt)
 
 
-class DecisionSink:
+class DecisionSink(Periodic):
     """Pushes decision logs to an HTTP endpoint in batches, resuming from a stored cursor.
 
     Like OPA's decision-log plugin: a gzip-free JSON array POSTed per batch; a non-2xx
@@ -231,17 +231,15 @@ class DecisionSink:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         client: httpx.Client | None = None,
     ) -> None:
+        super().__init__(interval_s, thread="pdx-decision-sink")
         self._sessions = sessions
         self.url = url
         self._masks = tuple(masks)
         self._labels = dict(labels)
         self._batch = batch
-        self._interval = interval_s
         self.name = name
         self._clock = clock
         self._client = client or httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last_error: str | None = None
 
     def push_once(self) -> int:
@@ -290,26 +288,11 @@ class DecisionSink:
             total += n
         return total
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.drain()
-            except Exception:  # keep pushing after a database hiccup; the log is durable
-                log.exception("decision sink %s", self.url)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name="pdx-decision-sink", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._stop.clear()
+    def _tick(self) -> None:
+        try:
+            self.drain()
+        except Exception:  # keep pushing after a database hiccup; the log is durable
+            log.exception("decision sink %s", self.url)
 
     def state(self, session: Session) -> dict[str, Any]:
         cur = session.get(SinkCursor, self.name)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Collection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crypto.periodic import Periodic
 from exchange.models import Dataset
 from exchange.storage import SWEEP_GRACE_S, ObjectStore
 
@@ -41,7 +41,7 @@ def sweep_orphans(
     return removed
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """Runs `sweep_orphans` every `interval_s` on a daemon thread until stopped."""
 
     def __init__(
@@ -52,12 +52,10 @@ class Sweeper:
         interval_s: float,
         grace_s: float = SWEEP_GRACE_S,
     ) -> None:
+        super().__init__(interval_s, thread="pdx-object-sweep")
         self._objects = objects
         self._sessions = sessions
-        self._interval_s = interval_s
         self._grace_s = grace_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.passes = 0
 
     def sweep_now(self) -> list[str]:
@@ -65,19 +63,5 @@ class Sweeper:
         self.passes += 1
         return removed
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="pdx-object-sweep", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.sweep_now()
+    def _tick(self) -> None:
+        self.sweep_now()

@@ -17,10 +17,10 @@ whose lease lapsed.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from crypto.periodic import Periodic
 from exchange.jobs import JobRunner
 
 __all__ = ["EmbeddedQueue", "JobQueue", "Recovery"]
@@ -73,7 +73,7 @@ class EmbeddedQueue:
         return {"queue": "embedded", "workers": getattr(self._runner(), "workers", None)}
 
 
-class Recovery:
+class Recovery(Periodic):
     """Every `interval_s`: sweep dead workers' directories and re-deliver lapsed jobs.
 
     `pass_` is one recovery pass (`exchange.computations.recover` and the job
@@ -82,28 +82,13 @@ class Recovery:
     """
 
     def __init__(self, pass_: Callable[[], int], *, interval_s: float) -> None:
+        super().__init__(interval_s, thread="pdx-recovery", join_timeout_s=30)
         self._pass = pass_
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.passes = 0
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="pdx-recovery", daemon=True)
-            self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._pass()
-                self.passes += 1
-            except Exception:  # noqa: BLE001 - the next tick retries
-                log.exception("job recovery pass failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+    def _tick(self) -> None:
+        try:
+            self._pass()
+            self.passes += 1
+        except Exception:  # noqa: BLE001 - the next tick retries
+            log.exception("job recovery pass failed")

@@ -24,8 +24,8 @@ bank card number is enough to grade a field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -93,6 +93,7 @@ __all__ = [
     "is_name_header",
     "luhn_valid",
     "mask_column_name",
+    "string_columns",
     "valid_id_number",
     "value_like_cells",
 ]
@@ -145,13 +146,7 @@ class CategoryHit:
     in_name: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "hits": self.hits,
-            "ratio": self.ratio,
-            "embedded": self.embedded,
-            "counted": self.counted,
-            "in_name": self.in_name,
-        }
+        return asdict(self)  # every field, as the dataset row keeps it (`Dataset.scan`)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CategoryHit:
@@ -283,6 +278,21 @@ class _Column:
         return order
 
 
+def string_columns(batch: pa.RecordBatch, width: int, reader: str) -> Iterator[pa.Array]:
+    """The batch's columns as strings, nulls as "", once it has the `width` the reader expects."""
+    if batch.num_columns != width:
+        raise ValueError(f"batch has {batch.num_columns} columns; the {reader} has {width}")
+    return (_as_strings(values) for values in batch.columns)
+
+
+def _as_strings(values: pa.Array) -> pa.Array:
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    if values.null_count:
+        values = values.fill_null("")
+    return values
+
+
 class SensitivityScanner:
     """Feed record batches (all-string columns, in header order), then read `result()`."""
 
@@ -292,16 +302,9 @@ class SensitivityScanner:
         self._rows = 0
 
     def feed(self, batch: pa.RecordBatch) -> None:
-        if batch.num_columns != len(self._columns):
-            raise ValueError(
-                f"batch has {batch.num_columns} columns; the scanner has {len(self._columns)}"
-            )
+        columns = string_columns(batch, len(self._columns), "scanner")
         self._rows += batch.num_rows
-        for state, values in zip(self._columns, batch.columns, strict=True):
-            if values.type != pa.string():
-                values = values.cast(pa.string())
-            if values.null_count:
-                values = values.fill_null("")
+        for state, values in zip(self._columns, columns, strict=True):
             self._scan_column(state, values)
 
     def _scan_column(self, state: _Column, values: pa.Array) -> None:

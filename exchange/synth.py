@@ -30,6 +30,7 @@ from exchange.scan import (
     PLATE,
     ScanResult,
     id_check_char,
+    string_columns,
 )
 
 __all__ = [
@@ -166,16 +167,9 @@ class ShapeProfiler:
         self._rows = 0
 
     def feed(self, batch: pa.RecordBatch) -> None:
-        if batch.num_columns != len(self._names):
-            raise ValueError(
-                f"batch has {batch.num_columns} columns; the profiler has {len(self._names)}"
-            )
+        columns = string_columns(batch, len(self._names), "profiler")
         self._rows += batch.num_rows
-        for i, values in enumerate(batch.columns):
-            if values.type != pa.string():
-                values = values.cast(pa.string())
-            if values.null_count:
-                values = values.fill_null("")
+        for i, values in enumerate(columns):
             offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
             filled = np.diff(offsets[values.offset : values.offset + len(values) + 1]) > 0
             self._empty[i] += len(values) - int(np.count_nonzero(filled))

@@ -19,7 +19,7 @@ platform's own processes: the operator is trusted for them (docs/privacy.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -60,13 +60,12 @@ __all__ = [
     "MIN_PAILLIER_BITS",
     "ComputationJobKey",
     "JobKeyIn",
+    "KeyedRun",
     "check_request",
     "job_key_binding",
     "load_party",
     "mask_relay",
     "party_job",
-    "run_fl_under_job_key",
-    "run_under_job_key",
     "store_job_key",
 ]
 
@@ -221,10 +220,8 @@ def party_job(
     )
 
 
-MaskRelay = tuple[
-    Callable[[ProviderInput], bytes],
-    Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
-]
+_LocalBlobs = Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
+MaskRelay = tuple[Callable[[ProviderInput], bytes], _LocalBlobs]
 
 
 def mask_relay(
@@ -253,70 +250,79 @@ def mask_relay(
     return fetch, local_blobs
 
 
-def run_under_job_key(
-    party: PartyJob,
-    operator: str,
-    params_raw: dict[str, Any],
-    providers: Sequence[ProviderInput],
-    routes: dict[Any, tuple[ProviderNode, NodeGrant]],
-    sandbox: Any,
-    gate: ReleaseGate,
-    obligations: ReleaseObligations,
-) -> Release[dict[str, Any]]:
-    """Charge the budget, relay the mask keys, run, add: the encrypted result, held as gated."""
-    params = OPERATORS[operator].params.model_validate(params_raw)
-    assert isinstance(params, StatsParams)
-    query = params.query(operator)
-    datasets = unique(p.dataset_id for p in providers)
-    spent = gate.charge(datasets, obligations, party.job_id)  # before anything runs
-    fetch, local_blobs = mask_relay(party, operator, routes)
-    keys = collect_mask_keys(providers, fetch)
-    doc = run_party_stats(
-        query, providers, party, sandbox=sandbox, mask_keys=keys, local_blobs=local_blobs
-    )
-    return Release(
-        party.job_id,
-        operator,
-        doc,
-        obligations,
-        unique(p.provider_id for p in providers),
-        epsilon_spent=spent,
-    )
+@dataclass(frozen=True)
+class KeyedRun:
+    """One job under the requester's key: its inputs, their nodes, the sandbox and the gate.
 
-
-def run_fl_under_job_key(
-    party: PartyJob,
-    params_raw: dict[str, Any],
-    providers: Sequence[ProviderInput],
-    routes: dict[Any, tuple[ProviderNode, NodeGrant]],
-    sandbox: Any,
-    gate: ReleaseGate,
-    obligations: ReleaseObligations,
-    exchange: Callable[[int, dict[str, Any]], dict[str, Any]],
-) -> Release[dict[str, Any]]:
-    """`fl.logreg` under the requester's key: charge, relay mask keys, run the rounds.
-
-    `exchange` hands each step's encrypted aggregate to the requester and returns its
-    reply (`exchange.computations.fl_rounds`). The result is the last step's encrypted
-    aggregate with the model it updates; the SDK adds the two.
+    Every operator under such a key charges the budget before anything runs, relays the
+    inputs' mask keys, runs and is released as gated; `stats` and `fl` differ only in what
+    runs between.
     """
-    config = FlParams.model_validate(params_raw).config()
-    datasets = unique(p.dataset_id for p in providers)
-    # Before any data is touched; DP-SGD needs δ > 0, so the nodes' default δ is charged.
-    charged = replace(obligations, dp_delta=obligations.dp_delta or DEFAULT_DELTA)
-    spent = gate.charge(datasets, charged, party.job_id)
-    fetch, local_blobs = mask_relay(party, "fl.logreg", routes)
-    keys = collect_mask_keys(providers, fetch)
-    job = PartyFlJob(
-        config, providers, party, sandbox=sandbox, mask_keys=keys, local_blobs=local_blobs
-    )
-    doc = job.run(exchange)
-    return Release(
-        party.job_id,
-        "fl.logreg",
-        doc,
-        obligations,
-        unique(p.provider_id for p in providers),
-        epsilon_spent=spent,
-        security_model=FL_SECURITY_MODEL.as_dict(),
-    )
+
+    party: PartyJob
+    providers: Sequence[ProviderInput]
+    routes: dict[Any, tuple[ProviderNode, NodeGrant]]
+    sandbox: Any
+    gate: ReleaseGate
+    obligations: ReleaseObligations
+
+    def stats(self, operator: str, params_raw: dict[str, Any]) -> Release[dict[str, Any]]:
+        """Charge the budget, relay the mask keys, run, add: the encrypted result, held as gated."""
+        params = OPERATORS[operator].params.model_validate(params_raw)
+        assert isinstance(params, StatsParams)
+        query = params.query(operator)
+        spent, keys, local_blobs = self._charge_and_relay(operator, self.obligations)
+        doc = run_party_stats(
+            query, self.providers, self.party, sandbox=self.sandbox, mask_keys=keys,
+            local_blobs=local_blobs,
+        )  # fmt: skip
+        return self._release(operator, doc, spent)
+
+    def fl(
+        self,
+        params_raw: dict[str, Any],
+        exchange: Callable[[int, dict[str, Any]], dict[str, Any]],
+    ) -> Release[dict[str, Any]]:
+        """`fl.logreg` under the requester's key: charge, relay mask keys, run the rounds.
+
+        `exchange` hands each step's encrypted aggregate to the requester and returns its
+        reply (`exchange.computations.fl_rounds`). The result is the last step's encrypted
+        aggregate with the model it updates; the SDK adds the two.
+        """
+        config = FlParams.model_validate(params_raw).config()
+        # Before any data is touched; DP-SGD needs δ > 0, so the nodes' default δ is charged.
+        ob = self.obligations
+        charged = replace(ob, dp_delta=ob.dp_delta or DEFAULT_DELTA)
+        spent, keys, local_blobs = self._charge_and_relay("fl.logreg", charged)
+        job = PartyFlJob(
+            config, self.providers, self.party, sandbox=self.sandbox, mask_keys=keys,
+            local_blobs=local_blobs,
+        )  # fmt: skip
+        doc = job.run(exchange)
+        return self._release("fl.logreg", doc, spent, FL_SECURITY_MODEL.as_dict())
+
+    def _charge_and_relay(
+        self, operator: str, charged: ReleaseObligations
+    ) -> tuple[float | None, list[dict[str, Any]], _LocalBlobs]:
+        """Charge every input's budget (before anything runs), then collect the mask keys."""
+        datasets = unique(p.dataset_id for p in self.providers)
+        spent = self.gate.charge(datasets, charged, self.party.job_id)
+        fetch, local_blobs = mask_relay(self.party, operator, self.routes)
+        return spent, collect_mask_keys(self.providers, fetch), local_blobs
+
+    def _release(
+        self,
+        operator: str,
+        doc: dict[str, Any],
+        spent: float | None,
+        security_model: dict[str, Any] | None = None,
+    ) -> Release[dict[str, Any]]:
+        return Release(
+            self.party.job_id,
+            operator,
+            doc,
+            self.obligations,
+            unique(p.provider_id for p in self.providers),
+            epsilon_spent=spent,
+            security_model=security_model,
+        )

@@ -47,6 +47,7 @@ __all__ = [
     "node_max_calls",
     "node_operators",
     "policy_resources",
+    "require_columns",
 ]
 
 DEFAULT_MIN_INTERSECTION = 10
@@ -129,15 +130,8 @@ def check_hetero(
     if len({d.owner_org for d in datasets}) != len(datasets):
         raise InvalidInput("vertical learning takes one dataset per provider", field="inputs")
     for position, ds in enumerate(datasets):
-        fields = _fields(ds)
         columns = params.columns(position)
-        missing = [c for c in columns if c not in fields]
-        if missing:
-            raise InvalidInput(
-                f"dataset {ds.id} has no column named {', '.join(missing)}",
-                field="params",
-                dataset_id=ds.id,
-            )
+        fields = require_columns(ds, columns)
         personal = [c for c in columns[1:] if fields[c].pi]
         if personal:
             raise Forbidden(
@@ -164,6 +158,19 @@ def _fields(ds: Dataset) -> dict[str, DatasetField]:
     return {f.name: f for f in ds.fields}
 
 
+def require_columns(ds: Dataset, columns: Sequence[str]) -> dict[str, DatasetField]:
+    """The dataset's fields by name; `InvalidInput` when one of `columns` is not among them."""
+    fields = _fields(ds)
+    missing = [c for c in columns if c not in fields]
+    if missing:
+        raise InvalidInput(
+            f"dataset {ds.id} has no column named {', '.join(missing)}",
+            field="params",
+            dataset_id=ds.id,
+        )
+    return fields
+
+
 def check_join(
     datasets: Sequence[Dataset], plan: JoinPlan, ob: policies.Obligations, operator: str
 ) -> None:
@@ -176,14 +183,7 @@ def check_join(
     if left.owner_org == right.owner_org:
         raise InvalidInput("a join is between two providers' datasets", field="inputs")
     for ds, columns in ((left, plan.left_columns), (right, plan.right_columns)):
-        fields = _fields(ds)
-        missing = [c for c in columns if c not in fields]
-        if missing:
-            raise InvalidInput(
-                f"dataset {ds.id} has no column named {', '.join(missing)}",
-                field="params",
-                dataset_id=ds.id,
-            )
+        require_columns(ds, columns)
     q = plan.query
     # Grouping by, or summing, an identifier or any personal column would release values
     # per person: a group holding one identifier answers "is this person in the join?".

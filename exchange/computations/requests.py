@@ -32,7 +32,7 @@ from exchange.computations.state import State, transition
 from exchange.errors import Conflict, Forbidden, InvalidInput
 from exchange.market.agreements import meter_computation
 from exchange.market.models import Agreement
-from exchange.models import Computation, ComputationInput, Contract, Dataset, DatasetField
+from exchange.models import Computation, ComputationInput, Contract, Dataset
 from exchange.quotas import admit, check_usage
 from exchange.resources import RequestInput, covering_view, load_request_inputs
 from sandbox.accounting import DEFAULT_DELTA
@@ -265,33 +265,21 @@ def _record(
         detail=f"operator={comp.operator} inputs={len(inputs)}",
         digest=digest,
     )
-    if ob.require_provider_approval:
-        providers = sorted({i.dataset.owner_org for i in loaded})
-        transition(
-            ctx,
-            session,
-            comp,
-            subject,
-            event="awaiting_approval",
-            action="park",
-            now=now,
-            expect=State.REQUESTED,
-            state=State.AWAITING_APPROVAL,
-            detail="providers: " + ", ".join(providers),
-        )
-    else:
-        transition(
-            ctx,
-            session,
-            comp,
-            subject,
-            event="approved",
-            action="approve",
-            now=now,
-            expect=State.REQUESTED,
-            state=State.APPROVED,
-            detail="no provider approval required by policy",
-        )
+    # Parked for its providers' approval, or approved at once where the policy needs none.
+    parked = ob.require_provider_approval
+    providers = ", ".join(sorted({i.dataset.owner_org for i in loaded}))
+    transition(
+        ctx,
+        session,
+        comp,
+        subject,
+        event="awaiting_approval" if parked else "approved",
+        action="park" if parked else "approve",
+        now=now,
+        expect=State.REQUESTED,
+        state=State.AWAITING_APPROVAL if parked else State.APPROVED,
+        detail=f"providers: {providers}" if parked else "no provider approval required by policy",
+    )
     return comp
 
 
@@ -357,14 +345,7 @@ def _check_columns(
     """Every column the operator reads exists in every input; none is PI if desensitise."""
     used = list(dict.fromkeys(params.used_columns()))
     for ds in datasets:
-        fields: dict[str, DatasetField] = {f.name: f for f in ds.fields}
-        missing = [c for c in used if c not in fields]
-        if missing:
-            raise InvalidInput(
-                f"dataset {ds.id} has no column named {', '.join(missing)}",
-                field="params",
-                dataset_id=ds.id,
-            )
+        fields = joins.require_columns(ds, used)
         if ob.desensitise:
             personal = [c for c in used if fields[c].pi]
             if personal:

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -189,18 +190,9 @@ def _start(ctx: ComputeContext, computation_id: str) -> leases.Lease | None:
     now = ctx.clock()
     with ctx.sessions() as session, session.begin():
         comp = load(session, computation_id, lock=True)
+        move = partial(transition, ctx, session, comp, platform_subject(), now=now)
         if comp.state == State.APPROVED:
-            transition(
-                ctx,
-                session,
-                comp,
-                platform_subject(),
-                event="running",
-                action="run",
-                now=now,
-                expect=State.APPROVED,
-                state=State.RUNNING,
-            )
+            move(event="running", action="run", expect=State.APPROVED, state=State.RUNNING)
             return leases.grant(session, computation_id, keeper.holder, now, keeper.ttl)
         if comp.state != State.RUNNING:
             return None  # ended, or no longer runnable
@@ -211,31 +203,16 @@ def _start(ctx: ComputeContext, computation_id: str) -> leases.Lease | None:
         _drop_job_key(ctx, session, comp)
         fl_rounds.forget(session, comp.id)  # and its open federated round with it
         if lease.attempt > MAX_ATTEMPTS:
-            comp.error = {"code": "interrupted", "detail": f"{lease.attempt - 1} runs lapsed"}
+            lapsed = f"{lease.attempt - 1} runs lapsed"
+            comp.error = {"code": "interrupted", "detail": lapsed}
             leases.end(session, lease)
-            transition(
-                ctx,
-                session,
-                comp,
-                platform_subject(),
-                event="failed",
-                action="fail",
-                now=now,
-                expect=State.RUNNING,
-                state=State.FAILED,
-                detail=f"interrupted: {lease.attempt - 1} runs lapsed",
+            why = f"interrupted: {lapsed}"
+            move(
+                event="failed", action="fail", expect=State.RUNNING, state=State.FAILED, detail=why
             )
             return None
-        transition(
-            ctx,
-            session,
-            comp,
-            platform_subject(),
-            event="recovered",
-            action="run",
-            now=now,
-            expect=State.RUNNING,
-            detail=f"attempt={lease.attempt}",
+        move(
+            event="recovered", action="run", expect=State.RUNNING, detail=f"attempt={lease.attempt}"
         )
         return lease
 
@@ -340,29 +317,14 @@ def _execute(
             relay=job_keys.mask_relay(party, joins.HETERO, prepared.routes),
         )  # fmt: skip
         return hetero.run_under_party_key(gate, joins.join_release_obligations(ob))
-    if party is not None and isinstance(params, FlParams):
-        # The requester closes every round from its SDK (exchange.computations.fl_rounds).
-        return job_keys.run_fl_under_job_key(
-            party,
-            params_raw,
-            prepared.providers,
-            prepared.routes,
-            sandbox,
-            gate,
-            release_obligations(ob),
-            fl_rounds.requester_exchange(ctx, computation_id),
-        )
     if party is not None:
-        return job_keys.run_under_job_key(
-            party,
-            operator,
-            params_raw,
-            prepared.providers,
-            prepared.routes,
-            sandbox,
-            gate,
-            release_obligations(ob),
+        keyed = job_keys.KeyedRun(
+            party, prepared.providers, prepared.routes, sandbox, gate, release_obligations(ob)
         )
+        if isinstance(params, FlParams):
+            # The requester closes every round from its SDK (exchange.computations.fl_rounds).
+            return keyed.fl(params_raw, fl_rounds.requester_exchange(ctx, computation_id))
+        return keyed.stats(operator, params_raw)
     if plan is not None:
         join = JoinJob(
             operator,

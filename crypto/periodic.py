@@ -1,0 +1,43 @@
+"""A task run every few seconds on a daemon thread, from `start` until `stop`.
+
+It lives in `crypto` because every package may import `crypto` and it imports none of
+them (as `crypto.rfc3339`); it holds no key material. Subclasses name their thread and
+say what one tick does; a tick that may fail catches and logs its own errors.
+"""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["Periodic"]
+
+
+class Periodic:
+    """Calls `_tick` every `interval_s` seconds on a daemon thread until stopped."""
+
+    def __init__(self, interval_s: float, *, thread: str, join_timeout_s: float = 10.0) -> None:
+        self._interval_s = interval_s
+        self._thread_name = thread
+        self._join_timeout_s = join_timeout_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _tick(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._join_timeout_s)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._tick()
