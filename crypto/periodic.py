@@ -2,12 +2,15 @@
 
 It lives in `crypto` because every package may import `crypto` and it imports none of
 them (as `crypto.rfc3339`); it holds no key material. Subclasses name their thread and
-say what one tick does; a tick that may fail catches and logs its own errors.
+say what one tick does and catch their own errors; or pass a `job`, whose failures are
+logged on `log` and tried again at the next tick.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 
 __all__ = ["Periodic"]
 
@@ -15,7 +18,17 @@ __all__ = ["Periodic"]
 class Periodic:
     """Calls `_tick` every `interval_s` seconds on a daemon thread until stopped."""
 
-    def __init__(self, interval_s: float, *, thread: str, join_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        *,
+        thread: str,
+        join_timeout_s: float = 10.0,
+        job: Callable[[], object] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self._job = job
+        self._log = log or logging.getLogger(__name__)
         self._interval_s = interval_s
         self._thread_name = thread
         self._join_timeout_s = join_timeout_s
@@ -23,7 +36,12 @@ class Periodic:
         self._thread: threading.Thread | None = None
 
     def _tick(self) -> None:
-        raise NotImplementedError
+        if self._job is None:
+            raise NotImplementedError
+        try:
+            self._job()
+        except Exception:
+            self._log.exception("scheduled %s failed", self._thread_name)
 
     def start(self) -> None:
         if self._thread is not None:

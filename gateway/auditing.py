@@ -10,7 +10,7 @@ from fastapi import Request
 import audit
 import exchange
 from audit.catalogue import Event
-from gateway.periodic import Ticking, every
+from crypto.periodic import Periodic
 from gateway.platform import Platform
 
 log = logging.getLogger("pdx.gateway")
@@ -107,17 +107,15 @@ class BurstWriter:
     ) -> None:
         self._platform = platform
         self._bursts = bursts
-        self._interval = interval_s
-        self._ticking: Ticking | None = None
+        self._ticking = Periodic(
+            interval_s, thread="pdx-audit-bursts", job=self._write_due, log=log
+        )
 
     def start(self) -> None:
-        self._ticking = every("audit-bursts", self._interval, self._write_due, log)
+        self._ticking.start()
 
     def stop(self) -> None:
-        if self._ticking is not None:
-            stop, thread = self._ticking
-            stop.set()
-            thread.join(timeout=10)
+        self._ticking.stop()
         self._write(self._bursts.drain())
 
     def _write_due(self) -> None:

@@ -24,12 +24,12 @@ import exchange.computations
 import policies
 from audit.compliance import ComplianceRun, ConfigFacts, RetentionRun, RunRecorder
 from audit.workspace import DecisionSink
+from crypto.periodic import Periodic
 from exchange import deidentification
 from exchange.computations import DEFAULT_RETENTION
 from exchange.facts import DeploymentFactsReader
 from exchange.jobs import DEFAULT_DELTA_BUDGET, DEFAULT_EPSILON_BUDGET
 from gateway.ledger_signer import ledger_signer_for
-from gateway.periodic import Ticking, every
 from gateway.settings import ComplianceSettings, Settings
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class ComplianceServices:
     token_algorithm: str | None = None
     """CRY-02: the signature algorithm of the app's access tokens (set once an app exists)."""
     sink: DecisionSink | None = None
-    _threads: list[Ticking] = field(default_factory=list)
+    _threads: list[Periodic] = field(default_factory=list)
 
     def facts(self, settings: Settings | None = None) -> DeploymentFactsReader:
         s = settings or self.platform.settings
@@ -243,7 +243,9 @@ class ComplianceServices:
 
     def _every(self, name: str, interval_s: int, job: Callable[[], Any]) -> None:
         # A failed run is logged and tried at the next tick; ZT-06/PI-11 report lateness.
-        self._threads.append(every(name, interval_s, job, log))
+        ticking = Periodic(interval_s, thread=f"pdx-{name}", job=job, log=log)
+        ticking.start()
+        self._threads.append(ticking)
 
     def start(self) -> None:
         if self.settings.retention_interval_s:
@@ -261,10 +263,8 @@ class ComplianceServices:
             self.sink.start()
 
     def stop(self) -> None:
-        for stop, _ in self._threads:
-            stop.set()
-        for _, thread in self._threads:
-            thread.join(timeout=10)
+        for ticking in self._threads:
+            ticking.stop()
         self._threads.clear()
         if self.sink is not None:
             self.sink.stop()
