@@ -222,7 +222,9 @@ def mask_blobs(
 
     On a node with a party key (`sandbox.mask_signing.node_identity`), every peer's key
     must carry its organisation's pinned signature first (`MaskKeyUnverified`); `binding`
-    is the node's approved code-request binding.
+    is the node's approved code-request binding. A federated job's session (`party.seal`)
+    also keeps the private half, to open the global models the requester seals for this
+    node's signed key (`sandbox.party_fl`); it stays inside the node's sandbox.
     """
     from crypto.agreement import agreement_seed  # node process only, not the sandbox
     from sandbox.mask_signing import node_identity, verify_peers
@@ -250,7 +252,10 @@ def mask_blobs(
             continue
         info = mask_info(job_id, fp, me, index)
         seeds[str(index)] = agreement_seed(private, bytes.fromhex(peer["public"]), info).hex()
-    return {"mask_seeds": json.dumps(seeds).encode()}
+    out = {"mask_seeds": json.dumps(seeds).encode()}
+    if party.get("seal") is True:
+        out["seal_private"] = private
+    return out
 
 
 def check_binding(binding: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:

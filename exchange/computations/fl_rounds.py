@@ -9,8 +9,11 @@ global model (POST /v1/computations/{id}/fl-round/{step}); the run waits for it 
 its deadline, then fails the job. The row is deleted in the transaction that ends the
 job, whatever the end: no aggregate or model is left behind.
 
-What the platform sees here is what it forwards to the nodes: the standardisation and
-the global models the requester posts (`sandbox.party_fl.SECURITY_MODEL`).
+A reply is sealed by the requester's SDK (`pdx_client.flseal`): the standardisation and
+each global model for each provider's node, and a copy for the requester itself. The
+platform stores and forwards ciphertexts it cannot open, so it sees no model, only how
+many rounds ran and when the requester stopped (`sandbox.party_fl.SECURITY_MODEL`). A
+reply carrying a model in the clear is refused.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ __all__ = [
 
 DEFAULT_ROUND_TIMEOUT_S = 600.0
 """How long a run waits for the requester's reply to one step (`PDX_FL_ROUND_TIMEOUT_S`)."""
-MAX_REPLY_BYTES = 64 << 10
+MAX_REPLY_BYTES = 1 << 20
+_SEALED_FIELDS = frozenset({"format", "requester_key", "nodes", "requester"})
 _POLL_S = 0.2
 
 
@@ -66,7 +70,7 @@ class ComputationFlRound(ExchangeBase):
     aggregate: Mapped[str] = mapped_column(Text)
     """The step's encrypted aggregate (`sandbox.party_fl.FL_ROUND_FORMAT`), JSON."""
     reply: Mapped[str | None] = mapped_column(Text, nullable=True)
-    """The requester's reply (global model, standardisation), JSON; None until posted."""
+    """The requester's sealed reply (or stop), JSON; None until posted."""
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
     deadline: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -153,17 +157,22 @@ def current_round(ctx: ComputeContext, caller: Caller, computation_id: str) -> d
 
 
 def _check_reply(reply: dict[str, Any], step: int) -> str:
-    """The reply as canonical JSON; refuses what cannot be a global model or setup."""
-    allowed = {"weights", "stop", "n_total", "mean", "scale"} if step == 0 else {"weights", "stop"}
-    extra = set(reply) - allowed
+    """The reply as canonical JSON: a sealed model or stop; a model in the clear is refused."""
+    extra = set(reply) - {"sealed", "stop"}
     if extra:
-        raise InvalidInput(f"unexpected field(s) in the reply: {', '.join(sorted(extra))}")
-    if reply.get("stop") is not True and not isinstance(reply.get("weights"), list):
         raise InvalidInput(
-            "the reply needs the next global model (weights) or stop", field="weights"
+            f"unexpected field(s) in the reply: {', '.join(sorted(extra))} (a global model "
+            "travels sealed for the nodes)"
         )
-    if step == 0 and "n_total" not in reply:
-        raise InvalidInput("the setup reply needs the row count n_total", field="n_total")
+    stop = reply.get("stop") is True
+    sealed = reply.get("sealed")
+    if stop and sealed is not None:
+        raise InvalidInput("a stop carries no model", field="sealed")
+    if not stop:
+        if not isinstance(sealed, dict):
+            raise InvalidInput("the reply needs the sealed next model or stop", field="sealed")
+        if set(sealed) != _SEALED_FIELDS or not isinstance(sealed.get("nodes"), list):
+            raise InvalidInput("malformed sealed model", field="sealed")
     text = json.dumps(reply, sort_keys=True, separators=(",", ":"))
     if len(text) > MAX_REPLY_BYTES:
         raise InvalidInput("the reply is too large")

@@ -42,6 +42,7 @@ from sandbox.operators import (
     PsiSumParams,
     StatsParams,
 )
+from sandbox.party_fl import ROUNDS_SUMMARY as FL_ROUNDS_SUMMARY
 from sandbox.party_fl import SECURITY_MODEL as FL_SECURITY_MODEL
 from sandbox.party_fl import PartyFlJob
 from sandbox.party_stats import SECURITY_MODEL as PARTY_SECURITY_MODEL
@@ -184,10 +185,7 @@ def store_job_key(session: Session, comp: Computation, job_key: JobKeyIn, now: d
             **comp.security_model,
             "noise": "under DP, each provider's node runs record-level DP-SGD with the noise "
             "its own approved epsilon and delta call for; the row count gets noise shares",
-            "rounds": "the requester's SDK decrypts each round's aggregate and posts the next "
-            "global model; the platform forwards it to the nodes and so sees the "
-            "standardisation and every global model but the final one, never one "
-            "provider's update (sandbox.party_fl)",
+            "rounds": FL_ROUNDS_SUMMARY,
             "threat_model": FL_SECURITY_MODEL.as_dict(),
         }
 

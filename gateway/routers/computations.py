@@ -270,16 +270,24 @@ class FlRoundPublic(BaseModel):
     aggregate: dict[str, Any]
 
 
-class FlReplyIn(BaseModel):
-    """The requester's reply to a step: the next global model (step 0: and the setup), or stop."""
+class FlSealedIn(BaseModel):
+    """A global model sealed by the requester's SDK for each node and itself (opaque here)."""
 
     model_config = {"extra": "forbid"}
 
-    weights: list[float] | None = Field(default=None, max_length=65)
+    format: Literal["pdx-fl-sealed/1"]
+    requester_key: str = Field(pattern=r"^[0-9a-f]{64}$")
+    nodes: list[str] = Field(min_length=1, max_length=512)
+    requester: dict[str, Any]
+
+
+class FlReplyIn(BaseModel):
+    """The requester's reply to a step: the next global model sealed for the nodes, or stop."""
+
+    model_config = {"extra": "forbid"}
+
+    sealed: FlSealedIn | None = None
     stop: bool | None = None
-    n_total: float | None = Field(default=None, gt=0)
-    mean: list[float] | None = Field(default=None, max_length=64)
-    scale: list[float] | None = Field(default=None, max_length=64)
 
 
 class FlReplyPublic(BaseModel):

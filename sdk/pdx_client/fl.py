@@ -9,8 +9,11 @@ setup: exact feature moments (the standardisation) or, under DP, a noisy row cou
 The job's result is the last step's encrypted aggregate and the model it updates:
 `open_model` adds them here, so the final model never exists on the platform.
 
-What the platform sees: the standardisation and every global model posted here (the
-last one excepted), never one provider's update.
+Every reply is sealed (`pdx_client.flseal`): the standardisation and each global model
+for each provider's node (under its signed key, checked against the party keys pinned in
+`trust` or `PDX_TRUSTED_PARTIES`, and its challenge), and for this SDK itself under the
+job key. The platform relays ciphertexts only: it sees no model, no standardisation and
+no provider's update, only how many rounds ran.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pdx_client.errors import ApiError, PdxError, TimedOut
+from pdx_client.flseal import NodeKeyUnverified, NodeTrust, Sealer, open_own
 
 __all__ = ["FL_RESULT_FORMAT", "FL_ROUND_FORMAT", "FlTrainer", "drive", "open_model", "predict"]
 
@@ -31,6 +35,12 @@ _ENDED = frozenset({"released", "rejected", "failed", "review"})
 
 
 class _Key(Protocol):
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
     def open_vector(self, doc: dict[str, Any]) -> list[int]: ...
 
 
@@ -46,14 +56,26 @@ def _fixed(values: list[int], bits: int) -> list[float]:
 
 @dataclass
 class FlTrainer:
-    """The requester's side of the rounds: decrypts a step and says what comes next."""
+    """The requester's side of the rounds: decrypts a step and says what comes next, sealed.
+
+    `trust` pins the providers' party keys (None: `PDX_TRUSTED_PARTIES`, and failing that
+    the relayed keys unchecked, with a warning); `job_id` the computation it closes.
+    """
 
     key: _Key
+    trust: NodeTrust | None = None
+    job_id: str | None = None
     weights: list[float] = field(default_factory=list)
     standardisation: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    sealer: Sealer | None = None
     _best: float = math.inf
     _stale: int = 0
+
+    @property
+    def verified(self) -> bool:
+        """Whether every node's key was checked against a pinned party key."""
+        return self.sealer is not None and self.sealer.verified
 
     def _check(self, doc: dict[str, Any]) -> None:
         if doc.get("format") != FL_ROUND_FORMAT:
@@ -65,9 +87,21 @@ class FlTrainer:
         values = self.key.open_vector(doc)
         layout = doc["layout"]
         d = int(layout.get("d", len(doc["features"])))
-        if int(doc["step"]) == 0:
-            return self._setup(doc, values, d)
-        return self._round(doc, _fixed(values, int(layout["fixed_bits"])), d)
+        step = int(doc["step"])
+        if step == 0:
+            trust = self.trust if self.trust is not None else NodeTrust.from_env()
+            self.sealer = Sealer(self.key, doc, values, trust, self.job_id)
+            plain = self._setup(doc, values, d)
+            message = {"weights": plain["weights"], "standardisation": self.standardisation}
+        else:
+            if self.sealer is None:
+                raise PdxError("a round before the setup was seen", type="about:blank")
+            plain = self._round(doc, _fixed(values, int(layout["fixed_bits"])), d)
+            if plain.get("stop") is True:
+                return {"stop": True}
+            message = {"weights": plain["weights"]}
+        own = {**message, "standardisation": self.standardisation, "step": step}
+        return {"sealed": self.sealer.seal(step, message, own)}
 
     def _setup(self, doc: dict[str, Any], values: list[int], d: int) -> dict[str, Any]:
         self.weights = [0.0] * (len(doc["features"]) + 1)
@@ -75,7 +109,7 @@ class FlTrainer:
         if doc["kind"] == "count":  # DP: the noisy row count N̂ only
             n_hat = max(float(values[0]), 1.0)
             self.standardisation = {"n_total": n_hat}
-            return {"n_total": n_hat, "weights": self.weights}
+            return {"n_total": n_hat, "weights": list(self.weights)}
         bits = int(doc["layout"]["fixed_bits"])
         n = float(values[0])
         if n < 1:
@@ -86,7 +120,7 @@ class FlTrainer:
         var = [q / n - m * m for q, m in zip(squares, mean, strict=True)]
         scale = [math.sqrt(v) if v > 0 else 1.0 for v in var]
         self.standardisation = {"n_total": n, "mean": mean, "scale": scale}
-        return {**self.standardisation, "weights": self.weights}
+        return {**self.standardisation, "weights": list(self.weights)}
 
     def _round(self, doc: dict[str, Any], v: list[float], d: int) -> dict[str, Any]:
         weight = v[d]
@@ -113,7 +147,7 @@ class FlTrainer:
                 self._stale += 1
                 if self._stale >= int(train.get("patience", 5)):
                     return {"stop": True}
-        return {"weights": self.weights}
+        return {"weights": list(self.weights)}
 
 
 def drive(
@@ -125,9 +159,14 @@ def drive(
     poll: float = 0.2,
     on_step: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    trust: NodeTrust | None = None,
 ) -> FlTrainer:
-    """Close every round of a running federated job until it ends (released, review...)."""
-    trainer = FlTrainer(key)
+    """Close every round of a running federated job until it ends (released, review...).
+
+    A node whose key does not verify against `trust` (or `PDX_TRUSTED_PARTIES`) gets no
+    model: the SDK stops the job at its setup and raises `NodeKeyUnverified`.
+    """
+    trainer = FlTrainer(key, trust=trust, job_id=computation_id)
     deadline = time.monotonic() + timeout
     base = f"/v1/computations/{computation_id}"
     while True:
@@ -144,7 +183,12 @@ def drive(
             # Any step not yet answered: a run recovered after a restart begins again at 0.
             if step is not None and not step["posted"]:
                 k = int(step["step"])
-                http.post(f"{base}/fl-round/{k}", trainer.reply(step["aggregate"]))
+                try:
+                    reply = trainer.reply(step["aggregate"])
+                except NodeKeyUnverified:
+                    http.post(f"{base}/fl-round/{k}", {"stop": True})  # nothing sealed
+                    raise
+                http.post(f"{base}/fl-round/{k}", reply)
                 deadline = time.monotonic() + timeout
                 if on_step:
                     on_step(k)
@@ -165,8 +209,11 @@ def open_model(key: _Key, doc: dict[str, Any], trainer: FlTrainer | None = None)
     weight = v[d]
     if not weight > 0:
         raise PdxError("the aggregate update has no weight", type="about:blank")
-    w = [float(a) + b / weight for a, b in zip(doc["model_in"], v[:d], strict=True)]
-    std = doc["standardisation"]
+    own = open_own(key, doc["model_in"])
+    if own.get("step") != int(doc["rounds_run"]) - 1:
+        raise PdxError("the sealed model is not the last round's", type="about:blank")
+    w = [float(a) + b / weight for a, b in zip(own["weights"], v[:d], strict=True)]
+    std = {**(doc.get("standardisation") or {}), **own["standardisation"]}
     return {
         "operator": "fl.logreg",
         "features": list(doc["features"]),

@@ -14,9 +14,21 @@ key and signs its mask keys; each checks its peer's against the keys its operato
   (replayed here from the rows and the posted models, and checked to sum to what the
   requester decrypted). Control: the requester's dump holds p and q.
 
-On the code before this change the server refused the request (422, `field: job_key`),
-so the requester process fails at its request; without a job key a federated job over
-providers' own nodes is still refused.
+Sealed models (`pdx_client.flseal`; the requester pins both providers' party keys in
+`PDX_TRUSTED_PARTIES`):
+
+* No global model and no standardisation the requester posted is in what the platform
+  was sent or relayed, in its database, `$PDX_HOME`, its temp directory or its core dump
+  (as IEEE doubles, as JSON text, or in 32-bit fixed point).
+* A relay that alters node 0's sealed model, or seals one of its own to node 0's key,
+  gets the job failed by node 0's refusal; one that puts a key of its own in node 1's
+  slot gets no sealed model at all: the SDK refuses and stops the job at its setup.
+
+On the code before sealing the requester posted its models in the clear (the relayed
+messages hold their JSON text) and the nodes trained from whatever the platform sent.
+On the code before requester-key FL the server refused the request (422,
+`field: job_key`); without a job key a federated job over providers' own nodes is
+still refused.
 """
 
 from __future__ import annotations
@@ -42,14 +54,8 @@ from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligatio
 from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
 from tests.helpers.i15_keys import core_dump, files_under, search, start_node, start_requester
 from tests.helpers.net import free_port
-from tests.helpers.s13_fl_keys import (
-    FEATURES,
-    LABEL,
-    PURPOSE,
-    byte_hits,
-    fl_requester_script,
-    rows_of,
-)
+from tests.helpers.s13_fl_keys import FEATURES, LABEL, PURPOSE, byte_hits, rows_of
+from tests.helpers.s14_fl_seal import sealed_requester_script
 from tests.helpers.server import start_server
 from tests.test_api_contracts import active_contract, make_org, measure_csv, register_dataset
 
@@ -63,6 +69,7 @@ ROWS = (300, 260)
 PLAIN = {"features": FEATURES, "label": LABEL, "rounds": 5, "local_epochs": 10,
          "early_stopping": False}  # fmt: skip
 PRIVATE = {**PLAIN, "rounds": 3, "local_epochs": 5, "feature_bounds": [[60, 200], [18, 95]]}
+ATTACKS = ("alter", "substitute_model", "substitute_key")
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +136,15 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         assert r.status_code == 422 and r.json()["field"] == "job_key", r.text
         out = tmp / "requester"
         bodies = [request, {**request, "inputs": private_inputs, "params": PRIVATE}]
+        bodies += [{**request, "params": {**PLAIN, "rounds": 2}, "_attack": a} for a in ATTACKS]
         token = ent["Authorization"].removeprefix("Bearer ")
         requester = start_requester(
-            out, fl_requester_script(), server.url, token, REQUEST_BODIES=json.dumps(bodies)
+            out,
+            sealed_requester_script(),
+            server.url,
+            token,
+            REQUEST_BODIES=json.dumps(bodies),
+            PDX_TRUSTED_PARTIES=str(trust),  # the requester pins both providers' party keys
         )
         assert requester.stdout is not None
         for _ in bodies:
@@ -181,7 +194,8 @@ def _plain_fedavg(texts: list[str], tmp: Path) -> Any:
 def test_the_sdk_trains_under_its_key_as_plaintext_fedavg_and_with_dp(
     scenario: dict[str, Any],
 ) -> None:
-    plain, private = scenario["facts"]
+    plain, private = scenario["facts"][:2]
+    assert plain["verified"] and private["verified"]  # every node key checked against a pin
     ref = _plain_fedavg(scenario["texts"], scenario["tmp"])
     model = plain["model"]
     assert model["decrypted_by"] == "requester" and model["rows"] == sum(ROWS)
@@ -198,13 +212,13 @@ def test_the_sdk_trains_under_its_key_as_plaintext_fedavg_and_with_dp(
 def _updates(text: str, facts: dict[str, Any]) -> list[list[float]]:
     """A provider's plaintext weighted updates of each round, replayed from its rows."""
     xs, ys = rows_of([text])
-    std = facts["posts"][0]
+    std = facts["models"][0]["standardisation"]
     x, y = np.asarray(xs), np.asarray(ys, dtype=np.float64)
     xb = np.hstack([(x - np.asarray(std["mean"])) / np.asarray(std["scale"]), np.ones((len(y), 1))])
     n_total = float(std["n_total"])
     out = []
-    for post in facts["posts"]:
-        w = np.asarray(post["weights"], dtype=np.float64)
+    for model in facts["models"]:  # what the requester sealed, in order
+        w = np.asarray(model["weights"], dtype=np.float64)
         loss, correct = logloss_sum(xb, y, w)
         delta = local_train(xb, y, w, 1.0 / n_total, 0.5, 10) - w
         weight = len(y) / n_total
@@ -216,6 +230,7 @@ def test_no_secret_key_and_no_providers_update_anywhere_on_the_platform(
     scenario: dict[str, Any],
 ) -> None:
     plain = scenario["facts"][0]
+    assert len(plain["models"]) == 5 and all("sealed" in p for p in plain["posts"])
     per_provider = [_updates(t, plain) for t in scenario["texts"]]
     # The replay is right: the providers' fixed-point updates sum to what the requester
     # decrypted (steps 1..4 answered, step 5 the result).
@@ -241,3 +256,58 @@ def test_no_secret_key_and_no_providers_update_anywhere_on_the_platform(
         assert search([scenario["server_core"]], needles) == []
         found = search([scenario["requester_core"]], needles)  # control: the search works
         assert any(h.startswith("p: ") for h in found) and any(h.startswith("q: ") for h in found)
+
+
+def _model_patterns(facts: list[dict[str, Any]]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """(patterns for any file, patterns dense enough for a core dump) of every value the
+    requester sealed: each global model's weights and the standardisation."""
+    dense: dict[str, bytes] = {}
+    text: dict[str, bytes] = {}
+    for f in facts:
+        for step, model in enumerate(f["models"]):
+            values = {f"w{i}": v for i, v in enumerate(model["weights"])}
+            for name, vs in (model.get("standardisation") or {}).items():
+                values |= {
+                    f"{name}{i}": v for i, v in enumerate(vs if isinstance(vs, list) else [vs])
+                }
+            for name, v in values.items():
+                if len(repr(float(v))) < 10:  # 0.0, 560.0, ...: too short to mean anything
+                    continue
+                tag = f"{f['id'][:8]} step {step} {name}"
+                dense[f"{tag}: double"] = struct.pack("<d", float(v))
+                dense[f"{tag}: text"] = repr(float(v)).encode()
+                text[f"{tag}: fixed point"] = str(round(float(v) * (1 << UPDATE_BITS))).encode()
+    return {**dense, **text}, dense
+
+
+def test_the_platform_never_holds_a_global_model_or_the_standardisation(
+    scenario: dict[str, Any],
+) -> None:
+    honest = scenario["facts"][:2]
+    anywhere, dense = _model_patterns(honest)
+    assert len(dense) >= 2 * (3 * 4 + 4)  # models after the first, and the moments
+    # What the requester sent and what the platform relayed to it (the rounds).
+    relayed = json.dumps([[f["posts"], f["fetched"], f["result"]] for f in honest]).encode()
+    assert [name for name, pat in anywhere.items() if pat in relayed] == []
+    server = scenario["server"]
+    platform_files = list(files_under(server.home, scenario["server_tmp"]))
+    assert byte_hits(platform_files, anywhere) == []
+    assert byte_hits([scenario["server_core"]], dense) == []
+    # Control: the requester's own process holds them.
+    assert byte_hits([scenario["requester_core"]], dense) != []
+
+
+def test_a_node_refuses_an_altered_or_substituted_model_and_the_sdk_a_substituted_key(
+    scenario: dict[str, Any],
+) -> None:
+    by_attack = {f["attack"]: f for f in scenario["facts"][2:]}
+    assert set(by_attack) == set(ATTACKS)
+    for attack in ("alter", "substitute_model"):
+        f = by_attack[attack]
+        assert f["state"] == "failed" and f["refused"] is None, f["error"]
+        assert "failed authentication" in json.dumps(f["error"]), (attack, f["error"])
+        assert len(f["posts"]) == 1  # the job ended at node 0's refusal of round 0
+    f = by_attack["substitute_key"]
+    assert f["refused"] is not None and "does not carry" in f["refused"], f["refused"]
+    assert f["posts"] == [{"stop": True}]  # nothing sealed to the platform's key
+    assert f["state"] == "failed" and "setup" in json.dumps(f["error"]), f["error"]
