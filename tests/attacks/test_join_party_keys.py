@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    data = join_data(51)
+    data = join_data(51, cohort=160, values=160, common=120)  # far above the minimum 20
     parties = [
         ("City Telecom", data.cohort_csv, "mobile"),
         ("Riverside Bank", data.values_csv, "msisdn"),
