@@ -154,13 +154,26 @@ def test_restarting_one_gateway_does_not_fail_the_other_gateways_running_job(
     comp_id = _request(ca, parties, LONG_FL)
     wait_state(ca, parties["ent"], comp_id, ("running",), 120)
     # Hold A's job where it is: its sandboxes stopped (SIGSTOP) as a slow operator would
-    # be, while A itself, and its lease's heartbeat, go on.
+    # be, while A itself, and its lease's heartbeat, go on. Sandboxes started later (the
+    # next round's) are stopped as they appear, or the job could finish meanwhile.
     deadline = time.monotonic() + 60
-    while not (sandboxes := descendants(a.proc.pid)):
+    while not descendants(a.proc.pid):
         assert time.monotonic() < deadline, "A's job never started a sandbox"
         time.sleep(0.05)
-    for pid in sandboxes:
-        os.kill(pid, signal.SIGSTOP)
+    sandboxes: set[int] = set()
+    holding = threading.Event()
+    holding.set()
+
+    def hold() -> None:
+        while holding.is_set():
+            for pid in set(descendants(a.proc.pid)) - sandboxes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                sandboxes.add(pid)
+            time.sleep(0.02)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
     try:
         b.kill9()
         # B again: its start-up recovery (done before /healthz answers) must leave A's run.
@@ -168,6 +181,8 @@ def test_restarting_one_gateway_does_not_fail_the_other_gateways_running_job(
         cb2 = http["b2"] = httpx.Client(base_url=b2.url, timeout=60)
         during = cb2.get(f"/v1/computations/{comp_id}", headers=parties["ent"]).json()
     finally:
+        holding.clear()
+        holder.join()
         for pid in sandboxes:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
