@@ -431,6 +431,57 @@ def person_caller_fields(session: Session, person_id: str | None) -> tuple[str |
     return person.created_by_person, bool(person.org_admin)
 
 
+# How many invitations back a person's lineage is walked. A deeper chain is not
+# "complete", and the two-person rule refuses it rather than guess (policies/sod.rego).
+MAX_LINEAGE = 32
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Who invited a person, who invited them, and so on: nearest first, bounded.
+
+    `complete` is False when the walk stopped at `MAX_LINEAGE` with more above it. A
+    cycle (which invitations cannot make, but a restored database might hold) ends the
+    walk at the first person seen twice, so it always ends.
+    """
+
+    person_id: str
+    ancestors: tuple[str, ...]
+    complete: bool
+
+
+def lineage(session: Session, person_id: str) -> Lineage:
+    """The chain of `created_by_person` above `person_id` (see `Lineage`)."""
+    seen = {person_id}
+    ancestors: list[str] = []
+    creator = session.scalar(select(Person.created_by_person).where(Person.id == person_id))
+    while creator is not None and creator not in seen:
+        if len(ancestors) == MAX_LINEAGE:
+            return Lineage(person_id, tuple(ancestors), complete=False)
+        ancestors.append(creator)
+        seen.add(creator)
+        creator = session.scalar(select(Person.created_by_person).where(Person.id == creator))
+    return Lineage(person_id, tuple(ancestors), complete=True)
+
+
+def dual_control_lineages(
+    session: Session, *, requester: str | None, approver: str | None
+) -> dict[str, object]:
+    """What policies/sod.rego needs to keep a two-person action out of one lineage.
+
+    Both people's ancestors, and whether both walks reached the top; a missing person
+    has no ancestors (the policy refuses a half without a person on its own).
+    """
+    walked = [lineage(session, p) for p in (requester, approver) if p is not None]
+    by_person = {w.person_id: w for w in walked}
+    return {
+        "requested_by_lineage": list(by_person[requester].ancestors) if requester else [],
+        "approver_person": approver,
+        "approver_lineage": list(by_person[approver].ancestors) if approver else [],
+        "lineage_complete": all(w.complete for w in walked),
+    }
+
+
 def _record(
     session: Session,
     trail: Trail,

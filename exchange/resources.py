@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from crypto.models import DestroyRequestRecord
+from exchange import people
 from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
 from exchange.market.agreements import agreement_for
@@ -325,19 +326,24 @@ def agreement_resource(session: Session, agreement_id: str) -> dict[str, Any]:
 # -- keys ---------------------------------------------------------------------------------------
 
 
-def kms_resource(session: Session, *, approving: str | None = None) -> dict[str, Any]:
+def kms_resource(
+    session: Session, *, approving: str | None = None, approver: str | None = None
+) -> dict[str, Any]:
     """The KMS as the policy sees it, with who asked for the destruction being approved.
 
-    `approving` names a pending destruction request; policies/sod.rego refuses its second
-    half unless a distinct person, neither created by the other, stands behind it.
+    `approving` names a pending destruction request and `approver` the person deciding
+    it; policies/sod.rego refuses its second half unless a distinct person stands behind
+    it, and neither is in the other's invitation lineage (`people.lineage`).
     """
     resource: dict[str, Any] = {"type": "kms"}
     if approving is not None:
         record = session.get(DestroyRequestRecord, approving)
+        requester = record.requested_by_person if record else None
         resource["dual_control"] = {
             "requested_by": record.requested_by if record else None,
-            "requested_by_person": record.requested_by_person if record else None,
+            "requested_by_person": requester,
             "requested_by_created_by": record.requested_by_sponsor if record else None,
+            **people.dual_control_lineages(session, requester=requester, approver=approver),
         }
     return resource
 
