@@ -30,8 +30,8 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
-from gateway.ratelimit import Attempt, Limits
-from gateway.routers.people import person_token
+from gateway.ratelimit import Attempt, Limits, refuse_late, run_check
+from gateway.routers.people import person_password, person_token
 from gateway.security import PlatformDep
 
 router = APIRouter(tags=["auth"])
@@ -189,7 +189,7 @@ def _denied(request: Request, client_id: str, basic: bool) -> GatewayError:
         attempt.failed()  # spends the failure slot the attempt holds
     else:
         limits: Limits = request.app.state.limits
-        limits.failed(client_ip(request))
+        limits.login_failed(client_ip(request))
     return _oauth_error(
         "invalid-client", "invalid_client", "invalid client credentials", basic=basic
     )
@@ -199,9 +199,8 @@ async def _check(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool
 ) -> exchange.clients.VerifiedClient:
     """`_verify` on the bounded secret-check threads (`SecretChecks`), not the shared pool."""
-    limits: Limits = request.app.state.limits
-    return await limits.checks.run(
-        client_ip(request), partial(_verify, platform, request, client_id, secret, basic)
+    return await run_check(
+        request, client_id, partial(_verify, platform, request, client_id, secret, basic)
     )
 
 
@@ -243,28 +242,19 @@ def _confirm(
 
 
 async def _admit(request: Request, client_id: str) -> Attempt:
-    """Before any secret is checked: the address's failure budget and the client's rate.
+    """Before any secret is checked: the cheap refusals of `Limits.admit`, answered late.
 
-    The attempt holds a failure slot while the secret is checked (see `Attempt`); the
-    caller releases it when the request ends, a no-op when a failure spent it.
+    The attempt then holds a failure slot while the secret is checked (`run_check`);
+    the caller releases it when the request ends, a no-op when a failure spent it.
     """
     limits: Limits = request.app.state.limits
     try:
         attempt = limits.admit(client_id, client_ip(request))
     except GatewayError as exc:
-        await _rate_limited(request, client_id, exc)
+        await refuse_late(request, client_id, exc)
         raise
     request.state.auth_attempt = attempt
     return attempt
-
-
-async def _rate_limited(request: Request, client_id: str, exc: GatewayError) -> None:
-    """Mark the refusal for the audit, and answer it late (`Tarpit`)."""
-    request.state.audit_event = Event.AUTH_RATE_LIMITED
-    request.state.audit_deny = True
-    request.state.object_id = client_id[:64]
-    limits: Limits = request.app.state.limits
-    await limits.tarpit.hold(float(exc.headers.get("Retry-After", "1")))
 
 
 def _revoke(
@@ -355,9 +345,13 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     fields = await _form(request)
     grant = fields.get("grant_type")
     if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
-        attempt = await _admit(request, "person:" + fields.get("username", "")[:64])
+        subject = "person:" + fields.get("username", "")[:64]
+        attempt = await _admit(request, subject)
         try:
-            return await person_token(request, platform, fields)
+            matched = await run_check(
+                request, subject, partial(person_password, platform, request, fields)
+            )
+            return await person_token(request, platform, fields, matched)
         finally:
             attempt.release()  # no-op when a failure spent the slot
     if grant not in ("client_credentials", "refresh_token"):

@@ -134,16 +134,23 @@ def confirm(body: Confirm, w: EnrolmentWriteDep) -> Confirmed:
     return Confirmed(person_id=person.id, state=person.status)
 
 
-def _person_token(platform: Platform, request: Request, fields: dict[str, str]) -> JSONResponse:
-    now = platform.now()
+def person_password(platform: Platform, request: Request, fields: dict[str, str]) -> str:
+    """The person's password check (scrypt), no transaction open; the hash it matched."""
     login = fields.get("username", "")
-    password = fields.get("password", "")
     try:
-        verified = exchange.people.verify_person_password(
-            platform.session, login=login, password=password
+        return exchange.people.verify_person_password(
+            platform.session, login=login, password=fields.get("password", "")
         )
     except xe.AuthenticationFailed:
         raise passkeys_router.person_denied(request, login) from None
+
+
+def _person_token(
+    platform: Platform, request: Request, fields: dict[str, str], verified: str
+) -> JSONResponse:
+    now = platform.now()
+    login = fields.get("username", "")
+    password = fields.get("password", "")
     with platform.session() as session, session.begin():
         try:
             person = exchange.people.authenticate_person(
@@ -175,11 +182,11 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
 
 
 async def person_token(
-    request: Request, platform: Platform, fields: dict[str, str]
+    request: Request, platform: Platform, fields: dict[str, str], verified: str
 ) -> JSONResponse:
     """`grant_type=urn:pdx:params:oauth:grant-type:person`: username, password and totp.
 
     Or, instead of `totp`, `passkey`: a WebAuthn assertion (JSON) answering the challenge
-    from /v1/auth/passkey-options.
+    from /v1/auth/passkey-options. `verified` is the hash `person_password` matched.
     """
-    return await run_in_threadpool(_person_token, platform, request, fields)
+    return await run_in_threadpool(_person_token, platform, request, fields, verified)
