@@ -178,12 +178,17 @@ class Attempt:
     (a flood of 12 users ran ~10x the budget's scrypt checks). The slot is spent when
     the attempt fails and given back otherwise; a failure after it was given back (e.g.
     the client was deactivated between the check and the transaction) counts anew.
+
+    A failure is noted where it is found, often inside the request's write transaction,
+    and written to the shared store by `settle`, once that transaction is over (on
+    SQLite a second writer in the same thread would wait for itself).
     """
 
     def __init__(self, failures: SharedFailures, address: str | None) -> None:
         self._failures = failures
         self._key = _address_key(address)
         self._state = "new"  # new → held → spent | returned
+        self._pending = 0  # failures noted, not yet written
         self._lock = threading.Lock()
 
     def hold(self) -> None:
@@ -197,14 +202,24 @@ class Attempt:
                 raise too_many(wait, "too many failed authentications from this address")
             self._state = "held"
 
-    def failed(self) -> float:
-        """Count this attempt as a failure (as `Limits.failed`: the wait if over budget)."""
+    def failed(self) -> None:
+        """Note this attempt as a failure; `settle` writes it (spending the held slot)."""
         with self._lock:
-            held, self._state = self._state == "held", "spent"
-        return self._failures.spend(self._key, held=held)
+            self._pending += 1
+
+    def settle(self) -> None:
+        """Write the failures noted so far (no transaction of this thread may be open)."""
+        with self._lock:
+            pending, self._pending = self._pending, 0
+            held = self._state == "held"
+            if pending:
+                self._state = "spent"
+        for i in range(pending):
+            self._failures.spend(self._key, held=held and i == 0)
 
     def release(self) -> None:
-        """The attempt did not fail its authentication: give its slot back (idempotent)."""
+        """The request is over: settle, and give a slot no failure spent back (idempotent)."""
+        self.settle()
         with self._lock:
             held = self._state == "held"
             if self._state in ("new", "held"):
@@ -293,7 +308,10 @@ async def run_check(request: Request, subject: str, check: Callable[[], T]) -> T
 
     def held() -> T:
         attempt.hold()
-        return check()
+        try:
+            return check()
+        finally:
+            attempt.settle()
 
     try:
         return await limits.checks.run(client_ip(request), held)
@@ -301,6 +319,22 @@ async def run_check(request: Request, subject: str, check: Callable[[], T]) -> T
         if exc.code == "rate-limited":
             await refuse_late(request, subject, exc)
         raise
+
+
+async def settled(request: Request, work: Callable[[], T]) -> T:
+    """`work()` on the shared thread pool, then the attempt's failures written (same thread).
+
+    For the part of a sign-in after its secret check, which opens a write transaction.
+    """
+    attempt: Attempt = request.state.auth_attempt
+
+    def run() -> T:
+        try:
+            return work()
+        finally:
+            attempt.settle()
+
+    return await anyio.to_thread.run_sync(run)
 
 
 def too_many(retry_after: float, detail: str) -> GatewayError:

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
@@ -30,7 +29,7 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
-from gateway.ratelimit import Attempt, Limits, refuse_late, run_check
+from gateway.ratelimit import Attempt, Limits, refuse_late, run_check, settled
 from gateway.routers.people import person_password, person_token
 from gateway.security import PlatformDep
 
@@ -368,9 +367,11 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     try:
         verified = await _check(platform, request, client_id, secret, basic)
         if grant == "refresh_token":
-            body = await run_in_threadpool(_refresh, platform, request, verified, basic, refresh)
+            body = await settled(
+                request, partial(_refresh, platform, request, verified, basic, refresh)
+            )
         else:
-            body = await run_in_threadpool(_issue, platform, request, verified, basic)
+            body = await settled(request, partial(_issue, platform, request, verified, basic))
     finally:
         attempt.release()  # no-op when a failure spent the slot
     return JSONResponse(body.model_dump(), headers=_NO_STORE)
@@ -390,7 +391,7 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     attempt = await _admit(request, client_id)
     try:
         verified = await _check(platform, request, client_id, secret, basic)
-        await run_in_threadpool(_revoke, platform, request, verified, basic, token)
+        await settled(request, partial(_revoke, platform, request, verified, basic, token))
     finally:
         attempt.release()
     request.app.state.principals.invalidate()

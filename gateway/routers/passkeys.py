@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 import exchange.people
 from audit.catalogue import Event
@@ -21,7 +20,7 @@ from gateway.errors import GatewayError
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.ratelimit import Attempt, Limits, refuse_late, run_check
+from gateway.ratelimit import Attempt, Limits, refuse_late, run_check, settled
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 from gateway.writes import WriteDep
 
@@ -141,7 +140,7 @@ async def signin_options(body: PasswordIn, request: Request, platform: PlatformD
     try:
         # Holds a failure slot while the password is checked (no check-then-count race).
         verified = await run_check(request, subject, partial(_password, platform, request, body))
-        return await run_in_threadpool(_signin_options, platform, request, body, verified)
+        return await settled(request, partial(_signin_options, platform, request, body, verified))
     finally:
         attempt.release()  # no-op when a failure spent the slot
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
@@ -17,6 +18,7 @@ from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
 from gateway.pep import Enforce
 from gateway.platform import Platform
+from gateway.ratelimit import settled
 from gateway.routers import passkeys as passkeys_router
 from gateway.routers.organisations import new_account, requested_roles
 from gateway.writes import EnrolmentWriteDep, WriteDep
@@ -189,4 +191,4 @@ async def person_token(
     Or, instead of `totp`, `passkey`: a WebAuthn assertion (JSON) answering the challenge
     from /v1/auth/passkey-options. `verified` is the hash `person_password` matched.
     """
-    return await run_in_threadpool(_person_token, platform, request, fields, verified)
+    return await settled(request, partial(_person_token, platform, request, fields, verified))
