@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 
 from gateway.platform import database_url
 from tests.helpers import server as real_server
+from tests.helpers.s13_token_flood import at_once
 
 BURST = 4
 FLOODER, VICTIM = "127.0.0.7", "127.0.0.8"
@@ -116,6 +117,33 @@ def test_two_processes_share_one_failure_budget(
     finally:
         for c in flooders + victims:
             c.close()
+
+
+def test_concurrent_guesses_on_two_processes_are_all_counted(
+    two_servers: list[real_server.RealServer], db_url: str
+) -> None:
+    """16 guesses at once, half on each process: each failure is written (no lost update).
+
+    A process sees the other's failures but not its checks in flight, which are at most
+    `SecretChecks.per_address` (2): those may overshoot the budget once, and are then
+    owed (the level goes below zero, and the address waits them off).
+    """
+    a, b = two_servers
+    victim = creds(a, "enterprise-fintech")
+    flooders = [from_address(s, FLOODER) for s in (a, b)]
+    try:
+        codes = at_once(
+            4 * BURST,
+            lambda i: client_token(flooders[i % 2], victim["client_id"], "wrong secret"),
+        )
+    finally:
+        for c in flooders:
+            c.close()
+    failed = codes.count(401)
+    assert codes.count(429) == 4 * BURST - failed, codes
+    assert BURST <= failed <= BURST + 2, codes  # per-process budgets: up to 2 * BURST
+    level = budget_rows(db_url)[f"addr:{FLOODER}"]
+    assert abs(level - (BURST - failed)) < 0.5, (level, failed)  # every failure counted
 
 
 def test_person_and_passkey_refusals_are_answered_late(tmp_path: Path) -> None:
