@@ -371,10 +371,21 @@ def confirm_enrolment(
     totp: str,
     now: datetime,
     trail: Trail,
+    verified_hash: str | None = None,
 ) -> Person:
-    """The first valid TOTP code proves the authenticator works: the person is active."""
+    """The first valid TOTP code proves the authenticator works: the person is active.
+
+    `verified_hash` as for `authenticate_person` (the password checked before).
+    """
     person = authenticate_person(
-        session, keystore, login=login, password=password, totp=totp, now=now, enrolling=True
+        session,
+        keystore,
+        login=login,
+        password=password,
+        totp=totp,
+        now=now,
+        enrolling=True,
+        verified_hash=verified_hash,
     )
     _record(session, trail, None, Event.PERSON_ACTIVATED, "update", person.id, now, person.org_id)
     return person

@@ -288,6 +288,22 @@ class Tarpit:
             self._held -= 1
 
 
+async def admit(request: Request, subject: str) -> Attempt:
+    """Before a sign-in's secret is checked: `Limits.admit`, its 429 answered late.
+
+    The attempt is the request's (`request.state.auth_attempt`): it holds a failure slot
+    while the secret is checked (`run_check`), and the route releases it when it ends.
+    """
+    limits: Limits = request.app.state.limits
+    try:
+        attempt = limits.admit(subject, client_ip(request))
+    except GatewayError as exc:
+        await refuse_late(request, subject, exc)
+        raise
+    request.state.auth_attempt = attempt
+    return attempt
+
+
 async def refuse_late(request: Request, subject: str, exc: GatewayError) -> None:
     """A sign-in refused by a rate limit: audited as such (in bursts), answered late."""
     request.state.audit_event = Event.AUTH_RATE_LIMITED

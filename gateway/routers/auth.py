@@ -29,7 +29,7 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
-from gateway.ratelimit import Attempt, Limits, refuse_late, run_check, settled
+from gateway.ratelimit import Attempt, Limits, admit, run_check, settled
 from gateway.routers.people import person_password, person_token
 from gateway.security import PlatformDep
 
@@ -240,22 +240,6 @@ def _confirm(
         raise _denied(request, verified.client_id, basic) from None
 
 
-async def _admit(request: Request, client_id: str) -> Attempt:
-    """Before any secret is checked: the cheap refusals of `Limits.admit`, answered late.
-
-    The attempt then holds a failure slot while the secret is checked (`run_check`);
-    the caller releases it when the request ends, a no-op when a failure spent it.
-    """
-    limits: Limits = request.app.state.limits
-    try:
-        attempt = limits.admit(client_id, client_ip(request))
-    except GatewayError as exc:
-        await refuse_late(request, client_id, exc)
-        raise
-    request.state.auth_attempt = attempt
-    return attempt
-
-
 def _revoke(
     platform: Platform,
     request: Request,
@@ -345,7 +329,7 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     grant = fields.get("grant_type")
     if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
         subject = "person:" + fields.get("username", "")[:64]
-        attempt = await _admit(request, subject)
+        attempt = await admit(request, subject)
         try:
             matched = await run_check(
                 request, subject, partial(person_password, platform, request, fields)
@@ -363,7 +347,7 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     refresh = fields.get("refresh_token", "")
     if grant == "refresh_token" and not refresh:
         raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
-    attempt = await _admit(request, client_id)
+    attempt = await admit(request, client_id)
     try:
         verified = await _check(platform, request, client_id, secret, basic)
         if grant == "refresh_token":
@@ -388,7 +372,7 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     token = fields.get("token", "")
     if not token:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")
-    attempt = await _admit(request, client_id)
+    attempt = await admit(request, client_id)
     try:
         verified = await _check(platform, request, client_id, secret, basic)
         await settled(request, partial(_revoke, platform, request, verified, basic, token))

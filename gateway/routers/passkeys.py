@@ -20,7 +20,7 @@ from gateway.errors import GatewayError
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.ratelimit import Attempt, Limits, refuse_late, run_check, settled
+from gateway.ratelimit import Attempt, Limits, admit, run_check, settled
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 from gateway.writes import WriteDep
 
@@ -129,14 +129,8 @@ async def signin_options(body: PasswordIn, request: Request, platform: PlatformD
     Answer it with `grant_type=urn:pdx:params:oauth:grant-type:person`, `username`,
     `password` and `passkey` (the assertion's JSON) at /v1/auth/token.
     """
-    limits: Limits = request.app.state.limits
     subject = "person:" + body.username[:64]
-    try:
-        attempt = limits.admit(subject, client_ip(request))
-    except GatewayError as exc:
-        await refuse_late(request, subject, exc)
-        raise
-    request.state.auth_attempt = attempt
+    attempt = await admit(request, subject)
     try:
         # Holds a failure slot while the password is checked (no check-then-count race).
         verified = await run_check(request, subject, partial(_password, platform, request, body))

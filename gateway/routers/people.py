@@ -18,10 +18,10 @@ from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
 from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.ratelimit import settled
+from gateway.ratelimit import admit, run_check, settled
 from gateway.routers import passkeys as passkeys_router
 from gateway.routers.organisations import new_account, requested_roles
-from gateway.writes import EnrolmentWriteDep, WriteDep
+from gateway.writes import EnrolmentWrite, EnrolmentWriteDep, WriteDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
 public = APIRouter(prefix="/v1", tags=["people"])  # enrolment: the invitation code authenticates
@@ -127,13 +127,47 @@ class Confirmed(BaseModel):
     state: str = Field(description="the person's state: `active` once confirmed")
 
 
-@public.post(CONFIRM_PATH, response_model=Confirmed)
-def confirm(body: Confirm, w: EnrolmentWriteDep) -> Confirmed:
-    """The first TOTP code from the authenticator activates the person."""
-    person = w.failing_as(Event.PERSON_CONFIRM_DENIED).run(
-        exchange.people.confirm_enrolment, login=body.login, password=body.password, totp=body.totp
-    )
+def _confirm_password(w: EnrolmentWrite, body: Confirm) -> str:
+    """The password check (scrypt) on a secret-check thread, no transaction open."""
+    try:
+        return exchange.people.verify_person_password(
+            w.platform.session, login=body.login, password=body.password
+        )
+    except xe.AuthenticationFailed:
+        w.request.state.auth_attempt.failed()
+        raise
+
+
+def _confirm(w: EnrolmentWrite, body: Confirm, verified: str) -> Confirmed:
+    try:
+        person = w.run(
+            exchange.people.confirm_enrolment,
+            login=body.login,
+            password=body.password,
+            totp=body.totp,
+            verified_hash=verified,
+        )
+    except xe.AuthenticationFailed:
+        w.request.state.auth_attempt.failed()
+        raise
     return Confirmed(person_id=person.id, state=person.status)
+
+
+@public.post(CONFIRM_PATH, response_model=Confirmed)
+async def confirm(body: Confirm, request: Request, w: EnrolmentWriteDep) -> Confirmed:
+    """The first TOTP code from the authenticator activates the person.
+
+    A password check like a sign-in's: within the address's failure budget, on the
+    secret-check threads, outside the write transaction, its 429s answered late.
+    """
+    w.failing_as(Event.PERSON_CONFIRM_DENIED)
+    subject = "person:" + body.login[:64]
+    attempt = await admit(request, subject)
+    try:
+        verified = await run_check(request, subject, partial(_confirm_password, w, body))
+        return await settled(request, partial(_confirm, w, body, verified))
+    finally:
+        attempt.release()  # no-op when a failure spent the slot
 
 
 def person_password(platform: Platform, request: Request, fields: dict[str, str]) -> str:

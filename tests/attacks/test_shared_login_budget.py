@@ -147,7 +147,11 @@ def test_concurrent_guesses_on_two_processes_are_all_counted(
 
 
 def test_person_and_passkey_refusals_are_answered_late(tmp_path: Path) -> None:
-    """Over the budget, a person's sign-in and /v1/auth/passkey-options wait the tarpit."""
+    """Over the budget, every person-password route refuses, after the tarpit.
+
+    The person grant, /v1/auth/passkey-options and /v1/invitations/confirm (which had
+    no budget, and checked the password inside its write transaction).
+    """
     delay_s = 0.7
     server = real_server.start_server(
         tmp_path / "home",
@@ -164,9 +168,11 @@ def test_person_and_passkey_refusals_are_answered_late(tmp_path: Path) -> None:
                 r = f.post("/v1/auth/passkey-options", json=guess)
                 assert r.status_code in (400, 401), r.text
             person = {**guess, "grant_type": PERSON_GRANT, "totp": "000000"}
+            confirm = {"login": "security-admin", "password": "not the password", "totp": "0" * 6}
             for send in (
                 lambda: f.post("/v1/auth/passkey-options", json=guess),
                 lambda: f.post("/v1/auth/token", data=person),
+                lambda: f.post("/v1/invitations/confirm", json=confirm),
             ):
                 r = send()
                 assert r.status_code == 429, r.text
