@@ -30,7 +30,7 @@ from exchange.errors import (
     SeparationOfDuties,
 )
 from exchange.jobs import open_sealed, seal
-from exchange.models import Invitation, Organisation, Person
+from exchange.models import Client, Invitation, Organisation, Person
 from exchange.trail import Receipt, Trail
 
 PERSON_PREFIX = "psn-"  # person ids; a token whose `sub` starts so is a person's
@@ -475,22 +475,47 @@ def lineage(session: Session, person_id: str) -> Lineage:
     return Lineage(person_id, tuple(ancestors), complete=True)
 
 
+def _controllers(session: Session, person: str, client: str | None) -> list[Lineage]:
+    """The lineages behind one half: its person's, and its client's secret issuer's."""
+    walks = [lineage(session, person)]
+    issuer = (
+        session.scalar(select(Client.secret_issued_by).where(Client.id == client))
+        if client is not None
+        else None
+    )
+    if issuer is not None and issuer != person:
+        above = lineage(session, issuer)
+        walks.append(Lineage(issuer, (issuer, *above.ancestors), above.complete))
+    return walks
+
+
 def dual_control_lineages(
-    session: Session, *, requester: str | None, approver: str | None
+    session: Session,
+    *,
+    requester: str | None,
+    approver: str | None,
+    requester_client: str | None = None,
+    approver_client: str | None = None,
 ) -> dict[str, object]:
     """What policies/sod.rego needs to keep a two-person action out of one lineage.
 
-    Both people's ancestors, and whether both walks reached the top; a missing person
-    has no ancestors (the policy refuses a half without a person on its own).
+    Each half's "lineage" is everyone above its person, and, when it acts through a
+    client whose secret someone else issued or rotated (and so has seen), that person
+    and everyone above them. Whether every walk reached the top goes with it; a
+    missing person has no lineage (the policy refuses a half without one on its own).
     """
-    walked = [lineage(session, p) for p in (requester, approver) if p is not None]
-    by_person = {w.person_id: w for w in walked}
-    return {
-        "requested_by_lineage": list(by_person[requester].ancestors) if requester else [],
-        "approver_person": approver,
-        "approver_lineage": list(by_person[approver].ancestors) if approver else [],
-        "lineage_complete": all(w.complete for w in walked),
+    halves = {
+        "requested_by_lineage": (requester, requester_client),
+        "approver_lineage": (approver, approver_client),
     }
+    out: dict[str, object] = {"approver_person": approver}
+    complete = True
+    for name, (person, client) in halves.items():
+        walks = _controllers(session, person, client) if person is not None else []
+        out[name] = list(dict.fromkeys(p for w in walks for p in w.ancestors))
+        complete = complete and all(w.complete for w in walks)
+    out["lineage_complete"] = complete
+    return out
 
 
 def _record(

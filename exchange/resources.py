@@ -327,13 +327,18 @@ def agreement_resource(session: Session, agreement_id: str) -> dict[str, Any]:
 
 
 def kms_resource(
-    session: Session, *, approving: str | None = None, approver: str | None = None
+    session: Session,
+    *,
+    approving: str | None = None,
+    approver: str | None = None,
+    approver_client: str | None = None,
 ) -> dict[str, Any]:
     """The KMS as the policy sees it, with who asked for the destruction being approved.
 
-    `approving` names a pending destruction request and `approver` the person deciding
-    it; policies/sod.rego refuses its second half unless a distinct person stands behind
-    it, and neither is in the other's invitation lineage (`people.lineage`).
+    `approving` names a pending destruction request, `approver` the person deciding it
+    and `approver_client` the client they act through; policies/sod.rego refuses its
+    second half unless a distinct person stands behind it, and neither is in the other's
+    lineage (`people.dual_control_lineages`).
     """
     resource: dict[str, Any] = {"type": "kms"}
     if approving is not None:
@@ -343,7 +348,13 @@ def kms_resource(
             "requested_by": record.requested_by if record else None,
             "requested_by_person": requester,
             "requested_by_created_by": record.requested_by_sponsor if record else None,
-            **people.dual_control_lineages(session, requester=requester, approver=approver),
+            **people.dual_control_lineages(
+                session,
+                requester=requester,
+                approver=approver,
+                requester_client=record.requested_by if record else None,
+                approver_client=approver_client,
+            ),
         }
     return resource
 

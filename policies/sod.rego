@@ -113,9 +113,12 @@ violations contains "separation of duties: an organisation's accounts and people
 
 # Two-person rule: the second half of a dual-control action (a key destruction) is
 # taken by another registered person, and neither is in the other's invitation lineage
-# (who invited them, who invited that one, ...: exchange.people.lineage walks it, bounded,
-# and says whether it reached the top). So a person cannot approve through anyone they
-# brought in, directly or through people those invited, nor through whoever brought them.
+# (who invited them, who invited that one, ...; and whoever issued or rotated the secret
+# of the client a half acts through, with that person's lineage: they have seen it).
+# exchange.people.dual_control_lineages walks them, bounded, and says whether each
+# reached the top. So a person cannot approve through anyone they brought in, directly
+# or through people those invited, nor through a credential they made for someone else,
+# nor approve what those asked for.
 dual := input.resource.dual_control
 
 violations contains "two-person rule: the approver must be a registered person" if {
@@ -174,13 +177,13 @@ requester_ancestors contains p if {
 
 requester_ancestors contains dual.requested_by_created_by if is_string(dual.requested_by_created_by)
 
-violations contains "two-person rule: the approver was created by the requester, directly or through people they invited" if {
+violations contains "two-person rule: the approver (or the credential it acts with) was created by the requester, directly or through people they invited" if {
 	dual
 	subject_person
 	dual.requested_by_person in approver_ancestors
 }
 
-violations contains "two-person rule: the requester was created by the approver, directly or through people they invited" if {
+violations contains "two-person rule: the requester (or the credential it acted with) was created by the approver, directly or through people they invited" if {
 	dual
 	subject_person
 	subject_person in requester_ancestors

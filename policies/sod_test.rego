@@ -185,27 +185,27 @@ person_cases := {
 	"self_created_accomplice_cannot_approve": {
 		"input": req(sec_accomplice, "kms.admin", destroy("psn-s1", [], "psn-s3", ["psn-s1"])),
 		"allow": false,
-		"reasons": ["the approver was created by the requester"],
+		"reasons": ["was created by the requester"],
 	},
 	"puppets_puppet_cannot_approve": {
 		"input": req(sec_grandchild, "kms.admin", destroy("psn-s1", [], "psn-s4", ["psn-s3", "psn-s1"])),
 		"allow": false,
-		"reasons": ["the approver was created by the requester, directly or through people they invited"],
+		"reasons": ["was created by the requester, directly or through people they invited"],
 	},
 	"direct_inviter_counts_even_if_the_lineage_omits_it": {
 		"input": req(sec_accomplice, "kms.admin", destroy("psn-s1", [], "psn-s3", [])),
 		"allow": false,
-		"reasons": ["the approver was created by the requester"],
+		"reasons": ["was created by the requester"],
 	},
 	"creator_cannot_approve_its_creation": {
 		"input": req(sec_admin, "kms.admin", destroy("psn-s3", ["psn-s1"], "psn-s1", [])),
 		"allow": false,
-		"reasons": ["the requester was created by the approver"],
+		"reasons": ["was created by the approver"],
 	},
 	"ancestor_cannot_approve_a_puppets_puppet": {
 		"input": req(sec_admin, "kms.admin", destroy("psn-s4", ["psn-s3", "psn-s1"], "psn-s1", [])),
 		"allow": false,
-		"reasons": ["the requester was created by the approver, directly or through people they invited"],
+		"reasons": ["was created by the approver, directly or through people they invited"],
 	},
 	"unrelated_lineages_approve": {
 		"input": req(object.union(sec_other, {"created_by": "psn-s2"}), "kms.admin", destroy("psn-s4", ["psn-s3", "psn-s1"], "psn-s2", ["psn-s7"])),
@@ -216,6 +216,18 @@ person_cases := {
 	"sibling_puppets_are_not_caught": {
 		"input": req(sec_sibling, "kms.admin", destroy("psn-s3", ["psn-s1"], "psn-s5", ["psn-s1"])),
 		"allow": true,
+	},
+	# psn-s1 issued (or rotated) the secret of a client owned by the independent psn-s2:
+	# the domain puts psn-s1 into that client's lineage.
+	"client_made_by_requester_for_another_cannot_approve": {
+		"input": req(sec_other, "kms.admin", destroy("psn-s1", [], "psn-s2", ["psn-s1"])),
+		"allow": false,
+		"reasons": ["(or the credential it acts with) was created by the requester"],
+	},
+	"request_through_a_client_the_approver_made_refused": {
+		"input": req(sec_admin, "kms.admin", destroy("psn-s2", ["psn-s1"], "psn-s1", [])),
+		"allow": false,
+		"reasons": ["(or the credential it acted with) was created by the approver"],
 	},
 	"incomplete_lineage_refused": {
 		"input": req(sec_other, "kms.admin", {"type": "kms", "dual_control": {

@@ -64,7 +64,10 @@ def _destroy_request(
     if request.path_params.get("decision") != "approve":
         return [Target(resources.kms_resource(session))]
     approving = request.path_params["request_id"]
-    return [Target(resources.kms_resource(session, approving=approving, approver=caller.person_id))]
+    resource = resources.kms_resource(
+        session, approving=approving, approver=caller.person_id, approver_client=caller.client_id
+    )
+    return [Target(resource)]
 
 
 DecideDestruction = Enforce("kms.admin", resources=_destroy_request)

@@ -102,7 +102,7 @@ def test_the_requesters_ancestors_cannot_approve(
     for approver in (a, b):
         refused = approve(api, request_id, approver)
         forbidden(refused)
-        assert "requester was created by the approver" in refused.json()["detail"]
+        assert "was created by the approver" in refused.json()["detail"]
     assert plaintext(platform, dataset_id)
     cancel(api, request_id, c)
     # B asks; A created B directly (the case the direct rule already covered).
@@ -125,3 +125,54 @@ def test_a_person_outside_both_lineages_approves(
     assert ok.json()["decided_by_person"] == other["person_id"]
     with pytest.raises(crypto.CryptoError):
         plaintext(platform, dataset_id)
+
+
+# -- a credential made by the requester for someone else -----------------------------------
+
+
+def client_headers(api: TestClient, client_id: str, secret: str) -> dict[str, str]:
+    r = api.post(
+        "/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def test_a_client_the_requester_issued_for_another_person_cannot_approve(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    # A issues itself a client owned by the independent second administrator ...
+    org = creds["security-admin"]["org_id"]
+    other = creds["security-admin-2"]["person"]["person_id"]
+    r = api.post(
+        f"/v1/organisations/{org}/clients",
+        json={"name": "in-the-name-of-s2", "roles": ["security-admin"], "owner_person_id": other},
+        headers=login(api, creds, "security-admin"),
+    )
+    assert r.status_code == 201, r.text
+    dataset_id, request_id = destroy_provider_kek(api, creds, platform)  # asked by A
+    refused = approve(
+        api, request_id, client_headers(api, r.json()["client_id"], r.json()["client_secret"])
+    )
+    forbidden(refused)  # ... and it knows the secret: it would approve as S2
+    assert "created by the requester" in refused.json()["detail"]
+    assert plaintext(platform, dataset_id)
+
+
+def test_a_secret_the_requester_rotated_for_another_person_cannot_approve(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    # A rotates the second administrator's own client, and so learns its new secret.
+    org = creds["security-admin"]["org_id"]
+    theirs = creds["security-admin-2"]["client_id"]
+    r = api.post(
+        f"/v1/organisations/{org}/clients/{theirs}/rotate-secret",
+        headers=login(api, creds, "security-admin"),
+    )
+    assert r.status_code == 200, r.text
+    dataset_id, request_id = destroy_provider_kek(api, creds, platform)  # asked by A
+    refused = approve(api, request_id, client_headers(api, theirs, r.json()["client_secret"]))
+    forbidden(refused)
+    assert "created by the requester" in refused.json()["detail"]
+    assert plaintext(platform, dataset_id)

@@ -1,4 +1,7 @@
-"""login failure budgets shared by every gateway process (exchange/login_budgets.py)
+"""login failure budgets shared by every gateway process; who last set a client's secret
+
+`login_failure_budgets`: exchange/login_budgets.py. `clients.secret_issued_by`: the
+person who issued or last rotated the secret (the two-person rule, policies/sod.rego).
 
 Revision ID: 0031
 Revises: 0005
@@ -24,7 +27,11 @@ def upgrade() -> None:
         sa.Column("at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_login_failure_budgets")),
     )
+    with op.batch_alter_table("clients") as batch:
+        batch.add_column(sa.Column("secret_issued_by", sa.String(length=40), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("clients") as batch:
+        batch.drop_column("secret_issued_by")
     op.drop_table("login_failure_budgets")
