@@ -176,3 +176,26 @@ def test_a_secret_the_requester_rotated_for_another_person_cannot_approve(
     forbidden(refused)
     assert "created by the requester" in refused.json()["detail"]
     assert plaintext(platform, dataset_id)
+
+
+def test_the_requester_cannot_approve_what_it_asked_through_a_client_it_made(
+    api: TestClient, creds: dict[str, Any], platform: Platform
+) -> None:
+    # A asks in the second administrator's name (a client A issued for them), then
+    # approves as itself.
+    org = creds["security-admin"]["org_id"]
+    a = login(api, creds, "security-admin")
+    other = creds["security-admin-2"]["person"]["person_id"]
+    r = api.post(
+        f"/v1/organisations/{org}/clients",
+        json={"name": "asks-as-s2", "roles": ["security-admin"], "owner_person_id": other},
+        headers=a,
+    )
+    assert r.status_code == 201, r.text
+    dataset_id = provider_data(api, creds)
+    as_other = client_headers(api, r.json()["client_id"], r.json()["client_secret"])
+    request_id = request_destroy(api, creds, as_other)
+    refused = approve(api, request_id, a)
+    forbidden(refused)
+    assert "was created by the approver" in refused.json()["detail"]
+    assert plaintext(platform, dataset_id)
