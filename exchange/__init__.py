@@ -1,5 +1,6 @@
 """Organisations and accounts, the dataset catalogue with grading, and the content pipeline."""
 
+import exchange.login_budgets  # noqa: F401  (sign-in failure budgets join ExchangeBase)
 import exchange.market.models  # noqa: F401  (the market's tables join ExchangeBase)
 import exchange.passkeys  # noqa: F401  (the passkey tables join ExchangeBase)
 from exchange.accounts import (

@@ -240,6 +240,7 @@ def create_client(
         active=True,
         created_at=now,
         owner_person_id=owner.id,
+        secret_issued_by=caller.person_id if caller is not None else None,
     )
     try:
         with session.begin_nested():

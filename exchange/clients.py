@@ -158,6 +158,7 @@ def rotate_client_secret(
         raise Conflict("the client is deactivated", client_id=client.id)
     plaintext, hashed = secret
     client.secret_hash = hashed
+    client.secret_issued_by = caller.person_id  # who now knows it (policies/sod.rego)
     _revoke_logins(session, client.id, now, "client secret rotated")
     index = _record(session, trail, caller, Event.CLIENT_SECRET_ROTATED, "rotate", client.id, now)
     return ClientChange(client.id, client.org_id, True, index, client_secret=plaintext)

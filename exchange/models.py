@@ -64,6 +64,9 @@ class Client(ExchangeBase):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # The person the client acts for (issue 11): approvals and duties belong to people.
     owner_person_id: Mapped[str | None] = mapped_column(ForeignKey("people.id"), index=True)
+    # The person who last set the secret, and so has seen it: an administrator issuing or
+    # rotating a client for another person can act as them (the two-person rule counts it).
+    secret_issued_by: Mapped[str | None] = mapped_column(String(40))
 
     organisation: Mapped[Organisation] = relationship(back_populates="clients")
 

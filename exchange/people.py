@@ -30,7 +30,7 @@ from exchange.errors import (
     SeparationOfDuties,
 )
 from exchange.jobs import open_sealed, seal
-from exchange.models import Invitation, Organisation, Person
+from exchange.models import Client, Invitation, Organisation, Person
 from exchange.trail import Receipt, Trail
 
 PERSON_PREFIX = "psn-"  # person ids; a token whose `sub` starts so is a person's
@@ -371,10 +371,21 @@ def confirm_enrolment(
     totp: str,
     now: datetime,
     trail: Trail,
+    verified_hash: str | None = None,
 ) -> Person:
-    """The first valid TOTP code proves the authenticator works: the person is active."""
+    """The first valid TOTP code proves the authenticator works: the person is active.
+
+    `verified_hash` as for `authenticate_person` (the password checked before).
+    """
     person = authenticate_person(
-        session, keystore, login=login, password=password, totp=totp, now=now, enrolling=True
+        session,
+        keystore,
+        login=login,
+        password=password,
+        totp=totp,
+        now=now,
+        enrolling=True,
+        verified_hash=verified_hash,
     )
     _record(session, trail, None, Event.PERSON_ACTIVATED, "update", person.id, now, person.org_id)
     return person
@@ -429,6 +440,82 @@ def person_caller_fields(session: Session, person_id: str | None) -> tuple[str |
     if person is None or person.status != ACTIVE:
         return None, False
     return person.created_by_person, bool(person.org_admin)
+
+
+# How many invitations back a person's lineage is walked. A deeper chain is not
+# "complete", and the two-person rule refuses it rather than guess (policies/sod.rego).
+MAX_LINEAGE = 32
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Who invited a person, who invited them, and so on: nearest first, bounded.
+
+    `complete` is False when the walk stopped at `MAX_LINEAGE` with more above it. A
+    cycle (which invitations cannot make, but a restored database might hold) ends the
+    walk at the first person seen twice, so it always ends.
+    """
+
+    person_id: str
+    ancestors: tuple[str, ...]
+    complete: bool
+
+
+def lineage(session: Session, person_id: str) -> Lineage:
+    """The chain of `created_by_person` above `person_id` (see `Lineage`)."""
+    seen = {person_id}
+    ancestors: list[str] = []
+    creator = session.scalar(select(Person.created_by_person).where(Person.id == person_id))
+    while creator is not None and creator not in seen:
+        if len(ancestors) == MAX_LINEAGE:
+            return Lineage(person_id, tuple(ancestors), complete=False)
+        ancestors.append(creator)
+        seen.add(creator)
+        creator = session.scalar(select(Person.created_by_person).where(Person.id == creator))
+    return Lineage(person_id, tuple(ancestors), complete=True)
+
+
+def _controllers(session: Session, person: str, client: str | None) -> list[Lineage]:
+    """The lineages behind one half: its person's, and its client's secret issuer's."""
+    walks = [lineage(session, person)]
+    issuer = (
+        session.scalar(select(Client.secret_issued_by).where(Client.id == client))
+        if client is not None
+        else None
+    )
+    if issuer is not None and issuer != person:
+        above = lineage(session, issuer)
+        walks.append(Lineage(issuer, (issuer, *above.ancestors), above.complete))
+    return walks
+
+
+def dual_control_lineages(
+    session: Session,
+    *,
+    requester: str | None,
+    approver: str | None,
+    requester_client: str | None = None,
+    approver_client: str | None = None,
+) -> dict[str, object]:
+    """What policies/sod.rego needs to keep a two-person action out of one lineage.
+
+    Each half's "lineage" is everyone above its person, and, when it acts through a
+    client whose secret someone else issued or rotated (and so has seen), that person
+    and everyone above them. Whether every walk reached the top goes with it; a
+    missing person has no lineage (the policy refuses a half without one on its own).
+    """
+    halves = {
+        "requested_by_lineage": (requester, requester_client),
+        "approver_lineage": (approver, approver_client),
+    }
+    out: dict[str, object] = {"approver_person": approver}
+    complete = True
+    for name, (person, client) in halves.items():
+        walks = _controllers(session, person, client) if person is not None else []
+        out[name] = list(dict.fromkeys(p for w in walks for p in w.ancestors))
+        complete = complete and all(w.complete for w in walks)
+    out["lineage_complete"] = complete
+    return out
 
 
 def _record(

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from crypto.models import DestroyRequestRecord
+from exchange import people
 from exchange.accounts import Caller, Role
 from exchange.errors import NotFound
 from exchange.market.agreements import agreement_for
@@ -325,19 +326,35 @@ def agreement_resource(session: Session, agreement_id: str) -> dict[str, Any]:
 # -- keys ---------------------------------------------------------------------------------------
 
 
-def kms_resource(session: Session, *, approving: str | None = None) -> dict[str, Any]:
+def kms_resource(
+    session: Session,
+    *,
+    approving: str | None = None,
+    approver: str | None = None,
+    approver_client: str | None = None,
+) -> dict[str, Any]:
     """The KMS as the policy sees it, with who asked for the destruction being approved.
 
-    `approving` names a pending destruction request; policies/sod.rego refuses its second
-    half unless a distinct person, neither created by the other, stands behind it.
+    `approving` names a pending destruction request, `approver` the person deciding it
+    and `approver_client` the client they act through; policies/sod.rego refuses its
+    second half unless a distinct person stands behind it, and neither is in the other's
+    lineage (`people.dual_control_lineages`).
     """
     resource: dict[str, Any] = {"type": "kms"}
     if approving is not None:
         record = session.get(DestroyRequestRecord, approving)
+        requester = record.requested_by_person if record else None
         resource["dual_control"] = {
             "requested_by": record.requested_by if record else None,
-            "requested_by_person": record.requested_by_person if record else None,
+            "requested_by_person": requester,
             "requested_by_created_by": record.requested_by_sponsor if record else None,
+            **people.dual_control_lineages(
+                session,
+                requester=requester,
+                approver=approver,
+                requester_client=record.requested_by if record else None,
+                approver_client=approver_client,
+            ),
         }
     return resource
 

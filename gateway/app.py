@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import audit
+from exchange.login_budgets import FailureBudgets
 from gateway import errors, jobs_root
 from gateway.auditing import BurstWriter
 from gateway.console import mount_console
@@ -23,7 +24,7 @@ from gateway.pagination import cursor_key
 from gateway.pep import unenforced_routes
 from gateway.platform import Platform
 from gateway.principals import Principals
-from gateway.ratelimit import Limits, RateLimiter, Tarpit
+from gateway.ratelimit import Limits, RateLimiter, SharedFailures, Tarpit
 from gateway.routes import api_routes
 from gateway.security import request_id_for
 from gateway.tokens import ALGORITHM as TOKEN_ALGORITHM
@@ -149,6 +150,13 @@ def create_app(platform: Platform) -> FastAPI:
         ),
         failures=RateLimiter(
             capacity=settings.auth_failure_burst, per_minute=settings.auth_failures_per_min
+        ),
+        logins=SharedFailures(
+            FailureBudgets(
+                platform.session,
+                capacity=settings.auth_failure_burst,
+                per_minute=settings.auth_failures_per_min,
+            )
         ),
         tarpit=Tarpit(settings.auth_tarpit_ms / 1000),
     )

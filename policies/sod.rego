@@ -112,7 +112,13 @@ violations contains "separation of duties: an organisation's accounts and people
 }
 
 # Two-person rule: the second half of a dual-control action (a key destruction) is
-# taken by another registered person, and neither person created the other.
+# taken by another registered person, and neither is in the other's invitation lineage
+# (who invited them, who invited that one, ...; and whoever issued or rotated the secret
+# of the client a half acts through, with that person's lineage: they have seen it).
+# exchange.people.dual_control_lineages walks them, bounded, and says whether each
+# reached the top. So a person cannot approve through anyone they brought in, directly
+# or through people those invited, nor through a credential they made for someone else,
+# nor approve what those asked for.
 dual := input.resource.dual_control
 
 violations contains "two-person rule: the approver must be a registered person" if {
@@ -130,14 +136,55 @@ violations contains "two-person rule: the same person cannot approve their own r
 	subject_person == dual.requested_by_person
 }
 
-violations contains "two-person rule: the approver was created by the requester" if {
+# The lineages must have been walked, to the top, for these two people.
+violations contains "two-person rule: the invitation lineage of both people could not be checked" if {
 	dual
 	subject_person
-	input.subject.created_by == dual.requested_by_person
+	not dual.lineage_complete == true
 }
 
-violations contains "two-person rule: the requester was created by the approver" if {
+violations contains "two-person rule: the invitation lineage of both people could not be checked" if {
 	dual
 	subject_person
-	dual.requested_by_created_by == subject_person
+	dual.approver_person != subject_person
+}
+
+violations contains "two-person rule: the invitation lineage of both people could not be checked" if {
+	dual
+	subject_person
+	not is_array(dual.approver_lineage)
+}
+
+violations contains "two-person rule: the invitation lineage of both people could not be checked" if {
+	dual
+	subject_person
+	not is_array(dual.requested_by_lineage)
+}
+
+# Everyone above the approver, and above the requester (the direct inviter included,
+# however the caller's view and the stored request name them).
+approver_ancestors contains p if {
+	some p in dual.approver_lineage
+	is_string(p)
+}
+
+approver_ancestors contains input.subject.created_by if is_string(input.subject.created_by)
+
+requester_ancestors contains p if {
+	some p in dual.requested_by_lineage
+	is_string(p)
+}
+
+requester_ancestors contains dual.requested_by_created_by if is_string(dual.requested_by_created_by)
+
+violations contains "two-person rule: the approver (or the credential it acts with) was created by the requester, directly or through people they invited" if {
+	dual
+	subject_person
+	dual.requested_by_person in approver_ancestors
+}
+
+violations contains "two-person rule: the requester (or the credential it acted with) was created by the approver, directly or through people they invited" if {
+	dual
+	subject_person
+	subject_person in requester_ancestors
 }

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
@@ -30,8 +29,8 @@ from gateway import mtls
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 from gateway.platform import Platform
-from gateway.ratelimit import Attempt, Limits
-from gateway.routers.people import person_token
+from gateway.ratelimit import Attempt, Limits, admit, run_check, settled
+from gateway.routers.people import person_password, person_token
 from gateway.security import PlatformDep
 
 router = APIRouter(tags=["auth"])
@@ -189,7 +188,7 @@ def _denied(request: Request, client_id: str, basic: bool) -> GatewayError:
         attempt.failed()  # spends the failure slot the attempt holds
     else:
         limits: Limits = request.app.state.limits
-        limits.failed(client_ip(request))
+        limits.login_failed(client_ip(request))
     return _oauth_error(
         "invalid-client", "invalid_client", "invalid client credentials", basic=basic
     )
@@ -199,9 +198,8 @@ async def _check(
     platform: Platform, request: Request, client_id: str, secret: str, basic: bool
 ) -> exchange.clients.VerifiedClient:
     """`_verify` on the bounded secret-check threads (`SecretChecks`), not the shared pool."""
-    limits: Limits = request.app.state.limits
-    return await limits.checks.run(
-        client_ip(request), partial(_verify, platform, request, client_id, secret, basic)
+    return await run_check(
+        request, client_id, partial(_verify, platform, request, client_id, secret, basic)
     )
 
 
@@ -240,31 +238,6 @@ def _confirm(
         return exchange.clients.confirm_client(session, verified)
     except xe.AuthenticationFailed:
         raise _denied(request, verified.client_id, basic) from None
-
-
-async def _admit(request: Request, client_id: str) -> Attempt:
-    """Before any secret is checked: the address's failure budget and the client's rate.
-
-    The attempt holds a failure slot while the secret is checked (see `Attempt`); the
-    caller releases it when the request ends, a no-op when a failure spent it.
-    """
-    limits: Limits = request.app.state.limits
-    try:
-        attempt = limits.admit(client_id, client_ip(request))
-    except GatewayError as exc:
-        await _rate_limited(request, client_id, exc)
-        raise
-    request.state.auth_attempt = attempt
-    return attempt
-
-
-async def _rate_limited(request: Request, client_id: str, exc: GatewayError) -> None:
-    """Mark the refusal for the audit, and answer it late (`Tarpit`)."""
-    request.state.audit_event = Event.AUTH_RATE_LIMITED
-    request.state.audit_deny = True
-    request.state.object_id = client_id[:64]
-    limits: Limits = request.app.state.limits
-    await limits.tarpit.hold(float(exc.headers.get("Retry-After", "1")))
 
 
 def _revoke(
@@ -355,9 +328,13 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     fields = await _form(request)
     grant = fields.get("grant_type")
     if grant == exchange.people.PERSON_GRANT:  # a person: login, password and TOTP
-        attempt = await _admit(request, "person:" + fields.get("username", "")[:64])
+        subject = "person:" + fields.get("username", "")[:64]
+        attempt = await admit(request, subject)
         try:
-            return await person_token(request, platform, fields)
+            matched = await run_check(
+                request, subject, partial(person_password, platform, request, fields)
+            )
+            return await person_token(request, platform, fields, matched)
         finally:
             attempt.release()  # no-op when a failure spent the slot
     if grant not in ("client_credentials", "refresh_token"):
@@ -370,13 +347,15 @@ async def token(request: Request, platform: PlatformDep) -> JSONResponse:
     refresh = fields.get("refresh_token", "")
     if grant == "refresh_token" and not refresh:
         raise _oauth_error("invalid-request", "invalid_request", "refresh_token is required")
-    attempt = await _admit(request, client_id)
+    attempt = await admit(request, client_id)
     try:
         verified = await _check(platform, request, client_id, secret, basic)
         if grant == "refresh_token":
-            body = await run_in_threadpool(_refresh, platform, request, verified, basic, refresh)
+            body = await settled(
+                request, partial(_refresh, platform, request, verified, basic, refresh)
+            )
         else:
-            body = await run_in_threadpool(_issue, platform, request, verified, basic)
+            body = await settled(request, partial(_issue, platform, request, verified, basic))
     finally:
         attempt.release()  # no-op when a failure spent the slot
     return JSONResponse(body.model_dump(), headers=_NO_STORE)
@@ -393,10 +372,10 @@ async def revoke(request: Request, platform: PlatformDep) -> JSONResponse:
     token = fields.get("token", "")
     if not token:
         raise _oauth_error("invalid-request", "invalid_request", "token is required")
-    attempt = await _admit(request, client_id)
+    attempt = await admit(request, client_id)
     try:
         verified = await _check(platform, request, client_id, secret, basic)
-        await run_in_threadpool(_revoke, platform, request, verified, basic, token)
+        await settled(request, partial(_revoke, platform, request, verified, basic, token))
     finally:
         attempt.release()
     request.app.state.principals.invalidate()

@@ -58,13 +58,16 @@ def _destroy_request(
 ) -> list[Target]:
     """The pending destruction an approval decides on: who asked, and who created them.
 
-    policies/sod.rego refuses the second half unless a distinct person, neither created
-    by the other, stands behind it (issue 11: two-person rule).
+    policies/sod.rego refuses the second half unless a distinct person, neither in the
+    other's invitation lineage, stands behind it (issue 11: two-person rule).
     """
     if request.path_params.get("decision") != "approve":
         return [Target(resources.kms_resource(session))]
     approving = request.path_params["request_id"]
-    return [Target(resources.kms_resource(session, approving=approving))]
+    resource = resources.kms_resource(
+        session, approving=approving, approver=caller.person_id, approver_client=caller.client_id
+    )
+    return [Target(resource)]
 
 
 DecideDestruction = Enforce("kms.admin", resources=_destroy_request)

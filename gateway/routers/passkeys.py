@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 import exchange.people
 from audit.catalogue import Event
@@ -20,7 +20,7 @@ from gateway.errors import GatewayError
 from gateway.pagination import Page, PagingDep
 from gateway.pep import Enforce
 from gateway.platform import Platform
-from gateway.ratelimit import Attempt, Limits
+from gateway.ratelimit import Attempt, Limits, admit, run_check, settled
 from gateway.security import CallerDep, ClockDep, PlatformDep, SessionDep
 from gateway.writes import WriteDep
 
@@ -85,7 +85,7 @@ def person_denied(request: Request, login: str) -> GatewayError:
         attempt.failed()  # spends the failure slot the attempt holds (gateway/ratelimit.py)
     else:
         limits: Limits = request.app.state.limits
-        limits.failed(client_ip(request))
+        limits.login_failed(client_ip(request))
     return GatewayError(
         "invalid-grant",
         "Invalid token request",
@@ -95,19 +95,27 @@ def person_denied(request: Request, login: str) -> GatewayError:
     )
 
 
-def _signin_options(platform: Platform, request: Request, body: PasswordIn) -> JSONResponse:
-    now = platform.now()
+def _password(platform: Platform, request: Request, body: PasswordIn) -> str:
+    """The password check (scrypt) on a secret-check thread, no transaction open."""
     try:
-        verified = exchange.people.verify_person_password(
+        return exchange.people.verify_person_password(
             platform.session, login=body.username, password=body.password
         )
+    except xe.AuthenticationFailed:
+        raise person_denied(request, body.username) from None
+
+
+def _signin_options(
+    platform: Platform, request: Request, body: PasswordIn, verified: str
+) -> JSONResponse:
+    try:
         with platform.session() as session, session.begin():
             options = exchange.people.passkey_challenge(
                 session,
                 verified_hash=verified,
                 login=body.username,
                 rp=relying_party(platform),
-                now=now,
+                now=platform.now(),
             )
     except xe.AuthenticationFailed:
         raise person_denied(request, body.username) from None
@@ -121,17 +129,12 @@ async def signin_options(body: PasswordIn, request: Request, platform: PlatformD
     Answer it with `grant_type=urn:pdx:params:oauth:grant-type:person`, `username`,
     `password` and `passkey` (the assertion's JSON) at /v1/auth/token.
     """
-    limits: Limits = request.app.state.limits
+    subject = "person:" + body.username[:64]
+    attempt = await admit(request, subject)
     try:
         # Holds a failure slot while the password is checked (no check-then-count race).
-        attempt = limits.admit("person:" + body.username[:64], client_ip(request))
-    except GatewayError:
-        request.state.audit_event = Event.AUTH_RATE_LIMITED
-        request.state.audit_deny = True
-        raise
-    request.state.auth_attempt = attempt
-    try:
-        return await run_in_threadpool(_signin_options, platform, request, body)
+        verified = await run_check(request, subject, partial(_password, platform, request, body))
+        return await settled(request, partial(_signin_options, platform, request, body, verified))
     finally:
         attempt.release()  # no-op when a failure spent the slot
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 import audit
 import exchange
@@ -17,9 +18,10 @@ from exchange.timestamps import Timestamp
 from gateway.auditing import client_ip
 from gateway.pep import Enforce
 from gateway.platform import Platform
+from gateway.ratelimit import admit, run_check, settled
 from gateway.routers import passkeys as passkeys_router
 from gateway.routers.organisations import new_account, requested_roles
-from gateway.writes import EnrolmentWriteDep, WriteDep
+from gateway.writes import EnrolmentWrite, EnrolmentWriteDep, WriteDep
 
 router = APIRouter(prefix="/v1", tags=["people"])
 public = APIRouter(prefix="/v1", tags=["people"])  # enrolment: the invitation code authenticates
@@ -125,25 +127,66 @@ class Confirmed(BaseModel):
     state: str = Field(description="the person's state: `active` once confirmed")
 
 
-@public.post(CONFIRM_PATH, response_model=Confirmed)
-def confirm(body: Confirm, w: EnrolmentWriteDep) -> Confirmed:
-    """The first TOTP code from the authenticator activates the person."""
-    person = w.failing_as(Event.PERSON_CONFIRM_DENIED).run(
-        exchange.people.confirm_enrolment, login=body.login, password=body.password, totp=body.totp
-    )
+def _confirm_password(w: EnrolmentWrite, body: Confirm) -> str:
+    """The password check (scrypt) on a secret-check thread, no transaction open."""
+    try:
+        return exchange.people.verify_person_password(
+            w.platform.session, login=body.login, password=body.password
+        )
+    except xe.AuthenticationFailed:
+        w.request.state.auth_attempt.failed()
+        raise
+
+
+def _confirm(w: EnrolmentWrite, body: Confirm, verified: str) -> Confirmed:
+    try:
+        person = w.run(
+            exchange.people.confirm_enrolment,
+            login=body.login,
+            password=body.password,
+            totp=body.totp,
+            verified_hash=verified,
+        )
+    except xe.AuthenticationFailed:
+        w.request.state.auth_attempt.failed()
+        raise
     return Confirmed(person_id=person.id, state=person.status)
 
 
-def _person_token(platform: Platform, request: Request, fields: dict[str, str]) -> JSONResponse:
-    now = platform.now()
-    login = fields.get("username", "")
-    password = fields.get("password", "")
+@public.post(CONFIRM_PATH, response_model=Confirmed)
+async def confirm(body: Confirm, request: Request, w: EnrolmentWriteDep) -> Confirmed:
+    """The first TOTP code from the authenticator activates the person.
+
+    A password check like a sign-in's: within the address's failure budget, on the
+    secret-check threads, outside the write transaction, its 429s answered late.
+    """
+    w.failing_as(Event.PERSON_CONFIRM_DENIED)
+    subject = "person:" + body.login[:64]
+    attempt = await admit(request, subject)
     try:
-        verified = exchange.people.verify_person_password(
-            platform.session, login=login, password=password
+        verified = await run_check(request, subject, partial(_confirm_password, w, body))
+        return await settled(request, partial(_confirm, w, body, verified))
+    finally:
+        attempt.release()  # no-op when a failure spent the slot
+
+
+def person_password(platform: Platform, request: Request, fields: dict[str, str]) -> str:
+    """The person's password check (scrypt), no transaction open; the hash it matched."""
+    login = fields.get("username", "")
+    try:
+        return exchange.people.verify_person_password(
+            platform.session, login=login, password=fields.get("password", "")
         )
     except xe.AuthenticationFailed:
         raise passkeys_router.person_denied(request, login) from None
+
+
+def _person_token(
+    platform: Platform, request: Request, fields: dict[str, str], verified: str
+) -> JSONResponse:
+    now = platform.now()
+    login = fields.get("username", "")
+    password = fields.get("password", "")
     with platform.session() as session, session.begin():
         try:
             person = exchange.people.authenticate_person(
@@ -175,11 +218,11 @@ def _person_token(platform: Platform, request: Request, fields: dict[str, str]) 
 
 
 async def person_token(
-    request: Request, platform: Platform, fields: dict[str, str]
+    request: Request, platform: Platform, fields: dict[str, str], verified: str
 ) -> JSONResponse:
     """`grant_type=urn:pdx:params:oauth:grant-type:person`: username, password and totp.
 
     Or, instead of `totp`, `passkey`: a WebAuthn assertion (JSON) answering the challenge
-    from /v1/auth/passkey-options.
+    from /v1/auth/passkey-options. `verified` is the hash `person_password` matched.
     """
-    return await run_in_threadpool(_person_token, platform, request, fields)
+    return await settled(request, partial(_person_token, platform, request, fields, verified))

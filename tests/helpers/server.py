@@ -50,14 +50,15 @@ def start_server(
     Fails the test with the server's last output when it exits or does not come up.
     """
     port = free_port()
+    inherited = dict(os.environ)
+    inherited.pop("PDX_DATABASE_URL", None)  # the embedded store unless `extra_env` names one
     env = {
-        **os.environ,
+        **inherited,
         "PDX_HOME": str(home),
         "PDX_PORT": str(port),
         "PDX_HOST": "127.0.0.1",
         **(extra_env or {}),
     }
-    env.pop("PDX_DATABASE_URL", None)
     proc = subprocess.Popen(
         [*PDX, "run", "--log-level", "warning"],
         env=env,
