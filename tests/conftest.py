@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 
 from crypto.backends.pkcs11 import Pkcs11Config
 from gateway.app import create_app
 from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
 from tests.helpers import api as _api_helpers
-from tests.helpers.platforms import PreparedPlatforms, admin_engine, backend, cache_key
+from tests.helpers.platforms import PreparedPlatforms, admin_engine, cache_key
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CSV = _api_helpers.EXAMPLE_CSV
@@ -97,18 +97,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
-
-    For a test that takes `creds` the `platform` fixture creates it instead, as a copy of a
-    prepared platform's template: creating it empty first cost a second CREATE DATABASE.
-    """
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     assert POSTGRES_URL
     admin = create_engine(database_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
     name = f"pdx_test_{uuid.uuid4().hex[:12]}"
-    if "creds" not in request.fixturenames:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
     base, _, _ = POSTGRES_URL.rpartition("/")
     try:
         yield f"{base}/{name}"
@@ -158,17 +153,9 @@ def platform(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Pla
 
     Without `creds` the database is empty (the test migrates and seeds as it needs).
     """
-    if "creds" in request.fixturenames:
-        if cache_key(settings) is not None:
-            prepared: PreparedPlatforms = request.getfixturevalue("prepared_platforms")
-            request.node.stash[_RESTORED_CREDS] = prepared.restore(settings)
-        elif backend(settings.database_url) == "postgresql":
-            assert POSTGRES_URL  # postgres_url left the database to this fixture
-            name = make_url(database_url(settings.database_url)).database
-            admin = admin_engine(POSTGRES_URL)
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            admin.dispose()
+    if "creds" in request.fixturenames and cache_key(settings) is not None:
+        prepared: PreparedPlatforms = request.getfixturevalue("prepared_platforms")
+        request.node.stash[_RESTORED_CREDS] = prepared.restore(settings)
     p = build_platform(settings)
     yield p
     p.engine.dispose()
