@@ -180,7 +180,7 @@ def pager(*, default: int = 50, maximum: int = 500) -> Callable[..., Paging]:
         Query(max_length=MAX_CURSOR, description="from the previous page's `next` link"),
     ]
 
-    def paging(request: Request, limit: int = default, cursor: str | None = None) -> Paging:
+    async def paging(request: Request, limit: int = default, cursor: str | None = None) -> Paging:
         secret = _secret(request)
         after = decode_cursor(secret, request, cursor) if cursor else None
         return Paging(request=request, window=Window(limit=limit, after=after), secret=secret)
