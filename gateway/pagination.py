@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
@@ -172,7 +172,7 @@ def _secret(request: Request) -> bytes:
     return secret
 
 
-def pager(*, default: int = 50, maximum: int = 500) -> Callable[..., Paging]:
+def pager(*, default: int = 50, maximum: int = 500) -> Callable[..., Awaitable[Paging]]:
     """A FastAPI dependency: `limit` (1..maximum) and `cursor` from the query → `Paging`."""
     limit_t = Annotated[int, Query(ge=1, le=maximum, description="items per page")]
     cursor_t = Annotated[
