@@ -37,6 +37,7 @@ Workloads (full size; `--quick` shrinks them for a smoke run whose figures are n
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -276,6 +277,29 @@ def _hetero_dp(
     return statistics.median(accs)
 
 
+def run_only(
+    which: str, quick: bool = False, scale: int | None = None, key_bits: int | None = None
+) -> dict[str, Any]:
+    """One workload at the size `run` would give it, its figures per identifier added.
+
+    For profiling and side-by-side comparisons: bench/results/vertical.json is not touched.
+    """
+    n, common = (20_000, 2_000) if quick else (1_000_000, 100_000)
+    sum_n, sum_common = (2_000, 400) if quick else (1_000_000, 200_000)
+    if scale is not None:
+        n, common, sum_n, sum_common = scale, scale // 10, scale // 2, scale // 10
+    if which == "psi":
+        out = bench_psi(n, common)
+        return {
+            "set_size": n,
+            **out,
+            "us_per_identifier": out["seconds"] / (2 * n) * 1e6,
+            "cpu_us_per_identifier": out["cpu_seconds"] / (2 * n) * 1e6,
+            "serial_cpu_us_per_identifier": out["serial_cpu_seconds"] / (2 * n) * 1e6,
+        }
+    return {"set_size": sum_n, **bench_sum(sum_n, sum_common, key_bits or 2048)}
+
+
 def run(
     quick: bool = False,
     scale: int | None = None,
@@ -370,5 +394,14 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=int, default=None, help="PSI set size (default 10^6)")
     parser.add_argument("--key-bits", type=int, default=None, help="hetero-LR Paillier key")
     parser.add_argument("--lr-rounds", type=int, default=None, help="hetero-LR rounds")
+    parser.add_argument(
+        "--only",
+        choices=("psi", "sum"),
+        default=None,
+        help="run one workload and print its figures (no result file is written)",
+    )
     args = parser.parse_args()
-    print(run(args.quick, args.scale, args.key_bits, args.lr_rounds))
+    if args.only is not None:
+        print(json.dumps(run_only(args.only, args.quick, args.scale, args.key_bits), indent=1))
+    else:
+        print(run(args.quick, args.scale, args.key_bits, args.lr_rounds))

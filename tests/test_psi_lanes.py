@@ -1,0 +1,109 @@
+"""PSI's second blinding on crypto_mb's IFMA lanes equals libcrypto's and refuses what it does."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from crypto import InvalidGroupElement, psi_group
+from crypto import _h2c_p256 as h2c
+from crypto import _mb_p256 as mb
+from crypto import _ossl_p256 as ossl
+
+DST = b"PDX-PSI-TEST-job-0000000000000018"
+G = (
+    0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+    0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+)
+rng = random.Random(1818)
+
+
+def _ifma() -> bool:
+    try:
+        return "avx512ifma" in Path("/proc/cpuinfo").read_text()
+    except OSError:  # pragma: no cover - not Linux
+        return False
+
+
+needs_lanes = pytest.mark.skipif(not _ifma(), reason="this CPU has no AVX-512 IFMA")
+
+
+def _sec1(p: tuple[int, int]) -> bytes:
+    return b"\x04" + p[0].to_bytes(32, "big") + p[1].to_bytes(32, "big")
+
+
+def _points(n: int) -> list[tuple[int, int]]:
+    out = []
+    for _ in range(n):
+        p = h2c.hash_to_curve(rng.randbytes(32), DST)
+        assert p is not None
+        out.append(p)
+    return out
+
+
+def _exchange(k: int, point: tuple[int, int]) -> bytes:
+    priv = ec.derive_private_key(k, ec.SECP256R1())
+    pub = ec.EllipticCurvePublicNumbers(point[0], point[1], ec.SECP256R1()).public_key()
+    return priv.exchange(ec.ECDH(), pub)
+
+
+@needs_lanes
+def test_crypto_mb_loads_on_an_ifma_cpu() -> None:
+    assert mb.available()  # otherwise PSI silently runs at libcrypto's speed
+
+
+@needs_lanes
+@pytest.mark.parametrize("k", [1, 2, 3, h2c.N - 1, None])
+def test_lanes_equal_libcrypto_and_ecdh_for_every_group_size(k: int | None) -> None:
+    k = k if k is not None else rng.randrange(1, h2c.N)
+    lanes, lib = mb.Scalar(k.to_bytes(32, "big")), ossl.Scalar(k.to_bytes(32, "big"))
+    pts = [G, *_points(24)]
+    for n in (0, 1, 7, 8, 9, 16, 17, 25):  # part groups, whole groups, one past
+        sec1 = b"".join(_sec1(p) for p in pts[:n])
+        got = mb.mul_sec1_x(lanes, sec1)
+        assert got == ossl.mul_sec1(lib, sec1, full=False)
+        assert got == b"".join(_exchange(k, p) for p in pts[:n])
+    # either root of a point gives the same abscissa (PSI compares x-only)
+    neg = b"".join(_sec1((p[0], h2c.P - p[1])) for p in pts)
+    assert mb.mul_sec1_x(lanes, neg) == mb.mul_sec1_x(lanes, b"".join(_sec1(p) for p in pts))
+    assert "secret" in repr(lanes)
+
+
+@needs_lanes
+def test_lanes_refuse_bad_points_and_name_the_element() -> None:
+    key = mb.Scalar(rng.randrange(1, h2c.N).to_bytes(32, "big"))
+    ok = [_sec1(p) for p in _points(20)]
+    off = _sec1((G[0], (G[1] + 1) % h2c.P))  # x on the curve, y not its root
+    for at in (0, 3, 7, 8, 13, 19):  # first lane, inside, last lane, a later group, the tail
+        with pytest.raises(mb.MbError) as err:
+            mb.mul_sec1_x(key, b"".join(ok[:at] + [off] + ok[at + 1 :]))
+        assert err.value.index == at
+    for prefix in (b"\x02", b"\x03", b"\x06", b"\x00"):  # only uncompressed points
+        with pytest.raises(mb.MbError) as err:
+            mb.mul_sec1_x(key, ok[0] + prefix + ok[1][1:])
+        assert err.value.index == 1
+    # x + p and y + p name the same point modulo p: refused, as libcrypto refuses them
+    x_big = b"\x04" + (G[0] + h2c.P).to_bytes(33, "big")[1:] + G[1].to_bytes(32, "big")
+    y_big = _sec1(G)[:33] + (h2c.P + 5).to_bytes(33, "big")[1:]
+    for bad in (x_big, y_big):
+        with pytest.raises(mb.MbError) as err:
+            mb.mul_sec1_x(key, ok[0] + ok[1] + bad)
+        assert err.value.index == 2
+    with pytest.raises(mb.MbError):
+        mb.mul_sec1_x(key, ok[0][:64])
+
+
+@needs_lanes
+def test_group_second_blinding_runs_on_the_lanes_and_keeps_its_errors() -> None:
+    g = psi_group(DST)
+    k = g.new_scalar()
+    hashed = g.hash_blind_packed(rng.randbytes(32 * 700), k)
+    lanes = mb.mul_sec1_x(k._mb(), hashed)
+    assert g.blind_packed(hashed, k) == lanes == ossl.mul_sec1(k._ossl(), hashed, full=False)
+    off = _sec1((G[0], (G[1] + 1) % h2c.P))
+    with pytest.raises(InvalidGroupElement) as err:
+        g.blind_packed(hashed[: 65 * 300] + off + hashed[:65], k)
+    assert err.value.extensions["index"] == 300
