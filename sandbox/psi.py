@@ -77,7 +77,7 @@ import numpy as np
 
 from crypto.psi_ec import POINT_BYTES, PsiGroup, PsiScalar, blind_chunk, hash_blind_chunk
 from sandbox.errors import InvalidParameters
-from sandbox.paillier import FastEncryptor
+from sandbox.paillier import FastEncryptor, public_key_from_n
 from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation, unique_messages
 
 POINT = POINT_BYTES
@@ -161,6 +161,40 @@ class EcEngine:
     def blind(self, points: bytes) -> bytes:
         """x(key·P) (32 bytes) for each 65-byte point in `points` (concatenated)."""
         return self._run(blind_chunk, self.group.blind_packed, points, POINT)
+
+    def encrypt_async(
+        self, encryptor: FastEncryptor, values: Sequence[int]
+    ) -> Callable[[], tuple[int, ...]]:
+        """Start Paillier-encrypting `values` (one slice per worker); call the result to collect.
+
+        Each worker keeps its own encryptor for the key (its own random fixed base hs and
+        table, `_encrypt_chunk`), so ciphertexts are what `encryptor.encrypt_raw` gives:
+        (1 + m·n)·hs^α mod n² with a fresh 1024-bit α from `secrets`. In-process when there
+        is no pool, then at once.
+        """
+        if self._executor is None or self._split == 1 or len(values) < 2 * self._split:
+            cts = tuple(encryptor.encrypt_raw(v) for v in values)
+            return lambda: cts
+        step = -(-len(values) // self._split)
+        n = int(encryptor.n)
+        futures = [
+            self._executor.submit(_encrypt_chunk, n, list(values[i : i + step]))
+            for i in range(0, len(values), step)
+        ]
+        return lambda: tuple(c for f in futures for c in f.result())
+
+
+_ENCRYPTORS: dict[int, FastEncryptor] = {}
+"""A pool worker's encryptor per public modulus (its fixed-base table: ~16 MB at 2048 bits)."""
+
+
+def _encrypt_chunk(n: int, values: list[int]) -> list[int]:
+    """Picklable worker entry: Enc(v) under the public key with modulus `n`, for each value."""
+    enc = _ENCRYPTORS.get(n)
+    if enc is None:
+        enc = _ENCRYPTORS[n] = FastEncryptor(public_key_from_n(n))
+        enc.precompute()
+    return [enc.encrypt_raw(v) for v in values]
 
 
 # -- psi.cardinality and psi.intersection ------------------------------------------------------
@@ -466,15 +500,14 @@ class SumValueParty:
 
     def pairs(self) -> Iterator[PsiMessage]:
         """Step 3: (k2·H(y), Enc(t)) in a uniform random order, batch by batch."""
-        perm = permutation(len(self._uniq))
-        if len(perm) > 32:
-            self._encryptor.precompute()
+        perm = permutation(len(self._uniq))  # in-process, the table is built after 32
         total = max(1, -(-len(perm) // self._batch))
         for seq in range(total):
             idx = perm[seq * self._batch : (seq + 1) * self._batch]
+            # the encryptions and the hashing share the pool's workers (both cores)
+            cts = self._engine.encrypt_async(self._encryptor, [int(v) for v in self._values[idx]])
             elements = self._engine.hash_blind(self._uniq[idx].tobytes())
-            cts = tuple(self._encryptor.encrypt_raw(int(v)) for v in self._values[idx])
-            yield PsiMessage("pjc.p2.pairs", seq, elements, cts, final=seq + 1 == total)
+            yield PsiMessage("pjc.p2.pairs", seq, elements, cts(), final=seq + 1 == total)
 
 
 class SumResultHolder:
