@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -107,3 +108,28 @@ def test_group_second_blinding_runs_on_the_lanes_and_keeps_its_errors() -> None:
     with pytest.raises(InvalidGroupElement) as err:
         g.blind_packed(hashed[: 65 * 300] + off + hashed[:65], k)
     assert err.value.extensions["index"] == 300
+
+
+@needs_lanes
+def test_the_join_sandbox_blinds_on_the_lanes(tmp_path: Path) -> None:
+    """Operators run in bubblewrap: crypto_mb and its runtime must load there too."""
+    from sandbox.isolation import Limits, OperatorRegistry, OperatorSpec, Sandbox, SandboxResult
+
+    tests = Path(__file__).resolve().parent
+    spec = OperatorSpec(
+        "psi_lanes",
+        "helpers.s14_psi:op_psi_lanes",
+        limits=Limits(cpu_seconds=20, memory_bytes=512 << 20, wall_seconds=60),
+        code_root=tests,
+    )
+    sb = Sandbox(OperatorRegistry([spec]), workdir=tmp_path)
+    sb.check()
+    g = psi_group(DST)
+    k = g.new_scalar()
+    elements = g.hash_blind_packed(rng.randbytes(32 * 20), k)
+    params = {"dst": DST.hex(), "key": k.export().hex(), "elements": elements.hex()}
+    out = sb.run("psi_lanes", params=params)
+    assert isinstance(out, SandboxResult), out
+    got = json.loads(out.output)
+    assert got["lanes"] is True
+    assert bytes.fromhex(got["blinded"]) == ossl.mul_sec1(k._ossl(), elements, full=False)
