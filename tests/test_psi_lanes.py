@@ -102,7 +102,9 @@ def test_group_second_blinding_runs_on_the_lanes_and_keeps_its_errors() -> None:
     g = psi_group(DST)
     k = g.new_scalar()
     hashed = g.hash_blind_packed(rng.randbytes(32 * 700), k)
-    lanes = mb.mul_sec1_x(k._mb(), hashed)
+    lane_key = k._mb()
+    assert lane_key is not None  # a fresh key goes to the lanes
+    lanes = mb.mul_sec1_x(lane_key, hashed)
     assert g.blind_packed(hashed, k) == lanes == ossl.mul_sec1(k._ossl(), hashed, full=False)
     off = _sec1((G[0], (G[1] + 1) % h2c.P))
     with pytest.raises(InvalidGroupElement) as err:
@@ -133,3 +135,37 @@ def test_the_join_sandbox_blinds_on_the_lanes(tmp_path: Path) -> None:
     got = json.loads(out.output)
     assert got["lanes"] is True
     assert bytes.fromhex(got["blinded"]) == ossl.mul_sec1(k._ossl(), elements, full=False)
+
+
+@needs_lanes
+@pytest.mark.parametrize("k", [1, 2, 3, h2c.N - 2, h2c.N - 1, None])
+def test_first_blinding_on_the_lanes_is_exactly_k_times_the_hash(k: int | None) -> None:
+    """x(k·H) and x((k+1)·H) on the lanes, y recovered: the very point libcrypto computes.
+
+    Keys within 2^64 of 0 or n take libcrypto (crypto_mb misses for some, e.g. n − 2; and
+    k ≡ ±1 cannot recover y): the same bytes either way.
+    """
+    g = psi_group(DST)
+    key = g.new_scalar() if k is None else g.load_scalar(k.to_bytes(32, "big"))
+    assert (key._mb_pair() is None) == (k is not None) == (key._mb() is None)
+    msgs = [rng.randbytes(32) for _ in range(37)]
+    hashed = h2c.hash_to_curve_many(msgs, DST)
+    sec1 = b"".join(_sec1(p) for p in hashed if p is not None)
+    want = ossl.mul_sec1(key._ossl(), sec1, full=True)
+    assert g.hash_blind_packed(b"".join(msgs), key) == want
+    assert g.blind_packed(want, key) == ossl.mul_sec1(key._ossl(), want, full=False)
+
+
+def test_y_recovery_refuses_what_is_not_on_the_curve() -> None:
+    p = _points(3)
+    k = 5
+    q = [h2c.scalar_mult(k, pt) for pt in p]
+    r = [h2c.scalar_mult(k + 1, pt) for pt in p]
+    xq = b"".join(v[0].to_bytes(32, "big") for v in q if v is not None)
+    xr = b"".join(v[0].to_bytes(32, "big") for v in r if v is not None)
+    assert h2c.recover_sec1(p, xq, xr) == b"".join(_sec1(v) for v in q if v is not None)
+    wrong = xr[:32] + xr[:32] + xr[64:]  # the second point's x((k+1)·P) is the first one's
+    with pytest.raises(ValueError):
+        h2c.recover_sec1(p, xq, wrong)
+    with pytest.raises(ValueError):
+        h2c.recover_sec1(p, xq[:64], xr)
