@@ -1,7 +1,8 @@
-"""Eight-lane P-256 ECDH through Intel's crypto_mb (AVX-512 IFMA), for ECDH-PSI's second blinding.
+"""Eight-lane P-256 ECDH through Intel's crypto_mb (AVX-512 IFMA), for ECDH-PSI's blindings.
 
 Hazmat layer under `crypto.psi_ec`, beside `_ossl_p256`. The second blinding of ECDH-PSI is
-x(k·P) for a 65-byte SEC1 point P and one secret k: exactly ECDH. OpenSSL's P-256 takes
+x(k·P) for a 65-byte SEC1 point P and one secret k: exactly ECDH (the first takes two such
+products and recovers y, see `psi_ec`). OpenSSL's P-256 takes
 ~55 µs a multiplication on this machine's cores (`openssl speed ecdhp256`: 18k op/s);
 `mbx_nistp256_ecdh_mb8`, crypto_mb's documented public entry, runs eight of them at once in
 the 52-bit IFMA lanes of AVX-512 in ~12 µs each, constant time in the key, with its own
@@ -17,6 +18,8 @@ ISA"), or when a known answer (x(2·G)) does not come out.
 
 Coordinates are checked to be below p here (crypto_mb would reduce x + p to x: OpenSSL
 refuses such an encoding, and so do we). Only the documented `mbx_*` entry is called.
+Its multiplication misses for some structured scalars (k = n − 2: a wrong abscissa for ~3%
+of points here), so `psi_ec` hands it only keys far from 0 and n that pass a spot check.
 """
 
 from __future__ import annotations

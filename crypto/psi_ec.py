@@ -30,10 +30,12 @@ Bulk path (`hash_blind_packed`: 32-byte messages in, 65-byte points out; `blind_
 `blind_chunk`): concatenated inputs in, concatenated encodings out, no per-element Python
 objects between the parties' steps. It hashes a whole chunk with one field inversion per
 batch (`_h2c_p256.hash_to_curve_many`) and multiplies through the system libcrypto in one
-loop (`_ossl_p256`). The second blinding (`blind_packed`, x-only out) runs eight lanes at a
-time on AVX-512 IFMA through Intel's crypto_mb (`_mb_p256`) where it loads, ~12 µs a
-multiplication against libcrypto's ~55; the first keeps libcrypto, whose y it needs. The
-abscissae are byte-for-byte those of `blind` and
+loop (`_ossl_p256`). Where Intel's crypto_mb loads (`_mb_p256`: eight lanes of AVX-512
+IFMA, ~12.6 µs a multiplication against libcrypto's ~55), both blindings run there: the
+second (`blind_packed`, x-only out) is ECDH itself; the first (`hash_blind_packed`, whole
+points out) takes x(k·H) and x((k+1)·H) from the lanes and recovers y from them
+(`_h2c_p256.recover_sec1`, no square root), giving libcrypto's very point k·H. Keys near
+0 or n stay on libcrypto (`_lane_scalar`). The abscissae are byte-for-byte those of `blind` and
 `hash_and_blind_many` (tests/test_psi_fast.py). When libcrypto.so.3 cannot be loaded those
 remain the path; the fallback's points then carry the even-y root of ±key·H(m), which
 blinds again to the same abscissa.
