@@ -301,3 +301,32 @@ def scalar_mult(k: int, point: tuple[int, int]) -> Affine:
     zi2 = zi * zi % _MP
     acc = (int(x * zi2 % _MP), int(y * zi2 * zi % _MP))
     return acc
+
+
+# -- y from two abscissae (Okeya–Sakurai): the first blinding on x-only ECDH ------------------
+
+
+def recover_sec1(points: Sequence[tuple[int, int]], xq: bytes, xr: bytes) -> bytes:
+    """k·P as 65-byte SEC1 points, from P, x(k·P) (`xq`) and x((k+1)·P) (`xr`), 32 bytes each.
+
+    With Q = k·P = (x1, y1) and x2 = x(Q + P), the chord through P and Q gives
+    y1 = (2b + (a + x·x1)(x + x1) − x2·(x − x1)²) / (2y) (Okeya–Sakurai, CHES 2001): no
+    square root, one batched inversion. Needs Q ≠ ±P, i.e. k ≢ ±1 (mod n): the caller's
+    check. Each result is checked on the curve.
+    """
+    p, b, mpz = _MP, _M["B"], gmpy2.mpz
+    from_bytes = mpz.from_bytes
+    n = len(points)
+    if len(xq) != 32 * n or len(xr) != 32 * n:
+        raise ValueError("one abscissa of k·P and of (k+1)·P per point")
+    invs = _invert_many([2 * mpz(y) % p for _, y in points])
+    out = []
+    for i, ((x, _), inv) in enumerate(zip(points, invs, strict=True)):
+        x1 = from_bytes(xq[32 * i : 32 * i + 32], "big")
+        x2 = from_bytes(xr[32 * i : 32 * i + 32], "big")
+        d = x - x1
+        y1 = (2 * b + (x * x1 - 3) * (x + x1) - x2 * d * d) * inv % p
+        if (y1 * y1 - x1 * (x1 * x1 - 3) - b) % p:
+            raise ValueError("recovered point is not on the curve")
+        out.append(b"\x04" + int(x1).to_bytes(32, "big") + int(y1).to_bytes(32, "big"))
+    return b"".join(out)

@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
@@ -172,7 +172,7 @@ def _secret(request: Request) -> bytes:
     return secret
 
 
-def pager(*, default: int = 50, maximum: int = 500) -> Callable[..., Paging]:
+def pager(*, default: int = 50, maximum: int = 500) -> Callable[..., Awaitable[Paging]]:
     """A FastAPI dependency: `limit` (1..maximum) and `cursor` from the query → `Paging`."""
     limit_t = Annotated[int, Query(ge=1, le=maximum, description="items per page")]
     cursor_t = Annotated[
@@ -180,7 +180,7 @@ def pager(*, default: int = 50, maximum: int = 500) -> Callable[..., Paging]:
         Query(max_length=MAX_CURSOR, description="from the previous page's `next` link"),
     ]
 
-    def paging(request: Request, limit: int = default, cursor: str | None = None) -> Paging:
+    async def paging(request: Request, limit: int = default, cursor: str | None = None) -> Paging:
         secret = _secret(request)
         after = decode_cursor(secret, request, cursor) if cursor else None
         return Paging(request=request, window=Window(limit=limit, after=after), secret=secret)

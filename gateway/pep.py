@@ -47,6 +47,8 @@ class Target:
 
 
 Resources = Callable[[Request, Caller, Platform, Session], Sequence[Target]]
+Known = Callable[[Request], Sequence[Target] | None]
+"""The targets when they are known without a database read (e.g. cached), else None."""
 
 
 def path_resource(build: Callable[[Session, str], Mapping[str, Any]], param: str) -> Resources:
@@ -115,6 +117,10 @@ class Enforce:
     the targets once it has parsed them (the route still counts as enforced). A failure
     before that decision is audited as the action's denial unless `early_event=False`
     (then it keeps the route's own event, e.g. a malformed body's `request.failed`).
+
+    `known` gives the targets when they need no database read (a cache the resources
+    function fills): the decision is then taken on the event loop, without a worker
+    thread or a session; the resources are read in a thread otherwise.
     """
 
     def __init__(
@@ -125,9 +131,11 @@ class Enforce:
         target: Mapping[str, Any] | None = None,
         deferred: bool = False,
         early_event: bool = True,
+        known: Known | None = None,
     ) -> None:
         self.action = action
         self.resources = resources
+        self.known = known
         self.target = target  # a fixed resource (no database read): decided inline
         self.deferred = deferred
         self.early_event = early_event
@@ -144,6 +152,10 @@ class Enforce:
             # No database read to make: decide on the event loop (mostly a cache hit),
             # saving a thread hop per request.
             return self._decide(request, caller, platform)
+        if self.known is not None and not _bypassed(platform):
+            targets = self.known(request)
+            if targets is not None:
+                return self._decide(request, caller, platform, targets)
         return await run_in_threadpool(self._decide, request, caller, platform)
 
     def _targets(self, request: Request, caller: Caller, platform: Platform) -> Sequence[Target]:
@@ -152,19 +164,25 @@ class Enforce:
         with platform.session() as session:
             return self.resources(request, caller, platform, session)
 
-    def _decide(self, request: Request, caller: Caller, platform: Platform) -> policies.Decision:
+    def _decide(
+        self,
+        request: Request,
+        caller: Caller,
+        platform: Platform,
+        targets: Sequence[Target] | None = None,
+    ) -> policies.Decision:
         request.state.audit_event = f"{self.action}.denied"
-        if platform.settings.unsafe_bench_no_pep and platform.settings.environment == "development":
+        if _bypassed(platform):
             return _bypass(self.action)
-        return self.decide_targets(
-            request, caller, platform, self._targets(request, caller, platform)
-        )
+        if targets is None:
+            targets = self._targets(request, caller, platform)
+        return self.decide_targets(request, caller, platform, targets)
 
     def decide_targets(
         self, request: Request, caller: Caller, platform: Platform, targets: Sequence[Target]
     ) -> policies.Decision:
         """Decide `action` on each target; all must allow. Logs every decision."""
-        if platform.settings.unsafe_bench_no_pep and platform.settings.environment == "development":
+        if _bypassed(platform):
             return _bypass(self.action)
         claims = getattr(request.state, "token_claims", None)
         now = platform.now()
@@ -205,6 +223,11 @@ class Enforce:
                 action=self.action,
             )
         return combined
+
+
+def _bypassed(platform: Platform) -> bool:
+    """The bench-only build without decisions (development only)."""
+    return platform.settings.unsafe_bench_no_pep and platform.settings.environment == "development"
 
 
 def _bypass(action: str) -> policies.Decision:

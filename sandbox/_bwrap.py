@@ -30,6 +30,7 @@ _CRYPTO_FILES = (
     "psi_ec.py",
     "_h2c_p256.py",
     "_ossl_p256.py",  # psi_ec's bulk path: P-256 multiplication through the system libcrypto
+    "_mb_p256.py",  # psi_ec's second blinding on AVX-512 IFMA (crypto_mb), where it loads
     "suites/_jacobian.py",  # _h2c_p256's point doubling (`crypto/suites` is namespace inside)
     "errors.py",
     "problem.py",

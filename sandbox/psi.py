@@ -1,10 +1,9 @@
 """ECDH private set intersection: cardinality, intersection and Private Join and Compute sum.
 
 Each operator is a pair (or trio) of parties exchanging explicit `PsiMessage`s in batches,
-so a driver can put any transport between them (in-process here and in the tests; nodes and
-the `pdx-client` SDK once the integrator wires them). Inputs are 32-byte PSI messages made
-by `sandbox.identifiers.JobDomain` (normalised, keyed per job); the group is
-`crypto.psi_ec` (P-256, RFC 9380 hashing, see its docstring). Singly blinded elements
+so a driver can put any transport between them (in-process, or relayed between nodes).
+Inputs are 32-byte PSI messages made by `sandbox.identifiers.JobDomain` (normalised, keyed
+per job); the group is `crypto.psi_ec` (P-256, RFC 9380 hashing). Singly blinded elements
 (a·H(x), b·H(y), k1·H(x), k2·H(y)), which the peer blinds again, travel as 65-byte
 uncompressed SEC1 points (the peer validates them without a square root); the doubly
 blinded values that are compared travel and are kept x-only (32 bytes).
@@ -77,7 +76,7 @@ import numpy as np
 
 from crypto.psi_ec import POINT_BYTES, PsiGroup, PsiScalar, blind_chunk, hash_blind_chunk
 from sandbox.errors import InvalidParameters
-from sandbox.paillier import FastEncryptor
+from sandbox.paillier import FastEncryptor, public_key_from_n
 from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation, unique_messages
 
 POINT = POINT_BYTES
@@ -161,6 +160,37 @@ class EcEngine:
     def blind(self, points: bytes) -> bytes:
         """x(key·P) (32 bytes) for each 65-byte point in `points` (concatenated)."""
         return self._run(blind_chunk, self.group.blind_packed, points, POINT)
+
+    def encrypt_async(
+        self, encryptor: FastEncryptor, values: Sequence[int]
+    ) -> Callable[[], tuple[int, ...]]:
+        """Start Paillier-encrypting `values` (a slice per worker); call the result to collect.
+
+        Each worker has its own encryptor (fixed base hs, table: `_encrypt_chunk`), giving what
+        `encrypt_raw` gives: (1 + m·n)·hs^α mod n², fresh α. Without a pool: in-process, at once.
+        """
+        if self._executor is None or self._split == 1 or len(values) < 2 * self._split:
+            cts = tuple(encryptor.encrypt_raw(v) for v in values)
+            return lambda: cts
+        step = -(-len(values) // self._split)
+        n = int(encryptor.n)
+        futures = [
+            self._executor.submit(_encrypt_chunk, n, list(values[i : i + step]))
+            for i in range(0, len(values), step)
+        ]
+        return lambda: tuple(c for f in futures for c in f.result())
+
+
+_ENCRYPTORS: dict[int, FastEncryptor] = {}  # a worker's per modulus (table ~16 MB at 2048)
+
+
+def _encrypt_chunk(n: int, values: list[int]) -> list[int]:
+    """Picklable worker entry: Enc(v) under the public key with modulus `n`, for each value."""
+    enc = _ENCRYPTORS.get(n)
+    if enc is None:
+        enc = _ENCRYPTORS[n] = FastEncryptor(public_key_from_n(n))
+        enc.precompute()
+    return [enc.encrypt_raw(v) for v in values]
 
 
 # -- psi.cardinality and psi.intersection ------------------------------------------------------
@@ -492,14 +522,13 @@ class SumValueParty(_Doubler):
 
     def pairs(self) -> Iterator[PsiMessage]:
         """Step 3: (k2·H(y), Enc(t)) in a uniform random order, batch by batch."""
-        perm = permutation(len(self._uniq))
-        if len(perm) > 32:
-            self._encryptor.precompute()
+        perm = permutation(len(self._uniq))  # in-process, the table is built after 32
         for seq, rows, final in _slices(len(perm), self._batch):
             idx = perm[rows]
+            # the encryptions and the hashing share the pool's workers (both cores)
+            cts = self._engine.encrypt_async(self._encryptor, [int(v) for v in self._values[idx]])
             elements = self._engine.hash_blind(self._uniq[idx].tobytes())
-            cts = tuple(self._encryptor.encrypt_raw(int(v)) for v in self._values[idx])
-            yield PsiMessage("pjc.p2.pairs", seq, elements, cts, final=final)
+            yield PsiMessage("pjc.p2.pairs", seq, elements, cts(), final=final)
 
 
 class SumResultHolder:

@@ -56,11 +56,17 @@ def _dataset(
     return [Target(_policy_view(_views(request), session, dataset_id))]
 
 
+def _dataset_viewed(request: Request) -> list[Target] | None:
+    """The dataset's policy view if `_dataset` read it lately (no database read)."""
+    resource = _views(request).resources.get(request.path_params["dataset_id"])
+    return None if resource is None else [Target(resource)]
+
+
 # Decided once the metadata part has streamed in: the declared grade is the resource.
 Register = Enforce("dataset.register", deferred=True)
 ReadCatalog = Enforce("catalog.read")
-ReadMetadata = Enforce("dataset.read_metadata", resources=_dataset)
-Preview = Enforce("dataset.preview", resources=_dataset)
+ReadMetadata = Enforce("dataset.read_metadata", resources=_dataset, known=_dataset_viewed)
+Preview = Enforce("dataset.preview", resources=_dataset, known=_dataset_viewed)
 
 _REGISTER_DOC = """Register a dataset: multipart/form-data with a `metadata` part (JSON,
 docs/compliance.md GRD-02 fields) and a `file` part (UTF-8 CSV with a header row).

@@ -25,23 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pdx_client.errors import ApiError, PdxError, TimedOut
-from pdx_client.flseal import NodeKeyUnverified, NodeTrust, Sealer, open_own
+from pdx_client.flseal import NodeKeyUnverified, NodeTrust, RequesterKey, Sealer, open_own
 
 __all__ = ["FL_RESULT_FORMAT", "FL_ROUND_FORMAT", "FlTrainer", "drive", "open_model", "predict"]
 
 FL_ROUND_FORMAT = "pdx-fl-round/1"
 FL_RESULT_FORMAT = "pdx-fl-result/1"
 _ENDED = frozenset({"released", "rejected", "failed", "review"})
-
-
-class _Key(Protocol):
-    @property
-    def n(self) -> int: ...
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def open_vector(self, doc: dict[str, Any]) -> list[int]: ...
 
 
 class _Http(Protocol):
@@ -62,7 +52,7 @@ class FlTrainer:
     the relayed keys unchecked, with a warning); `job_id` the computation it closes.
     """
 
-    key: _Key
+    key: RequesterKey
     trust: NodeTrust | None = None
     job_id: str | None = None
     weights: list[float] = field(default_factory=list)
@@ -153,7 +143,7 @@ class FlTrainer:
 def drive(
     http: _Http,
     computation_id: str,
-    key: _Key,
+    key: RequesterKey,
     *,
     timeout: float = 600.0,
     poll: float = 0.2,
@@ -198,7 +188,9 @@ def drive(
         sleep(poll)
 
 
-def open_model(key: _Key, doc: dict[str, Any], trainer: FlTrainer | None = None) -> dict[str, Any]:
+def open_model(
+    key: RequesterKey, doc: dict[str, Any], trainer: FlTrainer | None = None
+) -> dict[str, Any]:
     """The final model from the job's result: its last global model plus the last update."""
     final = doc["final"]
     if final.get("format") != FL_ROUND_FORMAT or final.get("kind") != "update":

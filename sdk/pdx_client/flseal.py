@@ -69,7 +69,9 @@ TRUST_ENV = "PDX_TRUSTED_PARTIES"
 _OWN_SLOT_BITS, _OWN_WORD_BITS = 64, 32
 
 
-class _Key(Protocol):
+class RequesterKey(Protocol):
+    """What sealing and `fl.drive` need of the requester's job key (`pdx_client.JobKey`)."""
+
     @property
     def n(self) -> int: ...
 
@@ -208,7 +210,7 @@ def challenges(values: Sequence[int], layout: Mapping[str, Any], providers: int)
     return out
 
 
-def _seal_own(key: _Key, job_id: str, message: Mapping[str, Any]) -> dict[str, Any]:
+def _seal_own(key: RequesterKey, job_id: str, message: Mapping[str, Any]) -> dict[str, Any]:
     """`message` for the requester itself: AES-256-GCM under a key sent under its Paillier key."""
     secret = AESGCM.generate_key(bit_length=256)
     words = [int.from_bytes(secret[i : i + 4], "big") for i in range(0, 32, 4)]
@@ -230,7 +232,7 @@ def _seal_own(key: _Key, job_id: str, message: Mapping[str, Any]) -> dict[str, A
     }
 
 
-def open_own(key: _Key, doc: Mapping[str, Any]) -> dict[str, Any]:
+def open_own(key: RequesterKey, doc: Mapping[str, Any]) -> dict[str, Any]:
     """The requester's own sealed copy (`_seal_own`), opened with its job key."""
     try:
         words = key.open_vector(dict(doc["key"]))
@@ -252,7 +254,7 @@ class Sealer:
 
     def __init__(
         self,
-        key: _Key,
+        key: RequesterKey,
         doc: Mapping[str, Any],
         values: Sequence[int],
         trust: NodeTrust | None,
