@@ -27,6 +27,8 @@ class Periodic:
         job: Callable[[], object] | None = None,
         log: logging.Logger | None = None,
     ) -> None:
+        if job is None and type(self)._tick is Periodic._tick:
+            raise TypeError("a Periodic needs a job or a subclass that says what a tick does")
         self._job = job
         self._log = log or logging.getLogger(__name__)
         self._interval_s = interval_s
@@ -36,8 +38,7 @@ class Periodic:
         self._thread: threading.Thread | None = None
 
     def _tick(self) -> None:
-        if self._job is None:
-            raise NotImplementedError
+        assert self._job is not None  # checked at construction
         try:
             self._job()
         except Exception:
