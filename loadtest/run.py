@@ -293,6 +293,9 @@ class Stats:
     seconds: float
     server_cpu_s: float = 0.0
     endpoints: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Locust's failure table ("METHOD name: error" -> occurrences): a failure is named, not
+    # just counted, even when the work directory is removed after the run.
+    failure_table: dict[str, int] = field(default_factory=dict)
 
     @property
     def server_cpu_ms_per_request(self) -> float:
@@ -302,6 +305,17 @@ class Stats:
 def _float(row: dict[str, str], key: str) -> float:
     value = row.get(key, "")
     return float(value) if value not in ("", "N/A") else 0.0
+
+
+def parse_failures(path: Path) -> dict[str, int]:
+    """Locust's `_failures.csv`: one row per (method, name, error) with its occurrences."""
+    if not path.exists():
+        return {}
+    table: dict[str, int] = {}
+    for row in csv.DictReader(path.open(encoding="utf-8")):
+        key = f"{row.get('Method', '')} {row.get('Name', '')}: {row.get('Error', '')}"
+        table[key] = table.get(key, 0) + int(_float(row, "Occurrences"))
+    return table
 
 
 def parse_stats(path: Path) -> Stats:
@@ -377,6 +391,7 @@ def run_locust(
     if done.returncode != 0:
         raise LoadError(f"locust {label} exited {done.returncode}; see {plan.work / label}.log")
     stats = parse_stats(Path(f"{prefix}_stats.csv"))
+    stats.failure_table = parse_failures(Path(f"{prefix}_failures.csv"))
     stats.seconds = round(elapsed, 1)
     if server is not None:
         stats.server_cpu_s = round(server.cpu_seconds() - cpu_before, 2)
@@ -386,6 +401,8 @@ def run_locust(
         f"server {stats.server_cpu_ms_per_request:.2f} ms CPU/req",
         flush=True,
     )
+    for failure, count in stats.failure_table.items():
+        print(f"load:   failed {count}x  {failure[:300]}", flush=True)
     return stats
 
 
@@ -582,7 +599,8 @@ def run_mix(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[
         "seed_datasets": args.seed_datasets,
         "machine_load_avg_before": load_before,
         "machine_load_avg_after": _machine_load(),
-        "mix": {k: v for k, v in asdict(mix).items() if k != "endpoints"},
+        "mix": {k: v for k, v in asdict(mix).items() if k not in ("endpoints", "failure_table")},
+        "mix_failure_table": mix.failure_table,
         "mix_server_cpu_ms_per_request": round(mix.server_cpu_ms_per_request, 2),
         "mix_endpoints": mix.endpoints,
         "read_rps_with_pep": [round(s.rps, 1) for s in with_pep],
