@@ -20,10 +20,13 @@ older ledger and appending to it would fork the log.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -293,17 +296,43 @@ def record_published(path: Path, tree_size: int) -> None:
     """Raise the high-water mark of published checkpoints to `tree_size` (never lower).
 
     Kept outside the backup set (default `$PDX_HOME/published.json`, or
-    PDX_PUBLISHED_FILE): a restore reads it to refuse forking the log.
+    PDX_PUBLISHED_FILE): a restore reads it to refuse forking the log. Every worker
+    process of the server raises it, so the read-compare-write holds an exclusive
+    `flock` on `<name>.lock` beside it, and each writer renames its own temporary file:
+    a shared name let one process's rename find the file gone, and a slower writer put
+    back a smaller size.
     """
     with _published_lock:
         if _published_seen.get(path, -1) >= tree_size:
             return
-        current = published_tree_size(path)
-        if tree_size > current:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"tree_size": tree_size}) + "\n")
-            os.replace(tmp, path)
+        with _exclusive(path.with_suffix(".lock")):
+            current = published_tree_size(path)
+            if tree_size > current:
+                _replace_durably(path, json.dumps({"tree_size": tree_size}) + "\n")
         _published_seen[path] = max(tree_size, current)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _replace_durably(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # -- restore ----------------------------------------------------------------------------
