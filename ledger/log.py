@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ledger.blocks import GENESIS_PREV, Block
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError
+from ledger.lru import Lru
 from ledger.merkle import (
     TreeBuilder,
     TreeHasher,
@@ -108,6 +109,8 @@ class Ledger:
         self.config = config
         self.hasher: TreeHasher = hasher(config.hash_name)
         self.cache = cache if cache is not None else TileCache()
+        # Committed entries never change (the log only appends): up to ~8 MB of leaves.
+        self._committed: Lru[int, StoredEntry] = Lru(8192)
         self._listeners: list[_AppendListener] = []
 
     @staticmethod
@@ -243,6 +246,20 @@ class Ledger:
         if not found:
             raise EntryNotFound("no ledger entry at this index", index=index)
         return found[0]
+
+    def committed_entry(self, index: int) -> StoredEntry | None:
+        """Entry `index` if an earlier `read_committed` remembered it (no transaction)."""
+        return self._committed.get(index)
+
+    def read_committed(self, tx: LogTransaction, index: int) -> StoredEntry:
+        """Entry `index`, read in `tx` and remembered for `committed_entry`.
+
+        `tx` must have written nothing, so what it sees is committed. An entry appended
+        in an open transaction may still roll back, and its index be reused.
+        """
+        found = self.entry(tx, index)
+        self._committed.put(index, found)
+        return found
 
     def entries(
         self,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from exchange.backup import record_published
 from exchange.paging import Key, Slice
@@ -185,9 +186,21 @@ def _page(
 
 
 @router.get("/entries/{index}", response_model=Entry, dependencies=[Depends(ReadLedger)])
-def entry(index: PathIndex, caller: CallerDep, platform: PlatformDep) -> Entry:
-    with platform.session() as session:
-        return _entry(platform.ledger.entry(session, index))
+async def entry(index: PathIndex, caller: CallerDep, platform: PlatformDep) -> Entry:
+    """One entry, by index.
+
+    Committed entries never change: a remembered one is served on the event loop,
+    without a thread hop or a database read.
+    """
+    stored = platform.ledger.committed_entry(index)
+    if stored is None:
+        stored = await run_in_threadpool(_read_committed, platform, index)
+    return _entry(stored)
+
+
+def _read_committed(platform: Platform, index: int) -> StoredEntry:
+    with platform.session() as session:  # a fresh, read-only session: it sees commits only
+        return platform.ledger.read_committed(session, index)
 
 
 @router.get("/proof/inclusion", response_model=InclusionProof, dependencies=[Depends(ReadLedger)])
