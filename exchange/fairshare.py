@@ -68,7 +68,9 @@ class FairShare(Generic[T]):
         if not self._running[key]:
             del self._running[key]
 
-    def waiting(self) -> int:
+    def waiting(self, key: str | None = None) -> int:
+        if key is not None:
+            return len(self._waiting.get(key, ()))
         return sum(len(q) for q in self._waiting.values())
 
     def running(self, key: str | None = None) -> int:

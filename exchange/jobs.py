@@ -32,6 +32,7 @@ from exchange.first_use import locked_or_created
 from exchange.models import PrivacyBudgetAccount, PrivacyCharge
 from sandbox.coordinator import ResultParty
 from sandbox.errors import InvalidParameters, PrivacyBudgetExhausted
+from sandbox.priority import lowered
 from sandbox.release import PrivacyBudget
 
 __all__ = [
@@ -132,9 +133,12 @@ class ThreadRunner:
                         return
                     self._cond.wait()
                     taken = None if self._stopping else self._fair.take()
-            key, job = taken
+                key, job = taken
+                # More of its jobs waiting: a flood or a batch, run at a lower CPU priority.
+                backlog = self._fair.waiting(key) > 0
             try:
-                job()
+                with lowered(backlog):
+                    job()
             except Exception:  # noqa: BLE001 - a job records its own failure; keep serving
                 log.exception("computation job crashed")
             finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sandbox._isolation_model import Limits, OperatorRegistry, OperatorSpec
 from sandbox.errors import IsolationUnavailable
+from sandbox.priority import nice_argv
 
 SANDBOX_UID = 65534
 SCRATCH = Path("/scratch")
@@ -220,6 +221,7 @@ class _Launcher:
         }
         cpu = limits.cpu_seconds
         argv = [
+            *nice_argv(),
             self._prlimit,
             f"--cpu={cpu}:{cpu + 2}",
             f"--as={limits.memory_bytes}:{limits.memory_bytes}",
