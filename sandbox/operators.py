@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sandbox._registry import (
     FL_LIMITS,
@@ -32,7 +32,7 @@ from sandbox._registry import (
 from sandbox._stats_query import StatsQuery
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
-from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams
+from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams, RequesterCohort
 from sandbox.joins import JOIN_SECURITY
 from sandbox.vertical_ops import HETERO_SECURITY
 from sandbox.vertical_params import HeteroParams
@@ -87,9 +87,23 @@ class StatsParams(BaseModel):
         description="over the join of inputs[0] (cohort: key, group_by) and inputs[1] "
         "(key, columns) without revealing the intersection (sandbox.join_party)",
     )
+    cohort: RequesterCohort | None = Field(
+        default=None,
+        description="over the join of the requester's own identifiers (held in its SDK) and "
+        "inputs[0] (key, columns) without revealing the intersection (sandbox.cohort_party)",
+    )
+
+    @model_validator(mode="after")
+    def _one_join(self) -> StatsParams:
+        if self.join is not None and self.cohort is not None:
+            raise ValueError("give join or cohort, not both")
+        if self.cohort is not None and self.group_by is not None:
+            raise ValueError("a join with the requester's own cohort is not grouped")
+        return self
 
     def query(self, operator: str) -> StatsQuery:
-        return StatsQuery.from_params({"op": operator, **self.model_dump()})
+        raw = self.model_dump(exclude={"cohort"})
+        return StatsQuery.from_params({"op": operator, **raw})
 
     def used_columns(self) -> list[str]:
         return [*self.columns, *([self.group_by] if self.group_by else [])]
@@ -335,7 +349,7 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
 
 def estimate(operator: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
     """The declared output shape and cost of `operator` with validated `params` on `inputs`."""
-    if params.get("join") and operator in STATS_OPERATORS:
+    if (params.get("join") or params.get("cohort")) and operator in STATS_OPERATORS:
         return _join_usage(operator, params, inputs)
     return OPERATORS[operator].usage(operator, params, inputs)
 
