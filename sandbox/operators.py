@@ -30,6 +30,7 @@ from sandbox._registry import (
     default_sandbox,
 )
 from sandbox._stats_query import StatsQuery
+from sandbox.cohort_joins import COHORT_SECURITY
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
 from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams, RequesterCohort
@@ -295,7 +296,11 @@ def _hetero_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFact
 
 _HE = "additively homomorphic encryption (Paillier or CKKS)"
 _FL = "federated learning (FedAvg), CKKS secure aggregation"
-_JOIN_LEARNS = JOIN_SECURITY["who_learns_what"]
+_JOIN_LEARNS = {
+    **JOIN_SECURITY["who_learns_what"],
+    **{f"with params.cohort (the requester's own identifiers), {who}": what
+       for who, what in COHORT_SECURITY["who_learns_what"].items()},
+}  # fmt: skip
 _PJC = "ECDH-PSI (P-256, RFC 9380) and Paillier: Private Join and Compute (sandbox.join_party)"
 
 OPERATORS: dict[str, Operator] = {

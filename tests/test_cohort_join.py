@@ -164,6 +164,11 @@ def test_psi_sum_with_the_enterprises_own_cohort_through_the_server(
         assert s.scalars(select(ComputationFlRound)).all() == []
     ledger = [t["event"] for t in done["transitions"]]
     assert ledger.count("join_step_posted") == len(seen), ledger
+    # GET /v1/operators says who learns what with a cohort of the requester's own.
+    ops = capi.get("/v1/operators", headers=net["ent"], params={"limit": 100}).json()["items"]
+    learns = next(o for o in ops if o["name"] == "psi.sum")["learns"]
+    sdk_learns = learns["with params.cohort (the requester's own identifiers), requester (SDK)"]
+    assert sdk_learns.startswith("|Y|")
     # The SDK's own verb does the same (a fresh key: psi.cardinality, the bank approving).
     key2 = JobKey.generate()
     got = _compute_with_sdk(capi, net, data, key2)
