@@ -128,6 +128,7 @@ class CohortJoinJob:
         self.key_bits = key_bits
         self.relayed: list[tuple[str, str, int]] = []
         """(to, step, bytes) of every message the platform relayed (what it saw)."""
+        self.revealed_cohort = 0
 
     def exchange(
         self, ask: Exchange, record: Callable[[str, str, bytes], None] | None = None
@@ -157,7 +158,9 @@ class CohortJoinJob:
 
         with self.sandbox.open_session(SESSION_OPERATOR, [self.provider.path]) as s:
             head, _ = unframe(call(s, "cohort.start", {}, plan=self.plan.to_params(),
-                                   key_bits=self.key_bits))  # fmt: skip
+                                   key_bits=self.key_bits, reveal=self.plan.reveal))  # fmt: skip
+            if self.plan.reveal:
+                return self._reveal(s, head, sdk, call)
             rows, fields = int(head["rows"]), int(head["fields"])
             width = (2 * int(head["n_j"], 16).bit_length() + 7) // 8
             batch = pair_batch(fields, width)
@@ -205,6 +208,42 @@ class CohortJoinJob:
                     break
             return call(s, "cohort.result", {})
 
+    def _reveal(self, s: Any, head: dict[str, Any], sdk: Any, call: Any) -> bytes:
+        """`psi.intersection`: doubly blinded elements back to the SDK, then Y's points.
+
+        The SDK's elements come back in its own order; it matches. Returns b"" (no sums).
+        """
+        rows = int(head["rows"])
+        size = self.plan.cohort.size if self.plan.cohort else 0
+        first = {"kind": self.plan.join.kind.value, "salt": head["salt"], "dst": head["dst"],
+                 "rows": rows, "size": size, "reveal": True}  # fmt: skip
+        sent = 0
+        while True:
+            reply = sdk({"op": "blind", **first, "batch": ELEMENT_BATCH}, "blind")
+            elements = _unb64(reply.get("elements"), "elements")
+            final = reply.get("final") is True
+            if len(elements) % 32 or len(elements) > 32 * ELEMENT_BATCH:
+                raise InvalidParameters("the requester's elements are malformed")
+            body = b'{"count":%d,"final":%s}\n' % (
+                len(elements) // 32,
+                b"true" if final else b"false",
+            )
+            _, doubled = unframe(call(s, "cohort.elements", {"elements": body + elements}))
+            sdk({"op": "doubled", "at": sent, "elements": _b64(doubled)}, "doubled")
+            sent += len(elements) // 32
+            if final:
+                break
+        batch = pair_batch(0, 0)
+        while True:
+            header, body = unframe(call(s, "cohort.pairs", {}, batch=batch))
+            count, final = int(header["count"]), bool(header["final"])
+            sdk({"op": "pairs", "reveal": True, "rows": rows, "count": count, "final": final,
+                 "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip
+            if final:
+                break
+        self.revealed_cohort = sent
+        return b""
+
     def document(self, data: bytes) -> dict[str, Any]:
         """The result document `pdx_client.jobkeys.JobKey.decrypt` opens."""
         from sandbox.joins import _result_ciphertexts
@@ -228,7 +267,13 @@ class CohortJoinJob:
     ) -> Release[dict[str, Any]]:
         """Charge the budget (before anything runs), relay every step, hand back the result."""
         spent = gate.charge([self.provider.dataset_id], obligations, self.job_id)
-        doc = self.document(self.exchange(ask))
+        data = self.exchange(ask)
+        if self.plan.reveal:  # the members are in the requester's SDK only
+            doc = {"operator": self.operator, "matched_by": "requester's SDK",
+                   "members": "held by the requester's SDK only; the platform has none",
+                   "cohort_sent": self.revealed_cohort}  # fmt: skip
+        else:
+            doc = self.document(data)
         return Release(
             self.job_id,
             self.operator,

@@ -29,10 +29,11 @@ __all__ = [
     "RequesterCohort",
     "JoinPlan",
     "PsiCardinalityParams",
+    "PsiIntersectionParams",
     "PsiSumParams",
 ]
 
-JOIN_OPERATORS = ("psi.cardinality", "psi.sum")
+JOIN_OPERATORS = ("psi.cardinality", "psi.sum", "psi.intersection")
 """Request operators that are joins whatever their parameters (`stats.*` join with `join`)."""
 
 
@@ -152,6 +153,27 @@ class PsiSumParams(BaseModel):
         return [self.value]
 
 
+class PsiIntersectionParams(BaseModel):
+    """`psi.intersection`: which of the requester's own identifiers are in inputs[0]'s.
+
+    The standard ECDH-PSI direction: the requester's SDK matches and learns the members
+    of its own list that the provider holds; the provider's sandbox learns |X|. Members are
+    personal information: the policy (`policies/joins.rego`) refuses it unless it allows
+    members to be revealed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cohort: RequesterCohort
+
+    def plan(self) -> JoinPlan:
+        query = StatsQuery.from_params({"op": "stats.count"})
+        return JoinPlan(query, self.cohort.clause(), self.cohort, reveal=True)
+
+    def used_columns(self) -> list[str]:
+        return []
+
+
 @dataclass(frozen=True)
 class JoinPlan:
     """What a join computes: `query` summed per group over the intersection, on `join`."""
@@ -161,6 +183,8 @@ class JoinPlan:
     cohort: RequesterCohort | None = None
     """Set when the cohort is the requester's own list: the plan's only input is then the
     provider's (its `right_columns`), and the SDK is the other party."""
+    reveal: bool = False
+    """`psi.intersection`: the requester's SDK learns the members of its own list."""
 
     @property
     def left_columns(self) -> list[str]:
@@ -173,9 +197,14 @@ class JoinPlan:
         return [self.join.right_key, *self.query.columns]
 
     def to_params(self) -> dict[str, Any]:
-        out = {"query": self.query.to_params(), "join": self.join.model_dump(mode="json")}
+        out: dict[str, Any] = {
+            "query": self.query.to_params(),
+            "join": self.join.model_dump(mode="json"),
+        }
         if self.cohort is not None:
             out["cohort"] = self.cohort.model_dump(mode="json")
+        if self.reveal:
+            out["reveal"] = True
         return out
 
     @classmethod
@@ -185,4 +214,5 @@ class JoinPlan:
             StatsQuery.from_params(d["query"]),
             JoinClause.model_validate(d["join"]),
             None if cohort is None else RequesterCohort.model_validate(cohort),
+            reveal=d.get("reveal") is True,
         )

@@ -33,7 +33,13 @@ from sandbox._stats_query import StatsQuery
 from sandbox.cohort_joins import COHORT_SECURITY
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
-from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams, RequesterCohort
+from sandbox.join_params import (
+    JoinClause,
+    PsiCardinalityParams,
+    PsiIntersectionParams,
+    PsiSumParams,
+    RequesterCohort,
+)
 from sandbox.joins import JOIN_SECURITY
 from sandbox.vertical_ops import HETERO_SECURITY
 from sandbox.vertical_params import HeteroParams
@@ -52,6 +58,7 @@ __all__ = [
     "ParamsInvalid",
     "ProviderInput",
     "PsiCardinalityParams",
+    "PsiIntersectionParams",
     "PsiSumParams",
     "StatsParams",
     "UnknownOperator",
@@ -141,7 +148,14 @@ class FlParams(BaseModel):
         return [*self.features, self.label]
 
 
-OperatorParams = StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
+OperatorParams = (
+    StatsParams
+    | FlParams
+    | PsiCardinalityParams
+    | PsiSumParams
+    | PsiIntersectionParams
+    | HeteroParams
+)
 
 
 class UnknownOperator(SandboxError):
@@ -301,6 +315,13 @@ _JOIN_LEARNS = {
     **{f"with params.cohort (the requester's own identifiers), {who}": what
        for who, what in COHORT_SECURITY["who_learns_what"].items()},
 }  # fmt: skip
+_REVEAL_LEARNS = {
+    "requester (SDK)": "the members of its own identifier list that inputs[0] holds, and |Y|",
+    "provider (its sandbox)": "|X|, the size of the requester's list; never a member",
+    "coordinator": "counts, the job salt and blinded points; never an identifier or a member",
+    "policy": "members are personal information: refused unless the policy allows members "
+    "to be revealed to the requester (policies/joins.rego)",
+}
 _PJC = "ECDH-PSI (P-256, RFC 9380) and Paillier: Private Join and Compute (sandbox.join_party)"
 
 OPERATORS: dict[str, Operator] = {
@@ -310,6 +331,14 @@ OPERATORS: dict[str, Operator] = {
         "psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2, _JOIN_LEARNS
     ),
     "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2, _JOIN_LEARNS),
+    "psi.intersection": Operator(
+        "psi.intersection",
+        PsiIntersectionParams,
+        _join_usage,
+        "ECDH-PSI (P-256, RFC 9380), the requester's SDK matching (sandbox.cohort_party)",
+        1,
+        _REVEAL_LEARNS,
+    ),
     "fl.hetero_logreg": Operator(
         "fl.hetero_logreg",
         HeteroParams,
@@ -336,7 +365,7 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
             params.query(operator)
         elif isinstance(params, FlParams):
             params.config()
-        elif isinstance(params, PsiCardinalityParams | PsiSumParams):
+        elif isinstance(params, PsiCardinalityParams | PsiSumParams | PsiIntersectionParams):
             params.plan()
         elif isinstance(params, HeteroParams):
             params.config(1024)
@@ -347,7 +376,13 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
     except SandboxError as exc:
         raise ParamsInvalid(f"params: {exc.detail}", "params") from None
     assert isinstance(
-        params, StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
+        params,
+        StatsParams
+        | FlParams
+        | PsiCardinalityParams
+        | PsiSumParams
+        | PsiIntersectionParams
+        | HeteroParams,
     )
     return params
 

@@ -30,7 +30,13 @@ from sandbox._registry import ProviderInput
 from sandbox.cohort_joins import JOIN_STEP_FORMAT, CohortJoinJob
 from sandbox.errors import CohortTooSmall, InvalidParameters
 from sandbox.identifiers import IdKind, JobDomain, normalise
-from sandbox.join_params import JoinPlan, PsiCardinalityParams, PsiSumParams, RequesterCohort
+from sandbox.join_params import (
+    JoinPlan,
+    PsiCardinalityParams,
+    PsiIntersectionParams,
+    PsiSumParams,
+    RequesterCohort,
+)
 from sandbox.operators import StatsParams, default_sandbox
 from sandbox.party_stats import PartyJob
 from tests.helpers.api import assert_problem
@@ -414,3 +420,39 @@ def test_the_sandbox_refuses_a_short_return_and_too_many_identifiers(
     small = psi.CohortParty(sorted(data.common)[:19] + ["13900001111"] * 3, "phone")
     with pytest.raises(CohortTooSmall):
         job(len(data.cohort)).exchange(lambda _k, doc: small.reply(doc))
+
+
+# -- psi.intersection: the members of the requester's own list, only where the policy allows ------
+
+
+def test_psi_intersection_matches_in_the_sdk_and_the_sandbox_learns_no_member(
+    tmp_path: Path, job_key: JobKey
+) -> None:
+    """The standard ECDH direction, in the bank's real sandbox: the SDK learns X ∩ Y."""
+    data = cohort_data(9, cohort=80, values=100, common=55)
+    cohort = RequesterCohort(key="msisdn", kind=IdKind.PHONE, size=len(data.cohort))
+    job = _sandbox_job(
+        tmp_path, data, job_key, PsiIntersectionParams(cohort=cohort), "psi.intersection"
+    )
+    to_sdk: list[dict[str, Any]] = []
+    to_bank: list[tuple[str, bytes]] = []
+    sdk = psi.CohortParty(data.cohort, "phone", record=to_sdk.append)
+    job.exchange(lambda _k, doc: sdk.reply(doc), lambda _to, s, d: to_bank.append((s, d)))
+    assert sdk.members == sorted(data.common)
+    assert sdk.rows == 100 and job.revealed_cohort == 80
+    bank = b"".join(d for _, d in to_bank)
+    for p in data.common:
+        assert p.encode() not in bank
+    assert {s for s, _ in to_bank} == {"cohort.elements"}
+    assert all("cts" not in d for d in to_sdk)  # no value of the bank's travels
+
+
+def test_psi_intersection_with_the_requesters_own_cohort_is_refused_by_the_policy(
+    capi: TestClient, creds: dict[str, Any], job_key: JobKey
+) -> None:
+    """Members are personal information: `policies/joins.rego` allows no request them."""
+    data = cohort_data(10)
+    net = cohort_network(capi, creds, data)
+    r = _ask(capi, net, "psi.intersection", {"cohort": _cohort(data)}, job_key)
+    assert_problem(r, 403)
+    assert "may not reveal who is in the intersection" in r.json()["detail"]

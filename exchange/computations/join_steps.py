@@ -37,6 +37,7 @@ MAX_REPLY_BYTES = 1 << 20
 _FIELDS = {
     "blind": {"op": str, "elements": str, "final": bool},
     "pairs": {"op": str, "ok": bool},
+    "doubled": {"op": str, "ok": bool},
     "return": {"op": str, "elements": str, "cts": str, "final": bool},
 }
 

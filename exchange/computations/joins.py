@@ -31,7 +31,13 @@ from sandbox._registry import STATS_OPERATORS
 from sandbox.cohort_joins import COHORT_SECURITY, cohort_max_calls
 from sandbox.join_params import JOIN_OPERATORS, JoinClause, JoinPlan, RequesterCohort
 from sandbox.joins import JOIN_BATCH, JOIN_SECURITY, SESSION_OPERATOR
-from sandbox.operators import OperatorParams, PsiCardinalityParams, PsiSumParams, StatsParams
+from sandbox.operators import (
+    OperatorParams,
+    PsiCardinalityParams,
+    PsiIntersectionParams,
+    PsiSumParams,
+    StatsParams,
+)
 from sandbox.release import ReleaseObligations
 from sandbox.vertical_ops import HETERO_SECURITY
 from sandbox.vertical_params import HeteroParams
@@ -75,7 +81,7 @@ def is_cohort_request(operator: str, raw: Mapping[str, Any]) -> bool:
 
 def join_plan(operator: str, params: OperatorParams) -> JoinPlan | None:
     """The join a validated request computes, or None for a request that is no join."""
-    if isinstance(params, PsiCardinalityParams | PsiSumParams):
+    if isinstance(params, PsiCardinalityParams | PsiSumParams | PsiIntersectionParams):
         return params.plan()
     if isinstance(params, StatsParams) and params.join is not None:
         return JoinPlan(params.query(operator), params.join)
@@ -157,7 +163,9 @@ def _cohort_resources(
             "key": cohort.key,
             "kind": cohort.kind.value,
             "key_declared": kind is cohort.kind,
-            "reveals_members": False,
+            # psi.intersection hands the requester the members of its own list that the
+            # provider holds: the policy decides whether that may be revealed.
+            "reveals_members": operator == "psi.intersection",
         }
     return out
 

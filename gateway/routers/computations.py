@@ -348,7 +348,7 @@ class JoinStepIn(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    op: Literal["blind", "pairs", "return"]
+    op: Literal["blind", "pairs", "return", "doubled"]
     elements: str | None = Field(default=None, max_length=1 << 20)
     cts: str | None = Field(default=None, max_length=1 << 20)
     final: bool | None = None

@@ -176,6 +176,11 @@ class CohortParty:
         self._returned = 0
         self.rows: int | None = None
         """|Y|: the one fact this party learns before the release."""
+        self._canonical: list[str] | None = None
+        self._doubled: list[bytes] | None = None
+        self._theirs: set[bytes] = set()
+        self.members: list[str] | None = None
+        """psi.intersection only: the (normalised) members of this list the provider holds."""
 
     # each step ------------------------------------------------------------------------------
 
@@ -192,6 +197,8 @@ class CohortParty:
             return self._pairs(doc)
         if op == "return":
             return self._return(doc)
+        if op == "doubled":
+            return self._take_doubled(doc)
         raise CohortError(f"unknown join step {op!r}")
 
     def _prepare(self, doc: dict[str, Any]) -> list[bytes]:
@@ -200,11 +207,11 @@ class CohortParty:
             raise CohortError(f"the job joins {doc.get('kind')} identifiers, not {self.kind}")
         if bytes.fromhex(str(doc["dst"])) != domain.dst:
             raise CohortError("the step's hash-to-curve DST is not this job's")
-        unique: dict[bytes, None] = {}
+        unique: dict[bytes, str] = {}
         for value in self._raw:
             canonical = normalise(self.kind, value)
             if canonical is not None:  # cannot join: dropped here, never sent
-                unique[domain.message(self.kind, canonical)] = None
+                unique.setdefault(domain.message(self.kind, canonical), canonical)
         messages = list(unique)
         declared = int(doc.get("size") or 0)
         if len(messages) > declared:
@@ -214,6 +221,9 @@ class CohortParty:
         secrets.SystemRandom().shuffle(messages)
         self._dst = domain.dst
         self.rows = int(doc["rows"])
+        if doc.get("reveal") is True:  # psi.intersection: this party matches
+            self._canonical = [unique[m] for m in messages]
+            self._doubled = [b""] * len(messages)
         return messages
 
     def _blind(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +239,41 @@ class CohortParty:
             self._messages = []  # nothing of the cohort is kept past its blinding
         return {"op": "blind", "elements": _b64(out), "final": final}
 
+    def _take_doubled(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """psi.intersection: x(k2·k1·H(x)) for a batch of this party's own elements, in order."""
+        if self._doubled is None:
+            raise CohortError("doubled elements for a join that reveals no members")
+        at, raw = int(doc["at"]), _unb64(doc, "elements")
+        if at < 0 or len(raw) % 32 or at + len(raw) // 32 > len(self._doubled):
+            raise CohortError("the doubled elements do not match what was sent")
+        for i in range(len(raw) // 32):
+            self._doubled[at + i] = raw[32 * i : 32 * (i + 1)]
+        return {"op": "doubled", "ok": True}
+
+    def _match(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """psi.intersection: x(k1·k2·H(y)) for the provider's points; the members, at the end."""
+        points, count = _unb64(doc, "points"), int(doc["count"])
+        if self._doubled is None or self._canonical is None or len(points) != 65 * count:
+            raise CohortError("the provider's points are malformed")
+        ecdh = ec.ECDH()
+        for i in range(count):
+            try:
+                peer = ec.EllipticCurvePublicKey.from_encoded_point(
+                    _CURVE, points[65 * i : 65 * (i + 1)]
+                )
+            except ValueError:
+                raise CohortError("a provider's point is not on P-256") from None
+            self._theirs.add(self._k1.exchange(ecdh, peer))
+        if doc.get("final") is True:
+            self.members = sorted(
+                c for c, d in zip(self._canonical, self._doubled, strict=True) if d in self._theirs
+            )
+            self._theirs.clear()
+        return {"op": "pairs", "ok": True}
+
     def _pairs(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if doc.get("reveal") is True:
+            return self._match(doc)
         n = int(str(doc["n_j"]), 16)
         n2 = n * n
         fields, count = int(doc["fields"]), int(doc["count"])
