@@ -26,6 +26,7 @@ from audit.models import AuditRecord
 from crypto import _h2c_p256
 from exchange.computations.fl_rounds import ComputationFlRound
 from gateway.platform import Platform
+from gateway.settings import Settings
 from sandbox._registry import ProviderInput
 from sandbox.cohort_joins import JOIN_STEP_FORMAT, CohortJoinJob
 from sandbox.errors import CohortTooSmall, InvalidParameters
@@ -43,6 +44,7 @@ from tests.helpers.api import assert_problem
 from tests.helpers.i18_wiring import LEGAL_BASIS, PURPOSE
 from tests.helpers.s15_sdk_psi import CohortData, cohort_data, cohort_network
 from tests.test_api_computations import wait_for
+from tests.test_join_job_keys import _everything_stored
 
 DONE = ("released", "failed", "rejected", "review")
 
@@ -135,7 +137,11 @@ def test_cardinality_sum_and_mean_equal_the_plaintext_join_before_noise(
 
 
 def test_psi_sum_with_the_enterprises_own_cohort_through_the_server(
-    capi: TestClient, creds: dict[str, Any], platform: Platform, job_key: JobKey
+    capi: TestClient,
+    creds: dict[str, Any],
+    platform: Platform,
+    settings: Settings,
+    job_key: JobKey,
 ) -> None:
     data = cohort_data(2)
     net = cohort_network(capi, creds, data)
@@ -170,6 +176,13 @@ def test_psi_sum_with_the_enterprises_own_cohort_through_the_server(
         assert s.scalars(select(ComputationFlRound)).all() == []
     ledger = [t["event"] for t in done["transitions"]]
     assert ledger.count("join_step_posted") == len(seen), ledger
+    # The platform stored none of the enterprise's identifiers, in any spelling (the
+    # search does reach what it stores: the job key's public modulus is found).
+    everything = _everything_stored(platform, settings)
+    assert format(job_key.n, "x") in everything
+    canonical = {normalise(IdKind.PHONE, p) for p in data.cohort} - {None}
+    assert len(canonical) == 200 and not any(str(p) in everything for p in canonical)
+    assert not any(p in everything for p in data.cohort)
     # GET /v1/operators says who learns what with a cohort of the requester's own.
     ops = capi.get("/v1/operators", headers=net["ent"], params={"limit": 100}).json()["items"]
     learns = next(o for o in ops if o["name"] == "psi.sum")["learns"]
@@ -456,3 +469,28 @@ def test_psi_intersection_with_the_requesters_own_cohort_is_refused_by_the_polic
     r = _ask(capi, net, "psi.intersection", {"cohort": _cohort(data)}, job_key)
     assert_problem(r, 403)
     assert "may not reveal who is in the intersection" in r.json()["detail"]
+
+
+def test_a_node_held_dataset_runs_the_providers_side_on_its_node(
+    capi: TestClient, creds: dict[str, Any], platform: Platform, job_key: JobKey
+) -> None:
+    """The node checks each call against the job key its provider approved, as for joins."""
+    from tests.helpers.i18_wiring import declare_key, register_pi
+    from tests.test_api_contracts import active_contract
+
+    data = cohort_data(11, cohort=80, values=90, common=60)
+    net = cohort_network(capi, creds, data)
+    r = capi.put("/v1/nodes/me", headers=net["bank"], json={"kind": "embedded"})
+    assert r.status_code == 200, r.text
+    held = register_pi(capi, net["bank"], data.values_csv, "balances (node)",
+                       path="/v1/nodes/datasets")  # fmt: skip
+    active_contract(capi, net["ent"], net["bank"], net["bank_org"], [held["id"]], PURPOSE)
+    declare_key(capi, net["bank"], held["id"], "msisdn")
+    party = psi.CohortParty(data.cohort, "phone")
+    done = _run(capi, {**net, "ds": held["id"]}, "psi.cardinality",
+                {"cohort": _cohort(data)}, job_key, party)  # fmt: skip
+    assert done["state"] == "released", done["error"]
+    assert done["inputs"][0]["custody"] == "node"
+    result = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()
+    eps = done["obligations"]["dp_epsilon"]
+    assert abs(job_key.decrypt(result)["intersection_size"] - 60) < 20 / eps
