@@ -494,3 +494,22 @@ def test_a_node_held_dataset_runs_the_providers_side_on_its_node(
     result = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()
     eps = done["obligations"]["dp_epsilon"]
     assert abs(job_key.decrypt(result)["intersection_size"] - 60) < 20 / eps
+
+
+def test_a_run_started_again_starts_the_sdks_side_again(tmp_path: Path, job_key: JobKey) -> None:
+    """A recovered run opens a new sandbox (a new salt): the SDK answers with a new k1."""
+    data = cohort_data(12, cohort=60, values=70, common=45)
+    cohort = RequesterCohort(key="msisdn", kind=IdKind.PHONE, size=len(data.cohort))
+    params = PsiCardinalityParams(cohort=cohort)
+    sdk = psi.CohortParty(data.cohort, "phone")
+
+    def interrupted(_k: int, doc: dict[str, Any]) -> dict[str, Any]:
+        if doc["op"] == "pairs":
+            raise RuntimeError("the worker died")
+        return sdk.reply(doc)
+
+    with pytest.raises(RuntimeError):
+        _sandbox_job(tmp_path, data, job_key, params, "psi.cardinality").exchange(interrupted)
+    job = _sandbox_job(tmp_path, data, job_key, params, "psi.cardinality")
+    doc = job.document(job.exchange(lambda _k, d: sdk.reply(d)))
+    assert job_key.decrypt(doc)["intersection_size"] == 45

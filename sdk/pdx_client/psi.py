@@ -165,9 +165,17 @@ class CohortParty:
         self.kind = IdKind(kind)
         self._raw = list(identifiers)
         self.size = size
-        self._k1 = ec.generate_private_key(_CURVE)
         self._record = record
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh attempt: a new scalar k1, nothing received, nothing spooled."""
+        spool: IO[bytes] | None = getattr(self, "_spool", None)
+        if spool is not None:
+            spool.close()
+        self._k1 = ec.generate_private_key(_CURVE)
         self._messages: list[bytes] | None = None
+        self._salt: Any = None
         self._sent = 0
         self._spool: IO[bytes] | None = None
         self._spooled = 0
@@ -227,7 +235,12 @@ class CohortParty:
         return messages
 
     def _blind(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if self._messages is not None and doc.get("salt") != self._salt:
+            # A recovered run starts the join again (a new sandbox, a new salt): so does this
+            # party, with a new scalar; nothing of the first attempt is reused.
+            self._reset()
         if self._messages is None:
+            self._salt = doc.get("salt")
             self._messages = self._prepare(doc)
         batch = max(1, min(int(doc.get("batch", 8192)), 65536))
         chunk = self._messages[self._sent : self._sent + batch]
