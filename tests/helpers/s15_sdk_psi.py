@@ -91,7 +91,9 @@ def cohort_network(
     return {
         "ent": ent,
         "ent_org": ent_org,
-        "sdk": sdk_login(api, Enterprise, cid, secret),
+        # In-process only (a TestClient); against a real server, log in with "client".
+        "sdk": sdk_login(api, Enterprise, cid, secret) if isinstance(api, TestClient) else None,
+        "client": (cid, secret),
         "bank": bank,
         "bank_org": bank_org,
         "ds": ds,
