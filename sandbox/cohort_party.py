@@ -180,7 +180,9 @@ def _pairs(ctx: OperatorContext) -> bytes:
 
 def _matched(ctx: OperatorContext) -> bytes:
     """One batch of the SDK's returned pairs: distinct, never more than were sent; sum matches."""
-    if ctx.state["reveal"] or ctx.state["next"] < len(ctx.state["elements"]):
+    if ctx.state["reveal"] or not ctx.state["sealed"]:
+        raise InvalidParameters("returned pairs before the requester's elements")
+    if ctx.state["next"] < len(ctx.state["elements"]):
         raise InvalidParameters("returned pairs before every pair was sent")
     header, body = unframe(ctx.blobs.get("pairs", b""))
     count = int(header.get("count", -1))

@@ -314,6 +314,10 @@ class CohortParty:
                 c = int.from_bytes(cts[at : at + width], "big")
                 if not 0 < c < n2:
                     raise CohortError("a provider's ciphertext is out of range")
+                # A uniform r, not the short-exponent fixed base h^(n·α) that speeds up
+                # encryption elsewhere: J's holder knows its factors, recovers the randomness
+                # of each returned ciphertext and could link it to its own through the
+                # residue characters of h^α mod p and mod q. With r uniform, r_y·r is uniform.
                 r = rand.randrange(1, n)
                 fresh = c * phe.util.powmod(r, n, n2) % n2  # re-randomised: unlinkable
                 record.append(int(fresh).to_bytes(width, "big"))
