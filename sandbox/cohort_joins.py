@@ -162,7 +162,8 @@ class CohortJoinJob:
             if self.plan.reveal:
                 return self._reveal(s, head, sdk, call)
             rows, fields = int(head["rows"]), int(head["fields"])
-            width = (2 * int(head["n_j"], 16).bit_length() + 7) // 8
+            n_j = str(head.get("n_j", "0"))  # none for a count: no values travel
+            width = (2 * int(n_j, 16).bit_length() + 7) // 8
             batch = pair_batch(fields, width)
             size = self.plan.cohort.size if self.plan.cohort else 0
             first = {"kind": self.plan.join.kind.value, "salt": head["salt"], "dst": head["dst"],
@@ -183,7 +184,7 @@ class CohortJoinJob:
             while True:
                 header, body = unframe(call(s, "cohort.pairs", {}, batch=batch))
                 count, final = int(header["count"]), bool(header["final"])
-                sdk({"op": "pairs", "n_j": head["n_j"], "fields": fields, "rows": rows,
+                sdk({"op": "pairs", "n_j": n_j, "fields": fields, "rows": rows,
                      "count": count, "final": final, "points": _b64(body[: count * 65]),
                      "cts": _b64(body[count * 65 :])}, "pairs")  # fmt: skip
                 if final:

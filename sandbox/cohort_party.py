@@ -120,7 +120,13 @@ def _start(ctx: OperatorContext) -> bytes:
         vectors=[vectors[int(i)] for i in perm], next=0, size=int(plan.cohort.size),
         received=[], received_n=0, sealed=False, returned=set(), hits=0,
     )  # fmt: skip
-    if not reveal:
+    if not reveal and q.op == "stats.count":
+        # A count needs no values: every record's vector is the same (1, on the DP lattice
+        # under DP), so the sum is the exact matches times it. No J, no ciphertexts.
+        unit = _on_lattice(lattice, q.fields(), [1], q) if lattice is not None else [1]
+        ctx.state.update(acc=[], unit=unit, vectors=[[] for _ in vectors])
+        header["fields"] = 0
+    elif not reveal:
         pk, sk = phe.generate_paillier_keypair(n_length=bits)
         n = int(pk.n)
         ctx.state.update(j_sk=sk, j_n=n, j_n2=gmpy2.mpz(n) ** 2,
@@ -165,7 +171,7 @@ def _pairs(ctx: OperatorContext) -> bytes:
     elements = ctx.state["elements"][start : start + batch]
     points = ctx.state["engine"].hash_blind(elements.tobytes())
     cts = b""
-    if not ctx.state["reveal"]:
+    if not ctx.state["reveal"] and ctx.state["acc"]:
         n = ctx.state["j_n"]
         enc = ctx.state.get("enc")
         if enc is None:
@@ -186,8 +192,9 @@ def _matched(ctx: OperatorContext) -> bytes:
         raise InvalidParameters("returned pairs before every pair was sent")
     header, body = unframe(ctx.blobs.get("pairs", b""))
     count = int(header.get("count", -1))
-    fields, n2 = len(ctx.state["acc"]), ctx.state["j_n2"]
-    width = _ct_width(ctx.state["j_n"])
+    fields = len(ctx.state["acc"])
+    n2 = ctx.state.get("j_n2", 0)
+    width = _ct_width(ctx.state["j_n"]) if fields else 0
     if count < 0 or len(body) != count * (ELEMENT + fields * width):
         raise InvalidParameters("malformed returned pairs")
     returned: set[bytes] = ctx.state["returned"]
@@ -226,11 +233,14 @@ def _result(ctx: OperatorContext) -> bytes:
             "the intersection is below the minimum size; nothing is released",
             min_intersection=pj.min_cohort,
         )
-    sk, n = ctx.state["j_sk"], ctx.state["j_n"]
     sums = []
-    for c in ctx.state["acc"]:
-        m = int(sk.raw_decrypt(int(c)))
-        sums.append(m - n if m > n // 2 else m)
+    if not ctx.state["acc"]:  # a count: the exact matches times the one per-record vector
+        sums = [ctx.state["hits"] * u for u in ctx.state["unit"]]
+    else:
+        sk, n = ctx.state["j_sk"], ctx.state["j_n"]
+        for c in ctx.state["acc"]:
+            m = int(sk.raw_decrypt(int(c)))
+            sums.append(m - n if m > n // 2 else m)
     lattice: NoisePlan | None = ctx.state["lattice"]
     if lattice is not None:
         sums = [s + z for s, z in zip(sums, noise_share(lattice, 1), strict=True)]

@@ -289,7 +289,7 @@ class CohortParty:
             return self._match(doc)
         n = int(str(doc["n_j"]), 16)
         n2 = n * n
-        fields, count = int(doc["fields"]), int(doc["count"])
+        fields, count = int(doc["fields"]), int(doc["count"])  # fields 0: a count, no values
         width = (2 * n.bit_length() + 7) // 8
         points, cts = _unb64(doc, "points"), _unb64(doc, "cts")
         if count < 0 or len(points) != 65 * count or len(cts) != count * fields * width:
