@@ -90,6 +90,8 @@ class Event(StrEnum):
     COMPUTATION_DELIVERY_FAILED = "computation.delivery_failed"
     COMPUTATION_FL_ROUND_POSTED = "computation.fl_round_posted"
     COMPUTATION_FL_ROUND_FAILED = "computation.fl_round_failed"
+    COMPUTATION_JOIN_STEP_POSTED = "computation.join_step_posted"
+    COMPUTATION_JOIN_STEP_FAILED = "computation.join_step_failed"
 
     # -- policies (gateway/platform.py, gateway/routers/policies.py)
     POLICY_ACTIVATED = "policy.activated"
@@ -189,6 +191,7 @@ class RecordType(StrEnum):
     COMPUTATION_RESULT_DESTROYED = Event.COMPUTATION_RESULT_DESTROYED.value
     COMPUTATION_RECOVERED = Event.COMPUTATION_RECOVERED.value
     COMPUTATION_FL_ROUND_POSTED = Event.COMPUTATION_FL_ROUND_POSTED.value
+    COMPUTATION_JOIN_STEP_POSTED = Event.COMPUTATION_JOIN_STEP_POSTED.value
     POLICY_ACTIVATED = Event.POLICY_ACTIVATED.value
     KEY_GENERATED = Event.KEY_GENERATED.value
     KEY_DISTRIBUTED = Event.KEY_DISTRIBUTED.value

@@ -221,6 +221,23 @@ class PsiGroup:
         except ossl.OsslError as exc:
             raise InvalidGroupElement("not a P-256 point", index=exc.index) from exc
 
+    def lift_packed(self, abscissae: bytes) -> bytes:
+        """04‖x‖y (even root) for concatenated 32-byte x-only elements, each checked on P-256.
+
+        For a peer that sends x(k·H(m)) only (the enterprise's SDK, issue 18): blinding
+        either root gives the same next abscissa. The error names the first bad element.
+        """
+        if len(abscissae) % ELEMENT_BYTES:
+            raise InvalidGroupElement("x-only elements must be 32 bytes")
+        out = []
+        for i in range(0, len(abscissae), ELEMENT_BYTES):
+            x = abscissae[i : i + ELEMENT_BYTES]
+            point = h2c.lift_x(int.from_bytes(x, "big"))
+            if point is None:
+                raise InvalidGroupElement("not a P-256 abscissa", index=i // ELEMENT_BYTES)
+            out.append(b"\x04" + x + point[1].to_bytes(32, "big"))
+        return b"".join(out)
+
     def hash_blind_packed(self, messages: bytes, key: PsiScalar) -> bytes:
         """key·H(m) as 65-byte SEC1 points, for concatenated 32-byte messages."""
         if len(messages) % ELEMENT_BYTES:

@@ -38,6 +38,7 @@ from exchange.approval_binding import ApprovalMismatch
 from exchange.backup import BackupError, RestoreRefused
 from exchange.budgets import BudgetExceeded
 from exchange.computations.fl_rounds import FlRoundTimeout
+from exchange.computations.join_steps import JoinStepTimeout
 from exchange.computations.signed_approvals import ApprovalSignatureInvalid, SigningKeyUnknown
 from exchange.custody import NodeAddressRefused, NodeDataShredded, NodeUnreachable
 from exchange.identity import StoreMismatch
@@ -282,6 +283,7 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     # A federated job under a requester key whose requester left a round open past its
     # deadline: the job's failure code, and the answer to a late reply.
     FlRoundTimeout: ProblemType(409),
+    JoinStepTimeout: ProblemType(409),
     # crypto: key-management refusals a caller can act on (they name no key material);
     # every other crypto error is one opaque answer.
     ce.CryptoError: _OPAQUE_CRYPTO,

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import pdx_client.identifiers as _identifiers
+
 from sandbox._isolation_model import Limits, OperatorRegistry, OperatorSpec
 from sandbox.errors import IsolationUnavailable
 from sandbox.priority import nice_argv
@@ -40,6 +42,9 @@ _CRYPTO_FILES = (
 """The private-join operators' elliptic-curve group (issue 18) and their relay sealing,
 without the rest of `crypto` (no KMS, no key store): bound file by file, so
 `crypto/__init__.py` is never run inside."""
+_IDENTIFIERS = Path(_identifiers.__file__).resolve()
+"""The SDK's identifier normalisation (`sandbox.identifiers` re-exports it): bound alone, so
+`pdx_client` is a namespace package inside and its HTTP client is never imported there."""
 _WORKER_BOOT = (
     f"import sys; sys.path.insert(0, {str(CODE_ROOT)!r}); from sandbox._worker import main; main()"
 )
@@ -188,6 +193,11 @@ class _Launcher:
         mounts += ["--ro-bind", str(_PACKAGE_DIR), str(CODE_ROOT / "sandbox")]
         for name in _CRYPTO_FILES:  # the PSI group only: `crypto` is a namespace package inside
             mounts += ["--ro-bind", str(_CRYPTO_DIR / name), str(CODE_ROOT / "crypto" / name)]
+        mounts += [
+            "--ro-bind",
+            str(_IDENTIFIERS),
+            str(CODE_ROOT / "pdx_client" / _IDENTIFIERS.name),
+        ]
         if spec.code_root is not None:
             root = str(spec.code_root.resolve())
             mounts += ["--ro-bind", root, root]

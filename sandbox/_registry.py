@@ -71,6 +71,13 @@ REGISTRY = OperatorRegistry(
             JOIN_LIMITS,
         ),
         OperatorSpec(
+            "psi.intersection",
+            "sandbox.join_party:party",
+            "which of the requester's own identifiers (held in its SDK) a provider's dataset "
+            "holds: ECDH-PSI, the SDK matching; only where the policy allows members revealed",
+            JOIN_LIMITS,
+        ),
+        OperatorSpec(
             "fl.hetero_logreg",
             "sandbox.vertical_party:party",
             "vertical logistic regression: labels and features at inputs[0], features at the "

@@ -404,6 +404,10 @@ _ROLE = {name: name.split(".", 1)[0] for name in _STEPS}
 def party(ctx: OperatorContext) -> bytes:
     """Vetted operator `psi.*`: one step of one party's side (`params.step`)."""
     step = str(ctx.params.get("step", ""))
+    if step.startswith("cohort."):  # the requester's own cohort (issue 18)
+        from sandbox.cohort_party import step as cohort_step
+
+        return cohort_step(ctx)
     fn = _STEPS.get(step)
     if fn is None:
         raise InvalidParameters("unknown join step")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sandbox._registry import (
     FL_LIMITS,
@@ -30,9 +30,16 @@ from sandbox._registry import (
     default_sandbox,
 )
 from sandbox._stats_query import StatsQuery
+from sandbox.cohort_joins import COHORT_SECURITY
 from sandbox.errors import InvalidParameters, SandboxError
 from sandbox.fl import FlConfig
-from sandbox.join_params import JoinClause, PsiCardinalityParams, PsiSumParams
+from sandbox.join_params import (
+    JoinClause,
+    PsiCardinalityParams,
+    PsiIntersectionParams,
+    PsiSumParams,
+    RequesterCohort,
+)
 from sandbox.joins import JOIN_SECURITY
 from sandbox.vertical_ops import HETERO_SECURITY
 from sandbox.vertical_params import HeteroParams
@@ -51,6 +58,7 @@ __all__ = [
     "ParamsInvalid",
     "ProviderInput",
     "PsiCardinalityParams",
+    "PsiIntersectionParams",
     "PsiSumParams",
     "StatsParams",
     "UnknownOperator",
@@ -87,9 +95,23 @@ class StatsParams(BaseModel):
         description="over the join of inputs[0] (cohort: key, group_by) and inputs[1] "
         "(key, columns) without revealing the intersection (sandbox.join_party)",
     )
+    cohort: RequesterCohort | None = Field(
+        default=None,
+        description="over the join of the requester's own identifiers (held in its SDK) and "
+        "inputs[0] (key, columns) without revealing the intersection (sandbox.cohort_party)",
+    )
+
+    @model_validator(mode="after")
+    def _one_join(self) -> StatsParams:
+        if self.join is not None and self.cohort is not None:
+            raise ValueError("give join or cohort, not both")
+        if self.cohort is not None and self.group_by is not None:
+            raise ValueError("a join with the requester's own cohort is not grouped")
+        return self
 
     def query(self, operator: str) -> StatsQuery:
-        return StatsQuery.from_params({"op": operator, **self.model_dump()})
+        raw = self.model_dump(exclude={"cohort"})
+        return StatsQuery.from_params({"op": operator, **raw})
 
     def used_columns(self) -> list[str]:
         return [*self.columns, *([self.group_by] if self.group_by else [])]
@@ -126,7 +148,14 @@ class FlParams(BaseModel):
         return [*self.features, self.label]
 
 
-OperatorParams = StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
+OperatorParams = (
+    StatsParams
+    | FlParams
+    | PsiCardinalityParams
+    | PsiSumParams
+    | PsiIntersectionParams
+    | HeteroParams
+)
 
 
 class UnknownOperator(SandboxError):
@@ -281,7 +310,18 @@ def _hetero_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFact
 
 _HE = "additively homomorphic encryption (Paillier or CKKS)"
 _FL = "federated learning (FedAvg), CKKS secure aggregation"
-_JOIN_LEARNS = JOIN_SECURITY["who_learns_what"]
+_JOIN_LEARNS = {
+    **JOIN_SECURITY["who_learns_what"],
+    **{f"with params.cohort (the requester's own identifiers), {who}": what
+       for who, what in COHORT_SECURITY["who_learns_what"].items()},
+}  # fmt: skip
+_REVEAL_LEARNS = {
+    "requester (SDK)": "the members of its own identifier list that inputs[0] holds, and |Y|",
+    "provider (its sandbox)": "|X|, the size of the requester's list; never a member",
+    "coordinator": "counts, the job salt and blinded points; never an identifier or a member",
+    "policy": "members are personal information: refused unless the policy allows members "
+    "to be revealed to the requester (policies/joins.rego)",
+}
 _PJC = "ECDH-PSI (P-256, RFC 9380) and Paillier: Private Join and Compute (sandbox.join_party)"
 
 OPERATORS: dict[str, Operator] = {
@@ -291,6 +331,14 @@ OPERATORS: dict[str, Operator] = {
         "psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2, _JOIN_LEARNS
     ),
     "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2, _JOIN_LEARNS),
+    "psi.intersection": Operator(
+        "psi.intersection",
+        PsiIntersectionParams,
+        _join_usage,
+        "ECDH-PSI (P-256, RFC 9380), the requester's SDK matching (sandbox.cohort_party)",
+        1,
+        _REVEAL_LEARNS,
+    ),
     "fl.hetero_logreg": Operator(
         "fl.hetero_logreg",
         HeteroParams,
@@ -317,7 +365,7 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
             params.query(operator)
         elif isinstance(params, FlParams):
             params.config()
-        elif isinstance(params, PsiCardinalityParams | PsiSumParams):
+        elif isinstance(params, PsiCardinalityParams | PsiSumParams | PsiIntersectionParams):
             params.plan()
         elif isinstance(params, HeteroParams):
             params.config(1024)
@@ -328,14 +376,20 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
     except SandboxError as exc:
         raise ParamsInvalid(f"params: {exc.detail}", "params") from None
     assert isinstance(
-        params, StatsParams | FlParams | PsiCardinalityParams | PsiSumParams | HeteroParams
+        params,
+        StatsParams
+        | FlParams
+        | PsiCardinalityParams
+        | PsiSumParams
+        | PsiIntersectionParams
+        | HeteroParams,
     )
     return params
 
 
 def estimate(operator: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:
     """The declared output shape and cost of `operator` with validated `params` on `inputs`."""
-    if params.get("join") and operator in STATS_OPERATORS:
+    if (params.get("join") or params.get("cohort")) and operator in STATS_OPERATORS:
         return _join_usage(operator, params, inputs)
     return OPERATORS[operator].usage(operator, params, inputs)
 

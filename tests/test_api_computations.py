@@ -123,6 +123,7 @@ def test_operators_are_listed_with_parameter_schemas(
         "fl.logreg",
         "psi.cardinality",
         "psi.sum",
+        "psi.intersection",
         "fl.hetero_logreg",
     }
     assert "columns" in ops["stats.mean"]["parameters"]["properties"]

@@ -373,7 +373,7 @@ def test_unknown_operator_is_refused(sandbox: Sandbox) -> None:
 def test_production_registry_is_fixed() -> None:
     assert set(REGISTRY) == {
         "stats.count", "stats.sum", "stats.mean", "stats.variance", "stats.histogram",
-        "fl.logreg", "psi.cardinality", "psi.sum", "fl.hetero_logreg",
+        "fl.logreg", "psi.cardinality", "psi.sum", "psi.intersection", "fl.hetero_logreg",
     }  # fmt: skip
     assert all(spec.code_root is None for spec in REGISTRY.values())
     assert all(spec.target.startswith("sandbox.") for spec in REGISTRY.values())

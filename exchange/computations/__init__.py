@@ -50,6 +50,8 @@ from exchange.computations.context import (
 )
 from exchange.computations.fl_rounds import current_round as fl_current_round
 from exchange.computations.fl_rounds import post_reply as fl_post_reply
+from exchange.computations.join_steps import current_step as join_current_step
+from exchange.computations.join_steps import post_reply as join_post_reply
 from exchange.computations.requests import Decide, request_computation
 from exchange.computations.results import (
     get_computation,
@@ -101,6 +103,8 @@ __all__ = [
     "decide",
     "fl_current_round",
     "fl_post_reply",
+    "join_current_step",
+    "join_post_reply",
     "get_computation",
     "get_result",
     "list_computations",

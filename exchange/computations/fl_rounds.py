@@ -44,6 +44,7 @@ __all__ = [
     "forget",
     "post_reply",
     "requester_exchange",
+    "requester_row",
 ]
 
 DEFAULT_ROUND_TIMEOUT_S = 600.0
@@ -87,8 +88,13 @@ def requester_exchange(
     computation_id: str,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    timeout_error: Callable[[int, float], ExchangeError] | None = None,
 ) -> Callable[[int, dict[str, Any]], dict[str, Any]]:
-    """The run's side: open step k with its aggregate, wait for the reply (or time out)."""
+    """The run's side: open step k with its aggregate, wait for the reply (or time out).
+
+    Also the private join with the requester's own cohort (`join_steps`), which passes
+    its own `timeout_error`.
+    """
     timeout = ctx.fl_round_timeout_s
 
     def exchange(step: int, doc: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +124,8 @@ def requester_exchange(
             if state != State.RUNNING:
                 raise Conflict("the computation is no longer running", state=state)
             if time.monotonic() >= give_up:
+                if timeout_error is not None:
+                    raise timeout_error(step, timeout)
                 raise FlRoundTimeout(
                     f"no global model was posted for step {step} within {timeout:g} s"
                 )
@@ -126,9 +134,13 @@ def requester_exchange(
     return exchange
 
 
-def _requester_row(
-    session: Session, caller: Caller, computation_id: str
+def requester_row(
+    session: Session,
+    caller: Caller,
+    computation_id: str,
+    takes: Callable[[str, dict[str, Any]], bool] = lambda op, _params: op == "fl.logreg",
 ) -> tuple[Any, ComputationFlRound]:
+    """The requester's open step of a running job whose operator `takes` such steps."""
     comp = load(session, computation_id, lock=True)
     if caller.org_id != comp.requester_org:
         if sees_computation(caller, comp):
@@ -138,15 +150,15 @@ def _requester_row(
     if comp.state != State.RUNNING:
         raise Conflict(f"the computation is {comp.state}, not running", state=comp.state)
     row = session.get(ComputationFlRound, computation_id)
-    if row is None:
-        raise Conflict("no federated round is waiting for the requester", state=comp.state)
+    if row is None or not takes(comp.operator, dict(comp.params)):
+        raise Conflict("no step is waiting for the requester here", state=comp.state)
     return comp, row
 
 
 def current_round(ctx: ComputeContext, caller: Caller, computation_id: str) -> dict[str, Any]:
     """The open step's encrypted aggregate, for the requester (409 when none is waiting)."""
     with ctx.sessions() as session, session.begin():
-        _, row = _requester_row(session, caller, computation_id)
+        _, row = requester_row(session, caller, computation_id)
         return {
             "computation_id": computation_id,
             "step": row.step,
@@ -185,7 +197,7 @@ def post_reply(
     """The requester's reply to step `step`: recorded (ledger + audit) with the job's row."""
     now = ctx.clock()
     with ctx.sessions() as session, session.begin():
-        comp, row = _requester_row(session, caller, computation_id)
+        comp, row = requester_row(session, caller, computation_id)
         if row.step != step:
             raise Conflict(f"step {row.step} is open, not {step}", state=comp.state)
         if row.reply is not None:

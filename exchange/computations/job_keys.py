@@ -39,6 +39,7 @@ from sandbox.operators import (
     HeteroParams,
     ProviderInput,
     PsiCardinalityParams,
+    PsiIntersectionParams,
     PsiSumParams,
     StatsParams,
 )
@@ -70,7 +71,14 @@ __all__ = [
     "store_job_key",
 ]
 
-JOB_KEY_PARAMS = (StatsParams, PsiCardinalityParams, PsiSumParams, HeteroParams, FlParams)
+JOB_KEY_PARAMS = (
+    StatsParams,
+    PsiCardinalityParams,
+    PsiSumParams,
+    PsiIntersectionParams,
+    HeteroParams,
+    FlParams,
+)
 """Operators that run under a requester-held key (`pdx_client.jobkeys.takes_job_key`)."""
 
 MIN_PAILLIER_BITS = 2048

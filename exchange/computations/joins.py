@@ -28,9 +28,16 @@ from exchange.joinkeys import declared_kind
 from exchange.models import Dataset, DatasetField
 from exchange.resources import RequestInput
 from sandbox._registry import STATS_OPERATORS
-from sandbox.join_params import JOIN_OPERATORS, JoinClause, JoinPlan
+from sandbox.cohort_joins import COHORT_SECURITY, cohort_max_calls
+from sandbox.join_params import JOIN_OPERATORS, JoinClause, JoinPlan, RequesterCohort
 from sandbox.joins import JOIN_BATCH, JOIN_SECURITY, SESSION_OPERATOR
-from sandbox.operators import OperatorParams, PsiCardinalityParams, PsiSumParams, StatsParams
+from sandbox.operators import (
+    OperatorParams,
+    PsiCardinalityParams,
+    PsiIntersectionParams,
+    PsiSumParams,
+    StatsParams,
+)
 from sandbox.release import ReleaseObligations
 from sandbox.vertical_ops import HETERO_SECURITY
 from sandbox.vertical_params import HeteroParams
@@ -38,7 +45,9 @@ from sandbox.vertical_params import HeteroParams
 __all__ = [
     "DEFAULT_MIN_INTERSECTION",
     "check_hetero",
+    "check_cohort_join",
     "check_join",
+    "is_cohort_request",
     "is_join_request",
     "hetero_facts",
     "join_facts",
@@ -61,16 +70,23 @@ def is_join_request(operator: str, raw: Mapping[str, Any]) -> bool:
     return (
         operator in JOIN_OPERATORS
         or operator == HETERO
-        or (operator in STATS_OPERATORS and bool(raw.get("join")))
+        or (operator in STATS_OPERATORS and bool(raw.get("join") or raw.get("cohort")))
     )
+
+
+def is_cohort_request(operator: str, raw: Mapping[str, Any]) -> bool:
+    """A join whose cohort is the requester's own identifiers, held in its SDK (issue 18)."""
+    return is_join_request(operator, raw) and operator != HETERO and bool(raw.get("cohort"))
 
 
 def join_plan(operator: str, params: OperatorParams) -> JoinPlan | None:
     """The join a validated request computes, or None for a request that is no join."""
-    if isinstance(params, PsiCardinalityParams | PsiSumParams):
+    if isinstance(params, PsiCardinalityParams | PsiSumParams | PsiIntersectionParams):
         return params.plan()
     if isinstance(params, StatsParams) and params.join is not None:
         return JoinPlan(params.query(operator), params.join)
+    if isinstance(params, StatsParams) and params.cohort is not None:
+        return JoinPlan(params.query(operator), params.cohort.clause(), params.cohort)
     return None
 
 
@@ -85,6 +101,9 @@ def node_max_calls(operator: str, params: Mapping[str, Any], rows: int) -> int |
     """Requests a join party's node session may serve: steps plus one per value batch."""
     if operator == HETERO:
         return 8 + 6 * int(params.get("iterations", 20))
+    if is_cohort_request(operator, params):
+        size = int((params.get("cohort") or {}).get("size", 0))
+        return cohort_max_calls(size, rows)
     if is_join_request(operator, params):
         return 8 + -(-rows // JOIN_BATCH)
     return None
@@ -97,6 +116,8 @@ def policy_resources(
     out = [dict(i.resource) for i in loaded]
     if not is_join_request(operator, raw):
         return out
+    if is_cohort_request(operator, raw):
+        return _cohort_resources(session, operator, raw, loaded, out)
     try:
         if operator == HETERO:
             hetero = HeteroParams.model_validate(dict(raw))
@@ -119,6 +140,71 @@ def policy_resources(
             "reveals_members": False,
         }
     return out
+
+
+def _cohort_resources(
+    session: Session,
+    operator: str,
+    raw: Mapping[str, Any],
+    loaded: Sequence[RequestInput],
+    out: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The requester's own cohort: every input is a value side keyed on `cohort.key`."""
+    try:
+        cohort = RequesterCohort.model_validate(raw.get("cohort"))
+    except ValidationError:
+        return out  # refused (422) once validated
+    for inp, resource in zip(loaded, out, strict=True):
+        kind = declared_kind(session, inp.dataset.id, cohort.key)
+        resource["join"] = {
+            "operator": operator,
+            "side": "values",
+            "cohort": "requester",
+            "key": cohort.key,
+            "kind": cohort.kind.value,
+            "key_declared": kind is cohort.kind,
+            # psi.intersection hands the requester the members of its own list that the
+            # provider holds: the policy decides whether that may be revealed.
+            "reveals_members": operator == "psi.intersection",
+        }
+    return out
+
+
+def check_cohort_join(
+    datasets: Sequence[Dataset], plan: JoinPlan, ob: policies.Obligations
+) -> None:
+    """A join with the requester's own cohort: one provider's dataset, its columns, sizes, DP."""
+    assert plan.cohort is not None
+    if len(datasets) != 1:
+        raise InvalidInput(
+            "a join with your own cohort takes exactly one input: the provider's dataset",
+            field="inputs",
+        )
+    (ds,) = datasets
+    fields = require_columns(ds, plan.right_columns)
+    q = plan.query
+    personal = [c for c in q.columns if c == plan.cohort.key or fields[c].pi]
+    if personal:
+        raise Forbidden(
+            f"column(s) {', '.join(personal)} of dataset {ds.id} hold identifiers or "
+            "personal information: a join aggregates other columns only",
+            obligation="desensitise",
+        )
+    minimum = min_intersection(ob)
+    if plan.cohort.size < minimum:
+        raise Forbidden(
+            f"a cohort of {plan.cohort.size} is below the minimum intersection ({minimum}): "
+            "a join with it could single out a person",
+            obligation="min_intersection",
+            min_intersection=minimum,
+        )
+    _check_sizes(datasets, ob)
+    if ob.dp_epsilon is not None and not (q.op == "stats.count" or q.clip is not None):
+        raise InvalidInput(
+            f"the policy requires differential privacy (ε={ob.dp_epsilon}) on the join's "
+            "released sums: give params.clip = [lo, hi]",
+            field="params.clip",
+        )
 
 
 def check_hetero(
@@ -175,6 +261,9 @@ def check_join(
     datasets: Sequence[Dataset], plan: JoinPlan, ob: policies.Obligations, operator: str
 ) -> None:
     """The join's inputs, columns, sizes and DP bounds (policy has allowed it already)."""
+    if plan.cohort is not None:
+        check_cohort_join(datasets, plan, ob)
+        return
     if len(datasets) != 2:
         raise InvalidInput(
             "a join takes exactly two inputs: the cohort, then the values", field="inputs"
@@ -238,6 +327,14 @@ def hetero_facts(params: HeteroParams, paillier_bits: int) -> dict[str, Any]:
 
 def join_facts(plan: JoinPlan, paillier_bits: int) -> dict[str, Any]:
     """The technique part of the job's security facts (docs/compliance.md PCE-01)."""
+    if plan.cohort is not None:
+        return {
+            **COHORT_SECURITY,
+            "cohort": plan.cohort.model_dump(mode="json"),
+            "statistic": plan.query.op,
+            "keys": {"scheme": "paillier", "key_bits": paillier_bits, "group": "P-256",
+                     "holder": "the provider's sandbox (never leaves it)"},
+        }  # fmt: skip
     return {
         **JOIN_SECURITY,
         "join": plan.join.model_dump(mode="json"),

@@ -102,6 +102,12 @@ def request_computation(
         else:
             _check_columns(datasets, params, ob)
         job_n = job_keys.check_request(session, body.operator, datasets, body.job_key)
+        if plan is not None and plan.cohort is not None and body.job_key is None:
+            raise InvalidInput(
+                "a join with your own cohort runs in your SDK under your job key: send "
+                "job_key (pdx_client.jobkeys.JobKey.generate().public())",
+                field="job_key",
+            )
         if isinstance(params, StatsParams) and plan is None:
             _check_dp(body.operator, params, ob)
         # Fair use (exchange.quotas): size and cost first, then the organisation's quota.

@@ -36,7 +36,7 @@ import policies
 from exchange.approval_binding import ApprovalMismatch, check_bindings
 from exchange.catalog import iter_plaintext
 from exchange.commitments import record_commitment
-from exchange.computations import fl_rounds, job_keys, joins, leases
+from exchange.computations import fl_rounds, job_keys, join_steps, joins, leases
 from exchange.computations.context import ComputeContext, release_obligations
 from exchange.computations.results import result_aad, result_ref
 from exchange.computations.state import State, load, platform_subject, transition
@@ -44,6 +44,7 @@ from exchange.custody import node_data_key, node_for
 from exchange.errors import ExchangeError, StaleTransition
 from exchange.jobs import export_secret, open_sealed, restore_result_party, seal
 from exchange.models import Computation, Dataset, NodeDataset, Organisation
+from sandbox.cohort_joins import CohortJoinJob
 from sandbox.errors import ReleaseRefused, SandboxError
 from sandbox.fl import FlJob
 from sandbox.joins import SESSION_OPERATOR, JoinJob
@@ -301,6 +302,17 @@ def _execute(
     gate = ReleaseGate(ctx.budget, noise=ctx.noise)
     params = OPERATORS[operator].params.model_validate(params_raw)
     plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
+    if party is not None and plan is not None and plan.cohort is not None:
+        # The requester's own cohort: its SDK answers every step (join_steps), the
+        # provider's sandbox matches, adds the noise and encrypts under the requester's key.
+        cohort = CohortJoinJob(
+            operator, plan, prepared.providers[0], sandbox=sandbox, job_id=computation_id,
+            party=party, key_bits=ctx.paillier_bits,
+        )  # fmt: skip
+        return cohort.run_under_party_key(
+            gate, joins.join_release_obligations(ob),
+            join_steps.requester_exchange(ctx, computation_id),
+        )  # fmt: skip
     if party is not None and plan is not None:
         # The requester's key: no secret is made, sealed or unsealed for this join.
         relay = job_keys.mask_relay(party, SESSION_OPERATOR, prepared.routes)

@@ -328,3 +328,62 @@ def fl_round_reply(
     request.state.object_id = computation_id
     reply = body.model_dump(exclude_none=True)
     return FlReplyPublic(**xc.fl_post_reply(compute, caller, computation_id, step, reply))
+
+
+# -- a join with the requester's own cohort: the SDK answers each step --------------------------
+
+
+class JoinStepPublic(BaseModel):
+    """The open step of a join with the requester's own cohort (counts and opaque bytes)."""
+
+    computation_id: str
+    step: int
+    posted: bool
+    deadline: str
+    request: dict[str, Any]
+
+
+class JoinStepIn(BaseModel):
+    """The SDK's reply to the open step (`pdx_client.psi`): its operation and base64 bytes."""
+
+    model_config = {"extra": "forbid"}
+
+    op: Literal["blind", "pairs", "return", "doubled"]
+    elements: str | None = Field(default=None, max_length=1 << 20)
+    cts: str | None = Field(default=None, max_length=1 << 20)
+    final: bool | None = None
+    ok: bool | None = None
+
+
+@router.get(
+    "/computations/{computation_id}/join-step",
+    response_model=JoinStepPublic,
+    dependencies=[Depends(ReadResult)],
+)
+def join_step(
+    computation_id: str, request: Request, caller: CallerDep, compute: ComputeDep
+) -> JoinStepPublic:
+    """The open step of a join with the requester's own cohort, for the requester (409: none)."""
+    request.state.audit_event = Event.COMPUTATION_DELIVERY_FAILED
+    request.state.object_id = computation_id
+    return JoinStepPublic(**xc.join_current_step(compute, caller, computation_id))
+
+
+@router.post(
+    "/computations/{computation_id}/join-step/{step}",
+    response_model=FlReplyPublic,
+    dependencies=[Depends(ReadResult)],
+)
+def join_step_reply(
+    computation_id: str,
+    step: int,
+    body: JoinStepIn,
+    request: Request,
+    caller: CallerDep,
+    compute: ComputeDep,
+) -> FlReplyPublic:
+    """The requester's SDK's reply to the open step: blinded elements, or shuffled pairs."""
+    request.state.audit_event = Event.COMPUTATION_JOIN_STEP_FAILED
+    request.state.object_id = computation_id
+    reply = body.model_dump(exclude_none=True)
+    return FlReplyPublic(**xc.join_post_reply(compute, caller, computation_id, step, reply))

@@ -51,7 +51,7 @@ _EXPORT_MAGIC = b"PDXJOBKEY1\n"
 # regression, and federated logistic regression, whose rounds the SDK closes:
 # `pdx_client.fl`). As the server's `job_keys.check_request`.
 JOB_KEY_OPERATOR_PREFIX = "stats."
-JOB_KEY_JOIN_OPERATORS = ("psi.cardinality", "psi.sum")
+JOB_KEY_JOIN_OPERATORS = ("psi.cardinality", "psi.sum", "psi.intersection")
 JOB_KEY_MODEL_OPERATORS = ("fl.hetero_logreg",)
 JOB_KEY_FL_OPERATORS = ("fl.logreg",)
 

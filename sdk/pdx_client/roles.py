@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from pdx_client import fl
+from pdx_client import fl, psi
 from pdx_client._results import JobKeyLike, open_result
 from pdx_client.errors import ComputationFailed, PdxError, TimedOut
 from pdx_client.jobkeys import JOB_KEY_FL_OPERATORS, JobKey, takes_job_key
@@ -321,23 +321,41 @@ class Enterprise(_Role, EnterpriseMarket):
         progress: Progress | None = None,
         job_key: JobKey | None = None,
         agreement_id: str | None = None,
+        cohort: list[str] | None = None,
+        legal_basis: str | None = None,
     ) -> ComputationResult:
         """Request, wait through approvals (`approvers` approve when given), fetch the result.
 
         Statistics and private joins run under a job key generated here (or `job_key`, if
         given): only its public half goes to the platform, and the encrypted aggregate is
         opened here.
+
+        `cohort`: your own identifiers for a join with `params["cohort"]` (e.g.
+        `{"key": "msisdn", "kind": "phone"}`): they stay here; this SDK runs your side of
+        the join (`pdx_client.psi`) and fills in the cohort's declared `size`.
         """
+        party: psi.CohortParty | None = None
+        if isinstance(params.get("cohort"), dict):
+            if cohort is None:
+                raise PdxError("params.cohort names your own cohort: pass cohort=[...]")
+            declared = {"size": len(cohort), **params["cohort"]}
+            params = {**params, "cohort": declared}
+            party = psi.CohortParty(cohort, declared["kind"])
+        elif cohort is not None:
+            raise PdxError("cohort=[...] needs params.cohort (the provider's key and its kind)")
         if job_key is None and takes_job_key(operator, params):
             job_key = JobKey.generate()
         public = job_key.public() if job_key is not None else None
         job = self.request(
-            operator, inputs, params, purpose, job_key=public, agreement_id=agreement_id
-        )
+            operator, inputs, params, purpose, job_key=public, agreement_id=agreement_id,
+            legal_basis=legal_basis,
+        )  # fmt: skip
         if progress:
             progress(job)
         if job_key is not None and operator in JOB_KEY_FL_OPERATORS:
             return self._compute_fl(job, job_key, approvers, timeout, progress)
+        if party is not None and job_key is not None:
+            return self._compute_cohort(job, job_key, party, approvers, timeout, progress)
         for stage, state in (("run", "awaiting_approval"), ("release", "review")):
             job = self.wait(job.id, {state, "released"}, timeout=timeout, progress=progress)
             if job.stage == state and approvers:
@@ -388,6 +406,41 @@ class Enterprise(_Role, EnterpriseMarket):
         result = self.result(job.id, job_key)
         result.output["rounds"] = list(trainer.history)
         return result
+
+    def _compute_cohort(
+        self,
+        job: Computation,
+        job_key: JobKey,
+        party: psi.CohortParty,
+        approvers: list[Provider] | None,
+        timeout: float,
+        progress: Progress | None,
+    ) -> ComputationResult:
+        """A join with this enterprise's own cohort: approvals, then every step answered here."""
+        job = self.wait(
+            job.id, {"awaiting_approval", "running"}, timeout=timeout, progress=progress
+        )
+        if job.stage == "awaiting_approval" and approvers:
+            for p in approvers:
+                p.approve(job.id, "run")
+        psi.drive(self.session, job.id, party, timeout=timeout)
+        job = self.wait(job.id, {"review", "released"}, timeout=timeout, progress=progress)
+        if job.stage == "review" and approvers:
+            for p in approvers:
+                p.approve(job.id, "release")
+        job = self.wait(job.id, {"released"}, timeout=timeout, progress=progress)
+        if job.stage != "released":
+            detail = (job.error or {}).get("detail") or job.state
+            raise ComputationFailed(
+                f"computation {job.id} {job.state}: {detail}",
+                type="https://pdx.dev/problems/computation-" + job.stage,
+                title="Computation did not release",
+            )
+        if party.members is not None:  # psi.intersection: matched here, nothing to decrypt
+            result = self.result(job.id)
+            result.output["members"] = list(party.members)
+            return result
+        return self.result(job.id, job_key)
 
 
 class Auditor(_Role, AuditorMarket):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from rich.console import Console
 
-from pdx_client import fl
+from pdx_client import fl, psi
 from pdx_client.config import (
     config_dir,
     job_key_passphrase,
@@ -249,12 +249,34 @@ def _close_fl_rounds(e: Enterprise, args: argparse.Namespace) -> None:
     fl.drive(e.session, args.id, JobKey.load(stored, passphrase), timeout=args.timeout)
 
 
+def _cohort_party(args: argparse.Namespace, params: dict[str, Any]) -> psi.CohortParty | None:
+    """`params.cohort`: your own identifiers from --cohort-file (one a line), joined here."""
+    cohort = params.get("cohort")
+    if not isinstance(cohort, dict):
+        if args.cohort_file:
+            raise _Usage("--cohort-file needs params.cohort ({key, kind}: the provider's column)")
+        return None
+    if not args.cohort_file or not args.wait:
+        raise _Usage(
+            "params.cohort joins your own identifiers: give --cohort-file PATH and --wait "
+            "(your side of the join runs here, in this command)"
+        )
+    lines = Path(args.cohort_file).read_text(encoding="utf-8").splitlines()
+    identifiers = [line.strip() for line in lines if line.strip()]
+    party = psi.CohortParty(identifiers, str(cohort.get("kind")))
+    party.size = int(cohort.get("size") or len(identifiers))
+    return party
+
+
 def _compute(args: argparse.Namespace) -> int:
     if args.action == "request":
         if not (args.operator and args.input and args.purpose):
             raise _Usage("request needs --operator, --input and --purpose")
         key, passphrase = None, None
         params = _json_arg(args.params)
+        party = _cohort_party(args, params)
+        if party is not None:
+            params = {**params, "cohort": {"size": party.size, **params["cohort"]}}
         if takes_job_key(args.operator, params):
             passphrase = job_key_passphrase()
             if passphrase is None:
@@ -267,6 +289,7 @@ def _compute(args: argparse.Namespace) -> int:
                 params,
                 args.purpose,
                 job_key=key.public() if key is not None else None,
+                legal_basis=args.legal_basis,
             )
             if key is not None and passphrase is not None:
                 save_job_key(job.id, key.export(passphrase))
@@ -275,6 +298,8 @@ def _compute(args: argparse.Namespace) -> int:
                 with status:
                     if key is not None and args.operator in JOB_KEY_FL_OPERATORS:
                         fl.drive(e.session, job.id, key, timeout=args.timeout)  # every round
+                    if party is not None:  # your side of the join, on this machine
+                        psi.drive(e.session, job.id, party, timeout=args.timeout)
                     job = e.wait(job.id, progress=show, timeout=args.timeout)
         return _out(args, job, lambda: print(f"computation {job.id}: {job.state}"))
     if not args.id:
@@ -394,6 +419,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cp.add_argument("--input", action="append")
     cp.add_argument("--params", default="{}")
     cp.add_argument("--purpose")
+    cp.add_argument("--legal-basis", help="request: consent:<id> or statute:<ref> (PI data)")
     cp.add_argument("--stage", choices=["run", "release"], default="run")
     cp.add_argument("--reason")
     cp.add_argument(
@@ -408,6 +434,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="approve --sign: make the key if missing and register its public half",
     )
     cp.add_argument("--wait", action="store_true", help="poll until a final state")
+    cp.add_argument(
+        "--cohort-file",
+        help="request with params.cohort: your own identifiers, one a line; they stay on "
+        "this machine (pdx_client.psi runs your side of the join; needs --wait)",
+    )
     cp.add_argument("--timeout", type=float, default=600.0)
     cp.set_defaults(func=_guarded(_compute))
 

@@ -1,0 +1,128 @@
+"""The requester in the loop of a join with its own cohort: each open step and its reply.
+
+A join whose cohort is the requester's own list (`params.cohort`, `sandbox.cohort_joins`)
+needs the requester's SDK at every step: it blinds its identifiers, then blinds and
+shuffles the provider's pairs (`pdx_client.psi`). The run keeps one row per job (the
+federated rounds' table, `fl_rounds.ComputationFlRound`: a job is one or the other):
+the open step, and the reply once posted. The SDK fetches the step
+(GET /v1/computations/{id}/join-step) and posts its reply
+(POST /v1/computations/{id}/join-step/{step}); each reply is a ledger entry and an audit
+record (`computation.join_step_posted`) in one transaction. The run waits for each reply
+up to `PDX_FL_ROUND_TIMEOUT_S`, then fails the job (`join-step-timeout`); the row is
+deleted in the transaction that ends the job, whatever the end.
+
+What is stored and relayed is what `sandbox.cohort_joins` names: counts, the job salt and
+opaque bytes. A reply is checked for shape here (its operation, base64 fields, sizes);
+the provider's sandbox checks the rest (distinct elements, all pairs returned).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from exchange.accounts import Caller
+from exchange.computations import fl_rounds
+from exchange.computations.context import ComputeContext
+from exchange.computations.joins import is_cohort_request
+from exchange.computations.state import State, transition
+from exchange.errors import Conflict, ExchangeError, InvalidInput
+
+__all__ = ["JoinStepTimeout", "current_step", "post_reply", "requester_exchange"]
+
+MAX_REPLY_BYTES = 1 << 20
+_FIELDS = {
+    "blind": {"op": str, "elements": str, "final": bool},
+    "pairs": {"op": str, "ok": bool},
+    "doubled": {"op": str, "ok": bool},
+    "return": {"op": str, "elements": str, "cts": str, "final": bool},
+}
+
+
+class JoinStepTimeout(ExchangeError):
+    """The requester's SDK did not answer a step of the join before its deadline."""
+
+    code = "join-step-timeout"
+    title = "The requester did not answer the join's step in time"
+
+
+def requester_exchange(
+    ctx: ComputeContext, computation_id: str
+) -> Callable[[int, dict[str, Any]], dict[str, Any]]:
+    """The run's side: open step k, wait for the SDK's reply, fail the job on the deadline."""
+
+    def timed_out(step: int, timeout: float) -> ExchangeError:
+        return JoinStepTimeout(f"the requester did not answer step {step} within {timeout:g} s")
+
+    return fl_rounds.requester_exchange(ctx, computation_id, timeout_error=timed_out)
+
+
+def current_step(ctx: ComputeContext, caller: Caller, computation_id: str) -> dict[str, Any]:
+    """The open step, for the requester (409 when none is waiting)."""
+    with ctx.sessions() as session, session.begin():
+        _, row = fl_rounds.requester_row(session, caller, computation_id, is_cohort_request)
+        return {
+            "computation_id": computation_id,
+            "step": row.step,
+            "posted": row.reply is not None,
+            "deadline": row.deadline.isoformat(),
+            "request": json.loads(row.aggregate),
+        }
+
+
+def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> str:
+    """The reply as canonical JSON, when it answers the open step's operation in its shape."""
+    op = open_doc.get("op")
+    shape = _FIELDS.get(str(op))
+    if shape is None or reply.get("op") != op:
+        raise InvalidInput(f"the open step is {op!r}: reply with op = {op!r}", field="op")
+    if set(reply) != set(shape):
+        raise InvalidInput(
+            f"a {op} reply has exactly the fields {', '.join(sorted(shape))}", field="reply"
+        )
+    for name, kind in shape.items():
+        if not isinstance(reply[name], kind):
+            raise InvalidInput(f"{name} must be a {kind.__name__}", field=name)
+    for name in ("elements", "cts"):
+        if name in reply:
+            try:
+                raw = base64.b64decode(reply[name], validate=True)
+            except ValueError:
+                raise InvalidInput(f"{name} is not base64", field=name) from None
+            if name == "elements" and len(raw) % 32:
+                raise InvalidInput("elements are 32-byte abscissae", field=name)
+    text = json.dumps(reply, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_REPLY_BYTES:
+        raise InvalidInput("the reply is too large")
+    return text
+
+
+def post_reply(
+    ctx: ComputeContext, caller: Caller, computation_id: str, step: int, reply: dict[str, Any]
+) -> dict[str, Any]:
+    """The requester's reply to step `step`: recorded (ledger + audit) with the job's row."""
+    now = ctx.clock()
+    with ctx.sessions() as session, session.begin():
+        comp, row = fl_rounds.requester_row(session, caller, computation_id, is_cohort_request)
+        if row.step != step:
+            raise Conflict(f"step {row.step} is open, not {step}", state=comp.state)
+        if row.reply is not None:
+            raise Conflict(f"step {step} was already answered", state=comp.state)
+        text = _check_reply(reply, json.loads(row.aggregate))
+        row.reply = text
+        index = transition(
+            ctx,
+            session,
+            comp,
+            caller.subject(),
+            event="join_step_posted",
+            action="join_step",
+            now=now,
+            expect=State.RUNNING,
+            detail=f"step={step} op={reply.get('op')}",
+            digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+        )
+        return {"computation_id": computation_id, "step": step, "ledger_index": index}
