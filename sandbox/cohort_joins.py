@@ -30,7 +30,7 @@ from sandbox._registry import ProviderInput
 from sandbox.errors import InvalidParameters
 from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
-from sandbox.join_party import unframe
+from sandbox.join_wire import unframe
 from sandbox.party_stats import PartyJob, result_document
 from sandbox.release import Release, ReleaseGate, ReleaseObligations
 

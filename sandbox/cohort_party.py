@@ -9,7 +9,7 @@ here that never leaves this process):
 a. SDK → here, in batches: shuffled x(k1·H(x)) for its normalised identifiers.
 b. here: fresh k2; keeps x(k2·k1·H(x)) (`cohort.elements`); → SDK, in batches, shuffled
    pairs (k2·H(y), Enc_J(v_y)) for each identifier y of the provider's key column
-   (`cohort.pairs`, v_y the per-field vector of `sandbox.join_party._vector`).
+   (`cohort.pairs`, v_y the per-field vector of `sandbox.join_wire.value_vector`).
 c. SDK: x(k1·k2·H(y)), each Enc_J re-randomised, all pairs shuffled with its own
    permutation (over the whole set, not per batch), returned in batches.
 d. here (`cohort.matched`, `cohort.result`): every returned element must be distinct and
@@ -53,7 +53,7 @@ from sandbox.errors import IntersectionTooSmall, InvalidParameters
 from sandbox.identifiers import JobDomain, normalise
 from sandbox.isolation import OperatorContext
 from sandbox.join_params import JoinPlan
-from sandbox.join_party import _ct_width, _on_lattice, _vector, frame, unframe
+from sandbox.join_wire import ct_width, frame, on_lattice, unframe, value_vector
 from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import FastEncryptor, encode_fixed, public_key_from_n
 from sandbox.party_stats import PartyJob
@@ -104,9 +104,9 @@ def _start(ctx: OperatorContext) -> bytes:
             continue
         msg = domain.message(kind, canonical)
         if msg not in rows:  # one row per identifier: bounded influence per person
-            vec = [] if reveal else _vector(plan, row, lo, hi)
+            vec = [] if reveal else value_vector(plan, row, lo, hi)
             rows[msg] = (
-                vec if lattice is None or reveal else _on_lattice(lattice, q.fields(), vec, q)
+                vec if lattice is None or reveal else on_lattice(lattice, q.fields(), vec, q)
             )
     elements = (
         np.frombuffer(b"".join(rows), dtype=ELEMENT_DTYPE) if rows else np.empty(0, ELEMENT_DTYPE)
@@ -123,7 +123,7 @@ def _start(ctx: OperatorContext) -> bytes:
     if not reveal and q.op == "stats.count":
         # A count needs no values: every record's vector is the same (1, on the DP lattice
         # under DP), so the sum is the exact matches times it. No J, no ciphertexts.
-        unit = _on_lattice(lattice, q.fields(), [1], q) if lattice is not None else [1]
+        unit = on_lattice(lattice, q.fields(), [1], q) if lattice is not None else [1]
         ctx.state.update(acc=[], unit=unit, vectors=[[] for _ in vectors])
         header["fields"] = 0
     elif not reveal:
@@ -176,7 +176,7 @@ def _pairs(ctx: OperatorContext) -> bytes:
         enc = ctx.state.get("enc")
         if enc is None:
             enc = ctx.state["enc"] = FastEncryptor(public_key_from_n(n))
-        width = _ct_width(n)
+        width = ct_width(n)
         vectors = ctx.state["vectors"][start : start + batch]
         cts = b"".join(enc.encrypt_raw(v).to_bytes(width, "big") for vec in vectors for v in vec)
     ctx.state["next"] = start + len(elements)
@@ -194,7 +194,7 @@ def _matched(ctx: OperatorContext) -> bytes:
     count = int(header.get("count", -1))
     fields = len(ctx.state["acc"])
     n2 = ctx.state.get("j_n2", 0)
-    width = _ct_width(ctx.state["j_n"]) if fields else 0
+    width = ct_width(ctx.state["j_n"]) if fields else 0
     if count < 0 or len(body) != count * (ELEMENT + fields * width):
         raise InvalidParameters("malformed returned pairs")
     returned: set[bytes] = ctx.state["returned"]
@@ -246,7 +246,7 @@ def _result(ctx: OperatorContext) -> bytes:
         sums = [s + z for s, z in zip(sums, noise_share(lattice, 1), strict=True)]
     job: JobPublic = ctx.state["job"]
     rn = int(job.paillier_n or 0)
-    enc, width = FastEncryptor(public_key_from_n(rn)), _ct_width(rn)
+    enc, width = FastEncryptor(public_key_from_n(rn)), ct_width(rn)
     out = b"".join(enc.encrypt_raw(s).to_bytes(width, "big") for s in sums)
     fields = len(sums)
     ctx.state.clear()

@@ -38,10 +38,7 @@ and HMAC key per job (`sandbox.identifiers.JobDomain`); scalars are fresh per se
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from decimal import Decimal
-from fractions import Fraction
-from typing import Any
 
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
@@ -50,39 +47,21 @@ from crypto.errors import CryptoError
 from crypto.psi_ec import PsiGroup
 from crypto.relay import open_relay, relay_key, seal_relay
 from sandbox._stats_query import MAX_GROUPS, OTHER
+from sandbox.cohort_party import step as cohort_step
 from sandbox.coordinator import JobPublic
 from sandbox.errors import GroupCardinalityExceeded, IntersectionTooSmall, InvalidParameters
 from sandbox.identifiers import JobDomain, normalise
 from sandbox.isolation import OperatorContext
 from sandbox.join_params import JoinPlan
+from sandbox.join_wire import ct_width, frame, on_lattice, unframe, value_vector
 from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import FastEncryptor, encode_fixed, public_key_from_n
 from sandbox.party_stats import PartyJob
 from sandbox.psi import POINT, EcEngine
 from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation
-from sandbox.stats import _MISSING, _fixed, _rows
+from sandbox.stats import _rows
 
-__all__ = ["frame", "party", "unframe"]
-
-
-def frame(header: dict[str, Any], body: bytes = b"") -> bytes:
-    """A JSON header line, then raw bytes (what every step returns and takes)."""
-    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
-
-
-def unframe(data: bytes) -> tuple[dict[str, Any], bytes]:
-    head, sep, body = data.partition(b"\n")
-    try:
-        header = json.loads(head) if sep else None
-    except ValueError:
-        header = None
-    if not isinstance(header, dict):
-        raise InvalidParameters("malformed join message")
-    return header, body
-
-
-def _ct_width(n: int) -> int:
-    return (2 * n.bit_length() + 7) // 8
+__all__ = ["party"]
 
 
 def _split(body: bytes, counts: list[int], width: int) -> list[bytes]:
@@ -205,7 +184,7 @@ def _matcher_pairs(ctx: OperatorContext) -> bytes:
     header, body = unframe(ctx.blobs.get("pairs", b""))
     count, fields = int(header["count"]), len(ctx.state["acc"][0])
     n2 = ctx.state["n2"]
-    width = _ct_width(int(ctx.state["job"].paillier_n))
+    width = ct_width(int(ctx.state["job"].paillier_n))
     elements, cts = body[: count * POINT], body[count * POINT :]
     if ctx.state.get("relay") is not None:  # sealed by the value party for this sandbox
         try:
@@ -235,7 +214,7 @@ def _matcher_result(ctx: OperatorContext) -> bytes:
     job: JobPublic = ctx.state["job"]
     n = int(job.paillier_n or 0)
     enc = FastEncryptor(public_key_from_n(n))
-    n2, width = ctx.state["n2"], _ct_width(n)
+    n2, width = ctx.state["n2"], ct_width(n)
     party = ctx.state.get("party")
     if party is not None:
         _add_noise(ctx, int(party["min_cohort"]), width)
@@ -282,31 +261,6 @@ def _add_noise(ctx: OperatorContext, min_intersection: int, width: int) -> None:
 # -- the value party ---------------------------------------------------------------------------
 
 
-def _vector(plan: JoinPlan, row: list[str], lo: int | None, hi: int | None) -> list[int]:
-    """(1, then per column: present, value[, value²]) in the query's field order."""
-    q = plan.query
-    out = [1]
-    for j, _ in enumerate(q.columns if q.op != "stats.count" else ()):
-        text = row[1 + j].strip()
-        if text.lower() in _MISSING:
-            out += [0, 0] + ([0] if q.op == "stats.variance" else [])
-            continue
-        v = _fixed(text, q.decimals)
-        if lo is not None and hi is not None:
-            v = min(max(v, lo), hi)
-        out += [1, v] + ([v * v] if q.op == "stats.variance" else [])
-    return out
-
-
-def _on_lattice(plan: NoisePlan, fields: Sequence[str], vec: list[int], q: Any) -> list[int]:
-    """One record's fixed-point vector on the DP lattice (|each| stays within its sensitivity)."""
-    out = []
-    for i, (name, v) in enumerate(zip(fields, vec, strict=True)):
-        power = {"sum": 1, "sumsq": 2}.get(name.split(":", 1)[0], 0)
-        out.append(plan.encode(i, Fraction(v, 10 ** (q.decimals * power))))
-    return out
-
-
 def _value_start(ctx: OperatorContext) -> bytes:
     plan, job, domain = _start(ctx)
     q, key = plan.query, plan.join
@@ -322,8 +276,8 @@ def _value_start(ctx: OperatorContext) -> bytes:
             continue
         msg = domain.message(key.kind, canonical)
         if msg not in rows:  # one row per identifier: bounded influence per person
-            vec = _vector(plan, row, lo, hi)
-            rows[msg] = vec if lattice is None else _on_lattice(lattice, q.fields(), vec, q)
+            vec = value_vector(plan, row, lo, hi)
+            rows[msg] = vec if lattice is None else on_lattice(lattice, q.fields(), vec, q)
     elements = (
         np.frombuffer(b"".join(rows), dtype=ELEMENT_DTYPE)
         if rows
@@ -365,7 +319,7 @@ def _value_pairs(ctx: OperatorContext) -> bytes:
     if enc is None:
         enc = ctx.state["enc"] = FastEncryptor(public_key_from_n(n))
         enc.precompute()
-    width = _ct_width(n)
+    width = ct_width(n)
     blinded = ctx.state["engine"].hash_blind(elements.tobytes())
     cts = b"".join(enc.encrypt_raw(v).to_bytes(width, "big") for vec in vectors for v in vec)
     if ctx.state.get("relay") is not None:  # only the matcher's sandbox can open them
@@ -382,7 +336,7 @@ def _value_noise(ctx: OperatorContext) -> bytes:
         raise InvalidParameters("noise shares are for requester-held keys")
     q = ctx.state["plan"].query
     groups, fields = len(q.group_keys), len(q.fields())
-    width = _ct_width(int(ctx.state["job"].paillier_n))
+    width = ct_width(int(ctx.state["job"].paillier_n))
     cts = _encrypted_noise(ctx, groups, fields)
     body = b"".join(c.to_bytes(width, "big") for c in cts)
     return frame({"groups": groups, "fields": fields}, body)
@@ -405,8 +359,6 @@ def party(ctx: OperatorContext) -> bytes:
     """Vetted operator `psi.*`: one step of one party's side (`params.step`)."""
     step = str(ctx.params.get("step", ""))
     if step.startswith("cohort."):  # the requester's own cohort (issue 18)
-        from sandbox.cohort_party import step as cohort_step
-
         return cohort_step(ctx)
     fn = _STEPS.get(step)
     if fn is None:

@@ -36,7 +36,7 @@ from sandbox.errors import (
 )
 from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
-from sandbox.join_party import unframe
+from sandbox.join_wire import unframe
 from sandbox.party_stats import (
     PartyJob,
     collect_mask_keys,

@@ -29,7 +29,7 @@ from sandbox._registry import ProviderInput
 from sandbox.errors import CohortTooSmall
 from sandbox.identifiers import IdKind
 from sandbox.join_params import JoinClause, JoinPlan, PsiCardinalityParams, PsiSumParams
-from sandbox.join_party import unframe
+from sandbox.join_wire import unframe
 from sandbox.joins import JoinJob
 from sandbox.operators import StatsParams, default_sandbox
 from sandbox.party_stats import PartyJob
