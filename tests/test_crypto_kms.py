@@ -533,6 +533,32 @@ def test_suspended_key_is_unusable_until_resumed(
         assert invalid.value.code == "key-state-transition-invalid"
 
 
+def test_state_changes_record_the_reason_or_the_administrator(
+    store: KeyStore, kms: KeyManager, engine: Engine, recorder: Recorder
+) -> None:
+    """A suspension and a revocation keep the caller's reason; the others name who acted."""
+    _data_keys(store, engine, 1)
+    kek_id = KeyManager.kek_id("org-a")
+    with Session(engine) as session:
+        kms.change_state(session, kek_id, 1, "suspend", by=ADMIN1, now=NOW, reason="audit")
+        kms.change_state(session, kek_id, 1, "resume", by=ADMIN1, now=NOW, reason="ignored")
+        kms.change_state(session, kek_id, 1, "archive", by=ADMIN1, now=NOW)
+        kms.change_state(session, kek_id, 1, "revoke", by=ADMIN1, now=NOW, reason="leaked")
+        session.commit()
+    moves = [
+        (e.operation, e.detail, e.actor, e.state)
+        for e in recorder.events
+        if e.operation
+        in (KeyOperation.SUSPEND, KeyOperation.RESUME, KeyOperation.REVOKE, KeyOperation.ARCHIVE)
+    ]
+    assert moves == [
+        (KeyOperation.SUSPEND, "audit", ADMIN1.id, "suspended"),
+        (KeyOperation.RESUME, f"by {ADMIN1.id}", ADMIN1.id, "active"),
+        (KeyOperation.ARCHIVE, f"by {ADMIN1.id}", ADMIN1.id, "deactivated"),
+        (KeyOperation.REVOKE, "leaked", ADMIN1.id, "compromised"),
+    ]
+
+
 def test_compromised_kek_still_decrypts_and_is_rotated_away(
     store: KeyStore, kms: KeyManager, engine: Engine, recorder: Recorder
 ) -> None:
