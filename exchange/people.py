@@ -314,11 +314,14 @@ def authenticate_person(
     `passkey_challenge`) the passkey is the second factor instead of the TOTP code;
     its use is recorded on `trail`. The password stays the first factor.
 
-    `enrolling` accepts (only) a person whose first code is not confirmed yet and
-    activates them. The caller commits: the used TOTP step is remembered. With
+    `enrolling` accepts (only) a person whose first code is not confirmed yet: the first
+    valid TOTP code proves the authenticator works, and the person is activated (recorded
+    on `trail`). The caller commits: the used TOTP step is remembered. With
     `verified_hash` (from `verify_person_password`, run before the transaction) the
     password is not checked again, only that it has not changed since.
     """
+    if enrolling and trail is None:
+        raise ValueError("an enrolment is confirmed on a trail")
     person = session.scalar(
         select(Person).where(Person.login == login.strip().lower()).with_for_update()
     )
@@ -340,7 +343,11 @@ def authenticate_person(
     elif not _check_totp(session, keystore, person, totp, now):
         raise AuthenticationFailed("invalid person credentials")
     if enrolling:
+        assert trail is not None  # checked first
         person.status = ACTIVE
+        _record(
+            session, trail, None, Event.PERSON_ACTIVATED, "update", person.id, now, person.org_id
+        )
     return person
 
 
@@ -360,35 +367,6 @@ def verify_person_password(sessions: Callable[[], Session], *, login: str, passw
     if not crypto.verify_secret(password, stored):
         raise AuthenticationFailed("invalid person credentials")
     return stored
-
-
-def confirm_enrolment(
-    session: Session,
-    keystore: crypto.KeyStore,
-    *,
-    login: str,
-    password: str,
-    totp: str,
-    now: datetime,
-    trail: Trail,
-    verified_hash: str | None = None,
-) -> Person:
-    """The first valid TOTP code proves the authenticator works: the person is active.
-
-    `verified_hash` as for `authenticate_person` (the password checked before).
-    """
-    person = authenticate_person(
-        session,
-        keystore,
-        login=login,
-        password=password,
-        totp=totp,
-        now=now,
-        enrolling=True,
-        verified_hash=verified_hash,
-    )
-    _record(session, trail, None, Event.PERSON_ACTIVATED, "update", person.id, now, person.org_id)
-    return person
 
 
 def passkey_challenge(
