@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from audit.compliance.base import (
     Check,
     CheckContext,
     Finding,
+    KeyFacts,
     fail,
     na,
     ok,
@@ -223,23 +225,38 @@ def _cry05(c: CheckContext) -> Finding:
     return ok("CRY-05", "dataset digests present; policy digest matches the ledger", **ev)
 
 
-def _cry10(c: CheckContext) -> Finding:
-    k = c.keys()
-    return verdict(
-        "CRY-10",
-        list(k.bad_purpose),
-        "every key has one known purpose",
-        "keys with an unknown purpose",
-        keys=k.total,
-    )
+def _key_check(
+    rid: str, offenders: Callable[[KeyFacts], Iterable[str]], good: str, bad_text: str
+) -> Check:
+    """A check over the key inventory: it passes when `offenders` names no key."""
+
+    def check(c: CheckContext) -> Finding:
+        k = c.keys()
+        return verdict(rid, list(offenders(k)), good, bad_text, keys=k.total)
+
+    return check
 
 
-def _cry11(c: CheckContext) -> Finding:
-    k = c.keys()
-    due = [f"{d['key_id']}#v{d['version']} ({d['purpose']}): {d['reason']}" for d in k.rotation_due]
-    return verdict(
-        "CRY-11", due, "no key is past its rotation age", "keys due for rotation", keys=k.total
-    )
+_cry10 = _key_check(
+    "CRY-10",
+    lambda k: k.bad_purpose,
+    "every key has one known purpose",
+    "keys with an unknown purpose",
+)
+_cry11 = _key_check(
+    "CRY-11",
+    lambda k: (
+        f"{d['key_id']}#v{d['version']} ({d['purpose']}): {d['reason']}" for d in k.rotation_due
+    ),
+    "no key is past its rotation age",
+    "keys due for rotation",
+)
+_cry14 = _key_check(
+    "CRY-14",
+    lambda k: k.incomplete,
+    "the key inventory is complete",
+    "key versions with missing inventory fields",
+)
 
 
 def _cry12(c: CheckContext) -> Finding:
@@ -272,17 +289,6 @@ def _cry13(c: CheckContext) -> Finding:
     bad = _accounts_two(c, KEY_ROLE_OF)
     return verdict(
         "CRY-13", bad, "no account holds two key roles", "accounts holding two key roles"
-    )
-
-
-def _cry14(c: CheckContext) -> Finding:
-    k = c.keys()
-    return verdict(
-        "CRY-14",
-        list(k.incomplete),
-        "the key inventory is complete",
-        "key versions with missing inventory fields",
-        keys=k.total,
     )
 
 
