@@ -405,18 +405,24 @@ def _zt05(c: CheckContext) -> Finding:
     )
 
 
-def _pce01(c: CheckContext) -> Finding:
-    comps = c.computations()
-    if not comps:
-        return na("PCE-01", "no computations yet")
-    bad = [x.id for x in comps if not x.security_model_complete]
-    return verdict(
-        "PCE-01",
-        bad,
-        "every computation has a complete job record",
-        "computations without a complete job record",
-        computations=len(comps),
-    )
+def _job_record_check(rid: str, good: str, bad_text: str) -> Check:
+    """PCE-01 and PCE-03 read one fact: each computation's job record is complete."""
+
+    def check(c: CheckContext) -> Finding:
+        comps = c.computations()
+        if not comps:
+            return na(rid, "no computations yet")
+        bad = [x.id for x in comps if not x.security_model_complete]
+        return verdict(rid, bad, good, bad_text, computations=len(comps))
+
+    return check
+
+
+_pce01 = _job_record_check(
+    "PCE-01",
+    "every computation has a complete job record",
+    "computations without a complete job record",
+)
 
 
 def _dsl02(c: CheckContext) -> Finding:
@@ -474,18 +480,11 @@ def _aud05(c: CheckContext) -> Finding:
     )
 
 
-def _pce03(c: CheckContext) -> Finding:
-    comps = c.computations()
-    if not comps:
-        return na("PCE-03", "no computations yet")
-    bad = [x.id for x in comps if not x.security_model_complete]
-    return verdict(
-        "PCE-03",
-        bad,
-        "every job record names its scheme and key holder",
-        "job records without scheme or key holder",
-        computations=len(comps),
-    )
+_pce03 = _job_record_check(
+    "PCE-03",
+    "every job record names its scheme and key holder",
+    "job records without scheme or key holder",
+)
 
 
 def _pi04(c: CheckContext) -> Finding:
