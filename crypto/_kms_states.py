@@ -28,14 +28,12 @@ from crypto.suites.suite import suite as cipher_suite
 
 @dataclass(frozen=True)
 class _StateChange:
-    """One state-change verb: the role action it needs, its event and its target state.
+    """Where one state-change verb leads; its role action and its event bear the verb's name.
 
     `only_from` names the one state it may start from and the past participle for the
     refusal; otherwise `crypto.lifecycle.TRANSITIONS` alone decides (in `_change_state`).
     """
 
-    action: KmsAction
-    operation: KeyOperation
     target: KeyState
     only_from: tuple[KeyState, str] | None = None
     reasoned: bool = True
@@ -43,35 +41,21 @@ class _StateChange:
 
 
 KeyVerb = Literal["activate", "suspend", "resume", "archive", "revoke"]
-"""A state change of one key version, named as the API names it."""
+"""A state change of one key version, named as the API, `KmsAction` and `KeyOperation` name it."""
 
 _VERBS: dict[str, _StateChange] = {
     # pre-active → active
-    "activate": _StateChange(
-        KmsAction.ACTIVATE,
-        KeyOperation.ACTIVATE,
-        KeyState.ACTIVE,
-        only_from=(KeyState.PRE_ACTIVE, "activated"),
-        reasoned=False,
-    ),
+    "activate": _StateChange(KeyState.ACTIVE, (KeyState.PRE_ACTIVE, "activated"), reasoned=False),
     # active → suspended: no protecting or processing until resumed
-    "suspend": _StateChange(KmsAction.SUSPEND, KeyOperation.SUSPEND, KeyState.SUSPENDED),
+    "suspend": _StateChange(KeyState.SUSPENDED),
     # suspended → active
-    "resume": _StateChange(
-        KmsAction.RESUME,
-        KeyOperation.RESUME,
-        KeyState.ACTIVE,
-        only_from=(KeyState.SUSPENDED, "resumed"),
-        reasoned=False,
-    ),
+    "resume": _StateChange(KeyState.ACTIVE, (KeyState.SUSPENDED, "resumed"), reasoned=False),
     # → deactivated: the version only processes (unwraps, verifies) from now on
-    "archive": _StateChange(
-        KmsAction.ARCHIVE, KeyOperation.ARCHIVE, KeyState.DEACTIVATED, reasoned=False
-    ),
+    "archive": _StateChange(KeyState.DEACTIVATED, reasoned=False),
     # → compromised: a compromised KEK version still unwraps, so that `rotate` can move
     # its data keys to a fresh version (it appears in `due_for_rotation` until it does);
     # a compromised signing key is no longer published
-    "revoke": _StateChange(KmsAction.REVOKE, KeyOperation.REVOKE, KeyState.COMPROMISED),
+    "revoke": _StateChange(KeyState.COMPROMISED),
 }
 
 
@@ -154,12 +138,13 @@ class _KeyStateChanges(_KeyManagerCore):
         suspension or a revocation.
         """
         change = _VERBS[verb]
-        by.require(change.action)
+        by.require(KmsAction(verb))
         row = self._row(session, key_id, version)
         if change.only_from is not None and row.state != change.only_from[0]:
             raise KeyStateTransitionInvalid(f"a {row.state} key cannot be {change.only_from[1]}")
         detail = reason if change.reasoned else f"by {by.id}"
-        self._store._change_state(session, row, change.target, now, change.operation, detail, by.id)
+        operation = KeyOperation(verb)
+        self._store._change_state(session, row, change.target, now, operation, detail, by.id)
         return _info(row, None)
 
     def distribute(
