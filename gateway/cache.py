@@ -38,9 +38,10 @@ class TtlCache(Generic[K, V]):
                 return None
             return item[1]
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, *, at: float | None = None) -> None:
+        """Keep `value` from now, or from `at` (when the value was read) if given."""
         with self._lock:
-            self._items.put(key, (self.clock(), value))
+            self._items.put(key, (self.clock() if at is None else at, value))
 
     def clear(self) -> None:
         with self._lock:
