@@ -1,12 +1,12 @@
-"""A bounded mapping that forgets its least recently used entries first.
+"""A bounded, thread-safe map that forgets its least recently used values first.
 
 It lives in `crypto` because every package may import `crypto` and it imports none of
-them (as `crypto.periodic`); it holds no key material. It takes no lock: each cache that
-uses it holds its own around every call, with whatever else that cache keeps.
+them (as `crypto.periodic`); it holds no key material.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
@@ -17,33 +17,41 @@ V = TypeVar("V")
 
 
 class Lru(Generic[K, V]):
-    """At most `most` entries; `put` and a `get` that finds one make it the most recent."""
+    """At most `size` values; a read makes a value the most recent, a put evicts the least."""
 
-    def __init__(self, most: int) -> None:
-        self.most = most
-        self._items: OrderedDict[K, V] = OrderedDict()
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("an LRU holds at least one value")
+        self._size = size
+        self._values: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
-        item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
+        with self._lock:
+            value = self._values.get(key)
+            if value is not None:
+                self._values.move_to_end(key)
+            return value
 
     def peek(self, key: K) -> V | None:
-        """The entry, without making it the most recent."""
-        return self._items.get(key)
+        """The value, without making it the most recent."""
+        with self._lock:
+            return self._values.get(key)
 
     def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.most:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._values[key] = value
+            self._values.move_to_end(key)
+            while len(self._values) > self._size:
+                self._values.popitem(last=False)
 
     def pop(self, key: K) -> None:
-        self._items.pop(key, None)
+        with self._lock:
+            self._values.pop(key, None)
 
     def clear(self) -> None:
-        self._items.clear()
+        with self._lock:
+            self._values.clear()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._values)

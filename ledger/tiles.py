@@ -9,9 +9,9 @@ Full tiles never change and are cached; the right-edge tile grows as blocks seal
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
-from crypto.lru import Lru
 from ledger.errors import LedgerError
 from ledger.merkle import TreeHasher
 from ledger.storage import LogStore, TileRace
@@ -33,26 +33,39 @@ class TileCache:
     """
 
     def __init__(self, max_tiles: int = 1024) -> None:
-        self._tiles: Lru[tuple[int, int], bytes] = Lru(max_tiles)
-        self._expanded: Lru[tuple[int, int], list[list[bytes]]] = Lru(max_tiles)
+        self._max = max_tiles
+        self._tiles: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._expanded: OrderedDict[tuple[int, int], list[list[bytes]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[int, int]) -> bytes | None:
         with self._lock:
-            return self._tiles.get(key)
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            return tile
 
     def put(self, key: tuple[int, int], tile: bytes) -> None:
         with self._lock:
-            self._tiles.put(key, tile)
+            self._tiles[key] = tile
+            self._tiles.move_to_end(key)
+            while len(self._tiles) > self._max:
+                self._tiles.popitem(last=False)
 
     def expanded(self, key: tuple[int, int]) -> list[list[bytes]] | None:
         """A full tile with all its inner levels computed, if cached."""
         with self._lock:
-            return self._expanded.get(key)
+            levels = self._expanded.get(key)
+            if levels is not None:
+                self._expanded.move_to_end(key)
+            return levels
 
     def put_expanded(self, key: tuple[int, int], levels: list[list[bytes]]) -> None:
         with self._lock:
-            self._expanded.put(key, levels)
+            self._expanded[key] = levels
+            self._expanded.move_to_end(key)
+            while len(self._expanded) > self._max:
+                self._expanded.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:

@@ -149,7 +149,7 @@ class DecisionCache:
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._data: Lru[str, _Entry] = Lru(maxsize)
+        self._data: Lru[str, _Entry] = Lru(max(1, maxsize))  # `put` keeps nothing at 0
         self._lock = threading.Lock()
         self._generation = 0
         self.hits = 0

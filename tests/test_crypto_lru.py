@@ -1,6 +1,8 @@
-"""`crypto.lru.Lru`, the eviction the ledger's tile cache, the decision cache and TtlCache share."""
+"""`crypto.lru.Lru`, the eviction the policy decision cache and TtlCache share."""
 
 from __future__ import annotations
+
+import pytest
 
 from crypto.lru import Lru
 
@@ -35,3 +37,8 @@ def test_pop_and_clear_forget() -> None:
     assert (lru.get("a"), len(lru)) == (None, 1)
     lru.clear()
     assert len(lru) == 0
+
+
+def test_an_lru_holds_at_least_one_value() -> None:
+    with pytest.raises(ValueError):
+        Lru(0)
