@@ -28,7 +28,7 @@ from crypto.roles import KeyActor, KmsAction
 
 
 class _KeyRotation(_KeyManagerCore):
-    """Rotation without downtime: `start_rotation`, `rewrap_batch`, and `rotate` over both."""
+    """Rotation without downtime: `rotate` starts a version and re-wraps data keys in batches."""
 
     # -- rotation --------------------------------------------------------------------------
 
@@ -45,7 +45,7 @@ class _KeyRotation(_KeyManagerCore):
 
         The new version protects everything from now on. A signing key's older active
         versions are archived at once (they still verify); a KEK's stay active — and
-        keep unwrapping — until `rewrap_batch` has moved every data key off them.
+        keep unwrapping — until `rotate` has moved every data key off them.
         `algorithm` changes it (e.g. AES-256-GCM → SM4-GCM when a tenant moves to the
         SM suite); by default the newest version's is kept.
         """
@@ -79,14 +79,8 @@ class _KeyRotation(_KeyManagerCore):
             self._finish(session, row, now, by)
         return row.version
 
-    def rewrap_batch(
-        self,
-        session: Session,
-        key_id: str,
-        *,
-        by: KeyActor,
-        now: datetime,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+    def _rewrap_batch(
+        self, session: Session, key_id: str, by: KeyActor, now: datetime, batch_size: int
     ) -> RotationProgress:
         """Re-wrap up to `batch_size` data keys onto the KEK's active version. Only flushes.
 
@@ -95,9 +89,8 @@ class _KeyRotation(_KeyManagerCore):
         active versions are archived (→ deactivated) and the rotation is finished.
         Rows are taken with FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent
         rotations or deletions neither block each other nor re-wrap a row twice.
+        `rotate` has checked the role and the clock.
         """
-        by.require(KmsAction.ROTATE)
-        require_aware(now)
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
         rows = self._rows(session, key_id)
@@ -172,7 +165,7 @@ class _KeyRotation(_KeyManagerCore):
                 session.commit()
             rewrapped = 0
             while True:
-                progress = self.rewrap_batch(session, key_id, by=by, now=now, batch_size=batch_size)
+                progress = self._rewrap_batch(session, key_id, by, now, batch_size)
                 session.commit()
                 rewrapped += progress.rewrapped
                 if progress.done or progress.rewrapped == 0:

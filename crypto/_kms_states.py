@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -27,34 +28,35 @@ from crypto.suites.suite import suite as cipher_suite
 
 @dataclass(frozen=True)
 class _StateChange:
-    """One state-change verb: the role action it needs, its event and its target state.
+    """Where one state-change verb leads; its role action and its event bear the verb's name.
 
     `only_from` names the one state it may start from and the past participle for the
     refusal; otherwise `crypto.lifecycle.TRANSITIONS` alone decides (in `_change_state`).
     """
 
-    action: KmsAction
-    operation: KeyOperation
     target: KeyState
     only_from: tuple[KeyState, str] | None = None
+    reasoned: bool = True
+    """The event's detail is the caller's reason; otherwise it names who changed the state."""
 
 
-_ACTIVATE = _StateChange(
-    KmsAction.ACTIVATE,
-    KeyOperation.ACTIVATE,
-    KeyState.ACTIVE,
-    only_from=(KeyState.PRE_ACTIVE, "activated"),
-)
-_SUSPEND = _StateChange(KmsAction.SUSPEND, KeyOperation.SUSPEND, KeyState.SUSPENDED)
-_RESUME = _StateChange(
-    KmsAction.RESUME,
-    KeyOperation.RESUME,
-    KeyState.ACTIVE,
-    only_from=(KeyState.SUSPENDED, "resumed"),
-)
-_ARCHIVE = _StateChange(KmsAction.ARCHIVE, KeyOperation.ARCHIVE, KeyState.DEACTIVATED)
-_REVOKE_COMPROMISED = _StateChange(KmsAction.REVOKE, KeyOperation.REVOKE, KeyState.COMPROMISED)
-_REVOKE_DEACTIVATED = _StateChange(KmsAction.REVOKE, KeyOperation.REVOKE, KeyState.DEACTIVATED)
+KeyVerb = Literal["activate", "suspend", "resume", "archive", "revoke"]
+"""A state change of one key version, named as the API, `KmsAction` and `KeyOperation` name it."""
+
+_VERBS: dict[str, _StateChange] = {
+    # pre-active → active
+    "activate": _StateChange(KeyState.ACTIVE, (KeyState.PRE_ACTIVE, "activated"), reasoned=False),
+    # active → suspended: no protecting or processing until resumed
+    "suspend": _StateChange(KeyState.SUSPENDED),
+    # suspended → active
+    "resume": _StateChange(KeyState.ACTIVE, (KeyState.SUSPENDED, "resumed"), reasoned=False),
+    # → deactivated: the version only processes (unwraps, verifies) from now on
+    "archive": _StateChange(KeyState.DEACTIVATED, reasoned=False),
+    # → compromised: a compromised KEK version still unwraps, so that `rotate` can move
+    # its data keys to a fresh version (it appears in `due_for_rotation` until it does);
+    # a compromised signing key is no longer published
+    "revoke": _StateChange(KeyState.COMPROMISED),
+}
 
 
 class _KeyStateChanges(_KeyManagerCore):
@@ -78,8 +80,8 @@ class _KeyStateChanges(_KeyManagerCore):
         """Generate a key ahead of first use: an organisation's KEK under a chosen suite, say.
 
         KEKs need `owner_org`; signing keys are platform-wide (`owner_org` None). The
-        version starts pre-active if `not_before` is in the future (`activate` it
-        later), active otherwise. Refused while the key has a version that is not
+        version starts pre-active if `not_before` is in the future (`change_state` activates
+        it later), active otherwise. Refused while the key has a version that is not
         destroyed: `rotate` it instead. After a shredding this re-provisions the
         organisation with a new KEK version.
         """
@@ -119,73 +121,30 @@ class _KeyStateChanges(_KeyManagerCore):
         )
         return _info(row, 0 if chosen is KeyPurpose.KEY_WRAPPING else None)
 
-    def activate(
-        self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
-    ) -> KeyInfo:
-        """pre-active → active."""
-        return self._set_state(session, key_id, version, _ACTIVATE, f"by {by.id}", by, now)
-
-    def suspend(
+    def change_state(
         self,
         session: Session,
         key_id: str,
         version: int,
+        verb: KeyVerb,
         *,
         by: KeyActor,
         now: datetime,
-        reason: str,
+        reason: str = "",
     ) -> KeyInfo:
-        """Active → suspended: no protecting or processing until `resume`."""
-        return self._set_state(session, key_id, version, _SUSPEND, reason, by, now)
+        """Activate, suspend, resume, archive or revoke one version (see `_VERBS`).
 
-    def resume(
-        self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
-    ) -> KeyInfo:
-        """Suspended → active."""
-        return self._set_state(session, key_id, version, _RESUME, f"by {by.id}", by, now)
-
-    def archive(
-        self, session: Session, key_id: str, version: int, *, by: KeyActor, now: datetime
-    ) -> KeyInfo:
-        """→ deactivated: the version only processes (unwraps, verifies) from now on."""
-        return self._set_state(session, key_id, version, _ARCHIVE, f"by {by.id}", by, now)
-
-    def revoke(
-        self,
-        session: Session,
-        key_id: str,
-        version: int,
-        *,
-        by: KeyActor,
-        now: datetime,
-        reason: str,
-        compromised: bool = True,
-    ) -> KeyInfo:
-        """Revoke a version: → compromised (default) or → deactivated.
-
-        A compromised KEK version still unwraps, so that `rotate` can move its data keys
-        to a fresh version (it appears in `due_for_rotation` until it does); a
-        compromised signing key is no longer published.
+        The role check, the transition and its event; `reason` is recorded for a
+        suspension or a revocation.
         """
-        change = _REVOKE_COMPROMISED if compromised else _REVOKE_DEACTIVATED
-        return self._set_state(session, key_id, version, change, reason, by, now)
-
-    def _set_state(
-        self,
-        session: Session,
-        key_id: str,
-        version: int,
-        change: _StateChange,
-        detail: str,
-        by: KeyActor,
-        now: datetime,
-    ) -> KeyInfo:
-        """The shared body of the state changes: role check, transition, event."""
-        by.require(change.action)
+        change = _VERBS[verb]
+        by.require(KmsAction(verb))
         row = self._row(session, key_id, version)
         if change.only_from is not None and row.state != change.only_from[0]:
             raise KeyStateTransitionInvalid(f"a {row.state} key cannot be {change.only_from[1]}")
-        self._store._change_state(session, row, change.target, now, change.operation, detail, by.id)
+        detail = reason if change.reasoned else f"by {by.id}"
+        operation = KeyOperation(verb)
+        self._store._change_state(session, row, change.target, now, operation, detail, by.id)
         return _info(row, None)
 
     def distribute(

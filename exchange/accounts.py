@@ -172,8 +172,8 @@ def create_organisation(
             session.add(org)
     except IntegrityError:
         raise Conflict("an organisation with this name exists", field="name") from None
-    receipt = _record(
-        session, trail, caller, Event.ORGANISATION_CREATED, "organisation", org.id, now
+    receipt = record_change(
+        session, trail, caller, Event.ORGANISATION_CREATED, "create", "organisation", org.id, now
     )
     return org, receipt
 
@@ -249,7 +249,9 @@ def create_client(
         raise Conflict(
             "this organisation already has a client with this name", field="name"
         ) from None
-    receipt = _record(session, trail, caller, Event.CLIENT_CREATED, "client", client.id, now)
+    receipt = record_change(
+        session, trail, caller, Event.CLIENT_CREATED, "create", "client", client.id, now
+    )
     return IssuedClient(client.id, secret, org.id, kind, client.name, wanted, receipt.ledger_index)
 
 
@@ -280,24 +282,27 @@ def list_organisations(session: Session, *, window: Window) -> Slice[Organisatio
     return keyset(session, stmt, (Organisation.created_at, Organisation.id), window, lambda o: o)
 
 
-def _record(
+def record_change(
     session: Session,
     trail: Trail,
     caller: Caller | None,
     event_type: str,
+    action: str,
     object_type: str,
     obj: str,
     now: datetime,
+    org_id: str | None = None,
 ) -> Receipt:
+    """Record a successful account change by `caller`, or by the platform for `org_id`."""
     subject = (
         caller.subject()
         if caller is not None
-        else audit.Subject("platform", None, None, None, None)
+        else audit.Subject("platform", org_id, None, None, None)
     )
     return trail.record(
         session,
         subject,
-        audit.AuditEvent(event_type, "create", audit.Result.SUCCESS, object_id=obj),
+        audit.AuditEvent(event_type, action, audit.Result.SUCCESS, object_id=obj),
         object_type=object_type,
         now=now,
     )

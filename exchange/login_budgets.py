@@ -23,6 +23,13 @@ from exchange.models import ExchangeBase
 PRUNE_ONE_IN = 256
 
 
+def bucket_shape(capacity: int, per_minute: float, *, what: str) -> tuple[float, float]:
+    """A token bucket's capacity and refill rate a second; `what` names it in the refusal."""
+    if capacity < 1 or per_minute <= 0:
+        raise ValueError(f"{what} needs capacity >= 1 and a positive rate")
+    return float(capacity), per_minute / 60.0
+
+
 class LoginFailureBudget(ExchangeBase):
     """One key's failure budget: `level` at UNIX time `at` (below 0: failures owed)."""
 
@@ -49,10 +56,7 @@ class FailureBudgets:
         per_minute: float,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        if capacity < 1 or per_minute <= 0:
-            raise ValueError("a failure budget needs capacity >= 1 and a positive rate")
-        self.capacity = float(capacity)
-        self.rate = per_minute / 60.0
+        self.capacity, self.rate = bucket_shape(capacity, per_minute, what="a failure budget")
         self._sessions = sessions
         self._rng = rng
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, delete, select
+from sqlalchemy import BigInteger, ColumnElement, ForeignKey, LargeBinary, String, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.types import JSON
@@ -303,12 +303,7 @@ def check_assertion(
         credential_id = webauthn.credential_id_of(credential_json)
     except webauthn.PasskeyRejected:
         raise AuthenticationFailed("invalid person credentials") from None
-    row = session.scalar(
-        select(PersonPasskey)
-        .where(PersonPasskey.credential_id == credential_id)
-        .where(PersonPasskey.person_id == person.id)
-        .with_for_update()
-    )
+    row = _own_passkey(session, person, PersonPasskey.credential_id == credential_id)
     if row is None:
         raise AuthenticationFailed("invalid person credentials")
     try:
@@ -337,12 +332,7 @@ def remove_passkey(
     subject: audit.Subject,
 ) -> int | None:
     """Delete one of the person's passkeys (the caller checked a fresh second factor)."""
-    row = session.scalar(
-        select(PersonPasskey)
-        .where(PersonPasskey.id == passkey_id)
-        .where(PersonPasskey.person_id == person.id)
-        .with_for_update()
-    )
+    row = _own_passkey(session, person, PersonPasskey.id == passkey_id)
     if row is None:
         raise NotFound("no such passkey", passkey_id=passkey_id)
     session.delete(row)
@@ -350,6 +340,18 @@ def remove_passkey(
     return _record(
         session, trail, subject, Event.PERSON_PASSKEY_REMOVED, "delete", row, now
     ).ledger_index
+
+
+def _own_passkey(
+    session: Session, person: Person, match: ColumnElement[bool]
+) -> PersonPasskey | None:
+    """The passkey of `person` that `match` picks, locked until the transaction ends."""
+    return session.scalar(
+        select(PersonPasskey)
+        .where(match)
+        .where(PersonPasskey.person_id == person.id)
+        .with_for_update()
+    )
 
 
 def _record(

@@ -16,11 +16,18 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import audit
 import crypto
 from audit.catalogue import Event
 from exchange import passkeys
-from exchange.accounts import ROLES_BY_KIND, SEPARATED_DUTIES, Caller, OrgKind, Role, _check_name
+from exchange.accounts import (
+    ROLES_BY_KIND,
+    SEPARATED_DUTIES,
+    Caller,
+    OrgKind,
+    Role,
+    _check_name,
+    record_change,
+)
 from exchange.errors import (
     AuthenticationFailed,
     Conflict,
@@ -31,7 +38,7 @@ from exchange.errors import (
 )
 from exchange.jobs import open_sealed, seal
 from exchange.models import Client, Invitation, Organisation, Person
-from exchange.trail import Receipt, Trail
+from exchange.trail import Trail
 
 PERSON_PREFIX = "psn-"  # person ids; a token whose `sub` starts so is a person's
 PERSON_GRANT = "urn:pdx:params:oauth:grant-type:person"
@@ -121,8 +128,8 @@ def _invite(
     )
     session.add(invitation)
     session.flush()
-    receipt = _record(
-        session, trail, caller, Event.PERSON_INVITED, "invite", invitation.id, now, org.id
+    receipt = record_change(
+        session, trail, caller, Event.PERSON_INVITED, "invite", "person", invitation.id, now, org.id
     )
     return IssuedInvitation(
         invitation.id,
@@ -266,9 +273,10 @@ def redeem_invitation(
         raise Conflict("this login is taken", field="login") from None
     invitation.redeemed_at = now
     invitation.person_id = person.id
-    receipt = _record(
-        session, trail, None, Event.PERSON_ENROLLED, "create", person.id, now, invitation.org_id
-    )
+    receipt = record_change(
+        session, trail, None, Event.PERSON_ENROLLED, "create", "person", person.id, now,
+        invitation.org_id,
+    )  # fmt: skip
     uri = pyotp.TOTP(secret).provisioning_uri(name=login, issuer_name="pdx")
     return Enrolment(person.id, person.org_id, login, secret, uri, receipt.ledger_index)
 
@@ -314,11 +322,14 @@ def authenticate_person(
     `passkey_challenge`) the passkey is the second factor instead of the TOTP code;
     its use is recorded on `trail`. The password stays the first factor.
 
-    `enrolling` accepts (only) a person whose first code is not confirmed yet and
-    activates them. The caller commits: the used TOTP step is remembered. With
+    `enrolling` accepts (only) a person whose first code is not confirmed yet: the first
+    valid TOTP code proves the authenticator works, and the person is activated (recorded
+    on `trail`). The caller commits: the used TOTP step is remembered. With
     `verified_hash` (from `verify_person_password`, run before the transaction) the
     password is not checked again, only that it has not changed since.
     """
+    if enrolling and trail is None:
+        raise ValueError("an enrolment is confirmed on a trail")
     person = session.scalar(
         select(Person).where(Person.login == login.strip().lower()).with_for_update()
     )
@@ -340,7 +351,12 @@ def authenticate_person(
     elif not _check_totp(session, keystore, person, totp, now):
         raise AuthenticationFailed("invalid person credentials")
     if enrolling:
+        assert trail is not None  # checked first
         person.status = ACTIVE
+        record_change(
+            session, trail, None, Event.PERSON_ACTIVATED, "update", "person", person.id, now,
+            person.org_id,
+        )  # fmt: skip
     return person
 
 
@@ -360,35 +376,6 @@ def verify_person_password(sessions: Callable[[], Session], *, login: str, passw
     if not crypto.verify_secret(password, stored):
         raise AuthenticationFailed("invalid person credentials")
     return stored
-
-
-def confirm_enrolment(
-    session: Session,
-    keystore: crypto.KeyStore,
-    *,
-    login: str,
-    password: str,
-    totp: str,
-    now: datetime,
-    trail: Trail,
-    verified_hash: str | None = None,
-) -> Person:
-    """The first valid TOTP code proves the authenticator works: the person is active.
-
-    `verified_hash` as for `authenticate_person` (the password checked before).
-    """
-    person = authenticate_person(
-        session,
-        keystore,
-        login=login,
-        password=password,
-        totp=totp,
-        now=now,
-        enrolling=True,
-        verified_hash=verified_hash,
-    )
-    _record(session, trail, None, Event.PERSON_ACTIVATED, "update", person.id, now, person.org_id)
-    return person
 
 
 def passkey_challenge(
@@ -516,27 +503,3 @@ def dual_control_lineages(
         complete = complete and all(w.complete for w in walks)
     out["lineage_complete"] = complete
     return out
-
-
-def _record(
-    session: Session,
-    trail: Trail,
-    caller: Caller | None,
-    event_type: str,
-    action: str,
-    obj: str,
-    now: datetime,
-    org_id: str,
-) -> Receipt:
-    subject = (
-        caller.subject()
-        if caller is not None
-        else audit.Subject("platform", org_id, None, None, None)
-    )
-    return trail.record(
-        session,
-        subject,
-        audit.AuditEvent(event_type, action, audit.Result.SUCCESS, object_id=obj),
-        object_type="person",
-        now=now,
-    )

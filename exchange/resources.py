@@ -44,6 +44,7 @@ __all__ = [
     "product_resource",
     "sees_computation",
     "sees_dataset_digests",
+    "sees_every_statement",
     "sees_everything",
 ]
 
@@ -57,6 +58,14 @@ _OVERSEERS = frozenset({Role.AUDITOR, Role.SECURITY_ADMIN})
 def sees_everything(caller: Caller) -> bool:
     """Auditors and security administrators see every object (read-only oversight)."""
     return bool(caller.roles & _OVERSEERS)
+
+
+def sees_every_statement(caller: Caller) -> bool:
+    """Overseers and the system administrator (who settles) read every statement and dispute.
+
+    Other callers read only the statements they are party to.
+    """
+    return sees_everything(caller) or "system-admin" in caller.roles
 
 
 def sees_dataset_digests(caller: Caller, owner_org: str) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from crypto.lru import Lru
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -24,26 +25,23 @@ class TtlCache(Generic[K, V]):
     ) -> None:
         self.clock = clock  # monotonic seconds; tests advance a fake one instead of sleeping
         self._ttl = ttl_s
-        self._max = max_entries
-        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._items: Lru[K, tuple[float, V]] = Lru(max_entries)
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
         with self._lock:
-            item = self._items.get(key)
+            item = self._items.peek(key)  # a read does not renew the entry's place
             if item is None:
                 return None
             if self.clock() - item[0] >= self._ttl:
-                del self._items[key]
+                self._items.pop(key)
                 return None
             return item[1]
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, *, at: float | None = None) -> None:
+        """Keep `value` from now, or from `at` (when the value was read) if given."""
         with self._lock:
-            self._items[key] = (self.clock(), value)
-            self._items.move_to_end(key)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
+            self._items.put(key, (self.clock() if at is None else at, value))
 
     def clear(self) -> None:
         with self._lock:

@@ -161,7 +161,7 @@ class ComplianceServices:
 
     def _signed(
         self,
-        record: Callable[..., dict[str, Any]],
+        record: Callable[[Session, dict[str, Any], audit.compliance.Signing], dict[str, Any]],
         session: Session,
         body: dict[str, Any],
         *,
@@ -173,14 +173,10 @@ class ComplianceServices:
         signer = ledger_signer_for(
             platform_keystore=p.keystore, settings=p.settings, session=session, now=now
         )
-        return record(
-            session,
-            body,
-            by=by.subject_id or "platform",
-            now=now,
-            signer=signer,
-            recorder=self._recorder(by),
+        signing = audit.compliance.Signing(
+            by.subject_id or "platform", now, signer, self._recorder(by)
         )
+        return record(session, body, signing)
 
     def _recorder(self, by: audit.Subject) -> RunRecorder:
         """Records a run's event as `by`, with its ledger entry; returns the entry's index."""

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 import audit
 import policies
 from audit.decisions import DecisionLog, DecisionLogEntry, record_decision, record_decisions
+from crypto.periodic import Periodic
 from exchange.trail import Trail
 
 __all__ = [
@@ -94,7 +95,6 @@ class DecisionLogWriter:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self._sessions = sessions
-        self._interval = interval_s
         self._batch = batch
         self.max_pending = max_pending
         self.alert = alert
@@ -106,9 +106,9 @@ class DecisionLogWriter:
         self._flushing = threading.Lock()
         """Held through a write: a flush returns only once every log taken before it is
         committed, also those the writer's own thread took a moment earlier."""
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticking = Periodic(
+            interval_s, thread="decision-logs", join_timeout_s=None, job=self._flush_logged
+        )
 
     @property
     def pending(self) -> int:
@@ -120,7 +120,7 @@ class DecisionLogWriter:
             self._pending.append((decision, request_id))
             self._cap()
             if len(self._pending) >= self._batch:
-                self._wake.set()
+                self._ticking.wake()
 
     def _cap(self) -> None:
         """Drop the oldest logs over the cap (called with the lock held)."""
@@ -160,27 +160,17 @@ class DecisionLogWriter:
         return len(pending)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="decision-logs", daemon=True)
-            self._thread.start()
+        self._ticking.start()
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._wake.set()
-            self._thread.join()
-            self._thread = None
+        self._ticking.stop()
         self.flush()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # keep logging; the next flush retries what is queued
-                log.exception("writing decision logs failed")
+    def _flush_logged(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # keep logging; the next flush retries what is queued
+            log.exception("writing decision logs failed")
 
 
 def dropped_alert(trail: Trail, clock: Callable[[], datetime]) -> DroppedAlert:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 import exchange
 import exchange.people
 from exchange.models import Client, Organisation, Person, RevokedToken, TokenFamily
+from gateway.cache import TtlCache
 
 # Rows are fetched from slightly before the newest revocation seen, so one committed
 # late by a slow transaction (or a skewed clock) is not missed.
@@ -55,7 +56,10 @@ class Principals:
         self._sessions = sessions
         self._ttl = ttl_s
         self._lock = threading.Lock()
-        self._clients: dict[str, tuple[float, ClientView | None]] = {}
+        # A 1-tuple, so that an unknown client (None) is cached too.
+        self._clients: TtlCache[str, tuple[ClientView | None]] = TtlCache(
+            ttl_s=ttl_s, clock=lambda: self.clock()
+        )
         self._revoked_jtis: set[str] = set()
         self._revoked_families: set[str] = set()
         self._watermark: datetime | None = None
@@ -69,15 +73,12 @@ class Principals:
 
     def client(self, client_id: str) -> ClientView | None:
         """The client (None if unknown); at most `ttl` old."""
-        now = self.clock()
         cached = self._clients.get(client_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        if cached is not None:
+            return cached[0]
+        now = self.clock()
         view = self._load(client_id)
-        with self._lock:
-            if len(self._clients) > 10_000:
-                self._clients.clear()
-            self._clients[client_id] = (now, view)
+        self._clients.put(client_id, (view,), at=now)
         return view
 
     def _load(self, client_id: str) -> ClientView | None:

@@ -25,6 +25,7 @@ import anyio.to_thread
 from fastapi import Request
 
 from audit.catalogue import Event
+from exchange.login_budgets import bucket_shape
 from gateway.auditing import client_ip
 from gateway.errors import GatewayError
 
@@ -46,10 +47,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = MAX_KEYS,
     ) -> None:
-        if capacity < 1 or per_minute <= 0:
-            raise ValueError("a rate limit needs capacity >= 1 and a positive rate")
-        self.capacity = float(capacity)
-        self.rate = per_minute / 60.0
+        self.capacity, self.rate = bucket_shape(capacity, per_minute, what="a rate limit")
         self._clock = clock
         self._max_keys = max_keys
         self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()

@@ -70,6 +70,7 @@ from ledger.sql_storage import SqlLogStore
 from ledger.storage import (
     MAX_INDEX,
     BlockConflict,
+    EntryQuery,
     LogStore,
     NewLeaf,
     SealedBlock,
@@ -112,6 +113,7 @@ __all__ = [
     "Ed25519NoteSigner",
     "Ed25519NoteVerifier",
     "EntryNotFound",
+    "EntryQuery",
     "ExportSummary",
     "ExportTargetNotEmpty",
     "InvalidBlock",

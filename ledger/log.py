@@ -31,7 +31,7 @@ from ledger.merkle import (
 from ledger.note import NoteSigner, sign_note
 from ledger.records import LedgerRecord
 from ledger.sql_storage import SqlLogStore
-from ledger.storage import MAX_INDEX, LogStore, NewLeaf, SealedBlock, StoredEntry
+from ledger.storage import MAX_INDEX, EntryQuery, LogStore, NewLeaf, SealedBlock, StoredEntry
 from ledger.tiles import TILE_HEIGHT, TileCache, Tiles
 
 __all__ = [
@@ -168,7 +168,7 @@ class Ledger:
             return None
         tiles = Tiles(store, self.hasher, self.cache)
         builder = self._resume(tiles, start)
-        leaves = store.entries(start, end, limit=max(1, end - start))
+        leaves = store.entries(EntryQuery(start, end, limit=max(1, end - start)))
         if len(leaves) != end - start or (leaves and leaves[-1].index != end - 1):
             raise LedgerError("ledger entries have a gap", first=start, end=end)
         leaf_hash = self.hasher.leaf
@@ -242,7 +242,11 @@ class Ledger:
         return found
 
     def entry(self, tx: LogTransaction, index: int) -> StoredEntry:
-        found = self.store(tx).entries(index, index + 1, limit=1) if 0 <= index < MAX_INDEX else []
+        found = (
+            self.store(tx).entries(EntryQuery(index, index + 1, limit=1))
+            if 0 <= index < MAX_INDEX
+            else []
+        )
         if not found:
             raise EntryNotFound("no ledger entry at this index", index=index)
         return found[0]
@@ -276,11 +280,13 @@ class Ledger:
         if start >= MAX_INDEX:
             return []  # beyond any index a backend can store
         return self.store(tx).entries(
-            start,
-            min(end, MAX_INDEX) if end is not None else None,
-            type=type,
-            object_id=object_id,
-            limit=max(1, min(limit, MAX_PAGE)),
+            EntryQuery(
+                start,
+                min(end, MAX_INDEX) if end is not None else None,
+                limit=max(1, min(limit, MAX_PAGE)),
+                type=type,
+                object_id=object_id,
+            )
         )
 
     # -- proofs --------------------------------------------------------------------------

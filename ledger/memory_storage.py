@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from ledger.storage import BlockConflict, NewLeaf, SealedBlock, StoredEntry, TileRace
+from ledger.storage import BlockConflict, EntryQuery, NewLeaf, SealedBlock, StoredEntry, TileRace
 
 __all__ = ["MemoryLogStorage", "MemoryLogStore"]
 
@@ -91,32 +91,24 @@ class MemoryLogStore:
     def size(self) -> int:
         return len(self._live()._entries) + len(self._appended)
 
-    def entries(
-        self,
-        start: int,
-        end: int | None,
-        *,
-        type: str | None = None,
-        object_id: str | None = None,
-        limit: int,
-    ) -> list[StoredEntry]:
+    def entries(self, query: EntryQuery) -> list[StoredEntry]:
         storage = self._live()
         with storage._lock:
             committed = storage._entries
             total = len(committed) + len(self._appended)
-            stop = total if end is None else min(end, total)
+            stop = total if query.end is None else min(query.end, total)
             found: list[StoredEntry] = []
-            for index in range(start, stop):
+            for index in range(query.start, stop):
                 if index < len(committed):
                     leaf, leaf_type, leaf_object = committed[index]
                 else:
                     leaf, leaf_type, leaf_object = self._appended[index - len(committed)]
-                if type is not None and leaf_type != type:
+                if query.type is not None and leaf_type != query.type:
                     continue
-                if object_id is not None and leaf_object != object_id:
+                if query.object_id is not None and leaf_object != query.object_id:
                     continue
                 found.append(StoredEntry(index, leaf))
-                if len(found) == limit:
+                if len(found) == query.limit:
                     break
         return found
 

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import BigInteger, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from crypto.periodic import Periodic
 from ledger.anchor import Anchorer
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError
@@ -158,9 +159,8 @@ class Publisher:
         self.anchorer = anchorer
         self._client = httpx.Client(timeout=timeout_s)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticking: Periodic | None = None
+        self._first = True
         self.refusals: list[str] = []
         self.cosigned_size = 0
         self.published = threading.Condition()
@@ -177,7 +177,8 @@ class Publisher:
     def sealed(self, blocks: int) -> None:
         if self.anchorer is not None:
             self.anchorer.sealed(blocks)
-        self._wake.set()
+        if self._ticking is not None:
+            self._ticking.wake()
 
     def _read(self) -> tuple[str, Checkpoint] | None:
         with self._transactions() as tx:
@@ -287,31 +288,25 @@ class Publisher:
 
     def start(self) -> None:
         """Start the thread; its first round publishes (and anchors) the newest checkpoint."""
-        if self._thread is not None:
+        if self._ticking is not None:
             return
-        self._stop.clear()
-        self._wake.set()
-        self._thread = threading.Thread(target=self._run, name="ledger-publisher", daemon=True)
-        self._thread.start()
+        interval = self.anchorer.schedule.every_s if self.anchorer is not None else None
+        self._first = True
+        self._ticking = Periodic(
+            interval, thread="ledger-publisher", join_timeout_s=None, job=self._round
+        )
+        self._ticking.wake()
+        self._ticking.start()
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._wake.set()
-            self._thread.join()
-            self._thread = None
+        if self._ticking is not None:
+            self._ticking.stop()
+            self._ticking = None
         self._client.close()
 
-    def _run(self) -> None:
-        interval = self.anchorer.schedule.every_s if self.anchorer is not None else None
-        first = True
-        while not self._stop.is_set():
-            self._wake.wait(interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.publish_now(anchor=True if first else None)
-                first = False
-            except Exception:  # the thread must survive a bad moment; the next seal retries
-                log.exception("ledger publishing failed")
+    def _round(self) -> None:
+        try:
+            self.publish_now(anchor=True if self._first else None)
+            self._first = False
+        except Exception:  # the thread must survive a bad moment; the next seal retries
+            log.exception("ledger publishing failed")

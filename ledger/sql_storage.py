@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ledger.blocks import Block
 from ledger.models import LedgerBlock, LedgerEntry, LedgerSequence, LedgerTile
-from ledger.storage import BlockConflict, NewLeaf, SealedBlock, StoredEntry, TileRace
+from ledger.storage import BlockConflict, EntryQuery, NewLeaf, SealedBlock, StoredEntry, TileRace
 
 __all__ = ["SqlLogStore"]
 
@@ -56,23 +56,15 @@ class SqlLogStore:
         ).scalar_one()
         return size
 
-    def entries(
-        self,
-        start: int,
-        end: int | None,
-        *,
-        type: str | None = None,
-        object_id: str | None = None,
-        limit: int,
-    ) -> list[StoredEntry]:
-        query = select(LedgerEntry.idx, LedgerEntry.leaf).where(LedgerEntry.idx >= start)
-        if end is not None:
-            query = query.where(LedgerEntry.idx < end)
-        if type is not None:
-            query = query.where(LedgerEntry.type == type)
-        if object_id is not None:
-            query = query.where(LedgerEntry.object_id == object_id)
-        rows = self._session.execute(query.order_by(LedgerEntry.idx).limit(limit)).all()
+    def entries(self, query: EntryQuery) -> list[StoredEntry]:
+        rows_of = select(LedgerEntry.idx, LedgerEntry.leaf).where(LedgerEntry.idx >= query.start)
+        if query.end is not None:
+            rows_of = rows_of.where(LedgerEntry.idx < query.end)
+        if query.type is not None:
+            rows_of = rows_of.where(LedgerEntry.type == query.type)
+        if query.object_id is not None:
+            rows_of = rows_of.where(LedgerEntry.object_id == query.object_id)
+        rows = self._session.execute(rows_of.order_by(LedgerEntry.idx).limit(query.limit)).all()
         return [StoredEntry(i, bytes(leaf)) for i, leaf in rows]
 
     # -- hash tiles -----------------------------------------------------------------------

@@ -51,6 +51,17 @@ class NewLeaf:
 
 
 @dataclass(frozen=True)
+class EntryQuery:
+    """Up to `limit` entries with start <= index < end (None: to the last), filtered."""
+
+    start: int
+    end: int | None
+    limit: int
+    type: str | None = None
+    object_id: str | None = None
+
+
+@dataclass(frozen=True)
 class StoredEntry:
     """One stored entry: its index and the exact leaf bytes that were hashed."""
 
@@ -108,16 +119,8 @@ class LogStore(Protocol):
         """Entries appended (sealed or not) as this transaction sees them."""
         ...
 
-    def entries(
-        self,
-        start: int,
-        end: int | None,
-        *,
-        type: str | None = None,
-        object_id: str | None = None,
-        limit: int,
-    ) -> list[StoredEntry]:
-        """Up to `limit` entries with start <= index < end, filtered, in index order."""
+    def entries(self, query: EntryQuery) -> list[StoredEntry]:
+        """The entries `query` asks for, in index order."""
         ...
 
     # -- hash tiles -----------------------------------------------------------------------

@@ -18,13 +18,13 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from crypto.lru import Lru
 from crypto.rfc3339 import rfc3339
 from policies.bundle import AUTHZ_DECISION, ActivePolicy, canonical_json
 from policies.checks import nondeterministic_builtins
@@ -149,7 +149,7 @@ class DecisionCache:
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._data: Lru[str, _Entry] = Lru(max(1, maxsize))  # `put` keeps nothing at 0
         self._lock = threading.Lock()
         self._generation = 0
         self.hits = 0
@@ -166,7 +166,6 @@ class DecisionCache:
             if entry is None:
                 self.misses += 1
                 return None
-            self._data.move_to_end(key)
             self.hits += 1
             return entry
 
@@ -176,10 +175,7 @@ class DecisionCache:
         with self._lock:
             if generation != self._generation:
                 return
-            self._data[key] = entry
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            self._data.put(key, entry)
 
     def clear(self) -> int:
         """Drop every entry and start a new generation (returned)."""

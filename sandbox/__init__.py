@@ -7,13 +7,16 @@ behind them may move. Modules stay importable by name (`sandbox.errors`, `sandbo
 The names load on first use (PEP 562 `__getattr__`), not when the package is imported:
 the sandbox worker starts as `python -I -m sandbox._worker` inside bubblewrap and must
 import only what its operator needs, not PySyft, TenSEAL or `requests` (a name here
-would otherwise pull its module into every worker). `_EXPORTS` is the table; type
-checkers read the `TYPE_CHECKING` imports, which name the same modules.
+would otherwise pull its module into every worker). The `TYPE_CHECKING` imports are
+the table: type checkers read them, and `__getattr__` reads them too (`_exports`).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -146,80 +149,31 @@ __all__ = [
     "within",
 ]
 
-_MODULE_NAMES: dict[str, tuple[str, ...]] = {
-    "sandbox.coordinator": (
-        "SECURITY_MODEL",
-        "Coordinator",
-        "Envelope",
-        "JobPublic",
-        "ResultParty",
-        "seal_vector",
-    ),
-    "sandbox.errors": (
-        "HomomorphicMismatch",
-        "InvalidParameters",
-        "PrivacyBudgetExhausted",
-        "ReleaseRefused",
-        "SandboxError",
-        "ValueOutOfRange",
-    ),
-    "sandbox.fl": ("FlConfig", "FlJob", "FlModel", "gaussian_sigma", "run_fl_logreg"),
-    "sandbox.isolation": (
-        "Limits",
-        "OperatorContext",
-        "OperatorRegistry",
-        "OperatorSpec",
-        "Sandbox",
-        "SandboxFailure",
-        "SandboxOutcome",
-        "SandboxResult",
-        "SandboxSession",
-    ),
-    "sandbox.node_side": (
-        "MOCK_OUTPUT",
-        "SEALED_PREFIX",
-        "decode_outcome",
-        "encode_outcome",
-        "sealed_aad",
-    ),
-    "sandbox.nodes": (
-        "NodeGrant",
-        "NodeJob",
-        "NodeRegistry",
-        "NodeSandbox",
-        "ProviderNode",
-        "SyftNode",
-        "node_input_path",
-    ),
-    "sandbox.operators": ("REGISTRY", "STATS_OPERATORS", "ProviderInput", "default_sandbox"),
-    "sandbox.outbound": (
-        "OutboundPolicy",
-        "OutboundRefused",
-        "pad_until",
-        "pinned_session",
-        "within",
-    ),
-    "sandbox.release": (
-        "Candidate",
-        "GatedAggregate",
-        "InMemoryPrivacyBudget",
-        "Measure",
-        "Partition",
-        "PrivacyBudget",
-        "Release",
-        "ReleaseGate",
-        "ReleaseObligations",
-    ),
-    "sandbox.stats": ("MAX_GROUPS", "StatsJob", "StatsQuery", "partial_vector", "run_stats"),
-}
-_EXPORTS: dict[str, str] = {
-    name: module for module, names in _MODULE_NAMES.items() for name in names
-}
+
+@functools.cache
+def _exports() -> dict[str, str]:
+    """Name → module, read from this file's `TYPE_CHECKING` imports: the one table.
+
+    Parsed on the first lookup, so that importing the package stays cheap for the worker.
+    """
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    guarded = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    )
+    return {
+        alias.name: node.module
+        for node in guarded.body
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+        for alias in node.names
+    }
+
 
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> Any:
-        module = _EXPORTS.get(name)
+        module = _exports().get(name)
         if module is None:
             raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sandbox._registry import STATS_OPERATORS
 from sandbox.errors import SandboxError
-from sandbox.isolation import Limits, Sandbox, SandboxOutcome, SandboxSession
+from sandbox.isolation import Limits, OperatorSpec, Sandbox, SandboxOutcome, SandboxSession
 from sandbox.node_side import _node_failure, decode_outcome
 
 NODE_ROOT = Path("/pdx-node")
@@ -203,19 +203,14 @@ class NodeSandbox(Sandbox):
         # Nodes check their own isolation; the platform's matters only for its own inputs.
         return self._local.unavailable_reason() if self._local_inputs else None
 
-    def open_session(
-        self,
-        operator: str,
-        inputs: Sequence[Path] = (),
-        *,
-        limits: Limits | None = None,
+    def _session(
+        self, spec: OperatorSpec, inputs: list[Path], limits: Limits | None
     ) -> SandboxSession:
-        paths = [Path(p) for p in inputs]
-        if len(paths) == 1 and paths[0] in self._routes:
-            self.registry.spec(operator)  # UnknownOperator before anything is sent
-            node, grant = self._routes[paths[0]]
+        # `open_session` has checked the operator (UnknownOperator before anything is sent).
+        if len(inputs) == 1 and inputs[0] in self._routes:
+            node, grant = self._routes[inputs[0]]
             self.node_calls += 1
-            return _RemoteSession(node, grant, operator)
-        if any(p in self._routes for p in paths):
+            return _RemoteSession(node, grant, spec.name)
+        if any(p in self._routes for p in inputs):
             raise ValueError("a node-held input must be a session's only input")
-        return self._local.open_session(operator, paths, limits=limits)
+        return self._local.open_session(spec.name, inputs, limits=limits)

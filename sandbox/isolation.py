@@ -114,7 +114,13 @@ class Sandbox(_Launcher):
         the creating thread (PR_SET_PDEATHSIG).
         """
         spec = self.registry.spec(operator)
-        return SandboxSession(self, spec, [Path(p) for p in inputs], limits or spec.limits)
+        return self._session(spec, [Path(p) for p in inputs], limits)
+
+    def _session(
+        self, spec: OperatorSpec, inputs: list[Path], limits: Limits | None
+    ) -> SandboxSession:
+        """Where `open_session` starts the worker of a known operator: here, in bubblewrap."""
+        return SandboxSession(self, spec, inputs, limits or spec.limits)
 
     def run(
         self,

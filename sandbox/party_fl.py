@@ -57,7 +57,6 @@ import numpy as np
 from crypto.errors import CryptoError
 from crypto.relay import fl_model_key, open_relay
 from sandbox._dp_fl import bounds_standardisation, dp_local_train, plan_dp
-from sandbox._registry import ProviderInput
 from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import (
     Coordinator,
@@ -69,13 +68,13 @@ from sandbox.coordinator import (
 from sandbox.dp import OpenDPNoise
 from sandbox.errors import CohortTooSmall, InvalidParameters, OperatorFailed
 from sandbox.fl_local import load_rows, local_train, logloss_sum
-from sandbox.isolation import OperatorContext, Sandbox, SandboxSession
+from sandbox.isolation import OperatorContext, SandboxSession
 from sandbox.masks import apply_masks
 from sandbox.noise_shares import tolerated
 from sandbox.party_stats import (
     ADVERSARY,
     REQUESTER_HOLDS_KEY,
-    PartyJob,
+    PartyRun,
     add_envelopes,
     unpack_aggregate,
 )
@@ -394,25 +393,16 @@ Exchange = Callable[[int, dict[str, Any]], dict[str, Any]]
 class PartyFlJob:
     """One `fl.logreg` job under the requester's key; `run(exchange)` drives every step."""
 
-    def __init__(
-        self,
-        config: Any,
-        providers: Sequence[ProviderInput],
-        party: PartyJob,
-        *,
-        sandbox: Sandbox,
-        mask_keys: Sequence[Mapping[str, Any]],
-        local_blobs: Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
-    ) -> None:
-        if len(providers) < 2:
+    def __init__(self, config: Any, run: PartyRun) -> None:
+        if len(run.providers) < 2:
             raise InvalidParameters("federated learning needs at least two providers")
         self.config = config
-        self.providers = tuple(providers)
-        self.party = party
-        self.sandbox = sandbox
-        self.mask_keys = list(mask_keys)
-        self.local_blobs = local_blobs
-        self.coordinator = Coordinator(party.public)
+        self.providers = tuple(run.providers)
+        self.party = run.party
+        self.sandbox = run.sandbox
+        self.mask_keys = list(run.mask_keys)
+        self.local_blobs = run.local_blobs
+        self.coordinator = Coordinator(run.party.public)
         self.peers: list[dict[str, Any]] = []
 
     def _init_params(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ __all__ = [
     "ADVERSARY",
     "REQUESTER_HOLDS_KEY",
     "PartyJob",
+    "PartyRun",
     "add_envelopes",
     "check_binding",
     "collect_mask_keys",
@@ -352,25 +354,30 @@ def collect_mask_keys(
     return [relayed_key(fetch(p), p.provider_id, p.dataset_id) for p in providers]
 
 
-def run_party_stats(
-    query: StatsQuery,
-    providers: Sequence[ProviderInput],
-    party: PartyJob,
-    *,
-    sandbox: Sandbox,
-    mask_keys: Sequence[Mapping[str, Any]],
-    local_blobs: Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
-) -> dict[str, Any]:
-    """Run every provider's operator, add the envelopes; the encrypted result document.
+@dataclass(frozen=True)
+class PartyRun:
+    """What a job under the requester's key runs over, whatever its operator.
 
-    `local_blobs` gives the mask seeds of a platform-held input (the platform is that
-    input's node); node-held inputs get theirs on their node.
+    The providers' inputs, the job's public facts, the sandbox, the mask keys relayed
+    for the inputs, and `local_blobs`, the mask seeds of a platform-held input (the
+    platform is that input's node; node-held inputs get theirs on their node).
     """
+
+    providers: Sequence[ProviderInput]
+    party: PartyJob
+    sandbox: Sandbox
+    mask_keys: Sequence[Mapping[str, Any]]
+    local_blobs: Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
+
+
+def run_party_stats(query: StatsQuery, run: PartyRun) -> dict[str, Any]:
+    """Run every provider's operator, add the envelopes; the encrypted result document."""
     if query.op not in ("stats.count", "stats.sum", "stats.mean", "stats.variance",
                         "stats.histogram"):  # fmt: skip
         raise InvalidParameters("requester-held keys support the statistics operators")
-    sandbox.check()
-    peers = [{**k, "index": i} for i, k in enumerate(mask_keys)]
+    party, providers = run.party, run.providers
+    run.sandbox.check()
+    peers = [{**k, "index": i} for i, k in enumerate(run.mask_keys)]
     jobs = []
     for i, p in enumerate(providers):
         party_params = {**party.binding(), "index": i, "peers": peers}
@@ -379,8 +386,9 @@ def run_party_stats(
             "job": party.public.params(),
             "party": party_params,
         }
-        jobs.append((query.op, [p.path], params, local_blobs(p, party_params)))
-    aggregate = add_envelopes(Coordinator(party.public), providers, run_parallel(sandbox, jobs))
+        jobs.append((query.op, [p.path], params, run.local_blobs(p, party_params)))
+    outcomes = run_parallel(run.sandbox, jobs)
+    aggregate = add_envelopes(Coordinator(party.public), providers, outcomes)
     return encrypted_result(query, party, aggregate)
 
 

@@ -51,6 +51,29 @@ def test_inventory_is_for_key_roles_only(api: TestClient, creds: dict[str, Any])
     assert auditor_rotates.status_code == 403
 
 
+def test_state_change_route_moves_one_version(api: TestClient, creds: dict[str, Any]) -> None:
+    """/keys/{id}/{action}: each action reaches its own transition, and a refused one is 409."""
+    admin = login(api, creds, "security-admin")
+    kek = KeyManager.kek_id(creds["provider-transport"]["org_id"])
+
+    def act(action: str, **body: Any) -> Any:
+        return api.post(f"/v1/kms/keys/{kek}/{action}", json={"version": 1, **body}, headers=admin)
+
+    suspended = act("suspend", reason="investigation")
+    assert suspended.status_code == 200, suspended.text
+    assert suspended.json()["state"] == "suspended"
+    refused = act("activate")  # activation is only from pre-active
+    assert refused.status_code == 409 and refused.headers["content-type"] == PROBLEM
+    assert refused.json()["type"].endswith("/key-state-transition-invalid")
+    assert act("resume").json()["state"] == "active"
+    assert act("archive").json()["state"] == "deactivated"
+    assert act("revoke", reason="leaked").json()["state"] == "compromised"
+    auditor = api.post(
+        f"/v1/kms/keys/{kek}/suspend", json={"version": 1}, headers=login(api, creds, "auditor")
+    )
+    assert auditor.status_code == 403
+
+
 def test_rotation_rewraps_without_losing_data_and_lands_on_the_ledger(
     api: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:

@@ -516,7 +516,7 @@ def test_suspended_key_is_unusable_until_resumed(
     (key,) = _data_keys(store, engine, 1)
     kek_id = KeyManager.kek_id("org-a")
     with Session(engine) as session:
-        kms.suspend(session, kek_id, 1, by=ADMIN1, now=NOW, reason="investigation")
+        kms.change_state(session, kek_id, 1, "suspend", by=ADMIN1, now=NOW, reason="investigation")
         session.commit()
     with Session(engine) as session:
         with pytest.raises(KeySuspended) as caught:
@@ -525,12 +525,38 @@ def test_suspended_key_is_unusable_until_resumed(
         with pytest.raises(KeySuspended):
             store.new_data_key(session, owner_org="org-a", object_ref="dataset:2", now=NOW)
         with pytest.raises(KeyStateTransitionInvalid):
-            kms.activate(session, kek_id, 1, by=ADMIN1, now=NOW)
-        kms.resume(session, kek_id, 1, by=ADMIN1, now=NOW)
+            kms.change_state(session, kek_id, 1, "activate", by=ADMIN1, now=NOW)
+        kms.change_state(session, kek_id, 1, "resume", by=ADMIN1, now=NOW)
         assert store.data_key(session, key.id, object_ref=key.object_ref) == key.key
         with pytest.raises(KeyStateTransitionInvalid) as invalid:
-            kms.resume(session, kek_id, 1, by=ADMIN1, now=NOW)
+            kms.change_state(session, kek_id, 1, "resume", by=ADMIN1, now=NOW)
         assert invalid.value.code == "key-state-transition-invalid"
+
+
+def test_state_changes_record_the_reason_or_the_administrator(
+    store: KeyStore, kms: KeyManager, engine: Engine, recorder: Recorder
+) -> None:
+    """A suspension and a revocation keep the caller's reason; the others name who acted."""
+    _data_keys(store, engine, 1)
+    kek_id = KeyManager.kek_id("org-a")
+    with Session(engine) as session:
+        kms.change_state(session, kek_id, 1, "suspend", by=ADMIN1, now=NOW, reason="audit")
+        kms.change_state(session, kek_id, 1, "resume", by=ADMIN1, now=NOW, reason="ignored")
+        kms.change_state(session, kek_id, 1, "archive", by=ADMIN1, now=NOW)
+        kms.change_state(session, kek_id, 1, "revoke", by=ADMIN1, now=NOW, reason="leaked")
+        session.commit()
+    moves = [
+        (e.operation, e.detail, e.actor, e.state)
+        for e in recorder.events
+        if e.operation
+        in (KeyOperation.SUSPEND, KeyOperation.RESUME, KeyOperation.REVOKE, KeyOperation.ARCHIVE)
+    ]
+    assert moves == [
+        (KeyOperation.SUSPEND, "audit", ADMIN1.id, "suspended"),
+        (KeyOperation.RESUME, f"by {ADMIN1.id}", ADMIN1.id, "active"),
+        (KeyOperation.ARCHIVE, f"by {ADMIN1.id}", ADMIN1.id, "deactivated"),
+        (KeyOperation.REVOKE, "leaked", ADMIN1.id, "compromised"),
+    ]
 
 
 def test_compromised_kek_still_decrypts_and_is_rotated_away(
@@ -539,7 +565,7 @@ def test_compromised_kek_still_decrypts_and_is_rotated_away(
     keys = _data_keys(store, engine, 3)
     kek_id = KeyManager.kek_id("org-a")
     with Session(engine) as session:
-        kms.revoke(session, kek_id, 1, by=ADMIN1, now=NOW, reason="key leaked")
+        kms.change_state(session, kek_id, 1, "revoke", by=ADMIN1, now=NOW, reason="key leaked")
         session.commit()
     assert recorder.ops(KeyOperation.REVOKE)[0].state == "compromised"
     _all_readable(store, engine, keys)
@@ -561,7 +587,7 @@ def test_compromised_signing_key_is_no_longer_published(
 ) -> None:
     with Session(engine) as session:
         key = store.signing_key(session, purpose="signing", now=NOW)
-        kms.revoke(session, key.key_id, 1, by=ADMIN1, now=NOW, reason="leak")
+        kms.change_state(session, key.key_id, 1, "revoke", by=ADMIN1, now=NOW, reason="leak")
         assert store.public_jwks(session, purpose="signing") == []
         with pytest.raises(KeyNotActive):
             store.signing_key(session, purpose="signing", now=NOW)
@@ -586,7 +612,7 @@ def test_validity_window_and_pre_active_keys(
             store.new_data_key(session, owner_org="org-a", object_ref="d", now=NOW)
         with pytest.raises(KeyStateTransitionInvalid):
             kms.generate_key(session, purpose="key-wrapping", owner_org="org-a", by=ADMIN1, now=NOW)
-        kms.activate(session, info.key_id, 1, by=ADMIN1, now=NOW)
+        kms.change_state(session, info.key_id, 1, "activate", by=ADMIN1, now=NOW)
         with pytest.raises(KeyExpired) as early:
             store.new_data_key(session, owner_org="org-a", object_ref="d", now=NOW)
         assert early.value.code == "key-expired"
@@ -869,7 +895,7 @@ def test_distribute_publishes_public_keys_only(
         key = store.signing_key(session, purpose="ledger-signing", now=NOW)
         public = kms.distribute(session, key.key_id, recipient="witness-1", by=OPERATOR, now=NOW)
         assert public.kid == key.kid and public.state == "active"
-        kms.suspend(session, key.key_id, 1, by=ADMIN1, now=NOW, reason="r")
+        kms.change_state(session, key.key_id, 1, "suspend", by=ADMIN1, now=NOW, reason="r")
         with pytest.raises(KeyNotActive):
             kms.distribute(session, key.key_id, recipient="witness-1", by=OPERATOR, now=NOW)
     (event,) = recorder.ops(KeyOperation.DISTRIBUTE)

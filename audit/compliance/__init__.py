@@ -28,6 +28,7 @@ from audit.compliance.base import (
 from audit.compliance.models import ComplianceRun, RetentionRun, SinkCursor
 from audit.compliance.runner import (
     CHECKS,
+    Signing,
     evaluate,
     get_run,
     list_runs,
@@ -59,6 +60,7 @@ __all__ = [
     "RetentionRun",
     "RunRecorder",
     "RunSigner",
+    "Signing",
     "SinkCursor",
     "Status",
     "evaluate",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from audit.compliance.base import (
     Check,
     CheckContext,
     Finding,
+    KeyFacts,
     fail,
     na,
     ok,
@@ -223,23 +225,38 @@ def _cry05(c: CheckContext) -> Finding:
     return ok("CRY-05", "dataset digests present; policy digest matches the ledger", **ev)
 
 
-def _cry10(c: CheckContext) -> Finding:
-    k = c.keys()
-    return verdict(
-        "CRY-10",
-        list(k.bad_purpose),
-        "every key has one known purpose",
-        "keys with an unknown purpose",
-        keys=k.total,
-    )
+def _key_check(
+    rid: str, offenders: Callable[[KeyFacts], Iterable[str]], good: str, bad_text: str
+) -> Check:
+    """A check over the key inventory: it passes when `offenders` names no key."""
+
+    def check(c: CheckContext) -> Finding:
+        k = c.keys()
+        return verdict(rid, list(offenders(k)), good, bad_text, keys=k.total)
+
+    return check
 
 
-def _cry11(c: CheckContext) -> Finding:
-    k = c.keys()
-    due = [f"{d['key_id']}#v{d['version']} ({d['purpose']}): {d['reason']}" for d in k.rotation_due]
-    return verdict(
-        "CRY-11", due, "no key is past its rotation age", "keys due for rotation", keys=k.total
-    )
+_cry10 = _key_check(
+    "CRY-10",
+    lambda k: k.bad_purpose,
+    "every key has one known purpose",
+    "keys with an unknown purpose",
+)
+_cry11 = _key_check(
+    "CRY-11",
+    lambda k: (
+        f"{d['key_id']}#v{d['version']} ({d['purpose']}): {d['reason']}" for d in k.rotation_due
+    ),
+    "no key is past its rotation age",
+    "keys due for rotation",
+)
+_cry14 = _key_check(
+    "CRY-14",
+    lambda k: k.incomplete,
+    "the key inventory is complete",
+    "key versions with missing inventory fields",
+)
 
 
 def _cry12(c: CheckContext) -> Finding:
@@ -272,17 +289,6 @@ def _cry13(c: CheckContext) -> Finding:
     bad = _accounts_two(c, KEY_ROLE_OF)
     return verdict(
         "CRY-13", bad, "no account holds two key roles", "accounts holding two key roles"
-    )
-
-
-def _cry14(c: CheckContext) -> Finding:
-    k = c.keys()
-    return verdict(
-        "CRY-14",
-        list(k.incomplete),
-        "the key inventory is complete",
-        "key versions with missing inventory fields",
-        keys=k.total,
     )
 
 
@@ -399,18 +405,24 @@ def _zt05(c: CheckContext) -> Finding:
     )
 
 
-def _pce01(c: CheckContext) -> Finding:
-    comps = c.computations()
-    if not comps:
-        return na("PCE-01", "no computations yet")
-    bad = [x.id for x in comps if not x.security_model_complete]
-    return verdict(
-        "PCE-01",
-        bad,
-        "every computation has a complete job record",
-        "computations without a complete job record",
-        computations=len(comps),
-    )
+def _job_record_check(rid: str, good: str, bad_text: str) -> Check:
+    """PCE-01 and PCE-03 read one fact: each computation's job record is complete."""
+
+    def check(c: CheckContext) -> Finding:
+        comps = c.computations()
+        if not comps:
+            return na(rid, "no computations yet")
+        bad = [x.id for x in comps if not x.security_model_complete]
+        return verdict(rid, bad, good, bad_text, computations=len(comps))
+
+    return check
+
+
+_pce01 = _job_record_check(
+    "PCE-01",
+    "every computation has a complete job record",
+    "computations without a complete job record",
+)
 
 
 def _dsl02(c: CheckContext) -> Finding:
@@ -468,18 +480,11 @@ def _aud05(c: CheckContext) -> Finding:
     )
 
 
-def _pce03(c: CheckContext) -> Finding:
-    comps = c.computations()
-    if not comps:
-        return na("PCE-03", "no computations yet")
-    bad = [x.id for x in comps if not x.security_model_complete]
-    return verdict(
-        "PCE-03",
-        bad,
-        "every job record names its scheme and key holder",
-        "job records without scheme or key holder",
-        computations=len(comps),
-    )
+_pce03 = _job_record_check(
+    "PCE-03",
+    "every job record names its scheme and key holder",
+    "job records without scheme or key holder",
+)
 
 
 def _pi04(c: CheckContext) -> Finding:

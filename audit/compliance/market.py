@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from audit.compliance.base import Check, CheckContext, Finding, MarketFacts, fail, na, ok, verdict
+from collections.abc import Callable
+
+from audit.compliance.base import (
+    Check,
+    CheckContext,
+    Finding,
+    MarketFacts,
+    ProductFact,
+    fail,
+    na,
+    ok,
+    verdict,
+)
 
 THREE_RIGHTS = ("holding", "processing_use", "product_operation")
 _EPS = 1e-9
@@ -13,22 +25,30 @@ def _facts(c: CheckContext) -> MarketFacts:
     return out
 
 
-def _dsl01(c: CheckContext) -> Finding:
-    listed = [p for p in _facts(c).products if p.listed]
-    if not listed:
-        return na("DSL-01", "no product is listed")
-    bad = [
+def _listing_check(
+    rid: str, offenders: Callable[[list[ProductFact]], list[str]], good: str, bad_text: str
+) -> Check:
+    """A check over the listed products: not applicable with none listed, else their verdict."""
+
+    def check(c: CheckContext) -> Finding:
+        listed = [p for p in _facts(c).products if p.listed]
+        if not listed:
+            return na(rid, "no product is listed")
+        return verdict(rid, offenders(listed), good, bad_text, listed=len(listed))
+
+    return check
+
+
+_dsl01 = _listing_check(
+    "DSL-01",
+    lambda listed: [
         p.id
         for p in listed
         if not p.provenance_statement or p.evidence == 0 or p.evidence_with_digest < p.evidence
-    ]
-    return verdict(
-        "DSL-01",
-        bad,
-        "every listing states its provenance with evidence documents and their digests",
-        "listings without provenance, evidence or evidence digests",
-        listed=len(listed),
-    )
+    ],
+    "every listing states its provenance with evidence documents and their digests",
+    "listings without provenance, evidence or evidence digests",
+)
 
 
 def _mkt01(c: CheckContext) -> Finding:
@@ -57,10 +77,7 @@ def _mkt01(c: CheckContext) -> Finding:
     )
 
 
-def _mkt02(c: CheckContext) -> Finding:
-    listed = [p for p in _facts(c).products if p.listed]
-    if not listed:
-        return na("MKT-02", "no product is listed")
+def _breaks_listing_rules(listed: list[ProductFact]) -> list[str]:
     bad = [f"{p.id}: listed without a passing pre-check" for p in listed if not p.precheck_passed]
     bad += [f"{p.id}: listed without provenance" for p in listed if not p.provenance_statement]
     bad += [
@@ -68,19 +85,18 @@ def _mkt02(c: CheckContext) -> Finding:
         for p in listed
         if "download" in p.delivery_modes and not p.open_data
     ]
-    return verdict(
-        "MKT-02",
-        bad,
-        "every listing passed its pre-check, carries provenance and fits its delivery modes",
-        "listings break the listing rules",
-        listed=len(listed),
-    )
+    return bad
 
 
-def _mkt03(c: CheckContext) -> Finding:
-    listed = [p for p in _facts(c).products if p.listed]
-    if not listed:
-        return na("MKT-03", "no product is listed")
+_mkt02 = _listing_check(
+    "MKT-02",
+    _breaks_listing_rules,
+    "every listing passed its pre-check, carries provenance and fits its delivery modes",
+    "listings break the listing rules",
+)
+
+
+def _scope_undefined(listed: list[ProductFact]) -> list[str]:
     bad = [f"{p.id}: listing not on the ledger" for p in listed if not p.on_ledger]
     for p in listed:
         for i, o in enumerate(p.offers):
@@ -93,13 +109,15 @@ def _mkt03(c: CheckContext) -> Finding:
                 missing.append("ε share")
             if missing:
                 bad.append(f"{p.id} offer {i}: no {', '.join(missing)}")
-    return verdict(
-        "MKT-03",
-        bad,
-        "every listed product is on the ledger and each offer defines its scope of use",
-        "listings whose source or scope of use is not defined",
-        listed=len(listed),
-    )
+    return bad
+
+
+_mkt03 = _listing_check(
+    "MKT-03",
+    _scope_undefined,
+    "every listed product is on the ledger and each offer defines its scope of use",
+    "listings whose source or scope of use is not defined",
+)
 
 
 def _mkt05(c: CheckContext) -> Finding:

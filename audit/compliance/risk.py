@@ -14,11 +14,9 @@ from sqlalchemy.orm import Session
 from audit.compliance.base import (
     RISK_REPORT,
     DeploymentFacts,
-    RunRecorder,
-    RunSigner,
 )
 from audit.compliance.models import ComplianceRun, RiskReport
-from audit.compliance.runner import canonical, signed_report
+from audit.compliance.runner import Signing, canonical, sign_and_record
 from audit.events import AuditEvent, Result
 from ledger.models import LedgerEntry
 
@@ -92,38 +90,36 @@ def build(
     }
 
 
-def record(
-    session: Session,
-    body: dict[str, Any],
-    *,
-    by: str,
-    now: datetime,
-    signer: RunSigner,
-    recorder: RunRecorder,
-) -> dict[str, Any]:
-    """Sign the report and put its digest on the ledger, in `session`'s transaction."""
-    body, digest, signature = signed_report(body, by=by, signer=signer)
-    report_id = body["id"]
-    event = AuditEvent(
+def _report_event(body: dict[str, Any]) -> AuditEvent:
+    return AuditEvent(
         RISK_REPORT,
         "assess",
         Result.SUCCESS,
-        object_id=f"risk-report-{report_id}",
+        object_id=f"risk-report-{body['id']}",
         detail=f"{body['volumes']['datasets']} important datasets, {len(body['risks'])} risks",
     )
-    index = recorder(session, event, payload_digest=digest, now=now)
+
+
+def record(session: Session, body: dict[str, Any], signing: Signing) -> dict[str, Any]:
+    """Sign the report and put its digest on the ledger, in `session`'s transaction."""
+    signed = sign_and_record(session, body, signing, _report_event)
     session.add(
         RiskReport(
-            id=report_id,
-            generated_at=now,
-            by=by[:128],
-            report=canonical(body).decode(),
-            digest=digest,
-            signature=signature,
-            ledger_index=index,
+            id=signed.body["id"],
+            generated_at=signing.now,
+            by=signing.by[:128],
+            report=canonical(signed.body).decode(),
+            digest=signed.digest,
+            signature=signed.signature,
+            ledger_index=signed.ledger_index,
         )
     )
-    return {**body, "digest": digest, "signature": signature, "ledger_index": index}
+    return {
+        **signed.body,
+        "digest": signed.digest,
+        "signature": signed.signature,
+        "ledger_index": signed.ledger_index,
+    }
 
 
 def newest(session: Session) -> RiskReport | None:

@@ -7,7 +7,8 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,50 +121,64 @@ def evaluate(
     }
 
 
-def signed_report(
-    report: Mapping[str, Any], *, by: str, signer: RunSigner
-) -> tuple[dict[str, Any], str, str]:
-    """`report` with a fresh id and its author; its `sha256:` digest; the digest's signature."""
-    body = {**report, "id": str(uuid.uuid4()), "by": by}
-    digest = "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
-    signature = base64.b64encode(signer.sign(digest.encode())).decode()
-    return body, digest, signature
+@dataclass(frozen=True)
+class Signing:
+    """Who a report is by and when, the key that signs it, the recorder of its ledger entry."""
+
+    by: str
+    now: datetime
+    signer: RunSigner
+    recorder: RunRecorder
 
 
-def record_run(
+@dataclass(frozen=True)
+class SignedReport:
+    """A report with its id and author, its `sha256:` digest, the signature, its entry."""
+
+    body: dict[str, Any]
+    digest: str
+    signature: str
+    ledger_index: int | None
+
+
+def sign_and_record(
     session: Session,
-    report: dict[str, Any],
-    *,
-    by: str,
-    now: datetime,
-    signer: RunSigner,
-    recorder: RunRecorder,
-) -> dict[str, Any]:
-    """Sign the report, store it and put its digest on the ledger, in `session`'s transaction."""
-    body, digest, signature = signed_report(report, by=by, signer=signer)
-    run_id = body["id"]
+    report: Mapping[str, Any],
+    signing: Signing,
+    event: Callable[[dict[str, Any]], AuditEvent],
+) -> SignedReport:
+    """`report` with a fresh id and author, signed; `event(body)` recorded with its digest.
+
+    The record and its ledger entry are written in `session`'s transaction.
+    """
+    body = {**report, "id": str(uuid.uuid4()), "by": signing.by}
+    digest = "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
+    signature = base64.b64encode(signing.signer.sign(digest.encode())).decode()
+    index = signing.recorder(session, event(body), payload_digest=digest, now=signing.now)
+    return SignedReport(body, digest, signature, index)
+
+
+def _run_event(body: dict[str, Any]) -> AuditEvent:
     summary = body["summary"]
-    event = AuditEvent(
+    return AuditEvent(
         COMPLIANCE_RUN,
         "check",
         Result.SUCCESS,
-        object_id=f"compliance-run-{run_id}",
+        object_id=f"compliance-run-{body['id']}",
         detail=f"pass {summary['pass']} fail {summary['fail']} "
         f"n/a {summary['not-applicable']} not-automated {summary['not-automated']}",
     )
-    index = recorder(session, event, payload_digest=digest, now=now)
-    stored = {
-        **body,
-        "digest": digest,
-        "signature": signature,
-        "signer_key_id": signer.key_id,
-        "ledger_index": index,
-    }
+
+
+def record_run(session: Session, report: dict[str, Any], signing: Signing) -> dict[str, Any]:
+    """Sign the report, store it and put its digest on the ledger, in `session`'s transaction."""
+    signed = sign_and_record(session, report, signing, _run_event)
+    body, summary, key_id = signed.body, signed.body["summary"], signing.signer.key_id
     session.add(
         ComplianceRun(
-            id=run_id,
-            started_at=now,
-            by=by[:128],
+            id=body["id"],
+            started_at=signing.now,
+            by=signing.by[:128],
             passed=summary["pass"],
             failed=summary["fail"],
             not_applicable=summary["not-applicable"],
@@ -171,13 +186,19 @@ def record_run(
             tree_size=body["ledger"]["tree_size"],
             root=body["ledger"]["root"],
             report=canonical(body).decode(),
-            digest=digest,
-            signature=signature,
-            signer_key_id=signer.key_id[:128],
-            ledger_index=index,
+            digest=signed.digest,
+            signature=signed.signature,
+            signer_key_id=key_id[:128],
+            ledger_index=signed.ledger_index,
         )
     )
-    return stored
+    return {
+        **body,
+        "digest": signed.digest,
+        "signature": signed.signature,
+        "signer_key_id": key_id,
+        "ledger_index": signed.ledger_index,
+    }
 
 
 def verify_run(row: ComplianceRun) -> bool:

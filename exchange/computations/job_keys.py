@@ -49,6 +49,7 @@ from sandbox.party_fl import PartyFlJob
 from sandbox.party_stats import SECURITY_MODEL as PARTY_SECURITY_MODEL
 from sandbox.party_stats import (
     PartyJob,
+    PartyRun,
     collect_mask_keys,
     fingerprint_of,
     mask_blobs,
@@ -277,11 +278,8 @@ class KeyedRun:
         params = OPERATORS[operator].params.model_validate(params_raw)
         assert isinstance(params, StatsParams)
         query = params.query(operator)
-        spent, keys, local_blobs = self._charge_and_relay(operator, self.obligations)
-        doc = run_party_stats(
-            query, self.providers, self.party, sandbox=self.sandbox, mask_keys=keys,
-            local_blobs=local_blobs,
-        )  # fmt: skip
+        spent, run = self._charge_and_relay(operator, self.obligations)
+        doc = run_party_stats(query, run)
         return self._release(operator, doc, spent)
 
     def fl(
@@ -299,22 +297,20 @@ class KeyedRun:
         # Before any data is touched; DP-SGD needs δ > 0, so the nodes' default δ is charged.
         ob = self.obligations
         charged = replace(ob, dp_delta=ob.dp_delta or DEFAULT_DELTA)
-        spent, keys, local_blobs = self._charge_and_relay("fl.logreg", charged)
-        job = PartyFlJob(
-            config, self.providers, self.party, sandbox=self.sandbox, mask_keys=keys,
-            local_blobs=local_blobs,
-        )  # fmt: skip
+        spent, run = self._charge_and_relay("fl.logreg", charged)
+        job = PartyFlJob(config, run)
         doc = job.run(exchange)
         return self._release("fl.logreg", doc, spent, FL_SECURITY_MODEL.as_dict())
 
     def _charge_and_relay(
         self, operator: str, charged: ReleaseObligations
-    ) -> tuple[float | None, list[dict[str, Any]], _LocalBlobs]:
+    ) -> tuple[float | None, PartyRun]:
         """Charge every input's budget (before anything runs), then collect the mask keys."""
         datasets = unique(p.dataset_id for p in self.providers)
         spent = self.gate.charge(datasets, charged, self.party.job_id)
         fetch, local_blobs = mask_relay(self.party, operator, self.routes)
-        return spent, collect_mask_keys(self.providers, fetch), local_blobs
+        keys = collect_mask_keys(self.providers, fetch)
+        return spent, PartyRun(self.providers, self.party, self.sandbox, keys, local_blobs)
 
     def _release(
         self,

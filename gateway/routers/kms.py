@@ -305,15 +305,8 @@ def change_state(
     """Suspend, resume, revoke (compromised), archive or activate one key version."""
     by, now, kms = actor(caller), platform.now(), platform.kms
     with platform.session() as session, session.begin():
-        if action == "suspend":
-            info = kms.suspend(session, key_id, body.version, by=by, now=now, reason=body.reason)
-        elif action == "revoke":
-            info = kms.revoke(session, key_id, body.version, by=by, now=now, reason=body.reason)
-        elif action == "resume":
-            info = kms.resume(session, key_id, body.version, by=by, now=now)
-        elif action == "archive":
-            info = kms.archive(session, key_id, body.version, by=by, now=now)
-        else:
-            info = kms.activate(session, key_id, body.version, by=by, now=now)
+        info = kms.change_state(
+            session, key_id, body.version, action, by=by, now=now, reason=body.reason
+        )
     request.app.state.reload_keys()
     return _key(info)

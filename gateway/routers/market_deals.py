@@ -22,7 +22,7 @@ from exchange.market import agreements as xagr
 from exchange.market import negotiation as xneg
 from exchange.market import products as xprod
 from exchange.market import settlement as xset
-from exchange.resources import sees_everything
+from exchange.resources import sees_every_statement, sees_everything
 from gateway.pep import Enforce, Target, path_resource
 from gateway.platform import Platform
 from gateway.routers.market import ReadCatalog, platform_signer
@@ -211,7 +211,7 @@ def list_statements(
 ) -> dict[str, Any]:
     offset = _offset(cursor)
     items, total = xset.list_statements(
-        session, caller, sees_all=sees_everything(caller) or "system-admin" in caller.roles,
+        session, caller, sees_all=sees_every_statement(caller),
         settlement_id=settlement_id, limit=limit, offset=offset,
     )  # fmt: skip
     return _page(items, total, offset, limit, "/v1/market/statements")
@@ -221,7 +221,7 @@ def list_statements(
 def get_statement(statement_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
     return xset.get_statement(
         session, caller, statement_id,
-        sees_all=sees_everything(caller) or "system-admin" in caller.roles,
+        sees_all=sees_every_statement(caller),
     )  # fmt: skip
 
 
@@ -244,7 +244,7 @@ def list_disputes(
     """Disputes on statements the caller is party to (what each disputed line said)."""
     offset = _offset(cursor)
     items, total = xset.list_disputes(
-        session, caller, sees_all=sees_everything(caller) or "system-admin" in caller.roles,
+        session, caller, sees_all=sees_every_statement(caller),
         limit=limit, offset=offset,
     )  # fmt: skip
     return _page(items, total, offset, limit, "/v1/market/disputes")

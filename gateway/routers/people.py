@@ -141,10 +141,11 @@ def _confirm_password(w: EnrolmentWrite, body: Confirm) -> str:
 def _confirm(w: EnrolmentWrite, body: Confirm, verified: str) -> Confirmed:
     try:
         person = w.run(
-            exchange.people.confirm_enrolment,
+            exchange.people.authenticate_person,
             login=body.login,
             password=body.password,
             totp=body.totp,
+            enrolling=True,
             verified_hash=verified,
         )
     except xe.AuthenticationFailed:
