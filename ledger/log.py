@@ -16,10 +16,10 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from crypto.lru import Lru
 from ledger.blocks import GENESIS_PREV, Block
 from ledger.checkpoint import Checkpoint
 from ledger.errors import LedgerError
-from ledger.lru import Lru
 from ledger.merkle import (
     TreeBuilder,
     TreeHasher,

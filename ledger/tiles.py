@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from crypto.lru import Lru
 from ledger.errors import LedgerError
-from ledger.lru import Lru
 from ledger.merkle import TreeHasher
 from ledger.storage import LogStore, TileRace
 

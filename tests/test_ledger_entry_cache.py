@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from gateway.platform import Platform
-from ledger.lru import Lru
 from tests.conftest import EXAMPLE_CSV, login
 from tests.test_api_datasets import metadata, register
 
@@ -50,15 +48,3 @@ def test_a_remembered_entry_still_needs_the_read_permission(
     assert api.get("/v1/ledger/entries/0", headers=auditor).status_code == 200
     assert platform.ledger.committed_entry(0) is not None
     assert api.get("/v1/ledger/entries/0").status_code == 401
-
-
-def test_the_lru_keeps_the_most_recently_used_values_within_its_size() -> None:
-    lru: Lru[int, str] = Lru(2)
-    lru.put(1, "a")
-    lru.put(2, "b")
-    assert lru.get(1) == "a"  # 1 is now the most recent
-    lru.put(3, "c")
-    assert (lru.get(1), lru.get(2), lru.get(3)) == ("a", None, "c")
-    assert len(lru) == 2
-    with pytest.raises(ValueError):
-        Lru[int, str](0)
