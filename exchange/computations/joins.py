@@ -181,8 +181,17 @@ def check_cohort_join(
             field="inputs",
         )
     (ds,) = datasets
-    fields = require_columns(ds, plan.right_columns)
     q = plan.query
+    if q.op != "stats.count":
+        # The requester's SDK relays the provider's encrypted values: it could scale them
+        # past the DP noise, and the sandbox holding their key could tell which rows
+        # matched (docs/privacy.md §6.1.4). Counts carry no values.
+        raise Forbidden(
+            "a join with your own cohort releases counts only (psi.cardinality, "
+            "stats.count): sums over it need a verifiable shuffle, not built",
+            obligation="cohort_counts_only",
+        )
+    fields = require_columns(ds, plan.right_columns)
     personal = [c for c in q.columns if c == plan.cohort.key or fields[c].pi]
     if personal:
         raise Forbidden(
