@@ -194,26 +194,55 @@ def _check_reply(reply: dict[str, Any], step: int) -> str:
 def post_reply(
     ctx: ComputeContext, caller: Caller, computation_id: str, step: int, reply: dict[str, Any]
 ) -> dict[str, Any]:
-    """The requester's reply to step `step`: recorded (ledger + audit) with the job's row."""
+    """The requester's reply to federated step `step`: checked, then recorded."""
+    return record_reply(
+        ctx,
+        caller,
+        computation_id,
+        step,
+        lambda _open: _check_reply(reply, step),
+        event="fl_round_posted",
+        action="fl_round",
+        detail=f"step={step}" + (" stop" if reply.get("stop") is True else ""),
+    )
+
+
+def record_reply(
+    ctx: ComputeContext,
+    caller: Caller,
+    computation_id: str,
+    step: int,
+    check: Callable[[str], str],
+    *,
+    event: str,
+    action: str,
+    detail: str,
+    takes: Callable[[str, dict[str, Any]], bool] = lambda op, _params: op == "fl.logreg",
+) -> dict[str, Any]:
+    """The requester's reply to the open step `step`, recorded in one transaction.
+
+    `check(the open step's stored JSON)` refuses the reply or canonicalises it; the text
+    is stored with the job's row, with its ledger entry and audit record.
+    """
     now = ctx.clock()
     with ctx.sessions() as session, session.begin():
-        comp, row = requester_row(session, caller, computation_id)
+        comp, row = requester_row(session, caller, computation_id, takes)
         if row.step != step:
             raise Conflict(f"step {row.step} is open, not {step}", state=comp.state)
         if row.reply is not None:
             raise Conflict(f"step {step} was already answered", state=comp.state)
-        text = _check_reply(reply, step)
+        text = check(row.aggregate)
         row.reply = text
         index = transition(
             ctx,
             session,
             comp,
             caller.subject(),
-            event="fl_round_posted",
-            action="fl_round",
+            event=event,
+            action=action,
             now=now,
             expect=State.RUNNING,
-            detail=f"step={step}" + (" stop" if reply.get("stop") is True else ""),
+            detail=detail,
             digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
         )
         return {"computation_id": computation_id, "step": step, "ledger_index": index}

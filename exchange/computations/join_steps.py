@@ -19,7 +19,6 @@ the provider's sandbox checks the rest (distinct elements, all pairs returned).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -28,8 +27,7 @@ from exchange.accounts import Caller
 from exchange.computations import fl_rounds
 from exchange.computations.context import ComputeContext
 from exchange.computations.joins import is_cohort_request
-from exchange.computations.state import State, transition
-from exchange.errors import Conflict, ExchangeError, InvalidInput
+from exchange.errors import ExchangeError, InvalidInput
 
 __all__ = ["JoinStepTimeout", "current_step", "post_reply", "requester_exchange"]
 
@@ -104,25 +102,14 @@ def post_reply(
     ctx: ComputeContext, caller: Caller, computation_id: str, step: int, reply: dict[str, Any]
 ) -> dict[str, Any]:
     """The requester's reply to step `step`: recorded (ledger + audit) with the job's row."""
-    now = ctx.clock()
-    with ctx.sessions() as session, session.begin():
-        comp, row = fl_rounds.requester_row(session, caller, computation_id, is_cohort_request)
-        if row.step != step:
-            raise Conflict(f"step {row.step} is open, not {step}", state=comp.state)
-        if row.reply is not None:
-            raise Conflict(f"step {step} was already answered", state=comp.state)
-        text = _check_reply(reply, json.loads(row.aggregate))
-        row.reply = text
-        index = transition(
-            ctx,
-            session,
-            comp,
-            caller.subject(),
-            event="join_step_posted",
-            action="join_step",
-            now=now,
-            expect=State.RUNNING,
-            detail=f"step={step} op={reply.get('op')}",
-            digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
-        )
-        return {"computation_id": computation_id, "step": step, "ledger_index": index}
+    return fl_rounds.record_reply(
+        ctx,
+        caller,
+        computation_id,
+        step,
+        lambda open_step: _check_reply(reply, json.loads(open_step)),
+        event="join_step_posted",
+        action="join_step",
+        detail=f"step={step} op={reply.get('op')}",
+        takes=is_cohort_request,
+    )
