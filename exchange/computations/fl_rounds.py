@@ -168,8 +168,8 @@ def current_round(ctx: ComputeContext, caller: Caller, computation_id: str) -> d
         }
 
 
-def _check_reply(reply: dict[str, Any], step: int) -> str:
-    """The reply as canonical JSON: a sealed model or stop; a model in the clear is refused."""
+def _check_reply(reply: dict[str, Any], step: int) -> None:
+    """A sealed model or stop; a model in the clear is refused."""
     extra = set(reply) - {"sealed", "stop"}
     if extra:
         raise InvalidInput(
@@ -185,10 +185,6 @@ def _check_reply(reply: dict[str, Any], step: int) -> str:
             raise InvalidInput("the reply needs the sealed next model or stop", field="sealed")
         if set(sealed) != _SEALED_FIELDS or not isinstance(sealed.get("nodes"), list):
             raise InvalidInput("malformed sealed model", field="sealed")
-    text = json.dumps(reply, sort_keys=True, separators=(",", ":"))
-    if len(text) > MAX_REPLY_BYTES:
-        raise InvalidInput("the reply is too large")
-    return text
 
 
 def post_reply(
@@ -200,6 +196,7 @@ def post_reply(
         caller,
         computation_id,
         step,
+        reply,
         lambda _open: _check_reply(reply, step),
         event="fl_round_posted",
         action="fl_round",
@@ -212,7 +209,8 @@ def record_reply(
     caller: Caller,
     computation_id: str,
     step: int,
-    check: Callable[[str], str],
+    reply: dict[str, Any],
+    check: Callable[[str], None],
     *,
     event: str,
     action: str,
@@ -221,8 +219,9 @@ def record_reply(
 ) -> dict[str, Any]:
     """The requester's reply to the open step `step`, recorded in one transaction.
 
-    `check(the open step's stored JSON)` refuses the reply or canonicalises it; the text
-    is stored with the job's row, with its ledger entry and audit record.
+    `check(the open step's stored JSON)` refuses a reply that does not answer it; the
+    reply's canonical JSON is stored with the job's row, with its ledger entry and audit
+    record.
     """
     now = ctx.clock()
     with ctx.sessions() as session, session.begin():
@@ -231,7 +230,10 @@ def record_reply(
             raise Conflict(f"step {row.step} is open, not {step}", state=comp.state)
         if row.reply is not None:
             raise Conflict(f"step {step} was already answered", state=comp.state)
-        text = check(row.aggregate)
+        check(row.aggregate)
+        text = json.dumps(reply, sort_keys=True, separators=(",", ":"))
+        if len(text) > MAX_REPLY_BYTES:
+            raise InvalidInput("the reply is too large")
         row.reply = text
         index = transition(
             ctx,

@@ -31,7 +31,6 @@ from exchange.errors import ExchangeError, InvalidInput
 
 __all__ = ["JoinStepTimeout", "current_step", "post_reply", "requester_exchange"]
 
-MAX_REPLY_BYTES = 1 << 20
 _FIELDS = {
     "blind": {"op": str, "elements": str, "final": bool},
     "pairs": {"op": str, "ok": bool},
@@ -71,8 +70,8 @@ def current_step(ctx: ComputeContext, caller: Caller, computation_id: str) -> di
         }
 
 
-def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> str:
-    """The reply as canonical JSON, when it answers the open step's operation in its shape."""
+def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> None:
+    """Refused unless the reply answers the open step's operation, in its shape."""
     op = open_doc.get("op")
     shape = _FIELDS.get(str(op))
     if shape is None or reply.get("op") != op:
@@ -92,10 +91,6 @@ def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> str:
                 raise InvalidInput(f"{name} is not base64", field=name) from None
             if name == "elements" and len(raw) % 32:
                 raise InvalidInput("elements are 32-byte abscissae", field=name)
-    text = json.dumps(reply, sort_keys=True, separators=(",", ":"))
-    if len(text) > MAX_REPLY_BYTES:
-        raise InvalidInput("the reply is too large")
-    return text
 
 
 def post_reply(
@@ -107,6 +102,7 @@ def post_reply(
         caller,
         computation_id,
         step,
+        reply,
         lambda open_step: _check_reply(reply, json.loads(open_step)),
         event="join_step_posted",
         action="join_step",
