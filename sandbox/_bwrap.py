@@ -5,6 +5,8 @@ See `sandbox.isolation` for what each child gets and why bubblewrap.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -13,8 +15,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-
-import pdx_client.identifiers as _identifiers
 
 from sandbox._isolation_model import Limits, OperatorRegistry, OperatorSpec
 from sandbox.errors import IsolationUnavailable
@@ -42,9 +42,22 @@ _CRYPTO_FILES = (
 """The private-join operators' elliptic-curve group (issue 18) and their relay sealing,
 without the rest of `crypto` (no KMS, no key store): bound file by file, so
 `crypto/__init__.py` is never run inside."""
-_IDENTIFIERS = Path(_identifiers.__file__).resolve()
-"""The SDK's identifier normalisation (`sandbox.identifiers` re-exports it): bound alone, so
-`pdx_client` is a namespace package inside and its HTTP client is never imported there."""
+
+
+@functools.cache
+def _identifiers_file() -> Path:
+    """The file of the SDK's identifier normalisation (`sandbox.identifiers` re-exports it).
+
+    It is bound alone, so `pdx_client` is a namespace package inside and its HTTP client
+    is never imported there. It is found without importing `pdx_client` here either: its
+    `__init__` loads the whole SDK (phe, httpx), which a worker must not.
+    """
+    spec = importlib.util.find_spec("pdx_client")
+    if spec is None or not spec.submodule_search_locations:
+        raise IsolationUnavailable("the pdx-client package is not installed")
+    return (Path(next(iter(spec.submodule_search_locations))) / "identifiers.py").resolve()
+
+
 _WORKER_BOOT = (
     f"import sys; sys.path.insert(0, {str(CODE_ROOT)!r}); from sandbox._worker import main; main()"
 )
@@ -193,11 +206,8 @@ class _Launcher:
         mounts += ["--ro-bind", str(_PACKAGE_DIR), str(CODE_ROOT / "sandbox")]
         for name in _CRYPTO_FILES:  # the PSI group only: `crypto` is a namespace package inside
             mounts += ["--ro-bind", str(_CRYPTO_DIR / name), str(CODE_ROOT / "crypto" / name)]
-        mounts += [
-            "--ro-bind",
-            str(_IDENTIFIERS),
-            str(CODE_ROOT / "pdx_client" / _IDENTIFIERS.name),
-        ]
+        identifiers = _identifiers_file()
+        mounts += ["--ro-bind", str(identifiers), str(CODE_ROOT / "pdx_client" / identifiers.name)]
         if spec.code_root is not None:
             root = str(spec.code_root.resolve())
             mounts += ["--ro-bind", root, root]
