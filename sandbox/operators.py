@@ -98,7 +98,8 @@ class StatsParams(BaseModel):
     cohort: RequesterCohort | None = Field(
         default=None,
         description="over the join of the requester's own identifiers (held in its SDK) and "
-        "inputs[0] (key, columns) without revealing the intersection (sandbox.cohort_party)",
+        "inputs[0] (key) without revealing the intersection (sandbox.cohort_party); "
+        "stats.count only, other statistics are refused (cohort_counts_only)",
     )
 
     @model_validator(mode="after")
