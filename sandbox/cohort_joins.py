@@ -6,18 +6,26 @@ each step between it and the requester's SDK (`pdx_client.psi`) through `exchang
 (`exchange.computations.join_steps`: the requester fetches the open step and posts its
 reply; each reply is a ledger entry and an audit record). Everything relayed is a count,
 the job salt, or opaque bytes: P-256 abscissae and points blinded by a key the platform
-does not hold, and ciphertexts under the sandbox's own Paillier key J or the requester's
-job key. The budget is charged before anything runs; the result is the encrypted document
-only the requester's SDK opens.
+does not hold, and the result under the requester's job key. Only counts run
+(`psi.cardinality`, `stats.count`; `psi.intersection` where the policy allows it): no
+value of the provider's travels, so no party can scale or read one (docs/privacy.md
+§6.1.4). The budget is charged before anything runs; the result is the encrypted
+document only the requester's SDK opens.
 
 Steps the SDK sees (`JOIN_STEP_FORMAT`, bytes in base64):
 
 1. `blind` (repeated until the SDK says `final`): the job salt, DST and |Y|; the SDK
    replies with the next batch of its shuffled x(k1·H(x)).
-2. `pairs` (repeated until `final`): a batch of (k2·H(y), Enc_J(v_y)); the SDK keeps them
-   (spooled to its disk) and acknowledges.
+2. `pairs` (repeated until `final`): a batch of k2·H(y); the SDK keeps x(k1·k2·H(y)) and
+   acknowledges (a pairs message carrying values is refused by the SDK).
 3. `return` (repeated until the SDK says `final`): the SDK sends the next batch of its
-   globally shuffled (x(k1·k2·H(y)), re-randomised Enc_J(v_y)).
+   globally shuffled x(k1·k2·H(y)).
+
+The steps are not authenticated between the SDK and the provider's sandbox: an active
+relay can swap a provider point for r·H(z) and learn whether z, an identifier of its
+choice, is in the requester's list (one identifier per swapped point). For platform-held
+data the platform runs the sandbox anyway; signed steps under a key the SDK pins are
+left for later (COHORT_SECURITY["limits"]).
 """
 
 from __future__ import annotations
@@ -40,7 +48,6 @@ __all__ = [
     "JOIN_STEP_FORMAT",
     "CohortJoinJob",
     "cohort_max_calls",
-    "pair_batch",
 ]
 
 JOIN_STEP_FORMAT = "pdx-psi-step/1"
@@ -48,43 +55,44 @@ JOIN_STEP_FORMAT = "pdx-psi-step/1"
 ELEMENT_BATCH = 8192
 """The SDK's blinded identifiers per step (32 bytes each)."""
 MAX_STEP_BYTES = 600_000
-"""Raw bytes of one step's pairs (the reply, in base64, stays under the 1 MiB cap)."""
-MIN_PAIR_BATCH = 64
+"""Raw bytes of one step's points (the reply, in base64, stays under the 1 MiB cap)."""
+PAIR_BATCH = MAX_STEP_BYTES // 65
+"""The provider's points per step (65 bytes each, uncompressed SEC 1)."""
 SESSION_OPERATOR = "psi.sum"
 """The registry entry whose code (`sandbox.join_party:party`) runs the provider's side."""
 
 COHORT_SECURITY: dict[str, Any] = {
-    "technique": "Private Join and Compute with the requester's own cohort: ECDH-PSI "
-    "(P-256, RFC 9380 hash-to-curve, keys per job) with the requester's SDK blinding its "
-    "identifiers on its own machine, and Paillier-encrypted values under a key made in the "
-    "provider's sandbox that never leaves it",
+    "technique": "ECDH-PSI cardinality with the requester's own cohort (P-256, RFC 9380 "
+    "hash-to-curve, keys per job): the requester's SDK blinds its identifiers on its own "
+    "machine, the provider's sandbox counts the matches, adds the DP noise and encrypts "
+    "the count under the requester's job key; counts only, no value travels",
     "who_learns_what": {
         "requester (SDK)": "|Y|, the number of the provider's distinct identifiers, and "
-        "nothing else before release: never a member, an exact intersection size or a value",
+        "nothing else before release: never a member or an exact intersection size",
         "provider (its sandbox)": "|X|, the number of identifiers the requester sent, and the "
         "exact intersection size inside its sandbox only; never a member (the SDK's shuffle "
-        "and re-randomisation unlink the pairs); only the refusal below the minimum, or the "
-        "noisy result encrypted under the requester's key, leaves it",
-        "coordinator": "counts, the job salt and opaque bytes (blinded points, ciphertexts "
-        "under the sandbox's key and under the requester's key); never an identifier, a "
-        "member or a value",
-        "requester (result)": "only the minimum-checked and, under the policy's DP "
-        "obligation, noised count and sums (the sandbox adds the noise before encrypting)",
+        "unlinks the returned elements); only the refusal below the minimum, or the noisy "
+        "count encrypted under the requester's key, leaves it",
+        "coordinator": "counts, the job salt and opaque bytes (blinded points, the result "
+        "under the requester's key); never an identifier or a value; see limits for an "
+        "active relay",
+        "requester (result)": "only the count, noised under the policy's DP obligation (the "
+        "sandbox adds the noise before encrypting); under DP the minimum intersection is "
+        "checked on that noised count, so the refusal tells nothing the release would not",
     },
-    "limits": "the requester can replace ciphertexts of pairs it returns with encryptions "
-    "of values it chooses (it cannot read or target them: they are shuffled and blinded); "
-    "the policy's DP noise bounds what such a sum reveals about one record",
+    "limits": "sums and means over the requester's cohort are refused: the values would "
+    "travel through its SDK, which could scale them past the noise, and the key holder in "
+    "the sandbox would see which returned values matched (a verifiable shuffle and "
+    "threshold decryption would be needed). The steps are not authenticated between SDK "
+    "and sandbox: an active relay that swaps a provider point for r·H(z) learns whether "
+    "z, an identifier of its choice, is in the requester's list (one per swapped point); "
+    "for platform-held data the platform runs the sandbox anyway",
 }
-
-
-def pair_batch(fields: int, width: int) -> int:
-    """Pairs per step: as many as fit `MAX_STEP_BYTES` (at least `MIN_PAIR_BATCH`)."""
-    return max(MIN_PAIR_BATCH, MAX_STEP_BYTES // (65 + fields * width))
 
 
 def cohort_max_calls(size: int, rows: int) -> int:
     """Requests the provider's session serves: start, result, and each batch of three kinds."""
-    return 8 + -(-size // ELEMENT_BATCH) + 2 * -(-rows // MIN_PAIR_BATCH)
+    return 8 + -(-size // ELEMENT_BATCH) + 2 * -(-rows // PAIR_BATCH)
 
 
 def _b64(data: bytes) -> str:
@@ -115,7 +123,6 @@ class CohortJoinJob:
         sandbox: Sandbox,
         job_id: str,
         party: PartyJob,
-        key_bits: int = 2048,
     ) -> None:
         if plan.cohort is None:
             raise InvalidParameters("not a join with the requester's own cohort")
@@ -125,7 +132,6 @@ class CohortJoinJob:
         self.sandbox = sandbox
         self.job_id = job_id
         self.party = party
-        self.key_bits = key_bits
         self.relayed: list[tuple[str, str, int]] = []
         """(to, step, bytes) of every message the platform relayed (what it saw)."""
         self.revealed_cohort = 0
@@ -158,13 +164,10 @@ class CohortJoinJob:
 
         with self.sandbox.open_session(SESSION_OPERATOR, [self.provider.path]) as s:
             head, _ = unframe(call(s, "cohort.start", {}, plan=self.plan.to_params(),
-                                   key_bits=self.key_bits, reveal=self.plan.reveal))  # fmt: skip
+                                   reveal=self.plan.reveal))  # fmt: skip
             if self.plan.reveal:
                 return self._reveal(s, head, sdk, call)
-            rows, fields = int(head["rows"]), int(head["fields"])
-            n_j = str(head.get("n_j", "0"))  # none for a count: no values travel
-            width = (2 * int(n_j, 16).bit_length() + 7) // 8
-            batch = pair_batch(fields, width)
+            rows = int(head["rows"])
             size = self.plan.cohort.size if self.plan.cohort else 0
             first = {"kind": self.plan.join.kind.value, "salt": head["salt"], "dst": head["dst"],
                      "rows": rows, "size": size}  # fmt: skip
@@ -182,28 +185,21 @@ class CohortJoinJob:
                 if final:
                     break
             while True:
-                header, body = unframe(call(s, "cohort.pairs", {}, batch=batch))
+                header, body = unframe(call(s, "cohort.pairs", {}, batch=PAIR_BATCH))
                 count, final = int(header["count"]), bool(header["final"])
-                sdk({"op": "pairs", "n_j": n_j, "fields": fields, "rows": rows,
-                     "count": count, "final": final, "points": _b64(body[: count * 65]),
-                     "cts": _b64(body[count * 65 :])}, "pairs")  # fmt: skip
+                sdk({"op": "pairs", "rows": rows, "count": count, "final": final,
+                     "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip
                 if final:
                     break
             returned = 0
             while True:
-                reply = sdk({"op": "return", "batch": batch, "rows": rows, "returned": returned},
-                            "return")  # fmt: skip
+                reply = sdk({"op": "return", "batch": PAIR_BATCH, "rows": rows,
+                             "returned": returned}, "return")  # fmt: skip
                 elements = _unb64(reply.get("elements"), "elements")
-                cts = _unb64(reply.get("cts"), "ciphertexts")
                 count = len(elements) // 32
-                if len(elements) % 32 or len(cts) != count * fields * width or count > batch:
-                    raise InvalidParameters("the requester's returned pairs are malformed")
-                pairs = b"".join(
-                    elements[i * 32 : (i + 1) * 32]
-                    + cts[i * fields * width : (i + 1) * fields * width]
-                    for i in range(count)
-                )
-                call(s, "cohort.matched", {"pairs": b'{"count":%d}\n' % count + pairs})
+                if len(elements) % 32 or count > PAIR_BATCH:
+                    raise InvalidParameters("the requester's returned elements are malformed")
+                call(s, "cohort.matched", {"pairs": b'{"count":%d}\n' % count + elements})
                 returned += count
                 if reply.get("final") is True:
                     break
@@ -234,9 +230,8 @@ class CohortJoinJob:
             sent += len(elements) // 32
             if final:
                 break
-        batch = pair_batch(0, 0)
         while True:
-            header, body = unframe(call(s, "cohort.pairs", {}, batch=batch))
+            header, body = unframe(call(s, "cohort.pairs", {}, batch=PAIR_BATCH))
             count, final = int(header["count"]), bool(header["final"])
             sdk({"op": "pairs", "reveal": True, "rows": rows, "count": count, "final": final,
                  "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip

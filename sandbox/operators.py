@@ -98,7 +98,8 @@ class StatsParams(BaseModel):
     cohort: RequesterCohort | None = Field(
         default=None,
         description="over the join of the requester's own identifiers (held in its SDK) and "
-        "inputs[0] (key, columns) without revealing the intersection (sandbox.cohort_party)",
+        "inputs[0] (key) without revealing the intersection (sandbox.cohort_party); "
+        "stats.count only, other statistics are refused (cohort_counts_only)",
     )
 
     @model_validator(mode="after")
@@ -315,6 +316,13 @@ _JOIN_LEARNS = {
     **{f"with params.cohort (the requester's own identifiers), {who}": what
        for who, what in COHORT_SECURITY["who_learns_what"].items()},
 }  # fmt: skip
+_SUM_LEARNS = {
+    **JOIN_SECURITY["who_learns_what"],
+    "with params.cohort (the requester's own identifiers)": "refused (403, "
+    "cohort_counts_only): the values would travel through the requester's SDK, which could "
+    "scale them past the noise, and their key's holder would see which matched; a cohort "
+    "of the requester's own is joined by psi.cardinality or stats.count only",
+}
 _REVEAL_LEARNS = {
     "requester (SDK)": "the members of its own identifier list that inputs[0] holds, and |Y|",
     "provider (its sandbox)": "|X|, the size of the requester's list; never a member",
@@ -330,7 +338,7 @@ OPERATORS: dict[str, Operator] = {
     "psi.cardinality": Operator(
         "psi.cardinality", PsiCardinalityParams, _join_usage, _PJC, 2, _JOIN_LEARNS
     ),
-    "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2, _JOIN_LEARNS),
+    "psi.sum": Operator("psi.sum", PsiSumParams, _join_usage, _PJC, 2, _SUM_LEARNS),
     "psi.intersection": Operator(
         "psi.intersection",
         PsiIntersectionParams,

@@ -3,16 +3,16 @@
 The enterprise's phone list never reaches the platform: its SDK (`pdx_client.psi`)
 blinds it, the bank's sandbox (`sandbox.cohort_party`) matches, and the platform relays
 counts and opaque bytes (`sandbox.cohort_joins`, `exchange.computations.join_steps`).
-On the code before this change every request here is refused: `params.cohort` is an
-unknown field (422), there is no /join-step route, no `pdx_client.psi` module, and a
-join needs two providers' datasets.
+Counts only: sums and means over the requester's cohort are refused (the review's
+findings, tests/attacks/test_cohort_review.py). On the code before issue 18 every
+request here is refused: `params.cohort` is an unknown field (422), there is no
+/join-step route, no `pdx_client.psi` module, and a join needs two providers' datasets.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pdx_client import psi  # noqa: E402  (the tree's SDK, put on the path by the helpers)
 from pdx_client.jobkeys import JobKey  # noqa: E402
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from audit.models import AuditRecord
 from crypto import _h2c_p256
 from exchange.computations.fl_rounds import ComputationFlRound
+from exchange.models import Computation, PrivacyBudgetAccount
 from gateway.platform import Platform
 from gateway.settings import Settings
 from sandbox._registry import ProviderInput
@@ -35,7 +36,6 @@ from sandbox.join_params import (
     JoinPlan,
     PsiCardinalityParams,
     PsiIntersectionParams,
-    PsiSumParams,
     RequesterCohort,
 )
 from sandbox.operators import StatsParams, default_sandbox
@@ -106,11 +106,10 @@ def _sandbox_job(
     plan = params.plan() if hasattr(params, "plan") else params
     party = PartyJob("job-x", key.n, providers=1, min_cohort=20, dp=None)
     return CohortJoinJob(op, plan, ProviderInput("org-b", "ds-b", values),
-                         sandbox=default_sandbox(tmp), job_id="job-x", party=party,
-                         key_bits=1024)  # fmt: skip
+                         sandbox=default_sandbox(tmp), job_id="job-x", party=party)  # fmt: skip
 
 
-def test_cardinality_sum_and_mean_equal_the_plaintext_join_before_noise(
+def test_cardinality_and_count_equal_the_plaintext_join_before_noise(
     tmp_path: Path, job_key: JobKey
 ) -> None:
     """No DP (the values before noise): exactly the plaintext join, formatting noise and all."""
@@ -118,29 +117,21 @@ def test_cardinality_sum_and_mean_equal_the_plaintext_join_before_noise(
     cohort = RequesterCohort(key="msisdn", kind=IdKind.PHONE, size=len(data.cohort))
     for op, params in (
         ("psi.cardinality", PsiCardinalityParams(cohort=cohort)),
-        ("psi.sum", PsiSumParams(cohort=cohort, value="amount", clip=(0, 100), decimals=2)),
-        ("stats.mean", JoinPlan(
-            StatsParams(cohort=cohort, columns=["amount"], clip=(0, 100), decimals=2).query(
-                "stats.mean"), cohort.clause(), cohort)),
+        ("stats.count", JoinPlan(
+            StatsParams(cohort=cohort).query("stats.count"), cohort.clause(), cohort)),
     ):  # fmt: skip
         job = _sandbox_job(tmp_path, data, job_key, params, op)
         seen: list[dict[str, Any]] = []
         sdk = psi.CohortParty(data.cohort, "phone", record=seen.append)
         doc = job.document(job.exchange(lambda _k, d, sdk=sdk: sdk.reply(d)))
         opened = job_key.decrypt(doc)
-        if op == "psi.cardinality":  # a count needs no value: no ciphertext travels
-            assert all(not d.get("cts") for d in seen)
-            assert all(d["n_j"] == "0" for d in seen if d["op"] == "pairs")
+        # A count needs no value: no ciphertext, key or field count travels to the SDK.
+        assert all(not {"cts", "n_j", "fields"} & set(d) for d in seen)
         assert opened["operator"] == op and sdk.rows == 240
         assert opened["intersection_size"] == len(data.common) == 150
-        exact = opened["groups"][0]["exact"]
-        if op == "psi.sum":
-            assert Fraction(exact["sum(amount)"]) == data.total()
-        if op == "stats.mean":
-            assert Fraction(exact["mean(amount)"]) == data.total() / 150
 
 
-def test_psi_sum_with_the_enterprises_own_cohort_through_the_server(
+def test_psi_cardinality_with_the_enterprises_own_cohort_through_the_server(
     capi: TestClient,
     creds: dict[str, Any],
     platform: Platform,
@@ -151,8 +142,7 @@ def test_psi_sum_with_the_enterprises_own_cohort_through_the_server(
     net = cohort_network(capi, creds, data)
     seen: list[dict[str, Any]] = []
     party = psi.CohortParty(data.cohort, "phone", record=seen.append)
-    params = {"cohort": _cohort(data), "value": "amount", "clip": [0, 100], "decimals": 2}
-    done = _run(capi, net, "psi.sum", params, job_key, party)
+    done = _run(capi, net, "psi.cardinality", {"cohort": _cohort(data)}, job_key, party)
     assert done["state"] == "released", done["error"]
     eps = done["obligations"]["dp_epsilon"]
     assert eps is not None and done["epsilon_spent"] == eps
@@ -162,11 +152,9 @@ def test_psi_sum_with_the_enterprises_own_cohort_through_the_server(
     result = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()
     opened = job_key.decrypt(result)
     g = opened["groups"][0]
-    assert opened["operator"] == "psi.sum" and opened["decrypted_by"] == "requester"
+    assert opened["operator"] == "psi.cardinality" and opened["decrypted_by"] == "requester"
     assert g["exact"] == {}  # noised in the bank's sandbox before it was encrypted
-    scale = 3 * 100 / eps  # Laplace per field: 3 fields, Δ = 100
-    assert abs(g["values"]["sum(amount)"] - float(data.total())) < 20 * scale
-    assert abs(opened["intersection_size"] - 150) < 20 * 3 / eps
+    assert abs(opened["intersection_size"] - 150) < 20 / eps
     assert party.rows == 240  # |Y|: what the SDK learnt before the release
     ops = [d["op"] for d in seen]
     assert ops[0] == "blind" and "pairs" in ops and ops[-1] == "return"
@@ -187,15 +175,58 @@ def test_psi_sum_with_the_enterprises_own_cohort_through_the_server(
     canonical = {normalise(IdKind.PHONE, p) for p in data.cohort} - {None}
     assert len(canonical) == 200 and not any(str(p) in everything for p in canonical)
     assert not any(p in everything for p in data.cohort)
-    # GET /v1/operators says who learns what with a cohort of the requester's own.
+    # GET /v1/operators says who learns what with a cohort of the requester's own, and
+    # that psi.sum refuses one.
     ops = capi.get("/v1/operators", headers=net["ent"], params={"limit": 100}).json()["items"]
-    learns = next(o for o in ops if o["name"] == "psi.sum")["learns"]
+    learns = next(o for o in ops if o["name"] == "psi.cardinality")["learns"]
     sdk_learns = learns["with params.cohort (the requester's own identifiers), requester (SDK)"]
     assert sdk_learns.startswith("|Y|")
-    # The SDK's own verb does the same (a fresh key: psi.cardinality, the bank approving).
+    sum_learns = next(o for o in ops if o["name"] == "psi.sum")["learns"]
+    assert sum_learns["with params.cohort (the requester's own identifiers)"].startswith("refused")
+    # The SDK's own verb does the same (a fresh key, the bank approving).
     key2 = JobKey.generate()
     got = _compute_with_sdk(capi, net, data, key2)
     assert abs(got["intersection_size"] - 150) < 20 * 1 / eps
+
+
+def test_sums_and_means_over_the_requesters_own_cohort_are_refused_at_the_request(
+    capi: TestClient, creds: dict[str, Any], platform: Platform, job_key: JobKey
+) -> None:
+    """Review F1/F2: the values would travel through the SDK (scalable) to J's holder.
+
+    403 with the stable problem type and obligation, before anything is written: no
+    computation row, no ε charged to the provider's budget.
+    """
+    data = cohort_data(13)
+    net = cohort_network(capi, creds, data)
+    value = {"clip": [0, 100], "decimals": 2}
+    with platform.session() as s:
+        before = s.scalar(select(func.count()).select_from(Computation))
+    for op, params in (
+        ("psi.sum", {"cohort": _cohort(data), "value": "amount", **value}),
+        ("stats.sum", {"cohort": _cohort(data), "columns": ["amount"], **value}),
+        ("stats.mean", {"cohort": _cohort(data), "columns": ["amount"], **value}),
+    ):
+        r = _ask(capi, net, op, params, job_key)
+        problem = assert_problem(r, 403, "forbidden")
+        assert problem["obligation"] == "cohort_counts_only", problem
+    with platform.session() as s:
+        assert s.scalar(select(func.count()).select_from(Computation)) == before
+        account = s.get(PrivacyBudgetAccount, net["ds"])
+        assert account is None or account.epsilon_spent == 0
+
+
+def test_the_providers_sandbox_refuses_a_sum_or_mean_plan(tmp_path: Path, job_key: JobKey) -> None:
+    """Should a request get past the check, `cohort.start` in the bank's sandbox refuses it."""
+    data = cohort_data(14, cohort=40, values=50, common=30)
+    cohort = RequesterCohort(key="msisdn", kind=IdKind.PHONE, size=len(data.cohort))
+    for op in ("stats.sum", "stats.mean"):
+        q = StatsParams(cohort=cohort, columns=["amount"], clip=(0, 100), decimals=2).query(op)
+        job = _sandbox_job(tmp_path, data, job_key, JoinPlan(q, cohort.clause(), cohort), op)
+        sdk = psi.CohortParty(data.cohort, "phone")
+        with pytest.raises(InvalidParameters, match="counts only"):
+            job.exchange(lambda _k, d, sdk=sdk: sdk.reply(d))
+        assert sdk.rows is None  # refused before the SDK was asked anything
 
 
 def _compute_with_sdk(
@@ -231,7 +262,7 @@ def _compute_with_sdk(
 def _assert_nothing_disclosed(seen: list[dict[str, Any]], data: CohortData) -> None:
     """No identifier (any spelling), no canonical member, no plaintext amount in `seen`."""
     blob = repr(seen)
-    raw = b"".join(base64.b64decode(d[k]) for d in seen for k in ("points", "cts") if k in d)
+    raw = b"".join(base64.b64decode(d["points"]) for d in seen if "points" in d)
     for p in data.common:
         assert p not in blob and p.encode() not in raw
         assert f"{float(data.amount[p]):.2f}" not in blob
@@ -245,17 +276,21 @@ def test_the_transcripts_of_both_sides_hold_no_identifier_member_or_value(
     values = tmp_path / "values.csv"
     values.write_text(data.values_csv)
     cohort = RequesterCohort(key="msisdn", kind=IdKind.PHONE, size=len(data.cohort))
-    plan = PsiSumParams(cohort=cohort, value="amount", clip=(0, 100), decimals=2).plan()
+    plan = PsiCardinalityParams(cohort=cohort).plan()
     party = PartyJob("job-t", job_key.n, providers=1, min_cohort=20, dp=None)
-    job = CohortJoinJob("psi.sum", plan, ProviderInput("org-b", "ds-b", values),
-                        sandbox=default_sandbox(tmp_path), job_id="job-t", party=party,
-                        key_bits=1024)  # fmt: skip
+    job = CohortJoinJob("psi.cardinality", plan, ProviderInput("org-b", "ds-b", values),
+                        sandbox=default_sandbox(tmp_path), job_id="job-t", party=party)  # fmt: skip
     to_sdk: list[dict[str, Any]] = []
     to_bank: list[tuple[str, bytes]] = []
     sdk = psi.CohortParty(data.cohort, "phone", record=to_sdk.append)
     out = job.exchange(lambda _k, doc: sdk.reply(doc), lambda _to, s, d: to_bank.append((s, d)))
     assert job.document(out)["format"] == "pdx-encrypted-aggregate/1"
     _assert_nothing_disclosed(to_sdk, data)
+    # No value of the bank's travels, not even encrypted: points and counts only.
+    pairs = [d for d in to_sdk if d["op"] == "pairs"]
+    assert pairs and all(
+        set(d) == {"format", "op", "job_id", "rows", "count", "final", "points"} for d in pairs
+    )
     # The bank's sandbox receives the SDK's blinded elements: not the job's PSI messages
     # (HMAC of the canonical phones), not their hash-to-curve points, not a phone.
     salt = bytes.fromhex(to_sdk[0]["salt"])
@@ -385,10 +420,8 @@ def test_an_altered_return_fails_the_job_without_a_result(
         def reply(self, doc: dict[str, Any]) -> dict[str, Any]:
             out = super().reply(doc)
             if doc["op"] == "return":
-                e, c = base64.b64decode(out["elements"]), base64.b64decode(out["cts"])
-                width = len(c) // (len(e) // 32)
+                e = base64.b64decode(out["elements"])
                 out["elements"] = base64.b64encode(e[:32] + e[:-32]).decode()
-                out["cts"] = base64.b64encode(c[:width] + c[:-width]).decode()
             return out
 
     party = Inflating(data.cohort, "phone")
@@ -407,24 +440,22 @@ def test_the_sandbox_refuses_a_short_return_and_too_many_identifiers(
 
     def job(size: int) -> CohortJoinJob:
         cohort = RequesterCohort(key="msisdn", kind=IdKind.PHONE, size=size)
-        plan = PsiSumParams(cohort=cohort, value="amount", clip=(0, 100), decimals=2).plan()
+        plan = PsiCardinalityParams(cohort=cohort).plan()
         party = PartyJob("job-s", job_key.n, providers=1, min_cohort=20, dp=None)
-        return CohortJoinJob("psi.sum", plan, ProviderInput("org-b", "ds-b", values),
-                             sandbox=default_sandbox(tmp_path), job_id="job-s", party=party,
-                             key_bits=1024)  # fmt: skip
+        return CohortJoinJob("psi.cardinality", plan, ProviderInput("org-b", "ds-b", values),
+                             sandbox=default_sandbox(tmp_path), job_id="job-s",
+                             party=party)  # fmt: skip
 
     class Dropping(psi.CohortParty):
         def reply(self, doc: dict[str, Any]) -> dict[str, Any]:
             out = super().reply(doc)
-            if doc["op"] == "return":  # keep back one pair (a member, or not)
-                e, c = base64.b64decode(out["elements"]), base64.b64decode(out["cts"])
-                width = len(c) // (len(e) // 32)
+            if doc["op"] == "return":  # keep back one element (a member, or not)
+                e = base64.b64decode(out["elements"])
                 out["elements"] = base64.b64encode(e[32:]).decode()
-                out["cts"] = base64.b64encode(c[width:]).decode()
             return out
 
     sdk = Dropping(data.cohort, "phone")
-    with pytest.raises(InvalidParameters, match="every pair"):
+    with pytest.raises(InvalidParameters, match="every element"):
         job(len(data.cohort)).exchange(lambda _k, doc: sdk.reply(doc))
     # More identifiers than declared: the honest SDK refuses, and so does the sandbox.
     with pytest.raises(psi.CohortError):

@@ -2,7 +2,7 @@
 
 A join whose cohort is the requester's own list (`params.cohort`, `sandbox.cohort_joins`)
 needs the requester's SDK at every step: it blinds its identifiers, then blinds and
-shuffles the provider's pairs (`pdx_client.psi`). The run keeps one row per job (the
+shuffles the provider's points (`pdx_client.psi`). The run keeps one row per job (the
 federated rounds' table, `fl_rounds.ComputationFlRound`: a job is one or the other):
 the open step, and the reply once posted. The SDK fetches the step
 (GET /v1/computations/{id}/join-step) and posts its reply
@@ -12,8 +12,9 @@ up to `PDX_FL_ROUND_TIMEOUT_S`, then fails the job (`join-step-timeout`); the ro
 deleted in the transaction that ends the job, whatever the end.
 
 What is stored and relayed is what `sandbox.cohort_joins` names: counts, the job salt and
-opaque bytes. A reply is checked for shape here (its operation, base64 fields, sizes);
-the provider's sandbox checks the rest (distinct elements, all pairs returned).
+opaque bytes (counts only: a `return` reply carries blinded elements, no value). A reply
+is checked for shape here (its operation, base64 fields, sizes); the provider's sandbox
+checks the rest (distinct elements, all of them returned).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _FIELDS = {
     "blind": {"op": str, "elements": str, "final": bool},
     "pairs": {"op": str, "ok": bool},
     "doubled": {"op": str, "ok": bool},
-    "return": {"op": str, "elements": str, "cts": str, "final": bool},
+    "return": {"op": str, "elements": str, "final": bool},
 }
 
 
@@ -83,14 +84,13 @@ def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> None:
     for name, kind in shape.items():
         if not isinstance(reply[name], kind):
             raise InvalidInput(f"{name} must be a {kind.__name__}", field=name)
-    for name in ("elements", "cts"):
-        if name in reply:
-            try:
-                raw = base64.b64decode(reply[name], validate=True)
-            except ValueError:
-                raise InvalidInput(f"{name} is not base64", field=name) from None
-            if name == "elements" and len(raw) % 32:
-                raise InvalidInput("elements are 32-byte abscissae", field=name)
+    if "elements" in reply:
+        try:
+            raw = base64.b64decode(reply["elements"], validate=True)
+        except ValueError:
+            raise InvalidInput("elements is not base64", field="elements") from None
+        if len(raw) % 32:
+            raise InvalidInput("elements are 32-byte abscissae", field="elements")
 
 
 def post_reply(

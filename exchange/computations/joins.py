@@ -207,7 +207,7 @@ def check_cohort_join(
             obligation="min_intersection",
             min_intersection=minimum,
         )
-    _check_sizes(datasets, ob)
+    _check_sizes(datasets, ob)  # a count needs no clip under DP: its sensitivity is 1
 
 
 def check_hetero(
@@ -335,8 +335,7 @@ def join_facts(plan: JoinPlan, paillier_bits: int) -> dict[str, Any]:
             **COHORT_SECURITY,
             "cohort": plan.cohort.model_dump(mode="json"),
             "statistic": plan.query.op,
-            "keys": {"scheme": "paillier", "key_bits": paillier_bits, "group": "P-256",
-                     "holder": "the provider's sandbox (never leaves it)"},
+            "keys": {"group": "P-256", "result": "encrypted under the requester's job key"},
         }  # fmt: skip
     return {
         **JOIN_SECURITY,

@@ -304,10 +304,10 @@ def _execute(
     plan = joins.join_plan(operator, params)  # type: ignore[arg-type]
     if party is not None and plan is not None and plan.cohort is not None:
         # The requester's own cohort: its SDK answers every step (join_steps), the
-        # provider's sandbox matches, adds the noise and encrypts under the requester's key.
+        # provider's sandbox counts, adds the noise and encrypts under the requester's key.
         cohort = CohortJoinJob(
             operator, plan, prepared.providers[0], sandbox=sandbox, job_id=computation_id,
-            party=party, key_bits=ctx.paillier_bits,
+            party=party,
         )  # fmt: skip
         return cohort.run_under_party_key(
             gate, joins.join_release_obligations(ob),

@@ -350,7 +350,6 @@ class JoinStepIn(BaseModel):
 
     op: Literal["blind", "pairs", "return", "doubled"]
     elements: str | None = Field(default=None, max_length=1 << 20)
-    cts: str | None = Field(default=None, max_length=1 << 20)
     final: bool | None = None
     ok: bool | None = None
 

@@ -6,23 +6,23 @@ column (`pdx_client.identifiers`, the one implementation both import), keyed by 
 (HMAC with the job salt), hashed to P-256 (RFC 9380, `P256_XMD:SHA-256_SSWU_RO_`, under
 the job's DST) and blinded by a scalar k1 made here for this job and never sent.
 
-The protocol (Private Join and Compute turned around; the provider's sandbox is the
-matcher, `sandbox.cohort_party` on the server's side):
+The protocol (an ECDH-PSI cardinality; the provider's sandbox is the matcher,
+`sandbox.cohort_party` on the server's side). Counts only: no value of the provider's
+travels, and a pairs message carrying values is refused here (docs/privacy.md §6.1.4).
 
 a. here → sandbox, in batches: shuffled x(k1·H(x)) for every distinct identifier x;
-b. sandbox → here, in batches: shuffled (k2·H(y), Enc_J(v_y)), J a Paillier key the
-   sandbox made and keeps;
-c. here: x(k1·k2·H(y)) for each pair, Enc_J(v_y) re-randomised (· r^n mod n²), all pairs
-   shuffled with a permutation of the whole set made here (pairs are spooled to a
-   temporary file, so memory stays bounded), returned in batches;
-d. the sandbox matches, refuses below the minimum intersection, decrypts only the sums,
-   adds the approved DP noise and encrypts them under this job key; `JobKey.decrypt`
-   opens the result as for every statistic.
+b. sandbox → here, in batches: shuffled k2·H(y) for the provider's identifiers y;
+c. here: x(k1·k2·H(y)) for each point, all shuffled with a permutation of the whole set
+   made here (32 bytes each, kept in memory), returned in batches;
+d. the sandbox counts the matches, adds the approved DP noise, refuses below the
+   minimum intersection (under DP, checked on the noised count) and encrypts the count
+   under this job key; `JobKey.decrypt` opens the result as for every statistic.
 
 What this process learns before the release: |Y| (how many distinct identifiers the
-provider holds) and nothing else: the points are blinded by k2, the ciphertexts are under
-J. The provider's sandbox learns |X| and the exact intersection size, no member; the
-platform relays counts, the job salt and opaque bytes.
+provider holds) and nothing else: the points are blinded by k2. The provider's sandbox
+learns |X| and the exact intersection size, no member; the platform relays counts, the
+job salt and opaque bytes. The steps are not authenticated end to end: an active relay
+can test one identifier of its choice per point it swaps (§6.1.4).
 
 `drive` answers every step of a running job (GET/POST /v1/computations/{id}/join-step);
 `Enterprise.compute(..., cohort=[...])` and `pdx compute request --cohort-file` call it.
@@ -33,13 +33,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import tempfile
 import time
 from array import array
 from collections.abc import Callable, Iterable
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-import phe  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pdx_client.errors import ApiError, PdxError, TimedOut
@@ -49,6 +47,8 @@ __all__ = ["JOIN_STEP_FORMAT", "CohortError", "CohortParty", "drive", "hash_to_c
 
 JOIN_STEP_FORMAT = "pdx-psi-step/1"
 """Must equal `sandbox.cohort_joins.JOIN_STEP_FORMAT`."""
+_VALUE_FIELDS = ("cts", "n_j", "fields")
+"""What a pairs message of the old value protocol carried; refused now (counts only)."""
 _ENDED = frozenset({"released", "review", "failed", "rejected", "expired", "destroyed"})
 
 # -- RFC 9380 hash_to_curve, P256_XMD:SHA-256_SSWU_RO_ (pure Python; the server's
@@ -169,17 +169,13 @@ class CohortParty:
         self._reset()
 
     def _reset(self) -> None:
-        """A fresh attempt: a new scalar k1, nothing received, nothing spooled."""
-        spool: IO[bytes] | None = getattr(self, "_spool", None)
-        if spool is not None:
-            spool.close()
+        """A fresh attempt: a new scalar k1, nothing received."""
         self._k1 = ec.generate_private_key(_CURVE)
         self._messages: list[bytes] | None = None
         self._salt: Any = None
         self._sent = 0
-        self._spool: IO[bytes] | None = None
-        self._spooled = 0
-        self._record_size = 0
+        self._mine = bytearray()
+        """x(k1·k2·H(y)) for each point received, 32 bytes each, in the order received."""
         self._order: array[int] | None = None
         self._returned = 0
         self.rows: int | None = None
@@ -287,20 +283,16 @@ class CohortParty:
     def _pairs(self, doc: dict[str, Any]) -> dict[str, Any]:
         if doc.get("reveal") is True:
             return self._match(doc)
-        n = int(str(doc["n_j"]), 16)
-        n2 = n * n
-        fields, count = int(doc["fields"]), int(doc["count"])  # fields 0: a count, no values
-        width = (2 * n.bit_length() + 7) // 8
-        points, cts = _unb64(doc, "points"), _unb64(doc, "cts")
-        if count < 0 or len(points) != 65 * count or len(cts) != count * fields * width:
-            raise CohortError("the provider's pairs are malformed")
-        if self._spool is None:
-            self._spool = tempfile.TemporaryFile()
-            self._record_size = 32 + fields * width
-        elif self._record_size != 32 + fields * width:
-            raise CohortError("the provider's pairs changed shape")
+        if any(k in doc for k in _VALUE_FIELDS):
+            # Counts only: a provider's values through this party could be scaled past the
+            # noise, and their key's holder would see which matched (docs/privacy.md §6.1.4).
+            raise CohortError("the step carries values: a join with a cohort counts only")
+        if self._order is not None:
+            raise CohortError("the provider's points were already complete")
+        points, count = _unb64(doc, "points"), int(doc["count"])
+        if count < 0 or len(points) != 65 * count:
+            raise CohortError("the provider's points are malformed")
         ecdh = ec.ECDH()
-        rand = secrets.SystemRandom()
         for i in range(count):
             try:
                 peer = ec.EllipticCurvePublicKey.from_encoded_point(
@@ -308,48 +300,25 @@ class CohortParty:
                 )
             except ValueError:
                 raise CohortError("a provider's point is not on P-256") from None
-            record = [self._k1.exchange(ecdh, peer)]
-            for f in range(fields):
-                at = (i * fields + f) * width
-                c = int.from_bytes(cts[at : at + width], "big")
-                if not 0 < c < n2:
-                    raise CohortError("a provider's ciphertext is out of range")
-                # A uniform r, not the short-exponent fixed base h^(n·α) that speeds up
-                # encryption elsewhere: J's holder knows its factors, recovers the randomness
-                # of each returned ciphertext and could link it to its own through the
-                # residue characters of h^α mod p and mod q. With r uniform, r_y·r is uniform.
-                r = rand.randrange(1, n)
-                fresh = c * phe.util.powmod(r, n, n2) % n2  # re-randomised: unlinkable
-                record.append(int(fresh).to_bytes(width, "big"))
-            self._spool.write(b"".join(record))
-        self._spooled += count
+            self._mine += self._k1.exchange(ecdh, peer)
         if doc.get("final") is True:
-            order = list(range(self._spooled))
-            rand.shuffle(order)  # one permutation of the whole set: no batch gives a member away
+            order = list(range(len(self._mine) // 32))
+            secrets.SystemRandom().shuffle(order)  # one permutation of the whole set
             self._order = array("Q", order)
         return {"op": "pairs", "ok": True}
 
     def _return(self, doc: dict[str, Any]) -> dict[str, Any]:
-        if self._order is None or self._spool is None:
-            raise CohortError("asked to return pairs before receiving all of them")
+        if self._order is None:
+            raise CohortError("asked to return elements before receiving all the points")
         batch = max(1, int(doc.get("batch", 256)))
-        size, fields_bytes = self._record_size, self._record_size - 32
-        elements, cts = [], []
-        for index in self._order[self._returned : self._returned + batch]:
-            self._spool.seek(index * size)
-            record = self._spool.read(size)
-            elements.append(record[:32])
-            cts.append(record[32 : 32 + fields_bytes])
-        self._returned += len(elements)
+        mine = self._mine
+        chunk = self._order[self._returned : self._returned + batch]
+        elements = b"".join(mine[32 * k : 32 * (k + 1)] for k in chunk)
+        self._returned += len(chunk)
         final = self._returned >= len(self._order)
         if final:
-            self._spool.close()
-        return {
-            "op": "return",
-            "elements": _b64(b"".join(elements)),
-            "cts": _b64(b"".join(cts)),
-            "final": final,
-        }
+            self._mine = bytearray()
+        return {"op": "return", "elements": _b64(elements), "final": final}
 
 
 class _Http(Protocol):
