@@ -22,22 +22,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from pdx_client.errors import ApiError, PdxError, TimedOut
+from pdx_client.errors import PdxError
 from pdx_client.flseal import NodeKeyUnverified, NodeTrust, RequesterKey, Sealer, open_own
+from pdx_client.steps import Http, answer_steps
 
 __all__ = ["FL_RESULT_FORMAT", "FL_ROUND_FORMAT", "FlTrainer", "drive", "open_model", "predict"]
 
 FL_ROUND_FORMAT = "pdx-fl-round/1"
 FL_RESULT_FORMAT = "pdx-fl-result/1"
 _ENDED = frozenset({"released", "rejected", "failed", "review"})
-
-
-class _Http(Protocol):
-    def get(self, path: str, **params: Any) -> Any: ...
-
-    def post(self, path: str, json: Any = None, **kw: Any) -> Any: ...
 
 
 def _fixed(values: list[int], bits: int) -> list[float]:
@@ -141,7 +136,7 @@ class FlTrainer:
 
 
 def drive(
-    http: _Http,
+    http: Http,
     computation_id: str,
     key: RequesterKey,
     *,
@@ -157,35 +152,26 @@ def drive(
     model: the SDK stops the job at its setup and raises `NodeKeyUnverified`.
     """
     trainer = FlTrainer(key, trust=trust, job_id=computation_id)
-    deadline = time.monotonic() + timeout
-    base = f"/v1/computations/{computation_id}"
-    while True:
-        state = str(http.get(base)["state"]).replace("-", "_")
-        if state in _ENDED:
-            return trainer
-        if state == "running":
-            try:
-                step = http.get(base + "/fl-round")
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-                step = None  # no step open yet (or the job just ended)
-            # Any step not yet answered: a run recovered after a restart begins again at 0.
-            if step is not None and not step["posted"]:
-                k = int(step["step"])
-                try:
-                    reply = trainer.reply(step["aggregate"])
-                except NodeKeyUnverified:
-                    http.post(f"{base}/fl-round/{k}", {"stop": True})  # nothing sealed
-                    raise
-                http.post(f"{base}/fl-round/{k}", reply)
-                deadline = time.monotonic() + timeout
-                if on_step:
-                    on_step(k)
-                continue
-        if time.monotonic() > deadline:
-            raise TimedOut(f"computation {computation_id} still {state} after {timeout:.0f} s")
-        sleep(poll)
+
+    def reply(k: int, step: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return trainer.reply(step["aggregate"])
+        except NodeKeyUnverified:
+            http.post(f"/v1/computations/{computation_id}/fl-round/{k}", {"stop": True})
+            raise  # nothing was sealed for the unverified node
+
+    answer_steps(
+        http,
+        computation_id,
+        "fl-round",
+        reply,
+        ended=_ENDED,
+        timeout=timeout,
+        poll=poll,
+        sleep=sleep,
+        on_step=on_step,
+    )
+    return trainer
 
 
 def open_model(

@@ -35,13 +35,14 @@ import hashlib
 import secrets
 import time
 from array import array
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pdx_client.errors import ApiError, PdxError, TimedOut
+from pdx_client.errors import PdxError
 from pdx_client.identifiers import IdKind, JobDomain, normalise
+from pdx_client.steps import Http, answer_steps
 
 __all__ = ["JOIN_STEP_FORMAT", "CohortError", "CohortParty", "drive", "hash_to_curve"]
 
@@ -261,18 +262,10 @@ class CohortParty:
 
     def _match(self, doc: dict[str, Any]) -> dict[str, Any]:
         """psi.intersection: x(k1·k2·H(y)) for the provider's points; the members, at the end."""
-        points, count = _unb64(doc, "points"), int(doc["count"])
-        if self._doubled is None or self._canonical is None or len(points) != 65 * count:
+        if self._doubled is None or self._canonical is None:
             raise CohortError("the provider's points are malformed")
-        ecdh = ec.ECDH()
-        for i in range(count):
-            try:
-                peer = ec.EllipticCurvePublicKey.from_encoded_point(
-                    _CURVE, points[65 * i : 65 * (i + 1)]
-                )
-            except ValueError:
-                raise CohortError("a provider's point is not on P-256") from None
-            self._theirs.add(self._k1.exchange(ecdh, peer))
+        for x in self._blind_points(doc):
+            self._theirs.add(x)
         if doc.get("final") is True:
             self.members = sorted(
                 c for c, d in zip(self._canonical, self._doubled, strict=True) if d in self._theirs
@@ -280,15 +273,8 @@ class CohortParty:
             self._theirs.clear()
         return {"op": "pairs", "ok": True}
 
-    def _pairs(self, doc: dict[str, Any]) -> dict[str, Any]:
-        if doc.get("reveal") is True:
-            return self._match(doc)
-        if any(k in doc for k in _VALUE_FIELDS):
-            # Counts only: a provider's values through this party could be scaled past the
-            # noise, and their key's holder would see which matched (docs/privacy.md §6.1.4).
-            raise CohortError("the step carries values: a join with a cohort counts only")
-        if self._order is not None:
-            raise CohortError("the provider's points were already complete")
+    def _blind_points(self, doc: dict[str, Any]) -> Iterator[bytes]:
+        """x(k1·P) for each of the provider's 65-byte points P in the step."""
         points, count = _unb64(doc, "points"), int(doc["count"])
         if count < 0 or len(points) != 65 * count:
             raise CohortError("the provider's points are malformed")
@@ -300,7 +286,19 @@ class CohortParty:
                 )
             except ValueError:
                 raise CohortError("a provider's point is not on P-256") from None
-            self._mine += self._k1.exchange(ecdh, peer)
+            yield self._k1.exchange(ecdh, peer)
+
+    def _pairs(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if doc.get("reveal") is True:
+            return self._match(doc)
+        if any(k in doc for k in _VALUE_FIELDS):
+            # Counts only: a provider's values through this party could be scaled past the
+            # noise, and their key's holder would see which matched (docs/privacy.md §6.1.4).
+            raise CohortError("the step carries values: a join with a cohort counts only")
+        if self._order is not None:
+            raise CohortError("the provider's points were already complete")
+        for x in self._blind_points(doc):
+            self._mine += x
         if doc.get("final") is True:
             order = list(range(len(self._mine) // 32))
             secrets.SystemRandom().shuffle(order)  # one permutation of the whole set
@@ -321,14 +319,8 @@ class CohortParty:
         return {"op": "return", "elements": _b64(elements), "final": final}
 
 
-class _Http(Protocol):
-    def get(self, path: str, **params: Any) -> Any: ...
-
-    def post(self, path: str, json: Any = None, **kw: Any) -> Any: ...
-
-
 def drive(
-    http: _Http,
+    http: Http,
     computation_id: str,
     party: CohortParty,
     *,
@@ -337,24 +329,14 @@ def drive(
     sleep: Callable[[float], None] = time.sleep,
 ) -> CohortParty:
     """Answer every step of a running join with the requester's cohort until the job ends."""
-    deadline = time.monotonic() + timeout
-    base = f"/v1/computations/{computation_id}"
-    while True:
-        state = str(http.get(base)["state"]).replace("-", "_")
-        if state in _ENDED:
-            return party
-        if state == "running":
-            try:
-                step = http.get(base + "/join-step")
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-                step = None  # no step open yet (or the job just ended)
-            if step is not None and not step["posted"]:
-                k = int(step["step"])
-                http.post(f"{base}/join-step/{k}", party.reply(step["request"]))
-                deadline = time.monotonic() + timeout
-                continue
-        if time.monotonic() > deadline:
-            raise TimedOut(f"computation {computation_id} still {state} after {timeout:.0f} s")
-        sleep(poll)
+    answer_steps(
+        http,
+        computation_id,
+        "join-step",
+        lambda _k, step: party.reply(step["request"]),
+        ended=_ENDED,
+        timeout=timeout,
+        poll=poll,
+        sleep=sleep,
+    )
+    return party

@@ -384,27 +384,14 @@ class Enterprise(_Role, EnterpriseMarket):
         The SDK decrypts each round's aggregate and posts the next global model
         (`pdx_client.fl.drive`); the final model is added here from the result.
         """
-        job = self.wait(
-            job.id, {"awaiting_approval", "running"}, timeout=timeout, progress=progress
-        )
-        if job.stage == "awaiting_approval" and approvers:
-            for p in approvers:
-                p.approve(job.id, "run")
-        trainer = fl.drive(self.session, job.id, job_key, timeout=timeout)
-        job = self.wait(job.id, {"review", "released"}, timeout=timeout, progress=progress)
-        if job.stage == "review" and approvers:
-            for p in approvers:
-                p.approve(job.id, "release")
-        job = self.wait(job.id, {"released"}, timeout=timeout, progress=progress)
-        if job.stage != "released":
-            detail = (job.error or {}).get("detail") or job.state
-            raise ComputationFailed(
-                f"computation {job.id} {job.state}: {detail}",
-                type="https://pdx.dev/problems/computation-" + job.stage,
-                title="Computation did not release",
-            )
+        trainers: list[fl.FlTrainer] = []
+
+        def drive(job_id: str) -> None:
+            trainers.append(fl.drive(self.session, job_id, job_key, timeout=timeout))
+
+        job = self._driven(job, approvers, timeout, progress, drive)
         result = self.result(job.id, job_key)
-        result.output["rounds"] = list(trainer.history)
+        result.output["rounds"] = list(trainers[0].history)
         return result
 
     def _compute_cohort(
@@ -417,13 +404,36 @@ class Enterprise(_Role, EnterpriseMarket):
         progress: Progress | None,
     ) -> ComputationResult:
         """A join with this enterprise's own cohort: approvals, then every step answered here."""
+
+        def drive(job_id: str) -> None:
+            psi.drive(self.session, job_id, party, timeout=timeout)
+
+        job = self._driven(job, approvers, timeout, progress, drive)
+        if party.members is not None:  # psi.intersection: matched here, nothing to decrypt
+            result = self.result(job.id)
+            result.output["members"] = list(party.members)
+            return result
+        return self.result(job.id, job_key)
+
+    def _driven(
+        self,
+        job: Computation,
+        approvers: list[Provider] | None,
+        timeout: float,
+        progress: Progress | None,
+        drive: Callable[[str], None],
+    ) -> Computation:
+        """The job through its approvals to `released` (else `ComputationFailed`).
+
+        Between the run and release approvals, `drive(job id)` answers the requester's steps.
+        """
         job = self.wait(
             job.id, {"awaiting_approval", "running"}, timeout=timeout, progress=progress
         )
         if job.stage == "awaiting_approval" and approvers:
             for p in approvers:
                 p.approve(job.id, "run")
-        psi.drive(self.session, job.id, party, timeout=timeout)
+        drive(job.id)
         job = self.wait(job.id, {"review", "released"}, timeout=timeout, progress=progress)
         if job.stage == "review" and approvers:
             for p in approvers:
@@ -436,11 +446,7 @@ class Enterprise(_Role, EnterpriseMarket):
                 type="https://pdx.dev/problems/computation-" + job.stage,
                 title="Computation did not release",
             )
-        if party.members is not None:  # psi.intersection: matched here, nothing to decrypt
-            result = self.result(job.id)
-            result.output["members"] = list(party.members)
-            return result
-        return self.result(job.id, job_key)
+        return job
 
 
 class Auditor(_Role, AuditorMarket):
