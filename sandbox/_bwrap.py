@@ -28,8 +28,6 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # exactly the `sandbox` package its parent runs, whatever the install layout (an editable
 # install of another checkout included).
 CODE_ROOT = Path("/opt/pdx")
-SHM_BYTES = 1 << 20
-"""/dev/shm inside: room for a process pool's semaphores, nothing more."""
 _CRYPTO_DIR = _PACKAGE_DIR.parent / "crypto"
 _CRYPTO_FILES = (
     "psi_ec.py",
@@ -210,9 +208,6 @@ class _Launcher:
             inside.append(str(target))
         mounts += ["--bind", str(scratch_host), str(SCRATCH)]
         mounts += ["--dev", "/dev", "--proc", "/proc", "--remount-ro", "/dev", "--remount-ro", "/"]
-        # A session pool's queues need POSIX semaphores (`sandbox.session_pool`): a tiny
-        # /dev/shm, capped so it adds no memory beyond the per-process RLIMIT_AS worth having.
-        mounts += ["--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(SCRATCH),
