@@ -72,8 +72,8 @@ def _read_request(max_body: int) -> tuple[dict[str, Any], dict[str, bytes]] | No
 
 
 def _cpu_seconds() -> float:
-    times = os.times()
-    return float(times.user + times.system)
+    times = os.times()  # with a session pool's workers once they are reaped
+    return float(times.user + times.system + times.children_user + times.children_system)
 
 
 def _load(target: str) -> Operator:
@@ -126,6 +126,17 @@ def serve(config: dict[str, Any]) -> int:
         blobs={},
     )
     max_body = int(config["max_request_bytes"])
+    try:
+        return _loop(operator, ctx, max_body, out_fd, reserve)
+    finally:  # a session's process pool (join parties) never outlives the session
+        pools = sys.modules.get("sandbox.session_pool")
+        if pools is not None:
+            pools.close_all()
+
+
+def _loop(
+    operator: Operator, ctx: OperatorContext, max_body: int, out_fd: int, reserve: list[bytearray]
+) -> int:
     while True:
         request = _read_request(max_body)
         if request is None:

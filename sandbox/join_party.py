@@ -57,8 +57,9 @@ from sandbox.join_wire import ct_width, frame, on_lattice, unframe, value_vector
 from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import FastEncryptor, encode_fixed, public_key_from_n
 from sandbox.party_stats import PartyJob
-from sandbox.psi import POINT, EcEngine
+from sandbox.psi import POINT
 from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation
+from sandbox.session_pool import PartyEngine, close_all, pooled, release
 from sandbox.stats import _rows
 
 __all__ = ["party"]
@@ -152,7 +153,7 @@ def _matcher_start(ctx: OperatorContext) -> bytes:
             g = slot.get(value, slot[OTHER])
         per_group[g].append(msg)
     del seen_msgs
-    engine = EcEngine(PsiGroup(domain.dst))
+    engine = _engine(ctx, PartyEngine(PsiGroup(domain.dst)), sum(len(m) for m in per_group))
     ctx.state.update(role="matcher", engine=engine, plan=plan, job=job, sets=None)
     counts, chunks = [], []
     for msgs in per_group:
@@ -194,7 +195,8 @@ def _matcher_pairs(ctx: OperatorContext) -> bytes:
         ctx.state["batch"] += 1
     if count < 0 or len(elements) != count * POINT or len(cts) != count * fields * width:
         raise InvalidParameters("malformed value pairs")
-    mine = np.frombuffer(ctx.state["engine"].blind(elements), dtype=ELEMENT_DTYPE)
+    engine = _engine(ctx, ctx.state["engine"], count)
+    mine = np.frombuffer(engine.blind(elements), dtype=ELEMENT_DTYPE)
     for g, members in enumerate(sets):
         acc = ctx.state["acc"][g]
         matched = np.flatnonzero(members.hits(mine))
@@ -224,6 +226,7 @@ def _matcher_result(ctx: OperatorContext) -> bytes:
         for c in group
     )
     groups, fields = len(ctx.state["acc"]), len(ctx.state["acc"][0])
+    release(ctx.state)
     ctx.state.clear()
     return frame({"job_id": job.job_id, "groups": groups, "fields": fields}, out)
 
@@ -288,7 +291,7 @@ def _value_start(ctx: OperatorContext) -> bytes:
     ctx.state.update(
         plan=plan,
         role="value",
-        engine=EcEngine(PsiGroup(domain.dst)),
+        engine=_engine(ctx, PartyEngine(PsiGroup(domain.dst)), len(vectors)),
         job=job,
         elements=elements[perm],
         vectors=[vectors[int(i)] for i in perm],
@@ -300,7 +303,7 @@ def _value_start(ctx: OperatorContext) -> bytes:
 def _value_respond(ctx: OperatorContext) -> bytes:
     header, body = unframe(ctx.blobs.get("blinded", b""))
     counts = [int(c) for c in header["counts"]]
-    engine: EcEngine = ctx.state["engine"]
+    engine = _engine(ctx, ctx.state["engine"], sum(counts))
     out = []
     for chunk in _split(body, counts, POINT):
         arr = np.frombuffer(engine.blind(chunk), dtype=ELEMENT_DTYPE)
@@ -315,18 +318,25 @@ def _value_pairs(ctx: OperatorContext) -> bytes:
     vectors = ctx.state["vectors"][start : start + batch]
     job: JobPublic = ctx.state["job"]
     n = int(job.paillier_n or 0)
+    engine = _engine(ctx, ctx.state["engine"], len(ctx.state["vectors"]))
     enc = ctx.state.get("enc")
     if enc is None:
         enc = ctx.state["enc"] = FastEncryptor(public_key_from_n(n))
-        enc.precompute()
+        if ctx.state.get("pool") is None:  # else each worker builds its own table
+            enc.precompute()
     width = ct_width(n)
-    blinded = ctx.state["engine"].hash_blind(elements.tobytes())
-    cts = b"".join(enc.encrypt_raw(v).to_bytes(width, "big") for vec in vectors for v in vec)
+    # the encryptions and the hashing share the session pool's workers (both cores)
+    pending = engine.encrypt_async(enc, [v for vec in vectors for v in vec])
+    blinded = engine.hash_blind(elements.tobytes())
+    cts = b"".join(c.to_bytes(width, "big") for c in pending())
     if ctx.state.get("relay") is not None:  # only the matcher's sandbox can open them
         cts = seal_relay(ctx.state["relay"], ctx.state["batch"], _relay_aad(ctx), cts)
         ctx.state["batch"] += 1
     ctx.state["next"] = start + len(vectors)
     final = ctx.state["next"] >= len(ctx.state["vectors"])
+    if final:  # the value party's last pool work: `value.noise` encrypts a few values only
+        engine.attach(None)
+        release(ctx.state)
     return frame({"count": len(vectors), "final": final}, blinded + cts)
 
 
@@ -367,4 +377,14 @@ def party(ctx: OperatorContext) -> bytes:
         raise InvalidParameters("join step out of order")
     if step.endswith(".start") and ctx.state:
         raise InvalidParameters("a join party starts once")
-    return fn(ctx)
+    try:
+        return fn(ctx)
+    except BaseException:  # the worker drops this session's state: no pool outlives it
+        close_all()
+        raise
+
+
+def _engine(ctx: OperatorContext, engine: PartyEngine, rows: int) -> PartyEngine:
+    """`engine` on the session's pool, opened now if `rows` pays for it (`session_pool`)."""
+    engine.attach(pooled(ctx.state, rows))
+    return engine
