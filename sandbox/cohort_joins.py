@@ -31,14 +31,14 @@ left for later (COHORT_SECURITY["limits"]).
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sandbox._registry import ProviderInput
 from sandbox.errors import InvalidParameters
 from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
-from sandbox.join_wire import unframe
+from sandbox.join_wire import frame, unframe
 from sandbox.party_stats import PartyJob, result_document
 from sandbox.release import Release, ReleaseGate, ReleaseObligations
 
@@ -108,6 +108,37 @@ def _unb64(value: Any, what: str) -> bytes:
         raise InvalidParameters(f"the requester's {what} is not base64") from None
 
 
+def _cohort_batches(
+    s: Any, first: dict[str, Any], sdk: Any, call: Any
+) -> Iterator[tuple[int, bytes]]:
+    """Each batch of the SDK's blinded identifiers, passed on to the provider's sandbox.
+
+    Yields (how many, the sandbox's answer), until the SDK's final batch.
+    """
+    while True:
+        reply = sdk({"op": "blind", **first, "batch": ELEMENT_BATCH}, "blind")
+        elements = _unb64(reply.get("elements"), "elements")
+        if len(elements) % 32 or len(elements) > 32 * ELEMENT_BATCH:
+            raise InvalidParameters("the requester's elements are malformed")
+        final = reply.get("final") is True
+        count = len(elements) // 32
+        blob = frame({"count": count, "final": final}, elements)
+        yield count, call(s, "cohort.elements", {"elements": blob})
+        if final:
+            return
+
+
+def _send_points(s: Any, extra: dict[str, Any], sdk: Any, call: Any) -> None:
+    """The provider's shuffled k2·H(y), batch by batch, to the SDK."""
+    while True:
+        header, body = unframe(call(s, "cohort.pairs", {}, batch=PAIR_BATCH))
+        count, final = int(header["count"]), bool(header["final"])
+        sdk({"op": "pairs", **extra, "count": count, "final": final,
+             "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip
+        if final:
+            return
+
+
 Exchange = Callable[[int, dict[str, Any]], dict[str, Any]]
 
 
@@ -171,26 +202,9 @@ class CohortJoinJob:
             size = self.plan.cohort.size if self.plan.cohort else 0
             first = {"kind": self.plan.join.kind.value, "salt": head["salt"], "dst": head["dst"],
                      "rows": rows, "size": size}  # fmt: skip
-            while True:
-                reply = sdk({"op": "blind", **first, "batch": ELEMENT_BATCH}, "blind")
-                elements = _unb64(reply.get("elements"), "elements")
-                final = reply.get("final") is True
-                body = b'{"count":%d,"final":%s}\n' % (
-                    len(elements) // 32,
-                    b"true" if final else b"false",
-                )
-                if len(elements) % 32 or len(elements) > 32 * ELEMENT_BATCH:
-                    raise InvalidParameters("the requester's elements are malformed")
-                call(s, "cohort.elements", {"elements": body + elements})
-                if final:
-                    break
-            while True:
-                header, body = unframe(call(s, "cohort.pairs", {}, batch=PAIR_BATCH))
-                count, final = int(header["count"]), bool(header["final"])
-                sdk({"op": "pairs", "rows": rows, "count": count, "final": final,
-                     "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip
-                if final:
-                    break
+            for _ in _cohort_batches(s, first, sdk, call):
+                pass
+            _send_points(s, {"rows": rows}, sdk, call)
             returned = 0
             while True:
                 reply = sdk({"op": "return", "batch": PAIR_BATCH, "rows": rows,
@@ -199,7 +213,7 @@ class CohortJoinJob:
                 count = len(elements) // 32
                 if len(elements) % 32 or count > PAIR_BATCH:
                     raise InvalidParameters("the requester's returned elements are malformed")
-                call(s, "cohort.matched", {"pairs": b'{"count":%d}\n' % count + elements})
+                call(s, "cohort.matched", {"pairs": frame({"count": count}, elements)})
                 returned += count
                 if reply.get("final") is True:
                     break
@@ -215,28 +229,11 @@ class CohortJoinJob:
         first = {"kind": self.plan.join.kind.value, "salt": head["salt"], "dst": head["dst"],
                  "rows": rows, "size": size, "reveal": True}  # fmt: skip
         sent = 0
-        while True:
-            reply = sdk({"op": "blind", **first, "batch": ELEMENT_BATCH}, "blind")
-            elements = _unb64(reply.get("elements"), "elements")
-            final = reply.get("final") is True
-            if len(elements) % 32 or len(elements) > 32 * ELEMENT_BATCH:
-                raise InvalidParameters("the requester's elements are malformed")
-            body = b'{"count":%d,"final":%s}\n' % (
-                len(elements) // 32,
-                b"true" if final else b"false",
-            )
-            _, doubled = unframe(call(s, "cohort.elements", {"elements": body + elements}))
+        for count, answer in _cohort_batches(s, first, sdk, call):
+            _, doubled = unframe(answer)
             sdk({"op": "doubled", "at": sent, "elements": _b64(doubled)}, "doubled")
-            sent += len(elements) // 32
-            if final:
-                break
-        while True:
-            header, body = unframe(call(s, "cohort.pairs", {}, batch=PAIR_BATCH))
-            count, final = int(header["count"]), bool(header["final"])
-            sdk({"op": "pairs", "reveal": True, "rows": rows, "count": count, "final": final,
-                 "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip
-            if final:
-                break
+            sent += count
+        _send_points(s, {"reveal": True, "rows": rows}, sdk, call)
         self.revealed_cohort = sent
         return b""
 

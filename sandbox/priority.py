@@ -11,6 +11,7 @@ that runs the job starts its sandboxes.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 from collections.abc import Iterator
@@ -45,4 +46,9 @@ def nice_argv() -> list[str]:
     increment = current_nice()
     if not increment:
         return []
-    return [shutil.which("nice") or "nice", "-n", str(increment)]
+    return [_nice(), "-n", str(increment)]
+
+
+@functools.cache
+def _nice() -> str:
+    return shutil.which("nice") or "nice"

@@ -23,7 +23,6 @@ from concurrent.futures import Executor, Future
 from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
-from crypto.psi_ec import PsiGroup
 from sandbox.psi import EcEngine
 
 MAX_WORKERS = 4
@@ -166,9 +165,6 @@ def close_all() -> None:
 
 class PartyEngine(EcEngine):
     """An `EcEngine` that starts in-process and moves onto a session pool once one opens."""
-
-    def __init__(self, group: PsiGroup) -> None:
-        super().__init__(group)
 
     def attach(self, pool: SessionPool | None) -> None:
         """Run later batches on `pool`'s workers (in-process again with None or a closed pool)."""
