@@ -21,11 +21,12 @@ Steps the SDK sees (`JOIN_STEP_FORMAT`, bytes in base64):
 3. `return` (repeated until the SDK says `final`): the SDK sends the next batch of its
    globally shuffled x(k1·k2·H(y)).
 
-The steps are not authenticated between the SDK and the provider's sandbox: an active
-relay can swap a provider point for r·H(z) and learn whether z, an identifier of its
-choice, is in the requester's list (one identifier per swapped point). For platform-held
-data the platform runs the sandbox anyway; signed steps under a key the SDK pins are
-left for later (COHORT_SECURITY["limits"]).
+An active relay that swapped a provider point for r·H(z) would learn whether z, an
+identifier of its choice, is in the requester's list. For node-held data the node signs
+every provider output the SDK acts on (`sandbox.step_signing`), the relay passes each on
+as `signed` (the SDK takes the fields from the signed output only) and the SDK checks it
+against the party key it pins (`pdx_client.stepsig`). For platform-held data the
+platform runs the sandbox anyway (COHORT_SECURITY["limits"]).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sandbox.join_params import JoinPlan
 from sandbox.join_wire import frame, unframe
 from sandbox.party_stats import PartyJob, result_document
 from sandbox.release import Release, ReleaseGate, ReleaseObligations
+from sandbox.step_signing import open_step
 
 __all__ = [
     "COHORT_SECURITY",
@@ -83,10 +85,12 @@ COHORT_SECURITY: dict[str, Any] = {
     "limits": "sums and means over the requester's cohort are refused: the values would "
     "travel through its SDK, which could scale them past the noise, and the key holder in "
     "the sandbox would see which returned values matched (a verifiable shuffle and "
-    "threshold decryption would be needed). The steps are not authenticated between SDK "
-    "and sandbox: an active relay that swaps a provider point for r·H(z) learns whether "
-    "z, an identifier of its choice, is in the requester's list (one per swapped point); "
-    "for platform-held data the platform runs the sandbox anyway",
+    "threshold decryption would be needed). For node-held data the node signs each "
+    "provider step under its party key and the SDK checks it against the key it pins, so "
+    "a relay cannot swap a provider point for r·H(z) to test whether z is in the "
+    "requester's list; for platform-held data the platform runs the provider's sandbox, "
+    "so that test is open to the platform (the SDK warns), and with no pinned keys the "
+    "SDK uses the steps unchecked (it warns)",
 }
 
 
@@ -128,13 +132,19 @@ def _cohort_batches(
             return
 
 
-def _send_points(s: Any, extra: dict[str, Any], sdk: Any, call: Any) -> None:
-    """The provider's shuffled k2·H(y), batch by batch, to the SDK."""
+def _send_points(
+    s: Any, extra: dict[str, Any], sdk: Any, call: Any, signed: dict[str, Any]
+) -> None:
+    """The provider's shuffled k2·H(y), batch by batch, to the SDK (as its node signed them)."""
     while True:
         header, body = unframe(call(s, "cohort.pairs", {}, batch=PAIR_BATCH))
         count, final = int(header["count"]), bool(header["final"])
-        sdk({"op": "pairs", **extra, "count": count, "final": final,
-             "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip
+        proof = signed.pop("cohort.pairs", None)
+        if proof is not None:  # the SDK takes the points from the signed output only
+            sdk({"op": "pairs", **extra, "signed": proof}, "pairs")
+        else:
+            sdk({"op": "pairs", **extra, "count": count, "final": final,
+                 "points": _b64(body[: count * 65])}, "pairs")  # fmt: skip
         if final:
             return
 
@@ -186,25 +196,31 @@ class CohortJoinJob:
                 raise InvalidParameters(f"the requester's reply is not a {expect} reply")
             return reply
 
+        signed: dict[str, Any] = {}
+        """The last output of each step its node signed, passed on to the SDK as signed."""
+
         def call(session: Any, name: str, blobs: dict[str, bytes], **params: Any) -> bytes:
             for data in blobs.values():
                 seen("provider", name, data)
                 self.relayed.append(("provider", name, len(data)))
-            out: bytes = session.call({"step": name, **bound, **params}, blobs).unwrap()
+            out, proof = open_step(session.call({"step": name, **bound, **params}, blobs).unwrap())
+            if proof is not None:
+                signed[name] = {"proof": proof, "output": _b64(out)}
             return out
 
         with self.sandbox.open_session(SESSION_OPERATOR, [self.provider.path]) as s:
             head, _ = unframe(call(s, "cohort.start", {}, plan=self.plan.to_params(),
                                    reveal=self.plan.reveal))  # fmt: skip
+            start = {"signed": signed["cohort.start"]} if "cohort.start" in signed else {}
             if self.plan.reveal:
-                return self._reveal(s, head, sdk, call)
+                return self._reveal(s, {**head, **start}, sdk, call, signed)
             rows = int(head["rows"])
             size = self.plan.cohort.size if self.plan.cohort else 0
             first = {"kind": self.plan.join.kind.value, "salt": head["salt"], "dst": head["dst"],
-                     "rows": rows, "size": size}  # fmt: skip
+                     "rows": rows, "size": size, **start}  # fmt: skip
             for _ in _cohort_batches(s, first, sdk, call):
                 pass
-            _send_points(s, {"rows": rows}, sdk, call)
+            _send_points(s, {"rows": rows}, sdk, call, signed)
             returned = 0
             while True:
                 reply = sdk({"op": "return", "batch": PAIR_BATCH, "rows": rows,
@@ -219,7 +235,9 @@ class CohortJoinJob:
                     break
             return call(s, "cohort.result", {})
 
-    def _reveal(self, s: Any, head: dict[str, Any], sdk: Any, call: Any) -> bytes:
+    def _reveal(
+        self, s: Any, head: dict[str, Any], sdk: Any, call: Any, signed: dict[str, Any]
+    ) -> bytes:
         """`psi.intersection`: doubly blinded elements back to the SDK, then Y's points.
 
         The SDK's elements come back in its own order; it matches. Returns b"" (no sums).
@@ -228,12 +246,16 @@ class CohortJoinJob:
         size = self.plan.cohort.size if self.plan.cohort else 0
         first = {"kind": self.plan.join.kind.value, "salt": head["salt"], "dst": head["dst"],
                  "rows": rows, "size": size, "reveal": True}  # fmt: skip
+        if "signed" in head:
+            first["signed"] = head["signed"]
         sent = 0
         for count, answer in _cohort_batches(s, first, sdk, call):
             _, doubled = unframe(answer)
-            sdk({"op": "doubled", "at": sent, "elements": _b64(doubled)}, "doubled")
+            proof = signed.pop("cohort.elements", None)
+            body = {"signed": proof} if proof is not None else {"elements": _b64(doubled)}
+            sdk({"op": "doubled", "at": sent, **body}, "doubled")
             sent += count
-        _send_points(s, {"reveal": True, "rows": rows}, sdk, call)
+        _send_points(s, {"reveal": True, "rows": rows}, sdk, call, signed)
         self.revealed_cohort = sent
         return b""
 

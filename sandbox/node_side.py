@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import crypto
-from sandbox import mask_signing, party_stats
+from sandbox import mask_signing, party_stats, step_signing
 from sandbox._registry import REGISTRY, default_sandbox
 from sandbox.errors import SandboxError
 from sandbox.isolation import FailureReason, SandboxFailure, SandboxOutcome, SandboxResult
@@ -213,6 +213,9 @@ class _NodeSideSession:
     def __init__(self, operator: str, data: str) -> None:
         self.operator = operator
         self.last_used = time.monotonic()
+        self.signed = 0
+        """How many outputs this session signed (the next one's sequence number)."""
+        self._identity: tuple[mask_signing.NodeIdentity | None] | None = None
         self._path = _write_private(data, "session-")
         self._requests: queue.Queue[
             tuple[Mapping[str, Any], Mapping[str, bytes], Future[SandboxOutcome]] | None
@@ -242,9 +245,35 @@ class _NodeSideSession:
         self._requests.put((params, blobs, future))
         return future.result()
 
+    def identity(self) -> mask_signing.NodeIdentity | None:
+        """The node's party key, read at the session's first signed step (None: unsigned)."""
+        if self._identity is None:
+            self._identity = (mask_signing.node_identity(),)
+        return self._identity[0]
+
     def close(self) -> None:
         self._requests.put(None)
         self._thread.join(timeout=30)
+
+
+def _signed(
+    session: _NodeSideSession,
+    binding: Mapping[str, Any],
+    session_id: str,
+    params: Mapping[str, Any],
+    blobs: Mapping[str, bytes],
+) -> SandboxOutcome:
+    """One call of the session; a step the requester's SDK acts on is signed by this node."""
+    outcome = session.call(params, blobs)
+    step = str(params.get("step", ""))
+    if step not in step_signing.SIGNED_STEPS or not isinstance(outcome, SandboxResult):
+        return outcome
+    identity = session.identity()
+    if identity is None:
+        return outcome
+    seq, session.signed = session.signed, session.signed + 1
+    output = step_signing.sign_step(identity, binding, session_id, seq, step, outcome.output)
+    return SandboxResult(outcome.operator, output, outcome.wall_seconds, outcome.cpu_seconds)
 
 
 def _reap_idle() -> None:
@@ -305,7 +334,9 @@ def node_call(data: object, binding: object, call: object) -> bytes:
             answer = mask_signing.signed_mask_key(binding, public)
             return encode_outcome(SandboxResult(operator, answer, 0.0))
         # A statistics run, or the first step of a join party's session (its relay key).
-        starts = cmd == "call" and str(params.get("step", "")).endswith(".start")
+        # A cohort join has one provider and no mask keys: its steps are signed instead.
+        step = str(params.get("step", ""))
+        starts = cmd == "call" and step.endswith(".start") and not step.startswith("cohort.")
         if (cmd == "run" or starts) and "party" in params:
             blobs = {
                 **blobs,
@@ -331,7 +362,10 @@ def node_call(data: object, binding: object, call: object) -> bytes:
                 _NODE_SESSIONS[key] = session
         if session.operator != operator:
             return encode_outcome(_node_failure(operator, "session runs another operator"))
-        return encode_outcome(session.call(params, blobs))
+        try:
+            return encode_outcome(_signed(session, binding, key[2], params, blobs))
+        except SandboxError as exc:  # its party key or trusted-parties file cannot be read
+            return encode_outcome(_node_failure(operator, exc.detail, exc.code))
     if cmd == "close":
         with _NODE_LOCK:
             closing = _NODE_SESSIONS.pop(key, None)

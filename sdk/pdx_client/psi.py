@@ -21,8 +21,10 @@ d. the sandbox counts the matches, adds the approved DP noise, refuses below the
 What this process learns before the release: |Y| (how many distinct identifiers the
 provider holds) and nothing else: the points are blinded by k2. The provider's sandbox
 learns |X| and the exact intersection size, no member; the platform relays counts, the
-job salt and opaque bytes. The steps are not authenticated end to end: an active relay
-can test one identifier of its choice per point it swaps (§6.1.4).
+job salt and opaque bytes. A relay that swapped a provider point could test one
+identifier of its choice; for a node-held dataset the node signs each provider step and
+`drive` checks it against the party key pinned for the provider (`pdx_client.stepsig`,
+§6.1.4); with no pinned keys, or platform-held data, it warns `UnverifiedSteps`.
 
 `drive` answers every step of a running job (GET/POST /v1/computations/{id}/join-step);
 `Enterprise.compute(..., cohort=[...])` and `pdx compute request --cohort-file` call it.
@@ -41,8 +43,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pdx_client.errors import PdxError
+from pdx_client.flseal import NodeTrust
 from pdx_client.identifiers import IdKind, JobDomain, normalise
 from pdx_client.steps import Http, answer_steps
+from pdx_client.stepsig import Expected, StepVerifier, unframe
 
 __all__ = ["JOIN_STEP_FORMAT", "CohortError", "CohortParty", "drive", "hash_to_curve"]
 
@@ -51,6 +55,8 @@ JOIN_STEP_FORMAT = "pdx-psi-step/1"
 _VALUE_FIELDS = ("cts", "n_j", "fields")
 """What a pairs message of the old value protocol carried; refused now (counts only)."""
 _ENDED = frozenset({"released", "review", "failed", "rejected", "expired", "destroyed"})
+_PROVIDER_STEP = {"blind": "cohort.start", "pairs": "cohort.pairs", "doubled": "cohort.elements"}
+"""The provider's output each step carries (signed by its node: `pdx_client.stepsig`)."""
 
 # -- RFC 9380 hash_to_curve, P256_XMD:SHA-256_SSWU_RO_ (pure Python; the server's
 #    crypto._h2c_p256 is the same suite, checked equal in tests/test_cohort_join.py) -----
@@ -167,6 +173,8 @@ class CohortParty:
         self._raw = list(identifiers)
         self.size = size
         self._record = record
+        self.steps = StepVerifier(None, None)
+        """Checks the provider node's signatures (`drive` binds it to the job)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -196,6 +204,9 @@ class CohortParty:
         if doc.get("format") != JOIN_STEP_FORMAT:
             raise CohortError("not a join step this SDK knows")
         op = doc.get("op")
+        step = _PROVIDER_STEP.get(str(op))
+        if step is not None:
+            doc = self._authentic(doc, step)
         if op == "blind":
             return self._blind(doc)
         if op == "pairs":
@@ -205,6 +216,22 @@ class CohortParty:
         if op == "doubled":
             return self._take_doubled(doc)
         raise CohortError(f"unknown join step {op!r}")
+
+    def _authentic(self, doc: dict[str, Any], step: str) -> dict[str, Any]:
+        """The step with the provider's fields taken from its node's signed output, if any."""
+        doc, output = self.steps.open(doc, step)
+        if output is None:
+            return doc
+        header, body = unframe(output)
+        if step == "cohort.start":
+            return {**doc, **{k: header.get(k) for k in ("salt", "dst", "rows")}}
+        if step == "cohort.pairs":
+            count = header.get("count")
+            if not isinstance(count, int) or count < 0:
+                raise CohortError("the provider's points are malformed")
+            final = header.get("final") is True
+            return {**doc, "count": count, "final": final, "points": _b64(body[: 65 * count])}
+        return {**doc, "elements": _b64(body)}
 
     def _prepare(self, doc: dict[str, Any]) -> list[bytes]:
         domain = JobDomain(str(doc["job_id"]), bytes.fromhex(str(doc["salt"])))
@@ -327,8 +354,21 @@ def drive(
     timeout: float = 600.0,
     poll: float = 0.1,
     sleep: Callable[[float], None] = time.sleep,
+    trust: NodeTrust | None = None,
+    fingerprint: str | None = None,
 ) -> CohortParty:
-    """Answer every step of a running join with the requester's cohort until the job ends."""
+    """Answer every step of a running join with the requester's cohort until the job ends.
+
+    A node-held input's steps must carry its node's signature under a party key in `trust`
+    (or `PDX_TRUSTED_PARTIES`), over this job and `fingerprint` (the job key's, when
+    given): otherwise `StepUnverified` is raised and nothing more is answered. With no
+    pinned keys, or a platform-held input, the steps are used unchecked (`UnverifiedSteps`).
+    """
+    computation = http.get(f"/v1/computations/{computation_id}")
+    party.steps = StepVerifier(
+        trust if trust is not None else NodeTrust.from_env(),
+        Expected.of(computation, fingerprint),
+    )
     answer_steps(
         http,
         computation_id,

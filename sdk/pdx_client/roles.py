@@ -406,7 +406,7 @@ class Enterprise(_Role, EnterpriseMarket):
         """A join with this enterprise's own cohort: approvals, then every step answered here."""
 
         def drive(job_id: str) -> None:
-            psi.drive(self.session, job_id, party, timeout=timeout)
+            psi.drive(self.session, job_id, party, timeout=timeout, fingerprint=job_key.fingerprint)
 
         job = self._driven(job, approvers, timeout, progress, drive)
         if party.members is not None:  # psi.intersection: matched here, nothing to decrypt

@@ -3,8 +3,8 @@
 Adapted from branch s15-psi-review (tests/test_psi_review_s15.py). F1/F2: a join with the
 requester's cohort counts only, so there is no relayed value to scale and no key in the
 provider's sandbox to open one; F3: under DP the minimum intersection is decided on the
-noised count. F4 (an active relay swapping provider points) is a documented limit
-(docs/privacy.md §6.1.4), not tested as fixed here.
+noised count. F4 (an active relay swapping provider points) is closed for node-held data
+by signed steps and attacked in tests/attacks/test_cohort_signed_steps.py.
 """
 
 from __future__ import annotations

@@ -299,7 +299,8 @@ def _compute(args: argparse.Namespace) -> int:
                     if key is not None and args.operator in JOB_KEY_FL_OPERATORS:
                         fl.drive(e.session, job.id, key, timeout=args.timeout)  # every round
                     if party is not None:  # your side of the join, on this machine
-                        psi.drive(e.session, job.id, party, timeout=args.timeout)
+                        fp = key.fingerprint if key is not None else None
+                        psi.drive(e.session, job.id, party, timeout=args.timeout, fingerprint=fp)
                     job = e.wait(job.id, progress=show, timeout=args.timeout)
         return _out(args, job, lambda: print(f"computation {job.id}: {job.state}"))
     if not args.id:
