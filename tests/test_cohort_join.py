@@ -42,7 +42,7 @@ from sandbox.operators import StatsParams, default_sandbox
 from sandbox.party_stats import PartyJob
 from tests.helpers.api import assert_problem
 from tests.helpers.i18_wiring import LEGAL_BASIS, PURPOSE
-from tests.helpers.s15_sdk_psi import CohortData, cohort_data, cohort_network
+from tests.helpers.s15_sdk_psi import CohortData, cohort_data, cohort_network, node_held_network
 from tests.test_api_computations import wait_for
 from tests.test_join_job_keys import _everything_stored
 
@@ -510,20 +510,10 @@ def test_a_node_held_dataset_runs_the_providers_side_on_its_node(
     capi: TestClient, creds: dict[str, Any], platform: Platform, job_key: JobKey
 ) -> None:
     """The node checks each call against the job key its provider approved, as for joins."""
-    from tests.helpers.i18_wiring import declare_key, register_pi
-    from tests.test_api_contracts import active_contract
-
     data = cohort_data(11, cohort=80, values=90, common=60)
-    net = cohort_network(capi, creds, data)
-    r = capi.put("/v1/nodes/me", headers=net["bank"], json={"kind": "embedded"})
-    assert r.status_code == 200, r.text
-    held = register_pi(capi, net["bank"], data.values_csv, "balances (node)",
-                       path="/v1/nodes/datasets")  # fmt: skip
-    active_contract(capi, net["ent"], net["bank"], net["bank_org"], [held["id"]], PURPOSE)
-    declare_key(capi, net["bank"], held["id"], "msisdn")
+    net = node_held_network(capi, creds, data)
     party = psi.CohortParty(data.cohort, "phone")
-    done = _run(capi, {**net, "ds": held["id"]}, "psi.cardinality",
-                {"cohort": _cohort(data)}, job_key, party)  # fmt: skip
+    done = _run(capi, net, "psi.cardinality", {"cohort": _cohort(data)}, job_key, party)
     assert done["state"] == "released", done["error"]
     assert done["inputs"][0]["custody"] == "node"
     result = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()

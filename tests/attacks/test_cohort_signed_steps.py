@@ -43,10 +43,9 @@ from pdx_client.stepsig import StepUnverified, UnverifiedSteps
 from gateway.platform import Platform
 from sandbox.cohort_joins import CohortJoinJob
 from sandbox.identifiers import IdKind, JobDomain, normalise
-from tests.helpers.i18_wiring import LEGAL_BASIS, PURPOSE, declare_key, register_pi
-from tests.helpers.s15_sdk_psi import CohortData, cohort_data, cohort_network
+from tests.helpers.i18_wiring import LEGAL_BASIS, PURPOSE
+from tests.helpers.s15_sdk_psi import CohortData, cohort_data, node_held_network
 from tests.test_api_computations import wait_for
-from tests.test_api_contracts import active_contract
 
 pytestmark = pytest.mark.slow
 
@@ -152,18 +151,6 @@ def relay(monkeypatch: pytest.MonkeyPatch) -> Callable[[SwappingRelay], None]:
     return install
 
 
-def _node_held(capi: TestClient, creds: dict[str, Any], data: CohortData) -> dict[str, Any]:
-    """The bank's dataset on its embedded node, under contract with the insurer."""
-    net = cohort_network(capi, creds, data, declare=False)
-    r = capi.put("/v1/nodes/me", headers=net["bank"], json={"kind": "embedded"})
-    assert r.status_code == 200, r.text
-    held = register_pi(capi, net["bank"], data.values_csv, "balances (node)",
-                       path="/v1/nodes/datasets")  # fmt: skip
-    active_contract(capi, net["ent"], net["bank"], net["bank_org"], [held["id"]], PURPOSE)
-    declare_key(capi, net["bank"], held["id"], "msisdn")
-    return {**net, "ds": held["id"]}
-
-
 @pytest.fixture
 def signing_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -225,7 +212,7 @@ def test_unpinned_a_swapping_relay_tells_a_member_from_an_outsider(
 ) -> None:
     """The limit the SDK warns about: with nothing to check, the swap reveals membership."""
     data = cohort_data(31, cohort=60, values=70, common=40)
-    net = _node_held(capi, creds, data)
+    net = node_held_network(capi, creds, data)
     key = JobKey.generate()
     evil = SwappingRelay(_targets(data))
     relay(evil)
@@ -242,7 +229,7 @@ def test_a_pinned_node_signs_each_step_and_the_honest_join_releases(
     capi: TestClient, creds: dict[str, Any], signing_node: Callable[[str], NodeTrust]
 ) -> None:
     data = cohort_data(32, cohort=60, values=70, common=40)
-    net = _node_held(capi, creds, data)
+    net = node_held_network(capi, creds, data)
     trust = signing_node(net["bank_org"])
     key = JobKey.generate()
     comp_id = _start(capi, net, data, key)
@@ -275,7 +262,7 @@ def test_a_pinned_sdk_refuses_a_swapped_point_before_returning_anything(
     strip: bool,
 ) -> None:
     data = cohort_data(33, cohort=60, values=70, common=40)
-    net = _node_held(capi, creds, data)
+    net = node_held_network(capi, creds, data)
     trust = signing_node(net["bank_org"])
     platform.compute.fl_round_timeout_s = 8.0  # each step's deadline
     evil = SwappingRelay(_targets(data), strip=strip)

@@ -98,3 +98,18 @@ def cohort_network(
         "bank_org": bank_org,
         "ds": ds,
     }
+
+
+def node_held_network(api: TestClient, creds: dict[str, Any], data: CohortData) -> dict[str, Any]:
+    """As `cohort_network`, with the bank's dataset on its embedded node (`ds` is that one)."""
+    from tests.helpers.i18_wiring import register_pi
+    from tests.test_api_contracts import active_contract
+
+    net = cohort_network(api, creds, data, declare=False)
+    r = api.put("/v1/nodes/me", headers=net["bank"], json={"kind": "embedded"})
+    assert r.status_code == 200, r.text
+    held = register_pi(api, net["bank"], data.values_csv, "balances (node)",
+                       path="/v1/nodes/datasets")  # fmt: skip
+    active_contract(api, net["ent"], net["bank"], net["bank_org"], [held["id"]], PURPOSE)
+    declare_key(api, net["bank"], held["id"], "msisdn")
+    return {**net, "ds": held["id"]}
