@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sandbox._registry import ProviderInput
-from sandbox.errors import InvalidParameters
+from sandbox.errors import InvalidParameters, JoinStopped
 from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
 from sandbox.join_wire import frame, unframe
@@ -192,6 +192,8 @@ class CohortJoinJob:
                 step_no, {"format": JOIN_STEP_FORMAT, "op": doc["op"], "job_id": self.job_id, **doc}
             )
             step_no += 1
+            if isinstance(reply, dict) and reply.get("op") == "stop":
+                raise JoinStopped(f"the requester's SDK stopped the join: {reply.get('reason')}")
             if not isinstance(reply, dict) or reply.get("op") != expect:
                 raise InvalidParameters(f"the requester's reply is not a {expect} reply")
             return reply

@@ -140,6 +140,13 @@ class MaskKeyUnverified(SandboxError):
     title = "A relayed mask key is not signed by its provider"
 
 
+class JoinStopped(SandboxError):
+    """The requester's SDK stopped a join with its own cohort (e.g. an unsigned node step)."""
+
+    code = "join-stopped"
+    title = "The requester's SDK stopped the join"
+
+
 ERRORS_BY_CODE: dict[str, type[SandboxError]] = {
     cls.code: cls
     for cls in (
@@ -162,6 +169,7 @@ ERRORS_BY_CODE: dict[str, type[SandboxError]] = {
         PrivacyBudgetExhausted,
         ProviderReviewRequired,
         MaskKeyUnverified,
+        JoinStopped,
     )
 }
 """Every code above, so a refusal raised inside a sandbox is re-raised with its own class."""

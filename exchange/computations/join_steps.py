@@ -14,7 +14,9 @@ deleted in the transaction that ends the job, whatever the end.
 What is stored and relayed is what `sandbox.cohort_joins` names: counts, the job salt and
 opaque bytes (counts only: a `return` reply carries blinded elements, no value). A reply
 is checked for shape here (its operation, base64 fields, sizes); the provider's sandbox
-checks the rest (distinct elements, all of them returned).
+checks the rest (distinct elements, all of them returned). The SDK may answer any step
+with `{"op": "stop", "reason": ...}` (a provider step its node did not sign, say): it is
+recorded like every reply and the run fails at once with `join-stopped`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ _FIELDS = {
     "doubled": {"op": str, "ok": bool},
     "return": {"op": str, "elements": str, "final": bool},
 }
+_STOP = {"op": str, "reason": str}
+"""The SDK's answer to any step it refuses (the run fails with `join-stopped`)."""
+_REASON_MAX = 500
 
 
 class JoinStepTimeout(ExchangeError):
@@ -75,7 +80,13 @@ def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> None:
     """Refused unless the reply answers the open step's operation, in its shape."""
     op = open_doc.get("op")
     shape = _FIELDS.get(str(op))
-    if shape is None or reply.get("op") != op:
+    if reply.get("op") == "stop":
+        shape = _STOP
+        if len(str(reply.get("reason", ""))) > _REASON_MAX:
+            raise InvalidInput(
+                f"a stop's reason is at most {_REASON_MAX} characters", field="reason"
+            )
+    elif shape is None or reply.get("op") != op:
         raise InvalidInput(f"the open step is {op!r}: reply with op = {op!r}", field="op")
     if set(reply) != set(shape):
         raise InvalidInput(

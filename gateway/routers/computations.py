@@ -348,10 +348,13 @@ class JoinStepIn(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    op: Literal["blind", "pairs", "return", "doubled"]
+    op: Literal["blind", "pairs", "return", "doubled", "stop"]
     elements: str | None = Field(default=None, max_length=1 << 20)
     final: bool | None = None
     ok: bool | None = None
+    reason: str | None = Field(
+        default=None, max_length=500, description="stop only: why the SDK refused the step"
+    )
 
 
 @router.get(
@@ -381,7 +384,7 @@ def join_step_reply(
     caller: CallerDep,
     compute: ComputeDep,
 ) -> FlReplyPublic:
-    """The requester's SDK's reply to the open step: blinded elements, or shuffled pairs."""
+    """The requester's SDK's reply to the open step: blinded elements, shuffled pairs, or stop."""
     request.state.audit_event = Event.COMPUTATION_JOIN_STEP_FAILED
     request.state.object_id = computation_id
     reply = body.model_dump(exclude_none=True)

@@ -46,7 +46,7 @@ from pdx_client.errors import PdxError
 from pdx_client.flseal import NodeTrust
 from pdx_client.identifiers import IdKind, JobDomain, normalise
 from pdx_client.steps import Http, answer_steps
-from pdx_client.stepsig import Expected, StepVerifier, unframe
+from pdx_client.stepsig import Expected, StepUnverified, StepVerifier, unframe
 
 __all__ = ["JOIN_STEP_FORMAT", "CohortError", "CohortParty", "drive", "hash_to_curve"]
 
@@ -361,7 +361,8 @@ def drive(
 
     A node-held input's steps must carry its node's signature under a party key in `trust`
     (or `PDX_TRUSTED_PARTIES`), over this job and `fingerprint` (the job key's, when
-    given): otherwise `StepUnverified` is raised and nothing more is answered. With no
+    given): otherwise the step is answered with a stop (the job fails, `join-stopped`) and
+    `StepUnverified` is raised. With no
     pinned keys, or a platform-held input, the steps are used unchecked (`UnverifiedSteps`).
     """
     computation = http.get(f"/v1/computations/{computation_id}")
@@ -369,11 +370,20 @@ def drive(
         trust if trust is not None else NodeTrust.from_env(),
         Expected.of(computation, fingerprint),
     )
+
+    def reply(k: int, step: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return party.reply(step["request"])
+        except StepUnverified as exc:  # nothing more is answered: the run fails at once
+            stop = {"op": "stop", "reason": str(exc)[:500]}
+            http.post(f"/v1/computations/{computation_id}/join-step/{k}", stop)
+            raise
+
     answer_steps(
         http,
         computation_id,
         "join-step",
-        lambda _k, step: party.reply(step["request"]),
+        reply,
         ended=_ENDED,
         timeout=timeout,
         poll=poll,

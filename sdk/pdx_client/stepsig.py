@@ -16,8 +16,8 @@ Where nothing can be checked the step is used and `UnverifiedSteps` is warned on
 no pinned keys, or a dataset held by the platform (its sandbox is the platform's own, so
 no signature could help). With pinned keys, a node-held input's step that is unsigned,
 signed by a key not pinned for that organisation, or signed over anything else is
-refused (`StepUnverified`): this SDK answers nothing more and the job fails at its
-deadline.
+refused (`StepUnverified`): `pdx_client.psi.drive` answers that step with a stop, which
+the platform records like every reply, and the job fails (`join-stopped`).
 
 Needs only `cryptography`: none of the server's packages.
 """

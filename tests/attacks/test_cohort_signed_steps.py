@@ -15,7 +15,8 @@ and edits the step documents it hands the SDK.
 * With the node holding the bank's party key (`PDX_NODE_PARTY_KEY`) and the SDK pinning
   it, the honest join releases with every provider step checked; a swapped point inside
   the signed output, or the signature stripped and the points sent bare, is refused by
-  the SDK before it returns a single element, and the job fails at its deadline.
+  the SDK before it returns a single element: it answers that step with a stop, which
+  is recorded, and the job fails (`join-stopped`).
 
 On the code before signed steps, `psi.drive` took no `trust` and the nodes signed
 nothing: the pinned tests fail there, and the swap went through unnoticed.
@@ -39,7 +40,9 @@ from pdx_client.flseal import NodeTrust
 from pdx_client.jobkeys import JobKey
 from pdx_client.partykeys import PartyKey
 from pdx_client.stepsig import StepUnverified, UnverifiedSteps
+from sqlalchemy import select
 
+from audit.models import AuditRecord
 from gateway.platform import Platform
 from sandbox.cohort_joins import CohortJoinJob
 from sandbox.identifiers import IdKind, JobDomain, normalise
@@ -264,7 +267,6 @@ def test_a_pinned_sdk_refuses_a_swapped_point_before_returning_anything(
     data = cohort_data(33, cohort=60, values=70, common=40)
     net = node_held_network(capi, creds, data)
     trust = signing_node(net["bank_org"])
-    platform.compute.fl_round_timeout_s = 8.0  # each step's deadline
     evil = SwappingRelay(_targets(data), strip=strip)
     relay(evil)
     key = JobKey.generate()
@@ -276,4 +278,15 @@ def test_a_pinned_sdk_refuses_a_swapped_point_before_returning_anything(
     assert evil.swapped
     assert evil.returned == set()  # the SDK returned no element: nothing to test z against
     done = _finish(capi, net, comp_id)
-    assert done["state"] == "failed" and done["error"]["code"] == "join-step-timeout"
+    assert done["state"] == "failed" and done["error"]["code"] == "join-stopped", done["error"]
+    assert "signature" in done["error"]["detail"] or "not signed" in done["error"]["detail"]
+    # The stop is an audit record with its ledger entry, like every reply: it is on the record.
+    with platform.session() as s:
+        stops = s.scalars(
+            select(AuditRecord).where(
+                AuditRecord.object_id == comp_id,
+                AuditRecord.event_type == "computation.join_step_posted",
+                AuditRecord.detail.contains("op=stop"),
+            )
+        ).all()
+    assert len(stops) == 1 and stops[0].ledger_index is not None
