@@ -34,13 +34,13 @@ from exchange.errors import ExchangeError, InvalidInput
 
 __all__ = ["JoinStepTimeout", "current_step", "post_reply", "requester_exchange"]
 
-_FIELDS = {
+_FIELDS: dict[str, dict[str, type]] = {
     "blind": {"op": str, "elements": str, "final": bool},
     "pairs": {"op": str, "ok": bool},
     "doubled": {"op": str, "ok": bool},
     "return": {"op": str, "elements": str, "final": bool},
 }
-_STOP = {"op": str, "reason": str}
+_STOP: dict[str, type] = {"op": str, "reason": str}
 """The SDK's answer to any step it refuses (the run fails with `join-stopped`)."""
 _REASON_MAX = 500
 
@@ -86,7 +86,7 @@ def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> None:
             raise InvalidInput(
                 f"a stop's reason is at most {_REASON_MAX} characters", field="reason"
             )
-    elif shape is None or reply.get("op") != op:
+    if shape is None or reply.get("op") not in (op, "stop"):
         raise InvalidInput(f"the open step is {op!r}: reply with op = {op!r}", field="op")
     if set(reply) != set(shape):
         raise InvalidInput(
