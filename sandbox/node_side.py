@@ -328,6 +328,18 @@ def node_call(data: object, binding: object, call: object) -> bytes:
     refusal = party_stats.check_binding(binding, params)
     if refusal is not None:
         return encode_outcome(_node_failure(operator, refusal, "node-binding-mismatch"))
+    if cmd == "call" and params.get("step") == "cohort.start" and params.get("reveal"):
+        # Revealing, the node blinds whatever elements it is sent and hands them back: a relay
+        # could send x(H(z)) for people of its choice and test them against this dataset.
+        # No request may reveal members (policies/joins.rego) and the binding names no
+        # direction, so a node counts only.
+        return encode_outcome(
+            _node_failure(
+                operator,
+                "a node does not run the revealing direction of a cohort join (counts only)",
+                "node-binding-mismatch",
+            )
+        )
     try:
         if cmd == "keys":  # this node's mask key for the job, signed if it has a party key
             public = party_stats.mask_public(str(binding["job_id"]), str(binding["dataset_id"]))
