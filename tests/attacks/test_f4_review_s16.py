@@ -2,7 +2,7 @@
 
 The fix (docs/privacy.md §6.1.4): a provider's node signs each cohort-join step the
 enterprise's SDK acts on; the SDK pins the provider's party key and refuses anything
-unsigned. Two holes remained, each attacked here through the real app and the bank's
+unsigned. Three holes remained, each attacked here through the real app and the bank's
 embedded node, with the node holding its party key and the SDK pinning it:
 
 * The SDK decided whether to check at all from the computation the platform serves it
@@ -15,6 +15,10 @@ embedded node, with the node holding its party key and the SDK pinning it:
   hands it back: the relay opens its own session on the node, sends x(H(z)) for people
   of its choice, and finds x(k2·H(z)) among the node's points exactly when z is one of
   the provider's customers; then it runs the join honestly, which releases as usual.
+* The node served any number of sessions of one job, each ending in its own DP release
+  (fresh noise): the requester's messages are not signed, so after the join the relay
+  ran the provider's side again with a list of its own and read the refusal below the
+  minimum, one more ε per session. The node now releases one result per job.
 """
 
 from __future__ import annotations
@@ -169,3 +173,78 @@ def test_the_node_does_not_blind_the_relays_own_identifiers_for_a_counting_join(
     assert party.steps.verified is True
     assert oracle.learned is None, f"the relay tested the bank's customers: {oracle.learned}"
     assert oracle.refused is not None and "reveal" in oracle.refused
+
+
+class SecondRelease:
+    """After the join, the relay runs the provider's side once more with a list of its own."""
+
+    def __init__(self, targets: list[str]) -> None:
+        self.targets = targets
+        self.outcome: str | None = None
+        """What the node's second `cohort.result` told the platform (None: not run)."""
+        self.refused: str | None = None
+
+    def probe(self, job: CohortJoinJob) -> None:
+        bound = {"job": job.party.public.params(), "party": job.party.binding()}
+
+        def call(s: Any, name: str, blobs: dict[str, bytes], **params: Any) -> bytes:
+            body, _proof = open_step(s.call({"step": name, **bound, **params}, blobs).unwrap())
+            return body
+
+        with job.sandbox.open_session(SESSION_OPERATOR, [job.provider.path]) as s:
+            head, _ = unframe(call(s, "cohort.start", {}, plan=job.plan.to_params()))
+            domain = JobDomain(job.job_id, bytes.fromhex(str(head["salt"])))
+            # The relay plays the SDK with k1 = 1: its own people, unblinded.
+            xs = b"".join(RevealOracle._abscissa(domain, z) for z in self.targets)
+            call(s, "cohort.elements", {"elements": frame({"count": len(self.targets),
+                                                            "final": True}, xs)})  # fmt: skip
+            header, points = unframe(call(s, "cohort.pairs", {}, batch=65536))
+            n = int(header["count"])
+            back = b"".join(points[65 * i + 1 : 65 * i + 33] for i in range(n))
+            call(s, "cohort.matched", {"pairs": frame({"count": n}, back)})
+            try:
+                call(s, "cohort.result", {})
+                self.outcome = "a count under the requester's key"
+            except SandboxError as exc:
+                if "already" in str(exc):
+                    self.refused = str(exc)
+                else:
+                    self.outcome = str(exc)  # e.g. below the minimum: read by the platform
+
+
+def test_the_node_releases_one_result_per_cohort_join(
+    capi: TestClient,
+    creds: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    signing_node: Callable[[str], NodeTrust],  # noqa: F811
+) -> None:
+    """Every session draws fresh DP noise: a relay may not buy a second release of the job.
+
+    The SDK's messages are not signed, so a relay can run the provider's side with a list
+    of its own; the node's refusal below the minimum is read by the platform. One such
+    outcome per job is what the DP budget accounts for; each further session is another
+    ε, as many as the node serves.
+    """
+    data = cohort_data(43, cohort=60, values=70, common=40)
+    net = node_held_network(capi, creds, data)
+    trust = signing_node(net["bank_org"])
+    stranger = next(p for p in data.cohort[:-1] if normalise(IdKind.PHONE, p) not in {
+        normalise(IdKind.PHONE, q) for q in data.amount})  # fmt: skip
+    evil = SecondRelease([stranger])
+    original = CohortJoinJob.exchange
+
+    def exchange(self: CohortJoinJob, ask: Any, record: Any = None) -> bytes:
+        out = original(self, ask, record)
+        evil.probe(self)
+        return out
+
+    monkeypatch.setattr(CohortJoinJob, "exchange", exchange)
+    key = JobKey.generate()
+    comp_id = _start(capi, net, data, key)
+    party = psi.CohortParty(data.cohort, "phone")
+    psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=trust,
+              fingerprint=key.fingerprint)  # fmt: skip
+    done = _finish(capi, net, comp_id)
+    assert done["state"] == "released", done["error"]
+    assert evil.outcome is None, f"a second release of the job reached the platform: {evil.outcome}"
+    assert evil.refused is not None
