@@ -136,6 +136,8 @@ def decode_outcome(data: bytes, operator: str) -> SandboxOutcome:
 _NODE_LOCK = threading.Lock()
 _NODE_SESSIONS: dict[tuple[str, str, str], _NodeSideSession] = {}
 _SESSION_IDLE_S = 900.0
+_COHORT_RESULTS: set[tuple[str, str]] = set()
+"""(job, dataset) whose cohort join this node released (or refused below the minimum)."""
 
 SEALED_PREFIX = "PDXSEALED1:"
 """Marks rows stored sealed on an embedded node (then base64 of a `crypto.stream` ciphertext)."""
@@ -328,6 +330,18 @@ def node_call(data: object, binding: object, call: object) -> bytes:
     refusal = party_stats.check_binding(binding, params)
     if refusal is not None:
         return encode_outcome(_node_failure(operator, refusal, "node-binding-mismatch"))
+    if cmd == "call" and params.get("step") == "cohort.start" and params.get("reveal"):
+        # Revealing, the node blinds whatever elements it is sent and hands them back: a relay
+        # could send x(H(z)) for people of its choice and test them against this dataset.
+        # No request may reveal members (policies/joins.rego) and the binding names no
+        # direction, so a node counts only.
+        return encode_outcome(
+            _node_failure(
+                operator,
+                "a node does not run the revealing direction of a cohort join (counts only)",
+                "node-binding-mismatch",
+            )
+        )
     try:
         if cmd == "keys":  # this node's mask key for the job, signed if it has a party key
             public = party_stats.mask_public(str(binding["job_id"]), str(binding["dataset_id"]))
@@ -362,6 +376,21 @@ def node_call(data: object, binding: object, call: object) -> bytes:
                 _NODE_SESSIONS[key] = session
         if session.operator != operator:
             return encode_outcome(_node_failure(operator, "session runs another operator"))
+        if params.get("step") == "cohort.result":
+            # Each session draws fresh DP noise and the platform reads a refusal below the
+            # minimum; the requester's steps are not signed, so a relay could run sessions
+            # with lists of its own and buy one release (ε) per session. One per job.
+            with _NODE_LOCK:
+                again = key[:2] in _COHORT_RESULTS
+                _COHORT_RESULTS.add(key[:2])
+            if again:
+                return encode_outcome(
+                    _node_failure(
+                        operator,
+                        "this node already released the result of this cohort join",
+                        "node-binding-mismatch",
+                    )
+                )
         try:
             return encode_outcome(_signed(session, binding, key[2], params, blobs))
         except SandboxError as exc:  # its party key or trusted-parties file cannot be read

@@ -14,7 +14,10 @@ takes the step's fields from the signed output only.
 
 Where nothing can be checked the step is used and `UnverifiedSteps` is warned once:
 no pinned keys, or a dataset held by the platform (its sandbox is the platform's own, so
-no signature could help). With pinned keys, a node-held input's step that is unsigned,
+no signature could help) of a provider with no key pinned. The custody is the platform's
+word: a provider whose party key is pinned must sign whatever custody the platform
+reports (else a platform could call a node-held dataset platform-held and have its
+steps used unchecked). With pinned keys, a node-held input's step that is unsigned,
 signed by a key not pinned for that organisation, or signed over anything else is
 refused (`StepUnverified`): `pdx_client.psi.drive` answers that step with a stop, which
 the platform records like every reply, and the job fails (`join-stopped`).
@@ -97,7 +100,19 @@ class StepVerifier:
     def __init__(self, trust: NodeTrust | None, expected: Expected | None) -> None:
         self.trust = trust
         self.expected = expected
-        self.required = trust is not None and expected is not None and expected.custody == "node"
+        # The custody is what the platform says: a platform that relays the steps could say
+        # "platform" of a node-held dataset to have them used unchecked. A provider whose
+        # party key is pinned must sign, whatever the platform says of its data.
+        self.pinned = (
+            trust is not None
+            and expected is not None
+            and any(org == expected.org_id for org, _ in trust.keys.values())
+        )
+        self.required = (
+            trust is not None
+            and expected is not None
+            and (expected.custody == "node" or self.pinned)
+        )
         self.verified = self.required
         """Whether every step this party acted on was checked (False: see the warning)."""
         self._session: str | None = None
@@ -114,6 +129,14 @@ class StepVerifier:
                 return doc, None
             return doc, _output(signed)
         if not isinstance(signed, Mapping) or not isinstance(signed.get("proof"), Mapping):
+            assert self.expected is not None
+            if self.expected.custody != "node":
+                raise StepUnverified(
+                    f"the provider's {step} step is not signed by its node, and its party key "
+                    f"is pinned: the platform's word that its input is held in "
+                    f"{self.expected.custody!r} custody does not waive the check (to join a "
+                    "platform-held dataset of a pinned provider, pass a trust without it)"
+                )
             raise StepUnverified(f"the provider's {step} step is not signed by its node")
         proof, output = signed["proof"], _output(signed)
         self._check(proof, output, step, str(doc.get("job_id")))
