@@ -327,6 +327,11 @@ class CohortParty:
         for x in self._blind_points(doc):
             self._mine += x
         if doc.get("final") is True:
+            if len(self._mine) // 32 != self.rows:  # a batch held back, or one too many
+                raise CohortError(
+                    f"the provider sent {len(self._mine) // 32} points, not the {self.rows} "
+                    "it announced"
+                )
             order = list(range(len(self._mine) // 32))
             secrets.SystemRandom().shuffle(order)  # one permutation of the whole set
             self._order = array("Q", order)
@@ -366,6 +371,8 @@ def drive(
     pinned keys, or a platform-held input, the steps are used unchecked (`UnverifiedSteps`).
     """
     computation = http.get(f"/v1/computations/{computation_id}")
+    if computation.get("id") != computation_id:
+        raise CohortError(f"the server answered for {computation.get('id')}, not {computation_id}")
     party.steps = StepVerifier(
         trust if trust is not None else NodeTrust.from_env(),
         Expected.of(computation, fingerprint),
@@ -374,7 +381,7 @@ def drive(
     def reply(k: int, step: dict[str, Any]) -> dict[str, Any]:
         try:
             return party.reply(step["request"])
-        except StepUnverified as exc:  # nothing more is answered: the run fails at once
+        except (StepUnverified, CohortError) as exc:  # nothing more is answered: it fails now
             stop = {"op": "stop", "reason": str(exc)[:500]}
             http.post(f"/v1/computations/{computation_id}/join-step/{k}", stop)
             raise

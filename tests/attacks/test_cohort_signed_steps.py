@@ -99,7 +99,7 @@ class SwappingRelay:
         self.swapped = True
         return bytes(out)
 
-    def tamper(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def tamper(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         if doc["op"] == "blind" and self.domain is None:
             self.domain = JobDomain(str(doc["job_id"]), bytes.fromhex(str(doc["salt"])))
         if doc["op"] != "pairs" or self.swapped:
@@ -143,6 +143,8 @@ def relay(monkeypatch: pytest.MonkeyPatch) -> Callable[[SwappingRelay], None]:
         def exchange(self: CohortJoinJob, ask: Any, record: Any = None) -> bytes:
             def tampered(k: int, doc: dict[str, Any]) -> dict[str, Any]:
                 sent = evil.tamper(doc)
+                if sent is None:  # held back: the relay answers for the SDK
+                    return {"op": doc["op"], "ok": True}
                 reply: dict[str, Any] = ask(k, sent)
                 evil.observe(sent, reply)
                 return reply
@@ -290,3 +292,45 @@ def test_a_pinned_sdk_refuses_a_swapped_point_before_returning_anything(
             )
         ).all()
     assert len(stops) == 1 and stops[0].ledger_index is not None
+
+
+class HoldingRelay(SwappingRelay):
+    """The relay keeps the provider's second batch of points from the SDK."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.batches = 0
+
+    def tamper(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        if doc["op"] == "pairs":
+            self.batches += 1
+            if self.batches == 2:
+                return None
+        return doc
+
+
+def test_a_pinned_sdk_refuses_a_provider_batch_held_back(
+    capi: TestClient,
+    creds: dict[str, Any],
+    relay: Callable[[SwappingRelay], None],
+    signing_node: Callable[[str], NodeTrust],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every batch is signed, but a relay could drop one: the SDK counts them against |Y|."""
+    import sandbox.cohort_joins
+
+    monkeypatch.setattr(sandbox.cohort_joins, "PAIR_BATCH", 16)  # several batches of points
+    data = cohort_data(34, cohort=60, values=70, common=40)
+    net = node_held_network(capi, creds, data)
+    trust = signing_node(net["bank_org"])
+    evil = HoldingRelay()
+    relay(evil)
+    key = JobKey.generate()
+    comp_id = _start(capi, net, data, key)
+    party = psi.CohortParty(data.cohort, "phone")
+    with pytest.raises(psi.CohortError, match="points, not the 70 it announced"):
+        psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=trust,
+                  fingerprint=key.fingerprint)  # fmt: skip
+    assert evil.batches >= 3 and evil.returned == set()
+    done = _finish(capi, net, comp_id)
+    assert done["state"] == "failed" and done["error"]["code"] == "join-stopped", done["error"]
