@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Final
 
@@ -145,21 +146,34 @@ class _Ed25519VerifyingKey(VerifyingKey):
         return True
 
 
-class _Ed25519KeyPair(SigningKeyPair):
-    algorithm = SignatureAlgorithm.ED25519
+class _RawKeyPair(SigningKeyPair):
+    """A pair whose private key object signs and encodes in our raw formats (Ed25519, SM2)."""
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-        self._public = _Ed25519VerifyingKey(key.public_key())
+    def __init__(
+        self,
+        sign: Callable[[bytes], bytes],
+        private_bytes: Callable[[], bytes],
+        public: VerifyingKey,
+    ) -> None:
+        self._sign = sign
+        self._private_bytes = private_bytes
+        self._public = public
 
     def public_key(self) -> VerifyingKey:
         return self._public
 
     def private_bytes(self) -> bytes:
-        return self._key.private_bytes_raw()
+        return self._private_bytes()
 
     def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+        return self._sign(message)
+
+
+class _Ed25519KeyPair(_RawKeyPair):
+    algorithm = SignatureAlgorithm.ED25519
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        super().__init__(key.sign, key.private_bytes_raw, _Ed25519VerifyingKey(key.public_key()))
 
 
 # -- ECDSA P-256 with SHA-256 (FIPS 186-5, RFC 6979) -----------------------------------
@@ -276,21 +290,11 @@ class _Sm2VerifyingKey(VerifyingKey):
         return self._key.verify(message, signature)
 
 
-class _Sm2KeyPair(SigningKeyPair):
+class _Sm2KeyPair(_RawKeyPair):
     algorithm = SignatureAlgorithm.SM2_SM3
 
     def __init__(self, key: sm2.Sm2PrivateKey) -> None:
-        self._key = key
-        self._public = _Sm2VerifyingKey(key.public_key())
-
-    def public_key(self) -> VerifyingKey:
-        return self._public
-
-    def private_bytes(self) -> bytes:
-        return self._key.private_bytes()
-
-    def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+        super().__init__(key.sign, key.private_bytes, _Sm2VerifyingKey(key.public_key()))
 
 
 # -- the uniform entry points ----------------------------------------------------------
