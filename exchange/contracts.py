@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import audit
@@ -23,6 +23,7 @@ from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.market.models import Agreement
 from exchange.models import Contract, Dataset, Organisation
 from exchange.paging import Slice, Window, keyset
+from exchange.party_rows import party_row, party_rows
 from exchange.resources import (
     contract_for,
     contract_in_force,
@@ -304,11 +305,9 @@ def get_contract(
     session: Session, caller: Caller, contract_id: str, *, now: datetime
 ) -> ContractPublic:
     """A contract, for its parties, auditors and security administrators."""
-    contract = session.get(Contract, contract_id)
-    if contract is None or not (
-        sees_everything(caller) or caller.org_id in (contract.consumer_org, contract.provider_org)
-    ):
-        raise NotFound("no such contract", contract_id=contract_id)
+    contract = party_row(
+        session, Contract, contract_id, caller, noun="contract", sees_all=sees_everything(caller)
+    )
     return to_public(contract, now=now)
 
 
@@ -324,11 +323,7 @@ def list_contracts(
 
     Oldest first by (proposed_at, id), a keyset page (`exchange.paging`).
     """
-    stmt = select(Contract)
-    if not sees_everything(caller):
-        stmt = stmt.where(
-            or_(Contract.consumer_org == caller.org_id, Contract.provider_org == caller.org_id)
-        )
+    stmt = party_rows(Contract, caller, sees_all=sees_everything(caller))
     if status is not None:
         stmt = stmt.where(Contract.status == status.value)
     return keyset(
