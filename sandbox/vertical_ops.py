@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from sandbox._registry import ProviderInput
-from sandbox.coordinator import SECURITY_MODEL
+from sandbox.coordinator import SECURITY_MODEL, each_once
 from sandbox.errors import IntersectionTooSmall, InvalidParameters
 from sandbox.isolation import Sandbox
 from sandbox.party_stats import (
@@ -128,10 +128,8 @@ class HeteroJob:
     ) -> None:
         if len(providers) != len(params.keys):
             raise InvalidParameters("one key column per input")
-        if len({p.provider_id for p in providers}) != len(providers):
-            raise InvalidParameters("each provider takes part once")
         self.params = params
-        self.providers = tuple(providers)
+        self.providers = each_once(providers)
         self.sandbox = sandbox
         self.job_id = job_id
         self.key_bits = key_bits
