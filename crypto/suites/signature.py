@@ -317,14 +317,19 @@ def generate(algorithm: SignatureAlgorithm | str) -> SigningKeyPair:
     return _Sm2KeyPair(sm2.Sm2PrivateKey.generate())
 
 
+def _ed25519(raw: bytes, half: str) -> bytes:
+    """`raw` when it is 32 bytes, the size of both halves of an Ed25519 key; else `InvalidKey`."""
+    if len(raw) != _SCALAR_SIZE:
+        raise InvalidKey(f"an Ed25519 {half} key is 32 bytes")
+    return raw
+
+
 def load_private(algorithm: SignatureAlgorithm | str, data: bytes) -> SigningKeyPair:
     """Rebuild a key pair from `private_bytes()`; `InvalidKey` if `data` cannot be one."""
     chosen = _algorithm(algorithm)
     raw = _require_bytes(data, "private key")
     if chosen is SignatureAlgorithm.ED25519:
-        if len(raw) != _SCALAR_SIZE:
-            raise InvalidKey("an Ed25519 private key is 32 bytes")
-        return _Ed25519KeyPair(Ed25519PrivateKey.from_private_bytes(raw))
+        return _Ed25519KeyPair(Ed25519PrivateKey.from_private_bytes(_ed25519(raw, "private")))
     if chosen in _ECDSA_PAIRS:
         return _ECDSA_PAIRS[chosen].from_scalar(raw)
     return _Sm2KeyPair(sm2.Sm2PrivateKey(raw))
@@ -349,9 +354,7 @@ def load_public(algorithm: SignatureAlgorithm | str, data: bytes) -> VerifyingKe
     chosen = _algorithm(algorithm)
     raw = _require_bytes(data, "public key")
     if chosen is SignatureAlgorithm.ED25519:
-        if len(raw) != _SCALAR_SIZE:
-            raise InvalidKey("an Ed25519 public key is 32 bytes")
-        return _Ed25519VerifyingKey(Ed25519PublicKey.from_public_bytes(raw))
+        return _Ed25519VerifyingKey(Ed25519PublicKey.from_public_bytes(_ed25519(raw, "public")))
     if chosen in _ECDSA_PAIRS:
         return _ECDSA_PAIRS[chosen]._verifying_key.from_point(raw)
     return _Sm2VerifyingKey(sm2.Sm2PublicKey(raw))
