@@ -299,11 +299,6 @@ class _Sm2KeyPair(_RawKeyPair):
 
 # -- the uniform entry points ----------------------------------------------------------
 
-_ECDSA_PAIRS: dict[SignatureAlgorithm, type[_EcdsaP256KeyPair]] = {
-    SignatureAlgorithm.ECDSA_P256_SHA256: _EcdsaP256KeyPair,
-    SignatureAlgorithm.ECDSA_SECP256K1_SHA256: _Secp256k1KeyPair,
-}
-
 
 def generate(algorithm: SignatureAlgorithm | str) -> SigningKeyPair:
     """A fresh key pair of `algorithm`; `UnsupportedAlgorithm` for an unknown name."""
@@ -324,15 +319,32 @@ def _ed25519(raw: bytes, half: str) -> bytes:
     return raw
 
 
+def _ed25519_private(raw: bytes) -> SigningKeyPair:
+    return _Ed25519KeyPair(Ed25519PrivateKey.from_private_bytes(_ed25519(raw, "private")))
+
+
+def _ed25519_public(raw: bytes) -> VerifyingKey:
+    return _Ed25519VerifyingKey(Ed25519PublicKey.from_public_bytes(_ed25519(raw, "public")))
+
+
+# Per algorithm: how its raw private and public encodings load (each checks its input).
+_LOAD_PRIVATE: dict[SignatureAlgorithm, Callable[[bytes], SigningKeyPair]] = {
+    SignatureAlgorithm.ED25519: _ed25519_private,
+    SignatureAlgorithm.ECDSA_P256_SHA256: _EcdsaP256KeyPair.from_scalar,
+    SignatureAlgorithm.ECDSA_SECP256K1_SHA256: _Secp256k1KeyPair.from_scalar,
+    SignatureAlgorithm.SM2_SM3: lambda raw: _Sm2KeyPair(sm2.Sm2PrivateKey(raw)),
+}
+_LOAD_PUBLIC: dict[SignatureAlgorithm, Callable[[bytes], VerifyingKey]] = {
+    SignatureAlgorithm.ED25519: _ed25519_public,
+    SignatureAlgorithm.ECDSA_P256_SHA256: _EcdsaP256VerifyingKey.from_point,
+    SignatureAlgorithm.ECDSA_SECP256K1_SHA256: _Secp256k1VerifyingKey.from_point,
+    SignatureAlgorithm.SM2_SM3: lambda raw: _Sm2VerifyingKey(sm2.Sm2PublicKey(raw)),
+}
+
+
 def load_private(algorithm: SignatureAlgorithm | str, data: bytes) -> SigningKeyPair:
     """Rebuild a key pair from `private_bytes()`; `InvalidKey` if `data` cannot be one."""
-    chosen = _algorithm(algorithm)
-    raw = _require_bytes(data, "private key")
-    if chosen is SignatureAlgorithm.ED25519:
-        return _Ed25519KeyPair(Ed25519PrivateKey.from_private_bytes(_ed25519(raw, "private")))
-    if chosen in _ECDSA_PAIRS:
-        return _ECDSA_PAIRS[chosen].from_scalar(raw)
-    return _Sm2KeyPair(sm2.Sm2PrivateKey(raw))
+    return _LOAD_PRIVATE[_algorithm(algorithm)](_require_bytes(data, "private key"))
 
 
 def load_private_pem(data: bytes, passphrase: bytes | None = None) -> SigningKeyPair:
@@ -351,10 +363,4 @@ def load_private_pem(data: bytes, passphrase: bytes | None = None) -> SigningKey
 
 def load_public(algorithm: SignatureAlgorithm | str, data: bytes) -> VerifyingKey:
     """A verifying key from `public_bytes()`; `InvalidKey` if `data` cannot be one."""
-    chosen = _algorithm(algorithm)
-    raw = _require_bytes(data, "public key")
-    if chosen is SignatureAlgorithm.ED25519:
-        return _Ed25519VerifyingKey(Ed25519PublicKey.from_public_bytes(_ed25519(raw, "public")))
-    if chosen in _ECDSA_PAIRS:
-        return _ECDSA_PAIRS[chosen]._verifying_key.from_point(raw)
-    return _Sm2VerifyingKey(sm2.Sm2PublicKey(raw))
+    return _LOAD_PUBLIC[_algorithm(algorithm)](_require_bytes(data, "public key"))
