@@ -10,7 +10,7 @@ transition is an audit record and a ledger entry in the transaction that makes i
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,7 +29,7 @@ from exchange.resources import (
     contract_in_force,
     sees_everything,
 )
-from exchange.timestamps import Timestamp
+from exchange.timestamps import Timestamp, aware
 from exchange.trail import Receipt, Trail
 
 __all__ = [
@@ -107,10 +107,6 @@ class ContractPublic(BaseModel):
     )
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 in_force = contract_in_force
 """Active and inside its validity window (`exchange.resources.contract_in_force`)."""
 
@@ -125,8 +121,8 @@ def to_public(
         datasets=list(contract.datasets),
         purpose=contract.purpose,
         agreement_id=contract.agreement_id,
-        not_before=_aware(contract.not_before),
-        not_after=_aware(contract.not_after),
+        not_before=aware(contract.not_before),
+        not_after=aware(contract.not_after),
         status=ContractStatus(contract.status),
         in_force=in_force(contract, now),
         proposed_by=contract.proposed_by,
