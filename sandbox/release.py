@@ -104,6 +104,22 @@ class BudgetCharge:
     delta: float
 
 
+def refuse_overdraw(
+    remaining: Iterable[tuple[str, float, float]], epsilon: float, delta: float
+) -> None:
+    """`PrivacyBudgetExhausted` naming each (dataset, ε left, δ left) the charge would exceed.
+
+    A little slack, so that ten charges of 0.1 fit a budget of 1.0.
+    """
+    short = [d for d, eps, dlt in remaining if epsilon > eps + 1e-9 or delta > dlt + 1e-15]
+    if short:
+        raise PrivacyBudgetExhausted(
+            "privacy budget exhausted for at least one input dataset",
+            datasets=short,
+            requested_epsilon=epsilon,
+        )
+
+
 class PrivacyBudget(ABC):
     """Per-dataset (ε, δ) budgets. The integrator backs this with the database."""
 
@@ -144,18 +160,9 @@ class InMemoryPrivacyBudget(PrivacyBudget):
         if epsilon < 0 or delta < 0:
             raise InvalidParameters("cannot charge a negative budget")
         with self._lock:
-            short = []
-            for d in dict.fromkeys(dataset_ids):
-                r_eps, r_delta = self._remaining(d)
-                # A little slack so that ten charges of 0.1 fit a budget of 1.0.
-                if epsilon > r_eps + 1e-9 or delta > r_delta + 1e-15:
-                    short.append(d)
-            if short:
-                raise PrivacyBudgetExhausted(
-                    "privacy budget exhausted for at least one input dataset",
-                    datasets=short,
-                    requested_epsilon=epsilon,
-                )
+            refuse_overdraw(
+                ((d, *self._remaining(d)) for d in dict.fromkeys(dataset_ids)), epsilon, delta
+            )
             for d in dict.fromkeys(dataset_ids):
                 s_eps, s_delta = self._spent.get(d, (0.0, 0.0))
                 self._spent[d] = (s_eps + epsilon, s_delta + delta)
