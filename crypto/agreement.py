@@ -8,7 +8,7 @@ the public halves, and two nodes derive the same 32-byte seed bound to the job.
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from crypto.errors import CryptoError
+from crypto.relay import x25519_shared
 
 __all__ = ["agreement_keypair", "agreement_seed"]
 
@@ -34,10 +34,5 @@ def agreement_seed(private: bytes, peer_public: bytes, info: bytes) -> bytes:
 
     An all-zero shared secret (a small-order peer key, RFC 7748 §6.1) is refused.
     """
-    try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(peer_public)
-        )
-    except ValueError:
-        raise CryptoError("key agreement failed") from None
+    shared = x25519_shared(private, peer_public)
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)

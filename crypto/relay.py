@@ -19,7 +19,20 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crypto.errors import CryptoError
 
-__all__ = ["fl_model_key", "open_relay", "relay_key", "seal_relay"]
+__all__ = ["fl_model_key", "open_relay", "relay_key", "seal_relay", "x25519_shared"]
+
+
+def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
+    """X25519(private, peer_public); `CryptoError` for a bad key or an all-zero secret.
+
+    `cryptography` refuses the all-zero shared secret of a small-order key (RFC 7748 §6.1).
+    """
+    try:
+        return X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(peer_public)
+        )
+    except ValueError:
+        raise CryptoError("key agreement failed") from None
 
 
 def relay_key(seed: bytes, context: bytes) -> bytes:
@@ -53,12 +66,6 @@ def fl_model_key(private: bytes, peer_public: bytes, challenge: bytes, context: 
     """
     if len(challenge) < 16:
         raise CryptoError("the challenge is too short")
-    try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(peer_public)
-        )
-    except ValueError:
-        raise CryptoError("key agreement failed") from None
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=challenge, info=b"pdx:fl-model/1:" + context
-    ).derive(shared)
+    ).derive(x25519_shared(private, peer_public))

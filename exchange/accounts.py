@@ -10,7 +10,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import audit
@@ -24,6 +23,7 @@ from exchange.errors import (
     NotFound,
     SeparationOfDuties,
 )
+from exchange.first_use import add_unique
 from exchange.models import Client, Organisation, Person
 from exchange.paging import Slice, Window, keyset
 from exchange.trail import Receipt, Trail
@@ -167,11 +167,7 @@ def create_organisation(
     org = Organisation(
         id=str(uuid.uuid4()), name=_check_name(name, "organisation"), kind=org_kind, created_at=now
     )
-    try:
-        with session.begin_nested():
-            session.add(org)
-    except IntegrityError:
-        raise Conflict("an organisation with this name exists", field="name") from None
+    add_unique(session, org, Conflict("an organisation with this name exists", field="name"))
     receipt = record_change(
         session, trail, caller, Event.ORGANISATION_CREATED, "create", "organisation", org.id, now
     )
@@ -242,13 +238,11 @@ def create_client(
         owner_person_id=owner.id,
         secret_issued_by=caller.person_id if caller is not None else None,
     )
-    try:
-        with session.begin_nested():
-            session.add(client)
-    except IntegrityError:
-        raise Conflict(
-            "this organisation already has a client with this name", field="name"
-        ) from None
+    add_unique(
+        session,
+        client,
+        Conflict("this organisation already has a client with this name", field="name"),
+    )
     receipt = record_change(
         session, trail, caller, Event.CLIENT_CREATED, "create", "client", client.id, now
     )

@@ -10,11 +10,11 @@ transition is an audit record and a ledger entry in the transaction that makes i
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import audit
@@ -23,12 +23,13 @@ from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.market.models import Agreement
 from exchange.models import Contract, Dataset, Organisation
 from exchange.paging import Slice, Window, keyset
+from exchange.party_rows import party_row, party_rows
 from exchange.resources import (
     contract_for,
     contract_in_force,
     sees_everything,
 )
-from exchange.timestamps import Timestamp
+from exchange.timestamps import Timestamp, aware
 from exchange.trail import Receipt, Trail
 
 __all__ = [
@@ -106,10 +107,6 @@ class ContractPublic(BaseModel):
     )
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 in_force = contract_in_force
 """Active and inside its validity window (`exchange.resources.contract_in_force`)."""
 
@@ -124,8 +121,8 @@ def to_public(
         datasets=list(contract.datasets),
         purpose=contract.purpose,
         agreement_id=contract.agreement_id,
-        not_before=_aware(contract.not_before),
-        not_after=_aware(contract.not_after),
+        not_before=aware(contract.not_before),
+        not_after=aware(contract.not_after),
         status=ContractStatus(contract.status),
         in_force=in_force(contract, now),
         proposed_by=contract.proposed_by,
@@ -304,11 +301,9 @@ def get_contract(
     session: Session, caller: Caller, contract_id: str, *, now: datetime
 ) -> ContractPublic:
     """A contract, for its parties, auditors and security administrators."""
-    contract = session.get(Contract, contract_id)
-    if contract is None or not (
-        sees_everything(caller) or caller.org_id in (contract.consumer_org, contract.provider_org)
-    ):
-        raise NotFound("no such contract", contract_id=contract_id)
+    contract = party_row(
+        session, Contract, contract_id, caller, noun="contract", sees_all=sees_everything(caller)
+    )
     return to_public(contract, now=now)
 
 
@@ -324,11 +319,7 @@ def list_contracts(
 
     Oldest first by (proposed_at, id), a keyset page (`exchange.paging`).
     """
-    stmt = select(Contract)
-    if not sees_everything(caller):
-        stmt = stmt.where(
-            or_(Contract.consumer_org == caller.org_id, Contract.provider_org == caller.org_id)
-        )
+    stmt = party_rows(Contract, caller, sees_all=sees_everything(caller))
     if status is not None:
         stmt = stmt.where(Contract.status == status.value)
     return keyset(

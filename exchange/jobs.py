@@ -31,9 +31,9 @@ from exchange.fairshare import FairShare
 from exchange.first_use import locked_or_created
 from exchange.models import PrivacyBudgetAccount, PrivacyCharge
 from sandbox.coordinator import ResultParty
-from sandbox.errors import InvalidParameters, PrivacyBudgetExhausted
+from sandbox.errors import InvalidParameters
 from sandbox.priority import lowered
-from sandbox.release import PrivacyBudget
+from sandbox.release import PrivacyBudget, refuse_overdraw
 
 __all__ = [
     "DbPrivacyBudget",
@@ -218,19 +218,14 @@ class DbPrivacyBudget(PrivacyBudget):
                 # A recovered run of a job whose lapsed run was charged (issue 13): one
                 # job, one charge. The lapsed run released nothing, so this is no less.
                 return
-            # Same slack as the in-memory budget: ten charges of 0.1 fit a budget of 1.0.
-            short = [
-                r.dataset_id
-                for r in rows
-                if epsilon > r.epsilon_limit - r.epsilon_spent + 1e-9
-                or delta > r.delta_limit - r.delta_spent + 1e-15
-            ]
-            if short:
-                raise PrivacyBudgetExhausted(
-                    "privacy budget exhausted for at least one input dataset",
-                    datasets=short,
-                    requested_epsilon=epsilon,
-                )
+            refuse_overdraw(
+                (
+                    (r.dataset_id, r.epsilon_limit - r.epsilon_spent, r.delta_limit - r.delta_spent)
+                    for r in rows
+                ),
+                epsilon,
+                delta,
+            )
             for r in rows:
                 r.epsilon_spent += epsilon
                 r.delta_spent += delta

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, ColumnElement, ForeignKey, LargeBinary, String, delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.types import JSON
 
@@ -26,6 +25,7 @@ from exchange.errors import (
     NotFound,
     SeparationOfDuties,
 )
+from exchange.first_use import add_unique
 from exchange.models import ExchangeBase, Person
 from exchange.paging import Slice, Window, keyset
 from exchange.trail import Trail
@@ -253,11 +253,7 @@ def finish_registration(
         created_at=now,
         last_used_at=None,
     )
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        raise Conflict("this passkey is already registered") from None
+    add_unique(session, row, Conflict("this passkey is already registered"))
     return _record(session, trail, subject, Event.PERSON_PASSKEY_ADDED, "create", row, now)
 
 

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 import pyotp
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import crypto
@@ -36,6 +35,7 @@ from exchange.errors import (
     NotFound,
     SeparationOfDuties,
 )
+from exchange.first_use import add_unique
 from exchange.jobs import open_sealed, seal
 from exchange.models import Client, Invitation, Organisation, Person
 from exchange.trail import Trail
@@ -266,11 +266,7 @@ def redeem_invitation(
         invited_by=invitation.invited_by,
         created_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(person)
-    except IntegrityError:
-        raise Conflict("this login is taken", field="login") from None
+    add_unique(session, person, Conflict("this login is taken", field="login"))
     invitation.redeemed_at = now
     invitation.person_id = person.id
     receipt = record_change(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +24,7 @@ from exchange.errors import NotFound
 from exchange.market.agreements import agreement_for
 from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.models import Client, Computation, Contract, Dataset, Organisation, load_dataset
+from exchange.timestamps import aware
 
 __all__ = [
     "RequestInput",
@@ -106,13 +107,9 @@ def policy_resource(session: Session, dataset_id: str) -> dict[str, Any]:
 # -- contracts --------------------------------------------------------------------------------
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def contract_in_force(contract: Contract, now: datetime) -> bool:
     """Active and inside its validity window."""
-    return contract.status == _ACTIVE and _aware(contract.not_before) <= now < _aware(
+    return contract.status == _ACTIVE and aware(contract.not_before) <= now < aware(
         contract.not_after
     )
 
@@ -137,8 +134,8 @@ def covering_view(covering: Contract | Agreement) -> dict[str, Any]:
         "purpose": covering.purpose,
         "dua_reference": dua,
         **extra,
-        "not_before": int(_aware(covering.not_before).timestamp()),
-        "not_after": int(_aware(covering.not_after).timestamp()),
+        "not_before": int(aware(covering.not_before).timestamp()),
+        "not_after": int(aware(covering.not_after).timestamp()),
     }
 
 

@@ -62,6 +62,17 @@ def path_resource(build: Callable[[Session, str], Mapping[str, Any]], param: str
     return targets
 
 
+def caller_owned(kind: str) -> Resources:
+    """Resources: a `kind` the caller's organisation owns and is party to (a new or own one)."""
+
+    def targets(
+        request: Request, caller: Caller, platform: Platform, session: Session
+    ) -> list[Target]:
+        return [Target({"type": kind, "owner_org": caller.org_id, "parties": [caller.org_id]})]
+
+    return targets
+
+
 def subject_of(caller: Caller) -> dict[str, Any]:
     subject: dict[str, Any] = {
         "id": caller.client_id,

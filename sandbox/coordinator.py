@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from sandbox import ckks, paillier
+from sandbox._registry import ProviderInput, default_sandbox
 from sandbox.errors import HomomorphicMismatch, InvalidParameters
+from sandbox.isolation import Sandbox
 
 Scheme = Literal["paillier-packed", "ckks", "unsafe-plain"]
 """`unsafe-plain` adds plaintext vectors: only for measuring encryption overhead."""
@@ -410,3 +412,26 @@ class ResultParty:
     def tolerance(self, addends: int) -> float:
         """Absolute per-value error of a CKKS aggregate of `addends` partials (0 otherwise)."""
         return self.ckks_params.tolerance(addends) if self.scheme == "ckks" else 0.0
+
+
+def each_once(providers: Sequence[ProviderInput]) -> tuple[ProviderInput, ...]:
+    """The providers of a job; `InvalidParameters` when one takes part twice."""
+    if len({p.provider_id for p in providers}) != len(providers):
+        raise InvalidParameters("each provider takes part once")
+    return tuple(providers)
+
+
+class ProviderJob:
+    """A job whose providers' partials one coordinator aggregates under one result party."""
+
+    def __init__(
+        self,
+        providers: Sequence[ProviderInput],
+        sandbox: Sandbox | None,
+        result_party: Callable[[], ResultParty],
+    ) -> None:
+        self.providers = each_once(providers)
+        self.sandbox = sandbox or default_sandbox()
+        self.result_party = result_party()
+        self.job_id = self.result_party.job_id
+        self.coordinator = Coordinator(self.result_party.public)

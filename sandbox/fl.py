@@ -64,13 +64,13 @@ import numpy.typing as npt
 
 from sandbox import ckks
 from sandbox._dp_fl import DpPlan, bounds_standardisation, dp_local_train, plan_dp
-from sandbox._registry import ProviderInput, default_sandbox
+from sandbox._registry import ProviderInput
 from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import (
     SECURITY_MODEL,
-    Coordinator,
     Envelope,
     JobPublic,
+    ProviderJob,
     ResultParty,
 )
 from sandbox.errors import InvalidParameters, OperatorFailed
@@ -280,7 +280,7 @@ def gaussian_sigma(clip: float, epsilon: float, delta: float) -> float:
     return clip * math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
 
 
-class FlJob:
+class FlJob(ProviderJob):
     """A federated logistic regression over several providers; `run()` does every step."""
 
     def __init__(
@@ -293,18 +293,16 @@ class FlJob:
     ) -> None:
         if len(providers) < 2:
             raise InvalidParameters("federated learning needs at least two providers")
-        if len({p.provider_id for p in providers}) != len(providers):
-            raise InvalidParameters("each provider takes part once")
         self.config = config
-        self.providers = tuple(providers)
-        self.sandbox = sandbox or default_sandbox()
-        self.result_party = ResultParty(
-            "ckks" if config.encrypted else "unsafe-plain",
-            job_id=job_id,
-            ckks_params=ckks.CkksParams.COMPACT,
+        super().__init__(
+            providers,
+            sandbox,
+            lambda: ResultParty(
+                "ckks" if config.encrypted else "unsafe-plain",
+                job_id=job_id,
+                ckks_params=ckks.CkksParams.COMPACT,
+            ),
         )
-        self.job_id = self.result_party.job_id
-        self.coordinator = Coordinator(self.result_party.public)
         self.standardisation: StatsJob | None = None
 
     def _standardise(

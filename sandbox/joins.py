@@ -38,10 +38,10 @@ from sandbox.isolation import Sandbox
 from sandbox.join_params import JoinPlan
 from sandbox.join_wire import unframe
 from sandbox.party_stats import (
+    MaskRelay,
     PartyJob,
     collect_mask_keys,
-    mask_blobs,
-    mask_public,
+    platform_relay,
     result_document,
 )
 from sandbox.release import GatedAggregate, Release, ReleaseGate, ReleaseObligations, unique
@@ -56,8 +56,6 @@ __all__ = [
 
 JOIN_BATCH = 2048
 """Value pairs per relayed message (each a request to the matcher's session)."""
-LocalBlobs = Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
-"""A platform-held input's agreement seeds (`sandbox.party_stats.mask_blobs`)."""
 SESSION_OPERATOR = "psi.sum"
 """The registry entry whose code (`sandbox.join_party:party`) runs each party's side."""
 
@@ -129,7 +127,7 @@ class JoinJob:
         paillier_bits: int = 2048,
         batch: int = JOIN_BATCH,
         party: PartyJob | None = None,
-        relay: tuple[Callable[[ProviderInput], bytes], LocalBlobs] | None = None,
+        relay: MaskRelay | None = None,
     ) -> None:
         if left.provider_id == right.provider_id:
             raise InvalidParameters("a join is between two providers' datasets")
@@ -141,10 +139,7 @@ class JoinJob:
         self.batch = batch
         self.party = party
         """The requester-held key's public facts: then no secret key is ever made here."""
-        self.relay = relay or (
-            lambda p: mask_public(job_id, p.dataset_id),
-            lambda p, pp: mask_blobs(job_id, p.dataset_id, pp),
-        )
+        self.relay = relay or platform_relay(job_id)
         """(a party's mask public key, its seeds when the platform is its node): the two
         parties' agreement seed keys the sealing of the value party's ciphertexts; by
         default both inputs are the platform's own (as in the sandbox tests)."""

@@ -383,15 +383,7 @@ def validate_params(operator: str, raw: Mapping[str, Any]) -> OperatorParams:
         raise ParamsInvalid(f"params.{where}: {first['msg']}", f"params.{where}") from None
     except SandboxError as exc:
         raise ParamsInvalid(f"params: {exc.detail}", "params") from None
-    assert isinstance(
-        params,
-        StatsParams
-        | FlParams
-        | PsiCardinalityParams
-        | PsiSumParams
-        | PsiIntersectionParams
-        | HeteroParams,
-    )
+    assert isinstance(params, OperatorParams)
     return params
 
 

@@ -260,6 +260,21 @@ def mask_blobs(
     return out
 
 
+MaskRelay = tuple[
+    Callable[[ProviderInput], bytes],
+    Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
+]
+"""(an input's mask public key, its agreement seeds when the platform is its node)."""
+
+
+def platform_relay(job_id: str) -> MaskRelay:
+    """The relay when the platform is every input's node (`mask_public`, `mask_blobs`)."""
+    return (
+        lambda p: mask_public(job_id, p.dataset_id),
+        lambda p, pp: mask_blobs(job_id, p.dataset_id, pp),
+    )
+
+
 def check_binding(binding: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
     """Why the call does not match what the provider approved (None: it matches)."""
     approved = binding.get("party")

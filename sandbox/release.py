@@ -104,6 +104,22 @@ class BudgetCharge:
     delta: float
 
 
+def refuse_overdraw(
+    remaining: Iterable[tuple[str, float, float]], epsilon: float, delta: float
+) -> None:
+    """`PrivacyBudgetExhausted` naming each (dataset, ε left, δ left) the charge would exceed.
+
+    A little slack, so that ten charges of 0.1 fit a budget of 1.0.
+    """
+    short = [d for d, eps, dlt in remaining if epsilon > eps + 1e-9 or delta > dlt + 1e-15]
+    if short:
+        raise PrivacyBudgetExhausted(
+            "privacy budget exhausted for at least one input dataset",
+            datasets=short,
+            requested_epsilon=epsilon,
+        )
+
+
 class PrivacyBudget(ABC):
     """Per-dataset (ε, δ) budgets. The integrator backs this with the database."""
 
@@ -144,18 +160,9 @@ class InMemoryPrivacyBudget(PrivacyBudget):
         if epsilon < 0 or delta < 0:
             raise InvalidParameters("cannot charge a negative budget")
         with self._lock:
-            short = []
-            for d in dict.fromkeys(dataset_ids):
-                r_eps, r_delta = self._remaining(d)
-                # A little slack so that ten charges of 0.1 fit a budget of 1.0.
-                if epsilon > r_eps + 1e-9 or delta > r_delta + 1e-15:
-                    short.append(d)
-            if short:
-                raise PrivacyBudgetExhausted(
-                    "privacy budget exhausted for at least one input dataset",
-                    datasets=short,
-                    requested_epsilon=epsilon,
-                )
+            refuse_overdraw(
+                ((d, *self._remaining(d)) for d in dict.fromkeys(dataset_ids)), epsilon, delta
+            )
             for d in dict.fromkeys(dataset_ids):
                 s_eps, s_delta = self._spent.get(d, (0.0, 0.0))
                 self._spent[d] = (s_eps + epsilon, s_delta + delta)
@@ -371,36 +378,23 @@ class ReleaseGate:
         counts = [int(_measure(p, p.rows_measure).value) for p in noisy]
         self.check_shape(candidate, obligations, rows=sum(counts))
         self.check_cohort(sum(counts), obligations)
-        kept: list[Partition] = []
-        suppressed: list[str] = []
-        for p, count in zip(noisy, counts, strict=True):
-            if count < obligations.min_cohort:
-                suppressed.append(p.key)
-            else:
-                kept.append(p)
-        if not kept:
-            raise CohortTooSmall(
-                "every partition is below the minimum cohort", min_cohort=obligations.min_cohort
-            )
-        return GatedAggregate(tuple(kept), tuple(suppressed), spent, rho)
+        small = [count < obligations.min_cohort for count in counts]
+        kept, suppressed = _suppress_small(zip(noisy, small, strict=True), obligations)
+        return GatedAggregate(kept, suppressed, spent, rho)
 
     def _gate_exact(self, candidate: Candidate, obligations: ReleaseObligations) -> GatedAggregate:
         """Without DP (`open` data): exact values, exact counts, as before."""
         self.check_shape(candidate, obligations)
         self.check_cohort(candidate.rows, obligations)
-        kept: list[Partition] = []
-        suppressed: list[str] = []
-        for p in candidate.partitions:
+
+        def small(p: Partition) -> bool:
             count = next((m.value for m in p.measures if m.name == p.rows_measure), p.rows)
-            if count < obligations.min_cohort and not (p.zero_releasable and p.rows == 0):
-                suppressed.append(p.key)
-                continue
-            kept.append(p)
-        if not kept:
-            raise CohortTooSmall(
-                "every partition is below the minimum cohort", min_cohort=obligations.min_cohort
-            )
-        return GatedAggregate(tuple(kept), tuple(suppressed), None)
+            return count < obligations.min_cohort and not (p.zero_releasable and p.rows == 0)
+
+        kept, suppressed = _suppress_small(
+            ((p, small(p)) for p in candidate.partitions), obligations
+        )
+        return GatedAggregate(kept, suppressed, None)
 
     def noisy_partitions(
         self, partitions: Sequence[Partition], obligations: ReleaseObligations
@@ -526,3 +520,21 @@ def measures_by_name(partition: Partition) -> dict[str, float]:
 
 def unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
+
+
+def _suppress_small(
+    partitions: Iterable[tuple[Partition, bool]], obligations: ReleaseObligations
+) -> tuple[tuple[Partition, ...], tuple[str, ...]]:
+    """(kept, keys of the suppressed) of (partition, small); `CohortTooSmall` if none is kept."""
+    kept: list[Partition] = []
+    suppressed: list[str] = []
+    for p, small in partitions:
+        if small:
+            suppressed.append(p.key)
+        else:
+            kept.append(p)
+    if not kept:
+        raise CohortTooSmall(
+            "every partition is below the minimum cohort", min_cohort=obligations.min_cohort
+        )
+    return tuple(kept), tuple(suppressed)

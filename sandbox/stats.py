@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from sandbox._registry import ProviderInput, default_sandbox
+from sandbox._registry import ProviderInput
 from sandbox._stats_query import (
     ALL,
     MAX_BINS,
@@ -53,9 +53,9 @@ from sandbox._stats_query import (
 )
 from sandbox.coordinator import (
     SECURITY_MODEL,
-    Coordinator,
     Decrypted,
     JobPublic,
+    ProviderJob,
     ResultParty,
     seal_vector,
 )
@@ -438,7 +438,7 @@ def _group_values(query: StatsQuery, p: Partition) -> GroupStats:
 # -- the job ----------------------------------------------------------------------------------
 
 
-class StatsJob:
+class StatsJob(ProviderJob):
     """A statistics computation over several providers; `run()` does every step.
 
     The steps are public so that the integrator can record each transition and a test
@@ -456,16 +456,12 @@ class StatsJob:
     ) -> None:
         if not providers:
             raise InvalidParameters("a computation needs at least one provider")
-        if len({p.provider_id for p in providers}) != len(providers):
-            raise InvalidParameters("each provider takes part once")
         self.query = query
-        self.providers = tuple(providers)
-        self.sandbox = sandbox or default_sandbox()
-        self.result_party = ResultParty(
-            query.job_scheme, job_id=job_id, paillier_bits=paillier_bits
+        super().__init__(
+            providers,
+            sandbox,
+            lambda: ResultParty(query.job_scheme, job_id=job_id, paillier_bits=paillier_bits),
         )
-        self.job_id = self.result_party.job_id
-        self.coordinator = Coordinator(self.result_party.public)
         self.node_seconds: list[float] = []
 
     def compute_partials(self) -> list[bytes]:

@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 
 from sandbox._registry import ProviderInput
-from sandbox.coordinator import SECURITY_MODEL
+from sandbox.coordinator import SECURITY_MODEL, each_once
 from sandbox.errors import IntersectionTooSmall, InvalidParameters
 from sandbox.isolation import Sandbox
 from sandbox.party_stats import (
     ENCRYPTED_FORMAT,
+    MaskRelay,
     PartyJob,
     collect_mask_keys,
-    mask_blobs,
-    mask_public,
+    platform_relay,
 )
 from sandbox.release import (
     Candidate,
@@ -79,12 +79,6 @@ HETERO_SECURITY: dict[str, Any] = {
     "the two parties' X25519 agreement (docs/privacy.md)",
 }
 
-Relay = tuple[
-    Callable[[ProviderInput], bytes],
-    Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]],
-]
-"""(a party's mask public key, its seeds when the platform is its node), as for joins."""
-
 
 def model_obligations(obligations: ReleaseObligations) -> ReleaseObligations:
     """The Gaussian output perturbation needs δ > 0: (ε, `MODEL_DELTA`) where none is named."""
@@ -123,15 +117,13 @@ class HeteroJob:
         key_bits: int = 2048,
         min_rows: int = 1,
         party: PartyJob | None = None,
-        relay: Relay | None = None,
+        relay: MaskRelay | None = None,
         clip_rows: bool = True,
     ) -> None:
         if len(providers) != len(params.keys):
             raise InvalidParameters("one key column per input")
-        if len({p.provider_id for p in providers}) != len(providers):
-            raise InvalidParameters("each provider takes part once")
         self.params = params
-        self.providers = tuple(providers)
+        self.providers = each_once(providers)
         self.sandbox = sandbox
         self.job_id = job_id
         self.key_bits = key_bits
@@ -140,10 +132,7 @@ class HeteroJob:
         self.round_seconds: list[float] = []
         self.party = party
         """The requester-held key's public facts: the weights leave encrypted under it."""
-        self.relay = relay or (
-            lambda p: mask_public(job_id, p.dataset_id),
-            lambda p, pp: mask_blobs(job_id, p.dataset_id, pp),
-        )
+        self.relay = relay or platform_relay(job_id)
         """(a party's mask public key, its seeds when the platform is its node): by default
         every input is the platform's own (as in the sandbox tests)."""
         self.record: Callable[[str, str, bytes], None] | None = None

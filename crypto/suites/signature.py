@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Final
 
@@ -145,21 +146,34 @@ class _Ed25519VerifyingKey(VerifyingKey):
         return True
 
 
-class _Ed25519KeyPair(SigningKeyPair):
-    algorithm = SignatureAlgorithm.ED25519
+class _RawKeyPair(SigningKeyPair):
+    """A pair whose private key object signs and encodes in our raw formats (Ed25519, SM2)."""
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-        self._public = _Ed25519VerifyingKey(key.public_key())
+    def __init__(
+        self,
+        sign: Callable[[bytes], bytes],
+        private_bytes: Callable[[], bytes],
+        public: VerifyingKey,
+    ) -> None:
+        self._sign = sign
+        self._private_bytes = private_bytes
+        self._public = public
 
     def public_key(self) -> VerifyingKey:
         return self._public
 
     def private_bytes(self) -> bytes:
-        return self._key.private_bytes_raw()
+        return self._private_bytes()
 
     def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+        return self._sign(message)
+
+
+class _Ed25519KeyPair(_RawKeyPair):
+    algorithm = SignatureAlgorithm.ED25519
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        super().__init__(key.sign, key.private_bytes_raw, _Ed25519VerifyingKey(key.public_key()))
 
 
 # -- ECDSA P-256 with SHA-256 (FIPS 186-5, RFC 6979) -----------------------------------
@@ -276,29 +290,14 @@ class _Sm2VerifyingKey(VerifyingKey):
         return self._key.verify(message, signature)
 
 
-class _Sm2KeyPair(SigningKeyPair):
+class _Sm2KeyPair(_RawKeyPair):
     algorithm = SignatureAlgorithm.SM2_SM3
 
     def __init__(self, key: sm2.Sm2PrivateKey) -> None:
-        self._key = key
-        self._public = _Sm2VerifyingKey(key.public_key())
-
-    def public_key(self) -> VerifyingKey:
-        return self._public
-
-    def private_bytes(self) -> bytes:
-        return self._key.private_bytes()
-
-    def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message)
+        super().__init__(key.sign, key.private_bytes, _Sm2VerifyingKey(key.public_key()))
 
 
 # -- the uniform entry points ----------------------------------------------------------
-
-_ECDSA_PAIRS: dict[SignatureAlgorithm, type[_EcdsaP256KeyPair]] = {
-    SignatureAlgorithm.ECDSA_P256_SHA256: _EcdsaP256KeyPair,
-    SignatureAlgorithm.ECDSA_SECP256K1_SHA256: _Secp256k1KeyPair,
-}
 
 
 def generate(algorithm: SignatureAlgorithm | str) -> SigningKeyPair:
@@ -313,17 +312,39 @@ def generate(algorithm: SignatureAlgorithm | str) -> SigningKeyPair:
     return _Sm2KeyPair(sm2.Sm2PrivateKey.generate())
 
 
+def _ed25519(raw: bytes, half: str) -> bytes:
+    """`raw` when it is 32 bytes, the size of both halves of an Ed25519 key; else `InvalidKey`."""
+    if len(raw) != _SCALAR_SIZE:
+        raise InvalidKey(f"an Ed25519 {half} key is 32 bytes")
+    return raw
+
+
+def _ed25519_private(raw: bytes) -> SigningKeyPair:
+    return _Ed25519KeyPair(Ed25519PrivateKey.from_private_bytes(_ed25519(raw, "private")))
+
+
+def _ed25519_public(raw: bytes) -> VerifyingKey:
+    return _Ed25519VerifyingKey(Ed25519PublicKey.from_public_bytes(_ed25519(raw, "public")))
+
+
+# Per algorithm: how its raw private and public encodings load (each checks its input).
+_LOAD_PRIVATE: dict[SignatureAlgorithm, Callable[[bytes], SigningKeyPair]] = {
+    SignatureAlgorithm.ED25519: _ed25519_private,
+    SignatureAlgorithm.ECDSA_P256_SHA256: _EcdsaP256KeyPair.from_scalar,
+    SignatureAlgorithm.ECDSA_SECP256K1_SHA256: _Secp256k1KeyPair.from_scalar,
+    SignatureAlgorithm.SM2_SM3: lambda raw: _Sm2KeyPair(sm2.Sm2PrivateKey(raw)),
+}
+_LOAD_PUBLIC: dict[SignatureAlgorithm, Callable[[bytes], VerifyingKey]] = {
+    SignatureAlgorithm.ED25519: _ed25519_public,
+    SignatureAlgorithm.ECDSA_P256_SHA256: _EcdsaP256VerifyingKey.from_point,
+    SignatureAlgorithm.ECDSA_SECP256K1_SHA256: _Secp256k1VerifyingKey.from_point,
+    SignatureAlgorithm.SM2_SM3: lambda raw: _Sm2VerifyingKey(sm2.Sm2PublicKey(raw)),
+}
+
+
 def load_private(algorithm: SignatureAlgorithm | str, data: bytes) -> SigningKeyPair:
     """Rebuild a key pair from `private_bytes()`; `InvalidKey` if `data` cannot be one."""
-    chosen = _algorithm(algorithm)
-    raw = _require_bytes(data, "private key")
-    if chosen is SignatureAlgorithm.ED25519:
-        if len(raw) != _SCALAR_SIZE:
-            raise InvalidKey("an Ed25519 private key is 32 bytes")
-        return _Ed25519KeyPair(Ed25519PrivateKey.from_private_bytes(raw))
-    if chosen in _ECDSA_PAIRS:
-        return _ECDSA_PAIRS[chosen].from_scalar(raw)
-    return _Sm2KeyPair(sm2.Sm2PrivateKey(raw))
+    return _LOAD_PRIVATE[_algorithm(algorithm)](_require_bytes(data, "private key"))
 
 
 def load_private_pem(data: bytes, passphrase: bytes | None = None) -> SigningKeyPair:
@@ -342,12 +363,4 @@ def load_private_pem(data: bytes, passphrase: bytes | None = None) -> SigningKey
 
 def load_public(algorithm: SignatureAlgorithm | str, data: bytes) -> VerifyingKey:
     """A verifying key from `public_bytes()`; `InvalidKey` if `data` cannot be one."""
-    chosen = _algorithm(algorithm)
-    raw = _require_bytes(data, "public key")
-    if chosen is SignatureAlgorithm.ED25519:
-        if len(raw) != _SCALAR_SIZE:
-            raise InvalidKey("an Ed25519 public key is 32 bytes")
-        return _Ed25519VerifyingKey(Ed25519PublicKey.from_public_bytes(raw))
-    if chosen in _ECDSA_PAIRS:
-        return _ECDSA_PAIRS[chosen]._verifying_key.from_point(raw)
-    return _Sm2VerifyingKey(sm2.Sm2PublicKey(raw))
+    return _LOAD_PUBLIC[_algorithm(algorithm)](_require_bytes(data, "public key"))

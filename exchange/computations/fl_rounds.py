@@ -155,17 +155,29 @@ def requester_row(
     return comp, row
 
 
-def current_round(ctx: ComputeContext, caller: Caller, computation_id: str) -> dict[str, Any]:
-    """The open step's encrypted aggregate, for the requester (409 when none is waiting)."""
+def open_step(
+    ctx: ComputeContext,
+    caller: Caller,
+    computation_id: str,
+    *,
+    document: str,
+    takes: Callable[[str, dict[str, Any]], bool] = lambda op, _params: op == "fl.logreg",
+) -> dict[str, Any]:
+    """The requester's view of the open step, its JSON under `document` (409: none waiting)."""
     with ctx.sessions() as session, session.begin():
-        _, row = requester_row(session, caller, computation_id)
+        _, row = requester_row(session, caller, computation_id, takes)
         return {
             "computation_id": computation_id,
             "step": row.step,
             "posted": row.reply is not None,
             "deadline": row.deadline.isoformat(),
-            "aggregate": json.loads(row.aggregate),
+            document: json.loads(row.aggregate),
         }
+
+
+def current_round(ctx: ComputeContext, caller: Caller, computation_id: str) -> dict[str, Any]:
+    """The open step's encrypted aggregate, for the requester (409 when none is waiting)."""
+    return open_step(ctx, caller, computation_id, document="aggregate")
 
 
 def _check_reply(reply: dict[str, Any], step: int) -> None:

@@ -48,6 +48,7 @@ from sandbox.party_fl import SECURITY_MODEL as FL_SECURITY_MODEL
 from sandbox.party_fl import PartyFlJob
 from sandbox.party_stats import SECURITY_MODEL as PARTY_SECURITY_MODEL
 from sandbox.party_stats import (
+    MaskRelay,
     PartyJob,
     PartyRun,
     collect_mask_keys,
@@ -225,10 +226,6 @@ def party_job(
     return PartyJob(
         computation_id, n, providers=providers, min_cohort=obligations.min_cohort, dp=dp
     )
-
-
-_LocalBlobs = Callable[[ProviderInput, dict[str, Any]], dict[str, bytes]]
-MaskRelay = tuple[Callable[[ProviderInput], bytes], _LocalBlobs]
 
 
 def mask_relay(

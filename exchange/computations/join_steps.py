@@ -65,15 +65,9 @@ def requester_exchange(
 
 def current_step(ctx: ComputeContext, caller: Caller, computation_id: str) -> dict[str, Any]:
     """The open step, for the requester (409 when none is waiting)."""
-    with ctx.sessions() as session, session.begin():
-        _, row = fl_rounds.requester_row(session, caller, computation_id, is_cohort_request)
-        return {
-            "computation_id": computation_id,
-            "step": row.step,
-            "posted": row.reply is not None,
-            "deadline": row.deadline.isoformat(),
-            "request": json.loads(row.aggregate),
-        }
+    return fl_rounds.open_step(
+        ctx, caller, computation_id, document="request", takes=is_cohort_request
+    )
 
 
 def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> None:

@@ -192,13 +192,7 @@ def check_cohort_join(
             obligation="cohort_counts_only",
         )
     fields = require_columns(ds, plan.right_columns)
-    personal = [c for c in q.columns if c == plan.cohort.key or fields[c].pi]
-    if personal:
-        raise Forbidden(
-            f"column(s) {', '.join(personal)} of dataset {ds.id} hold identifiers or "
-            "personal information: a join aggregates other columns only",
-            obligation="desensitise",
-        )
+    _refuse_aggregating_personal(ds, fields, q.columns, plan.cohort.key)
     minimum = min_intersection(ob)
     if plan.cohort.size < minimum:
         raise Forbidden(
@@ -240,6 +234,19 @@ def _check_sizes(datasets: Sequence[Dataset], ob: policies.Obligations) -> None:
             f"({minimum}): a join with them could single out a person",
             obligation="min_intersection",
             min_intersection=minimum,
+        )
+
+
+def _refuse_aggregating_personal(
+    ds: Dataset, fields: dict[str, DatasetField], columns: Sequence[str], key: str
+) -> None:
+    """`Forbidden` when a join would aggregate `ds`'s join key or a personal column of it."""
+    personal = [c for c in columns if c == key or fields[c].pi]
+    if personal:
+        raise Forbidden(
+            f"column(s) {', '.join(personal)} of dataset {ds.id} hold identifiers or "
+            "personal information: a join aggregates other columns only",
+            obligation="desensitise",
         )
 
 
@@ -286,13 +293,7 @@ def check_join(
             "information: a join may not be grouped by it",
             obligation="desensitise",
         )
-    personal = [c for c in q.columns if c == plan.join.right_key or rf[c].pi]
-    if personal:
-        raise Forbidden(
-            f"column(s) {', '.join(personal)} of dataset {right.id} hold identifiers or "
-            "personal information: a join aggregates other columns only",
-            obligation="desensitise",
-        )
+    _refuse_aggregating_personal(right, rf, q.columns, plan.join.right_key)
     _check_sizes(datasets, ob)
     bounded = q.op == "stats.count" or q.clip is not None
     if ob.dp_epsilon is not None and not bounded:

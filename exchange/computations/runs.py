@@ -118,11 +118,7 @@ def run_job(ctx: ComputeContext, computation_id: str) -> None:
         log.warning("computation %s: ended elsewhere; this run's output discarded", computation_id)
     except ReleaseRefused as exc:
         _end(ctx, computation_id, State.REJECTED, "rejected", exc.code, exc.detail, lease)
-    except SandboxError as exc:
-        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail, lease)
-    except _JobFailed as exc:
-        _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail, lease)
-    except ExchangeError as exc:
+    except (SandboxError, _JobFailed, ExchangeError) as exc:
         _end(ctx, computation_id, State.FAILED, "failed", exc.code, exc.detail, lease)
     except crypto.CryptoError as exc:
         log.error("computation %s: key failure %s", computation_id, exc.code)

@@ -12,6 +12,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 import audit
 from exchange.accounts import Caller
+from exchange.timestamps import aware
 from exchange.trail import Receipt, Trail
 from ledger import canonical_json
 
@@ -19,10 +20,6 @@ __all__ = ["Indexed", "aware", "digest_of", "offset_page", "record", "z"]
 
 
 R = TypeVar("R")
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def z(value: datetime | None) -> str | None:

@@ -17,17 +17,17 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
-from exchange.errors import NotFound
 from exchange.market._common import aware, offset_page, record, z
 from exchange.market.errors import AgreementExhausted, OutsideAgreement
 from exchange.market.models import Agreement, MeterRecord
 from exchange.market.odrl import PriceModel, round_fen, yuan
 from exchange.models import Contract, Dataset
+from exchange.party_rows import party_row, party_rows
 from exchange.trail import Trail
 
 __all__ = [
@@ -265,11 +265,9 @@ def _amount_fen(terms: dict[str, Any], rows: int) -> int:
 def get_agreement(
     session: Session, caller: Caller, agreement_id: str, *, now: datetime, sees_all: bool
 ) -> AgreementPublic:
-    agreement = session.get(Agreement, agreement_id)
-    if agreement is None or not (
-        sees_all or caller.org_id in (agreement.consumer_org, agreement.provider_org)
-    ):
-        raise NotFound("no such agreement", agreement_id=agreement_id)
+    agreement = party_row(
+        session, Agreement, agreement_id, caller, noun="agreement", sees_all=sees_all
+    )
     return agreement_public(agreement, now=now)
 
 
@@ -282,12 +280,7 @@ def list_agreements(
     limit: int,
     offset: int,
 ) -> tuple[list[AgreementPublic], int]:
-
-    stmt = select(Agreement)
-    if not sees_all:
-        stmt = stmt.where(
-            or_(Agreement.consumer_org == caller.org_id, Agreement.provider_org == caller.org_id)
-        )
+    stmt = party_rows(Agreement, caller, sees_all=sees_all)
     order = (Agreement.created_at.desc(), Agreement.id)
     rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [agreement_public(a, now=now) for a in rows], total

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
@@ -33,6 +33,7 @@ from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.market.odrl import Delivery, Terms, odrl_policy
 from exchange.market.parties import check_signature, require_verified
 from exchange.models import Dataset, PrivacyBudgetAccount
+from exchange.party_rows import party_row, party_rows
 from exchange.trail import Trail
 
 __all__ = [
@@ -474,22 +475,16 @@ def terminate(
 def get_negotiation(
     session: Session, caller: Caller, negotiation_id: str, *, sees_all: bool
 ) -> NegotiationPublic:
-    n = session.get(Negotiation, negotiation_id)
-    if n is None or not (sees_all or caller.org_id in (n.consumer_org, n.provider_org)):
-        raise NotFound("no such negotiation", negotiation_id=negotiation_id)
+    n = party_row(
+        session, Negotiation, negotiation_id, caller, noun="negotiation", sees_all=sees_all
+    )
     return _public(n)
 
 
 def list_negotiations(
     session: Session, caller: Caller, *, sees_all: bool, limit: int, offset: int
 ) -> tuple[list[NegotiationPublic], int]:
-    stmt = select(Negotiation)
-    if not sees_all:
-        stmt = stmt.where(
-            or_(
-                Negotiation.consumer_org == caller.org_id, Negotiation.provider_org == caller.org_id
-            )
-        )
+    stmt = party_rows(Negotiation, caller, sees_all=sees_all)
     order = (Negotiation.created_at.desc(), Negotiation.id)
     rows, total = offset_page(session, stmt, order, limit=limit, offset=offset)
     return [_public(n) for n in rows], total

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 import exchange
 from audit.catalogue import Event
@@ -23,8 +21,7 @@ from exchange.market import negotiation as xneg
 from exchange.market import products as xprod
 from exchange.market import settlement as xset
 from exchange.resources import sees_every_statement, sees_everything
-from gateway.pep import Enforce, Target, path_resource
-from gateway.platform import Platform
+from gateway.pep import Enforce, caller_owned, path_resource
 from gateway.routers.market import ReadCatalog, platform_signer
 from gateway.security import CallerDep, ClockDep, SessionDep
 from gateway.writes import WriteDep
@@ -36,27 +33,18 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=64)]
 
 
-def _mine(kind: str) -> Callable[..., list[Target]]:
-    def targets(
-        request: Request, caller: exchange.Caller, platform: Platform, session: Session
-    ) -> list[Target]:
-        return [Target({"type": kind, "owner_org": caller.org_id, "parties": [caller.org_id]})]
-
-    return targets
-
-
 _negotiation = path_resource(resources.negotiation_resource, "negotiation_id")
 _agreement = path_resource(resources.agreement_resource, "agreement_id")
 
 
-StartNegotiation = Enforce("market.negotiate", resources=_mine("negotiation"))
+StartNegotiation = Enforce("market.negotiate", resources=caller_owned("negotiation"))
 Negotiate = Enforce("market.negotiate", resources=_negotiation)
-ReadNegotiations = Enforce("market.negotiate", resources=_mine("negotiation"))
+ReadNegotiations = Enforce("market.negotiate", resources=caller_owned("negotiation"))
 ReadAgreement = Enforce("market.agreement_read", resources=_agreement)
-ReadAgreements = Enforce("market.agreement_read", resources=_mine("agreement"))
+ReadAgreements = Enforce("market.agreement_read", resources=caller_owned("agreement"))
 Settle = Enforce("market.settle")
-ReadStatements = Enforce("market.statement_read", resources=_mine("statement"))
-OpenDispute = Enforce("market.dispute", resources=_mine("dispute"))
+ReadStatements = Enforce("market.statement_read", resources=caller_owned("statement"))
+OpenDispute = Enforce("market.dispute", resources=caller_owned("dispute"))
 
 
 def _offset(cursor: str | None) -> int:

@@ -9,31 +9,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy.orm import Session
 
 import exchange
 from audit.catalogue import Event
 from exchange import custody
 from gateway.pagination import Page, PagingDep
-from gateway.pep import Deferred, Enforce, Resources, Target
-from gateway.platform import Platform
+from gateway.pep import Deferred, Enforce, caller_owned
 from gateway.routers.datasets import register_streamed
 from gateway.security import CallerDep, PlatformDep, SessionDep
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
 
-def _own(kind: str) -> Resources:
-    def targets(
-        request: Request, caller: exchange.Caller, platform: Platform, session: Session
-    ) -> list[Target]:
-        return [Target({"type": kind, "owner_org": caller.org_id, "parties": [caller.org_id]})]
-
-    return targets
-
-
-RegisterNode = Enforce("node.register", resources=_own("node"))
-ReadNodes = Enforce("node.read", resources=_own("node"))
+RegisterNode = Enforce("node.register", resources=caller_owned("node"))
+ReadNodes = Enforce("node.read", resources=caller_owned("node"))
 # Decided once the metadata part has streamed in: the declared grade is the resource.
 RegisterDataset = Enforce("dataset.register", deferred=True)
 
