@@ -28,6 +28,7 @@ import base64
 import json
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,41 +211,76 @@ def _targets(data: CohortData) -> list[str]:
     return [member, outsider]
 
 
+@dataclass
+class NodeJoin:
+    """A started psi.cardinality join of the insurer's list with the bank's node-held rows."""
+
+    data: CohortData
+    net: dict[str, Any]
+    trust: NodeTrust | None
+    key: JobKey
+    comp_id: str
+    party: psi.CohortParty
+    evil: Any = None
+
+    def drive(self, http: Any = None) -> psi.CohortParty:
+        """The SDK's side, pinning `trust` (None: nothing pinned)."""
+        http = http or self.net["sdk"].session
+        fp = self.key.fingerprint
+        return psi.drive(http, self.comp_id, self.party, timeout=120, trust=self.trust,
+                         fingerprint=fp)  # fmt: skip
+
+
+def node_join(
+    capi: TestClient,
+    creds: dict[str, Any],
+    seed: int,
+    pin: Callable[[str], NodeTrust] | None = None,
+    relay: Callable[[Any], None] | None = None,
+    evil: Callable[[CohortData], Any] | None = None,
+) -> NodeJoin:
+    """Parties, data on the bank's node, the bank's key pinned (`pin`), then the request.
+
+    `evil(data)` makes the relay that `relay` installs before the request.
+    """
+    data = cohort_data(seed, cohort=60, values=70, common=40)
+    net = node_held_network(capi, creds, data)
+    trust = pin(net["bank_org"]) if pin is not None else None
+    attacker = evil(data) if evil is not None else None
+    if attacker is not None and relay is not None:
+        relay(attacker)
+    key = JobKey.generate()
+    comp_id = _start(capi, net, data, key)
+    party = psi.CohortParty(data.cohort, "phone")
+    return NodeJoin(data, net, trust, key, comp_id, party, attacker)
+
+
 def test_unpinned_a_swapping_relay_tells_a_member_from_an_outsider(
     capi: TestClient,
     creds: dict[str, Any],
     relay: Callable[[SwappingRelay], None],
 ) -> None:
     """The limit the SDK warns about: with nothing to check, the swap reveals membership."""
-    data = cohort_data(31, cohort=60, values=70, common=40)
-    net = node_held_network(capi, creds, data)
-    key = JobKey.generate()
-    evil = SwappingRelay(_targets(data))
-    relay(evil)
-    comp_id = _start(capi, net, data, key)
-    party = psi.CohortParty(data.cohort, "phone")
+    j = node_join(capi, creds, 31, relay=relay, evil=lambda d: SwappingRelay(_targets(d)))
+    evil = j.evil
+    assert evil is not None
     with pytest.warns(UnverifiedSteps, match="no party keys are pinned"):
-        psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=None)
-    assert _finish(capi, net, comp_id)["state"] == "released"
-    assert party.steps.verified is False
+        j.drive()
+    assert _finish(capi, j.net, j.comp_id)["state"] == "released"
+    assert j.party.steps.verified is False
     assert evil.swapped and evil.learned() == [True, False]
 
 
 def test_a_pinned_node_signs_each_step_and_the_honest_join_releases(
     capi: TestClient, creds: dict[str, Any], signing_node: Callable[[str], NodeTrust]
 ) -> None:
-    data = cohort_data(32, cohort=60, values=70, common=40)
-    net = node_held_network(capi, creds, data)
-    trust = signing_node(net["bank_org"])
-    key = JobKey.generate()
-    comp_id = _start(capi, net, data, key)
-    party = psi.CohortParty(data.cohort, "phone")
+    j = node_join(capi, creds, 32, signing_node)
+    net, key, comp_id, party = j.net, j.key, j.comp_id, j.party
     seen: list[dict[str, Any]] = []
     party._record = seen.append
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnverifiedSteps)
-        psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=trust,
-                  fingerprint=key.fingerprint)  # fmt: skip
+        j.drive()
     done = _finish(capi, net, comp_id)
     assert done["state"] == "released", done["error"]
     assert party.steps.verified is True
@@ -266,17 +302,12 @@ def test_a_pinned_sdk_refuses_a_swapped_point_before_returning_anything(
     signing_node: Callable[[str], NodeTrust],
     strip: bool,
 ) -> None:
-    data = cohort_data(33, cohort=60, values=70, common=40)
-    net = node_held_network(capi, creds, data)
-    trust = signing_node(net["bank_org"])
-    evil = SwappingRelay(_targets(data), strip=strip)
-    relay(evil)
-    key = JobKey.generate()
-    comp_id = _start(capi, net, data, key)
-    party = psi.CohortParty(data.cohort, "phone")
+    j = node_join(capi, creds, 33, signing_node, relay,
+                  lambda d: SwappingRelay(_targets(d), strip=strip))  # fmt: skip
+    net, comp_id, evil = j.net, j.comp_id, j.evil
+    assert evil is not None
     with pytest.raises(StepUnverified):
-        psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=trust,
-                  fingerprint=key.fingerprint)  # fmt: skip
+        j.drive()
     assert evil.swapped
     assert evil.returned == set()  # the SDK returned no element: nothing to test z against
     done = _finish(capi, net, comp_id)
@@ -320,17 +351,10 @@ def test_a_pinned_sdk_refuses_a_provider_batch_held_back(
     import sandbox.cohort_joins
 
     monkeypatch.setattr(sandbox.cohort_joins, "PAIR_BATCH", 16)  # several batches of points
-    data = cohort_data(34, cohort=60, values=70, common=40)
-    net = node_held_network(capi, creds, data)
-    trust = signing_node(net["bank_org"])
     evil = HoldingRelay()
-    relay(evil)
-    key = JobKey.generate()
-    comp_id = _start(capi, net, data, key)
-    party = psi.CohortParty(data.cohort, "phone")
+    j = node_join(capi, creds, 34, signing_node, relay, lambda _d: evil)
     with pytest.raises(psi.CohortError, match="points, not the 70 it announced"):
-        psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=trust,
-                  fingerprint=key.fingerprint)  # fmt: skip
+        j.drive()
     assert evil.batches >= 3 and evil.returned == set()
-    done = _finish(capi, net, comp_id)
+    done = _finish(capi, j.net, j.comp_id)
     assert done["state"] == "failed" and done["error"]["code"] == "join-stopped", done["error"]

@@ -31,7 +31,6 @@ import pytest
 from fastapi.testclient import TestClient
 from pdx_client import psi
 from pdx_client.flseal import NodeTrust
-from pdx_client.jobkeys import JobKey
 from pdx_client.stepsig import StepUnverified, UnverifiedSteps
 
 from sandbox.cohort_joins import SESSION_OPERATOR, CohortJoinJob
@@ -42,12 +41,11 @@ from sandbox.step_signing import open_step
 from tests.attacks.test_cohort_signed_steps import (
     SwappingRelay,
     _finish,
-    _start,
     _targets,
+    node_join,
     relay,  # noqa: F401  (fixture)
     signing_node,  # noqa: F401  (fixture)
 )
-from tests.helpers.s15_sdk_psi import cohort_data, node_held_network
 
 pytestmark = pytest.mark.slow
 
@@ -79,21 +77,16 @@ def test_a_platform_claiming_platform_custody_cannot_switch_off_the_pinned_check
     signing_node: Callable[[str], NodeTrust],  # noqa: F811
 ) -> None:
     """Pinned provider, node-held data, the platform says "platform": still refused."""
-    data = cohort_data(41, cohort=60, values=70, common=40)
-    net = node_held_network(capi, creds, data)
-    trust = signing_node(net["bank_org"])
-    evil = SwappingRelay(_targets(data), strip=True)
-    relay(evil)
-    key = JobKey.generate()
-    comp_id = _start(capi, net, data, key)
-    party = psi.CohortParty(data.cohort, "phone")
+    j = node_join(capi, creds, 41, signing_node, relay,
+                  lambda d: SwappingRelay(_targets(d), strip=True))  # fmt: skip
+    net, comp_id, evil = j.net, j.comp_id, j.evil
+    assert evil is not None
     lying = CustodyLie(net["sdk"].session)
     refused: StepUnverified | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnverifiedSteps)  # the old code only warned
         try:
-            psi.drive(lying, comp_id, party, timeout=120, trust=trust,
-                      fingerprint=key.fingerprint)  # fmt: skip
+            j.drive(lying)
         except StepUnverified as exc:
             refused = exc
     assert lying.lied and evil.swapped
@@ -101,6 +94,41 @@ def test_a_platform_claiming_platform_custody_cannot_switch_off_the_pinned_check
     assert refused is not None and "custody" in str(refused)
     done = _finish(capi, net, comp_id)
     assert done["state"] == "failed" and done["error"]["code"] == "join-stopped", done["error"]
+
+
+def _steps(job: CohortJoinJob) -> Callable[..., bytes]:
+    """The relay calling the provider's session itself: one step, its output unwrapped."""
+    bound = {"job": job.party.public.params(), "party": job.party.binding()}
+
+    def call(s: Any, name: str, blobs: dict[str, bytes], **params: Any) -> bytes:
+        body, _proof = open_step(s.call({"step": name, **bound, **params}, blobs).unwrap())
+        return body
+
+    return call
+
+
+def _around_exchange(monkeypatch: pytest.MonkeyPatch, before: bool) -> Callable[[Any], None]:
+    """Installs a relay whose `probe(job)` runs before (or after) the platform's own join."""
+    original = CohortJoinJob.exchange
+
+    def install(evil: Any) -> None:
+        def exchange(self: CohortJoinJob, ask: Any, record: Any = None) -> bytes:
+            if before:
+                evil.probe(self)
+            out = original(self, ask, record)
+            if not before:
+                evil.probe(self)
+            return out
+
+        monkeypatch.setattr(CohortJoinJob, "exchange", exchange)
+
+    return install
+
+
+def _stranger(data: Any) -> str:
+    """One of the insurer's people the bank does not hold."""
+    return next(p for p in data.cohort[:-1] if normalise(IdKind.PHONE, p) not in {
+        normalise(IdKind.PHONE, q) for q in data.amount})  # fmt: skip
 
 
 class RevealOracle:
@@ -112,11 +140,7 @@ class RevealOracle:
         self.refused: str | None = None
 
     def probe(self, job: CohortJoinJob) -> None:
-        bound = {"job": job.party.public.params(), "party": job.party.binding()}
-
-        def call(s: Any, name: str, blobs: dict[str, bytes], **params: Any) -> bytes:
-            body, _proof = open_step(s.call({"step": name, **bound, **params}, blobs).unwrap())
-            return body
+        call = _steps(job)
 
         try:
             with job.sandbox.open_session(SESSION_OPERATOR, [job.provider.path]) as s:
@@ -147,30 +171,20 @@ def test_the_node_does_not_blind_the_relays_own_identifiers_for_a_counting_join(
     signing_node: Callable[[str], NodeTrust],  # noqa: F811
 ) -> None:
     """A psi.cardinality join: the relay may not turn the node into a k2 oracle on Y."""
-    data = cohort_data(42, cohort=60, values=70, common=40)
-    net = node_held_network(capi, creds, data)
-    trust = signing_node(net["bank_org"])
-    customer = next(p for p in data.amount if p not in data.common)  # the bank's only
-    stranger = next(p for p in data.cohort[:-1] if normalise(IdKind.PHONE, p) not in {
-        normalise(IdKind.PHONE, q) for q in data.amount})  # fmt: skip
-    oracle = RevealOracle([customer, stranger])
-    original = CohortJoinJob.exchange
 
-    def exchange(self: CohortJoinJob, ask: Any, record: Any = None) -> bytes:
-        oracle.probe(self)  # first its own questions, then the join as usual
-        return original(self, ask, record)
+    def oracle_for(data: Any) -> RevealOracle:
+        customer = next(p for p in data.amount if p not in data.common)  # the bank's only
+        return RevealOracle([customer, _stranger(data)])
 
-    monkeypatch.setattr(CohortJoinJob, "exchange", exchange)
-    key = JobKey.generate()
-    comp_id = _start(capi, net, data, key)
-    party = psi.CohortParty(data.cohort, "phone")
+    # First its own questions, then the join as usual.
+    j = node_join(capi, creds, 42, signing_node, _around_exchange(monkeypatch, True), oracle_for)
+    oracle = j.evil
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnverifiedSteps)
-        psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=trust,
-                  fingerprint=key.fingerprint)  # fmt: skip
-    done = _finish(capi, net, comp_id)
+        j.drive()
+    done = _finish(capi, j.net, j.comp_id)
     assert done["state"] == "released", done["error"]
-    assert party.steps.verified is True
+    assert j.party.steps.verified is True
     assert oracle.learned is None, f"the relay tested the bank's customers: {oracle.learned}"
     assert oracle.refused is not None and "reveal" in oracle.refused
 
@@ -185,11 +199,7 @@ class SecondRelease:
         self.refused: str | None = None
 
     def probe(self, job: CohortJoinJob) -> None:
-        bound = {"job": job.party.public.params(), "party": job.party.binding()}
-
-        def call(s: Any, name: str, blobs: dict[str, bytes], **params: Any) -> bytes:
-            body, _proof = open_step(s.call({"step": name, **bound, **params}, blobs).unwrap())
-            return body
+        call = _steps(job)
 
         with job.sandbox.open_session(SESSION_OPERATOR, [job.provider.path]) as s:
             head, _ = unframe(call(s, "cohort.start", {}, plan=job.plan.to_params()))
@@ -225,26 +235,11 @@ def test_the_node_releases_one_result_per_cohort_join(
     outcome per job is what the DP budget accounts for; each further session is another
     ε, as many as the node serves.
     """
-    data = cohort_data(43, cohort=60, values=70, common=40)
-    net = node_held_network(capi, creds, data)
-    trust = signing_node(net["bank_org"])
-    stranger = next(p for p in data.cohort[:-1] if normalise(IdKind.PHONE, p) not in {
-        normalise(IdKind.PHONE, q) for q in data.amount})  # fmt: skip
-    evil = SecondRelease([stranger])
-    original = CohortJoinJob.exchange
-
-    def exchange(self: CohortJoinJob, ask: Any, record: Any = None) -> bytes:
-        out = original(self, ask, record)
-        evil.probe(self)
-        return out
-
-    monkeypatch.setattr(CohortJoinJob, "exchange", exchange)
-    key = JobKey.generate()
-    comp_id = _start(capi, net, data, key)
-    party = psi.CohortParty(data.cohort, "phone")
-    psi.drive(net["sdk"].session, comp_id, party, timeout=120, trust=trust,
-              fingerprint=key.fingerprint)  # fmt: skip
-    done = _finish(capi, net, comp_id)
+    j = node_join(capi, creds, 43, signing_node, _around_exchange(monkeypatch, False),
+                  lambda d: SecondRelease([_stranger(d)]))  # fmt: skip
+    evil = j.evil
+    j.drive()
+    done = _finish(capi, j.net, j.comp_id)
     assert done["state"] == "released", done["error"]
     assert evil.outcome is None, f"a second release of the job reached the platform: {evil.outcome}"
     assert evil.refused is not None
