@@ -52,7 +52,13 @@ from sandbox.fl_local import local_train, logloss_sum
 from sandbox.party_fl import UPDATE_BITS
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
-from tests.helpers.i15_keys import core_dump, files_under, search, start_node, start_requester
+from tests.helpers.i15_keys import (
+    core_dump,
+    encodings,
+    files_under,
+    start_node,
+    start_requester,
+)
 from tests.helpers.net import free_port
 from tests.helpers.s13_fl_keys import FEATURES, LABEL, PURPOSE, byte_hits, rows_of
 from tests.helpers.s14_fl_seal import sealed_requester_script
@@ -246,16 +252,19 @@ def test_no_secret_key_and_no_providers_update_anywhere_on_the_platform(
             for i, v in enumerate(vec[:3]):  # the weighted update of each coordinate
                 patterns[f"provider {k} round {r} coef {i}: double"] = struct.pack("<d", v)
                 patterns[f"provider {k} round {r} coef {i}: text"] = repr(v).encode()
+    # Every job key's p, q and λ in every encoding, searched with the updates in one pass.
+    keys = {}
+    for j, facts in enumerate(scenario["facts"]):
+        p, q = int(facts["p"]), int(facts["q"])
+        for name, x in {"p": p, "q": q, "lambda": (p - 1) * (q - 1)}.items():
+            keys |= {f"job {j} {name}: {enc}": b for enc, b in encodings(x).items()}
     server = scenario["server"]
     platform_files = list(files_under(server.home, scenario["server_tmp"]))
-    assert byte_hits(platform_files + [scenario["server_core"]], patterns) == []
-    for facts in scenario["facts"]:
-        p, q = int(facts["p"]), int(facts["q"])
-        needles = {"p": p, "q": q, "lambda": (p - 1) * (q - 1)}
-        assert search(platform_files, needles) == []
-        assert search([scenario["server_core"]], needles) == []
-        found = search([scenario["requester_core"]], needles)  # control: the search works
-        assert any(h.startswith("p: ") for h in found) and any(h.startswith("q: ") for h in found)
+    assert byte_hits(platform_files + [scenario["server_core"]], patterns | keys) == []
+    found = byte_hits([scenario["requester_core"]], keys)  # control: the search works
+    for j in range(len(scenario["facts"])):
+        assert any(h.startswith(f"job {j} p: ") for h in found), found
+        assert any(h.startswith(f"job {j} q: ") for h in found), found
 
 
 def _model_patterns(facts: list[dict[str, Any]]) -> tuple[dict[str, bytes], dict[str, bytes]]:
