@@ -36,8 +36,9 @@ def _anchor(pat: bytes) -> int:
     return max(scores)[2]
 
 
-def find_all(buf: bytes | mmap.mmap, patterns: dict[str, bytes]) -> set[str]:
-    """The names of the patterns that occur in `buf` (a single pass over it)."""
+def find_all(buf: bytes | mmap.mmap, patterns: dict[str, bytes], chunk: int = _CHUNK) -> set[str]:
+    """The names of the patterns that occur in `buf` (a single pass over it, `chunk` bytes
+    of it at a time: a multiple of 4)."""
     found = {name for name, pat in patterns.items() if len(pat) < 4 and buf.find(pat) != -1}
     by_word: dict[int, list[tuple[str, bytes, int]]] = {}
     for name, pat in patterns.items():
@@ -52,10 +53,10 @@ def find_all(buf: bytes | mmap.mmap, patterns: dict[str, bytes]) -> set[str]:
     table[(words_wanted * _MULT) >> np.uint32(32 - _BITS)] = True
     view = memoryview(buf)
     try:
-        for start in range(0, n - 3, _CHUNK):
+        for start in range(0, n - 3, chunk):
             for align in range(4):
                 first = start + align
-                count = min(_CHUNK // 4, (n - first) // 4)
+                count = min(chunk // 4, (n - first) // 4)
                 if count <= 0:
                     continue
                 words = np.frombuffer(view, dtype="<u4", count=count, offset=first)
