@@ -1,11 +1,11 @@
 """Fast secret searches for the attack tests: a process's memory image and a one-pass byte scan.
 
 `memory_image` copies what a core dump of a process would hold that can hold anything:
-every readable mapping's resident pages (the others read as zeros), read through
+every mapping that holds pages (the others read as zeros or as their file), read through
 `/proc/PID/mem` while the process is stopped, as `gcore` stops it. `find_all` says which
 of many byte patterns occur in a buffer in one pass over it: each pattern is keyed by a
 4-byte window of its own, every 4-byte window of the buffer is hashed at once (numpy) and
-looked up, and each candidate is confirmed with `startswith`, so the answer is exactly the
+looked up, and each candidate is confirmed by comparison, so the answer is exactly the
 set of patterns that `buffer.find(pattern) != -1` would report.
 """
 
@@ -117,12 +117,13 @@ def _resident_runs(pid: int, lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 def memory_image(pid: int, out: Path) -> Path:
-    """Every readable mapping of a stopped `pid` with resident pages, in address order, in
-    one file (the process is stopped while it is read and continued after, as by `gcore`).
+    """Every mapping of a stopped `pid` that holds pages (resident or swapped out), in
+    address order, in one file (the process is stopped while it is read and continued
+    after, as by `gcore`).
 
-    Mappings with no resident page read as zeros (anonymous) or as their file on disk, so
-    they can hold nothing a search is after; a mapping far larger than what is resident of
-    it (an allocator's reservation) is read page run by page run, not whole.
+    Mappings that hold no page read as zeros (anonymous) or as their file on disk, so they
+    can hold nothing a search is after; a mapping far larger than what it holds (an
+    allocator's reservation) is read page run by page run, not whole.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     os.kill(pid, signal.SIGSTOP)
@@ -131,30 +132,36 @@ def memory_image(pid: int, out: Path) -> Path:
         while not _stopped(pid):
             assert time.monotonic() < deadline, f"process {pid} did not stop"
             time.sleep(0.01)
-        regions = []
-        lo = hi = 0
-        readable = False
+        regions: list[tuple[int, int, bytes, str, int]] = []  # start, end, perms, name, held
         for line in Path(f"/proc/{pid}/smaps").read_bytes().splitlines():
             m = _REGION.match(line)
             if m:
-                lo, hi, perms, name = int(m[1], 16), int(m[2], 16), m[3], m[4].decode()
-                readable = perms.startswith(b"r") and name not in _UNREADABLE
-            elif line.startswith(b"Rss:") and readable:
-                rss = int(line.split()[1]) * 1024
-                if rss:
-                    regions.append((lo, hi, rss))
+                regions.append((int(m[1], 16), int(m[2], 16), m[3], m[4].decode(), 0))
+            elif line.startswith((b"Rss:", b"Swap:")):  # bytes resident, bytes swapped out
+                lo, hi, perms, name, held = regions[-1]
+                regions[-1] = (lo, hi, perms, name, held + int(line.split()[1]) * 1024)
         with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem, open(out, "wb") as f:
-            for lo, hi, rss in regions:
-                runs = (
-                    [(lo, hi)] if hi - lo <= max(64 << 20, 4 * rss) else _resident_runs(pid, lo, hi)
-                )
-                for a, b in runs:
-                    mem.seek(a)
-                    while a < b:
-                        chunk = mem.read(min(b - a, 64 << 20))
-                        assert chunk, f"short read of {pid} at {a:#x}"
-                        f.write(chunk)
-                        a += len(chunk)
+            for lo, hi, perms, name, held in regions:
+                if not held or name in _UNREADABLE:
+                    continue
+                readable = perms.startswith(b"r")
+                if hi - lo <= max(64 << 20, 4 * held):
+                    runs = [(lo, hi)]
+                else:
+                    runs = _resident_runs(pid, lo, hi)
+                try:
+                    for a, b in runs:
+                        mem.seek(a)
+                        while a < b:
+                            chunk = mem.read(min(b - a, 64 << 20))
+                            assert chunk, f"short read of {pid} at {a:#x}"
+                            f.write(chunk)
+                            a += len(chunk)
+                except OSError:
+                    if readable:
+                        raise
+                    # A PROT_NONE mapping that holds pages is read if the kernel lets us (as
+                    # gdb would not dump it at all); one it refuses is left out.
     finally:
         os.kill(pid, signal.SIGCONT)
     return out
