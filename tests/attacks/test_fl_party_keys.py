@@ -54,7 +54,7 @@ from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligatio
 from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
 from tests.helpers.i15_keys import (
     core_dump,
-    encodings,
+    encoded,
     files_under,
     start_node,
     start_requester,
@@ -256,8 +256,7 @@ def test_no_secret_key_and_no_providers_update_anywhere_on_the_platform(
     keys = {}
     for j, facts in enumerate(scenario["facts"]):
         p, q = int(facts["p"]), int(facts["q"])
-        for name, x in {"p": p, "q": q, "lambda": (p - 1) * (q - 1)}.items():
-            keys |= {f"job {j} {name}: {enc}": b for enc, b in encodings(x).items()}
+        keys |= encoded({f"job {j} p": p, f"job {j} q": q, f"job {j} lambda": (p - 1) * (q - 1)})
     server = scenario["server"]
     platform_files = list(files_under(server.home, scenario["server_tmp"]))
     assert byte_hits(platform_files + [scenario["server_core"]], patterns | keys) == []

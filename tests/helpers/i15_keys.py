@@ -47,10 +47,14 @@ def encodings(x: int) -> dict[str, bytes]:
     }
 
 
+def encoded(needles: dict[str, int]) -> dict[str, bytes]:
+    """Every encoding of every needle, as byte patterns named "name: encoding"."""
+    return {f"{name}: {enc}": b for name, x in needles.items() for enc, b in encodings(x).items()}
+
+
 def search(paths: Iterable[Path], needles: dict[str, int]) -> list[str]:
     """Where any encoding of any needle occurs in the files (name: encoding: file)."""
-    pats = {f"{name}: {enc}": b for name, x in needles.items() for enc, b in encodings(x).items()}
-    return [f"{name}: {path}" for name, path in file_hits(paths, pats)]
+    return [f"{name}: {path}" for name, path in file_hits(paths, encoded(needles))]
 
 
 def files_under(*roots: Path) -> Iterator[Path]:
