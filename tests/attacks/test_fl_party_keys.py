@@ -9,7 +9,7 @@ key and signs its mask keys; each checks its peer's against the keys its operato
 
 * The DP-off model matches plaintext FedAvg (`FlJob`, `unsafe-plain`) on the same rows;
   the DP-on model still trains.
-* The platform's database, `$PDX_HOME`, its temp directory and a `gcore` dump of the
+* The platform's database, `$PDX_HOME`, its temp directory and a memory dump of the
   server hold no p, q or λ of either key and none of the providers' plaintext updates
   (replayed here from the rows and the posted models, and checked to sum to what the
   requester decrypted). Control: the requester's dump holds p and q.
