@@ -9,7 +9,7 @@ key and signs its mask keys; each checks its peer's against the keys its operato
 
 * The DP-off model matches plaintext FedAvg (`FlJob`, `unsafe-plain`) on the same rows;
   the DP-on model still trains.
-* The platform's database, `$PDX_HOME`, its temp directory and a `gcore` dump of the
+* The platform's database, `$PDX_HOME`, its temp directory and a memory dump of the
   server hold no p, q or λ of either key and none of the providers' plaintext updates
   (replayed here from the rows and the posted models, and checked to sum to what the
   requester decrypted). Control: the requester's dump holds p and q.
@@ -52,7 +52,13 @@ from sandbox.fl_local import local_train, logloss_sum
 from sandbox.party_fl import UPDATE_BITS
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
 from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
-from tests.helpers.i15_keys import core_dump, files_under, search, start_node, start_requester
+from tests.helpers.i15_keys import (
+    core_dump,
+    encoded,
+    files_under,
+    start_node,
+    start_requester,
+)
 from tests.helpers.net import free_port
 from tests.helpers.s13_fl_keys import FEATURES, LABEL, PURPOSE, byte_hits, rows_of
 from tests.helpers.s14_fl_seal import sealed_requester_script
@@ -246,16 +252,18 @@ def test_no_secret_key_and_no_providers_update_anywhere_on_the_platform(
             for i, v in enumerate(vec[:3]):  # the weighted update of each coordinate
                 patterns[f"provider {k} round {r} coef {i}: double"] = struct.pack("<d", v)
                 patterns[f"provider {k} round {r} coef {i}: text"] = repr(v).encode()
+    # Every job key's p, q and λ in every encoding, searched with the updates in one pass.
+    keys = {}
+    for j, facts in enumerate(scenario["facts"]):
+        p, q = int(facts["p"]), int(facts["q"])
+        keys |= encoded({f"job {j} p": p, f"job {j} q": q, f"job {j} lambda": (p - 1) * (q - 1)})
     server = scenario["server"]
     platform_files = list(files_under(server.home, scenario["server_tmp"]))
-    assert byte_hits(platform_files + [scenario["server_core"]], patterns) == []
-    for facts in scenario["facts"]:
-        p, q = int(facts["p"]), int(facts["q"])
-        needles = {"p": p, "q": q, "lambda": (p - 1) * (q - 1)}
-        assert search(platform_files, needles) == []
-        assert search([scenario["server_core"]], needles) == []
-        found = search([scenario["requester_core"]], needles)  # control: the search works
-        assert any(h.startswith("p: ") for h in found) and any(h.startswith("q: ") for h in found)
+    assert byte_hits(platform_files + [scenario["server_core"]], patterns | keys) == []
+    found = byte_hits([scenario["requester_core"]], keys)  # control: the search works
+    for j in range(len(scenario["facts"])):
+        assert any(h.startswith(f"job {j} p: ") for h in found), found
+        assert any(h.startswith(f"job {j} q: ") for h in found), found
 
 
 def _model_patterns(facts: list[dict[str, Any]]) -> tuple[dict[str, bytes], dict[str, bytes]]:

@@ -6,7 +6,7 @@ package is). The requester generates its job key, asks for `stats.sum` over both
 rows, waits, fetches and decrypts. Then:
 
 * `test_no_secret_key_and_no_partial_anywhere_on_the_platform` searches the platform's
-  database and `$PDX_HOME`, its temp directory and a `gcore` dump of the server process
+  database and `$PDX_HOME`, its temp directory and a memory dump of the server process
   for the requester's p, q and λ = (p − 1)(q − 1), each provider's plaintext partial and
   the exact aggregate, in decimal and hex text, big- and little-endian bytes and
   CPython's 30-bit digits (`tests.helpers.i15_keys.encodings`). Control: the same search

@@ -9,7 +9,6 @@ computation, waits, fetches and decrypts the result.
 
 from __future__ import annotations
 
-import mmap
 import os
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers.s16_fast import file_hits, memory_image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,18 +47,14 @@ def encodings(x: int) -> dict[str, bytes]:
     }
 
 
+def encoded(needles: dict[str, int]) -> dict[str, bytes]:
+    """Every encoding of every needle, as byte patterns named "name: encoding"."""
+    return {f"{name}: {enc}": b for name, x in needles.items() for enc, b in encodings(x).items()}
+
+
 def search(paths: Iterable[Path], needles: dict[str, int]) -> list[str]:
     """Where any encoding of any needle occurs in the files (name: encoding: file)."""
-    pats = {(name, enc): b for name, x in needles.items() for enc, b in encodings(x).items()}
-    hits: list[str] = []
-    for path in paths:
-        if not path.is_file() or path.stat().st_size == 0:
-            continue
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            for (name, enc), pat in pats.items():
-                if m.find(pat) != -1:
-                    hits.append(f"{name}: {enc}: {path}")
-    return hits
+    return [f"{name}: {path}" for name, path in file_hits(paths, encoded(needles))]
 
 
 def files_under(*roots: Path) -> Iterator[Path]:
@@ -67,17 +64,10 @@ def files_under(*roots: Path) -> Iterator[Path]:
 
 
 def core_dump(pid: int, out_dir: Path) -> Path:
-    """A core dump of a running process (`gcore`, from gdb), written to `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = out_dir / "core"
-    subprocess.run(
-        ["gcore", "-o", str(prefix), str(pid)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=300,
-    )
-    return Path(f"{prefix}.{pid}")
+    """A dump of a running process's memory, written to `out_dir`: what `gcore` would write
+    that can hold any data (`tests.helpers.s16_fast.memory_image`), without the gigabytes of
+    untouched reservations and unchanged library pages it copies too."""
+    return memory_image(pid, out_dir / f"core.{pid}")
 
 
 # -- a provider's own Datasite, as its own process -----------------------------------------------

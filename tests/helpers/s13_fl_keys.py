@@ -141,12 +141,6 @@ sys.stdin.read()  # stay alive (holding the keys) until the test has dumped this
 
 def byte_hits(paths: list[Any], patterns: dict[str, bytes]) -> list[str]:
     """Where any of the byte patterns occurs in the files (name: file)."""
-    import mmap
+    from tests.helpers.s16_fast import file_hits
 
-    hits = []
-    for path in paths:
-        if not path.is_file() or path.stat().st_size == 0:
-            continue
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            hits += [f"{name}: {path}" for name, pat in patterns.items() if m.find(pat) != -1]
-    return hits
+    return [f"{name}: {path}" for name, path in file_hits(paths, patterns)]
