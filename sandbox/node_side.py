@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 import json
@@ -217,7 +218,6 @@ class _NodeSideSession:
         self.last_used = time.monotonic()
         self.signed = 0
         """How many outputs this session signed (the next one's sequence number)."""
-        self._identity: tuple[mask_signing.NodeIdentity | None] | None = None
         self._path = _write_private(data, "session-")
         self._requests: queue.Queue[
             tuple[Mapping[str, Any], Mapping[str, bytes], Future[SandboxOutcome]] | None
@@ -247,11 +247,10 @@ class _NodeSideSession:
         self._requests.put((params, blobs, future))
         return future.result()
 
+    @functools.cached_property
     def identity(self) -> mask_signing.NodeIdentity | None:
         """The node's party key, read at the session's first signed step (None: unsigned)."""
-        if self._identity is None:
-            self._identity = (mask_signing.node_identity(),)
-        return self._identity[0]
+        return mask_signing.node_identity()
 
     def close(self) -> None:
         self._requests.put(None)
@@ -270,7 +269,7 @@ def _signed(
     step = str(params.get("step", ""))
     if step not in step_signing.SIGNED_STEPS or not isinstance(outcome, SandboxResult):
         return outcome
-    identity = session.identity()
+    identity = session.identity
     if identity is None:
         return outcome
     seq, session.signed = session.signed, session.signed + 1

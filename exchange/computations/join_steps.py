@@ -73,15 +73,17 @@ def current_step(ctx: ComputeContext, caller: Caller, computation_id: str) -> di
 def _check_reply(reply: dict[str, Any], open_doc: dict[str, Any]) -> None:
     """Refused unless the reply answers the open step's operation, in its shape."""
     op = open_doc.get("op")
-    shape = _FIELDS.get(str(op))
-    if reply.get("op") == "stop":
+    if reply.get("op") == "stop":  # answers any step
         shape = _STOP
         if len(str(reply.get("reason", ""))) > _REASON_MAX:
             raise InvalidInput(
                 f"a stop's reason is at most {_REASON_MAX} characters", field="reason"
             )
-    if shape is None or reply.get("op") not in (op, "stop"):
-        raise InvalidInput(f"the open step is {op!r}: reply with op = {op!r}", field="op")
+    else:
+        found = _FIELDS.get(str(op))
+        if found is None or reply.get("op") != op:
+            raise InvalidInput(f"the open step is {op!r}: reply with op = {op!r}", field="op")
+        shape = found
     if set(reply) != set(shape):
         raise InvalidInput(
             f"a {op} reply has exactly the fields {', '.join(sorted(shape))}", field="reply"
