@@ -200,13 +200,21 @@ def test_f3_under_dp_the_minimum_is_checked_on_the_noised_count(
     # decision itself, not on a missing attribute.
     monkeypatch.setattr(cohort_party, "NOISE_RNG", rng, raising=False)
     job = _job(tmp_path, data, plan, "psi.cardinality", pj)
+    opened = _released_count(job, key, cohort, released)
+    assert opened is None or opened["intersection_size"] == exact + draw == 22
+
+
+def _released_count(
+    job: Any, key: JobKey, cohort: list[str], released: bool
+) -> dict[str, Any] | None:
+    """The opened result when the join must release; None once it is refused as it must be."""
     sdk = psi.CohortParty(cohort, "phone")
     if not released:
         with pytest.raises(IntersectionTooSmall):
             job.exchange(lambda _k, d: sdk.reply(d))
-        return
-    opened = key.decrypt(job.document(job.exchange(lambda _k, d: sdk.reply(d))))
-    assert opened["intersection_size"] == exact + draw == 22
+        return None
+    opened: dict[str, Any] = key.decrypt(job.document(job.exchange(lambda _k, d: sdk.reply(d))))
+    return opened
 
 
 @pytest.mark.parametrize(("exact", "released"), [(19, False), (20, True)])
@@ -220,10 +228,5 @@ def test_f3_without_dp_the_exact_count_is_checked(
     pj = PartyJob("job-e", key.n, providers=1, min_cohort=20, dp=None)
     plan = PsiCardinalityParams(cohort=_cohort(len(cohort))).plan()
     job = _job(tmp_path, data, plan, "psi.cardinality", pj)
-    sdk = psi.CohortParty(cohort, "phone")
-    if not released:
-        with pytest.raises(IntersectionTooSmall):
-            job.exchange(lambda _k, d: sdk.reply(d))
-        return
-    opened = key.decrypt(job.document(job.exchange(lambda _k, d: sdk.reply(d))))
-    assert opened["intersection_size"] == 20
+    opened = _released_count(job, key, cohort, released)
+    assert opened is None or opened["intersection_size"] == 20

@@ -30,6 +30,16 @@ def phone(rng: random.Random) -> str:
     return "1" + rng.choice("3456789") + "".join(rng.choice("0123456789") for _ in range(9))
 
 
+def distinct_phones(rng: random.Random, n: int) -> list[str]:
+    """`n` different phone numbers, in the order drawn."""
+    people: list[str] = []
+    while len(people) < n:
+        p = phone(rng)
+        if p not in people:
+            people.append(p)
+    return people
+
+
 def noisy_phone(value: str, rng: random.Random) -> str:
     choice = rng.randrange(4)
     if choice == 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from tests.helpers.i18_psi import noisy_phone, phone
+from tests.helpers.i18_psi import distinct_phones, noisy_phone, phone
 
 
 @dataclass
@@ -34,11 +34,7 @@ class JoinData:
 def join_data(seed: int, *, cohort: int = 60, values: int = 70, common: int = 40) -> JoinData:
     """Phones written with +86, 0086, spaces or dashes on either side; amounts with 2 decimals."""
     rng = random.Random(seed)
-    people: list[str] = []
-    while len(people) < cohort + values - common:
-        p = phone(rng)
-        if p not in people:
-            people.append(p)
+    people = distinct_phones(rng, cohort + values - common)
     left, right = people[:cohort], people[cohort - common :]
     tier = {p: rng.choice("AB") for p in left}
     amount = {p: Fraction(rng.randrange(0, 100_00), 100) for p in right}

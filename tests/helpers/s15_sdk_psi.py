@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pdx_client.roles import Enterprise  # noqa: E402  (the SDK from the tree, via i15_sdk)
 
 from tests.helpers.i15_sdk import new_client, sdk_login
-from tests.helpers.i18_psi import noisy_phone, phone
+from tests.helpers.i18_psi import distinct_phones, noisy_phone
 from tests.helpers.i18_wiring import PURPOSE, declare_key
 
 
@@ -33,11 +33,7 @@ def cohort_data(
     seed: int, *, cohort: int = 200, values: int = 240, common: int = 150
 ) -> CohortData:
     rng = random.Random(seed)
-    people: list[str] = []
-    while len(people) < cohort + values - common:
-        p = phone(rng)
-        if p not in people:
-            people.append(p)
+    people = distinct_phones(rng, cohort + values - common)
     mine, theirs = people[:cohort], people[cohort - common :]
     amount = {p: Fraction(rng.randrange(0, 100_00), 100) for p in theirs}
     shuffled = theirs[:]
