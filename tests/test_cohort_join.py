@@ -409,6 +409,35 @@ def test_replayed_altered_or_foreign_replies_and_the_deadline(
         assert s.scalars(select(ComputationFlRound)).all() == []
 
 
+def test_a_stop_answers_any_step_and_an_oversized_reason_is_refused(
+    capi: TestClient, creds: dict[str, Any], platform: Platform, job_key: JobKey
+) -> None:
+    """The SDK refuses a step with a stop: recorded, and the run fails at once."""
+    data = cohort_data(8, cohort=60, values=80, common=50)
+    net = cohort_network(capi, creds, data)
+    r = _ask(capi, net, "psi.cardinality", {"cohort": _cohort(data)}, job_key)
+    assert r.status_code == 201, r.text
+    comp_id = r.json()["id"]
+    capi.post(f"/v1/computations/{comp_id}/approve", headers=net["bank"], json={})
+    step = _open_step(capi, net, comp_id)
+    url = f"/v1/computations/{comp_id}/join-step/{step['step']}"
+    r = capi.post(url, headers=net["ent"], json={"op": "stop", "reason": "x" * 501})
+    assert_problem(r, 422)
+    r = capi.post(url, headers=net["ent"], json={"op": "stop", "reason": "not this provider"})
+    assert r.status_code == 200, r.text
+    done = wait_for(capi, net["ent"], comp_id, "released", "failed", "rejected", timeout=60)
+    assert done["state"] == "failed" and done["error"]["code"] == "join-stopped"
+    assert "not this provider" in done["error"]["detail"]
+    with platform.session() as s:
+        posted = s.scalars(
+            select(AuditRecord).where(
+                AuditRecord.object_id == comp_id,
+                AuditRecord.event_type == "computation.join_step_posted",
+            )
+        ).all()
+        assert [a.detail for a in posted] == [f"step={step['step']} op=stop"]
+
+
 def test_an_altered_return_fails_the_job_without_a_result(
     capi: TestClient, creds: dict[str, Any], job_key: JobKey
 ) -> None:
