@@ -10,9 +10,8 @@ from crypto.problem import CodedError
 class CryptoError(CodedError):
     """Root of every error `crypto` raises on purpose.
 
-    `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
-    safe to show a client (never contains key material or plaintext); `extensions`
-    carries structured facts (key ids, purposes) for the log or problem document.
+    Its shape is `crypto.problem.CodedError`'s. `detail` never holds key material or
+    plaintext; `extensions` holds key ids and purposes.
     """
 
     code: ClassVar[str] = "crypto-error"

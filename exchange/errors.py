@@ -10,9 +10,8 @@ from crypto.problem import CodedError
 class ExchangeError(CodedError):
     """Root of every error `exchange` raises on purpose.
 
-    `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
-    safe to show a client (never contains data values); `extensions` carries
-    structured facts (field names, row numbers) for the problem document.
+    Its shape is `crypto.problem.CodedError`'s. `detail` never holds a data value;
+    `extensions` holds field names and row numbers.
     """
 
     code: ClassVar[str] = "exchange-error"

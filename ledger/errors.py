@@ -10,10 +10,8 @@ from crypto.problem import CodedError
 class LedgerError(CodedError):
     """Root of every error `ledger` raises on purpose.
 
-    `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
-    safe to show a client (hashes, sizes and key names only, never key material);
-    `extensions` carries structured facts (tree sizes, indexes, key names) for the
-    log or problem document.
+    Its shape is `crypto.problem.CodedError`'s. `detail` names hashes, sizes and key names
+    only, never key material; `extensions` holds tree sizes, indexes and key names.
     """
 
     code: ClassVar[str] = "ledger-error"

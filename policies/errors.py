@@ -10,10 +10,9 @@ from crypto.problem import CodedError
 class PolicyError(CodedError):
     """Root of every error `policies` raises on purpose.
 
-    `code` is stable and becomes the problem `type` at the gateway edge; `detail` is
-    safe to show the security administrator who submitted a bundle; `extensions`
-    carries structured facts (failing tests, parse errors, revisions) for the problem
-    document and the log.
+    Its shape is `crypto.problem.CodedError`'s. `detail` is safe to show the security
+    administrator who submitted a bundle; `extensions` holds failing tests, parse errors
+    and revisions.
     """
 
     code: ClassVar[str] = "policy-error"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from sandbox._registry import ProviderInput
@@ -152,30 +153,24 @@ def _send_points(
 Exchange = Callable[[int, dict[str, Any]], dict[str, Any]]
 
 
+@dataclass(eq=False)
 class CohortJoinJob:
     """One join of the requester's own cohort (in its SDK) with one provider's dataset."""
 
-    def __init__(
-        self,
-        operator: str,
-        plan: JoinPlan,
-        provider: ProviderInput,
-        *,
-        sandbox: Sandbox,
-        job_id: str,
-        party: PartyJob,
-    ) -> None:
-        if plan.cohort is None:
+    operator: str
+    plan: JoinPlan
+    provider: ProviderInput
+    _: KW_ONLY
+    sandbox: Sandbox
+    job_id: str
+    party: PartyJob
+    relayed: list[tuple[str, str, int]] = field(default_factory=list, init=False)
+    """(to, step, bytes) of every message the platform relayed (what it saw)."""
+    revealed_cohort: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.plan.cohort is None:
             raise InvalidParameters("not a join with the requester's own cohort")
-        self.operator = operator
-        self.plan = plan
-        self.provider = provider
-        self.sandbox = sandbox
-        self.job_id = job_id
-        self.party = party
-        self.relayed: list[tuple[str, str, int]] = []
-        """(to, step, bytes) of every message the platform relayed (what it saw)."""
-        self.revealed_cohort = 0
 
     def exchange(
         self, ask: Exchange, record: Callable[[str, str, bytes], None] | None = None

@@ -59,6 +59,7 @@ from sandbox.join_wire import ct_width, frame, on_lattice, unframe
 from sandbox.noise_shares import NoisePlan, noise_share
 from sandbox.paillier import FastEncryptor, public_key_from_n
 from sandbox.party_stats import PartyJob
+from sandbox.party_steps import run_step
 from sandbox.psi import EcEngine
 from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation
 from sandbox.stats import _rows
@@ -224,13 +225,4 @@ STEPS = {
 
 def step(ctx: OperatorContext) -> bytes:
     """One step of the provider's side (`params.step`), in order, each session started once."""
-    name = str(ctx.params.get("step", ""))
-    fn = STEPS.get(name)
-    if fn is None:
-        raise InvalidParameters("unknown join step")
-    if name == "cohort.start":
-        if ctx.state:
-            raise InvalidParameters("a join party starts once")
-    elif ctx.state.get("role") != "cohort":
-        raise InvalidParameters("join step out of order")
-    return fn(ctx)
+    return run_step(ctx, STEPS, kind="join", party="a join party")

@@ -32,6 +32,7 @@ from sandbox.errors import IntersectionTooSmall, InvalidParameters
 from sandbox.hetero_lr import Guest, Host, LrMessage
 from sandbox.identifiers import JobDomain, normalise
 from sandbox.isolation import OperatorContext
+from sandbox.party_steps import run_step
 from sandbox.psi import EcEngine, PsiMessage, PsiReceiver, PsiSender
 from sandbox.stats import _rows
 from sandbox.vertical_keys import encrypt_weights, open_alignment, party_state, seal_alignment
@@ -309,14 +310,4 @@ _STEPS = {
 
 def party(ctx: OperatorContext) -> bytes:
     """Vetted operator `fl.hetero_logreg`: one step of one party's side (`params.step`)."""
-    step = str(ctx.params.get("step", ""))
-    fn = _STEPS.get(step)
-    if fn is None:
-        raise InvalidParameters("unknown training step")
-    role = step.split(".", 1)[0]
-    if step.endswith(".start"):
-        if ctx.state:
-            raise InvalidParameters("a party starts once")
-    elif ctx.state.get("role") != role:
-        raise InvalidParameters("training step out of order")
-    return fn(ctx)
+    return run_step(ctx, _STEPS, kind="training", party="a party")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +14,8 @@ from audit.compliance.base import (
     LEVELS,
     Check,
     CheckContext,
+    ComputationFact,
+    DatasetFact,
     Finding,
     KeyFacts,
     fail,
@@ -35,94 +37,113 @@ KEY_ROLE_OF = {
 }
 
 
-def _grd01(c: CheckContext) -> Finding:
-    bad = [
-        d.id
-        for d in c.datasets()
-        if d.level not in LEVELS or any(f not in LEVELS for f in d.field_levels)
-    ]
-    return verdict(
-        "GRD-01",
-        bad,
-        "every dataset and field has one of the six levels",
-        "datasets with an unknown level",
-        datasets=len(c.datasets()),
-    )
+def _dataset_check(
+    rid: str,
+    offenders: Callable[[Sequence[DatasetFact]], list[str]],
+    good: str,
+    bad_text: str,
+    *,
+    counted: bool = True,
+) -> Check:
+    """A check over the catalogue: it passes when `offenders` names no dataset."""
+
+    def check(c: CheckContext) -> Finding:
+        datasets = c.datasets()
+        evidence = {"datasets": len(datasets)} if counted else {}
+        return verdict(rid, offenders(datasets), good, bad_text, **evidence)
+
+    return check
 
 
-def _grd02(c: CheckContext) -> Finding:
-    bad = [f"{d.id}: {', '.join(d.missing)}" for d in c.datasets() if d.missing]
-    return verdict(
-        "GRD-02",
-        bad,
-        "every dataset record is complete",
-        "datasets with missing metadata",
-        datasets=len(c.datasets()),
-    )
+_grd01 = _dataset_check(
+    "GRD-01",
+    lambda ds: [
+        d.id for d in ds if d.level not in LEVELS or any(f not in LEVELS for f in d.field_levels)
+    ],
+    "every dataset and field has one of the six levels",
+    "datasets with an unknown level",
+)
+_grd02 = _dataset_check(
+    "GRD-02",
+    lambda ds: [f"{d.id}: {', '.join(d.missing)}" for d in ds if d.missing],
+    "every dataset record is complete",
+    "datasets with missing metadata",
+)
 
 
-def _grd03(c: CheckContext) -> Finding:
+def _graded_below(datasets: Sequence[DatasetFact]) -> list[str]:
     bad = []
-    for d in c.datasets():
+    for d in datasets:
         floor = max([rank(x) for x in d.field_levels] + [rank(d.scan_min_level)])
         if rank(d.level) < floor:
             bad.append(f"{d.id}: level {d.level} below {LEVELS[floor]} (scan/fields)")
-    return verdict(
-        "GRD-03",
-        bad,
-        "every dataset is graded at least as its content",
-        "datasets graded below their scan or fields",
-        datasets=len(c.datasets()),
-    )
+    return bad
 
 
-def _grd04(c: CheckContext) -> Finding:
-    bad = [
+_grd03 = _dataset_check(
+    "GRD-03",
+    _graded_below,
+    "every dataset is graded at least as its content",
+    "datasets graded below their scan or fields",
+)
+_grd04 = _dataset_check(
+    "GRD-04",
+    lambda ds: [
         d.id
-        for d in c.datasets()
+        for d in ds
         if (d.field_pi and not d.pi)
         or (d.field_sensitive_pi and not d.sensitive_pi)
         or (d.sensitive_pi and not d.pi)
-    ]
-    return verdict(
-        "GRD-04",
-        bad,
-        "PI flags follow the field detections",
-        "datasets whose PI flags contradict their content",
-    )
-
-
-def _grd05(c: CheckContext) -> Finding:
-    bad = [
+    ],
+    "PI flags follow the field detections",
+    "datasets whose PI flags contradict their content",
+    counted=False,
+)
+_grd05 = _dataset_check(
+    "GRD-05",
+    lambda ds: [
         d.id
-        for d in c.datasets()
+        for d in ds
         if (d.important_data_catalogue and d.level not in ("important", "core"))
         or (d.level in ("important", "core") and d.open_attribute == "open")
-    ]
-    return verdict(
-        "GRD-05",
-        bad,
-        "important-catalogue data is important or core, never open",
-        "datasets that break the important-data rules",
-    )
+    ],
+    "important-catalogue data is important or core, never open",
+    "datasets that break the important-data rules",
+    counted=False,
+)
 
 
-def _grd06(c: CheckContext) -> Finding:
-    comps = c.computations()
-    if not comps:
-        return na("GRD-06", "no computations yet")
-    bad = [
-        x.id
-        for x in comps
-        if x.input_levels and rank(x.data_level) < max(rank(v) for v in x.input_levels)
-    ]
-    return verdict(
-        "GRD-06",
-        bad,
-        "every computation carries its highest input level",
-        "computations graded below their inputs",
-        computations=len(comps),
-    )
+def _computation_check(
+    rid: str,
+    offends: Callable[[ComputationFact], bool],
+    good: str,
+    bad_text: str,
+    *,
+    counted: bool = True,
+    needs_one: bool = False,
+) -> Check:
+    """A check over the computations: it passes when `offends` holds for none of them.
+
+    With `needs_one` it is not applicable before the first computation.
+    """
+
+    def check(c: CheckContext) -> Finding:
+        comps = c.computations()
+        if needs_one and not comps:
+            return na(rid, "no computations yet")
+        evidence = {"computations": len(comps)} if counted else {}
+        return verdict(rid, [x.id for x in comps if offends(x)], good, bad_text, **evidence)
+
+    return check
+
+
+_grd06 = _computation_check(
+    "GRD-06",
+    lambda x: bool(x.input_levels) and rank(x.data_level) < max(rank(v) for v in x.input_levels),
+    "every computation carries its highest input level",
+    "computations graded below their inputs",
+    needs_one=True,
+)
 
 
 def _grd07(c: CheckContext) -> Finding:
@@ -141,30 +162,19 @@ def _grd07(c: CheckContext) -> Finding:
     )
 
 
-def _pi01(c: CheckContext) -> Finding:
-    comps = c.computations()
-    bad = [
-        x.id
-        for x in comps
-        if not x.purpose or (x.contract_purpose is not None and x.contract_purpose != x.purpose)
-    ]
-    return verdict(
-        "PI-01",
-        bad,
-        "every computation's purpose is recorded and bound",
-        "computations without a matching purpose",
-        computations=len(comps),
-    )
-
-
-def _pi02(c: CheckContext) -> Finding:
-    bad = [x.id for x in c.computations() if x.pi_input and not x.legal_basis]
-    return verdict(
-        "PI-02",
-        bad,
-        "every computation on PI records a legal basis",
-        "computations on PI without a legal basis",
-    )
+_pi01 = _computation_check(
+    "PI-01",
+    lambda x: not x.purpose or (x.contract_purpose is not None and x.contract_purpose != x.purpose),
+    "every computation's purpose is recorded and bound",
+    "computations without a matching purpose",
+)
+_pi02 = _computation_check(
+    "PI-02",
+    lambda x: x.pi_input and not x.legal_basis,
+    "every computation on PI records a legal basis",
+    "computations on PI without a legal basis",
+    counted=False,
+)
 
 
 def _pi03(c: CheckContext) -> Finding:
@@ -405,23 +415,17 @@ def _zt05(c: CheckContext) -> Finding:
     )
 
 
-def _job_record_check(rid: str, good: str, bad_text: str) -> Check:
+def _job_record_incomplete(x: ComputationFact) -> bool:
     """PCE-01 and PCE-03 read one fact: each computation's job record is complete."""
-
-    def check(c: CheckContext) -> Finding:
-        comps = c.computations()
-        if not comps:
-            return na(rid, "no computations yet")
-        bad = [x.id for x in comps if not x.security_model_complete]
-        return verdict(rid, bad, good, bad_text, computations=len(comps))
-
-    return check
+    return not x.security_model_complete
 
 
-_pce01 = _job_record_check(
+_pce01 = _computation_check(
     "PCE-01",
+    _job_record_incomplete,
     "every computation has a complete job record",
     "computations without a complete job record",
+    needs_one=True,
 )
 
 
@@ -480,10 +484,12 @@ def _aud05(c: CheckContext) -> Finding:
     )
 
 
-_pce03 = _job_record_check(
+_pce03 = _computation_check(
     "PCE-03",
+    _job_record_incomplete,
     "every job record names its scheme and key holder",
     "job records without scheme or key holder",
+    needs_one=True,
 )
 
 

@@ -243,18 +243,37 @@ def review(computation_id: str, caller: CallerDep, compute: ComputeDep) -> dict[
     return xc.review_output(compute, caller, computation_id)
 
 
+@dataclass(frozen=True)
+class _Output:
+    """A route over a computation's output for the requester: who calls, and the compute."""
+
+    request: Request
+    caller: exchange.Caller
+    compute: exchange.ComputeContext
+
+    def failing_as(self, event: Event, computation_id: str) -> _Output:
+        """From here on a failure is audited as `event` on the computation."""
+        self.request.state.audit_event = event
+        self.request.state.object_id = computation_id
+        return self
+
+
+async def _output(request: Request, caller: CallerDep, compute: ComputeDep) -> _Output:
+    return _Output(request, caller, compute)
+
+
+OutputDep = Annotated[_Output, Depends(_output)]
+
+
 @router.get(
     "/computations/{computation_id}/result",
     response_model=exchange.ComputationResult,
     dependencies=[Depends(ReadResult)],
 )
-def result(
-    computation_id: str, request: Request, caller: CallerDep, compute: ComputeDep
-) -> exchange.ComputationResult:
+def result(computation_id: str, out: OutputDep) -> exchange.ComputationResult:
     """The released output, for the requesting organisation (the result party) only."""
-    request.state.audit_event = Event.COMPUTATION_DELIVERY_FAILED
-    request.state.object_id = computation_id
-    return xc.get_result(compute, caller, computation_id)
+    out.failing_as(Event.COMPUTATION_DELIVERY_FAILED, computation_id)
+    return xc.get_result(out.compute, out.caller, computation_id)
 
 
 # -- federated learning under the requester's key: the requester closes each round ---------
@@ -301,13 +320,10 @@ class FlReplyPublic(BaseModel):
     response_model=FlRoundPublic,
     dependencies=[Depends(ReadResult)],
 )
-def fl_round(
-    computation_id: str, request: Request, caller: CallerDep, compute: ComputeDep
-) -> FlRoundPublic:
+def fl_round(computation_id: str, out: OutputDep) -> FlRoundPublic:
     """The encrypted aggregate of the open federated step, for the requester (409: none)."""
-    request.state.audit_event = Event.COMPUTATION_DELIVERY_FAILED
-    request.state.object_id = computation_id
-    return FlRoundPublic(**xc.fl_current_round(compute, caller, computation_id))
+    out.failing_as(Event.COMPUTATION_DELIVERY_FAILED, computation_id)
+    return FlRoundPublic(**xc.fl_current_round(out.compute, out.caller, computation_id))
 
 
 @router.post(
@@ -316,18 +332,12 @@ def fl_round(
     dependencies=[Depends(ReadResult)],
 )
 def fl_round_reply(
-    computation_id: str,
-    step: int,
-    body: FlReplyIn,
-    request: Request,
-    caller: CallerDep,
-    compute: ComputeDep,
+    computation_id: str, step: int, body: FlReplyIn, out: OutputDep
 ) -> FlReplyPublic:
     """The requester's next global model for the open step (decrypted by its SDK)."""
-    request.state.audit_event = Event.COMPUTATION_FL_ROUND_FAILED
-    request.state.object_id = computation_id
+    out.failing_as(Event.COMPUTATION_FL_ROUND_FAILED, computation_id)
     reply = body.model_dump(exclude_none=True)
-    return FlReplyPublic(**xc.fl_post_reply(compute, caller, computation_id, step, reply))
+    return FlReplyPublic(**xc.fl_post_reply(out.compute, out.caller, computation_id, step, reply))
 
 
 # -- a join with the requester's own cohort: the SDK answers each step --------------------------
@@ -362,13 +372,10 @@ class JoinStepIn(BaseModel):
     response_model=JoinStepPublic,
     dependencies=[Depends(ReadResult)],
 )
-def join_step(
-    computation_id: str, request: Request, caller: CallerDep, compute: ComputeDep
-) -> JoinStepPublic:
+def join_step(computation_id: str, out: OutputDep) -> JoinStepPublic:
     """The open step of a join with the requester's own cohort, for the requester (409: none)."""
-    request.state.audit_event = Event.COMPUTATION_DELIVERY_FAILED
-    request.state.object_id = computation_id
-    return JoinStepPublic(**xc.join_current_step(compute, caller, computation_id))
+    out.failing_as(Event.COMPUTATION_DELIVERY_FAILED, computation_id)
+    return JoinStepPublic(**xc.join_current_step(out.compute, out.caller, computation_id))
 
 
 @router.post(
@@ -377,15 +384,9 @@ def join_step(
     dependencies=[Depends(ReadResult)],
 )
 def join_step_reply(
-    computation_id: str,
-    step: int,
-    body: JoinStepIn,
-    request: Request,
-    caller: CallerDep,
-    compute: ComputeDep,
+    computation_id: str, step: int, body: JoinStepIn, out: OutputDep
 ) -> FlReplyPublic:
     """The requester's SDK's reply to the open step: blinded elements, shuffled pairs, or stop."""
-    request.state.audit_event = Event.COMPUTATION_JOIN_STEP_FAILED
-    request.state.object_id = computation_id
+    out.failing_as(Event.COMPUTATION_JOIN_STEP_FAILED, computation_id)
     reply = body.model_dump(exclude_none=True)
-    return FlReplyPublic(**xc.join_post_reply(compute, caller, computation_id, step, reply))
+    return FlReplyPublic(**xc.join_post_reply(out.compute, out.caller, computation_id, step, reply))
