@@ -45,6 +45,26 @@ violations contains "a join may not reveal who is in the intersection (personal 
 	join.reveals_members == true
 }
 
+# The requester's own legal person (`requester_own`: the operator verified both
+# organisations with one credit code) may not be a party of a join or vertical LR with
+# another provider. It chooses that input's rows, so the exact minimum-intersection refusal
+# answers whether one chosen person is the other's (19 known plus a target); and on its own
+# node it reads that party's sandbox: the matcher holds the value party's per-record
+# ciphertexts under the requester's key and the seed that unseals them, the value party
+# the cohort's exact group sizes, a hetero-LR guest or host its per-round gradient and its
+# weights before noise. None of that is DP. Its own identifiers join as `params.cohort`
+# (`cohort: requester`: counts only, the minimum decided on the noised count).
+violations contains msg if {
+	join
+	input.action == "computation.request"
+	join.requester_own == true
+	not join.cohort == "requester"
+	msg := sprintf(
+		"dataset %v is the requester's own (one verified legal person): it may not be a party of a vertical computation with another provider (%v side); join your own identifiers as params.cohort",
+		[object.get(resource, "id", null), join.side],
+	)
+}
+
 violations contains msg if {
 	join
 	not resource.level in rules.allowed_levels

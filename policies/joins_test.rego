@@ -50,7 +50,44 @@ dataset := {
 	"contract": contract,
 }
 
+own_party := object.union(declared, {"requester_own": true})
+
+own_reason := "may not be a party of a vertical computation"
+
+own(extra) := {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": object.union(own_party, extra)})}
+
 cases := {
+	# The requester's own legal person is no party beside another provider, in any role.
+	"own_matcher_is_denied": {
+		"input": own({"side": "cohort"}),
+		"allow": false,
+		"reasons": [own_reason],
+	},
+	"own_value_party_is_denied": {
+		"input": own({}),
+		"allow": false,
+		"reasons": [own_reason],
+	},
+	"own_hetero_guest_is_denied": {
+		"input": own({"operator": "fl.hetero_logreg", "side": "guest"}),
+		"allow": false,
+		"reasons": [own_reason],
+	},
+	"own_hetero_host_is_denied": {
+		"input": own({"operator": "fl.hetero_logreg", "side": "host"}),
+		"allow": false,
+		"reasons": [own_reason],
+	},
+	# With the requester's own cohort (its SDK) no other party's data is involved.
+	"own_dataset_against_its_own_cohort_joins": {
+		"input": own({"operator": "stats.count", "cohort": "requester"}),
+		"allow": true,
+		"obligations": {"require_provider_approval": true, "min_intersection": 20},
+	},
+	"another_legal_persons_matcher_joins": {
+		"input": own({"side": "cohort", "requester_own": false}),
+		"allow": true,
+	},
 	# general-3 conditional data: the grade's own ε per query (0.6) is stricter than the join's 1.0.
 	"declared_key_joins_with_join_obligations": {
 		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": declared})},

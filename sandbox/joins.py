@@ -71,7 +71,9 @@ JOIN_SECURITY: dict[str, Any] = {
         "(under a requester-held job key: the requester's SDK, after both parties' noise "
         "shares; the platform then holds no secret key)",
         "requester": "only the released, cohort-checked (minimum intersection) and, under "
-        "the policy's DP obligation, noised counts and sums; never the intersection's members",
+        "the policy's DP obligation, noised counts and sums; never the intersection's members. "
+        "Neither input may be the requester's own (one verified legal person): it would choose "
+        "the intersection and, on its own node, read that party's sandbox (refused)",
     },
     "under_requester_key": "the platform holds no secret key; the value party's "
     "per-record ciphertexts are also sealed for the matcher's sandbox under the two "

@@ -70,7 +70,9 @@ HETERO_SECURITY: dict[str, Any] = {
         "the alignment sealed)",
         "requester": "the assembled weights (standardised feature units), with DP noise when "
         "the policy requires it; never a row, a label, the alignment or a per-round metric "
-        "(under a requester-held job key its SDK decrypts them)",
+        "(under a requester-held job key its SDK decrypts them). No input may be the "
+        "requester's own (one verified legal person): it would choose the alignment and, on "
+        "its own node, read that party's gradients and weights before noise (refused)",
     },
     "under_requester_key": "each party adds the Gaussian output perturbation to its own "
     "block of weights in its sandbox and encrypts it under the requester's key: the "

@@ -11,6 +11,12 @@ checks here: one cohort and one value input of two providers, the columns exist,
 identifier or personal column is grouped by or aggregated (a group per identifier would be
 a membership oracle), each input is at least as large as the minimum intersection, and
 DP sums are bounded. The run (`runs._execute`) is a `sandbox.joins.JoinJob`.
+
+Each `join` object also says whether the input's provider is the requester's own legal
+person (`requester_own`: the operator verified both organisations with one unified social
+credit code). The policy refuses such an input as a party beside another provider: the
+requester would choose that party's rows and, on its own node, read what its sandbox sees
+(docs/privacy.md §6.1.1, §6.1.2).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
 from exchange.computations.context import DEFAULT_MIN_COHORT
 from exchange.errors import Forbidden, InvalidInput
 from exchange.joinkeys import declared_kind
+from exchange.market.models import Party
 from exchange.models import Dataset, DatasetField
 from exchange.resources import RequestInput
 from sandbox._registry import STATS_OPERATORS
@@ -110,14 +118,20 @@ def node_max_calls(operator: str, params: Mapping[str, Any], rows: int) -> int |
 
 
 def policy_resources(
-    session: Session, operator: str, raw: Mapping[str, Any], loaded: Sequence[RequestInput]
+    session: Session,
+    operator: str,
+    raw: Mapping[str, Any],
+    loaded: Sequence[RequestInput],
+    *,
+    requester_org: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each input's policy resource, with its `join` object when the request is a join."""
     out = [dict(i.resource) for i in loaded]
     if not is_join_request(operator, raw):
         return out
+    own = _own_entity(session, requester_org)
     if is_cohort_request(operator, raw):
-        return _cohort_resources(session, operator, raw, loaded, out)
+        return _cohort_resources(session, operator, raw, loaded, out, own)
     try:
         if operator == HETERO:
             hetero = HeteroParams.model_validate(dict(raw))
@@ -138,8 +152,25 @@ def policy_resources(
             "kind": id_kind.value,
             "key_declared": kind is id_kind,
             "reveals_members": False,
+            "requester_own": inp.dataset.owner_org in own,
         }
     return out
+
+
+def _own_entity(session: Session, requester_org: str | None) -> set[str]:
+    """The organisations verified as the requester's own legal person (itself included).
+
+    The market's party verification (`exchange.market.parties`) is where the operator
+    checked an organisation's unified social credit code; two organisations with one code
+    are one legal person (its enterprise and provider accounts). Unverified: itself only.
+    """
+    if requester_org is None:
+        return set()
+    code = session.scalar(select(Party.credit_code).where(Party.org_id == requester_org))
+    if code is None:
+        return {requester_org}
+    same = session.scalars(select(Party.org_id).where(Party.credit_code == code))
+    return {requester_org, *same}
 
 
 def _cohort_resources(
@@ -148,6 +179,7 @@ def _cohort_resources(
     raw: Mapping[str, Any],
     loaded: Sequence[RequestInput],
     out: list[dict[str, Any]],
+    own: set[str],
 ) -> list[dict[str, Any]]:
     """The requester's own cohort: every input is a value side keyed on `cohort.key`."""
     try:
@@ -166,6 +198,7 @@ def _cohort_resources(
             # psi.intersection hands the requester the members of its own list that the
             # provider holds: the policy decides whether that may be revealed.
             "reveals_members": operator == "psi.intersection",
+            "requester_own": inp.dataset.owner_org in own,
         }
     return out
 

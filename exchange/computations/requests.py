@@ -79,7 +79,10 @@ def request_computation(
         ruled = [(i.dataset.id, analysis_rules.load_rules(session, i.dataset.id)) for i in loaded]
         for inp, (_, rules) in zip(loaded, ruled, strict=True):
             inp.resource["analysis_rules"] = analysis_rules.policy_view(rules)
-        decision = decide(joins.policy_resources(session, body.operator, body.params, loaded))
+        resources = joins.policy_resources(
+            session, body.operator, body.params, loaded, requester_org=caller.org_id
+        )
+        decision = decide(resources)
         caller.require(Role.DATA_CONSUMER)
         if caller.org_kind is not OrgKind.ENTERPRISE:
             raise Forbidden("only an enterprise requests computations")
