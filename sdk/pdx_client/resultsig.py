@@ -18,9 +18,11 @@ raises `ResultUnverified` and nothing is decrypted. With nothing pinned, or a
 platform-held input of an unpinned provider, it warns `UnverifiedSteps` and the result
 is decrypted as served.
 
-What the signature does not cover: the document's public layout beside the ciphertexts
-(the noise lattice's unit, the minimum cohort, the decimals), which the SDK reads as the
-platform serves them.
+The node's header also carries the DP lattice's unit (what one step of the encoded count
+is worth), checked against the document's `noise.units`, so the platform cannot rescale
+the count either. What the signature does not cover: the rest of the document's public
+layout (the minimum cohort the SDK re-checks, the decimals), read as the platform serves
+them.
 """
 
 from __future__ import annotations
@@ -111,4 +113,8 @@ def check_result(
         raise ResultUnverified(
             "the join's encrypted result is not the one the provider's node signed"
         )
+    noise = doc.get("noise")
+    units = noise.get("units") if isinstance(noise, Mapping) else None
+    if unframe(output)[0].get("units") != units:  # what one lattice step of the count is worth
+        raise ResultUnverified("the join's noise unit is not the one the provider's node signed")
     return True

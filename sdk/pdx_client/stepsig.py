@@ -22,6 +22,10 @@ signed by a key not pinned for that organisation, or signed over anything else i
 refused (`StepUnverified`): `pdx_client.psi.drive` answers that step with a stop, which
 the platform records like every reply, and the job fails (`join-stopped`).
 
+The node signs its encrypted result (`cohort.result`) the same way; `open_result` checks
+that signature (`pdx_client.resultsig` then compares the ciphertexts) and raises
+`ResultUnverified` before anything is decrypted.
+
 Needs only `cryptography`: none of the server's packages.
 """
 

@@ -15,7 +15,8 @@ stored and served result is the forged one.
 On the code before this change the node did not sign `cohort.result`, the document had no
 `node_signature`, and `Enterprise.result` took no `trust`/`steps` and decrypted whatever it
 was served: the honest test fails there (no signature), and each forged result was
-decrypted (the count the platform chose) instead of refused.
+decrypted (the count the platform chose) instead of refused. The node's header now also
+carries the DP lattice's unit, so a document whose unit the platform scaled is refused.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def _forge(monkeypatch: pytest.MonkeyPatch, how: str) -> list[dict[str, Any]]:
             out = frame({"job_id": self.job_id, "groups": 1, "fields": 1}, body)
             sig = {**doc["node_signature"], "output": base64.b64encode(out).decode()}
             return {**doc, "ciphertexts": forged, "node_signature": sig}
+        if how == "rescale":  # the count left, each lattice step made worth 1,000 times more
+            noise = doc["noise"]
+            units = [[a * 1000, b] for a, b in noise["units"]]
+            return {**doc, "noise": {**noise, "units": units}}
         raise AssertionError(how)
 
     monkeypatch.setattr(CohortJoinJob, "document", document)
@@ -140,7 +145,7 @@ def test_the_node_signs_the_result_and_the_sdk_checks_it_before_decrypting(
             result_ciphertexts(bad, j.comp_id, 1, 1, j.key.n)
 
 
-@pytest.mark.parametrize("how", ["swap", "swap-signed", "strip"])
+@pytest.mark.parametrize("how", ["swap", "swap-signed", "strip", "rescale"])
 def test_a_pinned_sdk_refuses_a_result_the_node_did_not_sign(
     capi: TestClient,
     creds: dict[str, Any],
@@ -148,7 +153,7 @@ def test_a_pinned_sdk_refuses_a_result_the_node_did_not_sign(
     signing_node: Callable[[str], NodeTrust],  # noqa: F811
     how: str,
 ) -> None:
-    """The count replaced (signature left, re-framed, or stripped): refused, nothing decrypted."""
+    """The count replaced (signature left, re-framed, stripped) or rescaled: nothing decrypted."""
     _forge(monkeypatch, how)
     j = node_join(capi, creds, 52, signing_node)
     _released(capi, j)
