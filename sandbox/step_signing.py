@@ -5,8 +5,9 @@ requester's own cohort the platform relays the provider's points k2·H(y) to the
 relay that replaces one of them by r·H(z), for a person z of its choice and its own
 scalar r, finds x(k1·r·H(z)) among the elements the SDK returns exactly when z is in the
 requester's list. When the provider's side runs on its own node, the node signs every
-output the SDK acts on, and the encrypted result, with its provider's party key (`PDX_NODE_PARTY_KEY`, as for mask
-keys, `sandbox.mask_signing`); the SDK checks each against the key it pins for that
+output the SDK acts on, and the encrypted result, with its provider's party key
+(`PDX_NODE_PARTY_KEY`, as for mask keys, `sandbox.mask_signing`); the SDK checks each
+against the key it pins for that
 organisation (`pdx_client.stepsig`) and refuses anything else. For platform-held data
 the platform runs the provider's sandbox itself, so no signature could help there.
 
