@@ -7,9 +7,9 @@ scalar r, finds x(k1·r·H(z)) among the elements the SDK returns exactly when z
 requester's list. When the provider's side runs on its own node, the node signs every
 output the SDK acts on, and the encrypted result, with its provider's party key
 (`PDX_NODE_PARTY_KEY`, as for mask keys, `sandbox.mask_signing`); the SDK checks each
-against the key it pins for that
-organisation (`pdx_client.stepsig`) and refuses anything else. For platform-held data
-the platform runs the provider's sandbox itself, so no signature could help there.
+against the key it pins for that organisation (`pdx_client.stepsig`,
+`pdx_client.resultsig`) and refuses anything else. For platform-held data the platform
+runs the provider's sandbox itself, so no signature could help there.
 
 What is signed (`step_message`, UTF-8, one per line): the format tag, the computation id,
 the node's organisation id, its dataset id, the fingerprint of the requester's job key
