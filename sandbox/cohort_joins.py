@@ -25,8 +25,10 @@ An active relay that swapped a provider point for r·H(z) would learn whether z,
 identifier of its choice, is in the requester's list. For node-held data the node signs
 every provider output the SDK acts on (`sandbox.step_signing`), the relay passes each on
 as `signed` (the SDK takes the fields from the signed output only) and the SDK checks it
-against the party key it pins (`pdx_client.stepsig`). For platform-held data the
-platform runs the sandbox anyway (COHORT_SECURITY["limits"]).
+against the party key it pins (`pdx_client.stepsig`). The node signs the encrypted result
+too: `document` keeps its proof and exact output as `node_signature`, and the SDK checks
+the document's ciphertexts against it before it decrypts (`pdx_client.resultsig`). For
+platform-held data the platform runs the sandbox anyway (COHORT_SECURITY["limits"]).
 """
 
 from __future__ import annotations
@@ -167,6 +169,8 @@ class CohortJoinJob:
     relayed: list[tuple[str, str, int]] = field(default_factory=list, init=False)
     """(to, step, bytes) of every message the platform relayed (what it saw)."""
     revealed_cohort: int = field(default=0, init=False)
+    result_signed: dict[str, Any] | None = field(default=None, init=False)
+    """The node's signed `cohort.result` ({"proof", "output"}), None when unsigned."""
 
     def __post_init__(self) -> None:
         if self.plan.cohort is None:
@@ -230,7 +234,9 @@ class CohortJoinJob:
                 returned += count
                 if reply.get("final") is True:
                     break
-            return call(s, "cohort.result", {})
+            result = call(s, "cohort.result", {})
+            self.result_signed = signed.pop("cohort.result", None)
+            return result
 
     def _reveal(
         self, s: Any, head: dict[str, Any], sdk: Any, call: Any, signed: dict[str, Any]
@@ -269,10 +275,13 @@ class CohortJoinJob:
             "ciphertexts": [format(c, "x") for c in cts],
         }
         assert self.plan.cohort is not None
-        return result_document(
+        doc = result_document(
             q, self.party, ciphertexts, bin_edges=None, join_operator=self.operator,
             join={"cohort": self.plan.cohort.model_dump(mode="json")},
         )  # fmt: skip
+        if self.result_signed is not None:  # the node's exact output, for the SDK to check
+            doc["node_signature"] = self.result_signed
+        return doc
 
     def run_under_party_key(
         self, gate: ReleaseGate, obligations: ReleaseObligations, ask: Exchange

@@ -211,7 +211,10 @@ def _result(ctx: OperatorContext) -> bytes:
     enc, width = FastEncryptor(public_key_from_n(rn)), ct_width(rn)
     out = b"".join(enc.encrypt_raw(v).to_bytes(width, "big") for v in values)
     ctx.state.clear()
-    return frame({"job_id": job.job_id, "groups": 1, "fields": len(values)}, out)
+    # The lattice's unit is in the header the node signs (`sandbox.step_signing`): the SDK
+    # checks the document's against it, so no relay can rescale what the count decodes to.
+    units = [[u.numerator, u.denominator] for u in lattice.units] if lattice else None
+    return frame({"job_id": job.job_id, "groups": 1, "fields": len(values), "units": units}, out)
 
 
 STEPS = {

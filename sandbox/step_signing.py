@@ -5,10 +5,11 @@ requester's own cohort the platform relays the provider's points k2·H(y) to the
 relay that replaces one of them by r·H(z), for a person z of its choice and its own
 scalar r, finds x(k1·r·H(z)) among the elements the SDK returns exactly when z is in the
 requester's list. When the provider's side runs on its own node, the node signs every
-output the SDK acts on with its provider's party key (`PDX_NODE_PARTY_KEY`, as for mask
-keys, `sandbox.mask_signing`); the SDK checks each against the key it pins for that
-organisation (`pdx_client.stepsig`) and refuses anything else. For platform-held data
-the platform runs the provider's sandbox itself, so no signature could help there.
+output the SDK acts on, and the encrypted result, with its provider's party key
+(`PDX_NODE_PARTY_KEY`, as for mask keys, `sandbox.mask_signing`); the SDK checks each
+against the key it pins for that organisation (`pdx_client.stepsig`,
+`pdx_client.resultsig`) and refuses anything else. For platform-held data the platform
+runs the provider's sandbox itself, so no signature could help there.
 
 What is signed (`step_message`, UTF-8, one per line): the format tag, the computation id,
 the node's organisation id, its dataset id, the fingerprint of the requester's job key
@@ -36,9 +37,11 @@ __all__ = ["FORMAT", "SIGNED_STEPS", "open_step", "sign_step", "step_message"]
 
 FORMAT = "pdx-join-step-sig/1"
 """Must equal `pdx_client.stepsig.FORMAT`."""
-SIGNED_STEPS = frozenset({"cohort.start", "cohort.elements", "cohort.pairs"})
+SIGNED_STEPS = frozenset({"cohort.start", "cohort.elements", "cohort.pairs", "cohort.result"})
 """The provider's outputs the requester's SDK receives (the salt and |Y|, doubled
-elements, the provider's points)."""
+elements, the provider's points) and the result: the count encrypted under the
+requester's job key, kept beside the result document (`node_signature`) so that the SDK
+can tell it is the node's before it decrypts (`pdx_client.resultsig`)."""
 
 
 def step_message(proof: Mapping[str, Any], output: bytes) -> bytes:

@@ -165,7 +165,9 @@ class JobKey:
         """Decrypt a GET /v1/computations/{id}/result body and post-process it.
 
         Raises `JobKeyError` when the result is not encrypted under this key, and when the
-        noisy total is below the minimum cohort (nothing is released then).
+        noisy total is below the minimum cohort (nothing is released then). It checks no
+        node signature: `Enterprise.result` first checks a cohort join's result against
+        its provider node's signed output (`pdx_client.resultsig`), then calls this.
         """
         doc = result.get("output", result)
         if isinstance(doc, dict) and doc.get("format") == "pdx-fl-result/1":

@@ -24,7 +24,9 @@ learns |X| and the exact intersection size, no member; the platform relays count
 job salt and opaque bytes. A relay that swapped a provider point could test one
 identifier of its choice; for a node-held dataset the node signs each provider step and
 `drive` checks it against the party key pinned for the provider (`pdx_client.stepsig`,
-§6.1.4); with no pinned keys, or platform-held data, it warns `UnverifiedSteps`.
+§6.1.4); with no pinned keys, or platform-held data, it warns `UnverifiedSteps`. The node
+signs the encrypted result too: `Enterprise.result` checks it before it decrypts
+(`pdx_client.resultsig`).
 
 `drive` answers every step of a running job (GET/POST /v1/computations/{id}/join-step);
 `Enterprise.compute(..., cohort=[...])` and `pdx compute request --cohort-file` call it.

@@ -11,7 +11,8 @@ from typing import IO, Any
 from pdx_client import fl, psi
 from pdx_client._results import JobKeyLike, open_result
 from pdx_client.errors import ComputationFailed, PdxError, TimedOut
-from pdx_client.jobkeys import JOB_KEY_FL_OPERATORS, JobKey, takes_job_key
+from pdx_client.flseal import NodeTrust
+from pdx_client.jobkeys import ENCRYPTED_FORMAT, JOB_KEY_FL_OPERATORS, JobKey, takes_job_key
 from pdx_client.market import AuditorMarket, EnterpriseMarket, OperatorMarket, ProviderMarket
 from pdx_client.models import (
     Agreement,
@@ -24,7 +25,9 @@ from pdx_client.models import (
 )
 from pdx_client.partykeys import PartyKey, release_message, run_message
 from pdx_client.proofs import Checkpoint
+from pdx_client.resultsig import check_result, is_cohort_result
 from pdx_client.session import Session
+from pdx_client.stepsig import ResultUnverified, StepVerifier
 from pdx_client.trail import Trail
 
 __all__ = ["Auditor", "Enterprise", "Operator", "Progress", "Provider", "SecurityAdmin"]
@@ -305,8 +308,32 @@ class Enterprise(_Role, EnterpriseMarket):
             body["agreement_id"] = agreement_id  # the market agreement it is metered under
         return Computation.model_validate(self.session.post("/v1/computations", body))
 
-    def result(self, computation_id: str, job_key: JobKeyLike | None = None) -> ComputationResult:
+    def result(
+        self,
+        computation_id: str,
+        job_key: JobKeyLike | None = None,
+        *,
+        trust: NodeTrust | None = None,
+        steps: StepVerifier | None = None,
+    ) -> ComputationResult:
+        """The released result, opened with `job_key` when given.
+
+        A join with your own cohort is checked before it is decrypted
+        (`pdx_client.resultsig`): a provider whose party key `trust` (default
+        `PDX_TRUSTED_PARTIES`) pins must have signed the encrypted count on its node, else
+        `ResultUnverified` and nothing is decrypted; with nothing pinned it warns
+        `UnverifiedSteps`. `steps`: the verifier that checked this job's steps, if any.
+        """
         body = self.session.get(f"/v1/computations/{computation_id}/result")
+        doc = body.get("output")
+        if isinstance(job_key, JobKey) and isinstance(doc, dict):
+            if doc.get("format") == ENCRYPTED_FORMAT:
+                computation = self.session.get(f"/v1/computations/{computation_id}")
+                if computation.get("id") != computation_id:
+                    raise ResultUnverified(f"the server answered for {computation.get('id')}")
+                if is_cohort_result(doc, computation):
+                    check_result(body, computation, job_key.n, job_key.fingerprint,
+                                 trust=trust, steps=steps)  # fmt: skip
         return ComputationResult.model_validate(open_result(body, job_key))
 
     def compute(
@@ -413,7 +440,8 @@ class Enterprise(_Role, EnterpriseMarket):
             result = self.result(job.id)
             result.output["members"] = list(party.members)
             return result
-        return self.result(job.id, job_key)
+        # The node signed the encrypted count in the session whose steps were checked here.
+        return self.result(job.id, job_key, steps=party.steps)
 
     def _driven(
         self,

@@ -22,6 +22,10 @@ signed by a key not pinned for that organisation, or signed over anything else i
 refused (`StepUnverified`): `pdx_client.psi.drive` answers that step with a stop, which
 the platform records like every reply, and the job fails (`join-stopped`).
 
+The node signs its encrypted result (`cohort.result`) the same way; `open_result` checks
+that signature (`pdx_client.resultsig` then compares the ciphertexts) and raises
+`ResultUnverified` before anything is decrypted.
+
 Needs only `cryptography`: none of the server's packages.
 """
 
@@ -43,7 +47,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pdx_client.errors import PdxError
 from pdx_client.flseal import NodeTrust
 
-__all__ = ["FORMAT", "Expected", "StepUnverified", "StepVerifier", "UnverifiedSteps"]
+__all__ = [
+    "FORMAT",
+    "Expected",
+    "ResultUnverified",
+    "StepUnverified",
+    "StepVerifier",
+    "UnverifiedSteps",
+]
 
 FORMAT = "pdx-join-step-sig/1"
 """Must equal `sandbox.step_signing.FORMAT`."""
@@ -55,6 +66,15 @@ class StepUnverified(PdxError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, type="https://pdx.dev/problems/join-step-unverified", title=detail)
+
+
+class ResultUnverified(StepUnverified):
+    """A cohort join's result does not carry, or does not match, its node's signed output."""
+
+    def __init__(self, detail: str) -> None:
+        PdxError.__init__(
+            self, detail, type="https://pdx.dev/problems/join-result-unverified", title=detail
+        )
 
 
 class UnverifiedSteps(UserWarning):
@@ -118,7 +138,7 @@ class StepVerifier:
         self._session: str | None = None
         self._start: Mapping[str, Any] | None = None
         self._seq = -1
-        self._warned = False
+        self._warned: set[str] = set()
 
     def open(self, doc: dict[str, Any], step: str) -> tuple[dict[str, Any], bytes | None]:
         """(`doc`, the signed output or None): refused here unless it checks (see module doc)."""
@@ -142,7 +162,41 @@ class StepVerifier:
         self._check(proof, output, step, str(doc.get("job_id")))
         return doc, output
 
-    def _check(self, proof: Mapping[str, Any], output: bytes, step: str, job_id: str) -> None:
+    def open_result(self, signed: object) -> bytes | None:
+        """The node's checked `cohort.result` output (`node_signature` of the result document).
+
+        None when nothing can be checked (warned, as for steps). A pinned provider must have
+        signed it, whatever custody the platform reports; when this verifier also checked
+        the job's steps, the result must come from the same node session, after them.
+        Else `ResultUnverified`.
+        """
+        if not self.required:
+            self._warn("result is decrypted as served")
+            return None
+        if not isinstance(signed, Mapping) or not isinstance(signed.get("proof"), Mapping):
+            raise ResultUnverified("the join's result is not signed by the provider's node")
+        assert self.expected is not None
+        proof = signed["proof"]
+        try:
+            output = _output(signed)
+            self._check(proof, output, "cohort.result", self.expected.job_id, sequenced=False)
+        except StepUnverified as exc:
+            raise ResultUnverified(f"the join's result: {exc.detail}") from None
+        if self._session is not None and (
+            str(proof.get("session")) != self._session or int(proof["seq"]) <= self._seq
+        ):  # not stored: the same result may be fetched and checked again
+            raise ResultUnverified("the join's result is not from the session of its steps")
+        return output
+
+    def _check(
+        self,
+        proof: Mapping[str, Any],
+        output: bytes,
+        step: str,
+        job_id: str,
+        *,
+        sequenced: bool = True,
+    ) -> None:
         assert self.trust is not None and self.expected is not None
         exp = self.expected
         pinned = self.trust.keys.get(str(proof.get("key_id")))
@@ -161,7 +215,8 @@ class StepVerifier:
             seq = int(proof["seq"])
         except (KeyError, ValueError, binascii.Error, InvalidSignature):
             raise StepUnverified(f"the {step} step does not carry its node's signature") from None
-        self._sequence(proof, step, seq)
+        if sequenced:
+            self._sequence(proof, step, seq)
 
     def _sequence(self, proof: Mapping[str, Any], step: str, seq: int) -> None:
         """One session, and each signed output after the last (the start may be repeated)."""
@@ -175,17 +230,17 @@ class StepVerifier:
             raise StepUnverified(f"the {step} step is replayed or from another session")
         self._seq = seq
 
-    def _warn(self) -> None:
+    def _warn(self, what: str = "steps are used as relayed") -> None:
         self.verified = False
-        if not self._warned:
-            self._warned = True
+        if what not in self._warned:
+            self._warned.add(what)
             why = (
                 "the provider's data is held by the platform, which runs its sandbox"
                 if self.expected is not None and self.expected.custody != "node"
                 else "no party keys are pinned (PDX_TRUSTED_PARTIES)"
             )
             warnings.warn(
-                f"the join's steps are used as relayed, unchecked: {why}",
+                f"the join's {what}, unchecked: {why}",
                 UnverifiedSteps,
                 stacklevel=4,
             )
