@@ -36,7 +36,7 @@ __all__ = [
     "weights_sigma",
 ]
 
-COUNT_SHARE = 0.1
+COUNT_SHARE = 0.2
 """The fraction of the approved ε spent on the minimum aligned-rows decision (Laplace)."""
 
 
