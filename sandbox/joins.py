@@ -73,8 +73,11 @@ JOIN_SECURITY: dict[str, Any] = {
         "shares; the platform then holds no secret key)",
         "requester": "only the released, cohort-checked (minimum intersection) and, under "
         "the policy's DP obligation, noised counts and sums; never the intersection's members. "
-        "Neither input may be the requester's own (one verified legal person): it would choose "
-        "the intersection and, on its own node, read that party's sandbox (refused)",
+        "Under DP the minimum is decided on a noised count (the gate's; under a requester key "
+        "the exact count plus the matcher's own noise share, the whole noise with two "
+        "providers), so a requester choosing one side's rows learns no membership from a "
+        "refusal. An input of the requester's own legal person may be a party only when "
+        "platform-held: on its own node it would read that party's sandbox (refused)",
     },
     "under_requester_key": "the platform holds no secret key; the value party's "
     "per-record ciphertexts are also sealed for the matcher's sandbox under the two "

@@ -73,9 +73,13 @@ HETERO_SECURITY: dict[str, Any] = {
         "the alignment sealed)",
         "requester": "the assembled weights (standardised feature units), with DP noise when "
         "the policy requires it; never a row, a label, the alignment or a per-round metric "
-        "(under a requester-held job key its SDK decrypts them). No input may be the "
-        "requester's own (one verified legal person): it would choose the alignment and, on "
-        "its own node, read that party's gradients and weights before noise (refused)",
+        "(under a requester-held job key its SDK decrypts them). Under DP the minimum "
+        "aligned rows is decided on the aligned count plus discrete Laplace noise at 0.2 of "
+        "the approved epsilon (the weights' Gaussian gets 0.8; the total charged is the "
+        "approved epsilon), so a requester choosing one party's rows learns no membership "
+        "from a refusal. An input of the requester's own legal person may be guest or host "
+        "only when platform-held: on its own node it would read that party's gradients and "
+        "weights before noise (refused)",
     },
     "under_requester_key": "each party adds the Gaussian output perturbation to its own "
     "block of weights in its sandbox and encrypts it under the requester's key: the "
