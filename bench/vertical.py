@@ -29,7 +29,8 @@ Workloads (full size; `--quick` shrinks them for a smoke run whose figures are n
   60 rounds; gap to sklearn `LogisticRegression(C=1)` in accuracy points (DP off).
   `hetero_lr_dp_accuracy_eps3`: a second training on rows scaled to norm ≤ 1, its weights
   released with output perturbation at ε = 3, δ = 1e-6 (`sandbox.vertical_dp`, OpenDP's
-  Gaussian); the median test accuracy of 10 noise draws.
+  Gaussian at the weights' 0.8 of ε; the other 0.2 pays for the noised minimum-rows
+  decision); the median test accuracy of 10 noise draws.
 
 `--scale N` runs PSI and psi.sum at N × N instead of 10^6 (the file says which size ran).
 `--only psi` (or `sum`) runs that one workload and prints its figures, CPU per identifier

@@ -47,20 +47,24 @@ violations contains "a join may not reveal who is in the intersection (personal 
 
 # The requester's own legal person (`requester_own`: the operator verified both
 # organisations with one credit code) may not be a party of a join or vertical LR with
-# another provider. It chooses that input's rows, so the exact minimum-intersection refusal
-# answers whether one chosen person is the other's (19 known plus a target); and on its own
-# node it reads that party's sandbox: the matcher holds the value party's per-record
-# ciphertexts under the requester's key and the seed that unseals them, the value party
-# the cohort's exact group sizes, a hetero-LR guest or host its per-round gradient and its
-# weights before noise. None of that is DP. Its own identifiers join as `params.cohort`
-# (`cohort: requester`: counts only, the minimum decided on the noised count).
+# another provider from its own node (`custody: node`): it would read that party's
+# sandbox, where the matcher holds the value party's per-record ciphertexts under the
+# requester's key and the seed that unseals them, the value party the cohort's exact group
+# sizes, a hetero-LR guest or host its per-round gradient and its weights before noise.
+# None of that is DP. Held by the platform it may be a party in any role: its rows still
+# choose the intersection, but the minimum is decided on a noised count under DP (the
+# matcher's own noise share, the hetero guest's Laplace count), so refuse-or-release is
+# post-processing of the DP release; without DP (an exact cell) the exact count is what
+# is released anyway, so the exact decision tells no more. Its own identifiers may also
+# join as `params.cohort` (`cohort: requester`, its SDK: no other party's sandbox).
 violations contains msg if {
 	join
 	input.action == "computation.request"
 	join.requester_own == true
 	not join.cohort == "requester"
+	not join.custody == "platform"
 	msg := sprintf(
-		"dataset %v is the requester's own (one verified legal person): it may not be a party of a vertical computation with another provider (%v side); join your own identifiers as params.cohort",
+		"dataset %v is the requester's own (one verified legal person) and held on its node: it may not be a party of a vertical computation with another provider (%v side); register it with the platform or join your own identifiers as params.cohort",
 		[object.get(resource, "id", null), join.side],
 	)
 }

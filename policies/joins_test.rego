@@ -50,33 +50,75 @@ dataset := {
 	"contract": contract,
 }
 
-own_party := object.union(declared, {"requester_own": true})
+own_party := object.union(declared, {"requester_own": true, "custody": "node"})
 
 own_reason := "may not be a party of a vertical computation"
 
 own(extra) := {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(dataset, {"join": object.union(own_party, extra)})}
 
+platform_held := {"custody": "platform"}
+
+# general-1 open data: an exact cell (no DP; the exact counts are released).
+open_dataset := object.union(dataset, {"level": "general-1", "open_attribute": "open", "pi": false})
+
+join_obligations := {"require_provider_approval": true, "min_intersection": 20, "dp_epsilon": 0.6}
+
 cases := {
-	# The requester's own legal person is no party beside another provider, in any role.
-	"own_matcher_is_denied": {
+	# The requester's own legal person is no party beside another provider from its own
+	# node, in any role: it would read that party's sandbox.
+	"own_matcher_on_its_node_is_denied": {
 		"input": own({"side": "cohort"}),
 		"allow": false,
 		"reasons": [own_reason],
 	},
-	"own_value_party_is_denied": {
+	"own_value_party_on_its_node_is_denied": {
 		"input": own({}),
 		"allow": false,
 		"reasons": [own_reason],
 	},
-	"own_hetero_guest_is_denied": {
+	"own_hetero_guest_on_its_node_is_denied": {
 		"input": own({"operator": "fl.hetero_logreg", "side": "guest"}),
 		"allow": false,
 		"reasons": [own_reason],
 	},
-	"own_hetero_host_is_denied": {
+	"own_hetero_host_on_its_node_is_denied": {
 		"input": own({"operator": "fl.hetero_logreg", "side": "host"}),
 		"allow": false,
 		"reasons": [own_reason],
+	},
+	# Fail closed: an own input whose custody is not said is treated as node-held.
+	"own_input_of_unknown_custody_is_denied": {
+		"input": own({"custody": null}),
+		"allow": false,
+		"reasons": [own_reason],
+	},
+	# Held by the platform it may be a party in every role: the minimum is decided on a
+	# noised count under DP, and the join's obligations (DP among them) apply as to any.
+	"own_platform_held_matcher_joins": {
+		"input": own(object.union(platform_held, {"side": "cohort"})),
+		"allow": true,
+		"obligations": join_obligations,
+	},
+	"own_platform_held_value_party_joins": {
+		"input": own(platform_held),
+		"allow": true,
+		"obligations": join_obligations,
+	},
+	"own_platform_held_hetero_guest_joins": {
+		"input": own(object.union(platform_held, {"operator": "fl.hetero_logreg", "side": "guest"})),
+		"allow": true,
+		"obligations": join_obligations,
+	},
+	"own_platform_held_hetero_host_joins": {
+		"input": own(object.union(platform_held, {"operator": "fl.hetero_logreg", "side": "host"})),
+		"allow": true,
+		"obligations": join_obligations,
+	},
+	# An exact cell: no DP, the exact count is released, so the exact decision tells no more.
+	"own_platform_held_exact_cell_joins_without_dp": {
+		"input": {"subject": consumer, "action": "computation.request", "context": ctx, "resource": object.union(open_dataset, {"join": object.union(own_party, platform_held)})},
+		"allow": true,
+		"obligations": {"require_provider_approval": true, "min_intersection": 20, "dp_epsilon": null},
 	},
 	# With the requester's own cohort (its SDK) no other party's data is involved.
 	"own_dataset_against_its_own_cohort_joins": {

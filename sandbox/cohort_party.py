@@ -44,7 +44,9 @@ identifiers are in Y; the sandbox learns |X|. The policy decides whether it may 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -64,11 +66,46 @@ from sandbox.psi import EcEngine
 from sandbox.psi_sets import ELEMENT, ELEMENT_DTYPE, SortedSet, permutation
 from sandbox.stats import _rows
 
-__all__ = ["STEPS", "step"]
+__all__ = ["STEPS", "count_noise", "noised_count", "refuse_below_minimum", "step"]
 
 NOISE_RNG: np.random.Generator | None = None
 """Tests only (set in-process, never from a request): a seeded generator for the DP draw.
-None, always in production: `noise_share`'s own samplers (OpenDP)."""
+None, always in production: `noise_share`'s own samplers (OpenDP). Every minimum decided
+on a noised count draws through `count_noise`: this cohort's, a two-provider join's
+matcher (`sandbox.join_party`) and the hetero-LR guest (`sandbox.vertical_party`)."""
+
+
+def count_noise(plan: NoisePlan, groups: int) -> list[int]:
+    """The calling party's noise share for `groups` × the plan's fields, in lattice units."""
+    return noise_share(plan, groups, rng=NOISE_RNG)
+
+
+def noised_count(plan: NoisePlan, hits: Sequence[int], shares: Sequence[int]) -> Fraction:
+    """Σ over groups of (exact count on the count lattice + the count's noise draw), decoded.
+
+    The count ("rows") is the first field of every join layout; `shares` is a noise share
+    of `len(hits)` groups (`count_noise`). When that share is the whole noise the count is
+    (a sum of) ε-DP values, so any decision on it is post-processing (docs/privacy.md §2).
+    """
+    width, unit = len(plan.scales), plan.encode(0, Fraction(1))
+    lattice = sum(h * unit + shares[g * width] for g, h in enumerate(hits))
+    return lattice * plan.units[0]
+
+
+def refuse_below_minimum(count: Fraction | int, minimum: int, state: dict[str, Any]) -> None:
+    """Below the minimum nothing but the refusal leaves (the session's state is dropped).
+
+    `count` is the count as released: under DP the noised one, so release-or-refuse is a
+    function of the DP value, not of the exact count, and a requester that chooses one
+    side's rows (known members plus a target) learns nothing it would not learn from the
+    release; without DP the exact one, which is what is released anyway.
+    """
+    if count < minimum:
+        state.clear()
+        raise IntersectionTooSmall(
+            "the intersection is below the minimum size; nothing is released",
+            min_intersection=minimum,
+        )
 
 
 def _job(ctx: OperatorContext) -> tuple[JoinPlan, JobPublic, PartyJob]:
@@ -197,15 +234,10 @@ def _result(ctx: OperatorContext) -> bytes:
         values, released = [hits], Fraction(hits)
     else:
         unit = on_lattice(lattice, q.fields(), [1], q)
-        noise = noise_share(lattice, 1, rng=NOISE_RNG)
+        noise = count_noise(lattice, 1)
         values = [hits * u + z for u, z in zip(unit, noise, strict=True)]
-        released = values[0] * lattice.units[0]
-    if released < pj.min_cohort:
-        ctx.state.clear()
-        raise IntersectionTooSmall(
-            "the intersection is below the minimum size; nothing is released",
-            min_intersection=pj.min_cohort,
-        )
+        released = noised_count(lattice, [hits], noise)
+    refuse_below_minimum(released, pj.min_cohort, ctx.state)
     job: JobPublic = ctx.state["job"]
     rn = int(job.paillier_n or 0)
     enc, width = FastEncryptor(public_key_from_n(rn)), ct_width(rn)

@@ -227,6 +227,9 @@ class Guest:
         """X_g^T·m; with d + m from the last message, the guest's own gradient step."""
         if self._masked is None or len(self._masked) != rows:
             raise InvalidParameters("cross term before the masked residuals")
+        if rows == 0:  # nothing aligned (a noised minimum let it run): w stays 0, as a host's
+            self._masked = None
+            return
         xtm = [self._dec(c) for c in msg.ciphertexts]
         p = self.x.shape[1]
         grad = []
@@ -330,6 +333,8 @@ class Host:
 
     def apply(self, msg: LrMessage) -> None:
         rows = len(self._xq)
+        if rows == 0:  # nothing aligned: the regulariser's minimiser, w = 0
+            return
         grad = np.asarray(
             [
                 (v - r) / (self.fx.s * self.fx.t * rows)

@@ -14,9 +14,12 @@ generalised to a vector of values per identifier and to groups of the cohort:
 Under a requester-held job key (`params.party`, `sandbox.joins_party_key`) the key is the
 requester's and nobody on the platform can decrypt: the value party encodes each
 record's values on the DP lattice (`sandbox.noise_shares.NoisePlan`) and sends its
-encrypted noise share (`value.noise`); the matcher refuses when the exact intersection
-is below the minimum, then adds the value party's share and its own to the sums, so
-the only ciphertexts that leave are noisy aggregates only the requester's SDK opens.
+encrypted noise share (`value.noise`); the matcher refuses when the intersection is below
+the minimum, then adds the value party's share and its own to the sums, so the only
+ciphertexts that leave are noisy aggregates only the requester's SDK opens. Under DP that
+refusal is decided on the exact count plus the matcher's own count-noise share, which
+with two providers (n = 2, t = 1) is the whole noise by itself: a function of an ε-DP
+value, not of the exact count (`sandbox.cohort_party.refuse_below_minimum`).
 The value party's batches are then also sealed for the matcher (`crypto.relay`, keyed by
 the two parties' agreement seed, `mask_seeds` in each start step's blobs).
 
@@ -47,9 +50,10 @@ from crypto.errors import CryptoError
 from crypto.psi_ec import PsiGroup
 from crypto.relay import open_relay, relay_key, seal_relay
 from sandbox._stats_query import MAX_GROUPS, OTHER
+from sandbox.cohort_party import count_noise, noised_count, refuse_below_minimum
 from sandbox.cohort_party import step as cohort_step
 from sandbox.coordinator import JobPublic
-from sandbox.errors import GroupCardinalityExceeded, IntersectionTooSmall, InvalidParameters
+from sandbox.errors import GroupCardinalityExceeded, InvalidParameters
 from sandbox.identifiers import JobDomain, normalise
 from sandbox.isolation import OperatorContext
 from sandbox.join_params import JoinPlan
@@ -111,14 +115,20 @@ def _relay_aad(ctx: OperatorContext) -> bytes:
     return f"pdx:join:value.pairs:{ctx.state['job'].job_id}".encode()
 
 
-def _encrypted_noise(ctx: OperatorContext, groups: int, width: int) -> list[int]:
-    """The calling party's noise share (groups × fields, lattice units), encrypted (raw)."""
+def _encrypted_noise(
+    ctx: OperatorContext, groups: int, width: int, shares: list[int] | None = None
+) -> list[int]:
+    """The calling party's noise share (groups × fields, lattice units), encrypted (raw).
+
+    `shares`: the share already drawn (the matcher decided the minimum on it).
+    """
     plan: NoisePlan | None = ctx.state.get("noise")
     if plan is None:
         return []
     n = int(ctx.state["job"].paillier_n)
     enc = FastEncryptor(public_key_from_n(n))
-    shares = noise_share(plan, groups)
+    if shares is None:
+        shares = noise_share(plan, groups)
     if len(shares) != groups * width:
         raise InvalidParameters("noise share does not match the layout")
     return [enc.encrypt_raw(z) for z in shares]
@@ -234,17 +244,25 @@ def _matcher_result(ctx: OperatorContext) -> bytes:
 def _add_noise(ctx: OperatorContext, min_intersection: int, width: int) -> None:
     """Requester-held key: refuse below the minimum, else add both parties' noise shares.
 
-    The refusal is on the exact intersection, inside this sandbox (as each provider's
-    own cohort check on the statistics path): only the refusal leaves it.
+    Without DP the refusal is on the exact intersection (the exact counts are released
+    anyway). Under DP it is on the exact count plus this matcher's own count-noise share
+    (`noised_count`): with two providers (n = 2, t = 1) that share alone is the approved
+    noise (m = n − t = 1, `sandbox.noise_shares`), so the decision is post-processing of
+    an ε-DP count; the value party's share, added to the release as well, is independent
+    of it (docs/privacy.md §6.1.1). Only the refusal leaves this sandbox.
     """
-    if sum(ctx.state["hits"]) < min_intersection:
-        ctx.state.clear()
-        raise IntersectionTooSmall(
-            "the intersection is below the minimum size; nothing is released",
-            min_intersection=min_intersection,
-        )
     acc, n2 = ctx.state["acc"], ctx.state["n2"]
     groups, fields = len(acc), len(acc[0])
+    plan: NoisePlan | None = ctx.state["noise"]
+    drawn: list[int] | None = None
+    if plan is None:
+        count = sum(ctx.state["hits"])
+    else:
+        if plan.shares != 1:
+            raise InvalidParameters("a join's matcher share must be the whole noise (n = 2)")
+        drawn = count_noise(plan, groups)
+        count = noised_count(plan, ctx.state["hits"], drawn)
+    refuse_below_minimum(count, min_intersection, ctx.state)
     header, body = unframe(ctx.blobs.get("noise", b""))
     theirs = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
     if ctx.state["noise"] is not None and (
@@ -253,7 +271,7 @@ def _add_noise(ctx: OperatorContext, min_intersection: int, width: int) -> None:
         or len(body) != len(theirs) * width
     ):
         raise InvalidParameters("the value party's noise share does not match the layout")
-    mine = _encrypted_noise(ctx, groups, fields)
+    mine = _encrypted_noise(ctx, groups, fields, drawn)
     for extra in (theirs, mine):
         for i, c in enumerate(extra):
             if not 0 < c < n2:

@@ -10,7 +10,8 @@ the job salt goes to the two sandboxes only, in their first request.
 
 Under a requester-held job key (`party`, `sandbox.party_stats.PartyJob`) no secret key
 exists on the platform: both parties add a noise share inside their sandboxes, the
-matcher refuses below the minimum intersection, and the result is the encrypted
+matcher refuses below the minimum intersection (under DP on the exact count plus its own
+count-noise share, the whole noise with n = 2), and the result is the encrypted
 document `encrypted_join_result` that only the requester's SDK opens
 (`pdx_client.jobkeys.JobKey.decrypt`, which then post-processes as for statistics).
 """
@@ -72,8 +73,11 @@ JOIN_SECURITY: dict[str, Any] = {
         "shares; the platform then holds no secret key)",
         "requester": "only the released, cohort-checked (minimum intersection) and, under "
         "the policy's DP obligation, noised counts and sums; never the intersection's members. "
-        "Neither input may be the requester's own (one verified legal person): it would choose "
-        "the intersection and, on its own node, read that party's sandbox (refused)",
+        "Under DP the minimum is decided on a noised count (the gate's; under a requester key "
+        "the exact count plus the matcher's own noise share, the whole noise with two "
+        "providers), so a requester choosing one side's rows learns no membership from a "
+        "refusal. An input of the requester's own legal person may be a party only when "
+        "platform-held: on its own node it would read that party's sandbox (refused)",
     },
     "under_requester_key": "the platform holds no secret key; the value party's "
     "per-record ciphertexts are also sealed for the matcher's sandbox under the two "
@@ -228,7 +232,11 @@ class JoinJob:
     def release(
         self, agg: Decrypted, gate: ReleaseGate, obligations: ReleaseObligations
     ) -> Release[JoinResult]:
-        """The release gate on the join's sums; below the minimum: `IntersectionTooSmall`."""
+        """The release gate on the join's sums; below the minimum: `IntersectionTooSmall`.
+
+        Under DP the gate decides the minimum on the noisy counts (`ReleaseGate.gate`,
+        step 5), never on the exact intersection; without DP on the exact one, released.
+        """
         q = self.plan.query
         cand = candidate(q, agg, self.providers)
         build = finish(q, 0.0)
@@ -264,7 +272,8 @@ class JoinJob:
 
         What the gate can enforce before decryption it does here: the budget (charged
         before anything runs) and provider review; the minimum intersection is checked
-        on the exact size inside the matcher's sandbox, the DP noise is the parties'
+        inside the matcher's sandbox (under DP on the exact size plus the matcher's own
+        count-noise share, without DP on the exact size), the DP noise is the parties'
         shares, and the requester's SDK suppresses small groups on noisy counts.
         """
         assert self.party is not None

@@ -29,7 +29,7 @@ from sandbox.dp import OpenDPNoise
 from sandbox.errors import InvalidParameters
 from sandbox.isolation import OperatorContext
 from sandbox.paillier import FastEncryptor, public_key_from_n
-from sandbox.vertical_dp import gaussian_sigma
+from sandbox.vertical_dp import weights_sigma
 
 __all__ = ["SCALE_BITS", "encrypt_weights", "open_alignment", "party_state", "seal_alignment"]
 
@@ -100,7 +100,7 @@ def encrypt_weights(ctx: OperatorContext, weights: np.ndarray[Any, Any], c: floa
         delta = float(dp.get("delta") or 0.0)
         if dp.get("mechanism") != "gaussian" or not 0 < delta < 1:
             raise InvalidParameters("the model's output perturbation is Gaussian with δ > 0")
-        sigma = gaussian_sigma(c, float(dp["epsilon"]), delta)
+        sigma = weights_sigma(c, float(dp["epsilon"]), delta)  # the weights' share of ε
         w = OpenDPNoise().gaussian_vector(w, sigma)
     n = int(state["n"])
     enc = FastEncryptor(public_key_from_n(n))

@@ -5,7 +5,10 @@ guest's key and masked integers; the guest's secret key, the labels, each party'
 features and the alignment stay in the parties' sandboxes (`sandbox.vertical_party`).
 The assembled weights are released through the gate: ε charged to every input's budget
 first, then output perturbation (`sandbox.vertical_dp`), then the cohort check on the
-aligned row count (the minimum intersection).
+aligned row count (the minimum intersection). Under DP that check is on the aligned count
+plus discrete Laplace noise at `COUNT_SHARE` of the approved ε (the weights get the rest),
+never on the exact count: the guest's sandbox is then told `min_rows` 0; under a
+requester-held key the guest's sandbox takes the same noised decision itself.
 
 Under a requester-held job key (`party`, `sandbox.party_stats.PartyJob`) every call
 carries the binding each provider approved (its node checks it on every call), the
@@ -44,7 +47,7 @@ from sandbox.release import (
     ReleaseObligations,
     unique,
 )
-from sandbox.vertical_dp import gaussian_sigma, perturb_weights
+from sandbox.vertical_dp import perturb_weights, split_epsilon, weights_sigma
 from sandbox.vertical_keys import SCALE_BITS
 from sandbox.vertical_params import HeteroParams
 from sandbox.vertical_party import _unframe
@@ -70,9 +73,13 @@ HETERO_SECURITY: dict[str, Any] = {
         "the alignment sealed)",
         "requester": "the assembled weights (standardised feature units), with DP noise when "
         "the policy requires it; never a row, a label, the alignment or a per-round metric "
-        "(under a requester-held job key its SDK decrypts them). No input may be the "
-        "requester's own (one verified legal person): it would choose the alignment and, on "
-        "its own node, read that party's gradients and weights before noise (refused)",
+        "(under a requester-held job key its SDK decrypts them). Under DP the minimum "
+        "aligned rows is decided on the aligned count plus discrete Laplace noise at 0.2 of "
+        "the approved epsilon (the weights' Gaussian gets 0.8; the total charged is the "
+        "approved epsilon), so a requester choosing one party's rows learns no membership "
+        "from a refusal. An input of the requester's own legal person may be guest or host "
+        "only when platform-held: on its own node it would read that party's gradients and "
+        "weights before noise (refused)",
     },
     "under_requester_key": "each party adds the Gaussian output perturbation to its own "
     "block of weights in its sandbox and encrypts it under the requester's key: the "
@@ -142,6 +149,9 @@ class HeteroJob:
         self.rows = 0
         self.clip_rows = clip_rows
         """Platform-key path: clip rows for DP (under a requester key the binding decides)."""
+        self.noised_minimum = False
+        """Platform-key path under DP: the gate decides the minimum on a noised count, so
+        the guest's sandbox checks none (`run`); under a requester key the binding decides."""
         self._bound: dict[str, Any] = {}
 
     def train(self) -> tuple[list[np.ndarray[Any, Any]], int]:
@@ -221,7 +231,7 @@ class HeteroJob:
                 "guest.align",
                 replies,
                 key_bits=self.key_bits,
-                min_rows=self.min_rows,
+                min_rows=0 if self.noised_minimum else self.min_rows,
             )
         )
         if head.get("sealed"):  # one sealed alignment per host (requester-held key)
@@ -272,6 +282,10 @@ class HeteroJob:
         obligations = model_obligations(obligations)
         spent = gate.charge(datasets, obligations, self.job_id)
         if obligations.dp_epsilon is not None:
+            # The minimum on the aligned count plus discrete Laplace noise (sensitivity 1)
+            # at ε_count: refuse-or-release is post-processing of a DP count.
+            count_epsilon = split_epsilon(obligations.dp_epsilon)[0]
+            rows = max(int(gate.noise.laplace([rows], 1.0 / count_epsilon)[0]), 0)
             flat = perturb_weights(
                 flat, self.params.C, obligations.dp_epsilon, obligations.dp_delta, gate.noise
             )
@@ -299,6 +313,7 @@ class HeteroJob:
         )
 
     def run(self, gate: ReleaseGate, obligations: ReleaseObligations) -> Release[HeteroModel]:
+        self.noised_minimum = obligations.dp_epsilon is not None
         weights, rows = self.train()
         return self.release(weights, rows, gate, obligations)
 
@@ -307,9 +322,10 @@ class HeteroJob:
     ) -> Release[dict[str, Any]]:
         """Requester-held key: charge every input's budget, train, hand back the ciphertexts.
 
-        The minimum intersection is checked on the exact aligned rows in the guest's
-        sandbox (against the approved binding); the noise is each party's, added to its own
-        block before encryption; provider review, when required, holds the ciphertexts.
+        The minimum intersection is checked in the guest's sandbox against the approved
+        binding (under DP on a noised aligned count, `sandbox.vertical_party`); the noise is
+        each party's, added to its own block before encryption; provider review, when
+        required, holds the ciphertexts.
         """
         if self.party is None:
             raise InvalidParameters("no requester-held key for this job")
@@ -353,8 +369,11 @@ def encrypted_model(job: HeteroJob, outputs: Sequence[bytes]) -> dict[str, Any]:
     dp = party.dp
     noise = None
     if dp is not None:
-        sigma = gaussian_sigma(job.params.C, float(dp["epsilon"]), float(dp["delta"]))
-        noise = {"mechanism": "gaussian", "sigma": sigma, "added_by": "each party, own block"}
+        eps = float(dp["epsilon"])
+        sigma = weights_sigma(job.params.C, eps, float(dp["delta"]))
+        count_eps, weights_eps = split_epsilon(eps)
+        noise = {"mechanism": "gaussian", "sigma": sigma, "added_by": "each party, own block",
+                 "epsilon_weights": weights_eps, "epsilon_minimum": count_eps}  # fmt: skip
     return {
         "format": ENCRYPTED_FORMAT,
         "scheme": "paillier",

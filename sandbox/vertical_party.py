@@ -22,19 +22,23 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from crypto.psi_ec import PsiGroup
 from sandbox import paillier
-from sandbox.errors import IntersectionTooSmall, InvalidParameters
+from sandbox.cohort_party import count_noise, noised_count, refuse_below_minimum
+from sandbox.errors import InvalidParameters
 from sandbox.hetero_lr import Guest, Host, LrMessage
 from sandbox.identifiers import JobDomain, normalise
 from sandbox.isolation import OperatorContext
+from sandbox.noise_shares import NoisePlan
 from sandbox.party_steps import run_step
 from sandbox.psi import EcEngine, PsiMessage, PsiReceiver, PsiSender
 from sandbox.stats import _rows
+from sandbox.vertical_dp import split_epsilon
 from sandbox.vertical_keys import encrypt_weights, open_alignment, party_state, seal_alignment
 from sandbox.vertical_params import HeteroParams
 
@@ -140,6 +144,34 @@ def _clip(ctx: OperatorContext) -> bool:
     return bool(ctx.state.get("clip_rows", True))
 
 
+def _check_minimum(ctx: OperatorContext, aligned: int) -> None:
+    """The minimum aligned rows: under DP on a noised count, without DP on the exact one.
+
+    Under a requester-held key the approved binding decides (its minimum and its DP,
+    whatever the relay says): under DP the count gets OpenDP's discrete Laplace noise of
+    scale 1/ε_count, ε_count the binding ε's `COUNT_SHARE` (`sandbox.vertical_dp`), so
+    refuse-or-release is post-processing of an ε_count-DP count and a requester choosing
+    one party's rows (known members plus a target) does not learn the target's membership.
+    Under the platform's key the platform decides the minimum on a noised count in the
+    release gate (`sandbox.vertical_ops.HeteroJob.release`) and sends `min_rows` 0 under DP.
+    """
+    minimum = int(ctx.params.get("min_rows", 1))
+    count: Fraction | int = aligned
+    if "party" in ctx.state:
+        binding = ctx.state["party"]["binding"]
+        minimum = max(minimum, int(binding["min_cohort"]))
+        if binding.get("dp"):
+            count = noised_count(*_count_plan(float(binding["dp"]["epsilon"]), aligned))
+    refuse_below_minimum(count, minimum, ctx.state)
+
+
+def _count_plan(epsilon: float, aligned: int) -> tuple[NoisePlan, list[int], list[int]]:
+    """The aligned count's noise (ε_count of the approved ε, sensitivity 1, one share)."""
+    plan = NoisePlan.build(("rows",), clip=None, epsilon=split_epsilon(epsilon)[0],
+                           delta=0.0, mechanism="laplace", providers=1)  # fmt: skip
+    return plan, [aligned], count_noise(plan, 1)
+
+
 # -- guest ---------------------------------------------------------------------------------
 
 
@@ -165,14 +197,7 @@ def _guest_align(ctx: OperatorContext) -> bytes:
         r.receive_sender(PsiMessage("psi.s.blinded", 0, own, final=True))
         maps.append(dict(r.aligned()))
     common = sorted(set.intersection(*(set(m) for m in maps)))
-    minimum = int(ctx.params.get("min_rows", 1))
-    if "party" in ctx.state:  # the minimum the provider approved, whatever the relay says
-        minimum = max(minimum, int(ctx.state["party"]["binding"]["min_cohort"]))
-    if len(common) < minimum:
-        raise IntersectionTooSmall(
-            "the aligned rows are fewer than the minimum intersection",
-            min_intersection=minimum,
-        )
+    _check_minimum(ctx, len(common))
     keys = np.frombuffer(secrets.token_bytes(8 * len(common)), np.uint64)
     order = [common[int(i)] for i in np.argsort(keys, kind="stable")]
     rows = [ctx.state["rows"][g] for g in order]

@@ -14,9 +14,10 @@ DP sums are bounded. The run (`runs._execute`) is a `sandbox.joins.JoinJob`.
 
 Each `join` object also says whether the input's provider is the requester's own legal
 person (`requester_own`: the operator verified both organisations with one unified social
-credit code). The policy refuses such an input as a party beside another provider: the
-requester would choose that party's rows and, on its own node, read what its sandbox sees
-(docs/privacy.md §6.1.1, §6.1.2).
+credit code) and the input's `custody` (`node` or `platform`). The policy refuses such an
+input held on a node as a party beside another provider: the requester would read, on its
+own node, what that party's sandbox sees. Platform-held it may be a party: the minimum
+intersection is then decided on a noised count under DP (docs/privacy.md §6.1.1, §6.1.2).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def policy_resources(
             "key_declared": kind is id_kind,
             "reveals_members": False,
             "requester_own": inp.dataset.owner_org in own,
+            "custody": inp.dataset.custody,
         }
     return out
 
@@ -199,6 +201,7 @@ def _cohort_resources(
             # provider holds: the policy decides whether that may be revealed.
             "reveals_members": operator == "psi.intersection",
             "requester_own": inp.dataset.owner_org in own,
+            "custody": inp.dataset.custody,
         }
     return out
 
