@@ -581,3 +581,38 @@ def test_a_bank_trains_on_its_own_labels_with_two_city_providers_features(
         inputs[1]: {"g0", "g1"},
         inputs[2]: {"h0", "h1"},
     }
+
+
+def test_a_mean_over_its_own_platform_held_cohort_grouped_by_its_own_column(
+    capi: TestClient, creds: dict[str, Any]
+) -> None:
+    """Issue 18's joint statistics: another provider's column over the enterprise's cohort.
+
+    The enterprise's customers (phone, tier) are its own, platform-held (one verified legal
+    person with the requester); the mean of the bank's `amount` over them, grouped by the
+    enterprise's `tier`, is released under the requester's key and nobody sees a member.
+    On its own node the same request is refused (the matcher test above).
+    """
+    data = join_data(67, cohort=160, values=160, common=120)
+    net = join_network(capi, creds, data)
+    verify_org(capi, creds, net["ent_org"], SAME_ENTITY)
+    verify_org(capi, creds, net["tel_org"], SAME_ENTITY)
+    verify_org(capi, creds, net["bank_org"], OTHER_ENTITY)
+    key = JobKey.generate()
+    params = {"columns": ["amount"], "group_by": "tier", "groups": ["A", "B"],
+              "clip": [0, 100], "decimals": 2, "join": JOIN}  # fmt: skip
+    r = _ask(capi, net, "stats.mean", params, key)
+    assert r.status_code == 201, r.text
+    done = _run(capi, net, r.json()["id"])
+    assert done["state"] == "released", done["error"]
+    result = capi.get(f"/v1/computations/{done['id']}/result", headers=net["ent"]).json()
+    opened = key.decrypt(result)
+    released = {g["group"]: g for g in opened["groups"]}
+    assert {"A", "B"} <= set(released), opened
+    for tier in "AB":
+        g = released[tier]
+        # ε = 0.6 over 3 fields: count noise of scale 5 per share, two shares.
+        assert abs(g["rows"] - data.count(tier)) < 20 * 5, (tier, g, data.count(tier))
+        assert g["exact"] == {} and 0 <= g["values"]["mean(amount)"] <= 100
+    served = json.dumps(result)  # counts and ciphertexts: no member's phone in any form
+    assert not any(p[-8:] in served for p in data.common)
