@@ -28,8 +28,8 @@ lint: install
 type: install
 	$(BIN)/mypy
 
-# Every core (pytest-xdist); the tests that start real processes run in one balanced lane
-# per worker (tests/conftest.py PROCESS_TESTS, tests/helpers/s17_lanes.py).
+# Every core (pytest-xdist); the tests that start real processes run one after the other
+# on one worker (tests/conftest.py PROCESS_TESTS).
 test: lint
 	scripts/with-postgres $(BIN)/python -m pytest -n auto
 

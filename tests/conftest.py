@@ -24,7 +24,6 @@ from gateway.app import create_app
 from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
 from tests.helpers import api as _api_helpers
-from tests.helpers import s17_lanes as _lanes
 from tests.helpers.platforms import PreparedPlatforms, admin_engine, cache_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,13 +32,11 @@ POSTGRES_URL = os.environ.get("PDX_TEST_POSTGRES_URL")
 
 
 # Tests that start real processes (servers, nodes, browsers, witnesses, chains) or kill
-# them. Under `pytest -n` (make test) they run in one lane per worker: each lane is one unit
-# of work, its modules one after the other on one worker, the lanes balanced by measured
-# time (tests/helpers/s17_lanes.py), so every worker takes process tests first and then
-# in-process ones. At most one process test per worker runs at once, and their start-up
-# waits poll with deadlines of a minute or more, so two at once on a 2-core machine only
-# slow each other down. (The scheduler below, not `xdist_group`: pytest-xdist 3.8 renames
-# node ids that pytest 9 no longer reads, so `--dist loadgroup` does not group.)
+# them. Under `pytest -n` (make test) they are one unit of work, run one after the other on
+# one worker while the other workers take the in-process tests: two of them at once on a
+# 2-core machine would push each other past their start-up deadlines. (The scheduler
+# below, not `xdist_group`: pytest-xdist 3.8 renames node ids that pytest 9 no longer
+# reads, so `--dist loadgroup` does not group.)
 PROCESS_TESTS = frozenset(
     {
         "test_api_consistency.py",
@@ -76,23 +73,14 @@ except ImportError:  # pragma: no cover - pytest without xdist runs everything i
     pass
 else:
 
-    class _ProcessTestsInLanes(LoadScopeScheduling):
-        """Process tests in one balanced lane per worker, expensive module set-ups whole,
-        every other test its own unit of work."""
-
-        _scopes: dict[str, str] | None = None
-
-        def schedule(self) -> None:
-            if self._scopes is None and self.registered_collections:
-                collection = next(iter(self.registered_collections.values()))
-                self._scopes = _lanes.scopes(collection, len(self.nodes), starts_processes)
-            super().schedule()
+    class _ProcessTestsTogether(LoadScopeScheduling):
+        """Every in-process test its own unit of work; the process tests one unit."""
 
         def _split_scope(self, nodeid: str) -> str:
-            return (self._scopes or {}).get(nodeid, nodeid)
+            return "process-tests" if starts_processes(nodeid) else nodeid
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-        return _ProcessTestsInLanes(config, log)
+        return _ProcessTestsTogether(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

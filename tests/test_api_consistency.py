@@ -214,7 +214,7 @@ def test_old_approve_is_deprecated_with_its_successors(
 def test_the_demo_leaves_the_live_policy_as_it_found_it(tmp_path: Path) -> None:
     from gateway.demo import run_demo
 
-    real = start_server(tmp_path / "home", deadline_s=180)
+    real = start_server(tmp_path / "home", deadline_s=60)
     try:
         credentials = real.home / "demo-credentials.json"
         creds = json.loads(credentials.read_text())

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test starts the real se
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    real = start_server(tmp_path / "home", deadline_s=180)
+    real = start_server(tmp_path / "home", deadline_s=60)
     try:
         yield real.url, real.env
     finally:
@@ -119,13 +119,13 @@ def test_client_vanishing_mid_upload_leaves_nothing(server: tuple[str, dict[str,
             + csv_bytes[: len(csv_bytes) // 2]
         )
         objects = home / "objects"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 20
         # The server has begun hashing, encrypting and writing the object...
         while not any(objects.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert [p.name.endswith(".partial") for p in objects.iterdir()] == [True]
     # ...and removes it once the client has gone.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 20
     while any(objects.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert list(objects.iterdir()) == []
