@@ -33,6 +33,7 @@ from sandbox.vertical_ops import HeteroJob
 from sandbox.vertical_params import HeteroParams
 from tests.helpers.i15_keys import encodings
 from tests.helpers.i18_wiring import (
+    HETERO,
     LEGAL_BASIS,
     PURPOSE,
     approve_all,
@@ -251,15 +252,6 @@ def _vertical_network(capi: TestClient, creds: dict[str, Any], seed: int) -> dic
         declare_key(capi, net[who], ds, "tel")
     net["inputs"] = [guest, host]
     return net
-
-
-HETERO = {
-    "kind": "phone",
-    "keys": ["tel", "tel"],
-    "label": "label",
-    "features": [["f0", "f1"], ["g0", "g1"]],
-    "iterations": 3,
-}
 
 
 def _run(capi: TestClient, net: dict[str, Any], job_key: JobKey | None) -> dict[str, Any]:

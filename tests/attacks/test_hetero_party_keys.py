@@ -24,19 +24,11 @@ import pytest
 from sandbox.vertical_dp import weights_sigma
 from tests.attacks.test_party_held_keys import _large_integers
 from tests.helpers.i15_keys import encoded, encodings, files_under, search
-from tests.helpers.i18_wiring import LEGAL_BASIS, PURPOSE, vertical_csvs
+from tests.helpers.i18_wiring import HETERO, LEGAL_BASIS, PURPOSE, vertical_csvs
 from tests.helpers.s13_hetero_keys import party_key_run
 from tests.helpers.s16_fast import file_hits
 
 pytestmark = pytest.mark.slow
-
-HETERO = {
-    "kind": "phone",
-    "keys": ["tel", "tel"],
-    "label": "label",
-    "features": [["f0", "f1"], ["g0", "g1"]],
-    "iterations": 3,
-}
 
 
 @pytest.fixture(scope="module")

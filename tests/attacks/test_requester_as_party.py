@@ -70,6 +70,7 @@ from sandbox.vertical_params import HeteroParams
 from tests.helpers.api import assert_problem
 from tests.helpers.i17_market import verify_org
 from tests.helpers.i18_wiring import (
+    HETERO,
     JOIN,
     LEGAL_BASIS,
     PURPOSE,
@@ -275,15 +276,6 @@ def test_the_requester_as_value_party_on_its_own_node_may_not_group_by_the_cohor
 
 
 # -- vertical logistic regression -------------------------------------------------------------
-
-
-HETERO = {
-    "kind": "phone",
-    "keys": ["tel", "tel"],
-    "label": "label",
-    "features": [["f0", "f1"], ["g0", "g1"]],
-    "iterations": 3,
-}
 
 
 @pytest.mark.parametrize("own", ["guest", "host"])

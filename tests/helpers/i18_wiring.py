@@ -105,6 +105,14 @@ def ask_join(
 
 
 JOIN = {"left_key": "mobile", "right_key": "msisdn", "kind": "phone"}
+HETERO = {
+    "kind": "phone",
+    "keys": ["tel", "tel"],
+    "label": "label",
+    "features": [["f0", "f1"], ["g0", "g1"]],
+    "iterations": 3,
+}
+"""fl.hetero_logreg over `vertical_csvs`: the guest's f0, f1 and label, the host's g0, g1."""
 
 
 def approve_all(api: Any, net: dict[str, Any], comp_id: str) -> None:
