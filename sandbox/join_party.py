@@ -265,7 +265,7 @@ def _add_noise(ctx: OperatorContext, min_intersection: int, width: int) -> None:
     refuse_below_minimum(count, min_intersection, ctx.state)
     header, body = unframe(ctx.blobs.get("noise", b""))
     theirs = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
-    if ctx.state["noise"] is not None and (
+    if plan is not None and (
         (header.get("groups"), header.get("fields")) != (groups, fields)
         or len(theirs) != groups * fields
         or len(body) != len(theirs) * width

@@ -161,15 +161,15 @@ def _check_minimum(ctx: OperatorContext, aligned: int) -> None:
         binding = ctx.state["party"]["binding"]
         minimum = max(minimum, int(binding["min_cohort"]))
         if binding.get("dp"):
-            count = noised_count(*_count_plan(float(binding["dp"]["epsilon"]), aligned))
+            count = _noised_aligned(float(binding["dp"]["epsilon"]), aligned)
     refuse_below_minimum(count, minimum, ctx.state)
 
 
-def _count_plan(epsilon: float, aligned: int) -> tuple[NoisePlan, list[int], list[int]]:
-    """The aligned count's noise (ε_count of the approved ε, sensitivity 1, one share)."""
+def _noised_aligned(epsilon: float, aligned: int) -> Fraction:
+    """The aligned count plus its noise (ε_count of the approved ε, sensitivity 1, one share)."""
     plan = NoisePlan.build(("rows",), clip=None, epsilon=split_epsilon(epsilon)[0],
                            delta=0.0, mechanism="laplace", providers=1)  # fmt: skip
-    return plan, [aligned], count_noise(plan, 1)
+    return noised_count(plan, [aligned], count_noise(plan, 1))
 
 
 # -- guest ---------------------------------------------------------------------------------
