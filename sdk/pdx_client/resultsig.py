@@ -98,17 +98,16 @@ def check_result(
     output = verifier.open_result(signature)
     if output is None:
         return False
-    assert isinstance(signature, Mapping)  # open_result checked its proof
+    assert isinstance(signature, Mapping) and verifier.expected is not None  # open_result checked
     if signature["proof"].get("fingerprint") != fingerprint:
         raise ResultUnverified("the join's result was signed for another job key")
-    expected_job = verifier.expected.job_id if verifier.expected is not None else ""
     try:
         groups, fields = len(doc["groups"]), len(doc["fields"])
         served = [int(c, 16) for c in doc["ciphertexts"]]
         length, packing = int(doc["length"]), doc["packing"]
     except (KeyError, TypeError, ValueError):
         raise ResultUnverified("the join's result document is malformed") from None
-    signed = result_ciphertexts(output, expected_job, groups, fields, n)
+    signed = result_ciphertexts(output, verifier.expected.job_id, groups, fields, n)
     if packing is not None or length != len(signed) or served != signed:
         raise ResultUnverified(
             "the join's encrypted result is not the one the provider's node signed"
