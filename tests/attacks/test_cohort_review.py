@@ -22,7 +22,7 @@ from pdx_client.identifiers import JobDomain as SdkJobDomain  # noqa: E402
 from pdx_client.jobkeys import JobKey  # noqa: E402
 
 from sandbox import cohort_party
-from sandbox._isolation_model import OperatorContext
+from sandbox._isolation_model import OperatorContext, SandboxResult
 from sandbox._registry import ProviderInput
 from sandbox.cohort_joins import CohortJoinJob
 from sandbox.errors import IntersectionTooSmall, InvalidParameters
@@ -35,14 +35,6 @@ from tests.helpers.s15_sdk_psi import CohortData, cohort_data, cohort_network
 from tests.test_cohort_join import _ask
 
 DP = {"epsilon": 1.0, "delta": 0.0, "mechanism": "laplace"}
-
-
-class _Outcome:
-    def __init__(self, out: bytes) -> None:
-        self.out = out
-
-    def unwrap(self) -> bytes:
-        return self.out
 
 
 class ProviderNode:
@@ -60,7 +52,7 @@ class ProviderNode:
         return None
 
     @contextlib.contextmanager
-    def open_session(self, _operator: str, inputs: list[Path]) -> Iterator[Any]:
+    def open_session(self, operator: str, inputs: list[Path]) -> Iterator[Any]:
         from sandbox.join_party import party
 
         ctx = OperatorContext(inputs=tuple(inputs), scratch=Path("/nonexistent"), params={},
@@ -68,12 +60,12 @@ class ProviderNode:
         node = self
 
         class Session:
-            def call(self, params: dict[str, Any], blobs: dict[str, bytes]) -> _Outcome:
+            def call(self, params: dict[str, Any], blobs: dict[str, bytes]) -> SandboxResult:
                 ctx.params, ctx.blobs = dict(params), dict(blobs)
                 node.received += [(str(params["step"]), b) for b in blobs.values()]
                 out = party(ctx)
                 node.states.append(dict(ctx.state))
-                return _Outcome(out)
+                return SandboxResult(operator, out, 0.0)
 
         yield Session()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from sandbox._isolation_model import OperatorContext
+from sandbox._isolation_model import OperatorContext, SandboxResult
 from sandbox.dp import SeededNoise
 from sandbox.join_party import party as join_party
 from sandbox.noise_shares import NoisePlan, noise_share
@@ -17,25 +17,17 @@ _CODE = {"psi.sum": join_party, "fl.hetero_logreg": vertical_party}
 """The registry's code for each session operator (`sandbox._registry`), run here."""
 
 
-class _Outcome:
-    def __init__(self, out: bytes) -> None:
-        self.out = out
-
-    def unwrap(self) -> bytes:
-        return self.out
-
-
 class _Session:
     """One party's session: the real operator code on a context kept between calls."""
 
     def __init__(self, operator: str, inputs: list[Path]) -> None:
-        self.fn = _CODE[operator]
+        self.operator, self.fn = operator, _CODE[operator]
         self.ctx = OperatorContext(inputs=tuple(inputs), scratch=Path("/nonexistent"),
                                    params={}, blobs={})  # fmt: skip
 
-    def call(self, params: dict[str, Any], blobs: dict[str, bytes]) -> _Outcome:
+    def call(self, params: dict[str, Any], blobs: dict[str, bytes]) -> SandboxResult:
         self.ctx.params, self.ctx.blobs = dict(params), dict(blobs)
-        return _Outcome(self.fn(self.ctx))
+        return SandboxResult(self.operator, self.fn(self.ctx), 0.0)
 
     def close(self) -> None:
         self.ctx.state.clear()
