@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Boolean, Index, Integer, String, Text, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from audit.models import AuditBase, UtcDateTime
+from audit.models import AuditBase, UuidKey
 from crypto.rfc3339 import rfc3339
 
 __all__ = [
@@ -34,8 +34,8 @@ class DecisionLog(AuditBase):
 
     __tablename__ = "audit_decisions"
 
-    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    decision_id: Mapped[UuidKey]
+    ts: Mapped[datetime]
     path: Mapped[str] = mapped_column(String(256))
     input: Mapped[str] = mapped_column(Text)  # JSON
     result: Mapped[str | None] = mapped_column(Text)  # JSON; NULL when undefined

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from sqlalchemy import BigInteger, Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from crypto.sqltypes import NAMING_CONVENTION, UtcDateTime
 
-__all__ = ["NAMING_CONVENTION", "AuditBase", "AuditRecord", "UtcDateTime"]
+__all__ = ["NAMING_CONVENTION", "AuditBase", "AuditRecord", "UtcDateTime", "UuidKey"]
 
 
 class AuditBase(DeclarativeBase):
     """Declarative base for the tables `audit` owns."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Every time the audit tables keep is UTC, read back timezone-aware.
+    type_annotation_map = {datetime: UtcDateTime}
+
+
+# A row's key: a UUID in its 36-character text form.
+UuidKey = Annotated[str, mapped_column(String(36), primary_key=True)]
 
 
 class AuditRecord(AuditBase):
@@ -27,8 +34,8 @@ class AuditRecord(AuditBase):
 
     __tablename__ = "audit_records"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    id: Mapped[UuidKey]
+    ts: Mapped[datetime]
     subject_id: Mapped[str | None] = mapped_column(String(128))
     subject_org: Mapped[str | None] = mapped_column(String(36))
     subject_ip: Mapped[str | None] = mapped_column(String(64))

@@ -16,6 +16,9 @@ class LedgerBase(DeclarativeBase):
 
     # Only primary keys and indexes exist here; both are named explicitly or by this.
     metadata = MetaData(naming_convention={"pk": "pk_%(table_name)s"})
+    # The ledger's integers are indexes, sizes and times (64-bit); its bytes are leaves,
+    # hashes and signatures. Other widths and string lengths are spelled at the column.
+    type_annotation_map = {int: BigInteger, bytes: LargeBinary}
 
 
 class LedgerSequence(LedgerBase):
@@ -28,7 +31,7 @@ class LedgerSequence(LedgerBase):
     __tablename__ = "ledger_sequence"
 
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
-    size: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int]
 
 
 class LedgerEntry(LedgerBase):
@@ -36,8 +39,8 @@ class LedgerEntry(LedgerBase):
 
     __tablename__ = "ledger_entries"
 
-    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    leaf: Mapped[bytes] = mapped_column(LargeBinary)
+    idx: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    leaf: Mapped[bytes]
     type: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str | None] = mapped_column(String(128))
 
@@ -53,8 +56,8 @@ class LedgerTile(LedgerBase):
     __tablename__ = "ledger_tiles"
 
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
-    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    hashes: Mapped[bytes] = mapped_column(LargeBinary)
+    idx: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    hashes: Mapped[bytes]
 
 
 class LedgerBlock(LedgerBase):
@@ -62,15 +65,15 @@ class LedgerBlock(LedgerBase):
 
     __tablename__ = "ledger_blocks"
 
-    height: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    prev_block_hash: Mapped[bytes] = mapped_column(LargeBinary)
-    first_index: Mapped[int] = mapped_column(BigInteger)
-    tree_size: Mapped[int] = mapped_column(BigInteger)
-    root: Mapped[bytes] = mapped_column(LargeBinary)
-    time_ms: Mapped[int] = mapped_column(BigInteger)  # Unix ms, UTC: what the block signs
+    height: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    prev_block_hash: Mapped[bytes]
+    first_index: Mapped[int]
+    tree_size: Mapped[int]
+    root: Mapped[bytes]
+    time_ms: Mapped[int]  # Unix ms, UTC: what the block signs
     signer_key_id: Mapped[str] = mapped_column(String(128))
-    signature: Mapped[bytes] = mapped_column(LargeBinary)
-    block_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes]
+    block_hash: Mapped[bytes]
     checkpoint: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_ledger_blocks_tree_size", "tree_size"),)

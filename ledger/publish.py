@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import httpx
-from sqlalchemy import BigInteger, String, Text, func, select
+from sqlalchemy import String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from crypto.periodic import Periodic
@@ -50,10 +50,10 @@ class LedgerCosignature(LedgerBase):
 
     __tablename__ = "ledger_cosignatures"
 
-    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    tree_size: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     witness: Mapped[str] = mapped_column(String(255), primary_key=True)
     line: Mapped[str] = mapped_column(Text)
-    cosigned_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds, as the witness signed
+    cosigned_at: Mapped[int]  # Unix seconds, as the witness signed
 
 
 class SqlCosignatures:

@@ -6,6 +6,7 @@ exact bytes that were hashed. Payloads never enter the ledger, only their digest
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -69,20 +70,10 @@ class LedgerRecord:
         object.__setattr__(self, "_ts_text", rfc3339_ms(self.ts))
 
     def fields(self) -> dict[str, Any]:
-        """The record as the leaf holds it (timestamp as RFC 3339 text)."""
-        return {
-            "type": self.type,
-            "actor": self.actor,
-            "subject_org": self.subject_org,
-            "object_type": self.object_type,
-            "object_id": self.object_id,
-            "action": self.action,
-            "decision_id": self.decision_id,
-            "payload_digest": self.payload_digest,
-            "purpose": self.purpose,
-            "ts": self._ts_text,
-            "request_id": self.request_id,
-        }
+        """The record as the leaf holds it: every field, the timestamp as RFC 3339 text."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        out["ts"] = self._ts_text
+        return out
 
     def leaf(self) -> bytes:
         """The exact leaf bytes: canonical JSON of `fields()`."""

@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
 
 import audit
-from audit.compliance import load_requirements
+from audit.compliance import CHECKS, load_requirements
+from audit.compliance.base import verdict
+from audit.compliance.wording import VERDICTS
 from crypto.models import KeyRecord
 from exchange.models import Client, Dataset
 from gateway.cli import main
@@ -169,3 +171,14 @@ def test_mtls_off_in_a_production_profile_fails_its_requirements(
     }
     with_tls = platform.compliance.run(by, settings=prod.replace(mtls=True))
     assert set(new_failures(with_tls)) == {"AUD-06"}
+
+
+def test_list_checks_take_their_wording_from_the_table_by_rule_id() -> None:
+    # Every wording belongs to a requirement of the document that a check evaluates.
+    assert set(VERDICTS) <= {r.id for r in load_requirements()} & set(CHECKS)
+    assert verdict("GRD-10", []).summary == "the closed cell grants nothing"
+    failed = verdict("GRD-10", ["dataset.download", "dataset.preview"])
+    assert failed.summary == "2 actions granted on closed"
+    assert failed.evidence["offenders"] == ["dataset.download", "dataset.preview"]
+    # A wording may name an evidence field: PI-06 states its floor.
+    assert verdict("PI-06", [], floor=10).summary == "every cell's min_cohort is at least 10"

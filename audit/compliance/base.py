@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
+from audit.compliance.wording import VERDICTS
 from audit.events import AuditEvent
 
 # The requirements document ships with the repository (docs/compliance.md).
@@ -368,8 +369,9 @@ def na(rid: str, summary: str, *, trust: str | None = None, **evidence: Any) -> 
     return Finding(rid, Status.NOT_APPLICABLE, summary, evidence, trust)
 
 
-def verdict(rid: str, bad: Sequence[Any], good: str, bad_text: str, **evidence: Any) -> Finding:
-    """Pass when `bad` is empty; otherwise fail naming up to 20 offenders."""
+def verdict(rid: str, bad: Sequence[Any], **evidence: Any) -> Finding:
+    """Pass when `bad` is empty; otherwise fail naming up to 20 offenders (wording: VERDICTS)."""
+    good, bad_text = (text.format_map(evidence) for text in VERDICTS[rid])
     if bad:
         return fail(rid, f"{len(bad)} {bad_text}", offenders=list(bad)[:20], **evidence)
     return ok(rid, good, **evidence)

@@ -9,26 +9,42 @@ from audit.compliance.base import Check, CheckContext, Finding, fail, na, ok
 PROD_ONLY = "development profile: this production control does not apply"
 
 
-def _cry01(c: CheckContext) -> Finding:
+def _production_mtls(
+    c: CheckContext, rid: str, without: str, good: str, **extra: str | None
+) -> Finding:
+    """Production holds its callers to mTLS; the development profile is not held to it."""
     cfg = c.config
-    ev: dict[str, Any] = {"environment": cfg.environment, "mtls": cfg.mtls, "opa_url": cfg.opa_url}
-    if cfg.opa_url is not None and not cfg.opa_url.startswith("https://"):
-        return fail("CRY-01", "the remote OPA link does not authenticate its server", **ev)
+    ev: dict[str, Any] = {"environment": cfg.environment, "mtls": cfg.mtls, **extra}
     if cfg.environment != "production":
-        return na("CRY-01", PROD_ONLY, **ev)
+        return na(rid, PROD_ONLY, **ev)
     if not cfg.mtls:
-        return fail("CRY-01", "production profile without mTLS (PDX_MTLS=0)", **ev)
-    return ok("CRY-01", "clients authenticate with certificates from the platform CA", **ev)
+        return fail(rid, without, **ev)
+    return ok(rid, good, **ev)
+
+
+def _cry01(c: CheckContext) -> Finding:
+    opa_url = c.config.opa_url
+    if opa_url is not None and not opa_url.startswith("https://"):
+        return fail(
+            "CRY-01",
+            "the remote OPA link does not authenticate its server",
+            environment=c.config.environment,
+            mtls=c.config.mtls,
+            opa_url=opa_url,
+        )
+    return _production_mtls(
+        c,
+        "CRY-01",
+        "production profile without mTLS (PDX_MTLS=0)",
+        "clients authenticate with certificates from the platform CA",
+        opa_url=opa_url,
+    )
 
 
 def _cry03(c: CheckContext) -> Finding:
-    cfg = c.config
-    ev: dict[str, Any] = {"environment": cfg.environment, "mtls": cfg.mtls}
-    if cfg.environment != "production":
-        return na("CRY-03", PROD_ONLY, **ev)
-    if not cfg.mtls:
-        return fail("CRY-03", "production profile serves plain HTTP", **ev)
-    return ok("CRY-03", "only TLS is served", **ev)
+    return _production_mtls(
+        c, "CRY-03", "production profile serves plain HTTP", "only TLS is served"
+    )
 
 
 def _cry07(c: CheckContext) -> Finding:

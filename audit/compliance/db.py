@@ -40,8 +40,6 @@ KEY_ROLE_OF = {
 def _dataset_check(
     rid: str,
     offenders: Callable[[Sequence[DatasetFact]], list[str]],
-    good: str,
-    bad_text: str,
     *,
     counted: bool = True,
 ) -> Check:
@@ -50,7 +48,7 @@ def _dataset_check(
     def check(c: CheckContext) -> Finding:
         datasets = c.datasets()
         evidence = {"datasets": len(datasets)} if counted else {}
-        return verdict(rid, offenders(datasets), good, bad_text, **evidence)
+        return verdict(rid, offenders(datasets), **evidence)
 
     return check
 
@@ -60,14 +58,9 @@ _grd01 = _dataset_check(
     lambda ds: [
         d.id for d in ds if d.level not in LEVELS or any(f not in LEVELS for f in d.field_levels)
     ],
-    "every dataset and field has one of the six levels",
-    "datasets with an unknown level",
 )
 _grd02 = _dataset_check(
-    "GRD-02",
-    lambda ds: [f"{d.id}: {', '.join(d.missing)}" for d in ds if d.missing],
-    "every dataset record is complete",
-    "datasets with missing metadata",
+    "GRD-02", lambda ds: [f"{d.id}: {', '.join(d.missing)}" for d in ds if d.missing]
 )
 
 
@@ -80,12 +73,7 @@ def _graded_below(datasets: Sequence[DatasetFact]) -> list[str]:
     return bad
 
 
-_grd03 = _dataset_check(
-    "GRD-03",
-    _graded_below,
-    "every dataset is graded at least as its content",
-    "datasets graded below their scan or fields",
-)
+_grd03 = _dataset_check("GRD-03", _graded_below)
 _grd04 = _dataset_check(
     "GRD-04",
     lambda ds: [
@@ -95,8 +83,6 @@ _grd04 = _dataset_check(
         or (d.field_sensitive_pi and not d.sensitive_pi)
         or (d.sensitive_pi and not d.pi)
     ],
-    "PI flags follow the field detections",
-    "datasets whose PI flags contradict their content",
     counted=False,
 )
 _grd05 = _dataset_check(
@@ -107,8 +93,6 @@ _grd05 = _dataset_check(
         if (d.important_data_catalogue and d.level not in ("important", "core"))
         or (d.level in ("important", "core") and d.open_attribute == "open")
     ],
-    "important-catalogue data is important or core, never open",
-    "datasets that break the important-data rules",
     counted=False,
 )
 
@@ -116,8 +100,6 @@ _grd05 = _dataset_check(
 def _computation_check(
     rid: str,
     offends: Callable[[ComputationFact], bool],
-    good: str,
-    bad_text: str,
     *,
     counted: bool = True,
     needs_one: bool = False,
@@ -132,7 +114,7 @@ def _computation_check(
         if needs_one and not comps:
             return na(rid, "no computations yet")
         evidence = {"computations": len(comps)} if counted else {}
-        return verdict(rid, [x.id for x in comps if offends(x)], good, bad_text, **evidence)
+        return verdict(rid, [x.id for x in comps if offends(x)], **evidence)
 
     return check
 
@@ -140,8 +122,6 @@ def _computation_check(
 _grd06 = _computation_check(
     "GRD-06",
     lambda x: bool(x.input_levels) and rank(x.data_level) < max(rank(v) for v in x.input_levels),
-    "every computation carries its highest input level",
-    "computations graded below their inputs",
     needs_one=True,
 )
 
@@ -153,28 +133,14 @@ def _grd07(c: CheckContext) -> Finding:
         for d in c.datasets()
         if d.next_review_at < c.now or d.next_review_at > d.graded_at + period
     ]
-    return verdict(
-        "GRD-07",
-        bad,
-        "no grade review is overdue",
-        "datasets overdue for review",
-        review_period_days=c.config.review_period_days,
-    )
+    return verdict("GRD-07", bad, review_period_days=c.config.review_period_days)
 
 
 _pi01 = _computation_check(
     "PI-01",
     lambda x: not x.purpose or (x.contract_purpose is not None and x.contract_purpose != x.purpose),
-    "every computation's purpose is recorded and bound",
-    "computations without a matching purpose",
 )
-_pi02 = _computation_check(
-    "PI-02",
-    lambda x: x.pi_input and not x.legal_basis,
-    "every computation on PI records a legal basis",
-    "computations on PI without a legal basis",
-    counted=False,
-)
+_pi02 = _computation_check("PI-02", lambda x: x.pi_input and not x.legal_basis, counted=False)
 
 
 def _pi03(c: CheckContext) -> Finding:
@@ -235,38 +201,24 @@ def _cry05(c: CheckContext) -> Finding:
     return ok("CRY-05", "dataset digests present; policy digest matches the ledger", **ev)
 
 
-def _key_check(
-    rid: str, offenders: Callable[[KeyFacts], Iterable[str]], good: str, bad_text: str
-) -> Check:
+def _key_check(rid: str, offenders: Callable[[KeyFacts], Iterable[str]]) -> Check:
     """A check over the key inventory: it passes when `offenders` names no key."""
 
     def check(c: CheckContext) -> Finding:
         k = c.keys()
-        return verdict(rid, list(offenders(k)), good, bad_text, keys=k.total)
+        return verdict(rid, list(offenders(k)), keys=k.total)
 
     return check
 
 
-_cry10 = _key_check(
-    "CRY-10",
-    lambda k: k.bad_purpose,
-    "every key has one known purpose",
-    "keys with an unknown purpose",
-)
+_cry10 = _key_check("CRY-10", lambda k: k.bad_purpose)
 _cry11 = _key_check(
     "CRY-11",
     lambda k: (
         f"{d['key_id']}#v{d['version']} ({d['purpose']}): {d['reason']}" for d in k.rotation_due
     ),
-    "no key is past its rotation age",
-    "keys due for rotation",
 )
-_cry14 = _key_check(
-    "CRY-14",
-    lambda k: k.incomplete,
-    "the key inventory is complete",
-    "key versions with missing inventory fields",
-)
+_cry14 = _key_check("CRY-14", lambda k: k.incomplete)
 
 
 def _cry12(c: CheckContext) -> Finding:
@@ -277,13 +229,7 @@ def _cry12(c: CheckContext) -> Finding:
         f"{d['key_id']}: {d['data_keys']} data keys still wrapped"
         for d in k.destroyed_with_data_keys
     ]
-    return verdict(
-        "CRY-12",
-        bad,
-        "every destroyed key's data keys are gone",
-        "destroyed keys whose data is still readable",
-        destroyed=k.destroyed_checked,
-    )
+    return verdict("CRY-12", bad, destroyed=k.destroyed_checked)
 
 
 def _accounts_two(c: CheckContext, of: dict[str, str]) -> list[str]:
@@ -297,9 +243,7 @@ def _accounts_two(c: CheckContext, of: dict[str, str]) -> list[str]:
 
 def _cry13(c: CheckContext) -> Finding:
     bad = _accounts_two(c, KEY_ROLE_OF)
-    return verdict(
-        "CRY-13", bad, "no account holds two key roles", "accounts holding two key roles"
-    )
+    return verdict("CRY-13", bad)
 
 
 def _aud01(c: CheckContext) -> Finding:
@@ -334,12 +278,7 @@ def _aud01(c: CheckContext) -> Finding:
 
 def _aud08(c: CheckContext) -> Finding:
     bad = _accounts_two(c, {r: r for r in ADMIN_ROLES})
-    return verdict(
-        "AUD-08",
-        bad,
-        "no account holds two administrative roles",
-        "accounts holding two of system-admin, security-admin and auditor",
-    )
+    return verdict("AUD-08", bad)
 
 
 def _aud09(c: CheckContext) -> Finding:
@@ -356,13 +295,7 @@ def _aud09(c: CheckContext) -> Finding:
         ).all()
     )
     bad = [d for d in allowed if d not in recorded]
-    return verdict(
-        "AUD-09",
-        bad,
-        "every audit read is itself audited",
-        "audit reads without their own audit record",
-        reads=len(allowed),
-    )
+    return verdict("AUD-09", bad, reads=len(allowed))
 
 
 # Decision logs are written in batches (gateway/decision_logs.py): a batch another
@@ -381,13 +314,7 @@ def _aud10(c: CheckContext) -> Finding:
         )
         .limit(50)
     ).all()
-    return verdict(
-        "AUD-10",
-        list(missing),
-        "every cited decision is in the decision log",
-        "audit records cite decisions that were not logged",
-        grace_s=DECISION_LOG_GRACE.total_seconds(),
-    )
+    return verdict("AUD-10", list(missing), grace_s=DECISION_LOG_GRACE.total_seconds())
 
 
 def _zt05(c: CheckContext) -> Finding:
@@ -406,13 +333,7 @@ def _zt05(c: CheckContext) -> Finding:
                 node = node.get(part) if isinstance(node, dict) else None
             if node is None:
                 bad.append(path)
-    return verdict(
-        "ZT-05",
-        sorted(set(bad)),
-        "decisions are made from per-request attributes",
-        "attributes missing from decision inputs",
-        sampled=len(rows),
-    )
+    return verdict("ZT-05", sorted(set(bad)), sampled=len(rows))
 
 
 def _job_record_incomplete(x: ComputationFact) -> bool:
@@ -420,13 +341,7 @@ def _job_record_incomplete(x: ComputationFact) -> bool:
     return not x.security_model_complete
 
 
-_pce01 = _computation_check(
-    "PCE-01",
-    _job_record_incomplete,
-    "every computation has a complete job record",
-    "computations without a complete job record",
-    needs_one=True,
-)
+_pce01 = _computation_check("PCE-01", _job_record_incomplete, needs_one=True)
 
 
 def _dsl02(c: CheckContext) -> Finding:
@@ -466,13 +381,7 @@ def _cry08(c: CheckContext) -> Finding:
         ).all()
     )
     bad = [v for v in versions if v not in seen]
-    return verdict(
-        "CRY-08",
-        bad,
-        "every key version's lifecycle is audited and on the ledger",
-        "key versions without key.* ledger entries",
-        versions=len(versions),
-    )
+    return verdict("CRY-08", bad, versions=len(versions))
 
 
 def _aud05(c: CheckContext) -> Finding:
@@ -484,13 +393,7 @@ def _aud05(c: CheckContext) -> Finding:
     )
 
 
-_pce03 = _computation_check(
-    "PCE-03",
-    _job_record_incomplete,
-    "every job record names its scheme and key holder",
-    "job records without scheme or key holder",
-    needs_one=True,
-)
+_pce03 = _computation_check("PCE-03", _job_record_incomplete, needs_one=True)
 
 
 def _pi04(c: CheckContext) -> Finding:

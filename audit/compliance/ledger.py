@@ -36,13 +36,7 @@ def _aud02(c: CheckContext) -> Finding:
         .order_by(LedgerEntry.idx)
         .limit(50)
     ).all()
-    return verdict(
-        "AUD-02",
-        list(orphans),
-        "every ledger entry has its audit record",
-        "ledger entries without an audit record",
-        from_index=start,
-    )
+    return verdict("AUD-02", list(orphans), from_index=start)
 
 
 def _aud03(c: CheckContext) -> Finding:
@@ -175,13 +169,7 @@ def _dsl03(c: CheckContext) -> Finding:
     if not comps:
         return na("DSL-03", "no computations yet")
     bad = [x.id for x in comps if x.transitions_with_ledger < x.transitions]
-    return verdict(
-        "DSL-03",
-        bad,
-        "every computation transition is on the ledger",
-        "computations with transitions missing from the ledger",
-        computations=len(comps),
-    )
+    return verdict("DSL-03", bad, computations=len(comps))
 
 
 def _pce07(c: CheckContext) -> Finding:
@@ -193,12 +181,7 @@ def _pce07(c: CheckContext) -> Finding:
         for e in released
         if not str(decode_leaf(e.leaf).get("payload_digest") or "").startswith("commit")
     ]
-    return verdict(
-        "PCE-07",
-        plain,
-        "released outputs are salted commitments",
-        "release entries carry a plain digest (no salted commitment yet)",
-    )
+    return verdict("PCE-07", plain)
 
 
 CHECKS: dict[str, Check] = {

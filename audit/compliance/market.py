@@ -25,16 +25,14 @@ def _facts(c: CheckContext) -> MarketFacts:
     return out
 
 
-def _listing_check(
-    rid: str, offenders: Callable[[list[ProductFact]], list[str]], good: str, bad_text: str
-) -> Check:
+def _listing_check(rid: str, offenders: Callable[[list[ProductFact]], list[str]]) -> Check:
     """A check over the listed products: not applicable with none listed, else their verdict."""
 
     def check(c: CheckContext) -> Finding:
         listed = [p for p in _facts(c).products if p.listed]
         if not listed:
             return na(rid, "no product is listed")
-        return verdict(rid, offenders(listed), good, bad_text, listed=len(listed))
+        return verdict(rid, offenders(listed), listed=len(listed))
 
     return check
 
@@ -46,8 +44,6 @@ _dsl01 = _listing_check(
         for p in listed
         if not p.provenance_statement or p.evidence == 0 or p.evidence_with_digest < p.evidence
     ],
-    "every listing states its provenance with evidence documents and their digests",
-    "listings without provenance, evidence or evidence digests",
 )
 
 
@@ -67,14 +63,7 @@ def _mkt01(c: CheckContext) -> Finding:
         for a in m.agreements
         if a.origin == "negotiation" and a.rights_granted is None
     ]
-    return verdict(
-        "MKT-01",
-        bad,
-        "products record the rights they hold and agreements the rights they grant",
-        "products or agreements without their rights",
-        products=len(m.products),
-        agreements=len(m.agreements),
-    )
+    return verdict("MKT-01", bad, products=len(m.products), agreements=len(m.agreements))
 
 
 def _breaks_listing_rules(listed: list[ProductFact]) -> list[str]:
@@ -88,12 +77,7 @@ def _breaks_listing_rules(listed: list[ProductFact]) -> list[str]:
     return bad
 
 
-_mkt02 = _listing_check(
-    "MKT-02",
-    _breaks_listing_rules,
-    "every listing passed its pre-check, carries provenance and fits its delivery modes",
-    "listings break the listing rules",
-)
+_mkt02 = _listing_check("MKT-02", _breaks_listing_rules)
 
 
 def _scope_undefined(listed: list[ProductFact]) -> list[str]:
@@ -112,12 +96,7 @@ def _scope_undefined(listed: list[ProductFact]) -> list[str]:
     return bad
 
 
-_mkt03 = _listing_check(
-    "MKT-03",
-    _scope_undefined,
-    "every listed product is on the ledger and each offer defines its scope of use",
-    "listings whose source or scope of use is not defined",
-)
+_mkt03 = _listing_check("MKT-03", _scope_undefined)
 
 
 def _mkt05(c: CheckContext) -> Finding:
@@ -133,13 +112,7 @@ def _mkt05(c: CheckContext) -> Finding:
             free = str(o.get("price", "0")) in ("0", "0.00", "0.0")
             if model is None or (model == "free") != free:
                 bad.append(f"{p.id} offer {i}: not tagged free or paid by its price model")
-    return verdict(
-        "MKT-05",
-        bad,
-        "every offer is tagged free or paid with its price model",
-        "offers without a free/paid tag",
-        products=len(products),
-    )
+    return verdict("MKT-05", bad, products=len(products))
 
 
 def _mkt06(c: CheckContext) -> Finding:
@@ -156,13 +129,7 @@ def _mkt06(c: CheckContext) -> Finding:
         for d, total in sorted(shares.items())
         if total > m.epsilon_budget.get(d, 0.0) + _EPS
     ]
-    return verdict(
-        "MKT-06",
-        bad,
-        "on every dataset the ε shares in force stay within its budget",
-        "datasets whose ε shares exceed their budget",
-        datasets=len(shares),
-    )
+    return verdict("MKT-06", bad, datasets=len(shares))
 
 
 def _cry06(c: CheckContext) -> Finding:

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from audit.models import AuditBase, UtcDateTime
+from audit.models import AuditBase, UuidKey
 
 
 class ComplianceRun(AuditBase):
@@ -15,8 +15,8 @@ class ComplianceRun(AuditBase):
 
     __tablename__ = "compliance_runs"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    id: Mapped[UuidKey]
+    started_at: Mapped[datetime]
     by: Mapped[str] = mapped_column(String(128))
     passed: Mapped[int] = mapped_column(Integer)
     failed: Mapped[int] = mapped_column(Integer)
@@ -39,10 +39,10 @@ class SinkCursor(AuditBase):
     __tablename__ = "audit_sink_cursors"
 
     sink: Mapped[str] = mapped_column(String(64), primary_key=True)
-    ts: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ts: Mapped[datetime | None]
     decision_id: Mapped[str | None] = mapped_column(String(36))
     delivered: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime]
 
 
 class RetentionRun(AuditBase):
@@ -50,8 +50,8 @@ class RetentionRun(AuditBase):
 
     __tablename__ = "retention_runs"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    ran_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    id: Mapped[UuidKey]
+    ran_at: Mapped[datetime]
     results_shredded: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text)  # JSON
     ledger_index: Mapped[int | None] = mapped_column(BigInteger)
@@ -62,8 +62,8 @@ class RiskReport(AuditBase):
 
     __tablename__ = "risk_reports"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    generated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    id: Mapped[UuidKey]
+    generated_at: Mapped[datetime]
     by: Mapped[str] = mapped_column(String(128))
     report: Mapped[str] = mapped_column(Text)  # canonical JSON
     digest: Mapped[str] = mapped_column(String(80))

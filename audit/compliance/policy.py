@@ -37,13 +37,7 @@ def _grd08(c: CheckContext) -> Finding:
     failures = _tests(c)
     if failures:
         return fail("GRD-08", "the active bundle's tests fail", failures=failures[:20])
-    return verdict(
-        "GRD-08",
-        bad,
-        "no important, core or closed cell lets rows leave; the invariant's tests pass",
-        "cells grant raw delivery",
-        cells=list(RAW_NEVER),
-    )
+    return verdict("GRD-08", bad, cells=list(RAW_NEVER))
 
 
 def _grd09(c: CheckContext) -> Finding:
@@ -61,12 +55,7 @@ def _grd09(c: CheckContext) -> Finding:
                 bad.append(f"{name}: computation.request lacks contract/agreement/purpose")
             if not (rule.get("obligations") or {}).get("desensitise"):
                 bad.append(f"{name}: computation.request does not oblige desensitise")
-    return verdict(
-        "GRD-09",
-        bad,
-        "conditional data needs contract, agreement, purpose and desensitised inputs",
-        "conditional cells are too permissive",
-    )
+    return verdict("GRD-09", bad)
 
 
 def _grd10(c: CheckContext) -> Finding:
@@ -74,7 +63,7 @@ def _grd10(c: CheckContext) -> Finding:
     granted = [
         a for a, r in closed.get("actions", {}).items() if isinstance(r, Mapping) and r.get("allow")
     ]
-    return verdict("GRD-10", granted, "the closed cell grants nothing", "actions granted on closed")
+    return verdict("GRD-10", granted)
 
 
 def _pi06(c: CheckContext) -> Finding:
@@ -85,13 +74,7 @@ def _pi06(c: CheckContext) -> Finding:
             cohort = (rule.get("obligations") or {}).get("min_cohort")
             if cohort is not None and cohort < floor:
                 bad.append(f"{name}: {action} min_cohort {cohort}")
-    return verdict(
-        "PI-06",
-        bad,
-        f"every cell's min_cohort is at least {floor}",
-        "cells below the cohort floor",
-        floor=floor,
-    )
+    return verdict("PI-06", bad, floor=floor)
 
 
 def _pi10(c: CheckContext) -> Finding:
@@ -103,12 +86,7 @@ def _pi10(c: CheckContext) -> Finding:
         if isinstance(rule, Mapping) and rule.get("allow"):
             if not (rule.get("obligations") or {}).get("desensitise"):
                 bad.append(name)
-    return verdict(
-        "PI-10",
-        bad,
-        "every non-open computation cell obliges desensitise",
-        "cells allow computations on PI fields without desensitise",
-    )
+    return verdict("PI-10", bad)
 
 
 def _mkt04(c: CheckContext) -> Finding:
@@ -118,9 +96,7 @@ def _mkt04(c: CheckContext) -> Finding:
         for a in ROW_ACTIONS
         if _granted(cell, a) and not (name.startswith("general-") and name.endswith("/open"))
     ]
-    return verdict(
-        "MKT-04", bad, "only general open data leaves as rows", "cells let other data leave as rows"
-    )
+    return verdict("MKT-04", bad)
 
 
 def _zt02(c: CheckContext) -> Finding:

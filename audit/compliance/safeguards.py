@@ -32,11 +32,7 @@ def _pi05(c: CheckContext) -> Finding:
     if not any(d.field_pi for d in c.datasets()):
         return na("PI-05", "no dataset has PI fields, so none claims to be anonymised")
     return verdict(
-        "PI-05",
-        claims,
-        "every dataset with PI fields is flagged PI (no anonymity is claimed)",
-        "datasets with PI fields registered as not PI, without a re-identification assessment",
-        datasets_with_pi_fields=sum(1 for d in c.datasets() if d.field_pi),
+        "PI-05", claims, datasets_with_pi_fields=sum(1 for d in c.datasets() if d.field_pi)
     )
 
 
@@ -56,13 +52,7 @@ def _pi07(c: CheckContext) -> Finding:
         ) > max(1e-12, b.delta_spent * 1e-6):
             bad.append(f"{b.account}: charges do not add up to what is spent")
     return verdict(
-        "PI-07",
-        bad,
-        "every budget account holds: charges = spent <= limit <= cap",
-        "budget accounts break the budget",
-        accounts=len(budgets),
-        epsilon_cap=cfg.epsilon_cap,
-        delta_cap=cfg.delta_cap,
+        "PI-07", bad, accounts=len(budgets), epsilon_cap=cfg.epsilon_cap, delta_cap=cfg.delta_cap
     )
 
 
@@ -71,13 +61,7 @@ def _pi09(c: CheckContext) -> Finding:
     if declared is None:
         return na("PI-09", "the operator catalogue was not read by this run")
     missing = [t for t in REQUIRED_TECHNIQUES if t not in declared]
-    return verdict(
-        "PI-09",
-        missing,
-        "the operator catalogue offers every de-identification technique",
-        "techniques of GB/T 37964-2019 Annex A are not offered",
-        declared=dict(declared),
-    )
+    return verdict("PI-09", missing, declared=dict(declared))
 
 
 def _non_open_cells_without_dp(cells: Mapping[str, Any]) -> list[str]:
@@ -103,13 +87,7 @@ def _pce02(c: CheckContext) -> Finding:
             bad.append(f"computation {x.id}: DP obliged but no ε charged")
         if not x.all_inputs_open and not ob.get("dp_epsilon"):
             bad.append(f"computation {x.id}: released from data that is not open without DP")
-    return verdict(
-        "PCE-02",
-        bad,
-        "every non-open cell obliges DP and every release carries its gate facts",
-        "releases or cells without the release gate's DP",
-        released=len(released),
-    )
+    return verdict("PCE-02", bad, released=len(released))
 
 
 def _cry02(c: CheckContext) -> Finding:
@@ -127,13 +105,7 @@ def _cry02(c: CheckContext) -> Finding:
     if cfg.environment == "production" and not cfg.mtls:
         bad.append("production without certificate-bound tokens (mTLS off)")
     ev["administrator_people"] = sum(1 for a in people if ADMIN_ROLES & set(a.roles))
-    return verdict(
-        "CRY-02",
-        bad,
-        "signed access tokens; every administrator person has a second factor",
-        "callers without a cryptographic factor",
-        **ev,
-    )
+    return verdict("CRY-02", bad, **ev)
 
 
 def _aud06(c: CheckContext) -> Finding:
