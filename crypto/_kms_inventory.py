@@ -9,7 +9,13 @@ from sqlalchemy.orm import Session
 
 from crypto._kms_core import _KeyManagerCore
 from crypto._kms_views import KeyInfo, RotationDue, _active_since, _info
-from crypto.keymaterial import ALGORITHM_AES_256_GCM, MANAGED_PURPOSES, aware, require_aware
+from crypto.keymaterial import (
+    ALGORITHM_AES_256_GCM,
+    MANAGED_PURPOSES,
+    aware,
+    require_aware,
+    row_fields,
+)
 from crypto.lifecycle import KeyPurpose, KeyState
 from crypto.models import KeyRecord
 from crypto.roles import KeyActor, KmsAction
@@ -102,11 +108,7 @@ class _KeyInventory(_KeyManagerCore):
         def entry(row: KeyRecord, reason: str, due_at: datetime | None, pending: int = 0) -> None:
             due.append(
                 RotationDue(
-                    key_id=row.id,
-                    version=row.version,
-                    purpose=row.purpose,
-                    owner_org=row.owner_org,
-                    algorithm=row.algorithm,
+                    **row_fields(RotationDue, row),
                     active_since=_active_since(row),
                     due_at=due_at,
                     reason=reason,
