@@ -12,6 +12,7 @@ from crypto._kms_views import KeyInfo, RotationDue, _active_since, _info
 from crypto.keymaterial import (
     ALGORITHM_AES_256_GCM,
     MANAGED_PURPOSES,
+    algorithm_info,
     aware,
     require_aware,
     row_fields,
@@ -30,21 +31,16 @@ class _KeyInventory(_KeyManagerCore):
         """Every key: the root key first, then each stored version (GB/T 39786 key inventory)."""
         by.require(KmsAction.INVENTORY)
         root = self._store.root
+        root_algorithm = algorithm_info(ALGORITHM_AES_256_GCM)
         entries = [
             KeyInfo(
                 key_id=root.key_id,
                 version=1,
-                type="symmetric",
-                length=256,
-                owner_org=None,
+                type=root_algorithm.kind,
+                length=root_algorithm.bits,
                 purpose=KeyPurpose.KEY_WRAPPING.value,
                 algorithm=ALGORITHM_AES_256_GCM,
                 state=KeyState.ACTIVE.value,
-                not_before=None,
-                not_after=None,
-                created_at=None,
-                state_changed_at=None,
-                parent_id=None,
                 location=root.kind,
             )
         ]

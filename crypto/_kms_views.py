@@ -15,7 +15,7 @@ DEFAULT_DESTROY_REQUEST_TTL = timedelta(days=3)
 _PENDING, _EXECUTED, _CANCELLED, _EXPIRED = "pending", "executed", "cancelled", "expired"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KeyInfo:
     """One line of the key inventory (docs/compliance.md CRY-14).
 
@@ -23,22 +23,23 @@ class KeyInfo:
 
     `type` is "symmetric" or "asymmetric"; `length` in bits. `location` says where the
     secret lives: the root backend's kind for the root key, "database (wrapped)" for
-    the rest. `data_keys` counts the live data keys wrapped under a KEK version.
+    the rest. `data_keys` counts the live data keys wrapped under a KEK version. The
+    root key has no row: its owner, validity, times and parent stay None.
     """
 
     key_id: str
     version: int
     type: str
     length: int
-    owner_org: str | None
+    owner_org: str | None = None
     purpose: str
     algorithm: str
     state: str
-    not_before: datetime | None
-    not_after: datetime | None
-    created_at: datetime | None
-    state_changed_at: datetime | None
-    parent_id: str | None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    created_at: datetime | None = None
+    state_changed_at: datetime | None = None
+    parent_id: str | None = None
     location: str
     data_keys: int | None = None
 
