@@ -33,14 +33,6 @@ class _KeyManagerCore:
         self._policy = policy
         self._destroy_ttl = destroy_request_ttl
 
-    @property
-    def keystore(self) -> KeyStore:
-        return self._store
-
-    @property
-    def policy(self) -> RotationPolicy:
-        return self._policy
-
     @staticmethod
     def kek_id(owner_org: str) -> str:
         """The id of an organisation's KEK (every version shares it)."""

@@ -9,7 +9,14 @@ from sqlalchemy.orm import Session
 
 from crypto._kms_core import _KeyManagerCore
 from crypto._kms_views import KeyInfo, RotationDue, _active_since, _info
-from crypto.keymaterial import ALGORITHM_AES_256_GCM, MANAGED_PURPOSES, aware, require_aware
+from crypto.keymaterial import (
+    ALGORITHM_AES_256_GCM,
+    MANAGED_PURPOSES,
+    algorithm_info,
+    aware,
+    require_aware,
+    row_fields,
+)
 from crypto.lifecycle import KeyPurpose, KeyState
 from crypto.models import KeyRecord
 from crypto.roles import KeyActor, KmsAction
@@ -24,21 +31,16 @@ class _KeyInventory(_KeyManagerCore):
         """Every key: the root key first, then each stored version (GB/T 39786 key inventory)."""
         by.require(KmsAction.INVENTORY)
         root = self._store.root
+        root_algorithm = algorithm_info(ALGORITHM_AES_256_GCM)
         entries = [
             KeyInfo(
                 key_id=root.key_id,
                 version=1,
-                type="symmetric",
-                length=256,
-                owner_org=None,
+                type=root_algorithm.kind,
+                length=root_algorithm.bits,
                 purpose=KeyPurpose.KEY_WRAPPING.value,
                 algorithm=ALGORITHM_AES_256_GCM,
                 state=KeyState.ACTIVE.value,
-                not_before=None,
-                not_after=None,
-                created_at=None,
-                state_changed_at=None,
-                parent_id=None,
                 location=root.kind,
             )
         ]
@@ -102,11 +104,7 @@ class _KeyInventory(_KeyManagerCore):
         def entry(row: KeyRecord, reason: str, due_at: datetime | None, pending: int = 0) -> None:
             due.append(
                 RotationDue(
-                    key_id=row.id,
-                    version=row.version,
-                    purpose=row.purpose,
-                    owner_org=row.owner_org,
-                    algorithm=row.algorithm,
+                    **row_fields(RotationDue, row),
                     active_since=_active_since(row),
                     due_at=due_at,
                     reason=reason,

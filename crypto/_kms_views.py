@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from crypto.keymaterial import algorithm_info, aware
+from crypto.keymaterial import algorithm_info, aware, row_fields
 from crypto.models import DestroyRequestRecord, KeyRecord
 
 DEFAULT_BATCH_SIZE = 500
@@ -15,7 +15,7 @@ DEFAULT_DESTROY_REQUEST_TTL = timedelta(days=3)
 _PENDING, _EXECUTED, _CANCELLED, _EXPIRED = "pending", "executed", "cancelled", "expired"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KeyInfo:
     """One line of the key inventory (docs/compliance.md CRY-14).
 
@@ -23,22 +23,23 @@ class KeyInfo:
 
     `type` is "symmetric" or "asymmetric"; `length` in bits. `location` says where the
     secret lives: the root backend's kind for the root key, "database (wrapped)" for
-    the rest. `data_keys` counts the live data keys wrapped under a KEK version.
+    the rest. `data_keys` counts the live data keys wrapped under a KEK version. The
+    root key has no row: its owner, validity, times and parent stay None.
     """
 
     key_id: str
     version: int
     type: str
     length: int
-    owner_org: str | None
+    owner_org: str | None = None
     purpose: str
     algorithm: str
     state: str
-    not_before: datetime | None
-    not_after: datetime | None
-    created_at: datetime | None
-    state_changed_at: datetime | None
-    parent_id: str | None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    created_at: datetime | None = None
+    state_changed_at: datetime | None = None
+    parent_id: str | None = None
     location: str
     data_keys: int | None = None
 
@@ -110,39 +111,15 @@ class DestroyRequest:
         expires_at = aware(record.expires_at)
         if status == _PENDING and now is not None and expires_at is not None:
             status = _EXPIRED if expires_at <= now else status
-        return cls(
-            id=record.id,
-            key_id=record.key_id,
-            version=record.version,
-            reason=record.reason,
-            status=status,
-            requested_by=record.requested_by,
-            requested_at=aware(record.requested_at),
-            expires_at=expires_at,
-            decided_by=record.decided_by,
-            decided_at=aware(record.decided_at),
-            requested_by_person=record.requested_by_person,
-            requested_by_sponsor=record.requested_by_sponsor,
-            decided_by_person=record.decided_by_person,
-        )
+        return cls(**{**row_fields(cls, record), "status": status, "expires_at": expires_at})
 
 
 def _info(row: KeyRecord, data_keys: int | None) -> KeyInfo:
     algorithm = algorithm_info(row.algorithm)
     return KeyInfo(
-        key_id=row.id,
-        version=row.version,
+        **row_fields(KeyInfo, row),
         type=algorithm.kind,
         length=algorithm.bits,
-        owner_org=row.owner_org,
-        purpose=row.purpose,
-        algorithm=row.algorithm,
-        state=row.state,
-        not_before=aware(row.not_before),
-        not_after=aware(row.not_after),
-        created_at=aware(row.created_at),
-        state_changed_at=aware(row.state_changed_at),
-        parent_id=row.parent_id,
         location="database (wrapped)",
         data_keys=data_keys,
     )

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from crypto import shamir
 from crypto.errors import BackupInvalid, InconsistentShares, InvalidCiphertext
 from crypto.events import KeyOperation
-from crypto.keymaterial import algorithm_info, aware, event_for, key_aad, require_aware
+from crypto.keymaterial import algorithm_info, aware, event_for, require_aware, row_aad
 from crypto.keystore import KeyStore
 from crypto.lifecycle import KeyState
 from crypto.models import DataKeyRecord, KeyRecord
@@ -327,41 +327,33 @@ def _restore_key(
     keystore: KeyStore, session: Session, entry: dict[str, Any], by: KeyActor, now: datetime
 ) -> bool:
     try:
-        key_id = str(entry["id"])
-        version = int(entry["version"])
-        purpose = str(entry["purpose"])
-        algorithm = str(entry["algorithm"])
-        owner = entry["owner_org"]
-        owner_org = None if owner is None else str(owner)
-        public = None if entry["public_material"] is None else _unb64(entry["public_material"])
+        owner, public = entry["owner_org"], entry["public_material"]
+        row = KeyRecord(
+            id=str(entry["id"]),
+            version=int(entry["version"]),
+            purpose=str(entry["purpose"]),
+            algorithm=str(entry["algorithm"]),
+            owner_org=None if owner is None else str(owner),
+            state=KeyState(entry["state"]).value,
+            public_material=None if public is None else _unb64(public),
+            parent_id=keystore.root.key_id,
+        )
         secret = _unb64(entry["secret"])
-        state = KeyState(entry["state"])
     except (KeyError, TypeError, ValueError):
         raise BackupInvalid("a key entry of the backup is malformed") from None
-    if session.get(KeyRecord, (key_id, version)) is not None:
+    if session.get(KeyRecord, (row.id, row.version)) is not None:
         return False
-    info = algorithm_info(algorithm)
+    info = algorithm_info(row.algorithm)
     if info.signature is not None:
         # The AEAD already vouches for it; this catches a backup from a buggy writer.
-        if signature.load_private(info.signature, secret).public_bytes() != public:
+        if signature.load_private(info.signature, secret).public_bytes() != row.public_material:
             raise BackupInvalid("a signing key of the backup does not match its public key")
-    row = KeyRecord(
-        id=key_id,
-        version=version,
-        purpose=purpose,
-        algorithm=algorithm,
-        owner_org=owner_org,
-        state=state.value,
-        wrapped_material=keystore.root.wrap(
-            secret, key_aad(key_id, version, purpose, algorithm, owner_org, public)
-        ),
-        public_material=public,
-        parent_id=keystore.root.key_id,
-        created_at=_parse_time(entry.get("created_at")) or now,
-        not_before=_parse_time(entry.get("not_before")),
-        not_after=_parse_time(entry.get("not_after")),
-        state_changed_at=_parse_time(entry.get("state_changed_at")),
-    )
+    # Wrapped under this store's root, bound to the row as `KeyStore` unwraps it (`row_aad`).
+    row.wrapped_material = keystore.root.wrap(secret, row_aad(row))
+    row.created_at = _parse_time(entry.get("created_at")) or now
+    row.not_before = _parse_time(entry.get("not_before"))
+    row.not_after = _parse_time(entry.get("not_after"))
+    row.state_changed_at = _parse_time(entry.get("state_changed_at"))
     session.add(row)
     session.flush()
     keystore._emit(

@@ -81,6 +81,21 @@ DEFAULT_CLIENT_DAYS = 90
 DEFAULT_CA_DAYS = 3650
 # Tolerate a peer whose clock is a little behind ours.
 _BACKDATE = timedelta(minutes=5)
+# The nine bits of RFC 5280 4.2.1.3 under `x509.KeyUsage`'s argument names, and the ones each
+# kind of certificate sets (`_key_usage`): every other bit is clear.
+_KEY_USAGE_BITS = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+_CA_KEY_USAGE = frozenset({"key_cert_sign", "crl_sign"})
+_LEAF_KEY_USAGE = frozenset({"digital_signature"})
 # RFC 1123 host names, optionally with one leading wildcard label.
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
@@ -495,17 +510,8 @@ def _server_certificate_current(
 
 def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
     """RFC 5280 4.2.1.3: a CA key signs certificates and CRLs only; a leaf key signs only."""
-    return x509.KeyUsage(
-        digital_signature=not signs_certificates,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=signs_certificates,
-        crl_sign=signs_certificates,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    granted = _CA_KEY_USAGE if signs_certificates else _LEAF_KEY_USAGE
+    return x509.KeyUsage(**{usage: usage in granted for usage in _KEY_USAGE_BITS})
 
 
 def _now(now: datetime | None) -> datetime:

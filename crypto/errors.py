@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from crypto.problem import CodedError
 
@@ -14,8 +14,8 @@ class CryptoError(CodedError):
     plaintext; `extensions` holds key ids and purposes.
     """
 
-    code: ClassVar[str] = "crypto-error"
-    title: ClassVar[str] = "Cryptographic error"
+    code = "crypto-error"
+    title = "Cryptographic error"
 
 
 class KeyNotFound(CryptoError):

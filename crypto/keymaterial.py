@@ -8,11 +8,13 @@ import json
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import inspect as sa_inspect
 
 from crypto.errors import (
     InvalidCiphertext,
@@ -29,12 +31,15 @@ from crypto.lifecycle import (
     KeyPurpose,
     KeyState,
 )
-from crypto.models import KeyRecord
+from crypto.models import CryptoBase, KeyRecord
 from crypto.suites import keywrap
 from crypto.suites import signature as signatures
 from crypto.suites.aead import NONCE_SIZE, TAG_SIZE, AeadSuite, new_aead
 from crypto.suites.signature import SignatureAlgorithm, SigningKeyPair
 from crypto.suites.suite import CipherSuite, SuiteName
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # Purposes whose keys `signing_key` / `public_jwks` serve (JWS: EdDSA). TLS_CA keys are
 # signing keys too, but certificates need ECDSA or SM2: they come from `signer` only.
@@ -288,6 +293,20 @@ def aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def row_fields(view: type[DataclassInstance], row: CryptoBase) -> dict[str, Any]:
+    """The fields of the dataclass `view` that `row` maps under the same name, times `aware`.
+
+    How the frozen views of `crypto` (`KeyInfo`, `PublicKey`, ...) are built from their
+    rows: `View(**row_fields(View, row), ...)`, naming only what the row does not hold.
+    """
+    mapped = sa_inspect(row).mapper.attrs
+    values: dict[str, Any] = {}
+    for name in (f.name for f in fields(view) if f.name in mapped):
+        value = getattr(row, name)
+        values[name] = aware(value) if isinstance(value, datetime) else value
+    return values
 
 
 def _require_ref(name: str, value: str) -> None:

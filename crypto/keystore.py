@@ -51,6 +51,7 @@ from crypto.keymaterial import (
     key_id_for,
     require_aware,
     row_aad,
+    row_fields,
     signing_algorithm,
 )
 from crypto.lifecycle import (
@@ -322,11 +323,7 @@ class KeyStore:
             self._unwrap_row(row)
             published.append(
                 PublicKey(
-                    key_id=row.id,
-                    version=row.version,
-                    purpose=row.purpose,
-                    algorithm=row.algorithm,
-                    state=row.state,
+                    **row_fields(PublicKey, row),
                     kid=_kid(row.algorithm, row.public_material),
                     public_key=row.public_material,
                 )

@@ -12,7 +12,7 @@ from sqlalchemy import (
     MetaData,
     String,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
 from crypto.lifecycle import KeyState
 from crypto.sqltypes import NAMING_CONVENTION
@@ -60,6 +60,9 @@ class KeyRecord(CryptoBase):
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     state_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # What every view of a key version (and `DestroyRequestRecord`) calls the key's id.
+    key_id: Mapped[str] = synonym("id")
 
 
 class DataKeyRecord(CryptoBase):

@@ -87,6 +87,37 @@ def test_root_is_a_self_signed_p256_ca(ca: CertificateAuthority) -> None:
     assert "pdx platform CA" in ca.subject and ca.thumbprint in repr(ca)
 
 
+def test_key_usage_sets_exactly_the_bits_of_each_kind(ca: CertificateAuthority) -> None:
+    """RFC 5280 4.2.1.3: the CA key signs certificates and CRLs only, a leaf key signs only."""
+    leaf = _cert(ca.issue_client(ORG, CLIENT, days=30, now=NOW).cert_pem)
+    ca_usage = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    leaf_usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    for cert, expected in ((ca.certificate, ca_usage), (leaf, leaf_usage)):
+        ext = _ext(cert, x509.KeyUsage)
+        assert ext.critical
+        assert ext.value == expected
+
+
 def test_ca_refuses_a_key_that_does_not_match_its_certificate(ca: CertificateAuthority) -> None:
     with pytest.raises(CertificateAuthorityUnavailable):
         CertificateAuthority(ec.generate_private_key(ec.SECP256R1()), ca.certificate)

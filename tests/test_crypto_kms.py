@@ -312,6 +312,24 @@ def test_inventory_lists_root_keks_and_signing_keys(
             kms.inventory(session, by=KeyActor("nobody"))
     assert entries[0].key_id == root.key_id and entries[0].location == root.kind
     assert entries[0].parent_id is None and entries[0].length == 256
+    # the root's whole line, in the order `pdx keys list` prints it
+    assert list(entries[0].to_public().items()) == [
+        ("key_id", root.key_id),
+        ("version", 1),
+        ("type", "symmetric"),
+        ("length", 256),
+        ("owner_org", None),
+        ("purpose", "key-wrapping"),
+        ("algorithm", "AES-256-GCM"),
+        ("state", "active"),
+        ("not_before", None),
+        ("not_after", None),
+        ("created_at", None),
+        ("state_changed_at", None),
+        ("parent_id", None),
+        ("location", root.kind),
+        ("data_keys", None),
+    ]
     keks = {e.owner_org: e for e in entries if e.purpose == "key-wrapping" and e.owner_org}
     assert {org: (e.type, e.length, e.data_keys, e.state) for org, e in keks.items()} == {
         "org-a": ("symmetric", 256, 2, "active"),
