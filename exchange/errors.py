@@ -125,3 +125,31 @@ class StaleTransition(Conflict):
     Computations move by compare-and-set on their current state, so a late or duplicate
     transition (a recovered job's old runner finishing, a second approval) is refused.
     """
+
+
+class FlRoundTimeout(ExchangeError):
+    """The requester did not post the next global model before the step's deadline."""
+
+    code = "fl-round-timeout"
+    title = "The requester did not close the federated round in time"
+
+
+class JoinStepTimeout(ExchangeError):
+    """The requester's SDK did not answer a step of the join before its deadline."""
+
+    code = "join-step-timeout"
+    title = "The requester did not answer the join's step in time"
+
+
+class ApprovalSignatureInvalid(Forbidden):
+    """The decision's signature does not verify over what this decision covers."""
+
+    code = "approval-signature-invalid"
+    title = "The decision's signature does not verify"
+
+
+class SigningKeyUnknown(InvalidInput):
+    """The decision names a key the provider's organisation has not registered."""
+
+    code = "approval-signing-key-unknown"
+    title = "Unknown signing key"

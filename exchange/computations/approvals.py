@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Literal
 
 from sqlalchemy.orm import Session
@@ -191,44 +192,27 @@ def _decide_stage(
         setattr(i, approval, "approved" if approve else "rejected")
         setattr(i, f"{stage.prefix}approved_by", caller.client_id)
         setattr(i, f"{stage.prefix}approved_at", now)
+    move = partial(transition, ctx, session, comp, subject, now=now, expect=stage.pending_state)
     if not approve:
         if stage.shred_on_reject:
             shred_result(ctx, session, comp)
-        return transition(
-            ctx,
-            session,
-            comp,
-            subject,
+        return move(
             event="rejected",
             action="reject",
-            now=now,
-            expect=stage.pending_state,
             state=State.REJECTED,
             detail=f"provider {caller.org_id} {stage.refused}{signed}: {reason}"[:512],
             digest=signature_digest,
         )
-    index = transition(
-        ctx,
-        session,
-        comp,
-        subject,
+    index = move(
         event=stage.approved_event,
         action="approve",
-        now=now,
-        expect=stage.pending_state,
         detail=f"provider {caller.org_id} {stage.approved}{signed}",
         digest=signature_digest,
     )
     if all(getattr(i, approval) == "approved" for i in comp.inputs):
-        index = transition(
-            ctx,
-            session,
-            comp,
-            subject,
+        index = move(
             event=stage.done_event,
             action=stage.done_action,
-            now=now,
-            expect=stage.pending_state,
             state=stage.done_state,
             detail=stage.done_detail,
             digest=commitment_of(session, comp.id, "result") if stage is _RELEASE else None,

@@ -32,7 +32,14 @@ from audit.models import UtcDateTime
 from exchange.accounts import Caller, Role
 from exchange.computations.context import ComputeContext
 from exchange.computations.state import State, load, transition
-from exchange.errors import Conflict, ExchangeError, Forbidden, InvalidInput, NotFound
+from exchange.errors import (
+    Conflict,
+    ExchangeError,
+    FlRoundTimeout,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+)
 from exchange.models import ExchangeBase
 from exchange.resources import sees_computation
 
@@ -52,13 +59,6 @@ DEFAULT_ROUND_TIMEOUT_S = 600.0
 MAX_REPLY_BYTES = 1 << 20
 _SEALED_FIELDS = frozenset({"format", "requester_key", "nodes", "requester"})
 _POLL_S = 0.2
-
-
-class FlRoundTimeout(ExchangeError):
-    """The requester did not post the next global model before the step's deadline."""
-
-    code = "fl-round-timeout"
-    title = "The requester did not close the federated round in time"
 
 
 class ComputationFlRound(ExchangeBase):

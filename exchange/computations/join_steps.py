@@ -30,7 +30,7 @@ from exchange.accounts import Caller
 from exchange.computations import fl_rounds
 from exchange.computations.context import ComputeContext
 from exchange.computations.joins import is_cohort_request
-from exchange.errors import ExchangeError, InvalidInput
+from exchange.errors import ExchangeError, InvalidInput, JoinStepTimeout
 
 __all__ = ["JoinStepTimeout", "current_step", "post_reply", "requester_exchange"]
 
@@ -43,13 +43,6 @@ _FIELDS: dict[str, dict[str, type]] = {
 _STOP: dict[str, type] = {"op": str, "reason": str}
 """The SDK's answer to any step it refuses (the run fails with `join-stopped`)."""
 _REASON_MAX = 500
-
-
-class JoinStepTimeout(ExchangeError):
-    """The requester's SDK did not answer a step of the join before its deadline."""
-
-    code = "join-step-timeout"
-    title = "The requester did not answer the join's step in time"
 
 
 def requester_exchange(

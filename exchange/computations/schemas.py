@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exchange.computations.context import MAX_INPUTS
 from exchange.computations.job_keys import JobKeyIn
 from exchange.computations.state import PLATFORM_PARTY, State
+from exchange.market._common import columns
 from exchange.models import Computation, ComputationInput
 from exchange.timestamps import Timestamp
 from sandbox.operators import OPERATORS
@@ -184,42 +185,28 @@ def to_public(comp: Computation, *, ledger_index: int | None = None) -> Computat
     def approval(state: str, by: str | None, at: datetime | None) -> ApprovalPublic:
         return ApprovalPublic(state=state, by=by, at=at)
 
-    return ComputationPublic(
-        id=comp.id,
-        state=State(comp.state),
-        operator=comp.operator,
-        params=comp.params,
-        purpose=comp.purpose,
-        legal_basis=comp.legal_basis,
-        requester_org=comp.requester_org,
-        requested_by=comp.requested_by,
-        created_at=comp.created_at,
-        updated_at=comp.updated_at,
-        inputs=[
-            InputPublic(
-                dataset_id=i.dataset_id,
-                provider_org=i.provider_org,
-                level=i.level,
-                custody=i.custody,
-                contract_id=i.contract_id,
-                approval=approval(i.approval, i.approved_by, i.approved_at),
-                release_approval=approval(
-                    i.release_approval, i.release_approved_by, i.release_approved_at
-                ),
-            )
-            for i in comp.inputs
-        ],
-        participants=participants,
-        decisions=list(comp.decisions),
-        obligations=dict(comp.obligations),
-        security_model=dict(comp.security_model),
-        # Transitions written before 0027 name "awaiting-approval": one spelling on the way out.
-        transitions=[
-            TransitionPublic.model_validate({**t, "state": str(t["state"]).replace("-", "_")})
-            for t in comp.transitions
-        ],
-        error=comp.error,
-        epsilon_spent=comp.epsilon_spent,
-        result_available=comp.state == State.RELEASED and comp.result_sealed is not None,
-        ledger_index=ledger_index,
+    return ComputationPublic.model_validate(
+        {
+            **columns(comp),
+            "inputs": [
+                InputPublic.model_validate(
+                    {
+                        **columns(i),
+                        "approval": approval(i.approval, i.approved_by, i.approved_at),
+                        "release_approval": approval(
+                            i.release_approval, i.release_approved_by, i.release_approved_at
+                        ),
+                    }
+                )
+                for i in comp.inputs
+            ],
+            "participants": participants,
+            # Transitions written before 0027 name "awaiting-approval": one spelling on the way out.
+            "transitions": [
+                TransitionPublic.model_validate({**t, "state": str(t["state"]).replace("-", "_")})
+                for t in comp.transitions
+            ],
+            "result_available": comp.state == State.RELEASED and comp.result_sealed is not None,
+            "ledger_index": ledger_index,
+        }
     )

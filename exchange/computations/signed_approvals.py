@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from exchange.approval_binding import binding_for
 from exchange.commitments import plain_digest
-from exchange.errors import Conflict, Forbidden, InvalidInput
+from exchange.errors import ApprovalSignatureInvalid, Conflict, Forbidden, SigningKeyUnknown
 from exchange.market.models import PartyKey
 from exchange.market.parties import check_signature
 from exchange.models import Computation
@@ -45,20 +45,6 @@ class PartySignature(BaseModel):
 
     key_id: str = Field(min_length=1, max_length=80, description="sha256:<hex> of the key")
     signature: str = Field(min_length=1, max_length=400, description="base64 signature")
-
-
-class ApprovalSignatureInvalid(Forbidden):
-    """The decision's signature does not verify over what this decision covers."""
-
-    code = "approval-signature-invalid"
-    title = "The decision's signature does not verify"
-
-
-class SigningKeyUnknown(InvalidInput):
-    """The decision names a key the provider's organisation has not registered."""
-
-    code = "approval-signing-key-unknown"
-    title = "Unknown signing key"
 
 
 def decision_message(

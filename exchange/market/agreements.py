@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
-from exchange.market._common import aware, offset_page, record, z
+from exchange.market._common import ZTime, aware, columns, offset_page, record
 from exchange.market.errors import AgreementExhausted, OutsideAgreement
 from exchange.market.models import Agreement, MeterRecord
 from exchange.market.odrl import PriceModel, round_fen, yuan
@@ -61,11 +61,11 @@ class AgreementPublic(BaseModel):
     document: dict[str, Any] | None = Field(description="the signed ODRL agreement")
     digest: str | None = Field(description="what both parties signed (sha256 of the document)")
     signatures: dict[str, Any]
-    not_before: str
-    not_after: str
+    not_before: ZTime
+    not_after: ZTime
     in_force: bool
     used: dict[str, Any]
-    created_at: str
+    created_at: ZTime
     ledger_index: int | None
 
 
@@ -76,32 +76,17 @@ def in_force(agreement: Agreement, now: datetime) -> bool:
 
 
 def agreement_public(agreement: Agreement, *, now: datetime) -> AgreementPublic:
-    return AgreementPublic(
-        id=agreement.id,
-        state=agreement.state,
-        origin=agreement.origin,
-        negotiation_id=agreement.negotiation_id,
-        product_id=agreement.product_id,
-        requester_org=agreement.consumer_org,
-        provider_org=agreement.provider_org,
-        datasets=list(agreement.datasets),
-        purpose=agreement.purpose,
-        dua_reference=agreement.dua_reference,
-        legal_basis=agreement.legal_basis,
-        terms=agreement.terms,
-        document=agreement.document,
-        digest=agreement.digest,
-        signatures=agreement.signatures,
-        not_before=z(agreement.not_before) or "",
-        not_after=z(agreement.not_after) or "",
-        in_force=in_force(agreement, now),
-        used={
-            "computations": agreement.used_computations,
-            "rows": agreement.used_rows,
-            "epsilon": agreement.used_epsilon,
-        },
-        created_at=z(agreement.created_at) or "",
-        ledger_index=agreement.ledger_index,
+    return AgreementPublic.model_validate(
+        {
+            **columns(agreement),
+            "requester_org": agreement.consumer_org,
+            "in_force": in_force(agreement, now),
+            "used": {
+                "computations": agreement.used_computations,
+                "rows": agreement.used_rows,
+                "epsilon": agreement.used_epsilon,
+            },
+        }
     )
 
 

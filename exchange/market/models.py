@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import (
     JSON,
@@ -35,6 +35,14 @@ __all__ = [
     "Statement",
 ]
 
+# The column kinds the market's tables share (SQLAlchemy 2's `Annotated` column types).
+UuidPk = Annotated[str, mapped_column(String(36), primary_key=True)]
+OrgRef = Annotated[str, mapped_column(ForeignKey("organisations.id"), index=True)]
+ProductRef = Annotated[str, mapped_column(ForeignKey("market_products.id"), index=True)]
+UtcTime = Annotated[datetime, mapped_column(UtcDateTime)]
+LedgerIndex = Annotated[int | None, mapped_column(BigInteger)]
+"""The index of the ledger entry that created or last changed the row."""
+
 
 class Party(ExchangeBase):
     """An organisation's market identity: verified by the operator before it may agree.
@@ -49,7 +57,7 @@ class Party(ExchangeBase):
     credit_code: Mapped[str] = mapped_column(String(18))
     verified_by: Mapped[str] = mapped_column(String(64))
     verified_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+    ledger_index: Mapped[LedgerIndex]
 
 
 class PartyKey(ExchangeBase):
@@ -58,7 +66,7 @@ class PartyKey(ExchangeBase):
     __tablename__ = "market_party_keys"
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)  # sha256:<hex> of the key
-    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    org_id: Mapped[OrgRef]
     algorithm: Mapped[str] = mapped_column(String(32))
     public_key: Mapped[str] = mapped_column(String(200))  # base64 of the raw encoding
     registered_by: Mapped[str] = mapped_column(String(64))
@@ -70,8 +78,8 @@ class Product(ExchangeBase):
 
     __tablename__ = "market_products"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    provider_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    id: Mapped[UuidPk]
+    provider_org: Mapped[OrgRef]
     provider_name: Mapped[str] = mapped_column(String(200))
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text)
@@ -89,9 +97,9 @@ class Product(ExchangeBase):
     search_tokens: Mapped[str] = mapped_column(Text)
     """jieba tokens of title, description and keywords, space-separated (full-text index)."""
     created_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[UtcTime]
     listed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
-    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+    ledger_index: Mapped[LedgerIndex]
 
     __table_args__ = (
         Index(
@@ -116,11 +124,11 @@ class Offer(ExchangeBase):
 
     __tablename__ = "market_offers"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    product_id: Mapped[str] = mapped_column(ForeignKey("market_products.id"), index=True)
+    id: Mapped[UuidPk]
+    product_id: Mapped[ProductRef]
     terms: Mapped[dict[str, Any]] = mapped_column(JSON)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[UtcTime]
 
 
 class Negotiation(ExchangeBase):
@@ -128,11 +136,11 @@ class Negotiation(ExchangeBase):
 
     __tablename__ = "market_negotiations"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    product_id: Mapped[str] = mapped_column(ForeignKey("market_products.id"), index=True)
+    id: Mapped[UuidPk]
+    product_id: Mapped[ProductRef]
     offer_id: Mapped[str] = mapped_column(String(36))
-    consumer_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
-    provider_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    consumer_org: Mapped[OrgRef]
+    provider_org: Mapped[OrgRef]
     state: Mapped[str] = mapped_column(String(16), index=True)
     terms: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The terms on the table now (the last offer or counter-offer)."""
@@ -144,7 +152,7 @@ class Negotiation(ExchangeBase):
     signatures: Mapped[dict[str, Any]] = mapped_column(JSON)
     transitions: Mapped[list[Any]] = mapped_column(JSON)
     agreement_id: Mapped[str | None] = mapped_column(String(36))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[UtcTime]
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -158,12 +166,12 @@ class Agreement(ExchangeBase):
 
     __tablename__ = "market_agreements"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[UuidPk]
     origin: Mapped[str] = mapped_column(String(16))
     negotiation_id: Mapped[str | None] = mapped_column(String(36))
     product_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    consumer_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
-    provider_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    consumer_org: Mapped[OrgRef]
+    provider_org: Mapped[OrgRef]
     datasets: Mapped[list[str]] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(500))
     dua_reference: Mapped[str | None] = mapped_column(String(128))
@@ -178,9 +186,9 @@ class Agreement(ExchangeBase):
     used_computations: Mapped[int] = mapped_column(BigInteger)
     used_rows: Mapped[int] = mapped_column(BigInteger)
     used_epsilon: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[UtcTime]
     terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+    ledger_index: Mapped[LedgerIndex]
 
 
 class MeterRecord(ExchangeBase):
@@ -188,7 +196,7 @@ class MeterRecord(ExchangeBase):
 
     __tablename__ = "market_meter_records"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[UuidPk]
     agreement_id: Mapped[str] = mapped_column(ForeignKey("market_agreements.id"), index=True)
     computation_id: Mapped[str] = mapped_column(String(36), index=True)
     consumer_org: Mapped[str] = mapped_column(String(36))
@@ -199,7 +207,7 @@ class MeterRecord(ExchangeBase):
     epsilon: Mapped[float] = mapped_column(Float)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     statement_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+    ledger_index: Mapped[LedgerIndex]
 
 
 class Statement(ExchangeBase):
@@ -207,7 +215,7 @@ class Statement(ExchangeBase):
 
     __tablename__ = "market_statements"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[UuidPk]
     settlement_id: Mapped[str] = mapped_column(String(36), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     org_id: Mapped[str] = mapped_column(String(36), index=True)
@@ -217,8 +225,8 @@ class Statement(ExchangeBase):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(80))
     signature: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[UtcTime]
+    ledger_index: Mapped[LedgerIndex]
 
 
 class Dispute(ExchangeBase):
@@ -226,15 +234,15 @@ class Dispute(ExchangeBase):
 
     __tablename__ = "market_disputes"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[UuidPk]
     statement_id: Mapped[str] = mapped_column(ForeignKey("market_statements.id"), index=True)
     line: Mapped[int] = mapped_column(Integer)
     opened_by_org: Mapped[str] = mapped_column(String(36))
     opened_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(1000))
     state: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[UtcTime]
+    ledger_index: Mapped[LedgerIndex]
 
 
 class Certificate(ExchangeBase):
@@ -242,12 +250,12 @@ class Certificate(ExchangeBase):
 
     __tablename__ = "market_certificates"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    product_id: Mapped[str] = mapped_column(ForeignKey("market_products.id"), index=True)
+    id: Mapped[UuidPk]
+    product_id: Mapped[ProductRef]
     holder_org: Mapped[str] = mapped_column(String(36), index=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     signer: Mapped[dict[str, Any]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(80))
     signature: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    ledger_index: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[UtcTime]
+    ledger_index: Mapped[LedgerIndex]

@@ -27,7 +27,7 @@ from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.jobs import DEFAULT_EPSILON_BUDGET
-from exchange.market._common import digest_of, offset_page, record, z
+from exchange.market._common import ZTime, columns, digest_of, offset_page, record, z
 from exchange.market.agreements import FINALIZED, agreement_public
 from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.market.odrl import Delivery, Terms, odrl_policy
@@ -122,29 +122,20 @@ class NegotiationPublic(BaseModel):
     signatures: dict[str, Any]
     transitions: list[dict[str, Any]]
     agreement_id: str | None
-    created_at: str
-    updated_at: str
+    created_at: ZTime
+    updated_at: ZTime
     ledger_index: int | None = None
 
 
 def _public(n: Negotiation, ledger_index: int | None = None) -> NegotiationPublic:
-    return NegotiationPublic(
-        id=n.id,
-        state=NegotiationState(n.state),
-        product_id=n.product_id,
-        offer_id=n.offer_id,
-        requester_org=n.consumer_org,
-        provider_org=n.provider_org,
-        terms=n.terms,
-        requirements=n.requirements,
-        agreement_document=n.draft,
-        agreement_digest=n.draft_digest,
-        signatures=n.signatures,
-        transitions=list(n.transitions),
-        agreement_id=n.agreement_id,
-        created_at=z(n.created_at) or "",
-        updated_at=z(n.updated_at) or "",
-        ledger_index=ledger_index,
+    return NegotiationPublic.model_validate(
+        {
+            **columns(n),
+            "requester_org": n.consumer_org,
+            "agreement_document": n.draft,
+            "agreement_digest": n.draft_digest,
+            "ledger_index": ledger_index,
+        }
     )
 
 

@@ -22,7 +22,7 @@ from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.levels import Level
-from exchange.market._common import offset_page, record, z
+from exchange.market._common import ZTime, columns, offset_page, record, z
 from exchange.market.models import Offer, Product, ProductOperator
 from exchange.market.odrl import Delivery, Terms, odrl_policy, yuan
 from exchange.market.search import index_product, index_tokens
@@ -127,8 +127,8 @@ class ProductPublic(BaseModel):
     offers: list[OfferPublic]
     min_price: str | None = Field(description="lowest offer price, CNY")
     precheck: dict[str, Any] | None
-    created_at: str
-    listed_at: str | None
+    created_at: ZTime
+    listed_at: ZTime | None
     ledger_index: int | None = None
 
 
@@ -147,26 +147,13 @@ def _offers(session: Session, product_id: str) -> list[Offer]:
 def product_public(
     product: Product, offers: list[Offer], *, ledger_index: int | None = None
 ) -> ProductPublic:
-    return ProductPublic(
-        id=product.id,
-        state=ProductState(product.state),
-        provider_org=product.provider_org,
-        provider_name=product.provider_name,
-        title=product.title,
-        description=product.description,
-        domain=product.domain,
-        keywords=list(product.keywords),
-        datasets=list(product.datasets),
-        grade=product.grade,
-        provenance=product.provenance,
-        rights=product.rights,
-        delivery_modes=list(product.delivery_modes),
-        offers=[offer_public(o) for o in offers],
-        min_price=yuan(product.min_price_fen) if product.min_price_fen is not None else None,
-        precheck=product.precheck,
-        created_at=z(product.created_at) or "",
-        listed_at=z(product.listed_at),
-        ledger_index=ledger_index,
+    return ProductPublic.model_validate(
+        {
+            **columns(product),
+            "offers": [offer_public(o) for o in offers],
+            "min_price": yuan(product.min_price_fen) if product.min_price_fen is not None else None,
+            "ledger_index": ledger_index,
+        }
     )
 
 
