@@ -37,7 +37,7 @@ import audit
 import policies
 from audit.catalogue import Event
 from exchange.accounts import Caller, Role
-from exchange.errors import Forbidden, InvalidInput
+from exchange.errors import AnalysisRulesViolation, Forbidden, InvalidInput
 from exchange.models import Dataset, load_dataset
 from exchange.privacy_tables import AnalysisRulesRecord, DatasetLineage
 from exchange.trail import Trail
@@ -53,13 +53,6 @@ __all__ = [
     "load_rules",
     "set_rules",
 ]
-
-
-class AnalysisRulesViolation(InvalidInput):
-    """A request asks for an operator, a column, bounds or groups outside the provider's rules."""
-
-    code = "analysis-rules-violation"
-    title = "The request is outside the provider's analysis rules"
 
 
 class ColumnRule(BaseModel):

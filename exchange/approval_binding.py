@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from exchange.commitments import canonical
-from exchange.errors import Conflict
+from exchange.errors import ApprovalMismatch
 from exchange.models import Computation, Dataset
 from exchange.privacy_tables import ApprovalBindingRecord
 
@@ -34,13 +34,6 @@ __all__ = [
     "check_bindings",
     "record_approval",
 ]
-
-
-class ApprovalMismatch(Conflict):
-    """An approval names another query, or the query to run is not the one approved."""
-
-    code = "approval-query-mismatch"
-    title = "The approval does not cover this query"
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from exchange.accounts import Caller
 from exchange.analysis_rules import AnalysisRules, load_rules
 from exchange.catalog import CatalogContext, iter_plaintext
-from exchange.errors import Conflict, NotFound
+from exchange.errors import BudgetExceeded, NotFound
 from exchange.first_use import locked_or_created
 from exchange.models import Dataset, Organisation, load_dataset
 from exchange.privacy_tables import DatasetLineage, LineageBudget, LineageCharge, RequesterBudget
@@ -64,13 +64,6 @@ __all__ = [
 
 _MOD = 1 << 256
 _SLACK = 1e-9  # ten charges of 0.1 fit a budget of 1.0
-
-
-class BudgetExceeded(Conflict):
-    """The request's ε (or δ) would pass its lineage's or its requester's budget."""
-
-    code = "privacy-budget-exceeded"
-    title = "The request would exceed a privacy budget"
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,12 @@ from exchange.schemas import (
     DatasetCreate,
     DatasetPublic,
     DatasetSummary,
-    FieldPublic,
     PreviewPublic,
 )
 from exchange.storage import ObjectStore, storage_errors
 from exchange.synth import ShapeProfile, synthesize
 from exchange.trail import Trail
+from exchange.views import row_values
 
 # Scanner categories that make a field personal information (PIPL art. 4) and the
 # subset that is sensitive personal information (PIPL art. 28; GB/T 35273 Annex B:
@@ -327,37 +327,12 @@ def sees_digests(viewer: Caller, ds: Dataset) -> bool:
 
 def to_public(ds: Dataset, *, digests: bool = True) -> DatasetPublic:
     scan = ScanResult.from_dict(ds.scan)
-    return DatasetPublic(
-        id=ds.id,
-        owner_org=ds.owner_org,
-        name=ds.name,
-        description=ds.description,
-        classification_path=ds.classification_path,
-        level=Level(ds.level),
-        suggested_level=scan.min_level,
-        most_sensitive_field=scan.most_sensitive_field,
-        impact_object=ds.impact_object,
-        impact_degree=ds.impact_degree,
-        processing_degree=ds.processing_degree,
-        source_agency=ds.source_agency,
-        source_system=ds.source_system,
-        accountable_department=ds.accountable_department,
-        pi=ds.pi,
-        sensitive_pi=ds.sensitive_pi,
-        important_data_catalogue=ds.important_data_catalogue,
-        share_attribute=ds.share_attribute,
-        open_attribute=ds.open_attribute,
-        graded_at=ds.graded_at,
-        graded_by=ds.graded_by,
-        next_review_at=ds.next_review_at,
-        custody=ds.custody,
-        size_bytes=ds.size_bytes,
-        rows=ds.rows,
-        digests={"sha256": f"sha256:{ds.sha256}", "sm3": f"sm3:{ds.sm3}"} if digests else None,
-        registered_at=ds.registered_at,
-        registered_by=ds.registered_by,
-        fields=[FieldPublic.model_validate(f) for f in ds.fields],
-    )
+    shown = {
+        "suggested_level": scan.min_level,
+        "most_sensitive_field": scan.most_sensitive_field,
+        "digests": {"sha256": f"sha256:{ds.sha256}", "sm3": f"sm3:{ds.sm3}"} if digests else None,
+    }
+    return DatasetPublic.model_validate({**row_values(DatasetPublic, ds), **shown})
 
 
 def get_dataset(session: Session, dataset_id: str, *, viewer: Caller) -> DatasetPublic:

@@ -31,6 +31,7 @@ from exchange.resources import (
 )
 from exchange.timestamps import Timestamp, aware
 from exchange.trail import Receipt, Trail
+from exchange.views import row_values
 
 __all__ = [
     "ContractCreate",
@@ -114,27 +115,13 @@ in_force = contract_in_force
 def to_public(
     contract: Contract, *, now: datetime, ledger_index: int | None = None
 ) -> ContractPublic:
-    return ContractPublic(
-        id=contract.id,
-        consumer_org=contract.consumer_org,
-        provider_org=contract.provider_org,
-        datasets=list(contract.datasets),
-        purpose=contract.purpose,
-        agreement_id=contract.agreement_id,
-        not_before=aware(contract.not_before),
-        not_after=aware(contract.not_after),
-        status=ContractStatus(contract.status),
-        in_force=in_force(contract, now),
-        proposed_by=contract.proposed_by,
-        proposed_at=contract.proposed_at,
-        signed_by=contract.signed_by,
-        signed_at=contract.signed_at,
-        terminated_by=contract.terminated_by,
-        terminated_at=contract.terminated_at,
-        termination_reason=contract.termination_reason,
-        transitions=[Transition.model_validate(t) for t in contract.transitions],
-        ledger_index=ledger_index,
-    )
+    shown = {
+        "not_before": aware(contract.not_before),
+        "not_after": aware(contract.not_after),
+        "in_force": in_force(contract, now),
+        "ledger_index": ledger_index,
+    }
+    return ContractPublic.model_validate({**row_values(ContractPublic, contract), **shown})
 
 
 def _transition(

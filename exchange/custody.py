@@ -58,9 +58,11 @@ from exchange.catalog import (
 )
 from exchange.errors import (
     DuplicateDatasetName,
-    ExchangeError,
     Forbidden,
     InvalidInput,
+    NodeAddressRefused,
+    NodeDataShredded,
+    NodeUnreachable,
 )
 from exchange.ingest import Ingest
 from exchange.jobs import open_sealed, seal
@@ -93,27 +95,6 @@ __all__ = [
 MOCK_ROWS = 100
 NODE_MAX_BYTES = 256 << 20
 """A node-held upload is handed to PySyft as one string: keep it to what fits in memory."""
-
-
-class NodeAddressRefused(InvalidInput):
-    """The node URL's host resolves to an address the platform may not connect to."""
-
-    code = "node-address-refused"
-    title = "The node's address is not allowed"
-
-
-class NodeUnreachable(InvalidInput):
-    """Logging in to the node failed; deliberately one answer for every cause."""
-
-    code = "node-unreachable"
-    title = "The node could not be reached"
-
-
-class NodeDataShredded(ExchangeError):
-    """The key of a node-held dataset's sealed rows is gone (its provider's KEK destroyed)."""
-
-    code = "dataset-shredded"
-    title = "The dataset was crypto-shredded"
 
 
 _UNREACHABLE = "the node could not be reached as a PySyft Datasite with this account"

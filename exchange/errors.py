@@ -153,3 +153,66 @@ class SigningKeyUnknown(InvalidInput):
 
     code = "approval-signing-key-unknown"
     title = "Unknown signing key"
+
+
+class AnalysisRulesViolation(InvalidInput):
+    """A request asks for an operator, a column, bounds or groups outside the provider's rules."""
+
+    code = "analysis-rules-violation"
+    title = "The request is outside the provider's analysis rules"
+
+
+class ApprovalMismatch(Conflict):
+    """An approval names another query, or the query to run is not the one approved."""
+
+    code = "approval-query-mismatch"
+    title = "The approval does not cover this query"
+
+
+class BudgetExceeded(Conflict):
+    """The request's ε (or δ) would pass its lineage's or its requester's budget."""
+
+    code = "privacy-budget-exceeded"
+    title = "The request would exceed a privacy budget"
+
+
+class NodeAddressRefused(InvalidInput):
+    """The node URL's host resolves to an address the platform may not connect to."""
+
+    code = "node-address-refused"
+    title = "The node's address is not allowed"
+
+
+class NodeUnreachable(InvalidInput):
+    """Logging in to the node failed; deliberately one answer for every cause."""
+
+    code = "node-unreachable"
+    title = "The node could not be reached"
+
+
+class NodeDataShredded(ExchangeError):
+    """The key of a node-held dataset's sealed rows is gone (its provider's KEK destroyed)."""
+
+    code = "dataset-shredded"
+    title = "The dataset was crypto-shredded"
+
+
+class QuotaExceeded(ExchangeError):
+    """The organisation already has as many computations in flight as its quota allows."""
+
+    code = "computation-quota-exceeded"
+    title = "Computation quota exceeded"
+
+
+class OutputTooLarge(InvalidInput):
+    """The operator's declared output is larger than the platform releases."""
+
+    code = "computation-output-too-large"
+    title = "Computation output too large"
+
+
+class ComputationTooCostly(InvalidInput):
+    """The operator's declared cost (rows × passes) is above the platform's limit."""
+
+    code = "computation-too-costly"
+    title = "Computation too costly"

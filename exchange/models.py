@@ -331,7 +331,23 @@ class ComputationInput(ExchangeBase):
     computation: Mapped[Computation] = relationship(back_populates="inputs")
 
 
-class PrivacyBudgetAccount(ExchangeBase):
+class SpentColumns:
+    """The last columns of every privacy budget row: the (ε, δ) spent and when it moved."""
+
+    epsilon_spent: Mapped[float] = mapped_column(Float)
+    delta_spent: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChargeColumns:
+    """The last columns of every privacy charge row: the (ε, δ) charged and when."""
+
+    epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    charged_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PrivacyBudgetAccount(SpentColumns, ExchangeBase):
     """A dataset's (ε, δ) budget and what has been spent of it (docs/compliance.md PI-07)."""
 
     __tablename__ = "computation_privacy_budget"
@@ -339,21 +355,15 @@ class PrivacyBudgetAccount(ExchangeBase):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
     epsilon_limit: Mapped[float] = mapped_column(Float)
     delta_limit: Mapped[float] = mapped_column(Float)
-    epsilon_spent: Mapped[float] = mapped_column(Float)
-    delta_spent: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class PrivacyCharge(ExchangeBase):
+class PrivacyCharge(ChargeColumns, ExchangeBase):
     """One charge against a dataset's budget, by one job (the privacy ledger)."""
 
     __tablename__ = "computation_privacy_charges"
 
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    epsilon: Mapped[float] = mapped_column(Float)
-    delta: Mapped[float] = mapped_column(Float)
-    charged_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ProviderNodeRecord(ExchangeBase):

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from audit.models import UtcDateTime
-from exchange.models import ExchangeBase
+from exchange.models import ChargeColumns, ExchangeBase, SpentColumns
 
 __all__ = [
     "AnalysisRulesRecord",
@@ -50,30 +50,24 @@ class DatasetLineage(ExchangeBase):
     fixed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class LineageBudget(ExchangeBase):
+class LineageBudget(SpentColumns, ExchangeBase):
     """What every requester together has spent on one lineage (the row locked per charge)."""
 
     __tablename__ = "privacy_lineage_budgets"
 
     lineage: Mapped[str] = mapped_column(String(80), primary_key=True)
-    epsilon_spent: Mapped[float] = mapped_column(Float)
-    delta_spent: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class RequesterBudget(ExchangeBase):
+class RequesterBudget(SpentColumns, ExchangeBase):
     """What one requesting organisation has spent on one lineage."""
 
     __tablename__ = "privacy_requester_budgets"
 
     lineage: Mapped[str] = mapped_column(String(80), primary_key=True)
     requester_org: Mapped[str] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
-    epsilon_spent: Mapped[float] = mapped_column(Float)
-    delta_spent: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class LineageCharge(ExchangeBase):
+class LineageCharge(ChargeColumns, ExchangeBase):
     """One accepted computation's charge on one lineage (never refunded)."""
 
     __tablename__ = "privacy_lineage_charges"
@@ -81,9 +75,6 @@ class LineageCharge(ExchangeBase):
     computation_id: Mapped[str] = mapped_column(ForeignKey("computations.id"), primary_key=True)
     lineage: Mapped[str] = mapped_column(String(80), primary_key=True)
     requester_org: Mapped[str] = mapped_column(String(36), index=True)
-    epsilon: Mapped[float] = mapped_column(Float)
-    delta: Mapped[float] = mapped_column(Float)
-    charged_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ApprovalBindingRecord(ExchangeBase):

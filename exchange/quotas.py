@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from exchange.errors import ExchangeError, InvalidInput
+from exchange.errors import ComputationTooCostly, OutputTooLarge, QuotaExceeded
 from exchange.models import Computation, Dataset, Organisation
 from sandbox.operators import InputFacts, Usage, UsageExceeded, UsageLimits, estimate
 from sandbox.operators import check_usage as check_operator_usage
@@ -57,27 +57,6 @@ class Quotas:
 
 DEFAULT_QUOTAS = Quotas()
 DEFAULT_USAGE_LIMITS = UsageLimits(max_output_values=10_000, max_row_passes=2_000_000_000)
-
-
-class QuotaExceeded(ExchangeError):
-    """The organisation already has as many computations in flight as its quota allows."""
-
-    code = "computation-quota-exceeded"
-    title = "Computation quota exceeded"
-
-
-class OutputTooLarge(InvalidInput):
-    """The operator's declared output is larger than the platform releases."""
-
-    code = "computation-output-too-large"
-    title = "Computation output too large"
-
-
-class ComputationTooCostly(InvalidInput):
-    """The operator's declared cost (rows × passes) is above the platform's limit."""
-
-    code = "computation-too-costly"
-    title = "Computation too costly"
 
 
 def in_flight(session: Session, org_id: str) -> tuple[int, int]:
