@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from exchange.computations.context import MAX_INPUTS
 from exchange.computations.job_keys import JobKeyIn
 from exchange.computations.state import PLATFORM_PARTY, State
-from exchange.market._common import columns
 from exchange.models import Computation, ComputationInput
 from exchange.timestamps import Timestamp
+from exchange.views import row_values
 from sandbox.operators import OPERATORS
 
 __all__ = [
@@ -187,11 +187,11 @@ def to_public(comp: Computation, *, ledger_index: int | None = None) -> Computat
 
     return ComputationPublic.model_validate(
         {
-            **columns(comp),
+            **row_values(ComputationPublic, comp),
             "inputs": [
                 InputPublic.model_validate(
                     {
-                        **columns(i),
+                        **row_values(InputPublic, i),
                         "approval": approval(i.approval, i.approved_by, i.approved_at),
                         "release_approval": approval(
                             i.release_approval, i.release_approved_by, i.release_approved_at

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BeforeValidator
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import InstrumentedAttribute, Session, object_mapper
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import UnaryExpression
 
 import audit
@@ -17,7 +17,7 @@ from exchange.timestamps import aware
 from exchange.trail import Receipt, Trail
 from ledger import canonical_json
 
-__all__ = ["Indexed", "ZTime", "aware", "columns", "digest_of", "offset_page", "record", "z"]
+__all__ = ["Indexed", "ZTime", "aware", "digest_of", "offset_page", "record", "z"]
 
 
 R = TypeVar("R")
@@ -36,15 +36,6 @@ def _z_of_datetime(value: object) -> object:
 
 ZTime = Annotated[str, BeforeValidator(_z_of_datetime)]
 """A market view's time: a stored datetime reads as `z(value)`, the text the API shows."""
-
-
-def columns(row: object) -> dict[str, Any]:
-    """A mapped row's column values by attribute name: what a view of the row starts from.
-
-    A view validated from it (`View.model_validate({**columns(row), ...})`) takes the
-    columns it has fields of; the overlay names the renamed and computed ones.
-    """
-    return {attr.key: getattr(row, attr.key) for attr in object_mapper(row).column_attrs}
 
 
 def digest_of(document: Any) -> str:

@@ -22,13 +22,14 @@ from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
-from exchange.market._common import ZTime, aware, columns, offset_page, record
+from exchange.market._common import ZTime, aware, offset_page, record
 from exchange.market.errors import AgreementExhausted, OutsideAgreement
 from exchange.market.models import Agreement, MeterRecord
 from exchange.market.odrl import PriceModel, round_fen, yuan
 from exchange.models import Contract, Dataset
 from exchange.party_rows import party_row, party_rows
 from exchange.trail import Trail
+from exchange.views import row_values
 
 __all__ = [
     "AgreementPublic",
@@ -78,7 +79,7 @@ def in_force(agreement: Agreement, now: datetime) -> bool:
 def agreement_public(agreement: Agreement, *, now: datetime) -> AgreementPublic:
     return AgreementPublic.model_validate(
         {
-            **columns(agreement),
+            **row_values(AgreementPublic, agreement),
             "requester_org": agreement.consumer_org,
             "in_force": in_force(agreement, now),
             "used": {

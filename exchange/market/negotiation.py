@@ -27,7 +27,7 @@ from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.jobs import DEFAULT_EPSILON_BUDGET
-from exchange.market._common import ZTime, columns, digest_of, offset_page, record, z
+from exchange.market._common import ZTime, digest_of, offset_page, record, z
 from exchange.market.agreements import FINALIZED, agreement_public
 from exchange.market.models import Agreement, Negotiation, Offer, Product
 from exchange.market.odrl import Delivery, Terms, odrl_policy
@@ -35,6 +35,7 @@ from exchange.market.parties import check_signature, require_verified
 from exchange.models import Dataset, PrivacyBudgetAccount
 from exchange.party_rows import party_row, party_rows
 from exchange.trail import Trail
+from exchange.views import row_values
 
 __all__ = [
     "NegotiationCreate",
@@ -130,7 +131,7 @@ class NegotiationPublic(BaseModel):
 def _public(n: Negotiation, ledger_index: int | None = None) -> NegotiationPublic:
     return NegotiationPublic.model_validate(
         {
-            **columns(n),
+            **row_values(NegotiationPublic, n),
             "requester_org": n.consumer_org,
             "agreement_document": n.draft,
             "agreement_digest": n.draft_digest,

@@ -22,13 +22,14 @@ from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.levels import Level
-from exchange.market._common import ZTime, columns, offset_page, record, z
+from exchange.market._common import ZTime, offset_page, record, z
 from exchange.market.models import Offer, Product, ProductOperator
 from exchange.market.odrl import Delivery, Terms, odrl_policy, yuan
 from exchange.market.search import index_product, index_tokens
 from exchange.models import Dataset, Organisation
 from exchange.resources import listing_resource
 from exchange.trail import Trail
+from exchange.views import row_values
 
 __all__ = [
     "OfferPublic",
@@ -149,7 +150,7 @@ def product_public(
 ) -> ProductPublic:
     return ProductPublic.model_validate(
         {
-            **columns(product),
+            **row_values(ProductPublic, product),
             "offers": [offer_public(o) for o in offers],
             "min_price": yuan(product.min_price_fen) if product.min_price_fen is not None else None,
             "ledger_index": ledger_index,
