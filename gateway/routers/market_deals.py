@@ -70,12 +70,7 @@ class ReasonIn(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-@router.post(
-    "/negotiations",
-    status_code=201,
-    response_model=xneg.NegotiationPublic,
-    dependencies=[Depends(StartNegotiation)],
-)
+@router.post("/negotiations", status_code=201, dependencies=[Depends(StartNegotiation)])
 def start_negotiation(body: market.NegotiationCreate, w: WriteDep) -> xneg.NegotiationPublic:
     """An enterprise requests an offer (DSP ContractRequestMessage), or counters it at once."""
     return w.failing_as(FAILED).run(xneg.start_negotiation, body)
@@ -92,11 +87,7 @@ def list_negotiations(
     return _page([i.model_dump() for i in items], total, offset, limit, "/v1/market/negotiations")
 
 
-@router.get(
-    "/negotiations/{negotiation_id}",
-    response_model=xneg.NegotiationPublic,
-    dependencies=[Depends(Negotiate)],
-)
+@router.get("/negotiations/{negotiation_id}", dependencies=[Depends(Negotiate)])
 def get_negotiation(
     negotiation_id: str, caller: CallerDep, session: SessionDep
 ) -> xneg.NegotiationPublic:
@@ -163,11 +154,7 @@ def list_agreements(
     return _page([i.model_dump() for i in items], total, offset, limit, "/v1/market/agreements")
 
 
-@router.get(
-    "/agreements/{agreement_id}",
-    response_model=xagr.AgreementPublic,
-    dependencies=[Depends(ReadAgreement)],
-)
+@router.get("/agreements/{agreement_id}", dependencies=[Depends(ReadAgreement)])
 def get_agreement(
     agreement_id: str, caller: CallerDep, session: SessionDep, now: ClockDep
 ) -> xagr.AgreementPublic:

@@ -84,7 +84,6 @@ def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
 @router.post(
     "/organisations/{org_id}/first-admin-invitation",
     status_code=201,
-    response_model=InvitationIssued,
     dependencies=[Depends(InviteFirstAdmin)],
 )
 def invite_first_admin(org_id: str, body: FirstAdminInvite, w: WriteDep) -> InvitationIssued:
@@ -97,7 +96,6 @@ def invite_first_admin(org_id: str, body: FirstAdminInvite, w: WriteDep) -> Invi
 @router.post(
     "/organisations/{org_id}/invitations",
     status_code=201,
-    response_model=InvitationIssued,
     dependencies=[Depends(requested_roles), Depends(InvitePerson)],
 )
 def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIssued:
@@ -113,7 +111,7 @@ def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIss
     return _issued(inv)
 
 
-@public.post(REDEEM_PATH, status_code=201, response_model=Enrolled)
+@public.post(REDEEM_PATH, status_code=201)
 def redeem(body: Redeem, w: EnrolmentWriteDep) -> Enrolled:
     """Spend an invitation code: set a login and password, receive the TOTP secret."""
     e = w.failing_as(Event.PERSON_REDEEM_DENIED).run(
@@ -154,7 +152,7 @@ def _confirm(w: EnrolmentWrite, body: Confirm, verified: str) -> Confirmed:
     return Confirmed(person_id=person.id, state=person.status)
 
 
-@public.post(CONFIRM_PATH, response_model=Confirmed)
+@public.post(CONFIRM_PATH)
 async def confirm(body: Confirm, request: Request, w: EnrolmentWriteDep) -> Confirmed:
     """The first TOTP code from the authenticator activates the person.
 
