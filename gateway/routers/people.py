@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -30,12 +31,17 @@ REDEEM_PATH = "/invitations/redeem"  # under /v1
 CONFIRM_PATH = "/invitations/confirm"
 
 
+# A person's login (chosen at enrolment, typed at every sign-in) and the name others see.
+Login = Annotated[str, Field(min_length=3, max_length=64)]
+DisplayName = Annotated[str, Field(min_length=2, max_length=200)]
+
+
 class FirstAdminInvite(BaseModel):
-    display_name: str = Field(min_length=2, max_length=200)
+    display_name: DisplayName
 
 
 class PersonInvite(BaseModel):
-    display_name: str = Field(min_length=2, max_length=200)
+    display_name: DisplayName
     roles: list[str] = Field(min_length=1, max_length=5)
     org_admin: bool = False
 
@@ -54,7 +60,7 @@ class InvitationIssued(BaseModel):
 
 class Redeem(BaseModel):
     code: str = Field(min_length=10, max_length=128)
-    login: str = Field(min_length=3, max_length=64)
+    login: Login
     password: str = Field(min_length=12, max_length=256)
 
 
@@ -68,7 +74,7 @@ class Enrolled(BaseModel):
 
 
 class Confirm(BaseModel):
-    login: str = Field(min_length=3, max_length=64)
+    login: Login
     password: str = Field(min_length=1, max_length=256)
     totp: str = Field(min_length=6, max_length=6)
 
