@@ -94,47 +94,44 @@ def get_negotiation(
     return xneg.get_negotiation(session, caller, negotiation_id, sees_all=False)
 
 
-_NEGOTIATION = {"response_model": xneg.NegotiationPublic, "dependencies": [Depends(Negotiate)]}
-
-
-@router.post("/negotiations/{negotiation_id}/offer", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/offer", dependencies=[Depends(Negotiate)])
 def offer(negotiation_id: str, body: xneg.TermsIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider offers or counter-offers terms (DSP ContractOfferMessage)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.counter_offer, negotiation_id, body.terms)
 
 
-@router.post("/negotiations/{negotiation_id}/request", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/request", dependencies=[Depends(Negotiate)])
 def counter(negotiation_id: str, body: xneg.TermsIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester counters the provider's offer (DSP ContractRequestMessage)."""
     w.failing_as(FAILED, negotiation_id)
     return w.run(xneg.counter_request, negotiation_id, body.terms)
 
 
-@router.post("/negotiations/{negotiation_id}/accept", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/accept", dependencies=[Depends(Negotiate)])
 def accept(negotiation_id: str, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester accepts the offer; the agreement document and its digest are fixed."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.accept, negotiation_id)
 
 
-@router.post("/negotiations/{negotiation_id}/agree", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/agree", dependencies=[Depends(Negotiate)])
 def agree(negotiation_id: str, body: market.SignIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider signs the agreement's digest with a key it registered (DSP AGREED)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.agree, negotiation_id, body)
 
 
-@router.post("/negotiations/{negotiation_id}/verify", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/verify", dependencies=[Depends(Negotiate)])
 def verify(negotiation_id: str, body: market.SignIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester signs the same digest with a key it registered (DSP VERIFIED)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.verify, negotiation_id, body)
 
 
-@router.post("/negotiations/{negotiation_id}/finalize", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/finalize", dependencies=[Depends(Negotiate)])
 def finalize(negotiation_id: str, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider finalizes: the agreement is in force (DSP FINALIZED)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.finalize, negotiation_id)
 
 
-@router.post("/negotiations/{negotiation_id}/terminate", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/terminate", dependencies=[Depends(Negotiate)])
 def terminate(
     negotiation_id: str, w: WriteDep, body: ReasonIn | None = None
 ) -> xneg.NegotiationPublic:
