@@ -388,3 +388,10 @@ def test_the_market_views_offer_only_the_next_steps_and_carry_only_the_partys_si
     }
     for prefix, words in dynamic.items():
         assert {prefix + w for w in words} <= keys
+
+
+def test_a_statement_view_names_the_columns_of_its_lines_after_the_line_number() -> None:
+    lines = [{"line": 1, "units": 2, "amount": "3.00"}, {"line": 2, "amount": "1.00", "fee": "0"}]
+    view = mv.statement_view({"id": "s", "statement": {"lines": lines}}, [])
+    assert view["columns"] == ["amount", "fee", "units"] and view["body"]["lines"] == lines
+    assert mv.statement_view({"id": "s", "statement": None}, [])["columns"] == []

@@ -73,6 +73,13 @@ def term_changes(
     return out
 
 
+def statement_view(statement: Mapping[str, Any], disputes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A statement page's values: its signed body, the lines' columns after `line`, disputes."""
+    body = statement.get("statement") or {}
+    columns = sorted({k for line in body.get("lines", []) for k in line if k != "line"})
+    return {"st": statement, "body": body, "columns": columns, "disputes": disputes}
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "—"

@@ -219,16 +219,8 @@ async def statement_page(statement_id: str, ctx: Party) -> Response:
         for d in reads.items(await ctx.get_json("/v1/market/disputes", query={"limit": 200}))
         if d.get("statement_id") == statement_id
     ]
-    body = st.get("statement") or {}
-    columns = sorted({k for line in body.get("lines", []) for k in line if k != "line"})
-    return ctx.render(
-        "market_statement.html",
-        title=ctx.t("statement"),
-        st=st,
-        body=body,
-        columns=columns,
-        disputes=disputes,
-    )
+    view = mv.statement_view(st, disputes)
+    return ctx.render("market_statement.html", title=ctx.t("statement"), **view)
 
 
 @router.post("/market/statements/{statement_id}/disputes")
