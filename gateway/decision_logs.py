@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -29,6 +30,13 @@ __all__ = [
 
 log = logging.getLogger("pdx.platform")
 
+# What a stored entry says as the decision says it, field for field (the others are below).
+_SAME_NAMES = tuple(
+    f.name
+    for f in fields(DecisionLogEntry)
+    if f.name in {d.name for d in fields(policies.Decision)}
+)
+
 
 def decision_log_entry(
     decision: policies.Decision, *, request_id: str | None = None
@@ -37,15 +45,8 @@ def decision_log_entry(
     subject = decision.input.get("subject") if hasattr(decision.input, "get") else None
     subject_id = subject.get("id") if isinstance(subject, dict) else None
     return DecisionLogEntry(
-        decision_id=decision.decision_id,
-        path=decision.path,
-        input=decision.input,
-        result=decision.result,
-        defined=decision.defined,
-        revision=decision.revision,
+        **{name: getattr(decision, name) for name in _SAME_NAMES},
         bundle_digest=decision.digest,
-        timestamp=decision.timestamp,
-        allow=decision.allow,
         subject_id=subject_id if isinstance(subject_id, str) else None,
         request_id=request_id,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,15 @@ def test_every_message_used_by_a_template_is_in_both_languages() -> None:
     assert used - i18n.keys() == set()
     for key in i18n.keys():
         assert i18n.t("zh-CN", key) != i18n.t("en", key) or key in ("lo",)
+
+
+def test_the_catalogue_files_have_the_same_keys_and_ship_in_the_wheel() -> None:
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "gateway" / "console"
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = setuptools["package-data"]["gateway.console"]
+    files = sorted((folder / "locales").glob("*.json"))
+    assert sorted(f.stem for f in files) == sorted(i18n.LANGUAGES)
+    for path in files:
+        assert any(path.relative_to(folder).match(glob) for glob in shipped), path
+        assert set(json.loads(path.read_text("utf-8"))) == i18n.keys(), path

@@ -388,3 +388,26 @@ def test_the_market_views_offer_only_the_next_steps_and_carry_only_the_partys_si
     }
     for prefix, words in dynamic.items():
         assert {prefix + w for w in words} <= keys
+
+
+def test_a_statement_view_names_the_columns_of_its_lines_after_the_line_number() -> None:
+    lines = [{"line": 1, "units": 2, "amount": "3.00"}, {"line": 2, "amount": "1.00", "fee": "0"}]
+    view = mv.statement_view({"id": "s", "statement": {"lines": lines}}, [])
+    assert view["columns"] == ["amount", "fee", "units"] and view["body"]["lines"] == lines
+    assert mv.statement_view({"id": "s", "statement": None}, [])["columns"] == []
+
+
+def test_a_negotiation_view_compares_the_terms_with_the_offer_it_started_from() -> None:
+    n = {"state": "offered", "requester_org": "E", "provider_org": "P", "offer_id": "o2"}
+    n["terms"] = {"price": "8.00", "days": 30}
+    offers = [{"id": "o1", "terms": {}}, {"id": "o2", "terms": {"price": "9.00", "days": 30}}]
+    view = mv.negotiation_view(n, "E", {"offers": offers}, {"keys": [{"key_id": "k"}]})
+    assert view["side"] == "consumer" and view["steps"] == ("accept", "request", "terminate")
+    assert view["changes"] == [("price", "9.00", "8.00")] and view["keys"] == [{"key_id": "k"}]
+    assert (
+        view["terms_json"]
+        == mv.pretty(n["terms"])
+        == json.dumps(n["terms"], indent=2, sort_keys=True)
+    )
+    bare = mv.negotiation_view(n, "X", None, None)
+    assert (bare["side"], bare["steps"], bare["changes"], bare["keys"]) == (None, (), [], [])

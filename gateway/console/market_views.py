@@ -73,6 +73,43 @@ def term_changes(
     return out
 
 
+def negotiation_view(
+    negotiation: Mapping[str, Any],
+    org_id: str,
+    product: Mapping[str, Any] | None,
+    party: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A negotiation page's values for the organisation `org_id`.
+
+    Its side and next steps, the terms as changed from the product's published offer, and
+    the signing keys the organisation registered.
+    """
+    side = side_of(negotiation, org_id)
+    offers = product["offers"] if product is not None else []
+    offered = next((o["terms"] for o in offers if o["id"] == negotiation["offer_id"]), None)
+    return {
+        "n": negotiation,
+        "side": side,
+        "product": product,
+        "steps": my_steps(negotiation, side),
+        "changes": term_changes(offered, negotiation["terms"]),
+        "keys": (party or {}).get("keys", []),
+        "terms_json": pretty(negotiation["terms"]),
+    }
+
+
+def pretty(value: Any) -> str:
+    """JSON as the console shows it: indented, keys sorted, Chinese as written."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+
+
+def statement_view(statement: Mapping[str, Any], disputes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A statement page's values: its signed body, the lines' columns after `line`, disputes."""
+    body = statement.get("statement") or {}
+    columns = sorted({k for line in body.get("lines", []) for k in line if k != "line"})
+    return {"st": statement, "body": body, "columns": columns, "disputes": disputes}
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "—"

@@ -8,7 +8,6 @@ console shows the digest to sign and carries the pasted signature, it holds no k
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -137,27 +136,10 @@ async def budget_page(ctx: Enterprise) -> Response:
 async def negotiation_page(negotiation_id: str, ctx: Party) -> Response:
     n = await ctx.found_json(f"/v1/market/negotiations/{negotiation_id}")
     n = reads.normalised(n)
-    side = mv.side_of(n, ctx.person.org_id)
-    offered = None
     product = await ctx.get_json(f"/v1/market/products/{n['product_id']}")
-    if product is not None:
-        offered = next((o["terms"] for o in product["offers"] if o["id"] == n["offer_id"]), None)
     party = await ctx.get_json(f"/v1/market/parties/{ctx.person.org_id}")
-    return ctx.render(
-        "market_negotiation.html",
-        title=ctx.t("negotiation"),
-        n=n,
-        side=side,
-        product=product,
-        steps=mv.my_steps(n, side),
-        changes=mv.term_changes(offered, n["terms"]),
-        keys=(party or {}).get("keys", []),
-        terms_json=_pretty(n["terms"]),
-    )
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+    view = mv.negotiation_view(n, ctx.person.org_id, product, party)
+    return ctx.render("market_negotiation.html", title=ctx.t("negotiation"), **view)
 
 
 @router.post("/market/negotiations/{negotiation_id}/{step}")
@@ -207,7 +189,7 @@ async def agreement_page(agreement_id: str, ctx: Party) -> Response:
         title=ctx.t("agreement"),
         a=reads.normalised(a),
         meters=mv.meters(a),
-        document=_pretty(a.get("document")),
+        document=mv.pretty(a.get("document")),
     )
 
 
@@ -219,16 +201,8 @@ async def statement_page(statement_id: str, ctx: Party) -> Response:
         for d in reads.items(await ctx.get_json("/v1/market/disputes", query={"limit": 200}))
         if d.get("statement_id") == statement_id
     ]
-    body = st.get("statement") or {}
-    columns = sorted({k for line in body.get("lines", []) for k in line if k != "line"})
-    return ctx.render(
-        "market_statement.html",
-        title=ctx.t("statement"),
-        st=st,
-        body=body,
-        columns=columns,
-        disputes=disputes,
-    )
+    view = mv.statement_view(st, disputes)
+    return ctx.render("market_statement.html", title=ctx.t("statement"), **view)
 
 
 @router.post("/market/statements/{statement_id}/disputes")

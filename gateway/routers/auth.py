@@ -401,7 +401,7 @@ class AuthorizationServerMetadata(BaseModel):
     token_endpoint_auth_signing_alg_values_supported: list[str] | None = None
 
 
-@router.get("/.well-known/oauth-authorization-server", response_model=AuthorizationServerMetadata)
+@router.get("/.well-known/oauth-authorization-server")
 def authorization_server_metadata(
     request: Request, platform: PlatformDep
 ) -> AuthorizationServerMetadata:

@@ -72,14 +72,14 @@ class Trend(BaseModel):
 _ALL_RUNS = 100_000  # runs are daily at most; paged in memory
 
 
-@router.get("/runs", response_model=Page[RunSummary], dependencies=[Depends(ReadCompliance)])
+@router.get("/runs", dependencies=[Depends(ReadCompliance)])
 def list_runs(session: SessionDep, paging: PagingDep) -> Page[RunSummary]:
     """Runs, oldest first."""
     found = [RunSummary.model_validate(r) for r in audit.compliance.list_runs(session, _ALL_RUNS)]
     return paging.page(in_memory(found, lambda r: (r.started_at, r.id), paging.window))
 
 
-@router.get("/trend", response_model=Trend, dependencies=[Depends(ReadCompliance)])
+@router.get("/trend", dependencies=[Depends(ReadCompliance)])
 def trend(session: SessionDep, runs: Annotated[int, Query(ge=1, le=200)] = 30) -> Trend:
     """The last `runs` runs, oldest first, with the requirement ids whose status changed."""
     return Trend(

@@ -84,21 +84,13 @@ class DecisionIn(BaseModel):
 # -- routes ---------------------------------------------------------------------------------------
 
 
-@router.get(
-    "/operators",
-    response_model=Page[exchange.OperatorPublic],
-    dependencies=[Depends(ReadOperators)],
-)
+@router.get("/operators", dependencies=[Depends(ReadOperators)])
 def operators(paging: PagingDep) -> Page[exchange.OperatorPublic]:
     """The vetted operators and the JSON Schema of each one's `params`, by name."""
     return paging.page(in_memory(xc.list_operators(), lambda o: (o.name,), paging.window))
 
 
-@router.post(
-    "/computations",
-    status_code=201,
-    response_model=exchange.ComputationPublic,
-)
+@router.post("/computations", status_code=201)
 def request_computation(
     body: exchange.ComputationCreate,
     request: Request,
@@ -127,11 +119,7 @@ def request_computation(
     return xc.request_computation(compute, caller, body, decide=decide)
 
 
-@router.get(
-    "/computations",
-    response_model=Page[exchange.ComputationPublic],
-    dependencies=[Depends(ListComputations)],
-)
+@router.get("/computations", dependencies=[Depends(ListComputations)])
 def list_computations(
     caller: CallerDep, compute: ComputeDep, paging: PagingDep, state: xc.State | None = None
 ) -> Page[exchange.ComputationPublic]:
@@ -139,11 +127,7 @@ def list_computations(
     return paging.page(xc.list_computations(compute, caller, window=paging.window, state=state))
 
 
-@router.get(
-    "/computations/{computation_id}",
-    response_model=exchange.ComputationPublic,
-    dependencies=[Depends(ReadComputation)],
-)
+@router.get("/computations/{computation_id}", dependencies=[Depends(ReadComputation)])
 def get_computation(
     computation_id: str, caller: CallerDep, compute: ComputeDep
 ) -> exchange.ComputationPublic:
@@ -197,17 +181,13 @@ async def _verdict(
 VerdictDep = Annotated[_Verdict, Depends(_verdict)]
 
 
-@router.post(
-    "/computations/{computation_id}/approve-run", response_model=exchange.ComputationPublic
-)
+@router.post("/computations/{computation_id}/approve-run")
 def approve_run(v: VerdictDep) -> exchange.ComputationPublic:
     """A provider approves the run of a computation `awaiting_approval` (409 otherwise)."""
     return v.give(approve=True, stage="run")
 
 
-@router.post(
-    "/computations/{computation_id}/approve-release", response_model=exchange.ComputationPublic
-)
+@router.post("/computations/{computation_id}/approve-release")
 def approve_release(v: VerdictDep) -> exchange.ComputationPublic:
     """A provider approves the release of a computation in `review` (409 otherwise)."""
     return v.give(approve=True, stage="release")
@@ -215,7 +195,6 @@ def approve_release(v: VerdictDep) -> exchange.ComputationPublic:
 
 @router.post(
     "/computations/{computation_id}/approve",
-    response_model=exchange.ComputationPublic,
     deprecated=True,
     dependencies=[
         Depends(
@@ -231,7 +210,7 @@ def approve(v: VerdictDep) -> exchange.ComputationPublic:
     return v.give(approve=True, stage=None)
 
 
-@router.post("/computations/{computation_id}/reject", response_model=exchange.ComputationPublic)
+@router.post("/computations/{computation_id}/reject")
 def reject(v: VerdictDep) -> exchange.ComputationPublic:
     """A provider rejects the run or the release; nothing runs, or nothing is released."""
     return v.give(approve=False, stage=None)
@@ -265,11 +244,7 @@ async def _output(request: Request, caller: CallerDep, compute: ComputeDep) -> _
 OutputDep = Annotated[_Output, Depends(_output)]
 
 
-@router.get(
-    "/computations/{computation_id}/result",
-    response_model=exchange.ComputationResult,
-    dependencies=[Depends(ReadResult)],
-)
+@router.get("/computations/{computation_id}/result", dependencies=[Depends(ReadResult)])
 def result(computation_id: str, out: OutputDep) -> exchange.ComputationResult:
     """The released output, for the requesting organisation (the result party) only."""
     out.failing_as(Event.COMPUTATION_DELIVERY_FAILED, computation_id)
@@ -315,22 +290,14 @@ class FlReplyPublic(BaseModel):
     ledger_index: int | None
 
 
-@router.get(
-    "/computations/{computation_id}/fl-round",
-    response_model=FlRoundPublic,
-    dependencies=[Depends(ReadResult)],
-)
+@router.get("/computations/{computation_id}/fl-round", dependencies=[Depends(ReadResult)])
 def fl_round(computation_id: str, out: OutputDep) -> FlRoundPublic:
     """The encrypted aggregate of the open federated step, for the requester (409: none)."""
     out.failing_as(Event.COMPUTATION_DELIVERY_FAILED, computation_id)
     return FlRoundPublic(**xc.fl_current_round(out.compute, out.caller, computation_id))
 
 
-@router.post(
-    "/computations/{computation_id}/fl-round/{step}",
-    response_model=FlReplyPublic,
-    dependencies=[Depends(ReadResult)],
-)
+@router.post("/computations/{computation_id}/fl-round/{step}", dependencies=[Depends(ReadResult)])
 def fl_round_reply(
     computation_id: str, step: int, body: FlReplyIn, out: OutputDep
 ) -> FlReplyPublic:
@@ -367,22 +334,14 @@ class JoinStepIn(BaseModel):
     )
 
 
-@router.get(
-    "/computations/{computation_id}/join-step",
-    response_model=JoinStepPublic,
-    dependencies=[Depends(ReadResult)],
-)
+@router.get("/computations/{computation_id}/join-step", dependencies=[Depends(ReadResult)])
 def join_step(computation_id: str, out: OutputDep) -> JoinStepPublic:
     """The open step of a join with the requester's own cohort, for the requester (409: none)."""
     out.failing_as(Event.COMPUTATION_DELIVERY_FAILED, computation_id)
     return JoinStepPublic(**xc.join_current_step(out.compute, out.caller, computation_id))
 
 
-@router.post(
-    "/computations/{computation_id}/join-step/{step}",
-    response_model=FlReplyPublic,
-    dependencies=[Depends(ReadResult)],
-)
+@router.post("/computations/{computation_id}/join-step/{step}", dependencies=[Depends(ReadResult)])
 def join_step_reply(
     computation_id: str, step: int, body: JoinStepIn, out: OutputDep
 ) -> FlReplyPublic:

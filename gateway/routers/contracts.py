@@ -80,18 +80,13 @@ class TerminateIn(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-@router.post(
-    "",
-    status_code=201,
-    response_model=exchange.ContractPublic,
-    dependencies=[Depends(_proposal_body), Depends(Propose)],
-)
+@router.post("", status_code=201, dependencies=[Depends(_proposal_body), Depends(Propose)])
 def propose(body: exchange.ContractCreate, w: WriteDep) -> exchange.ContractPublic:
     """An enterprise proposes a purpose-bound contract over some of a provider's datasets."""
     return w.failing_as(Event.CONTRACT_PROPOSE_FAILED).run(xk.propose_contract, body)
 
 
-@router.get("", response_model=Page[exchange.ContractPublic], dependencies=[Depends(ListContracts)])
+@router.get("", dependencies=[Depends(ListContracts)])
 def list_contracts(
     caller: CallerDep,
     session: SessionDep,
@@ -105,33 +100,21 @@ def list_contracts(
     )
 
 
-@router.get(
-    "/{contract_id}",
-    response_model=exchange.ContractPublic,
-    dependencies=[Depends(ReadContract)],
-)
+@router.get("/{contract_id}", dependencies=[Depends(ReadContract)])
 def get_contract(
     contract_id: str, caller: CallerDep, session: SessionDep, now: ClockDep
 ) -> exchange.ContractPublic:
     return xk.get_contract(session, caller, contract_id, now=now)
 
 
-@router.post(
-    "/{contract_id}/sign",
-    response_model=exchange.ContractPublic,
-    dependencies=[Depends(Sign)],
-)
+@router.post("/{contract_id}/sign", dependencies=[Depends(Sign)])
 def sign(contract_id: str, w: WriteDep) -> exchange.ContractPublic:
     """The provider signs: the contract becomes active."""
     w.failing_as(Event.CONTRACT_SIGN_FAILED, contract_id)
     return w.run(xk.sign_contract, contract_id)
 
 
-@router.post(
-    "/{contract_id}/terminate",
-    response_model=exchange.ContractPublic,
-    dependencies=[Depends(Terminate)],
-)
+@router.post("/{contract_id}/terminate", dependencies=[Depends(Terminate)])
 def terminate(
     contract_id: str, w: WriteDep, body: TerminateIn | None = None
 ) -> exchange.ContractPublic:

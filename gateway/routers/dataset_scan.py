@@ -40,7 +40,6 @@ ScanRegistration = Enforce("dataset.register", resources=_own_registration)
 
 @router.post(
     "/scan",
-    response_model=ScanReport,
     dependencies=[Depends(ScanRegistration)],
     openapi_extra=registration_body({"type": "string", "description": "JSON metadata"}),
 )

@@ -79,7 +79,6 @@ declared `level` below the most sensitive field's level is refused (就高从严
 @router.post(
     "",
     status_code=201,
-    response_model=exchange.DatasetPublic,
     description=_REGISTER_DOC,
     openapi_extra=registration_body(exchange.DatasetCreate.model_json_schema()),
 )
@@ -189,7 +188,7 @@ def _visibility(
     return visible
 
 
-@router.get("", response_model=Page[exchange.DatasetSummary], dependencies=[Depends(ReadCatalog)])
+@router.get("", dependencies=[Depends(ReadCatalog)])
 def list_datasets(
     request: Request,
     caller: CallerDep,
@@ -207,9 +206,7 @@ def list_datasets(
     return paging.page(found)
 
 
-@router.get(
-    "/{dataset_id}", response_model=exchange.DatasetPublic, dependencies=[Depends(ReadMetadata)]
-)
+@router.get("/{dataset_id}", dependencies=[Depends(ReadMetadata)])
 def get_dataset(
     dataset_id: str, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> exchange.DatasetPublic:
@@ -229,7 +226,7 @@ def get_dataset(
     return detail
 
 
-@router.get("/{dataset_id}/preview", response_model=exchange.PreviewPublic)
+@router.get("/{dataset_id}/preview")
 def preview_dataset(
     dataset_id: str,
     caller: CallerDep,

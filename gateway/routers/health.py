@@ -34,7 +34,7 @@ class Ready(BaseModel):
     checks: list[Check]
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz")
 def healthz() -> Health:
     """Liveness only: a load balancer restarts a process that stops answering here."""
     return Health(status="ok", version="0.1.0")

@@ -29,11 +29,7 @@ class JoinKeysIn(BaseModel):
     keys: list[xj.JoinKey] = Field(max_length=16)
 
 
-@router.put(
-    "/{dataset_id}/join-keys",
-    response_model=xj.JoinKeys,
-    dependencies=[Depends(DeclareJoinKeys)],
-)
+@router.put("/{dataset_id}/join-keys", dependencies=[Depends(DeclareJoinKeys)])
 def declare_join_keys(dataset_id: str, body: JoinKeysIn, w: WriteDep) -> xj.JoinKeys:
     """Declare the dataset's joinable identifier columns (replaces the previous set).
 
@@ -44,11 +40,7 @@ def declare_join_keys(dataset_id: str, body: JoinKeysIn, w: WriteDep) -> xj.Join
     return w.run(xj.declare_join_keys, dataset_id, body.keys)
 
 
-@router.get(
-    "/{dataset_id}/join-keys",
-    response_model=xj.JoinKeys,
-    dependencies=[Depends(ReadJoinKeys)],
-)
+@router.get("/{dataset_id}/join-keys", dependencies=[Depends(ReadJoinKeys)])
 def get_join_keys(dataset_id: str, session: SessionDep) -> xj.JoinKeys:
     """The dataset's joinable columns."""
     return xj.JoinKeys(keys=xj.join_keys(session, dataset_id))

@@ -179,7 +179,7 @@ class DestroyRequestIn(BaseModel):
     reason: str = Field(min_length=3, max_length=256)
 
 
-@router.get("/keys", response_model=Page[KeyVersionPublic], dependencies=[Depends(ReadKeys)])
+@router.get("/keys", dependencies=[Depends(ReadKeys)])
 def inventory(
     caller: CallerDep, session: SessionDep, platform: PlatformDep, paging: PagingDep
 ) -> Page[KeyVersionPublic]:
@@ -187,9 +187,7 @@ def inventory(
     return _versions(platform.kms.inventory(session, by=actor(caller)), paging)
 
 
-@router.get(
-    "/keys/{key_id}", response_model=Page[KeyVersionPublic], dependencies=[Depends(ReadKeys)]
-)
+@router.get("/keys/{key_id}", dependencies=[Depends(ReadKeys)])
 def key(
     key_id: KeyId, caller: CallerDep, session: SessionDep, platform: PlatformDep, paging: PagingDep
 ) -> Page[KeyVersionPublic]:
@@ -197,9 +195,7 @@ def key(
     return _versions(platform.kms.key(session, key_id, by=actor(caller)), paging)
 
 
-@router.get(
-    "/rotation-due", response_model=Page[RotationDuePublic], dependencies=[Depends(ReadKeys)]
-)
+@router.get("/rotation-due", dependencies=[Depends(ReadKeys)])
 def rotation_due(
     caller: CallerDep, session: SessionDep, now: ClockDep, platform: PlatformDep, paging: PagingDep
 ) -> Page[RotationDuePublic]:
@@ -209,9 +205,7 @@ def rotation_due(
     return paging.page(in_memory(found, lambda d: (d.key_id, d.version), paging.window))
 
 
-@router.post(
-    "/keys/{key_id}/rotate", response_model=RotationPublic, dependencies=[Depends(AdministerKeys)]
-)
+@router.post("/keys/{key_id}/rotate", dependencies=[Depends(AdministerKeys)])
 def rotate(
     key_id: KeyId, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> RotationPublic:
@@ -226,12 +220,7 @@ def rotate(
     return RotationPublic.model_validate(progress)
 
 
-@router.post(
-    "/keys/{key_id}/destroy",
-    status_code=202,
-    response_model=DestroyRequestPublic,
-    dependencies=[Depends(AdministerKeys)],
-)
+@router.post("/keys/{key_id}/destroy", status_code=202, dependencies=[Depends(AdministerKeys)])
 def request_destroy(
     key_id: KeyId, body: DestroyRequestIn, caller: CallerDep, platform: PlatformDep
 ) -> DestroyRequestPublic:
@@ -248,11 +237,7 @@ def request_destroy(
         return _destroy_public(req)
 
 
-@router.get(
-    "/destroy-requests",
-    response_model=Page[DestroyRequestPublic],
-    dependencies=[Depends(ReadKeys)],
-)
+@router.get("/destroy-requests", dependencies=[Depends(ReadKeys)])
 def destroy_requests(
     caller: CallerDep, session: SessionDep, now: ClockDep, platform: PlatformDep, paging: PagingDep
 ) -> Page[DestroyRequestPublic]:
@@ -264,11 +249,7 @@ def destroy_requests(
     return paging.page(in_memory(found, _requested, paging.window))
 
 
-@router.post(
-    "/destroy-requests/{request_id}/{decision}",
-    response_model=DestroyRequestPublic,
-    dependencies=[Depends(DecideDestruction)],
-)
+@router.post("/destroy-requests/{request_id}/{decision}", dependencies=[Depends(DecideDestruction)])
 def decide_destroy(
     request_id: Annotated[str, Path(max_length=64)],
     decision: Literal["approve", "cancel"],
@@ -289,11 +270,7 @@ def decide_destroy(
 
 
 # Declared last: the generic action route must not shadow /destroy.
-@router.post(
-    "/keys/{key_id}/{action}",
-    response_model=KeyVersionPublic,
-    dependencies=[Depends(AdministerKeys)],
-)
+@router.post("/keys/{key_id}/{action}", dependencies=[Depends(AdministerKeys)])
 def change_state(
     key_id: KeyId,
     action: Literal["suspend", "resume", "revoke", "archive", "activate"],

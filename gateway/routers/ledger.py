@@ -141,12 +141,7 @@ def _count(
     return total
 
 
-@router.get(
-    "/entries",
-    response_model=Page[Entry],
-    response_model_exclude_none=False,
-    dependencies=[Depends(ReadLedger)],
-)
+@router.get("/entries", response_model_exclude_none=False, dependencies=[Depends(ReadLedger)])
 def entries(
     caller: CallerDep,
     platform: PlatformDep,
@@ -185,7 +180,7 @@ def _page(
     return paging.page(Slice(items=[out(x) for x in found[:limit]], total=total, last=last))
 
 
-@router.get("/entries/{index}", response_model=Entry, dependencies=[Depends(ReadLedger)])
+@router.get("/entries/{index}", dependencies=[Depends(ReadLedger)])
 async def entry(index: PathIndex, caller: CallerDep, platform: PlatformDep) -> Entry:
     """One entry, by index.
 
@@ -203,7 +198,7 @@ def _read_committed(platform: Platform, index: int) -> StoredEntry:
         return platform.ledger.read_committed(session, index)
 
 
-@router.get("/proof/inclusion", response_model=InclusionProof, dependencies=[Depends(ReadLedger)])
+@router.get("/proof/inclusion", dependencies=[Depends(ReadLedger)])
 def inclusion(
     caller: CallerDep, platform: PlatformDep, index: Index, tree_size: Index
 ) -> InclusionProof:
@@ -213,9 +208,7 @@ def inclusion(
     return InclusionProof(index=index, tree_size=tree_size, hashes=[b64(h) for h in hashes])
 
 
-@router.get(
-    "/proof/consistency", response_model=ConsistencyProof, dependencies=[Depends(ReadLedger)]
-)
+@router.get("/proof/consistency", dependencies=[Depends(ReadLedger)])
 def consistency(
     caller: CallerDep, platform: PlatformDep, first: Index, second: Index
 ) -> ConsistencyProof:
@@ -224,7 +217,7 @@ def consistency(
     return ConsistencyProof(first=first, second=second, hashes=hashes)
 
 
-@router.get("/blocks", response_model=Page[BlockOut], dependencies=[Depends(ReadLedger)])
+@router.get("/blocks", dependencies=[Depends(ReadLedger)])
 def blocks(
     caller: CallerDep,
     platform: PlatformDep,
@@ -242,7 +235,7 @@ def blocks(
     return _page(paging, found, lambda b: b.block.height, max(0, stop - start), _block)
 
 
-@router.get("/blocks/{height}", response_model=BlockOut, dependencies=[Depends(ReadLedger)])
+@router.get("/blocks/{height}", dependencies=[Depends(ReadLedger)])
 def block(height: PathIndex, caller: CallerDep, platform: PlatformDep) -> BlockOut:
     with platform.session() as session:
         return _block(platform.ledger.block(session, height))

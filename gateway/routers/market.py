@@ -74,18 +74,13 @@ VerifyParty = Enforce("market.party_verify")
 RegisterKey = Enforce("market.key_register", resources=_party)
 
 
-@router.post(
-    "/v1/market/products",
-    status_code=201,
-    response_model=market.ProductPublic,
-    dependencies=[Depends(CreateProduct)],
-)
+@router.post("/v1/market/products", status_code=201, dependencies=[Depends(CreateProduct)])
 def create_product(body: market.ProductCreate, w: WriteDep) -> market.ProductPublic:
     """A provider packages datasets with provenance, rights and ODRL offers (a draft)."""
     return w.failing_as(FAILED).run(xprod.create_product, body)
 
 
-@router.post("/v1/market/products/{product_id}/list", response_model=market.ProductPublic)
+@router.post("/v1/market/products/{product_id}/list")
 def list_product(
     product_id: str, w: WriteDep, gate: Annotated[Deferred, Depends(ListProduct)]
 ) -> market.ProductPublic:
@@ -106,11 +101,7 @@ def list_product(
         )  # fmt: skip
 
 
-@router.get(
-    "/v1/market/products/{product_id}",
-    response_model=market.ProductPublic,
-    dependencies=[Depends(ReadCatalog)],
-)
+@router.get("/v1/market/products/{product_id}", dependencies=[Depends(ReadCatalog)])
 def get_product(product_id: str, caller: CallerDep, session: SessionDep) -> market.ProductPublic:
     return xprod.get_product(session, caller, product_id)
 
@@ -143,32 +134,21 @@ def get_certificate(
     )
 
 
-@router.post(
-    "/v1/market/parties/{org_id}/verify",
-    response_model=xparty.PartyPublic,
-    dependencies=[Depends(VerifyParty)],
-)
+@router.post("/v1/market/parties/{org_id}/verify", dependencies=[Depends(VerifyParty)])
 def verify_party(org_id: str, body: xparty.VerifyParty, w: WriteDep) -> xparty.PartyPublic:
     """The operator records that it verified an organisation's identity (DSL art. 33)."""
     return w.failing_as(FAILED).run(xparty.verify_party, org_id, body)
 
 
 @router.post(
-    "/v1/market/parties/{org_id}/keys",
-    status_code=201,
-    response_model=xparty.PartyPublic,
-    dependencies=[Depends(RegisterKey)],
+    "/v1/market/parties/{org_id}/keys", status_code=201, dependencies=[Depends(RegisterKey)]
 )
 def register_key(org_id: str, body: xparty.KeyCreate, w: WriteDep) -> xparty.PartyPublic:
     """A party registers the public half of a key it signs agreements with."""
     return w.failing_as(FAILED).run(xparty.register_key, org_id, body)
 
 
-@router.get(
-    "/v1/market/parties/{org_id}",
-    response_model=xparty.PartyPublic,
-    dependencies=[Depends(ReadCatalog)],
-)
+@router.get("/v1/market/parties/{org_id}", dependencies=[Depends(ReadCatalog)])
 def get_party(org_id: str, session: SessionDep) -> xparty.PartyPublic:
     return xparty.get_party(session, org_id)
 

@@ -70,12 +70,7 @@ class ReasonIn(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-@router.post(
-    "/negotiations",
-    status_code=201,
-    response_model=xneg.NegotiationPublic,
-    dependencies=[Depends(StartNegotiation)],
-)
+@router.post("/negotiations", status_code=201, dependencies=[Depends(StartNegotiation)])
 def start_negotiation(body: market.NegotiationCreate, w: WriteDep) -> xneg.NegotiationPublic:
     """An enterprise requests an offer (DSP ContractRequestMessage), or counters it at once."""
     return w.failing_as(FAILED).run(xneg.start_negotiation, body)
@@ -92,58 +87,51 @@ def list_negotiations(
     return _page([i.model_dump() for i in items], total, offset, limit, "/v1/market/negotiations")
 
 
-@router.get(
-    "/negotiations/{negotiation_id}",
-    response_model=xneg.NegotiationPublic,
-    dependencies=[Depends(Negotiate)],
-)
+@router.get("/negotiations/{negotiation_id}", dependencies=[Depends(Negotiate)])
 def get_negotiation(
     negotiation_id: str, caller: CallerDep, session: SessionDep
 ) -> xneg.NegotiationPublic:
     return xneg.get_negotiation(session, caller, negotiation_id, sees_all=False)
 
 
-_NEGOTIATION = {"response_model": xneg.NegotiationPublic, "dependencies": [Depends(Negotiate)]}
-
-
-@router.post("/negotiations/{negotiation_id}/offer", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/offer", dependencies=[Depends(Negotiate)])
 def offer(negotiation_id: str, body: xneg.TermsIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider offers or counter-offers terms (DSP ContractOfferMessage)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.counter_offer, negotiation_id, body.terms)
 
 
-@router.post("/negotiations/{negotiation_id}/request", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/request", dependencies=[Depends(Negotiate)])
 def counter(negotiation_id: str, body: xneg.TermsIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester counters the provider's offer (DSP ContractRequestMessage)."""
     w.failing_as(FAILED, negotiation_id)
     return w.run(xneg.counter_request, negotiation_id, body.terms)
 
 
-@router.post("/negotiations/{negotiation_id}/accept", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/accept", dependencies=[Depends(Negotiate)])
 def accept(negotiation_id: str, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester accepts the offer; the agreement document and its digest are fixed."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.accept, negotiation_id)
 
 
-@router.post("/negotiations/{negotiation_id}/agree", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/agree", dependencies=[Depends(Negotiate)])
 def agree(negotiation_id: str, body: market.SignIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider signs the agreement's digest with a key it registered (DSP AGREED)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.agree, negotiation_id, body)
 
 
-@router.post("/negotiations/{negotiation_id}/verify", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/verify", dependencies=[Depends(Negotiate)])
 def verify(negotiation_id: str, body: market.SignIn, w: WriteDep) -> xneg.NegotiationPublic:
     """The requester signs the same digest with a key it registered (DSP VERIFIED)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.verify, negotiation_id, body)
 
 
-@router.post("/negotiations/{negotiation_id}/finalize", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/finalize", dependencies=[Depends(Negotiate)])
 def finalize(negotiation_id: str, w: WriteDep) -> xneg.NegotiationPublic:
     """The provider finalizes: the agreement is in force (DSP FINALIZED)."""
     return w.failing_as(FAILED, negotiation_id).run(xneg.finalize, negotiation_id)
 
 
-@router.post("/negotiations/{negotiation_id}/terminate", **_NEGOTIATION)  # type: ignore[arg-type]
+@router.post("/negotiations/{negotiation_id}/terminate", dependencies=[Depends(Negotiate)])
 def terminate(
     negotiation_id: str, w: WriteDep, body: ReasonIn | None = None
 ) -> xneg.NegotiationPublic:
@@ -163,11 +151,7 @@ def list_agreements(
     return _page([i.model_dump() for i in items], total, offset, limit, "/v1/market/agreements")
 
 
-@router.get(
-    "/agreements/{agreement_id}",
-    response_model=xagr.AgreementPublic,
-    dependencies=[Depends(ReadAgreement)],
-)
+@router.get("/agreements/{agreement_id}", dependencies=[Depends(ReadAgreement)])
 def get_agreement(
     agreement_id: str, caller: CallerDep, session: SessionDep, now: ClockDep
 ) -> xagr.AgreementPublic:

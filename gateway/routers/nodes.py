@@ -27,7 +27,7 @@ ReadNodes = Enforce("node.read", resources=caller_owned("node"))
 RegisterDataset = Enforce("dataset.register", deferred=True)
 
 
-@router.put("/me", response_model=exchange.NodePublic, dependencies=[Depends(RegisterNode)])
+@router.put("/me", dependencies=[Depends(RegisterNode)])
 def register_node(
     body: exchange.NodeCreate, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> exchange.NodePublic:
@@ -47,7 +47,7 @@ def register_node(
     )
 
 
-@router.get("", response_model=Page[exchange.NodePublic], dependencies=[Depends(ReadNodes)])
+@router.get("", dependencies=[Depends(ReadNodes)])
 def list_nodes(
     caller: CallerDep, session: SessionDep, paging: PagingDep
 ) -> Page[exchange.NodePublic]:
@@ -55,7 +55,7 @@ def list_nodes(
     return paging.page(custody.list_nodes(session, caller, window=paging.window))
 
 
-@router.post("/datasets", status_code=201, response_model=exchange.DatasetPublic)
+@router.post("/datasets", status_code=201)
 async def register_node_dataset(
     request: Request,
     caller: CallerDep,

@@ -95,23 +95,14 @@ ReadAccounts = Enforce("account.read")
 CreateClient = Enforce("account.create", resources=new_account("account"))
 
 
-@router.post(
-    "/organisations",
-    status_code=201,
-    response_model=OrganisationPublic,
-    dependencies=[Depends(CreateOrganisation)],
-)
+@router.post("/organisations", status_code=201, dependencies=[Depends(CreateOrganisation)])
 def create_organisation(body: OrganisationCreate, w: WriteDep) -> OrganisationPublic:
     w.failing_as(Event.ORGANISATION_CREATE_FAILED)
     org, receipt = w.run(exchange.create_organisation, name=body.name, kind=body.kind)
     return _public(org, receipt.ledger_index)
 
 
-@router.get(
-    "/organisations",
-    response_model=Page[OrganisationPublic],
-    dependencies=[Depends(ReadAccounts)],
-)
+@router.get("/organisations", dependencies=[Depends(ReadAccounts)])
 def list_organisations(
     caller: CallerDep, session: SessionDep, paging: PagingDep
 ) -> Page[OrganisationPublic]:
@@ -122,7 +113,6 @@ def list_organisations(
 @router.post(
     "/organisations/{org_id}/clients",
     status_code=201,
-    response_model=ClientIssued,
     dependencies=[Depends(requested_roles), Depends(CreateClient)],
 )
 def create_client(org_id: str, body: ClientCreate, w: WriteDep) -> ClientIssued:
@@ -146,7 +136,7 @@ def create_client(org_id: str, body: ClientCreate, w: WriteDep) -> ClientIssued:
     )
 
 
-@router.get("/me", response_model=Me, dependencies=[Depends(ReadAccounts)])
+@router.get("/me", dependencies=[Depends(ReadAccounts)])
 def me(caller: CallerDep) -> Me:
     return Me(
         client_id=caller.client_id,
@@ -187,7 +177,6 @@ def _state(change: exchange.clients.ClientChange) -> ClientState:
 
 @router.post(
     "/organisations/{org_id}/clients/{client_id}/deactivate",
-    response_model=ClientState,
     response_model_exclude_none=True,
     dependencies=[Depends(DeactivateClient)],
 )
@@ -201,7 +190,6 @@ def deactivate_client(org_id: str, client_id: str, w: WriteDep) -> ClientState:
 
 @router.post(
     "/organisations/{org_id}/clients/{client_id}/rotate-secret",
-    response_model=ClientState,
     dependencies=[Depends(RotateClientSecret)],
 )
 def rotate_client_secret(org_id: str, client_id: str, w: WriteDep) -> ClientState:

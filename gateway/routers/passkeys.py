@@ -139,13 +139,13 @@ async def signin_options(body: PasswordIn, request: Request, platform: PlatformD
         attempt.release()  # no-op when a failure spent the slot
 
 
-@router.get("", response_model=Page[PasskeyOut])
+@router.get("")
 def list_passkeys(caller: CallerDep, session: SessionDep, paging: PagingDep) -> Page[PasskeyOut]:
     """The signed-in person's passkeys, oldest first."""
     return paging.page_as(passkeys.list_passkeys(session, caller, window=paging.window), _out)
 
 
-@router.post("/options", response_model=Ceremony)
+@router.post("/options")
 def registration_options(
     caller: CallerDep, platform: PlatformDep, session: SessionDep, now: ClockDep
 ) -> Ceremony:
@@ -155,7 +155,7 @@ def registration_options(
     return Ceremony(options=options)
 
 
-@router.post("", status_code=201, response_model=PasskeyOut)
+@router.post("", status_code=201)
 def enrol(body: CredentialIn, w: WriteDep) -> PasskeyOut:
     """Verify the authenticator's answer to the creation options and keep its public key."""
     w.failing_as(Event.PERSON_PASSKEY_DENIED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -30,12 +31,17 @@ REDEEM_PATH = "/invitations/redeem"  # under /v1
 CONFIRM_PATH = "/invitations/confirm"
 
 
+# A person's login (chosen at enrolment, typed at every sign-in) and the name others see.
+Login = Annotated[str, Field(min_length=3, max_length=64)]
+DisplayName = Annotated[str, Field(min_length=2, max_length=200)]
+
+
 class FirstAdminInvite(BaseModel):
-    display_name: str = Field(min_length=2, max_length=200)
+    display_name: DisplayName
 
 
 class PersonInvite(BaseModel):
-    display_name: str = Field(min_length=2, max_length=200)
+    display_name: DisplayName
     roles: list[str] = Field(min_length=1, max_length=5)
     org_admin: bool = False
 
@@ -54,7 +60,7 @@ class InvitationIssued(BaseModel):
 
 class Redeem(BaseModel):
     code: str = Field(min_length=10, max_length=128)
-    login: str = Field(min_length=3, max_length=64)
+    login: Login
     password: str = Field(min_length=12, max_length=256)
 
 
@@ -68,7 +74,7 @@ class Enrolled(BaseModel):
 
 
 class Confirm(BaseModel):
-    login: str = Field(min_length=3, max_length=64)
+    login: Login
     password: str = Field(min_length=1, max_length=256)
     totp: str = Field(min_length=6, max_length=6)
 
@@ -84,7 +90,6 @@ def _issued(inv: exchange.people.IssuedInvitation) -> InvitationIssued:
 @router.post(
     "/organisations/{org_id}/first-admin-invitation",
     status_code=201,
-    response_model=InvitationIssued,
     dependencies=[Depends(InviteFirstAdmin)],
 )
 def invite_first_admin(org_id: str, body: FirstAdminInvite, w: WriteDep) -> InvitationIssued:
@@ -97,7 +102,6 @@ def invite_first_admin(org_id: str, body: FirstAdminInvite, w: WriteDep) -> Invi
 @router.post(
     "/organisations/{org_id}/invitations",
     status_code=201,
-    response_model=InvitationIssued,
     dependencies=[Depends(requested_roles), Depends(InvitePerson)],
 )
 def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIssued:
@@ -113,7 +117,7 @@ def invite_person(org_id: str, body: PersonInvite, w: WriteDep) -> InvitationIss
     return _issued(inv)
 
 
-@public.post(REDEEM_PATH, status_code=201, response_model=Enrolled)
+@public.post(REDEEM_PATH, status_code=201)
 def redeem(body: Redeem, w: EnrolmentWriteDep) -> Enrolled:
     """Spend an invitation code: set a login and password, receive the TOTP secret."""
     e = w.failing_as(Event.PERSON_REDEEM_DENIED).run(
@@ -154,7 +158,7 @@ def _confirm(w: EnrolmentWrite, body: Confirm, verified: str) -> Confirmed:
     return Confirmed(person_id=person.id, state=person.status)
 
 
-@public.post(CONFIRM_PATH, response_model=Confirmed)
+@public.post(CONFIRM_PATH)
 async def confirm(body: Confirm, request: Request, w: EnrolmentWriteDep) -> Confirmed:
     """The first TOTP code from the authenticator activates the person.
 

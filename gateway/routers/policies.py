@@ -87,7 +87,7 @@ def _summary(active: policies.ActivePolicy) -> dict[str, Any]:
     }
 
 
-@router.get("", response_model=PolicyActive, dependencies=[Depends(ReadPolicy)])
+@router.get("", dependencies=[Depends(ReadPolicy)])
 def get_active(session: SessionDep) -> PolicyActive:
     """The active revision with its modules and grading matrix."""
     active = policies.active(session)
@@ -98,7 +98,7 @@ def get_active(session: SessionDep) -> PolicyActive:
     )
 
 
-@router.get("/history", response_model=Page[PolicyRevision], dependencies=[Depends(ReadPolicy)])
+@router.get("/history", dependencies=[Depends(ReadPolicy)])
 def get_history(session: SessionDep, paging: PagingDep) -> Page[PolicyRevision]:
     """Every activated revision, oldest first."""
     found = [
@@ -115,9 +115,7 @@ def get_history(session: SessionDep, paging: PagingDep) -> Page[PolicyRevision]:
     return paging.page(in_memory(found, lambda r: (r.revision,), paging.window))
 
 
-@router.get(
-    "/revisions/{revision}", response_model=PolicyActive, dependencies=[Depends(ReadPolicy)]
-)
+@router.get("/revisions/{revision}", dependencies=[Depends(ReadPolicy)])
 def get_revision(
     revision: Annotated[int, Path(ge=0, le=2**31 - 1)], session: SessionDep
 ) -> PolicyActive:
@@ -164,7 +162,7 @@ def _activate(
     )
 
 
-@router.put("", response_model=PolicyActivation, dependencies=[Depends(WritePolicy)])
+@router.put("", dependencies=[Depends(WritePolicy)])
 def put_bundle(
     body: BundleIn, request: Request, caller: CallerDep, platform: PlatformDep
 ) -> PolicyActivation:
@@ -177,7 +175,7 @@ def put_bundle(
     )
 
 
-@router.put("/matrix", response_model=PolicyActivation, dependencies=[Depends(WritePolicy)])
+@router.put("/matrix", dependencies=[Depends(WritePolicy)])
 def put_matrix(
     matrix: dict[str, Any], request: Request, caller: CallerDep, platform: PlatformDep
 ) -> PolicyActivation:
@@ -190,7 +188,7 @@ def put_matrix(
     )
 
 
-@router.put("/modules/{name}", response_model=PolicyActivation, dependencies=[Depends(WritePolicy)])
+@router.put("/modules/{name}", dependencies=[Depends(WritePolicy)])
 def put_module(
     name: Annotated[str, Path(max_length=64)],
     body: ModuleIn,

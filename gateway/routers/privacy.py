@@ -43,11 +43,7 @@ class QueryPublic(BaseModel):
     openings: list[dict[str, str]]
 
 
-@router.put(
-    "/datasets/{dataset_id}/analysis-rules",
-    response_model=analysis_rules.AnalysisRulesPublic,
-    dependencies=[Depends(SetRules)],
-)
+@router.put("/datasets/{dataset_id}/analysis-rules", dependencies=[Depends(SetRules)])
 def set_analysis_rules(
     dataset_id: str,
     rules: Annotated[dict[str, Any], Body()],
@@ -64,22 +60,14 @@ def set_analysis_rules(
         )
 
 
-@router.get(
-    "/datasets/{dataset_id}/analysis-rules",
-    response_model=analysis_rules.AnalysisRulesPublic,
-    dependencies=[Depends(ReadDataset)],
-)
+@router.get("/datasets/{dataset_id}/analysis-rules", dependencies=[Depends(ReadDataset)])
 def get_analysis_rules(dataset_id: str, compute: ComputeDep) -> analysis_rules.AnalysisRulesPublic:
     """The dataset's analysis rules: what may be asked of it, within which bounds."""
     with compute.sessions() as session:
         return analysis_rules.get_rules(session, dataset_id)
 
 
-@router.get(
-    "/datasets/{dataset_id}/privacy-budget",
-    response_model=budgets.BudgetPublic,
-    dependencies=[Depends(ReadDataset)],
-)
+@router.get("/datasets/{dataset_id}/privacy-budget", dependencies=[Depends(ReadDataset)])
 def privacy_budget(dataset_id: str, caller: CallerDep, compute: ComputeDep) -> budgets.BudgetPublic:
     """Spent and remaining ε on the dataset's lineage: a requester sees its own, providers all."""
     with compute.sessions() as session:
@@ -93,11 +81,7 @@ def privacy_budget(dataset_id: str, caller: CallerDep, compute: ComputeDep) -> b
         )
 
 
-@router.get(
-    "/computations/{computation_id}/query",
-    response_model=QueryPublic,
-    dependencies=[Depends(ReadComputation)],
-)
+@router.get("/computations/{computation_id}/query", dependencies=[Depends(ReadComputation)])
 def computation_query(computation_id: str, caller: CallerDep, compute: ComputeDep) -> QueryPublic:
     """The query a provider approves (`query_digest`), and the ledger openings the caller holds.
 

@@ -113,11 +113,7 @@ def _public(entry: party_trail.PartyEntry, parties: list[str]) -> TrailEntryPubl
     )
 
 
-@router.get(
-    "/entries",
-    response_model=TrailPage,
-    dependencies=[Depends(ListOwn)],
-)
+@router.get("/entries", dependencies=[Depends(ListOwn)])
 def list_entries(
     request: Request,
     caller: CallerDep,
@@ -141,11 +137,7 @@ def list_entries(
     return TrailPage(items=items, total=page.total, next=nxt, tree_size=page.tree_size)
 
 
-@router.get(
-    "/entries/{index}",
-    response_model=TrailEntryPublic,
-    dependencies=[Depends(ReadOwn)],
-)
+@router.get("/entries/{index}", dependencies=[Depends(ReadOwn)])
 def get_entry(
     caller: CallerDep,
     platform: PlatformDep,
@@ -158,11 +150,7 @@ def get_entry(
         return _public(entry, _parties(session, index, entry.record))
 
 
-@router.get(
-    "/consistency",
-    response_model=ConsistencyPublic,
-    dependencies=[Depends(ReadTree)],
-)
+@router.get("/consistency", dependencies=[Depends(ReadTree)])
 def consistency(
     caller: CallerDep,
     platform: PlatformDep,
