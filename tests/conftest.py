@@ -23,6 +23,7 @@ from crypto.backends.pkcs11 import Pkcs11Config
 from gateway.app import create_app
 from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
+from policies import EmbeddedDecisionPoint
 from tests.helpers import api as _api_helpers
 from tests.helpers.platforms import PreparedPlatforms, admin_engine, cache_key
 
@@ -158,6 +159,8 @@ def platform(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Pla
         request.node.stash[_RESTORED_CREDS] = prepared.restore(settings)
     p = build_platform(settings)
     yield p
+    if isinstance(p.pdp, EmbeddedDecisionPoint):
+        p.pdp.release_idle()  # as the app's shutdown does: compiled once per session
     p.engine.dispose()
 
 
