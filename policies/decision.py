@@ -377,9 +377,10 @@ class _Programs(Loaded):
 
 
 def _give_idle(pool: ProgramPool, digest: str, idle: queue.SimpleQueue[Any]) -> None:
+    # A finalizer, possibly run by a garbage collection inside the pool's lock: give_later.
     while True:
         try:
-            pool.give(digest, idle.get_nowait())
+            pool.give_later(digest, idle.get_nowait())
         except queue.Empty:
             return
 

@@ -19,6 +19,7 @@ the least recently given or taken digest dropped first. A program turned away is
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,11 +38,28 @@ class ProgramPool:
         self.per_digest = per_digest
         self._idle: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
+        # Programs handed back by finalizers, which may run inside a garbage collection
+        # that interrupted this very pool while it held its lock: SimpleQueue.put is
+        # safe there, so they wait here until the next call takes them in.
+        self._handed_back: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.hits = 0
         self.misses = 0
 
+    def give_later(self, digest: str, program: Any) -> None:
+        """As `give`, safe from a finalizer or `__del__` (taken in by the next call)."""
+        self._handed_back.put((digest, program))
+
+    def _take_in(self) -> None:
+        while True:
+            try:
+                digest, program = self._handed_back.get_nowait()
+            except queue.Empty:
+                return
+            self.give(digest, program)
+
     def take(self, digest: str) -> Any | None:
         """An idle program for `digest`, now the caller's alone; None if there is none."""
+        self._take_in()
         with self._lock:
             programs = self._idle.get(digest)
             if not programs:
@@ -81,15 +99,18 @@ class ProgramPool:
 
     def digests(self) -> list[str]:
         """The digests held, least recently used first."""
+        self._take_in()
         with self._lock:
             return list(self._idle)
 
     def clear(self) -> None:
+        self._take_in()
         with self._lock:
             self._idle.clear()
 
     def __len__(self) -> int:
         """How many idle programs are held."""
+        self._take_in()
         with self._lock:
             return sum(len(p) for p in self._idle.values())
 

@@ -161,3 +161,20 @@ def test_a_program_is_never_used_by_two_callers_at_once(monkeypatch: pytest.Monk
     assert overlaps == [] and wrong == []
     assert pool.hits > 0
     assert len(pool) <= 4
+
+
+def test_programs_dropped_inside_the_pools_lock_wait_for_it() -> None:
+    """A garbage collection may free a decision point while this thread holds the pool's
+    lock (any allocation can start one); its finalizer must not wait for that lock."""
+    pool = ProgramPool()
+    holder = [EmbeddedDecisionPoint(_policy(1), pool=pool)]
+
+    def collect_inside_the_lock() -> None:
+        with pool._lock:
+            holder.clear()  # the finalizer runs here, as it would inside a collection
+
+    t = threading.Thread(target=collect_inside_the_lock, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the finalizer waited for the lock its own thread held"
+    assert len(pool) == 1 and pool.take(_policy(1).digest) is not None
