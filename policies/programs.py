@@ -14,7 +14,8 @@ Only programs that compiled get here: a bundle that does not compile is never po
 
 Bounded: at most `per_digest` idle programs per digest, at most `max_digests` digests,
 the least recently given or taken digest dropped first. A program turned away is freed
-(its interpreter released) when its last reference goes.
+(its interpreter released) when its last reference goes. The built-in bundle compiles in
+~200 ms into ~9 MiB, so the default bound (4 × 2) holds at most ~72 MiB of idle programs.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["PROGRAMS", "ProgramPool"]
 class ProgramPool:
     """Idle compiled programs by bundle digest; thread-safe, bounded, least recent out."""
 
-    def __init__(self, *, max_digests: int = 8, per_digest: int = 2) -> None:
+    def __init__(self, *, max_digests: int = 4, per_digest: int = 2) -> None:
         if max_digests < 0 or per_digest < 0:
             raise ValueError("pool bounds must not be negative")
         self.max_digests = max_digests
