@@ -7,14 +7,10 @@ import binascii
 import hmac
 import os
 import secrets as _stdlib_secrets
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-# RFC 7914 parameters: N = 2**14, r = 8, p = 1 costs 16 MiB and ~50 ms per hash, the
-# interactive-login setting the scrypt paper recommends and OWASP's minimum for scrypt.
-_N = 1 << 14
-_R = 8
-_P = 1
 _SALT_SIZE = 16
 _HASH_SIZE = 32
 _SCHEME = "scrypt"
@@ -26,6 +22,35 @@ _MAX_R = 32
 _MAX_P = 16
 _MIN_HASH_SIZE = 16
 _MAX_HASH_SIZE = 64
+
+
+def _cost_ok(n: int, r: int, p: int) -> bool:
+    """Within the bounds above: N a power of two from 2 to 2**20, r and p small."""
+    return 2 <= n <= 1 << _MAX_LOG2_N and not n & (n - 1) and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P
+
+
+@dataclass(frozen=True)
+class ScryptCost:
+    """scrypt's work factor for new hashes (RFC 7914's N, r and p).
+
+    The default, N = 2**14, r = 8, p = 1, costs 16 MiB and ~50 ms per hash: the
+    interactive-login setting the scrypt paper recommends and OWASP's minimum for scrypt.
+    It is what the platform uses; see `use_cost` for the one exception.
+    """
+
+    n: int = 1 << 14
+    r: int = 8
+    p: int = 1
+
+    def __post_init__(self) -> None:
+        if not _cost_ok(self.n, self.r, self.p):
+            raise ValueError(
+                f"scrypt cost out of bounds: N must be a power of two from 2 to "
+                f"2**{_MAX_LOG2_N}, r from 1 to {_MAX_R}, p from 1 to {_MAX_P}"
+            )
+
+
+PRODUCTION_COST = ScryptCost()
 
 
 def _b64encode(data: bytes) -> str:
@@ -55,9 +80,11 @@ def generate_secret() -> str:
 
 
 def hash_secret(secret: str) -> str:
-    """Self-describing scrypt hash: `scrypt$N$r$p$<b64 salt>$<b64 hash>`."""
+    """Self-describing scrypt hash: `scrypt$N$r$p$<b64 salt>$<b64 hash>`, at `current_cost()`."""
+    cost = _state.cost
     salt = os.urandom(_SALT_SIZE)
-    return _encode(salt, _N, _R, _P, _derive(secret, salt, _N, _R, _P, _HASH_SIZE))
+    digest = _derive(secret, salt, cost.n, cost.r, cost.p, _HASH_SIZE)
+    return _encode(salt, cost.n, cost.r, cost.p, digest)
 
 
 def _parse(encoded: str) -> tuple[bytes, int, int, int, bytes] | None:
@@ -73,9 +100,7 @@ def _parse(encoded: str) -> tuple[bytes, int, int, int, bytes] | None:
         digest = _b64decode(parts[5])
     except (ValueError, binascii.Error):
         return None
-    if n < 2 or n & (n - 1) or n > 1 << _MAX_LOG2_N:
-        return None
-    if not (1 <= r <= _MAX_R and 1 <= p <= _MAX_P and salt):
+    if not (_cost_ok(n, r, p) and salt):
         return None
     if not _MIN_HASH_SIZE <= len(digest) <= _MAX_HASH_SIZE:
         return None
@@ -93,9 +118,39 @@ def verify_secret(secret: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# Timing-sensitive: a well-formed hash with the current parameters and a fixed salt,
-# so that dummy_verify runs exactly the code path and scrypt cost of a real verify.
-_DUMMY_ENCODED = _encode(b"pdx-dummy-salt!!", _N, _R, _P, bytes(_HASH_SIZE))
+@dataclass(frozen=True)
+class _State:
+    cost: ScryptCost
+    # Timing-sensitive: a well-formed hash at the current cost with a fixed salt, so
+    # that dummy_verify runs exactly the code path and scrypt cost of a real verify.
+    dummy_encoded: str
+
+
+def _state_for(cost: ScryptCost) -> _State:
+    return _State(cost, _encode(b"pdx-dummy-salt!!", cost.n, cost.r, cost.p, bytes(_HASH_SIZE)))
+
+
+_state = _state_for(PRODUCTION_COST)
+
+
+def current_cost() -> ScryptCost:
+    """The cost `hash_secret` and `dummy_verify` use in this process."""
+    return _state.cost
+
+
+def use_cost(cost: ScryptCost) -> ScryptCost:
+    """Hash new secrets at `cost` in this process from now on; returns the previous cost.
+
+    For tests and benchmarks only (as Django's docs suggest a fast password hasher for
+    tests): nothing in the platform calls it, so `pdx run` and every other command hash
+    at `PRODUCTION_COST`. Stored hashes carry their own parameters, so verifying them
+    is unaffected; the unknown-client dummy verification follows the new cost, so it
+    still spends what a real verification of a new hash does.
+    """
+    global _state
+    previous = _state.cost
+    _state = _state_for(cost)
+    return previous
 
 
 def dummy_verify(secret: str) -> None:
@@ -104,4 +159,4 @@ def dummy_verify(secret: str) -> None:
     Timing-sensitive: without it "no such client" returns in microseconds and "wrong
     secret" in ~50 ms, which tells an attacker which client ids exist.
     """
-    verify_secret(secret, _DUMMY_ENCODED)
+    verify_secret(secret, _state.dummy_encoded)

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import audit
+import policies
 from exchange.login_budgets import FailureBudgets
 from gateway import errors, jobs_root
 from gateway.auditing import BurstWriter
@@ -123,6 +124,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform.sealer.stop()
         if platform.publishing is not None:
             platform.publishing.stop()  # after the final seal
+        if isinstance(platform.pdp, policies.EmbeddedDecisionPoint):
+            # Compiled programs for the next start in this process (policies.programs).
+            platform.pdp.release_idle()
 
 
 def create_app(platform: Platform) -> FastAPI:

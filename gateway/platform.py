@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -16,6 +17,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -165,8 +168,50 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@functools.cache
+def migration_scripts() -> ScriptDirectory:
+    """The Alembic history of this code, read once per process.
+
+    Alembic builds it by running every migration module, which cost about as much as
+    the rest of a restart on an already-current database.
+    """
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
+def database_heads(engine: Engine) -> tuple[str, ...] | None:
+    """The revisions in the database's `alembic_version`, or None if it cannot be read."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            return tuple(sorted(rows))
+    except DBAPIError:  # no such table yet (a new database); the upgrade says the rest
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def pending_migrations(current: tuple[str, ...]) -> tuple[str, ...]:
+    """The heads of this code's history not applied to a database at `current`.
+
+    Applied means the current revisions and everything they rest on, dependencies
+    included (the history has branches, so the database records fewer revisions than
+    there are heads). Raises Alembic's error for a revision this code does not know.
+    """
+    scripts = migration_scripts()
+    applied = {r.revision for r in scripts.iterate_revisions(current, "base") if r is not None}
+    return tuple(sorted(set(scripts.get_heads()) - applied))
+
+
 def upgrade_database(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision (nothing to do if it is there).
+
+    A database already at the heads is the common start, so it is recognised with one
+    query before any of Alembic's machinery runs; otherwise Alembic upgrades as usual
+    (and refuses a database at a revision this code does not know).
+    """
+    current = database_heads(engine)
+    with contextlib.suppress(RevisionError):  # an unknown revision: Alembic refuses below
+        if current is not None and not pending_migrations(current):
+            return
     cfg = alembic_config(str(engine.url))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -8,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 import exchange.identity
-from gateway.platform import Platform, alembic_config
+from gateway.platform import Platform, pending_migrations
 from ledger import verify_inclusion
 
 # A load balancer may probe every second from several places: each check runs at most
@@ -73,15 +72,11 @@ class Readiness:
 
     def _database(self) -> str | None:
         """The schema is at the Alembic heads this code expects (no migration pending)."""
-        cfg = alembic_config(str(self._platform.engine.url))
-        script = ScriptDirectory.from_config(cfg)
         with self._platform.engine.connect() as conn:
-            current = tuple(MigrationContext.configure(conn).get_current_heads())
-        # Applied = the current heads and everything they rest on (dependencies included).
-        applied = {r.revision for r in script.iterate_revisions(current, "base") if r is not None}
-        missing = sorted(set(script.get_heads()) - applied)
+            current = tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+        missing = list(pending_migrations(current))
         if missing:
-            return f"schema at {sorted(current)}, migrations pending up to {missing}"
+            return f"schema at {list(current)}, migrations pending up to {missing}"
         return None
 
     def _identity(self) -> str | None:

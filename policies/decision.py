@@ -18,6 +18,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from policies.bundle import AUTHZ_DECISION, ActivePolicy, canonical_json
 from policies.checks import nondeterministic_builtins
 from policies.errors import PolicyEngineUnavailable, PolicyError, PolicyEvaluationFailed
 from policies.matrix import OBLIGATIONS
+from policies.programs import PROGRAMS, ProgramPool
 
 __all__ = [
     "AUTHZ_DECISION",
@@ -292,16 +294,32 @@ class _CachingDecisionPoint:
 
 
 class _Programs(Loaded):
-    """A loaded policy's compiled programs: idle ones queued, at most `max_programs`."""
+    """A loaded policy's compiled programs: idle ones queued, at most `max_programs`.
 
-    def __init__(self, policy: ActivePolicy, generation: int, max_programs: int) -> None:
+    Programs come from the process pool when it has one compiled from the same bundle
+    (`policies.programs`) and go back to it once this policy is retired (switched out,
+    or dropped with its decision point); until then they stay queued here.
+    """
+
+    def __init__(
+        self, policy: ActivePolicy, generation: int, max_programs: int, pool: ProgramPool
+    ) -> None:
         super().__init__(policy, generation)
         self.idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.created = 0
         self.max_programs = max_programs
         self.lock = threading.Lock()
+        self.pool = pool
+        self.digest = policy.bundle.digest
+        self.retired = False
+        # Dropped without being retired (a dry run's decision point, say): the idle
+        # programs still go back. Holds the queue, not `self`.
+        self._give_back = weakref.finalize(self, _give_idle, pool, self.digest, self.idle)
 
     def new_program(self) -> Any:
+        return self.pool.get_or_compile(self.digest, self._compile)
+
+    def _compile(self) -> Any:
         from policies._engine import RegoProgram
 
         bundle = self.policy.bundle
@@ -330,6 +348,42 @@ class _Programs(Loaded):
                 "every policy engine instance is busy", max_programs=self.max_programs
             ) from None
 
+    def release(self, program: Any) -> None:
+        """`program` is no longer in use: queued again, or to the pool once retired."""
+        with self.lock:
+            if not self.retired:
+                self.idle.put(program)
+                return
+        self.pool.give(self.digest, program)
+
+    def release_idle(self) -> int:
+        """Give the idle programs to the pool (more are made when needed); how many."""
+        given = 0
+        while True:
+            try:
+                program = self.idle.get_nowait()
+            except queue.Empty:
+                return given
+            with self.lock:
+                self.created -= 1
+            self.pool.give(self.digest, program)
+            given += 1
+
+    def retire(self) -> None:
+        """Switched out: idle programs go to the pool now, programs in use when released."""
+        with self.lock:
+            self.retired = True
+        self._give_back()
+
+
+def _give_idle(pool: ProgramPool, digest: str, idle: queue.SimpleQueue[Any]) -> None:
+    # A finalizer, possibly run by a garbage collection inside the pool's lock: give_later.
+    while True:
+        try:
+            pool.give_later(digest, idle.get_nowait())
+        except queue.Empty:
+            return
+
 
 class EmbeddedDecisionPoint(_CachingDecisionPoint):
     """Decisions from rego-cpp in this process.
@@ -339,6 +393,8 @@ class EmbeddedDecisionPoint(_CachingDecisionPoint):
     compiling per call: README.md, "Measurements") but holds the input as state, so
     each concurrent caller takes its own from a pool of at most `max_programs`; rego-cpp
     runs without the GIL, so programs on several threads evaluate in parallel.
+    Programs compiled before in this process from the same bundle are reused, and
+    a retired policy's programs offered for reuse (`pool`; `policies.programs`).
     """
 
     def __init__(
@@ -349,23 +405,38 @@ class EmbeddedDecisionPoint(_CachingDecisionPoint):
         cache_size: int = 10_000,
         max_programs: int = 8,
         wait_s: float = 5.0,
+        pool: ProgramPool = PROGRAMS,
     ) -> None:
         super().__init__(clock=clock, cache_size=cache_size)
         self._max_programs = max_programs
         self._wait_s = wait_s
+        self._pool = pool
         self.load(policy)
 
     def load(self, policy: ActivePolicy) -> None:
         """Compile `policy` (raising `PolicyInvalid` if it does not compile), then switch."""
-        programs = _Programs(policy, -1, self._max_programs)
+        programs = _Programs(policy, -1, self._max_programs, self._pool)
         programs.idle.put(programs.new_program())
         programs.created = 1
+        previous = getattr(self, "_current", None)
 
         def loaded(generation: int) -> Loaded:
             programs.generation = generation
             return programs
 
         self._switch(loaded)
+        if isinstance(previous, _Programs):
+            previous.retire()
+
+    def release_idle(self) -> int:
+        """Offer the idle compiled programs to the process pool (on shutdown, say).
+
+        The decision point stays usable: it takes or compiles programs again as needed.
+        Returns how many were given.
+        """
+        current = self._current
+        assert isinstance(current, _Programs)
+        return current.release_idle()
 
     def _evaluate(self, current: Loaded, path: str, input: Mapping[str, Any]) -> tuple[Any, bool]:
         from policies._engine import UNDEFINED
@@ -379,8 +450,7 @@ class EmbeddedDecisionPoint(_CachingDecisionPoint):
         except Exception as exc:  # a binding failure: fail closed, reason logged
             raise PolicyEvaluationFailed(f"the embedded engine failed: {exc}") from None
         finally:
-            if self._current is current:
-                current.idle.put(program)
+            current.release(program)
         return (None, False) if value is UNDEFINED else (value, True)
 
 

@@ -20,9 +20,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from crypto.backends.pkcs11 import Pkcs11Config
+from crypto.secrets import ScryptCost, use_cost
 from gateway.app import create_app
 from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
+from policies import EmbeddedDecisionPoint
 from tests.helpers import api as _api_helpers
 from tests.helpers.platforms import PreparedPlatforms, admin_engine, cache_key
 
@@ -81,6 +83,20 @@ else:
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return _ProcessTestsTogether(config, log)
+
+
+# scrypt at N = 2**10 instead of 2**14 for the secrets hashed and checked in this process
+# (a sixteenth of the work per login), the way Django's docs suggest a fast password
+# hasher for tests. `pdx run` and every other process keep the production cost, which
+# tests/test_crypto_secrets.py checks in a fresh interpreter.
+TEST_SCRYPT_COST = ScryptCost(n=1 << 10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_scrypt() -> Iterator[ScryptCost]:
+    previous = use_cost(TEST_SCRYPT_COST)
+    yield TEST_SCRYPT_COST
+    use_cost(previous)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -158,6 +174,8 @@ def platform(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Pla
         request.node.stash[_RESTORED_CREDS] = prepared.restore(settings)
     p = build_platform(settings)
     yield p
+    if isinstance(p.pdp, EmbeddedDecisionPoint):
+        p.pdp.release_idle()  # as the app's shutdown does: compiled once per session
     p.engine.dispose()
 
 

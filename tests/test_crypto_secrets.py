@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import crypto.secrets
 from crypto import dummy_verify, generate_secret, hash_secret, verify_secret
+from crypto.secrets import PRODUCTION_COST, ScryptCost, current_cost, use_cost
+from tests.conftest import REPO, TEST_SCRYPT_COST
+
+
+@pytest.fixture
+def production_cost() -> Iterator[ScryptCost]:
+    """Hash at the production cost in this test (the session hashes at a lower one)."""
+    previous = use_cost(PRODUCTION_COST)
+    yield PRODUCTION_COST
+    use_cost(previous)
 
 
 def test_generate_secret_is_43_urlsafe_chars_of_32_random_bytes() -> None:
@@ -19,7 +32,51 @@ def test_generate_secret_is_43_urlsafe_chars_of_32_random_bytes() -> None:
         assert len(base64.urlsafe_b64decode(secret + "=")) == 32
 
 
-def test_hash_is_self_describing_with_fresh_salt() -> None:
+def test_a_fresh_process_hashes_at_the_production_cost() -> None:
+    """What `pdx run` and every command do: nothing but tests lowers the cost."""
+    code = "from crypto import hash_secret; print(hash_secret('s3cret'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("scrypt$16384$8$1$")
+    assert PRODUCTION_COST == ScryptCost(1 << 14, 8, 1)
+
+
+def test_this_session_hashes_at_the_test_cost_and_verifies_any_stored_cost() -> None:
+    assert current_cost() == TEST_SCRYPT_COST != PRODUCTION_COST
+    fast = hash_secret("s3cret")
+    assert fast.startswith("scrypt$1024$8$1$")
+    previous = use_cost(PRODUCTION_COST)
+    try:
+        slow = hash_secret("s3cret")
+    finally:
+        assert use_cost(previous) == PRODUCTION_COST
+    assert slow.startswith("scrypt$16384$8$1$")
+    # Stored hashes carry their parameters: each verifies whatever the current cost.
+    assert verify_secret("s3cret", fast) and verify_secret("s3cret", slow)
+    assert not verify_secret("s3cret!", slow)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (0, 8, 1),
+        (1, 8, 1),
+        (1000, 8, 1),
+        (1 << 21, 8, 1),
+        (1024, 0, 1),
+        (1024, 33, 1),
+        (1024, 8, 0),
+        (1024, 8, 17),
+    ],
+)
+def test_a_cost_outside_the_stored_bounds_is_refused(bad: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match="out of bounds"):
+        ScryptCost(*bad)
+    assert ScryptCost(2, 1, 1) and ScryptCost(1 << 20, 32, 16)  # the bounds themselves
+
+
+def test_hash_is_self_describing_with_fresh_salt(production_cost: ScryptCost) -> None:
     encoded = hash_secret("s3cret")
     scheme, n, r, p, salt, digest = encoded.split("$")
     assert (scheme, n, r, p) == ("scrypt", "16384", "8", "1")
@@ -80,11 +137,15 @@ def _valid() -> str:
         lambda e: "$".join(e.split("$")[:4] + ["", e.split("$")[5]]),  # empty salt
     ],
 )
-def test_malformed_encodings_are_false_not_errors(mutate: Any) -> None:
+def test_malformed_encodings_are_false_not_errors(mutate: Any, production_cost: ScryptCost) -> None:
     assert verify_secret("s", mutate(_valid())) is False
 
 
-def test_dummy_verify_spends_a_real_verifications_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cost", [PRODUCTION_COST, TEST_SCRYPT_COST, ScryptCost(1 << 12, 4, 2)])
+def test_dummy_verify_spends_a_real_verifications_scrypt(
+    monkeypatch: pytest.MonkeyPatch, cost: ScryptCost
+) -> None:
+    """Timing-sensitive: an unknown client id costs what a wrong secret does, at any cost."""
     real = crypto.secrets._derive
     calls: list[tuple[int, int, int, int, int]] = []
 
@@ -92,9 +153,13 @@ def test_dummy_verify_spends_a_real_verifications_scrypt(monkeypatch: pytest.Mon
         calls.append((len(salt), n, r, p, length))
         return real(secret, salt, n, r, p, length)
 
-    encoded = hash_secret("s")
-    monkeypatch.setattr(crypto.secrets, "_derive", counting)
-    assert verify_secret("wrong", encoded) is False
-    dummy_verify("wrong")
-    dummy_verify(generate_secret())
-    assert calls == [(16, 1 << 14, 8, 1, 32)] * 3
+    previous = use_cost(cost)
+    try:
+        encoded = hash_secret("s")
+        monkeypatch.setattr(crypto.secrets, "_derive", counting)
+        assert verify_secret("wrong", encoded) is False
+        dummy_verify("wrong")
+        dummy_verify(generate_secret())
+    finally:
+        use_cost(previous)
+    assert calls == [(16, cost.n, cost.r, cost.p, 32)] * 3
