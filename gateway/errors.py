@@ -33,18 +33,6 @@ from audit.monitor import MonitorUnavailable
 from crypto.problem import CodedError
 from crypto.psi_ec import InvalidGroupElement
 from exchange import errors as xe
-from exchange.analysis_rules import AnalysisRulesViolation
-from exchange.approval_binding import ApprovalMismatch
-from exchange.backup import BackupError, RestoreRefused
-from exchange.budgets import BudgetExceeded
-from exchange.computations.fl_rounds import FlRoundTimeout
-from exchange.computations.join_steps import JoinStepTimeout
-from exchange.computations.signed_approvals import ApprovalSignatureInvalid, SigningKeyUnknown
-from exchange.custody import NodeAddressRefused, NodeDataShredded, NodeUnreachable
-from exchange.identity import StoreMismatch
-from exchange.market.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
-from exchange.quotas import ComputationTooCostly, OutputTooLarge, QuotaExceeded
-from exchange.sessions import InvalidGrant as ExchangeInvalidGrant
 from gateway.auditing import failure_record
 from gateway.limits import BodyTooLarge
 from ledger.anchor import AnchorError, AnchorRefused
@@ -253,37 +241,37 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     xe.UploadTooLarge: ProblemType(413),
     xe.InsufficientStorage: ProblemType(507),
     xe.StoreUnavailable: ProblemType(503),
-    StoreMismatch: ProblemType(503),
-    BackupError: ProblemType(422),
-    RestoreRefused: ProblemType(409),
+    xe.StoreMismatch: ProblemType(503),
+    xe.BackupError: ProblemType(422),
+    xe.RestoreRefused: ProblemType(409),
     xe.NotFound: ProblemType(404),
     xe.Conflict: ProblemType(409),
     xe.DuplicateDatasetName: ProblemType(409),
     xe.Forbidden: ProblemType(403),
     xe.SeparationOfDuties: ProblemType(403),
     xe.InvitationInvalid: ProblemType(403),
-    PartyNotVerified: ProblemType(403),
-    OutsideAgreement: ProblemType(403),
-    AgreementExhausted: ProblemType(403),
+    xe.PartyNotVerified: ProblemType(403),
+    xe.OutsideAgreement: ProblemType(403),
+    xe.AgreementExhausted: ProblemType(403),
     xe.AuthenticationFailed: ProblemType(401),
-    ExchangeInvalidGrant: ProblemType(400),
-    NodeAddressRefused: ProblemType(422),
-    NodeUnreachable: ProblemType(422),
-    NodeDataShredded: ProblemType(400),
+    xe.InvalidGrant: ProblemType(400),
+    xe.NodeAddressRefused: ProblemType(422),
+    xe.NodeUnreachable: ProblemType(422),
+    xe.NodeDataShredded: ProblemType(400),
     # Fair use of computations (exchange.quotas): refused before anything is written.
-    QuotaExceeded: ProblemType(429),
-    OutputTooLarge: ProblemType(422),
-    ComputationTooCostly: ProblemType(422),
+    xe.QuotaExceeded: ProblemType(429),
+    xe.OutputTooLarge: ProblemType(422),
+    xe.ComputationTooCostly: ProblemType(422),
     # Privacy (docs/privacy.md): the providers' rules, budgets at acceptance, bound approvals.
-    AnalysisRulesViolation: ProblemType(422),
-    BudgetExceeded: ProblemType(409),
-    ApprovalMismatch: ProblemType(409),
-    ApprovalSignatureInvalid: ProblemType(403),
-    SigningKeyUnknown: ProblemType(422),
+    xe.AnalysisRulesViolation: ProblemType(422),
+    xe.BudgetExceeded: ProblemType(409),
+    xe.ApprovalMismatch: ProblemType(409),
+    xe.ApprovalSignatureInvalid: ProblemType(403),
+    xe.SigningKeyUnknown: ProblemType(422),
     # A federated job under a requester key whose requester left a round open past its
     # deadline: the job's failure code, and the answer to a late reply.
-    FlRoundTimeout: ProblemType(409),
-    JoinStepTimeout: ProblemType(409),
+    xe.FlRoundTimeout: ProblemType(409),
+    xe.JoinStepTimeout: ProblemType(409),
     # crypto: key-management refusals a caller can act on (they name no key material);
     # every other crypto error is one opaque answer.
     ce.CryptoError: _OPAQUE_CRYPTO,
