@@ -35,14 +35,6 @@ from crypto.psi_ec import InvalidGroupElement
 from exchange import errors as xe
 from gateway.auditing import failure_record
 from gateway.limits import BodyTooLarge
-from ledger.anchor import AnchorError, AnchorRefused
-from ledger.blocks import InvalidBlock
-from ledger.export import ExportTargetNotEmpty
-from ledger.log import BlockNotFound, EntryNotFound, InvalidRange
-from ledger.records import InvalidRecord
-from ledger.storage import BlockConflict, SealRace, TileRace
-from ledger.tiles import MissingNode
-from ledger.witness import WitnessRefusal
 from sandbox.errors import ERRORS_BY_CODE as SANDBOX_ERRORS
 from sandbox.errors import SandboxError
 from sandbox.node_side import NodeApprovalRefused, NodeError
@@ -303,24 +295,24 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     ce.CertificateRequestInvalid: _KEY_REFUSAL(422),
     ce.CertificateAuthorityUnavailable: _KEY_REFUSAL(503),
     # ledger: lookups are the caller's; everything else is the platform's (detail logged).
-    EntryNotFound: ProblemType(404),
-    BlockNotFound: ProblemType(404),
-    InvalidRange: ProblemType(422),
+    le.EntryNotFound: ProblemType(404),
+    le.BlockNotFound: ProblemType(404),
+    le.InvalidRange: ProblemType(422),
     le.LedgerError: _LEDGER_FAILURE,
     le.CanonicalJsonError: _LEDGER_FAILURE,
     le.ProofError: _LEDGER_FAILURE,
     le.NoteError: _LEDGER_FAILURE,
     le.CheckpointError: _LEDGER_FAILURE,
-    InvalidRecord: _LEDGER_FAILURE,
-    InvalidBlock: _LEDGER_FAILURE,
-    MissingNode: _LEDGER_FAILURE,
-    ExportTargetNotEmpty: _LEDGER_FAILURE,
-    SealRace: _LEDGER_FAILURE,
-    TileRace: _LEDGER_FAILURE,
-    BlockConflict: _LEDGER_FAILURE,
-    AnchorError: _LEDGER_FAILURE,
-    AnchorRefused: _LEDGER_FAILURE,
-    WitnessRefusal: _LEDGER_FAILURE,
+    le.InvalidRecord: _LEDGER_FAILURE,
+    le.InvalidBlock: _LEDGER_FAILURE,
+    le.MissingNode: _LEDGER_FAILURE,
+    le.ExportTargetNotEmpty: _LEDGER_FAILURE,
+    le.SealRace: _LEDGER_FAILURE,
+    le.TileRace: _LEDGER_FAILURE,
+    le.BlockConflict: _LEDGER_FAILURE,
+    le.AnchorError: _LEDGER_FAILURE,
+    le.AnchorRefused: _LEDGER_FAILURE,
+    le.WitnessRefusal: _LEDGER_FAILURE,
     # policies: a security administrator's bundle, or the engine failing closed.
     pe.PolicyError: ProblemType(500),
     pe.PolicyInvalid: ProblemType(422),
