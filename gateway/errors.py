@@ -36,10 +36,15 @@ from exchange import errors as xe
 from gateway.auditing import failure_record
 from gateway.limits import BodyTooLarge
 from sandbox.errors import ERRORS_BY_CODE as SANDBOX_ERRORS
-from sandbox.errors import SandboxError
-from sandbox.node_side import NodeApprovalRefused, NodeError
-from sandbox.operators import UnknownOperator, UsageExceeded
-from sandbox.outbound import OutboundRefused, OutboundTimeout
+from sandbox.errors import (
+    NodeApprovalRefused,
+    NodeError,
+    OutboundRefused,
+    OutboundTimeout,
+    SandboxError,
+    UsageExceeded,
+)
+from sandbox.operators import UnknownOperator
 
 log = logging.getLogger("pdx.gateway")
 
