@@ -212,3 +212,10 @@ class CertificateAuthorityUnavailable(CertificateError):
 
     code = "ca-unavailable"
     title = "Certificate authority unavailable"
+
+
+class InvalidGroupElement(CryptoError):
+    """An encoded element is not the abscissa of a P-256 point (or a scalar is out of range)."""
+
+    code = "invalid-group-element"
+    title = "Invalid group element"

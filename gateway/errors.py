@@ -31,7 +31,6 @@ import policies.errors as pe
 from audit.errors import AuditError, VerificationInputError
 from audit.monitor import MonitorUnavailable
 from crypto.problem import CodedError
-from crypto.psi_ec import InvalidGroupElement
 from exchange import errors as xe
 from gateway.auditing import failure_record
 from gateway.limits import BodyTooLarge
@@ -276,7 +275,7 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     ce.InvalidKey: _OPAQUE_CRYPTO,
     ce.UnsupportedAlgorithm: _OPAQUE_CRYPTO,
     ce.InvalidShares: _OPAQUE_CRYPTO,
-    InvalidGroupElement: _OPAQUE_CRYPTO,
+    ce.InvalidGroupElement: _OPAQUE_CRYPTO,
     ce.CertificateError: _OPAQUE_CRYPTO,
     ce.KeyNotFound: _KEY_REFUSAL(404),
     ce.KeyRoleDenied: _KEY_REFUSAL(403),
