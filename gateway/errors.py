@@ -28,8 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import crypto.errors as ce
 import ledger.errors as le
 import policies.errors as pe
-from audit.errors import AuditError, VerificationInputError
-from audit.monitor import MonitorUnavailable
+from audit.errors import AuditError, MonitorUnavailable, VerificationInputError
 from crypto.problem import CodedError
 from exchange import errors as xe
 from gateway.auditing import failure_record
