@@ -19,3 +19,8 @@ class VerificationInputError(AuditError):
 
     code = "verification-input-invalid"
     title = "Cannot read what was to be verified"
+
+
+class MonitorUnavailable(AuditError):
+    code = "monitor-unavailable"
+    title = "The ledger server could not be reached"

@@ -19,16 +19,11 @@ from typing import Any
 
 import httpx
 
-from audit.errors import AuditError, VerificationInputError
+from audit.errors import MonitorUnavailable, VerificationInputError
 from audit.verify import VerifyReport, check_block, check_checkpoint, load_verifiers
 from ledger import Block, LedgerError, TreeBuilder, decode_leaf, hasher, verify_consistency
 
 PAGE = 500  # the server pages ledger entries 500 at a time at most
-
-
-class MonitorUnavailable(AuditError):
-    code = "monitor-unavailable"
-    title = "The ledger server could not be reached"
 
 
 @dataclass

@@ -7,6 +7,7 @@ from crypto.digest import ContentDigest, sha256, sm3
 from crypto.errors import (
     CryptoError,
     InvalidCiphertext,
+    InvalidGroupElement,
     KeyNotFound,
     KeyPurposeMismatch,
     KeyStoreUnavailable,
@@ -15,7 +16,7 @@ from crypto.keymaterial import DataKey, SigningKey
 from crypto.keystore import KeyStore
 from crypto.lifecycle import KeyPurpose
 from crypto.models import CryptoBase
-from crypto.psi_ec import GroupPoint, InvalidGroupElement, PsiGroup, PsiScalar, psi_group
+from crypto.psi_ec import GroupPoint, PsiGroup, PsiScalar, psi_group
 from crypto.secrets import dummy_verify, generate_secret, hash_secret, verify_secret
 from crypto.stream import StreamEncryptor, decrypt_stream
 from crypto.suites.aead import AeadSuite

@@ -58,6 +58,13 @@ class InvalidKey(CryptoError):
     title = "Invalid key material"
 
 
+class InvalidGroupElement(CryptoError):
+    """An encoded element is not the abscissa of a P-256 point (or a scalar is out of range)."""
+
+    code = "invalid-group-element"
+    title = "Invalid group element"
+
+
 class UnsupportedAlgorithm(CryptoError):
     """An algorithm or cipher-suite name that `crypto` does not implement."""
 

@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from crypto import _h2c_p256 as h2c
 from crypto import _mb_p256 as mb
 from crypto import _ossl_p256 as ossl
-from crypto.errors import CryptoError
+from crypto.errors import InvalidGroupElement
 
 SUITE = "P256_XMD:SHA-256_SSWU_RO_"
 ELEMENT_BYTES = 32
@@ -60,13 +60,6 @@ POINT_BYTES = ossl.POINT_BYTES  # 04‖x‖y: the singly blinded elements the pe
 DEFAULT_DST = b"PDX-PSI-V01-CS01-with-" + SUITE.encode()
 _CURVE = ec.SECP256R1()
 _ECDH = ec.ECDH()
-
-
-class InvalidGroupElement(CryptoError):
-    """An encoded element is not the abscissa of a P-256 point (or a scalar is out of range)."""
-
-    code = "invalid-group-element"
-    title = "Invalid group element"
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,14 @@ from exchange.computations import (
 )
 from exchange.contracts import ContractCreate, ContractPublic, ContractStatus
 from exchange.custody import NodeCreate, NodePublic, NodeRegistration
-from exchange.errors import ExchangeError
-from exchange.identity import StoreIdentity, StoreMismatch
+from exchange.errors import ExchangeError, InvalidGrant, StoreMismatch
+from exchange.identity import StoreIdentity
 from exchange.ingest import configure_arrow_memory
 from exchange.jobs import DbPrivacyBudget, InlineRunner, ThreadRunner
 from exchange.models import Client, Dataset, DatasetField, ExchangeBase, Organisation
 from exchange.resources import policy_resource
 from exchange.schemas import DatasetCreate, DatasetPublic, DatasetSummary, PreviewPublic
 from exchange.seed import seed_demo
-from exchange.sessions import InvalidGrant
 from exchange.storage import ObjectStore
 from exchange.trail import Receipt, Trail
 

@@ -42,26 +42,12 @@ from sqlalchemy.schema import sort_tables
 import audit.verify
 import ledger
 from exchange import identity
-from exchange.errors import ExchangeError
+from exchange.errors import BackupError, RestoreRefused
 from exchange.models import Dataset
 
 FORMAT = "pdx-backup/1"
 _SIG_PREFIX = "pdx-backup/1 manifest sha256:"
 _BATCH = 1000
-
-
-class BackupError(ExchangeError):
-    """A backup cannot be made, verified or restored; the detail says why."""
-
-    code = "backup-invalid"
-    title = "Backup invalid"
-
-
-class RestoreRefused(BackupError):
-    """The restore would overwrite a store or go back below a published tree size."""
-
-    code = "restore-refused"
-    title = "Restore refused"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 import audit
-from exchange.backup import BackupError, BackupSummary
+from exchange.backup import BackupSummary
+from exchange.errors import BackupError
 from exchange.trail import Receipt, Trail
 
 # The audit record's detail column holds the record; longer locations cannot be recorded.

@@ -73,10 +73,10 @@ from exchange.schemas import DatasetPublic
 from exchange.synth import synthesize
 from exchange.timestamps import Timestamp
 from exchange.trail import Trail
-from sandbox.errors import SandboxError
+from sandbox.errors import OutboundRefused, SandboxError
 from sandbox.node_side import SEALED_PREFIX, sealed_aad
 from sandbox.nodes import NodeRegistry, ProviderNode, SyftNode
-from sandbox.outbound import OutboundRefused, pad_until, within
+from sandbox.outbound import pad_until, within
 
 __all__ = [
     "NodeAddressRefused",

@@ -216,3 +216,47 @@ class ComputationTooCostly(InvalidInput):
 
     code = "computation-too-costly"
     title = "Computation too costly"
+
+
+class BackupError(ExchangeError):
+    """A backup cannot be made, verified or restored; the detail says why."""
+
+    code = "backup-invalid"
+    title = "Backup invalid"
+
+
+class RestoreRefused(BackupError):
+    """The restore would overwrite a store or go back below a published tree size."""
+
+    code = "restore-refused"
+    title = "Restore refused"
+
+
+class StoreMismatch(ExchangeError):
+    """`$PDX_HOME` and the database do not belong to the same store."""
+
+    code = "store-mismatch"
+    title = "Store identity mismatch"
+
+
+class InvalidGrant(ExchangeError):
+    code = "invalid-grant"
+    title = "Invalid grant"
+
+
+class PartyNotVerified(Forbidden):
+    """A party to a negotiation has not had its identity verified (DSL art. 33)."""
+
+    code = "party-not-verified"
+
+
+class OutsideAgreement(Forbidden):
+    """The computation asks for an operator, purpose or delivery the agreement does not grant."""
+
+    code = "outside-agreement"
+
+
+class AgreementExhausted(Forbidden):
+    """The agreement's count, rows or ε share would be exceeded."""
+
+    code = "agreement-exhausted"

@@ -221,8 +221,9 @@ class DeploymentFactsReader:
 
     def newest_backup(self, session: Session) -> BackupFact | None:
         """The newest `backup.created` record, verified again now (AUD-06)."""
-        from exchange.backup import BackupError, verify_backup
+        from exchange.backup import verify_backup
         from exchange.backup_record import BackupRecord, manifest_digest
+        from exchange.errors import BackupError
 
         row = session.scalars(
             select(AuditRecord)

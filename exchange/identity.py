@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Integer, String, inspect, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from audit.models import UtcDateTime
-from exchange.errors import ExchangeError
+from exchange.errors import StoreMismatch
 from exchange.models import ExchangeBase
 
 IDENTITY_FILE = "store.json"
@@ -38,13 +38,6 @@ class StoreIdentityRow(ExchangeBase):
     ledger_origin: Mapped[str] = mapped_column(String(200))
     ledger_key_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-class StoreMismatch(ExchangeError):
-    """`$PDX_HOME` and the database do not belong to the same store."""
-
-    code = "store-mismatch"
-    title = "Store identity mismatch"
 
 
 @dataclass(frozen=True)

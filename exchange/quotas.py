@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from exchange.errors import ComputationTooCostly, OutputTooLarge, QuotaExceeded
 from exchange.models import Computation, Dataset, Organisation
-from sandbox.operators import InputFacts, Usage, UsageExceeded, UsageLimits, estimate
+from sandbox.errors import UsageExceeded
+from sandbox.operators import InputFacts, Usage, UsageLimits, estimate
 from sandbox.operators import check_usage as check_operator_usage
 
 __all__ = [

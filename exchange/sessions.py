@@ -17,15 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from exchange.errors import ExchangeError
+from exchange.errors import InvalidGrant
 from exchange.models import Client, RefreshToken, RevokedToken, TokenFamily
 
 PREFIX = "pdxr_"
-
-
-class InvalidGrant(ExchangeError):
-    code = "invalid-grant"
-    title = "Invalid grant"
 
 
 @dataclass(frozen=True)

@@ -28,38 +28,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import crypto.errors as ce
 import ledger.errors as le
 import policies.errors as pe
-from audit.errors import AuditError, VerificationInputError
-from audit.monitor import MonitorUnavailable
+from audit.errors import AuditError, MonitorUnavailable, VerificationInputError
 from crypto.problem import CodedError
-from crypto.psi_ec import InvalidGroupElement
 from exchange import errors as xe
-from exchange.analysis_rules import AnalysisRulesViolation
-from exchange.approval_binding import ApprovalMismatch
-from exchange.backup import BackupError, RestoreRefused
-from exchange.budgets import BudgetExceeded
-from exchange.computations.fl_rounds import FlRoundTimeout
-from exchange.computations.join_steps import JoinStepTimeout
-from exchange.computations.signed_approvals import ApprovalSignatureInvalid, SigningKeyUnknown
-from exchange.custody import NodeAddressRefused, NodeDataShredded, NodeUnreachable
-from exchange.identity import StoreMismatch
-from exchange.market.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
-from exchange.quotas import ComputationTooCostly, OutputTooLarge, QuotaExceeded
-from exchange.sessions import InvalidGrant as ExchangeInvalidGrant
 from gateway.auditing import failure_record
 from gateway.limits import BodyTooLarge
-from ledger.anchor import AnchorError, AnchorRefused
-from ledger.blocks import InvalidBlock
-from ledger.export import ExportTargetNotEmpty
-from ledger.log import BlockNotFound, EntryNotFound, InvalidRange
-from ledger.records import InvalidRecord
-from ledger.storage import BlockConflict, SealRace, TileRace
-from ledger.tiles import MissingNode
-from ledger.witness import WitnessRefusal
 from sandbox.errors import ERRORS_BY_CODE as SANDBOX_ERRORS
-from sandbox.errors import SandboxError
-from sandbox.node_side import NodeApprovalRefused, NodeError
-from sandbox.operators import UnknownOperator, UsageExceeded
-from sandbox.outbound import OutboundRefused, OutboundTimeout
+from sandbox.errors import (
+    NodeApprovalRefused,
+    NodeError,
+    OutboundRefused,
+    OutboundTimeout,
+    SandboxError,
+    UsageExceeded,
+)
+from sandbox.operators import UnknownOperator
 
 log = logging.getLogger("pdx.gateway")
 
@@ -253,37 +236,37 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     xe.UploadTooLarge: ProblemType(413),
     xe.InsufficientStorage: ProblemType(507),
     xe.StoreUnavailable: ProblemType(503),
-    StoreMismatch: ProblemType(503),
-    BackupError: ProblemType(422),
-    RestoreRefused: ProblemType(409),
+    xe.StoreMismatch: ProblemType(503),
+    xe.BackupError: ProblemType(422),
+    xe.RestoreRefused: ProblemType(409),
     xe.NotFound: ProblemType(404),
     xe.Conflict: ProblemType(409),
     xe.DuplicateDatasetName: ProblemType(409),
     xe.Forbidden: ProblemType(403),
     xe.SeparationOfDuties: ProblemType(403),
     xe.InvitationInvalid: ProblemType(403),
-    PartyNotVerified: ProblemType(403),
-    OutsideAgreement: ProblemType(403),
-    AgreementExhausted: ProblemType(403),
+    xe.PartyNotVerified: ProblemType(403),
+    xe.OutsideAgreement: ProblemType(403),
+    xe.AgreementExhausted: ProblemType(403),
     xe.AuthenticationFailed: ProblemType(401),
-    ExchangeInvalidGrant: ProblemType(400),
-    NodeAddressRefused: ProblemType(422),
-    NodeUnreachable: ProblemType(422),
-    NodeDataShredded: ProblemType(400),
+    xe.InvalidGrant: ProblemType(400),
+    xe.NodeAddressRefused: ProblemType(422),
+    xe.NodeUnreachable: ProblemType(422),
+    xe.NodeDataShredded: ProblemType(400),
     # Fair use of computations (exchange.quotas): refused before anything is written.
-    QuotaExceeded: ProblemType(429),
-    OutputTooLarge: ProblemType(422),
-    ComputationTooCostly: ProblemType(422),
+    xe.QuotaExceeded: ProblemType(429),
+    xe.OutputTooLarge: ProblemType(422),
+    xe.ComputationTooCostly: ProblemType(422),
     # Privacy (docs/privacy.md): the providers' rules, budgets at acceptance, bound approvals.
-    AnalysisRulesViolation: ProblemType(422),
-    BudgetExceeded: ProblemType(409),
-    ApprovalMismatch: ProblemType(409),
-    ApprovalSignatureInvalid: ProblemType(403),
-    SigningKeyUnknown: ProblemType(422),
+    xe.AnalysisRulesViolation: ProblemType(422),
+    xe.BudgetExceeded: ProblemType(409),
+    xe.ApprovalMismatch: ProblemType(409),
+    xe.ApprovalSignatureInvalid: ProblemType(403),
+    xe.SigningKeyUnknown: ProblemType(422),
     # A federated job under a requester key whose requester left a round open past its
     # deadline: the job's failure code, and the answer to a late reply.
-    FlRoundTimeout: ProblemType(409),
-    JoinStepTimeout: ProblemType(409),
+    xe.FlRoundTimeout: ProblemType(409),
+    xe.JoinStepTimeout: ProblemType(409),
     # crypto: key-management refusals a caller can act on (they name no key material);
     # every other crypto error is one opaque answer.
     ce.CryptoError: _OPAQUE_CRYPTO,
@@ -291,7 +274,7 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     ce.InvalidKey: _OPAQUE_CRYPTO,
     ce.UnsupportedAlgorithm: _OPAQUE_CRYPTO,
     ce.InvalidShares: _OPAQUE_CRYPTO,
-    InvalidGroupElement: _OPAQUE_CRYPTO,
+    ce.InvalidGroupElement: _OPAQUE_CRYPTO,
     ce.CertificateError: _OPAQUE_CRYPTO,
     ce.KeyNotFound: _KEY_REFUSAL(404),
     ce.KeyRoleDenied: _KEY_REFUSAL(403),
@@ -315,24 +298,24 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
     ce.CertificateRequestInvalid: _KEY_REFUSAL(422),
     ce.CertificateAuthorityUnavailable: _KEY_REFUSAL(503),
     # ledger: lookups are the caller's; everything else is the platform's (detail logged).
-    EntryNotFound: ProblemType(404),
-    BlockNotFound: ProblemType(404),
-    InvalidRange: ProblemType(422),
+    le.EntryNotFound: ProblemType(404),
+    le.BlockNotFound: ProblemType(404),
+    le.InvalidRange: ProblemType(422),
     le.LedgerError: _LEDGER_FAILURE,
     le.CanonicalJsonError: _LEDGER_FAILURE,
     le.ProofError: _LEDGER_FAILURE,
     le.NoteError: _LEDGER_FAILURE,
     le.CheckpointError: _LEDGER_FAILURE,
-    InvalidRecord: _LEDGER_FAILURE,
-    InvalidBlock: _LEDGER_FAILURE,
-    MissingNode: _LEDGER_FAILURE,
-    ExportTargetNotEmpty: _LEDGER_FAILURE,
-    SealRace: _LEDGER_FAILURE,
-    TileRace: _LEDGER_FAILURE,
-    BlockConflict: _LEDGER_FAILURE,
-    AnchorError: _LEDGER_FAILURE,
-    AnchorRefused: _LEDGER_FAILURE,
-    WitnessRefusal: _LEDGER_FAILURE,
+    le.InvalidRecord: _LEDGER_FAILURE,
+    le.InvalidBlock: _LEDGER_FAILURE,
+    le.MissingNode: _LEDGER_FAILURE,
+    le.ExportTargetNotEmpty: _LEDGER_FAILURE,
+    le.SealRace: _LEDGER_FAILURE,
+    le.TileRace: _LEDGER_FAILURE,
+    le.BlockConflict: _LEDGER_FAILURE,
+    le.AnchorError: _LEDGER_FAILURE,
+    le.AnchorRefused: _LEDGER_FAILURE,
+    le.WitnessRefusal: _LEDGER_FAILURE,
     # policies: a security administrator's bundle, or the engine failing closed.
     pe.PolicyError: ProblemType(500),
     pe.PolicyInvalid: ProblemType(422),

@@ -6,28 +6,35 @@ these names may move. Storage backends implement `LogStore` (see `ledger.storage
 
 from ledger.anchor import (
     Anchorer,
-    AnchorError,
-    AnchorRefused,
     AnchorSchedule,
     ChainAnchors,
     ChainWriter,
 )
-from ledger.blocks import GENESIS_PREV, Block, InvalidBlock
+from ledger.blocks import GENESIS_PREV, Block
 from ledger.canonical import canonical_json
 from ledger.checkpoint import Checkpoint
 from ledger.errors import (
+    AnchorError,
+    AnchorRefused,
+    BlockConflict,
+    BlockNotFound,
     CanonicalJsonError,
     CheckpointError,
+    EntryNotFound,
+    ExportTargetNotEmpty,
+    InvalidBlock,
+    InvalidRange,
+    InvalidRecord,
     LedgerError,
     NoteError,
     ProofError,
+    SealRace,
+    TileRace,
+    WitnessRefusal,
 )
-from ledger.export import ExportSummary, ExportTargetNotEmpty, export
+from ledger.export import ExportSummary, export
 from ledger.log import (
     MAX_PAGE,
-    BlockNotFound,
-    EntryNotFound,
-    InvalidRange,
     Ledger,
     LedgerConfig,
     LedgerSigner,
@@ -63,20 +70,17 @@ from ledger.publish import (
     WitnessEndpoint,
     cosigned_notes,
 )
-from ledger.records import InvalidRecord, LedgerRecord, decode_leaf
+from ledger.records import LedgerRecord, decode_leaf
 from ledger.sealer import Sealer
 from ledger.signing import Ed25519LedgerSigner, KmsLedgerSigner, signer_key_id
 from ledger.sql_storage import SqlLogStore
 from ledger.storage import (
     MAX_INDEX,
-    BlockConflict,
     EntryQuery,
     LogStore,
     NewLeaf,
     SealedBlock,
-    SealRace,
     StoredEntry,
-    TileRace,
 )
 from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileCache
 from ledger.witness import (
@@ -84,7 +88,6 @@ from ledger.witness import (
     CosignatureV1Verifier,
     LogConfig,
     Witness,
-    WitnessRefusal,
     WitnessState,
     serve_witness,
 )

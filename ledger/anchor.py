@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ledger.errors import LedgerError
+from ledger.errors import AnchorError, AnchorRefused
 
 __all__ = [
     "ARTIFACT_PATH",
     "SOURCE_PATH",
-    "AnchorError",
-    "AnchorRefused",
     "AnchorSchedule",
     "ChainAnchors",
     "ChainWriter",
@@ -53,18 +51,6 @@ MAX_PROOF: Final = 64
 _FUNDING_WEI: Final = 10**20
 
 log = logging.getLogger(__name__)
-
-
-class AnchorError(LedgerError):
-    code = "ledger-anchor-failed"
-    title = "Anchoring failed"
-
-
-class AnchorRefused(AnchorError):
-    """The chain reverted the anchor (not a writer, size does not grow, inconsistent)."""
-
-    code = "ledger-anchor-refused"
-    title = "The chain refused the anchor"
 
 
 def compile_contract() -> dict[str, Any]:

@@ -14,15 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.canonical import canonical_json
-from ledger.errors import LedgerError
+from ledger.errors import InvalidBlock
 from ledger.records import rfc3339_ms
 
 GENESIS_PREV = bytes(32)
-
-
-class InvalidBlock(LedgerError):
-    code = "ledger-block-invalid"
-    title = "Invalid ledger block"
 
 
 def b64(data: bytes) -> str:

@@ -44,3 +44,83 @@ class CheckpointError(LedgerError):
 
     code = "ledger-checkpoint-invalid"
     title = "Invalid checkpoint"
+
+
+class InvalidRecord(LedgerError):
+    code = "ledger-record-invalid"
+    title = "Invalid ledger record"
+
+
+class InvalidBlock(LedgerError):
+    code = "ledger-block-invalid"
+    title = "Invalid ledger block"
+
+
+class MissingNode(LedgerError):
+    code = "ledger-node-missing"
+    title = "Ledger node not stored"
+
+
+class SealRace(LedgerError):
+    """Another sealer extended the log first; this attempt must roll back and retry."""
+
+    code = "ledger-seal-race"
+    title = "Ledger sealed concurrently"
+
+
+class TileRace(SealRace):
+    """A stored tile does not end where the new hashes start (issue 13's sealer race)."""
+
+    code = "ledger-tile-race"
+    title = "Ledger tile extended concurrently"
+
+
+class BlockConflict(SealRace):
+    """A block at this height was sealed by another transaction."""
+
+    code = "ledger-block-conflict"
+    title = "Ledger block sealed concurrently"
+
+
+class EntryNotFound(LedgerError):
+    code = "ledger-entry-not-found"
+    title = "Ledger entry not found"
+
+
+class BlockNotFound(LedgerError):
+    code = "ledger-block-not-found"
+    title = "Ledger block not found"
+
+
+class InvalidRange(LedgerError):
+    code = "ledger-invalid-range"
+    title = "Invalid ledger range"
+
+
+class ExportTargetNotEmpty(LedgerError):
+    code = "ledger-export-target-not-empty"
+    title = "Export directory is not empty"
+
+
+class AnchorError(LedgerError):
+    code = "ledger-anchor-failed"
+    title = "Anchoring failed"
+
+
+class AnchorRefused(AnchorError):
+    """The chain reverted the anchor (not a writer, size does not grow, inconsistent)."""
+
+    code = "ledger-anchor-refused"
+    title = "The chain refused the anchor"
+
+
+class WitnessRefusal(LedgerError):
+    """The witness will not cosign: `status` is the tlog-witness HTTP status to answer."""
+
+    code = "ledger-witness-refused"
+    title = "Witness refused the checkpoint"
+
+    def __init__(self, detail: str, *, status: int, known_size: int | None = None) -> None:
+        super().__init__(detail, status=status, known_size=known_size)
+        self.status = status
+        self.known_size = known_size

@@ -19,17 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.canonical import canonical_json
-from ledger.errors import LedgerError
+from ledger.errors import ExportTargetNotEmpty, LedgerError
 from ledger.log import MAX_PAGE, Ledger, LogTransaction
 from ledger.publish import cosigned_notes
 
 FORMAT = "pdx-ledger-export/1"
 FILES = ("manifest.json", "entries.jsonl", "blocks.jsonl", "checkpoints.jsonl", "tiles.jsonl")
-
-
-class ExportTargetNotEmpty(LedgerError):
-    code = "ledger-export-target-not-empty"
-    title = "Export directory is not empty"
 
 
 @dataclass(frozen=True)

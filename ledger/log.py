@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from crypto.lru import Lru
 from ledger.blocks import GENESIS_PREV, Block
 from ledger.checkpoint import Checkpoint
-from ledger.errors import LedgerError
+from ledger.errors import BlockNotFound, EntryNotFound, InvalidRange, LedgerError
 from ledger.merkle import (
     TreeBuilder,
     TreeHasher,
@@ -36,9 +36,6 @@ from ledger.tiles import TILE_HEIGHT, TileCache, Tiles
 
 __all__ = [
     "MAX_PAGE",
-    "BlockNotFound",
-    "EntryNotFound",
-    "InvalidRange",
     "Ledger",
     "LedgerConfig",
     "LedgerSigner",
@@ -51,21 +48,6 @@ LogTransaction = Session | LogStore
 """Where a ledger call reads and writes: the caller's SQL session, or any `LogStore`."""
 
 MAX_PAGE = 1000
-
-
-class EntryNotFound(LedgerError):
-    code = "ledger-entry-not-found"
-    title = "Ledger entry not found"
-
-
-class BlockNotFound(LedgerError):
-    code = "ledger-block-not-found"
-    title = "Ledger block not found"
-
-
-class InvalidRange(LedgerError):
-    code = "ledger-invalid-range"
-    title = "Invalid ledger range"
 
 
 class LedgerSigner(Protocol):

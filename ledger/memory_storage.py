@@ -6,7 +6,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from ledger.storage import BlockConflict, EntryQuery, NewLeaf, SealedBlock, StoredEntry, TileRace
+from ledger.errors import BlockConflict, TileRace
+from ledger.storage import EntryQuery, NewLeaf, SealedBlock, StoredEntry
 
 __all__ = ["MemoryLogStorage", "MemoryLogStore"]
 

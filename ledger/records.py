@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.canonical import canonical_json
-from ledger.errors import LedgerError
+from ledger.errors import InvalidRecord
 
 _TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _LIMITS = {
@@ -28,11 +28,6 @@ _LIMITS = {
     "purpose": 256,
     "request_id": 64,
 }
-
-
-class InvalidRecord(LedgerError):
-    code = "ledger-record-invalid"
-    title = "Invalid ledger record"
 
 
 def rfc3339_ms(ts: datetime) -> str:

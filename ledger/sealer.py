@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from ledger.errors import SealRace
 from ledger.log import Ledger, LedgerSigner, LogTransaction
-from ledger.storage import SealedBlock, SealRace
+from ledger.storage import SealedBlock
 
 __all__ = ["Sealer"]
 

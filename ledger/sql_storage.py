@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger.blocks import Block
+from ledger.errors import BlockConflict, TileRace
 from ledger.models import LedgerBlock, LedgerEntry, LedgerSequence, LedgerTile
-from ledger.storage import BlockConflict, EntryQuery, NewLeaf, SealedBlock, StoredEntry, TileRace
+from ledger.storage import EntryQuery, NewLeaf, SealedBlock, StoredEntry
 
 __all__ = ["SqlLogStore"]
 

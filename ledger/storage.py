@@ -23,17 +23,13 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from ledger.blocks import Block
-from ledger.errors import LedgerError
 
 __all__ = [
     "MAX_INDEX",
-    "BlockConflict",
     "LogStore",
     "NewLeaf",
-    "SealRace",
     "SealedBlock",
     "StoredEntry",
-    "TileRace",
 ]
 
 # Indexes, heights and tree sizes are stored as signed 64-bit integers (SQL BIGINT);
@@ -75,27 +71,6 @@ class SealedBlock:
 
     block: Block
     checkpoint: str
-
-
-class SealRace(LedgerError):
-    """Another sealer extended the log first; this attempt must roll back and retry."""
-
-    code = "ledger-seal-race"
-    title = "Ledger sealed concurrently"
-
-
-class TileRace(SealRace):
-    """A stored tile does not end where the new hashes start (issue 13's sealer race)."""
-
-    code = "ledger-tile-race"
-    title = "Ledger tile extended concurrently"
-
-
-class BlockConflict(SealRace):
-    """A block at this height was sealed by another transaction."""
-
-    code = "ledger-block-conflict"
-    title = "Ledger block sealed concurrently"
 
 
 class LogStore(Protocol):

@@ -11,17 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from crypto.lru import Lru
-from ledger.errors import LedgerError
+from ledger.errors import MissingNode, TileRace
 from ledger.merkle import TreeHasher
-from ledger.storage import LogStore, TileRace
+from ledger.storage import LogStore
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
-
-
-class MissingNode(LedgerError):
-    code = "ledger-node-missing"
-    title = "Ledger node not stored"
 
 
 class TileCache:

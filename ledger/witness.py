@@ -27,7 +27,7 @@ from typing import Final
 
 from crypto import SignatureAlgorithm, SigningKeyPair, load_verifying_key
 from ledger.checkpoint import Checkpoint
-from ledger.errors import LedgerError, NoteError, ProofError
+from ledger.errors import LedgerError, NoteError, ProofError, WitnessRefusal
 from ledger.merkle import hasher, verify_consistency
 from ledger.note import (
     NoteKey,
@@ -42,7 +42,6 @@ __all__ = [
     "CosignatureV1Verifier",
     "LogConfig",
     "Witness",
-    "WitnessRefusal",
     "WitnessState",
     "add_checkpoint_request",
     "cosigned_message",
@@ -115,18 +114,6 @@ class CosignatureV1Signer:
         sig = self._key.sign(cosigned_message(body, timestamp))
         blob = self.key_hash.to_bytes(4, "big") + timestamp.to_bytes(8, "big") + sig
         return f"\u2014 {self.name} {base64.b64encode(blob).decode('ascii')}\n"
-
-
-class WitnessRefusal(LedgerError):
-    """The witness will not cosign: `status` is the tlog-witness HTTP status to answer."""
-
-    code = "ledger-witness-refused"
-    title = "Witness refused the checkpoint"
-
-    def __init__(self, detail: str, *, status: int, known_size: int | None = None) -> None:
-        super().__init__(detail, status=status, known_size=known_size)
-        self.status = status
-        self.known_size = known_size
 
 
 @dataclass(frozen=True)

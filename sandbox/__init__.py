@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sandbox.errors import (
         HomomorphicMismatch,
         InvalidParameters,
+        OutboundRefused,
         PrivacyBudgetExhausted,
         ReleaseRefused,
         SandboxError,
@@ -67,7 +68,6 @@ if TYPE_CHECKING:
     from sandbox.operators import REGISTRY, STATS_OPERATORS, ProviderInput, default_sandbox
     from sandbox.outbound import (
         OutboundPolicy,
-        OutboundRefused,
         pad_until,
         pinned_session,
         within,

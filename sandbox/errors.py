@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from sandbox.operators import Usage
 
 
 class SandboxError(Exception):
@@ -145,6 +148,55 @@ class JoinStopped(SandboxError):
 
     code = "join-stopped"
     title = "The requester's SDK stopped the join"
+
+
+# -- provider nodes and operator requests --------------------------------------------------
+
+
+class NodeError(SandboxError):
+    """A provider node could not be reached, refused the job, or failed to run it."""
+
+    code = "node-error"
+    title = "Provider node error"
+
+
+class NodeApprovalRefused(NodeError):
+    code = "node-approval-refused"
+    title = "The provider's node did not approve the job"
+
+
+class OutboundRefused(SandboxError):
+    """The node's address is not one the platform may connect to; nothing was sent."""
+
+    code = "node-address-refused"
+    title = "The node's address is not allowed"
+
+
+class OutboundTimeout(SandboxError):
+    """The peer did not finish within the deadline."""
+
+    code = "node-timeout"
+    title = "The node did not answer in time"
+
+
+class ParamsInvalid(InvalidParameters):
+    """An operator's parameters fail their model or their semantic checks (`field` says where)."""
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail, field=field)
+        self.field = field
+
+
+class UsageExceeded(SandboxError):
+    """A request's declared output or cost is above the limits (`which` names the limit)."""
+
+    code = "operator-usage-exceeded"
+    title = "The computation exceeds the platform's limits"
+
+    def __init__(self, which: str, detail: str, usage: Usage, limit: int) -> None:
+        super().__init__(detail, limit=which, maximum=limit, declared=usage.as_dict())
+        self.which = which
+        self.usage = usage
 
 
 ERRORS_BY_CODE: dict[str, type[SandboxError]] = {

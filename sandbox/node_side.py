@@ -37,14 +37,12 @@ from typing import Any, get_args
 import crypto
 from sandbox import mask_signing, party_stats, step_signing
 from sandbox._registry import REGISTRY, default_sandbox
-from sandbox.errors import SandboxError
+from sandbox.errors import NodeError, SandboxError
 from sandbox.isolation import FailureReason, SandboxFailure, SandboxOutcome, SandboxResult
 
 __all__ = [
     "MOCK_OUTPUT",
     "SEALED_PREFIX",
-    "NodeApprovalRefused",
-    "NodeError",
     "decode_outcome",
     "encode_outcome",
     "forget_data_keys",
@@ -56,18 +54,6 @@ __all__ = [
 MOCK_OUTPUT = b"PDXMOCK\n"
 _OUT_MAGIC = b"PDXNODE1\n"
 _REASONS: frozenset[str] = frozenset(get_args(FailureReason))
-
-
-class NodeError(SandboxError):
-    """A provider node could not be reached, refused the job, or failed to run it."""
-
-    code = "node-error"
-    title = "Provider node error"
-
-
-class NodeApprovalRefused(NodeError):
-    code = "node-approval-refused"
-    title = "The provider's node did not approve the job"
 
 
 # -- the outcome of one call, as it leaves the node --------------------------------------------

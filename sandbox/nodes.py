@@ -60,10 +60,9 @@ from sandbox._node_access import (
     ProviderNode,
     node_input_path,
 )
+from sandbox.errors import NodeApprovalRefused, NodeError
 from sandbox.node_side import (
     MOCK_OUTPUT,
-    NodeApprovalRefused,
-    NodeError,
     decode_outcome,
     encode_outcome,
     node_call,
@@ -73,8 +72,6 @@ from sandbox.outbound import OutboundPolicy, PinnedTarget, pinned_session
 __all__ = [
     "MOCK_OUTPUT",
     "NODE_ROOT",
-    "NodeApprovalRefused",
-    "NodeError",
     "NodeGrant",
     "NodeJob",
     "NodeRegistry",

@@ -31,7 +31,7 @@ from sandbox._registry import (
 )
 from sandbox._stats_query import StatsQuery
 from sandbox.cohort_joins import COHORT_SECURITY
-from sandbox.errors import InvalidParameters, SandboxError
+from sandbox.errors import ParamsInvalid, SandboxError, UsageExceeded
 from sandbox.fl import FlConfig
 from sandbox.join_params import (
     JoinClause,
@@ -55,7 +55,6 @@ __all__ = [
     "InputFacts",
     "Operator",
     "OperatorParams",
-    "ParamsInvalid",
     "ProviderInput",
     "PsiCardinalityParams",
     "PsiIntersectionParams",
@@ -63,7 +62,6 @@ __all__ = [
     "StatsParams",
     "UnknownOperator",
     "Usage",
-    "UsageExceeded",
     "UsageLimits",
     "check_usage",
     "default_sandbox",
@@ -166,14 +164,6 @@ class UnknownOperator(SandboxError):
     title = "No such operator"
 
 
-class ParamsInvalid(InvalidParameters):
-    """An operator's parameters fail their model or their semantic checks (`field` says where)."""
-
-    def __init__(self, detail: str, field: str) -> None:
-        super().__init__(detail, field=field)
-        self.field = field
-
-
 # -- declared output shape and cost ------------------------------------------------------------
 
 STATS_PASSES = 1
@@ -215,18 +205,6 @@ class UsageLimits:
 
     max_output_values: int
     max_row_passes: int
-
-
-class UsageExceeded(SandboxError):
-    """A request's declared output or cost is above the limits (`which` names the limit)."""
-
-    code = "operator-usage-exceeded"
-    title = "The computation exceeds the platform's limits"
-
-    def __init__(self, which: str, detail: str, usage: Usage, limit: int) -> None:
-        super().__init__(detail, limit=which, maximum=limit, declared=usage.as_dict())
-        self.which = which
-        self.usage = usage
 
 
 def _stats_usage(op: str, params: Mapping[str, Any], inputs: Sequence[InputFacts]) -> Usage:

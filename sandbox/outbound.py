@@ -36,13 +36,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from sandbox.errors import SandboxError
+from sandbox.errors import OutboundRefused, OutboundTimeout
 
 __all__ = [
     "METADATA_ADDRESSES",
     "OutboundPolicy",
-    "OutboundRefused",
-    "OutboundTimeout",
     "PinnedTarget",
     "pad_until",
     "pinned_session",
@@ -63,20 +61,6 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
 T = TypeVar("T")
-
-
-class OutboundRefused(SandboxError):
-    """The node's address is not one the platform may connect to; nothing was sent."""
-
-    code = "node-address-refused"
-    title = "The node's address is not allowed"
-
-
-class OutboundTimeout(SandboxError):
-    """The peer did not finish within the deadline."""
-
-    code = "node-timeout"
-    title = "The node did not answer in time"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import crypto.errors as ce
-import ledger.storage
+import ledger.errors
 import sandbox.errors
 from crypto.problem import CodedError
 from gateway import errors
@@ -182,7 +182,7 @@ RAISED: list[tuple[BaseException, int, str, bool]] = [
     (ce.InvalidCiphertext(SECRET, key_id="k1"), 500, "crypto-failure", False),
     (ce.InvalidKey(SECRET), 500, "crypto-failure", False),
     (ce.KeyNotFound("no such key", key_id=SECRET), 404, "key-not-found", True),
-    (ledger.storage.SealRace(SECRET, size=3), 500, "ledger-seal-race", False),
+    (ledger.errors.SealRace(SECRET, size=3), 500, "ledger-seal-race", False),
 ]
 
 

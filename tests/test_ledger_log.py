@@ -21,11 +21,11 @@ from audit.verify import verify_export
 from gateway.platform import Platform, build_platform, initialise, ledger_signer_for
 from gateway.settings import Settings
 from ledger.checkpoint import Checkpoint
+from ledger.errors import InvalidRange, InvalidRecord
 from ledger.export import export
-from ledger.log import InvalidRange
 from ledger.merkle import verify_consistency, verify_inclusion
 from ledger.note import open_note, parse_verifier_key
-from ledger.records import InvalidRecord, LedgerRecord
+from ledger.records import LedgerRecord
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)

@@ -1,5 +1,6 @@
 """The data market: products, ODRL offers, catalog, DSP negotiation, agreements, settlement."""
 
+from exchange.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
 from exchange.market import (
     agreements,
     catalog,
@@ -13,7 +14,6 @@ from exchange.market import (
 from exchange.market.agreements import AgreementPublic, meter_computation
 from exchange.market.catalog import CatalogQuery, dsp_catalog, search_catalog
 from exchange.market.certificates import CertificateInvalid, verify_certificate
-from exchange.market.errors import AgreementExhausted, OutsideAgreement, PartyNotVerified
 from exchange.market.negotiation import NegotiationCreate, NegotiationPublic, SignIn
 from exchange.market.odrl import Terms
 from exchange.market.parties import KeyCreate, PartyPublic, VerifyParty

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller
+from exchange.errors import AgreementExhausted, OutsideAgreement
 from exchange.market._common import ZTime, aware, offset_page, record
-from exchange.market.errors import AgreementExhausted, OutsideAgreement
 from exchange.market.models import Agreement, MeterRecord
 from exchange.market.odrl import PriceModel, round_fen, yuan
 from exchange.models import Contract, Dataset

@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 import crypto
 from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind
-from exchange.errors import Forbidden, InvalidInput, NotFound
+from exchange.errors import Forbidden, InvalidInput, NotFound, PartyNotVerified
 from exchange.market._common import record, z
-from exchange.market.errors import PartyNotVerified
 from exchange.market.models import Party, PartyKey
 from exchange.models import Organisation
 from exchange.trail import Trail

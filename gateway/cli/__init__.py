@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from exchange.identity import StoreMismatch
+        from exchange.errors import StoreMismatch
 
         if not isinstance(exc, StoreMismatch):
             raise

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def _backup(args: argparse.Namespace) -> int:
     """`pdx backup create|verify|restore` (exchange/backup.py)."""
-    from exchange.backup import BackupError, restore_backup, verify_backup
+    from exchange.backup import restore_backup, verify_backup
+    from exchange.errors import BackupError
 
     keys = [text_arg(k) for k in args.pubkey or ()]
     try:

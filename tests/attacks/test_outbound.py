@@ -22,7 +22,8 @@ from crypto.roles import KeyActor, KeyRole
 from gateway.app import create_app
 from gateway.platform import Platform, build_platform, initialise
 from gateway.settings import Settings
-from sandbox.outbound import OutboundPolicy, OutboundRefused, pinned_session
+from sandbox.errors import OutboundRefused
+from sandbox.outbound import OutboundPolicy, pinned_session
 from tests.conftest import EXAMPLE_CSV, login
 from tests.helpers.api import compute_client
 from tests.helpers.server import start_server
