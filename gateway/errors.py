@@ -42,7 +42,6 @@ from sandbox.errors import (
     SandboxError,
     UsageExceeded,
 )
-from sandbox.operators import UnknownOperator
 
 log = logging.getLogger("pdx.gateway")
 
@@ -334,7 +333,6 @@ PROBLEMS: dict[type[BaseException], ProblemType] = {
             OutboundRefused,
             OutboundTimeout,
             UsageExceeded,
-            UnknownOperator,
         ),
         _INTERNAL,
     ),

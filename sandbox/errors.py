@@ -69,6 +69,8 @@ class OutputTooLarge(SandboxError):
 
 
 class UnknownOperator(SandboxError):
+    """A request or a job names no vetted operator."""
+
     code = "sandbox-unknown-operator"
     title = "No vetted operator has this name"
 

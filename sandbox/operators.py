@@ -31,7 +31,7 @@ from sandbox._registry import (
 )
 from sandbox._stats_query import StatsQuery
 from sandbox.cohort_joins import COHORT_SECURITY
-from sandbox.errors import ParamsInvalid, SandboxError, UsageExceeded
+from sandbox.errors import ParamsInvalid, SandboxError, UnknownOperator, UsageExceeded
 from sandbox.fl import FlConfig
 from sandbox.join_params import (
     JoinClause,
@@ -60,7 +60,6 @@ __all__ = [
     "PsiIntersectionParams",
     "PsiSumParams",
     "StatsParams",
-    "UnknownOperator",
     "Usage",
     "UsageLimits",
     "check_usage",
@@ -155,13 +154,6 @@ OperatorParams = (
     | PsiIntersectionParams
     | HeteroParams
 )
-
-
-class UnknownOperator(SandboxError):
-    """A request names no vetted operator."""
-
-    code = "sandbox-unknown-operator"
-    title = "No such operator"
 
 
 # -- declared output shape and cost ------------------------------------------------------------

@@ -37,13 +37,12 @@ from exchange.quotas import admit, check_usage
 from exchange.resources import RequestInput, covering_view, load_request_inputs
 from sandbox.accounting import DEFAULT_DELTA
 from sandbox.coordinator import SECURITY_MODEL
-from sandbox.errors import ParamsInvalid
+from sandbox.errors import ParamsInvalid, UnknownOperator
 from sandbox.operators import (
     FlParams,
     HeteroParams,
     OperatorParams,
     StatsParams,
-    UnknownOperator,
     validate_params,
 )
 
