@@ -14,6 +14,7 @@ from gateway.platform import Platform
 from sandbox.dp import SeededNoise
 from tests.helpers.api import assert_problem
 from tests.helpers.i18_wiring import (
+    HETERO,
     JOIN,
     PURPOSE,
     approve_all,
@@ -175,13 +176,7 @@ def test_vertical_logistic_regression_through_the_workflow(
     host = register_pi(capi, net["bank"], host_csv, "account features")
     active_contract(capi, net["ent"], net["tel"], net["tel_org"], [guest["id"]], PURPOSE)
     active_contract(capi, net["ent"], net["bank"], net["bank_org"], [host["id"]], PURPOSE)
-    params = {
-        "kind": "phone",
-        "keys": ["tel", "tel"],
-        "label": "label",
-        "features": [["f0", "f1"], ["g0", "g1"]],
-        "iterations": 2,
-    }
+    params = {**HETERO, "iterations": 2}
     inputs = [guest["id"], host["id"]]
     # Undeclared keys are denied; declared, the request waits for both providers.
     assert_problem(ask_join(capi, net, "fl.hetero_logreg", params, inputs), 403)
