@@ -41,7 +41,19 @@ POSTGRES_URL = os.environ.get("PDX_TEST_POSTGRES_URL")
 # reads, so `--dist loadgroup` does not group.)
 PROCESS_TESTS = frozenset(
     {
+        "attacks/test_fl_party_keys.py",
+        "attacks/test_hetero_party_keys.py",
+        "attacks/test_join_party_keys.py",
+        "attacks/test_limits.py",
+        "attacks/test_outbound.py",
+        "attacks/test_party_held_keys.py",
+        "attacks/test_shared_login_budget.py",
+        "attacks/test_signed_mask_keys.py",
+        "attacks/test_token_flood.py",
+        "faults/test_job_dirs.py",
+        "faults/test_kill.py",
         "test_api_consistency.py",
+        "test_cohort_join_cli.py",
         "test_console_browser.py",
         "test_console_jobkey_browser.py",
         "test_e2e.py",
@@ -49,7 +61,6 @@ PROCESS_TESTS = frozenset(
         "test_ledger_anchor.py",
         "test_ledger_log.py",
         "test_ledger_publish.py",
-        "test_nodes.py",
         "test_passkeys_browser.py",
         "test_platform_anchor.py",
         "test_sdk_cli.py",
@@ -57,16 +68,16 @@ PROCESS_TESTS = frozenset(
         "test_sdk_clients.py",
         "test_sdk_fresh_venv.py",
         "test_sdk_market_cli.py",
+        "test_secret_search.py",
         "test_store_startup.py",
     }
 )
-PROCESS_DIRS = frozenset({"attacks", "faults"})
 
 
 def starts_processes(nodeid: str) -> bool:
     """Whether the test `nodeid` names is one of the process tests above."""
-    parts = nodeid.split("::", 1)[0].split("/")
-    return parts[-1] in PROCESS_TESTS or (len(parts) > 2 and parts[-2] in PROCESS_DIRS)
+    path = nodeid.split("::", 1)[0]
+    return path.removeprefix("tests/") in PROCESS_TESTS
 
 
 try:
