@@ -171,6 +171,10 @@ def test_vertical_logistic_regression_through_the_workflow(
     capi: TestClient, creds: dict[str, Any], platform: Platform
 ) -> None:
     guest_csv, host_csv, common = vertical_csvs(31)
+    # Seeded noise, as in the first test: the minimum (20) is decided on the 70 aligned
+    # rows plus discrete Laplace noise of scale 1/ε_count ≈ 8.3, so real draws refuse about
+    # once in 800 runs (seen once under `pytest -n 3`).
+    platform.compute.noise = SeededNoise(np.random.default_rng(31))
     net = join_network(capi, creds, join_data(31), declare=False)
     guest = register_pi(capi, net["tel"], guest_csv, "churn labels")
     host = register_pi(capi, net["bank"], host_csv, "account features")
