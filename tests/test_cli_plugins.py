@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -34,3 +37,23 @@ def test_a_plugin_registers_its_verbs_beside_the_servers(
     assert capsys.readouterr().out == "hello pdx\n"
     verbs = gateway.cli.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert {"run", "ledger", "kms", "backup", "hello"} <= set(verbs)
+
+
+def test_building_the_command_line_imports_no_platform_package() -> None:
+    """`pdx --help`, `pdx ledger verify` and the SDK's verbs start without the platform.
+
+    Every start builds the whole parser (this package's verbs and every plugin's), so a
+    verb module that imports `exchange` at its top makes every command pay for it (about
+    2.5 s here, where `pdx --help` takes about 1 s without it); a verb imports what it
+    runs when it runs.
+    """
+    code = (
+        "import sys; from gateway.cli import build_parser; build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'exchange', 'sandbox', 'policies', 'ledger', 'audit', 'fastapi', 'sqlalchemy'}))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

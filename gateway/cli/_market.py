@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from exchange.market.certificates import CertificateInvalid, verify_certificate
 from gateway.cli._common import CliError
 
 
@@ -22,6 +21,10 @@ def _key(value: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    # Imported here: every `pdx` start registers this verb, and the market imports the
+    # whole exchange (about 2.5 s), which only this verb needs.
+    from exchange.market.certificates import CertificateInvalid, verify_certificate
+
     try:
         bundle = json.loads(Path(args.file).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
