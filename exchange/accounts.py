@@ -108,6 +108,12 @@ class Caller:
         if role not in self.roles:
             raise Forbidden(f"this operation needs the '{role}' role", required_role=role.value)
 
+    def require_as(self, role: Role, kind: OrgKind, refusal: str) -> None:
+        """Refuse unless the caller holds `role` for an organisation of `kind` (`refusal`)."""
+        self.require(role)
+        if self.org_kind is not kind:
+            raise Forbidden(refusal)
+
     def require_org_admin(self, org: Organisation) -> None:
         """Refuse unless an administrator person of `org` itself stands behind the call."""
         issuer = CLIENT_ISSUER.get(OrgKind(org.kind))

@@ -171,9 +171,9 @@ def propose_contract(
     default_term: timedelta = DEFAULT_TERM,
 ) -> ContractPublic:
     """An enterprise proposes a contract covering some of one provider's datasets."""
-    caller.require(Role.DATA_CONSUMER)
-    if caller.org_kind is not OrgKind.ENTERPRISE:
-        raise Forbidden("only an enterprise proposes contracts")
+    caller.require_as(
+        Role.DATA_CONSUMER, OrgKind.ENTERPRISE, "only an enterprise proposes contracts"
+    )
     provider = session.get(Organisation, body.provider_org)
     if provider is None or provider.kind != OrgKind.PROVIDER:
         raise InvalidInput("provider_org is not a provider organisation", field="provider_org")

@@ -58,7 +58,6 @@ from exchange.catalog import (
 )
 from exchange.errors import (
     DuplicateDatasetName,
-    Forbidden,
     InvalidInput,
     NodeAddressRefused,
     NodeDataShredded,
@@ -252,9 +251,9 @@ def register_node(
 
     The login happens before the write transaction opens, never inside it.
     """
-    caller.require(Role.DATA_PROVIDER)
-    if caller.org_kind is not OrgKind.PROVIDER:
-        raise Forbidden("only a provider organisation has a node")
+    caller.require_as(
+        Role.DATA_PROVIDER, OrgKind.PROVIDER, "only a provider organisation has a node"
+    )
     node: ProviderNode | None = None
     if body.kind == "http":
         if not body.url or not body.email or body.password is None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from sqlalchemy import Connection, Integer, String, inspect, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from audit.models import UtcDateTime
 from exchange.errors import StoreMismatch
 from exchange.models import ExchangeBase
 
@@ -37,7 +36,7 @@ class StoreIdentityRow(ExchangeBase):
     store_id: Mapped[str] = mapped_column(String(36))
     ledger_origin: Mapped[str] = mapped_column(String(200))
     ledger_key_fingerprint: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
 
 
 @dataclass(frozen=True)

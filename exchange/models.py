@@ -36,7 +36,12 @@ class ExchangeBase(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[Any]: JSON}
+    type_annotation_map = {
+        datetime: UtcDateTime,
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        list[Any]: JSON,
+    }
 
 
 class Organisation(ExchangeBase):
@@ -45,7 +50,7 @@ class Organisation(ExchangeBase):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
 
     clients: Mapped[list[Client]] = relationship(back_populates="organisation")
 
@@ -61,7 +66,7 @@ class Client(ExchangeBase):
     secret_hash: Mapped[str] = mapped_column(String(256))
     roles: Mapped[list[str]] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
     # The person the client acts for (issue 11): approvals and duties belong to people.
     owner_person_id: Mapped[str | None] = mapped_column(ForeignKey("people.id"), index=True)
     # The person who last set the secret, and so has seen it: an administrator issuing or
@@ -95,7 +100,7 @@ class Person(ExchangeBase):
     status: Mapped[str] = mapped_column(String(16))
     created_by_person: Mapped[str | None] = mapped_column(String(40), index=True)
     invited_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
 
 
 class Invitation(ExchangeBase):
@@ -115,9 +120,9 @@ class Invitation(ExchangeBase):
     org_admin: Mapped[bool] = mapped_column(Boolean)
     invited_by_person: Mapped[str | None] = mapped_column(String(40))
     invited_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    redeemed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    redeemed_at: Mapped[datetime | None]
     person_id: Mapped[str | None] = mapped_column(String(40))
 
 
@@ -143,9 +148,9 @@ class Dataset(ExchangeBase):
     important_data_catalogue: Mapped[bool] = mapped_column(Boolean)
     share_attribute: Mapped[str] = mapped_column(String(16))
     open_attribute: Mapped[str] = mapped_column(String(16))
-    graded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    graded_at: Mapped[datetime]
     graded_by: Mapped[str] = mapped_column(String(128))
-    next_review_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_review_at: Mapped[datetime]
     custody: Mapped[str] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     rows: Mapped[int] = mapped_column(BigInteger)
@@ -154,7 +159,7 @@ class Dataset(ExchangeBase):
     data_key_id: Mapped[str] = mapped_column(String(36))
     scan: Mapped[dict[str, Any]] = mapped_column(JSON)
     profile: Mapped[dict[str, Any]] = mapped_column(JSON)
-    registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    registered_at: Mapped[datetime]
     registered_by: Mapped[str] = mapped_column(String(128))
 
     fields: Mapped[list[DatasetField]] = relationship(
@@ -204,9 +209,9 @@ class TokenFamily(ExchangeBase):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
     # RFC 8705: the certificate the family is bound to (x5t#S256), when issued over mTLS.
     cnf_x5t: Mapped[str | None] = mapped_column(String(64))
@@ -219,8 +224,8 @@ class RefreshToken(ExchangeBase):
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     family_id: Mapped[str] = mapped_column(ForeignKey("auth_token_families.id"), index=True)
-    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    issued_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
 
 
 class RevokedToken(ExchangeBase):
@@ -230,8 +235,8 @@ class RevokedToken(ExchangeBase):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
-    revoked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime]
 
 
 # -- contracts, computations, privacy budgets, provider nodes (the computation issue) ------
@@ -252,15 +257,15 @@ class Contract(ExchangeBase):
     datasets: Mapped[list[str]] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(500))
     agreement_id: Mapped[str | None] = mapped_column(String(128))
-    not_before: Mapped[datetime] = mapped_column(UtcDateTime)
-    not_after: Mapped[datetime] = mapped_column(UtcDateTime)
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), index=True)
     proposed_by: Mapped[str] = mapped_column(String(64))
-    proposed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    proposed_at: Mapped[datetime]
     signed_by: Mapped[str | None] = mapped_column(String(64))
-    signed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    signed_at: Mapped[datetime | None]
     terminated_by: Mapped[str | None] = mapped_column(String(64))
-    terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    terminated_at: Mapped[datetime | None]
     termination_reason: Mapped[str | None] = mapped_column(String(500))
     transitions: Mapped[list[Any]] = mapped_column(JSON)
     """[{state, at, by, ledger_index}] in order: the contract's history on the ledger."""
@@ -291,14 +296,14 @@ class Computation(ExchangeBase):
     transitions: Mapped[list[Any]] = mapped_column(JSON)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     epsilon_spent: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
     secret_key_id: Mapped[str | None] = mapped_column(String(36))
     secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     result_key_id: Mapped[str | None] = mapped_column(String(36))
     result_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     result_digest: Mapped[str | None] = mapped_column(String(64))
-    retain_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    retain_until: Mapped[datetime | None]
 
     inputs: Mapped[list[ComputationInput]] = relationship(
         back_populates="computation",
@@ -322,11 +327,11 @@ class ComputationInput(ExchangeBase):
     approval: Mapped[str] = mapped_column(String(16))
     """Run approval: `not-required`, `pending`, `approved` or `rejected`."""
     approved_by: Mapped[str | None] = mapped_column(String(64))
-    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    approved_at: Mapped[datetime | None]
     release_approval: Mapped[str] = mapped_column(String(16))
     """Release review: `not-required`, `pending`, `approved` or `rejected`."""
     release_approved_by: Mapped[str | None] = mapped_column(String(64))
-    release_approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    release_approved_at: Mapped[datetime | None]
 
     computation: Mapped[Computation] = relationship(back_populates="inputs")
 
@@ -336,7 +341,7 @@ class SpentColumns:
 
     epsilon_spent: Mapped[float] = mapped_column(Float)
     delta_spent: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime]
 
 
 class ChargeColumns:
@@ -344,7 +349,7 @@ class ChargeColumns:
 
     epsilon: Mapped[float] = mapped_column(Float)
     delta: Mapped[float] = mapped_column(Float)
-    charged_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    charged_at: Mapped[datetime]
 
 
 class PrivacyBudgetAccount(SpentColumns, ExchangeBase):
@@ -381,7 +386,7 @@ class ProviderNodeRecord(ExchangeBase):
     credentials_key_id: Mapped[str | None] = mapped_column(String(36))
     credentials_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     registered_by: Mapped[str] = mapped_column(String(64))
-    registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    registered_at: Mapped[datetime]
 
 
 class NodeDataset(ExchangeBase):
@@ -392,7 +397,7 @@ class NodeDataset(ExchangeBase):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     asset_ref: Mapped[str] = mapped_column(String(200))
-    uploaded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    uploaded_at: Mapped[datetime]
 
 
 class ComputationLease(ExchangeBase):
@@ -408,8 +413,8 @@ class ComputationLease(ExchangeBase):
     computation_id: Mapped[str] = mapped_column(ForeignKey("computations.id"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer)
     holder: Mapped[str] = mapped_column(String(128))
-    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    heartbeat_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class DatasetJoinKey(ExchangeBase):
@@ -425,4 +430,4 @@ class DatasetJoinKey(ExchangeBase):
     column: Mapped[str] = mapped_column(String(200), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     declared_by: Mapped[str] = mapped_column(String(128))
-    declared_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    declared_at: Mapped[datetime]

@@ -15,7 +15,6 @@ from sqlalchemy.types import JSON
 
 import audit
 from audit.catalogue import Event
-from audit.models import UtcDateTime
 from crypto import passkeys as webauthn
 from exchange.accounts import Caller
 from exchange.errors import (
@@ -48,8 +47,8 @@ class PersonPasskey(ExchangeBase):
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     sign_count: Mapped[int] = mapped_column(BigInteger)
     transports: Mapped[list[str]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
 
 
 class PasskeyChallenge(ExchangeBase):
@@ -64,9 +63,9 @@ class PasskeyChallenge(ExchangeBase):
     person_id: Mapped[str] = mapped_column(ForeignKey("people.id"), index=True)
     purpose: Mapped[str] = mapped_column(String(16))
     challenge_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -138,20 +138,5 @@ def dry_run(
 
 
 def as_json(result: DryRun) -> dict[str, Any]:
-    """The dry run as the API answers it."""
-    return {
-        "revision": result.revision,
-        "candidate_digest": result.candidate_digest,
-        "evaluated": result.evaluated,
-        "changed": result.changed,
-        "failed": result.failed,
-        "actions": [
-            {
-                "action": a.action,
-                "evaluated": a.evaluated,
-                "allow_to_deny": a.allow_to_deny,
-                "deny_to_allow": a.deny_to_allow,
-            }
-            for a in result.actions
-        ],
-    }
+    """The dry run as the API answers it: its fields, and each action's, by their names."""
+    return asdict(result)

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from audit.models import UtcDateTime
 from exchange.models import ChargeColumns, ExchangeBase, SpentColumns
 
 __all__ = [
@@ -35,7 +34,7 @@ class AnalysisRulesRecord(ExchangeBase):
     rules: Mapped[dict[str, Any]] = mapped_column(JSON)
     version: Mapped[int] = mapped_column(Integer)
     updated_by: Mapped[str] = mapped_column(String(128))
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime]
 
 
 class DatasetLineage(ExchangeBase):
@@ -47,7 +46,7 @@ class DatasetLineage(ExchangeBase):
     lineage: Mapped[str] = mapped_column(String(80), index=True)
     rows_digest: Mapped[str] = mapped_column(String(80))
     derived_from: Mapped[str | None] = mapped_column(String(36))
-    fixed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    fixed_at: Mapped[datetime]
 
 
 class LineageBudget(SpentColumns, ExchangeBase):
@@ -87,7 +86,7 @@ class ApprovalBindingRecord(ExchangeBase):
     binding: Mapped[dict[str, Any]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(80))
     approved_by: Mapped[str] = mapped_column(String(128))
-    approved_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    approved_at: Mapped[datetime]
 
 
 class CommitmentOpening(ExchangeBase):
@@ -99,4 +98,4 @@ class CommitmentOpening(ExchangeBase):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     key_hex: Mapped[str] = mapped_column(String(64))
     commitment: Mapped[str] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]

@@ -28,7 +28,6 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, Text, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from audit.models import UtcDateTime
 from exchange.accounts import Caller, Role
 from exchange.computations.context import ComputeContext
 from exchange.computations.state import State, load, transition
@@ -72,8 +71,8 @@ class ComputationFlRound(ExchangeBase):
     """The step's encrypted aggregate (`sandbox.party_fl.FL_ROUND_FORMAT`), JSON."""
     reply: Mapped[str | None] = mapped_column(Text, nullable=True)
     """The requester's sealed reply (or stop), JSON; None until posted."""
-    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    deadline: Mapped[datetime] = mapped_column(UtcDateTime)
+    opened_at: Mapped[datetime]
+    deadline: Mapped[datetime]
 
 
 def forget(session: Session, computation_id: str) -> None:

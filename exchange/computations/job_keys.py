@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from audit.models import UtcDateTime
 from exchange.errors import InvalidInput
 from exchange.models import Computation, Dataset, ExchangeBase, ProviderNodeRecord
 from sandbox.accounting import DEFAULT_DELTA
@@ -98,7 +97,7 @@ class ComputationJobKey(ExchangeBase):
     public_n: Mapped[str] = mapped_column(Text)
     """The Paillier modulus, lowercase hex."""
     fingerprint: Mapped[str] = mapped_column(String(80))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
 
 
 class JobKeyIn(BaseModel):

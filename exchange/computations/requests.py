@@ -82,9 +82,9 @@ def request_computation(
             session, body.operator, body.params, loaded, requester_org=caller.org_id
         )
         decision = decide(resources)
-        caller.require(Role.DATA_CONSUMER)
-        if caller.org_kind is not OrgKind.ENTERPRISE:
-            raise Forbidden("only an enterprise requests computations")
+        caller.require_as(
+            Role.DATA_CONSUMER, OrgKind.ENTERPRISE, "only an enterprise requests computations"
+        )
         params = _validate_params(body.operator, body.params)
         ob = policies.Obligations.from_decision(decision.obligations)
         # Bounds, groups, cohort and ε per query are the providers', not the request's.

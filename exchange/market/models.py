@@ -18,7 +18,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from audit.models import UtcDateTime
 from exchange.models import ExchangeBase
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
 UuidPk = Annotated[str, mapped_column(String(36), primary_key=True)]
 OrgRef = Annotated[str, mapped_column(ForeignKey("organisations.id"), index=True)]
 ProductRef = Annotated[str, mapped_column(ForeignKey("market_products.id"), index=True)]
-UtcTime = Annotated[datetime, mapped_column(UtcDateTime)]
 LedgerIndex = Annotated[int | None, mapped_column(BigInteger)]
 """The index of the ledger entry that created or last changed the row."""
 
@@ -56,7 +54,7 @@ class Party(ExchangeBase):
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
     credit_code: Mapped[str] = mapped_column(String(18))
     verified_by: Mapped[str] = mapped_column(String(64))
-    verified_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    verified_at: Mapped[datetime]
     ledger_index: Mapped[LedgerIndex]
 
 
@@ -70,7 +68,7 @@ class PartyKey(ExchangeBase):
     algorithm: Mapped[str] = mapped_column(String(32))
     public_key: Mapped[str] = mapped_column(String(200))  # base64 of the raw encoding
     registered_by: Mapped[str] = mapped_column(String(64))
-    registered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    registered_at: Mapped[datetime]
 
 
 class Product(ExchangeBase):
@@ -97,8 +95,8 @@ class Product(ExchangeBase):
     search_tokens: Mapped[str] = mapped_column(Text)
     """jieba tokens of title, description and keywords, space-separated (full-text index)."""
     created_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[UtcTime]
-    listed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    created_at: Mapped[datetime]
+    listed_at: Mapped[datetime | None] = mapped_column(index=True)
     ledger_index: Mapped[LedgerIndex]
 
     __table_args__ = (
@@ -128,7 +126,7 @@ class Offer(ExchangeBase):
     product_id: Mapped[ProductRef]
     terms: Mapped[dict[str, Any]] = mapped_column(JSON)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[UtcTime]
+    created_at: Mapped[datetime]
 
 
 class Negotiation(ExchangeBase):
@@ -152,8 +150,8 @@ class Negotiation(ExchangeBase):
     signatures: Mapped[dict[str, Any]] = mapped_column(JSON)
     transitions: Mapped[list[Any]] = mapped_column(JSON)
     agreement_id: Mapped[str | None] = mapped_column(String(36))
-    created_at: Mapped[UtcTime]
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class Agreement(ExchangeBase):
@@ -181,13 +179,13 @@ class Agreement(ExchangeBase):
     digest: Mapped[str | None] = mapped_column(String(80))
     signatures: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), index=True)
-    not_before: Mapped[datetime] = mapped_column(UtcDateTime)
-    not_after: Mapped[datetime] = mapped_column(UtcDateTime)
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
     used_computations: Mapped[int] = mapped_column(BigInteger)
     used_rows: Mapped[int] = mapped_column(BigInteger)
     used_epsilon: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[UtcTime]
-    terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime]
+    terminated_at: Mapped[datetime | None]
     ledger_index: Mapped[LedgerIndex]
 
 
@@ -201,7 +199,7 @@ class MeterRecord(ExchangeBase):
     computation_id: Mapped[str] = mapped_column(String(36), index=True)
     consumer_org: Mapped[str] = mapped_column(String(36))
     provider_org: Mapped[str] = mapped_column(String(36), index=True)
-    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    at: Mapped[datetime] = mapped_column(index=True)
     computations: Mapped[int] = mapped_column(Integer)
     rows: Mapped[int] = mapped_column(BigInteger)
     epsilon: Mapped[float] = mapped_column(Float)
@@ -220,12 +218,12 @@ class Statement(ExchangeBase):
     kind: Mapped[str] = mapped_column(String(16))
     org_id: Mapped[str] = mapped_column(String(36), index=True)
     agreement_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    period_start: Mapped[datetime] = mapped_column(UtcDateTime)
-    period_end: Mapped[datetime] = mapped_column(UtcDateTime)
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(80))
     signature: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[UtcTime]
+    created_at: Mapped[datetime]
     ledger_index: Mapped[LedgerIndex]
 
 
@@ -241,7 +239,7 @@ class Dispute(ExchangeBase):
     opened_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(1000))
     state: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[UtcTime]
+    created_at: Mapped[datetime]
     ledger_index: Mapped[LedgerIndex]
 
 
@@ -257,5 +255,5 @@ class Certificate(ExchangeBase):
     signer: Mapped[dict[str, Any]] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(80))
     signature: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[UtcTime]
+    created_at: Mapped[datetime]
     ledger_index: Mapped[LedgerIndex]

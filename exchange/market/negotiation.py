@@ -224,9 +224,9 @@ def start_negotiation(
     session: Session, caller: Caller, body: NegotiationCreate, *, now: datetime, trail: Trail
 ) -> NegotiationPublic:
     """An enterprise requests an offer of a listed product (DSP ContractRequestMessage)."""
-    caller.require(Role.DATA_CONSUMER)
-    if caller.org_kind is not OrgKind.ENTERPRISE:
-        raise Forbidden("only an enterprise negotiates for data")
+    caller.require_as(
+        Role.DATA_CONSUMER, OrgKind.ENTERPRISE, "only an enterprise negotiates for data"
+    )
     offer = session.get(Offer, body.offer_id)
     product = session.get(Product, offer.product_id) if offer else None
     if offer is None or product is None or product.state != "listed":

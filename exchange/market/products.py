@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from audit.catalogue import Event
 from exchange.accounts import Caller, OrgKind, Role
-from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
+from exchange.errors import Conflict, InvalidInput, NotFound
 from exchange.levels import Level
 from exchange.market._common import ZTime, offset_page, record, z
 from exchange.market.models import Offer, Product, ProductOperator
@@ -181,9 +181,7 @@ def create_product(
     session: Session, caller: Caller, body: ProductCreate, *, now: datetime, trail: Trail
 ) -> ProductPublic:
     """A provider packages some of its datasets into a draft product with offers."""
-    caller.require(Role.DATA_PROVIDER)
-    if caller.org_kind is not OrgKind.PROVIDER:
-        raise Forbidden("only a provider packages products")
+    caller.require_as(Role.DATA_PROVIDER, OrgKind.PROVIDER, "only a provider packages products")
     wanted = list(dict.fromkeys(body.datasets))
     found = {
         d.id: d
