@@ -51,7 +51,6 @@ from sandbox.fl import FlConfig, FlJob
 from sandbox.fl_local import local_train, logloss_sum
 from sandbox.party_fl import UPDATE_BITS
 from sandbox.release import InMemoryPrivacyBudget, ReleaseGate, ReleaseObligations
-from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD
 from tests.helpers.i15_keys import (
     core_dump,
     encoded,
@@ -60,9 +59,9 @@ from tests.helpers.i15_keys import (
     start_requester,
 )
 from tests.helpers.net import free_port
+from tests.helpers.party_cluster import NODE_EMAIL, NODE_PASSWORD, PartyServer
 from tests.helpers.s13_fl_keys import FEATURES, LABEL, PURPOSE, byte_hits, rows_of
 from tests.helpers.s14_fl_seal import sealed_requester_script
-from tests.helpers.server import start_server
 from tests.test_api_contracts import active_contract, make_org, measure_csv, register_dataset
 
 assert any(p.endswith("sdk") for p in sys.path)  # tests.helpers.s13_fl_keys's import put it there
@@ -79,27 +78,18 @@ ATTACKS = ("alter", "substitute_model", "substitute_key")
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory, shared_party_server: PartyServer
+) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("fl-party-keys")
-    server_tmp = tmp / "server-tmp"
-    server_tmp.mkdir()
-    server = start_server(
-        tmp / "home",
-        {
-            "TMPDIR": str(server_tmp),
-            "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
-            "PDX_NODE_READ_TIMEOUT_MS": "120000",
-            "PDX_NODE_PROBE_TIMEOUT_MS": "120000",
-            "PDX_NODE_CONNECT_TIMEOUT_MS": "10000",
-        },
-        deadline_s=180,
-    )
+    # The server is shared (tests.helpers.party_cluster); the nodes are this module's own:
+    # each holds its organisation's party key.
+    server, creds = shared_party_server.server, shared_party_server.creds
     nodes = []
     requester: subprocess.Popen[str] | None = None
     texts = [measure_csv(20 + i, n) for i, n in enumerate(ROWS)]
     trust, parties = tmp / "trusted-parties.json", {}
     try:
-        creds = json.loads((server.home / "demo-credentials.json").read_text())
         api = httpx.Client(base_url=server.url, timeout=300)
         _, ent = make_org(api, creds, "Riverside Health Analytics", "enterprise")
         plain_inputs, private_inputs = [], []
@@ -160,9 +150,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         assert line.strip() == "DONE", line + requester.stdout.read()[-3000:]
         facts = json.loads((out / "requester.json").read_text())
         dumps = tmp / "dumps"
+        # The server's dump is taken now, after this module's jobs (it serves other modules).
         yield {
             "server": server,
-            "server_tmp": server_tmp,
+            "server_tmp": shared_party_server.tmp,
             "texts": texts,
             "tmp": tmp,
             "facts": facts,
@@ -174,7 +165,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             assert requester.stdin is not None
             requester.stdin.close()
             requester.wait(timeout=30)
-        server.stop()
         for node in nodes:
             node.stop()
         shutil.rmtree(tmp / "dumps", ignore_errors=True)  # core dumps are large

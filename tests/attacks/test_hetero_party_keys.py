@@ -23,8 +23,9 @@ import pytest
 
 from sandbox.vertical_dp import weights_sigma
 from tests.attacks.test_party_held_keys import _large_integers
-from tests.helpers.i15_keys import encoded, encodings, files_under, search
+from tests.helpers.i15_keys import NodeProcess, encoded, encodings, files_under, search
 from tests.helpers.i18_wiring import HETERO, LEGAL_BASIS, PURPOSE, vertical_csvs
+from tests.helpers.party_cluster import PartyServer
 from tests.helpers.s13_hetero_keys import party_key_run
 from tests.helpers.s16_fast import file_hits
 
@@ -32,7 +33,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_party_server: PartyServer,
+    shared_party_nodes: list[NodeProcess],
+) -> Iterator[dict[str, Any]]:
     guest_csv, host_csv, _ = vertical_csvs(71)
     parties = [("City Telecom", guest_csv, "tel"), ("Riverside Bank", host_csv, "tel")]
 
@@ -45,7 +50,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             "legal_basis": LEGAL_BASIS,
         }
 
-    with party_key_run(tmp_path_factory.mktemp("hetero-party-keys"), parties, request) as run:
+    tmp = tmp_path_factory.mktemp("hetero-party-keys")
+    with party_key_run(
+        tmp, shared_party_server, shared_party_nodes, "Harbour Mutual Insurance", parties, request
+    ) as run:
         yield run
 
 

@@ -20,19 +20,24 @@ from typing import Any
 import pytest
 
 from tests.attacks.test_party_held_keys import _large_integers
-from tests.helpers.i15_keys import files_under, search
+from tests.helpers.i15_keys import NodeProcess, files_under, search
 from tests.helpers.i18_wiring import JOIN, LEGAL_BASIS, PURPOSE, join_data
+from tests.helpers.party_cluster import PartyServer
 from tests.helpers.s13_hetero_keys import party_key_run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_party_server: PartyServer,
+    shared_party_nodes: list[NodeProcess],
+) -> Iterator[dict[str, Any]]:
     data = join_data(51, cohort=160, values=160, common=120)  # far above the minimum 20
     parties = [
-        ("City Telecom", data.cohort_csv, "mobile"),
-        ("Riverside Bank", data.values_csv, "msisdn"),
+        ("Metro Telecom", data.cohort_csv, "mobile"),
+        ("Lakeside Bank", data.values_csv, "msisdn"),
     ]
 
     def request(inputs: list[str]) -> dict[str, Any]:
@@ -44,7 +49,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             "legal_basis": LEGAL_BASIS,
         }
 
-    with party_key_run(tmp_path_factory.mktemp("join-party-keys"), parties, request) as run:
+    tmp = tmp_path_factory.mktemp("join-party-keys")
+    with party_key_run(
+        tmp, shared_party_server, shared_party_nodes, "Northbridge Insurance", parties, request
+    ) as run:
         yield {**run, "data": data}
 
 

@@ -40,20 +40,18 @@ import pytest
 from sandbox.coordinator import ResultParty
 from tests.helpers.i15_keys import (
     REQUESTER,
+    NodeProcess,
     core_dump,
     files_under,
     search,
-    start_node,
     start_requester,
 )
-from tests.helpers.net import free_port
-from tests.helpers.server import start_server
+from tests.helpers.party_cluster import PartyServer, node_body
 from tests.test_api_contracts import active_contract, make_org, register_dataset
 
 pytestmark = pytest.mark.slow
 
 PURPOSE = "readmission risk research"
-NODE_EMAIL, NODE_PASSWORD = "coordinator@pdx.dev", "pw-4567-node"
 
 
 def _csv(seed: int, rows: int) -> str:
@@ -72,40 +70,23 @@ def _fixed_sum(text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_party_server: PartyServer,
+    shared_party_nodes: list[NodeProcess],
+) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("party-keys")
-    server_tmp = tmp / "server-tmp"
-    server_tmp.mkdir()
-    server = start_server(
-        tmp / "home",
-        {
-            "TMPDIR": str(server_tmp),
-            "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
-            "PDX_NODE_READ_TIMEOUT_MS": "120000",
-            "PDX_NODE_PROBE_TIMEOUT_MS": "120000",
-            "PDX_NODE_CONNECT_TIMEOUT_MS": "10000",
-        },
-        deadline_s=180,
-    )
-    nodes = []
+    server = shared_party_server.server  # shared: tests.helpers.party_cluster
+    creds = shared_party_server.creds
     requester: subprocess.Popen[str] | None = None
     try:
-        creds = json.loads((server.home / "demo-credentials.json").read_text())
         api = httpx.Client(base_url=server.url, timeout=300)
-        ent_org, ent = make_org(api, creds, "Riverside Health Analytics", "enterprise")
+        ent_org, ent = make_org(api, creds, "Riverside Health Research", "enterprise")
         texts, datasets = [], []
-        for i, name in enumerate(("Northgate", "Lakeside")):
-            node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
-            nodes.append(node)
+        names = ("Northgate", "Lakeside")
+        for i, (name, node) in enumerate(zip(names, shared_party_nodes, strict=True)):
             org, prov = make_org(api, creds, f"{name} District Hospital", "provider")
-            body = {
-                "kind": "http",
-                "url": node.url,
-                "email": NODE_EMAIL,
-                "password": NODE_PASSWORD,
-                "can_approve": True,
-            }
-            r = api.put("/v1/nodes/me", headers=prov, json=body)
+            r = api.put("/v1/nodes/me", headers=prov, json=node_body(node))
             assert r.status_code == 200, r.text
             text = _csv(i + 1, 40)
             ds = register_dataset(
@@ -140,9 +121,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         assert line.strip() == "DONE", line + requester.stdout.read()[-3000:]
         facts = json.loads((out / "requester.json").read_text())
         dumps = tmp / "dumps"
+        # The server's dump is taken now, after this computation (it serves other modules).
         yield {
             "server": server,
-            "server_tmp": server_tmp,
+            "server_tmp": shared_party_server.tmp,
             "texts": texts,
             "facts": facts,
             "server_core": core_dump(server.proc.pid, dumps / "server"),
@@ -154,9 +136,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             assert requester.stdin is not None
             requester.stdin.close()
             requester.wait(timeout=30)
-        server.stop()
-        for node in nodes:
-            node.stop()
         shutil.rmtree(tmp / "dumps", ignore_errors=True)  # core dumps are large
 
 

@@ -38,9 +38,10 @@ from exchange.computations import job_keys
 from gateway.app import create_app
 from gateway.platform import build_platform, initialise
 from gateway.settings import Settings
-from tests.attacks.test_party_held_keys import NODE_EMAIL, NODE_PASSWORD, PURPOSE, _csv, _fixed_sum
+from tests.attacks.test_party_held_keys import PURPOSE, _csv, _fixed_sum
 from tests.helpers.i15_keys import NodeProcess, start_node
 from tests.helpers.net import free_port
+from tests.helpers.party_cluster import NODE_EMAIL, NODE_PASSWORD
 from tests.test_api_computations import wait_for
 from tests.test_api_contracts import active_contract, make_org, register_dataset
 

@@ -2,7 +2,8 @@
 
 The harness of `tests/attacks/test_join_party_keys.py`, shared with
 `tests/attacks/test_hetero_party_keys.py`: the real server (`pdx run`), one PySyft
-Datasite per provider over HTTP holding that provider's table, and a requester with only
+Datasite per provider over HTTP holding that provider's table (server and nodes shared by
+the session, `tests.helpers.party_cluster`), and a requester with only
 `sdk/` importable that generates its job key, asks, waits and decrypts. The providers
 approve; the request without a job key is refused first (422, `field: job_key`). Yields
 what the attack tests search: the server's home and temp dir, core dumps of the server
@@ -21,14 +22,11 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.i15_keys import REQUESTER, core_dump, start_node, start_requester
+from tests.helpers.i15_keys import REQUESTER, NodeProcess, core_dump, start_requester
 from tests.helpers.i18_wiring import PURPOSE, declare_key, register_pi
-from tests.helpers.net import free_port
-from tests.helpers.server import start_server
+from tests.helpers.party_cluster import PartyServer, node_body
 from tests.test_api_contracts import active_contract, make_org
 
-NODE_EMAIL, NODE_PASSWORD = "coordinator@pdx.dev", "pw-4567-node"
-"""As `tests/attacks/test_party_held_keys.py`."""
 _PRINT_ID = 'comp_id = r.json()["id"]\n'
 
 Party = tuple[str, str, str]
@@ -37,41 +35,27 @@ Party = tuple[str, str, str]
 
 @contextmanager
 def party_key_run(
-    tmp: Path, parties: Sequence[Party], request_for: Callable[[list[str]], dict[str, Any]]
+    tmp: Path,
+    cluster: PartyServer,
+    nodes: Sequence[NodeProcess],
+    requester_org: str,
+    parties: Sequence[Party],
+    request_for: Callable[[list[str]], dict[str, Any]],
 ) -> Iterator[dict[str, Any]]:
-    """Run `request_for(dataset ids)` under the requester's key; yield what there is to search."""
-    server_tmp = tmp / "server-tmp"
-    server_tmp.mkdir()
-    server = start_server(
-        tmp / "home",
-        {
-            "TMPDIR": str(server_tmp),
-            "PDX_NODE_ALLOW_NETWORKS": "127.0.0.0/8",
-            "PDX_NODE_READ_TIMEOUT_MS": "120000",
-            "PDX_NODE_PROBE_TIMEOUT_MS": "120000",
-            "PDX_NODE_CONNECT_TIMEOUT_MS": "10000",
-        },
-        deadline_s=180,
-    )
-    nodes = []
+    """Run `request_for(dataset ids)` under the requester's key; yield what there is to search.
+
+    The server and the nodes are shared (`tests.helpers.party_cluster`): party i's dataset
+    goes on `nodes[i]`; the organisation names must be new to the server.
+    """
+    server = cluster.server
     requester: subprocess.Popen[str] | None = None
     try:
-        creds = json.loads((server.home / "demo-credentials.json").read_text())
         api = httpx.Client(base_url=server.url, timeout=300)
-        _, ent = make_org(api, creds, "Harbour Mutual Insurance", "enterprise")
+        _, ent = make_org(api, cluster.creds, requester_org, "enterprise")
         held = []
-        for i, (name, text, column) in enumerate(parties):
-            node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
-            nodes.append(node)
-            org, prov = make_org(api, creds, name, "provider")
-            body = {
-                "kind": "http",
-                "url": node.url,
-                "email": NODE_EMAIL,
-                "password": NODE_PASSWORD,
-                "can_approve": True,
-            }
-            r = api.put("/v1/nodes/me", headers=prov, json=body)
+        for node, (name, text, column) in zip(nodes, parties, strict=True):
+            org, prov = make_org(api, cluster.creds, name, "provider")
+            r = api.put("/v1/nodes/me", headers=prov, json=node_body(node))
             assert r.status_code == 200, r.text
             ds = register_pi(api, prov, text, f"{name} (node)", path="/v1/nodes/datasets")
             assert ds["custody"] == "node"
@@ -100,9 +84,10 @@ def party_key_run(
         assert line.strip() == "DONE", line + requester.stdout.read()[-3000:]
         facts = json.loads((out / "requester.json").read_text())
         dumps = tmp / "dumps"
+        # The server's dump is taken now, after this computation (it serves other modules).
         yield {
             "server": server,
-            "server_tmp": server_tmp,
+            "server_tmp": cluster.tmp,
             "datasets": [d for _, d in held],
             "facts": facts,
             "server_core": core_dump(server.proc.pid, dumps / "server"),
@@ -113,7 +98,4 @@ def party_key_run(
             assert requester.stdin is not None
             requester.stdin.close()
             requester.wait(timeout=30)
-        server.stop()
-        for node in nodes:
-            node.stop()
         shutil.rmtree(tmp / "dumps", ignore_errors=True)  # core dumps are large
