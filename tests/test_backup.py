@@ -71,8 +71,43 @@ def backed_up(
     return out, r.json()["id"], int(manifest["tree_size"])
 
 
+# Per backend, a store and the backup made of it (by the first test that made one): the
+# backup directory, the store's settings (its root key), the dataset's id. Never modified.
+Pristine = dict[str, tuple[Path, Settings, str]]
+
+
+@pytest.fixture(scope="module")
+def pristine() -> Pristine:
+    return {}
+
+
+def backend(settings: Settings) -> str:
+    return "sqlite" if settings.database_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture
+def backup_copy(
+    request: pytest.FixtureRequest, pristine: Pristine, settings: Settings, tmp_path: Path
+) -> tuple[Path, Settings, str]:
+    """A copy of this backend's backup, this test's to tamper with: (dir, source, id).
+
+    Making a backup costs a seeded platform, a registered dataset and a `pdx backup create`
+    (about 10 s); the tampered-backup cases each change one file of their own copy.
+    """
+    if backend(settings) not in pristine:
+        out, dataset_id, _ = request.getfixturevalue("backed_up")
+        pristine[backend(settings)] = (out, settings, dataset_id)
+    out, source, dataset_id = pristine[backend(settings)]
+    copy = tmp_path / "backup-copy"
+    shutil.copytree(out, copy)
+    return copy, source, dataset_id
+
+
 def test_backup_round_trip_restores_a_decryptable_verifiable_store(
-    backed_up: tuple[Path, str, int], settings: Settings, target: Settings
+    backed_up: tuple[Path, str, int],
+    pristine: Pristine,
+    settings: Settings,
+    target: Settings,
 ) -> None:
     out, dataset_id, tree_size = backed_up
     verified = pdx(settings, "backup", "verify", str(out))
@@ -94,13 +129,15 @@ def test_backup_round_trip_restores_a_decryptable_verifiable_store(
         assert report.tree_size >= tree_size
     finally:
         platform.engine.dispose()
+    # Verified and restored: the tampered-backup cases start from copies of this one.
+    pristine.setdefault(backend(settings), (out, settings, dataset_id))
 
 
 @pytest.mark.parametrize("what", ["object", "table", "manifest", "ledger"])
 def test_tampered_backup_is_refused(
-    backed_up: tuple[Path, str, int], settings: Settings, target: Settings, what: str
+    backup_copy: tuple[Path, Settings, str], settings: Settings, target: Settings, what: str
 ) -> None:
-    out, dataset_id, _ = backed_up
+    out, source, dataset_id = backup_copy
     if what == "object":
         path = out / "objects" / f"{dataset_id}.pdxs"
         data = bytearray(path.read_bytes())
@@ -121,7 +158,7 @@ def test_tampered_backup_is_refused(
     done = pdx(settings, "backup", "verify", str(out))
     assert done.returncode == 2, done.stdout
     assert done.stderr.startswith("pdx: error: ")
-    with_root_key(settings, target)
+    with_root_key(source, target)
     refused = pdx(target, "backup", "restore", str(out))
     assert refused.returncode == 2
     assert not (target.home / "store.json").exists()

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import warm_cli
+
 
 def pdx(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PDX_HOME": str(home), "PDX_SEED_DEMO": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True
-    )
+    return warm_cli.pdx(args, env=env)
 
 
 @pytest.mark.slow

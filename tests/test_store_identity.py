@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from gateway.app import create_app
 from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
 from tests.conftest import EXAMPLE_CSV, REPO, login
+from tests.helpers import warm_cli
 from tests.test_store_hygiene import register
 
 
@@ -29,15 +29,7 @@ def pdx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "PDX_DATABASE_URL": settings.database_url,
         "PYTHONPATH": str(REPO),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=REPO,
-    )
+    return warm_cli.pdx(args, env=env, cwd=REPO, timeout=300)
 
 
 def snapshot(home: Path) -> dict[str, tuple[int, int]]:
