@@ -34,6 +34,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,10 +59,25 @@ Array = npt.NDArray[np.float64]
 
 
 def _opendp() -> Any:
-    import opendp.prelude as dp  # noqa: PLC0415 - the native library loads on first use
+    """OpenDP's domains, metrics and measurements, as `dp.<name>` and `dp.m.<name>`.
 
-    dp.enable_features("contrib")
-    return dp
+    Not `opendp.prelude`: it also imports OpenDP's optional extras (scikit-learn, polars and
+    others, where installed), about 3 s in every sandbox process that draws noise.
+    """
+    # The native library loads on first use.
+    import opendp.domains as domains  # noqa: PLC0415
+    import opendp.measurements as measurements  # noqa: PLC0415
+    import opendp.metrics as metrics  # noqa: PLC0415
+    from opendp.mod import enable_features  # noqa: PLC0415
+
+    enable_features("contrib")
+    return SimpleNamespace(
+        vector_domain=domains.vector_domain,
+        atom_domain=domains.atom_domain,
+        l1_distance=metrics.l1_distance,
+        l2_distance=metrics.l2_distance,
+        m=measurements,
+    )
 
 
 class NoiseSource(Protocol):

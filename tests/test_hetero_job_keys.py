@@ -31,6 +31,7 @@ from sandbox.vertical_dp import weights_sigma
 from sandbox.vertical_keys import SCALE_BITS
 from sandbox.vertical_ops import HeteroJob
 from sandbox.vertical_params import HeteroParams
+from tests.helpers.breast_cancer import breast_cancer, central_accuracy
 from tests.helpers.i15_keys import encodings
 from tests.helpers.i18_wiring import (
     HETERO,
@@ -192,9 +193,7 @@ def test_breast_cancer_under_a_requester_key_is_within_one_point_of_sklearn(
     tmp_path: Path, job_key: JobKey
 ) -> None:
     """Must-show 1 on this path: DP off, labels + 10 features at the guest, 10 per host."""
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-
-    from tests.test_hetero_lr import GUEST, HOST1, HOST2, breast_cancer
+    from tests.test_hetero_lr import GUEST, HOST1, HOST2
 
     data = breast_cancer()
     x, y = data["x_tr"], data["y_tr"]
@@ -234,7 +233,7 @@ def test_breast_cancer_under_a_requester_key_is_within_one_point_of_sklearn(
         part_tr, part_te = x[:, cols], x_te[:, cols]
         z = z + (part_te - part_tr.mean(axis=0)) / part_tr.std(axis=0) @ w
     acc = float(((z > 0) == data["y_te"]).mean())
-    central = float(LogisticRegression(C=1.0, max_iter=5000).fit(x, y).score(x_te, data["y_te"]))
+    central = central_accuracy()
     assert abs(acc - central) <= 0.01, (acc, central)
 
 

@@ -11,27 +11,9 @@ import pytest
 from sandbox import hetero_lr
 from sandbox.errors import InvalidParameters
 from sandbox.identifiers import IdKind, JobDomain
+from tests.helpers.breast_cancer import breast_cancer, central_accuracy
 
 GUEST, HOST1, HOST2 = list(range(10)), list(range(10, 20)), list(range(20, 30))
-
-
-def breast_cancer() -> dict[str, Any]:
-    """bench/fl.py's split (stratified 80/20, seed 42), standardised on the training rows."""
-    from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
-    from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
-    from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
-
-    data = load_breast_cancer()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        data.data, data.target, test_size=0.2, random_state=42, stratify=data.target
-    )
-    scaler = StandardScaler().fit(x_tr)
-    return {
-        "x_tr": scaler.transform(x_tr),
-        "x_te": scaler.transform(x_te),
-        "y_tr": y_tr,
-        "y_te": y_te,
-    }
 
 
 def plaintext_reference(x: Any, y: Any, cfg: hetero_lr.HeteroConfig) -> Any:
@@ -48,14 +30,11 @@ def plaintext_reference(x: Any, y: Any, cfg: hetero_lr.HeteroConfig) -> Any:
 
 @pytest.fixture(scope="module")
 def trained() -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-
     data = breast_cancer()
     cfg = hetero_lr.HeteroConfig(key_bits=1024, iterations=20)
     x = data["x_tr"]
     result = hetero_lr.train(x[:, GUEST], data["y_tr"], [x[:, HOST1], x[:, HOST2]], cfg)
-    central = LogisticRegression(C=1.0, max_iter=5000).fit(x, data["y_tr"])
-    return {"data": data, "cfg": cfg, "result": result, "central": central}
+    return {"data": data, "cfg": cfg, "result": result}
 
 
 @pytest.mark.slow
@@ -64,7 +43,7 @@ def test_accuracy_within_one_point_of_centralised(trained: dict[str, Any]) -> No
     x_te = data["x_te"]
     z = result.decision(x_te[:, GUEST], [x_te[:, HOST1], x_te[:, HOST2]])
     acc = float(((z > 0) == data["y_te"]).mean())
-    central = float(trained["central"].score(x_te, data["y_te"]))
+    central = central_accuracy()
     assert abs(acc - central) <= 0.01, (acc, central)
 
 
