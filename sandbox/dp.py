@@ -34,7 +34,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from types import SimpleNamespace
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,26 +57,29 @@ _INT_LIMIT = 2**53
 Array = npt.NDArray[np.float64]
 
 
-def _opendp() -> Any:
-    """OpenDP's domains, metrics and measurements, as `dp.<name>` and `dp.m.<name>`.
+def _make_measurement(kind: str, scale: float) -> Any:
+    """OpenDP's measurement for `kind` ("float-gaussian", "gaussian", "laplace") at `scale`.
 
-    Not `opendp.prelude`: it also imports OpenDP's optional extras (scikit-learn, polars and
-    others, where installed), about 3 s in every sandbox process that draws noise.
+    Imported from `opendp.domains`, `.metrics` and `.measurements`, not `opendp.prelude`:
+    the prelude also imports OpenDP's optional extras (scikit-learn, polars and others,
+    where installed), about 3 s in every sandbox process that draws noise. The native
+    library loads on first use.
     """
-    # The native library loads on first use.
-    import opendp.domains as domains  # noqa: PLC0415
-    import opendp.measurements as measurements  # noqa: PLC0415
-    import opendp.metrics as metrics  # noqa: PLC0415
+    from opendp.domains import atom_domain, vector_domain  # noqa: PLC0415
+    from opendp.measurements import make_gaussian, make_laplace  # noqa: PLC0415
+    from opendp.metrics import l1_distance, l2_distance  # noqa: PLC0415
     from opendp.mod import enable_features  # noqa: PLC0415
 
     enable_features("contrib")
-    return SimpleNamespace(
-        vector_domain=domains.vector_domain,
-        atom_domain=domains.atom_domain,
-        l1_distance=metrics.l1_distance,
-        l2_distance=metrics.l2_distance,
-        m=measurements,
-    )
+    if kind == "float-gaussian":
+        # OpenDP's float Gaussian samples a discrete Gaussian on a fine power-of-two
+        # lattice and rounds exactly, so it is not open to the float attack either.
+        domain = vector_domain(atom_domain(T=float, nan=False))
+        return make_gaussian(domain, l2_distance(T=float), scale=scale)
+    domain = vector_domain(atom_domain(T="i64"))
+    if kind == "gaussian":
+        return make_gaussian(domain, l2_distance(T="i64"), scale=scale)
+    return make_laplace(domain, l1_distance(T="i64"), scale=scale)
 
 
 class NoiseSource(Protocol):
@@ -121,18 +123,7 @@ class OpenDPNoise:
         key = (kind, float(scale))
         m = self._measurements.get(key)
         if m is None:
-            dp = _opendp()
-            if kind == "float-gaussian":
-                # OpenDP's float Gaussian samples a discrete Gaussian on a fine power-of-two
-                # lattice and rounds exactly, so it is not open to the float attack either.
-                domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-                m = dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale=key[1])
-            elif kind == "gaussian":
-                domain = dp.vector_domain(dp.atom_domain(T="i64"))
-                m = dp.m.make_gaussian(domain, dp.l2_distance(T="i64"), scale=key[1])
-            else:
-                domain = dp.vector_domain(dp.atom_domain(T="i64"))
-                m = dp.m.make_laplace(domain, dp.l1_distance(T="i64"), scale=key[1])
+            m = _make_measurement(kind, key[1])
             if len(self._measurements) >= 64:
                 self._measurements.clear()
             self._measurements[key] = m
