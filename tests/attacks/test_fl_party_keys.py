@@ -59,7 +59,7 @@ from tests.helpers.i15_keys import (
     start_requester,
 )
 from tests.helpers.net import free_port
-from tests.helpers.party_cluster import NODE_EMAIL, NODE_PASSWORD, PartyServer
+from tests.helpers.party_cluster import NODE_EMAIL, NODE_PASSWORD, PartyServer, node_body
 from tests.helpers.s13_fl_keys import FEATURES, LABEL, PURPOSE, byte_hits, rows_of
 from tests.helpers.s14_fl_seal import sealed_requester_script
 from tests.test_api_contracts import active_contract, make_org, measure_csv, register_dataset
@@ -105,9 +105,7 @@ def scenario(
                 node = start_node(free_port(), NODE_EMAIL, NODE_PASSWORD, tmp / f"node-{i}")
             nodes.append(node)
             org, prov = make_org(api, creds, f"Hospital {i} District", "provider")
-            body = {"kind": "http", "url": node.url, "email": NODE_EMAIL,
-                    "password": NODE_PASSWORD, "can_approve": True}  # fmt: skip
-            r = api.put("/v1/nodes/me", headers=prov, json=body)
+            r = api.put("/v1/nodes/me", headers=prov, json=node_body(node))
             assert r.status_code == 200, r.text
             pinned = {"algorithm": "ed25519", "public_key": party_key.public_b64}
             r = api.post(f"/v1/market/parties/{org}/keys", headers=prov, json=pinned)

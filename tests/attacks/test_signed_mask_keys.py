@@ -41,7 +41,7 @@ from gateway.settings import Settings
 from tests.attacks.test_party_held_keys import PURPOSE, _csv, _fixed_sum
 from tests.helpers.i15_keys import NodeProcess, start_node
 from tests.helpers.net import free_port
-from tests.helpers.party_cluster import NODE_EMAIL, NODE_PASSWORD
+from tests.helpers.party_cluster import NODE_EMAIL, NODE_PASSWORD, node_body
 from tests.test_api_computations import wait_for
 from tests.test_api_contracts import active_contract, make_org, register_dataset
 
@@ -90,14 +90,7 @@ def _world(settings: Settings, nodes: dict[str, Any]) -> Iterator[dict[str, Any]
         procs: list[NodeProcess] = nodes["procs"]
         for i, name in enumerate(("Northgate", "Lakeside")):
             org, prov = make_org(api, creds, f"{name} District Hospital", "provider")
-            body = {
-                "kind": "http",
-                "url": procs[i].url,
-                "email": NODE_EMAIL,
-                "password": NODE_PASSWORD,
-                "can_approve": True,
-            }
-            r = api.put("/v1/nodes/me", headers=prov, json=body)
+            r = api.put("/v1/nodes/me", headers=prov, json=node_body(procs[i]))
             assert r.status_code == 200, r.text
             key: PartyKey = nodes["keys"][i]
             r = api.post(
