@@ -19,6 +19,7 @@ from gateway.platform import Platform, build_platform, database_url, initialise
 from gateway.settings import Settings
 from ledger import export
 from tests.conftest import EXAMPLE_CSV, POSTGRES_URL, login
+from tests.helpers.platforms import backend
 from tests.test_store_hygiene import register
 from tests.test_store_identity import pdx, tables
 
@@ -81,10 +82,6 @@ def pristine() -> Pristine:
     return {}
 
 
-def backend(settings: Settings) -> str:
-    return "sqlite" if settings.database_url.startswith("sqlite") else "postgresql"
-
-
 @pytest.fixture
 def backup_copy(
     request: pytest.FixtureRequest, pristine: Pristine, settings: Settings, tmp_path: Path
@@ -94,10 +91,10 @@ def backup_copy(
     Making a backup costs a seeded platform, a registered dataset and a `pdx backup create`
     (about 10 s); the tampered-backup cases each change one file of their own copy.
     """
-    if backend(settings) not in pristine:
+    if backend(settings.database_url) not in pristine:
         out, dataset_id, _ = request.getfixturevalue("backed_up")
-        pristine[backend(settings)] = (out, settings, dataset_id)
-    out, source, dataset_id = pristine[backend(settings)]
+        pristine[backend(settings.database_url)] = (out, settings, dataset_id)
+    out, source, dataset_id = pristine[backend(settings.database_url)]
     copy = tmp_path / "backup-copy"
     shutil.copytree(out, copy)
     return copy, source, dataset_id
@@ -130,7 +127,7 @@ def test_backup_round_trip_restores_a_decryptable_verifiable_store(
     finally:
         platform.engine.dispose()
     # Verified and restored: the tampered-backup cases start from copies of this one.
-    pristine.setdefault(backend(settings), (out, settings, dataset_id))
+    pristine.setdefault(backend(settings.database_url), (out, settings, dataset_id))
 
 
 @pytest.mark.parametrize("what", ["object", "table", "manifest", "ledger"])
