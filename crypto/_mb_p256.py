@@ -25,6 +25,7 @@ of points here), so `psi_ec` hands it only keys far from 0 and n that pass a spo
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 import sysconfig
 import weakref
@@ -98,12 +99,19 @@ def _address(arr: np.ndarray[Any, Any]) -> int:
     return int(arr.ctypes.data)
 
 
-_ECDH = _load()
+@functools.cache
+def _ecdh() -> Any:
+    """The crypto_mb entry, loaded and checked on first use, or None.
+
+    Not at import: every process that imports `crypto` would load the Intel libraries and
+    run the known answer (about 30 ms of CPU), and only ECDH-PSI needs them.
+    """
+    return _load()
 
 
 def available() -> bool:
     """Whether the crypto_mb path is usable in this process (library, CPU, known answer)."""
-    return _ECDH is not None
+    return _ecdh() is not None
 
 
 class Scalar:
@@ -138,7 +146,8 @@ def mul_sec1_x(key: Scalar, points: bytes | bytearray) -> bytes:
     Refuses a point whose prefix is not 0x04, whose coordinates are not below p, or which
     is not on the curve; `MbError.index` names the first such element.
     """
-    if _ECDH is None:
+    ecdh = _ecdh()
+    if ecdh is None:
         raise MbError("crypto_mb is not available")
     if len(points) % POINT_BYTES:
         raise MbError(f"input is not a whole number of {POINT_BYTES}-byte points")
@@ -159,7 +168,7 @@ def mul_sec1_x(key: Scalar, points: bytes | bytearray) -> bytes:
     at = 32 * np.arange(padded, dtype=np.uint64)
     px, py, po = (np.uint64(_address(a)) + at for a in (xs, ys, out))
     keys = np.full(LANES, ctypes.addressof(key._buf), dtype=np.uint64)
-    ecdh, k = _ECDH, _address(keys)
+    k = _address(keys)
     bx, by, bo = _address(px), _address(py), _address(po)
     stride = 8 * LANES  # bytes of one group's eight pointers
     for g in range(padded // LANES):

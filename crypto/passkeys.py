@@ -6,35 +6,13 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import (
-    base64url_to_bytes,
-    bytes_to_base64url,
-    parse_authentication_credential_json,
-    parse_client_data_json,
-    parse_registration_credential_json,
-)
-from webauthn.helpers.exceptions import (
-    InvalidAuthenticationResponse,
-    InvalidJSONStructure,
-    InvalidRegistrationResponse,
-    WebAuthnException,
-)
-from webauthn.helpers.structs import (
-    AttestationConveyancePreference,
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
+# py_webauthn is imported where a ceremony runs, not here: every server and `pdx` process
+# imports this module (through exchange), and only passkey sign-ups and sign-ins use it.
 
 __all__ = [
     "PasskeyRejected",
@@ -67,6 +45,8 @@ class RegisteredKey:
 def _descriptor(
     credential_id: str, transports: tuple[str, ...] = ()
 ) -> PublicKeyCredentialDescriptor:
+    from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor
+
     known = {t.value for t in AuthenticatorTransport}
     return PublicKeyCredentialDescriptor(
         id=_b64(credential_id),
@@ -75,6 +55,8 @@ def _descriptor(
 
 
 def _b64(value: str) -> bytes:
+    from webauthn.helpers import base64url_to_bytes
+
     try:
         return base64url_to_bytes(value)
     except (ValueError, TypeError):
@@ -92,6 +74,14 @@ def registration_options(
     exclude: list[str],
 ) -> dict[str, object]:
     """PublicKeyCredentialCreationOptions as JSON for navigator.credentials.create."""
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers.structs import (
+        AttestationConveyancePreference,
+        AuthenticatorSelectionCriteria,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     options = generate_registration_options(
         rp_id=rp_id,
         rp_name=rp_name,
@@ -115,6 +105,9 @@ def authentication_options(
     *, rp_id: str, challenge: bytes, allow: list[tuple[str, tuple[str, ...]]]
 ) -> dict[str, object]:
     """PublicKeyCredentialRequestOptions as JSON for navigator.credentials.get."""
+    from webauthn import generate_authentication_options, options_to_json
+    from webauthn.helpers.structs import UserVerificationRequirement
+
     options = generate_authentication_options(
         rp_id=rp_id,
         challenge=challenge,
@@ -128,6 +121,13 @@ def authentication_options(
 
 def challenge_of(credential_json: str, *, registration: bool) -> bytes:
     """The challenge the authenticator signed (from clientDataJSON), to find it server-side."""
+    from webauthn.helpers import (
+        parse_authentication_credential_json,
+        parse_client_data_json,
+        parse_registration_credential_json,
+    )
+    from webauthn.helpers.exceptions import WebAuthnException
+
     try:
         if registration:
             reg = parse_registration_credential_json(credential_json)
@@ -142,6 +142,9 @@ def challenge_of(credential_json: str, *, registration: bool) -> bytes:
 
 def credential_id_of(credential_json: str) -> str:
     """The base64url credential id an assertion names (its raw id)."""
+    from webauthn.helpers import bytes_to_base64url, parse_authentication_credential_json
+    from webauthn.helpers.exceptions import WebAuthnException
+
     try:
         return bytes_to_base64url(parse_authentication_credential_json(credential_json).raw_id)
     except (WebAuthnException, ValueError, TypeError, KeyError):
@@ -151,6 +154,8 @@ def credential_id_of(credential_json: str) -> str:
 @contextmanager
 def _refused(invalid: type[Exception]) -> Iterator[None]:
     """py_webauthn's refusals (`invalid`, bad JSON) and malformed input as `PasskeyRejected`."""
+    from webauthn.helpers.exceptions import InvalidJSONStructure, WebAuthnException
+
     try:
         yield
     except (invalid, InvalidJSONStructure, WebAuthnException) as exc:
@@ -163,6 +168,10 @@ def verify_attestation(
     credential_json: str, *, challenge: bytes, rp_id: str, origins: list[str]
 ) -> RegisteredKey:
     """Verify a registration (attestation 'none' or self/packed) for this RP and origin."""
+    from webauthn import verify_registration_response
+    from webauthn.helpers import bytes_to_base64url, parse_registration_credential_json
+    from webauthn.helpers.exceptions import InvalidRegistrationResponse
+
     with _refused(InvalidRegistrationResponse):
         cred = parse_registration_credential_json(credential_json)
         verified = verify_registration_response(
@@ -194,6 +203,10 @@ def verify_assertion(
     A counter that does not move forward (when either side is non-zero) is refused:
     the mark of a cloned authenticator (WebAuthn §6.1.1).
     """
+    from webauthn import verify_authentication_response
+    from webauthn.helpers import parse_authentication_credential_json
+    from webauthn.helpers.exceptions import InvalidAuthenticationResponse
+
     with _refused(InvalidAuthenticationResponse):
         verified = verify_authentication_response(
             credential=parse_authentication_credential_json(credential_json),

@@ -13,12 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -48,6 +44,10 @@ from ledger import KmsLedgerSigner, Ledger, LedgerConfig, Sealer
 from sandbox.nodes import NodeRegistry
 from sandbox.operators import UsageLimits
 from sandbox.outbound import OutboundPolicy
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("pdx.platform")
@@ -159,7 +159,13 @@ class _SqliteFileGuard:
             )
 
 
+# Alembic is imported where the schema is checked or migrated (a server's start, `pdx`'s
+# migrating verbs, the readiness probe), not with this module: importing the app needs none.
+
+
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     cfg.set_main_option("sqlalchemy.url", database_url(url).replace("%", "%%"))
@@ -175,6 +181,8 @@ def migration_scripts() -> ScriptDirectory:
     Alembic builds it by running every migration module, which cost about as much as
     the rest of a restart on an already-current database.
     """
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://"))
 
 
@@ -208,6 +216,9 @@ def upgrade_database(engine: Engine) -> None:
     query before any of Alembic's machinery runs; otherwise Alembic upgrades as usual
     (and refuses a database at a revision this code does not know).
     """
+    from alembic import command
+    from alembic.script.revision import RevisionError
+
     current = database_heads(engine)
     with contextlib.suppress(RevisionError):  # an unknown revision: Alembic refuses below
         if current is not None and not pending_migrations(current):

@@ -7,8 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alembic.runtime.migration import MigrationContext
-
 import exchange.identity
 from gateway.platform import Platform, pending_migrations
 from ledger import verify_inclusion
@@ -72,6 +70,8 @@ class Readiness:
 
     def _database(self) -> str | None:
         """The schema is at the Alembic heads this code expects (no migration pending)."""
+        from alembic.runtime.migration import MigrationContext
+
         with self._platform.engine.connect() as conn:
             current = tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
         missing = list(pending_migrations(current))

@@ -47,9 +47,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
-
-import requests
+from typing import TYPE_CHECKING, Any, Literal
 
 from sandbox import node_side
 from sandbox._node_access import (
@@ -68,6 +66,9 @@ from sandbox.node_side import (
     node_call,
 )
 from sandbox.outbound import OutboundPolicy, PinnedTarget, pinned_session
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "MOCK_OUTPUT",
@@ -128,6 +129,7 @@ def _guard_syft_http() -> None:
         if _GUARDED:
             return
         _GUARDED = True
+    import requests
     from syft.client.client import HTTPConnection  # type: ignore[import-untyped]
     from syft.serde.deserialize import _deserialize  # type: ignore[import-untyped]
     from syft.serde.serialize import _serialize  # type: ignore[import-untyped]

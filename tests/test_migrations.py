@@ -47,13 +47,13 @@ def test_upgrade_head_matches_models(db_url: str) -> None:
 
 def _counting_upgrades(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = platform_module.command.upgrade
+    real = command.upgrade
 
     def upgrade(cfg: Any, revision: str, **kw: Any) -> None:
         calls.append(revision)
         real(cfg, revision, **kw)
 
-    monkeypatch.setattr(platform_module.command, "upgrade", upgrade)
+    monkeypatch.setattr(command, "upgrade", upgrade)
     return calls
 
 

@@ -17,7 +17,6 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-import jieba
 from sqlalchemy import Engine, Select, column, func, literal_column, select, table, text
 from sqlalchemy.orm import Session
 
@@ -42,13 +41,17 @@ _ready: weakref.WeakSet[Engine] = weakref.WeakSet()
 _jieba_lock = threading.Lock()
 _jieba_ready = False
 
-jieba.setLogLevel(logging.WARNING)
+# jieba (and the pkg_resources it loads) is imported where text is segmented, not here:
+# every server and `pdx` process imports the market, and most never search or list a product.
 
 
 def _init_jieba() -> None:
     global _jieba_ready
+    import jieba
+
     with _jieba_lock:
         if not _jieba_ready:
+            jieba.setLogLevel(logging.WARNING)
             jieba.initialize()
             _jieba_ready = True
 
@@ -64,6 +67,8 @@ def _keep(token: str) -> str | None:
 
 def index_tokens(*texts: str) -> str:
     """The space-separated index terms of `texts` (jieba search mode, NFKC, lowercase)."""
+    import jieba
+
     _init_jieba()
     seen: dict[str, None] = {}
     for t in texts:
@@ -76,6 +81,8 @@ def index_tokens(*texts: str) -> str:
 
 def query_tokens(query: str) -> list[str]:
     """The terms of a query (jieba precise mode); all must match."""
+    import jieba
+
     _init_jieba()
     seen: dict[str, None] = {}
     for raw in jieba.cut(query):
