@@ -211,8 +211,12 @@ class SyftNode:
         server = sy.orchestra.launch(
             name=f"pdx-node-{org_id}", reset=fresh, db_url=f"sqlite:///{home / 'node.db'}"
         )
+        # A PySyft login with `cache` (the default) adds an argon2 hash of the credentials
+        # for a session cache nothing here reads; each login through `server` also builds a
+        # new guest client. Log in through one guest client, without the cache.
+        guest = server.client
         if fresh:
-            root = server.login(email=_DEFAULT_ROOT[0], password=_DEFAULT_ROOT[1])
+            root = guest.login(email=_DEFAULT_ROOT[0], password=_DEFAULT_ROOT[1], cache=False)
             secrets_ = {"root": secrets.token_urlsafe(24), "coordinator": secrets.token_urlsafe(24)}
             _unwrap(root.account.set_password(secrets_["root"], confirm=False), "set password")
             _unwrap(
@@ -228,8 +232,10 @@ class SyftNode:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(secrets_, f)
         stored = json.loads(secret_file.read_text(encoding="utf-8"))
-        admin = server.login(email=_DEFAULT_ROOT[0], password=stored["root"])
-        coordinator = server.login(email=_COORDINATOR_EMAIL, password=stored["coordinator"])
+        admin = guest.login(email=_DEFAULT_ROOT[0], password=stored["root"], cache=False)
+        coordinator = guest.login(
+            email=_COORDINATOR_EMAIL, password=stored["coordinator"], cache=False
+        )
         return cls(org_id, kind="embedded", admin=admin, coordinator=coordinator, server=server)
 
     @classmethod
