@@ -216,23 +216,27 @@ class SyftNode:
         # new guest client. Log in through one guest client, without the cache.
         guest = server.client
         if fresh:
-            root = guest.login(email=_DEFAULT_ROOT[0], password=_DEFAULT_ROOT[1], cache=False)
-            secrets_ = {"root": secrets.token_urlsafe(24), "coordinator": secrets.token_urlsafe(24)}
-            _unwrap(root.account.set_password(secrets_["root"], confirm=False), "set password")
+            admin = guest.login(email=_DEFAULT_ROOT[0], password=_DEFAULT_ROOT[1], cache=False)
+            stored = {"root": secrets.token_urlsafe(24), "coordinator": secrets.token_urlsafe(24)}
+            # The password change keeps the account's signing key, by which PySyft
+            # authorises calls: this client stays the admin without a second login (one
+            # bcrypt check less).
+            _unwrap(admin.account.set_password(stored["root"], confirm=False), "set password")
             _unwrap(
-                root.register(
+                admin.register(
                     name="pdx coordinator",
                     email=_COORDINATOR_EMAIL,
-                    password=secrets_["coordinator"],
-                    password_verify=secrets_["coordinator"],
+                    password=stored["coordinator"],
+                    password_verify=stored["coordinator"],
                 ),
                 "register coordinator",
             )
             fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(secrets_, f)
-        stored = json.loads(secret_file.read_text(encoding="utf-8"))
-        admin = guest.login(email=_DEFAULT_ROOT[0], password=stored["root"], cache=False)
+                json.dump(stored, f)
+        else:
+            stored = json.loads(secret_file.read_text(encoding="utf-8"))
+            admin = guest.login(email=_DEFAULT_ROOT[0], password=stored["root"], cache=False)
         coordinator = guest.login(
             email=_COORDINATOR_EMAIL, password=stored["coordinator"], cache=False
         )
