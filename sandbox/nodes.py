@@ -161,6 +161,16 @@ def _unwrap(result: Any, what: str) -> Any:
     return result
 
 
+def _dataset(client: Any, name: str) -> Any:
+    """The Datasite's dataset `name`, as `client.datasets[name]` finds it.
+
+    PySyft's `datasets[name]` first looks for a `get_index` endpoint the dataset service
+    does not have, and a missing endpoint makes the client fetch its whole API again
+    before it falls back to this same lookup.
+    """
+    return client.datasets.get_all()[name]
+
+
 class SyftNode:
     """A provider's PySyft Datasite, embedded in this process or reached over HTTP.
 
@@ -315,7 +325,7 @@ class SyftNode:
         with self._lock:
             owner = self._owner()
             try:
-                ds = owner.datasets[asset_ref]
+                ds = _dataset(owner, asset_ref)
                 _unwrap(owner.api.services.dataset.delete(uid=ds.id), "delete")
             except NodeError:
                 raise
@@ -339,7 +349,7 @@ class SyftNode:
         with self._lock:
             ds = self._coordinator
             try:
-                asset = ds.datasets[job.asset_ref].assets[_ASSET]
+                asset = _dataset(ds, job.asset_ref).assets[_ASSET]
                 function = sy.syft_function(
                     input_policy=sy.MixedInputPolicy(
                         data=asset,
