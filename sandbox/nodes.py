@@ -163,6 +163,16 @@ def _unwrap(result: Any, what: str) -> Any:
     return result
 
 
+def _dataset(client: Any, name: str) -> Any:
+    """The Datasite's dataset `name`, as `client.datasets[name]` finds it.
+
+    PySyft's `datasets[name]` first looks for a `get_index` endpoint the dataset service
+    does not have, and a missing endpoint makes the client fetch its whole API again
+    before it falls back to this same lookup.
+    """
+    return client.datasets.get_all()[name]
+
+
 class SyftNode:
     """A provider's PySyft Datasite, embedded in this process or reached over HTTP.
 
@@ -213,25 +223,35 @@ class SyftNode:
         server = sy.orchestra.launch(
             name=f"pdx-node-{org_id}", reset=fresh, db_url=f"sqlite:///{home / 'node.db'}"
         )
+        # A PySyft login with `cache` (the default) adds an argon2 hash of the credentials
+        # for a session cache nothing here reads; each login through `server` also builds a
+        # new guest client. Log in through one guest client, without the cache.
+        guest = server.client
         if fresh:
-            root = server.login(email=_DEFAULT_ROOT[0], password=_DEFAULT_ROOT[1])
-            secrets_ = {"root": secrets.token_urlsafe(24), "coordinator": secrets.token_urlsafe(24)}
-            _unwrap(root.account.set_password(secrets_["root"], confirm=False), "set password")
+            admin = guest.login(email=_DEFAULT_ROOT[0], password=_DEFAULT_ROOT[1], cache=False)
+            stored = {"root": secrets.token_urlsafe(24), "coordinator": secrets.token_urlsafe(24)}
+            # The password change keeps the account's signing key, by which PySyft
+            # authorises calls: this client stays the admin without a second login (one
+            # bcrypt check less).
+            _unwrap(admin.account.set_password(stored["root"], confirm=False), "set password")
             _unwrap(
-                root.register(
+                admin.register(
                     name="pdx coordinator",
                     email=_COORDINATOR_EMAIL,
-                    password=secrets_["coordinator"],
-                    password_verify=secrets_["coordinator"],
+                    password=stored["coordinator"],
+                    password_verify=stored["coordinator"],
                 ),
                 "register coordinator",
             )
             fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(secrets_, f)
-        stored = json.loads(secret_file.read_text(encoding="utf-8"))
-        admin = server.login(email=_DEFAULT_ROOT[0], password=stored["root"])
-        coordinator = server.login(email=_COORDINATOR_EMAIL, password=stored["coordinator"])
+                json.dump(stored, f)
+        else:
+            stored = json.loads(secret_file.read_text(encoding="utf-8"))
+            admin = guest.login(email=_DEFAULT_ROOT[0], password=stored["root"], cache=False)
+        coordinator = guest.login(
+            email=_COORDINATOR_EMAIL, password=stored["coordinator"], cache=False
+        )
         return cls(org_id, kind="embedded", admin=admin, coordinator=coordinator, server=server)
 
     @classmethod
@@ -307,7 +327,7 @@ class SyftNode:
         with self._lock:
             owner = self._owner()
             try:
-                ds = owner.datasets[asset_ref]
+                ds = _dataset(owner, asset_ref)
                 _unwrap(owner.api.services.dataset.delete(uid=ds.id), "delete")
             except NodeError:
                 raise
@@ -331,7 +351,7 @@ class SyftNode:
         with self._lock:
             ds = self._coordinator
             try:
-                asset = ds.datasets[job.asset_ref].assets[_ASSET]
+                asset = _dataset(ds, job.asset_ref).assets[_ASSET]
                 function = sy.syft_function(
                     input_policy=sy.MixedInputPolicy(
                         data=asset,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import threading
 import time
@@ -156,6 +157,34 @@ def test_node_runs_only_the_operators_approved_for_the_job(providers: list[Provi
     outcome = decode_outcome(p.node.call(grant, request), "stats.sum")
     assert isinstance(outcome, SandboxFailure)
     assert "not approved" in outcome.detail
+
+
+@pytest.mark.slow
+def test_embedded_node_keeps_its_accounts_across_a_relaunch(tmp_path: Path) -> None:
+    from syft.types.errors import SyftException  # type: ignore[import-untyped]
+
+    org, first, second = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    home = tmp_path / "nodes" / org
+    text = _csv(5, 30)
+    node = SyftNode.embedded(org, home)
+    try:
+        # The client that replaced the default root password uploads as the data owner.
+        assert node.upload(first, text, _mock(text)) == first
+    finally:
+        node.close()
+    secret = home / "node.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert set(json.loads(secret.read_text())) == {"root", "coordinator"}
+    again = SyftNode.embedded(org, home)  # logs in with the stored passwords
+    try:
+        with pytest.raises(SyftException):
+            again._server.login(email="info@openmined.org", password="changethis")
+        assert again.upload(second, text, _mock(text)) == second
+        again.remove(first)
+        names = {d.name for d in again._coordinator.datasets.get_all()}
+        assert names == {second}
+    finally:
+        again.close()
 
 
 def test_outcome_encoding_carries_no_log() -> None:
