@@ -140,7 +140,9 @@ def _multiexp(bases: Sequence[Any], exps: Sequence[int], n2: Any) -> Any:
     if len(bases) < 16:
         acc = gmpy2.mpz(1)
         for b, k in zip(bases, exps, strict=True):
-            if k:
+            if k == 1:
+                acc = acc * b % n2
+            elif k:
                 acc = acc * gmpy2.powmod(b, k, n2) % n2
         return acc
     bits = max(k.bit_length() for k in exps)

@@ -89,3 +89,15 @@ def test_extend_raises_each_power_once_by_u(degree: int, monkeypatch: Any) -> No
     host.extend(msg)
     pairs = degree * (degree - 1) // 2
     assert exponents == [abs(u) for u in us[1:] for _ in range(pairs)]
+
+
+def test_lincomb_of_few_ciphertexts_is_the_product_of_signed_powers() -> None:
+    for size in range(1, 6):
+        cts = [_RNG.randrange(2, 3 * _N2) for _ in range(size)]  # some not reduced mod n²
+        coeffs = [_RNG.choice([0, 1, -1, 2, _RNG.randint(-(2**100), 2**100)]) for _ in cts]
+        want = 1
+        for c, k in zip(cts, coeffs, strict=True):
+            want = want * pow(c, k, _N2) % _N2
+        assert hetero_lr._lincomb([gmpy2.mpz(c) for c in cts], coeffs, gmpy2.mpz(_N2)) == want, (
+            coeffs
+        )
