@@ -140,7 +140,9 @@ def _multiexp(bases: Sequence[Any], exps: Sequence[int], n2: Any) -> Any:
     if len(bases) < 16:
         acc = gmpy2.mpz(1)
         for b, k in zip(bases, exps, strict=True):
-            if k:
+            if k == 1:
+                acc = acc * b % n2
+            elif k:
                 acc = acc * gmpy2.powmod(b, k, n2) % n2
         return acc
     bits = max(k.bit_length() for k in exps)
@@ -174,6 +176,69 @@ def _lincomb(cts: Sequence[Any], coeffs: Sequence[int], n2: Any) -> Any:
         inv = _multiexp([c for c, _ in neg], [k for _, k in neg], n2)
         acc = acc * gmpy2.invert(inv, n2) % n2
     return acc
+
+
+def _small_pow(b: Any, k: int, n2: Any) -> Any:
+    """b^k mod n² by square-and-multiply, for the small exponents (binomial coefficients).
+
+    For a handful of bits this beats gmpy2.powmod, whose set-up costs a few multiplications.
+    """
+    acc = b
+    for bit in bin(k)[3:]:
+        acc = acc * acc % n2
+        if bit == "1":
+            acc = acc * b % n2
+    return acc
+
+
+def _invert_all(values: Sequence[Any], n2: Any) -> list[Any]:
+    """The inverses mod n² of `values` with one inversion (Montgomery's trick)."""
+    prefix = [gmpy2.mpz(1)]
+    for v in values:
+        prefix.append(prefix[-1] * v % n2)
+    inv = gmpy2.invert(prefix[-1], n2)
+    out: list[Any] = [None] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % n2
+        inv = inv * values[i] % n2
+    return out
+
+
+def _shift_powers(cts: Sequence[Any], u: int, n2: Any) -> list[Any]:
+    """Π_{j≤k} cts_j^(C(k,j)·u^(k−j)) mod n² for k = 1..len(cts), cts_j = [[z^j]].
+
+    The ciphertext part of [[(z + u)^k]] (the binomial theorem; the caller adds u^k in the
+    clear). The powers cts_j^(|u|^m) come from one chain of powmods by |u| per base, shared
+    by every k: D(D−1)/2 exponentiations by |u| per row instead of one by C(k,j)·u^(k−j)
+    per term (about half the squarings for D = 5). The binomial coefficients are small
+    exponents, done by multiplication. For u < 0 the terms with k − j odd are divided out
+    with one inversion for all k. Each result is the same element of Z*_{n²} as the
+    product of the terms, so the same integer.
+    """
+    d, a = len(cts), abs(u)
+    base = [c % n2 for c in cts]
+    if a == 0:
+        return base  # only the j = k term survives, with exponent 1
+    chains = [[b] for b in base[:-1]]  # chains[j - 1][m] = cts_j^(a^m), m ≤ D − j
+    for j, chain in enumerate(chains, 1):
+        for _ in range(d - j):
+            chain.append(gmpy2.powmod(chain[-1], a, n2))
+    pos: list[Any] = []
+    neg: list[Any] = []
+    for k in range(1, d + 1):
+        p, q = base[k - 1], gmpy2.mpz(1)
+        for j in range(1, k):
+            t = _small_pow(chains[j - 1][k - j], math.comb(k, j), n2)
+            if u < 0 and (k - j) % 2:
+                q = q * t % n2
+            else:
+                p = p * t % n2
+        pos.append(p)
+        neg.append(q)
+    if u > 0 or d == 1:
+        return pos
+    inv = _invert_all(neg[1:], n2)  # k = 1 has no term to divide out
+    return [pos[0], *(p * q % n2 for p, q in zip(pos[1:], inv, strict=True))]
 
 
 class Guest:
@@ -277,12 +342,12 @@ class Host:
         per = d + 1
         out: list[int] = []
         for i, ui in enumerate(u):
-            prev = [gmpy2.mpz(c) for c in msg.ciphertexts[i * per : (i + 1) * per]]
-            for k in range(1, d + 1):
-                coeffs = [math.comb(k, j) * ui ** (k - j) for j in range(1, k + 1)]
-                ct = _lincomb(prev[:k], coeffs, self.n2) * self._plain(ui**k) % self.n2
-                out.append(int(ct))
-            out.append(int(prev[d]))  # the (c0 − y)·T term travels on unchanged
+            row = msg.ciphertexts[i * per : (i + 1) * per]
+            if len(row) < d:  # a short message fails as the per-k lincombs' strict zip did
+                raise ValueError("fewer powers than rows")
+            shifted = _shift_powers([gmpy2.mpz(c) for c in row[:d]], ui, self.n2)
+            out.extend(int(ct * self._plain(ui**k) % self.n2) for k, ct in enumerate(shifted, 1))
+            out.append(int(row[d]))  # the (c0 − y)·T term travels on unchanged
         return LrMessage("lr.host.powers", tuple(out))
 
     def residuals(self, msg: LrMessage) -> tuple[LrMessage, LrMessage, LrMessage]:
