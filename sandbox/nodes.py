@@ -109,6 +109,7 @@ def _syft() -> Any:
 # PySyft's own behaviour.
 _PINS: dict[str, requests.Session] = {}
 _PINS_LOCK = threading.Lock()
+_GUARD_LOCK = threading.Lock()  # held while the guard is installed: no caller passes early
 _GUARDED = False
 
 
@@ -124,11 +125,14 @@ def _pinned_for(connection: Any) -> requests.Session | None:
 
 
 def _guard_syft_http() -> None:
+    with _GUARD_LOCK:
+        if not _GUARDED:
+            _install_guard()
+
+
+def _install_guard() -> None:
+    """Route PySyft's HTTP through the pinned sessions; `_GUARDED` is set only once done."""
     global _GUARDED
-    with _PINS_LOCK:
-        if _GUARDED:
-            return
-        _GUARDED = True
     import requests
     from syft.client.client import HTTPConnection  # type: ignore[import-untyped]
     from syft.serde.deserialize import _deserialize  # type: ignore[import-untyped]
@@ -154,6 +158,7 @@ def _guard_syft_http() -> None:
 
     HTTPConnection.session = property(session)
     HTTPConnection.make_call = make_call
+    _GUARDED = True
 
 
 def _unwrap(result: Any, what: str) -> Any:

@@ -276,3 +276,49 @@ def test_remote_node_waits_for_its_administrator(http_node: Any) -> None:
     gate = ReleaseGate(InMemoryPrivacyBudget(), rng=np.random.default_rng(0))
     count = stats.run(gate, ReleaseObligations(min_cohort=10)).value().group()
     assert count.exact["count"] == "40"
+
+
+def test_no_first_caller_reaches_pysyft_before_its_http_is_pinned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two first uses of PySyft at once: the second waits until the first has routed
+    PySyft's HTTP through the pinned sessions. Before, the flag was set before the routing
+    was installed, so the second went on at once and could log in to a node over PySyft's
+    own, unpinned connection."""
+    import sys
+    import types
+
+    from sandbox import nodes
+
+    nodes._syft()  # PySyft imported (and guarded) once, as any earlier test may have done
+    from syft.client.client import HTTPConnection  # type: ignore[import-untyped]
+
+    monkeypatch.setattr(nodes, "_GUARDED", False)
+    monkeypatch.setattr(HTTPConnection, "session", HTTPConnection.session)
+    monkeypatch.setattr(HTTPConnection, "make_call", HTTPConnection.make_call)
+    unguarded = HTTPConnection.make_call
+    real = sys.modules["syft.serde.deserialize"]
+    installing, finish = threading.Event(), threading.Event()
+
+    class SlowModule(types.ModuleType):
+        """The installer's last import stalls until the test lets it finish."""
+
+        def __getattr__(self, name: str) -> Any:
+            installing.set()
+            finish.wait(30)
+            return getattr(real, name)
+
+    monkeypatch.setitem(sys.modules, "syft.serde.deserialize", SlowModule(real.__name__))
+    first = threading.Thread(target=nodes._guard_syft_http)
+    first.start()
+    assert installing.wait(30)
+    passed = threading.Event()
+    second = threading.Thread(target=lambda: (nodes._guard_syft_http(), passed.set()))
+    second.start()
+    went_early = passed.wait(1)  # the unfixed code returns at once
+    finish.set()
+    first.join(30)
+    second.join(30)
+    assert not went_early, "a caller went on before PySyft's HTTP was pinned"
+    assert passed.is_set() and nodes._GUARDED
+    assert HTTPConnection.make_call is not unguarded
