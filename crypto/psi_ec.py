@@ -126,6 +126,10 @@ class PsiGroup:
         if not 16 <= len(dst) <= 255:  # RFC 9380 §3.1: at least 16 bytes recommended
             raise ValueError("hash-to-curve DST must be 16 to 255 bytes")
         self.dst = dst
+        # crypto_mb loads and checks itself once per process, on first use: here, so that a
+        # session pool (`sandbox.session_pool`) forks its workers with it loaded, rather
+        # than each worker loading it again inside a request.
+        mb.available()
 
     # -- points and encodings ------------------------------------------------------------
 

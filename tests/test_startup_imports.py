@@ -24,3 +24,20 @@ def test_importing_the_app_imports_no_library_only_some_operations_use() -> None
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_crypto_mb_loads_when_a_psi_group_is_made_not_when_the_app_is_imported() -> None:
+    """Intel's crypto_mb is a ctypes library (not in `sys.modules`): its loader's cache
+    tells whether it ran. A PSI group loads it, before any session pool forks."""
+    code = (
+        "import gateway.app\n"
+        "from crypto import _mb_p256 as mb\n"
+        "from crypto.psi_ec import PsiGroup\n"
+        "before = mb._ecdh.cache_info().currsize; PsiGroup(b'pdx-test-startup-imports')\n"
+        "print(before, mb._ecdh.cache_info().currsize)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["0", "1"], out.stdout + out.stderr
