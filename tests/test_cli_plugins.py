@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 import gateway.cli
+from tests.helpers.fresh_python import fresh_python
 
 
 class _EntryPoint:
@@ -52,8 +50,4 @@ def test_building_the_command_line_imports_no_platform_package() -> None:
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'exchange', 'sandbox', 'policies', 'ledger', 'audit', 'fastapi', 'sqlalchemy'}))"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert fresh_python(code).strip() == "[]"

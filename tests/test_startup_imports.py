@@ -10,20 +10,14 @@ connection to a provider's node, Alembic by the schema check and migration.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from tests.helpers.fresh_python import fresh_python
 
 LAZY = ("webauthn", "jieba", "pkg_resources", "requests", "urllib3", "alembic")
 
 
 def test_importing_the_app_imports_no_library_only_some_operations_use() -> None:
     code = f"import sys, gateway.app; print(sorted(set({LAZY!r}) & set(sys.modules)))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert fresh_python(code).strip() == "[]"
 
 
 def test_crypto_mb_loads_when_a_psi_group_is_made_not_when_the_app_is_imported() -> None:
@@ -36,8 +30,4 @@ def test_crypto_mb_loads_when_a_psi_group_is_made_not_when_the_app_is_imported()
         "before = mb._ecdh.cache_info().currsize; PsiGroup(b'pdx-test-startup-imports')\n"
         "print(before, mb._ecdh.cache_info().currsize)"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == ["0", "1"], out.stdout + out.stderr
+    assert fresh_python(code).split() == ["0", "1"]
