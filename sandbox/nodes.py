@@ -168,6 +168,26 @@ def _unwrap(result: Any, what: str) -> Any:
     return result
 
 
+def _save_secrets(path: Path, stored: dict[str, str]) -> None:
+    """Write a node's secrets whole or not at all.
+
+    A file of mode 0600 beside `path`, flushed to disk, then renamed onto it. A first
+    launch that stops before the rename leaves no `path`, so the next launch starts the
+    node afresh; half a file would leave the replaced root password nowhere.
+    """
+    part = path.with_name(path.name + ".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(stored, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
 def _dataset(client: Any, name: str) -> Any:
     """The Datasite's dataset `name`, as `client.datasets[name]` finds it.
 
@@ -248,9 +268,7 @@ class SyftNode:
                 ),
                 "register coordinator",
             )
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(stored, f)
+            _save_secrets(secret_file, stored)
         else:
             stored = json.loads(secret_file.read_text(encoding="utf-8"))
             admin = guest.login(email=_DEFAULT_ROOT[0], password=stored["root"], cache=False)

@@ -187,6 +187,37 @@ def test_embedded_node_keeps_its_accounts_across_a_relaunch(tmp_path: Path) -> N
         again.close()
 
 
+def test_a_first_launch_that_stops_while_saving_its_secrets_starts_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while a fresh node writes its secrets: no half file stays behind (it
+    would hold no usable root password, and the node could never be opened again); the
+    next launch starts the node afresh."""
+    import types
+
+    from sandbox import nodes
+
+    def torn(obj: Any, f: Any) -> None:
+        f.write('{"root": "')
+        raise OSError(28, "No space left on device")
+
+    org = str(uuid.uuid4())
+    home = tmp_path / "nodes" / org
+    with monkeypatch.context() as m:
+        m.setattr(nodes, "json", types.SimpleNamespace(dump=torn, loads=json.loads))
+        with pytest.raises(OSError, match="No space left"):
+            SyftNode.embedded(org, home)
+    assert sorted(p.name for p in home.iterdir() if p.name.startswith("node.secret")) == []
+    text = _csv(5, 30)
+    node = SyftNode.embedded(org, home)
+    try:
+        name = str(uuid.uuid4())
+        assert node.upload(name, text, _mock(text)) == name
+    finally:
+        node.close()
+    assert set(json.loads((home / "node.secret").read_text())) == {"root", "coordinator"}
+
+
 def test_outcome_encoding_carries_no_log() -> None:
     ok = SandboxResult("stats.sum", b"PDXENV1\n...", 0.5)
     assert decode_outcome(encode_outcome(ok), "stats.sum") == SandboxResult(
