@@ -1,5 +1,6 @@
 """Cryptography for pdx: digests, streaming encryption, client secrets and the key store."""
 
+from crypto._pem_files import write_file as write_file_atomically
 from crypto.backends import RootKeyBackend
 from crypto.backends.local import LocalRootKey
 from crypto.chainkey import ChainKey, unsafe_export_chain_key
@@ -56,6 +57,7 @@ __all__ = [
     "sm3",
     "unsafe_export_chain_key",
     "verify_secret",
+    "write_file_atomically",
     # ECDH-PSI group (issue 18)
     "GroupPoint",
     "InvalidGroupElement",

@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import crypto
 from sandbox import node_side
 from sandbox._node_access import (
     NODE_ROOT,
@@ -168,26 +169,6 @@ def _unwrap(result: Any, what: str) -> Any:
     return result
 
 
-def _save_secrets(path: Path, stored: dict[str, str]) -> None:
-    """Write a node's secrets whole or not at all.
-
-    A file of mode 0600 beside `path`, flushed to disk, then renamed onto it. A first
-    launch that stops before the rename leaves no `path`, so the next launch starts the
-    node afresh; half a file would leave the replaced root password nowhere.
-    """
-    part = path.with_name(path.name + ".part")
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(stored, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-
-
 def _dataset(client: Any, name: str) -> Any:
     """The Datasite's dataset `name`, as `client.datasets[name]` finds it.
 
@@ -268,7 +249,11 @@ class SyftNode:
                 ),
                 "register coordinator",
             )
-            _save_secrets(secret_file, stored)
+            # Whole or not at all (temporary file, fsync, rename): a first launch that stops
+            # while saving leaves no file, so the next one starts afresh; half a file would
+            # leave the replaced root password nowhere.
+            data = json.dumps(stored).encode()
+            crypto.write_file_atomically(secret_file, data, mode=0o600, exclusive=False)
         else:
             stored = json.loads(secret_file.read_text(encoding="utf-8"))
             admin = guest.login(email=_DEFAULT_ROOT[0], password=stored["root"], cache=False)

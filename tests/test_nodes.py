@@ -193,18 +193,15 @@ def test_a_first_launch_that_stops_while_saving_its_secrets_starts_afresh(
     """The disk fills while a fresh node writes its secrets: no half file stays behind (it
     would hold no usable root password, and the node could never be opened again); the
     next launch starts the node afresh."""
-    import types
+    from crypto import _pem_files
 
-    from sandbox import nodes
-
-    def torn(obj: Any, f: Any) -> None:
-        f.write('{"root": "')
+    def full(fd: int) -> None:  # the written bytes do not reach the disk
         raise OSError(28, "No space left on device")
 
     org = str(uuid.uuid4())
     home = tmp_path / "nodes" / org
     with monkeypatch.context() as m:
-        m.setattr(nodes, "json", types.SimpleNamespace(dump=torn, loads=json.loads))
+        m.setattr(_pem_files.os, "fsync", full)
         with pytest.raises(OSError, match="No space left"):
             SyftNode.embedded(org, home)
     assert sorted(p.name for p in home.iterdir() if p.name.startswith("node.secret")) == []
