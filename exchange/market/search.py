@@ -45,7 +45,8 @@ _jieba_ready = False
 # every server and `pdx` process imports the market, and most never search or list a product.
 
 
-def _init_jieba() -> None:
+def _jieba() -> Any:  # jieba has no type information
+    """jieba, imported and its dictionary loaded on first use."""
     global _jieba_ready
     import jieba
 
@@ -54,6 +55,7 @@ def _init_jieba() -> None:
             jieba.setLogLevel(logging.WARNING)
             jieba.initialize()
             _jieba_ready = True
+    return jieba
 
 
 def _keep(token: str) -> str | None:
@@ -67,9 +69,7 @@ def _keep(token: str) -> str | None:
 
 def index_tokens(*texts: str) -> str:
     """The space-separated index terms of `texts` (jieba search mode, NFKC, lowercase)."""
-    import jieba
-
-    _init_jieba()
+    jieba = _jieba()
     seen: dict[str, None] = {}
     for t in texts:
         for raw in jieba.cut_for_search(t):
@@ -81,9 +81,7 @@ def index_tokens(*texts: str) -> str:
 
 def query_tokens(query: str) -> list[str]:
     """The terms of a query (jieba precise mode); all must match."""
-    import jieba
-
-    _init_jieba()
+    jieba = _jieba()
     seen: dict[str, None] = {}
     for raw in jieba.cut(query):
         token = _keep(raw)
